@@ -1,0 +1,317 @@
+"""CPU benchmark: gpuconv's NumPy backend against PyTorch on the CPU (oneDNN), float32.
+
+    python bench/cpu.py                 # whole suite, 10 timed repetitions, writes JSON
+    python bench/cpu.py --quick         # smoke run: 1 repetition, writes nothing
+    python bench/cpu.py --layers vgg_3x3 stem_7x7_s2 --repeat 5
+    python bench/cpu.py --from-json bench/results/cpu_latest.json --readme
+
+For every layer of bench/layers.py: the outputs and all gradients are first checked
+against PyTorch (autograd for the gradients), so a fast but wrong kernel reports no
+time; then gpuconv and torch run alternately (A B A B ...) after a warm-up, forward
+and backward separately, and the median and the 20th/80th percentiles are reported.
+The backward is timed alone: gpuconv's ``*_backward`` ops against the ATen backward
+ops autograd calls, with the same random upstream gradient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make `bench` importable
+    sys.path.insert(0, str(ROOT))
+
+from bench import layers as L  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+RTOL = 1e-3          # max |gpuconv - torch| / max |torch|, per array: loose for float32
+DEFAULT_REPEAT = 10
+DEFAULT_WARMUP = 1   # on top of the correctness run, which also warms both sides up
+
+
+# --------------------------------------------------------------------------- machine
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _numpy_blas() -> dict:
+    info: dict = {}
+    try:
+        config = np.show_config(mode="dicts")
+        info = config.get("Build Dependencies", {}).get("blas", {})
+    except Exception:  # older NumPy: no dict mode
+        pass
+    try:
+        import threadpoolctl
+        info["threadpools"] = threadpoolctl.threadpool_info()
+    except ImportError:
+        info["threadpools"] = "threadpoolctl not installed"
+    return info
+
+
+def machine_info() -> dict:
+    import torch
+    import gpuconv
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_model": _cpu_model(),
+        "cores": cores,
+        "os_cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpuconv": gpuconv.__version__,
+        "numpy": np.__version__,
+        "numpy_blas": _numpy_blas(),
+        "torch": torch.__version__,
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                   "MKL_NUM_THREADS") if k in os.environ},
+    }
+
+
+# --------------------------------------------------------------------------- correctness
+def relative_error(got, want) -> float:
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return math.inf
+    scale = max(float(np.max(np.abs(want), initial=0.0)), 1e-30)
+    return float(np.max(np.abs(got - want), initial=0.0)) / scale
+
+
+def check_layer(layer: L.Layer, a: dict, t: dict) -> dict:
+    """Compare gpuconv's forward and backward with torch's; also store the max-pool
+    indices each side needs for its backward in ``a`` / ``t``. Returns the errors and
+    ``ok``."""
+    from bench import torch_ops
+    errors: dict = {}
+    ours, ref = L.gpuconv_forward(layer, a, "numpy"), torch_ops.forward(layer, t)
+    if layer.kind == "max_pool":
+        (ours, a["indices"]), (ref, t["indices"]) = ours, ref
+        errors["indices_differ"] = int(np.sum(a["indices"] != t["indices"].numpy()))
+    errors["forward"] = relative_error(ours, ref.numpy())
+    grads = L.gpuconv_backward(layer, a, "numpy")
+    expected = torch_ops.autograd_grads(layer, t)
+    timed = torch_ops.backward(layer, t)
+    for name, want in expected.items():
+        errors[f"grad_{name}"] = relative_error(grads[name], want.numpy())
+        # the torch op we time must be the one autograd runs
+        errors[f"torch_op_grad_{name}"] = relative_error(timed[name].numpy(), want.numpy())
+    ok = all(v <= RTOL for k, v in errors.items() if k != "indices_differ") \
+        and errors.get("indices_differ", 0) == 0
+    return {"ok": ok, "rtol": RTOL, "errors": errors}
+
+
+# --------------------------------------------------------------------------- timing
+def interleaved(fa: Callable, fb: Callable, repeat: int, warmup: int) -> tuple[list, list]:
+    """Run ``fa`` and ``fb`` alternately; wall-clock seconds of each timed run."""
+    for _ in range(warmup):
+        fa()
+        fb()
+    ta, tb = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return ta, tb
+
+
+def summarize(seconds: list, flops: Optional[int]) -> dict:
+    ms = np.asarray(seconds) * 1e3
+    median = float(np.median(ms))
+    return {"median_ms": median, "p20_ms": float(np.percentile(ms, 20)),
+            "p80_ms": float(np.percentile(ms, 80)), "samples_ms": [float(v) for v in ms],
+            "gflops": (flops / (median * 1e-3) / 1e9) if flops and median > 0 else None}
+
+
+def measure_layer(layer: L.Layer, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP,
+                  seed: int = 0) -> dict:
+    """Check one layer against torch, then time forward and backward of both."""
+    import torch
+    from bench import torch_ops
+    a = L.make_arrays(layer, np.float32, seed)
+    t = torch_ops.to_torch(a)
+    result = {"layer": layer.to_dict(), "shape": layer.shape_text()}
+    result["check"] = check_layer(layer, a, t)
+    if not result["check"]["ok"]:
+        return result
+    with torch.no_grad():
+        for name, ours, theirs, flops in (
+                ("forward", lambda: L.gpuconv_forward(layer, a, "numpy"),
+                 lambda: torch_ops.forward(layer, t), layer.forward_flops()),
+                ("backward", lambda: L.gpuconv_backward(layer, a, "numpy"),
+                 lambda: torch_ops.backward(layer, t), layer.backward_flops())):
+            ta, tb = interleaved(ours, theirs, repeat, warmup)
+            g, r = summarize(ta, flops), summarize(tb, flops)
+            result[name] = {"gpuconv": g, "torch": r, "ratio": g["median_ms"] / r["median_ms"]}
+    return result
+
+
+def geomean(values) -> Optional[float]:
+    values = [v for v in values if v is not None and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+# --------------------------------------------------------------------------- reporting
+def _ms(s: dict) -> str:
+    return f"{s['median_ms']:9.2f} ({s['p20_ms']:.1f}-{s['p80_ms']:.1f})"
+
+
+def _gf(s: dict) -> str:
+    return f"{s['gflops']:7.1f}" if s["gflops"] is not None else "      -"
+
+
+def table(report: dict) -> str:
+    """The plain-text table printed after a run."""
+    lines = [f"{'layer':<20} {'pass':<8} {'gpuconv ms (p20-p80)':>24} "
+             f"{'torch ms (p20-p80)':>24} {'ratio':>7} {'GFLOP/s gpuconv':>16} "
+             f"{'torch':>7}"]
+    for r in report["layers"]:
+        name = r["layer"]["name"]
+        if not r["check"]["ok"]:
+            lines.append(f"{name:<20} WRONG: {r['check']['errors']} (no time reported)")
+            continue
+        for p in ("forward", "backward"):
+            x = r[p]
+            lines.append(f"{name:<20} {p:<8} {_ms(x['gpuconv']):>24} {_ms(x['torch']):>24} "
+                         f"{x['ratio']:7.2f} {_gf(x['gpuconv']):>16} {_gf(x['torch']):>7}")
+    g = report["geomean_ratio"]
+    lines.append("geometric mean ratio (gpuconv time / torch time): forward "
+                 f"{_fmt(g['forward'])}, backward {_fmt(g['backward'])}")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def markdown(report: dict) -> str:
+    """The README's "CPU speed" table."""
+    m, s = report["machine"], report["settings"]
+    lines = ["| layer | input -> output | fwd gpuconv ms | fwd torch ms | fwd ratio | "
+             "bwd gpuconv ms | bwd torch ms | bwd ratio |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["layers"]:
+        name = r["layer"]["name"]
+        if not r["check"]["ok"]:
+            lines.append(f"| {name} | {r['shape']} | wrong | | | | | |")
+            continue
+        f, b = r["forward"], r["backward"]
+        lines.append(f"| {name} | {r['shape']} | {f['gpuconv']['median_ms']:.1f} | "
+                     f"{f['torch']['median_ms']:.1f} | {f['ratio']:.2f} | "
+                     f"{b['gpuconv']['median_ms']:.1f} | {b['torch']['median_ms']:.1f} | "
+                     f"{b['ratio']:.2f} |")
+    g = report["geomean_ratio"]
+    lines.append(f"| **geometric mean** | | | | **{_fmt(g['forward'])}** | | | "
+                 f"**{_fmt(g['backward'])}** |")
+    lines.append("")
+    lines.append(f"Median of {s['repeat']} interleaved runs, float32; ratio = gpuconv time / "
+                 f"torch time (lower is better for gpuconv). {m['cpu_model']}, {m['cores']} "
+                 f"cores, NumPy {m['numpy']}, PyTorch {m['torch']} ({m['torch_num_threads']} "
+                 f"threads), {m['date'][:10]}.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+def run(names=None, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, seed: int = 0,
+        quick: bool = False, log=print) -> dict:
+    import torch
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count())
+    suite = L.select(names)
+    report = {"machine": machine_info(),
+              "settings": {"repeat": repeat, "warmup": warmup, "seed": seed, "quick": quick,
+                           "dtype": "float32", "rtol": RTOL},
+              "layers": []}
+    for layer in suite:
+        start = time.perf_counter()
+        r = measure_layer(layer, repeat, warmup, seed)
+        report["layers"].append(r)
+        if r["check"]["ok"]:
+            log(f"{layer.name:<20} {r['shape']:<36} fwd ratio {r['forward']['ratio']:6.2f}  "
+                f"bwd ratio {r['backward']['ratio']:6.2f}  ({time.perf_counter() - start:.1f} s)")
+        else:
+            log(f"{layer.name:<20} WRONG: {r['check']['errors']}")
+    ok = [r for r in report["layers"] if r["check"]["ok"]]
+    report["geomean_ratio"] = {p: geomean(r[p]["ratio"] for r in ok)
+                               for p in ("forward", "backward")}
+    report["all_correct"] = len(ok) == len(report["layers"])
+    return report
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=None,
+                        help=f"timed repetitions per op and side (default {DEFAULT_REPEAT})")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"untimed runs first (default {DEFAULT_WARMUP})")
+    parser.add_argument("--layers", nargs="+", metavar="NAME",
+                        help=f"run only these: {', '.join(L.BY_NAME)}")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="write the results here (default: bench/results/cpu_<date>.json "
+                             "and cpu_latest.json for a full run; nothing for --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 1 repetition, no warm-up beyond the correctness check")
+    parser.add_argument("--readme", action="store_true", help="also print the markdown table")
+    parser.add_argument("--from-json", type=Path, metavar="PATH",
+                        help="print the tables of an earlier run instead of running")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if args.from_json:
+        report = json.loads(args.from_json.read_text())
+    else:
+        repeat = args.repeat or (1 if args.quick else DEFAULT_REPEAT)
+        warmup = args.warmup if args.warmup is not None else (0 if args.quick else DEFAULT_WARMUP)
+        if repeat < 1 or warmup < 0:
+            parser.error("--repeat must be >= 1 and --warmup >= 0")
+        try:
+            suite_names = [layer.name for layer in L.select(args.layers)]
+        except ValueError as exc:
+            parser.error(str(exc))
+        report = run(suite_names, repeat, warmup, args.seed, args.quick)
+        targets = [args.json] if args.json else []
+        if not args.json and not args.quick and not args.layers:
+            date = report["machine"]["date"][:10]
+            targets = [RESULTS / f"cpu_{date}.json", RESULTS / "cpu_latest.json"]
+        for path in targets:
+            write_json(report, path)
+            print(f"wrote {path}")
+    print()
+    print(table(report))
+    if args.readme:
+        print()
+        print(markdown(report))
+    return 0 if report.get("all_correct", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Backend registry: which implementation runs an op, and why one cannot.
+
+A backend is a module that implements the 2-D kernels listed in ``KERNELS``
+(1-D ops run as 2-D ops over a height-1 image). ``gpuconv.functional``
+validates every argument before it calls one, so a backend receives checked
+arrays of one dtype and a validated ``ConvSpec`` / ``PoolSpec``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# What every backend module provides (signatures in numpy_backend.py).
+KERNELS = (
+    "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
+    "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
+)
+
+# Backend name -> the array library whose arrays it takes and returns.
+ARRAY_LIBRARY = {"numpy": "numpy", "cupy": "cupy", "numba": "numba"}
+BACKENDS = tuple(ARRAY_LIBRARY)
+
+
+class BackendUnavailableError(RuntimeError):
+    """A known backend cannot run here (library missing, no CUDA device, ...)."""
+
+
+def _probe_cuda_library(module: str) -> str | None:
+    """Why the CUDA backend built on ``module`` cannot run here, or None if it could."""
+    try:
+        lib = importlib.import_module(module)
+    except ImportError:
+        return f"{module} is not installed (pip install 'gpuconv[cuda]')"
+    try:
+        if module == "cupy":
+            count = lib.cuda.runtime.getDeviceCount()
+        else:
+            count = len(lib.cuda.gpus) if lib.cuda.is_available() else 0
+    except Exception as exc:  # a missing driver raises library-specific errors
+        return f"no CUDA device ({type(exc).__name__}: {exc})"
+    if count == 0:
+        return "no CUDA device"
+    return None
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why backend ``name`` cannot run here, or None when it can."""
+    if name not in ARRAY_LIBRARY:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    if name == "numpy":
+        return None
+    reason = _probe_cuda_library(ARRAY_LIBRARY[name])
+    if reason is not None:
+        return reason
+    try:
+        importlib.import_module(f"gpuconv.backends.{name}_backend")
+    except ImportError:
+        return f"the {name} kernels are not part of gpuconv {_version()} yet"
+    return None
+
+
+def get_backend(name: str) -> ModuleType:
+    """The backend module ``name``; a clear error when it is unknown or cannot run here."""
+    module = _LOADED.get(name)
+    if module is not None:
+        return module
+    reason = unavailable_reason(name)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
+    module = importlib.import_module(f"gpuconv.backends.{name}_backend")
+    _LOADED[name] = module
+    return module
+
+
+def backend_for_array(array) -> str:
+    """The default backend for an array: the one whose array library made it."""
+    library = type(array).__module__.partition(".")[0]
+    for name, lib in ARRAY_LIBRARY.items():
+        if lib == library:
+            return name
+    raise TypeError(f"expected a numpy, cupy or numba device array, got {type(array).__name__}")
+
+
+def _version() -> str:
+    from gpuconv import __version__
+    return __version__
+
+
+_LOADED: dict[str, ModuleType] = {}

@@ -1,0 +1,440 @@
+"""NumPy CPU backend: every 2-D kernel of ``gpuconv.backends.KERNELS``.
+
+Checked against the PyTorch goldens in ``oracle/goldens`` (tests/test_golden.py).
+
+The convolution family stands on one windowing primitive, ``_windows``: a
+zero-copy ``as_strided`` view ``(N, C, kH, kW, H_out, W_out)`` of a padded
+input. Copying a batch chunk of it gives the im2col matrix, and BLAS does the
+multiply-adds:
+
+    forward      y[n, g]  = W[g] (O/G, C/G*kH*kW)  @ cols[n, g] (C/G*kH*kW, H_out*W_out)
+    grad-weight  dW[g]    = sum_n dy[n, g] (O/G, HW) @ cols[n, g]^T        (the slides'
+                            dL/dW = Correlation(I, dL/dO))
+    grad-input   dx       = correlation of dy with the flipped, channel-swapped kernel
+                            (the slides' dL/dI = Correlation(W_pad, dL/dO_flip)), split
+                            into stride x stride phases so no zero is ever multiplied;
+                            the transposed convolution's forward is this same function.
+
+Every gradient is a gather or a fixed-order sum (no two writers race), so
+results are bit-identical from run to run. Only one im2col chunk of about
+``CHUNK_BYTES`` is alive at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
+
+CHUNK_BYTES = 16 << 20  # im2col buffer budget per batch chunk
+CACHE_BLOCK_BYTES = 512 << 10  # working set of the tap-loop kernels (depthwise)
+
+
+# --------------------------------------------------------------------------- windowing primitive
+def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
+    """Read-only view (N, C, kH, kW, H_out, W_out) of ``xp`` (N, C, H, W):
+    ``view[n, c, i, j, oh, ow] = xp[n, c, oh*sH + i*dH, ow*sW + j*dW]``."""
+    sn, sc, sh, sw = xp.strides
+    shape = xp.shape[:2] + tuple(kernel) + tuple(out_hw)
+    strides = (sn, sc, dilation[0] * sh, dilation[1] * sw, stride[0] * sh, stride[1] * sw)
+    return as_strided(xp, shape=shape, strides=strides, writeable=False)
+
+
+def _batch_chunks(n: int, bytes_per_item: int):
+    step = max(1, CHUNK_BYTES // max(1, bytes_per_item))
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+
+
+# --------------------------------------------------------------------------- padding
+def _source_index(size: int, before: int, after: int, mode: str) -> np.ndarray:
+    """For each padded position, the input position it copies (reflect / replicate / circular)."""
+    i = np.arange(-before, size + after)
+    if mode == "replicate":
+        return np.clip(i, 0, size - 1)
+    if mode == "circular":
+        return i % size
+    if size == 1:  # reflect of a single element
+        return np.zeros_like(i)
+    period = 2 * (size - 1)
+    i = i % period
+    return np.where(i >= size, period - i, i)
+
+
+def _pad(x: np.ndarray, padding, mode: str) -> np.ndarray:
+    (top, bottom), (left, right) = padding
+    if top == bottom == left == right == 0:
+        return x
+    h, w = x.shape[2:]
+    if mode == "zeros":
+        xp = np.zeros(x.shape[:2] + (top + h + bottom, left + w + right), dtype=x.dtype)
+        xp[:, :, top:top + h, left:left + w] = x
+        return xp
+    rows = _source_index(h, top, bottom, mode)
+    cols = _source_index(w, left, right, mode)
+    return x[:, :, rows[:, None], cols[None, :]]
+
+
+def _pad_backward(grad_padded: np.ndarray, padding, mode: str, in_hw) -> np.ndarray:
+    """Adjoint of ``_pad``: each input element collects the gradient of every copy of it."""
+    (top, bottom), (left, right) = padding
+    h, w = in_hw
+    if mode == "zeros":
+        return grad_padded[:, :, top:top + h, left:left + w]
+    # A one-hot matrix per axis turns the adjoint into two small, deterministic matmuls.
+    dtype = grad_padded.dtype
+    rows = (_source_index(h, top, bottom, mode)[None, :] == np.arange(h)[:, None]).astype(dtype)
+    cols = (_source_index(w, left, right, mode)[:, None] == np.arange(w)[None, :]).astype(dtype)
+    return rows @ grad_padded @ cols
+
+
+# --------------------------------------------------------------------------- convolution
+def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int,
+               out_hw) -> np.ndarray:
+    """Grouped cross-correlation of an already padded ``xp`` (N, C, H, W) with ``weight``
+    (O, C/G, kH, kW): y (N, O, H_out, W_out)."""
+    n, channels = xp.shape[:2]
+    o, cg, kh, kw = weight.shape
+    ho, wo = out_hw
+    y = np.empty((n, o, ho, wo), dtype=xp.dtype)
+    win = _windows(xp, (kh, kw), stride, dilation, out_hw)
+    if cg == 1 and groups > 1:
+        return _depthwise_correlate(win, weight.reshape(groups, o // groups, kh, kw), y)
+    k = cg * kh * kw
+    w_mat = weight.reshape(groups, o // groups, k)
+    itemsize = xp.dtype.itemsize
+    for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * itemsize):
+        nb = chunk.stop - chunk.start
+        cols = np.ascontiguousarray(win[chunk]).reshape(nb, groups, k, ho * wo)
+        np.matmul(w_mat, cols, out=y[chunk].reshape(nb, groups, o // groups, ho * wo))
+    return y
+
+
+def _depthwise_correlate(win: np.ndarray, weight: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Depthwise correlation (weight (G, m, kH, kW), channel multiplier m): a GEMM of inner
+    size kH*kW would waste most of its time, so multiply-add one kernel tap at a time over
+    a block of channels small enough to stay in cache."""
+    n, groups, kh, kw, ho, wo = win.shape
+    m = weight.shape[1]
+    y5 = y.reshape(n, groups, m, ho, wo)
+    block = max(1, CACHE_BLOCK_BYTES // (m * ho * wo * y.itemsize))
+    taps = [(i, j) for i in range(kh) for j in range(kw)]
+    for b in range(n):
+        for g0 in range(0, groups, block):
+            g = slice(g0, g0 + block)
+            out = y5[b, g]
+            np.multiply(win[b, g, None, 0, 0], weight[g, :, 0, 0, None, None], out=out)
+            scratch = np.empty_like(out)
+            for i, j in taps[1:]:
+                np.multiply(win[b, g, None, i, j], weight[g, :, i, j, None, None], out=scratch)
+                out += scratch
+    return y
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
+    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias."""
+    xp = _pad(x, spec.padding, spec.padding_mode)
+    out_hw = spec.output_shape(x.shape[2:], weight.shape[2:])
+    y = _correlate(xp, weight, spec.stride, spec.dilation, spec.groups, out_hw)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y
+
+
+def conv2d_grad_bias(grad_out: np.ndarray) -> np.ndarray:
+    """dL/db (O,) = sum of grad_out (N, O, H_out, W_out) over batch and pixels."""
+    return grad_out.sum(axis=(0, 2, 3))
+
+
+def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kernel_hw) -> np.ndarray:
+    """dL/dW (O, C/G, kH, kW): the correlation of the padded input with grad_out
+    (N, O, H_out, W_out). H_out, W_out are grad_out's, which may be fewer than the
+    input allows (a transposed convolution's grad-weight)."""
+    xp = _pad(x, spec.padding, spec.padding_mode)
+    n, channels = x.shape[:2]
+    o, groups = grad_out.shape[1], spec.groups
+    cg, (kh, kw), (ho, wo) = channels // groups, kernel_hw, grad_out.shape[2:]
+    win = _windows(xp, kernel_hw, spec.stride, spec.dilation, (ho, wo))
+    if cg == 1 and groups > 1:  # depthwise: one reduction per kernel tap and channel block
+        m = o // groups
+        gy5 = grad_out.reshape(n, groups, m, ho, wo)
+        grad_w = np.zeros((groups, m, kh, kw), dtype=x.dtype)
+        block = max(1, CACHE_BLOCK_BYTES // (m * ho * wo * x.dtype.itemsize))
+        for b in range(n):
+            for g0 in range(0, groups, block):
+                g = slice(g0, g0 + block)
+                for i in range(kh):
+                    for j in range(kw):
+                        grad_w[g, :, i, j] += np.einsum("gmhw,ghw->gm", gy5[b, g], win[b, g, i, j])
+        return grad_w.reshape(o, 1, kh, kw)
+    k = cg * kh * kw
+    grad_w = np.zeros((groups, o // groups, k), dtype=x.dtype)
+    for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize):
+        nb = chunk.stop - chunk.start
+        cols = np.ascontiguousarray(win[chunk]).reshape(nb, groups, k, ho * wo)
+        gy = grad_out[chunk].reshape(nb, groups, o // groups, ho * wo)
+        grad_w += np.matmul(gy, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+    return grad_w.reshape(o, cg, kh, kw)
+
+
+def _phase_taps(kernel: int, stride: int, dilation: int, phase: int):
+    """Kernel taps that reach padded-input positions ``q*stride + phase``, and how to gather them.
+
+    Tap k of output o lands on position o*s + k*d, so position q*s + r receives the taps
+    with k*d = r (mod s), from output o = q - k*d // s. Those taps are every s/g-th
+    (g = gcd(d, s)) and their output offsets step by d/g: a stride-1 correlation with
+    dilation d/g. Returns (taps slice, offset of the last tap, dilation) or None.
+    """
+    first = next((k for k in range(kernel) if (k * dilation) % stride == phase), None)
+    if first is None:
+        return None
+    g = math.gcd(dilation, stride)
+    taps = slice(first, kernel, stride // g)
+    last = first + (len(range(kernel)[taps]) - 1) * (stride // g)
+    return taps, (last * dilation) // stride, dilation // g
+
+
+def conv2d_grad_input(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec, input_hw) -> np.ndarray:
+    """dL/dx (N, C, H, W) from grad_out (N, O, H_out, W_out) and weight (O, C/G, kH, kW): the
+    transposed convolution of grad_out (also the forward of ``conv_transpose2d``). Output
+    rows that grad_out lacks count as zero (a transposed conv's ``output_padding``).
+
+    Two exact strategies; each materialises one buffer per batch chunk, of the channel count
+    of the tensor it starts from, so the one from the smaller channel count is taken:
+    gather (a correlation of grad_out, O channels) or fold (a GEMM to C channels per tap,
+    each tap then added back in a fixed order)."""
+    (top, bottom), (left, right) = spec.padding
+    padded_hw = (input_hw[0] + top + bottom, input_hw[1] + left + right)
+    o, cg = weight.shape[:2]
+    if cg * spec.groups < o:
+        grad_padded = _grad_input_fold(grad_out, weight, spec, padded_hw)
+    else:
+        grad_padded = _grad_input_gather(grad_out, weight, spec, padded_hw)
+    if spec.padding_mode == "zeros":
+        return np.ascontiguousarray(_pad_backward(grad_padded, spec.padding, "zeros", input_hw))
+    return _pad_backward(grad_padded, spec.padding, spec.padding_mode, input_hw)
+
+
+def _grad_input_gather(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
+                       padded_hw) -> np.ndarray:
+    """The slides' dL/dI = Correlation(W_pad, dL/dO_flip), one stride phase at a time."""
+    n, o, ho, wo = grad_out.shape
+    _, cg, kh, kw = weight.shape
+    groups = spec.groups
+    grad_padded = np.zeros((n, cg * groups) + padded_hw, dtype=grad_out.dtype)
+    # The kernel of the transposed correlation: (C, O/G, kH, kW), flipped in space.
+    w_t = (weight.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+           .reshape(groups * cg, o // groups, kh, kw)[:, :, ::-1, ::-1])
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    for rh in range(min(sh, padded_hw[0])):
+        taps_h = _phase_taps(kh, sh, dh, rh)
+        for rw in range(min(sw, padded_hw[1])):
+            taps_w = _phase_taps(kw, sw, dw, rw)
+            if taps_h is None or taps_w is None:
+                continue  # no tap reaches this phase: its gradient is zero
+            target = grad_padded[:, :, rh::sh, rw::sw]
+            (slice_h, off_h, dil_h), (slice_w, off_w, dil_w) = taps_h, taps_w
+            # taps were flipped above, so index the flipped kernel from its end
+            sub = w_t[:, :, _flipped(slice_h, kh), _flipped(slice_w, kw)]
+            qh, qw = target.shape[2:]
+            th, tw = sub.shape[2:]
+            pad_h = (off_h, max(0, qh + (th - 1) * dil_h - off_h - ho))
+            pad_w = (off_w, max(0, qw + (tw - 1) * dil_w - off_w - wo))
+            gy_p = _pad(grad_out, (pad_h, pad_w), "zeros")
+            target[...] = _correlate(gy_p, sub, (1, 1), (dil_h, dil_w), groups, (qh, qw))
+    return grad_padded
+
+
+def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
+                     padded_hw) -> np.ndarray:
+    """dL/dI = W^T dL/dO (the slides' deconvolution), then each kernel tap's slice is added
+    back where that tap read the input: the adjoint of ``_windows``."""
+    n, o, ho, wo = grad_out.shape
+    _, cg, kh, kw = weight.shape
+    groups = spec.groups
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    w_t = weight.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
+    grad_padded = np.zeros((n, cg * groups) + padded_hw, dtype=grad_out.dtype)
+    for chunk in _batch_chunks(n, cg * groups * kh * kw * ho * wo * grad_out.dtype.itemsize):
+        nb = chunk.stop - chunk.start
+        gy = grad_out[chunk].reshape(nb, groups, o // groups, ho * wo)
+        cols = np.matmul(w_t, gy).reshape(nb, groups * cg, kh, kw, ho, wo)
+        target = grad_padded[chunk]
+        for i in range(kh):
+            for j in range(kw):
+                target[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                       j * dw:j * dw + sw * (wo - 1) + 1:sw] += cols[:, :, i, j]
+    return grad_padded
+
+
+def _flipped(taps: slice, kernel: int) -> slice:
+    """The slice of a flipped kernel axis that holds ``taps`` of the original, in reverse."""
+    ks = range(kernel)[taps]
+    start = kernel - 1 - ks[-1]
+    return slice(start, kernel - taps.start, taps.step)
+
+
+# --------------------------------------------------------------------------- max pooling
+def _window_padding(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                    out: int) -> tuple[int, int]:
+    """(before, after) padding that holds every window, ceil_mode's last one included."""
+    reach = (out - 1) * stride + dilation * (kernel - 1) + 1
+    return padding, max(padding, reach - size - padding)
+
+
+def _max_over_taps(taps, want_indices: bool):
+    """Max over a list of (values (N, C, H_out, W_out), flat index (H_out, W_out), valid mask or
+    None), with PyTorch's rule for indices: the first maximum wins, a NaN wins over any
+    number and, among NaNs, the last one."""
+    best = np.array(taps[0][0], copy=True)
+    for values, _, _ in taps[1:]:
+        np.maximum(best, values, out=best)
+    if not want_indices:
+        return best, None
+    index = np.zeros(best.shape, dtype=np.int64)
+    for values, flat, valid in reversed(taps):  # reversed: the earliest hit is written last
+        hit = values == best
+        if valid is not None:
+            hit &= valid
+        np.copyto(index, flat, where=hit)
+    nan = np.isnan(best)
+    if nan.any():
+        for values, flat, _ in taps:
+            np.copyto(index, flat, where=nan & np.isnan(values))
+    return best, index
+
+
+def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
+    """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
+    h, w = x.shape[2:]
+    out_hw = spec.output_shape((h, w))
+    pads = [_window_padding(n, k, s, p, d, o) for n, k, s, p, d, o in
+            zip((h, w), spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_hw)]
+    xp = np.full(x.shape[:2] + (h + sum(pads[0]), w + sum(pads[1])), -np.inf, dtype=x.dtype)
+    xp[:, :, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w] = x
+    win = _windows(xp, spec.kernel_size, spec.stride, spec.dilation, out_hw)
+    rows0 = np.arange(out_hw[0]) * spec.stride[0] - spec.padding[0]
+    cols0 = np.arange(out_hw[1]) * spec.stride[1] - spec.padding[1]
+    taps = []
+    for i in range(spec.kernel_size[0]):
+        rows = rows0 + i * spec.dilation[0]
+        for j in range(spec.kernel_size[1]):
+            cols = cols0 + j * spec.dilation[1]
+            valid = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+            taps.append((win[:, :, i, j], rows[:, None] * w + cols[None, :], valid))
+    return _max_over_taps(taps, return_indices)
+
+
+def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw) -> np.ndarray:
+    """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
+    names (max and adaptive max pooling); bincount sums in a fixed order."""
+    n, c = grad_out.shape[:2]
+    plane = input_hw[0] * input_hw[1]
+    offsets = (np.arange(n * c, dtype=np.int64) * plane).reshape(n, c, 1, 1)
+    grad = np.bincount((indices + offsets).ravel(), weights=grad_out.ravel(),
+                       minlength=n * c * plane)
+    return grad.astype(grad_out.dtype, copy=False).reshape((n, c) + tuple(input_hw))
+
+
+# --------------------------------------------------------------------------- average pooling
+def _avg_divisor(size: int, kernel: int, stride: int, padding: int, out: int,
+                 count_include_pad: bool) -> np.ndarray:
+    """Per-axis window sizes, as PyTorch counts them: a window is first clipped to the
+    padded input, then (without count_include_pad) to the input."""
+    start = np.arange(out) * stride - padding
+    end = np.minimum(start + kernel, size + padding)
+    if count_include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+def _avg_pool_geometry(spec: PoolSpec, in_hw, count_include_pad: bool, divisor_override, dtype):
+    out_hw = spec.output_shape(in_hw)
+    pads = [_window_padding(n, k, s, p, 1, o) for n, k, s, p, o in
+            zip(in_hw, spec.kernel_size, spec.stride, spec.padding, out_hw)]
+    if divisor_override is not None:
+        divisor = np.full(out_hw, divisor_override, dtype=dtype)
+    else:
+        dh, dw = (_avg_divisor(n, k, s, p, o, count_include_pad) for n, k, s, p, o in
+                  zip(in_hw, spec.kernel_size, spec.stride, spec.padding, out_hw))
+        divisor = np.multiply.outer(dh, dw).astype(dtype)
+    return out_hw, pads, divisor
+
+
+def avg_pool2d(x: np.ndarray, spec: PoolSpec, count_include_pad: bool, divisor_override):
+    """y (N, C, H_out, W_out): window sums (separable: rows, then columns) over divisors."""
+    out_hw, pads, divisor = _avg_pool_geometry(spec, x.shape[2:], count_include_pad,
+                                               divisor_override, x.dtype)
+    xp = _pad(x, pads, "zeros")
+    (kh, kw), (sh, sw) = spec.kernel_size, spec.stride
+    (ho, wo) = out_hw
+    rows = xp[:, :, 0:sh * (ho - 1) + 1:sh, :].copy()
+    for i in range(1, kh):
+        rows += xp[:, :, i:i + sh * (ho - 1) + 1:sh, :]
+    y = rows[:, :, :, 0:sw * (wo - 1) + 1:sw].copy()
+    for j in range(1, kw):
+        y += rows[:, :, :, j:j + sw * (wo - 1) + 1:sw]
+    y /= divisor
+    return y
+
+
+def avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw, count_include_pad: bool,
+                        divisor_override) -> np.ndarray:
+    """dL/dx (N, C, H, W): each output's gradient over its divisor, spread over its window
+    (the adjoint of the separable sums, column taps then row taps, in a fixed order)."""
+    out_hw, pads, divisor = _avg_pool_geometry(spec, input_hw, count_include_pad,
+                                               divisor_override, grad_out.dtype)
+    (kh, kw), (sh, sw) = spec.kernel_size, spec.stride
+    (ho, wo) = out_hw
+    padded_hw = (input_hw[0] + sum(pads[0]), input_hw[1] + sum(pads[1]))
+    scaled = grad_out / divisor
+    rows = np.zeros(grad_out.shape[:3] + (padded_hw[1],), dtype=grad_out.dtype)
+    for j in range(kw):
+        rows[:, :, :, j:j + sw * (wo - 1) + 1:sw] += scaled
+    grad_padded = np.zeros(grad_out.shape[:2] + padded_hw, dtype=grad_out.dtype)
+    for i in range(kh):
+        grad_padded[:, :, i:i + sh * (ho - 1) + 1:sh, :] += rows
+    return np.ascontiguousarray(_pad_backward(grad_padded, pads, "zeros", input_hw))
+
+
+# --------------------------------------------------------------------------- adaptive pooling
+def _adaptive_mean_matrix(size: int, out: int, dtype) -> np.ndarray:
+    """(out, size) matrix whose row i averages window i: adaptive average pooling along one
+    axis is a matmul with it, and its backward a matmul with its transpose."""
+    matrix = np.zeros((out, size), dtype=dtype)
+    for i, (start, end) in enumerate(adaptive_windows(size, out)):
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool2d(x: np.ndarray, out_hw) -> np.ndarray:
+    rows = _adaptive_mean_matrix(x.shape[2], out_hw[0], x.dtype)
+    cols = _adaptive_mean_matrix(x.shape[3], out_hw[1], x.dtype)
+    return rows @ x @ cols.T
+
+
+def adaptive_avg_pool2d_backward(grad_out: np.ndarray, input_hw) -> np.ndarray:
+    rows = _adaptive_mean_matrix(input_hw[0], grad_out.shape[2], grad_out.dtype)
+    cols = _adaptive_mean_matrix(input_hw[1], grad_out.shape[3], grad_out.dtype)
+    return rows.T @ grad_out @ cols
+
+
+def adaptive_max_pool2d(x: np.ndarray, out_hw):
+    """Max over adaptive windows. Windows differ in size, so a window's missing taps repeat
+    its last element: a repeat never beats an equal earlier maximum, so indices are
+    unchanged."""
+    h, w = x.shape[2:]
+    win_h, win_w = adaptive_windows(h, out_hw[0]), adaptive_windows(w, out_hw[1])
+    starts_h, ends_h = (np.array(v) for v in zip(*win_h))
+    starts_w, ends_w = (np.array(v) for v in zip(*win_w))
+    taps = []
+    for i in range(int((ends_h - starts_h).max())):
+        rows = np.minimum(starts_h + i, ends_h - 1)
+        for j in range(int((ends_w - starts_w).max())):
+            cols = np.minimum(starts_w + j, ends_w - 1)
+            taps.append((x[:, :, rows[:, None], cols[None, :]], rows[:, None] * w + cols[None, :],
+                         None))
+    return _max_over_taps(taps, True)

@@ -1,0 +1,655 @@
+"""gpuconv's public ops, with PyTorch's names, argument order and semantics.
+
+Layouts: NCL for 1-D ops, NCHW for 2-D ops; conv weights ``(C_out, C_in/groups, *kernel)``,
+transposed-conv weights ``(C_in, C_out/groups, *kernel)``. float32 and float64; a
+result keeps its input's dtype and array library.
+
+Every op takes ``backend=None`` (the backend of the input's array library: NumPy
+in, NumPy out) or a backend name from ``gpuconv.backends.BACKENDS``. Arguments
+are validated here, once, before any backend runs; 1-D ops run as 2-D ops over
+a height-1 image, so backends implement 2-D kernels only.
+
+Backward ops return the gradients of a scalar loss ``L`` with respect to the
+forward's inputs, given ``grad_out = dL/d(output)``; ``output_mask`` chooses which
+to compute, and a masked gradient is ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Sequence, Union
+
+from gpuconv._checks import (check_array, check_positive_dims, check_same_dtype, check_shape,
+                             resolve_backend)
+from gpuconv.shapes import ConvSpec, IntOrTuple, PoolSpec, ntuple, pool_has_empty_window
+
+Padding = Union[int, Sequence[int], str]
+OutputMask = Sequence[bool]
+_LAYOUT = {1: "NCL", 2: "NCHW"}
+
+__all__ = [
+    "conv1d",
+    "conv2d",
+    "conv1d_backward",
+    "conv2d_backward",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose1d_backward",
+    "conv_transpose2d_backward",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool1d_backward",
+    "max_pool2d_backward",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool1d_backward",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool1d_backward",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool1d_backward",
+    "adaptive_max_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "global_max_pool2d",
+    "global_max_pool2d_backward",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool1d_backward",
+    "lp_pool2d_backward",
+]
+
+
+# --------------------------------------------------------------------------- lifting 1-D to 2-D
+def _lift(ndim: int, array):
+    """View a 1-D op's (N, C, L) array as (N, C, 1, L)."""
+    return array if array is None or ndim == 2 else array[:, :, None, :]
+
+
+def _drop(ndim: int, array):
+    return array if array is None or ndim == 2 else array[:, :, 0, :]
+
+
+def _flip_kernel(weight):
+    """Reverse the two kernel axes: true convolution is correlation with this kernel."""
+    return weight[:, :, ::-1, ::-1]
+
+
+def _check_mask(output_mask) -> tuple[bool, bool, bool]:
+    if len(output_mask) != 3:
+        raise ValueError(f"output_mask must hold 3 booleans (grad_input, grad_weight, grad_bias), "
+                         f"got {output_mask!r}")
+    return tuple(bool(m) for m in output_mask)
+
+
+# --------------------------------------------------------------------------- convolution
+def _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                output_padding=0, transposed=False):
+    """Validate a (transposed) convolution; return the 2-D spec and the output's spatial shape."""
+    layout = _LAYOUT[ndim]
+    check_array(x, "input", layout)
+    check_array(weight, "weight", ("IO" if transposed else "OI") + layout[2:])
+    if bias is not None:
+        check_array(bias, "bias", "C")  # before its dtype is compared: a list has none
+    check_same_dtype("input", x, weight=weight, bias=bias)
+    check_positive_dims(x, "input", "C" + layout[2:], layout)
+    check_positive_dims(weight, "weight", "OI" + layout[2:], "OI" + layout[2:])
+    kernel = tuple(weight.shape[2:])
+    spec = ConvSpec.make(ndim, kernel, stride, padding, dilation, groups, padding_mode,
+                         output_padding, transposed)
+    groups, channels = spec.groups, x.shape[1]
+    if transposed:
+        out_channels = weight.shape[1] * groups
+        if weight.shape[0] != channels:
+            raise ValueError(f"weight.shape[0] must equal the input's channels {channels} for a "
+                             f"transposed convolution, got weight shape {tuple(weight.shape)}")
+        if channels % groups:
+            raise ValueError(f"input channels {channels} must be divisible by groups={groups}")
+    else:
+        out_channels = weight.shape[0]
+        if weight.shape[1] * groups != channels:
+            raise ValueError(f"input channels {channels} must equal weight.shape[1] * groups = "
+                             f"{weight.shape[1]} * {groups}")
+        if out_channels % groups:
+            raise ValueError(f"weight.shape[0] = {out_channels} output channels must be divisible "
+                             f"by groups={groups}")
+    if bias is not None:
+        check_shape(bias, "bias", (out_channels,), "one value per output channel")
+    spatial = tuple(x.shape[2:])
+    if transposed:
+        out_spatial = spec.transpose_output_shape(spatial, kernel)
+        if any(n <= 0 for n in out_spatial):
+            raise ValueError(f"transposed convolution output size {out_spatial} must be positive: "
+                             f"padding {spec.padding} is too large for input {spatial}")
+    else:
+        _check_padding_mode(spec, spatial)
+        out_spatial = spec.output_shape(spatial, kernel)
+        if any(n <= 0 for n in out_spatial):
+            dilated = tuple(d * (k - 1) + 1 for k, d in zip(kernel, spec.dilation))
+            padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, spec.padding))
+            raise ValueError(f"kernel size {dilated} (after dilation) is larger than the padded "
+                             f"input {padded}")
+    return spec.with_leading_unit_axis() if ndim == 1 else spec, out_channels, out_spatial
+
+
+def _check_padding_mode(spec: ConvSpec, spatial) -> None:
+    if spec.padding_mode == "reflect" and any(max(p) >= n for p, n in zip(spec.padding, spatial)):
+        raise ValueError(f"padding_mode='reflect' needs padding smaller than the input size, "
+                         f"got padding {spec.padding} for input {spatial}")
+    if spec.padding_mode == "circular" and any(max(p) > n for p, n in zip(spec.padding, spatial)):
+        raise ValueError(f"padding_mode='circular' needs padding at most the input size, "
+                         f"got padding {spec.padding} for input {spatial}")
+
+
+def _check_grad_out(grad_out, x, out_channels, out_spatial, ndim) -> None:
+    check_array(grad_out, "grad_out", _LAYOUT[ndim])
+    check_same_dtype("input", x, grad_out=grad_out)
+    check_shape(grad_out, "grad_out", (x.shape[0], out_channels) + tuple(out_spatial),
+                "the forward output's shape")
+
+
+def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, flip, backend):
+    spec, _, _ = _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    be = resolve_backend(backend, x, weight, bias)
+    w = _lift(ndim, weight)
+    y = be.conv2d(_lift(ndim, x), _flip_kernel(w) if flip else w, bias, spec)
+    return _drop(ndim, y)
+
+
+def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups, padding_mode,
+                   flip, output_mask, backend):
+    mask = _check_mask(output_mask)
+    spec, out_channels, out_spatial = _conv_setup(ndim, x, weight, None, stride, padding, dilation,
+                                                  groups, padding_mode)
+    _check_grad_out(grad_out, x, out_channels, out_spatial, ndim)
+    be = resolve_backend(backend, grad_out, x, weight)
+    gy, x2, w = _lift(ndim, grad_out), _lift(ndim, x), _lift(ndim, weight)
+    w_eff = _flip_kernel(w) if flip else w
+    grad_x = grad_w = grad_b = None
+    if mask[0]:
+        grad_x = _drop(ndim, be.conv2d_grad_input(gy, w_eff, spec, x2.shape[2:]))
+    if mask[1]:
+        grad_w = be.conv2d_grad_weight(gy, x2, spec, w.shape[2:])
+        grad_w = _drop(ndim, _flip_kernel(grad_w) if flip else grad_w)
+    if mask[2]:
+        grad_b = be.conv2d_grad_bias(gy)
+    return grad_x, grad_w, grad_b
+
+
+def conv1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 0,
+           dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
+           flip: bool = False, backend: Optional[str] = None):
+    """1-D cross-correlation (PyTorch's ``conv1d``) of ``input`` (N, C_in, L) with ``weight``
+    (C_out, C_in/groups, K), plus ``bias`` (C_out); returns (N, C_out, L_out).
+
+    ``flip=True`` computes the true convolution of the slides, which flips the kernel:
+
+        I = 1 2 3 4, W = 1 2 3
+        correlation       O_i = sum_j I[i+j] W[j]        -> 14 20
+        true convolution  O_i = sum_j I[i+j] W[K-1-j]    -> 10 16
+
+    >>> import numpy as np
+    >>> I = np.array([[[1., 2, 3, 4]]]); W = np.array([[[1., 2, 3]]])
+    >>> conv1d(I, W)[0, 0], conv1d(I, W, flip=True)[0, 0]
+    (array([14., 20.]), array([10., 16.]))
+
+    ``padding`` is an int, a 1-tuple, ``"valid"`` or ``"same"`` (stride 1; an even
+    kernel gets its extra padding after); ``padding_mode`` is ``"zeros"``,
+    ``"reflect"``, ``"replicate"`` or ``"circular"``.
+    """
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
+                 backend)
+
+
+def conv2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 0,
+           dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
+           flip: bool = False, backend: Optional[str] = None):
+    """2-D cross-correlation (PyTorch's ``conv2d``) of ``input`` (N, C_in, H, W) with
+    ``weight`` (C_out, C_in/groups, kH, kW), plus ``bias`` (C_out); returns
+    (N, C_out, H_out, W_out). ``flip=True`` flips both kernel axes: the true
+    convolution (see ``conv1d`` for the slides' 1-D example). ``padding`` and
+    ``padding_mode`` as in ``conv1d``, per axis."""
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
+                 backend)
+
+
+def conv1d_backward(grad_out, input, weight, stride: IntOrTuple = 1, padding: Padding = 0,
+                    dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
+                    flip: bool = False, output_mask: OutputMask = (True, True, True),
+                    backend: Optional[str] = None):
+    """Gradients ``(grad_input, grad_weight, grad_bias)`` of ``conv1d``. As the slides derive
+    for I = 1 2 3 4, W = 1 2 3, dL/dO = 1 2:
+
+        dL/dW = Correlation(I, dL/dO)                 -> 5 8 11
+        dL/dI = Correlation(W padded, dL/dO flipped)  -> 1 4 7 6
+    """
+    return _conv_backward(1, grad_out, input, weight, stride, padding, dilation, groups,
+                          padding_mode, flip, output_mask, backend)
+
+
+def conv2d_backward(grad_out, input, weight, stride: IntOrTuple = 1, padding: Padding = 0,
+                    dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
+                    flip: bool = False, output_mask: OutputMask = (True, True, True),
+                    backend: Optional[str] = None):
+    """Gradients ``(grad_input, grad_weight, grad_bias)`` of ``conv2d``: grad-input is the
+    transposed convolution of ``grad_out``, grad-weight the correlation of the input
+    with ``grad_out``, grad-bias its sum over batch and pixels."""
+    return _conv_backward(2, grad_out, input, weight, stride, padding, dilation, groups,
+                          padding_mode, flip, output_mask, backend)
+
+
+# --------------------------------------------------------------------------- transposed convolution
+def _conv_transpose(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation,
+                    backend):
+    spec, _, out_spatial = _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups,
+                                       "zeros", output_padding, transposed=True)
+    be = resolve_backend(backend, x, weight, bias)
+    # The forward of a transposed convolution is the grad-input of the convolution it transposes.
+    y = be.conv2d_grad_input(_lift(ndim, x), _lift(ndim, weight), spec,
+                             _lift_spatial(ndim, out_spatial))
+    if bias is not None:
+        y += bias.reshape((1, -1, 1, 1))
+    return _drop(ndim, y)
+
+
+def _lift_spatial(ndim, spatial):
+    return tuple(spatial) if ndim == 2 else (1,) + tuple(spatial)
+
+
+def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_padding, groups,
+                             dilation, output_mask, backend):
+    mask = _check_mask(output_mask)
+    spec, out_channels, out_spatial = _conv_setup(ndim, x, weight, None, stride, padding, dilation,
+                                                  groups, "zeros", output_padding, transposed=True)
+    _check_grad_out(grad_out, x, out_channels, out_spatial, ndim)
+    be = resolve_backend(backend, grad_out, x, weight)
+    gy, x2, w = _lift(ndim, grad_out), _lift(ndim, x), _lift(ndim, weight)
+    grad_x = grad_w = grad_b = None
+    if mask[0]:
+        # d/dx <convT(x, w), gy> = conv(gy, w); output_padding >= stride can make it one longer.
+        grad_x = be.conv2d(gy, w, None, spec)
+        grad_x = _drop(ndim, grad_x[:, :, :x2.shape[2], :x2.shape[3]])
+    if mask[1]:
+        # The roles swap: the conv's input is grad_out, its upstream gradient is x.
+        grad_w = _drop(ndim, be.conv2d_grad_weight(x2, gy, spec, w.shape[2:]))
+    if mask[2]:
+        grad_b = be.conv2d_grad_bias(gy)
+    return grad_x, grad_w, grad_b
+
+
+def conv_transpose1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
+                     output_padding: IntOrTuple = 0, groups: int = 1, dilation: IntOrTuple = 1, *,
+                     backend: Optional[str] = None):
+    """1-D transposed convolution ("deconvolution", PyTorch's ``conv_transpose1d``) of
+    ``input`` (N, C_in, L) with ``weight`` (C_in, C_out/groups, K): the backward of
+    ``conv1d`` with respect to its input, used as a forward op."""
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, backend)
+
+
+def conv_transpose2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
+                     output_padding: IntOrTuple = 0, groups: int = 1, dilation: IntOrTuple = 1, *,
+                     backend: Optional[str] = None):
+    """2-D transposed convolution (PyTorch's ``conv_transpose2d``) of ``input``
+    (N, C_in, H, W) with ``weight`` (C_in, C_out/groups, kH, kW). Its forward equals
+    the backward of ``conv2d`` with the same weight (the slides' 5x5, stride-2 example)."""
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, backend)
+
+
+def conv_transpose1d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
+                              padding: IntOrTuple = 0, output_padding: IntOrTuple = 0,
+                              groups: int = 1, dilation: IntOrTuple = 1, *,
+                              output_mask: OutputMask = (True, True, True),
+                              backend: Optional[str] = None):
+    """Gradients ``(grad_input, grad_weight, grad_bias)`` of ``conv_transpose1d``."""
+    return _conv_transpose_backward(1, grad_out, input, weight, stride, padding, output_padding,
+                                    groups, dilation, output_mask, backend)
+
+
+def conv_transpose2d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
+                              padding: IntOrTuple = 0, output_padding: IntOrTuple = 0,
+                              groups: int = 1, dilation: IntOrTuple = 1, *,
+                              output_mask: OutputMask = (True, True, True),
+                              backend: Optional[str] = None):
+    """Gradients ``(grad_input, grad_weight, grad_bias)`` of ``conv_transpose2d``: grad-input
+    is a plain ``conv2d`` of ``grad_out``."""
+    return _conv_transpose_backward(2, grad_out, input, weight, stride, padding, output_padding,
+                                    groups, dilation, output_mask, backend)
+
+
+# --------------------------------------------------------------------------- pooling
+def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode):
+    layout = _LAYOUT[ndim]
+    check_array(x, "input", layout)
+    check_positive_dims(x, "input", "C" + layout[2:], layout)
+    spec = PoolSpec.make(ndim, kernel_size, stride, padding, dilation, ceil_mode)
+    spatial = tuple(x.shape[2:])
+    out_spatial = spec.output_shape(spatial)
+    if any(n <= 0 for n in out_spatial):
+        dilated = tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel_size, spec.dilation))
+        raise ValueError(f"pooling window {dilated} (after dilation) is larger than the padded "
+                         f"input {tuple(n + 2 * p for n, p in zip(spatial, spec.padding))}")
+    if any(pool_has_empty_window(n, k, s, p, d, o) for n, k, s, p, d, o in
+           zip(spatial, spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_spatial)):
+        raise ValueError(f"a pooling window lies entirely in the padding (kernel_size "
+                         f"{spec.kernel_size}, dilation {spec.dilation}, padding {spec.padding}, "
+                         f"input {spatial}): reduce padding or dilation")
+    return (spec.with_leading_unit_axis() if ndim == 1 else spec), out_spatial
+
+
+def _check_pool_grad_out(grad_out, x, out_spatial, ndim) -> None:
+    _check_grad_out(grad_out, x, x.shape[1], out_spatial, ndim)
+
+
+def _check_indices(indices, grad_out, plane_size) -> None:
+    if not hasattr(indices, "dtype") or str(indices.dtype) != "int64":
+        raise TypeError(f"indices must be an int64 array (as returned with return_indices=True), "
+                        f"got {getattr(indices, 'dtype', type(indices).__name__)}")
+    check_shape(indices, "indices", grad_out.shape, "grad_out's shape")
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= plane_size):
+        raise ValueError(f"indices must lie in [0, {plane_size}), the flat positions of an input "
+                         f"plane")
+
+
+def _max_pool(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend):
+    spec, _ = _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode)
+    y, indices = resolve_backend(backend, x).max_pool2d(_lift(ndim, x), spec, return_indices)
+    y, indices = _drop(ndim, y), _drop(ndim, indices)
+    return (y, indices) if return_indices else y
+
+
+def _index_pool_backward(ndim, grad_out, x, indices, out_spatial, backend):
+    """Route each output's gradient to the input element its index names (max pooling)."""
+    _check_pool_grad_out(grad_out, x, out_spatial, ndim)
+    _check_indices(indices, grad_out, math.prod(x.shape[2:]))
+    be = resolve_backend(backend, grad_out, x, indices)
+    x2 = _lift(ndim, x)
+    return _drop(ndim, be.max_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, indices),
+                                              x2.shape[2:]))
+
+
+def max_pool1d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
+               padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
+               return_indices: bool = False, *, backend: Optional[str] = None):
+    """1-D max pooling (PyTorch's ``max_pool1d``); with ``return_indices`` also the int64 flat
+    position of each maximum in its input row. Ties: the first maximum in the window
+    wins; a NaN in the window wins over any number (the last NaN, as PyTorch)."""
+    return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                     backend)
+
+
+def max_pool2d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
+               padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
+               return_indices: bool = False, *, backend: Optional[str] = None):
+    """2-D max pooling (PyTorch's ``max_pool2d``) of ``input`` (N, C, H, W); with
+    ``return_indices`` also the int64 index ``h * W + w`` of each maximum in its input
+    plane. Ties: the first maximum in row-major window order wins; a NaN wins over
+    any number (the last NaN in the window, as PyTorch)."""
+    return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                     backend)
+
+
+def max_pool1d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
+                        stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+                        dilation: IntOrTuple = 1, ceil_mode: bool = False, *,
+                        backend: Optional[str] = None):
+    """Gradient of ``max_pool1d`` with respect to its input: each output's gradient goes
+    to its maximum (summed where windows overlap)."""
+    _, out_spatial = _pool_setup(1, input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _index_pool_backward(1, grad_out, input, indices, out_spatial, backend)
+
+
+def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
+                        stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+                        dilation: IntOrTuple = 1, ceil_mode: bool = False, *,
+                        backend: Optional[str] = None):
+    """Gradient of ``max_pool2d`` with respect to its input: each output's gradient is
+    routed to the maximum it came from (the slides' 4x4 -> 2x2 example)."""
+    _, out_spatial = _pool_setup(2, input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _index_pool_backward(2, grad_out, input, indices, out_spatial, backend)
+
+
+def _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode, divisor_override):
+    if divisor_override is not None and (not isinstance(divisor_override, numbers.Integral)
+                                         or isinstance(divisor_override, bool)
+                                         or divisor_override <= 0):
+        raise ValueError(f"divisor_override must be None or a positive int, got "
+                         f"{divisor_override!r}")
+    return _pool_setup(ndim, x, kernel_size, stride, padding, 1, ceil_mode)
+
+
+def _avg_pool(ndim, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override, backend):
+    spec, _ = _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode, divisor_override)
+    be = resolve_backend(backend, x)
+    return _drop(ndim, be.avg_pool2d(_lift(ndim, x), spec, bool(count_include_pad),
+                                     divisor_override))
+
+
+def _avg_pool_backward(ndim, grad_out, x, kernel_size, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override, backend):
+    spec, out_spatial = _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode,
+                                   divisor_override)
+    _check_pool_grad_out(grad_out, x, out_spatial, ndim)
+    be = resolve_backend(backend, grad_out, x)
+    x2 = _lift(ndim, x)
+    return _drop(ndim, be.avg_pool2d_backward(_lift(ndim, grad_out), spec, x2.shape[2:],
+                                              bool(count_include_pad), divisor_override))
+
+
+def avg_pool1d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
+               padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: Optional[int] = None, *, backend: Optional[str] = None):
+    """1-D average pooling (PyTorch's ``avg_pool1d``; ``divisor_override`` is an extension,
+    as in ``avg_pool2d``)."""
+    return _avg_pool(1, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, backend)
+
+
+def avg_pool2d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
+               padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: Optional[int] = None, *, backend: Optional[str] = None):
+    """2-D average pooling (PyTorch's ``avg_pool2d``). The divisor is ``divisor_override``
+    if given, else the window's size counting padding (``count_include_pad``) or not;
+    a ``ceil_mode`` window that runs past the padding is clipped first."""
+    return _avg_pool(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, backend)
+
+
+def avg_pool1d_backward(grad_out, input, kernel_size: IntOrTuple,
+                        stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+                        ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: Optional[int] = None, *,
+                        backend: Optional[str] = None):
+    """Gradient of ``avg_pool1d`` with respect to its input."""
+    return _avg_pool_backward(1, grad_out, input, kernel_size, stride, padding, ceil_mode,
+                              count_include_pad, divisor_override, backend)
+
+
+def avg_pool2d_backward(grad_out, input, kernel_size: IntOrTuple,
+                        stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
+                        ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: Optional[int] = None, *,
+                        backend: Optional[str] = None):
+    """Gradient of ``avg_pool2d`` with respect to its input: each output's gradient, divided
+    by its divisor, is spread over its window."""
+    return _avg_pool_backward(2, grad_out, input, kernel_size, stride, padding, ceil_mode,
+                              count_include_pad, divisor_override, backend)
+
+
+# --------------------------------------------------------------------------- adaptive and global pooling
+def _adaptive_setup(ndim, x, output_size):
+    layout = _LAYOUT[ndim]
+    check_array(x, "input", layout)
+    check_positive_dims(x, "input", "C" + layout[2:], layout)
+    spatial = tuple(x.shape[2:])
+    if ndim == 2 and isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        # PyTorch: None keeps that axis' input size
+        output_size = tuple(n if o is None else o for o, n in zip(output_size, spatial))
+    out = ntuple(output_size, ndim, "output_size")
+    if any(o <= 0 for o in out):
+        raise ValueError(f"output_size must be positive, got {out}")
+    return _lift_spatial(ndim, out)
+
+
+def _adaptive_avg_pool(ndim, x, output_size, backend):
+    out = _adaptive_setup(ndim, x, output_size)
+    return _drop(ndim, resolve_backend(backend, x).adaptive_avg_pool2d(_lift(ndim, x), out))
+
+
+def _adaptive_avg_pool_backward(ndim, grad_out, x, output_size, backend):
+    out = _adaptive_setup(ndim, x, output_size)
+    _check_pool_grad_out(grad_out, x, out[-ndim:], ndim)
+    be = resolve_backend(backend, grad_out, x)
+    x2 = _lift(ndim, x)
+    return _drop(ndim, be.adaptive_avg_pool2d_backward(_lift(ndim, grad_out), x2.shape[2:]))
+
+
+def _adaptive_max_pool(ndim, x, output_size, return_indices, backend):
+    out = _adaptive_setup(ndim, x, output_size)
+    y, indices = resolve_backend(backend, x).adaptive_max_pool2d(_lift(ndim, x), out)
+    y, indices = _drop(ndim, y), _drop(ndim, indices)
+    return (y, indices) if return_indices else y
+
+
+def _adaptive_max_pool_backward(ndim, grad_out, x, indices, output_size, backend):
+    out = _adaptive_setup(ndim, x, output_size)
+    return _index_pool_backward(ndim, grad_out, x, indices, out[-ndim:], backend)
+
+
+def adaptive_avg_pool1d(input, output_size: IntOrTuple, *, backend: Optional[str] = None):
+    """1-D adaptive average pooling: ``output_size`` windows ``[floor(i*L/out), ceil((i+1)*L/out))``."""
+    return _adaptive_avg_pool(1, input, output_size, backend)
+
+
+def adaptive_avg_pool2d(input, output_size, *, backend: Optional[str] = None):
+    """2-D adaptive average pooling (PyTorch's ``adaptive_avg_pool2d``): windows
+    ``[floor(i*H/out), ceil((i+1)*H/out))`` per axis; ``None`` in ``output_size`` keeps
+    that axis' size."""
+    return _adaptive_avg_pool(2, input, output_size, backend)
+
+
+def adaptive_avg_pool1d_backward(grad_out, input, output_size: IntOrTuple, *,
+                                 backend: Optional[str] = None):
+    """Gradient of ``adaptive_avg_pool1d`` with respect to its input."""
+    return _adaptive_avg_pool_backward(1, grad_out, input, output_size, backend)
+
+
+def adaptive_avg_pool2d_backward(grad_out, input, output_size, *, backend: Optional[str] = None):
+    """Gradient of ``adaptive_avg_pool2d`` with respect to its input."""
+    return _adaptive_avg_pool_backward(2, grad_out, input, output_size, backend)
+
+
+def adaptive_max_pool1d(input, output_size: IntOrTuple, return_indices: bool = False, *,
+                        backend: Optional[str] = None):
+    """1-D adaptive max pooling; indices and ties as in ``max_pool1d``."""
+    return _adaptive_max_pool(1, input, output_size, return_indices, backend)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices: bool = False, *,
+                        backend: Optional[str] = None):
+    """2-D adaptive max pooling (PyTorch's ``adaptive_max_pool2d``); indices and ties as in
+    ``max_pool2d``."""
+    return _adaptive_max_pool(2, input, output_size, return_indices, backend)
+
+
+def adaptive_max_pool1d_backward(grad_out, input, indices, output_size: IntOrTuple, *,
+                                 backend: Optional[str] = None):
+    """Gradient of ``adaptive_max_pool1d`` with respect to its input."""
+    return _adaptive_max_pool_backward(1, grad_out, input, indices, output_size, backend)
+
+
+def adaptive_max_pool2d_backward(grad_out, input, indices, output_size, *,
+                                 backend: Optional[str] = None):
+    """Gradient of ``adaptive_max_pool2d`` with respect to its input."""
+    return _adaptive_max_pool_backward(2, grad_out, input, indices, output_size, backend)
+
+
+def global_avg_pool2d(input, *, backend: Optional[str] = None):
+    """Mean of each channel plane: (N, C, H, W) -> (N, C, 1, 1) (Keras' GlobalAveragePooling2D,
+    keeping the spatial axes)."""
+    return _adaptive_avg_pool(2, input, 1, backend)
+
+
+def global_avg_pool2d_backward(grad_out, input, *, backend: Optional[str] = None):
+    """Gradient of ``global_avg_pool2d`` with respect to its input."""
+    return _adaptive_avg_pool_backward(2, grad_out, input, 1, backend)
+
+
+def global_max_pool2d(input, return_indices: bool = False, *, backend: Optional[str] = None):
+    """Maximum of each channel plane: (N, C, H, W) -> (N, C, 1, 1); indices as ``max_pool2d``."""
+    return _adaptive_max_pool(2, input, 1, return_indices, backend)
+
+
+def global_max_pool2d_backward(grad_out, input, indices, *, backend: Optional[str] = None):
+    """Gradient of ``global_max_pool2d`` with respect to its input."""
+    return _adaptive_max_pool_backward(2, grad_out, input, indices, 1, backend)
+
+
+# --------------------------------------------------------------------------- power-average (Lp) pooling
+def _lp_norm(norm_type) -> float:
+    if not isinstance(norm_type, numbers.Real) or isinstance(norm_type, bool) \
+            or not math.isfinite(norm_type) or norm_type <= 0:
+        raise ValueError(f"norm_type must be a positive finite number, got {norm_type!r}")
+    return float(norm_type)
+
+
+def _lp_pool(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend):
+    """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p)."""
+    p = _lp_norm(norm_type)
+    spec, _ = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode)
+    be = resolve_backend(backend, x)
+    window = math.prod(spec.kernel_size)
+    mean_pow = be.avg_pool2d(_lift(ndim, x) ** p, spec, True, None)
+    return _drop(ndim, (mean_pow * window) ** (1.0 / p))
+
+
+def _lp_pool_backward(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mode, backend):
+    p = _lp_norm(norm_type)
+    spec, out_spatial = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode)
+    _check_pool_grad_out(grad_out, x, out_spatial, ndim)
+    be = resolve_backend(backend, grad_out, x)
+    x2, gy = _lift(ndim, x), _lift(ndim, grad_out)
+    window = math.prod(spec.kernel_size)
+    total = be.avg_pool2d(x2 ** p, spec, True, None) * window
+    # d total**(1/p) / d total; a window of zeros gets gradient 0, as in PyTorch
+    safe_total = total + (total == 0)
+    grad_total = (gy * (total != 0)) * (safe_total ** (1.0 / p - 1.0) / p) * window
+    grad_pow = be.avg_pool2d_backward(grad_total, spec, x2.shape[2:], True, None)
+    return _drop(ndim, grad_pow * (p * x2 ** (p - 1.0)))
+
+
+def lp_pool1d(input, norm_type: float, kernel_size: IntOrTuple,
+              stride: Optional[IntOrTuple] = None, ceil_mode: bool = False, *,
+              backend: Optional[str] = None):
+    """1-D power-average pooling (PyTorch's ``lp_pool1d``): ``(sum over window of x**p)**(1/p)``;
+    p = 1 is sum pooling, large p approaches max pooling."""
+    return _lp_pool(1, input, norm_type, kernel_size, stride, ceil_mode, backend)
+
+
+def lp_pool2d(input, norm_type: float, kernel_size: IntOrTuple,
+              stride: Optional[IntOrTuple] = None, ceil_mode: bool = False, *,
+              backend: Optional[str] = None):
+    """2-D power-average pooling (PyTorch's ``lp_pool2d``): ``(sum over window of x**p)**(1/p)``."""
+    return _lp_pool(2, input, norm_type, kernel_size, stride, ceil_mode, backend)
+
+
+def lp_pool1d_backward(grad_out, input, norm_type: float, kernel_size: IntOrTuple,
+                       stride: Optional[IntOrTuple] = None, ceil_mode: bool = False, *,
+                       backend: Optional[str] = None):
+    """Gradient of ``lp_pool1d`` with respect to its input."""
+    return _lp_pool_backward(1, grad_out, input, norm_type, kernel_size, stride, ceil_mode,
+                             backend)
+
+
+def lp_pool2d_backward(grad_out, input, norm_type: float, kernel_size: IntOrTuple,
+                       stride: Optional[IntOrTuple] = None, ceil_mode: bool = False, *,
+                       backend: Optional[str] = None):
+    """Gradient of ``lp_pool2d`` with respect to its input."""
+    return _lp_pool_backward(2, grad_out, input, norm_type, kernel_size, stride, ceil_mode,
+                             backend)

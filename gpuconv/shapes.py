@@ -1,0 +1,224 @@
+"""Shape arithmetic shared by every backend, the oracle, the tests and the benchmarks.
+
+The slides' "calculating output dimensions", for one spatial axis of size ``n``,
+kernel ``k``, stride ``s``, padding ``p_lo + p_hi``, dilation ``d``:
+
+    conv            out = floor((n + p_lo + p_hi - d*(k-1) - 1) / s) + 1
+    conv_transpose  out = (n - 1)*s - (p_lo + p_hi) + d*(k-1) + output_padding + 1
+    pooling         out = floor_or_ceil((n + 2p - d*(k-1) - 1) / s) + 1,
+                    and with ceil_mode the last window is dropped when it would
+                    start inside the right padding (PyTorch's rule).
+
+Hyper-parameters are normalised once into a frozen spec (``ConvSpec`` /
+``PoolSpec``) whose constructors validate them, so every backend receives the
+same, already checked description of the op.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+IntOrTuple = Union[int, Sequence[int]]
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+# --------------------------------------------------------------------------- helpers
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def ntuple(value: IntOrTuple, n: int, name: str) -> tuple[int, ...]:
+    """``value`` as an n-tuple of ints: an int is repeated, a sequence must have length n."""
+    if _is_int(value):
+        return (int(value),) * n
+    if isinstance(value, (tuple, list)) and len(value) == n and all(_is_int(v) for v in value):
+        return tuple(int(v) for v in value)
+    raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+
+
+def _positive(values: tuple[int, ...], name: str) -> tuple[int, ...]:
+    if any(v <= 0 for v in values):
+        raise ValueError(f"{name} must be positive, got {values}")
+    return values
+
+
+def _non_negative(values: tuple[int, ...], name: str) -> tuple[int, ...]:
+    if any(v < 0 for v in values):
+        raise ValueError(f"{name} must be non-negative, got {values}")
+    return values
+
+
+# --------------------------------------------------------------------------- 1-D formulas
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: tuple[int, int] = (0, 0),
+                     dilation: int = 1) -> int:
+    """Output length of a convolution along one axis (``padding`` is ``(before, after)``)."""
+    return (size + padding[0] + padding[1] - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_transpose_output_size(size: int, kernel: int, stride: int = 1,
+                               padding: tuple[int, int] = (0, 0), dilation: int = 1,
+                               output_padding: int = 0) -> int:
+    """Output length of a transposed convolution: the input length of the conv it transposes."""
+    return (size - 1) * stride - padding[0] - padding[1] + dilation * (kernel - 1) + output_padding + 1
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1,
+                     ceil_mode: bool = False) -> int:
+    """Output length of a pooling window sweep, with PyTorch's ``ceil_mode`` rule."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # the last window would start inside the right padding
+    return out
+
+
+def pool_has_empty_window(size: int, kernel: int, stride: int, padding: int = 0,
+                          dilation: int = 1, out: int | None = None) -> bool:
+    """Whether a dilated pooling window can hold padding only (its maximum would be
+    -inf with no input position to point at, so gpuconv rejects such a sweep)."""
+    if out is None:
+        out = pool_output_size(size, kernel, stride, padding, dilation)
+    inner_first = -(-padding // stride)  # windows from here to inner_last lie inside the input
+    inner_last = (size - 1 - dilation * (kernel - 1) + padding) // stride
+    edges = [o for o in range(out) if o < inner_first or o > inner_last]
+    return any(not any(0 <= o * stride - padding + k * dilation < size for k in range(kernel))
+               for o in edges)
+
+
+def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
+    """``padding="same"`` for stride 1: the extra element of an even kernel goes after (as PyTorch)."""
+    total = dilation * (kernel - 1)
+    return total // 2, total - total // 2
+
+
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each adaptive-pooling window (PyTorch's floor/ceil split)."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+# --------------------------------------------------------------------------- specs
+@dataclass(frozen=True)
+class ConvSpec:
+    """Hyper-parameters of an N-d convolution or transposed convolution, validated.
+
+    ``padding`` holds ``(before, after)`` per spatial axis, so ``"same"`` with an
+    even kernel is exact. ``output_padding`` is used by transposed convolution only.
+    """
+
+    stride: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    groups: int = 1
+    padding_mode: str = "zeros"
+    output_padding: tuple[int, ...] = ()
+
+    @property
+    def ndim(self) -> int:
+        return len(self.stride)
+
+    @classmethod
+    def make(cls, ndim: int, kernel_size: tuple[int, ...], stride: IntOrTuple = 1,
+             padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
+             padding_mode: str = "zeros", output_padding: IntOrTuple = 0,
+             transposed: bool = False) -> "ConvSpec":
+        stride_t = _positive(ntuple(stride, ndim, "stride"), "stride")
+        dilation_t = _positive(ntuple(dilation, ndim, "dilation"), "dilation")
+        if not _is_int(groups) or groups <= 0:
+            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        if transposed and padding_mode != "zeros":
+            raise ValueError("padding_mode must be 'zeros' for a transposed convolution")
+        if isinstance(padding, str):
+            if transposed:
+                raise ValueError(f"padding must be an int or a tuple of {ndim} ints for a "
+                                 f"transposed convolution, got {padding!r}")
+            if padding == "valid":
+                pairs = ((0, 0),) * ndim
+            elif padding == "same":
+                if any(s != 1 for s in stride_t):
+                    raise ValueError("padding='same' needs stride 1 (PyTorch's rule), "
+                                     f"got stride={stride_t}")
+                pairs = tuple(same_padding(k, d) for k, d in zip(kernel_size, dilation_t))
+            else:
+                raise ValueError(f"padding must be an int, a tuple of {ndim} ints, 'valid' or "
+                                 f"'same', got {padding!r}")
+        else:
+            pads = _non_negative(ntuple(padding, ndim, "padding"), "padding")
+            pairs = tuple((p, p) for p in pads)
+        out_pad = ()
+        if transposed:
+            out_pad = _non_negative(ntuple(output_padding, ndim, "output_padding"), "output_padding")
+            for op, s, d in zip(out_pad, stride_t, dilation_t):
+                if op >= s and op >= d:
+                    raise ValueError("output_padding must be smaller than either stride or "
+                                     f"dilation, got output_padding={out_pad}, stride={stride_t}, "
+                                     f"dilation={dilation_t}")
+        return cls(stride_t, pairs, dilation_t, int(groups), padding_mode, out_pad)
+
+    def output_shape(self, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
+        """Spatial output shape of the convolution."""
+        return tuple(conv_output_size(n, k, s, p, d) for n, k, s, p, d in
+                     zip(spatial, kernel, self.stride, self.padding, self.dilation))
+
+    def transpose_output_shape(self, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
+        """Spatial output shape of the transposed convolution."""
+        return tuple(conv_transpose_output_size(n, k, s, p, d, op) for n, k, s, p, d, op in
+                     zip(spatial, kernel, self.stride, self.padding, self.dilation,
+                         self.output_padding))
+
+    def with_leading_unit_axis(self) -> "ConvSpec":
+        """The 2-D spec that runs a 1-D op as an op over a height-1 image."""
+        return ConvSpec((1,) + self.stride, ((0, 0),) + self.padding, (1,) + self.dilation,
+                        self.groups, self.padding_mode,
+                        ((0,) + self.output_padding) if self.output_padding else ())
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Hyper-parameters of an N-d pooling window sweep, validated."""
+
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    ceil_mode: bool = False
+
+    @property
+    def ndim(self) -> int:
+        return len(self.kernel_size)
+
+    @classmethod
+    def make(cls, ndim: int, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
+             padding: IntOrTuple = 0, dilation: IntOrTuple = 1,
+             ceil_mode: bool = False) -> "PoolSpec":
+        kernel_t = _positive(ntuple(kernel_size, ndim, "kernel_size"), "kernel_size")
+        # PyTorch: stride=None (or an empty tuple) means stride = kernel_size
+        if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
+            stride_t = kernel_t
+        else:
+            stride_t = _positive(ntuple(stride, ndim, "stride"), "stride")
+        padding_t = _non_negative(ntuple(padding, ndim, "padding"), "padding")
+        dilation_t = _positive(ntuple(dilation, ndim, "dilation"), "dilation")
+        for p, k in zip(padding_t, kernel_t):
+            if 2 * p > k:
+                raise ValueError("padding must be at most half of kernel_size, got "
+                                 f"padding={padding_t}, kernel_size={kernel_t}")
+        return cls(kernel_t, stride_t, padding_t, dilation_t, bool(ceil_mode))
+
+    def output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
+        return tuple(pool_output_size(n, k, s, p, d, self.ceil_mode) for n, k, s, p, d in
+                     zip(spatial, self.kernel_size, self.stride, self.padding, self.dilation))
+
+    def with_leading_unit_axis(self) -> "PoolSpec":
+        return PoolSpec((1,) + self.kernel_size, (1,) + self.stride, (0,) + self.padding,
+                        (1,) + self.dilation, self.ceil_mode)
+
+
+def conv_flops(batch: int, out_channels: int, in_channels_per_group: int,
+               kernel: Sequence[int], out_spatial: Sequence[int]) -> int:
+    """Multiply-adds times two of a convolution's forward pass (also its grad-input or grad-weight)."""
+    return 2 * batch * out_channels * in_channels_per_group * math.prod(kernel) * math.prod(out_spatial)

@@ -1,0 +1,69 @@
+"""The CPU benchmark's code path on tiny layers (nothing meaningful is timed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+pytest.importorskip("torch")
+
+from bench import cpu, layers as L  # noqa: E402
+
+TINY = [
+    L.Layer("tiny_conv", "tiny grouped strided conv", "conv", 2, 4, 9, 3, 6, 2, 1, groups=2),
+    L.Layer("tiny_dilated", "tiny dilated conv", "conv", 2, 3, 8, 3, 4, 1, 2, dilation=2),
+    L.Layer("tiny_transpose", "tiny transposed conv", "conv_transpose", 2, 4, 5, 4, 2, 2, 1),
+    L.Layer("tiny_max", "tiny max pool", "max_pool", 2, 3, 9, 3, None, 2, 1),
+    L.Layer("tiny_avg", "tiny avg pool", "avg_pool", 2, 3, 8, 2, None, None),
+]
+
+
+def test_suite_is_well_formed():
+    assert len(L.SUITE) == 10 and len(L.BY_NAME) == 10
+    for layer in L.SUITE:
+        assert layer.batch >= 8
+        assert all(n > 0 for n in layer.output_shape)
+        assert (layer.forward_flops() is not None) == layer.is_conv
+    assert L.BY_NAME["resnet50_3x3"].output_shape == (8, 64, 56, 56)
+    assert L.BY_NAME["stem_7x7_s2"].output_shape == (8, 64, 112, 112)
+    assert L.BY_NAME["transpose_4x4_s2"].output_shape == (16, 128, 32, 32)
+    assert L.BY_NAME["maxpool_3x3_s2"].output_shape == (8, 64, 56, 56)
+    assert L.BY_NAME["avgpool_2x2"].output_shape == (16, 64, 28, 28)
+    with pytest.raises(ValueError, match="unknown layer"):
+        L.select(["nope"])
+
+
+@pytest.mark.parametrize("layer", TINY, ids=lambda layer: layer.name)
+def test_harness_checks_and_times_a_tiny_layer(layer):
+    r = cpu.measure_layer(layer, repeat=1, warmup=0)
+    assert r["check"]["ok"], r["check"]
+    for p in ("forward", "backward"):
+        assert r[p]["ratio"] > 0
+        assert len(r[p]["gpuconv"]["samples_ms"]) == 1
+
+
+def test_a_wrong_kernel_reports_no_time(monkeypatch):
+    real = L.gpuconv_forward
+    monkeypatch.setattr(L, "gpuconv_forward", lambda layer, a, backend=None:
+                        real(layer, a, backend) * 1.01)
+    r = cpu.measure_layer(TINY[0], repeat=1, warmup=0)
+    assert not r["check"]["ok"] and "forward" not in r
+
+
+def test_report_json_and_tables(monkeypatch, tmp_path):
+    monkeypatch.setattr(L, "BY_NAME", {layer.name: layer for layer in TINY[-2:]})
+    out = tmp_path / "r.json"
+    assert cpu.main(["--quick", "--layers", "tiny_max", "tiny_avg", "--json", str(out),
+                     "--readme"]) == 0
+    report = json.loads(out.read_text())
+    assert report["all_correct"] and len(report["layers"]) == 2
+    assert report["machine"]["cores"] >= 1 and report["machine"]["torch"]
+    assert "| **geometric mean** |" in cpu.markdown(report)
+    assert "geometric mean ratio" in cpu.table(report)

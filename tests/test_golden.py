@@ -1,0 +1,265 @@
+"""gpuconv against the PyTorch golden files (``oracle/goldens``, made by ``python -m oracle
+generate``), on every backend that can run here, and against the numbers the slides print.
+
+One table: golden case (op, hyper-parameters, dtype) x backend. Each test runs the
+forward op and its ``<op>_backward`` with the stored upstream gradient and compares
+the output, the max-pool indices (exactly) and every gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import gpuconv.functional as F
+from gpuconv.backends import unavailable_reason
+from oracle.golden import Case, load_all
+
+CASES = load_all()
+BACKENDS = ["numpy"] + [b for b in ("cupy", "numba") if unavailable_reason(b) is None]
+TABLE = [pytest.param(case, backend, id=f"{case.name}-{backend}")
+         for case in CASES for backend in BACKENDS]
+SLIDE_TABLE = [p for p in TABLE if p.values[0].is_slide]
+
+# Max-type ops copy an input element: their output must be exact.
+MAX_OPS = ("max_pool1d", "max_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+           "global_max_pool2d")
+# Per-dtype coefficient c: |got - want| <= c * sqrt(K) * (|want| + max|want|), K the
+# reduction length behind that number (about 90 ulps for float64, 17 for float32,
+# times sqrt(K); the max|want| term covers cancellation in a sum).
+COEFF = {"float64": 2e-14, "float32": 2e-6}
+
+
+# --------------------------------------------------------------------------- array-library glue
+def to_backend(backend: str, array):
+    if array is None or backend == "numpy":
+        return None if array is None else np.array(array)  # a private copy
+    if backend == "cupy":
+        import cupy
+        return cupy.asarray(array)
+    if backend == "numba":
+        from numba import cuda
+        return cuda.to_device(np.ascontiguousarray(array))
+    raise ValueError(backend)
+
+
+def to_numpy(array):
+    if array is None or isinstance(array, np.ndarray):
+        return array
+    if hasattr(array, "copy_to_host"):  # numba device array
+        return array.copy_to_host()
+    import cupy
+    return cupy.asnumpy(array)
+
+
+# --------------------------------------------------------------------------- running a case
+def run_case(case: Case, backend: str) -> dict[str, np.ndarray]:
+    """gpuconv's forward and backward for ``case``: the arrays the golden stores."""
+    a = {k: to_backend(backend, v) for k, v in case.arrays.items()
+         if not k.startswith("printed_")}
+    op, kw = case.op, dict(case.params)
+    forward, backward = getattr(F, op), getattr(F, op + "_backward")
+    got = {}
+    if op.startswith("conv"):
+        has_bias = "bias" in a
+        got["output"] = forward(a["input"], a["weight"], a.get("bias"), **kw, backend=backend)
+        gx, gw, gb = backward(a["grad_out"], a["input"], a["weight"], **kw,
+                              output_mask=(True, True, has_bias), backend=backend)
+        got.update(grad_input=gx, grad_weight=gw)
+        if has_bias:
+            got["grad_bias"] = gb
+        else:
+            assert gb is None, "a masked grad_bias must be None"
+    elif op in MAX_OPS:
+        got["output"], got["indices"] = forward(a["input"], **kw, return_indices=True,
+                                                backend=backend)
+        # the stored indices, so the backward is tested on its own
+        got["grad_input"] = backward(a["grad_out"], a["input"], a["indices"], **kw,
+                                     backend=backend)
+    else:
+        got["output"] = forward(a["input"], **kw, backend=backend)
+        got["grad_input"] = backward(a["grad_out"], a["input"], **kw, backend=backend)
+    return {k: to_numpy(v) for k, v in got.items()}
+
+
+def _spatial(kw_value, ndim):
+    if kw_value is None:
+        return None
+    return (kw_value,) * ndim if isinstance(kw_value, int) else tuple(kw_value)
+
+
+def reduction_length(case: Case, name: str) -> int:
+    """How many products / terms add up into one number of array ``name`` (at most)."""
+    arr, op, p = case.arrays, case.op, case.params
+    x = arr["input"]
+    ndim = x.ndim - 2
+    out_spatial = math.prod(arr["output"].shape[2:])
+    groups = p.get("groups", 1)
+    if op.startswith("conv_transpose"):
+        w = arr["weight"]  # (C_in, C_out/groups, *k)
+        taps = math.prod(w.shape[2:])
+        return {"output": w.shape[0] // groups * taps + 1,
+                "grad_input": w.shape[1] * taps,
+                "grad_weight": x.shape[0] * math.prod(x.shape[2:]),
+                "grad_bias": x.shape[0] * out_spatial}[name]
+    if op.startswith("conv"):
+        w = arr["weight"]  # (C_out, C_in/groups, *k)
+        taps = math.prod(w.shape[2:])
+        fold = 3 ** ndim if p.get("padding_mode", "zeros") != "zeros" else 1
+        return {"output": w.shape[1] * taps + 1,
+                "grad_input": w.shape[0] // groups * taps * fold,
+                "grad_weight": x.shape[0] * out_spatial,
+                "grad_bias": x.shape[0] * out_spatial}[name]
+    if op.startswith(("adaptive", "global")):
+        out = arr["output"].shape[2:]
+        window = math.prod(-(-n // o) + 1 for n, o in zip(x.shape[2:], out))
+        return window if name == "output" else math.prod(max(1, -(-o // n) + 1)
+                                                         for n, o in zip(x.shape[2:], out))
+    kernel = math.prod(_spatial(p["kernel_size"], ndim))
+    return kernel + (4 if op.startswith("lp") else 1)
+
+
+def assert_close(got, want, *, k: int, dtype: str, what: str, exact: bool = False):
+    assert got is not None, f"{what}: got None"
+    got = np.asarray(got)
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, expected {want.dtype}"
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    err = np.abs(g - w)
+    if exact:
+        tol = np.zeros_like(w)
+    else:
+        scale = float(np.max(np.abs(w))) if w.size else 0.0
+        tol = COEFF[dtype] * math.sqrt(k) * (np.abs(w) + scale)
+    bad = ~(err <= tol)  # NaN counts as bad
+    if bad.any():
+        i = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {w.size} values off; first at index {i}: got "
+            f"{float(g[i])!r}, expected {float(w[i])!r}, error {err[i]:.3g} > tolerance "
+            f"{tol[i]:.3g} (K={k}); worst error {float(np.nanmax(err)):.3g}")
+
+
+def assert_indices_equal(got, want, what: str):
+    assert got is not None and got.dtype == np.int64, \
+        f"{what}: indices must be int64, got {getattr(got, 'dtype', None)}"
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
+    if not np.array_equal(got, want):
+        i = tuple(int(v) for v in np.argwhere(got != want)[0])
+        raise AssertionError(f"{what}: {int((got != want).sum())} of {want.size} indices "
+                             f"differ; first at {i}: got {int(got[i])}, expected {int(want[i])}")
+
+
+# --------------------------------------------------------------------------- the table
+def test_goldens_exist():
+    assert len(CASES) > 100, "no golden files: run `python -m oracle generate`"
+    ops = {c.op for c in CASES}
+    assert {op for op in F.__all__ if not op.endswith("_backward")} <= ops, \
+        "every forward op of gpuconv.functional needs golden cases"
+    assert {c.dtype for c in CASES} == {"float32", "float64"}
+
+
+@pytest.mark.parametrize("case,backend", TABLE)
+def test_golden(case: Case, backend: str):
+    got = run_case(case, backend)
+    expected = [k for k in ("output", "indices", "grad_input", "grad_weight", "grad_bias")
+                if k in case.arrays]
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        want = case.arrays[name]
+        what = f"{case.name} [{backend}] {name}"
+        if name == "indices":
+            assert_indices_equal(got[name], want, what)
+            continue
+        exact = name == "output" and case.op in MAX_OPS
+        assert_close(got[name], want, k=reduction_length(case, name), dtype=case.dtype,
+                     what=what, exact=exact)
+
+
+# --------------------------------------------------------------------------- the slides
+@pytest.mark.parametrize("case,backend", SLIDE_TABLE)
+def test_slide_printed_numbers(case: Case, backend: str):
+    """gpuconv reproduces every legible number the slides print (documented
+    disagreements: gpuconv gives the maths, not the misprint)."""
+    got = run_case(case, backend)
+    tol = case.meta.get("printed_tol", {"rtol": 0.0, "atol": 0.0})
+    disagreements = {(d["array"], tuple(d["index"])): d
+                     for d in case.meta.get("printed_disagreements", [])}
+    for name, printed in case.printed().items():
+        # the slides print float32 numbers in decimal: read them in the case's dtype
+        printed = printed.astype(case.dtype).astype(np.float64)
+        value = got[name].astype(np.float64)
+        assert value.shape == printed.shape, f"{case.name}: {name} shape {value.shape}"
+        for index in zip(*np.nonzero(np.isfinite(printed))):
+            index = tuple(int(i) for i in index)
+            d = disagreements.get((name, index))
+            want = d["computed"] if d else printed[index]
+            assert abs(value[index] - want) <= tol["atol"] + tol["rtol"] * abs(want), (
+                f"{case.name} [{backend}] {name}{index}: gpuconv {value[index]!r}, slides "
+                f"{'(corrected) ' if d else ''}{want!r}")
+    for name, shape in case.meta.get("printed_shapes", {}).items():
+        array = got.get(name, case.arrays.get(name))
+        assert list(array.shape) == shape, f"{case.name}: {name} shape {array.shape} != {shape}"
+
+
+def test_slide_disagreements_are_documented():
+    """Every documented disagreement is also explained in the case's note."""
+    found = 0
+    for case in CASES:
+        for d in case.meta.get("printed_disagreements", []):
+            found += 1
+            printed = case.printed()[d["array"]][tuple(d["index"])]
+            assert printed == d["printed"] and printed != d["computed"]
+            assert str(d["printed"]) in case.note and str(d["computed"]) in case.note
+    assert found >= 1  # slide (a): O[1][1,1] printed -3.1, the maths gives 3.1
+
+
+def _case(name: str) -> Case:
+    matches = [c for c in CASES if c.name == name]
+    assert matches, f"golden case {name} missing: run `python -m oracle generate`"
+    return matches[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_slide_transposed_conv_is_conv_backward(backend):
+    """Slide 'Deconvolution': conv_transpose2d(r, W, stride 2) equals the grad-input of the
+    stride-2 convolution with upstream gradient r, and both print the same 5x5."""
+    conv = _case("slide_g_conv2d_stride2_5x5_f32")
+    deconv = _case("slide_g_conv_transpose2d_stride2_f32")
+    assert deconv.meta["same_as"] == {"output": [conv.name, "grad_input"],
+                                      "input": [conv.name, "grad_out"]}
+    np.testing.assert_array_equal(deconv.arrays["input"], conv.arrays["grad_out"])
+    forward_t = run_case(deconv, backend)["output"]
+    backward_c = run_case(conv, backend)["grad_input"]
+    assert_close(forward_t, backward_c, k=9, dtype="float32",
+                 what="conv_transpose2d(r) vs conv2d_backward(r)")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_slide_one_d_literals(backend):
+    """I = 1 2 3 4, W = 1 2 3: correlation 14 20, true convolution 10 16; with dL/dO = 1 2,
+    dL/dW = 5 8 11 and dL/dI = 1 4 7 6."""
+    I = to_backend(backend, np.array([[[1.0, 2, 3, 4]]]))
+    W = to_backend(backend, np.array([[[1.0, 2, 3]]]))
+    LO = to_backend(backend, np.array([[[1.0, 2]]]))
+    assert to_numpy(F.conv1d(I, W, backend=backend)).ravel().tolist() == [14, 20]
+    assert to_numpy(F.conv1d(I, W, flip=True, backend=backend)).ravel().tolist() == [10, 16]
+    gx, gw, _ = F.conv1d_backward(LO, I, W, output_mask=(True, True, False), backend=backend)
+    assert to_numpy(gw).ravel().tolist() == [5, 8, 11]
+    assert to_numpy(gx).ravel().tolist() == [1, 4, 7, 6]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_slide_max_pool_routing(backend):
+    """4x4 -> 2x2 max pooling: the all-ones gradient lands on the four maxima."""
+    case = _case("slide_h_max_pool2d_f32")
+    x = to_backend(backend, case.arrays["input"])
+    m, idx = F.max_pool2d(x, 2, 2, return_indices=True, backend=backend)
+    ones = to_backend(backend, np.ones((1, 1, 2, 2), np.float32))
+    g = to_numpy(F.max_pool2d_backward(ones, x, idx, 2, 2, backend=backend))[0, 0]
+    assert np.argwhere(g == 1).tolist() == [[0, 1], [0, 2], [2, 0], [3, 3]]
+    assert g.sum() == 4
+    np.testing.assert_array_equal(to_numpy(m)[0, 0], np.array(
+        [[1.1895669, 2.6777048], [0.53753567, -0.19861951]], np.float32))
