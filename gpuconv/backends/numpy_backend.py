@@ -171,13 +171,15 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
                         grad_w[g, :, i, j] += np.einsum("gmhw,ghw->gm", gy5[b, g], win[b, g, i, j])
         return grad_w.reshape(o, 1, kh, kw)
     k = cg * kh * kw
-    grad_w = np.zeros((groups, o // groups, k), dtype=x.dtype)
+    # Accumulate dW^T = cols @ dy^T: NumPy hands this orientation to BLAS as one GEMM per
+    # sample, while dy @ cols^T falls back to a loop many times slower.
+    grad_w_t = np.zeros((groups, k, o // groups), dtype=x.dtype)
     for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize):
         nb = chunk.stop - chunk.start
         cols = np.ascontiguousarray(win[chunk]).reshape(nb, groups, k, ho * wo)
         gy = grad_out[chunk].reshape(nb, groups, o // groups, ho * wo)
-        grad_w += np.matmul(gy, cols.transpose(0, 1, 3, 2)).sum(axis=0)
-    return grad_w.reshape(o, cg, kh, kw)
+        grad_w_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
+    return np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
 
 def _phase_taps(kernel: int, stride: int, dilation: int, phase: int):
@@ -315,6 +317,8 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
             zip((h, w), spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_hw)]
     xp = np.full(x.shape[:2] + (h + sum(pads[0]), w + sum(pads[1])), -np.inf, dtype=x.dtype)
     xp[:, :, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w] = x
+    if not return_indices:  # np.maximum propagates NaN, as PyTorch's max does
+        return _separable_reduce(np.maximum, xp, spec, out_hw), None
     win = _windows(xp, spec.kernel_size, spec.stride, spec.dilation, out_hw)
     rows0 = np.arange(out_hw[0]) * spec.stride[0] - spec.padding[0]
     cols0 = np.arange(out_hw[1]) * spec.stride[1] - spec.padding[1]
@@ -326,6 +330,20 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
             valid = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
             taps.append((win[:, :, i, j], rows[:, None] * w + cols[None, :], valid))
     return _max_over_taps(taps, return_indices)
+
+
+def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarray:
+    """Reduce every window of the padded ``xp`` with ``ufunc`` (add, maximum): first along the
+    window's rows, then its columns, kH + kW passes instead of kH * kW."""
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    ho, wo = out_hw
+    rows = xp[:, :, 0:sh * (ho - 1) + 1:sh, :].copy()
+    for i in range(1, kh):
+        ufunc(rows, xp[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh, :], out=rows)
+    y = rows[:, :, :, 0:sw * (wo - 1) + 1:sw].copy()
+    for j in range(1, kw):
+        ufunc(y, rows[:, :, :, j * dw:j * dw + sw * (wo - 1) + 1:sw], out=y)
+    return y
 
 
 def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw) -> np.ndarray:
@@ -368,15 +386,7 @@ def avg_pool2d(x: np.ndarray, spec: PoolSpec, count_include_pad: bool, divisor_o
     """y (N, C, H_out, W_out): window sums (separable: rows, then columns) over divisors."""
     out_hw, pads, divisor = _avg_pool_geometry(spec, x.shape[2:], count_include_pad,
                                                divisor_override, x.dtype)
-    xp = _pad(x, pads, "zeros")
-    (kh, kw), (sh, sw) = spec.kernel_size, spec.stride
-    (ho, wo) = out_hw
-    rows = xp[:, :, 0:sh * (ho - 1) + 1:sh, :].copy()
-    for i in range(1, kh):
-        rows += xp[:, :, i:i + sh * (ho - 1) + 1:sh, :]
-    y = rows[:, :, :, 0:sw * (wo - 1) + 1:sw].copy()
-    for j in range(1, kw):
-        y += rows[:, :, :, j:j + sw * (wo - 1) + 1:sw]
+    y = _separable_reduce(np.add, _pad(x, pads, "zeros"), spec, out_hw)
     y /= divisor
     return y
 
