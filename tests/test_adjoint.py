@@ -79,8 +79,12 @@ def _assert_same_inner_product(lhs, rhs, scale, what):
 
 
 def _configs():
-    return [pytest.param(seed, 1 if seed % 3 == 0 else 2, id=f"seed{seed}-{1 if seed % 3 == 0 else 2}d")
-            for seed in range(N_CONFIGS)]
+    """Every third configuration is 1-D, the rest 2-D."""
+    params = []
+    for seed in range(N_CONFIGS):
+        nd = 1 if seed % 3 == 0 else 2
+        params.append(pytest.param(seed, nd, id=f"seed{seed}-{nd}d"))
+    return params
 
 
 @pytest.mark.parametrize("seed, nd", _configs())

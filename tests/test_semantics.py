@@ -368,7 +368,7 @@ def _all_calls(dtype):
 
 
 def _results(out):
-    return [r for r in (out if isinstance(out, tuple) else (out,))]
+    return list(out) if isinstance(out, tuple) else [out]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -387,11 +387,10 @@ def test_results_keep_dtype_and_array_type(name, dtype):
 
 @pytest.mark.parametrize("name", sorted(F.__all__))
 def test_float32_agrees_with_float64(name):
-    fn32, args32, kw32 = _all_calls(np.float32)[name]
-    fn64, args64, kw64 = _all_calls(np.float64)[name]
-    args64 = tuple(a32.astype(np.float64) if isinstance(a32, np.ndarray) and a32.dtype == np.float32
-                   else a32 for a32 in args32)  # the very same values, widened
-    for r32, r64 in zip(_results(fn32(*args32, **kw32)), _results(fn64(*args64, **kw64))):
+    fn, args32, kwargs = _all_calls(np.float32)[name]
+    args64 = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype == np.float32
+                   else a for a in args32)  # the very same values, widened
+    for r32, r64 in zip(_results(fn(*args32, **kwargs)), _results(fn(*args64, **kwargs))):
         np.testing.assert_allclose(r32, r64, rtol=1e-4, atol=1e-5 * max(1, np.abs(r64).max()))
 
 
@@ -410,7 +409,8 @@ def _h1(a):
 ])
 def test_conv1d_equals_conv2d_on_height_one(kw):
     rng = _rng(9)
-    x, w, b = rng.standard_normal((2, 4, 9)), rng.standard_normal((6, 4 // kw.get("groups", 1), 4)), rng.standard_normal(6)
+    x, b = rng.standard_normal((2, 4, 9)), rng.standard_normal(6)
+    w = rng.standard_normal((6, 4 // kw.get("groups", 1), 4))
     kw2 = {k: v for k, v in kw.items() if k not in ("stride", "padding", "dilation")}
     kw2.update(stride=(1, kw.get("stride", 1)), dilation=(1, kw.get("dilation", 1)),
                padding=kw.get("padding", 0) if isinstance(kw.get("padding"), str)

@@ -84,11 +84,37 @@ def _pad_backward(grad_padded: np.ndarray, padding, mode: str, in_hw) -> np.ndar
     h, w = in_hw
     if mode == "zeros":
         return grad_padded[:, :, top:top + h, left:left + w]
-    # A one-hot matrix per axis turns the adjoint into two small, deterministic matmuls.
-    dtype = grad_padded.dtype
-    rows = (_source_index(h, top, bottom, mode)[None, :] == np.arange(h)[:, None]).astype(dtype)
-    cols = (_source_index(w, left, right, mode)[:, None] == np.arange(w)[None, :]).astype(dtype)
-    return rows @ grad_padded @ cols
+    rows = _gather_sum(grad_padded, 2, *_copies(_source_index(h, top, bottom, mode), h))
+    return _gather_sum(rows, 3, *_copies(_source_index(w, left, right, mode), w))
+
+
+def _gather_sum(a: np.ndarray, axis: int, index: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``out[.., i, ..] = sum over t of a[.., index[i, t], ..] where valid[i, t]``, along ``axis``.
+    Each term is a gather masked with ``where``, so a NaN or inf reaches only the sums it
+    belongs to (a matmul with a 0/1 matrix would spread it through 0 * inf)."""
+    shape = [1] * a.ndim
+    shape[axis] = index.shape[0]
+    total = np.where(valid[:, 0].reshape(shape), np.take(a, index[:, 0], axis=axis), 0)
+    for t in range(1, index.shape[1]):
+        total += np.where(valid[:, t].reshape(shape), np.take(a, index[:, t], axis=axis), 0)
+    return total
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray):
+    """``_gather_sum`` tables for the contiguous ranges ``[starts[i], ends[i])``."""
+    offsets = np.arange(int((ends - starts).max()))
+    index = starts[:, None] + offsets[None, :]
+    return np.minimum(index, ends[:, None] - 1), index < ends[:, None]
+
+
+def _copies(source: np.ndarray, size: int):
+    """``_gather_sum`` tables that collect, for each of ``size`` positions, the positions of
+    ``source`` that copy it."""
+    order = np.argsort(source, kind="stable")
+    counts = np.bincount(source, minlength=size)
+    firsts = np.cumsum(counts) - counts
+    index, valid = _ranges(firsts, firsts + counts)
+    return order[index], valid
 
 
 # --------------------------------------------------------------------------- convolution
@@ -411,25 +437,28 @@ def avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw, count_in
 
 
 # --------------------------------------------------------------------------- adaptive pooling
-def _adaptive_mean_matrix(size: int, out: int, dtype) -> np.ndarray:
-    """(out, size) matrix whose row i averages window i: adaptive average pooling along one
-    axis is a matmul with it, and its backward a matmul with its transpose."""
-    matrix = np.zeros((out, size), dtype=dtype)
-    for i, (start, end) in enumerate(adaptive_windows(size, out)):
-        matrix[i, start:end] = 1.0 / (end - start)
-    return matrix
+def _adaptive_tables(size: int, out: int):
+    """Start and end (numpy arrays) of each adaptive window along one axis."""
+    starts, ends = (np.array(v) for v in zip(*adaptive_windows(size, out)))
+    return starts, ends
 
 
 def adaptive_avg_pool2d(x: np.ndarray, out_hw) -> np.ndarray:
-    rows = _adaptive_mean_matrix(x.shape[2], out_hw[0], x.dtype)
-    cols = _adaptive_mean_matrix(x.shape[3], out_hw[1], x.dtype)
-    return rows @ x @ cols.T
+    """Mean over adaptive windows: window sums along rows, then columns, over window sizes."""
+    (sh, eh), (sw, ew) = _adaptive_tables(x.shape[2], out_hw[0]), _adaptive_tables(x.shape[3], out_hw[1])
+    sums = _gather_sum(_gather_sum(x, 2, *_ranges(sh, eh)), 3, *_ranges(sw, ew))
+    return sums / np.multiply.outer(eh - sh, ew - sw).astype(x.dtype)
 
 
 def adaptive_avg_pool2d_backward(grad_out: np.ndarray, input_hw) -> np.ndarray:
-    rows = _adaptive_mean_matrix(input_hw[0], grad_out.shape[2], grad_out.dtype)
-    cols = _adaptive_mean_matrix(input_hw[1], grad_out.shape[3], grad_out.dtype)
-    return rows.T @ grad_out @ cols
+    """Each input element gathers grad_out / window size from the windows that hold it: a
+    contiguous run of windows, since starts and ends both grow with the window index."""
+    h, w = input_hw
+    (sh, eh), (sw, ew) = _adaptive_tables(h, grad_out.shape[2]), _adaptive_tables(w, grad_out.shape[3])
+    scaled = grad_out / np.multiply.outer(eh - sh, ew - sw).astype(grad_out.dtype)
+    rows = _ranges(np.searchsorted(eh, np.arange(h), "right"), np.searchsorted(sh, np.arange(h), "right"))
+    cols = _ranges(np.searchsorted(ew, np.arange(w), "right"), np.searchsorted(sw, np.arange(w), "right"))
+    return _gather_sum(_gather_sum(scaled, 2, *rows), 3, *cols)
 
 
 def adaptive_max_pool2d(x: np.ndarray, out_hw):
@@ -437,9 +466,8 @@ def adaptive_max_pool2d(x: np.ndarray, out_hw):
     its last element: a repeat never beats an equal earlier maximum, so indices are
     unchanged."""
     h, w = x.shape[2:]
-    win_h, win_w = adaptive_windows(h, out_hw[0]), adaptive_windows(w, out_hw[1])
-    starts_h, ends_h = (np.array(v) for v in zip(*win_h))
-    starts_w, ends_w = (np.array(v) for v in zip(*win_w))
+    starts_h, ends_h = _adaptive_tables(h, out_hw[0])
+    starts_w, ends_w = _adaptive_tables(w, out_hw[1])
     taps = []
     for i in range(int((ends_h - starts_h).max())):
         rows = np.minimum(starts_h + i, ends_h - 1)
