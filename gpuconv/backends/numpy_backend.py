@@ -437,42 +437,49 @@ def avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw, count_in
 
 
 # --------------------------------------------------------------------------- adaptive pooling
-def _adaptive_tables(size: int, out: int):
-    """Start and end (numpy arrays) of each adaptive window along one axis."""
+def _adaptive_ranges(size: int, out: int):
+    """``_gather_sum`` tables of the adaptive windows along one axis, and the window sizes."""
     starts, ends = (np.array(v) for v in zip(*adaptive_windows(size, out)))
-    return starts, ends
+    return _ranges(starts, ends), ends - starts
+
+
+def _adaptive_members(size: int, out: int):
+    """``_gather_sum`` tables that collect, for each input position, the adaptive windows
+    holding it: a contiguous run, since window starts and ends both grow with the index."""
+    starts, ends = (np.array(v) for v in zip(*adaptive_windows(size, out)))
+    positions = np.arange(size)
+    return _ranges(np.searchsorted(ends, positions, "right"),
+                   np.searchsorted(starts, positions, "right"))
 
 
 def adaptive_avg_pool2d(x: np.ndarray, out_hw) -> np.ndarray:
     """Mean over adaptive windows: window sums along rows, then columns, over window sizes."""
-    (sh, eh), (sw, ew) = _adaptive_tables(x.shape[2], out_hw[0]), _adaptive_tables(x.shape[3], out_hw[1])
-    sums = _gather_sum(_gather_sum(x, 2, *_ranges(sh, eh)), 3, *_ranges(sw, ew))
-    return sums / np.multiply.outer(eh - sh, ew - sw).astype(x.dtype)
+    rows, sizes_h = _adaptive_ranges(x.shape[2], out_hw[0])
+    cols, sizes_w = _adaptive_ranges(x.shape[3], out_hw[1])
+    sums = _gather_sum(_gather_sum(x, 2, *rows), 3, *cols)
+    return sums / np.multiply.outer(sizes_h, sizes_w).astype(x.dtype)
 
 
 def adaptive_avg_pool2d_backward(grad_out: np.ndarray, input_hw) -> np.ndarray:
-    """Each input element gathers grad_out / window size from the windows that hold it: a
-    contiguous run of windows, since starts and ends both grow with the window index."""
-    h, w = input_hw
-    (sh, eh), (sw, ew) = _adaptive_tables(h, grad_out.shape[2]), _adaptive_tables(w, grad_out.shape[3])
-    scaled = grad_out / np.multiply.outer(eh - sh, ew - sw).astype(grad_out.dtype)
-    rows = _ranges(np.searchsorted(eh, np.arange(h), "right"), np.searchsorted(sh, np.arange(h), "right"))
-    cols = _ranges(np.searchsorted(ew, np.arange(w), "right"), np.searchsorted(sw, np.arange(w), "right"))
-    return _gather_sum(_gather_sum(scaled, 2, *rows), 3, *cols)
+    """Each input element gathers grad_out / window size from the windows that hold it."""
+    (h, w), (ho, wo) = input_hw, grad_out.shape[2:]
+    _, sizes_h = _adaptive_ranges(h, ho)
+    _, sizes_w = _adaptive_ranges(w, wo)
+    scaled = grad_out / np.multiply.outer(sizes_h, sizes_w).astype(grad_out.dtype)
+    return _gather_sum(_gather_sum(scaled, 2, *_adaptive_members(h, ho)), 3,
+                       *_adaptive_members(w, wo))
 
 
 def adaptive_max_pool2d(x: np.ndarray, out_hw):
     """Max over adaptive windows. Windows differ in size, so a window's missing taps repeat
-    its last element: a repeat never beats an equal earlier maximum, so indices are
-    unchanged."""
+    its last element (``_ranges`` clamps them): a repeat never beats an equal earlier
+    maximum, so indices are unchanged."""
     h, w = x.shape[2:]
-    starts_h, ends_h = _adaptive_tables(h, out_hw[0])
-    starts_w, ends_w = _adaptive_tables(w, out_hw[1])
+    (rows_by_tap, _), _ = _adaptive_ranges(h, out_hw[0])
+    (cols_by_tap, _), _ = _adaptive_ranges(w, out_hw[1])
     taps = []
-    for i in range(int((ends_h - starts_h).max())):
-        rows = np.minimum(starts_h + i, ends_h - 1)
-        for j in range(int((ends_w - starts_w).max())):
-            cols = np.minimum(starts_w + j, ends_w - 1)
+    for rows in rows_by_tap.T:
+        for cols in cols_by_tap.T:
             taps.append((x[:, :, rows[:, None], cols[None, :]], rows[:, None] * w + cols[None, :],
                          None))
     return _max_over_taps(taps, True)
