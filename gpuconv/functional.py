@@ -12,6 +12,11 @@ a height-1 image, so backends implement 2-D kernels only.
 Backward ops return the gradients of a scalar loss ``L`` with respect to the
 forward's inputs, given ``grad_out = dL/d(output)``; ``output_mask`` chooses which
 to compute, and a masked gradient is ``None``.
+
+Convolutions also take ``precision``: ``"ieee"`` (default, strict float arithmetic)
+or ``"tf32"`` (TF32 tensor-core products with float32 accumulation, the cupy
+backend's opt-in, like PyTorch's ``allow_tf32``); a backend that does not offer
+the one asked for is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -77,6 +82,18 @@ def _drop(ndim: int, array):
 def _flip_kernel(weight):
     """Reverse the two kernel axes: true convolution is correlation with this kernel."""
     return weight[:, :, ::-1, ::-1]
+
+
+def _check_precision(precision, be):
+    """``precision`` must be conv arithmetic the backend offers (``"ieee"`` everywhere;
+    ``"tf32"`` tensor-core products, with float32 accumulation, on the cupy backend)."""
+    if precision not in ("ieee", "tf32"):
+        raise ValueError(f"precision must be 'ieee' or 'tf32', got {precision!r}")
+    if precision not in be.PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not offered by backend "
+                         f"{be.__name__.rpartition('.')[2].removesuffix('_backend')!r} "
+                         f"(it offers {be.PRECISIONS})")
+    return precision
 
 
 def _check_mask(output_mask) -> tuple[bool, bool, bool]:
@@ -152,28 +169,31 @@ def _check_grad_out(grad_out, x, out_channels, out_spatial, ndim) -> None:
                 "the forward output's shape")
 
 
-def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, flip, backend):
+def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
+          precision, backend):
     spec, _, _ = _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode)
     be = resolve_backend(backend, x, weight, bias)
+    precision = _check_precision(precision, be)
     w = _lift(ndim, weight)
-    y = be.conv2d(_lift(ndim, x), _flip_kernel(w) if flip else w, bias, spec)
+    y = be.conv2d(_lift(ndim, x), _flip_kernel(w) if flip else w, bias, spec, precision)
     return _drop(ndim, y)
 
 
 def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups, padding_mode,
-                   flip, output_mask, backend):
+                   flip, output_mask, precision, backend):
     mask = _check_mask(output_mask)
     spec, out_channels, out_spatial = _conv_setup(ndim, x, weight, None, stride, padding, dilation,
                                                   groups, padding_mode)
     _check_grad_out(grad_out, x, out_channels, out_spatial, ndim)
     be = resolve_backend(backend, grad_out, x, weight)
+    precision = _check_precision(precision, be)
     gy, x2, w = _lift(ndim, grad_out), _lift(ndim, x), _lift(ndim, weight)
     w_eff = _flip_kernel(w) if flip else w
     grad_x = grad_w = grad_b = None
     if mask[0]:
-        grad_x = _drop(ndim, be.conv2d_grad_input(gy, w_eff, spec, x2.shape[2:]))
+        grad_x = _drop(ndim, be.conv2d_grad_input(gy, w_eff, spec, x2.shape[2:], None, precision))
     if mask[1]:
-        grad_w = be.conv2d_grad_weight(gy, x2, spec, w.shape[2:])
+        grad_w = be.conv2d_grad_weight(gy, x2, spec, w.shape[2:], precision)
         grad_w = _drop(ndim, _flip_kernel(grad_w) if flip else grad_w)
     if mask[2]:
         grad_b = be.conv2d_grad_bias(gy)
@@ -182,7 +202,7 @@ def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups,
 
 def conv1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 0,
            dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
-           flip: bool = False, backend: Optional[str] = None):
+           flip: bool = False, precision: str = "ieee", backend: Optional[str] = None):
     """1-D cross-correlation (PyTorch's ``conv1d``) of ``input`` (N, C_in, L) with ``weight``
     (C_out, C_in/groups, K), plus ``bias`` (C_out); returns (N, C_out, L_out).
 
@@ -202,25 +222,25 @@ def conv1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 
     ``"reflect"``, ``"replicate"`` or ``"circular"``.
     """
     return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
-                 backend)
+                 precision, backend)
 
 
 def conv2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 0,
            dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
-           flip: bool = False, backend: Optional[str] = None):
+           flip: bool = False, precision: str = "ieee", backend: Optional[str] = None):
     """2-D cross-correlation (PyTorch's ``conv2d``) of ``input`` (N, C_in, H, W) with
     ``weight`` (C_out, C_in/groups, kH, kW), plus ``bias`` (C_out); returns
     (N, C_out, H_out, W_out). ``flip=True`` flips both kernel axes: the true
     convolution (see ``conv1d`` for the slides' 1-D example). ``padding`` and
     ``padding_mode`` as in ``conv1d``, per axis."""
     return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
-                 backend)
+                 precision, backend)
 
 
 def conv1d_backward(grad_out, input, weight, stride: IntOrTuple = 1, padding: Padding = 0,
                     dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
                     flip: bool = False, output_mask: OutputMask = (True, True, True),
-                    backend: Optional[str] = None):
+                    precision: str = "ieee", backend: Optional[str] = None):
     """Gradients ``(grad_input, grad_weight, grad_bias)`` of ``conv1d``. As the slides derive
     for I = 1 2 3 4, W = 1 2 3, dL/dO = 1 2:
 
@@ -228,31 +248,30 @@ def conv1d_backward(grad_out, input, weight, stride: IntOrTuple = 1, padding: Pa
         dL/dI = Correlation(W padded, dL/dO flipped)  -> 1 4 7 6
     """
     return _conv_backward(1, grad_out, input, weight, stride, padding, dilation, groups,
-                          padding_mode, flip, output_mask, backend)
+                          padding_mode, flip, output_mask, precision, backend)
 
 
 def conv2d_backward(grad_out, input, weight, stride: IntOrTuple = 1, padding: Padding = 0,
                     dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
                     flip: bool = False, output_mask: OutputMask = (True, True, True),
-                    backend: Optional[str] = None):
+                    precision: str = "ieee", backend: Optional[str] = None):
     """Gradients ``(grad_input, grad_weight, grad_bias)`` of ``conv2d``: grad-input is the
     transposed convolution of ``grad_out``, grad-weight the correlation of the input
     with ``grad_out``, grad-bias its sum over batch and pixels."""
     return _conv_backward(2, grad_out, input, weight, stride, padding, dilation, groups,
-                          padding_mode, flip, output_mask, backend)
+                          padding_mode, flip, output_mask, precision, backend)
 
 
 # --------------------------------------------------------------------------- transposed convolution
 def _conv_transpose(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation,
-                    backend):
+                    precision, backend):
     spec, _, out_spatial = _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups,
                                        "zeros", output_padding, transposed=True)
     be = resolve_backend(backend, x, weight, bias)
+    precision = _check_precision(precision, be)
     # The forward of a transposed convolution is the grad-input of the convolution it transposes.
     y = be.conv2d_grad_input(_lift(ndim, x), _lift(ndim, weight), spec,
-                             _lift_spatial(ndim, out_spatial))
-    if bias is not None:
-        y += bias.reshape((1, -1, 1, 1))
+                             _lift_spatial(ndim, out_spatial), bias, precision)
     return _drop(ndim, y)
 
 
@@ -261,21 +280,22 @@ def _lift_spatial(ndim, spatial):
 
 
 def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_padding, groups,
-                             dilation, output_mask, backend):
+                             dilation, output_mask, precision, backend):
     mask = _check_mask(output_mask)
     spec, out_channels, out_spatial = _conv_setup(ndim, x, weight, None, stride, padding, dilation,
                                                   groups, "zeros", output_padding, transposed=True)
     _check_grad_out(grad_out, x, out_channels, out_spatial, ndim)
     be = resolve_backend(backend, grad_out, x, weight)
+    precision = _check_precision(precision, be)
     gy, x2, w = _lift(ndim, grad_out), _lift(ndim, x), _lift(ndim, weight)
     grad_x = grad_w = grad_b = None
     if mask[0]:
         # d/dx <convT(x, w), gy> = conv(gy, w); output_padding >= stride can make it one longer.
-        grad_x = be.conv2d(gy, w, None, spec)
+        grad_x = be.conv2d(gy, w, None, spec, precision)
         grad_x = _drop(ndim, grad_x[:, :, :x2.shape[2], :x2.shape[3]])
     if mask[1]:
         # The roles swap: the conv's input is grad_out, its upstream gradient is x.
-        grad_w = _drop(ndim, be.conv2d_grad_weight(x2, gy, spec, w.shape[2:]))
+        grad_w = _drop(ndim, be.conv2d_grad_weight(x2, gy, spec, w.shape[2:], precision))
     if mask[2]:
         grad_b = be.conv2d_grad_bias(gy)
     return grad_x, grad_w, grad_b
@@ -283,43 +303,43 @@ def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_
 
 def conv_transpose1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
                      output_padding: IntOrTuple = 0, groups: int = 1, dilation: IntOrTuple = 1, *,
-                     backend: Optional[str] = None):
+                     precision: str = "ieee", backend: Optional[str] = None):
     """1-D transposed convolution ("deconvolution", PyTorch's ``conv_transpose1d``) of
     ``input`` (N, C_in, L) with ``weight`` (C_in, C_out/groups, K): the backward of
     ``conv1d`` with respect to its input, used as a forward op."""
     return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups,
-                           dilation, backend)
+                           dilation, precision, backend)
 
 
 def conv_transpose2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
                      output_padding: IntOrTuple = 0, groups: int = 1, dilation: IntOrTuple = 1, *,
-                     backend: Optional[str] = None):
+                     precision: str = "ieee", backend: Optional[str] = None):
     """2-D transposed convolution (PyTorch's ``conv_transpose2d``) of ``input``
     (N, C_in, H, W) with ``weight`` (C_in, C_out/groups, kH, kW). Its forward equals
     the backward of ``conv2d`` with the same weight (the slides' 5x5, stride-2 example)."""
     return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups,
-                           dilation, backend)
+                           dilation, precision, backend)
 
 
 def conv_transpose1d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
                               padding: IntOrTuple = 0, output_padding: IntOrTuple = 0,
                               groups: int = 1, dilation: IntOrTuple = 1, *,
                               output_mask: OutputMask = (True, True, True),
-                              backend: Optional[str] = None):
+                              precision: str = "ieee", backend: Optional[str] = None):
     """Gradients ``(grad_input, grad_weight, grad_bias)`` of ``conv_transpose1d``."""
     return _conv_transpose_backward(1, grad_out, input, weight, stride, padding, output_padding,
-                                    groups, dilation, output_mask, backend)
+                                    groups, dilation, output_mask, precision, backend)
 
 
 def conv_transpose2d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
                               padding: IntOrTuple = 0, output_padding: IntOrTuple = 0,
                               groups: int = 1, dilation: IntOrTuple = 1, *,
                               output_mask: OutputMask = (True, True, True),
-                              backend: Optional[str] = None):
+                              precision: str = "ieee", backend: Optional[str] = None):
     """Gradients ``(grad_input, grad_weight, grad_bias)`` of ``conv_transpose2d``: grad-input
     is a plain ``conv2d`` of ``grad_out``."""
     return _conv_transpose_backward(2, grad_out, input, weight, stride, padding, output_padding,
-                                    groups, dilation, output_mask, backend)
+                                    groups, dilation, output_mask, precision, backend)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -600,13 +620,10 @@ def _lp_norm(norm_type) -> float:
 
 
 def _lp_pool(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend):
-    """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p)."""
     p = _lp_norm(norm_type)
     spec, _ = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode)
     be = resolve_backend(backend, x)
-    window = math.prod(spec.kernel_size)
-    mean_pow = be.avg_pool2d(_lift(ndim, x) ** p, spec, True, None)
-    return _drop(ndim, (mean_pow * window) ** (1.0 / p))
+    return _drop(ndim, be.lp_pool2d(_lift(ndim, x), spec, p))
 
 
 def _lp_pool_backward(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mode, backend):
@@ -614,14 +631,7 @@ def _lp_pool_backward(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mo
     spec, out_spatial = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode)
     _check_pool_grad_out(grad_out, x, out_spatial, ndim)
     be = resolve_backend(backend, grad_out, x)
-    x2, gy = _lift(ndim, x), _lift(ndim, grad_out)
-    window = math.prod(spec.kernel_size)
-    total = be.avg_pool2d(x2 ** p, spec, True, None) * window
-    # d total**(1/p) / d total; a window of zeros gets gradient 0, as in PyTorch
-    safe_total = total + (total == 0)
-    grad_total = (gy * (total != 0)) * (safe_total ** (1.0 / p - 1.0) / p) * window
-    grad_pow = be.avg_pool2d_backward(grad_total, spec, x2.shape[2:], True, None)
-    return _drop(ndim, grad_pow * (p * x2 ** (p - 1.0)))
+    return _drop(ndim, be.lp_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, x), spec, p))
 
 
 def lp_pool1d(input, norm_type: float, kernel_size: IntOrTuple,

@@ -123,6 +123,14 @@ def _cases():
         s = lambda n, nd=nd: _sp(nd, n)  # noqa: E731
         small = s(2)
         # ------------------------------------------------------- conv forward and backward
+        for op in (f"conv{d}", f"conv{d}_backward", f"conv_transpose{d}",
+                   f"conv_transpose{d}_backward"):
+            cases += [
+                _c(op, dict(precision="fp16"), ValueError, "precision", "precision-unknown"),
+                _c(op, dict(precision=None), ValueError, "precision", "precision-none"),
+                # the NumPy backend computes in strict IEEE only
+                _c(op, dict(precision="tf32"), ValueError, "precision", "precision-not-offered"),
+            ]
         for op in (f"conv{d}", f"conv{d}_backward"):
             cases += [
                 _c(op, dict(input=lambda a: a["input"][0]), ValueError, "input", "input-ndim-low"),

@@ -11,11 +11,13 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# What every backend module provides (signatures in numpy_backend.py).
+# What every backend module provides (signatures in numpy_backend.py), besides
+# PRECISIONS, the conv arithmetic it offers ("ieee", and "tf32" on tensor cores).
 KERNELS = (
     "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
+    "lp_pool2d", "lp_pool2d_backward",
 )
 
 # Backend name -> the array library whose arrays it takes and returns.

@@ -29,6 +29,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
+PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float maths
 CHUNK_BYTES = 16 << 20  # im2col buffer budget per batch chunk
 CACHE_BLOCK_BYTES = 512 << 10  # working set of the tap-loop kernels (depthwise)
 
@@ -160,8 +161,10 @@ def _depthwise_correlate(win: np.ndarray, weight: np.ndarray, y: np.ndarray) -> 
     return y
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
-    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias."""
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
+           precision: str = "ieee") -> np.ndarray:
+    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias.
+    ``precision`` is one of ``PRECISIONS`` (checked by the caller), as for every conv kernel."""
     xp = _pad(x, spec.padding, spec.padding_mode)
     out_hw = spec.output_shape(x.shape[2:], weight.shape[2:])
     y = _correlate(xp, weight, spec.stride, spec.dilation, spec.groups, out_hw)
@@ -175,7 +178,8 @@ def conv2d_grad_bias(grad_out: np.ndarray) -> np.ndarray:
     return grad_out.sum(axis=(0, 2, 3))
 
 
-def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kernel_hw) -> np.ndarray:
+def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kernel_hw,
+                       precision: str = "ieee") -> np.ndarray:
     """dL/dW (O, C/G, kH, kW): the correlation of the padded input with grad_out
     (N, O, H_out, W_out). H_out, W_out are grad_out's, which may be fewer than the
     input allows (a transposed convolution's grad-weight)."""
@@ -225,10 +229,12 @@ def _phase_taps(kernel: int, stride: int, dilation: int, phase: int):
     return taps, (last * dilation) // stride, dilation // g
 
 
-def conv2d_grad_input(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec, input_hw) -> np.ndarray:
+def conv2d_grad_input(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec, input_hw,
+                      bias: np.ndarray | None = None, precision: str = "ieee") -> np.ndarray:
     """dL/dx (N, C, H, W) from grad_out (N, O, H_out, W_out) and weight (O, C/G, kH, kW): the
-    transposed convolution of grad_out (also the forward of ``conv_transpose2d``). Output
-    rows that grad_out lacks count as zero (a transposed conv's ``output_padding``).
+    transposed convolution of grad_out (also the forward of ``conv_transpose2d``, which adds
+    its ``bias`` (C,)). Output rows that grad_out lacks count as zero (a transposed conv's
+    ``output_padding``).
 
     Two exact strategies; each materialises one buffer per batch chunk, of the channel count
     of the tensor it starts from, so the one from the smaller channel count is taken:
@@ -242,8 +248,12 @@ def conv2d_grad_input(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec, 
     else:
         grad_padded = _grad_input_gather(grad_out, weight, spec, padded_hw)
     if spec.padding_mode == "zeros":
-        return np.ascontiguousarray(_pad_backward(grad_padded, spec.padding, "zeros", input_hw))
-    return _pad_backward(grad_padded, spec.padding, spec.padding_mode, input_hw)
+        grad_x = np.ascontiguousarray(_pad_backward(grad_padded, spec.padding, "zeros", input_hw))
+    else:
+        grad_x = _pad_backward(grad_padded, spec.padding, spec.padding_mode, input_hw)
+    if bias is not None:
+        grad_x += bias.reshape(1, -1, 1, 1)
+    return grad_x
 
 
 def _grad_input_gather(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
@@ -434,6 +444,34 @@ def avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw, count_in
     for i in range(kh):
         grad_padded[:, :, i:i + sh * (ho - 1) + 1:sh, :] += rows
     return np.ascontiguousarray(_pad_backward(grad_padded, pads, "zeros", input_hw))
+
+
+# --------------------------------------------------------------------------- power-average pooling
+def lp_pool2d(x: np.ndarray, spec: PoolSpec, norm_type: float) -> np.ndarray:
+    """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p) (no padding)."""
+    return lp_pool_from_avg(avg_pool2d, x, spec, norm_type)
+
+
+def lp_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, spec: PoolSpec,
+                       norm_type: float) -> np.ndarray:
+    return lp_pool_backward_from_avg(avg_pool2d, avg_pool2d_backward, grad_out, x, spec, norm_type)
+
+
+def lp_pool_from_avg(avg_pool, x, spec: PoolSpec, p: float):
+    """Lp pooling composed from a backend's average pooling, for any array library with
+    NumPy's arithmetic (NumPy, CuPy)."""
+    window = math.prod(spec.kernel_size)
+    return (avg_pool(x ** p, spec, True, None) * window) ** (1.0 / p)
+
+
+def lp_pool_backward_from_avg(avg_pool, avg_pool_backward, grad_out, x, spec: PoolSpec, p: float):
+    window = math.prod(spec.kernel_size)
+    total = avg_pool(x ** p, spec, True, None) * window
+    # d total**(1/p) / d total; a window of zeros gets gradient 0, as in PyTorch
+    safe_total = total + (total == 0)
+    grad_total = (grad_out * (total != 0)) * (safe_total ** (1.0 / p - 1.0) / p) * window
+    grad_pow = avg_pool_backward(grad_total, spec, x.shape[2:], True, None)
+    return grad_pow * (p * x ** (p - 1.0))
 
 
 # --------------------------------------------------------------------------- adaptive pooling
