@@ -1,5 +1,5 @@
-"""The ``gpuconv`` command: argument plumbing only; the work is in gpuconv.report and
-gpuconv.demo. ``train`` and ``bench`` come in later releases."""
+"""The ``gpuconv`` command: argument plumbing only; the work is in gpuconv.report,
+gpuconv.demo, gpuconv.training and gpuconv.benchmark."""
 
 from __future__ import annotations
 
@@ -145,6 +145,115 @@ def shapes_pool(input_shape, kernel, dilation, batch, quiet, stride, padding, ce
     from gpuconv.report import pool_shape
     _emit(_run_report(lambda: pool_shape(input_shape, kernel, stride, padding, dilation,
                                          ceil_mode, batch)), quiet)
+
+
+# --------------------------------------------------------------------------- bench
+def _names(ctx, param, value):
+    """Click callback: "a,b" -> ["a", "b"] (None stays None)."""
+    return None if value is None else [name.strip() for name in value.split(",") if name.strip()]
+
+
+@main.command()
+@click.option("--backend", type=click.Choice(["cupy", "numba"]), default="cupy",
+              show_default=True, help="Whose kernels to time against cuDNN.")
+@click.option("--ops", callback=_names,
+              help="Comma-separated ops to run: conv2d, conv_transpose2d, max_pool2d, "
+                   "global_avg_pool2d (default: all).")
+@click.option("--layers", callback=_names,
+              help="Comma-separated layers or families, e.g. resnet50,depthwise_5x5_56 "
+                   "(default: the whole suite; a bad name lists them).")
+@click.option("--repeat", type=click.IntRange(min=1), default=None,
+              help="Timed repetitions of each contender (default 30).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Write every result, with the device and versions, to this JSON file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write a bar chart of the ratios to cuDNN to this PNG file.")
+def bench(backend, ops, layers, repeat, json_path, plot_path):
+    """Time gpuconv's CUDA kernels against cuDNN (through PyTorch) on the GPU layer suite,
+    after checking each result against cuDNN's. Prints ms, TFLOP/s or GB/s and
+    x cuDNN = cuDNN time / our time (above 1: gpuconv is faster). Needs a CUDA device and
+    a CUDA build of PyTorch; exits 1 if any result is wrong."""
+    from gpuconv.benchmark.gpu import DEFAULT_REPEAT, BenchUnavailableError, bench_command
+    try:
+        code = _run_report(lambda: bench_command(backend, ops, layers, repeat or DEFAULT_REPEAT,
+                                                 json_path, plot_path, click.echo))
+    except BenchUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    raise SystemExit(code)
+
+
+# --------------------------------------------------------------------------- training
+def _run_training(work):
+    """Run a gpuconv.training call: bad input is a usage error (exit 2), a diverged or
+    unavailable run a plain error (exit 1)."""
+    from gpuconv.backends import BackendUnavailableError
+    from gpuconv.nn import TrainingDiverged
+    try:
+        return work()
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except (FileNotFoundError, BackendUnavailableError, TrainingDiverged) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                       show_default=True, help="Where the model runs (auto: cuda if available).")
+_BACKEND = click.option("--backend", type=click.Choice(["numpy", "cupy", "numba"]), default=None,
+                        help="Kernels for conv and pooling (default: numpy on cpu, cupy on cuda).")
+
+
+@main.command()
+@_DEVICE
+@_BACKEND
+@click.option("--model", default="lenet", show_default=True,
+              type=click.Choice(["slides", "lenet", "allconv", "vgg"]), help="Built-in model.")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Directory of MNIST-style IDX files (default: Fashion-MNIST).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs (default: the model's recipe).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Batch size (default: the model's recipe).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None,
+              help="Optimiser (default: the model's recipe).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate of the cosine schedule (default: the recipe's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole run.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/latest",
+              show_default=True, help="Directory for the model, checkpoints, metrics, pictures.")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Continue from a checkpoint.npz of an earlier run.")
+def train(**options):
+    """Train a CNN classifier on Fashion-MNIST with gpuconv's own kernels."""
+    from gpuconv.training import TrainOptions, train as run
+    _run_training(lambda: run(TrainOptions(**options), echo=click.echo))
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Directory of MNIST-style IDX files (default: Fashion-MNIST).")
+@_DEVICE
+@_BACKEND
+def evaluate(model, data, device, backend):
+    """Test accuracy of a saved MODEL (.npz)."""
+    from gpuconv.training import evaluate as run
+    _run_training(lambda: run(model, data, device, backend, echo=click.echo))
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--invert", is_flag=True,
+              help="Invert dark-on-light photos (Fashion-MNIST items are light on black).")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many classes to show per image.")
+@_DEVICE
+@_BACKEND
+def predict(model, images, invert, top, device, backend):
+    """The most likely classes of each of IMAGES (PNG, JPEG or IDX) under MODEL."""
+    from gpuconv.training import predict as run
+    _run_training(lambda: run(model, list(images), invert, top, device, backend,
+                              echo=click.echo))
 
 
 if __name__ == "__main__":  # pragma: no cover

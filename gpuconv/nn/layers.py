@@ -1,0 +1,522 @@
+"""Keras-style layers with a forward and a backward on ``gpuconv.functional``.
+
+A layer is written without its input size (``Conv2D(20, 5)``): ``build`` infers it
+from the per-sample input shape (no batch axis: ``(C, H, W)`` or ``(features,)``),
+creates the parameters on the model's device and fixes the output shape, using
+``gpuconv.shapes`` like every op. ``forward(x, training, rng)`` keeps what
+``backward(grad_out)`` needs; ``backward`` fills ``grads`` (one per entry of
+``params``) and returns the gradient of the layer's input, or ``None`` when the
+model said the input needs none (the first layer's input is the data).
+
+Conv and pooling run on the model's backend; everything else is array arithmetic
+on the model's array library (NumPy or CuPy).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+import gpuconv.functional as F
+from gpuconv.nn.device import Device
+from gpuconv.nn.initializers import initialize
+from gpuconv.shapes import ConvSpec, PoolSpec, ntuple
+
+Shape = tuple[int, ...]
+
+
+class Layer:
+    """Base class: no parameters, output shape = input shape."""
+
+    is_augmentation = False  # random, training-only, first in the model, passes no gradient
+
+    def __init__(self, name: Optional[str] = None):
+        self.name = name or type(self).__name__.lower()
+        self.params: dict[str, object] = {}   # trainable, updated by the optimiser
+        self.buffers: dict[str, object] = {}  # saved state that is not trained (BN statistics)
+        self.grads: dict[str, object] = {}
+        self.input_shape: Optional[Shape] = None
+        self.output_shape: Optional[Shape] = None
+        self.need_input_grad = True
+        self.device: Optional[Device] = None
+
+    # ------------------------------------------------------------------ building
+    def build(self, input_shape: Shape, device: Device, init_rng: np.random.Generator,
+              dtype) -> None:
+        self.device, self.input_shape = device, tuple(int(n) for n in input_shape)
+        self.output_shape = self.compute_output_shape(self.input_shape)
+        self.params = {k: device.asarray(v, dtype) for k, v in
+                       self.initial_params(self.input_shape, init_rng).items()}
+        self.buffers = {k: device.asarray(v, dtype) for k, v in
+                        self.initial_buffers(self.input_shape).items()}
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+    def initial_params(self, input_shape: Shape, rng: np.random.Generator) -> dict:
+        return {}
+
+    def initial_buffers(self, input_shape: Shape) -> dict:
+        return {}
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(math.prod(p.shape)) for p in self.params.values())
+
+    def get_config(self) -> dict:
+        """The constructor's arguments, as JSON values (saved with the model)."""
+        return {"name": self.name}
+
+    # ------------------------------------------------------------------ computing
+    def forward(self, x, training: bool = False, rng=None):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+def _check_rank(layer: Layer, input_shape: Shape, rank: int, what: str) -> None:
+    if len(input_shape) != rank:
+        raise ValueError(f"{type(layer).__name__} needs {what} inputs, got per-sample shape "
+                         f"{input_shape}" + (" (add a Flatten before it)" if rank == 1 else ""))
+
+
+def _positive_int(value, name: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- convolutions
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as Keras and PyTorch): ``filters`` output
+    channels, square or (kH, kW) ``kernel_size``; ``padding`` an int, a pair, "valid" or
+    "same". Weights (filters, C_in/groups, kH, kW), as ``gpuconv.conv2d``."""
+
+    def __init__(self, filters: int, kernel_size, strides=1, padding="valid", dilation_rate=1,
+                 groups: int = 1, use_bias: bool = True, kernel_initializer: str = "he_normal",
+                 name: Optional[str] = None):
+        super().__init__(name)
+        self.filters = _positive_int(filters, "filters")
+        self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
+        self.strides, self.padding, self.dilation_rate = strides, padding, dilation_rate
+        self.groups, self.use_bias = groups, bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        # validated now, so a bad layer fails where it is written
+        self.spec = ConvSpec.make(2, self.kernel_size, strides, padding, dilation_rate, groups)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding,
+                "dilation_rate": self.dilation_rate, "groups": self.groups,
+                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer}
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        _check_rank(self, input_shape, 3, "(C, H, W)")
+        channels = input_shape[0]
+        if channels % self.groups or self.filters % self.groups:
+            raise ValueError(f"{self.name}: input channels {channels} and filters {self.filters} "
+                             f"must both be divisible by groups={self.groups}")
+        out_hw = self.spec.output_shape(input_shape[1:], self.kernel_size)
+        if min(out_hw) <= 0:
+            raise ValueError(f"{self.name}: kernel {self.kernel_size} does not fit the input "
+                             f"{input_shape[1:]} (output would be {out_hw})")
+        return (self.filters,) + out_hw
+
+    def initial_params(self, input_shape: Shape, rng) -> dict:
+        cg, (kh, kw) = input_shape[0] // self.groups, self.kernel_size
+        shape = (self.filters, cg, kh, kw)
+        params = {"kernel": initialize(self.kernel_initializer, shape, cg * kh * kw,
+                                       self.filters // self.groups * kh * kw, rng)}
+        if self.use_bias:
+            params["bias"] = np.zeros(self.filters)
+        return params
+
+    def _conv_args(self) -> dict:
+        return dict(stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
+                    groups=self.groups, backend=self.device.backend)
+
+    def forward(self, x, training=False, rng=None):
+        self._x = x
+        return F.conv2d(x, self.params["kernel"], self.params.get("bias"), **self._conv_args())
+
+    def backward(self, grad_out):
+        gx, gw, gb = F.conv2d_backward(grad_out, self._x, self.params["kernel"],
+                                       output_mask=(self.need_input_grad, True, self.use_bias),
+                                       **self._conv_args())
+        self.grads = {"kernel": gw, **({"bias": gb} if self.use_bias else {})}
+        return gx
+
+
+class Conv2DTranspose(Layer):
+    """2-D transposed convolution ("deconvolution"): upsamples by ``strides``. Weights
+    (C_in, filters/groups, kH, kW), as ``gpuconv.conv_transpose2d``."""
+
+    def __init__(self, filters: int, kernel_size, strides=1, padding=0, output_padding=0,
+                 dilation_rate=1, groups: int = 1, use_bias: bool = True,
+                 kernel_initializer: str = "he_normal", name: Optional[str] = None):
+        super().__init__(name)
+        self.filters = _positive_int(filters, "filters")
+        self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
+        self.strides, self.padding, self.output_padding = strides, padding, output_padding
+        self.dilation_rate, self.groups, self.use_bias = dilation_rate, groups, bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.spec = ConvSpec.make(2, self.kernel_size, strides, padding, dilation_rate, groups,
+                                  output_padding=output_padding, transposed=True)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding,
+                "output_padding": self.output_padding, "dilation_rate": self.dilation_rate,
+                "groups": self.groups, "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer}
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        _check_rank(self, input_shape, 3, "(C, H, W)")
+        if input_shape[0] % self.groups or self.filters % self.groups:
+            raise ValueError(f"{self.name}: input channels {input_shape[0]} and filters "
+                             f"{self.filters} must both be divisible by groups={self.groups}")
+        out_hw = self.spec.transpose_output_shape(input_shape[1:], self.kernel_size)
+        if min(out_hw) <= 0:
+            raise ValueError(f"{self.name}: padding {self.padding} leaves no output for input "
+                             f"{input_shape[1:]}")
+        return (self.filters,) + out_hw
+
+    def initial_params(self, input_shape: Shape, rng) -> dict:
+        og, (kh, kw) = self.filters // self.groups, self.kernel_size
+        shape = (input_shape[0], og, kh, kw)
+        # each output pixel sums C_in/groups * kH * kW / stride^2 terms on average
+        fan_in = max(1, input_shape[0] // self.groups * kh * kw
+                     // math.prod(self.spec.stride))
+        params = {"kernel": initialize(self.kernel_initializer, shape, fan_in, og * kh * kw, rng)}
+        if self.use_bias:
+            params["bias"] = np.zeros(self.filters)
+        return params
+
+    def _conv_args(self) -> dict:
+        return dict(stride=self.strides, padding=self.padding, output_padding=self.output_padding,
+                    groups=self.groups, dilation=self.dilation_rate, backend=self.device.backend)
+
+    def forward(self, x, training=False, rng=None):
+        self._x = x
+        return F.conv_transpose2d(x, self.params["kernel"], self.params.get("bias"),
+                                  **self._conv_args())
+
+    def backward(self, grad_out):
+        gx, gw, gb = F.conv_transpose2d_backward(
+            grad_out, self._x, self.params["kernel"],
+            output_mask=(self.need_input_grad, True, self.use_bias), **self._conv_args())
+        self.grads = {"kernel": gw, **({"bias": gb} if self.use_bias else {})}
+        return gx
+
+
+# --------------------------------------------------------------------------- pooling
+class _Pool2D(Layer):
+    def __init__(self, pool_size=2, strides=None, padding=0, name: Optional[str] = None):
+        super().__init__(name)
+        self.pool_size, self.strides, self.padding = pool_size, strides, padding
+        self.spec = PoolSpec.make(2, pool_size, strides, padding)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "padding": self.padding}
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        _check_rank(self, input_shape, 3, "(C, H, W)")
+        out_hw = self.spec.output_shape(input_shape[1:])
+        if min(out_hw) <= 0:
+            raise ValueError(f"{self.name}: pool {self.spec.kernel_size} does not fit the input "
+                             f"{input_shape[1:]}")
+        return input_shape[:1] + out_hw
+
+    def _pool_args(self) -> dict:
+        return dict(kernel_size=self.pool_size, stride=self.strides, padding=self.padding,
+                    backend=self.device.backend)
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling; its gradient goes to each window's maximum (the slides' routing)."""
+
+    def forward(self, x, training=False, rng=None):
+        if not training:
+            return F.max_pool2d(x, **self._pool_args())
+        self._x = x
+        y, self._indices = F.max_pool2d(x, return_indices=True, **self._pool_args())
+        return y
+
+    def backward(self, grad_out):
+        if not self.need_input_grad:
+            return None
+        return F.max_pool2d_backward(grad_out, self._x, self._indices, **self._pool_args())
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling; zero padding counts in the divisor (``count_include_pad``, as Keras'
+    "same" does not and PyTorch does: set ``padding=0`` to avoid the question)."""
+
+    def forward(self, x, training=False, rng=None):
+        self._x = x
+        return F.avg_pool2d(x, **self._pool_args())
+
+    def backward(self, grad_out):
+        if not self.need_input_grad:
+            return None
+        return F.avg_pool2d_backward(grad_out, self._x, **self._pool_args())
+
+
+class GlobalAveragePooling2D(Layer):
+    """Mean of each channel: (N, C, H, W) -> (N, C), as Keras."""
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        _check_rank(self, input_shape, 3, "(C, H, W)")
+        return input_shape[:1]
+
+    def forward(self, x, training=False, rng=None):
+        self._x = x
+        return F.global_avg_pool2d(x, backend=self.device.backend).reshape(x.shape[:2])
+
+    def backward(self, grad_out):
+        if not self.need_input_grad:
+            return None
+        return F.global_avg_pool2d_backward(grad_out.reshape(grad_out.shape + (1, 1)), self._x,
+                                            backend=self.device.backend)
+
+
+# --------------------------------------------------------------------------- dense and reshape
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), in C, H, W order."""
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return (math.prod(input_shape),)
+
+    def forward(self, x, training=False, rng=None):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out):
+        return grad_out.reshape(self._shape)
+
+
+class Dense(Layer):
+    """Fully connected: y = x @ kernel + bias, kernel (in_features, units), as Keras."""
+
+    def __init__(self, units: int, use_bias: bool = True,
+                 kernel_initializer: str = "glorot_uniform", name: Optional[str] = None):
+        super().__init__(name)
+        self.units = _positive_int(units, "units")
+        self.use_bias, self.kernel_initializer = bool(use_bias), kernel_initializer
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer}
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        _check_rank(self, input_shape, 1, "flat (features,)")
+        return (self.units,)
+
+    def initial_params(self, input_shape: Shape, rng) -> dict:
+        params = {"kernel": initialize(self.kernel_initializer, (input_shape[0], self.units),
+                                       input_shape[0], self.units, rng)}
+        if self.use_bias:
+            params["bias"] = np.zeros(self.units)
+        return params
+
+    def forward(self, x, training=False, rng=None):
+        self._x = x
+        y = x @ self.params["kernel"]
+        return y + self.params["bias"] if self.use_bias else y
+
+    def backward(self, grad_out):
+        self.grads = {"kernel": self._x.T @ grad_out}
+        if self.use_bias:
+            self.grads["bias"] = grad_out.sum(axis=0)
+        return grad_out @ self.params["kernel"].T if self.need_input_grad else None
+
+
+# --------------------------------------------------------------------------- activations
+class ReLU(Layer):
+    def forward(self, x, training=False, rng=None):
+        self._positive = x > 0
+        return self.device.xp.maximum(x, 0)
+
+    def backward(self, grad_out):
+        return grad_out * self._positive
+
+
+class LeakyReLU(Layer):
+    """x for x > 0, ``negative_slope * x`` otherwise (Keras 3's default slope 0.3)."""
+
+    def __init__(self, negative_slope: float = 0.3, name: Optional[str] = None):
+        super().__init__(name)
+        self.negative_slope = float(negative_slope)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "negative_slope": self.negative_slope}
+
+    def forward(self, x, training=False, rng=None):
+        self._slope = self.device.xp.where(x > 0, x.dtype.type(1), x.dtype.type(self.negative_slope))
+        return x * self._slope
+
+    def backward(self, grad_out):
+        return grad_out * self._slope
+
+
+class ELU(Layer):
+    """x for x > 0, ``alpha * (exp(x) - 1)`` otherwise."""
+
+    def __init__(self, alpha: float = 1.0, name: Optional[str] = None):
+        super().__init__(name)
+        self.alpha = float(alpha)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "alpha": self.alpha}
+
+    def forward(self, x, training=False, rng=None):
+        xp, alpha = self.device.xp, x.dtype.type(self.alpha)
+        negative = alpha * xp.expm1(xp.minimum(x, 0))  # the clamp keeps exp from overflowing
+        self._slope = xp.where(x > 0, x.dtype.type(1), negative + alpha)
+        return xp.where(x > 0, x, negative)
+
+    def backward(self, grad_out):
+        return grad_out * self._slope
+
+
+# --------------------------------------------------------------------------- regularisation
+class Dropout(Layer):
+    """Zeroes each activation with probability ``rate`` while training and scales the rest
+    by 1/(1 - rate) ("inverted" dropout), so inference is the identity."""
+
+    def __init__(self, rate: float, name: Optional[str] = None):
+        super().__init__(name)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rate": self.rate}
+
+    def forward(self, x, training=False, rng=None):
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        keep = rng.uniform(x.shape, x.dtype) >= self.rate
+        self._mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._mask
+
+    def backward(self, grad_out):
+        return grad_out if self._mask is None else grad_out * self._mask
+
+
+class BatchNorm2D(Layer):
+    """Per-channel batch normalisation of (N, C, H, W): while training, normalises with the
+    batch's mean and (biased) variance and updates running statistics (unbiased variance,
+    ``running = momentum * running + (1 - momentum) * batch``, Keras' convention); at
+    inference, uses the running statistics."""
+
+    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: Optional[str] = None):
+        super().__init__(name)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        _check_rank(self, input_shape, 3, "(C, H, W)")
+        return input_shape
+
+    def initial_params(self, input_shape: Shape, rng) -> dict:
+        return {"gamma": np.ones(input_shape[0]), "beta": np.zeros(input_shape[0])}
+
+    def initial_buffers(self, input_shape: Shape) -> dict:
+        return {"running_mean": np.zeros(input_shape[0]), "running_var": np.ones(input_shape[0])}
+
+    def forward(self, x, training=False, rng=None):
+        xp, axes = self.device.xp, (0, 2, 3)
+        if training:
+            mean = x.mean(axis=axes)
+            centred = x - mean[:, None, None]
+            var = (centred * centred).mean(axis=axes)
+            count = x.size // x.shape[1]
+            m = x.dtype.type(self.momentum)
+            self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
+            self.buffers["running_var"] = (m * self.buffers["running_var"]
+                                           + (1 - m) * var * (count / max(count - 1, 1)))
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+            centred = x - mean[:, None, None]
+        self._inv_std = 1 / xp.sqrt(var + x.dtype.type(self.epsilon))
+        self._normalised = centred * self._inv_std[:, None, None]
+        return (self.params["gamma"][:, None, None] * self._normalised
+                + self.params["beta"][:, None, None])
+
+    def backward(self, grad_out):
+        axes, xhat = (0, 2, 3), self._normalised
+        self.grads = {"gamma": (grad_out * xhat).sum(axis=axes), "beta": grad_out.sum(axis=axes)}
+        if not self.need_input_grad:
+            return None
+        # d/dx of gamma * (x - mean) / std with the batch's mean and std (training mode)
+        g = grad_out * self.params["gamma"][:, None, None]
+        mean_g = g.mean(axis=axes)[:, None, None]
+        mean_gx = (g * xhat).mean(axis=axes)[:, None, None]
+        return (g - mean_g - xhat * mean_gx) * self._inv_std[:, None, None]
+
+
+# --------------------------------------------------------------------------- augmentation
+class RandomFlip(Layer):
+    """Mirrors each image left-right with probability 1/2 while training (Keras'
+    ``RandomFlip("horizontal")``); the identity at inference."""
+
+    is_augmentation = True
+
+    def forward(self, x, training=False, rng=None):
+        if not training:
+            return x
+        flip = (rng.uniform((x.shape[0],), x.dtype) < 0.5)[:, None, None, None]
+        return self.device.xp.where(flip, x[..., ::-1], x)
+
+    def backward(self, grad_out):
+        return None  # augmentation sits on the data, which needs no gradient
+
+
+class RandomShift(Layer):
+    """Shifts each image by up to ``max_shift`` pixels in each direction while training,
+    filling with zeros (the "pad and random crop" augmentation); the identity at inference."""
+
+    is_augmentation = True
+
+    def __init__(self, max_shift: int = 2, name: Optional[str] = None):
+        super().__init__(name)
+        self.max_shift = _positive_int(max_shift, "max_shift")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "max_shift": self.max_shift}
+
+    def forward(self, x, training=False, rng=None):
+        if not training:
+            return x
+        xp, s = self.device.xp, self.max_shift
+        n, c, h, w = x.shape
+        padded = xp.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
+        dy, dx = rng.integers(2 * s + 1, (n,)), rng.integers(2 * s + 1, (n,))
+        rows = (dy[:, None] + xp.arange(h)[None, :])[:, None, :, None]
+        cols = (dx[:, None] + xp.arange(w)[None, :])[:, None, None, :]
+        return padded[xp.arange(n)[:, None, None, None], xp.arange(c)[None, :, None, None],
+                      rows, cols]
+
+    def backward(self, grad_out):
+        return None
+
+
+LAYERS = {cls.__name__: cls for cls in (
+    Conv2D, Conv2DTranspose, MaxPool2D, AvgPool2D, GlobalAveragePooling2D, Flatten, Dense, ReLU,
+    LeakyReLU, ELU, Dropout, BatchNorm2D, RandomFlip, RandomShift)}

@@ -1,0 +1,441 @@
+"""``Sequential``: a stack of layers with Keras' compile / fit / evaluate / predict /
+summary / save / load, on gpuconv's own kernels.
+
+Randomness is a function of (seed, epoch): the shuffling, dropout masks and
+augmentation of epoch ``e`` come from ``device.rng(seed, e)``, so a run resumed
+from the checkpoint of epoch ``e`` repeats the uninterrupted run exactly (on the
+CPU, where every kernel is deterministic).
+
+Model files are ``.npz`` archives read with ``allow_pickle=False``: the weights,
+and a JSON description of the architecture (and, in a checkpoint, the optimiser's
+state and the training position). Loading a file can never run code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from gpuconv.nn.device import Device, resolve_device, to_host
+from gpuconv.nn.layers import LAYERS, Conv2D, Dense, Dropout, Flatten, Layer
+from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
+from gpuconv.nn.optimizers import Optimizer, make_optimizer
+
+FORMAT = "gpuconv-model"
+FORMAT_VERSION = 1
+_META_KEY = "__meta__"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the model's weights are no longer usable."""
+
+
+# --------------------------------------------------------------------------- callbacks
+class Callback:
+    """Hooks ``fit`` calls; set ``model.stop_training = True`` to stop after this epoch."""
+
+    def on_train_begin(self, model: "Sequential") -> None: ...
+    def on_epoch_begin(self, epoch: int, steps: int) -> None: ...
+    def on_batch_end(self, batch: int, logs: dict) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+
+
+@dataclass
+class History:
+    """Per-epoch metrics: ``history["val_accuracy"][-1]`` etc., as Keras."""
+
+    history: dict[str, list] = field(default_factory=dict)
+
+    def append(self, logs: dict) -> None:
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+
+# --------------------------------------------------------------------------- the model
+class Sequential:
+    def __init__(self, layers: Sequence[Layer] = (), name: str = "sequential"):
+        self.layers: list[Layer] = []
+        self.name = name
+        for layer in layers:
+            self.add(layer)
+        self.device: Optional[Device] = None
+        self.input_shape: Optional[tuple[int, ...]] = None
+        self.dtype = np.dtype("float32")
+        self.seed = 0
+        self.optimizer: Optional[Optimizer] = None
+        self.loss = SoftmaxCrossEntropy()
+        self.epoch = 0  # epochs trained so far
+        self.history = History()
+        self.stop_training = False
+        self.extra: dict = {}  # what save(extra=...) stored, after load()
+
+    def add(self, layer: Layer) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layers must be gpuconv.nn layers, got {type(layer).__name__}")
+        if self.layers and getattr(self, "input_shape", None) is not None:
+            raise ValueError("the model is built; add layers before build()")
+        taken = {existing.name for existing in self.layers}
+        base, n = layer.name, 1
+        while layer.name in taken:  # Keras' naming: conv2d, conv2d_1, conv2d_2, ...
+            layer.name, n = f"{base}_{n}", n + 1
+        self.layers.append(layer)
+
+    # ------------------------------------------------------------------ building
+    def build(self, input_shape: Sequence[int], device: Device | str = "cpu", seed: int = 0,
+              dtype="float32") -> "Sequential":
+        """Create every layer's parameters for per-sample inputs of ``input_shape`` (C, H, W),
+        on ``device`` (a ``Device`` or "cpu" / "cuda" / "auto"), from ``seed``."""
+        if not self.layers:
+            raise ValueError("a Sequential model needs at least one layer")
+        self.device = device if isinstance(device, Device) else resolve_device(device)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.seed, self.input_shape = int(seed), tuple(int(n) for n in input_shape)
+        init_rng = np.random.default_rng(self.seed)
+        shape, trainable_seen = self.input_shape, False
+        for layer in self.layers:
+            if layer.is_augmentation and trainable_seen:
+                raise ValueError(f"{layer.name}: augmentation layers must come before any "
+                                 "layer with parameters (they pass no gradient back)")
+            layer.build(shape, self.device, init_rng, self.dtype)
+            # nothing before the first trainable layer needs a gradient of its input
+            layer.need_input_grad = trainable_seen
+            trainable_seen = trainable_seen or bool(layer.params)
+            shape = layer.output_shape
+        return self
+
+    @property
+    def built(self) -> bool:
+        return self.device is not None
+
+    def _require_built(self) -> None:
+        if not self.built:
+            raise ValueError("the model is not built: call build(input_shape) or fit() first")
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        self._require_built()
+        return self.layers[-1].output_shape
+
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy",
+                metrics: Iterable[str] = ("accuracy",)) -> None:
+        self.optimizer = make_optimizer(optimizer)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
+        self.loss = LOSSES[loss]()
+        unknown = set(metrics) - {"accuracy"}
+        if unknown:
+            raise ValueError(f"metrics may only hold 'accuracy', got {sorted(unknown)}")
+
+    # ------------------------------------------------------------------ parameters
+    def parameters(self) -> dict[str, object]:
+        """Every trainable array, keyed "<layer index>/<name>"."""
+        return {f"{i}/{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+
+    def gradients(self) -> dict[str, object]:
+        return {f"{i}/{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()}
+
+    def _buffers(self) -> dict[str, object]:
+        return {f"{i}/{k}": v for i, layer in enumerate(self.layers)
+                for k, v in layer.buffers.items()}
+
+    @property
+    def n_params(self) -> int:
+        return sum(layer.n_params for layer in self.layers)
+
+    # ------------------------------------------------------------------ computing
+    def __call__(self, x, training: bool = False, rng=None):
+        for layer in self.layers:
+            x = layer.forward(x, training, rng)
+        return x
+
+    def _backward(self, grad) -> None:
+        for layer in reversed(self.layers):
+            if grad is None:
+                break
+            grad = layer.backward(grad)
+
+    def _check_inputs(self, x, y=None):
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"x must have shape (N,) + {self.input_shape}, got {tuple(x.shape)}")
+        if y is not None:
+            if y.ndim != 1 or y.shape[0] != x.shape[0]:
+                raise ValueError(f"y must hold one label per sample: shape ({x.shape[0]},), got "
+                                 f"{tuple(y.shape)}")
+            classes = self.output_shape[0]
+            if int(y.min()) < 0 or int(y.max()) >= classes:
+                raise ValueError(f"labels must be in [0, {classes}), got [{int(y.min())}, "
+                                 f"{int(y.max())}]")
+
+    def _to_device(self, x, y=None):
+        xp = self.device.xp
+        x = self.device.asarray(x, self.dtype)
+        return x, (None if y is None else xp.asarray(y).astype(xp.int64))
+
+    def train_step(self, x, y, rng) -> tuple[object, object]:
+        """One optimiser step on a batch; returns (loss, correct count) as device scalars."""
+        logits = self(x, training=True, rng=rng)
+        loss, grad = self.loss(logits, y, self.device.xp)
+        self._backward(grad)
+        self.optimizer.apply(self.parameters(), self.gradients())
+        return loss, correct_count(logits, y)
+
+    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
+            validation_data=None, callbacks: Sequence[Callback] = (), shuffle: bool = True,
+            seed: Optional[int] = None, device="auto", log_every: int = 20) -> History:
+        """Train until ``epochs`` epochs in all (``self.epoch`` counts those already done,
+        so a resumed model continues). x (N, C, H, W) floats, y (N,) integer labels. The
+        data moves to the model's device once; batches are gathered there."""
+        if self.optimizer is None:
+            raise ValueError("compile() the model before fit()")
+        if not self.built:
+            self.build(x.shape[1:], device, self.seed if seed is None else seed)
+        if seed is not None:
+            self.seed = int(seed)
+        self._check_inputs(x, y)
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+        if validation_data is None and validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"validation_split must be in (0, 1), got {validation_split!r}")
+            cut = len(x) - int(round(len(x) * validation_split))
+            x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+        x, y = self._to_device(x, y)
+        steps = math.ceil(len(x) / batch_size)
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        while self.epoch < epochs and not self.stop_training:
+            logs = self._train_epoch(x, y, batch_size, steps, shuffle, callbacks, log_every)
+            if validation_data is not None:
+                val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
+                logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+            self.epoch += 1
+            self.history.append(logs)
+            for cb in callbacks:
+                cb.on_epoch_end(self.epoch, logs)
+        return self.history
+
+    def _train_epoch(self, x, y, batch_size, steps, shuffle, callbacks, log_every) -> dict:
+        rng = self.device.rng(self.seed, self.epoch)
+        order = rng.permutation(len(x)) if shuffle else self.device.xp.arange(len(x))
+        for cb in callbacks:
+            cb.on_epoch_begin(self.epoch, steps)
+        start, lr = time.perf_counter(), self.optimizer.learning_rate
+        loss_sum = correct = 0
+        seen = 0
+        for b in range(steps):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            loss, hits = self.train_step(x[idx], y[idx], rng)
+            # sums stay on the device; reading them back (a GPU sync) waits for log points
+            loss_sum, correct, seen = loss_sum + loss * len(idx), correct + hits, seen + len(idx)
+            if (b + 1) % log_every == 0 or b + 1 == steps:
+                mean_loss = float(loss_sum) / seen
+                if not math.isfinite(mean_loss):
+                    raise TrainingDiverged(f"the training loss became {mean_loss} in epoch "
+                                           f"{self.epoch + 1}, batch {b + 1}; try a smaller "
+                                           "learning rate")
+                logs = {"loss": mean_loss, "accuracy": int(correct) / seen, "seen": seen,
+                        "seconds": time.perf_counter() - start}
+                for cb in callbacks:
+                    cb.on_batch_end(b, logs)
+        return {"loss": mean_loss, "accuracy": int(correct) / seen, "lr": lr,
+                "seconds": time.perf_counter() - start}
+
+    def evaluate(self, x, y, batch_size: int = 256) -> dict:
+        """Mean loss and accuracy over (x, y), in inference mode."""
+        self._require_built()
+        self._check_inputs(x, y)
+        loss_sum = correct = 0
+        for start in range(0, len(x), batch_size):
+            xb, yb = self._to_device(x[start:start + batch_size], y[start:start + batch_size])
+            logits = self(xb)
+            loss, _ = self.loss(logits, yb, self.device.xp)
+            loss_sum, correct = loss_sum + float(loss) * len(xb), correct + int(correct_count(logits, yb))
+        return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """The last layer's outputs (logits) for x, as a NumPy array."""
+        self._require_built()
+        self._check_inputs(x)
+        return np.concatenate([to_host(self(self._to_device(x[s:s + batch_size])[0]))
+                               for s in range(0, len(x), batch_size)])
+
+    # ------------------------------------------------------------------ describing
+    def summary(self) -> str:
+        """Each layer's output shape and parameter count, and the totals."""
+        self._require_built()
+        rows = [("Layer (type)", "Output shape", "Param #")]
+        for layer in self.layers:
+            rows.append((f"{layer.name} ({type(layer).__name__})",
+                         str((None,) + tuple(layer.output_shape)), f"{layer.n_params:,}"))
+        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        line = "-" * sum(widths)
+        text = [f'Model: "{self.name}"  input {(None,) + self.input_shape}', line]
+        for i, row in enumerate(rows):
+            text.append(row[0].ljust(widths[0]) + row[1].ljust(widths[1]) + row[2].rjust(widths[2]))
+            if i == 0:
+                text.append("=" * sum(widths))
+        text += ["=" * sum(widths), f"Total params: {self.n_params:,}"]
+        return "\n".join(text)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "input_shape": list(self.input_shape),
+                "dtype": self.dtype.name, "seed": self.seed,
+                "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict, device: Device | str = "cpu") -> "Sequential":
+        layers = []
+        for entry in config["layers"]:
+            if entry["class"] not in LAYERS:
+                raise ValueError(f"unknown layer class {entry['class']!r} in the model file")
+            layers.append(LAYERS[entry["class"]](**entry["config"]))
+        model = cls(layers, name=config["name"])
+        return model.build(config["input_shape"], device, config["seed"], config["dtype"])
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path, include_optimizer: bool = False, extra: Optional[dict] = None) -> None:
+        """Write the model to ``path`` (.npz) atomically: a crash leaves the old file or the
+        new one, never a broken one. ``include_optimizer`` adds the optimiser's state and
+        the training position (a checkpoint); ``extra`` is stored JSON as given."""
+        self._require_built()
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.get_config(),
+                "epoch": self.epoch, "history": self.history.history, "extra": extra or {}}
+        arrays = {f"param/{k}": to_host(v) for k, v in self.parameters().items()}
+        arrays.update({f"buffer/{k}": to_host(v) for k, v in self._buffers().items()})
+        if include_optimizer and self.optimizer is not None:
+            meta["optimizer"] = {"config": self.optimizer.get_config(), "step": self.optimizer.step}
+            arrays.update({f"optimizer/{k}": to_host(v) for k, v in self.optimizer.state.items()})
+        arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+    @classmethod
+    def load(cls, path, device: Device | str = "cpu") -> "Sequential":
+        """A model saved by ``save`` (with its optimiser, compiled, when it was saved)."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {k: archive[k] for k in archive.files}
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: not a gpuconv model file ({exc})") from None
+        meta = _read_meta(path, arrays)
+        model = cls.from_config(meta["model"], device)
+        for kind, target in (("param", model.parameters()), ("buffer", model._buffers())):
+            _fill(path, kind, target, arrays, model)
+        model.epoch, model.history = int(meta["epoch"]), History(meta["history"])
+        if "optimizer" in meta:
+            model.compile(meta["optimizer"]["config"])
+            model.optimizer.step = int(meta["optimizer"]["step"])
+            model.optimizer.state = {k[len("optimizer/"):]: model.device.asarray(v)
+                                     for k, v in arrays.items() if k.startswith("optimizer/")}
+        model.extra = meta.get("extra", {})
+        return model
+
+    # ------------------------------------------------------------------ the slides' conversion
+    def to_fully_convolutional(self) -> "Sequential":
+        """The same function with every Dense after the Flatten turned into a Conv2D (the
+        slides' "converting linear to convolution"): the first takes the whole feature map
+        (kernel = its H x W, in-channels = its C, out-channels = the units), the next ones
+        are 1x1. On the training image size it gives (N, classes, 1, 1) with the same
+        scores; on a larger image, a map of class scores."""
+        self._require_built()
+        flat = [i for i, layer in enumerate(self.layers) if isinstance(layer, Flatten)]
+        if len(flat) != 1:
+            raise ValueError("to_fully_convolutional needs exactly one Flatten layer, "
+                             f"found {len(flat)}")
+        f = flat[0]
+        feature_shape = self.layers[f].input_shape
+        layers, weights = [], []
+        for i, layer in enumerate(self.layers):
+            if i == f:
+                continue
+            if i > f and isinstance(layer, Dense):
+                kernel_hw = feature_shape[1:] if not any(isinstance(l, Dense)
+                                                         for l in self.layers[f:i]) else (1, 1)
+                conv = Conv2D(layer.units, kernel_hw, use_bias=layer.use_bias, name=layer.name)
+                in_channels = to_host(layer.params["kernel"]).shape[0] // math.prod(kernel_hw)
+                w = to_host(layer.params["kernel"]).T.reshape(layer.units, in_channels, *kernel_hw)
+                layers.append(conv)
+                weights.append({"kernel": w, **({"bias": to_host(layer.params["bias"])}
+                                                if layer.use_bias else {})})
+            elif i > f and not isinstance(layer, (Dropout,)) and layer.params:
+                raise ValueError(f"{layer.name} ({type(layer).__name__}) after the Flatten has "
+                                 "no convolutional form")
+            else:
+                layers.append(type(layer)(**layer.get_config()))
+                weights.append({k: to_host(v) for k, v in layer.params.items()}
+                               | {f"buffer:{k}": to_host(v) for k, v in layer.buffers.items()})
+        model = Sequential(layers, name=f"{self.name}_fully_convolutional")
+        model.build(self.input_shape, self.device, self.seed, self.dtype)
+        for layer, values in zip(model.layers, weights):
+            for k, v in values.items():
+                store = layer.buffers if k.startswith("buffer:") else layer.params
+                store[k.removeprefix("buffer:")] = self.device.asarray(v, self.dtype)
+        return model
+
+
+# --------------------------------------------------------------------------- files
+def atomic_write(path: Path, write: Callable) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, flush it to disk, then
+    rename it over ``path`` (atomic on POSIX): readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power cut
+    finally:
+        os.close(dir_fd)
+
+
+def _read_meta(path: Path, arrays: dict) -> dict:
+    if _META_KEY not in arrays:
+        raise ValueError(f"{path}: not a gpuconv model file (no {_META_KEY} entry)")
+    try:
+        meta = json.loads(arrays[_META_KEY].tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: the model description is corrupt ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a gpuconv model file (format {meta.get('format')!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: model format version {meta.get('version')!r}; this gpuconv "
+                         f"reads version {FORMAT_VERSION}")
+    return meta
+
+
+def _fill(path: Path, kind: str, target: dict, arrays: dict, model: Sequential) -> None:
+    """Copy the file's ``kind`` arrays into the model's, checking names and shapes."""
+    stored = {k[len(kind) + 1:] for k in arrays if k.startswith(kind + "/")}
+    if stored != set(target):
+        raise ValueError(f"{path}: the {kind}s {sorted(stored ^ set(target))} do not match the "
+                         "architecture")
+    for key, current in target.items():
+        value = arrays[f"{kind}/{key}"]
+        if value.shape != current.shape:
+            raise ValueError(f"{path}: {kind} {key} has shape {value.shape}, the architecture "
+                             f"needs {current.shape}")
+        layer_index, name = key.split("/", 1)
+        store = model.layers[int(layer_index)].params if kind == "param" else \
+            model.layers[int(layer_index)].buffers
+        store[name] = model.device.asarray(value, model.dtype)

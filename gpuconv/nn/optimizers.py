@@ -1,0 +1,188 @@
+"""Optimisers (SGD with momentum / Nesterov / weight decay, Adam) and learning-rate
+schedules. Their state is a dict of arrays keyed like the model's parameters, so a
+checkpoint saves it and a resumed run continues exactly."""
+
+from __future__ import annotations
+
+import math
+
+
+# --------------------------------------------------------------------------- schedules
+class Constant:
+    def __init__(self, lr: float):
+        self.lr = float(lr)
+
+    def __call__(self, step: int) -> float:
+        return self.lr
+
+    def get_config(self) -> dict:
+        return {"name": "constant", "lr": self.lr}
+
+
+class StepDecay:
+    """``lr * gamma ** (step // step_size)``."""
+
+    def __init__(self, lr: float, step_size: int, gamma: float = 0.1):
+        if step_size <= 0:
+            raise ValueError(f"step_size must be positive, got {step_size!r}")
+        self.lr, self.step_size, self.gamma = float(lr), int(step_size), float(gamma)
+
+    def __call__(self, step: int) -> float:
+        return self.lr * self.gamma ** (step // self.step_size)
+
+    def get_config(self) -> dict:
+        return {"name": "step", "lr": self.lr, "step_size": self.step_size, "gamma": self.gamma}
+
+
+class CosineDecay:
+    """Half a cosine from ``lr`` down to ``lr * final_fraction`` over ``total_steps``,
+    after ``warmup_steps`` of linear warm-up."""
+
+    def __init__(self, lr: float, total_steps: int, final_fraction: float = 0.0,
+                 warmup_steps: int = 0):
+        if total_steps <= 0:
+            raise ValueError(f"total_steps must be positive, got {total_steps!r}")
+        self.lr, self.total_steps = float(lr), int(total_steps)
+        self.final_fraction, self.warmup_steps = float(final_fraction), int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        t = min(1.0, (step - self.warmup_steps) / span)
+        low = self.lr * self.final_fraction
+        return low + (self.lr - low) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def get_config(self) -> dict:
+        return {"name": "cosine", "lr": self.lr, "total_steps": self.total_steps,
+                "final_fraction": self.final_fraction, "warmup_steps": self.warmup_steps}
+
+
+SCHEDULES = {"constant": Constant, "step": StepDecay, "cosine": CosineDecay}
+
+
+def make_schedule(config) -> Constant | StepDecay | CosineDecay:
+    """A schedule from a number (constant), a schedule, or its ``get_config()`` dict."""
+    if isinstance(config, (int, float)):
+        return Constant(config)
+    if isinstance(config, dict):
+        kwargs = dict(config)
+        name = kwargs.pop("name")
+        if name not in SCHEDULES:
+            raise ValueError(f"schedule name must be one of {tuple(SCHEDULES)}, got {name!r}")
+        return SCHEDULES[name](**kwargs)
+    if callable(config) and hasattr(config, "get_config"):
+        return config
+    raise TypeError(f"learning_rate must be a number, a schedule or a schedule config, "
+                    f"got {config!r}")
+
+
+# --------------------------------------------------------------------------- optimisers
+class Optimizer:
+    """Updates parameters in place from their gradients. ``state`` maps a parameter key
+    and a slot name to an array; ``step`` counts updates (the schedule's clock)."""
+
+    def __init__(self, learning_rate, weight_decay: float = 0.0):
+        self.schedule = make_schedule(learning_rate)
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
+        self.weight_decay = float(weight_decay)
+        self.state: dict[str, object] = {}
+        self.step = 0
+
+    @property
+    def learning_rate(self) -> float:
+        return self.schedule(self.step)
+
+    def apply(self, params: dict, grads: dict) -> None:
+        """One update of every ``params[key]`` (in place) from ``grads[key]``."""
+        lr = self.learning_rate
+        for key, p in params.items():
+            g = grads[key]
+            if self.weight_decay:
+                g = g + p.dtype.type(self.weight_decay) * p  # L2 penalty, coupled (as SGD's)
+            self._update(key, p, g, p.dtype.type(lr))
+        self.step += 1
+
+    def _slot(self, key: str, slot: str, like):
+        name = f"{key}/{slot}"
+        if name not in self.state:
+            self.state[name] = like * 0
+        return self.state[name]
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "learning_rate": self.schedule.get_config(),
+                "weight_decay": self.weight_decay}
+
+
+class SGD(Optimizer):
+    """v = momentum * v + g; p -= lr * (g + momentum * v if nesterov else v) (PyTorch's form)."""
+
+    name = "sgd"
+
+    def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(learning_rate, weight_decay)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs a momentum > 0")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def _update(self, key, p, g, lr):
+        if self.momentum == 0:
+            p -= lr * g
+            return
+        m = p.dtype.type(self.momentum)
+        v = self._slot(key, "velocity", p)
+        # the first step starts the velocity at g, as PyTorch does
+        v[...] = g if self.step == 0 else m * v + g
+        p -= lr * (g + m * v if self.nesterov else v)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (Kingma & Ba); epsilon 1e-7 as Keras."""
+
+    name = "adam"
+
+    def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, weight_decay: float = 0.0):
+        super().__init__(learning_rate, weight_decay)
+        for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def _update(self, key, p, g, lr):
+        t = self.step + 1
+        b1, b2 = p.dtype.type(self.beta_1), p.dtype.type(self.beta_2)
+        m, v = self._slot(key, "m", p), self._slot(key, "v", p)
+        m[...] = b1 * m + (1 - b1) * g
+        v[...] = b2 * v + (1 - b2) * (g * g)
+        step_size = lr * p.dtype.type(math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
+        p -= step_size * m / (v ** 0.5 + p.dtype.type(self.epsilon))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+OPTIMIZERS = {SGD.name: SGD, Adam.name: Adam}
+
+
+def make_optimizer(config) -> Optimizer:
+    """An optimiser from its name ("sgd", "adam"), an instance, or its ``get_config()``."""
+    if isinstance(config, Optimizer):
+        return config
+    if isinstance(config, str):
+        config = {"name": config}
+    if isinstance(config, dict):
+        kwargs = dict(config)
+        name = kwargs.pop("name", None)
+        if name not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {name!r}")
+        return OPTIMIZERS[name](**kwargs)
+    raise TypeError(f"optimizer must be a name, an Optimizer or a config dict, got {config!r}")

@@ -1,0 +1,105 @@
+"""The built-in models for 28x28 grey images and 10 classes, each with the training
+recipe it was tuned with (``gpuconv train --model NAME`` uses both)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from gpuconv.nn.layers import (BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
+                               GlobalAveragePooling2D, Layer, MaxPool2D, RandomFlip, RandomShift,
+                               ReLU)
+from gpuconv.nn.model import Sequential
+from gpuconv.nn.optimizers import CosineDecay, make_optimizer, Optimizer
+
+
+def _conv_bn_relu(filters: int, kernel: int = 3, strides: int = 1) -> list[Layer]:
+    # "same"-size output for stride 1; stride 2 halves the size (padding kernel // 2)
+    padding = "same" if strides == 1 else kernel // 2
+    return [Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False),
+            BatchNorm2D(), ReLU()]
+
+
+def slides() -> list[Layer]:
+    """The slides' network: two 5x5 convolutions of 20 filters, each followed by 2x2 max
+    pooling, then fully connected layers to the 10 classes."""
+    return [Conv2D(20, 5), ReLU(), MaxPool2D(2),
+            Conv2D(20, 5), ReLU(), MaxPool2D(2),
+            Flatten(), Dense(128), ReLU(), Dense(10)]
+
+
+def lenet() -> list[Layer]:
+    """The default: the slides' conv-pool-conv-pool-dense family, 3x3 kernels, batch norm."""
+    return [*_conv_bn_relu(32), MaxPool2D(2),
+            *_conv_bn_relu(64), MaxPool2D(2),
+            Flatten(), Dense(128), ReLU(), Dropout(0.3), Dense(10)]
+
+
+def allconv() -> list[Layer]:
+    """"Striving for Simplicity: The All Convolutional Net": strided convolutions instead of
+    pooling, a 1x1 convolution to the classes and global average pooling instead of dense
+    layers."""
+    return [*_conv_bn_relu(32), *_conv_bn_relu(32, strides=2),
+            *_conv_bn_relu(64), *_conv_bn_relu(64, strides=2),
+            *_conv_bn_relu(128), Conv2D(10, 1), GlobalAveragePooling2D()]
+
+
+def vgg() -> list[Layer]:
+    """The strongest: two VGG blocks of batch-normalised 3x3 convolutions, trained on
+    randomly shifted and mirrored images."""
+    return [RandomShift(2), RandomFlip(),
+            *_conv_bn_relu(32), *_conv_bn_relu(32), MaxPool2D(2),
+            *_conv_bn_relu(64), *_conv_bn_relu(64), MaxPool2D(2),
+            Flatten(), Dropout(0.3), Dense(256), ReLU(), Dropout(0.4), Dense(10)]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A built-in model and how it is trained by default."""
+
+    layers: Callable[[], list[Layer]]
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    weight_decay: float = 0.0
+
+    @property
+    def description(self) -> str:
+        return (self.layers.__doc__ or "").strip().splitlines()[0]
+
+
+MODELS = {
+    "slides": Recipe(slides, epochs=10, batch_size=64, optimizer="adam", learning_rate=1e-3),
+    "lenet": Recipe(lenet, epochs=15, batch_size=128, optimizer="adam", learning_rate=2e-3),
+    "allconv": Recipe(allconv, epochs=15, batch_size=128, optimizer="adam", learning_rate=2e-3),
+    "vgg": Recipe(vgg, epochs=20, batch_size=128, optimizer="sgd", learning_rate=0.05,
+                  weight_decay=5e-4),
+}
+DEFAULT_MODEL = "lenet"
+
+
+def recipe(name: str) -> Recipe:
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {tuple(MODELS)}, got {name!r}")
+    return MODELS[name]
+
+
+def make_model(name: str) -> Sequential:
+    return Sequential(recipe(name).layers(), name=name)
+
+
+def make_training_optimizer(name: str, steps: int, optimizer: str | None = None,
+                            learning_rate: float | None = None) -> Optimizer:
+    """The recipe's optimiser (or ``optimizer``) with a cosine decay of its learning rate
+    (or ``learning_rate``) over ``steps`` updates; SGD gets Nesterov momentum 0.9."""
+    r = recipe(name)
+    kind = optimizer or r.optimizer
+    lr = r.learning_rate if learning_rate is None else learning_rate
+    if learning_rate is None and kind != r.optimizer:
+        lr = {"adam": 1e-3, "sgd": 0.05}[kind]  # the recipe's rate belongs to its optimiser
+    config = {"name": kind, "learning_rate": CosineDecay(lr, steps).get_config(),
+              "weight_decay": r.weight_decay}
+    if kind == "sgd":
+        config.update(momentum=0.9, nesterov=True)
+    return make_optimizer(config)

@@ -1,0 +1,289 @@
+"""gpuconv.nn: every layer's backward against finite differences (float64), the model
+against PyTorch step by step, saving and loading, resuming bit-identically, the
+fully convolutional conversion, and the trainer's guards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gpuconv import nn
+from gpuconv.nn import zoo
+from gpuconv.nn.model import Sequential, TrainingDiverged
+
+RNG = np.random.default_rng
+
+
+# --------------------------------------------------------------------------- layer gradients
+def _build(layer, input_shape, seed=0):
+    model = Sequential([layer]).build(input_shape, "cpu", seed, "float64")
+    layer.need_input_grad = True
+    return model
+
+
+LAYER_CASES = [
+    (lambda: nn.Conv2D(3, 3, padding="same"), (2, 5, 5)),
+    (lambda: nn.Conv2D(4, (2, 3), strides=2, padding=1, dilation_rate=1, groups=2), (2, 7, 6)),
+    (lambda: nn.Conv2DTranspose(3, 4, strides=2, padding=1), (2, 3, 3)),
+    (lambda: nn.MaxPool2D(2), (2, 4, 4)),
+    (lambda: nn.AvgPool2D(3, strides=2, padding=1), (2, 5, 5)),
+    (lambda: nn.GlobalAveragePooling2D(), (3, 4, 4)),
+    (lambda: nn.Flatten(), (2, 3, 3)),
+    (lambda: nn.Dense(5), (7,)),
+    (lambda: nn.ReLU(), (2, 3, 3)),
+    (lambda: nn.LeakyReLU(0.2), (2, 3, 3)),
+    (lambda: nn.ELU(0.7), (2, 3, 3)),
+    (lambda: nn.BatchNorm2D(), (3, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("make, shape", LAYER_CASES, ids=lambda v: repr(v()) if callable(v) else "")
+def test_layer_backward_matches_finite_differences(make, shape):
+    layer = make()
+    _build(layer, shape)
+    rng = RNG(1)
+    x = rng.standard_normal((3,) + shape)
+    if isinstance(layer, nn.MaxPool2D):  # distinct values: the maximum is unambiguous
+        x = rng.permutation(np.arange(x.size, dtype=np.float64)).reshape(x.shape) / x.size
+    gy = rng.standard_normal((3,) + layer.output_shape)
+
+    def loss():
+        return float((layer.forward(x, training=True) * gy).sum())
+
+    loss()
+    gx = layer.backward(gy)
+    grads = dict(layer.grads)
+    targets = [("input", x, gx)] + [(k, layer.params[k], grads[k]) for k in layer.params]
+    for name, array, analytic in targets:
+        numeric = np.zeros_like(array)
+        for i in np.ndindex(array.shape):
+            keep = array[i]
+            array[i] = keep + 1e-6
+            up = loss()
+            array[i] = keep - 1e-6
+            numeric[i] = (up - loss()) / 2e-6
+            array[i] = keep
+        bad = np.argwhere(~np.isclose(analytic, numeric, rtol=1e-5, atol=1e-7))
+        assert not len(bad), f"{layer!r} d/d{name}: first bad index {tuple(bad[0])}, " \
+                             f"{analytic[tuple(bad[0])]} vs {numeric[tuple(bad[0])]}"
+
+
+def test_layers_need_the_right_input_rank():
+    with pytest.raises(ValueError, match="Flatten"):
+        Sequential([nn.Dense(3)]).build((1, 4, 4))
+    with pytest.raises(ValueError, match="does not fit"):
+        Sequential([nn.Conv2D(2, 5)]).build((1, 3, 3))
+    with pytest.raises(ValueError, match="augmentation"):
+        Sequential([nn.Conv2D(2, 3), nn.RandomFlip()]).build((1, 5, 5))
+
+
+# --------------------------------------------------------------------------- PyTorch equivalence
+def _small_model():
+    return Sequential([nn.Conv2D(4, 3, padding="same"), nn.BatchNorm2D(momentum=0.9, epsilon=1e-5),
+                       nn.ReLU(), nn.MaxPool2D(2), nn.Conv2D(6, 3, strides=2, padding=1),
+                       nn.ELU(), nn.Flatten(), nn.Dense(8), nn.LeakyReLU(0.1), nn.Dense(3)])
+
+
+def _torch_twin(model):
+    torch = pytest.importorskip("torch")
+    t = torch.nn
+    layers = [t.Conv2d(1, 4, 3, padding="same"), t.BatchNorm2d(4, momentum=0.1, eps=1e-5),
+              t.ReLU(), t.MaxPool2d(2), t.Conv2d(4, 6, 3, stride=2, padding=1), t.ELU(),
+              t.Flatten(), t.Linear(24, 8), t.LeakyReLU(0.1), t.Linear(8, 3)]
+    twin = t.Sequential(*layers).double()
+    with torch.no_grad():
+        for ours, theirs in zip(model.layers, layers):
+            p = ours.params
+            if isinstance(ours, nn.Conv2D):
+                theirs.weight.copy_(torch.tensor(p["kernel"]))
+                theirs.bias.copy_(torch.tensor(p["bias"]))
+            elif isinstance(ours, nn.Dense):
+                theirs.weight.copy_(torch.tensor(p["kernel"].T))
+                theirs.bias.copy_(torch.tensor(p["bias"]))
+    return torch, twin
+
+
+def test_training_matches_pytorch_step_by_step():
+    model = _small_model().build((1, 8, 8), "cpu", seed=3, dtype="float64")
+    model.compile(nn.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3))
+    torch, twin = _torch_twin(model)
+    opt = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                          weight_decay=1e-3)
+    rng = RNG(4)
+    for step in range(6):
+        x, y = rng.standard_normal((10, 1, 8, 8)), rng.integers(0, 3, 10)
+        loss, _ = model.train_step(x, y, model.device.rng(0, step))
+        opt.zero_grad()
+        want = torch.nn.functional.cross_entropy(twin(torch.tensor(x)), torch.tensor(y))
+        want.backward()
+        opt.step()
+        assert float(loss) == pytest.approx(want.item(), rel=1e-10), f"step {step}"
+    bn = model.layers[1].buffers
+    np.testing.assert_allclose(bn["running_var"], twin[1].running_var.numpy(), rtol=1e-10)
+    x = rng.standard_normal((5, 1, 8, 8))
+    twin.eval()
+    np.testing.assert_allclose(model.predict(x), twin(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-9, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- saving and loading
+def _trained(tmp_path, name="slides", epochs=1):
+    rng = RNG(0)
+    x, y = rng.random((64, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 64)
+    model = zoo.make_model(name).build((1, 28, 28), "cpu", 0)
+    model.compile("adam")
+    model.fit(x, y, epochs=epochs, batch_size=16)
+    return model, x
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    model, x = _trained(tmp_path, "lenet")
+    model.save(tmp_path / "m.npz", include_optimizer=True)
+    again = Sequential.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(again.predict(x), model.predict(x))
+    assert again.summary() == model.summary()
+    assert again.optimizer.step == model.optimizer.step
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:  # never pickle
+        assert all(archive[k].dtype != object for k in archive.files)
+
+
+def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    model, _ = _trained(tmp_path)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_bytes(p.read_bytes()[:100]), "not a gpuconv model file"),
+    (lambda p: p.write_bytes(b"hello"), "not a gpuconv model file"),
+    (lambda p: np.savez(p, x=np.zeros(2)), "no __meta__"),
+    (lambda p: _rewrite_meta(p, version=99), "version 99"),
+    (lambda p: _rewrite_meta(p, layer_class="Evil"), "unknown layer class"),
+    (lambda p: _rewrite_meta(p, drop_param=True), "do not match"),
+])
+def test_a_damaged_model_file_is_a_clear_error(tmp_path, damage, message):
+    model, _ = _trained(tmp_path)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    damage(path)
+    with pytest.raises(ValueError, match=message):
+        Sequential.load(path)
+
+
+def _rewrite_meta(path, version=None, layer_class=None, drop_param=False):
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    if version is not None:
+        meta["version"] = version
+    if layer_class is not None:
+        meta["model"]["layers"][0]["class"] = layer_class
+    if drop_param:
+        del arrays[next(k for k in arrays if k.startswith("param/"))]
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+
+
+# --------------------------------------------------------------------------- slides' conversion
+@pytest.mark.parametrize("name", ["slides", "lenet"])
+def test_fully_convolutional_model_gives_the_same_scores(tmp_path, name):
+    model, x = _trained(tmp_path, name)
+    fcn = model.to_fully_convolutional()
+    assert not any(isinstance(layer, (nn.Dense, nn.Flatten)) for layer in fcn.layers)
+    scores = fcn(fcn.device.asarray(x))
+    assert scores.shape == (64, 10, 1, 1)
+    np.testing.assert_allclose(scores[:, :, 0, 0], model.predict(x), rtol=2e-5, atol=2e-5)
+
+
+def test_fully_convolutional_model_maps_class_scores_over_a_larger_image(tmp_path):
+    model, _ = _trained(tmp_path, "slides")  # valid convolutions: total stride 4
+    fcn = model.to_fully_convolutional()
+    big = RNG(5).random((2, 1, 36, 36), dtype=np.float32)
+    scores = fcn(big)
+    assert scores.shape == (2, 10, 3, 3)
+    for i, j in ((0, 0), (1, 2), (2, 1)):
+        crop = big[:, :, 4 * i:4 * i + 28, 4 * j:4 * j + 28]
+        np.testing.assert_allclose(scores[:, :, i, j], model.predict(crop), rtol=2e-5, atol=2e-5)
+
+
+# --------------------------------------------------------------------------- training guards
+def test_fit_is_deterministic_and_resume_is_bit_identical(tmp_path):
+    rng = RNG(1)
+    x, y = rng.random((48, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 48)
+
+    def fresh():
+        m = zoo.make_model("vgg").build((1, 28, 28), "cpu", 7)  # dropout and augmentation
+        m.compile(zoo.make_training_optimizer("vgg", steps=9))
+        return m
+
+    straight = fresh()
+    straight.fit(x, y, epochs=3, batch_size=16)
+    first = fresh()
+    first.fit(x, y, epochs=1, batch_size=16)
+    first.save(tmp_path / "ckpt.npz", include_optimizer=True)
+    resumed = Sequential.load(tmp_path / "ckpt.npz")
+    resumed.fit(x, y, epochs=3, batch_size=16)
+    for key, value in straight.parameters().items():
+        np.testing.assert_array_equal(resumed.parameters()[key], value, err_msg=key)
+    assert resumed.history.history["loss"] == straight.history.history["loss"]
+
+
+def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    from gpuconv.training import EpochCheckpoint
+
+    class Sabotage(nn.Callback):
+        def on_train_begin(self, model):
+            self.model = model
+
+        def on_epoch_end(self, epoch, logs):
+            self.model.layers[0].params["kernel"][...] = np.nan
+
+    rng = RNG(2)
+    x, y = rng.random((32, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 32)
+    model = zoo.make_model("slides").build((1, 28, 28), "cpu", 0)
+    model.compile("adam")
+    path = tmp_path / "checkpoint.npz"
+    with pytest.raises(TrainingDiverged, match="became nan"):
+        model.fit(x, y, epochs=3, batch_size=16, callbacks=[EpochCheckpoint(path, {}), Sabotage()])
+    kept = Sequential.load(path)
+    assert kept.epoch == 1
+    assert all(np.isfinite(v).all() for v in kept.parameters().values())
+
+
+def test_summary_counts_parameters():
+    model = zoo.make_model("slides").build((1, 28, 28))
+    text = model.summary()
+    # conv 5x5x1x20 + 20, conv 5x5x20x20 + 20, dense 320x128 + 128, dense 128x10 + 10
+    total = 520 + 10020 + 41088 + 1290
+    assert f"Total params: {total:,}" in text
+    assert "(None, 20, 24, 24)" in text and "conv2d_1 (Conv2D)" in text
+
+
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_every_built_in_model_builds_to_ten_scores(name):
+    model = zoo.make_model(name).build((1, 28, 28))
+    assert model.output_shape == (10,)
+    assert model.predict(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
+
+
+def test_cuda_without_a_gpu_says_what_is_missing():
+    from gpuconv.backends import BackendUnavailableError, unavailable_reason
+    if unavailable_reason("cupy") is None:
+        pytest.skip("a GPU is available")
+    with pytest.raises(BackendUnavailableError, match="--device cuda needs the cupy backend"):
+        nn.resolve_device("cuda")
+    assert nn.resolve_device("auto").kind == "cpu"
+    with pytest.raises(ValueError, match="cannot run on device 'cpu'"):
+        nn.resolve_device("cpu", "cupy")

@@ -1,0 +1,122 @@
+"""``gpuconv train / evaluate / predict`` end to end on a tiny IDX dataset: the files a run
+writes, resuming to the same model as an uninterrupted run, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gpuconv.cli import main
+from gpuconv.data import write_idx
+from gpuconv.nn.model import Sequential
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """240 training and 40 test images of 10 classes, each class a brighter square."""
+    root = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 240), ("t10k", 40)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 8:20, 8:20] += np.uint8(18 * label)
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def _run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def _train(data_dir, out, *extra):
+    return _run("train", "--device", "cpu", "--model", "slides", "--data", data_dir,
+                "--batch-size", "32", "--out", out, *extra)
+
+
+def test_train_writes_model_metrics_and_pictures(data_dir, tmp_path):
+    result = _train(data_dir, tmp_path, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "epoch 2/2" in result.output and "test accuracy" in result.output
+    for name in ("model.npz", "checkpoint.npz", "metrics.json", "learning_curves.png",
+                 "filters.png", "feature_maps.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert len(metrics["history"]["val_accuracy"]) == 2
+    assert metrics["device"].startswith("cpu") and metrics["backend"] == "numpy"
+    assert metrics["seed"] == 0 and metrics["train_seconds"] > 0
+
+    evaluated = _run("evaluate", tmp_path / "model.npz", "--data", data_dir, "--device", "cpu")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in evaluated.output
+
+
+def test_resume_gives_the_same_model_as_an_uninterrupted_run(data_dir, tmp_path, monkeypatch):
+    assert _train(data_dir, tmp_path / "straight", "--epochs", "3").exit_code == 0
+    straight = Sequential.load(tmp_path / "straight" / "model.npz")
+
+    # Ctrl-C right after the first epoch's checkpoint is written
+    from gpuconv.training import EpochCheckpoint
+    save = EpochCheckpoint.on_epoch_end
+
+    def interrupt(self, epoch, logs):
+        save(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochCheckpoint, "on_epoch_end", interrupt)
+    interrupted = tmp_path / "interrupted"
+    assert _train(data_dir, interrupted, "--epochs", "3").exit_code != 0
+    assert not (interrupted / "model.npz").exists()
+    monkeypatch.setattr(EpochCheckpoint, "on_epoch_end", save)
+
+    resumed = _run("train", "--device", "cpu", "--data", data_dir, "--out", interrupted,
+                   "--resume", interrupted / "checkpoint.npz")
+    assert resumed.exit_code == 0, resumed.output
+    assert "after epoch 1" in resumed.output
+    again = Sequential.load(interrupted / "model.npz")
+    for key, value in straight.parameters().items():
+        np.testing.assert_array_equal(again.parameters()[key], value, err_msg=key)
+    assert again.history.history["val_loss"] == straight.history.history["val_loss"]
+
+
+def test_predict_names_the_classes_of_pictures(data_dir, tmp_path):
+    from PIL import Image
+    assert _train(data_dir, tmp_path, "--epochs", "1").exit_code == 0
+    picture = tmp_path / "shirt.png"
+    Image.fromarray(np.full((40, 40, 3), 230, np.uint8)).save(picture)
+    result = _run("predict", tmp_path / "model.npz", picture, "--top", "2", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "try --invert" in result.output
+    line = next(l for l in result.output.splitlines() if l.startswith(str(picture)))
+    assert line.count("%") == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--device", "cuda"], "--device cuda needs"),
+    (["train", "--data", "/nonexistent-dir"], "does not exist"),
+    (["train", "--model", "resnet"], "Invalid value for '--model'"),
+    (["train", "--epochs", "0"], "Invalid value for '--epochs'"),
+    (["evaluate", "/nonexistent.npz"], "does not exist"),
+])
+def test_bad_requests_are_clear_errors(args, message):
+    from gpuconv.backends import unavailable_reason
+    if "cuda" in args and unavailable_reason("cupy") is None:
+        pytest.skip("a GPU is available")
+    result = _run(*args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_resume_from_a_plain_model_file_is_refused(data_dir, tmp_path):
+    assert _train(data_dir, tmp_path, "--epochs", "1").exit_code == 0
+    result = _run("train", "--device", "cpu", "--data", data_dir, "--out", tmp_path / "again",
+                  "--resume", tmp_path / "model.npz")
+    assert result.exit_code == 2
+    assert "without training state" in result.output
