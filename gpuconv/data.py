@@ -14,16 +14,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 
+from gpuconv._files import atomic_write
 from gpuconv.datasets import FASHION_MNIST_SUBSET_DIR
 
 PathLike = Union[str, os.PathLike]
@@ -131,19 +131,13 @@ def _check_payload_size(path: Path, dtype: np.dtype, shape: tuple[int, ...], siz
 
 
 def _write_atomically(path: Path, data: bytes, compress: bool) -> None:
-    # a fresh name beside the target: os.replace is atomic only within one file system
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            if compress:
-                with gzip.GzipFile(filename="", mode="wb", fileobj=file, mtime=0) as packed:
-                    packed.write(data)
-            else:
-                file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    def write(file):
+        if compress:  # no name and mtime 0 in the header: the same data, the same bytes
+            with gzip.GzipFile(filename="", mode="wb", fileobj=file, mtime=0) as packed:
+                packed.write(data)
+        else:
+            file.write(data)
+    atomic_write(path, write)
 
 
 # ---------------------------------------------------------------- datasets
@@ -380,24 +374,7 @@ def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
     return weights
 
 
-# ---------------------------------------------------------------- batches
-
-
-def shuffled_batches(n: int, batch_size: int, rng_or_seed, xp=np) -> Iterator:
-    """Index arrays (of ``xp``, NumPy or CuPy) covering 0..n-1 once in random order,
-    ``batch_size`` at a time (the last batch may be smaller). ``rng_or_seed`` is an
-    int seed, giving the same order every time (use a seed per epoch, e.g.
-    seed * 1000 + epoch, to resume exactly), or a generator with ``permutation``
-    whose state carries on. With xp=cupy and an int seed the permutation is drawn
-    on the GPU by cupy.random.RandomState (CuPy's Generator has no permutation);
-    a NumPy generator gives the same order as on the CPU, copied to the device.
-    The permutation is drawn by this call, not when iteration starts."""
-    if not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    order = xp.asarray(_generator(rng_or_seed, xp).permutation(n))
-    return (order[start:start + batch_size] for start in range(0, n, batch_size))
+# ---------------------------------------------------------------- validation split
 
 
 def split_validation(x, y, fraction: float, seed: int):
@@ -416,12 +393,3 @@ def split_validation(x, y, fraction: float, seed: int):
     held_out = np.zeros(len(x), dtype=bool)
     held_out[np.random.default_rng(seed).permutation(len(x))[:n_val]] = True
     return x[~held_out], y[~held_out], x[held_out], y[held_out]
-
-
-def _generator(rng_or_seed, xp):
-    if not isinstance(rng_or_seed, (int, np.integer)):
-        if not hasattr(rng_or_seed, "permutation"):
-            raise TypeError(f"rng_or_seed must be an int seed or a random generator with "
-                            f"permutation(), got {type(rng_or_seed).__name__}")
-        return rng_or_seed
-    return np.random.default_rng(rng_or_seed) if xp is np else xp.random.RandomState(rng_or_seed)

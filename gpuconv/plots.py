@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 
 from gpuconv.nn.device import to_host  # noqa: E402
 from gpuconv.nn.layers import Conv2D  # noqa: E402
-from gpuconv.nn.model import Sequential, atomic_write  # noqa: E402
+from gpuconv._files import atomic_write  # noqa: E402
+from gpuconv.nn.model import Sequential  # noqa: E402
 
 MAX_MAPS = 16  # channels shown per layer
 

@@ -16,7 +16,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,7 +29,8 @@ from gpuconv.data import (Dataset, fit_to_model, light_background, load_dataset,
 from gpuconv.nn import zoo
 from gpuconv.nn.device import resolve_device
 from gpuconv.nn.losses import softmax
-from gpuconv.nn.model import Callback, Sequential, TrainingDiverged, atomic_write
+from gpuconv._files import atomic_write
+from gpuconv.nn.model import Callback, Sequential
 
 VALIDATION_FRACTION = 1 / 12  # 5,000 of Fashion-MNIST's 60,000 training images
 CHECKPOINT, MODEL, METRICS = "checkpoint.npz", "model.npz", "metrics.json"

@@ -14,7 +14,7 @@ import pytest
 
 from gpuconv import data
 from gpuconv.data import (FASHION_MNIST_CLASSES, STANDARD_FILES, fit_to_model, light_background,
-                          load_dataset, load_images, read_idx, resize_images, shuffled_batches,
+                          load_dataset, load_images, read_idx, resize_images,
                           split_validation, to_float_images, write_idx)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -411,54 +411,7 @@ def test_fit_to_model_inverts_only_when_asked():
     assert light_background(inverted).tolist() == [False]
 
 
-# ---------------------------------------------------------------- batches
-
-
-@pytest.mark.parametrize("n, batch_size, sizes", [(10, 4, [4, 4, 2]), (8, 4, [4, 4]),
-                                                  (3, 8, [3]), (0, 4, [])])
-def test_batches_cover_every_index_once(n, batch_size, sizes):
-    batches = list(shuffled_batches(n, batch_size, 0))
-    assert [len(batch) for batch in batches] == sizes
-    assert sorted(np.concatenate(batches or [np.array([], int)]).tolist()) == list(range(n))
-
-
-def test_a_seed_fixes_the_order_and_a_generator_moves_on():
-    def order(rng_or_seed):
-        return np.concatenate(list(shuffled_batches(50, 7, rng_or_seed)))
-    np.testing.assert_array_equal(order(3), order(3))
-    assert not np.array_equal(order(3), order(4))
-    rng = np.random.default_rng(3)
-    first, second = order(rng), order(rng)
-    np.testing.assert_array_equal(first, order(3))
-    assert not np.array_equal(first, second)
-
-
-@pytest.mark.parametrize("args, error, rule", [
-    ((-1, 4, 0), ValueError, "n must be a non-negative int"),
-    ((10, 0, 0), ValueError, "batch_size must be a positive int"),
-    ((10, 2.5, 0), ValueError, "batch_size must be a positive int"),
-    ((10, 4, "seed"), TypeError, "rng_or_seed must be an int seed or a random generator"),
-])
-def test_shuffled_batches_rejects_at_the_call(args, error, rule):
-    with pytest.raises(error, match=rule):
-        shuffled_batches(*args)
-
-
-def test_cuda_batches_are_shuffled_on_the_device():
-    cupy = pytest.importorskip("cupy")
-    try:
-        devices = cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # no driver: CuPy raises its own error types
-        devices = 0
-    if devices == 0:
-        pytest.skip("no CUDA device for CuPy")
-    batches = list(shuffled_batches(1000, 300, 5, xp=cupy))
-    assert all(isinstance(batch, cupy.ndarray) for batch in batches)
-    order = cupy.concatenate(batches)
-    assert sorted(order.get().tolist()) == list(range(1000))
-    assert (cupy.concatenate(list(shuffled_batches(1000, 300, 5, xp=cupy))) == order).all()
-    from_host = cupy.concatenate(list(shuffled_batches(1000, 300, np.random.default_rng(5), xp=cupy)))
-    np.testing.assert_array_equal(from_host.get(), np.concatenate(list(shuffled_batches(1000, 300, 5))))
+# ---------------------------------------------------------------- validation split
 
 
 def test_split_validation_is_deterministic_disjoint_and_ordered():

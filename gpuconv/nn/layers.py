@@ -441,12 +441,12 @@ class BatchNorm2D(Layer):
         return {"running_mean": np.zeros(input_shape[0]), "running_var": np.ones(input_shape[0])}
 
     def forward(self, x, training=False, rng=None):
-        xp, axes = self.device.xp, (0, 2, 3)
+        xp = self.device.xp
         if training:
-            mean = x.mean(axis=axes)
-            centred = x - mean[:, None, None]
-            var = (centred * centred).mean(axis=axes)
             count = x.size // x.shape[1]
+            mean = x.mean(axis=(0, 2, 3))
+            centred = x - mean[:, None, None]
+            var = xp.einsum("nchw,nchw->c", centred, centred) / x.dtype.type(count)
             m = x.dtype.type(self.momentum)
             self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
             self.buffers["running_var"] = (m * self.buffers["running_var"]
@@ -454,21 +454,30 @@ class BatchNorm2D(Layer):
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
             centred = x - mean[:, None, None]
+        self._centred = centred
         self._inv_std = 1 / xp.sqrt(var + x.dtype.type(self.epsilon))
-        self._normalised = centred * self._inv_std[:, None, None]
-        return (self.params["gamma"][:, None, None] * self._normalised
-                + self.params["beta"][:, None, None])
+        # y = gamma * (x - mean) / std + beta, as one scale and one shift per channel
+        y = centred * (self.params["gamma"] * self._inv_std)[:, None, None]
+        y += self.params["beta"][:, None, None]
+        return y
 
     def backward(self, grad_out):
-        axes, xhat = (0, 2, 3), self._normalised
-        self.grads = {"gamma": (grad_out * xhat).sum(axis=axes), "beta": grad_out.sum(axis=axes)}
+        xp, inv_std, centred = self.device.xp, self._inv_std, self._centred
+        count = grad_out.size // grad_out.shape[1]
+        sum_g = grad_out.sum(axis=(0, 2, 3))
+        sum_gc = xp.einsum("nchw,nchw->c", grad_out, centred)
+        self.grads = {"gamma": sum_gc * inv_std, "beta": sum_g}
         if not self.need_input_grad:
             return None
-        # d/dx of gamma * (x - mean) / std with the batch's mean and std (training mode)
-        g = grad_out * self.params["gamma"][:, None, None]
-        mean_g = g.mean(axis=axes)[:, None, None]
-        mean_gx = (g * xhat).mean(axis=axes)[:, None, None]
-        return (g - mean_g - xhat * mean_gx) * self._inv_std[:, None, None]
+        # d/dx of gamma * (x - mean) / std with the batch's mean and std (training mode):
+        # gamma / std * (g - mean(g) - (x - mean) / std^2 * mean(g * (x - mean)))
+        scale = self.params["gamma"] * inv_std
+        slope = -scale * inv_std * inv_std * sum_gc / grad_out.dtype.type(count)
+        shift = -scale * sum_g / grad_out.dtype.type(count)
+        grad_x = grad_out * scale[:, None, None]
+        grad_x += centred * slope[:, None, None]
+        grad_x += shift[:, None, None]
+        return grad_x
 
 
 # --------------------------------------------------------------------------- augmentation

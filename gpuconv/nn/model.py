@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from gpuconv._files import atomic_write
 from gpuconv.nn.device import Device, resolve_device, to_host
 from gpuconv.nn.layers import LAYERS, Conv2D, Dense, Dropout, Flatten, Layer
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
@@ -388,27 +388,6 @@ class Sequential:
 
 
 # --------------------------------------------------------------------------- files
-def atomic_write(path: Path, write: Callable) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, flush it to disk, then
-    rename it over ``path`` (atomic on POSIX): readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
-
-
 def _read_meta(path: Path, arrays: dict) -> dict:
     if _META_KEY not in arrays:
         raise ValueError(f"{path}: not a gpuconv model file (no {_META_KEY} entry)")
