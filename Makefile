@@ -45,7 +45,7 @@ demo: setup
 goldens: setup
 	$(PY) -m oracle generate
 
-# NumPy backend vs PyTorch CPU on the layer suite in bench/layers.py.
+# NumPy backend vs PyTorch CPU on the CPU layer suite (gpuconv/benchmark/suite.py).
 bench: setup
 	$(PY) bench/cpu.py
 

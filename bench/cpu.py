@@ -5,7 +5,7 @@
     python bench/cpu.py --layers vgg_3x3 stem_7x7_s2 --repeat 5
     python bench/cpu.py --from-json bench/results/cpu_latest.json --readme
 
-For every layer of bench/layers.py: the outputs and all gradients are first checked
+For every layer of the CPU suite (gpuconv/benchmark/suite.py): the outputs and all gradients are first checked
 against PyTorch (autograd for the gradients), so a fast but wrong kernel reports no
 time; then gpuconv and torch run alternately (A B A B ...) after a warm-up, forward
 and backward separately, and the median and the 20th/80th percentiles are reported.
@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -32,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, str(ROOT))
 
-from bench import layers as L  # noqa: E402
+from gpuconv.benchmark import suite as L  # noqa: E402
+from gpuconv.benchmark.measure import (WallClockTimer, geomean, interleaved,  # noqa: E402
+                                       relative_error, summarize)
 
 RESULTS = ROOT / "bench" / "results"
 RTOL = 1e-3          # max |gpuconv - torch| / max |torch|, per array: loose for float32
@@ -89,19 +90,11 @@ def machine_info() -> dict:
 
 
 # --------------------------------------------------------------------------- correctness
-def relative_error(got, want) -> float:
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    if got.shape != want.shape:
-        return math.inf
-    scale = max(float(np.max(np.abs(want), initial=0.0)), 1e-30)
-    return float(np.max(np.abs(got - want), initial=0.0)) / scale
-
-
 def check_layer(layer: L.Layer, a: dict, t: dict) -> dict:
     """Compare gpuconv's forward and backward with torch's; also store the max-pool
     indices each side needs for its backward in ``a`` / ``t``. Returns the errors and
     ``ok``."""
-    from bench import torch_ops
+    from gpuconv.benchmark import torch_ops
     errors: dict = {}
     ours, ref = L.gpuconv_forward(layer, a, "numpy"), torch_ops.forward(layer, t)
     if layer.kind == "max_pool":
@@ -121,36 +114,17 @@ def check_layer(layer: L.Layer, a: dict, t: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- timing
-def interleaved(fa: Callable, fb: Callable, repeat: int, warmup: int) -> tuple[list, list]:
-    """Run ``fa`` and ``fb`` alternately; wall-clock seconds of each timed run."""
-    for _ in range(warmup):
-        fa()
-        fb()
-    ta, tb = [], []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fa()
-        t1 = time.perf_counter()
-        fb()
-        t2 = time.perf_counter()
-        ta.append(t1 - t0)
-        tb.append(t2 - t1)
-    return ta, tb
-
-
-def summarize(seconds: list, flops: Optional[int]) -> dict:
-    ms = np.asarray(seconds) * 1e3
-    median = float(np.median(ms))
-    return {"median_ms": median, "p20_ms": float(np.percentile(ms, 20)),
-            "p80_ms": float(np.percentile(ms, 80)), "samples_ms": [float(v) for v in ms],
-            "gflops": (flops / (median * 1e-3) / 1e9) if flops and median > 0 else None}
+def with_gflops(samples_ms: list, flops: Optional[int]) -> dict:
+    s = summarize(samples_ms)
+    median = s["median_ms"]
+    return {**s, "gflops": (flops / (median * 1e-3) / 1e9) if flops and median > 0 else None}
 
 
 def measure_layer(layer: L.Layer, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP,
                   seed: int = 0) -> dict:
     """Check one layer against torch, then time forward and backward of both."""
     import torch
-    from bench import torch_ops
+    from gpuconv.benchmark import torch_ops
     a = L.make_arrays(layer, np.float32, seed)
     t = torch_ops.to_torch(a)
     result = {"layer": layer.to_dict(), "shape": layer.shape_text()}
@@ -163,15 +137,10 @@ def measure_layer(layer: L.Layer, repeat: int = DEFAULT_REPEAT, warmup: int = DE
                  lambda: torch_ops.forward(layer, t), layer.forward_flops()),
                 ("backward", lambda: L.gpuconv_backward(layer, a, "numpy"),
                  lambda: torch_ops.backward(layer, t), layer.backward_flops())):
-            ta, tb = interleaved(ours, theirs, repeat, warmup)
-            g, r = summarize(ta, flops), summarize(tb, flops)
+            ta, tb = interleaved(WallClockTimer(), [ours, theirs], repeat, warmup)
+            g, r = with_gflops(ta, flops), with_gflops(tb, flops)
             result[name] = {"gpuconv": g, "torch": r, "ratio": g["median_ms"] / r["median_ms"]}
     return result
-
-
-def geomean(values) -> Optional[float]:
-    values = [v for v in values if v is not None and v > 0]
-    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
 # --------------------------------------------------------------------------- reporting
@@ -240,7 +209,7 @@ def run(names=None, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, 
     import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                           else os.cpu_count())
-    suite = L.select(names)
+    suite = L.select(L.CPU_SUITE, names)
     report = {"machine": machine_info(),
               "settings": {"repeat": repeat, "warmup": warmup, "seed": seed, "quick": quick,
                            "dtype": "float32", "rtol": RTOL},
@@ -274,7 +243,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=None,
                         help=f"untimed runs first (default {DEFAULT_WARMUP})")
     parser.add_argument("--layers", nargs="+", metavar="NAME",
-                        help=f"run only these: {', '.join(L.BY_NAME)}")
+                        help=f"run only these: {', '.join(x.name for x in L.CPU_SUITE)}")
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="write the results here (default: bench/results/cpu_<date>.json "
                              "and cpu_latest.json for a full run; nothing for --quick)")
@@ -294,7 +263,7 @@ def main(argv=None) -> int:
         if repeat < 1 or warmup < 0:
             parser.error("--repeat must be >= 1 and --warmup >= 0")
         try:
-            suite_names = [layer.name for layer in L.select(args.layers)]
+            suite_names = [layer.name for layer in L.select(L.CPU_SUITE, args.layers)]
         except ValueError as exc:
             parser.error(str(exc))
         report = run(suite_names, repeat, warmup, args.seed, args.quick)

@@ -14,7 +14,8 @@ if str(ROOT) not in sys.path:
 
 pytest.importorskip("torch")
 
-from bench import cpu, layers as L  # noqa: E402
+from bench import cpu  # noqa: E402
+from gpuconv.benchmark import suite as L  # noqa: E402
 
 TINY = [
     L.Layer("tiny_conv", "tiny grouped strided conv", "conv", 2, 4, 9, 3, 6, 2, 1, groups=2),
@@ -26,18 +27,19 @@ TINY = [
 
 
 def test_suite_is_well_formed():
-    assert len(L.SUITE) == 10 and len(L.BY_NAME) == 10
-    for layer in L.SUITE:
+    by_name = {layer.name: layer for layer in L.CPU_SUITE}
+    assert len(L.CPU_SUITE) == 10 and len(by_name) == 10
+    for layer in L.CPU_SUITE:
         assert layer.batch >= 8
         assert all(n > 0 for n in layer.output_shape)
         assert (layer.forward_flops() is not None) == layer.is_conv
-    assert L.BY_NAME["resnet50_3x3"].output_shape == (8, 64, 56, 56)
-    assert L.BY_NAME["stem_7x7_s2"].output_shape == (8, 64, 112, 112)
-    assert L.BY_NAME["transpose_4x4_s2"].output_shape == (16, 128, 32, 32)
-    assert L.BY_NAME["maxpool_3x3_s2"].output_shape == (8, 64, 56, 56)
-    assert L.BY_NAME["avgpool_2x2"].output_shape == (16, 64, 28, 28)
+    assert by_name["resnet50_3x3"].output_shape == (8, 64, 56, 56)
+    assert by_name["stem_7x7_s2"].output_shape == (8, 64, 112, 112)
+    assert by_name["transpose_4x4_s2"].output_shape == (16, 128, 32, 32)
+    assert by_name["maxpool_3x3_s2"].output_shape == (8, 64, 56, 56)
+    assert by_name["avgpool_2x2"].output_shape == (16, 64, 28, 28)
     with pytest.raises(ValueError, match="unknown layer"):
-        L.select(["nope"])
+        L.select(L.CPU_SUITE, ["nope"])
 
 
 @pytest.mark.parametrize("layer", TINY, ids=lambda layer: layer.name)
@@ -58,7 +60,7 @@ def test_a_wrong_kernel_reports_no_time(monkeypatch):
 
 
 def test_report_json_and_tables(monkeypatch, tmp_path):
-    monkeypatch.setattr(L, "BY_NAME", {layer.name: layer for layer in TINY[-2:]})
+    monkeypatch.setattr(L, "CPU_SUITE", tuple(TINY[-2:]))
     out = tmp_path / "r.json"
     assert cpu.main(["--quick", "--layers", "tiny_max", "tiny_avg", "--json", str(out),
                      "--readme"]) == 0

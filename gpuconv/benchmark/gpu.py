@@ -1,0 +1,319 @@
+"""``gpuconv bench``: gpuconv's CUDA backends against cuDNN (through PyTorch) on the GPU
+layer suite, on the same device arrays.
+
+For each layer and pass (forward, grad-input, grad-weight; pooling: forward and its
+backward) the contenders are our kernels and cuDNN in strict FP32 (TF32 off, the main
+baseline), then cuDNN with TF32 and, where the backend offers it, our ``precision="tf32"``.
+Each contender's result is first compared with cuDNN strict FP32's, and only a right one
+is timed; so a fast wrong kernel reports an error, not a time. Timing: CUDA events around
+each call, L2 flushed before it, warm-up calls first (cudnn.benchmark autotunes on its
+first call), contenders interleaved, median and 20th/80th percentiles. The device's copy
+bandwidth is measured in the same run, for pooling to be judged against.
+
+torch is imported only when a bench runs, never by ``import gpuconv``. The CUDA-bound parts
+(``open_harness``, ``CudaEventTimer``, ``copy_bandwidth``) are small; the rest runs with
+any ``Harness``, which is how the tests drive it on the CPU with a fake timer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import importlib.metadata
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from gpuconv.benchmark.measure import (Timer, count_differing, interleaved, relative_error,
+                                       summarize)
+from gpuconv.benchmark.results import (TOLERANCE, DeviceLimits, group_means, limits_for, plot,
+                                       ratio, ratio_key, side_metrics, side_name, summary, table,
+                                       write_json)
+from gpuconv.benchmark.suite import (GPU_SUITE, Layer, gpuconv_forward, gpuconv_pass,
+                                     make_arrays, select)
+
+DEFAULT_REPEAT = 30
+DEFAULT_WARMUP = 3
+COPY_BYTES = 1 << 30   # large against any L2, so the copy runs at DRAM speed
+FLUSH_L2_TIMES = 4     # the flush buffer's size in L2 sizes
+PACKAGES = ("gpuconv", "numpy", "torch", "cupy-cuda13x", "cupy-cuda12x", "numba", "numba-cuda",
+            "matplotlib")
+
+
+class BenchUnavailableError(RuntimeError):
+    """Why the GPU bench cannot run here, in one line."""
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """How host arrays become the benchmarked backend's device arrays, and how those are
+    seen, zero-copy, as torch tensors."""
+
+    to_ours: Callable[[np.ndarray], object]
+    to_torch: Callable[[object], object]
+
+
+@dataclass(frozen=True)
+class Harness:
+    """Everything the measuring needs from the machine, so the tests can give their own."""
+
+    backend: str
+    bridge: Bridge
+    timer: Timer
+    precisions: tuple[str, ...]   # the conv arithmetic our backend offers
+    repeat: int = DEFAULT_REPEAT
+    warmup: int = DEFAULT_WARMUP
+    limits: Optional[DeviceLimits] = None
+    copy_gbps: Optional[float] = None
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------- correctness
+def check(fn: Callable[[], dict], convert: Callable, reference: dict, precision: str) -> dict:
+    """Run one contender once and compare each of its results with the reference (cuDNN
+    strict FP32): ``{"ok", "error", "tolerance"[, "indices_differ"]}``, or ``{"ok": False,
+    "failed": "<exception>"}`` when it raises."""
+    try:
+        got = {name: convert(value) for name, value in fn().items()}
+        side = {"error": max(relative_error(got[k], want) for k, want in reference.items()
+                             if k != "indices"),
+                "tolerance": TOLERANCE[precision]}
+        if "indices" in reference:
+            side["indices_differ"] = count_differing(got["indices"], reference["indices"])
+    except Exception as exc:  # a failing kernel is a result to report, not a crash
+        return {"ok": False, "failed": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    side["ok"] = side["error"] <= side["tolerance"] and not side.get("indices_differ")
+    return side
+
+
+def _same(value):
+    return value
+
+
+# --------------------------------------------------------------------------- measuring
+def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness) -> dict:
+    """Check, then time, every contender of one pass; strict FP32 first, then TF32."""
+    from gpuconv.benchmark import torch_ops
+    flops = layer.forward_flops()   # grad-input and grad-weight cost the same
+    nbytes = layer.bytes_moved(pass_)
+    torch_ops.set_cudnn_precision("ieee")
+    reference = torch_ops.torch_pass(layer, pass_, theirs)
+    result = {"pass": pass_, "flops": flops, "bytes": nbytes, "sides": {}}
+    for precision in ("ieee", "tf32") if layer.is_conv else ("ieee",):
+        torch_ops.set_cudnn_precision(precision)
+        contenders = {side_name(False, precision):
+                      (partial(torch_ops.torch_pass, layer, pass_, theirs), _same)}
+        if precision in h.precisions:
+            contenders[side_name(True, precision)] = (
+                partial(gpuconv_pass, layer, pass_, ours, h.backend, precision), h.bridge.to_torch)
+        sides = {name: check(fn, convert, reference, precision)
+                 for name, (fn, convert) in contenders.items()}
+        timed = [name for name in contenders if sides[name]["ok"]]
+        samples = interleaved(h.timer, [contenders[name][0] for name in timed], h.repeat,
+                              h.warmup)
+        for name, ms in zip(timed, samples):
+            timing = summarize(ms)
+            sides[name].update(timing, **side_metrics(timing, flops, nbytes, precision, h.limits,
+                                                      h.copy_gbps))
+        result["sides"].update(sides)
+        result[ratio_key(precision)] = ratio(result["sides"], precision)
+    torch_ops.set_cudnn_precision("ieee")
+    return result
+
+
+def measure_layer(layer: Layer, h: Harness) -> dict:
+    """All passes of one layer, on device arrays made once and shared by both sides."""
+    host = make_arrays(layer, np.float32, h.seed)
+    if layer.kind == "max_pool":
+        # both backwards read the same indices: the NumPy backend's (equal to torch's, as
+        # the forward's check confirms for the backend under test)
+        host["indices"] = gpuconv_forward(layer, host, "numpy")[1]
+    ours = {name: h.bridge.to_ours(array) for name, array in host.items()}
+    theirs = {name: h.bridge.to_torch(array) for name, array in ours.items()}
+    return {"layer": layer.to_dict(), "shape": layer.shape_text(),
+            "passes": [measure_pass(layer, p, ours, theirs, h) for p in layer.passes]}
+
+
+def _progress(result: dict, seconds: float) -> str:
+    def one(p):
+        ours = p["sides"].get("ours", {})
+        shown = "WRONG" if not ours.get("ok") else ("-" if p["ratio"] is None
+                                                     else f"x{p['ratio']:.2f}")
+        return f"{p['pass']} {shown}"
+    return (f"{result['layer']['name']:<22} " + ", ".join(map(one, result["passes"]))
+            + f"  ({seconds:.1f} s)")
+
+
+def all_correct(report: dict) -> bool:
+    return all(side["ok"] for layer in report["layers"] for p in layer["passes"]
+               for side in p["sides"].values())
+
+
+def build_report(layers: list[Layer], h: Harness, environment: dict, copy: dict,
+                 log: Callable[[str], object] = print) -> dict:
+    """Measure ``layers`` and gather everything the table, JSON and chart show."""
+    report = {"environment": environment,
+              "settings": {"backend": h.backend, "precisions": list(h.precisions),
+                           "repeat": h.repeat, "warmup": h.warmup, "seed": h.seed,
+                           "dtype": "float32", "tolerance": TOLERANCE,
+                           "ratio": "cuDNN time / gpuconv time (above 1: gpuconv is faster)"},
+              "limits": asdict(h.limits) if h.limits else None, "copy": copy, "layers": []}
+    for layer in layers:
+        start = time.perf_counter()
+        report["layers"].append(measure_layer(layer, h))
+        log(_progress(report["layers"][-1], time.perf_counter() - start))
+    report["groups"] = group_means(report)
+    report["all_correct"] = all_correct(report)
+    return report
+
+
+# --------------------------------------------------------------------------- the CUDA device
+class CudaEventTimer:
+    """GPU time of one call between two CUDA events on torch's current stream, which must
+    be the legacy default stream: work on every blocking stream (CuPy's and Numba's
+    defaults included) is ordered with it. L2 is flushed first by writing a buffer several
+    times its size, so no call finds its operands left in L2 by the call before."""
+
+    def __init__(self, torch, flush_bytes: int):
+        self._flush = torch.empty(flush_bytes // 4, dtype=torch.float32, device="cuda")
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    def time_ms(self, fn: Callable[[], object]) -> float:
+        self._flush.zero_()
+        self._start.record()
+        fn()
+        self._end.record()
+        self._end.synchronize()
+        return self._start.elapsed_time(self._end)
+
+
+def copy_bandwidth(torch, timer: Timer, repeat: int, warmup: int) -> dict:
+    """A large device-to-device copy; GB/s counts the bytes read and the bytes written."""
+    src = torch.ones(COPY_BYTES // 4, dtype=torch.float32, device="cuda")
+    dst = torch.empty_like(src)
+    [samples] = interleaved(timer, [partial(dst.copy_, src)], repeat, warmup)
+    copy = summarize(samples)
+    return {**copy, "bytes": 2 * COPY_BYTES, "gbps": 2 * COPY_BYTES / copy["median_ms"] / 1e6}
+
+
+def cuda_bridge(backend: str, torch) -> Bridge:
+    """CuPy arrays reach torch through DLPack, Numba's through ``__cuda_array_interface__``."""
+    if backend == "cupy":
+        import cupy
+        return Bridge(cupy.asarray, torch.from_dlpack)
+    from numba import cuda
+    return Bridge(cuda.to_device, partial(torch.as_tensor, device="cuda"))
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise BenchUnavailableError(
+            "gpuconv bench compares with cuDNN through PyTorch, which is not installed "
+            "(pip install 'gpuconv[bench]', with a CUDA build of torch)") from None
+    if not torch.cuda.is_available():
+        raise BenchUnavailableError(f"PyTorch {torch.__version__} sees no CUDA device (a "
+                                    "CPU-only build of torch, or no driver)")
+    if torch.cuda.current_stream().cuda_stream != 0:
+        raise BenchUnavailableError("torch's current CUDA stream is not the legacy default "
+                                    "stream, so CUDA events would not bracket gpuconv's work")
+    return torch
+
+
+def _driver_version() -> Optional[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+def package_versions() -> dict:
+    """Installed versions of the packages the bench depends on (absent ones left out)."""
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _cuda_runtimes(torch) -> dict:
+    """The CUDA runtime each library was built against (torch's as a string, the others'
+    as CUDA's integer 1000*major + 10*minor)."""
+    found = {"torch": torch.version.cuda}
+    probes = {"cupy": lambda m: m.cuda.runtime.runtimeGetVersion(),
+              "numba.cuda": lambda m: ".".join(map(str, m.runtime.get_version()))}
+    for module, probe in probes.items():
+        try:
+            found[module] = probe(importlib.import_module(module))
+        except Exception:  # not installed or not usable: nothing to record
+            pass
+    return found
+
+
+def environment(torch) -> dict:
+    device = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(device)
+    return {"device": torch.cuda.get_device_name(device), "multiprocessors": props.multi_processor_count,
+            "memory_bytes": props.total_memory, "l2_bytes": props.L2_cache_size,
+            "driver": _driver_version(), "cuda_runtime": _cuda_runtimes(torch),
+            "cudnn": torch.backends.cudnn.version(), "versions": package_versions(),
+            "python": platform.python_version(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": shlex.join(sys.argv)}
+
+
+def open_harness(backend: str, repeat: int, warmup: int) -> tuple[Harness, dict, dict]:
+    """The CUDA device ready to measure: the harness, the environment and the copy
+    bandwidth; BenchUnavailableError says why not."""
+    from gpuconv.backends import get_backend, unavailable_reason
+    reason = unavailable_reason(backend)
+    if reason is not None:
+        raise BenchUnavailableError(f"backend {backend!r} is unavailable: {reason}")
+    if backend == "numba" and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        raise BenchUnavailableError("Numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1): "
+                                    "unset it to time the real kernels")
+    torch = _import_torch()
+    torch.backends.cudnn.benchmark = True
+    env = environment(torch)
+    timer = CudaEventTimer(torch, FLUSH_L2_TIMES * env["l2_bytes"])
+    copy = copy_bandwidth(torch, timer, repeat, warmup)
+    harness = Harness(backend, cuda_bridge(backend, torch), timer,
+                      tuple(get_backend(backend).PRECISIONS), repeat, warmup,
+                      limits_for(env["device"]), copy["gbps"])
+    return harness, env, copy
+
+
+def bench_command(backend: str = "cupy", ops=None, layers=None, repeat: int = DEFAULT_REPEAT,
+                  json_path: Optional[Path] = None, plot_path: Optional[Path] = None,
+                  echo: Callable[[str], object] = print) -> int:
+    """What ``gpuconv bench`` does; 0 when every result was right, else 1. Bad names raise
+    ValueError; a machine that cannot run it raises BenchUnavailableError."""
+    suite = select(GPU_SUITE, layers, ops)
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
+    harness, env, copy = open_harness(backend, repeat, DEFAULT_WARMUP)
+    report = build_report(suite, harness, env, copy, echo)
+    echo("")
+    echo(table(report))
+    echo("")
+    echo(summary(report))
+    for path, write in ((json_path, write_json), (plot_path, plot)):
+        if path is not None:
+            write(report, Path(path))
+            echo(f"wrote {path}")
+    return 0 if report["all_correct"] else 1

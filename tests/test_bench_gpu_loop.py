@@ -1,0 +1,130 @@
+"""``gpuconv bench``'s measuring loop on the CPU: the NumPy backend against CPU torch with a
+fake timer, through the same code that runs on the GPU, and the command's exits when torch
+or its CUDA is missing."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gpuconv.benchmark import gpu, results
+from gpuconv.benchmark.suite import Layer
+from gpuconv.cli import main
+
+torch = pytest.importorskip("torch")
+
+# --------------------------------------------------------------------------- the measuring loop on the CPU
+TINY = (
+    Layer("tiny_resnet", "", "conv", 2, 4, 7, 3, 6, 1, 1, family="resnet50"),
+    Layer("tiny_depthwise", "", "conv", 2, 4, (6, 9), (3, 5), 4, 2, (1, 2), groups=4,
+          family="depthwise"),
+    Layer("tiny_transpose", "", "conv_transpose", 2, 4, 5, 4, 2, 2, 1, family="transposed"),
+    Layer("tiny_max", "", "max_pool", 2, 3, 9, 3, None, 2, 1, family="pooling"),
+    Layer("tiny_global", "", "global_avg_pool", 2, 3, 5, 5, None, None, family="pooling"),
+)
+
+
+class FakeTimer:
+    """Runs the call; says gpuconv took 2 ms and torch 1 ms (so every ratio is 0.5)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def time_ms(self, fn):
+        fn()
+        self.calls += 1
+        return 2.0 if fn.func.__name__ == "gpuconv_pass" else 1.0
+
+
+def cpu_harness(precisions=("ieee",), timer=None):
+    return gpu.Harness("numpy", gpu.Bridge(np.ascontiguousarray, torch.from_numpy),
+                       timer or FakeTimer(), precisions, repeat=3, warmup=1,
+                       limits=results.H100_SXM5, copy_gbps=100.0)
+
+
+def test_measuring_loop_checks_then_times_every_pass():
+    h = cpu_harness()
+    logged = []
+    report = gpu.build_report(list(TINY), h, {"device": "cpu"}, {"gbps": 100.0}, logged.append)
+    assert report["all_correct"], json.dumps(report["layers"], indent=1)[:3000]
+    assert len(logged) == len(TINY) and "x0.50" in logged[0]
+    conv_pass = report["layers"][0]["passes"][0]
+    assert set(conv_pass["sides"]) == {"ours", "cudnn", "cudnn_tf32"}  # NumPy offers no TF32
+    assert conv_pass["ratio"] == 0.5 and conv_pass["ratio_tf32"] is None
+    assert conv_pass["sides"]["ours"]["error"] < 1e-5
+    assert conv_pass["sides"]["ours"]["tflops"] == pytest.approx(
+        TINY[0].forward_flops() / 2e-3 / 1e12)
+    max_fwd = report["layers"][3]["passes"][0]["sides"]["ours"]
+    assert max_fwd["indices_differ"] == 0 and max_fwd["copy_fraction"] > 0
+    assert [p["pass"] for p in report["layers"][4]["passes"]] == ["forward", "grad_input"]
+    sides_timed = sum(len(p["sides"]) for layer in report["layers"] for p in layer["passes"])
+    assert h.timer.calls == 3 * sides_timed
+    groups = {g["name"]: g["geomean"] for g in report["groups"]}
+    assert groups["ResNet-50 forward"] == pytest.approx(0.5)
+    assert groups["depthwise"] == pytest.approx(0.5)
+    json.dumps(report, allow_nan=False)  # plain JSON all through
+
+
+def test_a_wrong_or_failing_kernel_is_not_timed(monkeypatch):
+    real = gpu.gpuconv_pass
+
+    def off_by_one_percent(layer, pass_, arrays, backend, precision):
+        return {k: v * 1.01 for k, v in real(layer, pass_, arrays, backend, precision).items()}
+
+    monkeypatch.setattr(gpu, "gpuconv_pass", off_by_one_percent)
+    timer = FakeTimer()
+    # asking the NumPy backend for TF32 makes that contender raise
+    report = gpu.build_report([TINY[0]], cpu_harness(("ieee", "tf32"), timer), {}, {})
+    forward = report["layers"][0]["passes"][0]
+    assert not forward["sides"]["ours"]["ok"] and "median_ms" not in forward["sides"]["ours"]
+    assert forward["sides"]["ours"]["error"] == pytest.approx(0.01, rel=1e-3)
+    assert "ValueError" in forward["sides"]["ours_tf32"]["failed"]
+    assert forward["ratio"] is None and not report["all_correct"]
+    assert timer.calls == 3 * 2 * 3  # only cuDNN strict and TF32, on each of 3 passes
+    assert report["groups"][0]["geomean"] is None
+
+
+def test_bench_command_end_to_end_on_the_cpu(monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu, "GPU_SUITE", TINY)
+    monkeypatch.setattr(gpu, "open_harness", lambda backend, repeat, warmup: (
+        cpu_harness(), {"device": "NVIDIA H100 80GB HBM3", "versions": {}}, {"gbps": 100.0}))
+    out = []
+    code = gpu.bench_command("cupy", None, ["pooling", "tiny_resnet"], 3, tmp_path / "r.json",
+                             tmp_path / "r.png", out.append)
+    assert code == 0
+    text = "\n".join(out)
+    assert "| tiny_max | forward |" in text and "geometric mean, ResNet-50 forward" in text
+    assert json.loads((tmp_path / "r.json").read_text())["all_correct"]
+    assert (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_cudnn_precision_uses_one_api():
+    from gpuconv.benchmark import torch_ops
+    torch_ops.set_cudnn_precision("tf32")
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    torch_ops.set_cudnn_precision("ieee")
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+
+
+# --------------------------------------------------------------------------- the command
+def invoke(*args):
+    return CliRunner().invoke(main, ["bench", *args])
+
+
+def test_bench_without_torch_or_its_cuda(monkeypatch):
+    import gpuconv.backends
+    monkeypatch.setattr(gpuconv.backends, "unavailable_reason", lambda name: None)
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    if not torch.cuda.is_available():
+        result = invoke()
+        assert result.exit_code == 1 and "sees no CUDA device" in result.output
+        assert len(result.output.splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails
+    result = invoke()
+    assert result.exit_code == 1 and "PyTorch, which is not installed" in result.output
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    assert "simulator is on" in invoke("--backend", "numba").output
