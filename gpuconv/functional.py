@@ -71,8 +71,11 @@ __all__ = [
 
 # --------------------------------------------------------------------------- lifting 1-D to 2-D
 def _lift(ndim: int, array):
-    """View a 1-D op's (N, C, L) array as (N, C, 1, L)."""
-    return array if array is None or ndim == 2 else array[:, :, None, :]
+    """View a 1-D op's (N, C, L) array as (N, C, 1, L) (a reshape: Numba device arrays take
+    no ``None`` index)."""
+    if array is None or ndim == 2:
+        return array
+    return array.reshape(tuple(array.shape[:2]) + (1,) + tuple(array.shape[2:]))
 
 
 def _drop(ndim: int, array):

@@ -33,12 +33,14 @@ def _probe_cuda_library(module: str) -> str | None:
     """Why the CUDA backend built on ``module`` cannot run here, or None if it could."""
     try:
         lib = importlib.import_module(module)
+        if module == "numba":  # numba.cuda is a subpackage that `import numba` does not load
+            importlib.import_module("numba.cuda")
     except ImportError:
         return f"{module} is not installed (pip install 'gpuconv[cuda]')"
     try:
         if module == "cupy":
             count = lib.cuda.runtime.getDeviceCount()
-        else:
+        else:  # the CUDA simulator (NUMBA_ENABLE_CUDASIM=1) counts as one device
             count = len(lib.cuda.gpus) if lib.cuda.is_available() else 0
     except Exception as exc:  # a missing driver raises library-specific errors
         return f"no CUDA device ({type(exc).__name__}: {exc})"

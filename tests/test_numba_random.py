@@ -1,0 +1,151 @@
+"""The numba backend against the NumPy backend on random configurations, forward and backward,
+float32 and float64, through Numba's CUDA simulator (tests/conftest.py) or on a GPU.
+
+One table of (op, shapes, hyper-parameters): conv with strides, dilations, groups
+(depthwise included), every padding mode and flip; transposed conv; every pooling op.
+Inputs and upstream gradients are random; max pooling gets distinct values, so its
+indices must match exactly. Every launch is checked against ``kernel_table``'s signature.
+Shapes stay small: the simulator runs one OS thread per CUDA thread.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import gpuconv.functional as F
+from gpuconv.backends import unavailable_reason
+from test_golden import COEFF, assert_close, assert_indices_equal
+
+pytestmark = pytest.mark.skipif(unavailable_reason("numba") is not None,
+                                reason=f"numba backend: {unavailable_reason('numba')}")
+
+MAX_OPS = ("max_pool1d", "max_pool2d", "adaptive_max_pool2d", "global_max_pool2d")
+
+# (op, input shape, weight shape or None, keyword arguments)
+CONFIGS = [
+    ("conv2d", (2, 4, 7, 6), (6, 2, 3, 3), dict(stride=(2, 1), padding=1, groups=2)),
+    ("conv2d", (1, 3, 6, 7), (3, 1, 3, 2), dict(padding=1, dilation=(2, 1), groups=3,
+                                                padding_mode="reflect", flip=True)),
+    ("conv2d", (2, 2, 5, 5), (4, 2, 2, 3), dict(stride=(1, 2), padding=2,
+                                                padding_mode="replicate")),
+    ("conv2d", (1, 2, 5, 6), (3, 2, 3, 3), dict(padding=(2, 3), dilation=2,
+                                                padding_mode="circular")),
+    ("conv2d", (2, 2, 6, 5), (4, 1, 3, 3), dict(stride=2, padding=1, groups=2, flip=True)),
+    ("conv2d", (1, 3, 5, 6), (2, 3, 2, 4), dict(padding="same", padding_mode="reflect")),
+    ("conv1d", (2, 3, 9), (4, 3, 3), dict(stride=2, padding=2, padding_mode="circular")),
+    ("conv_transpose2d", (2, 4, 3, 4), (4, 3, 3, 2), dict(stride=(2, 3), padding=(1, 0),
+                                                          output_padding=(1, 2), groups=2)),
+    ("conv_transpose2d", (1, 2, 4, 3), (2, 2, 2, 3), dict(stride=2, dilation=(3, 1),
+                                                          output_padding=(2, 1))),
+    ("conv_transpose1d", (1, 2, 5), (2, 3, 4), dict(stride=3, dilation=2, output_padding=1)),
+    ("max_pool2d", (2, 2, 7, 8), None, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ("max_pool2d", (1, 2, 6, 7), None, dict(kernel_size=(2, 3), stride=(1, 2), padding=1,
+                                            dilation=(2, 1))),
+    ("max_pool1d", (2, 3, 11), None, dict(kernel_size=4, stride=3, padding=2, ceil_mode=True)),
+    ("avg_pool2d", (2, 2, 7, 6), None, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True,
+                                            count_include_pad=False)),
+    ("avg_pool2d", (1, 3, 6, 7), None, dict(kernel_size=(2, 3), stride=(2, 1), padding=1,
+                                            divisor_override=4)),
+    ("avg_pool1d", (2, 2, 9), None, dict(kernel_size=3, stride=2, padding=1)),
+    ("adaptive_avg_pool2d", (2, 2, 7, 5), None, dict(output_size=(3, 4))),
+    ("adaptive_avg_pool2d", (1, 2, 4, 3), None, dict(output_size=(6, 5))),
+    ("adaptive_max_pool2d", (2, 2, 7, 6), None, dict(output_size=(4, 3))),
+    ("global_avg_pool2d", (2, 3, 5, 4), None, dict()),
+    ("global_max_pool2d", (2, 3, 5, 4), None, dict()),
+    ("lp_pool2d", (2, 2, 7, 6), None, dict(norm_type=2, kernel_size=(2, 3), stride=2,
+                                           ceil_mode=True)),
+    ("lp_pool1d", (2, 2, 9), None, dict(norm_type=3, kernel_size=3, stride=2)),
+    ("lp_pool2d", (1, 2, 6, 6), None, dict(norm_type=1.5, kernel_size=2)),
+]
+TABLE = [pytest.param(i, op, x, w, kw, dtype, id=f"{i}-{op}-{dtype}")
+         for i, (op, x, w, kw) in enumerate(CONFIGS) for dtype in ("float32", "float64")]
+
+
+@pytest.fixture(autouse=True)
+def check_signatures(monkeypatch):
+    from gpuconv.backends import numba_backend
+    monkeypatch.setattr(numba_backend, "CHECK_SIGNATURES", True)
+
+
+def reduction_length(op, x_shape, w_shape, kw) -> int:
+    """A bound on how many terms add up into one result number (scales the tolerance)."""
+    if w_shape is None:
+        kernel = kw.get("kernel_size", 1)
+        window = math.prod(kernel) if isinstance(kernel, tuple) else kernel ** (len(x_shape) - 2)
+        return max(window, math.prod(x_shape[2:])) + 4
+    taps = math.prod(w_shape[2:])
+    return max(w_shape[0] * taps * 9, w_shape[1] * taps * 9, x_shape[0] * math.prod(x_shape[2:]))
+
+
+def arrays(op, x_shape, w_shape, kw, dtype, rng):
+    if op.startswith("lp"):  # positive inputs: x ** p is real for any p
+        x = rng.uniform(0.2, 2.0, x_shape)
+    elif op in MAX_OPS:  # distinct values: one maximum per window
+        x = rng.permutation(math.prod(x_shape)).reshape(x_shape) / 7.0 - 3.0
+    else:
+        x = rng.standard_normal(x_shape)
+    if w_shape is None:
+        return x.astype(dtype), None, None
+    w = rng.standard_normal(w_shape).astype(dtype)
+    out_channels = w_shape[1] * kw.get("groups", 1) if "transpose" in op else w_shape[0]
+    return x.astype(dtype), w, rng.standard_normal(out_channels).astype(dtype)
+
+
+def run(op, x, w, b, kw, gy_rng, backend):
+    """Forward and backward of ``op`` on ``backend``: a dict of NumPy results."""
+    forward, backward = getattr(F, op), getattr(F, op + "_backward")
+    if w is not None:
+        y = forward(x, w, b, **kw, backend=backend)
+        gy = gy_rng.standard_normal(y.shape).astype(x.dtype)
+        gx, gw, gb = backward(gy, x, w, **kw, backend=backend)
+        return dict(output=y, grad_input=gx, grad_weight=gw, grad_bias=gb)
+    if op in MAX_OPS:
+        y, idx = forward(x, **kw, return_indices=True, backend=backend)
+        gy = gy_rng.standard_normal(y.shape).astype(x.dtype)
+        return dict(output=y, indices=idx, grad_input=backward(gy, x, idx, **kw, backend=backend))
+    y = forward(x, **kw, backend=backend)
+    gy = gy_rng.standard_normal(y.shape).astype(x.dtype)
+    return dict(output=y, grad_input=backward(gy, x, **kw, backend=backend))
+
+
+@pytest.mark.parametrize("seed,op,x_shape,w_shape,kw,dtype", TABLE)
+def test_numba_matches_numpy(seed, op, x_shape, w_shape, kw, dtype):
+    x, w, b = arrays(op, x_shape, w_shape, kw, dtype, np.random.default_rng(seed))
+    want = run(op, x, w, b, kw, np.random.default_rng(seed + 1000), "numpy")
+    got = run(op, x, w, b, kw, np.random.default_rng(seed + 1000), "numba")
+    k = reduction_length(op, x_shape, w_shape, kw)
+    for name, expected in want.items():
+        what = f"{op} {kw} [{dtype}] {name}"
+        if name == "indices":
+            assert_indices_equal(got[name], expected, what)
+        else:
+            assert_close(got[name], expected, k=k, dtype=dtype, what=what,
+                         exact=name == "output" and op in MAX_OPS)
+
+
+def test_device_arrays_in_device_arrays_out():
+    """Numba device arrays stay on the device: a flipped kernel (a negative-stride view) is
+    copied to a contiguous one there, and a 1-D op lifts its arrays by a reshape."""
+    from numba import cuda
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((2, 3, 2, 3))
+    y = F.conv2d(cuda.to_device(x), cuda.to_device(w), padding=1, flip=True, backend="numba")
+    assert hasattr(y, "copy_to_host"), f"expected a Numba device array, got {type(y).__name__}"
+    want = F.conv2d(x, w, padding=1, flip=True)
+    assert_close(y.copy_to_host(), want, k=18, dtype="float64", what="conv2d flip on device")
+    x1 = rng.standard_normal((2, 3, 8))
+    y1, idx = F.max_pool1d(cuda.to_device(x1), 3, 2, return_indices=True, backend="numba")
+    want1, want_idx = F.max_pool1d(x1, 3, 2, return_indices=True)
+    np.testing.assert_array_equal(y1.copy_to_host(), want1)
+    assert_indices_equal(idx.copy_to_host(), want_idx, "max_pool1d indices on device")
+
+
+def test_float32_stays_float32():
+    x = np.ones((1, 2, 4, 4), np.float32)
+    w = np.ones((2, 2, 3, 3), np.float32)
+    assert F.conv2d(x, w, backend="numba").dtype == np.float32
+    assert F.lp_pool2d(x, 2, 2, backend="numba").dtype == np.float32
+    assert COEFF["float32"] > COEFF["float64"]
