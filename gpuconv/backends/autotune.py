@@ -1,0 +1,109 @@
+"""Opt-in tile autotuning for the CuPy backend, like ``torch.backends.cudnn.benchmark``.
+
+Off by default. ``set_autotune(True)`` (also ``gpuconv.backends.cupy_backend.set_autotune``) or
+``GPUCONV_AUTOTUNE=1`` turns it on: the first time a conv op meets a (device, op, shape,
+dtype), every candidate tile is timed with CUDA events and the fastest is kept, in memory and
+in ``$XDG_CACHE_HOME/gpuconv/autotune-v1.json`` (``~/.cache/gpuconv`` without XDG). The file is
+written atomically (temporary file + ``os.replace``); a corrupt or foreign file is ignored with
+a warning, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+CACHE_FILE = "autotune-v1.json"
+_ENABLED: bool | None = None  # None: follow GPUCONV_AUTOTUNE
+
+
+def set_autotune(enabled: bool | None) -> None:
+    """Turn autotuning on or off for this process (None: back to ``GPUCONV_AUTOTUNE``)."""
+    global _ENABLED
+    _ENABLED = None if enabled is None else bool(enabled)
+
+
+def enabled() -> bool:
+    if _ENABLED is not None:
+        return _ENABLED
+    return os.environ.get("GPUCONV_AUTOTUNE", "") == "1"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gpuconv"
+
+
+def make_key(device: str, op: str, shape, dtype: str) -> str:
+    """One line per tuned problem: device name, op, shapes and hyper-parameters, dtype."""
+    return f"{device}|{op}|{shape}|{dtype}"
+
+
+class TuneCache:
+    """Tile choices by key, mirrored in a JSON file."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path is not None else cache_dir() / CACHE_FILE
+        self.entries = self._load()
+
+    def _load(self) -> dict[str, str]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            warnings.warn(f"gpuconv autotune cache {self.path} unreadable, ignored: {exc}")
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            warnings.warn(f"gpuconv autotune cache {self.path} is corrupt, ignored: {exc}")
+            return {}
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in data.items()):
+            warnings.warn(f"gpuconv autotune cache {self.path} has an unknown layout, ignored")
+            return {}
+        return data
+
+    def get(self, key: str) -> str | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        """Remember ``value`` and rewrite the file atomically (a failed write only warns)."""
+        self.entries[key] = value
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".autotune-", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.entries, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            warnings.warn(f"gpuconv autotune cache {self.path} not written: {exc}")
+
+
+_CACHE: TuneCache | None = None
+
+
+def _cache() -> TuneCache:
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = TuneCache()
+    return _CACHE
+
+
+def best_tile(key: str, candidates: Iterable[str], time_ms: Callable[[str], float],
+              cache: TuneCache | None = None) -> str:
+    """The cached choice for ``key``, or the candidate with the least ``time_ms`` (then cached).
+    A cached name that is no longer a candidate is tuned again."""
+    cache = cache if cache is not None else _cache()
+    candidates = list(candidates)
+    hit = cache.get(key)
+    if hit in candidates:
+        return hit
+    best = min(candidates, key=time_ms)
+    cache.put(key, best)
+    return best

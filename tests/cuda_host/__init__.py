@@ -1,0 +1,1 @@
+"""CPU emulation of the CuPy backend's CUDA C kernels (see harness.py)."""

@@ -1,0 +1,91 @@
+"""Run the CuPy backend's CUDA C kernels on the CPU.
+
+``build()`` compiles ``cuda_plan.kernel_source()`` (the very translation unit the runtime hands
+to NVRTC) with g++ against ``cuda_shim.h``, plus one ``extern "C"`` launcher per name
+expression of ``cuda_plan.kernel_names()``, into a shared library cached under
+``$XDG_CACHE_HOME/gpuconv/cuda_host`` by a hash of its source. ``HostExecutor`` stands in for
+``cupy_backend.CupyExecutor``: NumPy arrays, launches through ctypes, so the backend's own
+functions, plans and parameter packing run unchanged.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gpuconv.backends import autotune, cuda_plan
+
+SHIM = Path(__file__).with_name("cuda_shim.h")
+FLAGS = ["-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w"]
+
+
+def compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+def library_source() -> str:
+    lines = [f'#include "{SHIM}"', cuda_plan.kernel_source()]
+    for i, name in enumerate(cuda_plan.kernel_names()):
+        lines.append(f'extern "C" void launch_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, '
+                     f'unsigned by, unsigned bz, const void* p) {{ emulate_launch(&{name}, '
+                     f'dim3{{gx, gy, gz}}, dim3{{bx, by, bz}}, p); }}')
+    lines.append('extern "C" unsigned long params_sizes(int pool) '
+                 '{ return pool ? sizeof(PoolParams) : sizeof(ConvParams); }')
+    return "\n".join(lines) + "\n"
+
+
+def build() -> ctypes.CDLL:
+    source = library_source()
+    digest = hashlib.sha256((source + SHIM.read_text() + " ".join(FLAGS)).encode()).hexdigest()[:16]
+    out_dir = autotune.cache_dir() / "cuda_host"
+    lib = out_dir / f"kernels-{digest}.so"
+    if not lib.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            src, tmp_lib = Path(tmp) / "kernels.cpp", Path(tmp) / "kernels.so"
+            src.write_text(source)
+            subprocess.run([compiler(), *FLAGS, str(src), "-o", str(tmp_lib)], check=True,
+                           capture_output=True, text=True)
+            os.replace(tmp_lib, lib)
+    return ctypes.CDLL(str(lib))
+
+
+class HostExecutor:
+    """cupy_backend's executor interface over NumPy arrays and the emulated kernels."""
+
+    xp = np
+    has_wmma = True
+
+    def __init__(self, lib: ctypes.CDLL, sm_count: int = 2):
+        self.lib = lib
+        self._sm_count = sm_count  # few SMs: split-K still splits on small problems
+        self.index = {name: i for i, name in enumerate(cuda_plan.kernel_names())}
+        self.launched: list[str] = []
+
+    def pointer(self, array) -> int:
+        return array.__array_interface__["data"][0]
+
+    def launch(self, kernel, grid, block, params: np.ndarray) -> None:
+        self.launched.append(kernel)
+        fn = getattr(self.lib, f"launch_{self.index[kernel]}")
+        fn(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_void_p(params.ctypes.data))
+
+    def sm_count(self) -> int:
+        return self._sm_count
+
+    def device_name(self) -> str:
+        return "host-emulation"
+
+    def time_ms(self, run) -> float:
+        """Wall time of the emulated run (autotune's timer)."""
+        start = time.perf_counter()
+        run()
+        return 1e3 * (time.perf_counter() - start)

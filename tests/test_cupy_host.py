@@ -1,0 +1,253 @@
+"""The CuPy backend's CUDA C kernels, run on the CPU (tests/cuda_host), against the NumPy
+backend: every kernel, tile configuration and padding mode, float32 / float64, and TF32 with
+a TF32-sized tolerance. The backend's own functions run, with a NumPy executor in place of
+CuPy, so plans and parameter packing are checked too."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gpuconv.backends import autotune, cuda_plan, cupy_backend, numpy_backend as ref
+from gpuconv.shapes import ConvSpec, PoolSpec
+from tests.cuda_host import harness
+
+pytestmark = pytest.mark.skipif(harness.compiler() is None, reason="no C++ compiler (g++)")
+
+# |got - want| <= c * sqrt(K) * (|want| + max|want|), K the reduction length behind a number
+# (as tests/test_golden.py); TF32 keeps 10 mantissa bits of each product's inputs.
+COEFF = {"float64": 2e-14, "float32": 2e-6, "tf32": 2e-3}
+
+
+@pytest.fixture(scope="module")
+def lib():
+    return harness.build()
+
+
+LAUNCHED: set[str] = set()  # every kernel this module's tests ran
+
+
+@pytest.fixture
+def host(lib, monkeypatch):
+    ex = harness.HostExecutor(lib)
+    monkeypatch.setattr(cupy_backend, "_EXECUTOR", ex)
+    yield ex
+    LAUNCHED.update(ex.launched)
+
+
+def assert_close(got, want, k: int, tol: str, what: str):
+    assert got.shape == want.shape and got.dtype == want.dtype, (what, got.shape, want.shape)
+    scale = np.abs(want) + (np.abs(want).max() if want.size else 0)
+    bad = ~(np.abs(got - want) <= COEFF[tol] * math.sqrt(max(k, 1)) * scale)
+    bad &= ~(np.isnan(got) & np.isnan(want))
+    if bad.any():
+        i = tuple(np.argwhere(bad)[0])
+        pytest.fail(f"{what}: {bad.sum()} of {bad.size} differ, first at {i}: got {got[i]!r}, "
+                    f"want {want[i]!r}")
+
+
+# --------------------------------------------------------------------------- convolution
+# name: (x shape, weight shape, ConvSpec.make kwargs)
+CONV = {
+    "basic": ((2, 3, 7, 6), (4, 3, 3, 3), dict(padding=1)),
+    "stride2-asym": ((2, 3, 9, 8), (5, 3, 3, 2), dict(stride=(2, 3), padding=(1, 0))),
+    "same-even-dilated": ((1, 2, 6, 7), (3, 2, 2, 3), dict(padding="same", dilation=(1, 2))),
+    "reflect": ((2, 2, 6, 5), (3, 2, 3, 3), dict(stride=2, padding=2, padding_mode="reflect")),
+    "replicate": ((1, 3, 5, 6), (2, 3, 3, 2), dict(padding=(3, 1), padding_mode="replicate")),
+    "circular": ((2, 2, 5, 6), (4, 2, 2, 3), dict(stride=(1, 2), padding=(1, 2), dilation=(2, 1),
+                                                padding_mode="circular")),
+    "groups": ((2, 4, 8, 7), (6, 2, 3, 3), dict(stride=2, dilation=2, padding=1, groups=2)),
+    "depthwise": ((2, 4, 7, 7), (8, 1, 3, 3), dict(stride=2, padding=1, groups=4)),
+    "depthwise-reflect": ((1, 3, 6, 6), (3, 1, 3, 3), dict(padding=1, groups=3, padding_mode="reflect")),
+    "pointwise": ((2, 8, 4, 8), (16, 8, 1, 1), {}),
+    "stride-gt-kernel": ((2, 3, 10, 9), (4, 3, 2, 2), dict(stride=3, dilation=2)),
+    "wide-rows": ((2, 9, 5, 5), (40, 9, 3, 3), dict(padding=1)),
+}
+TILES = {"float32": ["large", "medium", "small", "tf32"], "float64": ["medium", "small"]}
+CONV_TABLE = [pytest.param(name, dtype, tile, id=f"{name}-{dtype}-{tile}")
+              for name in CONV for dtype in TILES for tile in TILES[dtype]]
+
+
+def _conv_case(name, dtype, rng):
+    x_shape, w_shape, kw = CONV[name]
+    spec = ConvSpec.make(2, w_shape[2:], **kw)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    gy = rng.standard_normal((x_shape[0], w_shape[0]) + spec.output_shape(x_shape[2:], w_shape[2:]))
+    return x, w, b, gy.astype(dtype), spec
+
+
+@pytest.mark.parametrize("name, dtype, tile", CONV_TABLE)
+def test_conv_kernels(host, monkeypatch, name, dtype, tile):
+    """Forward, grad-input, grad-weight and grad-bias with one forced tile configuration."""
+    if tile != "tf32":
+        monkeypatch.setattr(cuda_plan, "choose_tile", lambda rows, cols, dt: cuda_plan.TILES[tile])
+    precision, tol = ("tf32", "tf32") if tile == "tf32" else ("ieee", dtype)
+    x, w, b, gy, spec = _conv_case(name, dtype, np.random.default_rng(len(name)))
+    o, cg, kh, kw = w.shape
+    assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec), cg * kh * kw,
+                 tol, "conv2d")
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], None, precision),
+                 ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), o // spec.groups * kh * kw, tol,
+                 "conv2d_grad_input")
+    assert_close(cupy_backend.conv2d_grad_weight(gy, x, spec, (kh, kw), precision),
+                 ref.conv2d_grad_weight(gy, x, spec, (kh, kw)), gy.shape[0] * gy[0, 0].size, tol,
+                 "conv2d_grad_weight")
+    assert_close(cupy_backend.conv2d_grad_bias(gy), ref.conv2d_grad_bias(gy), gy[:, 0].size, dtype,
+                 "conv2d_grad_bias")
+
+
+def test_vectorised_pointwise_path(host):
+    """A 1x1 stride-1 conv on the large float32 tile takes the 16-byte B path."""
+    x, w, b, _, spec = _conv_case("pointwise", "float32", np.random.default_rng(1))
+    w, b = np.concatenate([w] * 8), np.concatenate([b] * 8)  # 128 output channels: the large tile
+    x = np.concatenate([x] * 40, axis=0)
+    params = cuda_plan.conv_forward_plan(x.shape, cupy_backend._strides(x), w.shape,
+                                         cupy_backend._strides(w), spec, "float32", True,
+                                         vec_aligned=True).launches[0].params
+    assert params["vec_b"] == 1
+    assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), 8, "float32", "conv2d")
+    assert host.launched == ["conv_gemm<float, 128, 128, 8, 8, 8, false>"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_strided_views_and_transposed_conv(host, dtype):
+    """Non-contiguous inputs (a lifted 1-D slice, a flipped kernel) and a transposed conv whose
+    output rows grad_out does not reach (output_padding), with its bias."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4, 1, 23)).astype(dtype)[::2, :, :, 1::2]
+    w = rng.standard_normal((5, 4, 1, 3)).astype(dtype)[:, :, ::-1, ::-1]
+    spec = ConvSpec.make(2, (1, 3), stride=(1, 2), padding=(0, 1), dilation=(1, 2))
+    assert_close(cupy_backend.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), 12, dtype, "conv2d")
+    t_spec = ConvSpec.make(2, (3, 3), stride=2, padding=1, output_padding=1, transposed=True)
+    gy = rng.standard_normal((2, 3, 4, 5)).astype(dtype)     # the transposed conv's input
+    wt = rng.standard_normal((3, 2, 3, 3)).astype(dtype)     # (C_in, C_out, kH, kW)
+    bias = rng.standard_normal(2).astype(dtype)
+    out_hw = t_spec.transpose_output_shape((4, 5), (3, 3))
+    assert_close(cupy_backend.conv2d_grad_input(gy, wt, t_spec, out_hw, bias),
+                 ref.conv2d_grad_input(gy, wt, t_spec, out_hw, bias), 27, dtype, "conv_transpose2d")
+
+
+def test_autotune_picks_and_caches_a_tile(host, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(autotune, "_CACHE", None)
+    monkeypatch.setattr(autotune, "_ENABLED", True)
+    x, w, b, _, spec = _conv_case("basic", "float32", np.random.default_rng(4))
+    assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), 27, "float32", "conv2d")
+    (key, tile), = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text()).items()
+    assert key.startswith("host-emulation|conv2d|") and tile in cuda_plan.TILES_FOR["float32"]
+    assert host.launched[-1] == cuda_plan.TILES[tile].kernel("float", False)
+
+
+def test_results_are_deterministic(host):
+    x, w, b, gy, spec = _conv_case("groups", "float32", np.random.default_rng(3))
+    runs = [cupy_backend.conv2d_grad_weight(gy, x, spec, w.shape[2:]) for _ in range(2)]
+    assert np.array_equal(runs[0], runs[1])
+    assert "conv_splitk_reduce<float>" in host.launched  # the two-pass split-K ran
+
+
+# --------------------------------------------------------------------------- pooling
+def _pool_input(shape, dtype, rng, ties=False):
+    if ties:  # few distinct values: ties everywhere, the first maximum must win
+        return rng.integers(0, 3, shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+MAX_POOL = {
+    "k3s2p1": dict(kernel_size=3, stride=2, padding=1),
+    "dilated-ceil": dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 1), dilation=(2, 2), ceil_mode=True),
+    "k2-ceil": dict(kernel_size=2, ceil_mode=True),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ties", [False, True], ids=["random", "ties"])
+@pytest.mark.parametrize("name", list(MAX_POOL))
+def test_max_pool(host, name, ties, dtype):
+    x = _pool_input((2, 3, 7, 8), dtype, np.random.default_rng(4), ties)
+    spec = PoolSpec.make(2, **MAX_POOL[name])
+    y, idx = cupy_backend.max_pool2d(x, spec, True)
+    want_y, want_idx = ref.max_pool2d(x, spec, True)
+    assert np.array_equal(y, want_y) and np.array_equal(idx, want_idx)
+    assert cupy_backend.max_pool2d(x, spec, False)[1] is None
+    gy = np.random.default_rng(5).standard_normal(y.shape).astype(dtype)
+    assert_close(cupy_backend.max_pool2d_backward(gy, idx, x.shape[2:]),
+                 ref.max_pool2d_backward(gy, want_idx, x.shape[2:]), 9, dtype, "max_pool2d_backward")
+
+
+def test_max_pool_nan(host):
+    x = np.random.default_rng(6).standard_normal((1, 2, 5, 5)).astype("float32")
+    x[0, 0, 1, 1] = x[0, 0, 1, 2] = x[0, 1, 4, 4] = np.nan
+    spec = PoolSpec.make(2, kernel_size=3, stride=2, padding=1)
+    y, idx = cupy_backend.max_pool2d(x, spec, True)
+    want_y, want_idx = ref.max_pool2d(x, spec, True)
+    assert np.array_equal(y, want_y, equal_nan=True) and np.array_equal(idx, want_idx)
+
+
+ADAPTIVE = [((7, 5), (3, 4)), ((4, 6), (6, 4)), ((5, 7), (1, 1))]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("in_hw, out_hw", ADAPTIVE, ids=["down", "up", "global"])
+def test_adaptive_pools(host, in_hw, out_hw, dtype):
+    rng = np.random.default_rng(7)
+    x = _pool_input((2, 3) + in_hw, dtype, rng, ties=True)
+    y, idx = cupy_backend.adaptive_max_pool2d(x, out_hw)
+    want_y, want_idx = ref.adaptive_max_pool2d(x, out_hw)
+    assert np.array_equal(y, want_y) and np.array_equal(idx, want_idx)
+    gy = rng.standard_normal((2, 3) + out_hw).astype(dtype)
+    k = math.prod(in_hw)
+    assert_close(cupy_backend.max_pool2d_backward(gy, idx, in_hw),
+                 ref.max_pool2d_backward(gy, want_idx, in_hw), k, dtype, "adaptive max backward")
+    assert_close(cupy_backend.adaptive_avg_pool2d(x, out_hw), ref.adaptive_avg_pool2d(x, out_hw), k,
+                 dtype, "adaptive_avg_pool2d")
+    assert_close(cupy_backend.adaptive_avg_pool2d_backward(gy, in_hw),
+                 ref.adaptive_avg_pool2d_backward(gy, in_hw), k, dtype, "adaptive avg backward")
+
+
+AVG_POOL = {
+    "include-pad": (dict(kernel_size=3, stride=2, padding=1), True, None),
+    "exclude-pad-ceil": (dict(kernel_size=(3, 2), stride=2, padding=1, ceil_mode=True), False, None),
+    "divisor-override": (dict(kernel_size=2, stride=1), True, 3),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(AVG_POOL))
+def test_avg_pool(host, name, dtype):
+    kw, include_pad, divisor = AVG_POOL[name]
+    spec = PoolSpec.make(2, **kw)
+    rng = np.random.default_rng(8)
+    x = _pool_input((2, 3, 7, 6), dtype, rng)
+    y = cupy_backend.avg_pool2d(x, spec, include_pad, divisor)
+    assert_close(y, ref.avg_pool2d(x, spec, include_pad, divisor), 9, dtype, "avg_pool2d")
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(cupy_backend.avg_pool2d_backward(gy, spec, x.shape[2:], include_pad, divisor),
+                 ref.avg_pool2d_backward(gy, spec, x.shape[2:], include_pad, divisor), 9, dtype,
+                 "avg_pool2d_backward")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("p, kw", [(2.0, dict(kernel_size=2)), (1.5, dict(kernel_size=3, stride=2, ceil_mode=True))],
+                         ids=["p2", "p1.5-ceil"])
+def test_lp_pool(host, p, kw, dtype):
+    spec = PoolSpec.make(2, **kw)
+    rng = np.random.default_rng(9)
+    x = np.abs(_pool_input((2, 3, 7, 6), dtype, rng))
+    x[0, 0, :2, :2] = 0  # an all-zero window: gradient 0
+    y = cupy_backend.lp_pool2d(x, spec, p)
+    assert_close(y, ref.lp_pool2d(x, spec, p), 9, dtype, "lp_pool2d")
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(cupy_backend.lp_pool2d_backward(gy, x, spec, p), ref.lp_pool2d_backward(gy, x, spec, p),
+                 9, dtype, "lp_pool2d_backward")
+
+
+def test_every_kernel_was_emulated():
+    """Runs last: the tests above launched every kernel the runtime can launch."""
+    if not LAUNCHED:
+        pytest.skip("run with the rest of this module")
+    assert sorted(set(cuda_plan.kernel_names()) - LAUNCHED) == []
