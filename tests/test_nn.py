@@ -221,20 +221,20 @@ def test_fully_convolutional_model_maps_class_scores_over_a_larger_image(tmp_pat
 # --------------------------------------------------------------------------- training guards
 def test_fit_is_deterministic_and_resume_is_bit_identical(tmp_path):
     rng = RNG(1)
-    x, y = rng.random((48, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 48)
+    x, y = rng.random((32, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 32)
 
     def fresh():
         m = zoo.make_model("vgg").build((1, 28, 28), "cpu", 7)  # dropout and augmentation
-        m.compile(zoo.make_training_optimizer("vgg", steps=9))
+        m.compile(zoo.make_training_optimizer("vgg", steps=4))
         return m
 
     straight = fresh()
-    straight.fit(x, y, epochs=3, batch_size=16)
+    straight.fit(x, y, epochs=2, batch_size=16)
     first = fresh()
     first.fit(x, y, epochs=1, batch_size=16)
     first.save(tmp_path / "ckpt.npz", include_optimizer=True)
     resumed = Sequential.load(tmp_path / "ckpt.npz")
-    resumed.fit(x, y, epochs=3, batch_size=16)
+    resumed.fit(x, y, epochs=2, batch_size=16)
     for key, value in straight.parameters().items():
         np.testing.assert_array_equal(resumed.parameters()[key], value, err_msg=key)
     assert resumed.history.history["loss"] == straight.history.history["loss"]
