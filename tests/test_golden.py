@@ -8,6 +8,7 @@ the output, the max-pool indices (exactly) and every gradient.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -17,9 +18,14 @@ import pytest
 import gpuconv.functional as F
 from gpuconv.backends import unavailable_reason
 from oracle.golden import Case, load_all
+from tests.cuda_host import harness
 
 CASES = load_all()
 BACKENDS = ["numpy"] + [b for b in ("cupy", "numba") if unavailable_reason(b) is None]
+# Where CuPy cannot run, the cupy backend's CUDA C kernels still run, on the CPU, through the
+# host emulation of tests/cuda_host (g++): "cupy-host" in the table, NumPy arrays in and out.
+if unavailable_reason("cupy") is not None and harness.compiler() is not None:
+    BACKENDS.append("cupy-host")
 # Numba's CUDA simulator (tests/conftest.py) runs one OS thread per CUDA thread: there the
 # numba backend runs the slides' cases and the cases whose largest array holds at most
 # SIMULATED_MAX_ELEMENTS numbers (164 of 198, every op); on a GPU it runs them all.
@@ -47,8 +53,13 @@ COEFF = {"float64": 2e-14, "float32": 2e-6}
 
 
 # --------------------------------------------------------------------------- array-library glue
+def api_name(backend: str) -> str:
+    """The backend name gpuconv is given: "cupy-host" runs the cupy backend's kernels."""
+    return "cupy" if backend == "cupy-host" else backend
+
+
 def to_backend(backend: str, array):
-    if array is None or backend == "numpy":
+    if array is None or backend in ("numpy", "cupy-host"):
         return None if array is None else np.array(array)  # a private copy
     if backend == "cupy":
         import cupy
@@ -73,6 +84,7 @@ def run_case(case: Case, backend: str) -> dict[str, np.ndarray]:
     """gpuconv's forward and backward for ``case``: the arrays the golden stores."""
     a = {k: to_backend(backend, v) for k, v in case.arrays.items()
          if not k.startswith("printed_")}
+    backend = api_name(backend)
     op, kw = case.op, dict(case.params)
     forward, backward = getattr(F, op), getattr(F, op + "_backward")
     got = {}
@@ -167,6 +179,20 @@ def assert_indices_equal(got, want, what: str):
 
 
 # --------------------------------------------------------------------------- the table
+@functools.cache
+def _host_library():
+    return harness.build()
+
+
+@pytest.fixture
+def host_cupy(backend, monkeypatch):
+    """For "cupy-host": the cupy backend, with the emulation's executor in place of CuPy."""
+    if backend == "cupy-host":
+        from gpuconv.backends import _LOADED, cupy_backend
+        monkeypatch.setattr(cupy_backend, "_EXECUTOR", harness.HostExecutor(_host_library()))
+        monkeypatch.setitem(_LOADED, "cupy", cupy_backend)
+
+
 def test_goldens_exist():
     assert len(CASES) > 100, "no golden files: run `python -m oracle generate`"
     ops = {c.op for c in CASES}
@@ -176,7 +202,7 @@ def test_goldens_exist():
 
 
 @pytest.mark.parametrize("case,backend", TABLE)
-def test_golden(case: Case, backend: str):
+def test_golden(case: Case, backend: str, host_cupy):
     got = run_case(case, backend)
     expected = [k for k in ("output", "indices", "grad_input", "grad_weight", "grad_bias")
                 if k in case.arrays]
@@ -194,7 +220,7 @@ def test_golden(case: Case, backend: str):
 
 # --------------------------------------------------------------------------- the slides
 @pytest.mark.parametrize("case,backend", SLIDE_TABLE)
-def test_slide_printed_numbers(case: Case, backend: str):
+def test_slide_printed_numbers(case: Case, backend: str, host_cupy):
     """gpuconv reproduces every legible number the slides print (documented
     disagreements: gpuconv gives the maths, not the misprint)."""
     got = run_case(case, backend)
@@ -237,7 +263,7 @@ def _case(name: str) -> Case:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_slide_transposed_conv_is_conv_backward(backend):
+def test_slide_transposed_conv_is_conv_backward(backend, host_cupy):
     """Slide 'Deconvolution': conv_transpose2d(r, W, stride 2) equals the grad-input of the
     stride-2 convolution with upstream gradient r, and both print the same 5x5."""
     conv = _case("slide_g_conv2d_stride2_5x5_f32")
@@ -252,27 +278,27 @@ def test_slide_transposed_conv_is_conv_backward(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_slide_one_d_literals(backend):
+def test_slide_one_d_literals(backend, host_cupy):
     """I = 1 2 3 4, W = 1 2 3: correlation 14 20, true convolution 10 16; with dL/dO = 1 2,
     dL/dW = 5 8 11 and dL/dI = 1 4 7 6."""
     I = to_backend(backend, np.array([[[1.0, 2, 3, 4]]]))
     W = to_backend(backend, np.array([[[1.0, 2, 3]]]))
     LO = to_backend(backend, np.array([[[1.0, 2]]]))
-    assert to_numpy(F.conv1d(I, W, backend=backend)).ravel().tolist() == [14, 20]
-    assert to_numpy(F.conv1d(I, W, flip=True, backend=backend)).ravel().tolist() == [10, 16]
-    gx, gw, _ = F.conv1d_backward(LO, I, W, output_mask=(True, True, False), backend=backend)
+    assert to_numpy(F.conv1d(I, W, backend=api_name(backend))).ravel().tolist() == [14, 20]
+    assert to_numpy(F.conv1d(I, W, flip=True, backend=api_name(backend))).ravel().tolist() == [10, 16]
+    gx, gw, _ = F.conv1d_backward(LO, I, W, output_mask=(True, True, False), backend=api_name(backend))
     assert to_numpy(gw).ravel().tolist() == [5, 8, 11]
     assert to_numpy(gx).ravel().tolist() == [1, 4, 7, 6]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_slide_max_pool_routing(backend):
+def test_slide_max_pool_routing(backend, host_cupy):
     """4x4 -> 2x2 max pooling: the all-ones gradient lands on the four maxima."""
     case = _case("slide_h_max_pool2d_f32")
     x = to_backend(backend, case.arrays["input"])
-    m, idx = F.max_pool2d(x, 2, 2, return_indices=True, backend=backend)
+    m, idx = F.max_pool2d(x, 2, 2, return_indices=True, backend=api_name(backend))
     ones = to_backend(backend, np.ones((1, 1, 2, 2), np.float32))
-    g = to_numpy(F.max_pool2d_backward(ones, x, idx, 2, 2, backend=backend))[0, 0]
+    g = to_numpy(F.max_pool2d_backward(ones, x, idx, 2, 2, backend=api_name(backend)))[0, 0]
     assert np.argwhere(g == 1).tolist() == [[0, 1], [0, 2], [2, 0], [3, 3]]
     assert g.sum() == 4
     np.testing.assert_array_equal(to_numpy(m)[0, 0], np.array(

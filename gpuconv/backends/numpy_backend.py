@@ -351,8 +351,11 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
     out_hw = spec.output_shape((h, w))
     pads = [_window_padding(n, k, s, p, d, o) for n, k, s, p, d, o in
             zip((h, w), spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_hw)]
-    xp = np.full(x.shape[:2] + (h + sum(pads[0]), w + sum(pads[1])), -np.inf, dtype=x.dtype)
-    xp[:, :, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w] = x
+    if any(map(any, pads)):
+        xp = np.full(x.shape[:2] + (h + sum(pads[0]), w + sum(pads[1])), -np.inf, dtype=x.dtype)
+        xp[:, :, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w] = x
+    else:  # every window lies inside the input: read it in place
+        xp = np.ascontiguousarray(x)
     if not return_indices:  # np.maximum propagates NaN, as PyTorch's max does
         return _separable_reduce(np.maximum, xp, spec, out_hw), None
     win = _windows(xp, spec.kernel_size, spec.stride, spec.dilation, out_hw)
@@ -384,13 +387,13 @@ def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarr
 
 def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
-    names (max and adaptive max pooling); bincount sums in a fixed order."""
+    names (max and adaptive max pooling); ``np.add.at`` adds in a fixed (C) order."""
     n, c = grad_out.shape[:2]
     plane = input_hw[0] * input_hw[1]
     offsets = (np.arange(n * c, dtype=np.int64) * plane).reshape(n, c, 1, 1)
-    grad = np.bincount((indices + offsets).ravel(), weights=grad_out.ravel(),
-                       minlength=n * c * plane)
-    return grad.astype(grad_out.dtype, copy=False).reshape((n, c) + tuple(input_hw))
+    grad = np.zeros(n * c * plane, dtype=grad_out.dtype)
+    np.add.at(grad, (indices + offsets).ravel(), grad_out.ravel())
+    return grad.reshape((n, c) + tuple(input_hw))
 
 
 # --------------------------------------------------------------------------- average pooling
