@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no window, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gpuconv.nn.device import to_host  # noqa: E402
@@ -36,6 +37,7 @@ def learning_curves(history: dict, path: Path) -> Path:
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], "s-", label="validation")
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)
