@@ -25,7 +25,7 @@ import numpy as np
 
 from gpuconv._files import atomic_write
 from gpuconv.nn.device import Device, resolve_device, to_host
-from gpuconv.nn.layers import LAYERS, Conv2D, Dense, Dropout, Flatten, Layer
+from gpuconv.nn.layers import LAYERS, Conv2D, Dense, Flatten, Layer
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
 from gpuconv.nn.optimizers import Optimizer, make_optimizer
 
@@ -328,7 +328,7 @@ class Sequential:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {k: archive[k] for k in archive.files}
         except FileNotFoundError:
-            raise
+            raise  # a missing file stays what it is, not "not a model file"
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a gpuconv model file ({exc})") from None
         meta = _read_meta(path, arrays)
@@ -363,15 +363,15 @@ class Sequential:
             if i == f:
                 continue
             if i > f and isinstance(layer, Dense):
-                kernel_hw = feature_shape[1:] if not any(isinstance(l, Dense)
-                                                         for l in self.layers[f:i]) else (1, 1)
+                first_dense = not any(isinstance(earlier, Dense) for earlier in self.layers[f:i])
+                kernel_hw = feature_shape[1:] if first_dense else (1, 1)
                 conv = Conv2D(layer.units, kernel_hw, use_bias=layer.use_bias, name=layer.name)
                 in_channels = to_host(layer.params["kernel"]).shape[0] // math.prod(kernel_hw)
                 w = to_host(layer.params["kernel"]).T.reshape(layer.units, in_channels, *kernel_hw)
                 layers.append(conv)
                 weights.append({"kernel": w, **({"bias": to_host(layer.params["bias"])}
                                                 if layer.use_bias else {})})
-            elif i > f and not isinstance(layer, (Dropout,)) and layer.params:
+            elif i > f and layer.params:
                 raise ValueError(f"{layer.name} ({type(layer).__name__}) after the Flatten has "
                                  "no convolutional form")
             else:
