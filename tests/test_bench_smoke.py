@@ -69,3 +69,21 @@ def test_report_json_and_tables(monkeypatch, tmp_path):
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch"]
     assert "| **geometric mean** |" in cpu.markdown(report)
     assert "geometric mean ratio" in cpu.table(report)
+
+
+@pytest.mark.parametrize("model", ["slides", "allconv"])
+def test_train_epoch_bench_runs_both_libraries(model, tmp_path, capsys):
+    from bench import train_epoch
+    out = tmp_path / "epoch.json"
+    assert train_epoch.main(["--model", model, "--images", "64", "--batch-size", "32",
+                             "--repeat", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == model and report["images"] == 64
+    assert report["ratio"] == pytest.approx(report["gpuconv_seconds"] / report["torch_seconds"])
+    assert "s/epoch" in capsys.readouterr().out
+
+
+def test_train_epoch_bench_refuses_models_without_a_torch_twin():
+    from bench import train_epoch
+    with pytest.raises(ValueError, match="no PyTorch twin for RandomShift"):
+        train_epoch.main(["--model", "vgg", "--images", "32", "--repeat", "1"])
