@@ -173,10 +173,12 @@ def bench(backend, ops, layers, repeat, json_path, plot_path):
     after checking each result against cuDNN's. Prints ms, TFLOP/s or GB/s and
     x cuDNN = cuDNN time / our time (above 1: gpuconv is faster). Needs a CUDA device and
     a CUDA build of PyTorch; exits 1 if any result is wrong."""
-    from gpuconv.benchmark.gpu import DEFAULT_REPEAT, BenchUnavailableError, bench_command
+    from gpuconv.benchmark import BenchUnavailableError, load_gpu_bench
     try:
-        code = _run_report(lambda: bench_command(backend, ops, layers, repeat or DEFAULT_REPEAT,
-                                                 json_path, plot_path, click.echo))
+        gpu = load_gpu_bench()
+        code = _run_report(lambda: gpu.bench_command(backend, ops, layers,
+                                                     repeat or gpu.DEFAULT_REPEAT, json_path,
+                                                     plot_path, click.echo))
     except BenchUnavailableError as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(code)

@@ -583,3 +583,15 @@ def test_running_an_op_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_no_runtime_module_imports_torch():
+    """Only oracle/, tests/ and bench/ may use torch: no module of the installed package
+    (gpuconv/, and kernels/ as gpuconv.kernels) imports it, even lazily."""
+    import re
+    from pathlib import Path
+    root = Path(F.__file__).resolve().parents[1]
+    uses_torch = re.compile(r"^\s*(import torch\b|from torch\b)", re.M)
+    offenders = [str(p.relative_to(root)) for folder in ("gpuconv", "kernels")
+                 for p in sorted((root / folder).rglob("*.py")) if uses_torch.search(p.read_text())]
+    assert not offenders, f"runtime modules import torch: {offenders}"

@@ -10,7 +10,9 @@ each call, L2 flushed before it, warm-up calls first (cudnn.benchmark autotunes 
 first call), contenders interleaved, median and 20th/80th percentiles. The device's copy
 bandwidth is measured in the same run, for pooling to be judged against.
 
-torch is imported only when a bench runs, never by ``import gpuconv``. The CUDA-bound parts
+This module lives in bench/ with the PyTorch side (torch_ops.py): the gpuconv package never
+imports torch, so ``gpuconv bench`` loads it from a source checkout
+(``gpuconv.benchmark.load_gpu_bench``). torch is imported only when a bench runs. The CUDA-bound parts
 (``open_harness``, ``CudaEventTimer``, ``copy_bandwidth``) are small; the rest runs with
 any ``Harness``, which is how the tests drive it on the CPU with a fake timer.
 """
@@ -33,6 +35,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from gpuconv.benchmark import BenchUnavailableError
 from gpuconv.benchmark.measure import (Timer, count_differing, interleaved, relative_error,
                                        summarize)
 from gpuconv.benchmark.results import (TOLERANCE, DeviceLimits, group_means, limits_for, plot,
@@ -47,10 +50,6 @@ COPY_BYTES = 1 << 30   # large against any L2, so the copy runs at DRAM speed
 FLUSH_L2_TIMES = 4     # the flush buffer's size in L2 sizes
 PACKAGES = ("gpuconv", "numpy", "torch", "cupy-cuda13x", "cupy-cuda12x", "numba", "numba-cuda",
             "matplotlib")
-
-
-class BenchUnavailableError(RuntimeError):
-    """Why the GPU bench cannot run here, in one line."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ def _same(value):
 # --------------------------------------------------------------------------- measuring
 def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness) -> dict:
     """Check, then time, every contender of one pass; strict FP32 first, then TF32."""
-    from gpuconv.benchmark import torch_ops
+    from bench import torch_ops
     flops = layer.forward_flops()   # grad-input and grad-weight cost the same
     nbytes = layer.bytes_moved(pass_)
     torch_ops.set_cudnn_precision("ieee")
