@@ -165,7 +165,7 @@ def kernels(dtype: np.dtype, threads: int):
 
     @cuda.jit
     def lp_coefficient(x, grad_out, coef, geom, p):
-        """coef = dL/d(Lp total) x window size (numpy backend's ``lp_pool_backward_from_avg``):
+        """coef = dL/d(Lp total) x window size (numpy backend's ``lp_pool2d_backward``):
         grad_out * total ** (1/p - 1) / p * window; a window of zeros gets 0, as in PyTorch."""
         start, stride = grid_start()
         for e in range(start, coef.size, stride):

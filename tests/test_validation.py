@@ -546,3 +546,13 @@ def test_garbage_argument_gives_a_named_error(op, key, value):
     assert named, f"{type(error).__name__} names no argument: {message}"
     frames = [frame.filename for frame in traceback.extract_tb(error.__traceback__)]
     assert not any("numpy_backend" in f for f in frames), "raised inside a backend"
+
+
+@pytest.mark.parametrize("name", ["numpy", "cupy", "numba"])
+def test_every_backend_module_implements_the_kernel_list(name):
+    import importlib
+    from gpuconv.backends import KERNELS
+    module = importlib.import_module(f"gpuconv.backends.{name}_backend")
+    missing = [k for k in KERNELS if not callable(getattr(module, k, None))]
+    assert not missing, f"{name} backend lacks {missing}"
+    assert "ieee" in module.PRECISIONS

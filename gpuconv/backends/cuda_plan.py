@@ -397,7 +397,7 @@ def avg_pool_backward_plan(gy_shape, gy_strides, spec: PoolSpec | None, input_hw
 
 def lp_pool_backward_plan(gy_shape, gy_strides, x_shape, x_strides, spec: PoolSpec, dtype: str,
                           norm: float) -> Plan:
-    """The per-window scale of numpy_backend.lp_pool_backward_from_avg into a workspace, then
+    """The per-window scale of numpy_backend.lp_pool2d_backward into a workspace, then
     the average-pooling gather of it times p * x^(p-1)."""
     out_hw = tuple(gy_shape[2:])
     fields = _pool_fields(x_shape, out_hw, spec)

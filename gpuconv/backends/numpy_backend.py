@@ -452,28 +452,18 @@ def avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw, count_in
 # --------------------------------------------------------------------------- power-average pooling
 def lp_pool2d(x: np.ndarray, spec: PoolSpec, norm_type: float) -> np.ndarray:
     """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p) (no padding)."""
-    return lp_pool_from_avg(avg_pool2d, x, spec, norm_type)
+    window = math.prod(spec.kernel_size)
+    return (avg_pool2d(x ** norm_type, spec, True, None) * window) ** (1.0 / norm_type)
 
 
 def lp_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, spec: PoolSpec,
                        norm_type: float) -> np.ndarray:
-    return lp_pool_backward_from_avg(avg_pool2d, avg_pool2d_backward, grad_out, x, spec, norm_type)
-
-
-def lp_pool_from_avg(avg_pool, x, spec: PoolSpec, p: float):
-    """Lp pooling composed from a backend's average pooling, for any array library with
-    NumPy's arithmetic (NumPy, CuPy)."""
-    window = math.prod(spec.kernel_size)
-    return (avg_pool(x ** p, spec, True, None) * window) ** (1.0 / p)
-
-
-def lp_pool_backward_from_avg(avg_pool, avg_pool_backward, grad_out, x, spec: PoolSpec, p: float):
-    window = math.prod(spec.kernel_size)
-    total = avg_pool(x ** p, spec, True, None) * window
+    p, window = norm_type, math.prod(spec.kernel_size)
+    total = avg_pool2d(x ** p, spec, True, None) * window
     # d total**(1/p) / d total; a window of zeros gets gradient 0, as in PyTorch
     safe_total = total + (total == 0)
     grad_total = (grad_out * (total != 0)) * (safe_total ** (1.0 / p - 1.0) / p) * window
-    grad_pow = avg_pool_backward(grad_total, spec, x.shape[2:], True, None)
+    grad_pow = avg_pool2d_backward(grad_total, spec, x.shape[2:], True, None)
     return grad_pow * (p * x ** (p - 1.0))
 
 

@@ -87,6 +87,12 @@ def _check_rank(layer: Layer, input_shape: Shape, rank: int, what: str) -> None:
                          f"{input_shape}" + (" (add a Flatten before it)" if rank == 1 else ""))
 
 
+def _check_groups(layer: Layer, channels: int) -> None:
+    if channels % layer.groups or layer.filters % layer.groups:
+        raise ValueError(f"{layer.name}: input channels {channels} and filters {layer.filters} "
+                         f"must both be divisible by groups={layer.groups}")
+
+
 def _positive_int(value, name: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -119,10 +125,7 @@ class Conv2D(Layer):
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
-        channels = input_shape[0]
-        if channels % self.groups or self.filters % self.groups:
-            raise ValueError(f"{self.name}: input channels {channels} and filters {self.filters} "
-                             f"must both be divisible by groups={self.groups}")
+        _check_groups(self, input_shape[0])
         out_hw = self.spec.output_shape(input_shape[1:], self.kernel_size)
         if min(out_hw) <= 0:
             raise ValueError(f"{self.name}: kernel {self.kernel_size} does not fit the input "
@@ -179,9 +182,7 @@ class Conv2DTranspose(Layer):
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
-        if input_shape[0] % self.groups or self.filters % self.groups:
-            raise ValueError(f"{self.name}: input channels {input_shape[0]} and filters "
-                             f"{self.filters} must both be divisible by groups={self.groups}")
+        _check_groups(self, input_shape[0])
         out_hw = self.spec.transpose_output_shape(input_shape[1:], self.kernel_size)
         if min(out_hw) <= 0:
             raise ValueError(f"{self.name}: padding {self.padding} leaves no output for input "
@@ -340,16 +341,26 @@ class Dense(Layer):
 
 
 # --------------------------------------------------------------------------- activations
-class ReLU(Layer):
+class _Activation(Layer):
+    """An elementwise f: forward keeps f'(x), so backward is one product."""
+
+    def value_and_slope(self, x, xp):
+        raise NotImplementedError
+
     def forward(self, x, training=False, rng=None):
-        self._positive = x > 0
-        return self.device.xp.maximum(x, 0)
+        y, self._slope = self.value_and_slope(x, self.device.xp)
+        return y
 
     def backward(self, grad_out):
-        return grad_out * self._positive
+        return grad_out * self._slope
 
 
-class LeakyReLU(Layer):
+class ReLU(_Activation):
+    def value_and_slope(self, x, xp):
+        return xp.maximum(x, 0), x > 0
+
+
+class LeakyReLU(_Activation):
     """x for x > 0, ``negative_slope * x`` otherwise (Keras 3's default slope 0.3)."""
 
     def __init__(self, negative_slope: float = 0.3, name: Optional[str] = None):
@@ -359,15 +370,12 @@ class LeakyReLU(Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "negative_slope": self.negative_slope}
 
-    def forward(self, x, training=False, rng=None):
-        self._slope = self.device.xp.where(x > 0, x.dtype.type(1), x.dtype.type(self.negative_slope))
-        return x * self._slope
-
-    def backward(self, grad_out):
-        return grad_out * self._slope
+    def value_and_slope(self, x, xp):
+        slope = xp.where(x > 0, x.dtype.type(1), x.dtype.type(self.negative_slope))
+        return x * slope, slope
 
 
-class ELU(Layer):
+class ELU(_Activation):
     """x for x > 0, ``alpha * (exp(x) - 1)`` otherwise."""
 
     def __init__(self, alpha: float = 1.0, name: Optional[str] = None):
@@ -377,14 +385,10 @@ class ELU(Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "alpha": self.alpha}
 
-    def forward(self, x, training=False, rng=None):
-        xp, alpha = self.device.xp, x.dtype.type(self.alpha)
+    def value_and_slope(self, x, xp):
+        alpha = x.dtype.type(self.alpha)
         negative = alpha * xp.expm1(xp.minimum(x, 0))  # the clamp keeps exp from overflowing
-        self._slope = xp.where(x > 0, x.dtype.type(1), negative + alpha)
-        return xp.where(x > 0, x, negative)
-
-    def backward(self, grad_out):
-        return grad_out * self._slope
+        return xp.where(x > 0, x, negative), xp.where(x > 0, x.dtype.type(1), negative + alpha)
 
 
 # --------------------------------------------------------------------------- regularisation

@@ -64,8 +64,6 @@ class Sequential:
     def __init__(self, layers: Sequence[Layer] = (), name: str = "sequential"):
         self.layers: list[Layer] = []
         self.name = name
-        for layer in layers:
-            self.add(layer)
         self.device: Optional[Device] = None
         self.input_shape: Optional[tuple[int, ...]] = None
         self.dtype = np.dtype("float32")
@@ -76,11 +74,13 @@ class Sequential:
         self.history = History()
         self.stop_training = False
         self.extra: dict = {}  # what save(extra=...) stored, after load()
+        for layer in layers:
+            self.add(layer)
 
     def add(self, layer: Layer) -> None:
         if not isinstance(layer, Layer):
             raise TypeError(f"layers must be gpuconv.nn layers, got {type(layer).__name__}")
-        if self.layers and getattr(self, "input_shape", None) is not None:
+        if self.built:
             raise ValueError("the model is built; add layers before build()")
         taken = {existing.name for existing in self.layers}
         base, n = layer.name, 1
@@ -210,6 +210,9 @@ class Sequential:
             cut = len(x) - int(round(len(x) * validation_split))
             x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
         x, y = self._to_device(x, y)
+        if validation_data is not None:
+            self._check_inputs(*validation_data)
+            validation_data = self._to_device(*validation_data)  # once, not every epoch
         steps = math.ceil(len(x) / batch_size)
         self.stop_training = False
         for cb in callbacks:
@@ -260,8 +263,9 @@ class Sequential:
             xb, yb = self._to_device(x[start:start + batch_size], y[start:start + batch_size])
             logits = self(xb)
             loss, _ = self.loss(logits, yb, self.device.xp)
-            loss_sum, correct = loss_sum + float(loss) * len(xb), correct + int(correct_count(logits, yb))
-        return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+            # sums stay on the device: one read back (a GPU sync) at the end
+            loss_sum, correct = loss_sum + loss * len(xb), correct + correct_count(logits, yb)
+        return {"loss": float(loss_sum) / len(x), "accuracy": int(correct) / len(x)}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The last layer's outputs (logits) for x, as a NumPy array."""
