@@ -85,6 +85,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet", choices=sorted(zoo.MODELS))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--data", default=None,
+                        help="directory of MNIST-style IDX files (default: Fashion-MNIST)")
     parser.add_argument("--images", type=int, default=None, help="training images (default all)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=3, help="timed epochs per library")
@@ -93,13 +95,13 @@ def main(argv=None) -> int:
     import torch
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
-    ds = load_dataset()
+    ds = load_dataset(args.data)
     n = args.images or len(ds.x_train)
     x, y = to_float_images(ds.x_train[:n]), ds.y_train[:n].astype(np.int64)
     batch = args.batch_size or zoo.recipe(args.model).batch_size
 
     model = zoo.make_model(args.model).build((1, 28, 28), args.device, 0)
-    model.compile(zoo.make_training_optimizer(args.model, steps=10 ** 9))
+    model.compile(zoo.make_training_optimizer(args.model, steps_per_epoch=10 ** 9, epochs=1))
     xd, yd = model.device.asarray(x), model.device.xp.asarray(y)
     twin = torch_twin(model, torch).to(args.device)
     opt = torch.optim.Adam(twin.parameters(), lr=zoo.recipe(args.model).learning_rate) \

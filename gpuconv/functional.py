@@ -27,6 +27,7 @@ from typing import Optional, Sequence, Union
 
 from gpuconv._checks import (check_array, check_positive_dims, check_same_dtype, check_shape,
                              resolve_backend)
+from gpuconv.backends import backend_for_array, get_backend
 from gpuconv.shapes import ConvSpec, IntOrTuple, PoolSpec, ntuple, pool_has_empty_window
 
 Padding = Union[int, Sequence[int], str]
@@ -83,8 +84,18 @@ def _drop(ndim: int, array):
 
 
 def _flip_kernel(weight):
-    """Reverse the two kernel axes: true convolution is correlation with this kernel."""
-    return weight[:, :, ::-1, ::-1]
+    """Reverse the two kernel axes: true convolution is correlation with this kernel. A
+    Numba device array gets a contiguous copy: Numba copies no reversed view to the host."""
+    flipped = weight[:, :, ::-1, ::-1]
+    if backend_for_array(weight) == "numba":
+        return get_backend("numba").contiguous(flipped)
+    return flipped
+
+
+def _value_range(array) -> tuple[int, int]:
+    if backend_for_array(array) == "numba":  # Numba device arrays have no reductions
+        return get_backend("numba").value_range(array)
+    return int(array.min()), int(array.max())
 
 
 def _check_precision(precision, be):
@@ -369,12 +380,13 @@ def _check_pool_grad_out(grad_out, x, out_spatial, ndim) -> None:
     _check_grad_out(grad_out, x, x.shape[1], out_spatial, ndim)
 
 
-def _check_indices(indices, grad_out, plane_size) -> None:
+def _check_indices(indices, grad_out, plane_size, check_values: bool = True) -> None:
     if not hasattr(indices, "dtype") or str(indices.dtype) != "int64":
         raise TypeError(f"indices must be an int64 array (as returned with return_indices=True), "
                         f"got {getattr(indices, 'dtype', type(indices).__name__)}")
     check_shape(indices, "indices", grad_out.shape, "grad_out's shape")
-    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= plane_size):
+    low, high = _value_range(indices) if check_values and indices.size else (0, 0)
+    if low < 0 or high >= plane_size:
         raise ValueError(f"indices must lie in [0, {plane_size}), the flat positions of an input "
                          f"plane")
 
@@ -386,10 +398,10 @@ def _max_pool(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return
     return (y, indices) if return_indices else y
 
 
-def _index_pool_backward(ndim, grad_out, x, indices, out_spatial, backend):
+def _index_pool_backward(ndim, grad_out, x, indices, out_spatial, check_indices, backend):
     """Route each output's gradient to the input element its index names (max pooling)."""
     _check_pool_grad_out(grad_out, x, out_spatial, ndim)
-    _check_indices(indices, grad_out, math.prod(x.shape[2:]))
+    _check_indices(indices, grad_out, math.prod(x.shape[2:]), check_indices)
     be = resolve_backend(backend, grad_out, x, indices)
     x2 = _lift(ndim, x)
     return _drop(ndim, be.max_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, indices),
@@ -420,21 +432,24 @@ def max_pool2d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = No
 def max_pool1d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                         dilation: IntOrTuple = 1, ceil_mode: bool = False, *,
-                        backend: Optional[str] = None):
+                        check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``max_pool1d`` with respect to its input: each output's gradient goes
     to its maximum (summed where windows overlap)."""
     _, out_spatial = _pool_setup(1, input, kernel_size, stride, padding, dilation, ceil_mode)
-    return _index_pool_backward(1, grad_out, input, indices, out_spatial, backend)
+    return _index_pool_backward(1, grad_out, input, indices, out_spatial, check_indices, backend)
 
 
 def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                         dilation: IntOrTuple = 1, ceil_mode: bool = False, *,
-                        backend: Optional[str] = None):
+                        check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``max_pool2d`` with respect to its input: each output's gradient is
-    routed to the maximum it came from (the slides' 4x4 -> 2x2 example)."""
+    routed to the maximum it came from (the slides' 4x4 -> 2x2 example). Every index must
+    lie in its input plane; ``check_indices=False`` skips that check of the values (a
+    reduction over them and, on the GPU, a wait for its result) for indices that
+    ``max_pool2d`` returned, as a training loop passes back."""
     _, out_spatial = _pool_setup(2, input, kernel_size, stride, padding, dilation, ceil_mode)
-    return _index_pool_backward(2, grad_out, input, indices, out_spatial, backend)
+    return _index_pool_backward(2, grad_out, input, indices, out_spatial, check_indices, backend)
 
 
 def _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode, divisor_override):
@@ -540,9 +555,10 @@ def _adaptive_max_pool(ndim, x, output_size, return_indices, backend):
     return (y, indices) if return_indices else y
 
 
-def _adaptive_max_pool_backward(ndim, grad_out, x, indices, output_size, backend):
+def _adaptive_max_pool_backward(ndim, grad_out, x, indices, output_size, check_indices,
+                                backend):
     out = _adaptive_setup(ndim, x, output_size)
-    return _index_pool_backward(ndim, grad_out, x, indices, out[-ndim:], backend)
+    return _index_pool_backward(ndim, grad_out, x, indices, out[-ndim:], check_indices, backend)
 
 
 def adaptive_avg_pool1d(input, output_size: IntOrTuple, *, backend: Optional[str] = None):
@@ -582,15 +598,17 @@ def adaptive_max_pool2d(input, output_size, return_indices: bool = False, *,
 
 
 def adaptive_max_pool1d_backward(grad_out, input, indices, output_size: IntOrTuple, *,
-                                 backend: Optional[str] = None):
+                                 check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``adaptive_max_pool1d`` with respect to its input."""
-    return _adaptive_max_pool_backward(1, grad_out, input, indices, output_size, backend)
+    return _adaptive_max_pool_backward(1, grad_out, input, indices, output_size,
+                                       check_indices, backend)
 
 
 def adaptive_max_pool2d_backward(grad_out, input, indices, output_size, *,
-                                 backend: Optional[str] = None):
+                                 check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``adaptive_max_pool2d`` with respect to its input."""
-    return _adaptive_max_pool_backward(2, grad_out, input, indices, output_size, backend)
+    return _adaptive_max_pool_backward(2, grad_out, input, indices, output_size,
+                                       check_indices, backend)
 
 
 def global_avg_pool2d(input, *, backend: Optional[str] = None):
@@ -609,9 +627,10 @@ def global_max_pool2d(input, return_indices: bool = False, *, backend: Optional[
     return _adaptive_max_pool(2, input, 1, return_indices, backend)
 
 
-def global_max_pool2d_backward(grad_out, input, indices, *, backend: Optional[str] = None):
+def global_max_pool2d_backward(grad_out, input, indices, *, check_indices: bool = True,
+                               backend: Optional[str] = None):
     """Gradient of ``global_max_pool2d`` with respect to its input."""
-    return _adaptive_max_pool_backward(2, grad_out, input, indices, 1, backend)
+    return _adaptive_max_pool_backward(2, grad_out, input, indices, 1, check_indices, backend)
 
 
 # --------------------------------------------------------------------------- power-average (Lp) pooling

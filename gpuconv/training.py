@@ -121,7 +121,7 @@ def _start_or_resume(options: TrainOptions, device, steps_per_epoch: int, echo: 
         raise ValueError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
     model = zoo.make_model(options.model).build((1, 28, 28), device, options.seed)
     steps = math.ceil(steps_per_epoch / batch_size)
-    model.compile(zoo.make_training_optimizer(options.model, steps * epochs, options.optimizer,
+    model.compile(zoo.make_training_optimizer(options.model, steps, epochs, options.optimizer,
                                               options.lr))
     run = {"model": options.model, "epochs": epochs, "batch_size": batch_size,
            "seed": options.seed, "optimizer": model.optimizer.get_config()}

@@ -101,7 +101,7 @@ GOOD = idx_bytes(0x08, (2, 3), bytes(6))
 @pytest.mark.parametrize("content, rule", [
     (b"", "too short for the 4-byte IDX magic number, has 0 bytes"),
     (b"\x01\x00" + GOOD[2:], "must start with two zero bytes, got 01 00 08 02"),
-    (gzip.compress(GOOD), "looks gzip-compressed: name it"),
+    (gzip.compress(GOOD, mtime=0), "looks gzip-compressed: name it"),
     (b"\0\0\x0a\x02" + GOOD[4:], "unknown IDX type code 0x0a"),
     (b"\0\0\x08\x00", "declares 0 dimensions"),
     (GOOD[:10], "header truncated: it declares 2 dimensions, which need a 12-byte header"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ import pytest
 import gpuconv.functional as F
 from gpuconv.backends import unavailable_reason
 from oracle.golden import Case, load_all
+from tests.arrays import SIMULATED, to_backend, to_numpy
 from tests.cuda_host import harness
 
 CASES = load_all()
@@ -29,7 +29,6 @@ if unavailable_reason("cupy") is not None and harness.compiler() is not None:
 # Numba's CUDA simulator (tests/conftest.py) runs one OS thread per CUDA thread: there the
 # numba backend runs the slides' cases and the cases whose largest array holds at most
 # SIMULATED_MAX_ELEMENTS numbers (164 of 198, every op); on a GPU it runs them all.
-SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 SIMULATED_MAX_ELEMENTS = 180
 
 
@@ -56,27 +55,6 @@ COEFF = {"float64": 2e-14, "float32": 2e-6}
 def api_name(backend: str) -> str:
     """The backend name gpuconv is given: "cupy-host" runs the cupy backend's kernels."""
     return "cupy" if backend == "cupy-host" else backend
-
-
-def to_backend(backend: str, array):
-    if array is None or backend in ("numpy", "cupy-host"):
-        return None if array is None else np.array(array)  # a private copy
-    if backend == "cupy":
-        import cupy
-        return cupy.asarray(array)
-    if backend == "numba":
-        from numba import cuda
-        return cuda.to_device(np.ascontiguousarray(array))
-    raise ValueError(backend)
-
-
-def to_numpy(array):
-    if array is None or isinstance(array, np.ndarray):
-        return array
-    if hasattr(array, "copy_to_host"):  # numba device array
-        return array.copy_to_host()
-    import cupy
-    return cupy.asnumpy(array)
 
 
 # --------------------------------------------------------------------------- running a case

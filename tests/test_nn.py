@@ -225,7 +225,7 @@ def test_fit_is_deterministic_and_resume_is_bit_identical(tmp_path):
 
     def fresh():
         m = zoo.make_model("vgg").build((1, 28, 28), "cpu", 7)  # dropout and augmentation
-        m.compile(zoo.make_training_optimizer("vgg", steps=4))
+        m.compile(zoo.make_training_optimizer("vgg", steps_per_epoch=2, epochs=2))
         return m
 
     straight = fresh()

@@ -143,6 +143,25 @@ def test_device_arrays_in_device_arrays_out():
     assert_indices_equal(idx.copy_to_host(), want_idx, "max_pool1d indices on device")
 
 
+def test_device_array_results_are_contiguous_and_indices_checked_on_device():
+    """A real GPU copies no reversed view to the host (the simulator does): flip=True's
+    kernel gradient comes back contiguous. Device arrays have no .min(): max-pool indices
+    are range-checked by a reduction on the device."""
+    from numba import cuda
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
+    g = rng.standard_normal((2, 3, 3, 3))
+    grads = F.conv2d_backward(*map(cuda.to_device, (g, x, w)), flip=True, backend="numba")
+    for got, want in zip(grads, F.conv2d_backward(g, x, w, flip=True)):
+        assert got.is_c_contiguous()
+        assert_close(got.copy_to_host(), want, k=50, dtype="float64", what="flip gradients")
+    _, idx = F.max_pool2d(x, 2, return_indices=True)
+    idx[0, 0, 0, 0] = 25  # one past the 5x5 plane
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 25\)"):
+        F.max_pool2d_backward(cuda.to_device(rng.standard_normal(idx.shape)), cuda.to_device(x),
+                              cuda.to_device(idx), 2, backend="numba")
+
+
 def test_float32_stays_float32():
     x = np.ones((1, 2, 4, 4), np.float32)
     w = np.ones((2, 2, 3, 3), np.float32)

@@ -1,4 +1,5 @@
-"""Property tests: gpuconv (NumPy backend, float64) against torch.nn.functional (float64).
+"""Property tests: gpuconv (float64) against torch.nn.functional (float64), on the NumPy
+backend and, where a GPU is present, on the CuPy and Numba backends (against PyTorch CUDA).
 
 Hypothesis draws valid hyper-parameters and derives input shapes from them, so
 almost nothing is rejected. Forward results, max-pool indices, and gradients
@@ -24,20 +25,31 @@ from hypothesis import strategies as st  # noqa: E402
 
 import gpuconv.functional as F  # noqa: E402
 from gpuconv.shapes import pool_output_size  # noqa: E402
+from tests.arrays import GPU_BACKENDS, to_backend, to_numpy  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same.:UserWarning")
 SETTINGS = settings(max_examples=40, deadline=None)
+BACKENDS = pytest.mark.parametrize("backend", ["numpy"] + GPU_BACKENDS)
 MODES = ("zeros", "reflect", "replicate", "circular")
 _TORCH_MODE = {"reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
 
 # --------------------------------------------------------------------------- helpers
-def _t(a: np.ndarray, grad: bool = False):
-    return torch.tensor(a, dtype=torch.float64, requires_grad=grad)
+def _t(a: np.ndarray, backend: str, grad: bool = False):
+    """The reference's tensor: on the GPU when gpuconv runs there."""
+    device = "cpu" if backend == "numpy" or not torch.cuda.is_available() else "cuda"
+    return torch.tensor(a, dtype=torch.float64, device=device, requires_grad=grad)
+
+
+def _ours(backend: str, op: str, *args, **kw):
+    """gpuconv's ``op`` on ``backend``: array arguments moved there, results back as NumPy."""
+    moved = [to_backend(backend, a) if isinstance(a, np.ndarray) else a for a in args]
+    out = getattr(F, op)(*moved, **kw, backend=backend)
+    return tuple(map(to_numpy, out)) if isinstance(out, tuple) else to_numpy(out)
 
 
 def _close(ours, ref, what, rtol=1e-10):
-    ref = ref.detach().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
+    ref = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
     assert isinstance(ours, np.ndarray), f"{what}: got {type(ours).__name__}"
     assert ours.dtype == np.float64, f"{what}: dtype {ours.dtype}"
     assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != torch {ref.shape}"
@@ -110,38 +122,41 @@ def _torch_conv(nd, x, w, b, pairs, kw):
     return conv(TF.pad(x, pad, mode=_TORCH_MODE[kw["padding_mode"]]), w, b, padding=0, **args)
 
 
-def _check_conv(nd, case):
+def _check_conv(nd, case, backend):
     rng = np.random.default_rng(case["seed"])
     kw = case["kw"]
     x, w = rng.standard_normal(case["x_shape"]), rng.standard_normal(case["w_shape"])
     b = rng.standard_normal(case["w_shape"][0]) if case["bias"] else None
-    xt, wt = _t(x, True), _t(w, True)
-    bt = _t(b, True) if b is not None else None
+    xt, wt = _t(x, backend, True), _t(w, backend, True)
+    bt = _t(b, backend, True) if b is not None else None
     ref = _torch_conv(nd, xt, wt, bt, case["pairs"], kw)
-    ours = getattr(F, f"conv{nd}d")(x, w, b, **kw)
+    ours = _ours(backend, f"conv{nd}d", x, w, b, **kw)
     _close(ours, ref, f"conv{nd}d forward {case}")
 
     g = rng.standard_normal(ours.shape)
-    ref.backward(_t(g))
-    grad_x, grad_w, grad_b = getattr(F, f"conv{nd}d_backward")(g, x, w, **kw)
+    ref.backward(_t(g, backend))
+    grad_x, grad_w, grad_b = _ours(backend, f"conv{nd}d_backward", g, x, w, **kw)
     _close(grad_x, xt.grad, f"conv{nd}d grad_input {case}")
     _close(grad_w, wt.grad, f"conv{nd}d grad_weight {case}")
     if bt is not None:
         _close(grad_b, bt.grad, f"conv{nd}d grad_bias {case}")
     else:
-        _close(grad_b, _t(g).sum(dim=(0,) + tuple(range(2, 2 + nd))), "grad_bias (no bias)")
+        _close(grad_b, _t(g, backend).sum(dim=(0,) + tuple(range(2, 2 + nd))),
+               "grad_bias (no bias)")
 
 
+@BACKENDS
 @SETTINGS
 @given(conv_cases(1))
-def test_conv1d_matches_torch(case):
-    _check_conv(1, case)
+def test_conv1d_matches_torch(backend, case):
+    _check_conv(1, case, backend)
 
 
+@BACKENDS
 @SETTINGS
 @given(conv_cases(2))
-def test_conv2d_matches_torch(case):
-    _check_conv(2, case)
+def test_conv2d_matches_torch(backend, case):
+    _check_conv(2, case, backend)
 
 
 # --------------------------------------------------------------------------- transposed conv
@@ -167,36 +182,38 @@ def conv_transpose_cases(draw, nd):
                         groups=groups, dilation=dilation))
 
 
-def _check_conv_transpose(nd, case):
+def _check_conv_transpose(nd, case, backend):
     rng = np.random.default_rng(case["seed"])
     kw = case["kw"]
     x, w = rng.standard_normal(case["x_shape"]), rng.standard_normal(case["w_shape"])
     b = rng.standard_normal(case["w_shape"][1] * kw["groups"]) if case["bias"] else None
-    xt, wt = _t(x, True), _t(w, True)
-    bt = _t(b, True) if b is not None else None
+    xt, wt = _t(x, backend, True), _t(w, backend, True)
+    bt = _t(b, backend, True) if b is not None else None
     ref = getattr(TF, f"conv_transpose{nd}d")(xt, wt, bt, **kw)
-    ours = getattr(F, f"conv_transpose{nd}d")(x, w, b, **kw)
+    ours = _ours(backend, f"conv_transpose{nd}d", x, w, b, **kw)
     _close(ours, ref, f"conv_transpose{nd}d forward {case}")
 
     g = rng.standard_normal(ours.shape)
-    ref.backward(_t(g))
-    grad_x, grad_w, grad_b = getattr(F, f"conv_transpose{nd}d_backward")(g, x, w, **kw)
+    ref.backward(_t(g, backend))
+    grad_x, grad_w, grad_b = _ours(backend, f"conv_transpose{nd}d_backward", g, x, w, **kw)
     _close(grad_x, xt.grad, f"conv_transpose{nd}d grad_input {case}")
     _close(grad_w, wt.grad, f"conv_transpose{nd}d grad_weight {case}")
     if bt is not None:
         _close(grad_b, bt.grad, f"conv_transpose{nd}d grad_bias {case}")
 
 
+@BACKENDS
 @SETTINGS
 @given(conv_transpose_cases(1))
-def test_conv_transpose1d_matches_torch(case):
-    _check_conv_transpose(1, case)
+def test_conv_transpose1d_matches_torch(backend, case):
+    _check_conv_transpose(1, case, backend)
 
 
+@BACKENDS
 @SETTINGS
 @given(conv_transpose_cases(2))
-def test_conv_transpose2d_matches_torch(case):
-    _check_conv_transpose(2, case)
+def test_conv_transpose2d_matches_torch(backend, case):
+    _check_conv_transpose(2, case, backend)
 
 
 # --------------------------------------------------------------------------- max / avg pooling
@@ -221,51 +238,54 @@ def pool_cases(draw, nd, with_dilation):
                 seed=draw(st.integers(0, 2**32 - 1)))
 
 
-def _check_max_pool(nd, case):
+def _check_max_pool(nd, case, backend):
     rng = np.random.default_rng(case["seed"])
     kw = case["kw"]
     x = _distinct(rng, case["shape"])
-    xt = _t(x, True)
+    xt = _t(x, backend, True)
     ref, ref_idx = getattr(TF, f"max_pool{nd}d")(xt, return_indices=True, **kw)
-    ours, idx = getattr(F, f"max_pool{nd}d")(x, return_indices=True, **kw)
+    ours, idx = _ours(backend, f"max_pool{nd}d", x, return_indices=True, **kw)
     _close(ours, ref, f"max_pool{nd}d forward {case}", rtol=0)
     assert idx.dtype == np.int64
-    np.testing.assert_array_equal(idx, ref_idx.numpy(), err_msg=f"indices {case}")
-    assert np.array_equal(ours, getattr(F, f"max_pool{nd}d")(x, **kw))
+    np.testing.assert_array_equal(idx, ref_idx.cpu().numpy(), err_msg=f"indices {case}")
+    assert np.array_equal(ours, _ours(backend, f"max_pool{nd}d", x, **kw))
 
     g = rng.standard_normal(ours.shape)
-    ref.backward(_t(g))
-    grad = getattr(F, f"max_pool{nd}d_backward")(g, x, idx, **kw)
+    ref.backward(_t(g, backend))
+    grad = _ours(backend, f"max_pool{nd}d_backward", g, x, idx, **kw)
     _close(grad, xt.grad, f"max_pool{nd}d grad_input {case}")
 
 
+@BACKENDS
 @SETTINGS
 @given(pool_cases(1, with_dilation=True))
-def test_max_pool1d_matches_torch(case):
-    _check_max_pool(1, case)
+def test_max_pool1d_matches_torch(backend, case):
+    _check_max_pool(1, case, backend)
 
 
+@BACKENDS
 @SETTINGS
 @given(pool_cases(2, with_dilation=True))
-def test_max_pool2d_matches_torch(case):
-    _check_max_pool(2, case)
+def test_max_pool2d_matches_torch(backend, case):
+    _check_max_pool(2, case, backend)
 
 
+@BACKENDS
 @SETTINGS
 @given(pool_cases(2, with_dilation=False), st.booleans(),
        st.one_of(st.none(), st.integers(1, 5)))
-def test_avg_pool2d_matches_torch(case, count_include_pad, divisor_override):
+def test_avg_pool2d_matches_torch(backend, case, count_include_pad, divisor_override):
     rng = np.random.default_rng(case["seed"])
     kw = dict(case["kw"], count_include_pad=count_include_pad, divisor_override=divisor_override)
     x = rng.standard_normal(case["shape"])
-    xt = _t(x, True)
+    xt = _t(x, backend, True)
     ref = TF.avg_pool2d(xt, **kw)
-    ours = F.avg_pool2d(x, **kw)
+    ours = _ours(backend, "avg_pool2d", x, **kw)
     _close(ours, ref, f"avg_pool2d forward {kw}")
 
     g = rng.standard_normal(ours.shape)
-    ref.backward(_t(g))
-    _close(F.avg_pool2d_backward(g, x, **kw), xt.grad, f"avg_pool2d grad_input {kw}")
+    ref.backward(_t(g, backend))
+    _close(_ours(backend, "avg_pool2d_backward", g, x, **kw), xt.grad, f"avg_pool2d grad_input {kw}")
 
 
 # --------------------------------------------------------------------------- adaptive pooling
@@ -279,45 +299,48 @@ def adaptive_cases(draw):
     return dict(shape=shape, output_size=out, seed=draw(st.integers(0, 2**32 - 1)))
 
 
+@BACKENDS
 @SETTINGS
 @given(adaptive_cases())
-def test_adaptive_avg_pool2d_matches_torch(case):
+def test_adaptive_avg_pool2d_matches_torch(backend, case):
     rng = np.random.default_rng(case["seed"])
     out = case["output_size"]
     x = rng.standard_normal(case["shape"])
-    xt = _t(x, True)
+    xt = _t(x, backend, True)
     ref = TF.adaptive_avg_pool2d(xt, out)
-    ours = F.adaptive_avg_pool2d(x, out)
+    ours = _ours(backend, "adaptive_avg_pool2d", x, out)
     _close(ours, ref, f"adaptive_avg_pool2d forward {case}")
 
     g = rng.standard_normal(ours.shape)
-    ref.backward(_t(g))
-    _close(F.adaptive_avg_pool2d_backward(g, x, out), xt.grad,
+    ref.backward(_t(g, backend))
+    _close(_ours(backend, "adaptive_avg_pool2d_backward", g, x, out), xt.grad,
            f"adaptive_avg_pool2d grad_input {case}")
 
 
+@BACKENDS
 @SETTINGS
 @given(adaptive_cases())
-def test_adaptive_max_pool2d_matches_torch(case):
+def test_adaptive_max_pool2d_matches_torch(backend, case):
     rng = np.random.default_rng(case["seed"])
     out = case["output_size"]
     x = _distinct(rng, case["shape"])
-    xt = _t(x, True)
+    xt = _t(x, backend, True)
     ref, ref_idx = TF.adaptive_max_pool2d(xt, out, return_indices=True)
-    ours, idx = F.adaptive_max_pool2d(x, out, return_indices=True)
+    ours, idx = _ours(backend, "adaptive_max_pool2d", x, out, return_indices=True)
     _close(ours, ref, f"adaptive_max_pool2d forward {case}", rtol=0)
-    np.testing.assert_array_equal(idx, ref_idx.numpy(), err_msg=f"indices {case}")
+    np.testing.assert_array_equal(idx, ref_idx.cpu().numpy(), err_msg=f"indices {case}")
 
     g = rng.standard_normal(ours.shape)
-    ref.backward(_t(g))
-    _close(F.adaptive_max_pool2d_backward(g, x, idx, out), xt.grad,
+    ref.backward(_t(g, backend))
+    _close(_ours(backend, "adaptive_max_pool2d_backward", g, x, idx, out), xt.grad,
            f"adaptive_max_pool2d grad_input {case}")
 
 
 # --------------------------------------------------------------------------- lp pooling
+@BACKENDS
 @SETTINGS
 @given(pool_cases(2, with_dilation=False), st.sampled_from([1, 2, 3, 1.5, 4.0]))
-def test_lp_pool2d_matches_torch(case, norm_type):
+def test_lp_pool2d_matches_torch(backend, case, norm_type):
     rng = np.random.default_rng(case["seed"])
     kw = dict(kernel_size=case["kw"]["kernel_size"], stride=case["kw"]["stride"],
               ceil_mode=case["kw"]["ceil_mode"])
@@ -326,12 +349,12 @@ def test_lp_pool2d_matches_torch(case, norm_type):
                                                                 kw["kernel_size"]))
     # positive inputs: odd and fractional powers of negative numbers are NaN in both
     x = rng.uniform(0.1, 2.0, shape)
-    xt = _t(x, True)
+    xt = _t(x, backend, True)
     ref = TF.lp_pool2d(xt, norm_type, **kw)
-    ours = F.lp_pool2d(x, norm_type, **kw)
+    ours = _ours(backend, "lp_pool2d", x, norm_type, **kw)
     _close(ours, ref, f"lp_pool2d forward p={norm_type} {kw}", rtol=1e-9)
 
     g = rng.standard_normal(ours.shape)
-    ref.backward(_t(g))
-    _close(F.lp_pool2d_backward(g, x, norm_type, **kw), xt.grad,
+    ref.backward(_t(g, backend))
+    _close(_ours(backend, "lp_pool2d_backward", g, x, norm_type, **kw), xt.grad,
            f"lp_pool2d grad_input p={norm_type} {kw}", rtol=1e-9)

@@ -400,6 +400,9 @@ def _index_cases(op, shape, plane):
            "indices-wrong-ndim"),
         _c(op, dict(indices=bad_high), ValueError, "indices", "indices-too-large"),
         _c(op, dict(indices=bad_low), ValueError, "indices", "indices-negative"),
+        # check_indices=False spares the value range only
+        _c(op, dict(indices=np.zeros(shape, np.int32), check_indices=False), TypeError,
+           "indices", "indices-int32-unchecked"),
     ]
 
 
@@ -492,6 +495,24 @@ def test_unavailable_reason_of_unknown_backend():
     with pytest.raises(ValueError, match="backend"):
         unavailable_reason("tpu")
     assert unavailable_reason("numpy") is None
+
+
+def test_numba_cuda_without_numpy_2_5_support_is_a_clear_reason(monkeypatch):
+    """numba-cuda 0.30 fails to compile any kernel under NumPy 2.5 (np.row_stack is gone):
+    the backend is then reported unavailable with the remedy, not failing at first launch."""
+    import importlib
+
+    from gpuconv import backends
+    real_import = importlib.import_module
+
+    def numba_cuda_0_30_under_numpy_2_5(name, *args):
+        if name == "numba.cuda.np.arrayobj":
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", numba_cuda_0_30_under_numpy_2_5)
+    reason = backends._numba_compiler_problem()
+    assert "row_stack" in reason and "numpy<2.5" in reason
 
 
 def test_validation_comes_before_backend_resolution():

@@ -46,6 +46,21 @@ def _probe_cuda_library(module: str) -> str | None:
         return f"no CUDA device ({type(exc).__name__}: {exc})"
     if count == 0:
         return "no CUDA device"
+    if module == "numba" and not lib.config.ENABLE_CUDASIM:
+        return _numba_compiler_problem()
+    return None
+
+
+def _numba_compiler_problem() -> str | None:
+    """Why numba-cuda's compiler cannot load here, or None. numba-cuda 0.30 registers an
+    overload of ``np.row_stack``, which NumPy 2.5 removed: its first kernel compilation then
+    fails deep inside numba (NVIDIA/numba-cuda#907, not to be fixed there)."""
+    try:
+        importlib.import_module("numba.cuda.np.arrayobj")
+    except AttributeError as exc:
+        import numpy
+        return (f"numba-cuda cannot compile kernels with NumPy {numpy.__version__} ({exc}; "
+                "NVIDIA/numba-cuda#907): install numpy<2.5")
     return None
 
 

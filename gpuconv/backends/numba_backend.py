@@ -118,8 +118,10 @@ class _Call:
             return cuda.to_device(np.ascontiguousarray(array), stream=self.stream)
         if self.kind == "cupy":  # sync=False: our launches queue on the same stream
             return cuda.as_cuda_array(self._cupy.ascontiguousarray(array), sync=False)
-        if array.is_c_contiguous():
-            return array
+        return array if array.is_c_contiguous() else self.copy(array)
+
+    def copy(self, array):
+        """A C-contiguous copy of a 4-D Numba device array of any strides."""
         if array.ndim != 4:
             raise ValueError(f"a non-contiguous Numba device array must be 4-D here, got "
                              f"shape {tuple(array.shape)}; copy it to a contiguous one")
@@ -168,6 +170,32 @@ class _Call:
     @staticmethod
     def _grid(total):
         return max(1, min(cdiv(total, launch.threads), launch.max_blocks))
+
+
+# --------------------------------------------------------------------------- array helpers
+def contiguous(array):
+    """A C-contiguous copy of a strided 4-D Numba device array (a reversed view, say; one
+    of size-1 axes only counts as contiguous to Numba, yet its negative strides break
+    slicing)."""
+    call = _Call(array)
+    return call.result(call.copy(array))
+
+
+@cuda.reduce
+def _min(a, b):
+    return min(a, b)
+
+
+@cuda.reduce
+def _max(a, b):
+    return max(a, b)
+
+
+def value_range(array) -> tuple[int, int]:
+    """(min, max) of an integer Numba device array, reduced on the GPU."""
+    flat = (array if array.is_c_contiguous() else contiguous(array)).ravel()
+    info = np.iinfo(array.dtype)
+    return int(_min(flat, init=info.max)), int(_max(flat, init=info.min))
 
 
 # --------------------------------------------------------------------------- convolution

@@ -254,7 +254,9 @@ class MaxPool2D(_Pool2D):
     def backward(self, grad_out):
         if not self.need_input_grad:
             return None
-        return F.max_pool2d_backward(grad_out, self._x, self._indices, **self._pool_args())
+        # the indices are the forward's own: no range check (on the GPU, a wait for it)
+        return F.max_pool2d_backward(grad_out, self._x, self._indices, **self._pool_args(),
+                                     check_indices=False)
 
 
 class AvgPool2D(_Pool2D):

@@ -4,7 +4,31 @@ checkpoint saves it and a resumed run continues exactly."""
 
 from __future__ import annotations
 
+import functools
 import math
+
+# On the GPU each update is one CuPy elementwise kernel per parameter, not the ~10 array
+# operations (and temporaries) of the NumPy expressions it mirrors line by line.
+_FUSED_UPDATES = {
+    "sgd_momentum": ("T g, T lr, T momentum, bool nesterov, bool first", "T p, T v", """
+        v = first ? g : momentum * v + g;
+        p -= lr * (nesterov ? g + momentum * v : v);"""),
+    "adam": ("T g, T b1, T b2, T step_size, T epsilon", "T p, T m, T v", """
+        m = b1 * m + (1 - b1) * g;
+        v = b2 * v + (1 - b2) * (g * g);
+        p -= step_size * m / (sqrt(v) + epsilon);"""),
+}
+
+
+@functools.cache
+def _fused_update(name: str):
+    import cupy
+    inputs, outputs, body = _FUSED_UPDATES[name]
+    return cupy.ElementwiseKernel(inputs, outputs, body, f"gpuconv_{name}")
+
+
+def _on_gpu(array) -> bool:
+    return type(array).__module__.startswith("cupy")
 
 
 # --------------------------------------------------------------------------- schedules
@@ -135,6 +159,9 @@ class SGD(Optimizer):
             return
         m = p.dtype.type(self.momentum)
         v = self._slot(key, "velocity", p)
+        if _on_gpu(p):
+            _fused_update("sgd_momentum")(g, lr, m, self.nesterov, self.step == 0, p, v)
+            return
         # the first step starts the velocity at g, as PyTorch does
         v[...] = g if self.step == 0 else m * v + g
         p -= lr * (g + m * v if self.nesterov else v)
@@ -160,10 +187,14 @@ class Adam(Optimizer):
         t = self.step + 1
         b1, b2 = p.dtype.type(self.beta_1), p.dtype.type(self.beta_2)
         m, v = self._slot(key, "m", p), self._slot(key, "v", p)
+        step_size = lr * p.dtype.type(math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
+        epsilon = p.dtype.type(self.epsilon)
+        if _on_gpu(p):
+            _fused_update("adam")(g, b1, b2, step_size, epsilon, p, m, v)
+            return
         m[...] = b1 * m + (1 - b1) * g
         v[...] = b2 * v + (1 - b2) * (g * g)
-        step_size = lr * p.dtype.type(math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
-        p -= step_size * m / (v ** 0.5 + p.dtype.type(self.epsilon))
+        p -= step_size * m / (v ** 0.5 + epsilon)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,

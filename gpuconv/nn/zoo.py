@@ -45,12 +45,14 @@ def allconv() -> list[Layer]:
 
 
 def vgg() -> list[Layer]:
-    """The strongest: two VGG blocks of batch-normalised 3x3 convolutions, trained on
-    randomly shifted and mirrored images."""
+    """The strongest: three VGG blocks of batch-normalised 3x3 convolutions (64, 128, 256
+    filters) and global average pooling, trained on randomly shifted and mirrored images
+    (a GPU model: about 0.23 GFLOP per image forward)."""
     return [RandomShift(2), RandomFlip(),
-            *_conv_bn_relu(32), *_conv_bn_relu(32), MaxPool2D(2),
             *_conv_bn_relu(64), *_conv_bn_relu(64), MaxPool2D(2),
-            Flatten(), Dropout(0.3), Dense(256), ReLU(), Dropout(0.4), Dense(10)]
+            *_conv_bn_relu(128), *_conv_bn_relu(128), MaxPool2D(2),
+            *_conv_bn_relu(256), *_conv_bn_relu(256),
+            GlobalAveragePooling2D(), Dense(10)]
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Recipe:
     optimizer: str
     learning_rate: float
     weight_decay: float = 0.0
+    warmup_epochs: int = 0  # linear warm-up of the learning rate before the cosine decay
 
     @property
     def description(self) -> str:
@@ -73,8 +76,8 @@ MODELS = {
     "slides": Recipe(slides, epochs=10, batch_size=64, optimizer="adam", learning_rate=1e-3),
     "lenet": Recipe(lenet, epochs=15, batch_size=128, optimizer="adam", learning_rate=2e-3),
     "allconv": Recipe(allconv, epochs=15, batch_size=128, optimizer="adam", learning_rate=2e-3),
-    "vgg": Recipe(vgg, epochs=20, batch_size=128, optimizer="sgd", learning_rate=0.05,
-                  weight_decay=5e-4),
+    "vgg": Recipe(vgg, epochs=30, batch_size=128, optimizer="sgd", learning_rate=0.05,
+                  weight_decay=5e-4, warmup_epochs=1),
 }
 DEFAULT_MODEL = "lenet"
 
@@ -89,16 +92,20 @@ def make_model(name: str) -> Sequential:
     return Sequential(recipe(name).layers(), name=name)
 
 
-def make_training_optimizer(name: str, steps: int, optimizer: str | None = None,
+def make_training_optimizer(name: str, steps_per_epoch: int, epochs: int,
+                            optimizer: str | None = None,
                             learning_rate: float | None = None) -> Optimizer:
-    """The recipe's optimiser (or ``optimizer``) with a cosine decay of its learning rate
-    (or ``learning_rate``) over ``steps`` updates; SGD gets Nesterov momentum 0.9."""
+    """The recipe's optimiser (or ``optimizer``) with its learning rate (or
+    ``learning_rate``) warmed up over the recipe's warm-up epochs, then decayed along a
+    cosine until the end of ``epochs``; SGD gets Nesterov momentum 0.9."""
     r = recipe(name)
     kind = optimizer or r.optimizer
     lr = r.learning_rate if learning_rate is None else learning_rate
     if learning_rate is None and kind != r.optimizer:
         lr = {"adam": 1e-3, "sgd": 0.05}[kind]  # the recipe's rate belongs to its optimiser
-    config = {"name": kind, "learning_rate": CosineDecay(lr, steps).get_config(),
+    schedule = CosineDecay(lr, steps_per_epoch * epochs,
+                           warmup_steps=steps_per_epoch * min(r.warmup_epochs, epochs - 1))
+    config = {"name": kind, "learning_rate": schedule.get_config(),
               "weight_decay": r.weight_decay}
     if kind == "sgd":
         config.update(momentum=0.9, nesterov=True)

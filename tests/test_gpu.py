@@ -1,0 +1,104 @@
+"""Checks that only mean something on a real GPU (skipped elsewhere): arrays of over 2^31
+elements (64-bit offsets and indices), and bit-identical reruns (no atomics, fixed
+reduction order). The golden and PyTorch tables run on the GPU backends as well."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpuconv.functional as F
+from tests.arrays import GPU_BACKENDS, to_numpy
+
+pytestmark = pytest.mark.skipif(not GPU_BACKENDS, reason="needs a CUDA GPU")
+BACKENDS = pytest.mark.parametrize("backend", GPU_BACKENDS)
+SIDE = 46_342  # SIDE**2 > 2**31: a plane whose flat offsets and indices overflow int32
+
+
+@pytest.fixture
+def large_cupy():
+    """CuPy, when the GPU has the 28 GiB a test below needs free; its memory is handed
+    back after the test (CuPy's pool would keep it)."""
+    cupy = pytest.importorskip("cupy")
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    if free < 28 * 2**30:
+        pytest.skip(f"needs 28 GiB of free GPU memory, {free / 2**30:.0f} free")
+    yield cupy
+    cupy.get_default_memory_pool().free_all_blocks()
+
+
+@BACKENDS
+def test_conv2d_over_2_31_elements(backend, large_cupy):
+    cupy = large_cupy
+    x = cupy.random.default_rng(1).standard_normal((1, 1, SIDE, SIDE), dtype=cupy.float32)
+    w = cupy.random.default_rng(2).standard_normal((1, 1, 3, 3), dtype=cupy.float32)
+    tail = to_numpy(F.conv2d(x, w, backend=backend)[..., -4:, :])
+    # the last 4 output rows read the last 6 input rows: beyond 2^31 elements into x
+    want = F.conv2d(to_numpy(x[..., -6:, :]), to_numpy(w))
+    np.testing.assert_allclose(tail, want, rtol=1e-5, atol=1e-5)
+
+
+@BACKENDS
+def test_max_pool2d_over_2_31_elements(backend, large_cupy):
+    cupy = large_cupy
+    x = cupy.random.default_rng(3).standard_normal((1, 1, SIDE, SIDE), dtype=cupy.float32)
+    out, idx = F.max_pool2d(x, 2, return_indices=True, backend=backend)
+    up = cupy.random.default_rng(4).standard_normal(out.shape, dtype=cupy.float32)
+    grad = F.max_pool2d_backward(up, x, idx, 2, backend=backend)
+    # the last output row pools the last 2 input rows; their flat indices h * SIDE + w in
+    # the whole plane exceed 2^31
+    x_tail = to_numpy(x[..., -2:, :])
+    want, want_idx = F.max_pool2d(x_tail, 2, return_indices=True)
+    np.testing.assert_array_equal(to_numpy(out[..., -1:, :]), want)
+    np.testing.assert_array_equal(to_numpy(idx[..., -1:, :]), want_idx + (SIDE - 2) * SIDE)
+    assert int(idx.max()) > 2**31
+    want_grad = F.max_pool2d_backward(to_numpy(up[..., -1:, :]), x_tail, want_idx, 2)
+    np.testing.assert_array_equal(to_numpy(grad[..., -2:, :]), want_grad)
+
+
+@BACKENDS
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_reruns_are_bit_identical(backend, dtype):
+    cupy = pytest.importorskip("cupy")
+    rng = cupy.random.default_rng(4)
+    # a batch and channel count that split grad-weight's long reduction over blocks
+    x = rng.standard_normal((32, 64, 28, 28), dtype=dtype)
+    w = rng.standard_normal((96, 32, 3, 3), dtype=dtype)
+    g = rng.standard_normal((32, 96, 14, 14), dtype=dtype)
+    kw = dict(stride=2, padding=1, groups=2, backend=backend)
+
+    up = rng.standard_normal((32, 64, 14, 14), dtype=dtype)  # max pooling's upstream gradient
+
+    def run():
+        grads = F.conv2d_backward(g, x, w, **kw)
+        pooled, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True, backend=backend)
+        back = F.max_pool2d_backward(up, x, idx, 3, 2, 1, backend=backend)
+        return [to_numpy(a) for a in (*grads, pooled, back)]
+
+    first, second = run(), run()
+    for a, b in zip(first, second):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("config", [
+    dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    dict(name="sgd", learning_rate=0.1, momentum=0.8),
+    dict(name="adam", learning_rate=0.01, weight_decay=1e-3),
+], ids=["sgd-nesterov", "sgd-momentum", "adam"])
+def test_fused_gpu_updates_match_the_numpy_expressions(config):
+    cupy = pytest.importorskip("cupy")
+    from gpuconv.nn.optimizers import make_optimizer
+    rng = np.random.default_rng(5)
+    params = {"w": rng.standard_normal((7, 5)), "b": rng.standard_normal(5)}
+    on_cpu, on_gpu = make_optimizer(config), make_optimizer(config)
+    cpu = {k: v.copy() for k, v in params.items()}
+    gpu = {k: cupy.asarray(v) for k, v in params.items()}
+    for _ in range(4):
+        grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+        on_cpu.apply(cpu, grads)
+        on_gpu.apply(gpu, {k: cupy.asarray(g) for k, g in grads.items()})
+    for key in params:
+        np.testing.assert_allclose(cupy.asnumpy(gpu[key]), cpu[key], rtol=1e-12, atol=1e-14)
+    for name, state in on_cpu.state.items():
+        np.testing.assert_allclose(cupy.asnumpy(on_gpu.state[name]), state, rtol=1e-12,
+                                   atol=1e-14)
