@@ -217,6 +217,26 @@ def test_conv2d_backward_nan_in_grad_out_reaches_exactly_the_touched_inputs(mode
     assert np.isnan(grad_b[1]) and np.isfinite(np.delete(grad_b, 1)).all()
 
 
+@needs_torch
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(padding=(2, 1), dilation=(2, 1)),
+                                dict(stride=2, padding=1)])
+@pytest.mark.parametrize("bad", [nan, inf])
+def test_conv2d_backward_non_finite_weight_reaches_what_torch_reaches(kw, bad):
+    """A non-finite weight makes grad-input non-finite exactly where PyTorch's is (the
+    stride-1 fold must not multiply it by the zeros of its padded rows)."""
+    rng = _rng(5)
+    x, w = rng.standard_normal((2, 2, 6, 7)), rng.standard_normal((3, 2, 3, 3))
+    w[1, 0, 2, 0] = bad
+    g = rng.standard_normal(F.conv2d(x, w, **kw).shape)
+    grad_x = F.conv2d_backward(g, x, w, **kw, output_mask=(True, False, False))[0]
+    xt = torch.tensor(x, requires_grad=True)
+    TF.conv2d(xt, torch.tensor(w), **kw).backward(torch.tensor(g))
+    reference = xt.grad.numpy()
+    assert np.isnan(reference).any() or np.isinf(reference).any()
+    np.testing.assert_array_equal(np.isnan(grad_x), np.isnan(reference))
+    np.testing.assert_array_equal(np.isinf(grad_x), np.isinf(reference))
+
+
 def test_max_pool_picks_nan():
     x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
     x[0, 0, 0, 1] = nan

@@ -13,6 +13,8 @@ then an unpadded conv); ``padding="same"`` puts an even kernel's extra padding a
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import gpuconv.functional as F  # noqa: E402
+from gpuconv.backends import numpy_backend  # noqa: E402
 from gpuconv.shapes import pool_output_size  # noqa: E402
 from tests.arrays import GPU_BACKENDS, to_backend, to_numpy  # noqa: E402
 
@@ -214,6 +217,16 @@ def test_conv_transpose1d_matches_torch(backend, case):
 @given(conv_transpose_cases(2))
 def test_conv_transpose2d_matches_torch(backend, case):
     _check_conv_transpose(2, case, backend)
+
+
+@SETTINGS
+@given(conv_cases(2), conv_transpose_cases(2))
+def test_numpy_batch_chunks_of_one_sample_match_torch(conv_case, transpose_case):
+    """The NumPy backend splits the batch into chunks that fit its buffer budgets; with
+    budgets of one byte every sample is its own chunk, and nothing may change."""
+    with mock.patch.multiple(numpy_backend, CHUNK_BYTES=1, FOLD_CHUNK_BYTES=1):
+        _check_conv(2, conv_case, "numpy")
+        _check_conv_transpose(2, transpose_case, "numpy")
 
 
 # --------------------------------------------------------------------------- max / avg pooling

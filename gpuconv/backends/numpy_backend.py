@@ -15,6 +15,12 @@ multiply-adds:
                             into stride x stride phases so no zero is ever multiplied;
                             the transposed convolution's forward is this same function.
 
+The grad-input fold of a stride-1 convolution, the common case, works on "row
+images" (``_to_rows``): each row of dL/dO is given the padded input's full width
+W, zeros past W_out, so that in the flattened padded plane every kernel tap adds
+one long contiguous run instead of H_out short rows, and one GEMM per group
+covers a whole batch chunk.
+
 Every gradient is a gather or a fixed-order sum (no two writers race), so
 results are bit-identical from run to run. Only one im2col chunk of about
 ``CHUNK_BYTES`` is alive at a time.
@@ -31,6 +37,7 @@ from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
 PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float maths
 CHUNK_BYTES = 16 << 20  # im2col buffer budget per batch chunk
+FOLD_CHUNK_BYTES = 1 << 20  # row-image fold buffer per batch chunk: its adds run in cache
 CACHE_BLOCK_BYTES = 512 << 10  # working set of the tap-loop kernels (depthwise)
 
 
@@ -44,10 +51,18 @@ def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
     return as_strided(xp, shape=shape, strides=strides, writeable=False)
 
 
-def _batch_chunks(n: int, bytes_per_item: int):
-    step = max(1, CHUNK_BYTES // max(1, bytes_per_item))
+def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None):
+    step = max(1, (budget or CHUNK_BYTES) // max(1, bytes_per_item))
     for start in range(0, n, step):
         yield slice(start, min(n, start + step))
+
+
+def _to_rows(a: np.ndarray, width: int) -> np.ndarray:
+    """Row image (C, N*H*width) of ``a`` (N, C, H, W), zero in the columns past W."""
+    n, c, h, w = a.shape
+    rows = np.zeros((c, n, h, width), dtype=a.dtype)
+    rows[..., :w] = a.transpose(1, 0, 2, 3)
+    return rows.reshape(c, -1)
 
 
 # --------------------------------------------------------------------------- padding
@@ -295,6 +310,10 @@ def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     groups = spec.groups
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     w_t = weight.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
+    # The row images' extra columns are zeros of dy times the weights: zero while the
+    # weights are finite.
+    if (sh, sw) == (1, 1) and np.isfinite(weight).all():
+        return _grad_input_fold_rows(grad_out, w_t, (kh, kw), spec.dilation, padded_hw)
     grad_padded = np.zeros((n, cg * groups) + padded_hw, dtype=grad_out.dtype)
     for chunk in _batch_chunks(n, cg * groups * kh * kw * ho * wo * grad_out.dtype.itemsize):
         nb = chunk.stop - chunk.start
@@ -305,6 +324,29 @@ def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
             for j in range(kw):
                 target[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
                        j * dw:j * dw + sw * (wo - 1) + 1:sw] += cols[:, :, i, j]
+    return grad_padded
+
+
+def _grad_input_fold_rows(grad_out: np.ndarray, w_t: np.ndarray, kernel_hw, dilation,
+                          padded_hw) -> np.ndarray:
+    """Stride-1 fold on row images: each tap's slice of W^T dL/dO is one contiguous run of
+    the flattened padded plane, at offset i*dH*W + j*dW."""
+    n, o, ho, wo = grad_out.shape
+    (groups, k, _), (kh, kw), (hp, wp) = w_t.shape, kernel_hw, padded_hw
+    channels = groups * k // (kh * kw)
+    length = (ho - 1) * wp + wo
+    grad_padded = np.empty((n, channels, hp, wp), dtype=grad_out.dtype)
+    for chunk in _batch_chunks(n, channels * kh * kw * ho * wp * grad_out.dtype.itemsize,
+                               FOLD_CHUNK_BYTES):
+        nb = chunk.stop - chunk.start
+        gy = _to_rows(grad_out[chunk], wp).reshape(groups, o // groups, -1)
+        cols = np.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho * wp)
+        planes = np.zeros((channels, nb, hp * wp), dtype=grad_out.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                start = i * dilation[0] * wp + j * dilation[1]
+                planes[:, :, start:start + length] += cols[:, i, j, :, :length]
+        grad_padded[chunk] = planes.reshape(channels, nb, hp, wp).transpose(1, 0, 2, 3)
     return grad_padded
 
 
@@ -323,25 +365,69 @@ def _window_padding(size: int, kernel: int, stride: int, padding: int, dilation:
     return padding, max(padding, reach - size - padding)
 
 
-def _max_over_taps(taps, want_indices: bool):
-    """Max over a list of (values (N, C, H_out, W_out), flat index (H_out, W_out), valid mask or
-    None), with PyTorch's rule for indices: the first maximum wins, a NaN wins over any
-    number and, among NaNs, the last one."""
-    best = np.array(taps[0][0], copy=True)
-    for values, _, _ in taps[1:]:
-        np.maximum(best, values, out=best)
-    if not want_indices:
-        return best, None
-    index = np.zeros(best.shape, dtype=np.int64)
-    for values, flat, valid in reversed(taps):  # reversed: the earliest hit is written last
-        hit = values == best
-        if valid is not None:
-            hit &= valid
-        np.copyto(index, flat, where=hit)
-    nan = np.isnan(best)
-    if nan.any():
-        for values, flat, _ in taps:
-            np.copyto(index, flat, where=nan & np.isnan(values))
+def _window_table(size: int, out: int, kernel: int, stride: int, padding: int,
+                  dilation: int) -> np.ndarray:
+    """(out, kernel) input positions of every window's taps along one axis. A tap in the
+    padding repeats its window's nearest valid position (the first one before the input, the
+    last one after it): a repeat of an element never beats it under ``_argmax_taps``' rule,
+    so neither the maximum nor its index changes."""
+    pos = np.arange(out)[:, None] * stride - padding + np.arange(kernel)[None, :] * dilation
+    valid = (pos >= 0) & (pos < size)
+    first = np.where(valid, pos, size).min(axis=1, keepdims=True)
+    last = np.where(valid, pos, -1).max(axis=1, keepdims=True)
+    return np.clip(pos, first, last).astype(np.int64)
+
+
+def _take(a: np.ndarray, positions: np.ndarray, axis: int) -> np.ndarray:
+    """``np.take(a, positions, axis)``, as a strided view when the positions are evenly
+    spaced (every tap of a pooling window away from the padding)."""
+    step = positions[1] - positions[0] if len(positions) > 1 else 1
+    if step > 0 and np.array_equal(np.diff(positions), np.full(len(positions) - 1, step)):
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(positions[0], positions[-1] + 1, step)
+        return a[tuple(index)]
+    return np.take(a, positions, axis=axis)
+
+
+def _argmax_taps(taps, has_nan: bool, carried=None):
+    """Running maximum over the same-shape arrays ``taps`` with PyTorch's rule for the
+    index: the first maximum wins, a NaN wins over any number and, among NaNs, the last
+    one. Returns the maximum, the number of the winning tap and, when ``carried`` (arrays
+    parallel to ``taps``) is given, its values at the winning taps."""
+    best = np.array(taps[0], copy=True)
+    winner = np.zeros(best.shape, dtype=np.min_scalar_type(len(taps) - 1))
+    carry = None if carried is None else carried[0]
+    for k in range(1, len(taps)):
+        value = np.ascontiguousarray(taps[k])  # the ufuncs below run far faster on it
+        better = value > best
+        if has_nan:
+            better |= np.isnan(value)
+            best = np.where(better, value, best)
+        else:
+            np.maximum(best, value, out=best)
+        # tap numbers only grow, so "k where better" is a maximum: no slow masked copy
+        np.maximum(winner, better * winner.dtype.type(k), out=winner)
+        if carried is not None:
+            carry = np.where(better, carried[k], carry)
+    return best, winner, carry
+
+
+def _max_pool_by_tables(x: np.ndarray, row_table: np.ndarray, col_table: np.ndarray):
+    """Max over the windows ``row_table`` (H_out, kH) x ``col_table`` (W_out, kW) of x
+    (N, C, H, W), and int64 flat indices ``h*W + w``. Separable: each window row first, then
+    across rows, which keeps the row-major order the tie rule is stated in."""
+    w = x.shape[3]
+    has_nan = x.size > 0 and bool(np.isnan(x.max()))
+    row_max, col_tap, _ = _argmax_taps([_take(x, cols, 3) for cols in col_table.T], has_nan)
+    best, row_tap, col_tap = _argmax_taps([_take(row_max, rows, 2) for rows in row_table.T],
+                                          has_nan, [_take(col_tap, rows, 2) for rows in row_table.T])
+    (ho, kh), (wo, kw) = row_table.shape, col_table.shape
+    # look each window's winning tap up in a table of flat indices (H_out, W_out, kH * kW)
+    flat = (row_table[:, None, :, None] * w + col_table[None, :, None, :]).ravel()
+    tap = row_tap.astype(np.min_scalar_type(kh * kw - 1))
+    tap *= kw
+    tap += col_tap
+    index = np.take(flat, tap + np.arange(0, ho * wo * kh * kw, kh * kw).reshape(ho, wo))
     return best, index
 
 
@@ -349,26 +435,19 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
     """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
     h, w = x.shape[2:]
     out_hw = spec.output_shape((h, w))
+    if return_indices:
+        tables = [_window_table(n, o, k, s, p, d) for n, o, k, s, p, d in
+                  zip((h, w), out_hw, spec.kernel_size, spec.stride, spec.padding, spec.dilation)]
+        return _max_pool_by_tables(x, *tables)
     pads = [_window_padding(n, k, s, p, d, o) for n, k, s, p, d, o in
             zip((h, w), spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_hw)]
     if any(map(any, pads)):
         xp = np.full(x.shape[:2] + (h + sum(pads[0]), w + sum(pads[1])), -np.inf, dtype=x.dtype)
         xp[:, :, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w] = x
     else:  # every window lies inside the input: read it in place
-        xp = np.ascontiguousarray(x)
-    if not return_indices:  # np.maximum propagates NaN, as PyTorch's max does
-        return _separable_reduce(np.maximum, xp, spec, out_hw), None
-    win = _windows(xp, spec.kernel_size, spec.stride, spec.dilation, out_hw)
-    rows0 = np.arange(out_hw[0]) * spec.stride[0] - spec.padding[0]
-    cols0 = np.arange(out_hw[1]) * spec.stride[1] - spec.padding[1]
-    taps = []
-    for i in range(spec.kernel_size[0]):
-        rows = rows0 + i * spec.dilation[0]
-        for j in range(spec.kernel_size[1]):
-            cols = cols0 + j * spec.dilation[1]
-            valid = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
-            taps.append((win[:, :, i, j], rows[:, None] * w + cols[None, :], valid))
-    return _max_over_taps(taps, return_indices)
+        xp = x
+    # np.maximum propagates NaN, as PyTorch's max does
+    return _separable_reduce(np.maximum, xp, spec, out_hw), None
 
 
 def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarray:
@@ -503,14 +582,7 @@ def adaptive_avg_pool2d_backward(grad_out: np.ndarray, input_hw) -> np.ndarray:
 
 def adaptive_max_pool2d(x: np.ndarray, out_hw):
     """Max over adaptive windows. Windows differ in size, so a window's missing taps repeat
-    its last element (``_ranges`` clamps them): a repeat never beats an equal earlier
-    maximum, so indices are unchanged."""
-    h, w = x.shape[2:]
-    (rows_by_tap, _), _ = _adaptive_ranges(h, out_hw[0])
-    (cols_by_tap, _), _ = _adaptive_ranges(w, out_hw[1])
-    taps = []
-    for rows in rows_by_tap.T:
-        for cols in cols_by_tap.T:
-            taps.append((x[:, :, rows[:, None], cols[None, :]], rows[:, None] * w + cols[None, :],
-                         None))
-    return _max_over_taps(taps, True)
+    its last element (``_ranges`` clamps them), which changes neither maximum nor index."""
+    (rows, _), _ = _adaptive_ranges(x.shape[2], out_hw[0])
+    (cols, _), _ = _adaptive_ranges(x.shape[3], out_hw[1])
+    return _max_pool_by_tables(x, rows, cols)
