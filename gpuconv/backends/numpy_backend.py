@@ -419,8 +419,10 @@ def _max_pool_by_tables(x: np.ndarray, row_table: np.ndarray, col_table: np.ndar
     w = x.shape[3]
     has_nan = x.size > 0 and bool(np.isnan(x.max()))
     row_max, col_tap, _ = _argmax_taps([_take(x, cols, 3) for cols in col_table.T], has_nan)
-    best, row_tap, col_tap = _argmax_taps([_take(row_max, rows, 2) for rows in row_table.T],
-                                          has_nan, [_take(col_tap, rows, 2) for rows in row_table.T])
+    # across rows, the winning row's column tap comes along
+    best, row_tap, col_tap = _argmax_taps(
+        [_take(row_max, rows, 2) for rows in row_table.T], has_nan,
+        [_take(col_tap, rows, 2) for rows in row_table.T])
     (ho, kh), (wo, kw) = row_table.shape, col_table.shape
     # look each window's winning tap up in a table of flat indices (H_out, W_out, kH * kW)
     flat = (row_table[:, None, :, None] * w + col_table[None, :, None, :]).ravel()
