@@ -193,7 +193,7 @@ def _max(a, b):
 
 def value_range(array) -> tuple[int, int]:
     """(min, max) of an integer Numba device array, reduced on the GPU."""
-    flat = (array if array.is_c_contiguous() else contiguous(array)).ravel()
+    flat = _Call(array).device(array).ravel()
     info = np.iinfo(array.dtype)
     return int(_min(flat, init=info.max)), int(_max(flat, init=info.min))
 

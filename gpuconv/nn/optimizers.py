@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import math
 
+from gpuconv.backends import backend_for_array
+
 # On the GPU each update is one CuPy elementwise kernel per parameter, not the ~10 array
 # operations (and temporaries) of the NumPy expressions it mirrors line by line.
 _FUSED_UPDATES = {
@@ -25,10 +27,6 @@ def _fused_update(name: str):
     import cupy
     inputs, outputs, body = _FUSED_UPDATES[name]
     return cupy.ElementwiseKernel(inputs, outputs, body, f"gpuconv_{name}")
-
-
-def _on_gpu(array) -> bool:
-    return type(array).__module__.startswith("cupy")
 
 
 # --------------------------------------------------------------------------- schedules
@@ -159,7 +157,7 @@ class SGD(Optimizer):
             return
         m = p.dtype.type(self.momentum)
         v = self._slot(key, "velocity", p)
-        if _on_gpu(p):
+        if backend_for_array(p) == "cupy":
             _fused_update("sgd_momentum")(g, lr, m, self.nesterov, self.step == 0, p, v)
             return
         # the first step starts the velocity at g, as PyTorch does
@@ -189,7 +187,7 @@ class Adam(Optimizer):
         m, v = self._slot(key, "m", p), self._slot(key, "v", p)
         step_size = lr * p.dtype.type(math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
         epsilon = p.dtype.type(self.epsilon)
-        if _on_gpu(p):
+        if backend_for_array(p) == "cupy":
             _fused_update("adam")(g, b1, b2, step_size, epsilon, p, m, v)
             return
         m[...] = b1 * m + (1 - b1) * g
