@@ -3,7 +3,7 @@
 //
 // Versions:
 //   1. launch-parameter structs (one struct by value per kernel, every field 8 bytes so the
-//      NumPy structured dtype in gpuconv/backends/cuda_plan.py matches it without padding)
+//      NumPy structured dtype in gpuconv/backends/gpu_plan.py matches it without padding)
 //   2. padding as a source-index map (zeros, reflect, replicate, circular)
 //   3. cp.async copy helpers (sm_80+), with a plain-copy path for older GPUs and the CPU
 //   4. a fixed-order block reduction, power() for float and double
@@ -12,7 +12,7 @@
 typedef long long i64;
 
 // --------------------------------------------------------------------------- 1. parameters
-// Field order and names must match CONV_FIELDS in cuda_plan.py (tests/test_cupy_plan.py checks).
+// Field order and names must match CONV_FIELDS in gpu_plan.py (tests/test_cupy_plan.py checks).
 struct ConvParams {
     const void* a;      // A operand: weight (O, C/G, kH, kW), or grad_out for grad-weight
     const void* b;      // gathered operand (N, C_b, H_b, W_b): input, or grad_out for grad-input
@@ -32,7 +32,7 @@ struct ConvParams {
     i64 vec_b;                   // forward fast path: 1x1, stride 1, unpadded, 16-byte aligned
 };
 
-// Field order and names must match POOL_FIELDS in cuda_plan.py.
+// Field order and names must match POOL_FIELDS in gpu_plan.py.
 struct PoolParams {
     const void* x;      // input (N, C, H, W)
     const void* gy;     // grad_out (N, C, H_out, W_out), or the Lp gradient scale

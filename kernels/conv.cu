@@ -183,7 +183,7 @@ struct TileLoader {
     static constexpr int PA = BM * BK / THREADS, PB = BN * BK / THREADS;
     static constexpr int VEC = 16 / sizeof(T), PV = PB / VEC;
     static_assert(PA >= 1 && PB >= 1 && THREADS % BK == 0 && THREADS % BN == 0, "tile shape");
-    // (vec_b needs PV >= 1: cuda_plan.TileConfig.vec_ok)
+    // (vec_b needs PV >= 1: gpu_plan.TileConfig.vec_ok)
 
     const ConvParams& p;
     const ConvGeo& q;

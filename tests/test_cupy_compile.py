@@ -1,5 +1,5 @@
 """Every kernel the CuPy backend can launch, compiled for the H100 (sm_90) with NVRTC and CuPy's
-flags, exactly as the runtime compiles it (cuda_plan.module_source): no compile error, no
+flags, exactly as the runtime compiles it (cuda_source.module_source): no compile error, no
 register spill; registers and shared memory recorded in bench/results/cupy_sm90_resources.json."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuconv.backends import cuda_plan
+from gpuconv.backends import cuda_source
 
 pytest.importorskip("cuda.core")
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "cupy_sm90_resources.json"
@@ -17,11 +17,11 @@ RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "cupy_s
 
 @pytest.fixture(scope="module")
 def report():
-    return cuda_plan.compile_report("sm_90")
+    return cuda_source.compile_report("sm_90")
 
 
 def test_every_kernel_compiles_for_sm90(report):
-    code, options, names = cuda_plan.module_source()
+    code, options, names = cuda_source.module_source()
     assert "-std=c++17" in options and "-ftz=true" in options
     assert sorted(report) == sorted(names)
 
@@ -41,5 +41,5 @@ def test_ptxas_log_parsing():
            "ptxas info    : Function properties for _Z1kv\n"
            "ptxas         .     8 bytes stack frame, 4 bytes spill stores, 4 bytes spill loads\n"
            "ptxas info    : Used 40 registers, used 1 barriers, 1024 bytes smem\n")
-    assert cuda_plan.parse_ptxas_log(log) == {"_Z1kv": dict(registers=40, spill_stores=4, spill_loads=4,
+    assert cuda_source.parse_ptxas_log(log) == {"_Z1kv": dict(registers=40, spill_stores=4, spill_loads=4,
                                                             stack=8, smem=1024)}

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from gpuconv.backends import autotune, cuda_plan, cupy_backend, numpy_backend as ref
+from gpuconv.backends import autotune, gpu_plan, cupy_backend, numpy_backend as ref
 from gpuconv.shapes import ConvSpec, PoolSpec
 from tests.cuda_host import harness
 
@@ -85,7 +85,7 @@ def _conv_case(name, dtype, rng):
 def test_conv_kernels(host, monkeypatch, name, dtype, tile):
     """Forward, grad-input, grad-weight and grad-bias with one forced tile configuration."""
     if tile != "tf32":
-        monkeypatch.setattr(cuda_plan, "choose_tile", lambda rows, cols, dt: cuda_plan.TILES[tile])
+        monkeypatch.setattr(gpu_plan, "choose_tile", lambda rows, cols, dt: gpu_plan.TILES[tile])
     precision, tol = ("tf32", "tf32") if tile == "tf32" else ("ieee", dtype)
     x, w, b, gy, spec = _conv_case(name, dtype, np.random.default_rng(len(name)))
     o, cg, kh, kw = w.shape
@@ -106,7 +106,7 @@ def test_vectorised_pointwise_path(host):
     x, w, b, _, spec = _conv_case("pointwise", "float32", np.random.default_rng(1))
     w, b = np.concatenate([w] * 8), np.concatenate([b] * 8)  # 128 output channels: the large tile
     x = np.concatenate([x] * 40, axis=0)
-    params = cuda_plan.conv_forward_plan(x.shape, cupy_backend._strides(x), w.shape,
+    params = gpu_plan.conv_forward_plan(x.shape, cupy_backend._strides(x), w.shape,
                                          cupy_backend._strides(w), spec, "float32", True,
                                          vec_aligned=True).launches[0].params
     assert params["vec_b"] == 1
@@ -139,8 +139,8 @@ def test_autotune_picks_and_caches_a_tile(host, tmp_path, monkeypatch):
     x, w, b, _, spec = _conv_case("basic", "float32", np.random.default_rng(4))
     assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), 27, "float32", "conv2d")
     (key, tile), = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text()).items()
-    assert key.startswith("host-emulation|conv2d|") and tile in cuda_plan.TILES_FOR["float32"]
-    assert host.launched[-1] == cuda_plan.TILES[tile].kernel("float", False)
+    assert key.startswith("host-emulation|conv2d|") and tile in gpu_plan.TILES_FOR["float32"]
+    assert host.launched[-1] == gpu_plan.TILES[tile].kernel("float", False)
 
 
 def test_results_are_deterministic(host):
@@ -250,4 +250,4 @@ def test_every_kernel_was_emulated():
     """Runs last: the tests above launched every kernel the runtime can launch."""
     if not LAUNCHED:
         pytest.skip("run with the rest of this module")
-    assert sorted(set(cuda_plan.kernel_names()) - LAUNCHED) == []
+    assert sorted(set(gpu_plan.kernel_names()) - LAUNCHED) == []

@@ -6,9 +6,9 @@ Checked against the NumPy backend: on the CPU through the CUDA C host emulation
 (tests/test_cupy_host.py runs these very functions with a NumPy executor), on a GPU through
 the golden suite (tests/test_golden.py).
 
-What runs where is planned in pure Python (``cuda_plan``): this module only allocates the
+What runs where is planned in pure Python (``gpu_plan``): this module only allocates the
 outputs and workspaces a plan names, packs each launch's parameter struct and launches it.
-Tile choice follows ``cuda_plan.choose_tile`` unless autotuning is on (``set_autotune(True)``
+Tile choice follows ``gpu_plan.choose_tile`` unless autotuning is on (``set_autotune(True)``
 or ``GPUCONV_AUTOTUNE=1``, see ``autotune``).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuconv.backends import autotune, cuda_plan as plan
+from gpuconv.backends import autotune, cuda_source, gpu_plan as plan
 from gpuconv.backends.autotune import set_autotune  # noqa: F401  (public switch)
 from gpuconv.shapes import ConvSpec, PoolSpec
 
@@ -34,7 +34,7 @@ class CupyExecutor:
 
     def _get_module(self):
         if self._module is None:
-            code, self._options, names = plan.module_source()
+            code, self._options, names = cuda_source.module_source()
             self._module = self.xp.RawModule(code=code, options=self._options,
                                              name_expressions=names)
         return self._module

@@ -1,8 +1,8 @@
 """Run the CuPy backend's CUDA C kernels on the CPU.
 
-``build()`` compiles ``cuda_plan.kernel_source()`` (the very translation unit the runtime hands
+``build()`` compiles ``cuda_source.kernel_source()`` (the very translation unit the runtime hands
 to NVRTC) with g++ against ``cuda_shim.h``, plus one ``extern "C"`` launcher per name
-expression of ``cuda_plan.kernel_names()``, into a shared library cached under
+expression of ``gpu_plan.kernel_names()``, into a shared library cached under
 ``$XDG_CACHE_HOME/gpuconv/cuda_host`` by a hash of its source. ``HostExecutor`` stands in for
 ``cupy_backend.CupyExecutor``: NumPy arrays, launches through ctypes, so the backend's own
 functions, plans and parameter packing run unchanged.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpuconv.backends import autotune, cuda_plan
+from gpuconv.backends import autotune, cuda_source, gpu_plan
 
 SHIM = Path(__file__).with_name("cuda_shim.h")
 FLAGS = ["-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w"]
@@ -32,8 +32,8 @@ def compiler() -> str | None:
 
 
 def library_source() -> str:
-    lines = [f'#include "{SHIM}"', cuda_plan.kernel_source()]
-    for i, name in enumerate(cuda_plan.kernel_names()):
+    lines = [f'#include "{SHIM}"', cuda_source.kernel_source()]
+    for i, name in enumerate(gpu_plan.kernel_names()):
         lines.append(f'extern "C" void launch_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, '
                      f'unsigned by, unsigned bz, const void* p) {{ emulate_launch(&{name}, '
                      f'dim3{{gx, gy, gz}}, dim3{{bx, by, bz}}, p); }}')
@@ -67,7 +67,7 @@ class HostExecutor:
     def __init__(self, lib: ctypes.CDLL, sm_count: int = 2):
         self.lib = lib
         self._sm_count = sm_count  # few SMs: split-K still splits on small problems
-        self.index = {name: i for i, name in enumerate(cuda_plan.kernel_names())}
+        self.index = {name: i for i, name in enumerate(gpu_plan.kernel_names())}
         self.launched: list[str] = []
 
     def pointer(self, array) -> int:

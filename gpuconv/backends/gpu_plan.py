@@ -1,11 +1,9 @@
-"""Launch planning for the CuPy raw-kernel backend, in pure Python (no CuPy, no driver).
+"""Launch planning for both GPU backends, in pure Python (no CuPy, no Numba, no driver).
 
-One place says what the runtime compiles and launches:
+One place says what is launched:
 
-- ``module_source()``: the CUDA C++ (``kernels/common.cuh``, ``conv.cu``, ``pool.cu`` as one
-  translation unit), the NVRTC options and ``kernel_names()``, the template instantiations
-  (``name_expressions``). ``cupy_backend`` loads exactly this; tests/test_cupy_compile.py
-  compiles exactly this for sm_90, and tests/cuda_host builds exactly this for the CPU.
+- ``kernel_names()``: every kernel the CuPy backend compiles, as NVRTC name expressions (the
+  source and its compile options live in ``cuda_source``).
 - ``CONV_PARAMS`` / ``POOL_PARAMS``: NumPy structured dtypes laid out as the ``ConvParams`` /
   ``PoolParams`` structs of common.cuh (every field 8 bytes, so no padding); a launch passes
   one of them by value (CuPy passes a size-1 NumPy array by value).
@@ -17,12 +15,7 @@ One place says what the runtime compiles and launches:
 from __future__ import annotations
 
 import math
-import os
-import re
-import sys
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
@@ -101,43 +94,6 @@ def kernel_names() -> list[str]:
                                            "pool2d_backward")]
     names += [TF32_TILE.kernel("float", wgrad) for wgrad in (False, True)]
     return names + ["max_index_bounds", "max_index_members"]
-
-
-# --------------------------------------------------------------------------- sources
-KERNEL_FILES = ("common.cuh", "conv.cu", "pool.cu")
-NVRTC_OPTIONS = ("-std=c++17", "-ftz=true")  # CuPy's flags; the compile test adds -arch / -Xptxas
-
-
-def kernel_source() -> str:
-    """common.cuh, conv.cu and pool.cu as one translation unit (so CuPy's compile cache, keyed
-    on the source text, sees every change)."""
-    root = resources.files("gpuconv.kernels")
-    parts = [root.joinpath(name).read_text() for name in KERNEL_FILES]
-    return "\n".join(re.sub(r'^#include "common.cuh"$', "", text, flags=re.M) for text in parts)
-
-
-def cuda_include_dir() -> str | None:
-    """A CUDA include directory holding ``mma.h`` (WMMA), or None."""
-    candidates = [os.environ.get(v) for v in ("CUDA_PATH", "CUDA_HOME")]
-    candidates = [str(Path(c) / "include") for c in candidates if c]
-    candidates += ["/usr/local/cuda/include"]
-    candidates += sorted(str(p) for p in Path("/usr/local").glob("cuda-*/include"))
-    for site in sys.path:
-        nvidia = Path(site) / "nvidia"
-        if nvidia.is_dir():
-            candidates += [str(p.parent) for p in nvidia.glob("*/include/mma.h")]
-    return next((c for c in candidates if (Path(c) / "mma.h").is_file()), None)
-
-
-def module_source() -> tuple[str, tuple[str, ...], list[str]]:
-    """(code, NVRTC options, name expressions) of the backend's one RawModule. Without the CUDA
-    headers the TF32 kernels are left out (precision='tf32' then says why)."""
-    include = cuda_include_dir()
-    names = kernel_names()
-    if include is None:
-        return kernel_source(), NVRTC_OPTIONS + ("-DGPUCONV_NO_WMMA",), [
-            n for n in names if not n.startswith("conv_gemm_tf32")]
-    return kernel_source(), NVRTC_OPTIONS + (f"-I{include}",), names
 
 
 # --------------------------------------------------------------------------- parameter structs
@@ -423,45 +379,3 @@ def max_pool_backward_plan(gy_shape, gy_strides, input_hw, dtype: str) -> Plan:
                  _elementwise("max_index_members", h + w, params),
                  _elementwise(f"pool2d_backward<{CTYPES[dtype]}>", n * c * h * w, params)],
                 {"tables": (2 * (ho + wo + h + w), "int64")})
-
-
-
-# --------------------------------------------------------------------------- compile report
-def compile_report(arch: str = "sm_90") -> dict[str, dict]:
-    """Compile ``module_source()`` for ``arch`` with NVRTC (cuda.core, no GPU needed) and
-    ``-Xptxas -v``; per name expression: registers, spill bytes, stack and shared memory.
-    A compile error raises ``cuda.core``'s error with NVRTC's log."""
-    import io
-
-    from cuda.core import Program, ProgramOptions
-
-    code, options, names = module_source()
-    includes = [o[2:] for o in options if o.startswith("-I")]
-    defines = [o[2:] for o in options if o.startswith("-D")]
-    opts = ProgramOptions(arch=arch, std="c++17", ftz=True, ptxas_options="-v",
-                          include_path=includes or None, define_macro=defines or None)
-    log = io.StringIO()
-    obj = Program(code, "c++", options=opts).compile("cubin", name_expressions=names, logs=log)
-    mangled = {v.decode() if isinstance(v, bytes) else v: k for k, v in obj.symbol_mapping.items()}
-    return {mangled[k]: v for k, v in parse_ptxas_log(log.getvalue()).items() if k in mangled}
-
-
-def parse_ptxas_log(text: str) -> dict[str, dict]:
-    """``ptxas -v`` output -> {mangled entry: {registers, spill_stores, spill_loads, stack, smem}}."""
-    out: dict[str, dict] = {}
-    entry = target = None
-    for line in text.replace("\0", "").splitlines():
-        if m := re.search(r"Compiling entry function '([^']+)'", line):
-            entry = m.group(1)
-            out[entry] = dict(registers=0, spill_stores=0, spill_loads=0, stack=0, smem=0)
-        elif m := re.search(r"Function properties for (\S+)", line):
-            target = m.group(1)
-        elif (m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
-                             line)) and target in out:
-            out[target].update(stack=int(m.group(1)), spill_stores=int(m.group(2)),
-                               spill_loads=int(m.group(3)))
-        elif (m := re.search(r"Used (\d+) registers", line)) and entry in out:
-            out[entry]["registers"] = int(m.group(1))
-            if s := re.search(r"(\d+) bytes smem", line):
-                out[entry]["smem"] = int(s.group(1))
-    return out

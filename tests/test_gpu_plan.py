@@ -1,4 +1,4 @@
-"""The CuPy backend's launch planning (gpuconv/backends/cuda_plan.py), without a GPU: grids,
+"""The CuPy backend's launch planning (gpuconv/backends/gpu_plan.py), without a GPU: grids,
 blocks, tile choice, split-K, workspaces, the parameter structs against common.cuh, and that
 importing gpuconv and asking for backend='cupy' behave where CuPy has no device."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gpuconv.functional as F
-from gpuconv.backends import BackendUnavailableError, cuda_plan as plan, unavailable_reason
+from gpuconv.backends import BackendUnavailableError, cuda_source, gpu_plan as plan, unavailable_reason
 from gpuconv.shapes import ConvSpec, PoolSpec
 
 
@@ -22,7 +22,7 @@ def _contiguous(shape):
 
 @pytest.mark.parametrize("struct, fields", [("ConvParams", plan.CONV_FIELDS), ("PoolParams", plan.POOL_FIELDS)])
 def test_param_structs_match_common_cuh(struct, fields):
-    text = (plan.resources.files("gpuconv.kernels") / "common.cuh").read_text()
+    text = (cuda_source.resources.files("gpuconv.kernels") / "common.cuh").read_text()
     body = re.search(rf"struct {struct} {{(.*?)\n}};", text, re.S).group(1)
     names = []
     for decl in re.sub(r"//[^\n]*", "", body).split(";"):
@@ -148,7 +148,7 @@ def test_pool_plans():
 
 def test_every_planned_kernel_is_compiled():
     names = set(plan.kernel_names())
-    code, _, _ = plan.module_source()
+    code, _, _ = cuda_source.module_source()
     for name in names:
         assert re.sub(r"<.*", "", name) in code
 
