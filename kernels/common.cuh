@@ -12,7 +12,7 @@
 typedef long long i64;
 
 // --------------------------------------------------------------------------- 1. parameters
-// Field order and names must match CONV_FIELDS in gpu_plan.py (tests/test_cupy_plan.py checks).
+// Field order and names must match CONV_FIELDS in gpu_plan.py (tests/test_gpu_plan.py checks).
 struct ConvParams {
     const void* a;      // A operand: weight (O, C/G, kH, kW), or grad_out for grad-weight
     const void* b;      // gathered operand (N, C_b, H_b, W_b): input, or grad_out for grad-input
