@@ -61,7 +61,7 @@ def torch_twin(model: nn.Sequential, torch):
 def gpuconv_epoch(model, x, y, batch_size) -> float:
     start = time.perf_counter()
     model.epoch = 0  # every timed epoch is epoch 1 of an endless run
-    model.fit(x, y, epochs=1, batch_size=batch_size)
+    model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
     if model.device.kind == "cuda":
         model.device.xp.cuda.Device().synchronize()
     return time.perf_counter() - start

@@ -94,6 +94,16 @@ def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def keras_same_padding(size: int, kernel: int, stride: int = 1,
+                       dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's / Keras' ``padding="same"`` at any stride: ``ceil(size / stride)``
+    outputs, the padding they need split in two with the odd element after (for stride 1
+    this is ``same_padding``)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
 def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
     """``[start, end)`` of each adaptive-pooling window (PyTorch's floor/ceil split)."""
     return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
@@ -105,7 +115,8 @@ class ConvSpec:
     """Hyper-parameters of an N-d convolution or transposed convolution, validated.
 
     ``padding`` holds ``(before, after)`` per spatial axis, so ``"same"`` with an
-    even kernel is exact. ``output_padding`` is used by transposed convolution only.
+    even kernel is exact; ``make`` also takes such pairs directly (``keras_same_padding``
+    at a stride above 1 needs them). ``output_padding`` is used by transposed convolution only.
     """
 
     stride: tuple[int, ...]
@@ -146,6 +157,11 @@ class ConvSpec:
             else:
                 raise ValueError(f"padding must be an int, a tuple of {ndim} ints, 'valid' or "
                                  f"'same', got {padding!r}")
+        elif isinstance(padding, (tuple, list)) and any(isinstance(p, (tuple, list))
+                                                        for p in padding):
+            if len(padding) != ndim:
+                raise TypeError(f"padding must hold {ndim} (before, after) pairs, got {padding!r}")
+            pairs = tuple(_non_negative(ntuple(p, 2, "padding pair"), "padding") for p in padding)
         else:
             pads = _non_negative(ntuple(padding, ndim, "padding"), "padding")
             pairs = tuple((p, p) for p in pads)
@@ -208,6 +224,16 @@ class PoolSpec:
                 raise ValueError("padding must be at most half of kernel_size, got "
                                  f"padding={padding_t}, kernel_size={kernel_t}")
         return cls(kernel_t, stride_t, padding_t, dilation_t, bool(ceil_mode))
+
+    @classmethod
+    def keras_same(cls, kernel_size: tuple[int, ...], stride: tuple[int, ...],
+                   spatial: Sequence[int]) -> "PoolSpec":
+        """Keras' ``padding="same"``: ``ceil(size / stride)`` windows over the input padded
+        as ``keras_same_padding`` says. The before-padding is set; ``ceil_mode`` adds the
+        after-padding, one more when the total is odd, as windows clipped at the end."""
+        before = tuple(keras_same_padding(n, k, s)[0] for n, k, s in
+                       zip(spatial, kernel_size, stride))
+        return cls.make(len(kernel_size), kernel_size, stride, before, ceil_mode=True)
 
     def output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
         return tuple(pool_output_size(n, k, s, p, d, self.ceil_mode) for n, k, s, p, d in

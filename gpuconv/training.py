@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -30,7 +29,8 @@ from gpuconv.nn import zoo
 from gpuconv.nn.device import resolve_device
 from gpuconv.nn.losses import softmax
 from gpuconv._files import atomic_write
-from gpuconv.nn.model import Callback, Sequential
+from gpuconv.nn.callbacks import ModelCheckpoint, ProgressLogger
+from gpuconv.nn.model import Sequential
 
 VALIDATION_FRACTION = 1 / 12  # 5,000 of Fashion-MNIST's 60,000 training images
 CHECKPOINT, MODEL, METRICS = "checkpoint.npz", "model.npz", "metrics.json"
@@ -50,49 +50,6 @@ class TrainOptions:
     seed: int = 0
     out: str = "runs/latest"
     resume: Optional[str] = None
-
-
-# --------------------------------------------------------------------------- progress
-class ConsoleProgress(Callback):
-    """A progress bar per epoch (loss, accuracy, images/s) and a line per finished epoch."""
-
-    def __init__(self, epochs: int, echo: Echo, stream=sys.stderr):
-        self.epochs, self.echo, self.stream = epochs, echo, stream
-        self.live = stream.isatty()
-
-    def on_epoch_begin(self, epoch: int, steps: int) -> None:
-        self.epoch, self.steps = epoch + 1, steps
-
-    def on_batch_end(self, batch: int, logs: dict) -> None:
-        if not self.live:
-            return
-        done = (batch + 1) / self.steps
-        bar = "#" * int(24 * done) + "." * (24 - int(24 * done))
-        self.stream.write(f"\repoch {self.epoch}/{self.epochs} [{bar}] {batch + 1}/{self.steps} "
-                          f"loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} "
-                          f"{logs['seen'] / logs['seconds']:,.0f} img/s")
-        self.stream.flush()
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        if self.live:
-            self.stream.write("\r\033[K")
-        self.echo(f"epoch {epoch}/{self.epochs}  loss {logs['loss']:.4f}  acc "
-                  f"{logs['accuracy']:.4f}  val_loss {logs['val_loss']:.4f}  val_acc "
-                  f"{logs['val_accuracy']:.4f}  lr {logs['lr']:.2e}  {logs['seconds']:.1f} s")
-
-
-class EpochCheckpoint(Callback):
-    """Saves the model, its optimiser and the run's options after every epoch (atomically:
-    a crash or Ctrl-C leaves the previous checkpoint intact)."""
-
-    def __init__(self, path: Path, run: dict):
-        self.path, self.run = path, run
-
-    def on_train_begin(self, model: Sequential) -> None:
-        self.model = model
-
-    def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        self.model.save(self.path, include_optimizer=True, extra={"run": self.run})
 
 
 # --------------------------------------------------------------------------- train
@@ -128,9 +85,10 @@ def _start_or_resume(options: TrainOptions, device, steps_per_epoch: int, echo: 
     return model, epochs, batch_size, run
 
 
-def train(options: TrainOptions, echo: Echo = print) -> dict:
+def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     """Train, evaluate on the test set, save everything under ``options.out``; returns the
-    metrics written to metrics.json. Raises TrainingDiverged (the last good checkpoint
+    metrics written to metrics.json. The progress of each epoch goes to the stream
+    ``progress`` (default standard output). Raises TrainingDiverged (the last good checkpoint
     stays) when the loss stops being finite."""
     started = time.perf_counter()
     device = resolve_device(options.device, options.backend)
@@ -143,9 +101,12 @@ def train(options: TrainOptions, echo: Echo = print) -> dict:
          f"{epochs} epochs, batch {batch_size}, {len(x_train):,} training images")
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = [ConsoleProgress(epochs, echo), EpochCheckpoint(out / CHECKPOINT, run)]
-    model.fit(_images(x_train), y_train, epochs=epochs, batch_size=batch_size,
-              validation_data=(_images(x_val), y_val), callbacks=callbacks)
+    # the checkpoint is replaced atomically each epoch: a crash or Ctrl-C keeps the last one
+    callbacks = [ProgressLogger(1, progress), ModelCheckpoint(out / CHECKPOINT, extra={"run": run})]
+    if model.epoch < epochs:
+        model.fit(_images(x_train), y_train, batch_size=batch_size, epochs=epochs,
+                  initial_epoch=model.epoch, verbose=0,
+                  validation_data=(_images(x_val), y_val), callbacks=callbacks)
     test = model.evaluate(_images(ds.x_test), ds.y_test)
     echo(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}) on "
          f"{len(ds.x_test):,} images")

@@ -36,6 +36,11 @@ LAYER_CASES = [
     (lambda: nn.LeakyReLU(0.2), (2, 3, 3)),
     (lambda: nn.ELU(0.7), (2, 3, 3)),
     (lambda: nn.BatchNorm2D(), (3, 3, 3)),
+    (lambda: nn.Conv2D(3, 3, strides=2, padding="same", activation="elu"), (2, 6, 7)),
+    (lambda: nn.Conv2DTranspose(2, 3, strides=2, padding="same"), (2, 3, 3)),
+    (lambda: nn.MaxPool2D(3, strides=2, padding="same"), (2, 6, 5)),
+    (lambda: nn.AvgPool2D(2, padding="same"), (2, 5, 5)),
+    (lambda: nn.Dense(4, activation="leaky_relu"), (6,)),
 ]
 
 
@@ -219,7 +224,9 @@ def test_fully_convolutional_model_maps_class_scores_over_a_larger_image(tmp_pat
 
 
 # --------------------------------------------------------------------------- training guards
-def test_fit_is_deterministic_and_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("more", [dict(epochs=1), dict(epochs=2, initial_epoch=1)],
+                         ids=["epochs-more", "initial_epoch"])
+def test_fit_is_deterministic_and_resume_is_bit_identical(tmp_path, more):
     rng = RNG(1)
     x, y = rng.random((32, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 32)
 
@@ -234,19 +241,15 @@ def test_fit_is_deterministic_and_resume_is_bit_identical(tmp_path):
     first.fit(x, y, epochs=1, batch_size=16)
     first.save(tmp_path / "ckpt.npz", include_optimizer=True)
     resumed = Sequential.load(tmp_path / "ckpt.npz")
-    resumed.fit(x, y, epochs=2, batch_size=16)
+    resumed.fit(x, y, batch_size=16, **more)
+    assert resumed.epoch == 2
     for key, value in straight.parameters().items():
         np.testing.assert_array_equal(resumed.parameters()[key], value, err_msg=key)
     assert resumed.history.history["loss"] == straight.history.history["loss"]
 
 
 def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
-    from gpuconv.training import EpochCheckpoint
-
     class Sabotage(nn.Callback):
-        def on_train_begin(self, model):
-            self.model = model
-
         def on_epoch_end(self, epoch, logs):
             self.model.layers[0].params["kernel"][...] = np.nan
 
@@ -256,7 +259,7 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_
     model.compile("adam")
     path = tmp_path / "checkpoint.npz"
     with pytest.raises(TrainingDiverged, match="became nan"):
-        model.fit(x, y, epochs=3, batch_size=16, callbacks=[EpochCheckpoint(path, {}), Sabotage()])
+        model.fit(x, y, epochs=3, batch_size=16, callbacks=[nn.ModelCheckpoint(path), Sabotage()])
     kept = Sequential.load(path)
     assert kept.epoch == 1
     assert all(np.isfinite(v).all() for v in kept.parameters().values())

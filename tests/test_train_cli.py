@@ -62,18 +62,18 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(data_dir, tmp_path,
     straight = Sequential.load(tmp_path / "straight" / "model.npz")
 
     # Ctrl-C right after the first epoch's checkpoint is written
-    from gpuconv.training import EpochCheckpoint
-    save = EpochCheckpoint.on_epoch_end
+    from gpuconv.nn import ModelCheckpoint
+    save = ModelCheckpoint.on_epoch_end
 
     def interrupt(self, epoch, logs):
         save(self, epoch, logs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(EpochCheckpoint, "on_epoch_end", interrupt)
+    monkeypatch.setattr(ModelCheckpoint, "on_epoch_end", interrupt)
     interrupted = tmp_path / "interrupted"
     assert _train(data_dir, interrupted, "--epochs", "3").exit_code != 0
     assert not (interrupted / "model.npz").exists()
-    monkeypatch.setattr(EpochCheckpoint, "on_epoch_end", save)
+    monkeypatch.setattr(ModelCheckpoint, "on_epoch_end", save)
 
     resumed = _run("train", "--device", "cpu", "--data", data_dir, "--out", interrupted,
                    "--resume", interrupted / "checkpoint.npz")

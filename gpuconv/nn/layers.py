@@ -8,6 +8,12 @@ creates the parameters on the model's device and fixes the output shape, using
 ``params``) and returns the gradient of the layer's input, or ``None`` when the
 model said the input needs none (the first layer's input is the data).
 
+As in Keras, ``input_shape=`` on the first layer lets the model build itself,
+``activation=`` on ``Conv2D``, ``Conv2DTranspose`` and ``Dense`` applies an
+activation after the layer, and ``padding="same"`` is TensorFlow's rule at any
+stride (``ceil(size / stride)`` outputs, the odd padding element after). Shapes
+are channels-first, (C, H, W), where Keras is channels-last, (H, W, C).
+
 Conv and pooling run on the model's backend; everything else is array arithmetic
 on the model's array library (NumPy or CuPy).
 """
@@ -22,7 +28,7 @@ import numpy as np
 import gpuconv.functional as F
 from gpuconv.nn.device import Device
 from gpuconv.nn.initializers import initialize
-from gpuconv.shapes import ConvSpec, PoolSpec, ntuple
+from gpuconv.shapes import ConvSpec, PoolSpec, keras_same_padding, ntuple
 
 Shape = tuple[int, ...]
 
@@ -32,8 +38,11 @@ class Layer:
 
     is_augmentation = False  # random, training-only, first in the model, passes no gradient
 
-    def __init__(self, name: Optional[str] = None):
+    def __init__(self, name: Optional[str] = None, input_shape=None):
         self.name = name or type(self).__name__.lower()
+        # Keras' input_shape= on the first layer: the model builds for it (no batch axis)
+        self.declared_input_shape = None if input_shape is None else \
+            tuple(_positive_int(n, "input_shape entries") for n in input_shape)
         self.params: dict[str, object] = {}   # trainable, updated by the optimiser
         self.buffers: dict[str, object] = {}  # saved state that is not trained (BN statistics)
         self.grads: dict[str, object] = {}
@@ -99,23 +108,66 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+def _keras_padding(padding):
+    """Keras spells padding "valid" / "same" in any case; ints and tuples pass through."""
+    return padding.lower() if isinstance(padding, str) else padding
+
+
+def _same_pairs(spatial: Shape, kernel: Shape, strides, dilation) -> tuple:
+    return tuple(keras_same_padding(n, k, s, d) for n, k, s, d in
+                 zip(spatial, kernel, ntuple(strides, 2, "strides"),
+                     ntuple(dilation, 2, "dilation_rate")))
+
+
+class _Linear(Layer):
+    """A layer with weights, optionally followed by an elementwise activation (Keras'
+    ``activation=``): subclasses give ``linear_forward`` and ``linear_backward``."""
+
+    def __init__(self, activation: Optional[str], name: Optional[str], input_shape):
+        super().__init__(name, input_shape)
+        self.activation = activation
+        self._activation = make_activation(activation)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "activation": self.activation}
+
+    def build(self, input_shape: Shape, device: Device, init_rng, dtype) -> None:
+        super().build(input_shape, device, init_rng, dtype)
+        if self._activation is not None:
+            self._activation.device = device
+
+    def forward(self, x, training=False, rng=None):
+        y = self.linear_forward(x)
+        return y if self._activation is None else self._activation.forward(y)
+
+    def backward(self, grad_out):
+        if self._activation is not None:
+            grad_out = self._activation.backward(grad_out)
+        return self.linear_backward(grad_out)
+
+
 # --------------------------------------------------------------------------- convolutions
-class Conv2D(Layer):
+class Conv2D(_Linear):
     """2-D convolution (cross-correlation, as Keras and PyTorch): ``filters`` output
     channels, square or (kH, kW) ``kernel_size``; ``padding`` an int, a pair, "valid" or
-    "same". Weights (filters, C_in/groups, kH, kW), as ``gpuconv.conv2d``."""
+    "same" (Keras' rule, at any stride). Weights (filters, C_in/groups, kH, kW), as
+    ``gpuconv.conv2d``."""
 
     def __init__(self, filters: int, kernel_size, strides=1, padding="valid", dilation_rate=1,
                  groups: int = 1, use_bias: bool = True, kernel_initializer: str = "he_normal",
-                 name: Optional[str] = None):
-        super().__init__(name)
+                 activation: Optional[str] = None, name: Optional[str] = None,
+                 input_shape=None):
+        super().__init__(activation, name, input_shape)
         self.filters = _positive_int(filters, "filters")
         self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
-        self.strides, self.padding, self.dilation_rate = strides, padding, dilation_rate
+        self.padding = _keras_padding(padding)
+        self.strides, self.dilation_rate = strides, dilation_rate
         self.groups, self.use_bias = groups, bool(use_bias)
         self.kernel_initializer = kernel_initializer
-        # validated now, so a bad layer fails where it is written
-        self.spec = ConvSpec.make(2, self.kernel_size, strides, padding, dilation_rate, groups)
+        # validated now, so a bad layer fails where it is written; "same" waits for the input
+        self.spec = ConvSpec.make(2, self.kernel_size, strides,
+                                  0 if self.padding == "same" else self.padding, dilation_rate,
+                                  groups)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
@@ -126,6 +178,11 @@ class Conv2D(Layer):
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
         _check_groups(self, input_shape[0])
+        if self.padding == "same":
+            self.spec = ConvSpec.make(2, self.kernel_size, self.strides,
+                                      _same_pairs(input_shape[1:], self.kernel_size,
+                                                  self.strides, self.dilation_rate),
+                                      self.dilation_rate, self.groups)
         out_hw = self.spec.output_shape(input_shape[1:], self.kernel_size)
         if min(out_hw) <= 0:
             raise ValueError(f"{self.name}: kernel {self.kernel_size} does not fit the input "
@@ -142,14 +199,14 @@ class Conv2D(Layer):
         return params
 
     def _conv_args(self) -> dict:
-        return dict(stride=self.strides, padding=self.padding, dilation=self.dilation_rate,
-                    groups=self.groups, backend=self.device.backend)
+        return dict(stride=self.spec.stride, padding=self.spec.padding,
+                    dilation=self.spec.dilation, groups=self.groups, backend=self.device.backend)
 
-    def forward(self, x, training=False, rng=None):
+    def linear_forward(self, x):
         self._x = x
         return F.conv2d(x, self.params["kernel"], self.params.get("bias"), **self._conv_args())
 
-    def backward(self, grad_out):
+    def linear_backward(self, grad_out):
         gx, gw, gb = F.conv2d_backward(grad_out, self._x, self.params["kernel"],
                                        output_mask=(self.need_input_grad, True, self.use_bias),
                                        **self._conv_args())
@@ -157,21 +214,39 @@ class Conv2D(Layer):
         return gx
 
 
-class Conv2DTranspose(Layer):
-    """2-D transposed convolution ("deconvolution"): upsamples by ``strides``. Weights
+class Conv2DTranspose(_Linear):
+    """2-D transposed convolution ("deconvolution"): upsamples by ``strides``; ``padding``
+    an int, a pair, "valid" or "same" (Keras' rule: output = input * strides). Weights
     (C_in, filters/groups, kH, kW), as ``gpuconv.conv_transpose2d``."""
 
     def __init__(self, filters: int, kernel_size, strides=1, padding=0, output_padding=0,
                  dilation_rate=1, groups: int = 1, use_bias: bool = True,
-                 kernel_initializer: str = "he_normal", name: Optional[str] = None):
-        super().__init__(name)
+                 kernel_initializer: str = "he_normal", activation: Optional[str] = None,
+                 name: Optional[str] = None, input_shape=None):
+        super().__init__(activation, name, input_shape)
         self.filters = _positive_int(filters, "filters")
         self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
-        self.strides, self.padding, self.output_padding = strides, padding, output_padding
+        self.padding = _keras_padding(padding)
+        self.strides, self.output_padding = strides, output_padding
         self.dilation_rate, self.groups, self.use_bias = dilation_rate, groups, bool(use_bias)
         self.kernel_initializer = kernel_initializer
-        self.spec = ConvSpec.make(2, self.kernel_size, strides, padding, dilation_rate, groups,
-                                  output_padding=output_padding, transposed=True)
+        if self.padding == "same" and output_padding != 0:
+            raise ValueError("output_padding is set by padding='same' (output = input * "
+                             f"strides); got output_padding={output_padding!r}")
+        self.spec = ConvSpec.make(2, self.kernel_size, strides,
+                                  0 if self.padding in ("same", "valid") else self.padding,
+                                  dilation_rate, groups, output_padding=output_padding,
+                                  transposed=True)
+        if self.padding == "same":
+            # the transpose of Keras' "same" conv of an input (strides) times larger: it
+            # crops that conv's padding, or pads the end when the kernel is shorter
+            # than the stride
+            spans = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.spec.dilation)]
+            totals = [max(n - s, 0) for n, s in zip(spans, self.spec.stride)]
+            self.spec = ConvSpec.make(
+                2, self.kernel_size, strides, tuple((t // 2, t - t // 2) for t in totals),
+                dilation_rate, groups, transposed=True,
+                output_padding=tuple(max(s - n, 0) for n, s in zip(spans, self.spec.stride)))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
@@ -201,15 +276,16 @@ class Conv2DTranspose(Layer):
         return params
 
     def _conv_args(self) -> dict:
-        return dict(stride=self.strides, padding=self.padding, output_padding=self.output_padding,
-                    groups=self.groups, dilation=self.dilation_rate, backend=self.device.backend)
+        return dict(stride=self.spec.stride, padding=self.spec.padding,
+                    output_padding=self.spec.output_padding, groups=self.groups,
+                    dilation=self.spec.dilation, backend=self.device.backend)
 
-    def forward(self, x, training=False, rng=None):
+    def linear_forward(self, x):
         self._x = x
         return F.conv_transpose2d(x, self.params["kernel"], self.params.get("bias"),
                                   **self._conv_args())
 
-    def backward(self, grad_out):
+    def linear_backward(self, grad_out):
         gx, gw, gb = F.conv_transpose2d_backward(
             grad_out, self._x, self.params["kernel"],
             output_mask=(self.need_input_grad, True, self.use_bias), **self._conv_args())
@@ -219,10 +295,16 @@ class Conv2DTranspose(Layer):
 
 # --------------------------------------------------------------------------- pooling
 class _Pool2D(Layer):
-    def __init__(self, pool_size=2, strides=None, padding=0, name: Optional[str] = None):
-        super().__init__(name)
-        self.pool_size, self.strides, self.padding = pool_size, strides, padding
-        self.spec = PoolSpec.make(2, pool_size, strides, padding)
+    """``padding`` an int, a pair, "valid" or "same" (Keras' rule, at any stride: the
+    padding is never part of a window's maximum or average)."""
+
+    def __init__(self, pool_size=2, strides=None, padding=0, name: Optional[str] = None,
+                 input_shape=None):
+        super().__init__(name, input_shape)
+        self.pool_size, self.strides = pool_size, strides
+        self.padding = _keras_padding(padding)
+        self.spec = PoolSpec.make(2, pool_size, strides,
+                                  0 if self.padding in ("same", "valid") else self.padding)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
@@ -230,6 +312,9 @@ class _Pool2D(Layer):
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
+        if self.padding == "same":
+            self.spec = PoolSpec.keras_same(self.spec.kernel_size, self.spec.stride,
+                                            input_shape[1:])
         out_hw = self.spec.output_shape(input_shape[1:])
         if min(out_hw) <= 0:
             raise ValueError(f"{self.name}: pool {self.spec.kernel_size} does not fit the input "
@@ -237,7 +322,8 @@ class _Pool2D(Layer):
         return input_shape[:1] + out_hw
 
     def _pool_args(self) -> dict:
-        return dict(kernel_size=self.pool_size, stride=self.strides, padding=self.padding,
+        return dict(kernel_size=self.spec.kernel_size, stride=self.spec.stride,
+                    padding=self.spec.padding, ceil_mode=self.spec.ceil_mode,
                     backend=self.device.backend)
 
 
@@ -260,8 +346,11 @@ class MaxPool2D(_Pool2D):
 
 
 class AvgPool2D(_Pool2D):
-    """Average pooling; zero padding counts in the divisor (``count_include_pad``, as Keras'
-    "same" does not and PyTorch does: set ``padding=0`` to avoid the question)."""
+    """Average pooling; an int padding counts in the divisor (PyTorch's default
+    ``count_include_pad``), "same" padding does not (Keras)."""
+
+    def _pool_args(self) -> dict:
+        return {**super()._pool_args(), "count_include_pad": self.padding != "same"}
 
     def forward(self, x, training=False, rng=None):
         self._x = x
@@ -306,12 +395,13 @@ class Flatten(Layer):
         return grad_out.reshape(self._shape)
 
 
-class Dense(Layer):
+class Dense(_Linear):
     """Fully connected: y = x @ kernel + bias, kernel (in_features, units), as Keras."""
 
-    def __init__(self, units: int, use_bias: bool = True,
-                 kernel_initializer: str = "glorot_uniform", name: Optional[str] = None):
-        super().__init__(name)
+    def __init__(self, units: int, activation: Optional[str] = None, use_bias: bool = True,
+                 kernel_initializer: str = "glorot_uniform", name: Optional[str] = None,
+                 input_shape=None):
+        super().__init__(activation, name, input_shape)
         self.units = _positive_int(units, "units")
         self.use_bias, self.kernel_initializer = bool(use_bias), kernel_initializer
 
@@ -330,12 +420,12 @@ class Dense(Layer):
             params["bias"] = np.zeros(self.units)
         return params
 
-    def forward(self, x, training=False, rng=None):
+    def linear_forward(self, x):
         self._x = x
         y = x @ self.params["kernel"]
         return y + self.params["bias"] if self.use_bias else y
 
-    def backward(self, grad_out):
+    def linear_backward(self, grad_out):
         self.grads = {"kernel": self._x.T @ grad_out}
         if self.use_bias:
             self.grads["bias"] = grad_out.sum(axis=0)
@@ -365,8 +455,9 @@ class ReLU(_Activation):
 class LeakyReLU(_Activation):
     """x for x > 0, ``negative_slope * x`` otherwise (Keras 3's default slope 0.3)."""
 
-    def __init__(self, negative_slope: float = 0.3, name: Optional[str] = None):
-        super().__init__(name)
+    def __init__(self, negative_slope: float = 0.3, name: Optional[str] = None,
+                 input_shape=None):
+        super().__init__(name, input_shape)
         self.negative_slope = float(negative_slope)
 
     def get_config(self) -> dict:
@@ -380,8 +471,9 @@ class LeakyReLU(_Activation):
 class ELU(_Activation):
     """x for x > 0, ``alpha * (exp(x) - 1)`` otherwise."""
 
-    def __init__(self, alpha: float = 1.0, name: Optional[str] = None):
-        super().__init__(name)
+    def __init__(self, alpha: float = 1.0, name: Optional[str] = None,
+                 input_shape=None):
+        super().__init__(name, input_shape)
         self.alpha = float(alpha)
 
     def get_config(self) -> dict:
@@ -398,8 +490,9 @@ class Dropout(Layer):
     """Zeroes each activation with probability ``rate`` while training and scales the rest
     by 1/(1 - rate) ("inverted" dropout), so inference is the identity."""
 
-    def __init__(self, rate: float, name: Optional[str] = None):
-        super().__init__(name)
+    def __init__(self, rate: float, name: Optional[str] = None,
+                 input_shape=None):
+        super().__init__(name, input_shape)
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"rate must be in [0, 1), got {rate!r}")
         self.rate = float(rate)
@@ -425,8 +518,9 @@ class BatchNorm2D(Layer):
     ``running = momentum * running + (1 - momentum) * batch``, Keras' convention); at
     inference, uses the running statistics."""
 
-    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: Optional[str] = None):
-        super().__init__(name)
+    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: Optional[str] = None,
+                 input_shape=None):
+        super().__init__(name, input_shape)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if epsilon <= 0:
@@ -509,8 +603,9 @@ class RandomShift(Layer):
 
     is_augmentation = True
 
-    def __init__(self, max_shift: int = 2, name: Optional[str] = None):
-        super().__init__(name)
+    def __init__(self, max_shift: int = 2, name: Optional[str] = None,
+                 input_shape=None):
+        super().__init__(name, input_shape)
         self.max_shift = _positive_int(max_shift, "max_shift")
 
     def get_config(self) -> dict:
@@ -530,6 +625,23 @@ class RandomShift(Layer):
 
     def backward(self, grad_out):
         return None
+
+
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "elu": ELU}
+
+
+def make_activation(name: Optional[str]) -> Optional[_Activation]:
+    """The activation layer for Keras' ``activation=`` name (None or "linear": none)."""
+    if name is None or name == "linear":
+        return None
+    if name == "softmax":
+        raise ValueError("activation='softmax': gpuconv's losses take logits and apply the "
+                         "softmax themselves (Keras' from_logits=True); leave the last layer "
+                         "linear and use gpuconv.nn.softmax(model.predict(x)) for probabilities")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be None, 'linear' or one of {tuple(ACTIVATIONS)}, "
+                         f"got {name!r}")
+    return ACTIVATIONS[name]()
 
 
 LAYERS = {cls.__name__: cls for cls in (

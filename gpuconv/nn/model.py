@@ -1,5 +1,7 @@
 """``Sequential``: a stack of layers with Keras' compile / fit / evaluate / predict /
-summary / save / load, on gpuconv's own kernels.
+summary / save / load, on gpuconv's own kernels. Data is channels-first, (N, C, H, W),
+where Keras is channels-last, (N, H, W, C); an input that looks channels-last is named
+as such in the error.
 
 Randomness is a function of (seed, epoch): the shuffling, dropout masks and
 augmentation of epoch ``e`` come from ``device.rng(seed, e)``, so a run resumed
@@ -24,6 +26,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from gpuconv._files import atomic_write
+from gpuconv.nn.callbacks import Callback, ProgressLogger
 from gpuconv.nn.device import Device, resolve_device, to_host
 from gpuconv.nn.layers import LAYERS, Conv2D, Dense, Flatten, Layer
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
@@ -38,14 +41,16 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the model's weights are no longer usable."""
 
 
-# --------------------------------------------------------------------------- callbacks
-class Callback:
-    """Hooks ``fit`` calls; set ``model.stop_training = True`` to stop after this epoch."""
+METRIC_NAMES = ("accuracy", "acc")  # Keras' alias: the logs use the name compile was given
 
-    def on_train_begin(self, model: "Sequential") -> None: ...
-    def on_epoch_begin(self, epoch: int, steps: int) -> None: ...
-    def on_batch_end(self, batch: int, logs: dict) -> None: ...
-    def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
+
+def _channels_last_hint(shape: Sequence[int]) -> str:
+    """A hint for a per-sample shape that looks like Keras' (H, W, C)."""
+    shape = tuple(shape)
+    if len(shape) == 3 and shape[2] in (1, 3, 4) and min(shape[:2]) > 4:
+        return (f"; {shape} looks channels-last (H, W, C), Keras' layout: gpuconv is "
+                "channels-first (C, H, W), so pass x.transpose(0, 3, 1, 2)")
+    return ""
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Sequential:
         self.seed = 0
         self.optimizer: Optional[Optimizer] = None
         self.loss = SoftmaxCrossEntropy()
+        self.metric_name = "accuracy"
         self.epoch = 0  # epochs trained so far
         self.history = History()
         self.stop_training = False
@@ -89,12 +95,18 @@ class Sequential:
         self.layers.append(layer)
 
     # ------------------------------------------------------------------ building
-    def build(self, input_shape: Sequence[int], device: Device | str = "cpu", seed: int = 0,
-              dtype="float32") -> "Sequential":
-        """Create every layer's parameters for per-sample inputs of ``input_shape`` (C, H, W),
-        on ``device`` (a ``Device`` or "cpu" / "cuda" / "auto"), from ``seed``."""
+    def build(self, input_shape: Optional[Sequence[int]] = None, device: Device | str = "cpu",
+              seed: int = 0, dtype="float32") -> "Sequential":
+        """Create every layer's parameters for per-sample inputs of ``input_shape`` (C, H, W;
+        default: the first layer's ``input_shape=``), on ``device`` (a ``Device`` or "cpu" /
+        "cuda" / "auto"), from ``seed``."""
         if not self.layers:
             raise ValueError("a Sequential model needs at least one layer")
+        if input_shape is None:
+            input_shape = self.layers[0].declared_input_shape
+            if input_shape is None:
+                raise ValueError("build() needs input_shape (C, H, W), or input_shape= on the "
+                                 "first layer")
         self.device = device if isinstance(device, Device) else resolve_device(device)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
@@ -106,7 +118,14 @@ class Sequential:
             if layer.is_augmentation and trainable_seen:
                 raise ValueError(f"{layer.name}: augmentation layers must come before any "
                                  "layer with parameters (they pass no gradient back)")
-            layer.build(shape, self.device, init_rng, self.dtype)
+            try:
+                layer.build(shape, self.device, init_rng, self.dtype)
+            except ValueError as exc:
+                hint = _channels_last_hint(self.input_shape)
+                if not hint:
+                    raise
+                self.device = None  # not built
+                raise ValueError(f"{exc}{hint}") from None
             # nothing before the first trainable layer needs a gradient of its input
             layer.need_input_grad = trainable_seen
             trainable_seen = trainable_seen or bool(layer.params)
@@ -118,8 +137,15 @@ class Sequential:
         return self.device is not None
 
     def _require_built(self) -> None:
-        if not self.built:
-            raise ValueError("the model is not built: call build(input_shape) or fit() first")
+        """Build for the first layer's ``input_shape=`` if given (Keras builds then), on the
+        device ``fit`` would choose."""
+        if self.built:
+            return
+        if self.layers and self.layers[0].declared_input_shape is not None:
+            self.build(device="auto", seed=self.seed)
+            return
+        raise ValueError("the model is not built: call build(input_shape), fit(), or give "
+                         "input_shape= to the first layer")
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -132,9 +158,12 @@ class Sequential:
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
         self.loss = LOSSES[loss]()
-        unknown = set(metrics) - {"accuracy"}
-        if unknown:
-            raise ValueError(f"metrics may only hold 'accuracy', got {sorted(unknown)}")
+        metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+        unknown = set(metrics) - set(METRIC_NAMES)
+        if unknown or len(metrics) > 1:
+            raise ValueError(f"metrics may hold one of {METRIC_NAMES} (accuracy is always "
+                             f"computed), got {metrics}")
+        self.metric_name = metrics[0] if metrics else "accuracy"
 
     # ------------------------------------------------------------------ parameters
     def parameters(self) -> dict[str, object]:
@@ -150,7 +179,32 @@ class Sequential:
 
     @property
     def n_params(self) -> int:
+        """Trainable parameters."""
         return sum(layer.n_params for layer in self.layers)
+
+    @property
+    def n_non_trainable(self) -> int:
+        """Saved values that are not trained (batch norm's running statistics)."""
+        return sum(int(math.prod(v.shape)) for v in self._buffers().values())
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Host copies of every parameter and buffer, layer by layer (Keras' order)."""
+        self._require_built()
+        return [to_host(v).copy() for layer in self.layers
+                for v in (*layer.params.values(), *layer.buffers.values())]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Put back what ``get_weights`` returned (same shapes, same order)."""
+        self._require_built()
+        slots = [(store, k) for layer in self.layers for store in (layer.params, layer.buffers)
+                 for k in store]
+        if len(weights) != len(slots):
+            raise ValueError(f"set_weights needs {len(slots)} arrays, got {len(weights)}")
+        for (store, key), value in zip(slots, weights):
+            if tuple(np.shape(value)) != tuple(store[key].shape):
+                raise ValueError(f"weight {key} needs shape {tuple(store[key].shape)}, got "
+                                 f"{tuple(np.shape(value))}")
+            store[key] = self.device.asarray(np.asarray(value), self.dtype)
 
     # ------------------------------------------------------------------ computing
     def __call__(self, x, training: bool = False, rng=None):
@@ -166,7 +220,8 @@ class Sequential:
 
     def _check_inputs(self, x, y=None):
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(f"x must have shape (N,) + {self.input_shape}, got {tuple(x.shape)}")
+            raise ValueError(f"x must have shape (N,) + {self.input_shape}, got "
+                             f"{tuple(x.shape)}{_channels_last_hint(x.shape[1:])}")
         if y is not None:
             if y.ndim != 1 or y.shape[0] != x.shape[0]:
                 raise ValueError(f"y must hold one label per sample: shape ({x.shape[0]},), got "
@@ -189,21 +244,40 @@ class Sequential:
         self.optimizer.apply(self.parameters(), self.gradients())
         return loss, correct_count(logits, y)
 
-    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
-            validation_data=None, callbacks: Sequence[Callback] = (), shuffle: bool = True,
-            seed: Optional[int] = None, device="auto", log_every: int = 20) -> History:
-        """Train until ``epochs`` epochs in all (``self.epoch`` counts those already done,
-        so a resumed model continues). x (N, C, H, W) floats, y (N,) integer labels. The
-        data moves to the model's device once; batches are gathered there."""
+    def fit(self, x, y, batch_size: int = 32, epochs: int = 1, verbose="auto",
+            callbacks: Sequence[Callback] = (), validation_split: float = 0.0,
+            validation_data=None, shuffle: bool = True, initial_epoch: Optional[int] = None,
+            seed: Optional[int] = None, device="auto",
+            log_every: Optional[int] = None) -> History:
+        """Train ``epochs`` more epochs (Keras: with ``initial_epoch``, train from that epoch
+        up to epoch ``epochs``; ``self.epoch`` counts those done, so a loaded checkpoint
+        continues). x (N, C, H, W) floats, y (N,) integer labels. ``verbose``: 0 silent,
+        1 a progress bar ("auto"; a line every few seconds when standard output is not a
+        terminal), 2 a line per epoch. Batch hooks run every batch; their logs are read
+        back every ``log_every`` batches (default: every batch on the CPU, every 20 on a
+        GPU, where a read back waits for the GPU). The data moves to the model's device
+        once; batches are gathered there."""
         if self.optimizer is None:
             raise ValueError("compile() the model before fit()")
+        if verbose == "auto":
+            verbose = 1
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         if not self.built:
-            self.build(x.shape[1:], device, self.seed if seed is None else seed)
+            declared = self.layers[0].declared_input_shape if self.layers else None
+            self.build(declared or x.shape[1:], device, self.seed if seed is None else seed)
         if seed is not None:
             self.seed = int(seed)
         self._check_inputs(x, y)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+        if initial_epoch is None:
+            first, last = self.epoch, self.epoch + epochs
+        else:
+            first, last = initial_epoch, epochs
+        if first < 0 or last <= first:
+            raise ValueError(f"fit trains epochs [initial_epoch, epochs): got initial_epoch "
+                             f"{first} and epochs {epochs}, which leave none to train")
         if validation_data is None and validation_split:
             if not 0.0 < validation_split < 1.0:
                 raise ValueError(f"validation_split must be in (0, 1), got {validation_split!r}")
@@ -213,30 +287,41 @@ class Sequential:
         if validation_data is not None:
             self._check_inputs(*validation_data)
             validation_data = self._to_device(*validation_data)  # once, not every epoch
+        if log_every is None:
+            log_every = 1 if self.device.kind == "cpu" else 20
         steps = math.ceil(len(x) / batch_size)
-        self.stop_training = False
+        callbacks = list(callbacks) + ([ProgressLogger(verbose)] if verbose else [])
         for cb in callbacks:
-            cb.on_train_begin(self)
-        while self.epoch < epochs and not self.stop_training:
+            cb.set_model(self)
+            cb.set_params({"epochs": last, "steps": steps, "verbose": verbose})
+        self.stop_training, self.epoch = False, first
+        for cb in callbacks:
+            cb.on_train_begin({})
+        logs: dict = {}
+        while self.epoch < last and not self.stop_training:
+            for cb in callbacks:
+                cb.on_epoch_begin(self.epoch, {})
             logs = self._train_epoch(x, y, batch_size, steps, shuffle, callbacks, log_every)
             if validation_data is not None:
                 val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
-                logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                logs.update({f"val_{k}": v for k, v in val.items()})
             self.epoch += 1
             self.history.append(logs)
             for cb in callbacks:
-                cb.on_epoch_end(self.epoch, logs)
+                cb.on_epoch_end(self.epoch - 1, logs)
+        for cb in callbacks:
+            cb.on_train_end(logs)
         return self.history
 
     def _train_epoch(self, x, y, batch_size, steps, shuffle, callbacks, log_every) -> dict:
         rng = self.device.rng(self.seed, self.epoch)
         order = rng.permutation(len(x)) if shuffle else self.device.xp.arange(len(x))
-        for cb in callbacks:
-            cb.on_epoch_begin(self.epoch, steps)
         start, lr = time.perf_counter(), self.optimizer.learning_rate
         loss_sum = correct = 0
-        seen = 0
+        seen, logs = 0, {}
         for b in range(steps):
+            for cb in callbacks:
+                cb.on_train_batch_begin(b, logs)
             idx = order[b * batch_size:(b + 1) * batch_size]
             loss, hits = self.train_step(x[idx], y[idx], rng)
             # sums stay on the device; reading them back (a GPU sync) waits for log points
@@ -247,11 +332,11 @@ class Sequential:
                     raise TrainingDiverged(f"the training loss became {mean_loss} in epoch "
                                            f"{self.epoch + 1}, batch {b + 1}; try a smaller "
                                            "learning rate")
-                logs = {"loss": mean_loss, "accuracy": int(correct) / seen, "seen": seen,
+                logs = {"loss": mean_loss, self.metric_name: int(correct) / seen, "seen": seen,
                         "seconds": time.perf_counter() - start}
-                for cb in callbacks:
-                    cb.on_batch_end(b, logs)
-        return {"loss": mean_loss, "accuracy": int(correct) / seen, "lr": lr,
+            for cb in callbacks:
+                cb.on_train_batch_end(b, logs)
+        return {"loss": mean_loss, self.metric_name: int(correct) / seen, "lr": lr,
                 "seconds": time.perf_counter() - start}
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
@@ -265,7 +350,7 @@ class Sequential:
             loss, _ = self.loss(logits, yb, self.device.xp)
             # sums stay on the device: one read back (a GPU sync) at the end
             loss_sum, correct = loss_sum + loss * len(xb), correct + correct_count(logits, yb)
-        return {"loss": float(loss_sum) / len(x), "accuracy": int(correct) / len(x)}
+        return {"loss": float(loss_sum) / len(x), self.metric_name: int(correct) / len(x)}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The last layer's outputs (logits) for x, as a NumPy array."""
@@ -275,13 +360,16 @@ class Sequential:
                                for s in range(0, len(x), batch_size)])
 
     # ------------------------------------------------------------------ describing
-    def summary(self) -> str:
-        """Each layer's output shape and parameter count, and the totals."""
+    def summary(self, print_fn=print) -> str:
+        """Print (through ``print_fn``, None for silence) and return each layer's output
+        shape and parameter count, and the totals: trainable, and non-trainable (batch
+        norm's running statistics, as Keras counts them)."""
         self._require_built()
         rows = [("Layer (type)", "Output shape", "Param #")]
         for layer in self.layers:
+            count = layer.n_params + sum(int(math.prod(v.shape)) for v in layer.buffers.values())
             rows.append((f"{layer.name} ({type(layer).__name__})",
-                         str((None,) + tuple(layer.output_shape)), f"{layer.n_params:,}"))
+                         str((None,) + tuple(layer.output_shape)), f"{count:,}"))
         widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
         line = "-" * sum(widths)
         text = [f'Model: "{self.name}"  input {(None,) + self.input_shape}', line]
@@ -289,8 +377,14 @@ class Sequential:
             text.append(row[0].ljust(widths[0]) + row[1].ljust(widths[1]) + row[2].rjust(widths[2]))
             if i == 0:
                 text.append("=" * sum(widths))
-        text += ["=" * sum(widths), f"Total params: {self.n_params:,}"]
-        return "\n".join(text)
+        text += ["=" * sum(widths),
+                 f"Total params: {self.n_params + self.n_non_trainable:,}",
+                 f"Trainable params: {self.n_params:,}",
+                 f"Non-trainable params: {self.n_non_trainable:,}"]
+        text = "\n".join(text)
+        if print_fn is not None:
+            print_fn(text)
+        return text
 
     def get_config(self) -> dict:
         return {"name": self.name, "input_shape": list(self.input_shape),
@@ -369,7 +463,8 @@ class Sequential:
             if i > f and isinstance(layer, Dense):
                 first_dense = not any(isinstance(earlier, Dense) for earlier in self.layers[f:i])
                 kernel_hw = feature_shape[1:] if first_dense else (1, 1)
-                conv = Conv2D(layer.units, kernel_hw, use_bias=layer.use_bias, name=layer.name)
+                conv = Conv2D(layer.units, kernel_hw, use_bias=layer.use_bias,
+                              activation=layer.activation, name=layer.name)
                 in_channels = to_host(layer.params["kernel"]).shape[0] // math.prod(kernel_hw)
                 w = to_host(layer.params["kernel"]).T.reshape(layer.units, in_channels, *kernel_hw)
                 layers.append(conv)

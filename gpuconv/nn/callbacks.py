@@ -1,0 +1,188 @@
+"""Keras' callbacks: the hooks ``Sequential.fit`` calls, the progress display of
+``fit(verbose=...)``, ``EarlyStopping`` and ``ModelCheckpoint``.
+
+As in Keras, ``epoch`` and ``batch`` are 0-based, ``self.model`` and ``self.params``
+(epochs, steps, verbose) are set before ``on_train_begin``, and setting
+``model.stop_training = True`` stops after the current epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+
+class Callback:
+    """Base class: every hook does nothing. ``on_batch_begin`` / ``on_batch_end`` are
+    Keras' older names of the training-batch hooks, called by default."""
+
+    def __init__(self):
+        self.model = None
+        self.params: dict = {}
+
+    def set_model(self, model) -> None:
+        self.model = model
+
+    def set_params(self, params: dict) -> None:
+        self.params = params
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None: ...
+    def on_train_end(self, logs: Optional[dict] = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None: ...
+    def on_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None: ...
+    def on_batch_end(self, batch: int, logs: Optional[dict] = None) -> None: ...
+
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        self.on_batch_end(batch, logs)
+
+
+# --------------------------------------------------------------------------- progress
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class ProgressLogger(Callback):
+    """What ``fit(verbose=...)`` prints to ``stream`` (standard output by default):
+    ``verbose=1`` a progress bar with ETA per epoch on a terminal (click's), a line every
+    ``interval`` seconds elsewhere (a log file hears from a long epoch), and a line per
+    finished epoch; ``verbose=2`` the line per finished epoch only."""
+
+    def __init__(self, verbose: int = 1, stream=None, interval: float = 5.0):
+        super().__init__()
+        if verbose not in (1, 2):
+            raise ValueError(f"verbose must be 1 or 2 for a ProgressLogger, got {verbose!r}")
+        self.verbose, self.stream, self.interval = verbose, stream, float(interval)
+        self._bar = None
+
+    @property
+    def _out(self):
+        return self.stream or sys.stdout  # looked up late: pytest and click swap sys.stdout
+
+    def _metrics(self, logs: dict, keys) -> str:
+        return "  ".join(f"{k} {logs[k]:.4f}" for k in keys if k in logs)
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._label = f"epoch {epoch + 1}/{self.params['epochs']}"
+        self._started = self._last_line = time.perf_counter()
+        if self.verbose == 1 and self._out.isatty():
+            self._bar = click.progressbar(length=self.params["steps"], label=self._label,
+                                          file=self._out, show_eta=True, show_pos=True,
+                                          width=24, item_show_func=lambda text: text)
+            self._bar.__enter__()
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        if self.verbose != 1 or not logs:
+            return
+        text = self._metrics(logs, ("loss", self.model.metric_name))
+        text += f"  {logs['seen'] / max(logs['seconds'], 1e-9):,.0f} img/s"
+        if self._bar is not None:
+            self._bar.update(batch + 1 - self._bar.pos, text)
+            return
+        now, steps = time.perf_counter(), self.params["steps"]
+        if now - self._last_line >= self.interval and batch + 1 < steps:
+            eta = (now - self._started) / (batch + 1) * (steps - batch - 1)
+            click.echo(f"{self._label}  batch {batch + 1}/{steps}  {text}  "
+                       f"ETA {_duration(eta)}", file=self._out)
+            self._last_line = now
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+        name = self.model.metric_name
+        text = self._metrics(logs, ("loss", name, "val_loss", f"val_{name}"))
+        click.echo(f"{self._label}  {text}  lr {logs['lr']:.2e}  {logs['seconds']:.1f} s",
+                   file=self._out)
+
+
+# --------------------------------------------------------------------------- monitors
+class _Monitor(Callback):
+    """A callback that follows one logged quantity: "min" for losses, "max" for
+    accuracies ("auto" guesses from the name, as Keras)."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
+        super().__init__()
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if mode == "auto":
+            mode = "max" if monitor.endswith(("acc", "accuracy")) else "min"
+        self.monitor, self.mode, self.min_delta = monitor, mode, abs(float(min_delta))
+
+    def _current(self, logs: dict) -> float:
+        if self.monitor not in logs:
+            raise ValueError(f"{type(self).__name__} monitors {self.monitor!r}, which fit does "
+                             f"not log (it logs {sorted(logs)}); validation quantities need "
+                             "validation_data or validation_split")
+        return float(logs[self.monitor])
+
+    def _better(self, current: float, best: Optional[float]) -> bool:
+        if best is None:
+            return math.isfinite(current)
+        if self.mode == "min":
+            return current + self.min_delta < best
+        return current - self.min_delta > best
+
+
+class EarlyStopping(_Monitor):
+    """Stops training when ``monitor`` has not improved by more than ``min_delta`` for
+    ``patience`` epochs; ``restore_best_weights`` puts back the best epoch's weights
+    when it stops (Keras' behaviour: not when training ends by itself)."""
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
+                 mode: str = "auto", restore_best_weights: bool = False):
+        super().__init__(monitor, mode, min_delta)
+        if patience < 0:
+            raise ValueError(f"patience must be non-negative, got {patience!r}")
+        self.patience, self.restore_best_weights = int(patience), bool(restore_best_weights)
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        self.wait, self.best, self.best_weights = 0, None, None
+        self.best_epoch = self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        current = self._current(logs)
+        if self._better(current, self.best):
+            self.best, self.best_epoch, self.wait = current, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:  # Keras: patience 0 and 1 both stop at the first
+            self.stopped_epoch, self.model.stop_training = epoch, True
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(_Monitor):
+    """Saves the model after each epoch to ``filepath``, which may hold Keras' fields
+    (``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``, epoch counted from 1). With
+    ``save_best_only`` only when ``monitor`` improved. ``include_optimizer`` (default,
+    as Keras) makes the file a checkpoint ``Sequential.load`` resumes from; ``extra``
+    is stored with it (``model.extra`` after loading). Each save is atomic."""
+
+    def __init__(self, filepath, monitor: str = "val_loss", save_best_only: bool = False,
+                 mode: str = "auto", include_optimizer: bool = True,
+                 extra: Optional[dict] = None):
+        super().__init__(monitor, mode)
+        self.filepath, self.save_best_only = str(filepath), bool(save_best_only)
+        self.include_optimizer, self.extra = bool(include_optimizer), extra
+        self.best: Optional[float] = None
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        if self.save_best_only:
+            current = self._current(logs)
+            if not self._better(current, self.best):
+                return
+            self.best = current
+        path = Path(self.filepath.format(epoch=epoch + 1, **logs))
+        self.model.save(path, include_optimizer=self.include_optimizer, extra=self.extra)
