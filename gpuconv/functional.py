@@ -30,7 +30,7 @@ from gpuconv._checks import (check_array, check_positive_dims, check_same_dtype,
 from gpuconv.backends import backend_for_array, get_backend
 from gpuconv.shapes import ConvSpec, IntOrTuple, PoolSpec, ntuple, pool_has_empty_window
 
-Padding = Union[int, Sequence[int], str]
+Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
 OutputMask = Sequence[bool]
 _LAYOUT = {1: "NCL", 2: "NCHW"}
 
@@ -232,7 +232,8 @@ def conv1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 
     (array([14., 20.]), array([10., 16.]))
 
     ``padding`` is an int, a 1-tuple, ``"valid"`` or ``"same"`` (stride 1; an even
-    kernel gets its extra padding after); ``padding_mode`` is ``"zeros"``,
+    kernel gets its extra padding after), or one ``(before, after)`` pair per axis (an
+    extension: Keras' "same" at a stride above 1 needs it); ``padding_mode`` is ``"zeros"``,
     ``"reflect"``, ``"replicate"`` or ``"circular"``.
     """
     return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,

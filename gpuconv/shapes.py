@@ -157,8 +157,8 @@ class ConvSpec:
             else:
                 raise ValueError(f"padding must be an int, a tuple of {ndim} ints, 'valid' or "
                                  f"'same', got {padding!r}")
-        elif isinstance(padding, (tuple, list)) and any(isinstance(p, (tuple, list))
-                                                        for p in padding):
+        elif isinstance(padding, (tuple, list)) and padding and \
+                all(isinstance(p, (tuple, list)) for p in padding):
             if len(padding) != ndim:
                 raise TypeError(f"padding must hold {ndim} (before, after) pairs, got {padding!r}")
             pairs = tuple(_non_negative(ntuple(p, 2, "padding pair"), "padding") for p in padding)

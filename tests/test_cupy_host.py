@@ -65,6 +65,7 @@ CONV = {
     "pointwise": ((2, 8, 4, 8), (16, 8, 1, 1), {}),
     "stride-gt-kernel": ((2, 3, 10, 9), (4, 3, 2, 2), dict(stride=3, dilation=2)),
     "wide-rows": ((2, 9, 5, 5), (40, 9, 3, 3), dict(padding=1)),
+    "keras-same-stride2": ((2, 3, 8, 7), (4, 3, 3, 4), dict(stride=2, padding=((0, 1), (1, 2)))),
 }
 TILES = {"float32": ["large", "medium", "small", "tf32"], "float64": ["medium", "small"]}
 CONV_TABLE = [pytest.param(name, dtype, tile, id=f"{name}-{dtype}-{tile}")
