@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
-TRAIN_ARGS    ?= --device auto --out runs/latest
+# each run writes a new runs/<UTC time> and links runs/latest to it
+TRAIN_ARGS    ?= --device auto
 
 .PHONY: setup data train test demo goldens bench clean
 

@@ -3,6 +3,9 @@ gpuconv.demo, gpuconv.training and gpuconv.benchmark."""
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 
 from gpuconv import __version__
@@ -45,14 +48,29 @@ def _emit(report, quiet: bool) -> None:
                       message="%(prog)s %(version)s")
 def main():
     """gpuconv: readable, tested convolution, transposed-convolution and pooling kernels
-    with PyTorch semantics (NumPy backend; CUDA backends in later releases)."""
+    with PyTorch semantics, on the CPU (NumPy) and on NVIDIA GPUs (CuPy and Numba CUDA),
+    and a CNN trainer on them."""
+
+
+_JSON = click.option("--json", "as_json", is_flag=True,
+                     help="Print the result as JSON on standard output (messages go to "
+                          "standard error).")
+
+
+def _print_json(value) -> None:
+    click.echo(json.dumps(value, indent=2))
 
 
 @main.command()
-def info():
+@_JSON
+def info(as_json):
     """Versions, each backend's availability (and why not), and CUDA devices."""
-    from gpuconv.report import environment_lines
-    click.echo("\n".join(environment_lines()))
+    from gpuconv.report import environment, environment_lines
+    env = environment()
+    if as_json:
+        _print_json(env)
+    else:
+        click.echo("\n".join(environment_lines(env)))
 
 
 @main.command()
@@ -185,17 +203,28 @@ def bench(backend, ops, layers, repeat, json_path, plot_path):
 
 
 # --------------------------------------------------------------------------- training
-def _run_training(work):
-    """Run a gpuconv.training call: bad input is a usage error (exit 2), a diverged or
-    unavailable run a plain error (exit 1)."""
+def _run_training(work, as_json: bool):
+    """Run a gpuconv.training call with its messages on standard output, or standard error
+    when the result is printed as JSON: bad input is a usage error (exit 2), a diverged or
+    unavailable run or a missing optional package a plain error (exit 1), Ctrl-C in
+    training says how to resume (exit 130)."""
     from gpuconv.backends import BackendUnavailableError
+    from gpuconv.data import MissingPackageError
     from gpuconv.nn import TrainingDiverged
+    from gpuconv.training import TrainingInterrupted
+    echo = (lambda text: click.echo(text, err=True)) if as_json else click.echo
     try:
-        return work()
+        result = work(echo)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
-    except (FileNotFoundError, BackendUnavailableError, TrainingDiverged) as exc:
+    except (FileNotFoundError, BackendUnavailableError, TrainingDiverged,
+            MissingPackageError) as exc:
         raise click.ClickException(str(exc)) from None
+    except TrainingInterrupted as exc:
+        click.echo(f"\n{exc}", err=True)
+        raise SystemExit(130) from None
+    if as_json:
+        _print_json(result)
 
 
 _DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -220,14 +249,21 @@ _BACKEND = click.option("--backend", type=click.Choice(["numpy", "cupy", "numba"
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate of the cosine schedule (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole run.")
-@click.option("--out", type=click.Path(file_okay=False), default="runs/latest",
-              show_default=True, help="Directory for the model, checkpoints, metrics, pictures.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Directory for the model, checkpoints, metrics, pictures (default: a new "
+                   "runs/<UTC time>, linked from runs/latest).")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in --out.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Continue from a checkpoint.npz of an earlier run.")
-def train(**options):
-    """Train a CNN classifier on Fashion-MNIST with gpuconv's own kernels."""
+              help="Continue from a checkpoint.npz of an earlier run (in its directory, "
+                   "unless --out says otherwise).")
+@_JSON
+def train(as_json, **options):
+    """Train a CNN classifier on Fashion-MNIST with gpuconv's own kernels. A progress bar
+    with ETA on a terminal, a line every few seconds otherwise; the files written are
+    listed at the end."""
     from gpuconv.training import TrainOptions, train as run
-    _run_training(lambda: run(TrainOptions(**options), echo=click.echo))
+    _run_training(lambda echo: run(TrainOptions(**options), echo=echo,
+                                   progress=sys.stderr if as_json else None), as_json)
 
 
 @main.command()
@@ -236,10 +272,11 @@ def train(**options):
               help="Directory of MNIST-style IDX files (default: Fashion-MNIST).")
 @_DEVICE
 @_BACKEND
-def evaluate(model, data, device, backend):
+@_JSON
+def evaluate(model, data, device, backend, as_json):
     """Test accuracy of a saved MODEL (.npz)."""
     from gpuconv.training import evaluate as run
-    _run_training(lambda: run(model, data, device, backend, echo=click.echo))
+    _run_training(lambda echo: run(model, data, device, backend, echo=echo), as_json)
 
 
 @main.command()
@@ -251,11 +288,12 @@ def evaluate(model, data, device, backend):
               help="How many classes to show per image.")
 @_DEVICE
 @_BACKEND
-def predict(model, images, invert, top, device, backend):
+@_JSON
+def predict(model, images, invert, top, device, backend, as_json):
     """The most likely classes of each of IMAGES (PNG, JPEG or IDX) under MODEL."""
     from gpuconv.training import predict as run
-    _run_training(lambda: run(model, list(images), invert, top, device, backend,
-                              echo=click.echo))
+    _run_training(lambda echo: run(model, list(images), invert, top, device, backend,
+                                   echo=echo), as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover

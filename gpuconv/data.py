@@ -341,11 +341,16 @@ def _read_picture(path: Path) -> np.ndarray:
     return np.asarray(on_white.convert("L"))
 
 
+class MissingPackageError(ImportError):
+    """An optional package a feature needs is not installed; the message says how to."""
+
+
 def _pillow():
     try:
         from PIL import Image, ImageOps
     except ImportError as exc:
-        raise ImportError("reading PNG/JPEG needs Pillow: pip install 'gpuconv[train]'") from exc
+        raise MissingPackageError("reading PNG/JPEG needs Pillow: pip install "
+                                  "'gpuconv[train]' (or pip install pillow)") from exc
     return Image, ImageOps
 
 

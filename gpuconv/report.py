@@ -319,23 +319,34 @@ def cuda_devices() -> dict[str, list[str]]:
     return found
 
 
-def environment_lines() -> list[str]:
-    """What ``gpuconv info`` prints: versions, each backend's availability, CUDA devices."""
+def environment() -> dict:
+    """What ``gpuconv info`` reports: versions, each backend's availability (None) or why
+    not, and the CUDA devices each GPU library sees."""
     from gpuconv import __version__
     from gpuconv.backends import BACKENDS, unavailable_reason
 
-    lines = [f"gpuconv {__version__}",
-             f"python  {platform.python_version()} ({sys.executable})",
-             f"numpy   {np.__version__}",
-             "backends:"]
+    backends = {}
     for name in BACKENDS:
         try:
-            reason = unavailable_reason(name)
+            backends[name] = unavailable_reason(name)
         except Exception as exc:  # a broken install must not hide the other backends
-            reason = f"probe failed ({type(exc).__name__}: {exc})"
+            backends[name] = f"probe failed ({type(exc).__name__}: {exc})"
+    return {"gpuconv": __version__, "python": platform.python_version(),
+            "python_executable": sys.executable, "numpy": np.__version__,
+            "backends": backends, "cuda_devices": cuda_devices()}
+
+
+def environment_lines(env: Optional[dict] = None) -> list[str]:
+    """``environment()`` as ``gpuconv info`` prints it."""
+    env = env or environment()
+    lines = [f"gpuconv {env['gpuconv']}",
+             f"python  {env['python']} ({env['python_executable']})",
+             f"numpy   {env['numpy']}",
+             "backends:"]
+    for name, reason in env["backends"].items():
         status = "available" if reason is None else f"unavailable: {reason}"
         lines.append(f"  {name:<6} {status}")
-    devices = cuda_devices()
+    devices = env["cuda_devices"]
     lines.append("CUDA devices:")
     if not any(devices.values()):
         lines.append("  none found")

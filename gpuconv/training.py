@@ -1,7 +1,9 @@
 """``gpuconv train`` / ``evaluate`` / ``predict`` as library calls: the CLI only parses
 arguments and prints what these functions report through ``echo``.
 
-A training run writes into its output directory:
+A training run writes into its own directory, ``runs/<UTC time>`` unless ``out`` names
+one (an existing run there is replaced only with ``overwrite``; ``resume`` continues in
+the checkpoint's directory), and points the link ``runs/latest`` at the newest run:
 
     model.npz           the trained model (weights + architecture, no pickle)
     checkpoint.npz      model + optimiser + position after the last finished epoch,
@@ -48,8 +50,50 @@ class TrainOptions:
     optimizer: Optional[str] = None    # None: the recipe's
     lr: Optional[float] = None         # None: the recipe's
     seed: int = 0
-    out: str = "runs/latest"
+    out: Optional[str] = None          # None: a new runs/<UTC time>
     resume: Optional[str] = None
+    overwrite: bool = False
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says how to resume."""
+
+
+RUNS, LATEST = Path("runs"), "latest"
+
+
+def _run_directory(options: TrainOptions, echo: Echo) -> Path:
+    """Where this run writes (see the module's docstring); never another run's files
+    silently."""
+    if options.out is None and options.resume:
+        return Path(options.resume).parent
+    if options.out is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        out, n = RUNS / stamp, 1
+        while out.exists():
+            out, n = RUNS / f"{stamp}-{n}", n + 1
+        out.mkdir(parents=True)
+        _point_latest_at(out, echo)
+        return out
+    out = Path(options.out)
+    resuming_here = options.resume and Path(options.resume).resolve().parent == out.resolve()
+    taken = [name for name in (MODEL, CHECKPOINT, METRICS) if (out / name).exists()]
+    if taken and not (options.overwrite or resuming_here):
+        raise ValueError(f"{out} already holds a training run ({', '.join(taken)}): pass "
+                         "--overwrite to replace it, or leave out --out for a new "
+                         f"{RUNS}/<time> directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _point_latest_at(out: Path, echo: Echo) -> None:
+    latest = out.parent / LATEST
+    if latest.exists() and not latest.is_symlink():
+        echo(f"note: {latest} is a directory, not a link, so it stays as it is")
+        return
+    link = out.parent / f".{LATEST}-{out.name}"  # renamed over the old link: atomic
+    link.symlink_to(out.name, target_is_directory=True)
+    link.replace(latest)
 
 
 # --------------------------------------------------------------------------- train
@@ -86,10 +130,11 @@ def _start_or_resume(options: TrainOptions, device, steps_per_epoch: int, echo: 
 
 
 def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
-    """Train, evaluate on the test set, save everything under ``options.out``; returns the
-    metrics written to metrics.json. The progress of each epoch goes to the stream
-    ``progress`` (default standard output). Raises TrainingDiverged (the last good checkpoint
-    stays) when the loss stops being finite."""
+    """Train, evaluate on the test set, save everything in the run's directory; returns the
+    metrics written to metrics.json, with the directory ("out") and the files written
+    ("files"). The progress of each epoch goes to the stream ``progress`` (default
+    standard output). Raises TrainingDiverged (the last good checkpoint stays) when the
+    loss stops being finite, TrainingInterrupted on Ctrl-C."""
     started = time.perf_counter()
     device = resolve_device(options.device, options.backend)
     ds = load_dataset(options.data)
@@ -99,14 +144,17 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     model, epochs, batch_size, run = _start_or_resume(options, device, len(x_train), echo)
     echo(f"model {run['model']} ({model.n_params:,} parameters) on {device.describe()}: "
          f"{epochs} epochs, batch {batch_size}, {len(x_train):,} training images")
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _run_directory(options, echo)
+    echo(f"run directory: {out}")
     # the checkpoint is replaced atomically each epoch: a crash or Ctrl-C keeps the last one
     callbacks = [ProgressLogger(1, progress), ModelCheckpoint(out / CHECKPOINT, extra={"run": run})]
-    if model.epoch < epochs:
-        model.fit(_images(x_train), y_train, batch_size=batch_size, epochs=epochs,
-                  initial_epoch=model.epoch, verbose=0,
-                  validation_data=(_images(x_val), y_val), callbacks=callbacks)
+    try:
+        if model.epoch < epochs:
+            model.fit(_images(x_train), y_train, batch_size=batch_size, epochs=epochs,
+                      initial_epoch=model.epoch, verbose=0,
+                      validation_data=(_images(x_val), y_val), callbacks=callbacks)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(_how_to_resume(options, out)) from None
     test = model.evaluate(_images(ds.x_test), ds.y_test)
     echo(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}) on "
          f"{len(ds.x_test):,} images")
@@ -123,23 +171,33 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
         "wall_seconds_this_run": time.perf_counter() - started,
     }
     atomic_write(out / METRICS, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
-    _pictures(model, ds, out, echo)
-    return metrics
+    files = [out / MODEL, out / CHECKPOINT, out / METRICS, *_pictures(model, ds, out, echo)]
+    echo("wrote " + ", ".join(str(p) for p in files if p.exists()))
+    return {**metrics, "out": str(out), "files": [str(p) for p in files if p.exists()]}
 
 
-def _pictures(model: Sequential, ds: Dataset, out: Path, echo: Echo) -> None:
+def _how_to_resume(options: TrainOptions, out: Path) -> str:
+    if not (out / CHECKPOINT).exists():
+        return "interrupted before the first epoch finished: nothing to resume"
+    epoch = Sequential.load(out / CHECKPOINT).epoch
+    flags = "".join(f" --{name} {value}" for name, value in
+                    (("data", options.data), ("device", options.device),
+                     ("backend", options.backend)) if value)
+    return (f"interrupted; the checkpoint after epoch {epoch} is kept. Resume with:\n"
+            f"  gpuconv train --resume {out / CHECKPOINT}{flags}")
+
+
+def _pictures(model: Sequential, ds: Dataset, out: Path, echo: Echo) -> list[Path]:
     try:
         from gpuconv import plots
-    except ImportError as exc:
-        echo(f"pictures skipped: {exc}")
-        return
+    except ImportError:
+        echo("pictures skipped: they need matplotlib: pip install 'gpuconv[train]'")
+        return []
     image = _images(ds.x_test[:1])
-    written = [plots.learning_curves(model.history.history, out / "learning_curves.png"),
-               plots.first_layer_filters(model, out / "filters.png"),
-               plots.feature_maps(model, image, ds.class_names[int(ds.y_test[0])],
-                                  out / "feature_maps.png")]
-    echo("wrote " + ", ".join(str(p) for p in [out / MODEL, out / CHECKPOINT, out / METRICS,
-                                               *written]))
+    return [plots.learning_curves(model.history.history, out / "learning_curves.png"),
+            plots.first_layer_filters(model, out / "filters.png"),
+            plots.feature_maps(model, image, ds.class_names[int(ds.y_test[0])],
+                               out / "feature_maps.png")]
 
 
 # --------------------------------------------------------------------------- evaluate, predict
@@ -152,13 +210,14 @@ def evaluate(model_path: str, data: Optional[str] = None, device: str = "auto",
     result = model.evaluate(_images(ds.x_test), ds.y_test)
     echo(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}) on "
          f"{len(ds.x_test):,} images")
-    return result
+    return {"model": str(model_path), "data": ds.source, "test_images": len(ds.x_test),
+            "test_loss": result["loss"], "test_accuracy": result["accuracy"]}
 
 
 def predict(model_path: str, image_paths, invert: bool = False, top: int = 3,
             device: str = "auto", backend: Optional[str] = None, echo: Echo = print) -> list:
     """The ``top`` classes and probabilities for each image (PNG/JPEG, or IDX files of
-    images). Pictures are resized to the model's input; ``invert`` turns dark-on-light
+    images), as ``[{"image": name, "classes": [{"class": ..., "probability": ...}]}]``. Pictures are resized to the model's input; ``invert`` turns dark-on-light
     photos into Fashion-MNIST's light-on-dark."""
     model = Sequential.load(model_path, resolve_device(device, backend))
     names = model.extra.get("class_names") or [str(i) for i in range(model.output_shape[0])]
@@ -175,7 +234,7 @@ def predict(model_path: str, image_paths, invert: bool = False, top: int = 3,
         [f"image {i}" for i in range(len(images))]
     for label, p in zip(labels, probabilities):
         best = np.argsort(-p)[:top]
-        ranked = [(names[i], float(p[i])) for i in best]
-        echo(f"{label}: " + ", ".join(f"{n} {q:.1%}" for n, q in ranked))
-        results.append(ranked)
+        ranked = [{"class": names[i], "probability": float(p[i])} for i in best]
+        echo(f"{label}: " + ", ".join(f"{r['class']} {r['probability']:.1%}" for r in ranked))
+        results.append({"image": label, "classes": ranked})
     return results

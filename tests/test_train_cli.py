@@ -4,6 +4,8 @@ writes, resuming to the same model as an uninterrupted run, and clear errors."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,7 +73,10 @@ def test_resume_gives_the_same_model_as_an_uninterrupted_run(data_dir, tmp_path,
 
     monkeypatch.setattr(ModelCheckpoint, "on_epoch_end", interrupt)
     interrupted = tmp_path / "interrupted"
-    assert _train(data_dir, interrupted, "--epochs", "3").exit_code != 0
+    stopped = _train(data_dir, interrupted, "--epochs", "3")
+    assert stopped.exit_code == 130 and "Traceback" not in stopped.output
+    assert f"gpuconv train --resume {interrupted / 'checkpoint.npz'} --data {data_dir}" \
+        in stopped.output
     assert not (interrupted / "model.npz").exists()
     monkeypatch.setattr(ModelCheckpoint, "on_epoch_end", save)
 
@@ -120,3 +125,63 @@ def test_resume_from_a_plain_model_file_is_refused(data_dir, tmp_path):
                   "--resume", tmp_path / "model.npz")
     assert result.exit_code == 2
     assert "without training state" in result.output
+
+
+# --------------------------------------------------------------------------- JSON, run directories
+def test_json_goes_to_stdout_alone_and_runs_get_their_own_directory(data_dir, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ("train", "--device", "cpu", "--model", "slides", "--data", data_dir, "--epochs", "1",
+            "--json")
+    first, second = _run(*args), _run(*args)
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    summaries = [json.loads(r.stdout) for r in (first, second)]
+    assert "epoch 1/1" in first.stderr and "wrote " in first.stderr
+    outs = [Path(s["out"]) for s in summaries]
+    assert outs[0] != outs[1] and all(p.parent == Path("runs") for p in outs)
+    assert Path("runs/latest").resolve() == outs[1].resolve()
+    assert all(Path(f).exists() for f in summaries[1]["files"])
+    assert summaries[1]["test_accuracy"] == json.loads((outs[1] / "metrics.json").read_text())[
+        "test_accuracy"]
+
+    model = outs[1] / "model.npz"
+    evaluated = json.loads(_run("evaluate", model, "--data", data_dir, "--json").stdout)
+    assert evaluated["test_accuracy"] == summaries[1]["test_accuracy"]
+    assert evaluated["test_images"] == 40
+    predicted = json.loads(_run("predict", model, data_dir / "t10k-images-idx3-ubyte.gz",
+                                "--top", "2", "--json").stdout)
+    assert len(predicted) == 40 and len(predicted[0]["classes"]) == 2
+    assert sum(c["probability"] for c in predicted[0]["classes"]) <= 1.0
+
+
+def test_an_existing_run_is_replaced_only_with_overwrite(data_dir, tmp_path):
+    assert _train(data_dir, tmp_path, "--epochs", "1").exit_code == 0
+    before = (tmp_path / "model.npz").read_bytes()
+    refused = _train(data_dir, tmp_path, "--epochs", "1")
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    assert (tmp_path / "model.npz").read_bytes() == before
+    assert _train(data_dir, tmp_path, "--epochs", "1", "--overwrite").exit_code == 0
+
+
+def test_info_json_lists_every_backend():
+    from gpuconv.backends import BACKENDS
+    info = json.loads(_run("info", "--json").stdout)
+    assert set(info["backends"]) == set(BACKENDS) and info["backends"]["numpy"] is None
+    assert "later releases" not in _run("--help").output
+
+
+def test_missing_pillow_and_matplotlib_say_what_to_install(data_dir, tmp_path, monkeypatch):
+    import gpuconv
+    for name in ("matplotlib", "gpuconv.plots"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as when not installed
+    monkeypatch.delattr(gpuconv, "plots", raising=False)
+    result = _train(data_dir, tmp_path, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "pip install 'gpuconv[train]'" in result.output
+    assert f"wrote {tmp_path / 'model.npz'}" in result.output
+    picture = tmp_path / "shirt.png"
+    picture.write_bytes(b"not read")
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    refused = _run("predict", tmp_path / "model.npz", picture, "--device", "cpu")
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "needs Pillow: pip install 'gpuconv[train]'" in refused.output
