@@ -2,21 +2,31 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# one venv, two installs: training needs gpuconv[train] (and gpuconv[cuda] where an NVIDIA
+# driver is), the tests the whole test stack (torch, CUDA toolchain wheels)
+TRAIN_STAMP := $(VENV)/.installed-train
+TEST_STAMP  := $(VENV)/.installed-test
+TRAIN_EXTRAS := train$(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,cuda)
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # each run writes a new runs/<UTC time> and links runs/latest to it
 TRAIN_ARGS    ?= --device auto
 
-.PHONY: setup data train test demo goldens bench clean
+.PHONY: setup setup-train data train test demo goldens bench clean
 
-# The venv is (re)installed when pyproject.toml changes; otherwise setup is a no-op.
-$(STAMP): pyproject.toml
+# Each install reruns when pyproject.toml changes; otherwise it is a no-op.
+$(TRAIN_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[$(TRAIN_EXTRAS)]'
+	touch $@
+
+$(TEST_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -e '.[test]'
 	touch $@
 
-setup: $(STAMP)
+setup-train: $(TRAIN_STAMP)
+setup: $(TEST_STAMP)
 
 # Fashion-MNIST from Debian's package when this machine allows installing it; otherwise
 # `gpuconv train` falls back to the small subset bundled with gpuconv (and says so).
@@ -33,13 +43,13 @@ data:
 	fi
 
 # The main job: train the default CNN (gpuconv train --help for the options).
-train: setup data
+train: setup-train data
 	$(VENV)/bin/gpuconv train $(TRAIN_ARGS)
 
 test: setup
 	$(PY) -m pytest -q
 
-demo: setup
+demo: setup-train
 	$(VENV)/bin/gpuconv demo
 
 # Regenerate the golden files from PyTorch (the tests read them without torch).

@@ -94,7 +94,7 @@ def check_layer(layer: L.Layer, a: dict, t: dict) -> dict:
     """Compare gpuconv's forward and backward with torch's; also store the max-pool
     indices each side needs for its backward in ``a`` / ``t``. Returns the errors and
     ``ok``."""
-    from bench import torch_ops
+    from gpuconv.benchmark import torch_ops
     errors: dict = {}
     ours, ref = L.gpuconv_forward(layer, a, "numpy"), torch_ops.forward(layer, t)
     if layer.kind == "max_pool":
@@ -124,7 +124,7 @@ def measure_layer(layer: L.Layer, repeat: int = DEFAULT_REPEAT, warmup: int = DE
                   seed: int = 0) -> dict:
     """Check one layer against torch, then time forward and backward of both."""
     import torch
-    from bench import torch_ops
+    from gpuconv.benchmark import torch_ops
     a = L.make_arrays(layer, np.float32, seed)
     t = torch_ops.to_torch(a)
     result = {"layer": layer.to_dict(), "shape": layer.shape_text()}

@@ -191,9 +191,8 @@ def bench(backend, ops, layers, repeat, json_path, plot_path):
     after checking each result against cuDNN's. Prints ms, TFLOP/s or GB/s and
     x cuDNN = cuDNN time / our time (above 1: gpuconv is faster). Needs a CUDA device and
     a CUDA build of PyTorch; exits 1 if any result is wrong."""
-    from gpuconv.benchmark import BenchUnavailableError, load_gpu_bench
+    from gpuconv.benchmark import BenchUnavailableError, cudnn as gpu
     try:
-        gpu = load_gpu_bench()
         code = _run_report(lambda: gpu.bench_command(backend, ops, layers,
                                                      repeat or gpu.DEFAULT_REPEAT, json_path,
                                                      plot_path, click.echo))

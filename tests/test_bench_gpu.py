@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench import gpu
+from gpuconv.benchmark import cudnn as gpu
 from gpuconv.benchmark import measure, results
 from gpuconv.benchmark.suite import CPU_SUITE, GPU_SUITE, Layer, select
 from gpuconv.cli import main
@@ -67,7 +67,7 @@ def test_gpu_suite_is_the_issue_list():
 def test_output_shapes_agree_with_torch(layer):
     """PyTorch's own shape rules, on meta tensors (no memory, no arithmetic)."""
     torch = pytest.importorskip("torch")
-    from bench import torch_ops
+    from gpuconv.benchmark import torch_ops
     t = {"input": torch.empty(layer.input_shape, device="meta")}
     if layer.is_conv:
         t["weight"] = torch.empty(layer.weight_shape, device="meta")
@@ -273,7 +273,7 @@ def test_bench_help_states_the_defaults():
 
 
 def test_the_bench_modules_do_not_import_torch():
-    code = ("import sys, bench.gpu, gpuconv.benchmark.results; "
+    code = ("import sys, gpuconv.benchmark.cudnn, gpuconv.benchmark.results; "
             "from gpuconv.cli import main; "
             "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench import gpu
+from gpuconv.benchmark import cudnn as gpu
 from gpuconv.benchmark import results
 from gpuconv.benchmark.suite import Layer
 from gpuconv.cli import main
@@ -104,7 +104,7 @@ def test_bench_command_end_to_end_on_the_cpu(monkeypatch, tmp_path):
 
 
 def test_cudnn_precision_uses_one_api():
-    from bench import torch_ops
+    from gpuconv.benchmark import torch_ops
     torch_ops.set_cudnn_precision("tf32")
     assert torch.backends.cudnn.conv.fp32_precision == "tf32"
     torch_ops.set_cudnn_precision("ieee")

@@ -1,8 +1,8 @@
 """The PyTorch side of the benchmarks: each suite layer's forward, its backward alone, and
 autograd's gradients for the correctness check. Works for CPU and CUDA tensors.
 
-Only the benchmarks in bench/ import this module: it imports torch, which the gpuconv
-package never does.
+It imports torch: only the benchmarks import it (cudnn.py, when ``gpuconv bench`` runs,
+and the checkout's bench/), never the rest of the package.
 The backward is timed through the ATen ops autograd itself calls
 (``aten.convolution_backward``, ``aten.max_pool2d_with_indices_backward``,
 ``aten.avg_pool2d_backward``, ``aten._adaptive_avg_pool2d_backward``), so no graph is

@@ -10,9 +10,8 @@ each call, L2 flushed before it, warm-up calls first (cudnn.benchmark autotunes 
 first call), contenders interleaved, median and 20th/80th percentiles. The device's copy
 bandwidth is measured in the same run, for pooling to be judged against.
 
-This module lives in bench/ with the PyTorch side (torch_ops.py): the gpuconv package never
-imports torch, so ``gpuconv bench`` loads it from a source checkout
-(``gpuconv.benchmark.load_gpu_bench``). torch is imported only when a bench runs. The CUDA-bound parts
+torch (``gpuconv[bench]``) is imported only when a bench runs, here and in the PyTorch
+side, torch_ops.py: importing gpuconv, or this module, never imports it. The CUDA-bound parts
 (``open_harness``, ``CudaEventTimer``, ``copy_bandwidth``) are small; the rest runs with
 any ``Harness``, which is how the tests drive it on the CPU with a fake timer.
 """
@@ -101,7 +100,7 @@ def _same(value):
 # --------------------------------------------------------------------------- measuring
 def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness) -> dict:
     """Check, then time, every contender of one pass; strict FP32 first, then TF32."""
-    from bench import torch_ops
+    from gpuconv.benchmark import torch_ops
     flops = layer.forward_flops()   # grad-input and grad-weight cost the same
     nbytes = layer.bytes_moved(pass_)
     torch_ops.set_cudnn_precision("ieee")
