@@ -148,13 +148,15 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     echo(f"run directory: {out}")
     # the checkpoint is replaced atomically each epoch: a crash or Ctrl-C keeps the last one
     callbacks = [ProgressLogger(1, progress), ModelCheckpoint(out / CHECKPOINT, extra={"run": run})]
+    first_epoch = model.epoch
     try:
         if model.epoch < epochs:
             model.fit(_images(x_train), y_train, batch_size=batch_size, epochs=epochs,
                       initial_epoch=model.epoch, verbose=0,
                       validation_data=(_images(x_val), y_val), callbacks=callbacks)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(_how_to_resume(options, out)) from None
+        raise TrainingInterrupted(_how_to_resume(options, out, model.epoch > first_epoch)) \
+            from None
     test = model.evaluate(_images(ds.x_test), ds.y_test)
     echo(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}) on "
          f"{len(ds.x_test):,} images")
@@ -176,15 +178,20 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     return {**metrics, "out": str(out), "files": [str(p) for p in files if p.exists()]}
 
 
-def _how_to_resume(options: TrainOptions, out: Path) -> str:
-    if not (out / CHECKPOINT).exists():
+def _how_to_resume(options: TrainOptions, out: Path, saved_an_epoch: bool) -> str:
+    """The command that continues the run (not a checkpoint an --overwrite run replaces)."""
+    if saved_an_epoch:
+        checkpoint = out / CHECKPOINT
+    elif options.resume:
+        checkpoint = Path(options.resume)
+    else:
         return "interrupted before the first epoch finished: nothing to resume"
-    epoch = Sequential.load(out / CHECKPOINT).epoch
+    epoch = Sequential.load(checkpoint).epoch
     flags = "".join(f" --{name} {value}" for name, value in
                     (("data", options.data), ("device", options.device),
                      ("backend", options.backend)) if value)
     return (f"interrupted; the checkpoint after epoch {epoch} is kept. Resume with:\n"
-            f"  gpuconv train --resume {out / CHECKPOINT}{flags}")
+            f"  gpuconv train --resume {checkpoint}{flags}")
 
 
 def _pictures(model: Sequential, ds: Dataset, out: Path, echo: Echo) -> list[Path]:
