@@ -3,17 +3,51 @@ TypeError that names the argument and the rule, before any backend runs."""
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Sequence
+
+import numpy as np
 
 from gpuconv.backends import backend_for_array, get_backend
 
 FLOAT_DTYPES = ("float32", "float64")
+MAX_BYTES_ENV = "GPUCONV_MAX_BYTES"
+
+
+def max_array_bytes() -> int:
+    """The most bytes one array an op creates may take: ``$GPUCONV_MAX_BYTES`` when set, else
+    the host's physical memory (more cannot be held at once; NumPy would fail late with a
+    MemoryError, a GPU library with its own out-of-memory error)."""
+    configured = os.environ.get(MAX_BYTES_ENV)
+    if configured is not None:
+        try:
+            return int(configured)
+        except ValueError:
+            raise ValueError(f"{MAX_BYTES_ENV} must be an integer number of bytes, got "
+                             f"{configured!r}") from None
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(physical, np.iinfo(np.intp).max)
+
+
+def check_array_bytes(name: str, shape: Sequence[int], itemsize: int, what: str) -> None:
+    """An array of ``shape`` that an op is about to create must fit ``max_array_bytes()``;
+    ``name`` is the argument that makes it this large, ``what`` the array."""
+    nbytes = math.prod(shape) * itemsize
+    limit = max_array_bytes()
+    if nbytes > limit:
+        raise ValueError(f"{name} is too large: {what} would have shape {tuple(shape)}, "
+                         f"{nbytes:,} bytes, above the limit of {limit:,} bytes (the physical "
+                         f"memory, or ${MAX_BYTES_ENV})")
 
 
 def check_array(array, name: str, layout: str):
     """``array`` must be a float32/float64 array with one axis per letter of ``layout``."""
     if not all(hasattr(array, attr) for attr in ("shape", "dtype", "ndim")):
         raise TypeError(f"{name} must be an array, got {type(array).__name__}")
+    if isinstance(array, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, whose mask no op would honour: pass "
+                        f"{name}.filled(value) or {name}.data")
     if str(array.dtype) not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
     if array.ndim != len(layout):

@@ -25,10 +25,11 @@ import math
 import numbers
 from typing import Optional, Sequence, Union
 
-from gpuconv._checks import (check_array, check_positive_dims, check_same_dtype, check_shape,
-                             resolve_backend)
+from gpuconv._checks import (check_array, check_array_bytes, check_positive_dims,
+                             check_same_dtype, check_shape, resolve_backend)
 from gpuconv.backends import backend_for_array, get_backend
-from gpuconv.shapes import ConvSpec, IntOrTuple, PoolSpec, ntuple, pool_has_empty_window
+from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask, ntuple,
+                            pool_has_empty_window)
 
 Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
 OutputMask = Sequence[bool]
@@ -110,11 +111,14 @@ def _check_precision(precision, be):
     return precision
 
 
-def _check_mask(output_mask) -> tuple[bool, bool, bool]:
-    if len(output_mask) != 3:
-        raise ValueError(f"output_mask must hold 3 booleans (grad_input, grad_weight, grad_bias), "
-                         f"got {output_mask!r}")
-    return tuple(bool(m) for m in output_mask)
+def _check_sizes(x, out_shape, padded_spatial, out_blame: str) -> None:
+    """Fail before allocating: the op's output (``out_blame`` names the argument that sets
+    its size) and, with padding, its padded copy of the input must fit one array."""
+    itemsize = x.dtype.itemsize
+    check_array_bytes(out_blame, out_shape, itemsize, "the output")
+    if tuple(padded_spatial) != tuple(x.shape[2:]):
+        check_array_bytes("padding", tuple(x.shape[:2]) + tuple(padded_spatial), itemsize,
+                          "the padded input")
 
 
 # --------------------------------------------------------------------------- convolution
@@ -164,6 +168,11 @@ def _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, paddin
             padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, spec.padding))
             raise ValueError(f"kernel size {dilated} (after dilation) is larger than the padded "
                              f"input {padded}")
+    padded = spatial if transposed else tuple(n + lo + hi for n, (lo, hi) in
+                                              zip(spatial, spec.padding))
+    grows = any(o > n for o, n in zip(out_spatial, spatial))
+    _check_sizes(x, (x.shape[0], out_channels) + tuple(out_spatial), padded,
+                 ("stride" if transposed else "padding") if grows else "input")
     return spec.with_leading_unit_axis() if ndim == 1 else spec, out_channels, out_spatial
 
 
@@ -185,6 +194,7 @@ def _check_grad_out(grad_out, x, out_channels, out_spatial, ndim) -> None:
 
 def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
           precision, backend):
+    flip = check_bool(flip, "flip")
     spec, _, _ = _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode)
     be = resolve_backend(backend, x, weight, bias)
     precision = _check_precision(precision, be)
@@ -195,7 +205,7 @@ def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode
 
 def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups, padding_mode,
                    flip, output_mask, precision, backend):
-    mask = _check_mask(output_mask)
+    mask, flip = check_output_mask(output_mask), check_bool(flip, "flip")
     spec, out_channels, out_spatial = _conv_setup(ndim, x, weight, None, stride, padding, dilation,
                                                   groups, padding_mode)
     _check_grad_out(grad_out, x, out_channels, out_spatial, ndim)
@@ -296,7 +306,7 @@ def _lift_spatial(ndim, spatial):
 
 def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_padding, groups,
                              dilation, output_mask, precision, backend):
-    mask = _check_mask(output_mask)
+    mask = check_output_mask(output_mask)
     spec, out_channels, out_spatial = _conv_setup(ndim, x, weight, None, stride, padding, dilation,
                                                   groups, "zeros", output_padding, transposed=True)
     _check_grad_out(grad_out, x, out_channels, out_spatial, ndim)
@@ -369,6 +379,9 @@ def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode):
         dilated = tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel_size, spec.dilation))
         raise ValueError(f"pooling window {dilated} (after dilation) is larger than the padded "
                          f"input {tuple(n + 2 * p for n, p in zip(spatial, spec.padding))}")
+    _check_sizes(x, tuple(x.shape[:2]) + tuple(out_spatial),
+                 tuple(n + 2 * p for n, p in zip(spatial, spec.padding)),
+                 "padding" if any(o > n for o, n in zip(out_spatial, spatial)) else "input")
     if any(pool_has_empty_window(n, k, s, p, d, o) for n, k, s, p, d, o in
            zip(spatial, spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_spatial)):
         raise ValueError(f"a pooling window lies entirely in the padding (kernel_size "
@@ -393,6 +406,7 @@ def _check_indices(indices, grad_out, plane_size, check_values: bool = True) -> 
 
 
 def _max_pool(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend):
+    return_indices = check_bool(return_indices, "return_indices")
     spec, _ = _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode)
     y, indices = resolve_backend(backend, x).max_pool2d(_lift(ndim, x), spec, return_indices)
     y, indices = _drop(ndim, y), _drop(ndim, indices)
@@ -401,6 +415,7 @@ def _max_pool(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return
 
 def _index_pool_backward(ndim, grad_out, x, indices, out_spatial, check_indices, backend):
     """Route each output's gradient to the input element its index names (max pooling)."""
+    check_indices = check_bool(check_indices, "check_indices")
     _check_pool_grad_out(grad_out, x, out_spatial, ndim)
     _check_indices(indices, grad_out, math.prod(x.shape[2:]), check_indices)
     be = resolve_backend(backend, grad_out, x, indices)
@@ -464,21 +479,22 @@ def _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode, divisor_overrid
 
 def _avg_pool(ndim, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
               divisor_override, backend):
+    include_pad = check_bool(count_include_pad, "count_include_pad")
     spec, _ = _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode, divisor_override)
     be = resolve_backend(backend, x)
-    return _drop(ndim, be.avg_pool2d(_lift(ndim, x), spec, bool(count_include_pad),
-                                     divisor_override))
+    return _drop(ndim, be.avg_pool2d(_lift(ndim, x), spec, include_pad, divisor_override))
 
 
 def _avg_pool_backward(ndim, grad_out, x, kernel_size, stride, padding, ceil_mode,
                        count_include_pad, divisor_override, backend):
+    include_pad = check_bool(count_include_pad, "count_include_pad")
     spec, out_spatial = _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode,
                                    divisor_override)
     _check_pool_grad_out(grad_out, x, out_spatial, ndim)
     be = resolve_backend(backend, grad_out, x)
     x2 = _lift(ndim, x)
     return _drop(ndim, be.avg_pool2d_backward(_lift(ndim, grad_out), spec, x2.shape[2:],
-                                              bool(count_include_pad), divisor_override))
+                                              include_pad, divisor_override))
 
 
 def avg_pool1d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
@@ -533,6 +549,7 @@ def _adaptive_setup(ndim, x, output_size):
     out = ntuple(output_size, ndim, "output_size")
     if any(o <= 0 for o in out):
         raise ValueError(f"output_size must be positive, got {out}")
+    _check_sizes(x, tuple(x.shape[:2]) + out, spatial, "output_size")
     return _lift_spatial(ndim, out)
 
 
@@ -550,6 +567,7 @@ def _adaptive_avg_pool_backward(ndim, grad_out, x, output_size, backend):
 
 
 def _adaptive_max_pool(ndim, x, output_size, return_indices, backend):
+    return_indices = check_bool(return_indices, "return_indices")
     out = _adaptive_setup(ndim, x, output_size)
     y, indices = resolve_backend(backend, x).adaptive_max_pool2d(_lift(ndim, x), out)
     y, indices = _drop(ndim, y), _drop(ndim, indices)

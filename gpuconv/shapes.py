@@ -21,6 +21,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Sequence, Union
 
+import numpy as np
+
 IntOrTuple = Union[int, Sequence[int]]
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -31,12 +33,38 @@ def _is_int(value) -> bool:
 
 
 def ntuple(value: IntOrTuple, n: int, name: str) -> tuple[int, ...]:
-    """``value`` as an n-tuple of ints: an int is repeated, a sequence must have length n."""
+    """``value`` as an n-tuple of ints: an int or a 1-tuple is repeated (PyTorch broadcasts
+    ``stride=(2,)`` on a 2-D op), any other sequence must have length n."""
     if _is_int(value):
         return (int(value),) * n
-    if isinstance(value, (tuple, list)) and len(value) == n and all(_is_int(v) for v in value):
-        return tuple(int(v) for v in value)
+    if isinstance(value, (tuple, list)) and len(value) in (1, n) and all(_is_int(v) for v in value):
+        return tuple(int(v) for v in value) * (n // len(value))
     raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` must be a ``bool`` or a NumPy bool: a truthy string such as ``"False"`` or a
+    number would silently turn an option on."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def check_output_mask(output_mask) -> tuple[bool, bool, bool]:
+    """``output_mask`` must be a tuple or list of 3 bools (grad_input, grad_weight, grad_bias)."""
+    rule = "output_mask must be a tuple of 3 bools (grad_input, grad_weight, grad_bias)"
+    if not isinstance(output_mask, (tuple, list)):
+        raise TypeError(f"{rule}, got {type(output_mask).__name__} {output_mask!r}")
+    if len(output_mask) != 3:
+        raise ValueError(f"{rule}, got {len(output_mask)} values {output_mask!r}")
+    return tuple(check_bool(m, f"output_mask[{i}]") for i, m in enumerate(output_mask))
+
+
+def _check_window(kernel: int, stride: int, dilation: int) -> None:
+    """The 1-D formulas' own arguments: a zero stride would divide by zero."""
+    for name, value in (("kernel", kernel), ("stride", stride), ("dilation", dilation)):
+        if not _is_int(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _positive(values: tuple[int, ...], name: str) -> tuple[int, ...]:
@@ -55,6 +83,7 @@ def _non_negative(values: tuple[int, ...], name: str) -> tuple[int, ...]:
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: tuple[int, int] = (0, 0),
                      dilation: int = 1) -> int:
     """Output length of a convolution along one axis (``padding`` is ``(before, after)``)."""
+    _check_window(kernel, stride, dilation)
     return (size + padding[0] + padding[1] - dilation * (kernel - 1) - 1) // stride + 1
 
 
@@ -62,12 +91,14 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int = 1,
                                padding: tuple[int, int] = (0, 0), dilation: int = 1,
                                output_padding: int = 0) -> int:
     """Output length of a transposed convolution: the input length of the conv it transposes."""
+    _check_window(kernel, stride, dilation)
     return (size - 1) * stride - padding[0] - padding[1] + dilation * (kernel - 1) + output_padding + 1
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1,
                      ceil_mode: bool = False) -> int:
     """Output length of a pooling window sweep, with PyTorch's ``ceil_mode`` rule."""
+    _check_window(kernel, stride, dilation)
     span = size + 2 * padding - dilation * (kernel - 1) - 1
     out = (-(-span // stride) if ceil_mode else span // stride) + 1
     if ceil_mode and (out - 1) * stride >= size + padding:
@@ -78,14 +109,46 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dila
 def pool_has_empty_window(size: int, kernel: int, stride: int, padding: int = 0,
                           dilation: int = 1, out: int | None = None) -> bool:
     """Whether a dilated pooling window can hold padding only (its maximum would be
-    -inf with no input position to point at, so gpuconv rejects such a sweep)."""
+    -inf with no input position to point at, so gpuconv rejects such a sweep).
+
+    In closed form, for any sizes: with ``padding <= kernel / 2`` (``PoolSpec``'s rule) a
+    window starting inside the input holds its first tap, and a window starting at
+    ``-r < 0`` has a tap inside the padding-free range; its first non-negative tap lands on
+    ``(-r) mod dilation``. So a window is empty iff ``(o*stride - padding) mod dilation >=
+    size`` for one of the ``m = ceil(padding / stride)`` windows that start in the
+    padding, and ``x mod d >= n`` is ``floor((x + d - n) / d) - floor(x / d)``: two floor
+    sums count them."""
     if out is None:
         out = pool_output_size(size, kernel, stride, padding, dilation)
-    inner_first = -(-padding // stride)  # windows from here to inner_last lie inside the input
-    inner_last = (size - 1 - dilation * (kernel - 1) + padding) // stride
-    edges = [o for o in range(out) if o < inner_first or o > inner_last]
-    return any(not any(0 <= o * stride - padding + k * dilation < size for k in range(kernel))
-               for o in edges)
+    starts_in_padding = min(out, -(-padding // stride))
+    if dilation <= size or starts_in_padding <= 0:
+        return False
+    empty = (floor_sum(starts_in_padding, dilation, stride, dilation - size - padding)
+             - floor_sum(starts_in_padding, dilation, stride, -padding))
+    return empty > 0
+
+
+def floor_sum(n: int, m: int, a: int, b: int) -> int:
+    """``sum(floor((a*i + b) / m) for i in range(n))`` in O(log) steps (the Euclid-like
+    reduction), for n >= 0, m > 0 and any integers a, b."""
+    total = 0
+    if a < 0 or a >= m:
+        total += (a // m) * n * (n - 1) // 2
+        a %= m
+    if b < 0 or b >= m:
+        total += (b // m) * n
+        b %= m
+    while True:
+        if a >= m:
+            total += (a // m) * n * (n - 1) // 2
+            a %= m
+        if b >= m:
+            total += (b // m) * n
+            b %= m
+        y_max = a * n + b
+        if y_max < m:
+            return total
+        n, b, m, a = y_max // m, y_max % m, a, m
 
 
 def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
@@ -104,9 +167,15 @@ def keras_same_padding(size: int, kernel: int, stride: int = 1,
     return total // 2, total - total // 2
 
 
-def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
-    """``[start, end)`` of each adaptive-pooling window (PyTorch's floor/ceil split)."""
-    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)``: int64 arrays of the ``[start, end)`` of each adaptive-pooling window
+    (PyTorch's split ``floor(i*size/out)``, ``ceil((i+1)*size/out)``), computed as
+    ``i*q + floor(i*r/out)`` with ``size = q*out + r`` so no product overflows."""
+    q, r = divmod(size, out)
+    i = np.arange(out + 1, dtype=np.int64)
+    bounds_floor = i * q + (i * r) // out
+    bounds_ceil = i * q - (-(i * r) // out)
+    return bounds_floor[:-1], bounds_ceil[1:]
 
 
 # --------------------------------------------------------------------------- specs
@@ -223,7 +292,7 @@ class PoolSpec:
             if 2 * p > k:
                 raise ValueError("padding must be at most half of kernel_size, got "
                                  f"padding={padding_t}, kernel_size={kernel_t}")
-        return cls(kernel_t, stride_t, padding_t, dilation_t, bool(ceil_mode))
+        return cls(kernel_t, stride_t, padding_t, dilation_t, check_bool(ceil_mode, "ceil_mode"))
 
     @classmethod
     def keras_same(cls, kernel_size: tuple[int, ...], stride: tuple[int, ...],

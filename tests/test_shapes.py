@@ -338,12 +338,18 @@ def test_same_padding_placement_matches_torch(kernel, dilation):
     (10, 3, [(0, 4), (3, 7), (6, 10)]),
 ])
 def test_adaptive_windows_by_hand(size, out, expected):
-    assert adaptive_windows(size, out) == expected
+    assert _windows(size, out) == expected
+
+
+def _windows(size, out):
+    """``adaptive_windows`` as a list of ``(start, end)`` pairs of ints."""
+    starts, ends = adaptive_windows(size, out)
+    return list(zip(starts.tolist(), ends.tolist()))
 
 
 @pytest.mark.parametrize("size, out", list(itertools.product(range(1, 13), range(1, 13))))
 def test_adaptive_windows_invariants(size, out):
-    windows = adaptive_windows(size, out)
+    windows = _windows(size, out)
     assert len(windows) == out
     assert windows[0][0] == 0 and windows[-1][1] == size
     for i, (lo, hi) in enumerate(windows):
@@ -358,12 +364,12 @@ def test_adaptive_windows_match_torch():
     rng = np.random.default_rng(1234)
     for size, out in itertools.product(range(1, 14), range(1, 14)):
         x = rng.standard_normal(size)
-        expected = np.array([x[lo:hi].mean() for lo, hi in adaptive_windows(size, out)])
+        expected = np.array([x[lo:hi].mean() for lo, hi in _windows(size, out)])
         got = TF.adaptive_avg_pool1d(torch.from_numpy(x)[None, None], out)[0, 0].numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14,
                                    err_msg=f"size={size}, out={out}")
         _, idx = TF.adaptive_max_pool1d(torch.from_numpy(x)[None, None], out, return_indices=True)
-        for i, (lo, hi) in zip(idx[0, 0].tolist(), adaptive_windows(size, out)):
+        for i, (lo, hi) in zip(idx[0, 0].tolist(), _windows(size, out)):
             assert lo <= i < hi
 
 
@@ -372,9 +378,10 @@ def test_ntuple():
     assert ntuple(3, 2, "stride") == (3, 3)
     assert ntuple((1, 2), 2, "stride") == (1, 2)
     assert ntuple([4], 1, "stride") == (4,)
+    assert ntuple((2,), 2, "stride") == (2, 2)  # a 1-tuple broadcasts, as in PyTorch
     assert ntuple(np.int64(2), 2, "stride") == (2, 2)
     assert all(type(v) is int for v in ntuple((np.int32(1), np.int64(2)), 2, "stride"))
-    for bad in (1.0, "2", None, True, (1,), (1, 2, 3), (1, 2.0), (True, 1), {1, 2}):
+    for bad in (1.0, "2", None, True, (), (1, 2, 3), (1, 2.0), (True, 1), {1, 2}):
         with pytest.raises(TypeError, match="stride"):
             ntuple(bad, 2, "stride")
 
@@ -538,10 +545,14 @@ def test_poolspec_defaults_and_normalisation():
     assert PoolSpec.make(2, (2, 3), stride=()).stride == (2, 3)
     assert PoolSpec.make(2, (2, 3), stride=[]).stride == (2, 3)
     assert PoolSpec.make(1, [4], stride=None).stride == (4,)
-    spec = PoolSpec.make(2, (4, 2), stride=(1, 2), padding=(2, 1), dilation=[3, 1], ceil_mode=1)
+    spec = PoolSpec.make(2, (4, 2), stride=(1, 2), padding=(2, 1), dilation=[3, 1],
+                         ceil_mode=np.bool_(True))
     assert spec == PoolSpec((4, 2), (1, 2), (2, 1), (3, 1), True)
     assert spec.ceil_mode is True
-    assert PoolSpec.make(1, 3, ceil_mode=0).ceil_mode is False
+    assert PoolSpec.make(1, 3, ceil_mode=False).ceil_mode is False
+    for truthy_or_not in (1, 0, "False", None):  # a string "False" would turn ceil_mode on
+        with pytest.raises(TypeError, match="ceil_mode must be True or False"):
+            PoolSpec.make(1, 3, ceil_mode=truthy_or_not)
     assert PoolSpec.make(1, np.int64(2)).kernel_size == (2,)
 
 
@@ -565,7 +576,7 @@ _POOL_RULES = [
     (dict(kernel_size=-2), ValueError, "kernel_size"),
     (dict(kernel_size=(2, 0)), ValueError, "kernel_size"),
     (dict(kernel_size=2.0), TypeError, "kernel_size"),
-    (dict(kernel_size=(2,)), TypeError, "kernel_size"),
+    (dict(kernel_size=(2, 2, 2)), TypeError, "kernel_size"),
     (dict(kernel_size=None), TypeError, "kernel_size"),
     (dict(kernel_size=True), TypeError, "kernel_size"),
     (dict(kernel_size=2, stride=0), ValueError, "stride"),

@@ -551,14 +551,14 @@ def lp_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, spec: PoolSpec,
 # --------------------------------------------------------------------------- adaptive pooling
 def _adaptive_ranges(size: int, out: int):
     """``_gather_sum`` tables of the adaptive windows along one axis, and the window sizes."""
-    starts, ends = (np.array(v) for v in zip(*adaptive_windows(size, out)))
+    starts, ends = adaptive_windows(size, out)
     return _ranges(starts, ends), ends - starts
 
 
 def _adaptive_members(size: int, out: int):
     """``_gather_sum`` tables that collect, for each input position, the adaptive windows
     holding it: a contiguous run, since window starts and ends both grow with the index."""
-    starts, ends = (np.array(v) for v in zip(*adaptive_windows(size, out)))
+    starts, ends = adaptive_windows(size, out)
     positions = np.arange(size)
     return _ranges(np.searchsorted(ends, positions, "right"),
                    np.searchsorted(starts, positions, "right"))

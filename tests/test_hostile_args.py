@@ -1,0 +1,172 @@
+"""Hostile arguments to the public ops (issue 16): option flags that must be real bools,
+masked arrays, PyTorch's 1-tuples, and absurd sizes that must fail fast with a ValueError
+naming the argument instead of hanging in a Python loop or dying in the allocator."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+import gpuconv.functional as F
+from gpuconv.shapes import (adaptive_windows, conv_output_size, conv_transpose_output_size,
+                            floor_sum, pool_has_empty_window, pool_output_size)
+
+
+def _x(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+X2, W2, X1 = _x(2, 3, 8, 8), _x(4, 3, 3, 3, seed=1), _x(2, 3, 9)
+GY2 = F.conv2d(X2, W2)
+Y_POOL = F.max_pool2d(X2, 2)
+
+# (call, argument the message must name, exception)
+_BAD_FLAGS = [
+    (lambda v: F.max_pool2d(X2, 2, ceil_mode=v), "ceil_mode"),
+    (lambda v: F.max_pool1d(X1, 2, return_indices=v), "return_indices"),
+    (lambda v: F.avg_pool2d(X2, 3, padding=1, count_include_pad=v), "count_include_pad"),
+    (lambda v: F.avg_pool2d_backward(Y_POOL, X2, 2, count_include_pad=v), "count_include_pad"),
+    (lambda v: F.conv2d(X2, W2, flip=v), "flip"),
+    (lambda v: F.conv2d_backward(GY2, X2, W2, flip=v), "flip"),
+    (lambda v: F.adaptive_max_pool2d(X2, 3, return_indices=v), "return_indices"),
+    (lambda v: F.conv2d_backward(GY2, X2, W2, output_mask=(True, v, True)), r"output_mask\[1\]"),
+]
+
+
+@pytest.mark.parametrize("value", ["False", "True", 0, 1, None, 1.0])
+@pytest.mark.parametrize("call, name", _BAD_FLAGS)
+def test_flags_must_be_bools(call, name, value):
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        call(value)
+
+
+@pytest.mark.parametrize("call, name", _BAD_FLAGS)
+def test_flags_take_bool_and_numpy_bool(call, name):
+    for value in (True, np.bool_(False)):
+        call(value)
+
+
+@pytest.mark.parametrize("mask, exc", [
+    (True, TypeError), ("abc", TypeError), ("TTF", TypeError), (np.ones(3, bool), TypeError),
+    ((True, False), ValueError), ([True] * 4, ValueError),
+])
+def test_output_mask_is_a_sequence_of_three_bools(mask, exc):
+    with pytest.raises(exc, match="output_mask must be a tuple of 3 bools"):
+        F.conv2d_backward(GY2, X2, W2, output_mask=mask)
+
+
+def test_output_mask_list_of_numpy_bools():
+    gx, gw, gb = F.conv2d_backward(GY2, X2, W2, output_mask=[np.bool_(True), False, True])
+    assert gx is not None and gw is None and gb is not None
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: F.conv2d(x, W2), lambda x: F.max_pool2d(x, 2), lambda x: F.avg_pool2d(x, 2),
+    lambda x: F.adaptive_avg_pool2d(x, 2),
+])
+def test_masked_arrays_are_refused(call):
+    masked = np.ma.masked_array(X2, mask=X2 > 1)
+    with pytest.raises(TypeError, match="input is a masked array"):
+        call(masked)
+
+
+@pytest.mark.parametrize("op, args, one_tuple, full", [
+    (F.conv2d, (X2, W2), dict(stride=(2,), padding=(1,), dilation=(2,)),
+     dict(stride=2, padding=1, dilation=2)),
+    (F.max_pool2d, (X2,), dict(kernel_size=(3,), stride=(2,), padding=(1,)),
+     dict(kernel_size=3, stride=2, padding=1)),
+    (F.avg_pool2d, (X2,), dict(kernel_size=(2,), stride=(1,)), dict(kernel_size=2, stride=1)),
+    (F.conv_transpose2d, (X2, _x(3, 2, 3, 3)), dict(stride=(2,), output_padding=(1,)),
+     dict(stride=2, output_padding=1)),
+])
+def test_one_tuples_broadcast_as_pytorch(op, args, one_tuple, full):
+    np.testing.assert_array_equal(op(*args, **one_tuple), op(*args, **full))
+
+
+@pytest.mark.parametrize("formula", [conv_output_size, conv_transpose_output_size,
+                                     pool_output_size])
+def test_one_dim_formulas_name_a_zero_stride(formula):
+    with pytest.raises(ValueError, match="stride must be a positive int"):
+        formula(8, 3, 0)
+
+
+# --------------------------------------------------------------------------- closed forms
+def _brute_force_empty_window(n, k, s, p, d, out):
+    return any(all(not 0 <= o * s - p + j * d < n for j in range(k)) for o in range(out))
+
+
+def test_empty_window_closed_form_matches_brute_force_on_wide_dilations():
+    rng = np.random.default_rng(16)
+    empty = 0
+    for _ in range(3000):
+        n, k, s = (int(v) for v in rng.integers((1, 2, 1), (12, 12, 6)))
+        # a window can only be empty when its dilation jumps over the whole input
+        d, p = max(1, n + int(rng.integers(-3, 12))), int(rng.integers(0, k // 2 + 1))
+        ceil_mode = bool(rng.integers(2))
+        out = pool_output_size(n, k, s, p, d, ceil_mode)
+        if out > 0:
+            expected = _brute_force_empty_window(n, k, s, p, d, out)
+            assert pool_has_empty_window(n, k, s, p, d, out) == expected, (n, k, s, p, d, out)
+            empty += expected
+    assert empty > 15
+
+
+def test_floor_sum_matches_the_sum():
+    for n, m, a, b in itertools.product(range(0, 9), range(1, 7), range(-8, 9), range(-9, 10)):
+        assert floor_sum(n, m, a, b) == sum((a * i + b) // m for i in range(n)), (n, m, a, b)
+
+
+def test_adaptive_windows_of_a_huge_axis_are_computed_without_a_loop():
+    start = time.perf_counter()
+    starts, ends = adaptive_windows(2**40 + 3, 10**6)
+    assert time.perf_counter() - start < 1.0
+    i = np.array([0, 1, 77, 10**6 - 1])
+    assert starts[i].tolist() == [int(v) * (2**40 + 3) // 10**6 for v in i]
+    assert ends[i].tolist() == [-(-(int(v) + 1) * (2**40 + 3) // 10**6) for v in i]
+
+
+# --------------------------------------------------------------------------- absurd sizes
+_ONE = np.zeros((1, 1, 1, 1))
+
+_ABSURD = [  # (call, the argument the error must name), each answered within a second
+    (lambda: F.max_pool1d(np.broadcast_to(np.zeros((1, 1, 1)), (1, 1, 2**33)), 2), "input"),
+    (lambda: F.max_pool1d(np.zeros((1, 1, 4)), 2 * 10**12, padding=10**12), "padding"),
+    (lambda: F.max_pool1d(np.zeros((1, 1, 4)), 2 * 10**12, 3, padding=10**12,
+                          ceil_mode=True), "padding"),
+    (lambda: F.adaptive_avg_pool2d(np.zeros((1, 1, 4, 4)), 10**9), "output_size"),
+    (lambda: F.adaptive_max_pool1d(np.zeros((1, 1, 4)), 10**12), "output_size"),
+    (lambda: F.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), padding=10**6), "padding"),
+    (lambda: F.avg_pool2d(np.zeros((1, 1, 4, 4)), 2 * 10**6, padding=10**6), "padding"),
+    (lambda: F.conv2d(np.broadcast_to(_ONE, (2**40, 1, 1, 1)), np.zeros((1, 1, 1, 1))), "input"),
+    (lambda: F.conv_transpose2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), stride=10**6),
+     "stride"),
+]
+
+
+@pytest.mark.parametrize("call, name", _ABSURD)
+def test_absurd_sizes_fail_fast_naming_the_argument(call, name, monkeypatch):
+    monkeypatch.setenv("GPUCONV_MAX_BYTES", str(2**30))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=f"{name} is too large"):
+        call()
+    assert time.perf_counter() - start < 1.0
+
+
+def test_the_size_limit_is_configurable(monkeypatch):
+    x = np.zeros((1, 1, 64, 64))
+    F.max_pool2d(x, 2)
+    monkeypatch.setenv("GPUCONV_MAX_BYTES", "1000")
+    with pytest.raises(ValueError, match=r"input is too large.*\(1, 1, 32, 32\), 8,192 bytes"):
+        F.max_pool2d(x, 2)
+    monkeypatch.setenv("GPUCONV_MAX_BYTES", "lots")
+    with pytest.raises(ValueError, match="GPUCONV_MAX_BYTES must be an integer"):
+        F.max_pool2d(x, 2)
+
+
+def test_absurd_sizes_fail_under_the_default_limit():
+    """Without the variable, the limit is the machine's memory: 2^40 images do not fit."""
+    with pytest.raises(ValueError, match="input is too large"):
+        F.conv2d(np.broadcast_to(_ONE, (2**40, 1, 1, 1)), np.zeros((1, 1, 1, 1)))
