@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from math import prod
@@ -23,6 +24,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from gpuconv._checks import check_array_bytes
 from gpuconv._files import atomic_write
 from gpuconv.datasets import FASHION_MNIST_SUBSET_DIR
 
@@ -49,6 +51,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 _FASHION_MNIST_TEST_LABELS_SHA256 = "d51d859896c55775b9e9e219b77ff03bcec1b6ac322f313544dc3f9e7bc94fae"
 CLASSES_FILE = "classes.txt"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+PICTURE_FORMATS = ("PNG", "JPEG")  # the only Pillow decoders predict runs
 
 
 # ---------------------------------------------------------------- IDX files
@@ -57,14 +60,48 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def read_idx(path: PathLike) -> np.ndarray:
     """The array stored in IDX file ``path`` (gzip-compressed when it ends in .gz),
     in native byte order. Raises ValueError naming the file for a bad magic number,
-    an unknown type code, a short header, a truncated payload, trailing bytes or a
-    corrupt gzip stream; FileNotFoundError when it does not exist."""
+    an unknown type code, a short header, a payload larger than one array may be
+    (``gpuconv``'s byte limit), a truncated payload, trailing bytes or a corrupt
+    gzip stream; FileNotFoundError when it does not exist.
+
+    The file is read as a stream: the header is checked first, then exactly the
+    payload it declares is read (decompressed) in bounded chunks, so a gzip bomb
+    costs no more memory than its header admits to."""
     path = Path(path)
-    data = _file_bytes(path)
-    dtype, shape, offset = _parse_idx_header(path, data)
-    _check_payload_size(path, dtype, shape, len(data) - offset)
-    stored = np.frombuffer(data, dtype, offset=offset).reshape(shape)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    compressed = path.suffix.lower() == ".gz"
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+            head = _read_at_most(stream, 4)
+            header = head + (_read_at_most(stream, 4 * head[3]) if len(head) == 4 else b"")
+            dtype, shape, _ = _parse_idx_header(path, header)
+            expected = prod(shape) * dtype.itemsize
+            check_array_bytes(str(path), shape, dtype.itemsize, "its IDX payload")
+            payload = _read_at_most(stream, expected)
+            extra = len(_read_at_most(stream, _TRAILING_BYTES_COUNTED))
+    except (OSError, EOFError, zlib.error) as exc:  # bad header or CRC, cut short, bad deflate data
+        if not compressed:
+            raise
+        raise ValueError(f"{path}: corrupt gzip stream ({exc})") from exc
+    _check_payload_size(path, dtype, shape, len(payload) + extra)
+    stored = np.frombuffer(payload, dtype).reshape(shape)
     return stored.astype(dtype.newbyteorder("="))  # a writable, native-order copy
+
+
+_TRAILING_BYTES_COUNTED = 2**20  # past the payload, only this many are read to count them
+
+
+def _read_at_most(stream, size: int) -> bytes:
+    """Up to ``size`` bytes from ``stream``, read in chunks of at most 16 MiB."""
+    chunks, left = [], size
+    while left > 0:
+        chunk = stream.read(min(left, 2**24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def write_idx(path: PathLike, array) -> None:
@@ -84,18 +121,6 @@ def write_idx(path: PathLike, array) -> None:
     header = struct.pack(f">2xBB{array.ndim}I", code, array.ndim, *array.shape)
     payload = array.astype(IDX_DTYPES[code], copy=False).tobytes()
     _write_atomically(path, header + payload, compress=path.suffix.lower() == ".gz")
-
-
-def _file_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    data = path.read_bytes()
-    if path.suffix.lower() != ".gz":
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:  # bad header or CRC, cut short, bad deflate data
-        raise ValueError(f"{path}: corrupt gzip stream ({exc})") from exc
 
 
 def _parse_idx_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -123,7 +148,10 @@ def _check_payload_size(path: Path, dtype: np.dtype, shape: tuple[int, ...], siz
     expected = prod(shape) * dtype.itemsize
     if size == expected:
         return
-    problem = "truncated" if size < expected else f"{size - expected} trailing bytes"
+    trailing = size - expected
+    problem = "truncated" if size < expected else (
+        f"{trailing} trailing bytes" if trailing < _TRAILING_BYTES_COUNTED
+        else f"{trailing} or more trailing bytes")
     dims = "x".join(map(str, shape))
     content = "decompressed data" if path.suffix.lower() == ".gz" else "file"
     raise ValueError(f"{path}: {problem}: header says {dims} {dtype.name} = {expected} bytes, "
@@ -329,13 +357,20 @@ def _read_image_file(path: Path) -> np.ndarray:
 
 
 def _read_picture(path: Path) -> np.ndarray:
+    """Only Pillow's PNG and JPEG decoders run, whatever the file holds (an EPS file named
+    .png would otherwise start Ghostscript); a picture over Pillow's pixel limit
+    (``Image.MAX_IMAGE_PIXELS``, a decompression bomb) is refused before it is decoded."""
     Image, ImageOps = _pillow()
     try:
-        with Image.open(path) as picture:
-            if picture.mode.startswith("I;16"):  # 16-bit grey: keep the high byte
-                return (np.asarray(picture) >> 8).astype(np.uint8)
-            upright = ImageOps.exif_transpose(picture).convert("RGBA")
-    except OSError as exc:  # not an image Pillow knows, or a damaged one
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=PICTURE_FORMATS) as picture:
+                if picture.mode.startswith("I;16"):  # 16-bit grey: keep the high byte
+                    return (np.asarray(picture) >> 8).astype(np.uint8)
+                upright = ImageOps.exif_transpose(picture).convert("RGBA")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{path}: the picture is too large to decode ({exc})") from None
+    except OSError as exc:  # not a PNG or JPEG, or a damaged one
         raise ValueError(f"{path}: cannot read it as a PNG/JPEG picture ({exc})") from exc
     on_white = Image.alpha_composite(Image.new("RGBA", upright.size, "white"), upright)
     return np.asarray(on_white.convert("L"))

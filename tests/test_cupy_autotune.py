@@ -59,11 +59,12 @@ def test_best_tile_times_once_then_caches_on_disk(tmp_path):
     assert autotune.best_tile(key, ["large", "small"], time_ms) == "small"  # stale choice: retuned
 
 
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"k": 3}'])
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"k": 3}', b'{"k": "\xff\xfe"}',
+                                  "[" * 100_000 + "]" * 100_000])
 def test_corrupt_cache_is_ignored_with_a_warning(tmp_path, text):
     path = tmp_path / "gpuconv" / autotune.CACHE_FILE
     path.parent.mkdir(parents=True)
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.warns(UserWarning, match="ignored"):
         cache = autotune.TuneCache(path)
     assert cache.entries == {}

@@ -52,15 +52,15 @@ class TuneCache:
 
     def _load(self) -> dict[str, str]:
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
         except OSError as exc:
             warnings.warn(f"gpuconv autotune cache {self.path} unreadable, ignored: {exc}")
             return {}
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
+        try:  # non-UTF-8 bytes are a ValueError too; deep nesting a RecursionError
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
             warnings.warn(f"gpuconv autotune cache {self.path} is corrupt, ignored: {exc}")
             return {}
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)

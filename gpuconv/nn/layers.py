@@ -64,6 +64,14 @@ class Layer:
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        """The shape of each parameter for ``input_shape``, without creating any (a model
+        file is checked against these before a layer is built)."""
+        return {}
+
+    def buffer_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {}
+
     def initial_params(self, input_shape: Shape, rng: np.random.Generator) -> dict:
         return {}
 
@@ -189,13 +197,17 @@ class Conv2D(_Linear):
                              f"{input_shape[1:]} (output would be {out_hw})")
         return (self.filters,) + out_hw
 
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        kernel = (self.filters, input_shape[0] // self.groups) + self.kernel_size
+        return {"kernel": kernel, **({"bias": (self.filters,)} if self.use_bias else {})}
+
     def initial_params(self, input_shape: Shape, rng) -> dict:
         cg, (kh, kw) = input_shape[0] // self.groups, self.kernel_size
-        shape = (self.filters, cg, kh, kw)
-        params = {"kernel": initialize(self.kernel_initializer, shape, cg * kh * kw,
+        shapes = self.param_shapes(input_shape)
+        params = {"kernel": initialize(self.kernel_initializer, shapes["kernel"], cg * kh * kw,
                                        self.filters // self.groups * kh * kw, rng)}
         if self.use_bias:
-            params["bias"] = np.zeros(self.filters)
+            params["bias"] = np.zeros(shapes["bias"])
         return params
 
     def _conv_args(self) -> dict:
@@ -264,9 +276,13 @@ class Conv2DTranspose(_Linear):
                              f"{input_shape[1:]}")
         return (self.filters,) + out_hw
 
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        kernel = (input_shape[0], self.filters // self.groups) + self.kernel_size
+        return {"kernel": kernel, **({"bias": (self.filters,)} if self.use_bias else {})}
+
     def initial_params(self, input_shape: Shape, rng) -> dict:
         og, (kh, kw) = self.filters // self.groups, self.kernel_size
-        shape = (input_shape[0], og, kh, kw)
+        shape = self.param_shapes(input_shape)["kernel"]
         # each output pixel sums C_in/groups * kH * kW / stride^2 terms on average
         fan_in = max(1, input_shape[0] // self.groups * kh * kw
                      // math.prod(self.spec.stride))
@@ -413,8 +429,13 @@ class Dense(_Linear):
         _check_rank(self, input_shape, 1, "flat (features,)")
         return (self.units,)
 
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        kernel = (input_shape[0], self.units)
+        return {"kernel": kernel, **({"bias": (self.units,)} if self.use_bias else {})}
+
     def initial_params(self, input_shape: Shape, rng) -> dict:
-        params = {"kernel": initialize(self.kernel_initializer, (input_shape[0], self.units),
+        params = {"kernel": initialize(self.kernel_initializer,
+                                       self.param_shapes(input_shape)["kernel"],
                                        input_shape[0], self.units, rng)}
         if self.use_bias:
             params["bias"] = np.zeros(self.units)
@@ -533,6 +554,12 @@ class BatchNorm2D(Layer):
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
         return input_shape
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {"gamma": input_shape[:1], "beta": input_shape[:1]}
+
+    def buffer_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {"running_mean": input_shape[:1], "running_var": input_shape[:1]}
 
     def initial_params(self, input_shape: Shape, rng) -> dict:
         return {"gamma": np.ones(input_shape[0]), "beta": np.zeros(input_shape[0])}

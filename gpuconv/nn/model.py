@@ -10,7 +10,8 @@ CPU, where every kernel is deterministic).
 
 Model files are ``.npz`` archives read with ``allow_pickle=False``: the weights,
 and a JSON description of the architecture (and, in a checkpoint, the optimiser's
-state and the training position). Loading a file can never run code.
+state and the training position). Loading a file can never run code, and it is
+checked from its headers before anything is allocated (``gpuconv.nn.modelfile``).
 """
 
 from __future__ import annotations
@@ -18,23 +19,20 @@ from __future__ import annotations
 import json
 import math
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from gpuconv._blas import blas_threads
 from gpuconv._files import atomic_write
 from gpuconv.nn.callbacks import Callback, ProgressLogger
 from gpuconv.nn.device import Device, resolve_device, to_host
 from gpuconv.nn.layers import LAYERS, Conv2D, Dense, Flatten, Layer
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
+from gpuconv.nn.modelfile import FORMAT, FORMAT_VERSION, MAX_MODEL_BYTES, META, ModelFile
 from gpuconv.nn.optimizers import Optimizer, make_optimizer
-
-FORMAT = "gpuconv-model"
-FORMAT_VERSION = 1
-_META_KEY = "__meta__"
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,6 +78,7 @@ class Sequential:
         self.history = History()
         self.stop_training = False
         self.extra: dict = {}  # what save(extra=...) stored, after load()
+        self.saved_blas_threads: Optional[int] = None  # BLAS threads of a loaded checkpoint
         for layer in layers:
             self.add(layer)
 
@@ -176,6 +175,17 @@ class Sequential:
     def _buffers(self) -> dict[str, object]:
         return {f"{i}/{k}": v for i, layer in enumerate(self.layers)
                 for k, v in layer.buffers.items()}
+
+    def array_shapes(self, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter ("param/<layer index>/<name>") and buffer
+        ("buffer/...") for per-sample inputs of ``input_shape``, computed without creating
+        any array (a model file is checked against them before the model is built)."""
+        shapes, shape = {}, tuple(input_shape)
+        for i, layer in enumerate(self.layers):
+            shapes.update({f"param/{i}/{k}": v for k, v in layer.param_shapes(shape).items()})
+            shapes.update({f"buffer/{i}/{k}": v for k, v in layer.buffer_shapes(shape).items()})
+            shape = layer.compute_output_shape(shape)
+        return shapes
 
     @property
     def n_params(self) -> int:
@@ -394,13 +404,17 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config: dict, device: Device | str = "cpu") -> "Sequential":
+        model = cls._unbuilt_from_config(config)
+        return model.build(config["input_shape"], device, config["seed"], config["dtype"])
+
+    @classmethod
+    def _unbuilt_from_config(cls, config: dict) -> "Sequential":
         layers = []
         for entry in config["layers"]:
             if entry["class"] not in LAYERS:
-                raise ValueError(f"unknown layer class {entry['class']!r} in the model file")
+                raise ValueError(f"unknown layer class {entry['class'][:100]!r} in the model file")
             layers.append(LAYERS[entry["class"]](**entry["config"]))
-        model = cls(layers, name=config["name"])
-        return model.build(config["input_shape"], device, config["seed"], config["dtype"])
+        return cls(layers, name=config["name"])
 
     # ------------------------------------------------------------------ saving
     def save(self, path, include_optimizer: bool = False, extra: Optional[dict] = None) -> None:
@@ -413,33 +427,51 @@ class Sequential:
         arrays = {f"param/{k}": to_host(v) for k, v in self.parameters().items()}
         arrays.update({f"buffer/{k}": to_host(v) for k, v in self._buffers().items()})
         if include_optimizer and self.optimizer is not None:
-            meta["optimizer"] = {"config": self.optimizer.get_config(), "step": self.optimizer.step}
+            meta["optimizer"] = {"config": self.optimizer.get_config(), "step": self.optimizer.step,
+                                 "blas_threads": blas_threads()}
             arrays.update({f"optimizer/{k}": to_host(v) for k, v in self.optimizer.state.items()})
-        arrays[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        arrays[META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
     @classmethod
-    def load(cls, path, device: Device | str = "cpu") -> "Sequential":
-        """A model saved by ``save`` (with its optimiser, compiled, when it was saved)."""
-        path = Path(path)
+    def load(cls, path, device: Device | str = "cpu",
+             max_bytes: int = MAX_MODEL_BYTES) -> "Sequential":
+        """A model saved by ``save`` (with its optimiser, compiled, when it was saved). The
+        file is checked from its headers (archive members, array shapes and dtypes, the
+        architecture's parameter shapes, ``max_bytes`` of arrays at most) before an array
+        is read or a layer built; any problem is a ValueError naming the file."""
+        with ModelFile(Path(path), max_bytes) as file:
+            return cls._from_file(file, device)
+
+    @classmethod
+    def _from_file(cls, file: ModelFile, device) -> "Sequential":
+        meta, config = file.meta, file.meta["model"]
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {k: archive[k] for k in archive.files}
-        except FileNotFoundError:
-            raise  # a missing file stays what it is, not "not a model file"
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{path}: not a gpuconv model file ({exc})") from None
-        meta = _read_meta(path, arrays)
-        model = cls.from_config(meta["model"], device)
-        for kind, target in (("param", model.parameters()), ("buffer", model._buffers())):
-            _fill(path, kind, target, arrays, model)
-        model.epoch, model.history = int(meta["epoch"]), History(meta["history"])
-        if "optimizer" in meta:
-            model.compile(meta["optimizer"]["config"])
-            model.optimizer.step = int(meta["optimizer"]["step"])
-            model.optimizer.state = {k[len("optimizer/"):]: model.device.asarray(v)
-                                     for k, v in arrays.items() if k.startswith("optimizer/")}
+            model = cls._unbuilt_from_config(config)
+            shapes = model.array_shapes(config["input_shape"])
+            optimizer = make_optimizer(meta["optimizer"]["config"]) if "optimizer" in meta \
+                else None
+        except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError) as exc:
+            file._fail(f"its architecture or optimiser is invalid ({str(exc)[:300]})")
+        file.check_arrays(shapes, np.dtype(config["dtype"]).itemsize)
+        if optimizer is not None:
+            optimizer.step = meta["optimizer"]["step"]
+            file.check_optimizer({k.removeprefix("param/"): v for k, v in shapes.items()
+                                  if k.startswith("param/")}, optimizer.slots, optimizer.step)
+        model.build(config["input_shape"], device, config["seed"], config["dtype"])
+        for key in shapes:
+            kind, index, name = key.split("/", 2)
+            store = model.layers[int(index)].params if kind == "param" else \
+                model.layers[int(index)].buffers
+            store[name] = model.device.asarray(file.read(key), model.dtype)
+        model.epoch, model.history = meta["epoch"], History(meta["history"])
+        if optimizer is not None:
+            model.compile(optimizer)
+            optimizer.state = {k.removeprefix("optimizer/"): model.device.asarray(file.read(k),
+                                                                                  model.dtype)
+                               for k in file.shapes if k.startswith("optimizer/")}
         model.extra = meta.get("extra", {})
+        model.saved_blas_threads = meta.get("optimizer", {}).get("blas_threads")
         return model
 
     # ------------------------------------------------------------------ the slides' conversion
@@ -484,36 +516,3 @@ class Sequential:
                 store = layer.buffers if k.startswith("buffer:") else layer.params
                 store[k.removeprefix("buffer:")] = self.device.asarray(v, self.dtype)
         return model
-
-
-# --------------------------------------------------------------------------- files
-def _read_meta(path: Path, arrays: dict) -> dict:
-    if _META_KEY not in arrays:
-        raise ValueError(f"{path}: not a gpuconv model file (no {_META_KEY} entry)")
-    try:
-        meta = json.loads(arrays[_META_KEY].tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: the model description is corrupt ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a gpuconv model file (format {meta.get('format')!r})")
-    if meta.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: model format version {meta.get('version')!r}; this gpuconv "
-                         f"reads version {FORMAT_VERSION}")
-    return meta
-
-
-def _fill(path: Path, kind: str, target: dict, arrays: dict, model: Sequential) -> None:
-    """Copy the file's ``kind`` arrays into the model's, checking names and shapes."""
-    stored = {k[len(kind) + 1:] for k in arrays if k.startswith(kind + "/")}
-    if stored != set(target):
-        raise ValueError(f"{path}: the {kind}s {sorted(stored ^ set(target))} do not match the "
-                         "architecture")
-    for key, current in target.items():
-        value = arrays[f"{kind}/{key}"]
-        if value.shape != current.shape:
-            raise ValueError(f"{path}: {kind} {key} has shape {value.shape}, the architecture "
-                             f"needs {current.shape}")
-        layer_index, name = key.split("/", 1)
-        store = model.layers[int(layer_index)].params if kind == "param" else \
-            model.layers[int(layer_index)].buffers
-        store[name] = model.device.asarray(value, model.dtype)

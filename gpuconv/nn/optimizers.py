@@ -116,6 +116,11 @@ class Optimizer:
     def learning_rate(self) -> float:
         return self.schedule(self.step)
 
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """The state arrays kept per parameter (each of its shape), there after the first step."""
+        return ()
+
     def apply(self, params: dict, grads: dict) -> None:
         """One update of every ``params[key]`` (in place) from ``grads[key]``."""
         lr = self.learning_rate
@@ -151,6 +156,10 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs a momentum > 0")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return ("velocity",) if self.momentum else ()
+
     def _update(self, key, p, g, lr):
         if self.momentum == 0:
             p -= lr * g
@@ -180,6 +189,8 @@ class Adam(Optimizer):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    slots = ("m", "v")
 
     def _update(self, key, p, g, lr):
         t = self.step + 1

@@ -1,0 +1,234 @@
+"""Reading a model file without trusting it.
+
+A model file is a ``.npz`` (zip) archive of ``.npy`` arrays: ``__meta__`` (the JSON
+description), ``param/<layer>/<name>``, ``buffer/<layer>/<name>`` and, in a checkpoint,
+``optimizer/<layer>/<name>/<slot>``. Everything is checked from headers first: the zip
+member list, each ``.npy`` header (shape and dtype, through ``numpy.lib.format``) against
+its member's declared size, the JSON's structure, and the shapes the architecture
+needs (computed without creating a layer's arrays), all against each other and against
+a size limit. Only then is an array read, each bounded by its checked size (the zip
+reader stops at a member's declared size). Every problem is a ``ValueError`` naming the
+file; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+META = "__meta__"
+FORMAT = "gpuconv-model"
+FORMAT_VERSION = 1
+MAX_MODEL_BYTES = 4 * 2**30   # default limit on the arrays a model file may hold
+MAX_META_BYTES = 64 * 2**20   # the JSON description (history included)
+MAX_MEMBERS = 100_000
+_KINDS = ("param", "buffer", "optimizer")
+_NPY_MAGIC = b"\x93NUMPY"
+# what reading a damaged archive raises (an unsupported compression or encryption flag:
+# NotImplementedError; an encrypted member: RuntimeError)
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError,
+               NotImplementedError, RuntimeError)
+
+
+class ModelFile:
+    """An opened, header-checked model file: ``meta`` (validated JSON) and ``shapes`` (the
+    shape of each stored array, by key); ``read(key)`` reads one array."""
+
+    def __init__(self, path: Path, max_bytes: int = MAX_MODEL_BYTES):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such file")
+        size = self.path.stat().st_size
+        if size > max_bytes + MAX_META_BYTES:
+            self._too_large(f"the file has {size:,} bytes")
+        with open(self.path, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+        if head == _NPY_MAGIC:
+            self._fail("it is a single .npy array; a model file is the .npz archive that "
+                       "Sequential.save writes")
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except _ZIP_ERRORS as exc:
+            self._fail(f"not a .npz (zip) archive ({exc})")
+        try:
+            self._headers = self._read_headers()
+            self.meta = self._read_meta()
+        except BaseException:
+            self.zip.close()
+            raise
+        self.shapes = {key: shape for key, (shape, _) in self._headers.items() if key != META}
+
+    def __enter__(self) -> "ModelFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.zip.close()
+
+    def _fail(self, problem: str):
+        raise ValueError(f"{self.path}: not a gpuconv model file, or a damaged one: {problem}")
+
+    def _too_large(self, problem: str):
+        raise ValueError(f"{self.path}: too large to load: {problem}, above the limit of "
+                         f"{self.max_bytes:,} bytes (pass a larger max_bytes to load it)")
+
+    # ------------------------------------------------------------------ headers
+    def _read_headers(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        infos = self.zip.infolist()
+        if len(infos) > MAX_MEMBERS:
+            self._fail(f"{len(infos):,} archive members, more than {MAX_MEMBERS:,}")
+        if META + ".npy" not in {info.filename for info in infos}:
+            self._fail(f"no {META} entry (the model description)")
+        headers, total = {}, 0
+        for info in infos:
+            key = info.filename.removesuffix(".npy")
+            if not info.filename.endswith(".npy") or key in headers:
+                self._fail(f"unexpected or repeated archive member {info.filename!r}")
+            if key != META and key.split("/", 1)[0] not in _KINDS:
+                self._fail(f"unexpected archive member {info.filename!r}")
+            shape, dtype, header_size = self._npy_header(info)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if info.file_size != header_size + nbytes:
+                self._fail(f"{info.filename} declares {info.file_size:,} bytes but its header "
+                           f"describes {header_size + nbytes:,} ({dtype} {shape})")
+            total += nbytes
+            if total > self.max_bytes:
+                self._too_large(f"its arrays declare {total:,} bytes or more")
+            headers[key] = (shape, dtype)
+        return headers
+
+    def _npy_header(self, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype, int]:
+        """(shape, dtype, header bytes) of one member, from its .npy header alone."""
+        fmt = np.lib.format
+        try:
+            with self.zip.open(info) as f:
+                version = fmt.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = fmt.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = fmt.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f".npy format version {version} is not read here")
+                header_size = f.tell()
+        except _ZIP_ERRORS as exc:
+            self._fail(f"{info.filename}: unreadable .npy header ({exc})")
+        expected = ("uint8",) if info.filename == META + ".npy" else ("float32", "float64")
+        if dtype.hasobject or dtype.newbyteorder("=").name not in expected:
+            self._fail(f"{info.filename} has dtype {dtype}; it must be {' or '.join(expected)}")
+        if info.filename == META + ".npy" and len(shape) != 1:
+            self._fail(f"{info.filename} must be 1-D, got shape {shape}")
+        return tuple(shape), dtype, header_size
+
+    # ------------------------------------------------------------------ the description
+    def _read_meta(self) -> dict:
+        (length,), _ = self._headers[META]
+        if length > MAX_META_BYTES:
+            self._fail(f"the model description has {length:,} bytes, more than "
+                       f"{MAX_META_BYTES:,}")
+        try:
+            meta = json.loads(self.read(META).tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            self._fail(f"the model description is not valid JSON "
+                       f"({type(exc).__name__}: {str(exc)[:200]})")
+        if not isinstance(meta, dict):
+            self._fail(f"the model description must be a JSON object, got "
+                       f"{type(meta).__name__}")
+        if meta.get("format") != FORMAT:
+            self._fail(f"format {_short(meta.get('format'))}, not {FORMAT!r}")
+        if meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: model format version "
+                             f"{_short(meta.get('version'))}; this gpuconv reads version "
+                             f"{FORMAT_VERSION}")
+        self._check_structure(meta)
+        return meta
+
+    def _check_structure(self, meta: dict) -> None:
+        model = self._field(meta, "model", dict, "a JSON object")
+        self._field(model, "name", str, "a string", "model.")
+        shape = self._field(model, "input_shape", list, "a list of positive ints", "model.")
+        if not shape or len(shape) > 8 or not all(_is_count(n) for n in shape):
+            self._fail(f"model.input_shape must be a list of positive ints, got {_short(shape)}")
+        if model.get("dtype") not in ("float32", "float64"):
+            self._fail(f"model.dtype must be 'float32' or 'float64', got "
+                       f"{_short(model.get('dtype'))}")
+        seed = self._field(model, "seed", int, "a non-negative int", "model.")
+        layers = self._field(model, "layers", list, "a non-empty list", "model.")
+        if seed < 0 or not layers:
+            self._fail("model.seed must be non-negative and model.layers non-empty")
+        for i, entry in enumerate(layers):
+            if not (isinstance(entry, dict) and isinstance(entry.get("class"), str)
+                    and isinstance(entry.get("config"), dict)):
+                self._fail(f"model.layers[{i}] must be an object with a 'class' string and a "
+                           f"'config' object, got {_short(entry)}")
+        epoch = self._field(meta, "epoch", int, "a non-negative int")
+        history = self._field(meta, "history", dict, "an object of lists")
+        if epoch < 0 or not all(isinstance(v, list) for v in history.values()):
+            self._fail("epoch must be non-negative and history an object of lists")
+        self._field(meta, "extra", dict, "a JSON object", default={})
+        if "optimizer" in meta:
+            optimizer = self._field(meta, "optimizer", dict, "a JSON object")
+            self._field(optimizer, "config", dict, "a JSON object", "optimizer.")
+            step = self._field(optimizer, "step", int, "a non-negative int", "optimizer.")
+            if step < 0:
+                self._fail(f"optimizer.step must be non-negative, got {step}")
+
+    def _field(self, parent: dict, name: str, kind: type, rule: str, prefix: str = "",
+               default=None):
+        value = parent.get(name, default)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self._fail(f"{prefix}{name} must be {rule}, got {type(value).__name__}")
+        return value
+
+    # ------------------------------------------------------------------ checks and reads
+    def check_arrays(self, expected: dict[str, tuple[int, ...]], itemsize: int) -> None:
+        """The stored ``param/`` and ``buffer/`` arrays must be exactly ``expected`` (key ->
+        shape), whose bytes at the model's ``itemsize`` must fit the limit."""
+        needed = sum(math.prod(shape) for shape in expected.values()) * itemsize
+        if needed > self.max_bytes:
+            self._too_large(f"its architecture needs {needed:,} bytes of parameters")
+        stored = {k: v for k, v in self.shapes.items() if not k.startswith("optimizer/")}
+        if set(stored) != set(expected):
+            difference = sorted(set(stored) ^ set(expected))
+            self._fail(f"the arrays {difference[:10]} do not match the architecture")
+        for key, shape in expected.items():
+            if stored[key] != tuple(shape):
+                self._fail(f"{key} has shape {stored[key]}, the architecture needs "
+                           f"{tuple(shape)}")
+
+    def check_optimizer(self, params: dict[str, tuple[int, ...]], slots: tuple[str, ...],
+                        step: int) -> None:
+        """The ``optimizer/`` arrays: one per parameter and slot, of the parameter's shape,
+        all there once the optimiser has taken a step."""
+        stored = {k.removeprefix("optimizer/"): v for k, v in self.shapes.items()
+                  if k.startswith("optimizer/")}
+        wanted = {f"{key}/{slot}": shape for key, shape in params.items() for slot in slots}
+        missing, unknown = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
+        if unknown or (step > 0 and missing):
+            self._fail(f"the optimiser state does not match the model after {step} steps: "
+                       f"missing {missing[:10]}, unexpected {unknown[:10]}")
+        for key, shape in stored.items():
+            if shape != tuple(wanted[key]):
+                self._fail(f"optimizer/{key} has shape {shape}, its parameter has "
+                           f"{tuple(wanted[key])}")
+
+    def read(self, key: str) -> np.ndarray:
+        """One array, read after its header was checked (so its size is known and bounded)."""
+        try:
+            with self.zip.open(key + ".npy") as f:
+                return np.lib.format.read_array(f, allow_pickle=False)
+        except _ZIP_ERRORS as exc:
+            self._fail(f"{key}: unreadable data ({exc})")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _short(value) -> str:
+    """``repr(value)``, cut to a length an error message can hold."""
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."

@@ -1,0 +1,344 @@
+"""Hostile files (issue 16): model files, IDX files and pictures that try to exhaust memory,
+run a decoder or crash the loader. Each must load or fail with a ValueError naming the
+file, within a small memory bound (tracemalloc sees NumPy's allocations), before any
+large array is allocated."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import struct
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+from gpuconv.data import load_images, read_idx, write_idx
+from gpuconv.nn import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
+from gpuconv.nn.layers import LAYERS
+from gpuconv.nn.modelfile import META
+
+MEMORY_BOUND = 32 * 2**20  # bytes a rejected file may make the loader allocate
+
+
+def _small_checkpoint(path):
+    model = Sequential([Conv2D(4, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(10)])
+    model.build((1, 8, 8), "cpu", seed=1)
+    model.compile("adam")
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((16, 1, 8, 8)), rng.integers(0, 10, 16), epochs=1, batch_size=8)
+    model.save(path, include_optimizer=True, extra={"note": "ok"})
+    return model
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    _small_checkpoint(path)
+    return path
+
+
+def _members(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _write_members(path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def _npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _meta(path) -> dict:
+    return json.loads(np.load(io.BytesIO(_members(path)[META + ".npy"])).tobytes())
+
+
+def _with_meta(path, meta) -> None:
+    members = _members(path)
+    text = meta if isinstance(meta, (str, bytes)) else json.dumps(meta)
+    raw = text.encode() if isinstance(text, str) else text
+    members[META + ".npy"] = _npy(np.frombuffer(raw, np.uint8))
+    _write_members(path, members)
+
+
+def _load_within_bound(path, **kwargs):
+    """Load ``path``; returns (model or the ValueError, peak bytes allocated meanwhile)."""
+    tracemalloc.start()
+    try:
+        try:
+            result = Sequential.load(path, **kwargs)
+        except ValueError as exc:
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _assert_refused(path, match, **kwargs):
+    result, peak = _load_within_bound(path, **kwargs)
+    assert isinstance(result, ValueError), f"loaded: {result}"
+    assert str(path) in str(result) and "Traceback" not in str(result)
+    assert re.search(match, str(result)), str(result)
+    assert peak < MEMORY_BOUND, f"{peak:,} bytes allocated before refusing"
+    return result
+
+
+# --------------------------------------------------------------------------- the architecture
+@pytest.mark.parametrize("units, match", [
+    (2_000_000, r"param/4/kernel has shape \(36, 10\), the architecture needs \(36, 2000000\)"),
+    (40_000_000, r"too large to load: its architecture needs 5,920,000,160 bytes"),
+])
+def test_a_huge_architecture_is_refused_before_anything_is_built(checkpoint, units, match):
+    meta = _meta(checkpoint)
+    meta["model"]["layers"][-1]["config"]["units"] = units
+    _with_meta(checkpoint, meta)
+    _assert_refused(checkpoint, match)
+
+
+def test_the_size_limit_is_an_argument(checkpoint):
+    _assert_refused(checkpoint, "too large to load", max_bytes=1000)
+    assert isinstance(_load_within_bound(checkpoint)[0], Sequential)
+
+
+def test_an_architecture_that_disagrees_with_the_arrays_is_refused(checkpoint):
+    meta = _meta(checkpoint)
+    meta["model"]["layers"][0]["config"]["filters"] = 5
+    _with_meta(checkpoint, meta)
+    _assert_refused(checkpoint, r"param/0/kernel has shape \(4, 1, 3, 3\), the architecture "
+                                r"needs \(5, 1, 3, 3\)")
+
+
+def test_every_layer_declares_the_shapes_it_builds():
+    """``param_shapes`` / ``buffer_shapes`` are what the loader checks against: they must be
+    what ``build`` creates, for every layer class."""
+    from gpuconv.nn import zoo
+    seen = set()
+    for name in zoo.MODELS:
+        model = zoo.make_model(name).build((1, 28, 28), "cpu")
+        shapes = model.array_shapes((1, 28, 28))
+        built = {f"param/{k}": tuple(v.shape) for k, v in model.parameters().items()}
+        built |= {f"buffer/{k}": tuple(v.shape) for k, v in model._buffers().items()}
+        assert shapes == built, name
+        seen |= {type(layer).__name__ for layer in model.layers}
+    model = Sequential([__import__("gpuconv.nn.layers", fromlist=["x"]).Conv2DTranspose(
+        3, 3, strides=2, groups=1)]).build((2, 5, 5), "cpu")
+    assert model.array_shapes((2, 5, 5)) == {"param/0/kernel": (2, 3, 3, 3), "param/0/bias": (3,)}
+    assert {"Conv2D", "Dense", "BatchNorm2D"} <= seen
+
+
+# --------------------------------------------------------------------------- archive and headers
+def test_an_npy_header_claiming_1e11_elements_is_refused(checkpoint):
+    members = _members(checkpoint)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (10**11,)})
+    members["param/4/bias.npy"] = header.getvalue() + b"\0" * 64
+    _write_members(checkpoint, members)
+    _assert_refused(checkpoint, r"param/4/bias.npy declares \d+ bytes but its header describes")
+
+
+def test_object_arrays_are_refused_unread(checkpoint):
+    members = _members(checkpoint)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False,
+                                                  "shape": (1,)})
+    members["param/4/bias.npy"] = header.getvalue() + b"cos\nsystem\n(S'echo hi'\ntR."
+    _write_members(checkpoint, members)
+    _assert_refused(checkpoint, "param/4/bias.npy has dtype object")
+
+
+@pytest.mark.parametrize("content, match", [
+    (lambda: _npy(np.zeros(3)), "a single .npy array"),
+    (lambda: b"\x80\x04K\x01.", r"not a \.npz \(zip\) archive"),
+    (lambda: b"", r"not a \.npz \(zip\) archive"),
+])
+def test_files_that_are_not_archives(tmp_path, content, match):
+    path = tmp_path / "model.npz"
+    path.write_bytes(content())
+    error = _assert_refused(path, match)
+    assert "allow_pickle" not in str(error)
+
+
+def test_unexpected_members_are_refused(checkpoint):
+    members = _members(checkpoint)
+    members["evil.pkl"] = b"\x80\x04K\x01."
+    _write_members(checkpoint, members)
+    _assert_refused(checkpoint, "unexpected or repeated archive member 'evil.pkl'")
+
+
+# --------------------------------------------------------------------------- the description
+@pytest.mark.parametrize("change, match", [
+    (lambda m: m["model"].pop("layers"), "model.layers must be a non-empty list, got NoneType"),
+    (lambda m: m["model"].update(layers=[]), "model.layers non-empty"),
+    (lambda m: m["model"].update(layers=[["Dense", {}]]), r"model.layers\[0\] must be an object"),
+    (lambda m: m["model"]["layers"][4].update(config={"units": "ten"}), "invalid"),
+    (lambda m: m["model"]["layers"][4].update(config={"unitz": 10}), "unexpected keyword"),
+    (lambda m: m["model"].update(input_shape=[1, -8, 8]), "input_shape must be a list"),
+    (lambda m: m["model"].update(dtype="object"), "model.dtype must be"),
+    (lambda m: m.update(extra=["not", "a", "dict"]), "extra must be a JSON object, got list"),
+    (lambda m: m.update(epoch="3"), "epoch must be a non-negative int, got str"),
+    (lambda m: m.update(history=[1]), "history must be an object of lists"),
+    (lambda m: m["optimizer"].update(step=-1), "optimizer.step must be non-negative"),
+    (lambda m: m["optimizer"].update(config={"name": "rmsprop"}), "optimizer must be one of"),
+    (lambda m: m.update(format="other"), "format 'other'"),
+    (lambda m: m.update(version=99), "version 99"),
+])
+def test_malformed_descriptions_are_clear_errors(checkpoint, change, match):
+    meta = _meta(checkpoint)
+    change(meta)
+    _with_meta(checkpoint, meta)
+    _assert_refused(checkpoint, match)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[1, 2]", "must be a JSON object, got list"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ('{"a": ' * 100_000 + "1" + "}" * 100_000, "not valid JSON"),
+    (b"\xff\xfe{}", "not valid JSON"),
+])
+def test_descriptions_that_are_not_json_objects(checkpoint, text, match):
+    _with_meta(checkpoint, text)
+    _assert_refused(checkpoint, match)
+
+
+# --------------------------------------------------------------------------- optimiser state
+def test_optimiser_state_of_the_wrong_shape_is_refused(checkpoint):
+    members = _members(checkpoint)
+    members["optimizer/4/kernel/m.npy"] = _npy(np.zeros((3, 3), np.float32))
+    _write_members(checkpoint, members)
+    _assert_refused(checkpoint, r"optimizer/4/kernel/m has shape \(3, 3\), its parameter has")
+
+
+def test_missing_optimiser_state_is_refused(checkpoint):
+    """Resuming with fresh Adam moments would silently change the run."""
+    members = {k: v for k, v in _members(checkpoint).items() if not k.endswith("/v.npy")}
+    _write_members(checkpoint, members)
+    _assert_refused(checkpoint, r"optimiser state does not match the model after 2 steps: "
+                                r"missing \['0/bias/v'")
+
+
+def test_a_checkpoint_round_trip_keeps_the_optimiser(tmp_path):
+    model = _small_checkpoint(tmp_path / "c.npz")
+    loaded = Sequential.load(tmp_path / "c.npz")
+    assert loaded.optimizer.step == model.optimizer.step == 2
+    assert set(loaded.optimizer.state) == set(model.optimizer.state)
+    for key, value in model.optimizer.state.items():
+        np.testing.assert_array_equal(loaded.optimizer.state[key], value)
+    assert loaded.extra == {"note": "ok"}
+
+
+# --------------------------------------------------------------------------- fuzzing
+def test_random_corruptions_load_or_fail_cleanly_within_a_memory_bound(checkpoint):
+    """Flipped bytes, cut and spliced files of a real checkpoint: each loads or raises the
+    documented ValueError naming the file, allocating little."""
+    original = checkpoint.read_bytes()
+    rng = np.random.default_rng(16)
+    outcomes = {"loaded": 0, "refused": 0}
+    for trial in range(600):
+        data = bytearray(original)
+        kind = trial % 4
+        if kind == 0:  # a few random bytes changed
+            for at in rng.integers(0, len(data), int(rng.integers(1, 8))):
+                data[at] = int(rng.integers(0, 256))
+        elif kind == 1:  # cut short
+            data = data[:int(rng.integers(0, len(data)))]
+        elif kind == 2:  # a block overwritten with one byte value (e.g. 0xff sizes)
+            at = int(rng.integers(0, len(data)))
+            data[at:at + 8] = bytes([int(rng.integers(0, 256))]) * 8
+        else:  # a slice repeated
+            at, size = int(rng.integers(0, len(data))), int(rng.integers(1, 200))
+            data = data[:at] + data[at:at + size] * 3 + data[at:]
+        checkpoint.write_bytes(bytes(data))
+        tracemalloc.start()
+        try:
+            Sequential.load(checkpoint)
+            outcomes["loaded"] += 1
+        except ValueError as exc:
+            assert str(checkpoint) in str(exc), exc
+            outcomes["refused"] += 1
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        assert peak < MEMORY_BOUND, (trial, peak)
+    assert outcomes["refused"] > 400 and sum(outcomes.values()) == 600
+
+
+# --------------------------------------------------------------------------- IDX and pictures
+def _idx_header(dtype_code, shape) -> bytes:
+    return struct.pack(f">2xBB{len(shape)}I", dtype_code, len(shape), *shape)
+
+
+def _peak_of(call):
+    tracemalloc.start()
+    try:
+        try:
+            call()
+        except ValueError as exc:
+            return exc, tracemalloc.get_traced_memory()[1]
+        return None, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_gzip_bomb_is_stopped_at_the_size_its_header_declares(tmp_path):
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(_idx_header(0x08, (1, 28, 28)))
+        zeros = bytes(2**24)
+        for _ in range(16):  # 256 MiB of zeros after a 784-byte image
+            f.write(zeros)
+    assert path.stat().st_size < 2**21
+    error, peak = _peak_of(lambda: read_idx(path))
+    assert error is not None and "or more trailing bytes" in str(error) and str(path) in str(error)
+    assert peak < 8 * 2**20
+
+
+def test_an_idx_header_declaring_too_much_is_refused_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "huge-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(_idx_header(0x0E, (2**31, 2**31, 2**31)) + bytes(100))
+    error, peak = _peak_of(lambda: read_idx(path))
+    assert error is not None and "is too large" in str(error) and str(path) in str(error)
+    assert peak < 2**20
+    monkeypatch.setenv("GPUCONV_MAX_BYTES", "1000")
+    write_idx(tmp_path / "fine-idx3-ubyte", np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="is too large"):
+        read_idx(tmp_path / "fine-idx3-ubyte")
+
+
+def test_predict_opens_only_png_and_jpeg(tmp_path, monkeypatch):
+    """An EPS file named .png must not reach Pillow's EPS plugin (it runs Ghostscript)."""
+    from PIL import EpsImagePlugin
+    started = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: started.append(a))
+    path = tmp_path / "e.png"
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n"
+                     b"0 0 moveto 28 28 lineto stroke\nshowpage\n%%EOF\n")
+    with pytest.raises(ValueError, match="e.png: cannot read it as a PNG/JPEG picture"):
+        load_images([path], size=(28, 28))
+    assert not started
+
+
+def test_a_decompression_bomb_picture_is_a_clean_error(tmp_path, monkeypatch):
+    from PIL import Image
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 pixels: over the warning limit
+    with pytest.raises(ValueError, match="big.png: the picture is too large to decode"):
+        load_images([path], size=(28, 28))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # over twice the limit: Pillow's error
+    with pytest.raises(ValueError, match="big.png: the picture is too large to decode"):
+        load_images([path], size=(28, 28))
+
+
+def test_all_layer_classes_are_known_to_the_loader():
+    assert {"Conv2D", "Dense", "BatchNorm2D", "Conv2DTranspose"} <= set(LAYERS)
