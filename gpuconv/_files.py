@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Callable
+
+# the name atomic_write gives its temporary file: ".<name>.<8 hex digits>.tmp"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 
 
 def atomic_write(path: Path, write: Callable) -> None:
@@ -27,3 +31,13 @@ def atomic_write(path: Path, write: Callable) -> None:
         os.fsync(dir_fd)  # the rename itself survives a power cut
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files that an ``atomic_write`` killed mid-write left in
+    ``directory`` (call it only while nothing else writes there); returns them."""
+    stale = [path for path in directory.iterdir()
+             if _TEMPORARY.match(path.name) and path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -74,7 +74,7 @@ def info(as_json):
 
 
 @main.command()
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the random integer upstream gradient of the 2-channel example.")
 def demo(seed):
     """Run the slides' worked examples (2-channel convolution, 1-D correlation vs true
@@ -210,14 +210,14 @@ def _run_training(work, as_json: bool):
     from gpuconv.backends import BackendUnavailableError
     from gpuconv.data import MissingPackageError
     from gpuconv.nn import TrainingDiverged
-    from gpuconv.training import TrainingInterrupted
+    from gpuconv.training import RunOutputError, TrainingInterrupted
     echo = (lambda text: click.echo(text, err=True)) if as_json else click.echo
     try:
         result = work(echo)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     except (FileNotFoundError, BackendUnavailableError, TrainingDiverged,
-            MissingPackageError) as exc:
+            MissingPackageError, RunOutputError) as exc:
         raise click.ClickException(str(exc)) from None
     except TrainingInterrupted as exc:
         click.echo(f"\n{exc}", err=True)
@@ -235,8 +235,8 @@ _BACKEND = click.option("--backend", type=click.Choice(["numpy", "cupy", "numba"
 @main.command()
 @_DEVICE
 @_BACKEND
-@click.option("--model", default="lenet", show_default=True,
-              type=click.Choice(["slides", "lenet", "allconv", "vgg"]), help="Built-in model.")
+@click.option("--model", default=None, type=click.Choice(["slides", "lenet", "allconv", "vgg"]),
+              help="Built-in model (default: lenet; with --resume: the checkpoint's).")
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="Directory of MNIST-style IDX files (default: Fashion-MNIST).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -247,7 +247,8 @@ _BACKEND = click.option("--backend", type=click.Choice(["numpy", "cupy", "numba"
               help="Optimiser (default: the model's recipe).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Peak learning rate of the cosine schedule (default: the recipe's).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole run.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the whole run (default: 0; with --resume: the checkpoint's).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory for the model, checkpoints, metrics, pictures (default: a new "
                    "runs/<UTC time>, linked from runs/latest).")

@@ -278,6 +278,8 @@ def _check_split(paths: dict, arrays: dict, split: str, num_classes: int, names_
     if len(images) != len(labels):
         raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds "
                          f"{len(labels)} labels; they must match")
+    if len(images) == 0:
+        raise ValueError(f"{images_path} holds no images; the {split} split needs at least one")
     out_of_range = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if out_of_range.size:
         first = out_of_range[0]

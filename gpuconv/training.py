@@ -10,12 +10,25 @@ the checkpoint's directory), and points the link ``runs/latest`` at the newest r
                         replaced atomically each epoch (``--resume`` reads it)
     metrics.json        per-epoch metrics, final test accuracy, wall time, device, ...
     learning_curves.png, filters.png, feature_maps.png
+    .gpuconv-train.lock a lock held while a run writes here: a second run is refused
+
+The directory is checked writable before anything is trained; temporary files that a
+killed run left are removed on start. A model whose loss, metrics or weights stop
+being finite is never written (``TrainingDiverged``), and a failed write
+(``RunOutputError``) says which files were kept.
 """
+
+
+
+
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,23 +38,33 @@ from typing import Callable, Optional
 import numpy as np
 
 from gpuconv import __version__
+from gpuconv._blas import blas_threads
 from gpuconv.data import (Dataset, fit_to_model, light_background, load_dataset, load_images,
                           split_validation, to_float_images)
 from gpuconv.nn import zoo
 from gpuconv.nn.device import resolve_device
 from gpuconv.nn.losses import softmax
-from gpuconv._files import atomic_write
+from gpuconv._files import atomic_write, remove_stale_temporaries
 from gpuconv.nn.callbacks import ModelCheckpoint, ProgressLogger
-from gpuconv.nn.model import Sequential
+from gpuconv.nn.model import Sequential, TrainingDiverged
 
 VALIDATION_FRACTION = 1 / 12  # 5,000 of Fashion-MNIST's 60,000 training images
 CHECKPOINT, MODEL, METRICS = "checkpoint.npz", "model.npz", "metrics.json"
+LOCK = ".gpuconv-train.lock"
 Echo = Callable[[str], None]
+
+
+class RunOutputError(RuntimeError):
+    """The output directory cannot be used or a file could not be written (full disk,
+    read-only directory, another run writing there); the message says what was kept."""
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    model: str = zoo.DEFAULT_MODEL
+    """``None``: the recipe's value (a new run) or the checkpoint's (``resume``); a value
+    given with ``resume`` must agree with the checkpoint's."""
+
+    model: Optional[str] = None        # None: zoo.DEFAULT_MODEL
     device: str = "auto"
     backend: Optional[str] = None
     data: Optional[str] = None
@@ -49,7 +72,7 @@ class TrainOptions:
     batch_size: Optional[int] = None   # None: the recipe's
     optimizer: Optional[str] = None    # None: the recipe's
     lr: Optional[float] = None         # None: the recipe's
-    seed: int = 0
+    seed: Optional[int] = None         # None: 0
     out: Optional[str] = None          # None: a new runs/<UTC time>
     resume: Optional[str] = None
     overwrite: bool = False
@@ -96,6 +119,64 @@ def _point_latest_at(out: Path, echo: Echo) -> None:
     link.replace(latest)
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """The run's checkpoint after every epoch; a failed write says what was kept."""
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        path = Path(self.filepath)
+        kept = (f"{path} still holds the previous checkpoint" if path.exists()
+                else "no checkpoint was written")
+        _write(path, lambda: ModelCheckpoint.on_epoch_end(self, epoch, logs), kept)
+
+
+def _write(path: Path, write: Callable[[], None], kept: str) -> None:
+    """Run ``write``; an OSError (full disk, read-only or vanished directory) becomes a
+    RunOutputError that says what was kept (every write is atomic: nothing is half-written)."""
+    try:
+        write()
+    except OSError as exc:
+        raise RunOutputError(f"could not write {path} ({exc.strerror or exc}); {kept}") from None
+
+
+# --------------------------------------------------------------------------- the output directory
+def _claim_output(out: Path, echo: Echo) -> int:
+    """Create ``out``, prove it writable and lock it for this run (a lock that dies with
+    the process, so a killed run never blocks the next one); returns the lock's descriptor."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunOutputError(f"--out {out} cannot be written ({exc.strerror or exc}); nothing "
+                             "was trained") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise RunOutputError(f"another gpuconv train is writing to {out} (it holds {out / LOCK}); "
+                             "wait for it to finish or choose another --out") from None
+    try:
+        os.ftruncate(lock, 0)
+        os.write(lock, f"{os.getpid()}\n".encode())
+        stale = remove_stale_temporaries(out)
+    except OSError as exc:
+        os.close(lock)
+        raise RunOutputError(f"--out {out} cannot be written ({exc.strerror or exc}); nothing "
+                             "was trained") from None
+    if stale:
+        echo(f"removed {len(stale)} temporary file(s) a killed run left in {out}")
+    return lock
+
+
+@contextlib.contextmanager
+def _output_claimed(out: Path, echo: Echo):
+    """``_claim_output`` for the duration of a ``with`` block."""
+    lock = _claim_output(out, echo)
+    try:
+        yield
+    finally:
+        os.close(lock)
+
+
 # --------------------------------------------------------------------------- train
 def _images(ds_images: np.ndarray) -> np.ndarray:
     return to_float_images(ds_images, "float32")
@@ -109,24 +190,61 @@ def _start_or_resume(options: TrainOptions, device, steps_per_epoch: int, echo: 
         if run is None or model.optimizer is None:
             raise ValueError(f"{options.resume} is a model without training state; resume needs "
                              f"the {CHECKPOINT} of a training run")
-        epochs = options.epochs or run["epochs"]
-        if epochs != run["epochs"]:
-            raise ValueError(f"--epochs {epochs} differs from the run's {run['epochs']}: the "
-                             "learning-rate schedule was planned for that many epochs")
+        _check_run(options.resume, run)
+        _check_resume_options(options, run)
+        saved, now = model.saved_blas_threads, blas_threads()
+        if saved is not None and now is not None and saved != now:
+            echo(f"warning: {options.resume} was written with {saved} BLAS threads and this run "
+                 f"has {now}: matrix products then sum in another order, so the resumed run is "
+                 f"not bit-identical to an uninterrupted one (OPENBLAS_NUM_THREADS={saved} is)")
         echo(f"resuming {run['model']} from {options.resume} after epoch {model.epoch}")
-        return model, epochs, run["batch_size"], run
-    recipe = zoo.recipe(options.model)
+        return model, run["epochs"], run["batch_size"], run
+    name, seed = options.model or zoo.DEFAULT_MODEL, options.seed or 0
+    recipe = zoo.recipe(name)
     epochs = options.epochs or recipe.epochs
     batch_size = options.batch_size or recipe.batch_size
     if epochs <= 0 or batch_size <= 0:
         raise ValueError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
-    model = zoo.make_model(options.model).build((1, 28, 28), device, options.seed)
+    if seed < 0:
+        raise ValueError(f"--seed must be non-negative, got {seed}")
+    model = zoo.make_model(name).build((1, 28, 28), device, seed)
     steps = math.ceil(steps_per_epoch / batch_size)
-    model.compile(zoo.make_training_optimizer(options.model, steps, epochs, options.optimizer,
-                                              options.lr))
-    run = {"model": options.model, "epochs": epochs, "batch_size": batch_size,
-           "seed": options.seed, "optimizer": model.optimizer.get_config()}
+    model.compile(zoo.make_training_optimizer(name, steps, epochs, options.optimizer, options.lr))
+    run = {"model": name, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+           "optimizer": model.optimizer.get_config()}
     return model, epochs, batch_size, run
+
+
+def _check_run(path, run) -> None:
+    """The run options a checkpoint stores (``extra["run"]``) must have their types."""
+    rules = {"model": (str, "a model name"), "epochs": (int, "a positive int"),
+             "batch_size": (int, "a positive int"), "seed": (int, "a non-negative int"),
+             "optimizer": (dict, "an optimiser config")}
+    problems = [f"{key} must be {rule}" for key, (kind, rule) in rules.items()
+                if not isinstance(run, dict) or not isinstance(run.get(key), kind)
+                or isinstance(run.get(key), bool)
+                or (kind is int and run[key] < (0 if key == "seed" else 1))]
+    if problems:
+        raise ValueError(f"{path}: the checkpoint's run description is malformed: "
+                         + "; ".join(problems))
+
+
+def _check_resume_options(options: TrainOptions, run: dict) -> None:
+    """A resumed run keeps the checkpoint's options: one given that differs is refused."""
+    schedule = run["optimizer"].get("learning_rate")
+    saved = {"--model": run["model"], "--epochs": run["epochs"],
+             "--batch-size": run["batch_size"], "--seed": run["seed"],
+             "--optimizer": run["optimizer"].get("name"),
+             "--lr": schedule.get("lr") if isinstance(schedule, dict) else schedule}
+    given = {"--model": options.model, "--epochs": options.epochs,
+             "--batch-size": options.batch_size, "--seed": options.seed,
+             "--optimizer": options.optimizer, "--lr": options.lr}
+    clashes = [f"{flag} {value} (the checkpoint has {saved[flag]})"
+               for flag, value in given.items() if value is not None and value != saved[flag]]
+    if clashes:
+        raise ValueError(f"--resume continues {options.resume} with its own options, but "
+                         f"{', '.join(clashes)} contradict them; drop those options or start a "
+                         "new run (the learning-rate schedule was planned for the checkpoint's)")
 
 
 def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
@@ -134,7 +252,8 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     metrics written to metrics.json, with the directory ("out") and the files written
     ("files"). The progress of each epoch goes to the stream ``progress`` (default
     standard output). Raises TrainingDiverged (the last good checkpoint stays) when the
-    loss stops being finite, TrainingInterrupted on Ctrl-C."""
+    loss, a metric or a weight stops being finite, RunOutputError when the directory cannot
+    be used or written, TrainingInterrupted on Ctrl-C."""
     started = time.perf_counter()
     device = resolve_device(options.device, options.backend)
     ds = load_dataset(options.data)
@@ -144,38 +263,69 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     model, epochs, batch_size, run = _start_or_resume(options, device, len(x_train), echo)
     echo(f"model {run['model']} ({model.n_params:,} parameters) on {device.describe()}: "
          f"{epochs} epochs, batch {batch_size}, {len(x_train):,} training images")
-    out = _run_directory(options, echo)
-    echo(f"run directory: {out}")
-    # the checkpoint is replaced atomically each epoch: a crash or Ctrl-C keeps the last one
-    callbacks = [ProgressLogger(1, progress), ModelCheckpoint(out / CHECKPOINT, extra={"run": run})]
-    first_epoch = model.epoch
     try:
-        if model.epoch < epochs:
-            model.fit(_images(x_train), y_train, batch_size=batch_size, epochs=epochs,
-                      initial_epoch=model.epoch, verbose=0,
-                      validation_data=(_images(x_val), y_val), callbacks=callbacks)
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(_how_to_resume(options, out, model.epoch > first_epoch)) \
-            from None
-    test = model.evaluate(_images(ds.x_test), ds.y_test)
-    echo(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}) on "
-         f"{len(ds.x_test):,} images")
-    model.save(out / MODEL, extra={"class_names": list(ds.class_names)})
-    metrics = {
-        "gpuconv": __version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": run["model"], "device": device.describe(), "backend": device.backend,
-        "seed": run["seed"], "epochs": epochs, "batch_size": batch_size,
-        "optimizer": run["optimizer"], "parameters": model.n_params, "data": ds.source,
-        "train_images": len(x_train), "validation_images": len(x_val),
-        "test_images": len(ds.x_test), "history": model.history.history,
-        "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-        "train_seconds": sum(model.history.history["seconds"]),
-        "wall_seconds_this_run": time.perf_counter() - started,
-    }
-    atomic_write(out / METRICS, lambda f: f.write(json.dumps(metrics, indent=2).encode()))
-    files = [out / MODEL, out / CHECKPOINT, out / METRICS, *_pictures(model, ds, out, echo)]
-    echo("wrote " + ", ".join(str(p) for p in files if p.exists()))
-    return {**metrics, "out": str(out), "files": [str(p) for p in files if p.exists()]}
+        out = _run_directory(options, echo)
+    except OSError as exc:
+        raise RunOutputError(f"--out {options.out} cannot be written ({exc.strerror or exc}); "
+                             "nothing was trained") from None
+    echo(f"run directory: {out}")
+    with _output_claimed(out, echo):
+        # the checkpoint is replaced atomically each epoch: a crash or Ctrl-C keeps the last one
+        callbacks = [ProgressLogger(1, progress),
+                     RunCheckpoint(out / CHECKPOINT, extra={"run": run})]
+        first_epoch = model.epoch
+        try:
+            if model.epoch < epochs:
+                model.fit(_images(x_train), y_train, batch_size=batch_size, epochs=epochs,
+                          initial_epoch=model.epoch, verbose=0,
+                          validation_data=(_images(x_val), y_val), callbacks=callbacks)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(_how_to_resume(options, out, model.epoch > first_epoch)) \
+                from None
+        test = model.evaluate(_images(ds.x_test), ds.y_test)
+        if not math.isfinite(test["loss"]):
+            raise TrainingDiverged(f"the test loss is {test['loss']}; {out / MODEL} is not written "
+                                   f"({out / CHECKPOINT} holds the last epoch)")
+        echo(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}) on "
+             f"{len(ds.x_test):,} images")
+        _write(out / MODEL, lambda: model.save(out / MODEL,
+                                               extra={"class_names": list(ds.class_names)}),
+               f"{out / CHECKPOINT} holds the trained model (evaluate or resume from it)")
+        metrics = {
+            "gpuconv": __version__,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": run["model"], "device": device.describe(), "backend": device.backend,
+            "seed": run["seed"], "epochs": epochs, "batch_size": batch_size,
+            "optimizer": run["optimizer"], "parameters": model.n_params, "data": ds.source,
+            "train_images": len(x_train), "validation_images": len(x_val),
+            "test_images": len(ds.x_test), "history": model.history.history,
+            "test_loss": test["loss"], "test_accuracy": test["accuracy"],
+            "train_seconds": sum(model.history.history["seconds"]),
+            "wall_seconds_this_run": time.perf_counter() - started,
+            "blas_threads": blas_threads(),
+        }
+        text = json.dumps(_finite_or_null(metrics), indent=2, allow_nan=False)
+        _write(out / METRICS,
+               lambda: atomic_write(out / METRICS, lambda f: f.write(text.encode())),
+               f"{out / MODEL} and {out / CHECKPOINT} were written")
+        pictures: list[Path] = []
+        _write(out, lambda: pictures.extend(_pictures(model, ds, out, echo)),
+               f"{out / MODEL}, {out / CHECKPOINT} and {out / METRICS} were written")
+        files = [p for p in (out / MODEL, out / CHECKPOINT, out / METRICS, *pictures)
+                 if p.exists()]
+        echo("wrote " + ", ".join(str(p) for p in files))
+        return {**metrics, "out": str(out), "files": [str(p) for p in files]}
+
+
+def _finite_or_null(value):
+    """``value`` with every NaN or infinite float replaced by None: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def _how_to_resume(options: TrainOptions, out: Path, saved_an_epoch: bool) -> str:
@@ -208,6 +358,15 @@ def _pictures(model: Sequential, ds: Dataset, out: Path, echo: Echo) -> list[Pat
 
 
 # --------------------------------------------------------------------------- evaluate, predict
+def _class_names(saved, classes: int) -> list[str]:
+    """A name for each of the model's ``classes`` outputs: the saved names where there are
+    any (a dataset may have fewer classes than the model has outputs), else the index."""
+    names = [str(i) for i in range(classes)]
+    if isinstance(saved, list) and all(isinstance(name, str) for name in saved):
+        names[:len(saved)] = saved[:classes]
+    return names
+
+
 def evaluate(model_path: str, data: Optional[str] = None, device: str = "auto",
              backend: Optional[str] = None, echo: Echo = print) -> dict:
     """Test loss and accuracy of a saved model on a dataset's test split."""
@@ -227,9 +386,14 @@ def predict(model_path: str, image_paths, invert: bool = False, top: int = 3,
     images), as ``[{"image": name, "classes": [{"class": ..., "probability": ...}]}]``. Pictures are resized to the model's input; ``invert`` turns dark-on-light
     photos into Fashion-MNIST's light-on-dark."""
     model = Sequential.load(model_path, resolve_device(device, backend))
-    names = model.extra.get("class_names") or [str(i) for i in range(model.output_shape[0])]
+    if len(model.output_shape) != 1:
+        raise ValueError(f"{model_path}: predict needs a classifier with one score per class, "
+                         f"its output has shape {model.output_shape}")
     if top <= 0:
         raise ValueError(f"top must be positive, got {top}")
+    names = _class_names(model.extra.get("class_names"), model.output_shape[0])
+
+
     images = load_images(image_paths, size=model.input_shape[1:])
     if not invert and light_background(images).any():
         echo("note: some images have a light background; Fashion-MNIST items are light on "

@@ -36,7 +36,8 @@ from gpuconv.nn.optimizers import Optimizer, make_optimizer
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the model's weights are no longer usable."""
+    """The loss, a metric or a weight became NaN or infinite; the model's weights are no
+    longer usable (and are never saved)."""
 
 
 METRIC_NAMES = ("accuracy", "acc")  # Keras' alias: the logs use the name compile was given
@@ -228,6 +229,15 @@ class Sequential:
                 break
             grad = layer.backward(grad)
 
+    def _check_finite_weights(self, error) -> None:
+        """Raise ``error(names)`` when a parameter holds a NaN or an infinity (one reduction
+        and one read-back per parameter)."""
+        xp = self.device.xp
+        bad = [key for key, value in self.parameters().items()
+               if not bool(xp.isfinite(value).all())]
+        if bad:
+            raise error(bad[:5])
+
     def _check_inputs(self, x, y=None):
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"x must have shape (N,) + {self.input_shape}, got "
@@ -312,8 +322,15 @@ class Sequential:
             for cb in callbacks:
                 cb.on_epoch_begin(self.epoch, {})
             logs = self._train_epoch(x, y, batch_size, steps, shuffle, callbacks, log_every)
+            # the loss before each step was checked; this checks what the last step did
+            where = f"after epoch {self.epoch + 1}"
+            self._check_finite_weights(lambda bad: TrainingDiverged(
+                f"the weights {bad} became NaN or infinite {where}; try a smaller learning rate"))
             if validation_data is not None:
                 val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
+                if not math.isfinite(val["loss"]):
+                    raise TrainingDiverged(f"the validation loss became {val['loss']} {where}; "
+                                           "try a smaller learning rate")
                 logs.update({f"val_{k}": v for k, v in val.items()})
             self.epoch += 1
             self.history.append(logs)
@@ -352,6 +369,9 @@ class Sequential:
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
         """Mean loss and accuracy over (x, y), in inference mode."""
         self._require_built()
+        if len(x) == 0:
+            raise ValueError("evaluate needs at least one sample, got x of shape "
+                             f"{tuple(x.shape)}")
         self._check_inputs(x, y)
         loss_sum = correct = 0
         for start in range(0, len(x), batch_size):
@@ -420,8 +440,11 @@ class Sequential:
     def save(self, path, include_optimizer: bool = False, extra: Optional[dict] = None) -> None:
         """Write the model to ``path`` (.npz) atomically: a crash leaves the old file or the
         new one, never a broken one. ``include_optimizer`` adds the optimiser's state and
-        the training position (a checkpoint); ``extra`` is stored JSON as given."""
+        the training position (a checkpoint); ``extra`` is stored JSON as given. A model
+        with a NaN or infinite weight is refused (ValueError): it is never written."""
         self._require_built()
+        self._check_finite_weights(lambda bad: ValueError(
+            f"{path}: not written: the weights {bad} are NaN or infinite"))
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.get_config(),
                 "epoch": self.epoch, "history": self.history.history, "extra": extra or {}}
         arrays = {f"param/{k}": to_host(v) for k, v in self.parameters().items()}

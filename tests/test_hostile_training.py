@@ -1,0 +1,241 @@
+"""Faults around a training run (issue 16): divergence in the last step or in the metrics,
+an unusable or full output directory, two runs on one directory, stale temporary files,
+resumes that contradict their checkpoint or change BLAS's thread count, and predict with
+any class count. Each ends in a clear error (or a warning) and never in a written model
+that is not finite."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from gpuconv.cli import main
+from gpuconv.data import write_idx
+from gpuconv.nn import TrainingDiverged
+from gpuconv.nn.model import Sequential
+from gpuconv.training import LOCK, RunOutputError, TrainOptions, predict, train
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """60 training and 20 test images of 10 classes, each class a brighter square."""
+    root = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("t10k", 20)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 8:20, 8:20] += np.uint8(18 * label)
+        write_idx(root / f"{split}-images-idx3-ubyte", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_pictures(monkeypatch):
+    """The plots cost seconds and are not what these tests are about."""
+    from gpuconv import training
+    monkeypatch.setattr(training, "_pictures", lambda *args: None)
+
+
+def _options(data_dir, out, **changes):
+    base = dict(model="slides", device="cpu", data=str(data_dir), epochs=1, batch_size=64,
+                out=str(out))
+    return TrainOptions(**(base | changes))
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train(_options(data_dir, out, epochs=2), echo=lambda line: None)
+    return out
+
+
+def _lines():
+    lines = []
+    return lines, lines.append
+
+
+# --------------------------------------------------------------------------- divergence
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_a_diverged_last_step_is_caught_and_never_written(data_dir, tmp_path, epochs):
+    """One step per epoch: the update after the last loss check diverges the weights."""
+    options = _options(data_dir, tmp_path, epochs=epochs, batch_size=256, lr=1e30)
+    with pytest.raises(TrainingDiverged, match="became"):
+        train(options, echo=lambda line: None)
+    assert not (tmp_path / "model.npz").exists() and not (tmp_path / "metrics.json").exists()
+    if (tmp_path / "checkpoint.npz").exists():  # only a good epoch may have been kept
+        kept = Sequential.load(tmp_path / "checkpoint.npz")
+        assert all(np.isfinite(p).all() for p in kept.parameters().values())
+        assert all(np.isfinite(v).all() for v in kept.history.history["val_loss"])
+
+
+def test_a_model_with_a_nan_weight_is_never_saved(finished_run, tmp_path):
+    model = Sequential.load(finished_run / "model.npz")
+    next(iter(model.parameters().values()))[0] = np.nan
+    with pytest.raises(ValueError, match=r"not written: the weights \['0/kernel'\] are NaN"):
+        model.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_metrics_json_holds_no_bare_nan(finished_run):
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in metrics.json")
+    metrics = json.loads((finished_run / "metrics.json").read_text(), parse_constant=refuse)
+    assert len(metrics["history"]["val_loss"]) == 2 and metrics["blas_threads"] >= 1
+
+
+# --------------------------------------------------------------------------- the output directory
+def test_an_out_below_a_file_is_refused_before_training(data_dir, tmp_path):
+    (tmp_path / "file").write_text("x")
+    lines, echo = _lines()
+    with pytest.raises(RunOutputError, match=r"--out .*file/run cannot be written .*nothing was "
+                                             r"trained"):
+        train(_options(data_dir, tmp_path / "file" / "run"), echo=echo)
+    assert not any(line.startswith("epoch") for line in lines)
+
+
+def _failing_writes(monkeypatch, fail_on: str, after: int = 0):
+    """Make the ``after``-th and later writes of a file named ``fail_on`` hit a full disk."""
+    import gpuconv.nn.model as model_module
+    real, seen = model_module.atomic_write, []
+
+    def atomic_write(path, write):
+        if path.name == fail_on:
+            seen.append(path)
+            if len(seen) > after:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, write)
+    monkeypatch.setattr(model_module, "atomic_write", atomic_write)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(data_dir, tmp_path,
+                                                                monkeypatch):
+    _failing_writes(monkeypatch, "checkpoint.npz", after=1)
+    with pytest.raises(RunOutputError, match=r"could not write .*checkpoint.npz \(No space left "
+                                             r"on device\); .* still holds the previous"):
+        train(_options(data_dir, tmp_path, epochs=3), echo=lambda line: None)
+    assert Sequential.load(tmp_path / "checkpoint.npz").epoch == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_at_the_model_says_the_checkpoint_holds_it(data_dir, tmp_path, monkeypatch):
+    _failing_writes(monkeypatch, "model.npz")
+    with pytest.raises(RunOutputError, match=r"model.npz \(No space left on device\); .*"
+                                             r"checkpoint.npz holds the trained model"):
+        train(_options(data_dir, tmp_path), echo=lambda line: None)
+    assert Sequential.load(tmp_path / "checkpoint.npz").epoch == 1
+
+
+def test_the_cli_reports_output_errors_without_a_traceback(data_dir, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(main, ["train", "--device", "cpu", "--model", "slides",
+                                       "--data", str(data_dir), "--out",
+                                       str(tmp_path / "file" / "run")])
+    assert result.exit_code == 1 and "cannot be written" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_second_trainer_on_the_same_out_is_refused(data_dir, tmp_path):
+    tmp_path.joinpath(LOCK).touch()
+    holder = os.open(tmp_path / LOCK, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # what a running trainer holds
+    try:
+        with pytest.raises(RunOutputError, match="another gpuconv train is writing to"):
+            train(_options(data_dir, tmp_path), echo=lambda line: None)
+    finally:
+        os.close(holder)
+    train(_options(data_dir, tmp_path), echo=lambda line: None)  # released: it runs
+    assert (tmp_path / "model.npz").exists()
+
+
+def test_stale_temporary_files_are_removed_on_start(data_dir, tmp_path):
+    stale = [tmp_path / ".checkpoint.npz.0a1b2c3d.tmp", tmp_path / ".model.npz.deadbeef.tmp"]
+    kept = [tmp_path / ".notes.tmp", tmp_path / "mine.0a1b2c3d.tmp"]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    lines, echo = _lines()
+    train(_options(data_dir, tmp_path), echo=echo)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert any("removed 2 temporary file(s)" in line for line in lines)
+
+
+# --------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("change, flag", [
+    (dict(model="lenet"), "--model lenet"), (dict(lr=0.5), "--lr 0.5"),
+    (dict(batch_size=16), "--batch-size 16"), (dict(seed=3), "--seed 3"),
+    (dict(optimizer="sgd"), "--optimizer sgd"), (dict(epochs=5), "--epochs 5"),
+])
+def test_resume_refuses_options_that_contradict_the_checkpoint(finished_run, data_dir, tmp_path,
+                                                              change, flag):
+    options = _options(data_dir, tmp_path, resume=str(finished_run / "checkpoint.npz"),
+                       **({"model": None, "epochs": None, "batch_size": None} | change))
+    with pytest.raises(ValueError, match=f"{flag} \\(the checkpoint has .*\\) contradict"):
+        train(options, echo=lambda line: None)
+
+
+def test_resume_accepts_options_that_agree_and_warns_about_blas_threads(finished_run, data_dir,
+                                                                       tmp_path, monkeypatch):
+    from gpuconv import training
+    checkpoint = finished_run / "checkpoint.npz"
+    saved = Sequential.load(checkpoint).saved_blas_threads
+    assert saved == training.blas_threads() and saved >= 1
+    monkeypatch.setattr(training, "blas_threads", lambda: saved + 1)
+    lines, echo = _lines()
+    train(_options(data_dir, tmp_path, resume=str(checkpoint), epochs=2, batch_size=64),
+          echo=echo)
+    warning = next(line for line in lines if line.startswith("warning:"))
+    assert f"written with {saved} BLAS threads and this run has {saved + 1}" in warning
+    assert "not bit-identical" in warning
+
+
+def test_a_malformed_run_description_is_a_clear_error(finished_run, data_dir, tmp_path):
+    model = Sequential.load(finished_run / "checkpoint.npz")
+    model.save(tmp_path / "bad.npz", include_optimizer=True,
+               extra={"run": {"model": 3, "epochs": "two"}})
+    with pytest.raises(ValueError, match=r"bad.npz: the checkpoint's run description is "
+                                         r"malformed: model must be a model name; epochs must"):
+        train(_options(data_dir, tmp_path / "out", resume=str(tmp_path / "bad.npz"),
+                       model=None, epochs=None, batch_size=None), echo=lambda line: None)
+
+
+# --------------------------------------------------------------------------- predict, data, CLI
+def test_predict_works_with_fewer_class_names_than_outputs(finished_run, tmp_path):
+    from PIL import Image
+    model = Sequential.load(finished_run / "model.npz")
+    model.save(tmp_path / "three.npz", extra={"class_names": ["ant", "bee", "cat"]})
+    picture = tmp_path / "p.png"
+    Image.fromarray(np.full((28, 28), 30, np.uint8)).save(picture)
+    (result,) = predict(str(tmp_path / "three.npz"), [str(picture)], top=10, device="cpu",
+                        echo=lambda line: None)
+    assert sorted(r["class"] for r in result["classes"]) == sorted(
+        ["ant", "bee", "cat"] + [str(i) for i in range(3, 10)])
+
+
+def test_an_empty_test_split_is_refused_before_training(data_dir, tmp_path):
+    for name in os.listdir(data_dir):
+        (tmp_path / name).write_bytes((data_dir / name).read_bytes())
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    lines, echo = _lines()
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte holds no images"):
+        train(_options(tmp_path, tmp_path / "out"), echo=echo)
+    assert not any(line.startswith("epoch") for line in lines)
+
+
+def test_evaluate_refuses_no_samples(finished_run):
+    model = Sequential.load(finished_run / "model.npz")
+    with pytest.raises(ValueError, match="evaluate needs at least one sample"):
+        model.evaluate(np.zeros((0, 1, 28, 28), np.float32), np.zeros(0, np.int64))
+
+
+@pytest.mark.parametrize("args", [["demo", "--seed", "-1"], ["train", "--seed", "-5"]])
+def test_negative_seeds_name_the_option(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "Invalid value for '--seed'" in result.output
