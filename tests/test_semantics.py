@@ -540,9 +540,11 @@ def test_output_mask(op, mask):
             np.testing.assert_array_equal(r, ref)
         else:
             assert r is None
-    # truthy / falsy values are accepted as booleans
-    again = fn(*args, output_mask=[int(m) for m in mask], **kwargs)
+    # NumPy bools are booleans; truthy / falsy ints are not (issue 16)
+    again = fn(*args, output_mask=[np.bool_(m) for m in mask], **kwargs)
     assert [r is None for r in again] == [not m for m in mask]
+    with pytest.raises(TypeError, match=r"output_mask\[0\] must be True or False"):
+        fn(*args, output_mask=[int(m) for m in mask], **kwargs)
 
 
 # --------------------------------------------------------------------------- determinism, purity
