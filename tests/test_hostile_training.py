@@ -41,7 +41,7 @@ def data_dir(tmp_path_factory):
 def no_pictures(monkeypatch):
     """The plots cost seconds and are not what these tests are about."""
     from gpuconv import training
-    monkeypatch.setattr(training, "_pictures", lambda *args: None)
+    monkeypatch.setattr(training, "_pictures", lambda *args: [])
 
 
 def _options(data_dir, out, **changes):
