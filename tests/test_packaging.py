@@ -105,10 +105,14 @@ def test_the_wheel_installs_without_extras_and_trains(tmp_path):
         "assert not any(u.find_spec(m) for m in ('torch', 'matplotlib', 'PIL', 'cupy'))")
     assert "train" in run(venv / "bin" / "gpuconv", "--help").stdout
     run(venv / "bin" / "gpuconv", "demo")
+    subset = run(venv / "bin" / "python", "-c", "from gpuconv.datasets import "
+                 "FASHION_MNIST_SUBSET_DIR as d; print(d)").stdout.strip()
+    assert subset.startswith(str(venv))  # installed with the wheel
+    # --data: the bundled subset even where Debian's full Fashion-MNIST is installed
     trained = run(venv / "bin" / "gpuconv", "train", "--device", "cpu", "--model", "slides",
-                  "--epochs", "1", "--json")
+                  "--epochs", "1", "--data", subset, "--json")
     summary = json.loads(trained.stdout)
-    assert "bundled" in summary["data"] and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert "5000 training" in summary["data"] and 0.0 <= summary["test_accuracy"] <= 1.0
     assert "pip install 'gpuconv[train]'" in trained.stderr  # no matplotlib: no pictures
     assert all((tmp_path / f).is_file() for f in summary["files"])
     bench = subprocess.run([venv / "bin" / "gpuconv", "bench"], cwd=tmp_path, text=True,
