@@ -146,6 +146,18 @@ _ABSURD = [  # (call, the argument the error must name), each answered within a 
 ]
 
 
+@pytest.mark.parametrize("call", [
+    lambda: F.conv1d(np.zeros((1, 1, 10**6)), np.zeros((1, 1, 10**5))),
+    lambda: F.conv1d_backward(np.zeros((1, 1, 900_001)), np.zeros((1, 1, 10**6)),
+                              np.zeros((1, 1, 10**5)), output_mask=(False, True, False)),
+])
+def test_the_numpy_workspace_is_checked_before_it_is_allocated(call, monkeypatch):
+    """A 10^5 kernel over 10^6 positions: the output is small, one sample's im2col is not."""
+    monkeypatch.setenv("GPUCONV_MAX_BYTES", str(2**30))
+    with pytest.raises(ValueError, match="input and weight are too large for the numpy backend"):
+        call()
+
+
 @pytest.mark.parametrize("call, name", _ABSURD)
 def test_absurd_sizes_fail_fast_naming_the_argument(call, name, monkeypatch):
     monkeypatch.setenv("GPUCONV_MAX_BYTES", str(2**30))

@@ -33,6 +33,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from gpuconv._checks import MAX_BYTES_ENV, max_array_bytes
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
 PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float maths
@@ -52,6 +53,11 @@ def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
 
 
 def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None):
+    if bytes_per_item > max_array_bytes():  # a chunk holds one sample at least
+        raise ValueError(f"input and weight are too large for the numpy backend: one sample's "
+                         f"unfolded windows would take {bytes_per_item:,} bytes, above the "
+                         f"limit of {max_array_bytes():,} (the physical memory, or "
+                         f"${MAX_BYTES_ENV})")
     step = max(1, (budget or CHUNK_BYTES) // max(1, bytes_per_item))
     for start in range(0, n, step):
         yield slice(start, min(n, start + step))
