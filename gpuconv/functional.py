@@ -13,10 +13,13 @@ Backward ops return the gradients of a scalar loss ``L`` with respect to the
 forward's inputs, given ``grad_out = dL/d(output)``; ``output_mask`` chooses which
 to compute, and a masked gradient is ``None``.
 
-Convolutions also take ``precision``: ``"ieee"`` (default, strict float arithmetic)
-or ``"tf32"`` (TF32 tensor-core products with float32 accumulation, the cupy
-backend's opt-in, like PyTorch's ``allow_tf32``); a backend that does not offer
-the one asked for is a ``ValueError``.
+Convolutions also take ``precision`` (float32 on the cupy backend; float64 always runs
+``"ieee"``): ``"ieee"`` (default, strict float arithmetic on CUDA cores), ``"tf32"``
+(products of TF32-rounded inputs, 10 mantissa bits, on tensor cores, float32
+accumulation: the opt-in of PyTorch's ``allow_tf32``), or ``"tf32x3"`` (FP32 accuracy on
+tensor cores: each product as three TF32 products of the inputs' high and low parts,
+big*big + big*small + small*big, as CUTLASS's 3xTF32). A backend that does not offer the
+one asked for is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -101,9 +104,9 @@ def _value_range(array) -> tuple[int, int]:
 
 def _check_precision(precision, be):
     """``precision`` must be conv arithmetic the backend offers (``"ieee"`` everywhere;
-    ``"tf32"`` tensor-core products, with float32 accumulation, on the cupy backend)."""
-    if precision not in ("ieee", "tf32"):
-        raise ValueError(f"precision must be 'ieee' or 'tf32', got {precision!r}")
+    ``"tf32"`` and ``"tf32x3"`` on tensor cores, on the cupy backend)."""
+    if precision not in ("ieee", "tf32", "tf32x3"):
+        raise ValueError(f"precision must be 'ieee', 'tf32' or 'tf32x3', got {precision!r}")
     if precision not in be.PRECISIONS:
         raise ValueError(f"precision={precision!r} is not offered by backend "
                          f"{be.__name__.rpartition('.')[2].removesuffix('_backend')!r} "

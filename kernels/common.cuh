@@ -6,7 +6,9 @@
 //      NumPy structured dtype in gpuconv/backends/gpu_plan.py matches it without padding)
 //   2. padding as a source-index map (zeros, reflect, replicate, circular)
 //   3. cp.async copy helpers (sm_80+), with a plain-copy path for older GPUs and the CPU
-//   4. a fixed-order block reduction, power() for float and double
+//   4. tensor-core helpers: TF32 rounding and splitting, mma.sync m16n8k8 (emulated on the CPU
+//      by tests/cuda_host/cuda_shim.h with the PTX ISA's fragment layout)
+//   5. a fixed-order block reduction, power() for float and double
 #pragma once
 
 typedef long long i64;
@@ -27,9 +29,11 @@ struct ConvParams {
     i64 q_h, q_w;                // forward output size (H_out, W_out)
     i64 lo_h, lo_w, len_h, len_w;  // grad-input: written region of the padded input
     i64 mode;                    // b's boundary: 0 zeros, 1 reflect, 2 replicate, 3 circular
-    i64 transposed;              // 1: grad-input, one launch slice per stride phase
-    i64 splits, tiles_per_split; // grad-weight split-K
-    i64 vec_b;                   // forward fast path: 1x1, stride 1, unpadded, 16-byte aligned
+    i64 transposed;              // 1: grad-input, one launch slice per live stride phase
+    i64 phases;                  // grad-input: stride phases some tap reaches (else 1)
+    i64 splits, tiles_per_split; // split-K: slices of the reduction, reduction steps per slice
+    i64 relu;                    // 1: out = max(out, 0) after the bias
+    i64 total, plane;            // elementwise kernels: elements (per split), elements per channel
 };
 
 // Field order and names must match POOL_FIELDS in gpu_plan.py.
@@ -71,28 +75,19 @@ __device__ __forceinline__ i64 lmin(i64 a, i64 b) { return a < b ? a : b; }
 __device__ __forceinline__ i64 lmax(i64 a, i64 b) { return a > b ? a : b; }
 
 // --------------------------------------------------------------------------- 3. async copies
-// One element global -> shared, zero-filled when src is null (padding, ragged tile edges).
-template <typename T>
-__device__ __forceinline__ void copy_or_zero(T* dst, const T* src, const T* any_valid) {
+// One element base[offset] global -> shared, or a zero when !ok (then nothing is read: the
+// copy's source size is 0, and its address is base itself). A valid 32-bit offset is never
+// negative: unsigned, it widens in one multiply-add instead of a sign-extended 64-bit add.
+template <typename T, typename Index>
+__device__ __forceinline__ void copy_async(T* dst, const T* base, Index offset, bool ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    const int bytes = src ? (int)sizeof(T) : 0;  // src-size 0: cp.async writes zeros
+    const T* src = sizeof(Index) == 4 ? base + (unsigned)(ok ? offset : Index(0))
+                                      : base + (ok ? offset : Index(0));
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n"
-                 :: "r"(s), "l"(src ? src : any_valid), "n"(sizeof(T)), "r"(bytes));
+                 :: "r"(s), "l"(src), "n"(sizeof(T)), "r"(ok ? (int)sizeof(T) : 0));
 #else
-    (void)any_valid;
-    *dst = src ? *src : T(0);
-#endif
-}
-
-// 16 bytes global -> shared; both addresses 16-byte aligned.
-template <typename T>
-__device__ __forceinline__ void copy16(T* dst, const T* src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" :: "r"(s), "l"(src));
-#else
-    for (int i = 0; i < (int)(16 / sizeof(T)); ++i) dst[i] = src[i];
+    *dst = ok ? base[offset] : T(0);
 #endif
 }
 
@@ -111,7 +106,43 @@ __device__ __forceinline__ void copy_wait() {
 #endif
 }
 
-// --------------------------------------------------------------------------- small helpers
+// --------------------------------------------------------------------------- 4. tensor cores
+// x as TF32 (round to nearest, ties away: cvt.rna), and, for 3xTF32, the TF32 of the remainder.
+__device__ __forceinline__ unsigned to_tf32(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
+#elif defined(__CUDA_ARCH__)
+    __trap();  // tensor-core precisions need sm_80+ (cupy_backend checks before launching)
+    return 0;
+#else
+    return host_to_tf32(x);
+#endif
+}
+
+__device__ __forceinline__ void split_tf32(float x, unsigned& big, unsigned& small, bool want_small) {
+    big = to_tf32(x);
+    if (want_small) small = to_tf32(x - __uint_as_float(big));
+}
+
+// d (16 x 8) += a (16 x 8) * b (8 x 8) over one warp, TF32 inputs, float32 accumulation. Lane
+// 4*g + t holds a rows g, g+8 x columns t, t+4 (a0 a1 a2 a3), b rows t, t+4 of column g, and d
+// rows g, g+8 x columns 2t, 2t+1 (PTX ISA, "Matrix Fragments for mma.m16n8k8", .tf32).
+__device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsigned* b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#else
+    host_mma_tf32(d, a, b);
+#endif
+}
+
+// --------------------------------------------------------------------------- 5. small helpers
 // Fixed-shape tree reduction over a block of THREADS (a power of two): the same order every run.
 template <int THREADS, typename V, class Op>
 __device__ __forceinline__ V block_reduce(V v, Op op) {

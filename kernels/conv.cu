@@ -1,32 +1,107 @@
-// conv.cu: the cupy backend's convolution kernels. Checked against numpy_backend.conv2d,
-// conv2d_grad_input, conv2d_grad_weight and conv2d_grad_bias (on the CPU by
-// tests/test_cupy_host.py, on a GPU by tests/test_golden.py).
+// conv.cu: the cupy backend's convolution kernels, as implicit GEMMs (no im2col buffer).
 //
-// Versions:
-//   1. conv_gemm<T, BM, BN, BK, TM, TN, WGRAD>: implicit GEMM on CUDA cores, no im2col buffer.
-//      Forward: rows = output channels, columns = batch x output pixels, reduction = taps
-//      (C/G x kH x kW); grad-input: the same with one launch slice per stride phase (a
-//      gather, no atomics); grad-weight (WGRAD): columns = taps, reduction = batch x pixels,
-//      split-K partials. BM x BK and BK x BN tiles double-buffered in shared memory (cp.async),
-//      TM x TN register micro-tile per thread.
-//   2. conv_gemm_tf32<WGRAD>: version 1's tiles on tensor cores (WMMA m16n16k8 TF32, float32
-//      accumulate), 64 x 64 x 16 tile, 4 warps of 32 x 32.
-//   3. conv_direct<T>: one output pixel per thread (looping over the batch), for depthwise /
-//      channel-multiplier convs, forward and grad-input.
-//   4. conv_splitk_reduce<T>: grad-weight's second pass, partials summed in split order.
-//   5. conv_grad_bias<T>: one block per channel, fixed tree reduction.
-//   6. conv_pad_adjoint<T>: grad-input under reflect / replicate / circular padding.
+// What they compute (the slides' formulas), and the NumPy function each result must equal:
+//   forward      y[n,o,i,j]  = bias[o] + sum_{c,r,s} w[o,c,r,s] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl]
+//                (numpy_backend.conv2d; c runs over the group of o)
+//   grad-input   dx[n,c,h,w] = sum of w[o,c,r,s] * dy[n,o,i,j] over h = i*sh + r*dh - pt, w = j*sw + s*dw - pl
+//                (numpy_backend.conv2d_grad_input; also conv_transpose2d's forward)
+//   grad-weight  dw[o,c,r,s] = sum_{n,i,j} dy[n,o,i,j] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl]
+//                (numpy_backend.conv2d_grad_weight)
+//   grad-bias    db[o] = sum_{n,i,j} dy[n,o,i,j]            (numpy_backend.conv2d_grad_bias)
+//
+// Kernels (the planner, gpuconv/backends/gpu_plan.py, picks one per call):
+//   conv_gemm<T, BM, BN, BK, TM, TN, WGRAD, ZERO_PAD, Index>   GEMM on CUDA cores (FFMA)
+//   conv_gemm_mma<TERMS, BM, BN, WGRAD, ZERO_PAD, Index>        the same GEMM on tensor cores:
+//        mma.sync m16n8k8 TF32, float32 accumulation; TERMS 1: "tf32", TERMS 3: "tf32x3" (a*b as
+//        big*big + big*small + small*big, big = tf32(a), small = tf32(a - big): FP32 accuracy)
+//   conv_direct<T, ROWS>    forward / grad-input writing at most 4 channels per slice (the stem's
+//        and DeepSpeech's grad-input, depthwise): a thread per pixel, weights in shared memory
+//   conv_splitk_reduce<T>   split-K partials summed in split order, then bias and ReLU
+//   conv_grad_bias<T>       one block per channel, fixed tree
+//   conv_pad_adjoint<T>     grad-input under reflect / replicate / circular padding
+//   conv_fill_bias<T>       grad-input positions that no kernel tap reaches: the bias, or zero
+//
+// The GEMM of one launch slice (blockIdx.z: a group, a stride phase of grad-input, a split of
+// the reduction): out[row, col] = sum_k A[row, k] * B[k, col], where
+//   forward, grad-input: rows = channels written, cols = pixels (n, i, j), k = taps (c, r, s);
+//                        A = weight, B = the input (grad_out for grad-input) at pixel + tap;
+//   grad-weight:         rows = O/G, cols = taps (c, r, s), k = pixels (n, i, j);
+//                        A = grad_out, B = the input at pixel + tap.
+// Grad-input is a gather: output rows of one stride phase are reached by every s/g-th tap (g =
+// gcd(s, d)), a stride-1 correlation of grad_out (numpy_backend._phase_taps).
+//
+// Pixels and taps are both "lattices": an index split into three digits (outer, middle, inner),
+// each digit moving the A offset, the B row / column and the output offset by a fixed step. A
+// thread decodes its fixed columns once (with division) and walks its reduction lattice by a
+// constant BK-step with carries (CUTLASS's "optimized" iterator idea): no division, no modulo and
+// 32-bit offsets (Index = int) in the main loop; a 64-bit instantiation serves tensors past 2^31
+// elements. Zero padding is a predicated (zero-filling) cp.async; other padding modes read through
+// source_index in their own instantiation.
 #include "common.cuh"
-#if defined(__CUDACC__) && !defined(GPUCONV_NO_WMMA)
-#include <mma.h>
-#endif
 
-// --------------------------------------------------------------------------- geometry
-// One spatial axis of a GEMM slice: pixel q (0 <= q < count) gathers row q*sq + t*st + off of
-// operand b for tap t (0 <= t < taps) and writes output row q*so + ro.
+enum Pass { GATHER = 0, WGRAD = 1 };
+
+// --------------------------------------------------------------------------- lattices
+// Index i = (d0 * n1 + d1) * n2 + d2 maps to A offset a0*d0 + a1*d1 + a2*d2, B offset b0*d0 (the
+// outer axis) plus row h0 + hs*d1 and column w0 + ws*d2, output offset o0*d0 + o1*d1 + o2*d2.
+template <typename Index>
+struct Lattice {
+    int n1, n2;
+    Index a0, a1, a2, b0, o0, o1, o2;
+    int h0, hs, w0, ws;
+};
+
+// A lattice position: the digits and what they address.
+template <typename Index>
+struct Position {
+    int d0, d1, d2;
+    Index a, b, o;  // b: the outer-axis offset only
+    int h, w;
+};
+
+template <typename Index>
+__device__ __forceinline__ Position<Index> place(const Lattice<Index>& L, int d0, int d1, int d2) {
+    Position<Index> p;
+    p.d0 = d0; p.d1 = d1; p.d2 = d2;
+    p.a = L.a0 * d0 + L.a1 * d1 + L.a2 * d2;
+    p.b = L.b0 * d0;
+    p.o = L.o0 * d0 + L.o1 * d1 + L.o2 * d2;
+    p.h = L.h0 + L.hs * d1;
+    p.w = L.w0 + L.ws * d2;
+    return p;
+}
+
+// Decode index i (setup code only: it divides).
+template <typename Index>
+__device__ __forceinline__ Position<Index> decode(const Lattice<Index>& L, Index i) {
+    const Index inner = i / L.n2;
+    return place(L, (int)(inner / L.n1), (int)(inner % L.n1), (int)(i % L.n2));
+}
+
+// A constant step through a lattice, as digits (s0, s1, s2): advancing is two carries.
+struct Step { int s0, s1, s2; };
+
+template <typename Index>
+__device__ __forceinline__ Step step_of(const Lattice<Index>& L, int by) {
+    Step s;
+    s.s2 = by % L.n2;
+    s.s1 = by / L.n2 % L.n1;
+    s.s0 = by / (L.n2 * L.n1);
+    return s;
+}
+
+template <typename Index>
+__device__ __forceinline__ void advance(const Lattice<Index>& L, int& d0, int& d1, int& d2, const Step& s) {
+    d2 += s.s2; d1 += s.s1; d0 += s.s0;
+    if (d2 >= L.n2) { d2 -= L.n2; ++d1; }
+    if (d1 >= L.n1) { d1 -= L.n1; ++d0; }
+}
+
+// --------------------------------------------------------------------------- one slice's geometry
+// One spatial axis of a slice: pixel q (0 <= q < count) and tap t (0 <= t < taps) read B row
+// q*sq + t*st + off; weight row first + t*step; the output row q*so + ro.
 struct Axis { int count, taps, first, step, sq, st, off, so, ro; };
 
-// Forward and grad-weight: pixel q reads padded row q*s + t*d - pad.
 __device__ __forceinline__ Axis forward_axis(int count, int k, int s, int d, int pad) {
     Axis a;
     a.count = count; a.taps = k; a.first = 0; a.step = 1;
@@ -40,8 +115,8 @@ __device__ __forceinline__ int gcd_int(int a, int b) {
 }
 
 // Grad-input, stride phase r: the padded rows r + s*u in [lo, lo + len). Tap i reaches them iff
-// i*d = r (mod s): taps first, first + s/g, ... (g = gcd(s, d)), and the grad_out row they read,
-// (r + s*u - i*d) / s, steps by -d/g per tap: a stride-1 correlation (numpy_backend._phase_taps).
+// i*d = r (mod s): taps first, first + s/g, ... (g = gcd(s, d)); the grad_out row they read,
+// (r + s*u - i*d) / s, steps by -d/g per tap (numpy_backend._phase_taps).
 __device__ __forceinline__ Axis phase_axis(int r, int k, int s, int d, int lo, int len) {
     Axis a;
     const int g = gcd_int(s, d);
@@ -61,369 +136,494 @@ __device__ __forceinline__ Axis phase_axis(int r, int k, int s, int d, int lo, i
     return a;
 }
 
-// One launch slice (blockIdx.z): a group, and a stride phase (grad-input) or a split (grad-weight).
-struct ConvGeo {
-    int g, split, M, KC;
-    Axis h, w;
-    i64 cols, K;                      // GEMM columns; reduction length (forward, grad-input)
-    i64 a_base, a_sm, a_skc, a_sth, a_stw;  // A(m, tap) = a[a_base + m*a_sm + kc*a_skc + th*a_sth + tw*a_stw]
-    i64 b_chan0;                      // the group's first channel of b
+// Everything a GEMM block of slice z needs: the row map, the two lattices, B's bounds.
+template <typename Index>
+struct Slice {
+    const void* a;
+    const void* b;
+    Step step;                   // the reduction lattice's BK step
+    int M, split;
+    Index cols, K;               // GEMM columns and reduction length of the slice
+    Index a_base, a_row;         // A(row m, k) = a[a_base + m*a_row + k's offset]
+    Index b_base, b_sh, b_sw;    // B's group offset and row / column strides
+    int b_h, b_w;
+    Index o_base, o_row;         // out(row m, col) = out[o_base + m*o_row + col's offset]
+    Lattice<Index> col, red;     // the columns' lattice and the reduction's
 };
 
-template <bool WGRAD>
-__device__ __forceinline__ ConvGeo conv_geometry(const ConvParams& p, int z) {
-    ConvGeo q;
-    const i64* as = p.a_stride;
-    q.M = (int)p.m;
-    q.KC = (int)p.kc;
-    q.split = 0;
-    if (p.transposed) {
-        const int phases = (int)(p.sh * p.sw), r = z % phases;
-        q.g = z / phases;
-        q.h = phase_axis(r / (int)p.sw, (int)p.kh, (int)p.sh, (int)p.dh, (int)p.lo_h, (int)p.len_h);
-        q.w = phase_axis(r % (int)p.sw, (int)p.kw, (int)p.sw, (int)p.dw, (int)p.lo_w, (int)p.len_w);
-        // A(c, (o, th, tw)) = weight[g*O/G + o, c, first_h + th*step_h, first_w + tw*step_w]
-        q.a_base = q.g * p.kc * as[0] + q.h.first * as[2] + q.w.first * as[3];
-        q.a_sm = as[1]; q.a_skc = as[0]; q.a_sth = q.h.step * as[2]; q.a_stw = q.w.step * as[3];
-    } else {
-        q.g = WGRAD ? z / (int)p.splits : z;
-        q.split = WGRAD ? z % (int)p.splits : 0;
-        q.h = forward_axis((int)p.q_h, (int)p.kh, (int)p.sh, (int)p.dh, (int)p.pt);
-        q.w = forward_axis((int)p.q_w, (int)p.kw, (int)p.sw, (int)p.dw, (int)p.pl);
-        // forward: A(o, (c, i, j)) = weight[g*O/G + o, c, i, j]; grad-weight: A(o, pixel) = grad_out[n, g*O/G + o, .]
-        const int rows = WGRAD ? 1 : 0;
-        q.a_base = q.g * p.m * as[rows]; q.a_sm = as[rows];
-        q.a_skc = as[1]; q.a_sth = as[2]; q.a_stw = as[3];
+// Stride phase j (counting only phases that some tap reaches) of grad-input, as its two axes.
+__device__ __forceinline__ bool nth_live_phase(const ConvParams& p, int j, Axis& ah, Axis& aw) {
+    for (int rh = 0; rh < (int)p.sh; ++rh) {
+        ah = phase_axis(rh, (int)p.kh, (int)p.sh, (int)p.dh, (int)p.lo_h, (int)p.len_h);
+        if (ah.taps == 0 || ah.count == 0) continue;
+        for (int rw = 0; rw < (int)p.sw; ++rw) {
+            aw = phase_axis(rw, (int)p.kw, (int)p.sw, (int)p.dw, (int)p.lo_w, (int)p.len_w);
+            if (aw.taps == 0 || aw.count == 0) continue;
+            if (j-- == 0) return true;
+        }
     }
-    q.b_chan0 = (i64)q.g * p.kc;
-    const i64 taps = (i64)q.KC * q.h.taps * q.w.taps;
-    q.cols = WGRAD ? taps : p.batch * q.h.count * q.w.count;
-    q.K = WGRAD ? 0 : taps;
-    return q;
+    return false;
 }
 
-// A GEMM index seen as a position in b, and in a: the offsets it adds and the rows it shifts.
-struct Coord { i64 a_off, b_off; int h, w; bool ok; };
-
-// Pixel pix of image n: the GEMM column (forward, grad-input) or reduction index (grad-weight).
-__device__ __forceinline__ Coord pixel_coord(const ConvParams& p, const ConvGeo& q, i64 n, int pix,
-                                             bool ok) {
-    const int qh = pix / q.w.count, qw = pix - qh * q.w.count;
-    Coord c;
-    c.a_off = n * p.a_stride[0] + qh * p.a_stride[2] + qw * p.a_stride[3];
-    c.b_off = n * p.b_stride[0];
-    c.h = qh * q.h.sq + q.h.off;
-    c.w = qw * q.w.sq + q.w.off;
-    c.ok = ok;
-    return c;
+template <typename Index, bool WG>
+__device__ __forceinline__ bool make_slice(const ConvParams& p, int z, int bk, Slice<Index>& s) {
+    const i64* as = p.a_stride;
+    const i64* bs = p.b_stride;
+    const int per_group = (int)(p.phases * p.splits);
+    const int g = z / per_group, phase = z % per_group / (int)p.splits;
+    s.split = z % (int)p.splits;
+    s.M = (int)p.m;
+    s.a = p.a;
+    s.b = p.b;
+    Axis ah, aw;
+    if (p.transposed) {
+        if (!nth_live_phase(p, phase, ah, aw)) return false;
+    } else {
+        ah = forward_axis((int)p.q_h, (int)p.kh, (int)p.sh, (int)p.dh, (int)p.pt);
+        aw = forward_axis((int)p.q_w, (int)p.kw, (int)p.sw, (int)p.dw, (int)p.pl);
+    }
+    s.b_sh = (Index)bs[2]; s.b_sw = (Index)bs[3];
+    s.b_h = (int)p.b_h; s.b_w = (int)p.b_w;
+    s.b_base = (Index)(g * p.kc * bs[1]);
+    // pixels (n, qh, qw) and taps (c, th, tw)
+    Lattice<Index> pix, tap;
+    pix.n1 = ah.count; pix.n2 = aw.count;
+    pix.b0 = (Index)bs[0];
+    pix.h0 = ah.off; pix.hs = ah.sq; pix.w0 = aw.off; pix.ws = aw.sq;
+    pix.o0 = (Index)(p.out_c * p.out_h * p.out_w);
+    pix.o1 = (Index)(ah.so * p.out_w); pix.o2 = (Index)aw.so;
+    tap.n1 = ah.taps; tap.n2 = aw.taps;
+    tap.b0 = (Index)bs[1];
+    tap.h0 = 0; tap.hs = ah.st; tap.w0 = 0; tap.ws = aw.st;
+    tap.o0 = (Index)(p.kh * p.kw); tap.o1 = (Index)p.kw; tap.o2 = 1;
+    const Index taps = (Index)p.kc * ah.taps * aw.taps;
+    const Index pixels = (Index)p.batch * ah.count * aw.count;
+    if (WG) {  // A = grad_out (N, O, q_h, q_w): rows O/G, reduction over pixels
+        s.a_base = (Index)(g * p.m * as[1]); s.a_row = (Index)as[1];
+        pix.a0 = (Index)as[0]; pix.a1 = (Index)as[2]; pix.a2 = (Index)as[3];
+        tap.a0 = tap.a1 = tap.a2 = 0;
+        s.o_row = (Index)taps;
+        s.o_base = (Index)((s.split * p.out_c + g * p.m) * taps);
+        s.cols = taps; s.K = pixels;
+        s.col = tap; s.red = pix;
+    } else {   // A = weight: forward (O, C/G, kH, kW) rows o; grad-input rows c, taps (o, th, tw)
+        const int row_axis = p.transposed ? 1 : 0, red_axis = p.transposed ? 0 : 1;
+        s.a_base = (Index)(g * (p.transposed ? p.kc : p.m) * as[0] + ah.first * as[2] + aw.first * as[3]);
+        s.a_row = (Index)as[row_axis];
+        tap.a0 = (Index)as[red_axis]; tap.a1 = (Index)(ah.step * as[2]); tap.a2 = (Index)(aw.step * as[3]);
+        pix.a0 = pix.a1 = pix.a2 = 0;
+        s.o_row = (Index)(p.out_h * p.out_w);
+        s.o_base = (Index)(s.split * p.batch * p.out_c * p.out_h * p.out_w
+                           + (g * p.m * p.out_h + ah.ro) * p.out_w + aw.ro);
+        s.cols = pixels; s.K = taps;
+        s.col = pix; s.red = tap;
+    }
+    s.step = step_of(s.red, bk);
+    return true;
 }
 
-__device__ __forceinline__ Coord tap_at(const ConvParams& p, const ConvGeo& q, int kc, int th, int tw,
-                                        bool ok) {
-    Coord c;
-    c.a_off = kc * q.a_skc + th * q.a_sth + tw * q.a_stw;
-    c.b_off = (q.b_chan0 + kc) * p.b_stride[1];
-    c.h = th * q.h.st;
-    c.w = tw * q.w.st;
-    c.ok = ok;
-    return c;
-}
-
-// Tap t = (kc, th, tw): the reduction index (forward, grad-input) or GEMM column (grad-weight).
-__device__ __forceinline__ Coord tap_coord(const ConvParams& p, const ConvGeo& q, i64 t, bool ok) {
-    const int hw = q.h.taps * q.w.taps;
-    const int kc = (int)(t / hw), r = (int)(t - (i64)kc * hw);
-    const int th = r / q.w.taps;
-    return tap_at(p, q, kc, th, r - th * q.w.taps, ok);
-}
-
-// b at pixel + tap through the padding map, or null for a zero.
-template <typename T>
-__device__ __forceinline__ const T* gathered(const ConvParams& p, const Coord& x, const Coord& y) {
-    if (!(x.ok && y.ok)) return nullptr;
-    const int h = source_index(x.h + y.h, (int)p.b_h, (int)p.mode);
-    const int w = source_index(x.w + y.w, (int)p.b_w, (int)p.mode);
-    if (h < 0 || w < 0) return nullptr;
-    return (const T*)p.b + x.b_off + y.b_off + h * p.b_stride[2] + w * p.b_stride[3];
-}
-
-// Output offset of pixel pix of image n in the slice (forward, grad-input).
-__device__ __forceinline__ i64 out_pixel_offset(const ConvParams& p, const ConvGeo& q, i64 n, int pix) {
-    const int qh = pix / q.w.count, qw = pix - qh * q.w.count;
-    return (n * p.out_c * p.out_h + qh * q.h.so + q.h.ro) * p.out_w + qw * q.w.so + q.w.ro;
-}
-
-// Output offset of GEMM column col, or -1 past the slice's columns.
-template <bool WGRAD>
-__device__ __forceinline__ i64 out_col_offset(const ConvParams& p, const ConvGeo& q, i64 col) {
-    if (col >= q.cols) return -1;
-    if (WGRAD) return col;
-    const i64 plane = (i64)q.h.count * q.w.count, n = col / plane;
-    return out_pixel_offset(p, q, n, (int)(col - n * plane));
-}
-
-// out(m, col) = v (+ bias): NCHW output, or grad-weight partials (splits, O, C/G*kH*kW).
-template <typename T, bool WGRAD>
-__device__ __forceinline__ void store_out(const ConvParams& p, const ConvGeo& q, int m, i64 col_off,
-                                          T v) {
-    if (m >= q.M || col_off < 0) return;
-    const i64 ch = (i64)q.g * q.M + m;
-    if (!WGRAD && p.bias) v += ((const T*)p.bias)[ch];
-    const i64 row = WGRAD ? ((i64)q.split * p.out_c + ch) * q.cols : ch * p.out_h * p.out_w;
-    ((T*)p.out)[row + col_off] = v;
+// The slice of this block, computed once into shared memory (so it holds no registers through
+// the main loop); false when the block has nothing to compute.
+template <typename Index, bool WG>
+__device__ __forceinline__ bool block_slice(const ConvParams& p, int bk, int bm, int bn,
+                                            Slice<Index>& s) {
+    __shared__ bool live;
+    if (threadIdx.x == 0)
+        live = make_slice<Index, WG>(p, (int)blockIdx.z, bk, s) && (Index)blockIdx.x * bn < s.cols
+               && (int)blockIdx.y * bm < s.M;
+    __syncthreads();
+    return live;
 }
 
 // --------------------------------------------------------------------------- tile loader
-// Copies the A (BM x BK) and B (BK x BN) tiles of reduction tile t into shared memory, stored
-// k-major (As[k][m], Bs[k][n]) so micro-tiles and WMMA fragments read rows. Each thread keeps
-// its fixed rows / columns decoded; only the reduction index is decoded per tile.
-template <typename T, int BM, int BN, int BK, int THREADS, bool WGRAD>
-struct TileLoader {
-    static constexpr int LDA = BM + 4, LDB = BN + 4;  // +4: fewer bank conflicts, 16-byte rows
+// A block column of B as the loader reads it: its whole offset (zero padding; else its outer
+// axis only), and the row and column it starts from (row NO_ROW: past the slice, a zero).
+template <typename Index>
+struct alignas(16) Column {
+    Index b;
+    int h, w;
+};
+constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap's shift
+
+// Fills the A (BM x BK) and B (BK x BN) tiles of one reduction step into shared memory,
+// k-major (As[k][m], Bs[k][n]) so the compute reads rows. Thread t always loads reduction lane
+// kk = t % BK of rows and columns t / BK + i*(THREADS / BK): its A rows are one offset and a
+// count; its B columns are the block's column table in shared memory (registers stay for the
+// accumulators); only its reduction position moves, by BK per step.
+template <typename T, typename Index, int BM, int BN, int BK, int THREADS, int PAD, bool ZERO_PAD>
+struct Loader {
+    static constexpr int LDA = BM + PAD, LDB = BN + PAD, STRIDE = THREADS / BK;
     static constexpr int PA = BM * BK / THREADS, PB = BN * BK / THREADS;
-    static constexpr int VEC = 16 / sizeof(T), PV = PB / VEC;
-    static_assert(PA >= 1 && PB >= 1 && THREADS % BK == 0 && THREADS % BN == 0, "tile shape");
-    // (vec_b needs PV >= 1: gpu_plan.TileConfig.vec_ok)
+    static_assert(PA >= 1 && PB >= 1 && THREADS % BK == 0, "tile shape");
 
-    const ConvParams& p;
-    const ConvGeo& q;
-    T* As;
-    T* Bs;
-    int tid;
-    i64 tile0, tiles;   // grad-weight: this split's first (image, pixel-tile) and tile count
-    i64 a_row[PA];
-    bool a_ok[PA];
-    Coord b_col[PB];    // B's fixed columns: pixels (forward: PV of them when vec_b) or taps
+    const Slice<Index>& s;      // shared: read where needed, so it holds no registers
+    const Column<Index>* cols;  // shared: BN entries
+    Index a_row;                // A offset of this thread's first row
+    int a_rows;                 // how many of its PA rows exist
+    int d0, d1, d2;             // this thread's reduction position, as digits
+    Index k_left;               // reduction indices left from this thread's position
+    int mode, lane;             // lane: tid / BK, this thread's first row and column
 
-    // thread -> element maps: A and grad-weight's B run along k (contiguous in memory there),
-    // the forward B along columns (VEC at a time on the vec_b path)
-    __device__ __forceinline__ int a_m(int i) const { return tid / BK + i * (THREADS / BK); }
-    __device__ __forceinline__ int b_n(int i) const {
-        if (WGRAD) return tid / BK + i * (THREADS / BK);
-        return p.vec_b ? (tid % (BN / VEC)) * VEC : tid % BN;
-    }
-    __device__ __forceinline__ int b_k(int i) const {
-        if (WGRAD) return tid % BK;
-        return p.vec_b ? tid / (BN / VEC) + i * (THREADS * VEC / BN) : tid / BN + i * (THREADS / BN);
-    }
-
-    __device__ TileLoader(const ConvParams& p_, const ConvGeo& q_, T* as, T* bs, int m0, i64 col0)
-        : p(p_), q(q_), As(as), Bs(bs), tid((int)threadIdx.x) {
-        const i64 plane = (i64)q.h.count * q.w.count;
-        if (WGRAD) {
-            const i64 total = p.batch * ((plane + BK - 1) / BK);
-            tile0 = q.split * p.tiles_per_split;
-            tiles = lmax(0, lmin(p.tiles_per_split, total - tile0));
-        } else {
-            tile0 = 0;
-            tiles = (q.K + BK - 1) / BK;
+    __device__ Loader(const ConvParams& p, const Slice<Index>& sl, Column<Index>* table, int m0,
+                      Index col0, Index k0)
+        : s(sl), cols(table), mode((int)p.mode) {
+        const int tid = (int)threadIdx.x, kk = tid % BK;
+        lane = tid / BK;
+        a_row = (Index)(m0 + lane) * sl.a_row;
+        a_rows = imax(0, imin(PA, (sl.M - m0 - lane + STRIDE - 1) / STRIDE));
+        for (int j = tid; j < BN; j += THREADS) {
+            const Index col = col0 + j;
+            const Position<Index> c = decode(sl.col, col < sl.cols ? col : Index(0));
+            table[j].b = ZERO_PAD ? c.b + (Index)c.h * sl.b_sh + (Index)c.w * sl.b_sw : c.b;
+            table[j].h = col < sl.cols ? c.h : NO_ROW;
+            table[j].w = c.w;
         }
-        for (int i = 0; i < PA; ++i) {
-            a_ok[i] = m0 + a_m(i) < q.M;
-            a_row[i] = q.a_base + (m0 + a_m(i)) * q.a_sm;
-        }
-        for (int i = 0; i < PB; ++i) {
-            const i64 col = col0 + b_n(i);
-            if (WGRAD) {
-                b_col[i] = tap_coord(p, q, col, col < q.cols);
-            } else {
-                const i64 n = col / plane;
-                b_col[i] = pixel_coord(p, q, n, (int)(col - n * plane), col < q.cols);
-            }
-        }
+        __syncthreads();
+        k_left = sl.K - k0 - kk;
+        const Position<Index> k = decode(sl.red, k_left > 0 ? k0 + kk : Index(0));
+        d0 = k.d0; d1 = k.d1; d2 = k.d2;
     }
 
-    // reduction index kk of tile t: a tap (forward, grad-input) or a pixel of one image (grad-weight)
-    __device__ __forceinline__ Coord k_coord(i64 t, int kk) const {
-        if (!WGRAD) return tap_coord(p, q, t * BK + kk, t * BK + kk < q.K);
-        const i64 plane = (i64)q.h.count * q.w.count, per_image = (plane + BK - 1) / BK;
-        const i64 n = (tile0 + t) / per_image;
-        const i64 pix = ((tile0 + t) - n * per_image) * BK + kk;
-        return pixel_coord(p, q, n, (int)pix, pix < plane);
-    }
-
-    __device__ __forceinline__ T* a_stage(int s) const { return As + s * BK * LDA; }
-    __device__ __forceinline__ T* b_stage(int s) const { return Bs + s * BK * LDB; }
-
-    __device__ __forceinline__ void load(int stage, i64 t) const {
-        const T* a = (const T*)p.a;
-        const T* b = (const T*)p.b;
-        T* as = a_stage(stage);
-        T* bs = b_stage(stage);
-        const int kk = tid % BK;
-        const Coord ka = k_coord(t, kk);
+    // Copy the current reduction step into stage (as, bs), then move to the next step.
+    __device__ __forceinline__ void load(T* as, T* bs) {
+        const bool k_ok = k_left > 0;
+        const int kk = (int)threadIdx.x % BK;
+        const Position<Index> k = place(s.red, d0, d1, d2);
+        const T* a = (const T*)s.a + s.a_base;
+        const T* b = (const T*)s.b + s.b_base;
+        const int b_h = s.b_h, b_w = s.b_w;
+        const Index b_sh = s.b_sh, b_sw = s.b_sw, a_step = (Index)STRIDE * s.a_row;
+#pragma unroll
         for (int i = 0; i < PA; ++i)
-            copy_or_zero(as + kk * LDA + a_m(i), a_ok[i] && ka.ok ? a + a_row[i] + ka.a_off : nullptr, a);
-        if (WGRAD) {
-            for (int i = 0; i < PB; ++i)
-                copy_or_zero(bs + kk * LDB + b_n(i), gathered<T>(p, b_col[i], ka), b);
-        } else if (p.vec_b) {  // VEC columns of one image, contiguous and in range together
-            for (int i = 0; i < PV; ++i) {
-                const T* src = gathered<T>(p, b_col[i], k_coord(t, b_k(i)));
-                T* dst = bs + b_k(i) * LDB + b_n(i);
-                if (src) copy16(dst, src);
-                else for (int v = 0; v < VEC; ++v) dst[v] = T(0);
+            copy_async(as + kk * LDA + lane + i * STRIDE, a, a_row + i * a_step + k.a,
+                       i < a_rows && k_ok);
+        const Index kb = ZERO_PAD ? k.b + (Index)k.h * b_sh + (Index)k.w * b_sw : k.b;
+#pragma unroll
+        for (int j = 0; j < PB; ++j) {
+            const Column<Index> c = cols[lane + j * STRIDE];
+            const int h = c.h + k.h, w = c.w + k.w;
+            T* dst = bs + kk * LDB + lane + j * STRIDE;
+            if (ZERO_PAD) {
+                copy_async(dst, b, c.b + kb,
+                           k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w);
+            } else {
+                const int sh = source_index(h, b_h, mode), sw = source_index(w, b_w, mode);
+                copy_async(dst, b, c.b + kb + (Index)sh * b_sh + (Index)sw * b_sw,
+                           k_ok && c.h != NO_ROW && sh >= 0 && sw >= 0);
             }
+        }
+        advance(s.red, d0, d1, d2, s.step);
+        k_left -= BK;
+    }
+};
+
+// Pipeline depth: 3 stages where they fit in 44 KiB of static shared memory, else 2.
+__host__ __device__ constexpr int pipeline_stages(int stage_bytes) { return 3 * stage_bytes <= 44 * 1024 ? 3 : 2; }
+
+// STAGES-deep cp.async pipeline over `tiles` reduction steps: step t+STAGES-1 is copied while
+// step t is multiplied; one barrier per step.
+template <int STAGES, int A_STAGE, int B_STAGE, typename T, class L, class Compute>
+__device__ __forceinline__ void gemm_mainloop(L& ld, T* As, T* Bs, int tiles, Compute&& compute) {
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < tiles) ld.load(As + s * A_STAGE, Bs + s * B_STAGE);
+        copy_commit();
+    }
+    int read = 0, write = STAGES - 1;  // the stages of step t and of step t + STAGES - 1
+    for (int t = 0; t < tiles; ++t) {
+        copy_wait<STAGES - 2>();  // step t has landed (this thread's copies)
+        __syncthreads();          // everyone's copies; and the write stage is free
+        if (t + STAGES - 1 < tiles) ld.load(As + write * A_STAGE, Bs + write * B_STAGE);
+        copy_commit();
+        compute(As + read * A_STAGE, Bs + read * B_STAGE);
+        read = read == STAGES - 1 ? 0 : read + 1;
+        write = write == STAGES - 1 ? 0 : write + 1;
+    }
+}
+
+// This block's reduction steps: all of them, or its split's share.
+template <typename Index>
+__device__ __forceinline__ void split_range(const ConvParams& p, const Slice<Index>& s, int bk,
+                                            Index& k0, int& tiles) {
+    const Index all = (s.K + bk - 1) / bk;
+    const Index first = (Index)s.split * (Index)p.tiles_per_split;
+    const Index n = all - first < (Index)p.tiles_per_split ? all - first : (Index)p.tiles_per_split;
+    k0 = first * bk;
+    tiles = n > 0 ? (int)n : 0;
+}
+
+// --------------------------------------------------------------------------- epilogue
+// out(row m, col) = v, plus bias and ReLU when this launch is not split (the reduce adds them).
+template <typename T, typename Index, bool WG>
+struct Epilogue {
+    T* out;
+    const T* bias;
+    bool relu;
+    Index o_base, o_row;
+    int M, bias_row0;
+
+    __device__ Epilogue(const ConvParams& p, const Slice<Index>& s, int z_group)
+        : out((T*)p.out), bias(!WG && p.splits == 1 ? (const T*)p.bias : nullptr),
+          relu(!WG && p.splits == 1 && p.relu), o_base(s.o_base), o_row(s.o_row), M(s.M),
+          bias_row0(z_group * s.M) {}
+
+    __device__ __forceinline__ T finish(int m, T v) const {
+        if (bias) v += bias[bias_row0 + m];
+        if (relu) v = v < T(0) ? T(0) : v;  // NaN stays NaN, as torch.relu
+        return v;
+    }
+
+    // N consecutive columns of row m at output offsets col_off[0..N) (-1: past the slice).
+    template <int N>
+    __device__ __forceinline__ void store(int m, const Index* col_off, const T* v) const {
+        if (m >= M) return;
+        T* row = out + o_base + (Index)m * o_row;
+        bool vector = N == 4 && sizeof(T) == 4;
+#pragma unroll
+        for (int j = 1; j < N; ++j) vector = vector && col_off[j] == col_off[0] + j;
+        vector = vector && col_off[0] >= 0 && ((size_t)(row + col_off[0]) & 15) == 0;
+        if (vector) {
+            float4 f;
+            f.x = (float)finish(m, v[0]); f.y = (float)finish(m, v[1]);
+            f.z = (float)finish(m, v[2]); f.w = (float)finish(m, v[3]);
+            *(float4*)(row + col_off[0]) = f;
         } else {
-            for (int i = 0; i < PB; ++i)
-                copy_or_zero(bs + b_k(i) * LDB + b_n(i), gathered<T>(p, b_col[i], k_coord(t, b_k(i))), b);
+#pragma unroll
+            for (int j = 0; j < N; ++j)
+                if (col_off[j] >= 0) row[col_off[j]] = finish(m, v[j]);
         }
     }
 };
 
-// Double-buffered main loop: tile t+1's copies fly while tile t is multiplied.
-template <class Loader, class Compute>
-__device__ __forceinline__ void gemm_mainloop(const Loader& ld, Compute&& compute) {
-    if (ld.tiles > 0) ld.load(0, 0);
-    copy_commit();
-    for (i64 t = 0; t < ld.tiles; ++t) {
-        if (t + 1 < ld.tiles) ld.load((int)((t + 1) & 1), t + 1);
-        copy_commit();
-        copy_wait<1>();   // everything but tile t+1 has landed
-        __syncthreads();
-        compute(ld.a_stage((int)(t & 1)), ld.b_stage((int)(t & 1)));
-        __syncthreads();  // stage t&1 is free for tile t+2
+template <typename Index>
+__device__ __forceinline__ Index col_offset(const Slice<Index>& s, Index col) {
+    return col < s.cols ? decode(s.col, col).o : Index(-1);
+}
+
+// --------------------------------------------------------------------------- CUDA-core GEMM
+// Warps of 4 x 8 lanes; a thread owns TM x TN outputs: TM/4 groups of 4 rows 16 apart and TN/4
+// groups of 4 columns 32 apart, so its fragments are 16-byte shared-memory reads that a
+// quarter-warp either shares (A) or reads as 128 contiguous bytes (B): no bank conflicts.
+template <typename T>
+__device__ __forceinline__ void lds4(T* dst, const T* src) {
+    if (sizeof(T) == 4) {
+        const float4 v = *(const float4*)src;
+        dst[0] = v.x; dst[1] = v.y; dst[2] = v.z; dst[3] = v.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) dst[i] = src[i];
     }
 }
 
-// --------------------------------------------------------------------------- 1. CUDA-core GEMM
-template <typename T, int BM, int BN, int BK, int TM, int TN, bool WGRAD>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN)) conv_gemm(const ConvParams p) {
-    constexpr int THREADS = (BM / TM) * (BN / TN);
-    typedef TileLoader<T, BM, BN, BK, THREADS, WGRAD> Loader;
-    // index decoding: block (x: BN columns, y: BM rows, z: slice), thread: TM x TN micro-tile
-    const ConvGeo q = conv_geometry<WGRAD>(p, (int)blockIdx.z);
-    const i64 col0 = (i64)blockIdx.x * BN;
+template <typename T, int BM, int BN, int BK, int TM, int TN, bool WG, bool ZERO_PAD, typename Index>
+__global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / ((BM / (4 * TM)) * (BN / (8 * TN)) * 32)) conv_gemm(const ConvParams p) {
+    constexpr int WARPS_N = BN / (8 * TN), THREADS = (BM / (4 * TM)) * WARPS_N * 32;
+    typedef Loader<T, Index, BM, BN, BK, THREADS, 4, ZERO_PAD> L;
+    constexpr int STAGES = pipeline_stages(BK * (L::LDA + L::LDB) * (int)sizeof(T));
+    // index decoding: block (x: BN columns, y: BM rows, z: slice); warp (wm, wn); lane (ly, lx)
+    __shared__ Slice<Index> s;
+    const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
+    const Index col0 = (Index)blockIdx.x * BN;
     const int m0 = (int)blockIdx.y * BM;
-    const int tx = (int)threadIdx.x % (BN / TN), ty = (int)threadIdx.x / (BN / TN);
+    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    const int row0 = (warp / WARPS_N) * 4 * TM + lane / 8 * 4;
+    const int c0 = (warp % WARPS_N) * 8 * TN + lane % 8 * 4;
     // bounds: block-uniform (the grid covers the largest slice)
-    if (col0 >= q.cols || m0 >= q.M) return;
+    if (!live) return;
     // body
-    alignas(16) __shared__ T As[2 * BK * Loader::LDA];
-    alignas(16) __shared__ T Bs[2 * BK * Loader::LDB];
-    const Loader ld(p, q, As, Bs, m0, col0);
+    alignas(16) __shared__ T As[STAGES * BK * L::LDA];
+    alignas(16) __shared__ T Bs[STAGES * BK * L::LDB];
+    __shared__ Column<Index> columns[BN];
+    Index k0;
+    int tiles;
+    split_range(p, s, BK, k0, tiles);
+    L ld(p, s, columns, m0, col0, k0);
     T acc[TM][TN];
+#pragma unroll
     for (int i = 0; i < TM; ++i)
+#pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-    gemm_mainloop(ld, [&](const T* as, const T* bs) {
+    gemm_mainloop<STAGES, BK * L::LDA, BK * L::LDB>(ld, As, Bs, tiles, [&](const T* as, const T* bs) {
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
             T a[TM], b[TN];
 #pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = as[kk * Loader::LDA + ty * TM + i];
+            for (int i = 0; i < TM; i += 4) lds4(a + i, as + kk * L::LDA + row0 + i * 4);
 #pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = bs[kk * Loader::LDB + tx * TN + j];
+            for (int j = 0; j < TN; j += 4) lds4(b + j, bs + kk * L::LDB + c0 + j * 8);
 #pragma unroll
             for (int i = 0; i < TM; ++i)
 #pragma unroll
                 for (int j = 0; j < TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
         }
     });
-    for (int j = 0; j < TN; ++j) {
-        const i64 col_off = out_col_offset<WGRAD>(p, q, col0 + tx * TN + j);
-        for (int i = 0; i < TM; ++i) store_out<T, WGRAD>(p, q, m0 + ty * TM + i, col_off, acc[i][j]);
+    const Epilogue<T, Index, WG> ep(p, s, (int)blockIdx.z / (int)(p.phases * p.splits));
+#pragma unroll
+    for (int j = 0; j < TN; j += 4) {
+        Index off[4];
+#pragma unroll
+        for (int v = 0; v < 4; ++v) off[v] = col_offset(s, col0 + c0 + j * 8 + v);
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            T v4[4] = {acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3]};
+            ep.template store<4>(m0 + row0 + i / 4 * 16 + i % 4, off, v4);
+        }
     }
 }
 
-// --------------------------------------------------------------------------- 2. TF32 tensor cores
-#ifndef GPUCONV_NO_WMMA
-template <typename Frag>
-__device__ __forceinline__ void round_to_tf32(Frag& f) {
-    for (int i = 0; i < f.num_elements; ++i) f.x[i] = nvcuda::wmma::__float_to_tf32(f.x[i]);
-}
-
-template <bool WGRAD>
-__global__ void __launch_bounds__(128) conv_gemm_tf32(const ConvParams p) {
-    using namespace nvcuda;
-    constexpr int BM = 64, BN = 64, BK = 16, THREADS = 128;
-    typedef TileLoader<float, BM, BN, BK, THREADS, WGRAD> Loader;
-    // index decoding: block as conv_gemm; warp w: 32 x 32 warp tile (w / 2, w % 2)
-    const ConvGeo q = conv_geometry<WGRAD>(p, (int)blockIdx.z);
-    const i64 col0 = (i64)blockIdx.x * BN;
+// --------------------------------------------------------------------------- tensor-core GEMM
+// Warps of 32 x 64 outputs (2 x 8 mma.sync m16n8k8 tiles); fragments read from shared memory
+// with the PTX ISA's TF32 layout (lane = 4*group + t: A rows group, group+8 x columns t, t+4;
+// B rows t, t+4 x column group). Rows padded by 8 floats: those reads hit 32 distinct banks.
+template <int TERMS, int BM, int BN, bool WG, bool ZERO_PAD, typename Index>
+__global__ void __launch_bounds__((BM / 32) * (BN / 64) * 32, 512 / ((BM / 32) * (BN / 64) * 32)) conv_gemm_mma(const ConvParams p) {
+    constexpr int BK = 8, WARPS_N = BN / 64, THREADS = (BM / 32) * WARPS_N * 32;
+    typedef Loader<float, Index, BM, BN, BK, THREADS, 8, ZERO_PAD> L;
+    constexpr int STAGES = pipeline_stages(BK * (L::LDA + L::LDB) * (int)sizeof(float));
+    // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm*32.., columns wn*64..
+    __shared__ Slice<Index> s;
+    const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
+    const Index col0 = (Index)blockIdx.x * BN;
     const int m0 = (int)blockIdx.y * BM;
-    const int wm = (int)threadIdx.x / 32 / 2, wn = (int)threadIdx.x / 32 % 2;
-    // bounds
-    if (col0 >= q.cols || m0 >= q.M) return;
-    // body: WMMA pointers must be 32-byte aligned: rows 0 and 8 of a stage, columns 16*i
-    alignas(128) __shared__ float As[2 * BK * Loader::LDA];
-    alignas(128) __shared__ float Bs[2 * BK * Loader::LDB];
-    alignas(128) __shared__ float Cs[BM * Loader::LDB];
-    const Loader ld(p, q, As, Bs, m0, col0);
-    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
+    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+    const int wm = warp / WARPS_N * 32, wn = warp % WARPS_N * 64, grp = lane / 4, t4 = lane % 4;
+    // bounds: block-uniform (the grid covers the largest slice)
+    if (!live) return;
+    // body
+    alignas(16) __shared__ float As[STAGES * BK * L::LDA];
+    alignas(16) __shared__ float Bs[STAGES * BK * L::LDB];
+    __shared__ Column<Index> columns[BN];
+    Index k0;
+    int tiles;
+    split_range(p, s, BK, k0, tiles);
+    L ld(p, s, columns, m0, col0, k0);
+    float acc[2][8][4];
+#pragma unroll
     for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-    gemm_mainloop(ld, [&](const float* as, const float* bs) {
-        for (int kk = 0; kk < BK; kk += 8) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> a[2];
-            wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b[2];
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
+    gemm_mainloop<STAGES, BK * L::LDA, BK * L::LDB>(ld, As, Bs, tiles, [&](const float* as, const float* bs) {
+#pragma unroll
+        for (int k8 = 0; k8 < BK; k8 += 8) {
+            const float* ak = as + (k8 + t4) * L::LDA + wm + grp;
+            const float* bk = bs + (k8 + t4) * L::LDB + wn + grp;
+            float a[2][4], b[8][2];
+#pragma unroll
             for (int i = 0; i < 2; ++i) {
-                wmma::load_matrix_sync(a[i], as + kk * Loader::LDA + wm * 32 + i * 16, Loader::LDA);
-                round_to_tf32(a[i]);
-                wmma::load_matrix_sync(b[i], bs + kk * Loader::LDB + wn * 32 + i * 16, Loader::LDB);
-                round_to_tf32(b[i]);
+                a[i][0] = ak[i * 16];               a[i][1] = ak[i * 16 + 8];
+                a[i][2] = ak[4 * L::LDA + i * 16];  a[i][3] = ak[4 * L::LDA + i * 16 + 8];
             }
+#pragma unroll
+            for (int j = 0; j < 8; ++j) { b[j][0] = bk[j * 8]; b[j][1] = bk[4 * L::LDB + j * 8]; }
+            unsigned a_big[2][4], b_big[8][2], a_small[2][4], b_small[8][2];
+#pragma unroll
             for (int i = 0; i < 2; ++i)
-                for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+#pragma unroll
+                for (int v = 0; v < 4; ++v) split_tf32(a[i][v], a_big[i][v], a_small[i][v], TERMS == 3);
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int v = 0; v < 2; ++v) split_tf32(b[j][v], b_big[j][v], b_small[j][v], TERMS == 3);
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    if (TERMS == 3) {  // the small products first: they are the smallest terms
+                        mma_tf32(acc[i][j], a_big[i], b_small[j]);
+                        mma_tf32(acc[i][j], a_small[i], b_big[j]);
+                    }
+                    mma_tf32(acc[i][j], a_big[i], b_big[j]);
+                }
         }
     });
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 2; ++j)
-            wmma::store_matrix_sync(Cs + (wm * 32 + i * 16) * Loader::LDB + wn * 32 + j * 16, acc[i][j],
-                                    Loader::LDB, wmma::mem_row_major);
-    __syncthreads();
-    // epilogue through shared memory: each thread one column, so stores coalesce along pixels
-    const int c = (int)threadIdx.x % BN;
-    const i64 col_off = out_col_offset<WGRAD>(p, q, col0 + c);
-    for (int r = (int)threadIdx.x / BN; r < BM; r += THREADS / BN)
-        store_out<float, WGRAD>(p, q, m0 + r, col_off, Cs[r * Loader::LDB + c]);
-}
-#endif
-
-// --------------------------------------------------------------------------- 3. direct (depthwise)
-// A GEMM tile over a handful of rows and taps would be mostly padding: each thread computes one
-// output pixel of every image over the same slice geometry (weights are broadcast reads and
-// are read through the read-only cache, inputs hit L1/L2).
-template <typename T>
-__global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
-    // index decoding: x: pixel of the slice, y: row in group, z: slice
-    const ConvGeo q = conv_geometry<false>(p, (int)blockIdx.z);
-    const int pix = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    const int m = (int)blockIdx.y;
-    // bounds
-    if (pix >= q.h.count * q.w.count || m >= q.M) return;
-    // body
-    const T* a = (const T*)p.a + q.a_base + m * q.a_sm;
-    Coord px = pixel_coord(p, q, 0, pix, true);  // image 0; the loop steps the image offsets
-    i64 out_off = out_pixel_offset(p, q, 0, pix);
-    for (i64 n = 0; n < p.batch; ++n, px.b_off += p.b_stride[0], out_off += p.out_c * p.out_h * p.out_w) {
-        T acc = T(0);
-        for (int kc = 0; kc < q.KC; ++kc)
-            for (int th = 0; th < q.h.taps; ++th)
-                for (int tw = 0; tw < q.w.taps; ++tw) {
-                    const Coord t = tap_at(p, q, kc, th, tw, true);
-                    const T* src = gathered<T>(p, px, t);
-                    if (src) acc = fma(__ldg(a + t.a_off), __ldg(src), acc);
-                }
-        store_out<T, false>(p, q, m, out_off, acc);
+    // accumulator (i, j, v): row wm + 16i + grp + 8*(v/2), column wn + 8j + 2*t4 + v%2
+    const Epilogue<float, Index, WG> ep(p, s, (int)blockIdx.z / (int)(p.phases * p.splits));
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        Index off[2];
+#pragma unroll
+        for (int v = 0; v < 2; ++v) off[v] = col_offset(s, col0 + wn + 8 * j + 2 * t4 + v);
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const float v2[2] = {acc[i][j][2 * h], acc[i][j][2 * h + 1]};
+                ep.template store<2>(m0 + wm + 16 * i + grp + 8 * h, off, v2);
+            }
     }
 }
 
-// --------------------------------------------------------------------------- 4. split-K reduction
+// --------------------------------------------------------------------------- direct (few rows)
+// Forward or grad-input writing at most 4 rows (channels) per slice: the stem's and DeepSpeech's
+// grad-input (3 and 1 input channels), depthwise convs. A GEMM tile would be mostly empty: here a
+// thread owns one column (pixel) and all ROWS rows, walking the reduction one index at a time;
+// the rows' weights are staged in shared memory CHUNK indices at a time (broadcast reads).
+template <typename T, int ROWS>
+__global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
+    constexpr int THREADS = 256, CHUNK = 512;
+    // index decoding: x: THREADS columns, y: ROWS rows, z: slice
+    __shared__ Slice<int> s;
+    const bool live = block_slice<int, false>(p, 1, ROWS, THREADS, s);
+    const int col = (int)(blockIdx.x * THREADS + threadIdx.x);
+    const int m0 = (int)blockIdx.y * ROWS;
+    // bounds: the block's (uniform); a thread past the columns still stages weights
+    if (!live) return;
+    // body
+    __shared__ T wts[CHUNK * ROWS];
+    const bool ok = col < s.cols;
+    const Position<int> c = decode(s.col, ok ? col : 0);
+    const T* a = (const T*)s.a + s.a_base;
+    const T* b = (const T*)s.b + s.b_base + c.b;
+    T acc[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) acc[r] = T(0);
+    for (int k0 = 0; k0 < s.K; k0 += CHUNK) {
+        const int n = imin(CHUNK, s.K - k0);
+        __syncthreads();  // the previous chunk's weights are consumed
+        for (int i = (int)threadIdx.x; i < n * ROWS; i += THREADS) {
+            const int r = i % ROWS;
+            const Position<int> t = decode(s.red, k0 + i / ROWS);
+            wts[i] = m0 + r < s.M ? a[(m0 + r) * s.a_row + t.a] : T(0);
+        }
+        __syncthreads();
+        const Position<int> first = decode(s.red, k0);
+        int d0 = first.d0, d1 = first.d1, d2 = first.d2;
+        for (int kk = 0; kk < n; ++kk) {
+            const Position<int> t = place(s.red, d0, d1, d2);
+            const int h = c.h + t.h, w = c.w + t.w;
+            if (ok && (unsigned)h < (unsigned)s.b_h && (unsigned)w < (unsigned)s.b_w) {
+                const T v = b[t.b + h * s.b_sh + w * s.b_sw];
+#pragma unroll
+                for (int r = 0; r < ROWS; ++r) acc[r] = fma(wts[kk * ROWS + r], v, acc[r]);
+            }
+            if (++d2 == s.red.n2) { d2 = 0; if (++d1 == s.red.n1) { d1 = 0; ++d0; } }
+        }
+    }
+    const Epilogue<T, int, false> ep(p, s, (int)blockIdx.z / (int)p.phases);
+    const int off[1] = {ok ? c.o : -1};
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) ep.template store<1>(m0 + r, off, acc + r);
+}
+
+// --------------------------------------------------------------------------- split-K reduction
 template <typename T>
 __global__ void __launch_bounds__(256) conv_splitk_reduce(const ConvParams p) {
-    // index decoding: one grad-weight element (O, C/G, kH, kW) per thread; p.b: (splits, O*C/G*kH*kW)
-    const i64 total = p.out_c * p.kc * p.kh * p.kw;
+    // index decoding: one output element per thread; p.b: (splits, total) partials
     const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     // bounds
-    if (i >= total) return;
-    // body: fixed split order, so the sum is the same every run
+    if (i >= p.total) return;
+    // body: fixed split order, so the sum is the same every run; then bias and ReLU
     const T* part = (const T*)p.b;
     T s = part[i];
-    for (i64 k = 1; k < p.splits; ++k) s += part[k * total + i];
+    for (i64 k = 1; k < p.splits; ++k) s += part[k * p.total + i];
+    if (p.bias) s += ((const T*)p.bias)[i / p.plane % p.out_c];
+    if (p.relu) s = s < T(0) ? T(0) : s;
     ((T*)p.out)[i] = s;
 }
 
-// --------------------------------------------------------------------------- 5. grad-bias
+// --------------------------------------------------------------------------- grad-bias
 template <typename T>
 __global__ void __launch_bounds__(256) conv_grad_bias(const ConvParams p) {
     // index decoding: one block per channel o; p.a: grad_out (batch, out_c, q_h, q_w), strided
@@ -442,7 +642,7 @@ __global__ void __launch_bounds__(256) conv_grad_bias(const ConvParams p) {
     if (threadIdx.x == 0) ((T*)p.out)[o] = s;
 }
 
-// --------------------------------------------------------------------------- 6. padding adjoint
+// --------------------------------------------------------------------------- padding adjoint
 // The padded positions, ascending, that may copy input position i: the leading pad, i itself,
 // the trailing pad (candidate t of before + 1 + after).
 __device__ __forceinline__ int pad_candidate(int t, int i, int before, int n) {
@@ -473,4 +673,15 @@ __global__ void __launch_bounds__(256) conv_pad_adjoint(const ConvParams p) {
     }
     if (p.bias) s += ((const T*)p.bias)[i / ((i64)H * W) % p.out_c];
     ((T*)p.out)[i] = s;
+}
+
+// --------------------------------------------------------------------------- bias fill
+template <typename T>
+__global__ void __launch_bounds__(256) conv_fill_bias(const ConvParams p) {
+    // index decoding: grid-stride over p.total elements of p.out, (N, out_c, plane) when biased
+    // bounds: the loop's
+    // body
+    const T* bias = (const T*)p.bias;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < p.total; i += (i64)gridDim.x * blockDim.x)
+        ((T*)p.out)[i] = bias ? bias[i / p.plane % p.out_c] : T(0);
 }

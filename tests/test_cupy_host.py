@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(harness.compiler() is None, reason="no C++ compi
 
 # |got - want| <= c * sqrt(K) * (|want| + max|want|), K the reduction length behind a number
 # (as tests/test_golden.py); TF32 keeps 10 mantissa bits of each product's inputs.
-COEFF = {"float64": 2e-14, "float32": 2e-6, "tf32": 2e-3}
+COEFF = {"float64": 2e-14, "float32": 2e-6, "tf32": 2e-3, "tf32x3": 2e-6}
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,12 @@ CONV = {
     "wide-rows": ((2, 9, 5, 5), (40, 9, 3, 3), dict(padding=1)),
     "keras-same-stride2": ((2, 3, 8, 7), (4, 3, 3, 4), dict(stride=2, padding=((0, 1), (1, 2)))),
 }
-TILES = {"float32": ["large", "medium", "small", "tf32"], "float64": ["medium", "small"]}
-CONV_TABLE = [pytest.param(name, dtype, tile, id=f"{name}-{dtype}-{tile}")
-              for name in CONV for dtype in TILES for tile in TILES[dtype]]
+# Every case for each (dtype, precision), the tiles taken in turn: each tile runs several cases
+# (other padding modes run the generic tile, as the planner does).
+CONV_TABLE = [pytest.param(name, dtype, precision, tiles[i % len(tiles)],
+                           id=f"{name}-{dtype}-{tiles[i % len(tiles)]}")
+              for (dtype, precision), tiles in gpu_plan.TILES_FOR.items()
+              for i, name in enumerate(CONV)]
 
 
 def _conv_case(name, dtype, rng):
@@ -82,12 +85,17 @@ def _conv_case(name, dtype, rng):
     return x, w, b, gy.astype(dtype), spec
 
 
-@pytest.mark.parametrize("name, dtype, tile", CONV_TABLE)
-def test_conv_kernels(host, monkeypatch, name, dtype, tile):
-    """Forward, grad-input, grad-weight and grad-bias with one forced tile configuration."""
-    if tile != "tf32":
-        monkeypatch.setattr(gpu_plan, "choose_tile", lambda rows, cols, dt: gpu_plan.TILES[tile])
-    precision, tol = ("tf32", "tf32") if tile == "tf32" else ("ieee", dtype)
+@pytest.mark.parametrize("name, dtype, precision, tile", CONV_TABLE)
+def test_conv_kernels(host, monkeypatch, name, dtype, precision, tile):
+    """Forward, grad-input, grad-weight and grad-bias with one forced tile configuration (the
+    generic tile where the case leaves the fast path: other padding modes)."""
+    monkeypatch.setattr(gpu_plan, "TILES_FOR", {**gpu_plan.TILES_FOR, (dtype, precision): (
+        tile,) + gpu_plan.TILES_FOR[(dtype, precision)][-1:]})
+    monkeypatch.setattr(gpu_plan, "DIRECT_ROWS_USED", ())
+    first = gpu_plan.gemm_choice  # the forced tile, not the model's pick
+    monkeypatch.setattr(gpu_plan, "choose_gemm", lambda shape, candidates, *args, **kwargs: first(
+        shape, gpu_plan.TILES[candidates[0]], *args, **kwargs))
+    tol = dtype if precision == "ieee" else precision
     x, w, b, gy, spec = _conv_case(name, dtype, np.random.default_rng(len(name)))
     o, cg, kh, kw = w.shape
     assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec), cg * kh * kw,
@@ -102,17 +110,58 @@ def test_conv_kernels(host, monkeypatch, name, dtype, tile):
                  "conv2d_grad_bias")
 
 
-def test_vectorised_pointwise_path(host):
-    """A 1x1 stride-1 conv on the large float32 tile takes the 16-byte B path."""
-    x, w, b, _, spec = _conv_case("pointwise", "float32", np.random.default_rng(1))
-    w, b = np.concatenate([w] * 8), np.concatenate([b] * 8)  # 128 output channels: the large tile
-    x = np.concatenate([x] * 40, axis=0)
-    params = gpu_plan.conv_forward_plan(x.shape, cupy_backend._strides(x), w.shape,
-                                         cupy_backend._strides(w), spec, "float32", True,
-                                         vec_aligned=True).launches[0].params
-    assert params["vec_b"] == 1
-    assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), 8, "float32", "conv2d")
-    assert host.launched == ["conv_gemm<float, 128, 128, 8, 8, 8, false>"]
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", CONV)
+def test_conv_direct(host, name, dtype):
+    """Forward and grad-input slices of at most 4 rows run conv_direct (zero padding)."""
+    x, w, b, gy, spec = _conv_case(name, dtype, np.random.default_rng(len(name) + 1))
+    o, cg, kh, kw = w.shape
+    assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), cg * kh * kw,
+                 dtype, "conv2d")
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], None),
+                 ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), o // spec.groups * kh * kw,
+                 dtype, "conv2d_grad_input")
+    zero_pad = spec.padding_mode == "zeros" or spec.padding == ((0, 0), (0, 0))
+    direct = {f"conv_direct<{gpu_plan.CTYPES[dtype]}, {rows}>" for rows, ok in (
+        (o // spec.groups, zero_pad), (cg, True)) if ok and rows <= 4}  # forward, grad-input
+    assert {k for k in host.launched if k.startswith("conv_direct")} == direct
+
+
+@pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
+def test_split_k_forward_with_bias_and_relu(host, precision):
+    """A forward whose output is a fraction of a wave splits its reduction; the ordered second
+    pass adds the bias and applies the ReLU."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 64, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((8, 64, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    plan = gpu_plan.conv_forward_plan(x.shape, cupy_backend._strides(x), w.shape,
+                                      cupy_backend._strides(w), spec, "float32", True, precision,
+                                      sm_count=host.sm_count(), relu=True)
+    assert plan.launches[0].params["splits"] > 1 and "partials" in plan.workspaces
+    out = np.empty((1, 8, 6, 6), np.float32)
+    cupy_backend._run(plan, {"x": x, "weight": w, "bias": b, "out": out})
+    want = ref.conv2d(x, w, b, spec)
+    assert_close(out, np.where(want < 0, 0, want), 64 * 9, "float32", "conv2d + relu")
+    assert host.launched[-1] == "conv_splitk_reduce<float>"
+
+
+def test_grad_input_launches_only_reached_phases(host):
+    """A 1x1 stride-2 transposed conv: one of four stride phases has a tap. conv_fill_bias
+    writes the bias to the other three; the GEMM runs one slice per group."""
+    rng = np.random.default_rng(6)
+    spec = ConvSpec.make(2, (1, 1), stride=2, groups=2, transposed=True)
+    gy = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)   # the transposed conv's input
+    wt = rng.standard_normal((4, 3, 1, 1)).astype(np.float32)   # (C_in, C_out / groups, 1, 1)
+    bias = rng.standard_normal(6).astype(np.float32)
+    out_hw = spec.transpose_output_shape((3, 3), (1, 1))
+    plan = gpu_plan.conv_grad_input_plan(gy.shape, cupy_backend._strides(gy), wt.shape,
+                                         cupy_backend._strides(wt), spec, out_hw, "float32", True)
+    assert plan.launches[0].kernel == "conv_fill_bias<float>"
+    assert plan.launches[1].params["phases"] == 1 and plan.launches[1].grid[2] == 2
+    assert_close(cupy_backend.conv2d_grad_input(gy, wt, spec, out_hw, bias),
+                 ref.conv2d_grad_input(gy, wt, spec, out_hw, bias), 2, "float32", "conv_transpose2d")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -140,12 +189,31 @@ def test_autotune_picks_and_caches_a_tile(host, tmp_path, monkeypatch):
     x, w, b, _, spec = _conv_case("basic", "float32", np.random.default_rng(4))
     assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), 27, "float32", "conv2d")
     (key, tile), = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text()).items()
-    assert key.startswith("host-emulation|conv2d|") and tile in gpu_plan.TILES_FOR["float32"]
+    assert key.startswith("host-emulation|conv2d|") and tile in gpu_plan.TILES_FOR[("float32", "ieee")]
     assert host.launched[-1] == gpu_plan.TILES[tile].kernel("float", False)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["basic", "reflect"])
+def test_64_bit_offsets(host, monkeypatch, name, dtype):
+    """The 64-bit-offset instantiations (tensors past 2^31 elements), on small tensors."""
+    monkeypatch.setattr(gpu_plan, "INDEX64_FROM", 1)
+    x, w, b, gy, spec = _conv_case(name, dtype, np.random.default_rng(7))
+    o, cg, kh, kw = w.shape
+    assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), cg * kh * kw,
+                 dtype, "conv2d")
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:]),
+                 ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), o * kh * kw, dtype,
+                 "conv2d_grad_input")
+    assert_close(cupy_backend.conv2d_grad_weight(gy, x, spec, (kh, kw)),
+                 ref.conv2d_grad_weight(gy, x, spec, (kh, kw)), gy[:, 0].size, dtype,
+                 "conv2d_grad_weight")
+    assert all("long long" in k for k in host.launched if k.startswith("conv_gemm"))
 
 
 def test_results_are_deterministic(host):
     x, w, b, gy, spec = _conv_case("groups", "float32", np.random.default_rng(3))
+    x, gy = np.concatenate([x] * 16), np.concatenate([gy] * 16)  # a reduction worth splitting
     runs = [cupy_backend.conv2d_grad_weight(gy, x, spec, w.shape[2:]) for _ in range(2)]
     assert np.array_equal(runs[0], runs[1])
     assert "conv_splitk_reduce<float>" in host.launched  # the two-pass split-K ran

@@ -5,15 +5,15 @@
   ``cupy_backend`` loads, what tests/test_cupy_compile.py compiles for sm_90 and what
   tests/cuda_host builds for the CPU.
 - ``compile_report()``: registers, spills and shared memory per kernel, from ``ptxas -v``.
+- ``sass_report()``: each GEMM's main loop read from its SASS (``cuobjdump -sass``): its
+  instruction mix (FFMA share, HMMA, divisions, calls, generic and local memory).
 """
 
 from __future__ import annotations
 
-import os
+import functools
 import re
-import sys
 from importlib import resources
-from pathlib import Path
 
 from gpuconv.backends.gpu_plan import kernel_names
 
@@ -31,48 +31,34 @@ def kernel_source() -> str:
     return "\n".join(re.sub(r'^#include "common.cuh"$', "", text, flags=re.M) for text in parts)
 
 
-def cuda_include_dir() -> str | None:
-    """A CUDA include directory holding ``mma.h`` (WMMA), or None."""
-    candidates = [os.environ.get(v) for v in ("CUDA_PATH", "CUDA_HOME")]
-    candidates = [str(Path(c) / "include") for c in candidates if c]
-    candidates += ["/usr/local/cuda/include"]
-    candidates += sorted(str(p) for p in Path("/usr/local").glob("cuda-*/include"))
-    for site in sys.path:
-        nvidia = Path(site) / "nvidia"
-        if nvidia.is_dir():
-            candidates += [str(p.parent) for p in nvidia.glob("*/include/mma.h")]
-    return next((c for c in candidates if (Path(c) / "mma.h").is_file()), None)
-
-
 def module_source() -> tuple[str, tuple[str, ...], list[str]]:
-    """(code, NVRTC options, name expressions) of the backend's one RawModule. Without the CUDA
-    headers the TF32 kernels are left out (precision='tf32' then says why)."""
-    include = cuda_include_dir()
-    names = kernel_names()
-    if include is None:
-        return kernel_source(), NVRTC_OPTIONS + ("-DGPUCONV_NO_WMMA",), [
-            n for n in names if not n.startswith("conv_gemm_tf32")]
-    return kernel_source(), NVRTC_OPTIONS + (f"-I{include}",), names
+    """(code, NVRTC options, name expressions) of the backend's one RawModule. The tensor-core
+    kernels are inline PTX (mma.sync): no CUDA headers needed."""
+    return kernel_source(), NVRTC_OPTIONS, kernel_names()
 
 
 # --------------------------------------------------------------------------- compile report
-def compile_report(arch: str = "sm_90") -> dict[str, dict]:
-    """Compile ``module_source()`` for ``arch`` with NVRTC (cuda.core, no GPU needed) and
-    ``-Xptxas -v``; per name expression: registers, spill bytes, stack and shared memory.
-    A compile error raises ``cuda.core``'s error with NVRTC's log."""
+@functools.lru_cache(maxsize=None)
+def compile_module(arch: str = "sm_90") -> tuple[bytes, dict[str, str], str]:
+    """``module_source()`` compiled for ``arch`` by NVRTC (cuda.core, no GPU needed) with
+    ``-Xptxas -v``, once per process: (cubin, {mangled name: name expression}, ptxas log). A
+    compile error raises ``cuda.core``'s error with NVRTC's log."""
     import io
 
     from cuda.core import Program, ProgramOptions
 
-    code, options, names = module_source()
-    includes = [o[2:] for o in options if o.startswith("-I")]
-    defines = [o[2:] for o in options if o.startswith("-D")]
-    opts = ProgramOptions(arch=arch, std="c++17", ftz=True, ptxas_options="-v",
-                          include_path=includes or None, define_macro=defines or None)
+    code, _, names = module_source()
+    opts = ProgramOptions(arch=arch, std="c++17", ftz=True, ptxas_options="-v")
     log = io.StringIO()
     obj = Program(code, "c++", options=opts).compile("cubin", name_expressions=names, logs=log)
-    mangled = {v.decode() if isinstance(v, bytes) else v: k for k, v in obj.symbol_mapping.items()}
-    return {mangled[k]: v for k, v in parse_ptxas_log(log.getvalue()).items() if k in mangled}
+    mangled = {(v.decode() if isinstance(v, bytes) else v): k for k, v in obj.symbol_mapping.items()}
+    return bytes(obj.code), mangled, log.getvalue()
+
+
+def compile_report(arch: str = "sm_90") -> dict[str, dict]:
+    """Per name expression: registers, spill bytes, stack and shared memory (ptxas -v)."""
+    _, mangled, log = compile_module(arch)
+    return {mangled[k]: v for k, v in parse_ptxas_log(log).items() if k in mangled}
 
 
 def parse_ptxas_log(text: str) -> dict[str, dict]:
@@ -93,4 +79,95 @@ def parse_ptxas_log(text: str) -> dict[str, dict]:
             out[entry]["registers"] = int(m.group(1))
             if s := re.search(r"(\d+) bytes smem", line):
                 out[entry]["smem"] = int(s.group(1))
+    return out
+
+
+# --------------------------------------------------------------------------- SASS
+def cuobjdump() -> str | None:
+    """cuobjdump from PATH or from the pip wheel nvidia-cuda-cuobjdump, or None."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    found = shutil.which("cuobjdump")
+    for site in sys.path if found is None else ():
+        for candidate in sorted(Path(site).glob("nvidia/*/bin/cuobjdump")):
+            return str(candidate)
+    return found
+
+
+def sass_functions(cubin: bytes) -> dict[str, list[tuple[int, str]]]:
+    """{mangled function: [(address, instruction)]} from ``cuobjdump -sass``."""
+    import subprocess
+    import tempfile
+
+    tool = cuobjdump()
+    if tool is None:
+        raise FileNotFoundError("cuobjdump not found: pip install nvidia-cuda-cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "-sass", f.name], check=True, capture_output=True,
+                              text=True).stdout
+    functions: dict[str, list[tuple[int, str]]] = {}
+    current = None
+    for line in text.splitlines():
+        if m := re.match(r"\s*Function : (\S+)", line):
+            current = functions.setdefault(m.group(1), [])
+        elif current is not None and (m := re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", line)):
+            current.append((int(m.group(1), 16), m.group(2)))
+    return functions
+
+
+def _opcode(instruction: str) -> str:
+    """'@!P0 FFMA R1, ...' -> 'FFMA' (predicate dropped, modifiers kept: 'LDS.128')."""
+    return instruction.split()[1] if instruction.startswith("@") else instruction.split()[0]
+
+
+def hot_loop(code: list[tuple[int, str]]) -> list[str]:
+    """The instructions of the innermost loop (a backward branch with no other backward branch
+    inside) that holds the most FFMA / DFMA / HMMA: the GEMM main loop; [] when none has any."""
+    loops = []
+    for address, instruction in code:
+        m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", instruction)
+        if m and int(m.group(1), 16) <= address:
+            loops.append((int(m.group(1), 16), address))
+    best, best_math = [], 0
+    for start, end in loops:
+        if any(start <= s and e < end for s, e in loops if (s, e) != (start, end)):
+            continue  # an outer loop
+        body = [i for a, i in code if start <= a <= end]
+        math_ops = sum(_opcode(i).split(".")[0] in ("FFMA", "DFMA", "HMMA") for i in body)
+        if math_ops > best_math:
+            best, best_math = body, math_ops
+    return best
+
+
+def loop_figures(body: list[str], code: list[tuple[int, str]]) -> dict:
+    """What the SASS checks assert on: the hot loop's size and mix, and the whole function's
+    local-memory traffic."""
+    ops = [_opcode(i) for i in body]
+    base = [o.split(".")[0] for o in ops]
+    count = len(ops) or 1
+    return dict(
+        loop_instructions=len(ops),
+        ffma=base.count("FFMA") + base.count("DFMA"),
+        hmma=base.count("HMMA"),
+        ffma_share=round((base.count("FFMA") + base.count("DFMA")) / count, 3),
+        mufu_rcp=sum(o.startswith("MUFU.RCP") for o in ops),
+        calls=base.count("CALL"),
+        generic_memory=sum(b in ("LD", "ST") for b in base),
+        lds128=sum(o.startswith("LDS.128") for o in ops),
+        cp_async=base.count("LDGSTS"),
+        local_memory=sum(_opcode(i).split(".")[0] in ("LDL", "STL") for _, i in code),
+    )
+
+
+def sass_report(arch: str = "sm_90") -> dict[str, dict]:
+    """{name expression: loop_figures} for every GEMM kernel of the module, from its SASS."""
+    cubin, mangled, _ = compile_module(arch)
+    out = {}
+    for name, code in sass_functions(cubin).items():
+        if name in mangled and "conv_gemm" in mangled[name]:
+            out[mangled[name]] = loop_figures(hot_loop(code), code)
     return out

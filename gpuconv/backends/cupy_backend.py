@@ -20,7 +20,7 @@ from gpuconv.backends import autotune, cuda_source, gpu_plan as plan
 from gpuconv.backends.autotune import set_autotune  # noqa: F401  (public switch)
 from gpuconv.shapes import ConvSpec, PoolSpec
 
-PRECISIONS = ("ieee", "tf32")  # tf32: WMMA tensor-core products, float32 accumulation
+PRECISIONS = plan.PRECISIONS  # "tf32", "tf32x3": mma.sync tensor cores, float32 accumulation
 
 
 class CupyExecutor:
@@ -40,9 +40,9 @@ class CupyExecutor:
         return self._module
 
     @property
-    def has_wmma(self) -> bool:
-        self._get_module()
-        return "-DGPUCONV_NO_WMMA" not in self._options
+    def tensor_cores(self) -> bool:
+        """mma.sync TF32 needs compute capability 8.0 (Ampere) or newer."""
+        return int(self.xp.cuda.Device().compute_capability) >= 80
 
     def pointer(self, array) -> int:
         return array.data.ptr
@@ -95,22 +95,22 @@ def _run(p: plan.Plan, buffers: dict) -> None:
 
 
 def _precision(precision: str, dtype: str) -> str:
-    """TF32 applies to float32 only (PyTorch's allow_tf32 rule); it needs the WMMA headers."""
-    if precision != "tf32" or dtype != "float32":
+    """Tensor-core precisions apply to float32 only (PyTorch's allow_tf32 rule), on sm_80+."""
+    if precision == "ieee" or dtype != "float32":
         return "ieee"
-    if not _executor().has_wmma:
-        raise RuntimeError("precision='tf32' needs the CUDA headers (mma.h) to compile the WMMA "
-                           "kernels: set CUDA_PATH to a CUDA toolkit")
-    return "tf32"
+    if not _executor().tensor_cores:
+        raise RuntimeError(f"precision={precision!r} needs tensor cores with TF32 (compute "
+                           f"capability 8.0 or newer); use precision='ieee'")
+    return precision
 
 
 def _conv(op: str, make_plan, buffers: dict, dtype: str, precision: str, rows_cols) -> None:
     """Run a conv plan; with autotuning on, first time each candidate tile for this shape."""
     tile = None
-    if precision == "ieee" and autotune.enabled():
+    if autotune.enabled():
         ex = _executor()
-        key = autotune.make_key(ex.device_name(), op, rows_cols, dtype)
-        tile = autotune.best_tile(key, plan.TILES_FOR[dtype],
+        key = autotune.make_key(ex.device_name(), op, rows_cols, f"{dtype}-{precision}")
+        tile = autotune.best_tile(key, plan.TILES_FOR[(dtype, precision)],
                                   lambda t: ex.time_ms(lambda: _run(make_plan(t), buffers)))
     _run(make_plan(tile), buffers)
 
@@ -124,11 +124,11 @@ def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee"):
     ho, wo = spec.output_shape(x.shape[2:], weight.shape[2:])
     out = xp.empty((x.shape[0], o, ho, wo), dtype=x.dtype)
     bias = None if bias is None else xp.ascontiguousarray(bias)
-    aligned = _executor().pointer(x) % 16 == 0
+    sm_count = _executor().sm_count()
 
     def make(tile):
         return plan.conv_forward_plan(x.shape, _strides(x), weight.shape, _strides(weight), spec,
-                                      dtype, bias is not None, precision, tile, aligned)
+                                      dtype, bias is not None, precision, tile, sm_count)
     _conv("conv2d", make, {"x": x, "weight": weight, "bias": bias, "out": out}, dtype, precision,
           (x.shape, weight.shape, spec))
     return out
@@ -142,11 +142,12 @@ def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
     c = weight.shape[1] * spec.groups
     out = xp.empty((grad_out.shape[0], c) + tuple(input_hw), dtype=grad_out.dtype)
     bias = None if bias is None else xp.ascontiguousarray(bias)
+    sm_count = _executor().sm_count()
 
     def make(tile):
         return plan.conv_grad_input_plan(grad_out.shape, _strides(grad_out), weight.shape,
                                          _strides(weight), spec, tuple(input_hw), dtype,
-                                         bias is not None, precision, tile)
+                                         bias is not None, precision, tile, sm_count)
     _conv("conv2d_grad_input", make, {"grad_out": grad_out, "weight": weight, "bias": bias,
                                       "out": out}, dtype, precision,
           (grad_out.shape, weight.shape, spec, tuple(input_hw)))

@@ -25,7 +25,7 @@ CTYPES = {"float32": "float", "float64": "double"}
 PAD_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 POOL_BLOCK = 256          # threads of every elementwise / gather kernel
 MAX_GRID_Z = 65535
-MAX_SPLITS = 64           # grad-weight split-K
+MAX_SPLITS = 4096         # split-K
 SPLIT_WORKSPACE_BYTES = 256 << 20
 DEFAULT_SM_COUNT = 132    # H100 SXM; the runtime passes the device's own count
 
@@ -33,66 +33,109 @@ DEFAULT_SM_COUNT = 132    # H100 SXM; the runtime passes the device's own count
 # --------------------------------------------------------------------------- tiles
 @dataclass(frozen=True)
 class TileConfig:
-    """An implicit-GEMM block tile: BM rows x BN columns, BK reduction per stage, TM x TN
-    outputs per thread (CUDA cores), or a WMMA tile (``tf32``)."""
+    """An implicit-GEMM block tile of conv.cu: BM rows x BN columns, BK of the reduction per
+    pipeline stage. CUDA cores (``terms`` 0): TM x TN outputs per thread, warps of 4 x 8 lanes.
+    Tensor cores (``terms`` 1: TF32, 3: 3xTF32): warps of 32 x 64 outputs."""
 
     name: str
     bm: int
     bn: int
-    bk: int
-    tm: int
-    tn: int
-    threads: int
-    tf32: bool = False
+    bk: int = 8
+    tm: int = 0
+    tn: int = 0
+    terms: int = 0
+    direct: bool = False  # conv_direct: a thread per column, all BM (<= 4) rows
+
+    @property
+    def threads(self) -> int:
+        if self.direct:
+            return 256
+        if self.terms:
+            return (self.bm // 32) * (self.bn // 64) * 32
+        return (self.bm // (4 * self.tm)) * (self.bn // (8 * self.tn)) * 32
+
+    def stages(self, itemsize: int) -> int:
+        """conv.cu's pipeline_stages: 3 stages where they fit in 44 KiB, else 2."""
+        pad = 8 if self.terms else 4
+        stage = self.bk * ((self.bm + pad) + (self.bn + pad)) * itemsize
+        return 3 if 3 * stage <= 44 * 1024 else 2
 
     def smem_bytes(self, itemsize: int) -> int:
-        """Static shared memory: two stages of A and B (rows padded by 4), and the WMMA
-        epilogue tile."""
-        stages = 2 * self.bk * ((self.bm + 4) + (self.bn + 4)) * itemsize
-        return stages + (self.bm * (self.bn + 4) * itemsize if self.tf32 else 0)
+        """Static shared memory of the A and B stages (rows padded by 4, or 8 on tensor cores)."""
+        pad = 8 if self.terms else 4
+        return self.stages(itemsize) * self.bk * ((self.bm + pad) + (self.bn + pad)) * itemsize
 
-    def vec_ok(self, itemsize: int) -> bool:
-        """Whether the 16-byte B-tile path covers the tile: BN*BK/threads >= 16/itemsize."""
-        return self.bn * self.bk // self.threads >= 16 // itemsize
-
-    def kernel(self, ctype: str, wgrad: bool) -> str:
-        flag = "true" if wgrad else "false"
-        if self.tf32:
-            return f"conv_gemm_tf32<{flag}>"
-        return f"conv_gemm<{ctype}, {self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}, {flag}>"
+    def kernel(self, ctype: str, wgrad: bool, zero_pad: bool = True, index64: bool = False) -> str:
+        flags = f"{str(wgrad).lower()}, {str(zero_pad).lower()}, {'long long' if index64 else 'int'}"
+        if self.direct:
+            return f"conv_direct<{ctype}, {self.bm}>"
+        if self.terms:
+            return f"conv_gemm_mma<{self.terms}, {self.bm}, {self.bn}, {flags}>"
+        return (f"conv_gemm<{ctype}, {self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}, "
+                f"{flags}>")
 
 
-TILES = {
-    "large": TileConfig("large", 128, 128, 8, 8, 8, 256),
-    "medium": TileConfig("medium", 64, 64, 8, 4, 4, 256),
-    "small": TileConfig("small", 32, 32, 8, 2, 2, 256),
+THREADS_PER_SM = 512  # __launch_bounds__(threads, 512 / threads): at most 128 registers
+TILES = {t.name: t for t in (
+    TileConfig("128x128", 128, 128, 16, tm=8, tn=8),
+    TileConfig("64x128", 64, 128, 16, tm=8, tn=8),
+    TileConfig("64x64", 64, 64, 16, tm=8, tn=8),
+    TileConfig("32x64", 32, 64, tm=4, tn=4),
+    TileConfig("64x64d", 64, 64, tm=8, tn=4),  # float64: 8 x 8 doubles would not fit in registers
+    TileConfig("32x32", 32, 32, tm=4, tn=4),
+    *(TileConfig(f"direct{rows}", rows, 256, 1, direct=True) for rows in (1, 2, 3, 4)),
+    TileConfig("tf32-128x128", 128, 128, 8, terms=1),
+    TileConfig("tf32-64x128", 64, 128, 8, terms=1),
+    TileConfig("tf32-64x64", 64, 64, 8, terms=1),
+    TileConfig("tf32-32x128", 32, 128, 8, terms=1),
+    TileConfig("tf32x3-128x128", 128, 128, 8, terms=3),
+    TileConfig("tf32x3-64x128", 64, 128, 8, terms=3),
+    TileConfig("tf32x3-64x64", 64, 64, 8, terms=3),
+    TileConfig("tf32x3-32x128", 32, 128, 8, terms=3),
+)}
+# (dtype, precision) -> candidate tiles, the last the generic one: it alone is also built for
+# reflect / replicate / circular padding and for 64-bit offsets (tensors past 2^31 elements).
+# Tensor-core precisions take the "ieee" tiles there: FP32 products are at least as accurate.
+TILES_FOR = {
+    ("float32", "ieee"): ("128x128", "64x128", "32x64", "32x32", "64x64"),
+    ("float32", "tf32"): ("tf32-128x128", "tf32-64x128", "tf32-32x128", "tf32-64x64"),
+    ("float32", "tf32x3"): ("tf32x3-128x128", "tf32x3-64x128", "tf32x3-32x128", "tf32x3-64x64"),
+    ("float64", "ieee"): ("32x64", "64x64d"),
 }
-TF32_TILE = TileConfig("tf32", 64, 64, 16, 0, 0, 128, tf32=True)
-# float64 has twice the registers per accumulator: 8 x 8 would spill.
-TILES_FOR = {"float32": ("large", "medium", "small"), "float64": ("medium", "small")}
+PRECISIONS = ("ieee", "tf32", "tf32x3")
+# Relative FFMA (or MMA) issue efficiency of a tile's main loop: larger tiles amortise their
+# loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py).
+TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.9, "64x64": 0.85, "32x64": 0.55, "32x32": 0.45,
+                   "64x64d": 0.8, "direct1": 0.3, "direct2": 0.4, "direct3": 0.45, "direct4": 0.5,
+                   "tf32-128x128": 1.0, "tf32-64x128": 0.9, "tf32-64x64": 0.8, "tf32-32x128": 0.7,
+                   "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.9, "tf32x3-64x64": 0.8,
+                   "tf32x3-32x128": 0.7}
+MIN_SPLIT_STEPS = 4  # reduction steps per split: fewer leave the pipeline mostly filling
+DIRECT_ROWS = (1, 2, 3, 4)  # conv_direct's instantiations: slices writing this many rows
+DIRECT_ROWS_USED = DIRECT_ROWS  # what the planner sends there (tests empty it to force GEMMs)
 
 
-def choose_tile(rows: int, cols: int, dtype: str) -> TileConfig:
-    """Heuristic tile for a GEMM of ``rows`` x ``cols`` (autotune may override it): the largest
-    tile whose rows are mostly used and that still leaves a few blocks per SM."""
-    names = TILES_FOR[dtype]
-    for name in names[:-1]:
-        t = TILES[name]
-        if rows >= 0.75 * t.bm and cols >= 8 * t.bn:
-            return t
-    return TILES[names[-1]]
+def gemm_kernel_names(ctype: str, dtype: str) -> list[str]:
+    names = []
+    for precision in PRECISIONS:
+        for i, name in enumerate(tiles := TILES_FOR.get((dtype, precision), ())):
+            t = TILES[name]
+            generic = i == len(tiles) - 1 and not t.terms
+            variants = [(True, False)] + ([(False, False), (True, True), (False, True)] if generic else [])
+            names += [t.kernel(ctype, wgrad, zero_pad, index64)
+                      for zero_pad, index64 in variants for wgrad in (False, True)]
+    return names
 
 
 def kernel_names() -> list[str]:
     """Every kernel the backend can launch, as NVRTC name expressions."""
     names = []
     for dtype, ctype in CTYPES.items():
-        for tile in TILES_FOR[dtype]:
-            names += [TILES[tile].kernel(ctype, wgrad) for wgrad in (False, True)]
-        names += [f"{k}<{ctype}>" for k in ("conv_direct", "conv_splitk_reduce", "conv_grad_bias",
-                                           "conv_pad_adjoint", "max_pool2d", "avg_pool2d",
+        names += gemm_kernel_names(ctype, dtype)
+        names += [f"conv_direct<{ctype}, {rows}>" for rows in DIRECT_ROWS]
+        names += [f"{k}<{ctype}>" for k in ("conv_splitk_reduce", "conv_grad_bias", "conv_pad_adjoint",
+                                           "conv_fill_bias", "max_pool2d", "avg_pool2d",
                                            "pool2d_backward")]
-    names += [TF32_TILE.kernel("float", wgrad) for wgrad in (False, True)]
     return names + ["max_index_bounds", "max_index_members"]
 
 
@@ -107,7 +150,8 @@ CONV_FIELDS = ([(n, _PTR) for n in ("a", "b", "bias", "out")]
                + [(n, _I64) for n in ("batch", "b_h", "b_w", "out_c", "out_h", "out_w", "groups",
                                       "m", "kc", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl",
                                       "q_h", "q_w", "lo_h", "lo_w", "len_h", "len_w", "mode",
-                                      "transposed", "splits", "tiles_per_split", "vec_b")])
+                                      "transposed", "phases", "splits", "tiles_per_split", "relu",
+                                      "total", "plane")])
 POOL_FIELDS = ([(n, _PTR) for n in ("x", "gy", "aux", "y", "idx")]
                + [("x_stride", _VEC4), ("g_stride", _VEC4)]
                + [(n, _I64) for n in ("n", "c", "h", "w", "out_h", "out_w", "kh", "kw", "sh", "sw",
@@ -146,6 +190,7 @@ class Launch:
 class Plan:
     launches: list[Launch]
     workspaces: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (count, dtype)
+    choice: "GemmChoice | None" = None  # a conv GEMM's tile and split, as the model saw them
 
 
 def _blocks(count: int, per_block: int) -> int:
@@ -162,64 +207,195 @@ def _check_grid_z(z: int, what: str) -> int:
     return z
 
 
-def _gemm_tile(rows: int, cols: int, dtype: str, precision: str, tile: str | None) -> TileConfig:
-    if precision == "tf32" and dtype == "float32":
-        return TF32_TILE
-    return TILES[tile] if tile is not None else choose_tile(rows, cols, dtype)
+# --------------------------------------------------------------------------- the GEMM plan model
+# Multiply-adds per second of an H100 / H200 (the model's time unit): FFMA at 67 TFLOP/s,
+# dense TF32 mma.sync at about 495 TFLOP/s, 3xTF32 three of those per product.
+PEAK_MACS = {0: 33.5e12, 1: 247e12, 3: 82e12}
+BANDWIDTH = 4.0e12         # bytes/s, for the split-K partials' extra traffic
 
 
+@dataclass(frozen=True)
+class GemmShape:
+    """One conv pass as a batch of GEMMs: ``slices`` launch slices (groups x stride phases) of
+    ``rows`` x ``cols`` outputs over a reduction of ``k``."""
+
+    rows: int
+    cols: int
+    k: int
+    slices: int
+
+
+@dataclass(frozen=True)
+class GemmChoice:
+    """A tile and split-K for a GemmShape, with what the plan model predicts of it."""
+
+    tile: TileConfig
+    splits: int
+    steps_per_split: int
+    blocks: int        # of the GEMM launch, splits included
+    waves: float       # blocks / (SMs x resident blocks per SM)
+    fill: float        # useful outputs / outputs the blocks compute
+    mac_ratio: float   # issued / useful multiply-adds (tile edges and the reduction's tail)
+    seconds: float     # the model's time: GEMM waves plus split-K partials traffic
+
+    def row(self) -> dict:
+        return dict(tile=self.tile.name, splits=self.splits, blocks=self.blocks,
+                    waves=round(self.waves, 2), fill=round(self.fill, 3),
+                    mac_ratio=round(self.mac_ratio, 3), model_us=round(1e6 * self.seconds, 2))
+
+
+def gemm_choice(shape: GemmShape, tile: TileConfig, itemsize: int, sm_count: int,
+                allow_split: bool = True) -> GemmChoice:
+    """Split-K and the model's figures for one tile: split until the blocks fill a wave (each
+    split keeping MIN_SPLIT_STEPS reduction steps), then time = waves x a block's work."""
+    rb, cb = -(-shape.rows // tile.bm), -(-shape.cols // tile.bn)
+    steps = -(-shape.k // tile.bk)
+    base = rb * cb * shape.slices
+    wave = sm_count * THREADS_PER_SM // tile.threads
+    splits = 1
+    if allow_split and base < wave and steps:
+        out_bytes = shape.rows * shape.cols * shape.slices * itemsize
+        splits = max(1, min(-(-wave // base), steps // MIN_SPLIT_STEPS, MAX_SPLITS,
+                            MAX_GRID_Z // shape.slices, SPLIT_WORKSPACE_BYTES // max(1, out_bytes)))
+    per_split = max(1, steps // splits) if steps else 0  # rounded down: at least `splits` splits
+    splits = -(-steps // per_split) if per_split else 1
+    blocks = base * splits
+    useful = shape.rows * shape.cols
+    fill = useful / (rb * tile.bm * cb * tile.bn) if useful else 1.0
+    mac_ratio = (steps * tile.bk / shape.k if shape.k else 1.0) / fill
+    block_macs = tile.bm * tile.bn * tile.bk * per_split / TILE_EFFICIENCY[tile.name]
+    seconds = max(1.0, blocks / wave) * block_macs / (PEAK_MACS[tile.terms] / wave)
+    if splits > 1:
+        seconds += (splits + 1) * useful * shape.slices * itemsize / BANDWIDTH
+    return GemmChoice(tile, splits, per_split, blocks, blocks / wave, fill, mac_ratio, seconds)
+
+
+LAUNCH_THRESHOLDS = {"waves": 1.0, "fill": 0.5, "mac_ratio": 1.3}  # at least, at least, at most
+
+
+def meets_thresholds(c: GemmChoice) -> bool:
+    """A launch shape that keeps the GPU busy: a full wave of blocks (or all the work there
+    is: no further split is possible), tiles at least half used, few wasted multiply-adds."""
+    t = LAUNCH_THRESHOLDS
+    full = c.waves >= t["waves"] or c.steps_per_split <= MIN_SPLIT_STEPS or c.tile.direct
+    return full and c.fill >= t["fill"] and c.mac_ratio <= t["mac_ratio"]
+
+
+def choose_gemm(shape: GemmShape, candidates, itemsize: int, sm_count: int = DEFAULT_SM_COUNT,
+                allow_split: bool = True) -> GemmChoice:
+    """The candidate tile (with its split-K) the model times fastest among those that meet the
+    launch thresholds (among all, if none does); ties go to the larger tile."""
+    choices = [gemm_choice(shape, TILES[name], itemsize, sm_count,
+                           allow_split and not TILES[name].direct) for name in candidates]
+    good = [c for c in choices if meets_thresholds(c)] or choices
+    return min(good, key=lambda c: (round(c.seconds, 12), -c.tile.bm * c.tile.bn))
+
+
+def _gemm_candidates(dtype: str, precision: str, zero_pad: bool, index64: bool,
+                     tile: str | None, direct_rows: int = 0) -> tuple[str, ...]:
+    """Tiles built for this case (generic only off the fast path); ``tile`` forces one of them.
+    ``direct_rows``: a forward or grad-input slice writing that few rows runs conv_direct."""
+    if direct_rows in DIRECT_ROWS_USED and zero_pad and not index64 and tile is None:
+        return (f"direct{direct_rows}",)
+    if dtype != "float32" or not zero_pad or index64:
+        precision = "ieee"
+    tiles = TILES_FOR[(dtype, precision)]
+    if not zero_pad or index64:
+        tiles = tiles[-1:]
+    if tile is not None:
+        if tile not in TILES_FOR[(dtype, precision)]:
+            raise ValueError(f"tile {tile!r} is not a {dtype} {precision!r} tile: {tiles}")
+        return (tile,) if tile in tiles else tiles
+    return tiles
+
+
+# --------------------------------------------------------------------------- conv plans
 def _conv_common(spec: ConvSpec, kernel_hw) -> dict:
     (pt, _), (pl, _) = spec.padding
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     return dict(kh=kernel_hw[0], kw=kernel_hw[1], sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl,
-                groups=spec.groups, splits=1)
+                groups=spec.groups, phases=1, splits=1)
 
 
-def is_direct(weight_shape, groups: int) -> bool:
-    """Depthwise / channel-multiplier convs (one input channel per group) run conv_direct."""
-    return weight_shape[1] == 1 and groups > 1
+def _span(shape, strides) -> int:
+    """Elements between an array's first and last element, plus one (its offsets' range)."""
+    return 1 + sum((n - 1) * abs(s) for n, s in zip(shape, strides)) if all(shape) else 0
+
+
+INDEX64_FROM = 2 ** 31  # offsets from here on need the 64-bit instantiations
+
+
+def _needs_index64(*counts: int) -> bool:
+    return max(counts) >= INDEX64_FROM
+
+
+def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile: str | None,
+               sm_count: int, zero_pad: bool, index64: bool, wgrad: bool, out: str,
+               reduce: dict, out_count: int, pre: list[Launch] = ()) -> Plan:
+    """The GEMM launch of ``shape`` writing ``out`` (or split-K partials that
+    conv_splitk_reduce sums into it, with ``reduce``'s bias / ReLU fields)."""
+    ctype, itemsize = CTYPES[dtype], np.dtype(dtype).itemsize
+    candidates = _gemm_candidates(dtype, precision, zero_pad, index64, tile,
+                                  0 if wgrad else shape.rows)
+    choice = choose_gemm(shape, candidates, itemsize, sm_count)
+    t, splits = choice.tile, choice.splits
+    params = dict(params, splits=splits, tiles_per_split=choice.steps_per_split,
+                  out=out if splits == 1 else "partials")
+    grid = (_blocks(shape.cols, t.bn), _blocks(shape.rows, t.bm),
+            _check_grid_z(shape.slices * splits, "conv"))
+    launches = [Launch(t.kernel(ctype, wgrad, zero_pad, index64), grid, (t.threads, 1, 1), params)]
+    workspaces = {}
+    if splits > 1:
+        workspaces["partials"] = (splits * out_count, dtype)
+        launches.append(_elementwise(f"conv_splitk_reduce<{ctype}>", out_count,
+                                     dict(reduce, b="partials", out=out, splits=splits,
+                                          total=out_count)))
+    for fill in pre:  # positions of the target the GEMM does not write; split: zeroed partials
+        if splits > 1:
+            fill = _elementwise(fill.kernel, splits * out_count,
+                                dict(out="partials", total=splits * out_count))
+        launches.insert(0, fill)
+    return Plan(launches, workspaces, choice)
 
 
 def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dtype: str,
                       has_bias: bool, precision: str = "ieee", tile: str | None = None,
-                      vec_aligned: bool = False) -> Plan:
-    """y (N, O, H_out, W_out) = conv2d(x, weight) + bias. ``vec_aligned``: x's data pointer is
-    16-byte aligned (the executor knows)."""
+                      sm_count: int = DEFAULT_SM_COUNT, relu: bool = False) -> Plan:
+    """y (N, O, H_out, W_out) = conv2d(x, weight) + bias (then ReLU if ``relu``): rows O/G,
+    columns N x H_out x W_out, reduction C/G x kH x kW, one slice per group."""
     n, _, h, w = x_shape
     o, cg, kh, kw = w_shape
     ho, wo = spec.output_shape((h, w), (kh, kw))
-    params = dict(a="weight", b="x", bias="bias" if has_bias else None, out="out",
+    zero_pad = spec.padding_mode == "zeros" or spec.padding == ((0, 0), (0, 0))
+    params = dict(a="weight", b="x", bias="bias" if has_bias else None,
                   a_stride=w_strides, b_stride=x_strides, batch=n, b_h=h, b_w=w, out_c=o, out_h=ho,
-                  out_w=wo, m=o // spec.groups, kc=cg, q_h=ho, q_w=wo,
+                  out_w=wo, m=o // spec.groups, kc=cg, q_h=ho, q_w=wo, relu=int(relu),
                   mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, (kh, kw)))
-    cols, z = n * ho * wo, spec.groups
-    if is_direct(w_shape, spec.groups):
-        kernel = f"conv_direct<{CTYPES[dtype]}>"  # a thread per pixel, looping over the batch
-        return Plan([Launch(kernel, (_blocks(ho * wo, POOL_BLOCK), o // spec.groups,
-                                     _check_grid_z(z, "conv")), (POOL_BLOCK, 1, 1), params)])
-    t = _gemm_tile(o // spec.groups, cols, dtype, precision, tile)
-    params["vec_b"] = int(vec_aligned and _vec_b_ok(t, dtype, x_shape, x_strides, (kh, kw), spec))
-    return Plan([Launch(t.kernel(CTYPES[dtype], False),
-                        (_blocks(cols, t.bn), _blocks(o // spec.groups, t.bm), _check_grid_z(z, "conv")),
-                        (t.threads, 1, 1), params)])
+    out_count = n * o * ho * wo
+    index64 = _needs_index64(_span(x_shape, x_strides), _span(w_shape, w_strides), out_count)
+    shape = GemmShape(o // spec.groups, n * ho * wo, cg * kh * kw, spec.groups)
+    reduce = dict(bias=params["bias"], relu=int(relu), out_c=o, plane=ho * wo)
+    return _gemm_plan(shape, params, dtype, precision, tile, sm_count, zero_pad, index64, False,
+                      "out", reduce, out_count)
 
 
-def _vec_b_ok(t: TileConfig, dtype: str, x_shape, x_strides, kernel_hw, spec: ConvSpec) -> bool:
-    """16-byte B loads: a 1x1 unpadded stride-1 conv over (H, W)-contiguous planes whose
-    vectors never straddle two images."""
-    vec = 16 // np.dtype(dtype).itemsize
-    n, c, h, w = x_shape
-    return (t.vec_ok(np.dtype(dtype).itemsize) and tuple(kernel_hw) == (1, 1)
-            and spec.stride == (1, 1) and spec.padding == ((0, 0), (0, 0))
-            and x_strides[3] == 1 and x_strides[2] == w and (h * w) % vec == 0
-            and x_strides[0] % vec == 0 and x_strides[1] % vec == 0)
+def phase_axis(r: int, k: int, s: int, d: int, lo: int, length: int) -> tuple[int, int]:
+    """(taps, pixels) of grad-input's stride phase r along one axis (conv.cu's phase_axis): the
+    padded rows r + s*u in [lo, lo + length) and the kernel taps i with i*d = r (mod s)."""
+    first = next((i for i in range(min(k, s)) if (i * d) % s == r), None)
+    step = s // math.gcd(s, d)
+    taps = 0 if first is None else -(-(k - first) // step)
+    u0 = -(-(lo - r) // s)
+    return taps, max(0, -(-(lo + length - r) // s) - u0)
 
 
 def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpec, input_hw,
                          dtype: str, has_bias: bool, precision: str = "ieee",
-                         tile: str | None = None) -> Plan:
-    """dx (N, C, H, W): the transposed conv of grad_out, one slice per group and stride phase.
-    Under reflect / replicate / circular padding the slices write the padded gradient, which
+                         tile: str | None = None, sm_count: int = DEFAULT_SM_COUNT) -> Plan:
+    """dx (N, C, H, W): the transposed conv of grad_out, one slice per group and stride phase
+    that some tap reaches (conv_fill_bias first writes the bias, or zeros, to the rest, if any).
+    Under reflect /
+    replicate / circular padding the slices write the padded gradient, which
     conv_pad_adjoint folds back onto the input."""
     n, o, ho, wo = gy_shape
     _, cg, kh, kw = w_shape
@@ -228,43 +404,40 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
     h, w = input_hw
     zeros = spec.padding_mode == "zeros"
     lo_h, lo_w, len_h, len_w = (pt, pl, h, w) if zeros else (0, 0, h + pt + pb, w + pl + pr)
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    axes_h = [phase_axis(r, kh, sh, dh, lo_h, len_h) for r in range(sh)]
+    axes_w = [phase_axis(r, kw, sw, dw, lo_w, len_w) for r in range(sw)]
+    live = [(a, b) for a in axes_h if a[0] and a[1] for b in axes_w if b[0] and b[1]]
+    target = "out" if zeros else "padded"
     params = dict(a="weight", b="grad_out", bias="bias" if has_bias and zeros else None,
-                  out="out" if zeros else "padded", a_stride=w_strides, b_stride=gy_strides,
-                  batch=n, b_h=ho, b_w=wo, out_c=c, out_h=len_h, out_w=len_w, m=cg, kc=o // groups,
-                  q_h=ho, q_w=wo, lo_h=lo_h, lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0,
-                  transposed=1, **_conv_common(spec, (kh, kw)))
-    sh, sw = spec.stride
-    pixels = -(-len_h // sh) * -(-len_w // sw)  # of the largest phase
-    cols = n * pixels
-    z = _check_grid_z(groups * sh * sw, "grad-input")
-    if is_direct(w_shape, groups):
-        launch = Launch(f"conv_direct<{CTYPES[dtype]}>", (_blocks(pixels, POOL_BLOCK), cg, z),
-                        (POOL_BLOCK, 1, 1), params)
+                  a_stride=w_strides, b_stride=gy_strides, batch=n, b_h=ho, b_w=wo, out_c=c,
+                  out_h=len_h, out_w=len_w, m=cg, kc=o // groups, q_h=ho, q_w=wo, lo_h=lo_h,
+                  lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0, transposed=1,
+                  **_conv_common(spec, (kh, kw)))
+    params["phases"] = len(live)
+    out_count = n * c * len_h * len_w
+    reached = sum(ah[1] * aw[1] for ah, aw in live)
+    ctype = CTYPES[dtype]
+    fill = [_elementwise(f"conv_fill_bias<{ctype}>", out_count, dict(
+        out=target, bias=params["bias"], total=out_count, out_c=c, plane=len_h * len_w))
+            ] if reached < len_h * len_w else []
+    if not live:  # no tap reaches the input: the gradient is zero (plus the bias)
+        plan = Plan(fill)
     else:
-        t = _gemm_tile(cg, cols, dtype, precision, tile)
-        launch = Launch(t.kernel(CTYPES[dtype], False), (_blocks(cols, t.bn), _blocks(cg, t.bm), z),
-                        (t.threads, 1, 1), params)
+        shape = GemmShape(cg, n * max(ah[1] * aw[1] for ah, aw in live),
+                          o // groups * max(ah[0] * aw[0] for ah, aw in live), groups * len(live))
+        index64 = _needs_index64(_span(gy_shape, gy_strides), _span(w_shape, w_strides), out_count)
+        reduce = dict(bias=params["bias"], out_c=c, plane=len_h * len_w)
+        plan = _gemm_plan(shape, params, dtype, precision, tile, sm_count, True, index64, False,
+                          target, reduce, out_count, fill)
     if zeros:
-        return Plan([launch])
+        return plan
     adjoint = dict(b="padded", bias="bias" if has_bias else None, out="out", batch=n, out_c=c,
                    out_h=h, out_w=w, len_h=len_h, len_w=len_w, pt=pt, pl=pl,
                    mode=PAD_MODES[spec.padding_mode])
-    return Plan([launch, _elementwise(f"conv_pad_adjoint<{CTYPES[dtype]}>", n * c * h * w, adjoint)],
-                {"padded": (n * c * len_h * len_w, dtype)})
-
-
-def split_k(blocks: int, tiles: int, groups: int, partial_bytes: int,
-            sm_count: int = DEFAULT_SM_COUNT) -> tuple[int, int]:
-    """(splits, tiles per split) for grad-weight: enough blocks for two waves, no empty split,
-    the grid's z limit and a bounded partials workspace."""
-    want = -(-2 * sm_count // max(1, blocks))
-    limit = min(tiles, MAX_SPLITS, MAX_GRID_Z // groups,
-                max(1, SPLIT_WORKSPACE_BYTES // max(1, partial_bytes)))
-    splits = max(1, min(want, limit))
-    per_split = -(-tiles // splits)
-    if per_split == 0:  # an empty batch: one split that writes zeros
-        return 1, 0
-    return -(-tiles // per_split), per_split
+    plan.launches.append(_elementwise(f"conv_pad_adjoint<{ctype}>", n * c * h * w, adjoint))
+    plan.workspaces["padded"] = (out_count, dtype)
+    return plan
 
 
 def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSpec, kernel_hw,
@@ -276,24 +449,15 @@ def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSp
     _, c, h, w = x_shape
     groups = spec.groups
     cg, (kh, kw) = c // groups, kernel_hw
-    taps, rows = cg * kh * kw, o // groups
-    t = _gemm_tile(rows, taps, dtype, precision, tile)
-    tiles = n * -(-(ho * wo) // t.bk)
-    blocks = _blocks(taps, t.bn) * _blocks(rows, t.bm) * groups
-    splits, per_split = split_k(blocks, tiles, groups, o * taps * np.dtype(dtype).itemsize, sm_count)
-    params = dict(a="grad_out", b="x", out="out" if splits == 1 else "partials",
-                  a_stride=gy_strides, b_stride=x_strides, batch=n, b_h=h, b_w=w, out_c=o, m=rows,
-                  kc=cg, q_h=ho, q_w=wo, mode=PAD_MODES[spec.padding_mode],
-                  **_conv_common(spec, kernel_hw))
-    params.update(splits=splits, tiles_per_split=per_split)
-    gemm = Launch(t.kernel(CTYPES[dtype], True),
-                  (_blocks(taps, t.bn), _blocks(rows, t.bm), _check_grid_z(groups * splits, "grad-weight")),
-                  (t.threads, 1, 1), params)
-    if splits == 1:
-        return Plan([gemm])
-    reduce = dict(b="partials", out="out", out_c=o, kc=cg, kh=kh, kw=kw, splits=splits)
-    return Plan([gemm, _elementwise(f"conv_splitk_reduce<{CTYPES[dtype]}>", o * taps, reduce)],
-                {"partials": (splits * o * taps, dtype)})
+    zero_pad = spec.padding_mode == "zeros" or spec.padding == ((0, 0), (0, 0))
+    params = dict(a="grad_out", b="x", a_stride=gy_strides, b_stride=x_strides, batch=n, b_h=h,
+                  b_w=w, out_c=o, m=o // groups, kc=cg, q_h=ho, q_w=wo,
+                  mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
+    out_count = o * cg * kh * kw
+    index64 = _needs_index64(_span(gy_shape, gy_strides), _span(x_shape, x_strides))
+    shape = GemmShape(o // groups, cg * kh * kw, n * ho * wo, groups)
+    return _gemm_plan(shape, params, dtype, precision, tile, sm_count, zero_pad, index64, True,
+                      "out", dict(out_c=o, plane=1), out_count)
 
 
 def conv_grad_bias_plan(gy_shape, gy_strides, dtype: str) -> Plan:

@@ -3,13 +3,16 @@
 // A launch runs its blocks one after another; the threads of a block are OS threads, so
 // __syncthreads() is a std::barrier and __shared__ is a function-static array (one block at a
 // time uses it). No __CUDA_ARCH__: common.cuh's cp.async helpers take their plain-copy path.
-// WMMA: each lane holds the whole fragment and computes the whole product; lane 0 stores.
+// mma.sync m16n8k8 TF32: the lanes of a warp swap fragments through WarpScratch, and each lane
+// computes its own accumulators with the PTX ISA's fragment layout (common.cuh, mma_tf32).
 #pragma once
 #include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <math.h>
+#include <algorithm>
+#include <memory>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -27,6 +30,24 @@ struct dim3 {
 inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 inline std::barrier<>* block_barrier = nullptr;
 
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+
+inline float __uint_as_float(unsigned u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+// One warp's exchange for the emulated mma.sync: each lane posts its fragments, then reads the
+// others' (a warp barrier before and after).
+struct WarpScratch {
+    unsigned a[32][4], b[32][2];
+};
+inline thread_local std::barrier<>* warp_barrier = nullptr;
+inline thread_local WarpScratch* warp_scratch = nullptr;
+
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 template <typename T> inline T __ldg(const T* p) { return *p; }
 using std::fma;
@@ -41,10 +62,17 @@ void emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, const void* params
     const unsigned threads = block.x * block.y * block.z;
     std::barrier<> bar(threads);
     block_barrier = &bar;
+    const unsigned warps = (threads + 31) / 32;
+    std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
+    for (unsigned w = 0; w < warps; ++w)
+        warp_bars.emplace_back(new std::barrier<>(std::min(32u, threads - 32 * w)));
+    std::vector<WarpScratch> scratch(warps);
     std::vector<std::thread> pool;
     for (unsigned t = 0; t < threads; ++t)
         pool.emplace_back([&, t] {
             threadIdx = dim3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+            warp_barrier = warp_bars[t / 32].get();
+            warp_scratch = &scratch[t / 32];
             blockDim = block;
             gridDim = grid;
             for (unsigned z = 0; z < grid.z; ++z)
@@ -59,67 +87,31 @@ void emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, const void* params
     block_barrier = nullptr;
 }
 
-namespace nvcuda {
-namespace wmma {
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-namespace precision {
-struct tf32 {};
-}
-enum layout_t { mem_row_major, mem_col_major };
 
-// The whole ROWS x COLS fragment, row-major, in every lane.
-template <class Use, int M, int N, int K, class T, class Layout = void>
-struct fragment {
-    static constexpr int rows = std::is_same_v<Use, matrix_b> ? K : M;
-    static constexpr int cols = std::is_same_v<Use, matrix_a> ? K : N;
-    static constexpr int num_elements = rows * cols;
-    float x[rows * cols];
-};
-
-inline float __float_to_tf32(float f) {  // round to nearest, ties away, 10 mantissa bits
-    if (!std::isfinite(f)) return f;
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, keep 10 mantissa bits.
+inline unsigned host_to_tf32(float f) {
     uint32_t u;
     std::memcpy(&u, &f, 4);
-    u = (u + 0x1000u) & 0xffffe000u;
-    std::memcpy(&f, &u, 4);
-    return f;
+    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+    return u;
 }
 
-template <class Use, int M, int N, int K, class T, class Layout>
-void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const float* p, unsigned ldm) {
-    using F = fragment<Use, M, N, K, T, Layout>;
-    for (int r = 0; r < F::rows; ++r)
-        for (int c = 0; c < F::cols; ++c)
-            f.x[r * F::cols + c] = std::is_same_v<Layout, col_major> ? p[r + c * ldm] : p[r * ldm + c];
-}
-
-template <int M, int N, int K>
-void fill_fragment(fragment<accumulator, M, N, K, float>& f, float v) {
-    for (float& e : f.x) e = v;
-}
-
-template <int M, int N, int K, class LA, class LB>
-void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, precision::tf32, LA>& a,
-              const fragment<matrix_b, M, N, K, precision::tf32, LB>& b,
-              const fragment<accumulator, M, N, K, float>& c) {
-    for (int i = 0; i < M; ++i)
-        for (int j = 0; j < N; ++j) {
-            float s = c.x[i * N + j];
-            for (int k = 0; k < K; ++k) s = std::fma(a.x[i * K + k], b.x[k * N + j], s);
-            d.x[i * N + j] = s;
+// d += a * b for this lane's accumulators (layout: common.cuh, mma_tf32). The products of TF32
+// inputs are exact in double; the sum is rounded once, as an FP32 accumulator would at best.
+inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
+    const unsigned lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    std::memcpy(warp_scratch->a[lane], a, sizeof(unsigned) * 4);
+    std::memcpy(warp_scratch->b[lane], b, sizeof(unsigned) * 2);
+    warp_barrier->arrive_and_wait();
+    for (unsigned v = 0; v < 4; ++v) {
+        const unsigned row = g + 8 * (v / 2), col = 2 * t + v % 2;
+        double s = d[v];
+        for (unsigned k = 0; k < 8; ++k) {
+            const float av = __uint_as_float(warp_scratch->a[4 * (row % 8) + k % 4][row / 8 + 2 * (k / 4)]);
+            const float bv = __uint_as_float(warp_scratch->b[4 * col + k % 4][k / 4]);
+            s += (double)av * (double)bv;
         }
+        d[v] = (float)s;
+    }
+    warp_barrier->arrive_and_wait();  // the scratch is reused by the next mma
 }
-
-template <int M, int N, int K>
-void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t layout) {
-    const unsigned lane = (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32;
-    if (lane != 0) return;  // every lane holds the same fragment
-    for (int i = 0; i < M; ++i)
-        for (int j = 0; j < N; ++j) p[layout == mem_row_major ? i * ldm + j : i + j * ldm] = f.x[i * N + j];
-}
-}  // namespace wmma
-}  // namespace nvcuda

@@ -62,7 +62,7 @@ class HostExecutor:
     """cupy_backend's executor interface over NumPy arrays and the emulated kernels."""
 
     xp = np
-    has_wmma = True
+    tensor_cores = True
 
     def __init__(self, lib: ctypes.CDLL, sm_count: int = 2):
         self.lib = lib

@@ -1,0 +1,71 @@
+"""The conv launch plans of the GPU layer suite, without a GPU (``gpuconv bench --plan``).
+
+For every conv layer and pass, what ``gpu_plan`` launches: the GEMM's tile and split-K, and
+the plan model's figures (waves of blocks, tile fill, issued / useful multiply-adds), and
+whether they meet ``gpu_plan.LAUNCH_THRESHOLDS`` (the tests assert it for the whole suite).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from gpuconv.backends import gpu_plan
+from gpuconv.benchmark.suite import GPU_SUITE, Layer
+from gpuconv.shapes import ConvSpec
+
+def _strides(shape) -> tuple[int, ...]:
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return tuple(reversed(out))
+
+
+def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.DEFAULT_SM_COUNT,
+                dtype: str = "float32") -> dict[str, gpu_plan.Plan]:
+    """pass -> the Plan the CuPy backend makes for ``layer`` (a conv or transposed conv)."""
+    transposed = layer.kind == "conv_transpose"
+    spec = ConvSpec.make(2, layer.kernel, stride=layer.stride, padding=layer.padding,
+                         dilation=layer.dilation, groups=layer.groups,
+                         output_padding=layer.output_padding, transposed=transposed)
+    x, w, y = layer.input_shape, layer.weight_shape, layer.output_shape
+    # a transposed conv runs conv's passes with input and output exchanged
+    conv_x, conv_y = (y, x) if transposed else (x, y)
+    forward = gpu_plan.conv_forward_plan(conv_x, _strides(conv_x), w, _strides(w), spec, dtype,
+                                         True, precision, sm_count=sm_count)
+    grad_input = gpu_plan.conv_grad_input_plan(conv_y, _strides(conv_y), w, _strides(w), spec,
+                                               conv_x[2:], dtype, True, precision,
+                                               sm_count=sm_count)
+    grad_weight = gpu_plan.conv_grad_weight_plan(conv_y, _strides(conv_y), conv_x,
+                                                 _strides(conv_x), spec, w[2:], dtype, precision,
+                                                 sm_count=sm_count)
+    if transposed:  # its forward is conv's grad-input, its grad-input conv's forward
+        forward, grad_input = grad_input, forward
+    return {"forward": forward, "grad_input": grad_input, "grad_weight": grad_weight}
+
+
+def plan_rows(layers: Sequence[Layer] = GPU_SUITE, precision: str = "ieee",
+              sm_count: int = gpu_plan.DEFAULT_SM_COUNT) -> list[dict]:
+    """One row per conv layer and pass that runs a GEMM: the choice and the model's figures,
+    with ``ok`` saying whether the thresholds hold."""
+    rows = []
+    for layer in layers:
+        if not layer.is_conv:
+            continue
+        for pass_, plan in layer_plans(layer, precision, sm_count).items():
+            if plan.choice is None:
+                continue
+            rows.append(dict(layer=layer.name, pass_=pass_, **plan.choice.row(),
+                             ok=gpu_plan.meets_thresholds(plan.choice)))
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = (f"{'layer':24s} {'pass':11s} {'tile':15s} {'split':>5s} {'blocks':>7s} "
+            f"{'waves':>6s} {'fill':>6s} {'MACs':>6s} {'model us':>9s}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['layer']:24s} {r['pass_']:11s} {r['tile']:15s} {r['splits']:5d} "
+                     f"{r['blocks']:7d} {r['waves']:6.2f} {r['fill']:6.3f} {r['mac_ratio']:6.3f} "
+                     f"{r['model_us']:9.1f}{'' if r['ok'] else '  below the thresholds'}")
+    return "\n".join(lines)
