@@ -186,11 +186,20 @@ def _names(ctx, param, value):
               help="Write every result, with the device and versions, to this JSON file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a bar chart of the ratios to cuDNN to this PNG file.")
-def bench(backend, ops, layers, repeat, json_path, plot_path):
+@click.option("--plan", "plan_precision", type=click.Choice(["ieee", "tf32", "tf32x3"]),
+              help="Print the CuPy backend's conv launch plans for the suite at this precision "
+                   "(tile, split-K, waves, fill, issued/useful MACs) and exit; needs no GPU.")
+def bench(backend, ops, layers, repeat, json_path, plot_path, plan_precision):
     """Time gpuconv's CUDA kernels against cuDNN (through PyTorch) on the GPU layer suite,
     after checking each result against cuDNN's. Prints ms, TFLOP/s or GB/s and
     x cuDNN = cuDNN time / our time (above 1: gpuconv is faster). Needs a CUDA device and
     a CUDA build of PyTorch; exits 1 if any result is wrong."""
+    if plan_precision is not None:
+        from gpuconv.benchmark import plans
+        from gpuconv.benchmark.suite import GPU_SUITE, select
+        rows = _run_report(lambda: plans.plan_rows(select(GPU_SUITE, layers, ops), plan_precision))
+        click.echo(plans.format_rows(rows))
+        raise SystemExit(0 if all(r["ok"] for r in rows) else 1)
     from gpuconv.benchmark import BenchUnavailableError, cudnn as gpu
     try:
         code = _run_report(lambda: gpu.bench_command(backend, ops, layers,

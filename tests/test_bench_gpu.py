@@ -213,7 +213,7 @@ def test_group_means_refuse_wrong_members():
     groups = {g["name"]: g for g in synthetic_report()["groups"]}
     fwd = groups["ResNet-50 forward"]
     assert fwd["geomean"] == pytest.approx(math.sqrt(2 * 4)) and fwd["count"] == 2
-    assert fwd["target"] == 0.9 and fwd["met"]
+    assert fwd["target"] == 1.0 and fwd["met"]
     assert groups["ResNet-50 grad-input"]["geomean"] == pytest.approx(0.5)
     assert not groups["ResNet-50 grad-input"]["met"]
     assert groups["ResNet-50 grad-weight"]["geomean"] is None
@@ -235,7 +235,7 @@ def test_table_summary_json_and_plot(tmp_path):
     assert "| WRONG |" in text and "2000 GB/s" in text and "80%" in text
     lines = results.summary(report)
     assert "above 1: gpuconv is faster" in lines and "67 TFLOP/s FP32" in lines
-    assert "ResNet-50 forward" in lines and "2.83x" in lines and "target 0.9: met" in lines
+    assert "ResNet-50 forward" in lines and "2.83x" in lines and "target 1: met" in lines
     assert "n/a (1 of 2 wrong or failed)" in lines and "NOT met" in lines
     assert re.search(r"pooling, of copy bandwidth +80%   target 0.8: met", lines)
     report["limits"] = None

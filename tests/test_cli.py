@@ -271,3 +271,18 @@ def test_demo_reports_a_wrong_kernel(monkeypatch):
     result = run("demo")
     assert result.exit_code == 1
     assert "MISMATCH" in result.output and "PROBLEMS" in result.output
+
+
+def test_bench_plan_prints_the_launch_plans_without_a_gpu():
+    """gpuconv bench --plan: the CuPy conv plans of the suite, no GPU, no torch."""
+    from click.testing import CliRunner
+
+    from gpuconv.cli import main
+    result = CliRunner().invoke(main, ["bench", "--plan", "tf32x3", "--layers", "resnet50_3x3_7"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:3] == ["layer", "pass", "tile"]
+    assert [line.split()[:3] for line in lines[2:]] == [
+        ["resnet50_3x3_7", p, line.split()[2]] for p, line in
+        zip(("forward", "grad_input", "grad_weight"), lines[2:])]
+    assert all(line.split()[2].startswith("tf32x3-") for line in lines[2:])

@@ -3,12 +3,15 @@ layer suite, on the same device arrays.
 
 For each layer and pass (forward, grad-input, grad-weight; pooling: forward and its
 backward) the contenders are our kernels and cuDNN in strict FP32 (TF32 off, the main
-baseline), then cuDNN with TF32 and, where the backend offers it, our ``precision="tf32"``.
+baseline), then cuDNN with TF32 and, where the backend offers it, our ``precision="tf32"``,
+then our ``precision="tf32x3"`` (FP32 accuracy on tensor cores) against cuDNN's strict FP32;
+our strict and 3xTF32 sides also record their error against float64 (``error_fp64``).
 Each contender's result is first compared with cuDNN strict FP32's, and only a right one
 is timed; so a fast wrong kernel reports an error, not a time. Timing: CUDA events around
 each call, L2 flushed before it, warm-up calls first (cudnn.benchmark autotunes on its
 first call), contenders interleaved, median and 20th/80th percentiles. The device's copy
-bandwidth is measured in the same run, for pooling to be judged against.
+bandwidth is measured in the same run, for pooling to be judged against, and a strict-FP32
+``torch.mm`` (the CUDA-core ceiling, ``copy.sgemm_fp32``).
 
 torch (``gpuconv[bench]``) is imported only when a bench runs, here and in the PyTorch
 side, torch_ops.py: importing gpuconv, or this module, never imports it. The CUDA-bound parts
@@ -37,8 +40,8 @@ import numpy as np
 from gpuconv.benchmark import BenchUnavailableError
 from gpuconv.benchmark.measure import (Timer, count_differing, interleaved, relative_error,
                                        summarize)
-from gpuconv.benchmark.results import (TOLERANCE, DeviceLimits, group_means, limits_for, plot,
-                                       ratio, ratio_key, side_metrics, side_name, summary, table,
+from gpuconv.benchmark.results import (CUDNN_PRECISION, TOLERANCE, DeviceLimits, group_means,
+                                       limits_for, plot, ratio, ratio_key, side_metrics, side_name, summary, table,
                                        write_json)
 from gpuconv.benchmark.suite import (GPU_SUITE, Layer, gpuconv_forward, gpuconv_pass,
                                      make_arrays, select)
@@ -76,15 +79,20 @@ class Harness:
 
 
 # --------------------------------------------------------------------------- correctness
-def check(fn: Callable[[], dict], convert: Callable, reference: dict, precision: str) -> dict:
+def check(fn: Callable[[], dict], convert: Callable, reference: dict, precision: str,
+          reference64: Optional[dict] = None) -> dict:
     """Run one contender once and compare each of its results with the reference (cuDNN
-    strict FP32): ``{"ok", "error", "tolerance"[, "indices_differ"]}``, or ``{"ok": False,
-    "failed": "<exception>"}`` when it raises."""
+    strict FP32): ``{"ok", "error", "tolerance"[, "indices_differ"][, "error_fp64"]}``, or
+    ``{"ok": False, "failed": "<exception>"}`` when it raises. ``reference64``: the same pass
+    in float64, for the error of FP32-accurate modes against exact-ish arithmetic."""
     try:
         got = {name: convert(value) for name, value in fn().items()}
         side = {"error": max(relative_error(got[k], want) for k, want in reference.items()
                              if k != "indices"),
                 "tolerance": TOLERANCE[precision]}
+        if reference64 is not None:
+            side["error_fp64"] = max(relative_error(got[k].double(), want)
+                                     for k, want in reference64.items() if k != "indices")
         if "indices" in reference:
             side["indices_differ"] = count_differing(got["indices"], reference["indices"])
     except Exception as exc:  # a failing kernel is a result to report, not a crash
@@ -105,15 +113,22 @@ def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness)
     nbytes = layer.bytes_moved(pass_)
     torch_ops.set_cudnn_precision("ieee")
     reference = torch_ops.torch_pass(layer, pass_, theirs)
+    reference64 = None
+    if layer.is_conv:  # float64 on the GPU: what the strict and 3xTF32 errors are measured by
+        reference64 = torch_ops.torch_pass(layer, pass_, {k: v.double() if v.is_floating_point()
+                                                          else v for k, v in theirs.items()})
     result = {"pass": pass_, "flops": flops, "bytes": nbytes, "sides": {}}
-    for precision in ("ieee", "tf32") if layer.is_conv else ("ieee",):
-        torch_ops.set_cudnn_precision(precision)
-        contenders = {side_name(False, precision):
-                      (partial(torch_ops.torch_pass, layer, pass_, theirs), _same)}
+    for precision in ("ieee", "tf32", "tf32x3") if layer.is_conv else ("ieee",):
+        torch_ops.set_cudnn_precision(CUDNN_PRECISION[precision])
+        contenders = {}
+        if CUDNN_PRECISION[precision] == precision:  # 3xTF32 races the strict side above
+            contenders[side_name(False, precision)] = (
+                partial(torch_ops.torch_pass, layer, pass_, theirs), _same)
         if precision in h.precisions:
             contenders[side_name(True, precision)] = (
                 partial(gpuconv_pass, layer, pass_, ours, h.backend, precision), h.bridge.to_torch)
-        sides = {name: check(fn, convert, reference, precision)
+        sides = {name: check(fn, convert, reference, precision,
+                             reference64 if name.startswith("ours") else None)
                  for name, (fn, convert) in contenders.items()}
         timed = [name for name in contenders if sides[name]["ok"]]
         samples = interleaved(h.timer, [contenders[name][0] for name in timed], h.repeat,
@@ -193,6 +208,17 @@ class CudaEventTimer:
         self._end.record()
         self._end.synchronize()
         return self._start.elapsed_time(self._end)
+
+
+def sgemm_ceiling(torch, timer: Timer, repeat: int, warmup: int, n: int = 8192) -> dict:
+    """A strict-FP32 ``torch.mm`` of n x n by n x n (cuBLAS, TF32 off): the most a CUDA-core
+    kernel reaches on this chip, measured in the same run as the convolutions."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a = torch.randn(n, n, device="cuda")
+    b = torch.randn(n, n, device="cuda")
+    [samples] = interleaved(timer, [partial(torch.mm, a, b)], repeat, warmup)
+    mm = summarize(samples)
+    return {**mm, "n": n, "tflops": 2 * n ** 3 / mm["median_ms"] / 1e9}
 
 
 def copy_bandwidth(torch, timer: Timer, repeat: int, warmup: int) -> dict:
@@ -290,6 +316,7 @@ def open_harness(backend: str, repeat: int, warmup: int) -> tuple[Harness, dict,
     env = environment(torch)
     timer = CudaEventTimer(torch, FLUSH_L2_TIMES * env["l2_bytes"])
     copy = copy_bandwidth(torch, timer, repeat, warmup)
+    copy["sgemm_fp32"] = sgemm_ceiling(torch, timer, min(repeat, 10), warmup)
     harness = Harness(backend, cuda_bridge(backend, torch), timer,
                       tuple(get_backend(backend).PRECISIONS), repeat, warmup,
                       limits_for(env["device"]), copy["gbps"])
