@@ -320,3 +320,27 @@ def test_every_kernel_was_emulated():
     if not LAUNCHED:
         pytest.skip("run with the rest of this module")
     assert sorted(set(gpu_plan.kernel_names()) - LAUNCHED) == []
+
+
+def test_tf32x3_is_as_accurate_as_strict_fp32(host):
+    """3xTF32 against float64: within 2x the strict FP32 kernel's error (plain TF32 is far
+    off), forward, grad-input and grad-weight. The emulated mma.sync sums its 8 products in
+    double, a little better than the hardware: on the GPU the bench reports both errors."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 32, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 64, 10, 10)).astype(np.float32)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    x64, w64, gy64 = x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64)
+    passes = {
+        "forward": (lambda p: cupy_backend.conv2d(x, w, None, spec, p),
+                    ref.conv2d(x64, w64, None, spec)),
+        "grad_input": (lambda p: cupy_backend.conv2d_grad_input(gy, w, spec, (10, 10), None, p),
+                       ref.conv2d_grad_input(gy64, w64, spec, (10, 10))),
+        "grad_weight": (lambda p: cupy_backend.conv2d_grad_weight(gy, x, spec, (3, 3), p),
+                        ref.conv2d_grad_weight(gy64, x64, spec, (3, 3))),
+    }
+    for name, (run, exact) in passes.items():
+        error = {p: np.abs(run(p) - exact).max() / np.abs(exact).max() for p in gpu_plan.PRECISIONS}
+        assert error["tf32x3"] <= 2 * error["ieee"] + 1e-7, (name, error)
+        assert error["tf32"] > 10 * error["tf32x3"], (name, error)
