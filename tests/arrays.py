@@ -19,8 +19,9 @@ GPU_BACKENDS = [b for b in ("cupy", "numba")
 
 
 def to_backend(backend: str, array):
-    """A private copy of ``array`` as the backend's array kind (NumPy for "cupy-host")."""
-    if array is None or backend in ("numpy", "cupy-host"):
+    """A private copy of ``array`` as the backend's array kind (NumPy for "cupy-host" and
+    "reference")."""
+    if array is None or backend in ("numpy", "cupy-host", "reference"):
         return None if array is None else np.array(array)
     if backend == "cupy":
         import cupy

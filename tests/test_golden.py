@@ -26,6 +26,8 @@ BACKENDS = ["numpy"] + [b for b in ("cupy", "numba") if unavailable_reason(b) is
 # host emulation of tests/cuda_host (g++): "cupy-host" in the table, NumPy arrays in and out.
 if unavailable_reason("cupy") is not None and harness.compiler() is not None:
     BACKENDS.append("cupy-host")
+# gpuconv.backends.reference, the plain NumPy maths every kernel cites, on NumPy arrays.
+BACKENDS.append("reference")
 # Numba's CUDA simulator (tests/conftest.py) runs one OS thread per CUDA thread: there the
 # numba backend runs the slides' cases and the cases whose largest array holds at most
 # SIMULATED_MAX_ELEMENTS numbers (164 of 198, every op); on a GPU it runs them all.
@@ -53,8 +55,9 @@ COEFF = {"float64": 2e-14, "float32": 2e-6}
 
 # --------------------------------------------------------------------------- array-library glue
 def api_name(backend: str) -> str:
-    """The backend name gpuconv is given: "cupy-host" runs the cupy backend's kernels."""
-    return "cupy" if backend == "cupy-host" else backend
+    """The backend name gpuconv is given: "cupy-host" runs the cupy backend's kernels,
+    "reference" runs on NumPy arrays (``reference_kernels`` puts its module in place)."""
+    return {"cupy-host": "cupy", "reference": "numpy"}.get(backend, backend)
 
 
 # --------------------------------------------------------------------------- running a case
@@ -169,6 +172,15 @@ def host_cupy(backend, monkeypatch):
         from gpuconv.backends import _LOADED, cupy_backend
         monkeypatch.setattr(cupy_backend, "_EXECUTOR", harness.HostExecutor(_host_library()))
         monkeypatch.setitem(_LOADED, "cupy", cupy_backend)
+
+
+@pytest.fixture(autouse=True)
+def reference_kernels(request, monkeypatch):
+    """For "reference": gpuconv.functional's validation, then the reference module's kernels."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("backend") == "reference":
+        from gpuconv.backends import _LOADED, reference
+        monkeypatch.setitem(_LOADED, "numpy", reference)
 
 
 def test_goldens_exist():
