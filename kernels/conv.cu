@@ -1,5 +1,7 @@
 // conv.cu: the cupy backend's convolution kernels, as implicit GEMMs (no im2col buffer).
 //
+// reference: gpuconv.backends.reference.conv2d, reference.conv2d_grad_input,
+//            reference.conv2d_grad_weight, reference.conv2d_grad_bias (plain NumPy, the maths)
 // What they compute (the slides' formulas), and the NumPy function each result must equal:
 //   forward      y[n,o,i,j]  = bias[o] + sum_{c,r,s} w[o,c,r,s] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl]
 //                (numpy_backend.conv2d; c runs over the group of o)

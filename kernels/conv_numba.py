@@ -2,6 +2,12 @@
 and checked against the NumPy backend (``gpuconv/backends/numpy_backend.py``) through the
 PyTorch goldens and tests/test_numba_random.py.
 
+reference: gpuconv.backends.reference.conv2d, reference.conv2d_grad_input,
+reference.conv2d_grad_weight, reference.conv2d_grad_bias:
+    y[n,o,i,j]  = b[o] + sum_{c,r,s} w[o,c,r,s] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl]
+    dx[n,c,h,w] = sum of w[o,c,r,s] * dy[n,o,i,j] over h = i*sh + r*dh - pt, w = j*sw + s*dw - pl
+    dw[o,c,r,s] = sum_{n,i,j} dy[n,o,i,j] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl]
+
 Versions:
 1. tiled implicit GEMM: shared-memory tiles of both operands, RM x RN outputs per thread
 2. one GEMM body for forward, grad-input and grad-weight: each op is an operand description

@@ -1,4 +1,11 @@
-// pool.cu: the cupy backend's pooling kernels, forward and backward, all gathers. Checked against
+// pool.cu: the cupy backend's pooling kernels, forward and backward, all gathers.
+// reference: gpuconv.backends.reference.max_pool2d, reference.avg_pool2d, reference.lp_pool2d,
+//            reference.adaptive_avg_pool2d, reference.adaptive_max_pool2d and their backwards
+//            (reference.max_pool2d_backward, reference.avg_pool2d_backward, ...):
+//   max     y[n,c,i,j] = max_{r,s} x[n, c, i*sh + r*dh - ph, j*sw + s*dw - pw] (taps inside x)
+//   avg     y[n,c,i,j] = sum_{r,s} x[n, c, i*sh + r - ph, j*sw + s - pw] / divisor[i,j]
+//   Lp      y = (kh*kw * avg(x^p))^(1/p);  adaptive: rows [floor(i*H/Ho), ceil((i+1)*H/Ho))
+// Checked against
 // numpy_backend's max_pool2d, avg_pool2d, adaptive_avg_pool2d, adaptive_max_pool2d, lp_pool2d
 // and their backwards (tests/test_cupy_host.py on the CPU, tests/test_golden.py on a GPU).
 //
@@ -136,7 +143,7 @@ __global__ void __launch_bounds__(256) avg_pool2d(const PoolParams p) {
             sum += p.op == OP_AVG ? v : power(v, norm);
         }
     T out = sum / (T)win.divisor;
-    if (p.op != OP_AVG) {  // numpy_backend.lp_pool_from_avg: total = average of x^p * window
+    if (p.op != OP_AVG) {  // reference.lp_pool2d: total = window * average of x^p
         const T total = out * (T)(p.kh * p.kw);
         if (p.op == OP_LP) {
             out = power(total, (T)(1.0 / p.norm));
@@ -186,7 +193,7 @@ __global__ void __launch_bounds__(256) pool2d_backward(const PoolParams p) {
     const Nchw e = nchw(i, p.c, (int)p.h, (int)p.w);
     // bounds
     if (i >= p.n * p.c * p.h * p.w) return;
-    // body: the windows holding (h, w), in increasing output order (as numpy's bincount)
+    // body: the windows holding (h, w), in increasing output order (as np.add.at adds them)
     int h_lo, h_hi, w_lo, w_hi;
     members(p, true, e.r, h_lo, h_hi);
     members(p, false, e.col, w_lo, w_hi);

@@ -2,6 +2,12 @@
 and checked against the NumPy backend (``gpuconv/backends/numpy_backend.py``) through the
 PyTorch goldens and tests/test_numba_random.py.
 
+reference: gpuconv.backends.reference.max_pool2d, reference.avg_pool2d, reference.lp_pool2d,
+reference.adaptive_avg_pool2d, reference.adaptive_max_pool2d and their backwards:
+    max  y[n,c,i,j] = max_{r,s} x[n, c, i*sh + r*dh - ph, j*sw + s*dw - pw] (taps inside x)
+    avg  y[n,c,i,j] = sum_{r,s} x[n, c, i*sh + r - ph, j*sw + s - pw] / divisor[i,j]
+    Lp   y = (kh*kw * avg(x^p))^(1/p); adaptive windows: rows [floor(i*H/Ho), ceil((i+1)*H/Ho))
+
 Versions:
 1. one thread per output (forward) or per input element (backward), grid-stride in int64
 2. one window description for strided and adaptive windows (``window``, ``containing``)
@@ -130,8 +136,8 @@ def kernels(dtype: np.dtype, threads: int):
     @cuda.jit
     def max_pool(x, y, indices, geom):
         """y (N, C, HO, WO) = max over each window of x (N, C, H, W); indices (if wanted) the
-        flat h*W + w of the first maximum, or of the last NaN (numpy backend's
-        ``_max_over_taps``). Windows start inside the input only at a ceil_mode or padded
+        flat h*W + w of the first maximum, or of the last NaN (``reference._argmax``'s
+        rule). Windows start inside the input only at a ceil_mode or padded
         edge; functional rejects windows that hold no input position."""
         start, stride = grid_start()
         for e in range(start, y.size, stride):
@@ -241,7 +247,7 @@ def kernels(dtype: np.dtype, threads: int):
     @cuda.jit
     def max_pool_backward(grad_out, indices, first, last, grad_x, geom):
         """grad_x (N, C, H, W): each element sums, in output order, the grad_out of the outputs
-        among its candidates whose index names it (numpy backend's bincount)."""
+        among its candidates whose index names it (as np.add.at adds them)."""
         start, stride = grid_start()
         for e in range(start, grad_x.size, stride):
             n, c, h, w = split4(e, geom[C], geom[H], geom[W])

@@ -270,13 +270,6 @@ def grid_cases() -> list[dict]:
 
 
 # --------------------------------------------------------------------------- the slides' examples
-def _nan_like(shape, values: dict) -> np.ndarray:
-    out = np.full(shape, NAN)
-    for index, value in values.items():
-        out[index] = value
-    return out
-
-
 def slide_two_channel() -> list[dict]:
     """(a) the 2x4x4 image, 2x2x2x2 weights, bias (0.1, 0.2) -> 2x3x3 (valid correlation)."""
     ex = examples.two_channel_example()

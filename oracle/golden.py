@@ -30,7 +30,6 @@ GOLDEN_DIR = Path(__file__).resolve().parent / "goldens"
 REGENERATE_HINT = "regenerate the golden files with `python -m oracle generate` (needs torch)"
 
 INPUT_NAMES = ("input", "weight", "bias", "grad_out")
-EXPECTED_NAMES = ("output", "indices", "grad_input", "grad_weight", "grad_bias")
 PRINTED_PREFIX = "printed_"
 REQUIRED_META = ("format_version", "torch_version", "seed", "op", "params", "dtype", "note")
 

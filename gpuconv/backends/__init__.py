@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# What every backend module provides (signatures in numpy_backend.py), besides
+# What every backend module provides (signatures and maths in reference.py), besides
 # PRECISIONS, the conv arithmetic it offers ("ieee", and "tf32" on tensor cores).
 KERNELS = (
     "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
@@ -75,8 +75,8 @@ def unavailable_reason(name: str) -> str | None:
         return reason
     try:
         importlib.import_module(f"gpuconv.backends.{name}_backend")
-    except ImportError:
-        return f"the {name} kernels are not part of gpuconv {_version()} yet"
+    except ImportError as exc:  # a dependency of the backend module is missing or broken
+        return f"gpuconv.backends.{name}_backend cannot be imported ({exc})"
     return None
 
 
@@ -100,11 +100,6 @@ def backend_for_array(array) -> str:
         if lib == library:
             return name
     raise TypeError(f"expected a numpy, cupy or numba device array, got {type(array).__name__}")
-
-
-def _version() -> str:
-    from gpuconv import __version__
-    return __version__
 
 
 _LOADED: dict[str, ModuleType] = {}

@@ -8,7 +8,7 @@ the golden suite (tests/test_golden.py).
 
 What runs where is planned in pure Python (``gpu_plan``): this module only allocates the
 outputs and workspaces a plan names, packs each launch's parameter struct and launches it.
-Tile choice follows ``gpu_plan.choose_tile`` unless autotuning is on (``set_autotune(True)``
+Tile choice follows ``gpu_plan.choose_gemm`` unless autotuning is on (``set_autotune(True)``
 or ``GPUCONV_AUTOTUNE=1``, see ``autotune``).
 """
 

@@ -1,6 +1,8 @@
 """NumPy CPU backend: every 2-D kernel of ``gpuconv.backends.KERNELS``.
 
 Checked against the PyTorch goldens in ``oracle/goldens`` (tests/test_golden.py).
+reference: gpuconv.backends.reference (each kernel here equals the function of the same name
+there, e.g. reference.conv2d; this module is the fast CPU engine, that one the plain maths).
 
 The convolution family stands on one windowing primitive, ``_windows``: a
 zero-copy ``as_strided`` view ``(N, C, kH, kW, H_out, W_out)`` of a padded

@@ -3,7 +3,7 @@ obviously right. Every kernel in kernels/ and every fast path of ``numpy_backend
 function here that it must equal; tests/test_golden.py runs this module against the PyTorch
 goldens as its own column ("reference").
 
-Everything stands on one windowing primitive (tinygrad's ``_pool``): ``windows`` is a strided
+Everything stands on one windowing primitive (tinygrad's Tensor._pool): ``windows`` is a strided
 view of a padded input, one axis per kernel tap,
 
     windows(xp)[n, c, i, j, oh, ow] = xp[n, c, oh*sH + i*dH, ow*sW + j*dW]
