@@ -497,6 +497,16 @@ def test_unavailable_backend_says_why(op, backend):
     assert not _backend_frames(info.value), "raised inside a backend"
 
 
+def test_backend_frames_are_found():
+    """The raised-inside-a-backend check sees a frame of any backend module."""
+    from gpuconv.backends import reference
+    from gpuconv.shapes import ConvSpec
+    with pytest.raises(ValueError) as info:  # an unchecked 3-channel weight on a 2-channel input
+        reference.conv2d(np.ones((1, 2, 4, 4)), np.ones((1, 3, 2, 2)), None,
+                         ConvSpec.make(2, (2, 2)))
+    assert [os.path.basename(f) for f in _backend_frames(info.value)] == ["reference.py"]
+
+
 def test_backend_unavailable_error_is_exported():
     assert gpuconv.BackendUnavailableError is BackendUnavailableError
     assert issubclass(BackendUnavailableError, RuntimeError)
