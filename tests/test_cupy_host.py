@@ -315,10 +315,24 @@ def test_lp_pool(host, p, kw, dtype):
                  9, dtype, "lp_pool2d_backward")
 
 
-def test_every_kernel_was_emulated():
-    """Runs last: the tests above launched every kernel the runtime can launch."""
-    if not LAUNCHED:
-        pytest.skip("run with the rest of this module")
+def _cases(test) -> int:
+    """How many cases a test function's parametrize marks make."""
+    marks = [m for m in getattr(test, "pytestmark", []) if m.name == "parametrize"]
+    return math.prod(len(m.args[1]) for m in marks)
+
+
+@pytest.mark.last
+def test_every_kernel_was_emulated(request):
+    """After every other test (the ``last`` marker of tests/conftest.py, in any order): this
+    module's tests launched every kernel the runtime can launch. A run that left some of those
+    tests out (-k, node ids) cannot tell: it says which."""
+    this = request.module
+    selected = [item.function for item in request.session.items if item.module is this]
+    launching = [f for name, f in vars(this).items() if name.startswith("test_")
+                 and "host" in f.__code__.co_varnames[:f.__code__.co_argcount]]
+    left_out = [f.__name__ for f in launching if selected.count(f) < _cases(f)]
+    if left_out:
+        pytest.skip(f"every kernel runs only with all of this module's tests; left out: {left_out}")
     assert sorted(set(gpu_plan.kernel_names()) - LAUNCHED) == []
 
 
