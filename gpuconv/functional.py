@@ -145,32 +145,21 @@ def _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, paddin
         if weight.shape[0] != channels:
             raise ValueError(f"weight.shape[0] must equal the input's channels {channels} for a "
                              f"transposed convolution, got weight shape {tuple(weight.shape)}")
-        if channels % groups:
-            raise ValueError(f"input channels {channels} must be divisible by groups={groups}")
+        spec.check_groups(channels, out_channels)
     else:
         out_channels = weight.shape[0]
         if weight.shape[1] * groups != channels:
             raise ValueError(f"input channels {channels} must equal weight.shape[1] * groups = "
                              f"{weight.shape[1]} * {groups}")
-        if out_channels % groups:
-            raise ValueError(f"weight.shape[0] = {out_channels} output channels must be divisible "
-                             f"by groups={groups}")
+        spec.check_groups(channels, out_channels, "weight.shape[0] output channels")
     if bias is not None:
         check_shape(bias, "bias", (out_channels,), "one value per output channel")
     spatial = tuple(x.shape[2:])
     if transposed:
-        out_spatial = spec.transpose_output_shape(spatial, kernel)
-        if any(n <= 0 for n in out_spatial):
-            raise ValueError(f"transposed convolution output size {out_spatial} must be positive: "
-                             f"padding {spec.padding} is too large for input {spatial}")
+        out_spatial = spec.checked_transpose_output_shape(spatial, kernel)
     else:
         _check_padding_mode(spec, spatial)
-        out_spatial = spec.output_shape(spatial, kernel)
-        if any(n <= 0 for n in out_spatial):
-            dilated = tuple(d * (k - 1) + 1 for k, d in zip(kernel, spec.dilation))
-            padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, spec.padding))
-            raise ValueError(f"kernel size {dilated} (after dilation) is larger than the padded "
-                             f"input {padded}")
+        out_spatial = spec.checked_output_shape(spatial, kernel)
     padded = spatial if transposed else tuple(n + lo + hi for n, (lo, hi) in
                                               zip(spatial, spec.padding))
     grows = any(o > n for o, n in zip(out_spatial, spatial))
@@ -377,11 +366,7 @@ def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode):
     check_positive_dims(x, "input", "C" + layout[2:], layout)
     spec = PoolSpec.make(ndim, kernel_size, stride, padding, dilation, ceil_mode)
     spatial = tuple(x.shape[2:])
-    out_spatial = spec.output_shape(spatial)
-    if any(n <= 0 for n in out_spatial):
-        dilated = tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel_size, spec.dilation))
-        raise ValueError(f"pooling window {dilated} (after dilation) is larger than the padded "
-                         f"input {tuple(n + 2 * p for n, p in zip(spatial, spec.padding))}")
+    out_spatial = spec.checked_output_shape(spatial)
     _check_sizes(x, tuple(x.shape[:2]) + tuple(out_spatial),
                  tuple(n + 2 * p for n, p in zip(spatial, spec.padding)),
                  "padding" if any(o > n for o, n in zip(out_spatial, spatial)) else "input")

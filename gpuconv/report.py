@@ -151,20 +151,14 @@ def conv_shape(input_shape: Sequence[int], kernel_size: Sequence[int], out_chann
     spec = ConvSpec.make(ndim, kernel, _per_axis(tuple(stride), ndim, "stride"),
                          pad if isinstance(pad, str) else tuple(pad),
                          _per_axis(tuple(dilation), ndim, "dilation"), groups)
-    if channels % spec.groups or out_channels % spec.groups:
-        raise ValueError(f"input channels {channels} and out_channels {out_channels} must both "
-                         f"be divisible by groups={spec.groups}")
+    spec.check_groups(channels, out_channels)
+    spec.checked_output_shape(spatial, kernel)
     axes, out = [], []
     for name, n, k, s, (lo, hi), d in zip(AXIS_NAMES[ndim], spatial, kernel, spec.stride,
                                          spec.padding, spec.dilation):
         size = conv_output_size(n, k, s, (lo, hi), d)
         axes.append(f"{name}: floor(({n} + {lo} + {hi} - {d}*({k}-1) - 1) / {s}) + 1 = {size}")
         out.append(size)
-    if any(n <= 0 for n in out):
-        dilated = tuple(d * (k - 1) + 1 for k, d in zip(kernel, spec.dilation))
-        padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, spec.padding))
-        raise ValueError(f"kernel size {dilated} (after dilation) is larger than the padded "
-                         f"input {padded}")
     notes = (f"groups={spec.groups}: each output channel sees {channels // spec.groups} input "
              f"channels",) if spec.groups > 1 else ()
     params = _params(kernel=kernel, out_channels=out_channels, stride=spec.stride,
@@ -189,18 +183,14 @@ def conv_transpose_shape(input_shape: Sequence[int], kernel_size: Sequence[int],
                          _per_axis(tuple(dilation), ndim, "dilation"), groups,
                          output_padding=_per_axis(tuple(output_padding), ndim, "output_padding"),
                          transposed=True)
-    if channels % spec.groups or out_channels % spec.groups:
-        raise ValueError(f"input channels {channels} and out_channels {out_channels} must both "
-                         f"be divisible by groups={spec.groups}")
+    spec.check_groups(channels, out_channels)
+    spec.checked_transpose_output_shape(spatial, kernel)
     axes, out = [], []
     for name, n, k, s, (lo, hi), d, op in zip(AXIS_NAMES[ndim], spatial, kernel, spec.stride,
                                              spec.padding, spec.dilation, spec.output_padding):
         size = conv_transpose_output_size(n, k, s, (lo, hi), d, op)
         axes.append(f"{name}: ({n} - 1)*{s} - ({lo} + {hi}) + {d}*({k}-1) + {op} + 1 = {size}")
         out.append(size)
-    if any(n <= 0 for n in out):
-        raise ValueError(f"transposed convolution output size {tuple(out)} must be positive: "
-                         f"padding {spec.padding} is too large for input {spatial}")
     params = _params(kernel=kernel, out_channels=out_channels, stride=spec.stride,
                      padding=_pad_text(spec.padding), output_padding=spec.output_padding,
                      dilation=spec.dilation, groups=spec.groups)
@@ -222,6 +212,7 @@ def pool_shape(input_shape: Sequence[int], kernel_size: Sequence[int],
                          None if stride is None else _per_axis(tuple(stride), ndim, "stride"),
                          _per_axis(tuple(padding), ndim, "padding"),
                          _per_axis(tuple(dilation), ndim, "dilation"), ceil_mode)
+    spec.checked_output_shape(spatial)
     rounding = "ceil" if spec.ceil_mode else "floor"
     axes, out, notes = [], [], []
     for name, n, k, s, p, d in zip(AXIS_NAMES[ndim], spatial, spec.kernel_size, spec.stride,
@@ -237,10 +228,6 @@ def pool_shape(input_shape: Sequence[int], kernel_size: Sequence[int],
         out.append(size)
     if spec.ceil_mode:
         notes.append(POOL_CEIL_NOTE)
-    if any(n <= 0 for n in out):
-        dilated = tuple(d * (k - 1) + 1 for k, d in zip(spec.kernel_size, spec.dilation))
-        raise ValueError(f"pooling window {dilated} (after dilation) is larger than the padded "
-                         f"input {tuple(n + 2 * p for n, p in zip(spatial, spec.padding))}")
     params = _params(kernel=spec.kernel_size, stride=spec.stride, padding=spec.padding,
                      dilation=spec.dilation, ceil_mode=spec.ceil_mode)
     return ShapeReport(f"pool{ndim}d (max or avg)", (channels,) + spatial,

@@ -255,6 +255,32 @@ class ConvSpec:
                      zip(spatial, kernel, self.stride, self.padding, self.dilation,
                          self.output_padding))
 
+    def check_groups(self, in_channels: int, out_channels: int,
+                     out_name: str = "out_channels") -> None:
+        """Groups must divide both channel counts: group g maps C/G inputs to O/G outputs."""
+        if in_channels % self.groups or out_channels % self.groups:
+            raise ValueError(f"input channels {in_channels} and {out_name} {out_channels} must "
+                             f"both be divisible by groups={self.groups}")
+
+    def checked_output_shape(self, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
+        """``output_shape``, which must be positive: the dilated kernel fits the padded input."""
+        out = self.output_shape(spatial, kernel)
+        if any(n <= 0 for n in out):
+            dilated = tuple(d * (k - 1) + 1 for k, d in zip(kernel, self.dilation))
+            padded = tuple(n + lo + hi for n, (lo, hi) in zip(spatial, self.padding))
+            raise ValueError(f"kernel size {dilated} (after dilation) does not fit: it is larger "
+                             f"than the padded input {padded}")
+        return out
+
+    def checked_transpose_output_shape(self, spatial: Sequence[int],
+                                       kernel: Sequence[int]) -> tuple[int, ...]:
+        """``transpose_output_shape``, which must be positive: the padding leaves an output."""
+        out = self.transpose_output_shape(spatial, kernel)
+        if any(n <= 0 for n in out):
+            raise ValueError(f"transposed convolution output size {out} must be positive: "
+                             f"padding {self.padding} is too large for input {tuple(spatial)}")
+        return out
+
     def with_leading_unit_axis(self) -> "ConvSpec":
         """The 2-D spec that runs a 1-D op as an op over a height-1 image."""
         return ConvSpec((1,) + self.stride, ((0, 0),) + self.padding, (1,) + self.dilation,
@@ -307,6 +333,16 @@ class PoolSpec:
     def output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
         return tuple(pool_output_size(n, k, s, p, d, self.ceil_mode) for n, k, s, p, d in
                      zip(spatial, self.kernel_size, self.stride, self.padding, self.dilation))
+
+    def checked_output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
+        """``output_shape``, which must be positive: the dilated window fits the padded input."""
+        out = self.output_shape(spatial)
+        if any(n <= 0 for n in out):
+            dilated = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
+            padded = tuple(n + 2 * p for n, p in zip(spatial, self.padding))
+            raise ValueError(f"pooling window {dilated} (after dilation) does not fit: it is "
+                             f"larger than the padded input {padded}")
+        return out
 
     def with_leading_unit_axis(self) -> "PoolSpec":
         return PoolSpec((1,) + self.kernel_size, (1,) + self.stride, (0,) + self.padding,

@@ -8,7 +8,7 @@ reference.conv2d_grad_weight, reference.conv2d_grad_bias:
     dx[n,c,h,w] = sum of w[o,c,r,s] * dy[n,o,i,j] over h = i*sh + r*dh - pt, w = j*sw + s*dw - pl
     dw[o,c,r,s] = sum_{n,i,j} dy[n,o,i,j] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl]
 
-Versions:
+How the kernels work (design points, not alternative versions):
 1. tiled implicit GEMM: shared-memory tiles of both operands, RM x RN outputs per thread
 2. one GEMM body for forward, grad-input and grad-weight: each op is an operand description
 3. grad-input by stride phase: a block reads only the kernel taps that reach its phase

@@ -9,13 +9,13 @@
 // numpy_backend's max_pool2d, avg_pool2d, adaptive_avg_pool2d, adaptive_max_pool2d, lp_pool2d
 // and their backwards (tests/test_cupy_host.py on the CPU, tests/test_golden.py on a GPU).
 //
-// Versions:
+// Kernels (each the only one for its op; none is chosen among alternatives):
 //   1. max_pool2d<T>: one output per thread over its window (sliding with dilation, or
 //      adaptive); the first maximum wins, a NaN wins and the last NaN wins; indices optional.
 //   2. avg_pool2d<T>: one output per thread: the average, Lp pooling, or the Lp gradient's
 //      per-window scale (the average's divisor rules of PyTorch).
 //   3. pool2d_backward<T>: one input element per thread, gathering from the windows that hold
-//      it (average / Lp: closed-form ranges; max: ranges from version 4's tables).
+//      it (average / Lp: closed-form ranges; max: ranges from the tables of 4.).
 //   4. max_index_bounds, max_index_members: max backward gets only the indices, so the rows and
 //      columns of windows that can point at an input row / column are read off the indices.
 #include "common.cuh"
@@ -174,7 +174,7 @@ __device__ __forceinline__ void adaptive_members(int i, int n, int out, int& lo,
 
 __device__ __forceinline__ void members(const PoolParams& p, bool rows, int i, int& lo, int& hi) {
     const int n = (int)(rows ? p.h : p.w), out = (int)(rows ? p.out_h : p.out_w);
-    if (p.op == BWD_MAX) {  // version 4's table
+    if (p.op == BWD_MAX) {  // max_index_bounds / max_index_members tables
         const i64* t = (const i64*)p.aux + 2 * (p.out_h + p.out_w + (rows ? 0 : p.h) + i);
         lo = (int)t[0];
         hi = (int)t[1];

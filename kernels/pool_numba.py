@@ -8,7 +8,7 @@ reference.adaptive_avg_pool2d, reference.adaptive_max_pool2d and their backwards
     avg  y[n,c,i,j] = sum_{r,s} x[n, c, i*sh + r - ph, j*sw + s - pw] / divisor[i,j]
     Lp   y = (kh*kw * avg(x^p))^(1/p); adaptive windows: rows [floor(i*H/Ho), ceil((i+1)*H/Ho))
 
-Versions:
+How the kernels work (design points, not alternative versions):
 1. one thread per output (forward) or per input element (backward), grid-stride in int64
 2. one window description for strided and adaptive windows (``window``, ``containing``)
 3. backward as a gather: an input element visits the windows that can hold it

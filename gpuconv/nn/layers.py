@@ -104,10 +104,12 @@ def _check_rank(layer: Layer, input_shape: Shape, rank: int, what: str) -> None:
                          f"{input_shape}" + (" (add a Flatten before it)" if rank == 1 else ""))
 
 
-def _check_groups(layer: Layer, channels: int) -> None:
-    if channels % layer.groups or layer.filters % layer.groups:
-        raise ValueError(f"{layer.name}: input channels {channels} and filters {layer.filters} "
-                         f"must both be divisible by groups={layer.groups}")
+def _named(layer: Layer, check, *args):
+    """``check(*args)`` (a ConvSpec / PoolSpec rule), its error prefixed with the layer's name."""
+    try:
+        return check(*args)
+    except ValueError as exc:
+        raise ValueError(f"{layer.name}: {exc}") from None
 
 
 def _positive_int(value, name: str) -> int:
@@ -185,16 +187,13 @@ class Conv2D(_Linear):
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
-        _check_groups(self, input_shape[0])
+        _named(self, self.spec.check_groups, input_shape[0], self.filters, "filters")
         if self.padding == "same":
             self.spec = ConvSpec.make(2, self.kernel_size, self.strides,
                                       _same_pairs(input_shape[1:], self.kernel_size,
                                                   self.strides, self.dilation_rate),
                                       self.dilation_rate, self.groups)
-        out_hw = self.spec.output_shape(input_shape[1:], self.kernel_size)
-        if min(out_hw) <= 0:
-            raise ValueError(f"{self.name}: kernel {self.kernel_size} does not fit the input "
-                             f"{input_shape[1:]} (output would be {out_hw})")
+        out_hw = _named(self, self.spec.checked_output_shape, input_shape[1:], self.kernel_size)
         return (self.filters,) + out_hw
 
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
@@ -269,11 +268,9 @@ class Conv2DTranspose(_Linear):
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
-        _check_groups(self, input_shape[0])
-        out_hw = self.spec.transpose_output_shape(input_shape[1:], self.kernel_size)
-        if min(out_hw) <= 0:
-            raise ValueError(f"{self.name}: padding {self.padding} leaves no output for input "
-                             f"{input_shape[1:]}")
+        _named(self, self.spec.check_groups, input_shape[0], self.filters, "filters")
+        out_hw = _named(self, self.spec.checked_transpose_output_shape, input_shape[1:],
+                        self.kernel_size)
         return (self.filters,) + out_hw
 
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
@@ -331,10 +328,7 @@ class _Pool2D(Layer):
         if self.padding == "same":
             self.spec = PoolSpec.keras_same(self.spec.kernel_size, self.spec.stride,
                                             input_shape[1:])
-        out_hw = self.spec.output_shape(input_shape[1:])
-        if min(out_hw) <= 0:
-            raise ValueError(f"{self.name}: pool {self.spec.kernel_size} does not fit the input "
-                             f"{input_shape[1:]}")
+        out_hw = _named(self, self.spec.checked_output_shape, input_shape[1:])
         return input_shape[:1] + out_hw
 
     def _pool_args(self) -> dict:
