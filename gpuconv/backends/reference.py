@@ -81,24 +81,19 @@ def pad_adjoint(grad_padded: np.ndarray, padding, mode: str, in_hw) -> np.ndarra
 
 
 # --------------------------------------------------------------------------- convolution
-def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
-    """Split axis 1 into (groups, per group)."""
-    return a.reshape(a.shape[:1] + (groups, a.shape[1] // groups) + a.shape[2:])
-
-
-def _weight_groups(weight: np.ndarray, groups: int) -> np.ndarray:
-    """(O, C/G, kH, kW) as (G, O/G, C/G, kH, kW)."""
-    return weight.reshape((groups, -1) + weight.shape[1:])
+def _grouped(a: np.ndarray, groups: int, axis: int = 1) -> np.ndarray:
+    """Split ``axis`` (channels; a weight's axis 0) into (groups, per group)."""
+    return a.reshape(a.shape[:axis] + (groups, -1) + a.shape[axis + 1:])
 
 
 def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee") -> np.ndarray:
-    """y[n, g*O/G + o, oh, ow] = b[o] + sum over c < C/G, i, j of
+    """y[n, g*O/G + o, oh, ow] = b[g*O/G + o] + sum over c < C/G, i, j of
     W[g*O/G + o, c, i, j] * xp[n, g*C/G + c, oh*sH + i*dH - pT, ow*sW + j*dW - pL]."""
     out_hw = spec.output_shape(x.shape[2:], weight.shape[2:])
     win = windows(pad(x, spec.padding, spec.padding_mode), weight.shape[2:], spec.stride,
                   spec.dilation, out_hw)
     y = np.einsum("ngcijhw,gocij->ngohw", _grouped(win, spec.groups),
-                  _weight_groups(weight, spec.groups))
+                  _grouped(weight, spec.groups, 0))
     y = y.reshape((x.shape[0], weight.shape[0]) + out_hw)
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
@@ -125,7 +120,7 @@ def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
     dwin[n, c, i, j, oh, ow]. Also ``conv_transpose2d``'s forward (plus its bias (C,)); rows that
     grad_out lacks (``output_padding``) get no gradient."""
     dwin = np.einsum("ngohw,gocij->ngcijhw", _grouped(grad_out, spec.groups),
-                     _weight_groups(weight, spec.groups))
+                     _grouped(weight, spec.groups, 0))
     dwin = dwin.reshape((grad_out.shape[0], -1) + dwin.shape[3:])
     padded_hw = [size + sum(p) for size, p in zip(input_hw, spec.padding)]
     dx = pad_adjoint(fold(dwin, padded_hw, spec.stride, spec.dilation), spec.padding,
