@@ -1,98 +1,98 @@
-"""Numba CUDA kernels of the convolution family, launched by ``gpuconv.backends.numba_backend``
-and checked against the NumPy backend (``gpuconv/backends/numpy_backend.py``) through the
-PyTorch goldens and tests/test_numba_random.py.
+"""Numba CUDA kernels of the convolution family: the twins of kernels/conv.cu (same names, same
+ConvParams fields, same sums), launched by ``gpuconv.backends.numba_backend`` from the plans of
+``gpu_plan`` (``numba_conv_*_plan``).
 
 reference: gpuconv.backends.reference.conv2d, reference.conv2d_grad_input,
 reference.conv2d_grad_weight, reference.conv2d_grad_bias:
-    y[n,o,i,j]  = b[o] + sum_{c,r,s} w[o,c,r,s] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl]
+    y[n,o,i,j]  = sum_{c,r,s} w[o,c,r,s] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl] + b[o]
     dx[n,c,h,w] = sum of w[o,c,r,s] * dy[n,o,i,j] over h = i*sh + r*dh - pt, w = j*sw + s*dw - pl
     dw[o,c,r,s] = sum_{n,i,j} dy[n,o,i,j] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl]
+    db[o]       = sum_{n,i,j} dy[n,o,i,j]
 
-How the kernels work (design points, not alternative versions):
-1. tiled implicit GEMM: shared-memory tiles of both operands, RM x RN outputs per thread
-2. one GEMM body for forward, grad-input and grad-weight: each op is an operand description
-3. grad-input by stride phase: a block reads only the kernel taps that reach its phase
-4. grad-weight split over the batch-and-pixel reduction, partial sums added in a fixed order
-5. padding modes by source index: the forward reads through it, grad-input folds back (gather)
+Kernels:
+- conv_gemm: implicit GEMM on CUDA cores (forward; grad-input by stride phase; grad-weight
+  over a split of the batch-and-pixel reduction), loader after CUTLASS's "optimized"
+  iterators: positions decoded once per block, advanced per k-tile by a precomputed delta
+- conv_splitk_reduce: grad-weight's second pass, partials summed in split order
+- conv_grad_bias: a block per channel, per-thread strided sums, then a fixed tree
+- conv_pad_adjoint: grad-input under reflect / replicate / circular padding, a gather
 
-Every kernel is a gather or a fixed-order sum (no atomics): results repeat bit for bit.
-Kernels are made by factories per dtype (constants keep that dtype: float32 stays float32)
-and tile; ``@cuda.jit`` is lazy, so each compiles once per signature at its first launch.
-Indices are int64: a tensor may hold more than 2^31 elements.
+Every kernel takes ``ConvParams`` (kernels/common.cuh) as its arguments: the pointer fields
+(a, b, bias, out) as flat device arrays, then one int64 tuple of the scalar fields in the
+struct's order (``gpu_plan.scalar_slots(CONV_FIELDS)``). A null pointer is an empty array.
+Kernels are gathers or fixed-order sums (no atomics): results repeat bit for bit, and the
+sums run in the CUDA twins' order (bias added last, the same grad-bias tree).
+Kernels come from factories per dtype (constants keep it: float32 stays float32), tile and
+index width; ``@cuda.jit`` is lazy, so each compiles once, at its first launch.
 """
 
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
-# Fields of the int64 geometry tuple every conv kernel takes (``geometry`` builds it).
-(N, C, H, W, O, HO, WO, KH, KW, SH, SW, PT, PL, DH, DW, GROUPS, MODE, HAS_BIAS,
- TH, TW, OFF_H, OFF_W, CHUNK, NSPLIT) = range(24)
-GEOMETRY_FIELDS = 24
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  # MODE codes 0..3
-ZEROS, REFLECT, REPLICATE, CIRCULAR = range(4)
+from gpuconv.backends import gpu_plan as plan
 
-
-def geometry(x_shape, o, out_hw, kernel_hw, spec, *, has_bias=False, target_hw=None,
-             offset_hw=(0, 0), chunk=0, nsplit=1) -> tuple[int, ...]:
-    """The geometry tuple of a conv of input ``x_shape`` (N, C, H, W) into ``o`` channels of
-    ``out_hw``; grad-input also names its target (the input, or the padded input) and
-    where the target starts in padded coordinates, grad-weight its reduction split."""
-    n, c, h, w = x_shape
-    (pt, _), (pl, _) = spec.padding
-    target_hw = target_hw or (h, w)
-    return (n, c, h, w, o, *out_hw, *kernel_hw, *spec.stride, pt, pl, *spec.dilation,
-            spec.groups, PADDING_MODES.index(spec.padding_mode), int(has_bias),
-            *target_hw, *offset_hw, chunk, nsplit)
+_SLOT = plan.scalar_slots(plan.CONV_FIELDS)
+A_STRIDE, B_STRIDE = _SLOT["a_stride"], _SLOT["b_stride"]
+(BATCH, B_H, B_W, OUT_C, OUT_H, OUT_W, GROUPS, M, KC, KH, KW, SH, SW, DH, DW, PT, PL, Q_H, Q_W,
+ LO_H, LO_W, LEN_H, LEN_W, MODE, TRANSPOSED, SPLITS, TILES_PER_SPLIT) = (
+    _SLOT[name] for name in ("batch", "b_h", "b_w", "out_c", "out_h", "out_w", "groups", "m",
+                             "kc", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "q_h", "q_w",
+                             "lo_h", "lo_w", "len_h", "len_w", "mode", "transposed", "splits",
+                             "tiles_per_split"))
+ZEROS, REFLECT, REPLICATE, CIRCULAR = (plan.PAD_MODES[m] for m in
+                                       ("zeros", "reflect", "replicate", "circular"))
+I32 = np.int32  # spatial positions and reduction digits
+EPILOGUE_FIELDS = 12  # conv_gemm's block constants kept in shared memory for the epilogue
+U32 = np.uint32  # shared-memory indices (unsigned: no negative-index wraparound)
 
 
 # --------------------------------------------------------------------------- shared device code
 @cuda.jit(device=True)
-def source_index(pos, size, mode):
-    """The input position a padded position ``pos`` (relative to the input) copies, or -1 for
-    a zero (numpy backend's ``_source_index``)."""
-    if 0 <= pos < size:
-        return pos
+def source_index(i, n, mode):
+    """The input position that padded coordinate ``i`` copies, or -1 for a zero (common.cuh's
+    source_index: functional checks the padding, so one reflection or wrap suffices)."""
+    if i >= 0 and i < n:
+        return I32(i)
     if mode == ZEROS:
-        return -1
+        return I32(-1)
     if mode == REPLICATE:
-        return 0 if pos < 0 else size - 1
+        return I32(0) if i < 0 else I32(n - 1)
     if mode == CIRCULAR:
-        return pos % size
-    if size == 1:  # reflect of a single element
-        return 0
-    period = 2 * (size - 1)
-    i = pos % period
-    return period - i if i >= size else i
+        return I32(i + n) if i < 0 else I32(i - n)
+    return I32(-i) if i < 0 else I32(2 * (n - 1) - i)  # reflect
 
 
 @cuda.jit(device=True)
-def copy_position(a, i, size, before, mode):
-    """Candidate ``a`` of the padded positions that may copy input position ``i``: 0 is the
-    centre (i + before), then come the leading and the trailing padding. Returns the padded
-    position, or -1 when that candidate copies another position."""
-    if a == 0:
-        return i + before
-    pos = a - 1 if a <= before else size + a - 1
-    return pos if source_index(pos - before, size, mode) == i else -1
+def edge_slope(mode):
+    """The slope of source_index outside the input: reflect -1, circular 1, replicate 0 (a
+    constant), zeros 0 (with offsets -1: no source)."""
+    return I32(-1) if mode == REFLECT else (I32(1) if mode == CIRCULAR else I32(0))
 
 
 @cuda.jit(device=True)
-def phase_taps(phase, kernel, stride, dilation):
-    """(first, step, count) of the kernel taps k with k * dilation = phase (mod stride): the
-    taps that reach padded positions of that phase (numpy backend's ``_phase_taps``)."""
-    a, b = stride, dilation
-    while b:
-        a, b = b, a % b
-    step = stride // a
-    for k in range(min(kernel, step)):
-        if (k * dilation) % stride == phase:
-            return k, step, (kernel - 1 - k) // step + 1
-    return 0, step, 0
+def edge_offsets(mode, n):
+    """(below, above): the offsets of source_index's linear maps outside [0, n): reflect -i and
+    2(n-1) - i, replicate 0 and n-1, circular i + n and i - n, zeros -1 (no source)."""
+    if mode == REFLECT:
+        return I32(0), I32(2 * (n - 1))
+    if mode == CIRCULAR:
+        return I32(n), I32(-n)
+    if mode == REPLICATE:
+        return I32(0), I32(n - 1)
+    return I32(-1), I32(-1)
+
+
+@cuda.jit(device=True)
+def source_map(i, n, slope, below, above):
+    """source_index(i, n, mode) from the mode's slope and offsets, without branches: i inside
+    [0, n), else slope * i + (below or above); -1 for a zero."""
+    out_below, out_above = i < 0, i >= n
+    mapped = I32(slope * i + (below if out_below else above))
+    return mapped if out_below | out_above else i
 
 
 @cuda.jit(device=True)
@@ -112,296 +112,403 @@ def split4(i, d1, d2, d3):
     return i // d1, i % d1, c, d
 
 
-# --------------------------------------------------------------------------- tiled implicit GEMM
-def _gemm_kernel(op, dtype, tile):
-    """out[z][m, p] = sum over k in plan's range of A[z][m, k] * B[z][k, p], by ``op``'s device
-    functions: plan(geom, z) -> (M, P, k_begin, k_end, ...), column(geom, plan, p) -> the
-    decoded column (first field < 0 past P), load_a, load_b (gathers, zero outside) and
-    store (epilogue). Block (x, y, z) = (P tile, M tile, operand pair z); thread (tx, ty)
-    owns outputs (ty + u*BDY, tx + v*BDX), so warps read shared tiles without conflicts
-    and write consecutive pixels."""
-    tm, tn, tk, rm, rn = tile
-    bdx, bdy = tn // rn, tm // rm
-    threads = bdx * bdy
-    assert threads % tn == 0 and threads % tk == 0 and tk * tm % threads == 0, tile
-    a_loads, a_step = tk * tm // threads, threads // tk
-    b_loads, b_step = tk * tn // threads, threads // tn
-    zero = dtype.type(0)
-    plan, column, load_a, load_b, store = op.plan, op.column, op.load_a, op.load_b, op.store
+@cuda.jit(device=True)
+def forward_axis(count, k, s, d, pad):
+    """Forward and grad-weight: pixel q reads padded row q*s + t*d - pad for tap t (conv.cu's
+    Axis: count, taps, first, step, sq, st, off, so, ro)."""
+    return count, k, np.int64(0), np.int64(1), s, d, -pad, np.int64(1), np.int64(0)
 
-    def kernel(a, b, out, bias, geom):
-        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-        tid = ty * bdx + tx
-        m0 = cuda.blockIdx.y * tm
-        p0 = np.int64(cuda.blockIdx.x) * tn
-        pl = plan(geom, cuda.blockIdx.z)
-        sa = cuda.shared.array((tk, tm), dtype)  # A tile, k-major
-        sb = cuda.shared.array((tk, tn), dtype)  # B tile, k-major
-        acc = cuda.local.array((rm, rn), dtype)
-        frag = cuda.local.array(rn, dtype)
-        for u in range(rm):
-            for v in range(rn):
-                acc[u, v] = zero
-        # Each thread loads one fixed column of the B tile: decode it once.
-        col = column(geom, pl, p0 + tid % tn)
-        for k0 in range(pl[2], pl[3], tk):
-            k = k0 + tid % tk
-            for r in range(a_loads):
-                mm = tid // tk + r * a_step
-                value = zero
-                if m0 + mm < pl[0] and k < pl[3]:
-                    value = load_a(a, geom, pl, m0 + mm, k)
-                sa[tid % tk, mm] = value
-            for r in range(b_loads):
-                kk = tid // tn + r * b_step
-                value = zero
-                if col[0] >= 0 and k0 + kk < pl[3]:
-                    value = load_b(b, geom, pl, k0 + kk, col)
-                sb[kk, tid % tn] = value
+
+@cuda.jit(device=True)
+def phase_axis(r, k, s, d, lo, length):
+    """Grad-input, stride phase r: the padded rows r + s*u in [lo, lo + len). Tap i reaches them
+    iff i*d = r (mod s) (numpy_backend._phase_taps), and the grad_out row it reads steps by
+    -d/gcd(s, d) per tap: a stride-1 correlation (conv.cu's phase_axis)."""
+    g, b = s, d
+    while b:
+        g, b = b, g % b
+    step = s // g
+    first = np.int64(-1)
+    for i in range(min(k, s)):
+        if (i * d) % s == r:
+            first = np.int64(i)
+            break
+    taps = np.int64(0) if first < 0 else (k - first + step - 1) // step
+    first = max(first, np.int64(0))
+    u0 = (lo - r + s - 1) // s  # first u with r + s*u >= lo
+    count = max(np.int64(0), (lo + length - r + s - 1) // s - u0)
+    off = (r - first * d) // s + u0  # exact: first * d = r (mod s)
+    return count, taps, first, step, np.int64(1), -(d // g), off, s, r + s * u0 - lo
+
+
+@cuda.jit(device=True)
+def digits(k, r1, r2):
+    """Flat reduction index k -> (d0, d1, d2) with d1 < r1, d2 < r2."""
+    return I32(k // (r1 * r2)), I32(k // r2 % r1), I32(k % r2)
+
+
+@cuda.jit(device=True)
+def advance(d0, d1, d2, e0, e1, e2, r1, r2):
+    """(d0, d1, d2) + the delta (e0, e1, e2) (e1 < r1, e2 < r2): one carry per digit, no
+    division (CUTLASS's precomputed filter deltas)."""
+    d2 = I32(d2 + e2)
+    carry = d2 >= r2
+    if carry:
+        d2 = I32(d2 - r2)
+    d1 = I32(d1 + e1 + carry)
+    if d1 >= r1:
+        d1 = I32(d1 - r1)
+        d0 = I32(d0 + 1)
+    return I32(d0 + e0), d1, d2
+
+
+# --------------------------------------------------------------------------- 1. implicit GEMM
+def _inner_product(dtype: np.dtype, bk: int, tm: int, tn: int, lda: int, ldb: int):
+    """mac(sa, sb, at, bt, acc): acc[i*tn + j] += sa[at + k*lda + i] * sb[bt + k*ldb + j] for
+    k = 0 .. bk-1 in order. Numba has no unroll pragma and LLVM does not fully unroll the k
+    loop, yet it must be unrolled for acc to live in registers and the shared reads to take
+    constant offsets: ``mac`` is written out as bk calls of ``step`` (whose short loops LLVM
+    unrolls). ``at`` and ``bt`` are uint32, so their sums with the offsets are known
+    non-negative: no negative-index wraparound."""
+
+    @cuda.jit(device=True)
+    def step(sa, sb, at, bt, acc):
+        fa = cuda.local.array(tm, dtype)
+        fb = cuda.local.array(tn, dtype)
+        for i in range(tm):
+            fa[i] = sa[at + i]
+        for j in range(tn):
+            fb[j] = sb[bt + j]
+        for i in range(tm):
+            for j in range(tn):
+                acc[i * tn + j] = cuda.fma(fa[i], fb[j], acc[i * tn + j])
+
+    lines = ["def mac(sa, sb, at, bt, acc):"]
+    lines += [f"    step(sa, sb, at + {k * lda}, bt + {k * ldb}, acc)" for k in range(bk)]
+    namespace = {"step": step}
+    exec("\n".join(lines), namespace)  # noqa: S102 (generated from the integers above)
+    return cuda.jit(device=True)(namespace["mac"])
+
+
+def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
+    """out[m, col] = sum over the reduction of A[m, k] * B[k, col] (conv.cu's conv_gemm):
+    forward: rows O/G, columns N*Ho*Wo, reduction taps (C/G, kH, kW); grad-input (transposed):
+    the same per stride phase, reduction (O/G, phase taps); grad-weight (``wgrad``): columns
+    taps, reduction pixels (N, Ho, Wo) in this split's range. Block (x: BN columns, y: BM rows,
+    z: slice), BM x BN outputs; thread: TM x TN of them. BK-deep tiles of A (k-major) and B
+    go through two shared stages; the next tile is read into registers while this one is
+    multiplied. ``wide``: int64 offsets (a tensor past 2^31 elements), else uint32."""
+    bm, bn, bk, tm, tn, threads = tile.bm, tile.bn, tile.bk, tile.tm, tile.tn, tile.threads
+    bdx = bn // tn
+    pa, pb = bm * bk // threads, bn * bk // threads   # A and B elements loaded per thread
+    # Loader maps (thread -> elements): A: k = tid % bk, rows tid // bk + r * lanes; B: grad-weight
+    # the same (both run along pixels, contiguous), else k = tid // lanes, columns tid % lanes
+    # + r * lanes (a warp reads consecutive pixels). Each operand has one reduction position.
+    lanes = threads // bk
+    assert threads == bdx * (bm // tm) and threads % bk == 0 and pa >= 1 and pb >= 1, tile
+    lda, ldb = bm + 4, bn + 4                       # +4: conflict-free k-major stores
+    stage_a, stage_b = bk * lda, bk * ldb
+    smem_a, smem_b, outputs = 2 * stage_a, 2 * stage_b, tm * tn  # array sizes must be constants
+    states = 1 if wgrad else 2                      # reduction positions: A's, B's
+    off = np.int64 if wide else np.uint32          # element offsets
+    kint = np.int64 if wide else np.int32          # reduction counts
+    zero = dtype.type(0)
+    mac = _inner_product(dtype, bk, tm, tn, lda, ldb)
+    align = None if config.ENABLE_CUDASIM else 16   # 16-byte fragment reads (LDS.128)
+
+    def conv_gemm(a, b, bias, out, p):
+        tid = cuda.threadIdx.x
+        z = np.int64(cuda.blockIdx.z)
+        m0 = np.int64(cuda.blockIdx.y) * bm
+        col0 = np.int64(cuda.blockIdx.x) * bn
+        tx, ty = tid % bdx, tid // bdx
+        # slice geometry (block-uniform): group, split or stride phase, the two axes
+        split = np.int64(0)
+        if wgrad:
+            g, split = z // p[SPLITS], z % p[SPLITS]
+        elif p[TRANSPOSED]:
+            g = z // (p[SH] * p[SW])
+        else:
+            g = z
+        if p[TRANSPOSED]:
+            phase = z % (p[SH] * p[SW])
+            ah = phase_axis(phase // p[SW], p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
+            aw = phase_axis(phase % p[SW], p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
+        else:
+            ah = forward_axis(p[Q_H], p[KH], p[SH], p[DH], p[PT])
+            aw = forward_axis(p[Q_W], p[KW], p[SW], p[DW], p[PL])
+        rows, kc = p[M], p[KC]
+        plane = ah[0] * aw[0]
+        b_chan0 = g * kc
+        if wgrad:
+            cols = kc * p[KH] * p[KW]
+            total = p[BATCH] * plane
+            k_begin = min(total, split * p[TILES_PER_SPLIT] * bk)
+            k_end = min(total, k_begin + p[TILES_PER_SPLIT] * bk)
+            r1, r2 = ah[0], aw[0]                   # reduction digits: image, row, column
+        else:
+            cols = p[BATCH] * plane
+            k_begin = np.int64(0)
+            k_end = kc * ah[1] * aw[1]
+            r1, r2 = ah[1], aw[1]                   # reduction digits: channel, tap row, tap column
+        if col0 >= cols or m0 >= rows:
+            return
+        # what the epilogue needs, parked in shared memory rather than in registers across
+        # the main loop (the first barrier publishes it)
+        epi = cuda.shared.array(EPILOGUE_FIELDS, np.int64)
+        if tid == 0:
+            epi[0], epi[1], epi[2], epi[3], epi[4] = g * rows, rows, cols, m0, col0
+            epi[5], epi[6], epi[7], epi[8] = ah[0], aw[0], ah[7], ah[8]
+            epi[9], epi[10] = aw[7], aw[8]
+            epi[11] = split * p[OUT_C]
+        r1, r2 = max(r1, np.int64(1)), max(r2, np.int64(1))
+        e0, e1, e2 = digits(bk, r1, r2)
+        r1, r2 = I32(r1), I32(r2)
+        tiles = (k_end - k_begin + bk - 1) // bk
+        # A's rows: weight rows (forward: o; grad-input: c at the phase's first tap), grad_out
+        # channels (grad-weight); the reduction digits add d0*a_k0 + d1*a_k1 + d2*a_k2
+        sa0, sa1, sa2, sa3 = p[A_STRIDE], p[A_STRIDE + 1], p[A_STRIDE + 2], p[A_STRIDE + 3]
+        sb0, sb1, sb2, sb3 = (off(p[B_STRIDE]), off(p[B_STRIDE + 1]), off(p[B_STRIDE + 2]),
+                              off(p[B_STRIDE + 3]))
+        if wgrad:
+            a_base, a_row = g * rows * sa1, sa1
+            a_k0, a_k1, a_k2 = off(sa0), off(sa2), off(sa3)
+        elif p[TRANSPOSED]:
+            a_base, a_row = g * kc * sa0 + ah[2] * sa2 + aw[2] * sa3, sa1
+            a_k0, a_k1, a_k2 = off(sa0), off(ah[3] * sa2), off(aw[3] * sa3)
+        else:
+            a_base, a_row = g * rows * sa0, sa0
+            a_k0, a_k1, a_k2 = off(sa1), off(sa2), off(sa3)
+        # this thread's A rows: m_a + r * lanes, at a_first + r * a_next
+        m_a = m0 + tid // bk
+        a_rows = I32(rows - m_a)                    # rows r * lanes < a_rows exist
+        a_first = off(a_base + min(m_a, rows - 1) * a_row)
+        a_next = off(lanes * a_row)
+        # B's columns. Forward / grad-input: image n, pixel (qh, qw), gathering b at row
+        # qh*sq + t*st + off for tap t. Grad-weight: taps (c, i, j), gathering x at
+        # (oh*sh + i*dh - pt, ow*sw + j*dw - pl) for pixel (n, oh, ow).
+        b_off = cuda.local.array(pb, off)
+        b_h0 = cuda.local.array(pb, I32)
+        b_w0 = cuda.local.array(pb, I32)
+        b_ok = cuda.local.array(pb, np.bool_)
+        bh, bw = I32(p[B_H]), I32(p[B_W])
+        # padding as linear maps of a coordinate i outside [0, n): below a_lo*i + b_lo, above
+        # a_hi*i + b_hi (source_index without branches); zeros: masked loads instead
+        slope = edge_slope(p[MODE])
+        lo_h, hi_h = edge_offsets(p[MODE], bh)
+        lo_w, hi_w = edge_offsets(p[MODE], bw)
+        if wgrad:
+            for r in range(pb):
+                col = col0 + tid // bk + r * lanes
+                b_ok[r] = col < cols
+                c, i, j = digits(min(col, cols - 1), p[KH], p[KW])
+                b_off[r] = off((b_chan0 + c) * sb1)
+                b_h0[r] = I32(i * p[DH] - p[PT])
+                b_w0[r] = I32(j * p[DW] - p[PL])
+            st_h, st_w = I32(p[SH]), I32(p[SW])
+        else:
+            for r in range(pb):
+                col = col0 + tid % lanes + r * lanes
+                n, qh, qw = digits(min(col, cols - 1), ah[0], aw[0])
+                b_ok[r] = col < cols
+                b_off[r] = off(n * sb0 + b_chan0 * sb1)
+                b_h0[r] = I32(qh * ah[4] + ah[6])
+                b_w0[r] = I32(qw * aw[4] + aw[6])
+            st_h, st_w = I32(ah[5]), I32(aw[5])
+        # reduction positions (k_begin + kk[s] + t * bk) as digits
+        kk = cuda.local.array(states, I32)
+        k0 = cuda.local.array(states, I32)
+        k1 = cuda.local.array(states, I32)
+        k2 = cuda.local.array(states, I32)
+        for s in range(states):
+            kk[s] = I32(tid % bk if s == 0 else tid // lanes)
+            k0[s], k1[s], k2[s] = digits(k_begin + kk[s], r1, r2)
+        k_left = kint(k_end - k_begin)              # reduction left from this tile on
+        a_reg = cuda.local.array(pa, dtype)
+        b_reg = cuda.local.array(pb, dtype)
+        sa = cuda.shared.array(smem_a, dtype, alignment=align)
+        sb = cuda.shared.array(smem_b, dtype, alignment=align)
+        acc = cuda.local.array(outputs, dtype)
+        for i in range(outputs):
+            acc[i] = zero
+        s_b = 0 if wgrad else 1                     # B's reduction position
+        chan = sb0 if wgrad else sb1                # B's first digit: image or channel
+        # where this thread stores its A and B elements in a stage
+        st_a = U32(kk[0] * lda + tid // bk)
+        st_b = U32(kk[0] * ldb + tid // bk if wgrad else kk[1] * ldb + tid % lanes)
+        for t in range(kint(tiles) + 1):
+            # 1. read tile t into registers (its global loads fly while tile t-1 multiplies)
+            if t < tiles:
+                a_k = off(off(k0[0]) * a_k0 + off(k1[0]) * a_k1 + off(k2[0]) * a_k2)
+                a_in = kk[0] < k_left
+                for r in range(pa):
+                    value = zero
+                    if a_in & (r * lanes < a_rows):
+                        value = a[off(off(a_first + a_k) + off(r) * a_next)]
+                    a_reg[r] = value
+                b_in = kk[s_b] < k_left
+                b_k = off(off(k0[s_b]) * chan)
+                h_k, w_k = I32(k1[s_b] * st_h), I32(k2[s_b] * st_w)
+                for r in range(pb):
+                    h = source_map(I32(b_h0[r] + h_k), bh, slope, lo_h, hi_h)
+                    w = source_map(I32(b_w0[r] + w_k), bw, slope, lo_w, hi_w)
+                    value = zero
+                    if b_ok[r] & b_in & (h >= 0) & (w >= 0):
+                        value = b[off(off(b_off[r] + b_k) + off(off(h) * sb2) + off(off(w) * sb3))]
+                    b_reg[r] = value
+                k_left -= bk
+                for s in range(states):
+                    k0[s], k1[s], k2[s] = advance(k0[s], k1[s], k2[s], e0, e1, e2, r1, r2)
+            # 2. multiply tile t-1 from its shared stage
+            if t > 0:
+                mac(sa, sb, U32(((t - 1) & 1) * stage_a + ty * tm),
+                    U32(((t - 1) & 1) * stage_b + tx * tn), acc)
+            # 3. registers -> the other stage (freed by the barrier that ended tile t-2)
+            if t < tiles:
+                at_a, at_b = U32((t & 1) * stage_a + st_a), U32((t & 1) * stage_b + st_b)
+                for r in range(pa):
+                    sa[at_a + r * lanes] = a_reg[r]
+                for r in range(pb):
+                    sb[at_b + r * lanes] = b_reg[r]
             cuda.syncthreads()
-            for kk in range(tk):
-                for v in range(rn):
-                    frag[v] = sb[kk, tx + v * bdx]
-                for u in range(rm):
-                    av = sa[kk, ty + u * bdy]
-                    for v in range(rn):
-                        acc[u, v] += av * frag[v]
-            cuda.syncthreads()
-        for u in range(rm):
-            m = m0 + ty + u * bdy
-            for v in range(rn):
-                p = p0 + tx + v * bdx
-                if m < pl[0] and p < pl[1]:
-                    store(out, bias, geom, pl, m, column(geom, pl, p), acc[u, v])
 
-    return kernel
+        # epilogue: bias last, after the whole sum (conv.cu's store_out). The thread's columns
+        # are consecutive: decode the first, step to the others (small bodies, so the loops
+        # unroll and acc stays in registers)
+        chan0, rows, cols, m0, col0 = epi[0], epi[1], epi[2], epi[3], epi[4]
+        count_h, count_w, so_h, ro_h, so_w, ro_w = epi[5], epi[6], epi[7], epi[8], epi[9], epi[10]
+        col = col0 + tx * tn
+        col_off = cuda.local.array(tn, np.int64)
+        if wgrad:
+            row_step = cols
+            for j in range(tn):
+                col_off[j] = (epi[11] + chan0) * cols + col + j
+        else:
+            row_step = p[OUT_H] * p[OUT_W]
+            n, qh, qw = digits(min(col, cols - 1), count_h, count_w)
+            for j in range(tn):
+                col_off[j] = ((n * p[OUT_C] + chan0) * p[OUT_H] + qh * so_h + ro_h) * p[OUT_W] \
+                    + qw * so_w + ro_w
+                qw += 1
+                if qw == count_w:
+                    qw = I32(0)
+                    qh += 1
+                    if qh == count_h:
+                        qh = I32(0)
+                        n += 1
+        has_bias = not wgrad and bias.size > 0
+        for i in range(tm):
+            m = m0 + ty * tm + i
+            if m < rows:
+                bias_m = bias[chan0 + m] if has_bias else zero
+                row = m * row_step
+                for j in range(tn):
+                    if col + j < cols:
+                        value = acc[i * tn + j]
+                        if has_bias:
+                            value += bias_m
+                        out[off(row + col_off[j])] = value
 
-
-def _channel_store(dtype):
-    """Epilogue of forward and grad-input, whose columns are (n, row, column) and rows the
-    group's channels: out[n, channel, row, column] = value + bias[channel]."""
-    zero = dtype.type(0)
-
-    @cuda.jit(device=True)
-    def store(out, bias, geom, pl, m, col, value):
-        channel = pl[4] * pl[0] + m
-        out[col[0], channel, col[1], col[2]] = value + (bias[channel] if geom[HAS_BIAS] else zero)
-
-    return store
-
-
-def _forward_op(dtype):
-    """y (N, O, HO, WO) = W (O, C/G, KH, KW) x im2col(x): M = O/G, P = N*HO*WO, K = C/G*KH*KW,
-    z = group."""
-    zero = dtype.type(0)
-
-    @cuda.jit(device=True)
-    def plan(geom, z):
-        return (geom[O] // geom[GROUPS], geom[N] * geom[HO] * geom[WO], 0,
-                geom[C] // geom[GROUPS] * geom[KH] * geom[KW], np.int64(z))
-
-    @cuda.jit(device=True)
-    def column(geom, pl, p):  # (n, oh, ow)
-        if p >= pl[1]:
-            return np.int64(-1), np.int64(0), np.int64(0)
-        _, n, oh, ow = split4(p, geom[N], geom[HO], geom[WO])
-        return n, oh, ow
-
-    @cuda.jit(device=True)
-    def load_a(w, geom, pl, m, k):
-        _, c, i, j = split4(k, w.shape[1], geom[KH], geom[KW])
-        return w[pl[4] * pl[0] + m, c, i, j]
-
-    @cuda.jit(device=True)
-    def load_b(x, geom, pl, k, col):
-        _, c, i, j = split4(k, x.shape[1], geom[KH], geom[KW])
-        ih = source_index(col[1] * geom[SH] - geom[PT] + i * geom[DH], geom[H], geom[MODE])
-        iw = source_index(col[2] * geom[SW] - geom[PL] + j * geom[DW], geom[W], geom[MODE])
-        if ih < 0 or iw < 0:
-            return zero
-        return x[col[0], pl[4] * (geom[C] // geom[GROUPS]) + c, ih, iw]
-
-    return SimpleNamespace(plan=plan, column=column, load_a=load_a, load_b=load_b,
-                           store=_channel_store(dtype))
+    return conv_gemm
 
 
-def _grad_input_op(dtype):
-    """dx (N, C, TH, TW) = W^T x col2im(dy), one stride phase (rh, rw) per z: target rows
-    t = q*SH + rh, whose padded position t + OFF_H reaches only the taps of ``phase_taps``.
-    M = C/G, P = N*QH*QW (the phase's positions), K = O/G * taps_h * taps_w,
-    z = group * SH*SW + phase. Plan: (M, P, 0, K, g, rh, rw, QH, QW, first_h, step_h,
-    count_h, first_w, step_w, count_w)."""
-    zero = dtype.type(0)
-
-    @cuda.jit(device=True)
-    def plan(geom, z):
-        phases = geom[SH] * geom[SW]
-        g, ph = z // phases, z % phases
-        rh, rw = ph // geom[SW], ph % geom[SW]
-        qh = max(0, (geom[TH] - rh + geom[SH] - 1) // geom[SH])
-        qw = max(0, (geom[TW] - rw + geom[SW] - 1) // geom[SW])
-        fh, sh, ch = phase_taps((rh + geom[OFF_H]) % geom[SH], geom[KH], geom[SH], geom[DH])
-        fw, sw, cw = phase_taps((rw + geom[OFF_W]) % geom[SW], geom[KW], geom[SW], geom[DW])
-        return (geom[C] // geom[GROUPS], geom[N] * qh * qw, 0,
-                geom[O] // geom[GROUPS] * ch * cw, g, rh, rw, qh, qw, fh, sh, ch, fw, sw, cw)
-
-    @cuda.jit(device=True)
-    def column(geom, pl, p):  # (n, th, tw)
-        if p >= pl[1]:
-            return np.int64(-1), np.int64(0), np.int64(0)
-        _, n, qh, qw = split4(p, geom[N], pl[7], pl[8])
-        return n, qh * geom[SH] + pl[5], qw * geom[SW] + pl[6]
-
-    @cuda.jit(device=True)
-    def tap(pl, k):  # k -> (o in group, i, j)
-        taps = pl[11] * pl[14]
-        a, b = (k % taps) // pl[14], k % pl[14]
-        return k // taps, pl[9] + a * pl[10], pl[12] + b * pl[13]
-
-    @cuda.jit(device=True)
-    def load_a(w, geom, pl, m, k):
-        o, i, j = tap(pl, k)
-        return w[pl[4] * (geom[O] // geom[GROUPS]) + o, m, i, j]
-
-    @cuda.jit(device=True)
-    def load_b(gy, geom, pl, k, col):
-        o, i, j = tap(pl, k)
-        hp = col[1] + geom[OFF_H] - i * geom[DH]  # = oh * SH for the tap's output row oh
-        wp = col[2] + geom[OFF_W] - j * geom[DW]
-        if hp < 0 or wp < 0 or hp >= geom[HO] * geom[SH] or wp >= geom[WO] * geom[SW]:
-            return zero
-        return gy[col[0], pl[4] * (geom[O] // geom[GROUPS]) + o, hp // geom[SH], wp // geom[SW]]
-
-    return SimpleNamespace(plan=plan, column=column, load_a=load_a, load_b=load_b,
-                           store=_channel_store(dtype))
-
-
-def _grad_weight_op(dtype):
-    """partial[s] (NSPLIT, O, C/G*KH*KW) = dy (O/G, K) x im2col(x)^T over split s of the
-    K = N*HO*WO reduction: M = O/G, P = C/G*KH*KW, z = group * NSPLIT + s (the slides'
-    dL/dW = Correlation(I, dL/dO))."""
-    zero = dtype.type(0)
-
-    @cuda.jit(device=True)
-    def plan(geom, z):
-        k_begin = (z % geom[NSPLIT]) * geom[CHUNK]
-        return (geom[O] // geom[GROUPS], geom[C] // geom[GROUPS] * geom[KH] * geom[KW], k_begin,
-                min(geom[N] * geom[HO] * geom[WO], k_begin + geom[CHUNK]),
-                np.int64(z // geom[NSPLIT]), np.int64(z % geom[NSPLIT]))
-
-    @cuda.jit(device=True)
-    def column(geom, pl, p):  # (c, i, j)
-        if p >= pl[1]:
-            return np.int64(-1), np.int64(0), np.int64(0)
-        _, c, i, j = split4(p, pl[1], geom[KH], geom[KW])
-        return c, i, j
-
-    @cuda.jit(device=True)
-    def load_a(gy, geom, pl, m, k):
-        _, n, oh, ow = split4(k, geom[N], geom[HO], geom[WO])
-        return gy[n, pl[4] * pl[0] + m, oh, ow]
-
-    @cuda.jit(device=True)
-    def load_b(x, geom, pl, k, col):
-        _, n, oh, ow = split4(k, geom[N], geom[HO], geom[WO])
-        ih = source_index(oh * geom[SH] - geom[PT] + col[1] * geom[DH], geom[H], geom[MODE])
-        iw = source_index(ow * geom[SW] - geom[PL] + col[2] * geom[DW], geom[W], geom[MODE])
-        if ih < 0 or iw < 0:
-            return zero
-        return x[n, pl[4] * (geom[C] // geom[GROUPS]) + col[0], ih, iw]
-
-    @cuda.jit(device=True)
-    def store(partial, bias, geom, pl, m, col, value):
-        partial[pl[5], pl[4] * pl[0] + m, (col[0] * geom[KH] + col[1]) * geom[KW] + col[2]] = value
-
-    return SimpleNamespace(plan=plan, column=column, load_a=load_a, load_b=load_b, store=store)
-
-
-GEMM_OPS = {"conv_forward": _forward_op, "conv_grad_input": _grad_input_op,
-            "conv_grad_weight": _grad_weight_op}
+MAX_REGISTERS = 128  # two 256-thread blocks per SM (64K registers)
 
 
 @functools.cache
-def gemm(name: str, dtype: np.dtype, tile: tuple[int, int, int, int, int]):
-    """The lazily compiled GEMM kernel of op ``name`` (a key of ``GEMM_OPS``) for ``dtype``
-    and ``tile`` = (TM, TN, TK, RM, RN); launch with block (TN/RN, TM/RM)."""
-    return cuda.jit(_gemm_kernel(GEMM_OPS[name](np.dtype(dtype)), np.dtype(dtype), tile))
+def conv_gemm(dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
+    """The lazily compiled conv_gemm instance (``gpu_plan.numba_gemm_kernel`` names it); launch
+    with block ``tile.threads``. The register cap is a link option (the simulator has none)."""
+    cap = {} if config.ENABLE_CUDASIM else {"max_registers": MAX_REGISTERS}
+    return cuda.jit(_conv_gemm(np.dtype(dtype), tile, wgrad, wide), **cap)
 
 
-# --------------------------------------------------------------------------- reductions and folds
+# --------------------------------------------------------------------------- 2-4. the other kernels
 @functools.cache
-def elementwise(dtype: np.dtype, threads: int):
-    """The conv family's non-GEMM kernels for ``dtype``; ``threads`` is the block size of
-    ``grad_bias`` (its shared partial sums)."""
-    zero = np.dtype(dtype).type(0)
+def conv_kernels(dtype, block: int) -> dict:
+    """conv_splitk_reduce, conv_grad_bias and conv_pad_adjoint for ``dtype``; ``block`` is the
+    block size (a power of two) of conv_grad_bias's tree."""
+    dtype = np.dtype(dtype)
+    zero = dtype.type(0)
 
     @cuda.jit
-    def sum_splits(partial, grad_w):
-        """grad_w (O, Q) = sum over s of partial (S, O, Q), s ascending (thread per output)."""
-        start, stride = grid_start()
-        for i in range(start, grad_w.size, stride):
-            o, q = i // grad_w.shape[1], i % grad_w.shape[1]
-            total = zero
-            for s in range(partial.shape[0]):
-                total += partial[s, o, q]
-            grad_w[o, q] = total
+    def conv_splitk_reduce(a, b, bias, out, p):
+        """out (O, C/G*kH*kW) = sum over s of b (splits, O, C/G*kH*kW), s ascending: one element
+        per thread (conv.cu's conv_splitk_reduce; reference.conv2d_grad_weight's sum)."""
+        total = p[OUT_C] * p[KC] * p[KH] * p[KW]
+        i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+        if i >= total:
+            return
+        s = b[i]
+        for k in range(1, p[SPLITS]):
+            s += b[k * total + i]
+        out[i] = s
 
     @cuda.jit
-    def grad_bias(gy, grad_b):
-        """grad_b (O,) = sum of gy (N, O, HO, WO) over batch and pixels: block per channel,
-        per-thread strided sums, then thread 0 adds them in thread order."""
-        o = cuda.blockIdx.x
+    def conv_grad_bias(a, b, bias, out, p):
+        """out (O,) = sum of a = grad_out (N, O, Ho, Wo) over batch and pixels: block o, each
+        thread sums pixels t, t + block, ... of every image, then a fixed tree (conv.cu's
+        conv_grad_bias; reference.conv2d_grad_bias)."""
+        o = np.int64(cuda.blockIdx.x)
         t = cuda.threadIdx.x
-        partial = cuda.shared.array(threads, dtype)
-        plane = gy.shape[2] * gy.shape[3]
-        total = zero
-        for i in range(t, gy.shape[0] * plane, threads):
-            total += gy[i // plane, o, (i % plane) // gy.shape[3], i % gy.shape[3]]
-        partial[t] = total
+        plane = p[Q_H] * p[Q_W]
+        s = zero
+        for n in range(p[BATCH]):
+            row = (n * p[A_STRIDE] + o * p[A_STRIDE + 1])
+            for pix in range(t, plane, block):
+                h, w = pix // p[Q_W], pix % p[Q_W]
+                s += a[row + h * p[A_STRIDE + 2] + w * p[A_STRIDE + 3]]
+        buf = cuda.shared.array(block, dtype)
+        buf[t] = s
         cuda.syncthreads()
+        half = block // 2
+        while half > 0:
+            if t < half:
+                buf[t] = buf[t] + buf[t + half]
+            cuda.syncthreads()
+            half //= 2
         if t == 0:
-            for s in range(1, threads):
-                total += partial[s]
-            grad_b[o] = total
+            out[o] = buf[0]
+
+    @cuda.jit(device=True)
+    def pad_candidate(t, i, before, n):
+        """The padded positions, ascending, that may copy input position i: the leading pad,
+        i itself, the trailing pad (candidate t of before + 1 + after)."""
+        return t if t < before else (before + i if t == before else n + t - 1)
 
     @cuda.jit
-    def fold_padding(grad_padded, grad_x, bias, geom):
-        """grad_x (N, C, H, W) gathers, for each element, grad_padded (N, C, TH, TW) at every
-        padded position that copies it (reflect / replicate / circular), rows then columns:
-        the centre first, then the top (left) and bottom (right) padding."""
-        start, stride = grid_start()
-        h_size, w_size = geom[H], geom[W]
-        pb, pr = geom[TH] - geom[PT] - h_size, geom[TW] - geom[PL] - w_size
-        for e in range(start, grad_x.size, stride):
-            n, c, h, w = split4(e, grad_x.shape[1], h_size, w_size)
-            total = bias[c] if geom[HAS_BIAS] else zero
-            for a in range(1 + geom[PT] + pb):
-                hp = copy_position(a, h, h_size, geom[PT], geom[MODE])
-                if hp >= 0:
-                    for b in range(1 + geom[PL] + pr):
-                        wp = copy_position(b, w, w_size, geom[PL], geom[MODE])
-                        if wp >= 0:
-                            total += grad_padded[n, c, hp, wp]
-            grad_x[n, c, h, w] = total
+    def conv_pad_adjoint(a, b, bias, out, p):
+        """out (N, C, H, W) gathers, for each element, b = the padded gradient (N, C, len_h,
+        len_w) at every padded position that copies it, rows then columns ascending, then
+        adds bias (conv.cu's conv_pad_adjoint; reference.pad_adjoint)."""
+        i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+        hh, ww = p[OUT_H], p[OUT_W]
+        if i >= p[BATCH] * p[OUT_C] * hh * ww:
+            return
+        w, h = i % ww, i // ww % hh
+        image = i // (hh * ww)
+        g0 = image * p[LEN_H] * p[LEN_W]
+        s = zero
+        for th in range(p[LEN_H] - hh + 1):
+            r = pad_candidate(th, h, p[PT], hh)
+            if source_index(r - p[PT], hh, p[MODE]) == h:
+                for tw in range(p[LEN_W] - ww + 1):
+                    c = pad_candidate(tw, w, p[PL], ww)
+                    if source_index(c - p[PL], ww, p[MODE]) == w:
+                        s += b[g0 + r * p[LEN_W] + c]
+        if bias.size > 0:
+            s += bias[image % p[OUT_C]]
+        out[i] = s
 
-    return SimpleNamespace(sum_splits=sum_splits, grad_bias=grad_bias, fold_padding=fold_padding)
+    return dict(conv_splitk_reduce=conv_splitk_reduce, conv_grad_bias=conv_grad_bias,
+                conv_pad_adjoint=conv_pad_adjoint)
 
 
 @cuda.jit
 def copy_strided(src, dst):
-    """dst (C-contiguous) = src (any strides, e.g. a flipped kernel view): thread per element."""
+    """dst (C-contiguous) = src (any strides, e.g. a flipped kernel view): thread per element.
+    Numba-only: the CUDA kernels read strides, the Numba twins take contiguous arrays."""
     start, stride = grid_start()
     for e in range(start, dst.size, stride):
         a, b, c, d = split4(e, dst.shape[1], dst.shape[2], dst.shape[3])
         dst[a, b, c, d] = src[a, b, c, d]
-
-
-def tile_threads(tile) -> tuple[int, int]:
-    """The block (x, y) of a GEMM tile."""
-    tm, tn, _, rm, rn = tile
-    return tn // rn, tm // rm
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-

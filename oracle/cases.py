@@ -135,6 +135,9 @@ def grid_cases() -> list[dict]:
         _conv("conv2d_flip_reflect", 2, 1, 2, (5, 5), 2, 3, flip=True, padding=1,
               padding_mode="reflect"),
         _conv("conv2d_no_bias", 2, 2, 3, (5, 5), 2, 3, bias=False, stride=2, padding=1),
+        # an empty batch: zero outputs and gradients, and a zero-length grad-weight reduction
+        _conv("conv2d_empty_batch", 2, 0, 3, (5, 6), 4, 3, stride=2, padding=1,
+              padding_mode="reflect"),
     ]
     # transposed convolutions
     c += [

@@ -207,3 +207,55 @@ def test_cupy_without_a_device_is_a_clear_error():
         pytest.skip("a CUDA device is present")
     with pytest.raises(BackendUnavailableError, match="backend 'cupy' is unavailable"):
         F.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 1, 1)), backend="cupy")
+
+
+# --------------------------------------------------------------------------- Numba plans
+def test_numba_plans_follow_the_tile_model():
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    x, w = (32, 256, 56, 56), (256, 256, 3, 3)
+    (fw,) = plan.numba_conv_forward_plan(x, w, spec, "float32", True).launches
+    assert fw.kernel == "conv_gemm<numba-128x64, false, u32>"
+    assert fw.grid == (32 * 56 * 56 // 64, 2, 1) and fw.block == (256, 1, 1)
+    assert fw.params["a_stride"] == _contiguous(w) and fw.params["bias"] == "bias"
+    (few,) = plan.numba_conv_forward_plan((8, 3, 32, 32), (16, 3, 3, 3), spec, "float32",
+                                          False).launches
+    assert few.kernel == "conv_gemm<numba-64x64, false, u32>" and few.params["bias"] is None
+    (f64,) = plan.numba_conv_forward_plan(x, w, spec, "float64", False).launches
+    assert f64.kernel == "conv_gemm<numba-64x64, false, u32>"
+    (sim,) = plan.numba_conv_forward_plan(x, w, spec, "float32", False, simulator=True).launches
+    assert sim.kernel == "conv_gemm<numba-sim, false, u32>" and sim.block == (32, 1, 1)
+
+
+def test_numba_int64_offsets_past_2_31_elements():
+    spec = ConvSpec.make(2, (1, 1))
+    x = (1, 2, 2**15, 2**15 - 1)  # 2^31 - 2^16 elements
+    (small,) = plan.numba_conv_forward_plan(x, (2, 2, 1, 1), spec, "float32", False).launches
+    (big,) = plan.numba_conv_forward_plan(x, (4, 2, 1, 1), spec, "float32", False).launches
+    assert small.kernel.endswith("u32>") and big.kernel == "conv_gemm<numba-64x64, false, i64>"
+    names = {plan.numba_gemm_kernel(*i) for i in plan.numba_gemm_instances("float32")}
+    assert big.kernel in names and small.kernel in names
+
+
+def test_numba_grad_weight_split_k_and_empty_batch():
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    gy, x = (32, 64, 14, 14), (32, 64, 14, 14)
+    gemm, reduce = plan.numba_conv_grad_weight_plan(gy, x, spec, (3, 3), "float32").launches
+    splits, per = gemm.params["splits"], gemm.params["tiles_per_split"]
+    tile = plan.NUMBA_TILES_FOR["float32"][-1]  # 64 rows of dW
+    assert gemm.kernel == "conv_gemm<numba-64x64, true, u32>" and gemm.grid[2] == splits > 1
+    assert (splits - 1) * per < -(-32 * 14 * 14 // tile.bk) <= splits * per
+    assert reduce.kernel == "conv_splitk_reduce" and reduce.params["splits"] == splits
+    assert plan.numba_conv_grad_weight_plan(gy, x, spec, (3, 3), "float32").workspaces == {
+        "partials": (splits * 64 * 64 * 9, "float32")}
+    (empty,) = plan.numba_conv_grad_weight_plan((0, 4, 3, 3), (0, 3, 5, 6), spec, (3, 3),
+                                                "float64").launches
+    assert empty.params["splits"] == 1 and empty.params["tiles_per_split"] == 0
+
+
+def test_numba_grad_input_pads_then_folds_with_bias_last():
+    spec = ConvSpec.make(2, (3, 3), stride=2, padding=1, padding_mode="reflect")
+    gemm, adjoint = plan.numba_conv_grad_input_plan((2, 4, 3, 3), (4, 3, 3, 3), spec, (5, 6),
+                                                     "float32", True).launches
+    assert gemm.params["bias"] is None and gemm.params["out"] == "padded"
+    assert gemm.grid[2] == 4 and gemm.params["transposed"] == 1
+    assert adjoint.kernel == "conv_pad_adjoint" and adjoint.params["bias"] == "bias"

@@ -126,6 +126,24 @@ def test_numba_matches_numpy(seed, op, x_shape, w_shape, kw, dtype):
                          exact=name == "output" and op in MAX_OPS)
 
 
+CONV_CONFIGS = [i for i, (op, *_) in enumerate(CONFIGS) if op.startswith("conv")][:4]
+
+
+@pytest.mark.parametrize("seed", CONV_CONFIGS)
+def test_int64_offsets_match_numpy(seed, monkeypatch):
+    """The conv kernels' int64-offset instances (for tensors past 2^31 elements), run on small
+    tensors by lowering the planner's limit."""
+    from gpuconv.backends import gpu_plan
+    monkeypatch.setattr(gpu_plan, "NUMBA_INDEX_LIMIT", 0)
+    op, x_shape, w_shape, kw = CONFIGS[seed]
+    x, w, b = arrays(op, x_shape, w_shape, kw, "float64", np.random.default_rng(seed))
+    want = run(op, x, w, b, kw, np.random.default_rng(seed + 1000), "numpy")
+    got = run(op, x, w, b, kw, np.random.default_rng(seed + 1000), "numba")
+    for name, expected in want.items():
+        assert_close(got[name], expected, k=reduction_length(op, x_shape, w_shape, kw),
+                     dtype="float64", what=f"{op} {kw} int64 offsets {name}")
+
+
 def test_device_arrays_in_device_arrays_out():
     """Numba device arrays stay on the device: a flipped kernel (a negative-stride view) is
     copied to a contiguous one there, and a 1-D op lifts its arrays by a reshape."""

@@ -1,8 +1,13 @@
 """Every kernel the numba backend launches, compiled for sm_90 without a GPU: the signatures
 of ``numba_backend.kernel_table`` (float32 and float64, the GPU launch configuration) go
 through libNVVM to PTX (``numba.cuda.compile``), then nvJitLink links them verbosely
-(``cuda.core``'s Linker), whose log gives registers, spills and shared memory per kernel.
-The convolution kernels must not spill.
+(``cuda.core``'s Linker) under each kernel's register cap, whose log gives registers, spills
+and shared memory per kernel. The convolution kernels must not spill. The conv GEMMs' SASS
+(``cuobjdump``, ``gpuconv.backends.sass``) must show an unrolled hot loop (the k-tile loop,
+barrier included) with no division routine or reciprocal in it, no local memory anywhere,
+registers within the cap, and an FMA share of the loop of at least ``MIN_FMA_SHARE``: 50%
+for the float32 128-row tile that carries the large layers, a floor against regressions
+for the smaller tiles and float64 (recorded in bench/results/numba_sm90_resources.json).
 
 The compile runs in a subprocess with the simulator off (tests/conftest.py turns it on for
 this process). Run this file as a script to record the table in
@@ -27,6 +32,8 @@ MISSING_TOOLCHAIN = 3  # the compile script's exit status when NVVM or nvJitLink
 # nvJitLink's info log: "used 142 registers, used 1 barriers, 0 stack, 9216 bytes smem, ..."
 # and ptxas' "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads".
 USAGE = re.compile(r"used (\d+) registers.*?(\d+) bytes smem")
+MIN_FMA_SHARE = {("float32", 128): 0.5}  # (dtype, tile rows) -> share; else FMA_FLOOR
+FMA_FLOOR = 0.3
 SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
@@ -39,7 +46,8 @@ def resources(log: str) -> dict[str, int]:
 
 
 def compile_all() -> list[dict]:
-    """Compile and link every kernel of the table for sm_90; one row per (kernel, dtype)."""
+    """Compile and link every kernel of the table for sm_90; one row per (kernel, dtype), with
+    the hot-loop figures of the conv GEMMs' SASS."""
     import types as pytypes
 
     import numpy as np
@@ -47,29 +55,40 @@ def compile_all() -> list[dict]:
     from numba import cuda
     import numba.cuda.dispatcher as dispatcher
 
-    from gpuconv.backends import numba_backend
+    from gpuconv.backends import gpu_plan, numba_backend, sass
 
     # A device function asks the current device for its compute capability while the kernel
     # that calls it is typed; without a driver, a stand-in answers sm_90's.
     dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(9, 0))
+    tiles = {t.name: t for each in gpu_plan.NUMBA_TILES_FOR.values() for t in each}
     rows = []
     for dtype in (np.float32, np.float64):
-        for name, (kernel, signature) in numba_backend.kernel_table(dtype).items():
-            ptx, _ = cuda.compile(kernel.py_func, signature, cc=(9, 0), output="ptx",
+        for name, entry in numba_backend.kernel_table(dtype).items():
+            ptx, _ = cuda.compile(entry.kernel.py_func, entry.signature, cc=(9, 0), output="ptx",
                                   device=False, abi="numba")
+            cap = entry.kernel.targetoptions.get("max_registers")
             linker = Linker(ObjectCode.from_ptx(ptx.encode(), name=name),
-                            options=LinkerOptions(arch="sm_90", verbose=True))
-            linker.link("cubin")
-            rows.append({"kernel": name, "dtype": np.dtype(dtype).name,
-                         "family": kernel.py_func.__module__.rpartition(".")[2],
-                         **resources(linker.get_info_log())})
+                            options=LinkerOptions(arch="sm_90", verbose=True,
+                                                  max_register_count=cap))
+            cubin = linker.link("cubin")
+            row = {"kernel": name, "dtype": np.dtype(dtype).name,
+                   "family": entry.kernel.py_func.__module__.rpartition(".")[2],
+                   "register_cap": cap, **resources(linker.get_info_log())}
+            if name.startswith("conv_gemm"):
+                code = max(sass.functions(sass.disassemble(cubin.code)).values(), key=len)
+                tile = name.partition("<")[2].partition(",")[0]
+                row.update(sass.report(code), tile_rows=tiles[tile].bm)
+            rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'kernel':24} {'dtype':8} {'regs':>5} {'smem B':>7} {'spill st/ld':>12}"]
-    lines += [f"{r['kernel']:24} {r['dtype']:8} {r['registers']:5d} {r['shared_bytes']:7d} "
-              f"{r['spill_stores']:6d}/{r['spill_loads']:<5d}" for r in rows]
+    lines = [f"{'kernel':34} {'dtype':8} {'regs':>5} {'smem B':>7} {'spill st/ld':>12} "
+             f"{'loop':>5} {'FMA %':>6}"]
+    lines += [f"{r['kernel']:34} {r['dtype']:8} {r['registers']:5d} {r['shared_bytes']:7d} "
+              f"{r['spill_stores']:6d}/{r['spill_loads']:<5d}"
+              + (f" {r['loop_instructions']:5d} {100 * r['loop_fma_share']:6.1f}"
+                 if "loop_instructions" in r else "") for r in rows]
     return "\n".join(lines)
 
 
@@ -84,10 +103,22 @@ def test_every_kernel_compiles_for_sm90_without_conv_spills(tmp_path):
     rows = json.loads(out.read_text())["kernels"]
     print("\n" + table(rows))
     from gpuconv.backends import numba_backend
-    assert len(rows) == 2 * len(numba_backend.kernel_table("float32"))
+    assert len(rows) == sum(len(numba_backend.kernel_table(d)) for d in ("float32", "float64"))
     spilled = [f"{r['kernel']} ({r['dtype']})" for r in rows
                if r["family"] == "conv_numba" and r["spill_stores"] + r["spill_loads"]]
     assert not spilled, f"conv kernels spill registers on sm_90: {spilled}"
+    gemms = [r for r in rows if r["kernel"].startswith("conv_gemm")]
+    assert gemms
+    for r in gemms:
+        what = f"{r['kernel']} ({r['dtype']})"
+        assert r["register_cap"] and r["registers"] <= r["register_cap"], what
+        assert r["local_memory"] == 0, f"{what}: local memory (LDL/STL)"
+        assert r["loop_barriers"] >= 1 and r["loop_global_loads"] >= 1, \
+            f"{what}: the hot loop is not the k-tile loop (inner product not unrolled)"
+        assert r["loop_calls"] == 0 and r["loop_mufu_rcp"] == 0, f"{what}: division in the hot loop"
+        want = MIN_FMA_SHARE.get((r["dtype"], r["tile_rows"]), FMA_FLOOR)
+        assert r["loop_fma_share"] >= want, f"{what}: FMA share {r['loop_fma_share']} < {want}"
+
 
 
 def main(path: str) -> int:
@@ -95,9 +126,12 @@ def main(path: str) -> int:
         import cuda.core  # noqa: F401  (nvJitLink's Linker)
         from numba.cuda.cudadrv import nvvm
         nvvm.NVVM()
+        from gpuconv.backends import sass
+        if sass.cuobjdump() is None:
+            raise FileNotFoundError("cuobjdump")
     except Exception as exc:  # a missing wheel or library
-        print(f"sm_90 compile needs libNVVM and nvJitLink (pip install 'gpuconv[test]'): "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"sm_90 compile needs libNVVM, nvJitLink and cuobjdump (pip install "
+              f"'gpuconv[test]'): {type(exc).__name__}: {exc}", file=sys.stderr)
         return MISSING_TOOLCHAIN
     rows = compile_all()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -285,8 +285,9 @@ def choose_gemm(shape: GemmShape, candidates, itemsize: int, sm_count: int = DEF
                 allow_split: bool = True) -> GemmChoice:
     """The candidate tile (with its split-K) the model times fastest among those that meet the
     launch thresholds (among all, if none does); ties go to the larger tile."""
-    choices = [gemm_choice(shape, TILES[name], itemsize, sm_count,
-                           allow_split and not TILES[name].direct) for name in candidates]
+    tiles = [TILES[c] if isinstance(c, str) else c for c in candidates]  # names or TileConfigs
+    choices = [gemm_choice(shape, t, itemsize, sm_count, allow_split and not t.direct)
+               for t in tiles]
     good = [c for c in choices if meets_thresholds(c)] or choices
     return min(good, key=lambda c: (round(c.seconds, 12), -c.tile.bm * c.tile.bn))
 
@@ -543,3 +544,187 @@ def max_pool_backward_plan(gy_shape, gy_strides, input_hw, dtype: str) -> Plan:
                  _elementwise("max_index_members", h + w, params),
                  _elementwise(f"pool2d_backward<{CTYPES[dtype]}>", n * c * h * w, params)],
                 {"tables": (2 * (ho + wo + h + w), "int64")})
+
+
+# --------------------------------------------------------------------------- Numba plans
+# The Numba twins take the struct as arguments: its pointer fields as device arrays, in the
+# struct's order, then one tuple of its scalar fields in the struct's order (a 4-vector field
+# fills 4 slots). ``scalar_slots`` says where each field starts, ``scalars`` packs the tuple.
+# Numba runs each conv kernel in two index widths: 32-bit unsigned offsets, and int64 ones
+# for a tensor past 2^31 elements (the kernel name's last argument).
+NUMBA_INDEX_LIMIT = 2**31
+# Numba's CUDA simulator runs one OS thread per CUDA thread and pays for every syncthreads:
+# few, wide blocks (32 threads of 2x4 outputs, a whole small reduction per k-tile) and a
+# 32-thread grad-bias tree.
+NUMBA_SIMULATOR_TILE = TileConfig("numba-sim", 8, 32, 32, tm=2, tn=4)
+NUMBA_SIMULATOR_BLOCK = 32
+# Numba's conv_gemm tiles (256 threads), the last the generic one (int64 offsets): what
+# compiles within 128 registers without spills (tests/test_numba_sm90.py). 128 x 64 with
+# 8 x 4 per thread for float32; float64 accumulators take twice the registers. Their FMA
+# shares (the SASS hot loops) give the plan model's efficiencies.
+_NUMBA_TALL = TileConfig("numba-128x64", 128, 64, tm=8, tn=4)
+_NUMBA_SQUARE = TileConfig("numba-64x64", 64, 64, tm=4, tn=4)
+NUMBA_TILES_FOR = {"float32": (_NUMBA_TALL, _NUMBA_SQUARE), "float64": (_NUMBA_SQUARE,)}
+TILE_EFFICIENCY.update({"numba-128x64": 0.6, "numba-64x64": 0.45, "numba-sim": 1.0})
+
+
+def scalar_slots(fields) -> dict[str, int]:
+    """field name -> its first slot in the scalar tuple (pointer fields have none)."""
+    slots, at = {}, 0
+    for name, kind in fields:
+        if kind != _PTR:
+            slots[name] = at
+            at += 4 if kind == _VEC4 else 1
+    return slots
+
+
+def pointer_names(fields) -> list[str]:
+    return [name for name, kind in fields if kind == _PTR]
+
+
+def scalars(fields, params: dict) -> tuple:
+    """The scalar tuple of a Numba launch: ``params``' values (0 where absent) in struct order."""
+    out = []
+    for name, kind in fields:
+        if kind == _PTR:
+            continue
+        if kind == _VEC4:
+            out += [int(v) for v in params.get(name, (0,) * 4)]
+        else:
+            out.append(float(params.get(name, 0)) if kind == _F64 else int(params.get(name, 0)))
+    return tuple(out)
+
+
+def numba_gemm_kernel(tile: TileConfig, wgrad: bool, wide: bool) -> str:
+    """The Numba conv_gemm instance for ``tile``: reduction over taps (forward, grad-input) or
+    over pixels (``wgrad``), 32-bit or int64 (``wide``) offsets."""
+    return f"conv_gemm<{tile.name}, {'true' if wgrad else 'false'}, {'i64' if wide else 'u32'}>"
+
+
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def _numba_choice(shape: GemmShape, dtype: str, simulator: bool, wide: bool,
+                  allow_split: bool = False, sm_count: int = DEFAULT_SM_COUNT) -> GemmChoice:
+    """The plan model's tile and split-K among the Numba tiles (int64 offsets: the generic
+    tile only)."""
+    tiles = NUMBA_TILES_FOR[dtype]
+    tiles = (NUMBA_SIMULATOR_TILE,) if simulator else tiles[-1:] if wide else tiles
+    return choose_gemm(shape, tiles, np.dtype(dtype).itemsize, sm_count, allow_split)
+
+
+def numba_gemm_instances(dtype: str, simulator: bool = False
+                         ) -> list[tuple[TileConfig, bool, bool]]:
+    """(tile, wgrad, wide) of every conv_gemm instance the Numba plans can launch."""
+    tiles = (NUMBA_SIMULATOR_TILE,) if simulator else NUMBA_TILES_FOR[dtype]
+    return [(t, wgrad, wide) for t in tiles for wgrad in (False, True)
+            for wide in ((False, True) if t is tiles[-1] else (False,))]
+
+
+def _wide(*shapes) -> bool:
+    return max(math.prod(s) for s in shapes) >= NUMBA_INDEX_LIMIT
+
+
+def _numba_elementwise(kernel: str, count: int, params: dict, simulator: bool) -> Launch:
+    block = NUMBA_SIMULATOR_BLOCK if simulator else POOL_BLOCK
+    return Launch(kernel, (_blocks(count, block), 1, 1), (block, 1, 1), params)
+
+
+def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bias: bool,
+                            simulator: bool = False) -> Plan:
+    """y (N, O, H_out, W_out) = conv2d(x, weight) + bias on C-contiguous arrays: conv_gemm's
+    forward, one launch slice per group."""
+    n, _, h, w = x_shape
+    o, cg, kh, kw = w_shape
+    ho, wo = spec.output_shape((h, w), (kh, kw))
+    rows, cols = o // spec.groups, n * ho * wo
+    wide = _wide(x_shape, w_shape, (n, o, ho, wo))
+    choice = _numba_choice(GemmShape(rows, cols, cg * kh * kw, spec.groups), dtype, simulator, wide)
+    t = choice.tile
+    params = dict(a="weight", b="x", bias="bias" if has_bias else None, out="out",
+                  a_stride=_contiguous_strides(w_shape), b_stride=_contiguous_strides(x_shape),
+                  batch=n, b_h=h, b_w=w, out_c=o, out_h=ho, out_w=wo, m=rows, kc=cg, q_h=ho,
+                  q_w=wo, mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, (kh, kw)))
+    return Plan([Launch(numba_gemm_kernel(t, False, wide),
+                        (_blocks(cols, t.bn), _blocks(rows, t.bm), _check_grid_z(spec.groups, "conv")),
+                        (t.threads, 1, 1), params)], choice=choice)
+
+
+def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtype: str,
+                               has_bias: bool, simulator: bool = False) -> Plan:
+    """dx (N, C, H, W): conv_gemm's transposed conv, one slice per group and stride phase;
+    other padding modes write the padded gradient, which conv_pad_adjoint folds back (bias
+    added there, last)."""
+    n, o, ho, wo = gy_shape
+    _, cg, kh, kw = w_shape
+    groups, c = spec.groups, cg * spec.groups
+    (pt, pb), (pl, pr) = spec.padding
+    h, w = input_hw
+    zeros = spec.padding_mode == "zeros"
+    lo_h, lo_w, len_h, len_w = (pt, pl, h, w) if zeros else (0, 0, h + pt + pb, w + pl + pr)
+    sh, sw = spec.stride
+    cols = n * -(-len_h // sh) * -(-len_w // sw)  # the largest phase
+    wide = _wide(gy_shape, w_shape, (n, c, len_h, len_w))
+    taps = (o // groups) * -(-kh // sh) * -(-kw // sw)  # of the phase with the most taps
+    choice = _numba_choice(GemmShape(cg, cols, taps, groups * sh * sw), dtype, simulator, wide)
+    t = choice.tile
+    params = dict(a="weight", b="grad_out", bias="bias" if has_bias and zeros else None,
+                  out="out" if zeros else "padded", a_stride=_contiguous_strides(w_shape),
+                  b_stride=_contiguous_strides(gy_shape), batch=n, b_h=ho, b_w=wo, out_c=c,
+                  out_h=len_h, out_w=len_w, m=cg, kc=o // groups, q_h=ho, q_w=wo, lo_h=lo_h,
+                  lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0, transposed=1,
+                  **_conv_common(spec, (kh, kw)))
+    gemm = Launch(numba_gemm_kernel(t, False, wide),
+                  (_blocks(cols, t.bn), _blocks(cg, t.bm), _check_grid_z(groups * sh * sw, "grad-input")),
+                  (t.threads, 1, 1), params)
+    if zeros:
+        return Plan([gemm], choice=choice)
+    adjoint = dict(b="padded", bias="bias" if has_bias else None, out="out", batch=n, out_c=c,
+                   out_h=h, out_w=w, len_h=len_h, len_w=len_w, pt=pt, pl=pl,
+                   mode=PAD_MODES[spec.padding_mode])
+    return Plan([gemm, _numba_elementwise("conv_pad_adjoint", n * c * h * w, adjoint, simulator)],
+                {"padded": (n * c * len_h * len_w, dtype)}, choice)
+
+
+def numba_conv_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dtype: str,
+                                simulator: bool = False, sm_count: int = DEFAULT_SM_COUNT) -> Plan:
+    """dW (O, C/G, kH, kW): conv_gemm's grad-weight (rows O/G, columns C/G x kH x kW, reduction
+    batch x pixels in BK-deep steps), split-K as the plan model says, partials summed in split
+    order by conv_splitk_reduce."""
+    n, o, ho, wo = gy_shape
+    _, c, h, w = x_shape
+    groups = spec.groups
+    cg, (kh, kw) = c // groups, kernel_hw
+    taps, rows = cg * kh * kw, o // groups
+    # the partials hold at most MAX_SPLITS copies of dW
+    wide = _wide(gy_shape, x_shape, (min(MAX_SPLITS, n * ho * wo), o, taps))
+    choice = _numba_choice(GemmShape(rows, taps, n * ho * wo, groups), dtype, simulator, wide,
+                           True, sm_count)
+    t, splits, per_split = choice.tile, choice.splits, choice.steps_per_split
+    params = dict(a="grad_out", b="x", out="out" if splits == 1 else "partials",
+                  a_stride=_contiguous_strides(gy_shape), b_stride=_contiguous_strides(x_shape),
+                  batch=n, b_h=h, b_w=w, out_c=o, m=rows, kc=cg, q_h=ho, q_w=wo,
+                  mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
+    params.update(splits=splits, tiles_per_split=per_split)
+    gemm = Launch(numba_gemm_kernel(t, True, wide),
+                  (_blocks(taps, t.bn), _blocks(rows, t.bm), _check_grid_z(groups * splits, "grad-weight")),
+                  (t.threads, 1, 1), params)
+    if splits == 1:
+        return Plan([gemm], choice=choice)
+    reduce = dict(b="partials", out="out", out_c=o, kc=cg, kh=kh, kw=kw, splits=splits)
+    return Plan([gemm, _numba_elementwise("conv_splitk_reduce", o * taps, reduce, simulator)],
+                {"partials": (splits * o * taps, dtype)}, choice)
+
+
+def numba_conv_grad_bias_plan(gy_shape, dtype: str, simulator: bool = False) -> Plan:
+    """db (O,): conv_grad_bias, a block per channel and a fixed tree of the block's size."""
+    n, o, ho, wo = gy_shape
+    block = NUMBA_SIMULATOR_BLOCK if simulator else POOL_BLOCK
+    params = dict(a="grad_out", out="out", a_stride=_contiguous_strides(gy_shape), batch=n,
+                  out_c=o, q_h=ho, q_w=wo)
+    return Plan([Launch("conv_grad_bias", (o, 1, 1), (block, 1, 1), params)])

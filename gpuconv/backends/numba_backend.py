@@ -9,9 +9,9 @@ Arrays: Numba device arrays in, Numba device arrays out (asynchronous, default s
 CuPy arrays in, CuPy arrays out (zero-copy through ``__cuda_array_interface__``, on CuPy's
 current stream, no synchronisation); NumPy arrays are copied to the device and back.
 
-Convolutions are one tiled implicit GEMM (forward, grad-input by stride phase,
-grad-weight split over its reduction); padding modes other than zeros read through
-a source index and fold their gradient back with a gather. Pooling runs one thread
+Convolutions run the twins of the CuPy backend's kernels (conv_gemm, conv_splitk_reduce,
+conv_grad_bias, conv_pad_adjoint), launched as ``gpu_plan``'s ``numba_conv_*_plan`` says:
+this module only allocates, packs the struct fields and launches. Pooling runs one thread
 per output (forward) or per input element (backward, a gather over the windows that
 hold it). No kernel uses atomics: every result repeats bit for bit.
 """
@@ -20,73 +20,78 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import config, cuda, types
 
+from gpuconv.backends import gpu_plan
 from gpuconv.kernels import conv_numba as ck
 from gpuconv.kernels import pool_numba as pk
-from gpuconv.kernels.conv_numba import cdiv
 from gpuconv.shapes import ConvSpec, PoolSpec
 
 PRECISIONS = ("ieee",)  # conv arithmetic: strict IEEE float maths (FFMA), no tensor cores
 
 
 @dataclass(frozen=True)
-class Launch:
-    """Launch configuration: GEMM tile (TM, TN, TK, RM, RN) -> block (TN/RN, TM/RM) threads
-    computing RM x RN outputs each; ``threads`` per block of the other kernels, which
-    grid-stride over at most ``max_blocks`` blocks; grad-weight splits its reduction
-    until about ``target_blocks`` blocks run."""
+class PoolLaunch:
+    """Pooling launches: ``threads`` per block, grid-striding over at most ``max_blocks``."""
 
-    tile: tuple[int, int, int, int, int]
     threads: int
     max_blocks: int
-    target_blocks: int
 
 
-# The GPU: 64x64 tiles, 16-deep, 4x4 outputs per thread (256 threads, 8 KiB of float32
-# tiles); grad-weight aims at about 8 blocks per SM of an H100 (132 SMs).
-GPU = Launch(tile=(64, 64, 16, 4, 4), threads=256, max_blocks=1 << 16, target_blocks=1056)
+GPU = PoolLaunch(threads=256, max_blocks=1 << 16)
 # The simulator runs one OS thread per CUDA thread and pays for every syncthreads: few,
-# wide blocks (32 threads of 1x8 outputs, the whole reduction of a small conv per tile).
-SIMULATOR = Launch(tile=(8, 32, 32, 1, 8), threads=16, max_blocks=2, target_blocks=1)
-launch = SIMULATOR if config.ENABLE_CUDASIM else GPU
+# narrow blocks (the conv plans do the same through gpu_plan's ``simulator`` flag).
+SIMULATOR = PoolLaunch(threads=16, max_blocks=2)
+SIMULATED = bool(config.ENABLE_CUDASIM)
+launch = SIMULATOR if SIMULATED else GPU
 
 
 # --------------------------------------------------------------------------- kernels and signatures
+class Entry(NamedTuple):
+    """A kernel, its argument types, and the struct fields its arguments are (None: a Numba
+    helper or a kernel outside the shared vocabulary)."""
+
+    kernel: object
+    signature: tuple
+    fields: list | None = None
+
+
 @functools.cache
-def kernel_table(dtype, setup: Launch = GPU) -> dict:
-    """name -> (kernel, argument types) of every kernel this backend launches for ``dtype``
-    under ``setup``: the runtime launches from it, the sm_90 test compiles it."""
+def kernel_table(dtype, simulator: bool = False) -> dict[str, Entry]:
+    """name -> Entry of every kernel this backend launches for ``dtype`` (``simulator``: the
+    simulator's tiles and blocks): the runtime launches from it, the sm_90 test compiles it,
+    the vocabulary test compares it with the CUDA kernels."""
     dtype = np.dtype(dtype)
     real = types.float32 if dtype == np.float32 else types.float64
 
     def array(ndim, kind=real, layout="C"):
         return types.Array(kind, ndim, layout)
 
-    conv_geom = types.UniTuple(types.int64, ck.GEOMETRY_FIELDS)
+    conv_fields = gpu_plan.CONV_FIELDS
+    conv_args = (array(1),) * len(gpu_plan.pointer_names(conv_fields)) + (
+        types.UniTuple(types.int64, len(gpu_plan.scalars(conv_fields, {}))),)
+    table = {gpu_plan.numba_gemm_kernel(t, wgrad, wide): Entry(ck.conv_gemm(dtype, t, wgrad, wide),
+                                                               conv_args, conv_fields)
+             for t, wgrad, wide in gpu_plan.numba_gemm_instances(dtype.name, simulator)}
+    block = gpu_plan.NUMBA_SIMULATOR_BLOCK if simulator else gpu_plan.POOL_BLOCK
+    table.update({name: Entry(kernel, conv_args, conv_fields)
+                  for name, kernel in ck.conv_kernels(dtype, block).items()})
     pool_geom = types.UniTuple(types.int64, pk.GEOMETRY_FIELDS)
-    conv = ck.elementwise(dtype, setup.threads)
-    pool = pk.kernels(dtype, setup.threads)
+    pool = pk.kernels(dtype, (SIMULATOR if simulator else GPU).threads)
     a4, a1, i4, i1 = array(4), array(1), array(4, types.int64), array(1, types.int64)
-    gemm = (a4, a4, a4, a1, conv_geom)
-    table = {name: (ck.gemm(name, dtype, setup.tile), gemm) for name in ck.GEMM_OPS}
-    table["conv_grad_weight"] = (table["conv_grad_weight"][0],
-                                 (a4, a4, array(3), a1, conv_geom))
     table.update(
-        sum_splits=(conv.sum_splits, (array(3), array(2))),
-        grad_bias=(conv.grad_bias, (a4, a1)),
-        fold_padding=(conv.fold_padding, (a4, a4, a1, conv_geom)),
-        copy_strided=(ck.copy_strided, (array(4, layout="A"), a4)),
-        copy_strided_indices=(ck.copy_strided, (array(4, types.int64, "A"), i4)),
-        max_pool=(pool.max_pool, (a4, a4, i4, pool_geom)),
-        avg_pool=(pool.avg_pool, (a4, a4, pool_geom, real)),
-        lp_coefficient=(pool.lp_coefficient, (a4, a4, a4, pool_geom, real)),
-        avg_pool_backward=(pool.avg_pool_backward, (a4, a4, a4, pool_geom, real)),
-        index_extent=(pool.index_extent, (i4, i1, i1, pool_geom)),
-        candidate_span=(pool.candidate_span, (i1, i1, i1, i1, pool_geom)),
-        max_pool_backward=(pool.max_pool_backward, (a4, i4, i1, i1, a4, pool_geom)),
+        copy_strided=Entry(ck.copy_strided, (array(4, layout="A"), a4)),
+        copy_strided_indices=Entry(ck.copy_strided, (array(4, types.int64, "A"), i4)),
+        max_pool=Entry(pool.max_pool, (a4, a4, i4, pool_geom)),
+        avg_pool=Entry(pool.avg_pool, (a4, a4, pool_geom, real)),
+        lp_coefficient=Entry(pool.lp_coefficient, (a4, a4, a4, pool_geom, real)),
+        avg_pool_backward=Entry(pool.avg_pool_backward, (a4, a4, a4, pool_geom, real)),
+        index_extent=Entry(pool.index_extent, (i4, i1, i1, pool_geom)),
+        candidate_span=Entry(pool.candidate_span, (i1, i1, i1, i1, pool_geom)),
+        max_pool_backward=Entry(pool.max_pool_backward, (a4, i4, i1, i1, a4, pool_geom)),
     )
     return table
 
@@ -153,7 +158,7 @@ class _Call:
         return array
 
     def run(self, name, grid, block, *args):
-        kernel, signature = kernel_table(self.dtype, launch)[name]
+        kernel, signature, _ = kernel_table(self.dtype, SIMULATED)[name]
         if CHECK_SIGNATURES:
             import numba
             got = tuple(numba.typeof(a) for a in args)
@@ -163,13 +168,26 @@ class _Call:
     def run_elementwise(self, name, total, *args):
         self.run(name, self._grid(total), launch.threads, *args)
 
-    def run_gemm(self, name, p, m, z, *args):
-        tm, tn = launch.tile[:2]
-        self.run(name, (cdiv(p, tn), cdiv(m, tm), z), ck.tile_threads(launch.tile), *args)
+    def run_plan(self, plan: gpu_plan.Plan, buffers: dict):
+        """Launch ``plan``'s kernels: pointer fields name ``buffers`` (or workspaces, allocated
+        here) and go in as flat arrays, an empty one for a null pointer; the scalar fields
+        go in as one tuple."""
+        buffers = dict(buffers)
+        for name, (count, dtype) in plan.workspaces.items():
+            buffers[name] = self.empty((count,), dtype)
+        null = self.empty((1,))[1:]  # empty, C-contiguous (a fresh size-0 array may type as 'A')
+        for step in plan.launches:
+            if min(step.grid) == 0:
+                continue
+            fields = kernel_table(self.dtype, SIMULATED)[step.kernel].fields
+            pointers = [step.params.get(name) for name in gpu_plan.pointer_names(fields)]
+            arrays = [null if p is None else buffers[p].reshape(buffers[p].size) for p in pointers]
+            self.run(step.kernel, step.grid, step.block, *arrays,
+                     gpu_plan.scalars(fields, step.params))
 
     @staticmethod
     def _grid(total):
-        return max(1, min(cdiv(total, launch.threads), launch.max_blocks))
+        return max(1, min(-(-total // launch.threads), launch.max_blocks))
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -202,12 +220,12 @@ def value_range(array) -> tuple[int, int]:
 def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee"):
     """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias."""
     call = _Call(x, weight, bias)
-    n, o, groups = x.shape[0], weight.shape[0], spec.groups
-    out_hw = spec.output_shape(x.shape[2:], weight.shape[2:])
-    y = call.empty((n, o) + tuple(out_hw))
-    geom = ck.geometry(x.shape, o, out_hw, weight.shape[2:], spec, has_bias=bias is not None)
-    call.run_gemm("conv_forward", n * out_hw[0] * out_hw[1], o // groups, groups,
-                  call.device(weight), call.device(x), y, _bias(call, bias), geom)
+    plan = gpu_plan.numba_conv_forward_plan(x.shape, weight.shape, spec, call.dtype.name,
+                                            bias is not None, SIMULATED)
+    p = plan.launches[0].params
+    y = call.empty((x.shape[0], weight.shape[0], p["out_h"], p["out_w"]))
+    call.run_plan(plan, dict(x=call.device(x), weight=call.device(weight),
+                             bias=call.device(bias), out=y))
     return call.result(y)
 
 
@@ -215,29 +233,19 @@ def conv2d_grad_bias(grad_out):
     """dL/db (O,) = sum of grad_out (N, O, H_out, W_out) over batch and pixels."""
     call = _Call(grad_out)
     grad_b = call.empty((grad_out.shape[1],))
-    call.run("grad_bias", grad_out.shape[1], launch.threads, call.device(grad_out), grad_b)
+    call.run_plan(gpu_plan.numba_conv_grad_bias_plan(grad_out.shape, call.dtype.name, SIMULATED),
+                  dict(grad_out=call.device(grad_out), out=grad_b))
     return call.result(grad_b)
 
 
 def conv2d_grad_weight(grad_out, x, spec: ConvSpec, kernel_hw, precision: str = "ieee"):
     """dL/dW (O, C/G, kH, kW): the correlation of the padded input with grad_out, reduced over
-    batch and pixels in ``nsplit`` fixed chunks that a second kernel adds in order."""
+    batch and pixels in the plan's fixed splits, which a second kernel adds in order."""
     call = _Call(grad_out, x)
-    n, o, ho, wo = grad_out.shape
-    groups, (tm, tn, tk) = spec.groups, launch.tile[:3]
-    columns = x.shape[1] // groups * kernel_hw[0] * kernel_hw[1]
-    reduction = n * ho * wo
-    blocks = groups * cdiv(o // groups, tm) * cdiv(columns, tn)
-    nsplit = max(1, min(cdiv(launch.target_blocks, blocks), cdiv(reduction, 8 * tk)))
-    chunk = cdiv(cdiv(reduction, nsplit), tk) * tk
-    nsplit = cdiv(reduction, chunk)
-    grad_w = call.empty((o, x.shape[1] // groups) + tuple(kernel_hw))
-    partial = grad_w.reshape(1, o, columns) if nsplit == 1 else call.empty((nsplit, o, columns))
-    geom = ck.geometry(x.shape, o, (ho, wo), kernel_hw, spec, chunk=chunk, nsplit=nsplit)
-    call.run_gemm("conv_grad_weight", columns, o // groups, groups * nsplit,
-                  call.device(grad_out), call.device(x), partial, call.placeholder(1), geom)
-    if nsplit > 1:
-        call.run_elementwise("sum_splits", o * columns, partial, grad_w.reshape(o, columns))
+    plan = gpu_plan.numba_conv_grad_weight_plan(grad_out.shape, x.shape, spec, tuple(kernel_hw),
+                                                call.dtype.name, SIMULATED)
+    grad_w = call.empty((grad_out.shape[1], x.shape[1] // spec.groups) + tuple(kernel_hw))
+    call.run_plan(plan, dict(grad_out=call.device(grad_out), x=call.device(x), out=grad_w))
     return call.result(grad_w)
 
 
@@ -246,35 +254,15 @@ def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
     """dL/dx (N, C, H, W): the transposed convolution of grad_out (N, O, H_out, W_out) with
     weight (O, C/G, kH, kW), plus ``bias`` (C,) (the forward of ``conv_transpose2d``).
     Zero padding: the GEMM writes dx directly; other modes: it writes the gradient of the
-    padded input, and ``fold_padding`` gathers it back onto the positions it copies."""
+    padded input, and ``conv_pad_adjoint`` gathers it back onto the positions it copies."""
     call = _Call(grad_out, weight, bias)
-    n, o = grad_out.shape[:2]
-    _, cg, kh, kw = weight.shape
-    groups, channels = spec.groups, weight.shape[1] * spec.groups
-    (top, bottom), (left, right) = spec.padding
-    zeros = spec.padding_mode == "zeros"
-    target_hw = tuple(input_hw) if zeros else (input_hw[0] + top + bottom,
-                                               input_hw[1] + left + right)
-    grad_x = call.empty((n, channels) + tuple(input_hw))
-    target = grad_x if zeros else call.empty((n, channels) + target_hw)
-
-    def geom(has_bias):
-        return ck.geometry((n, channels) + tuple(input_hw), o, grad_out.shape[2:], (kh, kw), spec,
-                           has_bias=has_bias, target_hw=target_hw,
-                           offset_hw=(top, left) if zeros else (0, 0))
-
-    (sh, sw), bias_d = spec.stride, _bias(call, bias)
-    phase_positions = n * cdiv(target_hw[0], sh) * cdiv(target_hw[1], sw)
-    call.run_gemm("conv_grad_input", phase_positions, cg, groups * sh * sw, call.device(weight),
-                  call.device(grad_out), target, bias_d, geom(zeros and bias is not None))
-    if not zeros:
-        call.run_elementwise("fold_padding", grad_x.size, target, grad_x, bias_d,
-                             geom(bias is not None))
+    plan = gpu_plan.numba_conv_grad_input_plan(grad_out.shape, weight.shape, spec,
+                                               tuple(input_hw), call.dtype.name,
+                                               bias is not None, SIMULATED)
+    grad_x = call.empty((grad_out.shape[0], weight.shape[1] * spec.groups) + tuple(input_hw))
+    call.run_plan(plan, dict(grad_out=call.device(grad_out), weight=call.device(weight),
+                             bias=call.device(bias), out=grad_x))
     return call.result(grad_x)
-
-
-def _bias(call: _Call, bias):
-    return call.placeholder(1) if bias is None else call.device(bias)
 
 
 # --------------------------------------------------------------------------- max pooling
