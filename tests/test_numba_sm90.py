@@ -3,7 +3,8 @@ of ``numba_backend.kernel_table`` (float32 and float64, the GPU launch configura
 through libNVVM to PTX (``numba.cuda.compile``), then nvJitLink links them verbosely
 (``cuda.core``'s Linker) under each kernel's register cap, whose log gives registers, spills
 and shared memory per kernel. The convolution kernels must not spill. The conv GEMMs' SASS
-(``cuobjdump``, ``gpuconv.backends.sass``) must show an unrolled hot loop (the k-tile loop,
+(``cuobjdump``, read by ``cuda_source.sass_functions`` / ``hot_loop`` / ``loop_figures``, the
+parser the CuPy checks use) must show an unrolled hot loop (the k-tile loop,
 barrier included) with no division routine or reciprocal in it, no local memory anywhere,
 registers within the cap, and an FMA share of the loop of at least ``MIN_FMA_SHARE``: 50%
 for the float32 128-row tile that carries the large layers, a floor against regressions
@@ -55,7 +56,7 @@ def compile_all() -> list[dict]:
     from numba import cuda
     import numba.cuda.dispatcher as dispatcher
 
-    from gpuconv.backends import gpu_plan, numba_backend, sass
+    from gpuconv.backends import cuda_source, gpu_plan, numba_backend
 
     # A device function asks the current device for its compute capability while the kernel
     # that calls it is typed; without a driver, a stand-in answers sm_90's.
@@ -75,9 +76,13 @@ def compile_all() -> list[dict]:
                    "family": entry.kernel.py_func.__module__.rpartition(".")[2],
                    "register_cap": cap, **resources(linker.get_info_log())}
             if name.startswith("conv_gemm"):
-                code = max(sass.functions(sass.disassemble(cubin.code)).values(), key=len)
+                code = max(cuda_source.sass_functions(cubin.code).values(), key=len)
+                body = cuda_source.hot_loop(code)
+                ops = [i.split()[1] if i.startswith("@") else i.split()[0] for i in body]
                 tile = name.partition("<")[2].partition(",")[0]
-                row.update(sass.report(code), tile_rows=tiles[tile].bm)
+                row.update(cuda_source.loop_figures(body, code), tile_rows=tiles[tile].bm,
+                           barriers=sum(o.startswith("BAR") for o in ops),
+                           global_loads=sum(o.startswith("LDG") for o in ops))
             rows.append(row)
     return rows
 
@@ -87,7 +92,7 @@ def table(rows: list[dict]) -> str:
              f"{'loop':>5} {'FMA %':>6}"]
     lines += [f"{r['kernel']:34} {r['dtype']:8} {r['registers']:5d} {r['shared_bytes']:7d} "
               f"{r['spill_stores']:6d}/{r['spill_loads']:<5d}"
-              + (f" {r['loop_instructions']:5d} {100 * r['loop_fma_share']:6.1f}"
+              + (f" {r['loop_instructions']:5d} {100 * r['ffma_share']:6.1f}"
                  if "loop_instructions" in r else "") for r in rows]
     return "\n".join(lines)
 
@@ -113,11 +118,11 @@ def test_every_kernel_compiles_for_sm90_without_conv_spills(tmp_path):
         what = f"{r['kernel']} ({r['dtype']})"
         assert r["register_cap"] and r["registers"] <= r["register_cap"], what
         assert r["local_memory"] == 0, f"{what}: local memory (LDL/STL)"
-        assert r["loop_barriers"] >= 1 and r["loop_global_loads"] >= 1, \
+        assert r["barriers"] >= 1 and r["global_loads"] >= 1, \
             f"{what}: the hot loop is not the k-tile loop (inner product not unrolled)"
-        assert r["loop_calls"] == 0 and r["loop_mufu_rcp"] == 0, f"{what}: division in the hot loop"
+        assert r["calls"] == 0 and r["mufu_rcp"] == 0, f"{what}: division in the hot loop"
         want = MIN_FMA_SHARE.get((r["dtype"], r["tile_rows"]), FMA_FLOOR)
-        assert r["loop_fma_share"] >= want, f"{what}: FMA share {r['loop_fma_share']} < {want}"
+        assert r["ffma_share"] >= want, f"{what}: FMA share {r['ffma_share']} < {want}"
 
 
 
@@ -126,8 +131,8 @@ def main(path: str) -> int:
         import cuda.core  # noqa: F401  (nvJitLink's Linker)
         from numba.cuda.cudadrv import nvvm
         nvvm.NVVM()
-        from gpuconv.backends import sass
-        if sass.cuobjdump() is None:
+        from gpuconv.backends import cuda_source
+        if cuda_source.cuobjdump() is None:
             raise FileNotFoundError("cuobjdump")
     except Exception as exc:  # a missing wheel or library
         print(f"sm_90 compile needs libNVVM, nvJitLink and cuobjdump (pip install "

@@ -253,7 +253,7 @@ def gemm_choice(shape: GemmShape, tile: TileConfig, itemsize: int, sm_count: int
     base = rb * cb * shape.slices
     wave = sm_count * THREADS_PER_SM // tile.threads
     splits = 1
-    if allow_split and base < wave and steps:
+    if allow_split and 0 < base < wave and steps:  # base 0: an empty batch, nothing to split
         out_bytes = shape.rows * shape.cols * shape.slices * itemsize
         splits = max(1, min(-(-wave // base), steps // MIN_SPLIT_STEPS, MAX_SPLITS,
                             MAX_GRID_Z // shape.slices, SPLIT_WORKSPACE_BYTES // max(1, out_bytes)))
