@@ -121,7 +121,7 @@ def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
     grad_out lacks (``output_padding``) get no gradient."""
     dwin = np.einsum("ngohw,gocij->ngcijhw", _grouped(grad_out, spec.groups),
                      _grouped(weight, spec.groups, 0))
-    dwin = dwin.reshape((grad_out.shape[0], -1) + dwin.shape[3:])
+    dwin = dwin.reshape((grad_out.shape[0], weight.shape[1] * spec.groups) + dwin.shape[3:])
     padded_hw = [size + sum(p) for size, p in zip(input_hw, spec.padding)]
     dx = pad_adjoint(fold(dwin, padded_hw, spec.stride, spec.dilation), spec.padding,
                      spec.padding_mode, input_hw)
