@@ -83,7 +83,7 @@ def pad_adjoint(grad_padded: np.ndarray, padding, mode: str, in_hw) -> np.ndarra
 # --------------------------------------------------------------------------- convolution
 def _grouped(a: np.ndarray, groups: int, axis: int = 1) -> np.ndarray:
     """Split ``axis`` (channels; a weight's axis 0) into (groups, per group)."""
-    return a.reshape(a.shape[:axis] + (groups, -1) + a.shape[axis + 1:])
+    return a.reshape(a.shape[:axis] + (groups, a.shape[axis] // groups) + a.shape[axis + 1:])
 
 
 def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee") -> np.ndarray:
