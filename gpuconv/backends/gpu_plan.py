@@ -601,7 +601,8 @@ def numba_gemm_kernel(tile: TileConfig, wgrad: bool, wide: bool) -> str:
     return f"conv_gemm<{tile.name}, {'true' if wgrad else 'false'}, {'i64' if wide else 'u32'}>"
 
 
-def _contiguous_strides(shape) -> tuple[int, ...]:
+def contiguous_strides(shape) -> tuple[int, ...]:
+    """Element strides of a C-contiguous array of ``shape``."""
     strides, step = [], 1
     for size in reversed(shape):
         strides.append(step)
@@ -647,7 +648,7 @@ def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bi
     choice = _numba_choice(GemmShape(rows, cols, cg * kh * kw, spec.groups), dtype, simulator, wide)
     t = choice.tile
     params = dict(a="weight", b="x", bias="bias" if has_bias else None, out="out",
-                  a_stride=_contiguous_strides(w_shape), b_stride=_contiguous_strides(x_shape),
+                  a_stride=contiguous_strides(w_shape), b_stride=contiguous_strides(x_shape),
                   batch=n, b_h=h, b_w=w, out_c=o, out_h=ho, out_w=wo, m=rows, kc=cg, q_h=ho,
                   q_w=wo, mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, (kh, kw)))
     return Plan([Launch(numba_gemm_kernel(t, False, wide),
@@ -674,8 +675,8 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
     choice = _numba_choice(GemmShape(cg, cols, taps, groups * sh * sw), dtype, simulator, wide)
     t = choice.tile
     params = dict(a="weight", b="grad_out", bias="bias" if has_bias and zeros else None,
-                  out="out" if zeros else "padded", a_stride=_contiguous_strides(w_shape),
-                  b_stride=_contiguous_strides(gy_shape), batch=n, b_h=ho, b_w=wo, out_c=c,
+                  out="out" if zeros else "padded", a_stride=contiguous_strides(w_shape),
+                  b_stride=contiguous_strides(gy_shape), batch=n, b_h=ho, b_w=wo, out_c=c,
                   out_h=len_h, out_w=len_w, m=cg, kc=o // groups, q_h=ho, q_w=wo, lo_h=lo_h,
                   lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0, transposed=1,
                   **_conv_common(spec, (kh, kw)))
@@ -707,7 +708,7 @@ def numba_conv_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dt
                            True, sm_count)
     t, splits, per_split = choice.tile, choice.splits, choice.steps_per_split
     params = dict(a="grad_out", b="x", out="out" if splits == 1 else "partials",
-                  a_stride=_contiguous_strides(gy_shape), b_stride=_contiguous_strides(x_shape),
+                  a_stride=contiguous_strides(gy_shape), b_stride=contiguous_strides(x_shape),
                   batch=n, b_h=h, b_w=w, out_c=o, m=rows, kc=cg, q_h=ho, q_w=wo,
                   mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
     params.update(splits=splits, tiles_per_split=per_split)
@@ -725,6 +726,6 @@ def numba_conv_grad_bias_plan(gy_shape, dtype: str, simulator: bool = False) -> 
     """db (O,): conv_grad_bias, a block per channel and a fixed tree of the block's size."""
     n, o, ho, wo = gy_shape
     block = NUMBA_SIMULATOR_BLOCK if simulator else POOL_BLOCK
-    params = dict(a="grad_out", out="out", a_stride=_contiguous_strides(gy_shape), batch=n,
+    params = dict(a="grad_out", out="out", a_stride=contiguous_strides(gy_shape), batch=n,
                   out_c=o, q_h=ho, q_w=wo)
     return Plan([Launch("conv_grad_bias", (o, 1, 1), (block, 1, 1), params)])
