@@ -28,7 +28,7 @@ TINY = [
 
 def test_suite_is_well_formed():
     by_name = {layer.name: layer for layer in L.CPU_SUITE}
-    assert len(L.CPU_SUITE) == 10 and len(by_name) == 10
+    assert len(L.CPU_SUITE) == 20 and len(by_name) == 20
     for layer in L.CPU_SUITE:
         assert layer.batch >= 8
         assert all(n > 0 for n in layer.output_shape)
@@ -38,6 +38,9 @@ def test_suite_is_well_formed():
     assert by_name["transpose_4x4_s2"].output_shape == (16, 128, 32, 32)
     assert by_name["maxpool_3x3_s2"].output_shape == (8, 64, 56, 56)
     assert by_name["avgpool_2x2"].output_shape == (16, 64, 28, 28)
+    assert by_name["transpose_3x3_s2"].output_shape == (16, 64, 56, 56)
+    assert by_name["stem_7x7_s2_112"].output_shape == (8, 64, 56, 56)
+    assert by_name["lenet_conv2"].output_shape == (128, 64, 14, 14)
     with pytest.raises(ValueError, match="unknown layer"):
         L.select(L.CPU_SUITE, ["nope"])
 

@@ -35,6 +35,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from gpuconv import parallel
 from gpuconv._checks import MAX_BYTES_ENV, max_array_bytes
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
@@ -42,6 +43,7 @@ PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float
 CHUNK_BYTES = 16 << 20  # im2col buffer budget per batch chunk
 FOLD_CHUNK_BYTES = 1 << 20  # row-image fold buffer per batch chunk: its adds run in cache
 CACHE_BLOCK_BYTES = 512 << 10  # working set of the tap-loop kernels (depthwise)
+PIECE_BYTES = 512 << 10  # a thread pool piece of a copy or elementwise pass
 
 
 # --------------------------------------------------------------------------- windowing primitive
@@ -68,9 +70,41 @@ def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None):
 def _to_rows(a: np.ndarray, width: int) -> np.ndarray:
     """Row image (C, N*H*width) of ``a`` (N, C, H, W), zero in the columns past W."""
     n, c, h, w = a.shape
-    rows = np.zeros((c, n, h, width), dtype=a.dtype)
-    rows[..., :w] = a.transpose(1, 0, 2, 3)
+    rows = np.empty((c, n, h, width), dtype=a.dtype)
+    rows[..., w:] = 0
+    _copy(rows[..., :w], a.transpose(1, 0, 2, 3))
     return rows.reshape(c, -1)
+
+
+def _pieces(n: int, bytes_per_item: int) -> list[slice]:
+    """``range(n)`` in pieces of about ``PIECE_BYTES``: shapes alone decide them."""
+    return parallel.pieces(n, PIECE_BYTES // max(1, bytes_per_item))
+
+
+def _copy(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """``dst[...] = src`` in pieces along the first axis, over the thread pool."""
+    n = dst.shape[0]
+    per_item = dst.nbytes // max(1, n)
+
+    def copy(piece):
+        dst[piece] = src[piece]
+    parallel.run(copy, _pieces(n, per_item), dst.nbytes)
+    return dst
+
+
+def _im2col(win: np.ndarray, groups: int) -> np.ndarray:
+    """The im2col matrix (G, C/G*kH*kW, N*H_out*W_out) of ``win`` (N, C, kH, kW, H_out,
+    W_out): samples side by side in each row, so one GEMM per group covers the batch."""
+    n, channels, kh, kw, ho, wo = win.shape
+    cols = np.empty((channels, kh, kw, n, ho, wo), dtype=win.dtype)
+    _copy(cols, win.transpose(1, 2, 3, 0, 4, 5))
+    return cols.reshape(groups, channels // groups * kh * kw, n * ho * wo)
+
+
+def _channels_first(a: np.ndarray) -> np.ndarray:
+    """``a`` (N, C, H, W) as a contiguous (C, N, H, W) copy."""
+    return _copy(np.empty((a.shape[1], a.shape[0]) + a.shape[2:], dtype=a.dtype),
+                 a.transpose(1, 0, 2, 3))
 
 
 # --------------------------------------------------------------------------- padding
@@ -149,39 +183,69 @@ def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int
     n, channels = xp.shape[:2]
     o, cg, kh, kw = weight.shape
     ho, wo = out_hw
-    y = np.empty((n, o, ho, wo), dtype=xp.dtype)
-    win = _windows(xp, (kh, kw), stride, dilation, out_hw)
     if cg == 1 and groups > 1:
-        return _depthwise_correlate(win, weight.reshape(groups, o // groups, kh, kw), y)
+        return _depthwise_correlate(xp, weight.reshape(groups, o // groups, kh, kw), stride,
+                                    dilation, out_hw)
     k = cg * kh * kw
     w_mat = weight.reshape(groups, o // groups, k)
-    itemsize = xp.dtype.itemsize
-    for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * itemsize):
+    y = np.empty((n, o, ho, wo), dtype=xp.dtype)
+    if (kh, kw) == (1, 1) and tuple(stride) == (1, 1):
+        # the input already is the im2col matrix of each sample: no copy
+        x4 = xp.reshape(n, groups, cg, ho * wo)
+        np.matmul(w_mat, x4, out=y.reshape(n, groups, o // groups, ho * wo))
+        return y
+    win = _windows(xp, (kh, kw), stride, dilation, out_hw)
+    for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * xp.dtype.itemsize):
         nb = chunk.stop - chunk.start
-        cols = np.ascontiguousarray(win[chunk]).reshape(nb, groups, k, ho * wo)
-        np.matmul(w_mat, cols, out=y[chunk].reshape(nb, groups, o // groups, ho * wo))
+        out = np.matmul(w_mat, _im2col(win[chunk], groups))
+        _copy(y[chunk].transpose(1, 0, 2, 3), out.reshape(o, nb, ho, wo))
     return y
 
 
-def _depthwise_correlate(win: np.ndarray, weight: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Depthwise correlation (weight (G, m, kH, kW), channel multiplier m): a GEMM of inner
-    size kH*kW would waste most of its time, so multiply-add one kernel tap at a time over
-    a block of channels small enough to stay in cache."""
+def _depthwise_pieces(n: int, groups: int, m: int, taps: int, hw: int, itemsize: int):
+    """(sample, channel block) pieces of a depthwise conv whose im2col block (channels, kH*kW,
+    H_out*W_out) and outputs stay in cache."""
+    block = max(1, CACHE_BLOCK_BYTES // ((taps + m) * hw * itemsize))
+    return [(b, g) for b in range(n) for g in parallel.pieces(groups, block)]
+
+
+def _depthwise_correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation,
+                         out_hw) -> np.ndarray:
+    """Depthwise correlation (weight (G, m, kH, kW), channel multiplier m) as batched small
+    GEMMs: for each piece of channels, the im2col block (channels, kH*kW, H_out*W_out),
+    small enough to stay in cache, times each channel's (m, kH*kW) kernel."""
+    n, groups = xp.shape[:2]
+    _, m, kh, kw = weight.shape
+    ho, wo = out_hw
+    win = _windows(xp, (kh, kw), stride, dilation, out_hw)
+    w3 = weight.reshape(groups, m, kh * kw)
+    y4 = np.empty((n, groups, m, ho * wo), dtype=xp.dtype)
+
+    def correlate(piece):
+        b, g = piece
+        cols = np.ascontiguousarray(win[b, g]).reshape(-1, kh * kw, ho * wo)
+        np.matmul(w3[g], cols, out=y4[b, g])
+    parallel.run(correlate, _depthwise_pieces(n, groups, m, kh * kw, ho * wo, xp.itemsize),
+                 y4.nbytes)
+    return y4.reshape(n, groups * m, ho, wo)
+
+
+def _depthwise_grad_weight(grad_out: np.ndarray, win: np.ndarray, m: int) -> np.ndarray:
+    """dL/dW (G, m, kH*kW) of a depthwise correlation: per piece of channels, grad_out's
+    (m, H_out*W_out) times the im2col block's transpose, summed over samples in order."""
     n, groups, kh, kw, ho, wo = win.shape
-    m = weight.shape[1]
-    y5 = y.reshape(n, groups, m, ho, wo)
-    block = max(1, CACHE_BLOCK_BYTES // (m * ho * wo * y.itemsize))
-    taps = [(i, j) for i in range(kh) for j in range(kw)]
-    for b in range(n):
-        for g0 in range(0, groups, block):
-            g = slice(g0, g0 + block)
-            out = y5[b, g]
-            np.multiply(win[b, g, None, 0, 0], weight[g, :, 0, 0, None, None], out=out)
-            scratch = np.empty_like(out)
-            for i, j in taps[1:]:
-                np.multiply(win[b, g, None, i, j], weight[g, :, i, j, None, None], out=scratch)
-                out += scratch
-    return y
+    gy4 = grad_out.reshape(n, groups, m, ho * wo)
+    pieces = _depthwise_pieces(n, groups, m, kh * kw, ho * wo, grad_out.itemsize)
+
+    def grad_weight(piece):
+        b, g = piece
+        cols = np.ascontiguousarray(win[b, g]).reshape(-1, kh * kw, ho * wo)
+        return np.matmul(gy4[b, g], cols.transpose(0, 2, 1))
+    parts = parallel.run(grad_weight, pieces, grad_out.nbytes)
+    grad_w = np.zeros((groups, m, kh * kw), dtype=grad_out.dtype)
+    for (_, g), part in zip(pieces, parts):  # samples in order, for each channel block
+        grad_w[g] += part
+    return grad_w
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
@@ -211,28 +275,20 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
     o, groups = grad_out.shape[1], spec.groups
     cg, (kh, kw), (ho, wo) = channels // groups, kernel_hw, grad_out.shape[2:]
     win = _windows(xp, kernel_hw, spec.stride, spec.dilation, (ho, wo))
-    if cg == 1 and groups > 1:  # depthwise: one reduction per kernel tap and channel block
-        m = o // groups
-        gy5 = grad_out.reshape(n, groups, m, ho, wo)
-        grad_w = np.zeros((groups, m, kh, kw), dtype=x.dtype)
-        block = max(1, CACHE_BLOCK_BYTES // (m * ho * wo * x.dtype.itemsize))
-        for b in range(n):
-            for g0 in range(0, groups, block):
-                g = slice(g0, g0 + block)
-                for i in range(kh):
-                    for j in range(kw):
-                        grad_w[g, :, i, j] += np.einsum("gmhw,ghw->gm", gy5[b, g], win[b, g, i, j])
-        return grad_w.reshape(o, 1, kh, kw)
-    k = cg * kh * kw
-    # Accumulate dW^T = cols @ dy^T: NumPy hands this orientation to BLAS as one GEMM per
-    # sample, while dy @ cols^T falls back to a loop many times slower.
-    grad_w_t = np.zeros((groups, k, o // groups), dtype=x.dtype)
+    if cg == 1 and groups > 1:
+        return _depthwise_grad_weight(grad_out, win, o // groups).reshape(o, 1, kh, kw)
+    k, og = cg * kh * kw, o // groups
+    if (kh, kw) == (1, 1) and tuple(spec.stride) == (1, 1) and (ho, wo) == xp.shape[2:]:
+        # each sample's input is its im2col matrix: per-sample GEMMs, no copy
+        gy = grad_out.reshape(n, groups, og, ho * wo)
+        x4 = xp.reshape(n, groups, cg, ho * wo)
+        return np.matmul(gy, x4.transpose(0, 1, 3, 2)).sum(axis=0).reshape(o, cg, 1, 1)
+    grad_w = np.zeros((groups, og, k), dtype=x.dtype)
     for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize):
         nb = chunk.stop - chunk.start
-        cols = np.ascontiguousarray(win[chunk]).reshape(nb, groups, k, ho * wo)
-        gy = grad_out[chunk].reshape(nb, groups, o // groups, ho * wo)
-        grad_w_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
-    return np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
+        gy = _channels_first(grad_out[chunk]).reshape(groups, og, nb * ho * wo)
+        grad_w += np.matmul(gy, _im2col(win[chunk], groups).transpose(0, 2, 1))
+    return grad_w.reshape(o, cg, kh, kw)
 
 
 def _phase_taps(kernel: int, stride: int, dilation: int, phase: int):
@@ -266,7 +322,9 @@ def conv2d_grad_input(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec, 
     (top, bottom), (left, right) = spec.padding
     padded_hw = (input_hw[0] + top + bottom, input_hw[1] + left + right)
     o, cg = weight.shape[:2]
-    if cg * spec.groups < o:
+    # a 1x1 stride-1 gather is one GEMM per sample on grad_out as it lies
+    pointwise = weight.shape[2:] == (1, 1) and tuple(spec.stride) == (1, 1)
+    if cg * spec.groups < o and not pointwise:
         grad_padded = _grad_input_fold(grad_out, weight, spec, padded_hw)
     else:
         grad_padded = _grad_input_gather(grad_out, weight, spec, padded_hw)
@@ -322,17 +380,29 @@ def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     # weights are finite.
     if (sh, sw) == (1, 1) and np.isfinite(weight).all():
         return _grad_input_fold_rows(grad_out, w_t, (kh, kw), spec.dilation, padded_hw)
-    grad_padded = np.zeros((n, cg * groups) + padded_hw, dtype=grad_out.dtype)
-    for chunk in _batch_chunks(n, cg * groups * kh * kw * ho * wo * grad_out.dtype.itemsize):
+    channels = cg * groups
+    grad_padded = np.empty((n, channels) + padded_hw, dtype=grad_out.dtype)
+    for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * grad_out.dtype.itemsize):
         nb = chunk.stop - chunk.start
-        gy = grad_out[chunk].reshape(nb, groups, o // groups, ho * wo)
-        cols = np.matmul(w_t, gy).reshape(nb, groups * cg, kh, kw, ho, wo)
-        target = grad_padded[chunk]
-        for i in range(kh):
-            for j in range(kw):
-                target[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
-                       j * dw:j * dw + sw * (wo - 1) + 1:sw] += cols[:, :, i, j]
+        gy = _channels_first(grad_out[chunk]).reshape(groups, o // groups, nb * ho * wo)
+        cols = np.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho, wo)
+        planes = np.zeros((channels, nb) + padded_hw, dtype=grad_out.dtype)
+
+        def fold(piece):
+            target = planes[piece]
+            for i in range(kh):
+                for j in range(kw):
+                    target[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                           j * dw:j * dw + sw * (wo - 1) + 1:sw] += cols[piece, i, j]
+        _fold_pieces(fold, planes)
+        _copy(grad_padded[chunk].transpose(1, 0, 2, 3), planes)
     return grad_padded
+
+
+def _fold_pieces(fold, planes: np.ndarray) -> None:
+    """Run ``fold(channels)`` over pieces of the channels of ``planes`` (C, ...): each
+    piece adds every kernel tap in the same order, whatever thread runs it."""
+    parallel.run(fold, _pieces(planes.shape[0], planes[0].nbytes), planes.nbytes)
 
 
 def _grad_input_fold_rows(grad_out: np.ndarray, w_t: np.ndarray, kernel_hw, dilation,
@@ -350,11 +420,15 @@ def _grad_input_fold_rows(grad_out: np.ndarray, w_t: np.ndarray, kernel_hw, dila
         gy = _to_rows(grad_out[chunk], wp).reshape(groups, o // groups, -1)
         cols = np.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho * wp)
         planes = np.zeros((channels, nb, hp * wp), dtype=grad_out.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                start = i * dilation[0] * wp + j * dilation[1]
-                planes[:, :, start:start + length] += cols[:, i, j, :, :length]
-        grad_padded[chunk] = planes.reshape(channels, nb, hp, wp).transpose(1, 0, 2, 3)
+
+        def fold(piece):
+            target = planes[piece]
+            for i in range(kh):
+                for j in range(kw):
+                    start = i * dilation[0] * wp + j * dilation[1]
+                    target[:, :, start:start + length] += cols[piece, i, j, :, :length]
+        _fold_pieces(fold, planes)
+        _copy(grad_padded[chunk].transpose(1, 0, 2, 3), planes.reshape(channels, nb, hp, wp))
     return grad_padded
 
 

@@ -159,6 +159,23 @@ CPU_SUITE: tuple[Layer, ...] = (
           112, 3, None, 2, 1),
     Layer("avgpool_2x2", "average pooling 2x2 (stride 2), 64 channels", "avg_pool", 16, 64, 56,
           2, None, None),
+    Layer("depthwise_5x5", "depthwise 5x5, 256 channels (groups=256), pad 2", "conv", 8, 256, 28,
+          5, 256, 1, 2, groups=256),
+    Layer("transpose_3x3_s2", "transposed 3x3 stride 2, 128->64, pad 1, output padding 1",
+          "conv_transpose", 16, 128, 28, 3, 64, 2, 1, output_padding=1),
+    Layer("pointwise_1x1_28", "1x1, 128->512 on 28x28", "conv", 8, 128, 28, 1, 512),
+    Layer("pointwise_1x1_14", "1x1, 256->1024 on 14x14", "conv", 8, 256, 14, 1, 1024),
+    Layer("stem_7x7_s2_112", "7x7 stride-2 stem, 3->64, pad 3, 112x112", "conv", 8, 3, 112, 7, 64,
+          2, 3),
+    Layer("dilated_3x3_32", "dilated 3x3, 64->64, dilation 2, pad 2, 32x32", "conv", 8, 64, 32, 3,
+          64, 1, 2, dilation=2),
+    # the lenet model's own layers (gpuconv.nn.zoo), at its training batch of 128
+    Layer("lenet_conv1", "lenet conv 1->32 3x3 'same', 28x28", "conv", 128, 1, 28, 3, 32, 1, 1),
+    Layer("lenet_pool1", "lenet max pooling 2x2, 32x28x28", "max_pool", 128, 32, 28, 2, None,
+          None),
+    Layer("lenet_conv2", "lenet conv 32->64 3x3 'same', 14x14", "conv", 128, 32, 14, 3, 64, 1, 1),
+    Layer("lenet_pool2", "lenet max pooling 2x2, 64x14x14", "max_pool", 128, 64, 14, 2, None,
+          None),
 )
 
 
