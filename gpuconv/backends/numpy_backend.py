@@ -439,6 +439,28 @@ def _flipped(taps: slice, kernel: int) -> slice:
     return slice(start, kernel - taps.start, taps.step)
 
 
+# --------------------------------------------------------------------------- plane-wise passes
+def _planewise(fn, *arrays: np.ndarray):
+    """``fn(*arrays)`` for a pass that treats every (n, c) plane of its (N, C, ...) arrays
+    alike (pooling), run on pieces of planes over the thread pool. ``fn`` returns an array
+    or a tuple of arrays (or None), each (N, C, ...); the pieces' results are joined."""
+    n, c = arrays[0].shape[:2]
+    pieces = _pieces(n * c, arrays[0].nbytes // max(1, n * c))
+    if len(pieces) < 2:
+        return fn(*arrays)
+    planes = [a.reshape((n * c, 1) + a.shape[2:]) for a in arrays]
+    parts = parallel.run(lambda piece: fn(*(a[piece] for a in planes)), pieces,
+                         arrays[0].nbytes)
+
+    def join(values):
+        if values[0] is None:
+            return None
+        return np.concatenate(values).reshape((n, c) + values[0].shape[2:])
+    if isinstance(parts[0], tuple):
+        return tuple(join([part[i] for part in parts]) for i in range(len(parts[0])))
+    return join(parts)
+
+
 # --------------------------------------------------------------------------- max pooling
 def _window_padding(size: int, kernel: int, stride: int, padding: int, dilation: int,
                     out: int) -> tuple[int, int]:
@@ -517,6 +539,10 @@ def _max_pool_by_tables(x: np.ndarray, row_table: np.ndarray, col_table: np.ndar
 
 def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
     """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
+    return _planewise(lambda planes: _max_pool2d(planes, spec, return_indices), x)
+
+
+def _max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
     h, w = x.shape[2:]
     out_hw = spec.output_shape((h, w))
     if return_indices:
@@ -551,6 +577,11 @@ def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarr
 def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
     names (max and adaptive max pooling); ``np.add.at`` adds in a fixed (C) order."""
+    return _planewise(lambda gy, index: _max_pool2d_backward(gy, index, input_hw), grad_out,
+                      indices)
+
+
+def _max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw) -> np.ndarray:
     n, c = grad_out.shape[:2]
     plane = input_hw[0] * input_hw[1]
     offsets = (np.arange(n * c, dtype=np.int64) * plane).reshape(n, c, 1, 1)
@@ -586,6 +617,11 @@ def _avg_pool_geometry(spec: PoolSpec, in_hw, count_include_pad: bool, divisor_o
 
 def avg_pool2d(x: np.ndarray, spec: PoolSpec, count_include_pad: bool, divisor_override):
     """y (N, C, H_out, W_out): window sums (separable: rows, then columns) over divisors."""
+    return _planewise(lambda planes: _avg_pool2d(planes, spec, count_include_pad,
+                                                 divisor_override), x)
+
+
+def _avg_pool2d(x: np.ndarray, spec: PoolSpec, count_include_pad: bool, divisor_override):
     out_hw, pads, divisor = _avg_pool_geometry(spec, x.shape[2:], count_include_pad,
                                                divisor_override, x.dtype)
     y = _separable_reduce(np.add, _pad(x, pads, "zeros"), spec, out_hw)
@@ -597,6 +633,12 @@ def avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw, count_in
                         divisor_override) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient over its divisor, spread over its window
     (the adjoint of the separable sums, column taps then row taps, in a fixed order)."""
+    return _planewise(lambda gy: _avg_pool2d_backward(gy, spec, input_hw, count_include_pad,
+                                                      divisor_override), grad_out)
+
+
+def _avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw,
+                         count_include_pad: bool, divisor_override) -> np.ndarray:
     out_hw, pads, divisor = _avg_pool_geometry(spec, input_hw, count_include_pad,
                                                divisor_override, grad_out.dtype)
     (kh, kw), (sh, sw) = spec.kernel_size, spec.stride
@@ -669,4 +711,4 @@ def adaptive_max_pool2d(x: np.ndarray, out_hw):
     its last element (``_ranges`` clamps them), which changes neither maximum nor index."""
     (rows, _), _ = _adaptive_ranges(x.shape[2], out_hw[0])
     (cols, _), _ = _adaptive_ranges(x.shape[3], out_hw[1])
-    return _max_pool_by_tables(x, rows, cols)
+    return _planewise(lambda planes: _max_pool_by_tables(planes, rows, cols), x)

@@ -1,0 +1,190 @@
+"""The CPU thread pool (gpuconv.parallel) and the NumPy backend paths it runs: every case
+against PyTorch in float64, and bit-identical float32 results at 1, 2 and 3 threads.
+
+Tiny piece and chunk budgets make the small test arrays split into many pieces and batch
+chunks, so the pool really hands pieces to other threads."""
+
+from __future__ import annotations
+
+import os
+from unittest import mock
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch.nn.functional as TF  # noqa: E402
+
+import gpuconv.functional as F  # noqa: E402
+from gpuconv import parallel  # noqa: E402
+from gpuconv.backends import numpy_backend  # noqa: E402
+
+THREADS = (1, 2, 3)
+
+# name, input shape, weight shape, keyword arguments (conv2d)
+CONV_CASES = [
+    ("depthwise_3x3", (3, 6, 9, 8), (6, 1, 3, 3), dict(padding=1, groups=6)),
+    ("depthwise_5x5_s2_multiplier2", (2, 4, 11, 10), (8, 1, 5, 5),
+     dict(stride=2, padding=2, groups=4)),
+    ("depthwise_3x3_dilated", (2, 5, 10, 9), (5, 1, 3, 3), dict(padding=2, dilation=2, groups=5)),
+    ("pointwise_1x1", (3, 6, 7, 5), (10, 6, 1, 1), {}),
+    ("pointwise_1x1_groups2_padded", (2, 6, 5, 6), (4, 3, 1, 1), dict(padding=1, groups=2)),
+    ("conv_3x3_same", (4, 3, 9, 9), (5, 3, 3, 3), dict(padding=1)),
+    ("conv_3x3_s2_dilated", (3, 4, 12, 11), (6, 4, 3, 3), dict(stride=2, padding=1, dilation=2)),
+    ("conv_small_groups", (2, 8, 8, 7), (8, 2, 3, 3), dict(padding=1, groups=4)),
+]
+# name, input shape, weight shape (C_in, C_out/groups, kH, kW), keyword arguments
+TRANSPOSE_CASES = [
+    ("transpose_3x3_s2", (3, 6, 5, 6), (6, 4, 3, 3), dict(stride=2, padding=1, output_padding=1)),
+    ("transpose_4x4_s2", (2, 8, 4, 5), (8, 3, 4, 4), dict(stride=2, padding=1)),
+    ("transpose_1x1", (2, 5, 6, 4), (5, 7, 1, 1), {}),
+    ("transpose_3x3_s2_depthwise", (2, 4, 5, 5), (4, 1, 3, 3), dict(stride=2, groups=4)),
+]
+POOL_CASES = [
+    ("max_2x2", "max_pool2d", dict(kernel_size=2)),
+    ("max_3x3_s2_pad1", "max_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+    ("avg_3x3_s2_pad1", "avg_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+    ("avg_2x2", "avg_pool2d", dict(kernel_size=2)),
+]
+
+
+@pytest.fixture
+def tiny_pieces():
+    """One-byte budgets: every sample, channel and plane is a piece of its own, and the pool
+    takes any piece, however small."""
+    with mock.patch.multiple(numpy_backend, PIECE_BYTES=1, CHUNK_BYTES=1, FOLD_CHUNK_BYTES=1,
+                             CACHE_BLOCK_BYTES=1), \
+            mock.patch.object(parallel, "MIN_PARALLEL_BYTES", 0):
+        before = parallel.num_threads()
+        yield
+        parallel.set_num_threads(before)
+
+
+def _arrays(shapes, seed, dtype):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def _close(ours, ref, what):
+    ref = ref.detach().numpy()
+    assert ours.shape == ref.shape, what
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-10 * scale, err_msg=what)
+
+
+def _conv_results(op, x, w, b, gy, kw):
+    y = getattr(F, op)(x, w, b, **kw, backend="numpy")
+    grads = getattr(F, f"{op}_backward")(gy, x, w, **kw, backend="numpy")
+    return (y,) + tuple(grads)
+
+
+def _conv_case(op, name, x_shape, w_shape, kw, threads, dtype, seed=0):
+    parallel.set_num_threads(threads)
+    out_channels = w_shape[0] if op == "conv2d" else w_shape[1] * kw.get("groups", 1)
+    x, w, b = _arrays([x_shape, w_shape, (out_channels,)], seed, dtype)
+    y = getattr(F, op)(x, w, b, **kw, backend="numpy")
+    (gy,) = _arrays([y.shape], seed + 1, dtype)
+    return x, w, b, gy, _conv_results(op, x, w, b, gy, kw)
+
+
+def _check_against_torch(op, case):
+    name, x_shape, w_shape, kw = case
+    x, w, b, gy, (y, gx, gw, gb) = _conv_case(op, name, x_shape, w_shape, kw, 2, np.float64)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ref = getattr(TF, op)(xt, wt, bt, **kw)
+    ref.backward(torch.tensor(gy))
+    for ours, theirs, what in ((y, ref, "output"), (gx, xt.grad, "grad_input"),
+                               (gw, wt.grad, "grad_weight"), (gb, bt.grad, "grad_bias")):
+        _close(ours, theirs, f"{op} {name} {what}")
+
+
+def _check_thread_counts(op, case):
+    name, x_shape, w_shape, kw = case
+    runs = [_conv_case(op, name, x_shape, w_shape, kw, t, np.float32)[-1] for t in THREADS]
+    for threads, results in zip(THREADS[1:], runs[1:]):
+        for what, ours, first in zip(("output", "grad_input", "grad_weight", "grad_bias"),
+                                     results, runs[0]):
+            assert np.array_equal(ours, first), f"{op} {name} {what}: {threads} threads differ"
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: c[0])
+def test_conv_matches_torch_in_pieces(tiny_pieces, case):
+    _check_against_torch("conv2d", case)
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=lambda c: c[0])
+def test_conv_transpose_matches_torch_in_pieces(tiny_pieces, case):
+    _check_against_torch("conv_transpose2d", case)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: c[0])
+def test_conv_is_bit_identical_at_any_thread_count(tiny_pieces, case):
+    _check_thread_counts("conv2d", case)
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=lambda c: c[0])
+def test_conv_transpose_is_bit_identical_at_any_thread_count(tiny_pieces, case):
+    _check_thread_counts("conv_transpose2d", case)
+
+
+def _pool_results(op, x, gy_seed, kw):
+    if op == "max_pool2d":
+        y, index = F.max_pool2d(x, **kw, return_indices=True, backend="numpy")
+        (gy,) = _arrays([y.shape], gy_seed, x.dtype)
+        return y, index, F.max_pool2d_backward(gy, x, index, **kw, backend="numpy")
+    y = F.avg_pool2d(x, **kw, backend="numpy")
+    (gy,) = _arrays([y.shape], gy_seed, x.dtype)
+    return y, F.avg_pool2d_backward(gy, x, **kw, backend="numpy")
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: c[0])
+@pytest.mark.parametrize("threads", THREADS)
+def test_pooling_in_pieces(tiny_pieces, case, threads):
+    """Against torch in float64, and float32 results equal to one thread's."""
+    name, op, kw = case
+    results = {}
+    for t in (1, threads):
+        parallel.set_num_threads(t)
+        (x,) = _arrays([(3, 4, 9, 8)], 0, np.float32)
+        results[t] = _pool_results(op, x, 1, kw)
+    for ours, first in zip(results[threads], results[1]):
+        assert np.array_equal(ours, first), f"{name}: {threads} threads differ"
+    (x,) = _arrays([(3, 4, 9, 8)], 0, np.float64)
+    ours = _pool_results(op, x, 1, kw)
+    xt = torch.tensor(x, requires_grad=True)
+    ref = getattr(TF, op)(xt, **kw, **({"return_indices": True} if op == "max_pool2d" else {}))
+    if op == "max_pool2d":
+        ref, ref_index = ref
+        assert np.array_equal(ours[1], ref_index.numpy()), name
+    ref.backward(torch.tensor(_arrays([ref.shape], 1, np.float64)[0]))
+    _close(ours[0], ref, f"{name} output")
+    _close(ours[-1], xt.grad, f"{name} grad_input")
+
+
+# --------------------------------------------------------------------------- the pool itself
+def test_run_keeps_piece_order_and_runs_nested_calls_inline(tiny_pieces):
+    parallel.set_num_threads(3)
+    assert parallel.run(lambda i: i * i, range(10)) == [i * i for i in range(10)]
+    nested = parallel.run(lambda i: parallel.run(lambda j: (i, j), range(3)), range(4))
+    assert nested == [[(i, j) for j in range(3)] for i in range(4)]
+    assert parallel.reduce(lambda i: np.float32(0.1) * i, range(7)) == \
+        sum((np.float32(0.1) * i for i in range(1, 7)), np.float32(0.0))
+    assert parallel.pieces(7, 3) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_set_num_threads_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        parallel.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("value, expected", [("3", 3), ("1", 1), ("", None), ("zero", ValueError),
+                                             ("0", ValueError)])
+def test_thread_count_from_environment(value, expected):
+    with mock.patch.dict(os.environ, {parallel.ENV_VAR: value}):
+        if expected is ValueError:
+            with pytest.raises(ValueError, match=parallel.ENV_VAR):
+                parallel._threads_from_env()
+        else:
+            assert parallel._threads_from_env() == (expected or parallel._cores())
