@@ -11,6 +11,11 @@ time; then gpuconv and torch run alternately (A B A B ...) after a warm-up, forw
 and backward separately, and the median and the 20th/80th percentiles are reported.
 The backward is timed alone: gpuconv's ``*_backward`` ops against the ATen backward
 ops autograd calls, with the same random upstream gradient.
+
+The thread-scaling column times gpuconv alone at one thread (its pool and BLAS both
+limited to one, through threadpoolctl) against all of them, interleaved the same way.
+Run it as users do: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/cpu.py``
+(the JSON records which OpenBLAS kernel ran: ``numpy_blas.threadpools[].architecture``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, str(ROOT))
 
+from gpuconv import parallel  # noqa: E402
 from gpuconv.benchmark import suite as L  # noqa: E402
 from gpuconv.benchmark.measure import (WallClockTimer, geomean, interleaved,  # noqa: E402
                                        relative_error, summarize)
@@ -84,8 +90,11 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "torch_num_threads": torch.get_num_threads(),
         "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "gpuconv_threads": parallel.num_threads(),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                                   "MKL_NUM_THREADS") if k in os.environ},
+                                                   "MKL_NUM_THREADS", parallel.ENV_VAR,
+                                                   "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                       if k in os.environ},
     }
 
 
@@ -120,9 +129,45 @@ def with_gflops(samples_ms: list, flops: Optional[int]) -> dict:
     return {**s, "gflops": (flops / (median * 1e-3) / 1e9) if flops and median > 0 else None}
 
 
+def _at_threads(fn, threads: int, blas):
+    """``fn`` run with gpuconv's pool and (when threadpoolctl can) BLAS at ``threads``."""
+    def call():
+        parallel.set_num_threads(threads)
+        if blas is not None:
+            blas.limit(limits=threads)
+        return fn()
+    return call
+
+
+def thread_scaling(fns: dict, repeat: int, warmup: int) -> dict:
+    """Per pass, gpuconv at one thread against all threads, interleaved: the median times
+    and ``speedup`` = one thread's time / all threads' time."""
+    try:
+        import threadpoolctl
+        blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    except ImportError:
+        blas = None
+    threads = parallel.num_threads()
+    blas_threads = blas.info()[0]["num_threads"] if blas is not None and blas.info() else None
+    result = {"threads": threads, "blas_limited": blas is not None}
+    try:
+        for name, fn in fns.items():
+            one, every = interleaved(WallClockTimer(), [
+                _at_threads(fn, 1, blas), _at_threads(fn, threads, blas)], repeat, warmup)
+            one, every = summarize(one), summarize(every)
+            result[name] = {"one_thread": one, "all_threads": every,
+                            "speedup": one["median_ms"] / every["median_ms"]}
+    finally:
+        parallel.set_num_threads(threads)
+        if blas is not None and blas_threads:
+            blas.limit(limits=blas_threads)
+    return result
+
+
 def measure_layer(layer: L.Layer, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP,
-                  seed: int = 0) -> dict:
-    """Check one layer against torch, then time forward and backward of both."""
+                  seed: int = 0, scaling: bool = True) -> dict:
+    """Check one layer against torch, then time forward and backward of both (and, with
+    ``scaling``, gpuconv at one thread against all)."""
     import torch
     from gpuconv.benchmark import torch_ops
     a = L.make_arrays(layer, np.float32, seed)
@@ -140,6 +185,10 @@ def measure_layer(layer: L.Layer, repeat: int = DEFAULT_REPEAT, warmup: int = DE
             ta, tb = interleaved(WallClockTimer(), [ours, theirs], repeat, warmup)
             g, r = with_gflops(ta, flops), with_gflops(tb, flops)
             result[name] = {"gpuconv": g, "torch": r, "ratio": g["median_ms"] / r["median_ms"]}
+    if scaling:
+        result["threads"] = thread_scaling(
+            {"forward": lambda: L.gpuconv_forward(layer, a, "numpy"),
+             "backward": lambda: L.gpuconv_backward(layer, a, "numpy")}, repeat, warmup)
     return result
 
 
@@ -156,7 +205,7 @@ def table(report: dict) -> str:
     """The plain-text table printed after a run."""
     lines = [f"{'layer':<20} {'pass':<8} {'gpuconv ms (p20-p80)':>24} "
              f"{'torch ms (p20-p80)':>24} {'ratio':>7} {'GFLOP/s gpuconv':>16} "
-             f"{'torch':>7}"]
+             f"{'torch':>7} {'1 -> all threads':>16}"]
     for r in report["layers"]:
         name = r["layer"]["name"]
         if not r["check"]["ok"]:
@@ -165,7 +214,8 @@ def table(report: dict) -> str:
         for p in ("forward", "backward"):
             x = r[p]
             lines.append(f"{name:<20} {p:<8} {_ms(x['gpuconv']):>24} {_ms(x['torch']):>24} "
-                         f"{x['ratio']:7.2f} {_gf(x['gpuconv']):>16} {_gf(x['torch']):>7}")
+                         f"{x['ratio']:7.2f} {_gf(x['gpuconv']):>16} {_gf(x['torch']):>7} "
+                         f"{_speedup(r, p):>16}")
     g = report["geomean_ratio"]
     lines.append("geometric mean ratio (gpuconv time / torch time): forward "
                  f"{_fmt(g['forward'])}, backward {_fmt(g['backward'])}")
@@ -176,36 +226,64 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
 
+def _speedup(r: dict, pass_: str) -> str:
+    """The thread-scaling speedup of one pass ("-" when it was not measured)."""
+    scaling = r.get("threads", {}).get(pass_)
+    return f"{scaling['speedup']:.2f}x" if scaling else "-"
+
+
+def scaling_summary(report: dict) -> dict:
+    """Geometric mean thread-scaling speedups per pass, over the layers that BLAS does not
+    run (pooling) and over all layers."""
+    out = {}
+    for p in ("forward", "backward"):
+        measured = [r for r in report["layers"] if r.get("threads", {}).get(p)]
+        out[p] = {"all_layers": geomean(r["threads"][p]["speedup"] for r in measured),
+                  "non_blas_layers": geomean(r["threads"][p]["speedup"] for r in measured
+                                             if not r["layer"]["kind"].startswith("conv"))}
+    return out
+
+
+def _blas_kernel(machine: dict) -> str:
+    pools = machine.get("numpy_blas", {}).get("threadpools")
+    if isinstance(pools, list):
+        return ", ".join(sorted({p.get("architecture", "?") for p in pools
+                                 if p.get("user_api") == "blas"})) or "?"
+    return "?"
+
+
 def markdown(report: dict) -> str:
     """The README's "CPU speed" table."""
     m, s = report["machine"], report["settings"]
+    threads = next((r["threads"]["threads"] for r in report["layers"] if "threads" in r), None)
     lines = ["| layer | input -> output | fwd gpuconv ms | fwd torch ms | fwd ratio | "
-             "bwd gpuconv ms | bwd torch ms | bwd ratio |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             f"bwd gpuconv ms | bwd torch ms | bwd ratio | 1 -> {threads or 'all'} threads "
+             "fwd / bwd |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["layers"]:
         name = r["layer"]["name"]
         if not r["check"]["ok"]:
-            lines.append(f"| {name} | {r['shape']} | wrong | | | | | |")
+            lines.append(f"| {name} | {r['shape']} | wrong | | | | | | |")
             continue
         f, b = r["forward"], r["backward"]
         lines.append(f"| {name} | {r['shape']} | {f['gpuconv']['median_ms']:.1f} | "
                      f"{f['torch']['median_ms']:.1f} | {f['ratio']:.2f} | "
                      f"{b['gpuconv']['median_ms']:.1f} | {b['torch']['median_ms']:.1f} | "
-                     f"{b['ratio']:.2f} |")
+                     f"{b['ratio']:.2f} | {_speedup(r, 'forward')} / {_speedup(r, 'backward')} |")
     g = report["geomean_ratio"]
     lines.append(f"| **geometric mean** | | | | **{_fmt(g['forward'])}** | | | "
-                 f"**{_fmt(g['backward'])}** |")
+                 f"**{_fmt(g['backward'])}** | |")
     lines.append("")
     lines.append(f"Median of {s['repeat']} interleaved runs, float32; ratio = gpuconv time / "
                  f"torch time (lower is better for gpuconv). {m['cpu_model']}, {m['cores']} "
-                 f"cores, NumPy {m['numpy']}, PyTorch {m['torch']} ({m['torch_num_threads']} "
-                 f"threads), {m['date'][:10]}.")
+                 f"cores, NumPy {m['numpy']} (OpenBLAS kernel {_blas_kernel(m)}), PyTorch "
+                 f"{m['torch']} ({m['torch_num_threads']} threads), {m['date'][:10]}.")
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- main
 def run(names=None, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, seed: int = 0,
-        quick: bool = False, log=print) -> dict:
+        quick: bool = False, log=print, scaling: bool = True) -> dict:
     import torch
     torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                           else os.cpu_count())
@@ -216,16 +294,18 @@ def run(names=None, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, 
               "layers": []}
     for layer in suite:
         start = time.perf_counter()
-        r = measure_layer(layer, repeat, warmup, seed)
+        r = measure_layer(layer, repeat, warmup, seed, scaling)
         report["layers"].append(r)
         if r["check"]["ok"]:
             log(f"{layer.name:<20} {r['shape']:<36} fwd ratio {r['forward']['ratio']:6.2f}  "
-                f"bwd ratio {r['backward']['ratio']:6.2f}  ({time.perf_counter() - start:.1f} s)")
+                f"bwd ratio {r['backward']['ratio']:6.2f}  threads {_speedup(r, 'forward')} / "
+                f"{_speedup(r, 'backward')}  ({time.perf_counter() - start:.1f} s)")
         else:
             log(f"{layer.name:<20} WRONG: {r['check']['errors']}")
     ok = [r for r in report["layers"] if r["check"]["ok"]]
     report["geomean_ratio"] = {p: geomean(r[p]["ratio"] for r in ok)
                                for p in ("forward", "backward")}
+    report["thread_scaling_geomean"] = scaling_summary(report)
     report["all_correct"] = len(ok) == len(report["layers"])
     return report
 
@@ -253,6 +333,8 @@ def main(argv=None) -> int:
     parser.add_argument("--from-json", type=Path, metavar="PATH",
                         help="print the tables of an earlier run instead of running")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-scaling", action="store_true",
+                        help="leave out the thread-scaling column (one thread against all)")
     args = parser.parse_args(argv)
 
     if args.from_json:
@@ -266,7 +348,8 @@ def main(argv=None) -> int:
             suite_names = [layer.name for layer in L.select(L.CPU_SUITE, args.layers)]
         except ValueError as exc:
             parser.error(str(exc))
-        report = run(suite_names, repeat, warmup, args.seed, args.quick)
+        report = run(suite_names, repeat, warmup, args.seed, args.quick,
+                     scaling=not args.no_scaling)
         targets = [args.json] if args.json else []
         if not args.json and not args.quick and not args.layers:
             date = report["machine"]["date"][:10]

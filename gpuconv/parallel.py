@@ -15,15 +15,19 @@ count of them.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, TypeVar
+
+import numpy as np
 
 ENV_VAR = "GPUCONV_NUM_THREADS"
 # Pieces smaller than this run on the calling thread: handing them out costs more than
 # it saves. Only where a piece runs depends on it, never what it computes.
 MIN_PARALLEL_BYTES = 256 << 10
+PIECE_BYTES = 512 << 10  # a piece of a copy or elementwise pass: fits in a core's cache
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -85,31 +89,52 @@ def _mark_worker() -> None:
     _in_worker.active = True
 
 
-def run(fn: Callable[[T], R], pieces: Iterable[T], piece_bytes: int = MIN_PARALLEL_BYTES) -> list[R]:
-    """``[fn(p) for p in pieces]``, the pieces spread over the pool (the calling thread takes
-    its share). ``piece_bytes``, about how much memory one piece touches, keeps small work on
-    the calling thread. A piece called from inside the pool runs inline (no nested waits)."""
+def run(fn: Callable[[T], R], pieces: Iterable[T],
+        piece_bytes: int = MIN_PARALLEL_BYTES) -> list[R]:
+    """``[fn(p) for p in pieces]``, the pieces spread over the pool. ``piece_bytes``, about
+    how much memory the pieces touch, keeps small work on the calling thread. A piece called
+    from inside the pool runs inline (no nested waits)."""
     pieces = list(pieces)
     threads = num_threads()
     if (threads == 1 or len(pieces) < 2 or piece_bytes < MIN_PARALLEL_BYTES
             or getattr(_in_worker, "active", False)):
         return [fn(p) for p in pieces]
+    job = _Job(fn, pieces)
     pool = _pool()
-    # thread t takes pieces t, t + threads, ...: the caller is thread 0
-    futures = [pool.submit(_run_strided, fn, pieces, t, threads) for t in range(1, threads)]
-    results: list = [None] * len(pieces)
-    _fill(results, _run_strided(fn, pieces, 0, threads), 0, threads)
-    for t, future in enumerate(futures, start=1):
-        _fill(results, future.result(), t, threads)
-    return results
+    for _ in range(min(threads, len(pieces)) - 1):
+        pool.submit(job.work)
+    job.work()
+    job.finished.wait()
+    if job.error is not None:
+        raise job.error
+    return job.results
 
 
-def _run_strided(fn, pieces: Sequence, first: int, step: int) -> list:
-    return [fn(p) for p in pieces[first::step]]
+class _Job:
+    """Pieces handed out one at a time to whichever thread asks next: the calling thread
+    takes pieces too, so it never waits for a helper that the OS has not scheduled yet (on
+    a busy machine that wait would cost more than the work), only for pieces under way."""
 
+    def __init__(self, fn, pieces: list):
+        self.fn, self.pieces = fn, pieces
+        self.results: list = [None] * len(pieces)
+        self.error: BaseException | None = None
+        self._next = itertools.count()  # next() on it is atomic under the GIL
+        self._left = len(pieces)
+        self._lock = threading.Lock()
+        self.finished = threading.Event()
 
-def _fill(results: list, values: list, first: int, step: int) -> None:
-    results[first::step] = values
+    def work(self) -> None:
+        while (i := next(self._next)) < len(self.pieces):
+            try:
+                if self.error is None:
+                    self.results[i] = self.fn(self.pieces[i])
+            except BaseException as exc:  # re-raised by the caller
+                self.error = self.error or exc
+            with self._lock:
+                self._left -= 1
+                if self._left == 0:
+                    self.finished.set()
 
 
 def reduce(fn: Callable[[T], R], pieces: Iterable[T], piece_bytes: int = MIN_PARALLEL_BYTES):
@@ -125,4 +150,42 @@ def pieces(n: int, size: int) -> list[slice]:
     """``range(n)`` cut into slices of ``size`` (the last may be shorter)."""
     size = max(1, size)
     return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+
+def pieces_by_bytes(n: int, bytes_per_item: int) -> list[slice]:
+    """``range(n)`` in pieces of about ``PIECE_BYTES``: shapes alone decide them."""
+    return pieces(n, PIECE_BYTES // max(1, bytes_per_item))
+
+
+def map_batch(fn: Callable, *arrays):
+    """``fn(*arrays)`` for an elementwise pass over arrays of one batch size, computed on
+    pieces of the batch over the pool into one output (or a tuple of them) of
+    ``fn``'s dtypes. NumPy arrays only: others (CuPy) are handed to ``fn`` whole."""
+    first = arrays[0]
+    if not isinstance(first, np.ndarray) or first.ndim == 0 or first.shape[0] < 2:
+        return fn(*arrays)
+    slices = pieces_by_bytes(first.shape[0], first.nbytes // first.shape[0])
+    head = fn(*(a[slices[0]] for a in arrays))
+    heads = head if isinstance(head, tuple) else (head,)
+    outs = tuple(np.empty((first.shape[0],) + h.shape[1:], dtype=h.dtype) for h in heads)
+    for out, h in zip(outs, heads):
+        out[slices[0]] = h
+
+    def piece(s):
+        got = fn(*(a[s] for a in arrays))
+        for out, value in zip(outs, got if isinstance(got, tuple) else (got,)):
+            out[s] = value
+    run(piece, slices[1:], first.nbytes)
+    return outs if isinstance(head, tuple) else outs[0]
+
+
+def sum_batch(fn: Callable, *arrays):
+    """The sum over pieces of the batch of ``fn(*piece_arrays)`` (a reduction over the
+    batch, per channel say), the pieces' partial sums added in piece order: the same bits
+    for any thread count. NumPy arrays only: others (CuPy) are handed to ``fn`` whole."""
+    first = arrays[0]
+    if not isinstance(first, np.ndarray) or first.ndim == 0 or first.shape[0] < 2:
+        return fn(*arrays)
+    slices = pieces_by_bytes(first.shape[0], first.nbytes // first.shape[0])
+    return reduce(lambda s: fn(*(a[s] for a in arrays)), slices, first.nbytes)
 

@@ -17,8 +17,9 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as TF  # noqa: E402
 
 import gpuconv.functional as F  # noqa: E402
-from gpuconv import parallel  # noqa: E402
+from gpuconv import nn, parallel  # noqa: E402
 from gpuconv.backends import numpy_backend  # noqa: E402
+from gpuconv.nn import Sequential  # noqa: E402
 
 THREADS = (1, 2, 3)
 
@@ -53,9 +54,9 @@ POOL_CASES = [
 def tiny_pieces():
     """One-byte budgets: every sample, channel and plane is a piece of its own, and the pool
     takes any piece, however small."""
-    with mock.patch.multiple(numpy_backend, PIECE_BYTES=1, CHUNK_BYTES=1, FOLD_CHUNK_BYTES=1,
+    with mock.patch.multiple(numpy_backend, CHUNK_BYTES=1, FOLD_CHUNK_BYTES=1,
                              CACHE_BLOCK_BYTES=1), \
-            mock.patch.object(parallel, "MIN_PARALLEL_BYTES", 0):
+            mock.patch.multiple(parallel, MIN_PARALLEL_BYTES=0, PIECE_BYTES=1):
         before = parallel.num_threads()
         yield
         parallel.set_num_threads(before)
@@ -188,3 +189,59 @@ def test_thread_count_from_environment(value, expected):
                 parallel._threads_from_env()
         else:
             assert parallel._threads_from_env() == (expected or parallel._cores())
+
+
+def test_run_raises_a_piece_error_in_the_caller(tiny_pieces):
+    parallel.set_num_threads(2)
+
+    def piece(i):
+        if i == 5:
+            raise ArithmeticError("piece 5")
+        return i
+    with pytest.raises(ArithmeticError, match="piece 5"):
+        parallel.run(piece, range(8))
+    assert parallel.run(piece, range(5)) == list(range(5))  # the pool still works
+
+
+# --------------------------------------------------------------------------- nn layers on the pool
+NN_CASES = [
+    ("batch_norm", lambda: nn.BatchNorm2D(momentum=0.9, epsilon=1e-5),
+     lambda: torch.nn.BatchNorm2d(4, eps=1e-5, momentum=0.1)),
+    ("relu", lambda: nn.ReLU(), lambda: torch.nn.ReLU()),
+    ("elu", lambda: nn.ELU(0.7), lambda: torch.nn.ELU(0.7)),
+]
+
+
+def _nn_run(make, dtype, threads):
+    parallel.set_num_threads(threads)
+    layer = make()
+    Sequential([layer]).build((4, 6, 5), "cpu", 0, np.dtype(dtype).name)
+    layer.need_input_grad = True
+    x, gy = _arrays([(5, 4, 6, 5)] * 2, 3, dtype)
+    x += 2.0  # a batch mean well away from zero
+    y = layer.forward(x, training=True)
+    return x, gy, y, layer.backward(gy), {k: v.copy() for k, v in layer.grads.items()}
+
+
+@pytest.mark.parametrize("case", NN_CASES, ids=lambda c: c[0])
+def test_nn_layer_in_pieces(tiny_pieces, case):
+    """Training forward and backward in one-sample pieces: against torch in float64, and
+    float32 results equal at 1, 2 and 3 threads."""
+    name, make, make_torch = case
+    first = _nn_run(make, np.float32, 1)
+    for threads in THREADS[1:]:
+        got = _nn_run(make, np.float32, threads)
+        for ours, want in zip(got[2:4], first[2:4]):
+            assert np.array_equal(ours, want), f"{name}: {threads} threads differ"
+        for key in first[4]:
+            assert np.array_equal(got[4][key], first[4][key]), f"{name} {key}: {threads} threads"
+    x, gy, y, gx, grads = _nn_run(make, np.float64, 2)
+    module = make_torch().double().train()
+    xt = torch.tensor(x, requires_grad=True)
+    ref = module(xt)
+    ref.backward(torch.tensor(gy))
+    _close(y, ref, f"{name} output")
+    _close(gx, xt.grad, f"{name} grad_input")
+    if name == "batch_norm":
+        _close(grads["gamma"], module.weight.grad, "batch_norm grad gamma")
+        _close(grads["beta"], module.bias.grad, "batch_norm grad beta")

@@ -43,7 +43,6 @@ PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float
 CHUNK_BYTES = 16 << 20  # im2col buffer budget per batch chunk
 FOLD_CHUNK_BYTES = 1 << 20  # row-image fold buffer per batch chunk: its adds run in cache
 CACHE_BLOCK_BYTES = 512 << 10  # working set of the tap-loop kernels (depthwise)
-PIECE_BYTES = 512 << 10  # a thread pool piece of a copy or elementwise pass
 
 
 # --------------------------------------------------------------------------- windowing primitive
@@ -76,11 +75,6 @@ def _to_rows(a: np.ndarray, width: int) -> np.ndarray:
     return rows.reshape(c, -1)
 
 
-def _pieces(n: int, bytes_per_item: int) -> list[slice]:
-    """``range(n)`` in pieces of about ``PIECE_BYTES``: shapes alone decide them."""
-    return parallel.pieces(n, PIECE_BYTES // max(1, bytes_per_item))
-
-
 def _copy(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     """``dst[...] = src`` in pieces along the first axis, over the thread pool."""
     n = dst.shape[0]
@@ -88,7 +82,7 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
 
     def copy(piece):
         dst[piece] = src[piece]
-    parallel.run(copy, _pieces(n, per_item), dst.nbytes)
+    parallel.run(copy, parallel.pieces_by_bytes(n, per_item), dst.nbytes)
     return dst
 
 
@@ -402,7 +396,7 @@ def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
 def _fold_pieces(fold, planes: np.ndarray) -> None:
     """Run ``fold(channels)`` over pieces of the channels of ``planes`` (C, ...): each
     piece adds every kernel tap in the same order, whatever thread runs it."""
-    parallel.run(fold, _pieces(planes.shape[0], planes[0].nbytes), planes.nbytes)
+    parallel.run(fold, parallel.pieces_by_bytes(planes.shape[0], planes[0].nbytes), planes.nbytes)
 
 
 def _grad_input_fold_rows(grad_out: np.ndarray, w_t: np.ndarray, kernel_hw, dilation,
@@ -445,7 +439,7 @@ def _planewise(fn, *arrays: np.ndarray):
     alike (pooling), run on pieces of planes over the thread pool. ``fn`` returns an array
     or a tuple of arrays (or None), each (N, C, ...); the pieces' results are joined."""
     n, c = arrays[0].shape[:2]
-    pieces = _pieces(n * c, arrays[0].nbytes // max(1, n * c))
+    pieces = parallel.pieces_by_bytes(n * c, arrays[0].nbytes // max(1, n * c))
     if len(pieces) < 2:
         return fn(*arrays)
     planes = [a.reshape((n * c, 1) + a.shape[2:]) for a in arrays]

@@ -15,7 +15,9 @@ stride (``ceil(size / stride)`` outputs, the odd padding element after). Shapes
 are channels-first, (C, H, W), where Keras is channels-last, (H, W, C).
 
 Conv and pooling run on the model's backend; everything else is array arithmetic
-on the model's array library (NumPy or CuPy).
+on the model's array library (NumPy or CuPy). On NumPy, activations and batch norm run
+in cache-sized pieces of the batch over the CPU thread pool (``gpuconv.parallel``), each
+piece in one pass.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 import gpuconv.functional as F
 from gpuconv.nn.device import Device
+from gpuconv.parallel import map_batch, sum_batch
 from gpuconv.nn.initializers import initialize
 from gpuconv.shapes import ConvSpec, PoolSpec, keras_same_padding, ntuple
 
@@ -455,11 +458,12 @@ class _Activation(Layer):
         raise NotImplementedError
 
     def forward(self, x, training=False, rng=None):
-        y, self._slope = self.value_and_slope(x, self.device.xp)
+        xp = self.device.xp
+        y, self._slope = map_batch(lambda piece: self.value_and_slope(piece, xp), x)
         return y
 
     def backward(self, grad_out):
-        return grad_out * self._slope
+        return map_batch(lambda g, slope: g * slope, grad_out, self._slope)
 
 
 class ReLU(_Activation):
@@ -564,41 +568,55 @@ class BatchNorm2D(Layer):
     def forward(self, x, training=False, rng=None):
         xp = self.device.xp
         if training:
-            count = x.size // x.shape[1]
-            mean = x.mean(axis=(0, 2, 3))
-            centred = x - mean[:, None, None]
-            var = xp.einsum("nchw,nchw->c", centred, centred) / x.dtype.type(count)
+            count = x.dtype.type(x.size // x.shape[1])
+            mean = sum_batch(lambda a: a.sum(axis=(0, 2, 3)), x) / count
+            var = sum_batch(lambda a: _sum_of_squares(a - mean[:, None, None], xp), x) / count
             m = x.dtype.type(self.momentum)
             self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
             self.buffers["running_var"] = (m * self.buffers["running_var"]
                                            + (1 - m) * var * (count / max(count - 1, 1)))
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
-            centred = x - mean[:, None, None]
-        self._centred = centred
+        self._x, self._mean = x, mean
         self._inv_std = 1 / xp.sqrt(var + x.dtype.type(self.epsilon))
         # y = gamma * (x - mean) / std + beta, as one scale and one shift per channel
-        y = centred * (self.params["gamma"] * self._inv_std)[:, None, None]
-        y += self.params["beta"][:, None, None]
-        return y
+        scale = (self.params["gamma"] * self._inv_std)[:, None, None]
+        beta = self.params["beta"][:, None, None]
+
+        def normalise(a):
+            y = a - mean[:, None, None]
+            y *= scale
+            y += beta
+            return y
+        return map_batch(normalise, x)
 
     def backward(self, grad_out):
-        xp, inv_std, centred = self.device.xp, self._inv_std, self._centred
-        count = grad_out.size // grad_out.shape[1]
-        sum_g = grad_out.sum(axis=(0, 2, 3))
-        sum_gc = xp.einsum("nchw,nchw->c", grad_out, centred)
+        xp, inv_std, mean = self.device.xp, self._inv_std, self._mean[:, None, None]
+        count = grad_out.dtype.type(grad_out.size // grad_out.shape[1])
+        sum_g, sum_gc = sum_batch(lambda g, a: xp.stack([
+            g.sum(axis=(0, 2, 3)), xp.einsum("nchw,nchw->c", g, a - mean)]), grad_out, self._x)
         self.grads = {"gamma": sum_gc * inv_std, "beta": sum_g}
         if not self.need_input_grad:
             return None
         # d/dx of gamma * (x - mean) / std with the batch's mean and std (training mode):
         # gamma / std * (g - mean(g) - (x - mean) / std^2 * mean(g * (x - mean)))
         scale = self.params["gamma"] * inv_std
-        slope = -scale * inv_std * inv_std * sum_gc / grad_out.dtype.type(count)
-        shift = -scale * sum_g / grad_out.dtype.type(count)
-        grad_x = grad_out * scale[:, None, None]
-        grad_x += centred * slope[:, None, None]
-        grad_x += shift[:, None, None]
-        return grad_x
+        slope = (-scale * inv_std * inv_std * sum_gc / count)[:, None, None]
+        shift = (-scale * sum_g / count)[:, None, None]
+        scale = scale[:, None, None]
+
+        def grad_input(g, a):
+            grad_x = a - mean
+            grad_x *= slope
+            grad_x += g * scale
+            grad_x += shift
+            return grad_x
+        return map_batch(grad_input, grad_out, self._x)
+
+
+def _sum_of_squares(centred, xp):
+    """Per-channel sum of squares of ``centred`` (N, C, H, W)."""
+    return xp.einsum("nchw,nchw->c", centred, centred)
 
 
 # --------------------------------------------------------------------------- augmentation
