@@ -27,7 +27,7 @@ ENV_VAR = "GPUCONV_NUM_THREADS"
 # Pieces smaller than this run on the calling thread: handing them out costs more than
 # it saves. Only where a piece runs depends on it, never what it computes.
 MIN_PARALLEL_BYTES = 256 << 10
-PIECE_BYTES = 512 << 10  # a piece of a copy or elementwise pass: fits in a core's cache
+PIECE_BYTES = 2 << 20  # a piece of a copy, pooling or elementwise pass: fits a core's L2 or L3
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -158,11 +158,13 @@ def pieces_by_bytes(n: int, bytes_per_item: int) -> list[slice]:
 
 
 def map_batch(fn: Callable, *arrays):
-    """``fn(*arrays)`` for an elementwise pass over arrays of one batch size, computed on
-    pieces of the batch over the pool into one output (or a tuple of them) of
-    ``fn``'s dtypes. NumPy arrays only: others (CuPy) are handed to ``fn`` whole."""
+    """``fn(*arrays)`` for a pass in which each sample's result depends on that sample
+    alone (elementwise, say), computed on pieces of the batch over the pool into one output
+    (or a tuple of them). Such a pass gives the same bits in pieces or whole, so one thread
+    runs it whole (no copy into the output); CuPy arrays are handed to ``fn`` whole too."""
     first = arrays[0]
-    if not isinstance(first, np.ndarray) or first.ndim == 0 or first.shape[0] < 2:
+    if (not isinstance(first, np.ndarray) or first.ndim == 0 or first.shape[0] < 2
+            or num_threads() == 1):
         return fn(*arrays)
     slices = pieces_by_bytes(first.shape[0], first.nbytes // first.shape[0])
     head = fn(*(a[slices[0]] for a in arrays))

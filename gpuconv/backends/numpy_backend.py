@@ -42,7 +42,10 @@ from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float maths
 CHUNK_BYTES = 16 << 20  # im2col buffer budget per batch chunk
 FOLD_CHUNK_BYTES = 1 << 20  # row-image fold buffer per batch chunk: its adds run in cache
-CACHE_BLOCK_BYTES = 512 << 10  # working set of the tap-loop kernels (depthwise)
+CACHE_BLOCK_BYTES = 512 << 10  # working set of the depthwise im2col blocks
+# Output planes below this many pixels make per-sample GEMMs too small for BLAS (each
+# call pays its threads' start-up): the batch chunk then becomes one GEMM per group.
+BATCH_GEMM_PIXELS = 512
 
 
 # --------------------------------------------------------------------------- windowing primitive
@@ -87,12 +90,23 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
 
 
 def _im2col(win: np.ndarray, groups: int) -> np.ndarray:
-    """The im2col matrix (G, C/G*kH*kW, N*H_out*W_out) of ``win`` (N, C, kH, kW, H_out,
-    W_out): samples side by side in each row, so one GEMM per group covers the batch."""
+    """The im2col matrices of ``win`` (N, C, kH, kW, H_out, W_out): (N, G, C/G*kH*kW,
+    H_out*W_out), one per sample, or, for small output planes (``_batch_gemm``),
+    (G, C/G*kH*kW, N*H_out*W_out) with the samples side by side in each row, so that one
+    GEMM per group covers the batch."""
     n, channels, kh, kw, ho, wo = win.shape
+    k = channels // groups * kh * kw
+    if not _batch_gemm(ho * wo):
+        cols = _copy(np.empty(win.shape, dtype=win.dtype), win)
+        return cols.reshape(n, groups, k, ho * wo)
     cols = np.empty((channels, kh, kw, n, ho, wo), dtype=win.dtype)
     _copy(cols, win.transpose(1, 2, 3, 0, 4, 5))
-    return cols.reshape(groups, channels // groups * kh * kw, n * ho * wo)
+    return cols.reshape(groups, k, n * ho * wo)
+
+
+def _batch_gemm(pixels: int) -> bool:
+    """Whether output planes of ``pixels`` pixels take batch-wide GEMMs."""
+    return pixels < BATCH_GEMM_PIXELS
 
 
 def _channels_first(a: np.ndarray) -> np.ndarray:
@@ -181,7 +195,7 @@ def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int
         return _depthwise_correlate(xp, weight.reshape(groups, o // groups, kh, kw), stride,
                                     dilation, out_hw)
     k = cg * kh * kw
-    w_mat = weight.reshape(groups, o // groups, k)
+    w_mat = np.ascontiguousarray(weight.reshape(groups, o // groups, k))  # BLAS-ready
     y = np.empty((n, o, ho, wo), dtype=xp.dtype)
     if (kh, kw) == (1, 1) and tuple(stride) == (1, 1):
         # the input already is the im2col matrix of each sample: no copy
@@ -191,8 +205,11 @@ def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int
     win = _windows(xp, (kh, kw), stride, dilation, out_hw)
     for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * xp.dtype.itemsize):
         nb = chunk.stop - chunk.start
-        out = np.matmul(w_mat, _im2col(win[chunk], groups))
-        _copy(y[chunk].transpose(1, 0, 2, 3), out.reshape(o, nb, ho, wo))
+        cols = _im2col(win[chunk], groups)
+        if not _batch_gemm(ho * wo):
+            np.matmul(w_mat, cols, out=y[chunk].reshape(nb, groups, o // groups, ho * wo))
+            continue
+        _copy(y[chunk].transpose(1, 0, 2, 3), np.matmul(w_mat, cols).reshape(o, nb, ho, wo))
     return y
 
 
@@ -212,7 +229,9 @@ def _depthwise_correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation,
     _, m, kh, kw = weight.shape
     ho, wo = out_hw
     win = _windows(xp, (kh, kw), stride, dilation, out_hw)
-    w3 = weight.reshape(groups, m, kh * kw)
+    # contiguous: a flipped kernel (grad-input) would reshape to negative strides, which
+    # NumPy cannot hand to BLAS
+    w3 = np.ascontiguousarray(weight.reshape(groups, m, kh * kw))
     y4 = np.empty((n, groups, m, ho * wo), dtype=xp.dtype)
 
     def correlate(piece):
@@ -231,15 +250,15 @@ def _depthwise_grad_weight(grad_out: np.ndarray, win: np.ndarray, m: int) -> np.
     gy4 = grad_out.reshape(n, groups, m, ho * wo)
     pieces = _depthwise_pieces(n, groups, m, kh * kw, ho * wo, grad_out.itemsize)
 
-    def grad_weight(piece):
+    def grad_weight_t(piece):  # (channels, kH*kW, m): BLAS's fast orientation (a GEMV)
         b, g = piece
         cols = np.ascontiguousarray(win[b, g]).reshape(-1, kh * kw, ho * wo)
-        return np.matmul(gy4[b, g], cols.transpose(0, 2, 1))
-    parts = parallel.run(grad_weight, pieces, grad_out.nbytes)
-    grad_w = np.zeros((groups, m, kh * kw), dtype=grad_out.dtype)
+        return np.matmul(cols, gy4[b, g].transpose(0, 2, 1))
+    parts = parallel.run(grad_weight_t, pieces, grad_out.nbytes)
+    grad_w_t = np.zeros((groups, kh * kw, m), dtype=grad_out.dtype)
     for (_, g), part in zip(pieces, parts):  # samples in order, for each channel block
-        grad_w[g] += part
-    return grad_w
+        grad_w_t[g] += part
+    return grad_w_t.transpose(0, 2, 1)
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
@@ -277,12 +296,19 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
         gy = grad_out.reshape(n, groups, og, ho * wo)
         x4 = xp.reshape(n, groups, cg, ho * wo)
         return np.matmul(gy, x4.transpose(0, 1, 3, 2)).sum(axis=0).reshape(o, cg, 1, 1)
-    grad_w = np.zeros((groups, og, k), dtype=x.dtype)
+    # Accumulate dW^T = cols @ dy^T: NumPy hands this orientation to BLAS as one GEMM per
+    # sample, while dy @ cols^T falls back to a loop many times slower.
+    grad_w_t = np.zeros((groups, k, og), dtype=x.dtype)
     for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize):
         nb = chunk.stop - chunk.start
+        cols = _im2col(win[chunk], groups)
+        if not _batch_gemm(ho * wo):
+            gy = grad_out[chunk].reshape(nb, groups, og, ho * wo)
+            grad_w_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
+            continue
         gy = _channels_first(grad_out[chunk]).reshape(groups, og, nb * ho * wo)
-        grad_w += np.matmul(gy, _im2col(win[chunk], groups).transpose(0, 2, 1))
-    return grad_w.reshape(o, cg, kh, kw)
+        grad_w_t += np.matmul(cols, gy.transpose(0, 2, 1))
+    return np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
 
 def _phase_taps(kernel: int, stride: int, dilation: int, phase: int):
@@ -437,10 +463,11 @@ def _flipped(taps: slice, kernel: int) -> slice:
 def _planewise(fn, *arrays: np.ndarray):
     """``fn(*arrays)`` for a pass that treats every (n, c) plane of its (N, C, ...) arrays
     alike (pooling), run on pieces of planes over the thread pool. ``fn`` returns an array
-    or a tuple of arrays (or None), each (N, C, ...); the pieces' results are joined."""
+    or a tuple of arrays (or None), each (N, C, ...); the pieces' results are joined. Each
+    plane's result is the same in a piece or whole, so one thread runs it whole."""
     n, c = arrays[0].shape[:2]
     pieces = parallel.pieces_by_bytes(n * c, arrays[0].nbytes // max(1, n * c))
-    if len(pieces) < 2:
+    if len(pieces) < 2 or parallel.num_threads() == 1:
         return fn(*arrays)
     planes = [a.reshape((n * c, 1) + a.shape[2:]) for a in arrays]
     parts = parallel.run(lambda piece: fn(*(a[piece] for a in planes)), pieces,
