@@ -91,6 +91,8 @@ def machine_info() -> dict:
         "torch_num_threads": torch.get_num_threads(),
         "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
         "gpuconv_threads": parallel.num_threads(),
+        # other processes' load makes every timing noisier: 1-, 5- and 15-minute averages
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                    "MKL_NUM_THREADS", parallel.ENV_VAR,
                                                    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -306,6 +308,7 @@ def run(names=None, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, 
     report["geomean_ratio"] = {p: geomean(r[p]["ratio"] for r in ok)
                                for p in ("forward", "backward")}
     report["thread_scaling_geomean"] = scaling_summary(report)
+    report["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report["all_correct"] = len(ok) == len(report["layers"])
     return report
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -26,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpuconv  # noqa: E402
-from gpuconv import nn  # noqa: E402
+from gpuconv import nn, parallel  # noqa: E402
 from gpuconv.data import load_dataset, to_float_images  # noqa: E402
 from gpuconv.nn import zoo  # noqa: E402
 
@@ -56,6 +57,16 @@ def torch_twin(model: nn.Sequential, torch):
             raise ValueError(f"no PyTorch twin for {type(layer).__name__} (augmentation layers "
                              "are left out of the speed comparison: pick another model)")
     return t.Sequential(*modules)
+
+
+def _blas_kernels():
+    """NumPy's BLAS libraries, kernels and thread counts (threadpoolctl), or None."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    return [{k: p.get(k) for k in ("internal_api", "architecture", "num_threads", "version")}
+            for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
 
 
 def gpuconv_epoch(model, x, y, batch_size) -> float:
@@ -119,10 +130,12 @@ def main(argv=None) -> int:
         "model": args.model, "device": model.device.describe(), "images": n, "batch_size": batch,
         "gpuconv_seconds": ours, "torch_seconds": theirs, "ratio": ours / theirs,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "gpuconv_threads": parallel.num_threads(), "blas": _blas_kernels(),
         "gpuconv": gpuconv.__version__, "numpy": np.__version__,
         "machine": platform.processor() or platform.machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "repeat": args.repeat,
+        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     print(f"{args.model} on {report['device']}, {n:,} images, batch {batch}: "
           f"gpuconv {ours:.2f} s/epoch, PyTorch {theirs:.2f} s/epoch, ratio {ours / theirs:.2f}")

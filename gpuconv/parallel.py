@@ -9,8 +9,10 @@ Bit-identical results for any thread count: callers cut the work into pieces who
 boundaries depend only on the shapes, never on the thread count; each piece computes the
 same thing whichever thread runs it, and a reduction adds its per-piece partial results in
 piece order (``reduce``). The one exception is BLAS (NumPy's OpenBLAS), which runs its
-own threads (``OPENBLAS_NUM_THREADS``) and may split a GEMM's sums differently for another
-count of them.
+own threads (``OPENBLAS_NUM_THREADS``, or threadpoolctl) and may split a GEMM's sums
+differently for another count of them: bit-identical reruns need the same BLAS thread
+count, which is why checkpoints record it. Depthwise blocks call BLAS (small GEMVs) from
+the pool's threads; OpenBLAS is thread-safe for that.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ chunks, so the pool really hands pieces to other threads."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from unittest import mock
 
@@ -50,16 +51,36 @@ POOL_CASES = [
 ]
 
 
-@pytest.fixture
-def tiny_pieces():
-    """One-byte budgets: every sample, channel and plane is a piece of its own, and the pool
-    takes any piece, however small."""
-    with mock.patch.multiple(numpy_backend, CHUNK_BYTES=1, FOLD_CHUNK_BYTES=1,
-                             CACHE_BLOCK_BYTES=1), \
+# im2col GEMMs per sample or batch-wide, in batch chunks of the whole batch or one sample
+GEMM_LAYOUTS = {"per_sample_gemm": (0, None), "batch_gemm": (1 << 30, None),
+                "per_sample_gemm_1_sample_chunks": (0, 1),
+                "batch_gemm_1_sample_chunks": (1 << 30, 1)}
+
+
+@contextlib.contextmanager
+def _tiny_pieces(batch_gemm_pixels=numpy_backend.BATCH_GEMM_PIXELS, chunk_bytes=None):
+    """One-byte piece budgets: every sample, channel and plane is a piece of its own, and the
+    pool takes any piece, however small."""
+    with mock.patch.multiple(numpy_backend, FOLD_CHUNK_BYTES=1, CACHE_BLOCK_BYTES=1,
+                             BATCH_GEMM_PIXELS=batch_gemm_pixels,
+                             CHUNK_BYTES=chunk_bytes or numpy_backend.CHUNK_BYTES), \
             mock.patch.multiple(parallel, MIN_PARALLEL_BYTES=0, PIECE_BYTES=1):
         before = parallel.num_threads()
         yield
         parallel.set_num_threads(before)
+
+
+@pytest.fixture(params=list(GEMM_LAYOUTS))
+def conv_pieces(request):
+    """``_tiny_pieces`` with each im2col layout of ``GEMM_LAYOUTS``."""
+    with _tiny_pieces(*GEMM_LAYOUTS[request.param]):
+        yield
+
+
+@pytest.fixture
+def tiny_pieces():
+    with _tiny_pieces():
+        yield
 
 
 def _arrays(shapes, seed, dtype):
@@ -110,22 +131,22 @@ def _check_thread_counts(op, case):
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: c[0])
-def test_conv_matches_torch_in_pieces(tiny_pieces, case):
+def test_conv_matches_torch_in_pieces(conv_pieces, case):
     _check_against_torch("conv2d", case)
 
 
 @pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=lambda c: c[0])
-def test_conv_transpose_matches_torch_in_pieces(tiny_pieces, case):
+def test_conv_transpose_matches_torch_in_pieces(conv_pieces, case):
     _check_against_torch("conv_transpose2d", case)
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: c[0])
-def test_conv_is_bit_identical_at_any_thread_count(tiny_pieces, case):
+def test_conv_is_bit_identical_at_any_thread_count(conv_pieces, case):
     _check_thread_counts("conv2d", case)
 
 
 @pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=lambda c: c[0])
-def test_conv_transpose_is_bit_identical_at_any_thread_count(tiny_pieces, case):
+def test_conv_transpose_is_bit_identical_at_any_thread_count(conv_pieces, case):
     _check_thread_counts("conv_transpose2d", case)
 
 

@@ -23,9 +23,17 @@ W, zeros past W_out, so that in the flattened padded plane every kernel tap adds
 one long contiguous run instead of H_out short rows, and one GEMM per group
 covers a whole batch chunk.
 
-Every gradient is a gather or a fixed-order sum (no two writers race), so
-results are bit-identical from run to run. Only one im2col chunk of about
-``CHUNK_BYTES`` is alive at a time.
+Small output planes (under ``BATCH_GEMM_PIXELS``) put a chunk's samples side by side in
+each im2col row, so that one GEMM per group covers the chunk instead of one small GEMM
+per sample; a 1x1 stride-1 convolution needs no im2col copy at all. Depthwise
+convolutions are batched small GEMMs (each channel's kernel times its im2col block) over
+cache-sized channel blocks.
+
+The copies, folds, depthwise blocks and pooling planes run in pieces over the thread pool
+of ``gpuconv.parallel``; pieces are cut by shape alone and every gradient is a gather or a
+fixed-order sum (no two writers race), so results are bit-identical from run to run and
+for any thread count (BLAS's own threads aside: see ``gpuconv.parallel``). Only one
+im2col chunk of about ``CHUNK_BYTES`` is alive at a time.
 """
 
 from __future__ import annotations
@@ -79,13 +87,15 @@ def _to_rows(a: np.ndarray, width: int) -> np.ndarray:
 
 
 def _copy(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """``dst[...] = src`` in pieces along the first axis, over the thread pool."""
-    n = dst.shape[0]
-    per_item = dst.nbytes // max(1, n)
+    """``dst[...] = src`` in pieces over the thread pool, along the first axis or, when it
+    is too short to share out (a chunk of one large sample), the second."""
+    axis = 1 if dst.ndim > 1 and dst.shape[0] < 4 else 0
+    n = dst.shape[axis]
+    lead = (slice(None),) * axis
 
     def copy(piece):
-        dst[piece] = src[piece]
-    parallel.run(copy, parallel.pieces_by_bytes(n, per_item), dst.nbytes)
+        dst[lead + (piece,)] = src[lead + (piece,)]
+    parallel.run(copy, parallel.pieces_by_bytes(n, dst.nbytes // max(1, n)), dst.nbytes)
     return dst
 
 

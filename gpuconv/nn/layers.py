@@ -570,31 +570,32 @@ class BatchNorm2D(Layer):
         if training:
             count = x.dtype.type(x.size // x.shape[1])
             mean = sum_batch(lambda a: a.sum(axis=(0, 2, 3)), x) / count
-            var = sum_batch(lambda a: _sum_of_squares(a - mean[:, None, None], xp), x) / count
+            centred = map_batch(lambda a: a - mean[:, None, None], x)
+            var = sum_batch(lambda c: xp.einsum("nchw,nchw->c", c, c), centred) / count
             m = x.dtype.type(self.momentum)
             self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
             self.buffers["running_var"] = (m * self.buffers["running_var"]
                                            + (1 - m) * var * (count / max(count - 1, 1)))
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
-        self._x, self._mean = x, mean
+            centred = map_batch(lambda a: a - mean[:, None, None], x)
+        self._centred = centred
         self._inv_std = 1 / xp.sqrt(var + x.dtype.type(self.epsilon))
         # y = gamma * (x - mean) / std + beta, as one scale and one shift per channel
         scale = (self.params["gamma"] * self._inv_std)[:, None, None]
         beta = self.params["beta"][:, None, None]
 
-        def normalise(a):
-            y = a - mean[:, None, None]
-            y *= scale
+        def normalise(c):
+            y = c * scale
             y += beta
             return y
-        return map_batch(normalise, x)
+        return map_batch(normalise, centred)
 
     def backward(self, grad_out):
-        xp, inv_std, mean = self.device.xp, self._inv_std, self._mean[:, None, None]
+        xp, inv_std, centred = self.device.xp, self._inv_std, self._centred
         count = grad_out.dtype.type(grad_out.size // grad_out.shape[1])
-        sum_g, sum_gc = sum_batch(lambda g, a: xp.stack([
-            g.sum(axis=(0, 2, 3)), xp.einsum("nchw,nchw->c", g, a - mean)]), grad_out, self._x)
+        sum_g, sum_gc = sum_batch(lambda g, c: xp.stack([
+            g.sum(axis=(0, 2, 3)), xp.einsum("nchw,nchw->c", g, c)]), grad_out, centred)
         self.grads = {"gamma": sum_gc * inv_std, "beta": sum_g}
         if not self.need_input_grad:
             return None
@@ -605,18 +606,12 @@ class BatchNorm2D(Layer):
         shift = (-scale * sum_g / count)[:, None, None]
         scale = scale[:, None, None]
 
-        def grad_input(g, a):
-            grad_x = a - mean
-            grad_x *= slope
-            grad_x += g * scale
+        def grad_input(g, c):
+            grad_x = g * scale
+            grad_x += c * slope
             grad_x += shift
             return grad_x
-        return map_batch(grad_input, grad_out, self._x)
-
-
-def _sum_of_squares(centred, xp):
-    """Per-channel sum of squares of ``centred`` (N, C, H, W)."""
-    return xp.einsum("nchw,nchw->c", centred, centred)
+        return map_batch(grad_input, grad_out, centred)
 
 
 # --------------------------------------------------------------------------- augmentation
