@@ -1,5 +1,6 @@
-"""The CPU thread pool: the NumPy passes that BLAS does not run (im2col copies, folds,
-tap loops, pooling, batch norm, activations) split over batch or channel pieces.
+"""The CPU thread pool: the NumPy passes that BLAS does not run (im2col copies, the folds'
+tap loops, depthwise blocks, pooling, batch norm, activations) split over pieces of the
+batch or of the channels.
 
 The pool is small and bounded: ``GPUCONV_NUM_THREADS`` threads (like ``OMP_NUM_THREADS``),
 else one per core this process may use. NumPy releases the GIL inside its copy and ufunc
@@ -8,11 +9,12 @@ loops, so the pieces run in parallel.
 Bit-identical results for any thread count: callers cut the work into pieces whose
 boundaries depend only on the shapes, never on the thread count; each piece computes the
 same thing whichever thread runs it, and a reduction adds its per-piece partial results in
-piece order (``reduce``). The one exception is BLAS (NumPy's OpenBLAS), which runs its
-own threads (``OPENBLAS_NUM_THREADS``, or threadpoolctl) and may split a GEMM's sums
-differently for another count of them: bit-identical reruns need the same BLAS thread
-count, which is why checkpoints record it. Depthwise blocks call BLAS (small GEMVs) from
-the pool's threads; OpenBLAS is thread-safe for that.
+piece order (``reduce``). A pass whose pieces are independent (elementwise, plane-wise)
+gives the same bits whole, which one thread may do to skip the pieces' overhead. The one
+exception is BLAS (NumPy's OpenBLAS), which runs its own threads (``OPENBLAS_NUM_THREADS``,
+or threadpoolctl) and may split a GEMM's sums differently for another count of them:
+bit-identical reruns need the same BLAS thread count as well. Depthwise blocks call BLAS
+(small GEMVs) from the pool's threads; OpenBLAS is thread-safe for that.
 """
 
 from __future__ import annotations
