@@ -150,6 +150,7 @@ _ABSURD = [  # (call, the argument the error must name), each answered within a 
     lambda: F.conv1d(np.zeros((1, 1, 10**6)), np.zeros((1, 1, 10**5))),
     lambda: F.conv1d_backward(np.zeros((1, 1, 900_001)), np.zeros((1, 1, 10**6)),
                               np.zeros((1, 1, 10**5)), output_mask=(False, True, False)),
+    lambda: F.conv1d(np.zeros((1, 2, 10**6)), np.zeros((2, 1, 10**5)), groups=2),  # depthwise
 ])
 def test_the_numpy_workspace_is_checked_before_it_is_allocated(call, monkeypatch):
     """A 10^5 kernel over 10^6 positions: the output is small, one sample's im2col is not."""

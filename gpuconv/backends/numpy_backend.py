@@ -66,12 +66,17 @@ def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
     return as_strided(xp, shape=shape, strides=strides, writeable=False)
 
 
-def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None):
-    if bytes_per_item > max_array_bytes():  # a chunk holds one sample at least
-        raise ValueError(f"input and weight are too large for the numpy backend: one sample's "
-                         f"unfolded windows would take {bytes_per_item:,} bytes, above the "
+def _check_workspace(nbytes: int, whose: str) -> None:
+    """Refuse, before allocating it, an unfolded-windows buffer above the byte limit."""
+    if nbytes > max_array_bytes():
+        raise ValueError(f"input and weight are too large for the numpy backend: {whose} "
+                         f"unfolded windows would take {nbytes:,} bytes, above the "
                          f"limit of {max_array_bytes():,} (the physical memory, or "
                          f"${MAX_BYTES_ENV})")
+
+
+def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None):
+    _check_workspace(bytes_per_item, "one sample's")  # a chunk holds one sample at least
     step = max(1, (budget or CHUNK_BYTES) // max(1, bytes_per_item))
     for start in range(0, n, step):
         yield slice(start, min(n, start + step))
@@ -226,6 +231,7 @@ def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int
 def _depthwise_pieces(n: int, groups: int, m: int, taps: int, hw: int, itemsize: int):
     """(sample, channel block) pieces of a depthwise conv whose im2col block (channels, kH*kW,
     H_out*W_out) and outputs stay in cache."""
+    _check_workspace(taps * hw * itemsize, "one channel's")  # a block holds one at least
     block = max(1, CACHE_BLOCK_BYTES // ((taps + m) * hw * itemsize))
     return [(b, g) for b in range(n) for g in parallel.pieces(groups, block)]
 
