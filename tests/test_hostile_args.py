@@ -119,10 +119,15 @@ def test_floor_sum_matches_the_sum():
         assert floor_sum(n, m, a, b) == sum((a * i + b) // m for i in range(n)), (n, m, a, b)
 
 
+# A hang guard, not a speed measurement: a loop over these sizes (2^40 positions, a 10^12
+# kernel) would run for hours; closed forms answer at once, even on a loaded CI machine.
+HANG_SECONDS = 30.0
+
+
 def test_adaptive_windows_of_a_huge_axis_are_computed_without_a_loop():
     start = time.perf_counter()
     starts, ends = adaptive_windows(2**40 + 3, 10**6)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < HANG_SECONDS
     i = np.array([0, 1, 77, 10**6 - 1])
     assert starts[i].tolist() == [int(v) * (2**40 + 3) // 10**6 for v in i]
     assert ends[i].tolist() == [-(-(int(v) + 1) * (2**40 + 3) // 10**6) for v in i]
@@ -131,7 +136,7 @@ def test_adaptive_windows_of_a_huge_axis_are_computed_without_a_loop():
 # --------------------------------------------------------------------------- absurd sizes
 _ONE = np.zeros((1, 1, 1, 1))
 
-_ABSURD = [  # (call, the argument the error must name), each answered within a second
+_ABSURD = [  # (call, the argument the error must name), each answered without a hang
     (lambda: F.max_pool1d(np.broadcast_to(np.zeros((1, 1, 1)), (1, 1, 2**33)), 2), "input"),
     (lambda: F.max_pool1d(np.zeros((1, 1, 4)), 2 * 10**12, padding=10**12), "padding"),
     (lambda: F.max_pool1d(np.zeros((1, 1, 4)), 2 * 10**12, 3, padding=10**12,
@@ -165,7 +170,7 @@ def test_absurd_sizes_fail_fast_naming_the_argument(call, name, monkeypatch):
     start = time.perf_counter()
     with pytest.raises(ValueError, match=f"{name} is too large"):
         call()
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < HANG_SECONDS
 
 
 def test_the_size_limit_is_configurable(monkeypatch):
