@@ -20,9 +20,11 @@ def _contiguous(shape):
     return tuple(int(s) for s in np.array(np.cumprod((shape[1:] + (1,))[::-1])[::-1]))
 
 
-@pytest.mark.parametrize("struct, fields", [("ConvParams", plan.CONV_FIELDS), ("PoolParams", plan.POOL_FIELDS)])
-def test_param_structs_match_common_cuh(struct, fields):
-    text = (cuda_source.resources.files("gpuconv.kernels") / "common.cuh").read_text()
+@pytest.mark.parametrize("source, struct, fields", [("common.cuh", "ConvParams", plan.CONV_FIELDS),
+                                                    ("common.cuh", "PoolParams", plan.POOL_FIELDS),
+                                                    ("layers.cu", "LayerParams", plan.LAYER_FIELDS)])
+def test_param_structs_match_the_kernels(source, struct, fields):
+    text = (cuda_source.resources.files("gpuconv.kernels") / source).read_text()
     body = re.search(rf"struct {struct} {{(.*?)\n}};", text, re.S).group(1)
     names = []
     for decl in re.sub(r"//[^\n]*", "", body).split(";"):

@@ -1,7 +1,7 @@
 """The CUDA C++ the GPU kernels are built from, and how NVRTC compiles it (no CuPy, no driver).
 
-- ``module_source()``: ``kernels/common.cuh``, ``conv.cu`` and ``pool.cu`` as one translation
-  unit, the NVRTC options and the name expressions (``gpu_plan.kernel_names()``): what
+- ``module_source()``: ``kernels/common.cuh``, ``conv.cu``, ``pool.cu`` and ``layers.cu`` as one
+  translation unit, the NVRTC options and the name expressions (``gpu_plan.kernel_names()``): what
   ``cupy_backend`` loads, what tests/test_cupy_compile.py compiles for sm_90 and what
   tests/cuda_host builds for the CPU.
 - ``compile_report()``: registers, spills and shared memory per kernel, from ``ptxas -v``.
@@ -19,12 +19,12 @@ from gpuconv.backends.gpu_plan import kernel_names
 
 
 # --------------------------------------------------------------------------- sources
-KERNEL_FILES = ("common.cuh", "conv.cu", "pool.cu")
+KERNEL_FILES = ("common.cuh", "conv.cu", "pool.cu", "layers.cu")
 NVRTC_OPTIONS = ("-std=c++17", "-ftz=true")  # CuPy's flags; the compile test adds -arch / -Xptxas
 
 
 def kernel_source() -> str:
-    """common.cuh, conv.cu and pool.cu as one translation unit (so CuPy's compile cache, keyed
+    """common.cuh, conv.cu, pool.cu and layers.cu as one translation unit (so CuPy's compile cache, keyed
     on the source text, sees every change)."""
     root = resources.files("gpuconv.kernels")
     parts = [root.joinpath(name).read_text() for name in KERNEL_FILES]

@@ -28,6 +28,8 @@ MAX_GRID_Z = 65535
 MAX_SPLITS = 4096         # split-K
 SPLIT_WORKSPACE_BYTES = 256 << 20
 DEFAULT_SM_COUNT = 132    # H100 SXM; the runtime passes the device's own count
+LAYER_KERNELS = ("batch_norm2d_forward", "batch_norm2d_backward", "softmax_cross_entropy", "dropout")
+LAYER_BLOCK = 256         # layers.cu's LAYER_BLOCK
 
 
 # --------------------------------------------------------------------------- tiles
@@ -136,6 +138,7 @@ def kernel_names() -> list[str]:
         names += [f"{k}<{ctype}>" for k in ("conv_splitk_reduce", "conv_grad_bias", "conv_pad_adjoint",
                                            "conv_fill_bias", "max_pool2d", "avg_pool2d",
                                            "pool2d_backward")]
+    names += [f"{k}<{ctype}>" for ctype in CTYPES.values() for k in LAYER_KERNELS]
     return names + ["max_index_bounds", "max_index_members"]
 
 
@@ -158,15 +161,22 @@ POOL_FIELDS = ([(n, _PTR) for n in ("x", "gy", "aux", "y", "idx")]
                                       "ph", "pw", "dh", "dw", "adaptive", "op", "count_include_pad",
                                       "divisor_override", "lp_post")]
                + [("norm", _F64)])
+# LayerParams in layers.cu (the trainer's fused layer kernels).
+LAYER_FIELDS = ([(n, _PTR) for n in ("x", "gy", "gamma", "beta", "y", "saved", "running_mean",
+                                     "running_var", "grad_gamma", "grad_beta", "totals", "seed")]
+                + [(n, _I64) for n in ("n", "c", "hw", "training", "stream", "threshold")]
+                + [(n, _F64) for n in ("momentum", "epsilon", "scale")])
 CONV_PARAMS = _struct(CONV_FIELDS)
 POOL_PARAMS = _struct(POOL_FIELDS)
-POINTER_FIELDS = {name for name, kind in CONV_FIELDS + POOL_FIELDS if kind == _PTR}
+LAYER_PARAMS = _struct(LAYER_FIELDS)
+POINTER_FIELDS = {name for name, kind in CONV_FIELDS + POOL_FIELDS + LAYER_FIELDS if kind == _PTR}
 
 
 def pack(kernel: str, params: dict, pointer) -> np.ndarray:
     """The size-1 struct array for ``kernel``'s launch; ``pointer(name)`` resolves the buffer
     names of pointer fields (None stays a null pointer)."""
-    dtype = POOL_PARAMS if is_pool_kernel(kernel) else CONV_PARAMS
+    dtype = (LAYER_PARAMS if is_layer_kernel(kernel) else POOL_PARAMS if is_pool_kernel(kernel)
+             else CONV_PARAMS)
     out = np.zeros(1, dtype=dtype)
     for name, value in params.items():
         out[name] = (0 if value is None else pointer(value)) if name in POINTER_FIELDS else value
@@ -174,7 +184,11 @@ def pack(kernel: str, params: dict, pointer) -> np.ndarray:
 
 
 def is_pool_kernel(kernel: str) -> bool:
-    return not kernel.startswith("conv_")
+    return not kernel.startswith("conv_") and not is_layer_kernel(kernel)
+
+
+def is_layer_kernel(kernel: str) -> bool:
+    return kernel.split("<")[0] in LAYER_KERNELS
 
 
 # --------------------------------------------------------------------------- plans
@@ -729,3 +743,42 @@ def numba_conv_grad_bias_plan(gy_shape, dtype: str, simulator: bool = False) -> 
     params = dict(a="grad_out", out="out", a_stride=contiguous_strides(gy_shape), batch=n,
                   out_c=o, q_h=ho, q_w=wo)
     return Plan([Launch("conv_grad_bias", (o, 1, 1), (block, 1, 1), params)])
+
+
+# --------------------------------------------------------------------------- layers (trainer)
+# The fused kernels of kernels/layers.cu. Every tensor is contiguous; the pointer fields name
+# the buffers of gpuconv.nn's layers ("x", "y", "gamma", ...).
+def batch_norm2d_forward_plan(x_shape, dtype: str, training: bool, momentum: float,
+                              epsilon: float) -> Plan:
+    """One block per channel: batch (training) or running statistics, y, running update."""
+    n, c, h, w = x_shape
+    params = dict(x="x", gamma="gamma", beta="beta", y="y", running_mean="running_mean",
+                  running_var="running_var", saved="saved" if training else None, n=n, c=c,
+                  hw=h * w, training=int(training), momentum=momentum, epsilon=epsilon)
+    return Plan([Launch(f"batch_norm2d_forward<{CTYPES[dtype]}>", (c, 1, 1), (LAYER_BLOCK, 1, 1),
+                        params)])
+
+
+def batch_norm2d_backward_plan(x_shape, dtype: str, need_input_grad: bool) -> Plan:
+    n, c, h, w = x_shape
+    params = dict(x="x", gy="grad_out", gamma="gamma", saved="saved",
+                  y="grad_x" if need_input_grad else None, grad_gamma="grad_gamma",
+                  grad_beta="grad_beta", n=n, c=c, hw=h * w)
+    return Plan([Launch(f"batch_norm2d_backward<{CTYPES[dtype]}>", (c, 1, 1),
+                        (LAYER_BLOCK, 1, 1), params)])
+
+
+def softmax_cross_entropy_plan(rows: int, classes: int, dtype: str) -> Plan:
+    """One block: every row's loss gradient, the batch's loss sum and correct count added to
+    ``totals`` in a fixed order."""
+    params = dict(x="logits", gy="labels", y="grad", totals="totals", n=rows, c=classes)
+    return Plan([Launch(f"softmax_cross_entropy<{CTYPES[dtype]}>", (1, 1, 1), (LAYER_BLOCK, 1, 1),
+                        params)])
+
+
+def dropout_plan(count: int, dtype: str, threshold: int, scale: float, stream: int) -> Plan:
+    """Four elements per thread (one Philox call); ``seed`` is a device int64 [key, step]."""
+    params = dict(x="x", y="y", seed="seed", n=count, threshold=threshold, scale=scale,
+                  stream=stream)
+    return Plan([Launch(f"dropout<{CTYPES[dtype]}>", (_blocks(count, 4 * LAYER_BLOCK), 1, 1),
+                        (LAYER_BLOCK, 1, 1), params)])

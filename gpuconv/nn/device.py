@@ -31,6 +31,15 @@ class Device:
         """``array`` (host or device) on this device."""
         return self.xp.asarray(array, dtype=dtype)
 
+    @property
+    def layer_kernels(self) -> ModuleType | None:
+        """The fused layer kernels (batch norm, softmax cross-entropy, dropout:
+        ``gpuconv.backends.cupy_layers``) on "cuda"; None on "cpu", where the layers' own
+        array maths runs (the NumPy path the kernels are checked against)."""
+        if self.kind == "cpu":
+            return None
+        return importlib.import_module("gpuconv.backends.cupy_layers")
+
     def rng(self, *seed: int) -> "DeviceRandom":
         """A random stream fully determined by ``seed`` (e.g. the run's seed and the epoch)."""
         return DeviceRandom(self, seed)
@@ -101,3 +110,10 @@ class DeviceRandom:
 
     def permutation(self, n: int):
         return self._gen.permutation(n)
+
+    def counter_seed(self) -> tuple[object, int]:
+        """(seed, stream) of a counter-based draw (``nn.counter_rng``): a fresh device int64
+        [key, 0] from this stream, and stream 0."""
+        seed = self._xp.zeros(2, dtype=self._xp.int64)
+        seed[0] = self.integers(1 << 62, ())
+        return seed, 0

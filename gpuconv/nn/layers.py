@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 import gpuconv.functional as F
+from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
 from gpuconv.nn.device import Device
 from gpuconv.parallel import map_batch, sum_batch
 from gpuconv.nn.initializers import initialize
@@ -521,14 +522,22 @@ class Dropout(Layer):
 
     def forward(self, x, training=False, rng=None):
         if not training or self.rate == 0.0:
-            self._mask = None
+            self._seed = None
             return x
-        keep = rng.uniform(x.shape, x.dtype) >= self.rate
-        self._mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
-        return x * self._mask
+        # a counter-based mask: a function of (seed, stream) that the backward draws again
+        self._seed, self._stream = rng.counter_seed()
+        return self._masked(x)
 
     def backward(self, grad_out):
-        return grad_out if self._mask is None else grad_out * self._mask
+        return grad_out if self._seed is None else self._masked(grad_out)
+
+    def _masked(self, t):
+        threshold, scale = dropout_threshold(self.rate), 1.0 / (1.0 - self.rate)
+        fused = self.device.layer_kernels
+        if fused is not None:
+            return fused.dropout(t, self._seed, self._stream, threshold, scale)
+        keep = dropout_keep(self._seed, self._stream, t.size, threshold).reshape(t.shape)
+        return t * (keep * t.dtype.type(scale))
 
 
 class BatchNorm2D(Layer):
@@ -566,16 +575,23 @@ class BatchNorm2D(Layer):
         return {"running_mean": np.zeros(input_shape[0]), "running_var": np.ones(input_shape[0])}
 
     def forward(self, x, training=False, rng=None):
-        xp = self.device.xp
+        xp, fused = self.device.xp, self.device.layer_kernels
+        if fused is not None:
+            self._x = x
+            y, self._saved = fused.batch_norm2d_forward(
+                x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
+                self.buffers["running_var"], training, self.momentum, self.epsilon)
+            return y
         if training:
             count = x.dtype.type(x.size // x.shape[1])
             mean = sum_batch(lambda a: a.sum(axis=(0, 2, 3)), x) / count
             centred = map_batch(lambda a: a - mean[:, None, None], x)
             var = sum_batch(lambda c: xp.einsum("nchw,nchw->c", c, c), centred) / count
             m = x.dtype.type(self.momentum)
-            self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
-            self.buffers["running_var"] = (m * self.buffers["running_var"]
-                                           + (1 - m) * var * (count / max(count - 1, 1)))
+            # in place: a captured training step keeps updating the same buffers
+            self.buffers["running_mean"][...] = m * self.buffers["running_mean"] + (1 - m) * mean
+            self.buffers["running_var"][...] = (m * self.buffers["running_var"]
+                                                + (1 - m) * var * (count / max(count - 1, 1)))
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
             centred = map_batch(lambda a: a - mean[:, None, None], x)
@@ -592,6 +608,12 @@ class BatchNorm2D(Layer):
         return map_batch(normalise, centred)
 
     def backward(self, grad_out):
+        fused = self.device.layer_kernels
+        if fused is not None:
+            grad_x, grad_gamma, grad_beta = fused.batch_norm2d_backward(
+                grad_out, self._x, self.params["gamma"], self._saved, self.need_input_grad)
+            self.grads = {"gamma": grad_gamma, "beta": grad_beta}
+            return grad_x
         xp, inv_std, centred = self.device.xp, self._inv_std, self._centred
         count = grad_out.dtype.type(grad_out.size // grad_out.shape[1])
         sum_g, sum_gc = sum_batch(lambda g, c: xp.stack([

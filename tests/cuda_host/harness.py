@@ -37,8 +37,8 @@ def library_source() -> str:
         lines.append(f'extern "C" void launch_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, '
                      f'unsigned by, unsigned bz, const void* p) {{ emulate_launch(&{name}, '
                      f'dim3{{gx, gy, gz}}, dim3{{bx, by, bz}}, p); }}')
-    lines.append('extern "C" unsigned long params_sizes(int pool) '
-                 '{ return pool ? sizeof(PoolParams) : sizeof(ConvParams); }')
+    lines.append('extern "C" unsigned long params_sizes(int kind) { return kind == 2 ? '
+                 'sizeof(LayerParams) : kind ? sizeof(PoolParams) : sizeof(ConvParams); }')
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,67 @@
+"""The trainer's fused layer kernels (``kernels/layers.cu``) on CuPy arrays: what
+``gpuconv.nn`` layers run on the GPU in place of their NumPy array maths (``nn.device``
+hands this module to them). Plans come from ``gpu_plan``'s layers section and run through
+``cupy_backend``'s executor, so tests/test_cupy_layers_host.py runs these very functions
+on the CPU (the g++ emulation) against the layers' NumPy path.
+
+No function synchronises with the host or reads a device value back: inside a captured
+CUDA graph each call is one kernel node."""
+
+from __future__ import annotations
+
+from gpuconv.backends import cupy_backend, gpu_plan as plan
+
+
+def _xp():
+    return cupy_backend._executor().xp
+
+
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training: bool,
+                         momentum: float, epsilon: float):
+    """(y, saved): y = BatchNorm2D's output; in training, batch statistics and the running
+    statistics updated in place, ``saved`` (2, C) the batch mean and 1 / std for the backward
+    (None at inference)."""
+    xp = _xp()
+    x = xp.ascontiguousarray(x)
+    y = xp.empty_like(x)
+    saved = xp.empty((2, x.shape[1]), dtype=x.dtype) if training else None
+    cupy_backend._run(plan.batch_norm2d_forward_plan(x.shape, str(x.dtype), training, momentum,
+                                                     epsilon),
+                      {"x": x, "gamma": gamma, "beta": beta, "y": y, "saved": saved,
+                       "running_mean": running_mean, "running_var": running_var})
+    return y, saved
+
+
+def batch_norm2d_backward(grad_out, x, gamma, saved, need_input_grad: bool):
+    """(grad_x or None, grad_gamma, grad_beta) of a training-mode forward."""
+    xp = _xp()
+    grad_out, x = xp.ascontiguousarray(grad_out), xp.ascontiguousarray(x)
+    grad_x = xp.empty_like(x) if need_input_grad else None
+    grad_gamma, grad_beta = xp.empty_like(gamma), xp.empty_like(gamma)
+    cupy_backend._run(plan.batch_norm2d_backward_plan(x.shape, str(x.dtype), need_input_grad),
+                      {"x": x, "grad_out": grad_out, "gamma": gamma, "saved": saved,
+                       "grad_x": grad_x, "grad_gamma": grad_gamma, "grad_beta": grad_beta})
+    return grad_x, grad_gamma, grad_beta
+
+
+def softmax_cross_entropy(logits, labels, totals):
+    """d loss / d logits of the mean softmax cross-entropy; adds the batch's loss sum and
+    correct count to ``totals`` (float64 [loss sum, correct], on the device)."""
+    xp = _xp()
+    logits = xp.ascontiguousarray(logits)
+    grad = xp.empty_like(logits)
+    cupy_backend._run(plan.softmax_cross_entropy_plan(logits.shape[0], logits.shape[1],
+                                                      str(logits.dtype)),
+                      {"logits": logits, "labels": xp.ascontiguousarray(labels), "grad": grad,
+                       "totals": totals})
+    return grad
+
+
+def dropout(x, seed, stream: int, threshold: int, scale: float):
+    """x * (keep ? scale : 0) with nn.counter_rng's mask of (seed [key, step], stream)."""
+    xp = _xp()
+    x = xp.ascontiguousarray(x)
+    y = xp.empty_like(x)
+    cupy_backend._run(plan.dropout_plan(x.size, str(x.dtype), threshold, scale, stream),
+                      {"x": x, "y": y, "seed": seed})
+    return y
