@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -33,6 +32,7 @@ from gpuconv.nn.layers import LAYERS, Conv2D, Dense, Flatten, Layer
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
 from gpuconv.nn.modelfile import FORMAT, FORMAT_VERSION, MAX_MODEL_BYTES, META, ModelFile
 from gpuconv.nn.optimizers import Optimizer, make_optimizer
+from gpuconv.nn.step import Trainer
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,6 +80,8 @@ class Sequential:
         self.stop_training = False
         self.extra: dict = {}  # what save(extra=...) stored, after load()
         self.saved_blas_threads: Optional[int] = None  # BLAS threads of a loaded checkpoint
+        self.graph = True  # on CuPy, fit / evaluate replay each step as a CUDA graph
+        self._trainer: Optional[Trainer] = None
         for layer in layers:
             self.add(layer)
 
@@ -341,30 +343,14 @@ class Sequential:
         return self.history
 
     def _train_epoch(self, x, y, batch_size, steps, shuffle, callbacks, log_every) -> dict:
-        rng = self.device.rng(self.seed, self.epoch)
-        order = rng.permutation(len(x)) if shuffle else self.device.xp.arange(len(x))
-        start, lr = time.perf_counter(), self.optimizer.learning_rate
-        loss_sum = correct = 0
-        seen, logs = 0, {}
-        for b in range(steps):
-            for cb in callbacks:
-                cb.on_train_batch_begin(b, logs)
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            loss, hits = self.train_step(x[idx], y[idx], rng)
-            # sums stay on the device; reading them back (a GPU sync) waits for log points
-            loss_sum, correct, seen = loss_sum + loss * len(idx), correct + hits, seen + len(idx)
-            if (b + 1) % log_every == 0 or b + 1 == steps:
-                mean_loss = float(loss_sum) / seen
-                if not math.isfinite(mean_loss):
-                    raise TrainingDiverged(f"the training loss became {mean_loss} in epoch "
-                                           f"{self.epoch + 1}, batch {b + 1}; try a smaller "
-                                           "learning rate")
-                logs = {"loss": mean_loss, self.metric_name: int(correct) / seen, "seen": seen,
-                        "seconds": time.perf_counter() - start}
-            for cb in callbacks:
-                cb.on_train_batch_end(b, logs)
-        return {"loss": mean_loss, self.metric_name: int(correct) / seen, "lr": lr,
-                "seconds": time.perf_counter() - start}
+        return self._steps().train_epoch(x, y, batch_size, steps, shuffle, callbacks, log_every)
+
+    def _steps(self) -> Trainer:
+        """The trainer whose captured steps belong to this optimiser and ``graph`` setting."""
+        trainer = self._trainer
+        if trainer is None or trainer.optimizer is not self.optimizer or trainer.graph != self.graph:
+            self._trainer = trainer = Trainer(self, self.graph)
+        return trainer
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
         """Mean loss and accuracy over (x, y), in inference mode."""
@@ -373,14 +359,7 @@ class Sequential:
             raise ValueError("evaluate needs at least one sample, got x of shape "
                              f"{tuple(x.shape)}")
         self._check_inputs(x, y)
-        loss_sum = correct = 0
-        for start in range(0, len(x), batch_size):
-            xb, yb = self._to_device(x[start:start + batch_size], y[start:start + batch_size])
-            logits = self(xb)
-            loss, _ = self.loss(logits, yb, self.device.xp)
-            # sums stay on the device: one read back (a GPU sync) at the end
-            loss_sum, correct = loss_sum + loss * len(xb), correct + correct_count(logits, yb)
-        return {"loss": float(loss_sum) / len(x), self.metric_name: int(correct) / len(x)}
+        return self._steps().evaluate(x, y, batch_size)
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The last layer's outputs (logits) for x, as a NumPy array."""

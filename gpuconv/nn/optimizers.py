@@ -7,18 +7,22 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
+
 from gpuconv.backends import backend_for_array
 
 # On the GPU each update is one CuPy elementwise kernel per parameter, not the ~10 array
-# operations (and temporaries) of the NumPy expressions it mirrors line by line.
+# operations (and temporaries) of the NumPy expressions it mirrors line by line. The step's
+# scalars ``s`` (``Optimizer.step_scalars``) are read from device memory, so a captured
+# training step replays with each step's own learning rate.
 _FUSED_UPDATES = {
-    "sgd_momentum": ("T g, T lr, T momentum, bool nesterov, bool first", "T p, T v", """
-        v = first ? g : momentum * v + g;
-        p -= lr * (nesterov ? g + momentum * v : v);"""),
-    "adam": ("T g, T b1, T b2, T step_size, T epsilon", "T p, T m, T v", """
+    "sgd_momentum": ("T g, raw T s, T momentum, bool nesterov", "T p, T v", """
+        v = s[1] != 0 ? g : momentum * v + g;
+        p -= s[0] * (nesterov ? g + momentum * v : v);"""),
+    "adam": ("T g, T b1, T b2, raw T s, T epsilon", "T p, T m, T v", """
         m = b1 * m + (1 - b1) * g;
         v = b2 * v + (1 - b2) * (g * g);
-        p -= step_size * m / (sqrt(v) + epsilon);"""),
+        p -= s[1] * m / (sqrt(v) + epsilon);"""),
 }
 
 
@@ -123,13 +127,29 @@ class Optimizer:
 
     def apply(self, params: dict, grads: dict) -> None:
         """One update of every ``params[key]`` (in place) from ``grads[key]``."""
-        lr = self.learning_rate
+        if params:
+            p = next(iter(params.values()))
+            scalars = self.step_scalars(self.step, p.dtype)
+            if backend_for_array(p) == "cupy":
+                import cupy
+                scalars = cupy.asarray(scalars)
+            self.apply_scalars(params, grads, scalars)
+        self.step += 1
+
+    def step_scalars(self, step: int, dtype) -> np.ndarray:
+        """What update ``step`` needs besides the arrays, in the parameters' dtype:
+        [learning rate, the optimiser's own scalar]."""
+        lr = np.dtype(dtype).type(self.schedule(step))
+        return np.array([lr, self._own_scalar(step, lr)], dtype=dtype)
+
+    def apply_scalars(self, params: dict, grads: dict, scalars) -> None:
+        """The update with ``step_scalars`` as an array on the parameters' device (a captured
+        training step reads them from there); does not advance ``step``."""
         for key, p in params.items():
             g = grads[key]
             if self.weight_decay:
                 g = g + p.dtype.type(self.weight_decay) * p  # L2 penalty, coupled (as SGD's)
-            self._update(key, p, g, p.dtype.type(lr))
-        self.step += 1
+            self._update(key, p, g, scalars)
 
     def _slot(self, key: str, slot: str, like):
         name = f"{key}/{slot}"
@@ -160,18 +180,20 @@ class SGD(Optimizer):
     def slots(self) -> tuple[str, ...]:
         return ("velocity",) if self.momentum else ()
 
-    def _update(self, key, p, g, lr):
+    def _own_scalar(self, step: int, lr):
+        return 1 if step == 0 else 0  # the first step starts the velocity at g, as PyTorch
+
+    def _update(self, key, p, g, s):
         if self.momentum == 0:
-            p -= lr * g
+            p -= s[0] * g
             return
         m = p.dtype.type(self.momentum)
         v = self._slot(key, "velocity", p)
         if backend_for_array(p) == "cupy":
-            _fused_update("sgd_momentum")(g, lr, m, self.nesterov, self.step == 0, p, v)
+            _fused_update("sgd_momentum")(g, s, m, self.nesterov, p, v)
             return
-        # the first step starts the velocity at g, as PyTorch does
-        v[...] = g if self.step == 0 else m * v + g
-        p -= lr * (g + m * v if self.nesterov else v)
+        v[...] = g if s[1] else m * v + g
+        p -= s[0] * (g + m * v if self.nesterov else v)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -192,18 +214,21 @@ class Adam(Optimizer):
 
     slots = ("m", "v")
 
-    def _update(self, key, p, g, lr):
-        t = self.step + 1
+    def _own_scalar(self, step: int, lr):
+        """The bias-corrected step size of update ``step``."""
+        t = step + 1
+        return lr * lr.dtype.type(math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
+
+    def _update(self, key, p, g, s):
         b1, b2 = p.dtype.type(self.beta_1), p.dtype.type(self.beta_2)
         m, v = self._slot(key, "m", p), self._slot(key, "v", p)
-        step_size = lr * p.dtype.type(math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t))
         epsilon = p.dtype.type(self.epsilon)
         if backend_for_array(p) == "cupy":
-            _fused_update("adam")(g, b1, b2, step_size, epsilon, p, m, v)
+            _fused_update("adam")(g, b1, b2, s, epsilon, p, m, v)
             return
         m[...] = b1 * m + (1 - b1) * g
         v[...] = b2 * v + (1 - b2) * (g * g)
-        p -= step_size * m / (v ** 0.5 + epsilon)
+        p -= s[1] * m / (v ** 0.5 + epsilon)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
