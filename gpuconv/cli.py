@@ -265,6 +265,8 @@ _BACKEND = click.option("--backend", type=click.Choice(["numpy", "cupy", "numba"
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Continue from a checkpoint.npz of an earlier run (in its directory, "
                    "unless --out says otherwise).")
+@click.option("--graph/--no-graph", default=True, show_default=True,
+              help="On cuda, replay each training step as one CUDA graph.")
 @_JSON
 def train(as_json, **options):
     """Train a CNN classifier on Fashion-MNIST with gpuconv's own kernels. A progress bar

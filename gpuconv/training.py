@@ -76,6 +76,7 @@ class TrainOptions:
     out: Optional[str] = None          # None: a new runs/<UTC time>
     resume: Optional[str] = None
     overwrite: bool = False
+    graph: bool = True                 # on cuda: each step replayed as one CUDA graph
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -261,6 +262,7 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     x_train, y_train, x_val, y_val = split_validation(ds.x_train, ds.y_train,
                                                       VALIDATION_FRACTION, seed=0)
     model, epochs, batch_size, run = _start_or_resume(options, device, len(x_train), echo)
+    model.graph = options.graph
     echo(f"model {run['model']} ({model.n_params:,} parameters) on {device.describe()}: "
          f"{epochs} epochs, batch {batch_size}, {len(x_train):,} training images")
     try:

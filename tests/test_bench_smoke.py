@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("torch")
 
 from bench import cpu  # noqa: E402
+from gpuconv import nn  # noqa: E402
 from gpuconv.benchmark import suite as L  # noqa: E402
 
 TINY = [
@@ -88,5 +89,28 @@ def test_train_epoch_bench_runs_both_libraries(model, tmp_path, capsys):
 
 def test_train_epoch_bench_refuses_models_without_a_torch_twin():
     from bench import train_epoch
-    with pytest.raises(ValueError, match="no PyTorch twin for RandomShift"):
-        train_epoch.main(["--model", "vgg", "--images", "32", "--repeat", "1"])
+    model = nn.Sequential([nn.Conv2DTranspose(2, 3)]).build((1, 4, 4))
+    with pytest.raises(ValueError, match="no PyTorch twin for Conv2DTranspose"):
+        train_epoch.torch_twin(model, pytest.importorskip("torch"))
+
+
+def test_train_epoch_bench_augmentation_twins():
+    """vgg's RandomShift and RandomFlip have PyTorch twins: identity at inference, a shifted
+    or mirrored copy of each image while training."""
+    torch = pytest.importorskip("torch")
+    from bench import train_epoch
+    model = nn.Sequential([nn.RandomShift(2), nn.RandomFlip()]).build((2, 6, 5))
+    twin = train_epoch.torch_twin(model, torch)
+    x = torch.arange(4 * 2 * 6 * 5, dtype=torch.float32).reshape(4, 2, 6, 5) + 1
+    assert torch.equal(twin.eval()(x), x)
+    shifted = twin[0].train()(x)
+    assert shifted.shape == x.shape and set(shifted.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
+    flipped = twin[1].train()(x)
+    assert all(torch.equal(f, i) or torch.equal(f, i.flip(-1)) for f, i in zip(flipped, x))
+
+
+def test_train_epoch_bench_skips_cuda_without_a_gpu(monkeypatch, capsys):
+    from bench import train_epoch
+    monkeypatch.setattr(train_epoch, "cuda_unavailable", lambda: "no CUDA device")
+    assert train_epoch.main(["--device", "cuda", "--images", "32", "--repeat", "1"]) == 0
+    assert "skipped" in capsys.readouterr().out

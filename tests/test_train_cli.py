@@ -185,3 +185,13 @@ def test_missing_pillow_and_matplotlib_say_what_to_install(data_dir, tmp_path, m
     refused = _run("predict", tmp_path / "model.npz", picture, "--device", "cpu")
     assert refused.exit_code == 1 and "Traceback" not in refused.output
     assert "needs Pillow: pip install 'gpuconv[train]'" in refused.output
+
+
+@pytest.mark.parametrize("flag, graph", [((), True), (("--no-graph",), False)])
+def test_graph_flag_reaches_the_model(data_dir, tmp_path, monkeypatch, flag, graph):
+    seen, fit = [], Sequential.fit
+    monkeypatch.setattr(Sequential, "fit",
+                        lambda self, *a, **k: (seen.append(self.graph), fit(self, *a, **k))[1])
+    result = _train(data_dir, tmp_path, "--epochs", "1", *flag)
+    assert result.exit_code == 0, result.output
+    assert seen == [graph]
