@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -125,11 +126,21 @@ class Trainer:
             self._steps[key] = Step(self.model, batch, training, self.graph, self.totals)
         return self._steps[key]
 
+    @contextmanager
     def _stream(self):
+        """Run on the trainer's stream (capture needs a non-default one), ordered after what
+        the caller's stream did before (the data's upload) and before what it does next
+        (reading the weights)."""
         if self.stream is None:
-            from contextlib import nullcontext
-            return nullcontext()
-        return self.stream
+            yield
+            return
+        outer = self.model.device.xp.cuda.get_current_stream()
+        self.stream.wait_event(outer.record())
+        try:
+            with self.stream:
+                yield
+        finally:
+            outer.wait_event(self.stream.record())
 
     def epoch_tables(self, steps: int):
         """(seeds, scalars): per step of this epoch, the dropout seed [key, global step] and
