@@ -106,3 +106,53 @@ def test_a_new_optimizer_or_graph_setting_gets_new_steps():
     second = model._steps()
     model.graph = False
     assert model._steps() is not second and not model._steps().graph
+
+
+def test_capture_bookkeeping_with_a_stand_in_for_cupy(monkeypatch):
+    """The capture path's control flow, CuPy replaced by a recorder: the first batch runs
+    eagerly, the second is captured once (under the graph's own memory pool, on a
+    non-default stream) and launched, later batches only launch."""
+    import sys
+    import types
+
+    events = []
+
+    class Stream:
+        ptr = 1
+
+        def begin_capture(self):
+            events.append("begin")
+
+        def end_capture(self):
+            events.append("end")
+            return types.SimpleNamespace(launch=lambda stream: events.append("launch"))
+
+    class Pool:
+        def malloc(self, size):
+            raise AssertionError("not called by the stand-in")
+
+    class UsingAllocator:
+        def __init__(self, allocator):
+            events.append("private pool")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            events.append("default pool")
+
+    cuda = types.SimpleNamespace(get_current_stream=Stream, MemoryPool=Pool,
+                                 using_allocator=UsingAllocator)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    x, y = _data(16)
+    model = _model("float32")
+    model.compile("sgd")
+    step = model._steps().step(16, False)
+    step.graph_wanted = True
+    bodies = []
+    monkeypatch.setattr(step, "_body", lambda: bodies.append(events.count("begin")))
+    for _ in range(4):
+        step.run(x, y)
+    assert bodies == [0, 1]  # eagerly, then once inside the capture
+    assert events == ["private pool", "begin", "end", "default pool", "launch", "launch",
+                      "launch"]

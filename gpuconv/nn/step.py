@@ -58,7 +58,6 @@ class Step:
     def run(self, x, y, seed=None, scalars=None, rng=None) -> None:
         """One step on the batch (x, y) (device arrays; x before augmentation); ``seed`` and
         ``scalars``: this step's rows of the epoch's tables (training only)."""
-        xp = self.model.device.xp
         if self.training:
             for layer in self.augment:
                 x = layer.forward(x, True, rng)
@@ -66,11 +65,11 @@ class Step:
             self.scalars[...] = scalars
         self.x[...] = x
         self.y[...] = y
-        if self._graph is not None:
-            self._graph.launch(stream=xp.cuda.get_current_stream())
-        elif self.graph_wanted and self.runs > 0:
+        if self._graph is None and self.graph_wanted and self.runs > 0:
             self._capture()
-            self._graph.launch(stream=xp.cuda.get_current_stream())
+        if self._graph is not None:
+            import cupy
+            self._graph.launch(stream=cupy.cuda.get_current_stream())
         else:
             self._body()
         self.runs += 1
