@@ -108,6 +108,19 @@ def test_a_new_optimizer_or_graph_setting_gets_new_steps():
     assert model._steps() is not second and not model._steps().graph
 
 
+def test_replaced_weights_get_new_steps():
+    """set_weights puts new arrays in place: steps captured on the old ones are dropped."""
+    x, y = _data(32)
+    model = _model("float32")
+    model.compile("adam")
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    trainer = model._steps()
+    model.evaluate(x, y)
+    assert model._steps() is trainer  # its own runs keep it bound
+    model.set_weights(model.get_weights())
+    assert model._steps() is not trainer
+
+
 def test_capture_bookkeeping_with_a_stand_in_for_cupy(monkeypatch):
     """The capture path's control flow, CuPy replaced by a recorder: the first batch runs
     eagerly, the second is captured once (under the graph's own memory pool, on a

@@ -346,9 +346,11 @@ class Sequential:
         return self._steps().train_epoch(x, y, batch_size, steps, shuffle, callbacks, log_every)
 
     def _steps(self) -> Trainer:
-        """The trainer whose captured steps belong to this optimiser and ``graph`` setting."""
+        """The trainer whose captured steps belong to this optimiser, ``graph`` setting and
+        these weights."""
         trainer = self._trainer
-        if trainer is None or trainer.optimizer is not self.optimizer or trainer.graph != self.graph:
+        if (trainer is None or trainer.optimizer is not self.optimizer
+                or trainer.graph != self.graph or not trainer.still_bound()):
             self._trainer = trainer = Trainer(self, self.graph)
         return trainer
 

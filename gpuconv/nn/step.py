@@ -112,12 +112,27 @@ class Trainer:
 
     def __init__(self, model, graph: bool):
         self.model, self.graph, self.optimizer = model, graph, model.optimizer
+        self._bound: list | None = None  # what the steps updated in place, after the last run
         xp = model.device.xp
         self.totals = xp.zeros(2, dtype=np.float64)
         self._steps: dict[tuple[int, bool], Step] = {}
         self.stream = None
         if graph and model.device.kind == "cuda":
             self.stream = xp.cuda.Stream(non_blocking=True)  # capture needs its own stream
+
+    def _in_place_state(self) -> list:
+        """The arrays a captured step reads and updates where they are: parameters, buffers
+        (batch-norm statistics) and optimiser slots."""
+        model = self.model
+        state = [*model.parameters().values(), *model._buffers().values()]
+        return state + ([] if model.optimizer is None else list(model.optimizer.state.values()))
+
+    def still_bound(self) -> bool:
+        """False once one of those arrays was replaced (``set_weights``, a new optimiser
+        state): the captured steps would update the old ones."""
+        now = self._in_place_state()
+        return self._bound is None or (len(now) == len(self._bound)
+                                       and all(a is b for a, b in zip(now, self._bound)))
 
     def step(self, batch: int, training: bool) -> Step:
         key = (batch, training)
@@ -132,6 +147,7 @@ class Trainer:
         (reading the weights)."""
         if self.stream is None:
             yield
+            self._bound = self._in_place_state()
             return
         outer = self.model.device.xp.cuda.get_current_stream()
         self.stream.wait_event(outer.record())
@@ -140,6 +156,7 @@ class Trainer:
                 yield
         finally:
             outer.wait_event(self.stream.record())
+        self._bound = self._in_place_state()
 
     def epoch_tables(self, steps: int):
         """(seeds, scalars): per step of this epoch, the dropout seed [key, global step] and
