@@ -48,15 +48,27 @@ constexpr int LAYER_BLOCK = 256;
 template <typename T>
 __device__ __forceinline__ T add(T a, T b) { return a + b; }
 
-// Sum over one channel's count = N * HW elements of f(element value, flat offset), each thread
-// a fixed strided subset, then a fixed tree: the same order every run.
-template <typename T, class F>
+// Visit every element of channel ch, f(flat offset): element j = n * HW + i of the channel
+// goes to thread j % LAYER_BLOCK, so small planes (7x7) still keep every thread busy.
+template <class F>
+__device__ __forceinline__ void for_channel(const LayerParams& p, int ch, F f) {
+    i64 n = threadIdx.x / p.hw, i = threadIdx.x % p.hw;
+    while (n < p.n) {
+        f((n * p.c + ch) * p.hw + i);
+        i += LAYER_BLOCK;
+        if (i >= p.hw) {
+            if (i < 2 * p.hw) { i -= p.hw; ++n; }
+            else { n += i / p.hw; i %= p.hw; }
+        }
+    }
+}
+
+// Sum of f(flat offset) over channel ch: each thread its fixed subset, then a fixed tree, so
+// the same order every run.
+template <class F>
 __device__ __forceinline__ double channel_sum(const LayerParams& p, int ch, F f) {
     double s = 0.0;
-    for (i64 n = 0; n < p.n; ++n) {
-        const i64 base = (n * p.c + ch) * p.hw;
-        for (i64 i = threadIdx.x; i < p.hw; i += LAYER_BLOCK) s += f(base + i);
-    }
+    for_channel(p, ch, [&](i64 k) { s += f(k); });
     return block_reduce<LAYER_BLOCK>(s, add<double>);
 }
 
@@ -70,8 +82,8 @@ __global__ void __launch_bounds__(LAYER_BLOCK) batch_norm2d_forward(const LayerP
     T mean, inv_std;
     if (p.training) {
         const i64 count = p.n * p.hw;
-        mean = (T)(channel_sum<T>(p, ch, [&](i64 i) { return (double)x[i]; }) / (double)count);
-        const T var = (T)(channel_sum<T>(p, ch, [&](i64 i) {
+        mean = (T)(channel_sum(p, ch, [&](i64 i) { return (double)x[i]; }) / (double)count);
+        const T var = (T)(channel_sum(p, ch, [&](i64 i) {
             const double d = (double)(x[i] - mean);
             return d * d;
         }) / (double)count);
@@ -89,10 +101,7 @@ __global__ void __launch_bounds__(LAYER_BLOCK) batch_norm2d_forward(const LayerP
     }
     const T scale = ((const T*)p.gamma)[ch] * inv_std, shift = ((const T*)p.beta)[ch];
     T* y = (T*)p.y;
-    for (i64 n = 0; n < p.n; ++n) {
-        const i64 base = (n * p.c + ch) * p.hw;
-        for (i64 i = threadIdx.x; i < p.hw; i += LAYER_BLOCK) y[base + i] = (x[base + i] - mean) * scale + shift;
-    }
+    for_channel(p, ch, [&](i64 k) { y[k] = (x[k] - mean) * scale + shift; });
 }
 
 template <typename T>
@@ -101,8 +110,8 @@ __global__ void __launch_bounds__(LAYER_BLOCK) batch_norm2d_backward(const Layer
     const T* x = (const T*)p.x;
     const T* g = (const T*)p.gy;
     const T mean = ((const T*)p.saved)[ch], inv_std = ((const T*)p.saved)[p.c + ch];
-    const T sum_g = (T)channel_sum<T>(p, ch, [&](i64 i) { return (double)g[i]; });
-    const T sum_gc = (T)channel_sum<T>(p, ch, [&](i64 i) { return (double)g[i] * (double)(x[i] - mean); });
+    const T sum_g = (T)channel_sum(p, ch, [&](i64 i) { return (double)g[i]; });
+    const T sum_gc = (T)channel_sum(p, ch, [&](i64 i) { return (double)g[i] * (double)(x[i] - mean); });
     if (threadIdx.x == 0) {
         ((T*)p.grad_gamma)[ch] = sum_gc * inv_std;
         ((T*)p.grad_beta)[ch] = sum_g;
@@ -112,11 +121,7 @@ __global__ void __launch_bounds__(LAYER_BLOCK) batch_norm2d_backward(const Layer
     const T scale = ((const T*)p.gamma)[ch] * inv_std;
     const T slope = -scale * inv_std * inv_std * sum_gc / count, shift = -scale * sum_g / count;
     T* gx = (T*)p.y;
-    for (i64 n = 0; n < p.n; ++n) {
-        const i64 base = (n * p.c + ch) * p.hw;
-        for (i64 i = threadIdx.x; i < p.hw; i += LAYER_BLOCK)
-            gx[base + i] = g[base + i] * scale + (x[base + i] - mean) * slope + shift;
-    }
+    for_channel(p, ch, [&](i64 k) { gx[k] = g[k] * scale + (x[k] - mean) * slope + shift; });
 }
 
 // --------------------------------------------------------------------------- loss
