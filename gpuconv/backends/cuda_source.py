@@ -24,8 +24,8 @@ NVRTC_OPTIONS = ("-std=c++17", "-ftz=true")  # CuPy's flags; the compile test ad
 
 
 def kernel_source() -> str:
-    """common.cuh, conv.cu, pool.cu and layers.cu as one translation unit (so CuPy's compile cache, keyed
-    on the source text, sees every change)."""
+    """common.cuh, conv.cu, pool.cu and layers.cu as one translation unit (so CuPy's compile
+    cache, keyed on the source text, sees every change)."""
     root = resources.files("gpuconv.kernels")
     parts = [root.joinpath(name).read_text() for name in KERNEL_FILES]
     return "\n".join(re.sub(r'^#include "common.cuh"$', "", text, flags=re.M) for text in parts)
