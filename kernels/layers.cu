@@ -1,5 +1,6 @@
 // layers.cu: the trainer's fused layer kernels (gpuconv.nn on the GPU). Each one equals the NumPy
-// path of its gpuconv.nn layer; tests/test_cupy_layers_host.py checks them through the g++ host
+// path of its layer (reference: gpuconv.nn.layers BatchNorm2D and Dropout, gpuconv.nn.losses
+// SoftmaxCrossEntropy); tests/test_cupy_layers_host.py checks them through the g++ host
 // emulation, tests/test_cupy_compile.py compiles them for sm_90 without spills.
 //
 // Kernels:
