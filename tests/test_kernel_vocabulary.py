@@ -26,6 +26,8 @@ ONLY = {
 
 
 def cuda_family(name: str) -> str:
+    if gpu_plan.is_layer_kernel(name):
+        return "layers"  # the trainer's kernels (layers.cu): CUDA only so far
     return "pool" if gpu_plan.is_pool_kernel(name) else "conv"
 
 
