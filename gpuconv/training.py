@@ -208,9 +208,9 @@ def _start_or_resume(options: TrainOptions, device, steps_per_epoch: int, echo: 
         raise ValueError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
     if seed < 0:
         raise ValueError(f"--seed must be non-negative, got {seed}")
-    model = zoo.make_model(name).build((1, 28, 28), device, seed)
+    model = recipe.model().build((1, 28, 28), device, seed)
     steps = math.ceil(steps_per_epoch / batch_size)
-    model.compile(zoo.make_training_optimizer(name, steps, epochs, options.optimizer, options.lr))
+    model.compile(recipe.training_optimizer(steps, epochs, options.optimizer, options.lr))
     run = {"model": name, "epochs": epochs, "batch_size": batch_size, "seed": seed,
            "optimizer": model.optimizer.get_config()}
     return model, epochs, batch_size, run

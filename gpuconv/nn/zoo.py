@@ -59,6 +59,7 @@ def vgg() -> list[Layer]:
 class Recipe:
     """A built-in model and how it is trained by default."""
 
+    name: str
     layers: Callable[[], list[Layer]]
     epochs: int
     batch_size: int
@@ -71,12 +72,32 @@ class Recipe:
     def description(self) -> str:
         return (self.layers.__doc__ or "").strip().splitlines()[0]
 
+    def model(self) -> Sequential:
+        return Sequential(self.layers(), name=self.name)
+
+    def training_optimizer(self, steps_per_epoch: int, epochs: int, optimizer: str | None = None,
+                           learning_rate: float | None = None) -> Optimizer:
+        """The recipe's optimiser (or ``optimizer``) with its learning rate (or
+        ``learning_rate``) warmed up over the recipe's warm-up epochs, then decayed along a
+        cosine until the end of ``epochs``; SGD gets Nesterov momentum 0.9."""
+        kind = optimizer or self.optimizer
+        lr = self.learning_rate if learning_rate is None else learning_rate
+        if learning_rate is None and kind != self.optimizer:
+            lr = {"adam": 1e-3, "sgd": 0.05}[kind]  # the recipe's rate belongs to its optimiser
+        schedule = CosineDecay(lr, steps_per_epoch * epochs,
+                               warmup_steps=steps_per_epoch * min(self.warmup_epochs, epochs - 1))
+        config = {"name": kind, "learning_rate": schedule.get_config(),
+                  "weight_decay": self.weight_decay}
+        if kind == "sgd":
+            config.update(momentum=0.9, nesterov=True)
+        return make_optimizer(config)
+
 
 MODELS = {
-    "slides": Recipe(slides, epochs=10, batch_size=64, optimizer="adam", learning_rate=1e-3),
-    "lenet": Recipe(lenet, epochs=15, batch_size=128, optimizer="adam", learning_rate=2e-3),
-    "allconv": Recipe(allconv, epochs=15, batch_size=128, optimizer="adam", learning_rate=2e-3),
-    "vgg": Recipe(vgg, epochs=30, batch_size=128, optimizer="sgd", learning_rate=0.05,
+    "slides": Recipe("slides", slides, epochs=10, batch_size=64, optimizer="adam", learning_rate=1e-3),
+    "lenet": Recipe("lenet", lenet, epochs=15, batch_size=128, optimizer="adam", learning_rate=2e-3),
+    "allconv": Recipe("allconv", allconv, epochs=15, batch_size=128, optimizer="adam", learning_rate=2e-3),
+    "vgg": Recipe("vgg", vgg, epochs=30, batch_size=128, optimizer="sgd", learning_rate=0.05,
                   weight_decay=5e-4, warmup_epochs=1),
 }
 DEFAULT_MODEL = "lenet"
@@ -89,24 +110,10 @@ def recipe(name: str) -> Recipe:
 
 
 def make_model(name: str) -> Sequential:
-    return Sequential(recipe(name).layers(), name=name)
+    return recipe(name).model()
 
 
 def make_training_optimizer(name: str, steps_per_epoch: int, epochs: int,
                             optimizer: str | None = None,
                             learning_rate: float | None = None) -> Optimizer:
-    """The recipe's optimiser (or ``optimizer``) with its learning rate (or
-    ``learning_rate``) warmed up over the recipe's warm-up epochs, then decayed along a
-    cosine until the end of ``epochs``; SGD gets Nesterov momentum 0.9."""
-    r = recipe(name)
-    kind = optimizer or r.optimizer
-    lr = r.learning_rate if learning_rate is None else learning_rate
-    if learning_rate is None and kind != r.optimizer:
-        lr = {"adam": 1e-3, "sgd": 0.05}[kind]  # the recipe's rate belongs to its optimiser
-    schedule = CosineDecay(lr, steps_per_epoch * epochs,
-                           warmup_steps=steps_per_epoch * min(r.warmup_epochs, epochs - 1))
-    config = {"name": kind, "learning_rate": schedule.get_config(),
-              "weight_decay": r.weight_decay}
-    if kind == "sgd":
-        config.update(momentum=0.9, nesterov=True)
-    return make_optimizer(config)
+    return recipe(name).training_optimizer(steps_per_epoch, epochs, optimizer, learning_rate)
