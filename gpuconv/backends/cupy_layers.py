@@ -9,6 +9,8 @@ CUDA graph each call is one kernel node."""
 
 from __future__ import annotations
 
+import functools
+
 from gpuconv.backends import cupy_backend, gpu_plan as plan
 
 
@@ -65,3 +67,35 @@ def dropout(x, seed, stream: int, threshold: int, scale: float):
     cupy_backend._run(plan.dropout_plan(x.size, str(x.dtype), threshold, scale, stream),
                       {"x": x, "y": y, "seed": seed})
     return y
+
+
+# --------------------------------------------------------------------------- optimiser updates
+# Each update is one CuPy elementwise kernel per parameter, not the ~10 array operations (and
+# temporaries) of the NumPy expressions in gpuconv.nn.optimizers that it mirrors line by line.
+# The step's scalars ``s`` (``Optimizer.step_scalars``) are read from device memory, so a
+# captured training step replays with each step's own learning rate.
+_UPDATES = {
+    "sgd_momentum": ("T g, raw T s, T momentum, bool nesterov", "T p, T v", """
+        v = s[1] != 0 ? g : momentum * v + g;
+        p -= s[0] * (nesterov ? g + momentum * v : v);"""),
+    "adam": ("T g, T b1, T b2, raw T s, T epsilon", "T p, T m, T v", """
+        m = b1 * m + (1 - b1) * g;
+        v = b2 * v + (1 - b2) * (g * g);
+        p -= s[1] * m / (sqrt(v) + epsilon);"""),
+}
+
+
+@functools.cache
+def _update_kernel(name: str):
+    inputs, outputs, body = _UPDATES[name]
+    return _xp().ElementwiseKernel(inputs, outputs, body, f"gpuconv_{name}")
+
+
+def sgd_momentum_update(g, s, momentum, nesterov: bool, p, v) -> None:
+    """SGD with (Nesterov) momentum, in place: ``optimizers.SGD._update``'s maths."""
+    _update_kernel("sgd_momentum")(g, s, momentum, nesterov, p, v)
+
+
+def adam_update(g, b1, b2, s, epsilon, p, m, v) -> None:
+    """Adam, in place: ``optimizers.Adam._update``'s maths."""
+    _update_kernel("adam")(g, b1, b2, s, epsilon, p, m, v)

@@ -52,6 +52,17 @@ class Device:
         return f"cuda:{cupy.cuda.Device().id} {props['name'].decode()} (backend {self.backend})"
 
 
+def array_module(array) -> ModuleType:
+    """NumPy for a host array, CuPy for a device array: the library to make its peers with."""
+    return np if isinstance(array, np.ndarray) else importlib.import_module("cupy")
+
+
+def layer_kernels_for(array) -> ModuleType | None:
+    """The fused kernels of ``array``'s device (``Device.layer_kernels``): None for a host
+    array, whose layers and optimisers run their own array maths."""
+    return None if isinstance(array, np.ndarray) else Device("cuda", "cupy").layer_kernels
+
+
 def to_host(array) -> np.ndarray:
     """A NumPy copy of a NumPy or CuPy array."""
     return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else \

@@ -4,34 +4,11 @@ checkpoint saves it and a resumed run continues exactly."""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
-from gpuconv.backends import backend_for_array
-
-# On the GPU each update is one CuPy elementwise kernel per parameter, not the ~10 array
-# operations (and temporaries) of the NumPy expressions it mirrors line by line. The step's
-# scalars ``s`` (``Optimizer.step_scalars``) are read from device memory, so a captured
-# training step replays with each step's own learning rate.
-_FUSED_UPDATES = {
-    "sgd_momentum": ("T g, raw T s, T momentum, bool nesterov", "T p, T v", """
-        v = s[1] != 0 ? g : momentum * v + g;
-        p -= s[0] * (nesterov ? g + momentum * v : v);"""),
-    "adam": ("T g, T b1, T b2, raw T s, T epsilon", "T p, T m, T v", """
-        m = b1 * m + (1 - b1) * g;
-        v = b2 * v + (1 - b2) * (g * g);
-        p -= s[1] * m / (sqrt(v) + epsilon);"""),
-}
-
-
-@functools.cache
-def _fused_update(name: str):
-    import cupy
-    inputs, outputs, body = _FUSED_UPDATES[name]
-    return cupy.ElementwiseKernel(inputs, outputs, body, f"gpuconv_{name}")
-
+from gpuconv.nn.device import array_module, layer_kernels_for
 
 # --------------------------------------------------------------------------- schedules
 class Constant:
@@ -129,10 +106,7 @@ class Optimizer:
         """One update of every ``params[key]`` (in place) from ``grads[key]``."""
         if params:
             p = next(iter(params.values()))
-            scalars = self.step_scalars(self.step, p.dtype)
-            if backend_for_array(p) == "cupy":
-                import cupy
-                scalars = cupy.asarray(scalars)
+            scalars = array_module(p).asarray(self.step_scalars(self.step, p.dtype))
             self.apply_scalars(params, grads, scalars)
         self.step += 1
 
@@ -189,8 +163,9 @@ class SGD(Optimizer):
             return
         m = p.dtype.type(self.momentum)
         v = self._slot(key, "velocity", p)
-        if backend_for_array(p) == "cupy":
-            _fused_update("sgd_momentum")(g, s, m, self.nesterov, p, v)
+        kernels = layer_kernels_for(p)
+        if kernels is not None:  # one fused kernel instead of the expressions below
+            kernels.sgd_momentum_update(g, s, m, self.nesterov, p, v)
             return
         v[...] = g if s[1] else m * v + g
         p -= s[0] * (g + m * v if self.nesterov else v)
@@ -223,8 +198,9 @@ class Adam(Optimizer):
         b1, b2 = p.dtype.type(self.beta_1), p.dtype.type(self.beta_2)
         m, v = self._slot(key, "m", p), self._slot(key, "v", p)
         epsilon = p.dtype.type(self.epsilon)
-        if backend_for_array(p) == "cupy":
-            _fused_update("adam")(g, b1, b2, s, epsilon, p, m, v)
+        kernels = layer_kernels_for(p)
+        if kernels is not None:  # one fused kernel instead of the expressions below
+            kernels.adam_update(g, b1, b2, s, epsilon, p, m, v)
             return
         m[...] = b1 * m + (1 - b1) * g
         v[...] = b2 * v + (1 - b2) * (g * g)
