@@ -401,15 +401,16 @@ def _max_pool(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return
     return (y, indices) if return_indices else y
 
 
-def _index_pool_backward(ndim, grad_out, x, indices, out_spatial, check_indices, backend):
-    """Route each output's gradient to the input element its index names (max pooling)."""
+def _index_pool_backward(ndim, grad_out, x, indices, spec, out_spatial, check_indices, backend):
+    """Route each output's gradient to the input element its index names (max pooling with
+    the 2-D ``spec``, adaptive max pooling with None)."""
     check_indices = check_bool(check_indices, "check_indices")
     _check_pool_grad_out(grad_out, x, out_spatial, ndim)
     _check_indices(indices, grad_out, math.prod(x.shape[2:]), check_indices)
     be = resolve_backend(backend, grad_out, x, indices)
     x2 = _lift(ndim, x)
     return _drop(ndim, be.max_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, indices),
-                                              x2.shape[2:]))
+                                              x2.shape[2:], spec))
 
 
 def max_pool1d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
@@ -439,8 +440,9 @@ def max_pool1d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``max_pool1d`` with respect to its input: each output's gradient goes
     to its maximum (summed where windows overlap)."""
-    _, out_spatial = _pool_setup(1, input, kernel_size, stride, padding, dilation, ceil_mode)
-    return _index_pool_backward(1, grad_out, input, indices, out_spatial, check_indices, backend)
+    spec, out_spatial = _pool_setup(1, input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _index_pool_backward(1, grad_out, input, indices, spec, out_spatial, check_indices,
+                                backend)
 
 
 def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
@@ -452,8 +454,9 @@ def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
     lie in its input plane; ``check_indices=False`` skips that check of the values (a
     reduction over them and, on the GPU, a wait for its result) for indices that
     ``max_pool2d`` returned, as a training loop passes back."""
-    _, out_spatial = _pool_setup(2, input, kernel_size, stride, padding, dilation, ceil_mode)
-    return _index_pool_backward(2, grad_out, input, indices, out_spatial, check_indices, backend)
+    spec, out_spatial = _pool_setup(2, input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _index_pool_backward(2, grad_out, input, indices, spec, out_spatial, check_indices,
+                                backend)
 
 
 def _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode, divisor_override):
@@ -565,7 +568,8 @@ def _adaptive_max_pool(ndim, x, output_size, return_indices, backend):
 def _adaptive_max_pool_backward(ndim, grad_out, x, indices, output_size, check_indices,
                                 backend):
     out = _adaptive_setup(ndim, x, output_size)
-    return _index_pool_backward(ndim, grad_out, x, indices, out[-ndim:], check_indices, backend)
+    return _index_pool_backward(ndim, grad_out, x, indices, None, out[-ndim:], check_indices,
+                                backend)
 
 
 def adaptive_avg_pool1d(input, output_size: IntOrTuple, *, backend: Optional[str] = None):

@@ -8,7 +8,7 @@
 //   3. cp.async copy helpers (sm_80+), with a plain-copy path for older GPUs and the CPU
 //   4. tensor-core helpers: TF32 rounding and splitting, mma.sync m16n8k8 (emulated on the CPU
 //      by tests/cuda_host/cuda_shim.h with the PTX ISA's fragment layout)
-//   5. a fixed-order block reduction, power() for float and double
+//   5. a fixed-order block reduction, 16-byte vector stores, power() for float and double
 #pragma once
 
 typedef long long i64;
@@ -40,15 +40,16 @@ struct ConvParams {
 struct PoolParams {
     const void* x;      // input (N, C, H, W)
     const void* gy;     // grad_out (N, C, H_out, W_out), or the Lp gradient scale
-    const void* aux;    // max backward: int64 candidate-window tables (pool.cu version 4)
     void* y;            // contiguous output
     void* idx;          // int64 indices: written by max_pool2d (or null), read by max backward
+    void* err;          // int64 error word (or null: no check); max_pool2d_backward stores h*w
+                        // there when an index it reads lies outside [0, h*w)
     i64 x_stride[4];
     i64 g_stride[4];
     i64 n, c, h, w, out_h, out_w;
     i64 kh, kw, sh, sw, ph, pw, dh, dw;
     i64 adaptive;       // 1: PyTorch's adaptive windows
-    i64 op;             // avg kernel: 0 average, 1 Lp, 2 Lp gradient scale; backward: 0 average, 1 max
+    i64 op;             // avg_pool2d: 0 average, 1 Lp, 2 Lp gradient scale
     i64 count_include_pad, divisor_override;  // divisor_override 0: none
     i64 lp_post;        // backward: multiply by p * x^(p-1) (Lp)
     double norm;        // Lp's p
@@ -156,6 +157,35 @@ __device__ __forceinline__ V block_reduce(V v, Op op) {
     const V total = buf[0];
     __syncthreads();  // buf is reused by the next call
     return total;
+}
+
+// 16 bytes of T, for vector loads and stores.
+template <typename T>
+struct alignas(16) Vec16 {
+    static constexpr int N = 16 / (int)sizeof(T);
+    T v[N];
+};
+
+__device__ __forceinline__ bool aligned16(const void* p) { return ((unsigned long long)p & 15) == 0; }
+
+// Store the first count (1..V) values of v at dst: 16-byte stores when all V go and dst is
+// aligned (V a multiple of 16 / sizeof(T)), else one by one.
+template <typename T, int V>
+__device__ __forceinline__ void store_vec(T* dst, const T (&v)[V], int count) {
+    constexpr int N = Vec16<T>::N;
+    if (V % N == 0 && count == V && aligned16(dst)) {
+#pragma unroll
+        for (int k = 0; k < V / N; ++k) {
+            Vec16<T> q;
+#pragma unroll
+            for (int e = 0; e < N; ++e) q.v[e] = v[k * N + e];
+            ((Vec16<T>*)dst)[k] = q;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < V; ++k)  // constant indices keep v in registers
+            if (k < count) dst[k] = v[k];
+    }
 }
 
 __device__ __forceinline__ float power(float a, float b) { return powf(a, b); }

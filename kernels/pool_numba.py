@@ -1,19 +1,27 @@
-"""Numba CUDA kernels of the pooling family, launched by ``gpuconv.backends.numba_backend``
-and checked against the NumPy backend (``gpuconv/backends/numpy_backend.py``) through the
-PyTorch goldens and tests/test_numba_random.py.
-
+"""Numba CUDA kernels of the pooling family: the twins of kernels/pool.cu (same names, same
+launch plans from ``gpuconv.backends.gpu_plan``), launched by ``gpuconv.backends.numba_backend``.
 reference: gpuconv.backends.reference.max_pool2d, reference.avg_pool2d, reference.lp_pool2d,
-reference.adaptive_avg_pool2d, reference.adaptive_max_pool2d and their backwards:
-    max  y[n,c,i,j] = max_{r,s} x[n, c, i*sh + r*dh - ph, j*sw + s*dw - pw] (taps inside x)
-    avg  y[n,c,i,j] = sum_{r,s} x[n, c, i*sh + r - ph, j*sw + s - pw] / divisor[i,j]
-    Lp   y = (kh*kw * avg(x^p))^(1/p); adaptive windows: rows [floor(i*H/Ho), ceil((i+1)*H/Ho))
+reference.adaptive_avg_pool2d, reference.adaptive_max_pool2d and their backwards (formulas in
+kernels/pool.cu); checked against the NumPy backend through the PyTorch goldens and
+tests/test_numba_random.py.
 
-How the kernels work (design points, not alternative versions):
-1. one thread per output (forward) or per input element (backward), grid-stride in int64
-2. one window description for strided and adaptive windows (``window``, ``containing``)
-3. backward as a gather: an input element visits the windows that can hold it
-4. max-pool backward without the window geometry: candidate windows from the index extents
-5. Lp pooling as PyTorch composes it from average pooling, fused per output
+Parameters, as pool.cu's ``PoolParams``: the pointer fields as device arrays in
+``gpu_plan.POOL_FIELDS`` order (x, gy, y, idx: 4-D; err: a one-element int64 error word), then
+one tuple of the scalar fields in that order (``gpu_plan.scalars``; strides flattened, ``norm``
+a float).
+
+Layout (every kernel): a block of (bx column chunks, by rows, bz planes); each thread POOL_V
+consecutive outputs (forward) or input elements (backward) of a row; grid x over column
+chunks, y over rows, z over planes (looping by the grid); no division in the tap loops.
+Kernels (each the only one for its op):
+1. max_pool2d: the maximum over each window; the first maximum wins, a NaN wins and the last
+   NaN wins; int64 indices optional.
+2. avg_pool2d: the average, Lp pooling, or the Lp gradient's per-window scale.
+   Global (adaptive 1x1) max / average inside 1. and 2.: bx lanes per plane, a fixed
+   shared-memory tree.
+3. pool2d_backward: average / Lp gather over the closed-form ranges of windows.
+4. max_pool2d_backward: the same closed-form ranges from the pooling spec (or adaptive
+   windows); an output adds its gradient where its index names the element.
 
 Every kernel is a gather or a fixed-order sum (no atomics): results repeat bit for bit.
 Factories per dtype keep float32 maths in float32; ``@cuda.jit`` compiles lazily.
@@ -27,238 +35,299 @@ from types import SimpleNamespace
 import numpy as np
 from numba import cuda
 
-from gpuconv.kernels.conv_numba import grid_start, split4
+from gpuconv.backends import gpu_plan as plan
 
-# Fields of the int64 geometry tuple every pooling kernel takes (``geometry`` builds it);
-# per-axis fields are (row, column) pairs, so ``field + axis`` picks one.
-(N, C, H, W, HO, WO, KH, KW, SH, SW, PH, PW, DH, DW, ADAPTIVE, COUNT_INCLUDE_PAD,
- DIVISOR_OVERRIDE, WANT_INDICES) = range(18)
-GEOMETRY_FIELDS = 18
+_AT = plan.scalar_slots(plan.POOL_FIELDS)
+(N, C, H, W, HO, WO, KH, KW, SH, SW, PH, PW, DH, DW, ADAPTIVE, OP, COUNT_INCLUDE_PAD,
+ DIVISOR_OVERRIDE, LP_POST, NORM) = (_AT[k] for k in (
+    "n", "c", "h", "w", "out_h", "out_w", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw",
+    "adaptive", "op", "count_include_pad", "divisor_override", "lp_post", "norm"))
+OP_AVG, OP_LP, OP_LP_GRAD_SCALE = plan.AVG, plan.LP, plan.LP_GRAD_SCALE
+POOL_V = plan.POOL_V
+assert POOL_V == 4  # max_pool2d_backward keeps four named accumulators
+BLOCK = plan.POOL_BLOCK
 
 
-def geometry(x_shape, out_hw, spec=None, *, count_include_pad=True, divisor_override=None,
-             want_indices=False) -> tuple[int, ...]:
-    """The geometry tuple of a pooling of ``x_shape`` (N, C, H, W) to ``out_hw``: strided
-    windows of ``spec`` (a PoolSpec), or adaptive windows when ``spec`` is None."""
-    if spec is None:
-        windows = (0,) * 8 + (1,)  # no kernel, stride, padding, dilation; adaptive
-    else:
-        windows = (*spec.kernel_size, *spec.stride, *spec.padding, *spec.dilation, 0)
-    return (*x_shape, *out_hw, *windows, int(count_include_pad), divisor_override or 0,
-            int(want_indices))
+# --------------------------------------------------------------------------- 1. layout
+@cuda.jit(device=True)
+def place():
+    """(col0, row0, row_step, plane0, plane_step) of the calling thread."""
+    col0 = (np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x) * POOL_V
+    row0 = np.int64(cuda.blockIdx.y) * cuda.blockDim.y + cuda.threadIdx.y
+    plane0 = np.int64(cuda.blockIdx.z) * cuda.blockDim.z + cuda.threadIdx.z
+    return (col0, row0, np.int64(cuda.gridDim.y) * cuda.blockDim.y, plane0,
+            np.int64(cuda.gridDim.z) * cuda.blockDim.z)
 
 
 # --------------------------------------------------------------------------- windows
 @cuda.jit(device=True)
-def window(geom, axis, o):
-    """Positions (start, stop, step) of output ``o``'s window along ``axis`` (0 rows, 1 columns),
-    before clipping to the input: strided (numpy backend's ``_windows``) or adaptive
-    (``gpuconv.shapes.adaptive_windows``)."""
-    size, out = geom[H + axis], geom[HO + axis]
-    if geom[ADAPTIVE]:
-        return (o * size) // out, ((o + 1) * size + out - 1) // out, np.int64(1)
-    start = o * geom[SH + axis] - geom[PH + axis]
-    return start, start + (geom[KH + axis] - 1) * geom[DH + axis] + 1, geom[DH + axis]
+def axis(s, rows):
+    """(size, out, kernel, stride, pad, dilation) of the rows or the columns."""
+    if rows:
+        return s[H], s[HO], s[KH], s[SH], s[PH], s[DH]
+    return s[W], s[WO], s[KW], s[SW], s[PW], s[DW]
 
 
 @cuda.jit(device=True)
-def containing(geom, axis, i):
-    """(first, last): the outputs whose window along ``axis`` may hold position ``i``."""
-    size, out = geom[H + axis], geom[HO + axis]
-    if geom[ADAPTIVE]:
-        return (i * out) // size, min(out - 1, ((i + 1) * out - 1) // size)
-    s, p = geom[SH + axis], geom[PH + axis]
-    reach = (geom[KH + axis] - 1) * geom[DH + axis]
-    return max(0, -((reach - i - p) // s)), min(out - 1, (i + p) // s)
+def adaptive_range(o, n, out):
+    """[start, end) of adaptive window o of out over n positions (shapes.adaptive_windows)."""
+    return (o * n) // out, ((o + 1) * n + out - 1) // out
 
 
 @cuda.jit(device=True)
-def first_inside(start, step):
-    """The first window position start + k*step that is not in the leading padding."""
-    return start + (max(0, -start) + step - 1) // step * step
+def max_taps(s, a, o):
+    """Output o's taps along axis a, clipped to the input: (first, end, step)."""
+    n, out, k, st, pad, d = a
+    if s[ADAPTIVE]:
+        first, end = adaptive_range(o, n, out)
+        return first, end, np.int64(1)
+    start = o * st - pad
+    first = start + (-start + d - 1) // d * d if start < 0 else start
+    return first, min(start + (k - 1) * d + 1, n), d
 
 
 @cuda.jit(device=True)
-def holds(geom, axis, o, i):
-    """Whether output ``o``'s window along ``axis`` holds position ``i``."""
-    start, stop, step = window(geom, axis, o)
-    return start <= i < stop and (i - start) % step == 0
+def avg_axis(s, a, o):
+    """Output o's window along axis a for averages: (lo, hi) clipped to the input, and its
+    factor of the divisor (numpy_backend._avg_divisor)."""
+    n, out, k, st, pad, _ = a
+    if s[ADAPTIVE]:
+        start, end = adaptive_range(o, n, out)
+    else:
+        start = o * st - pad
+        end = min(start + k, n + pad)
+    lo, hi = max(start, 0), min(end, n)
+    count = end - start if s[COUNT_INCLUDE_PAD] and not s[ADAPTIVE] else hi - lo
+    return lo, hi, count
 
 
 @cuda.jit(device=True)
-def axis_divisor(geom, axis, o):
-    """One axis' factor of the average divisor, as PyTorch counts it (numpy backend's
-    ``_avg_divisor``): clip the window to the padded input, then, without
-    count_include_pad, to the input."""
-    start, stop, _ = window(geom, axis, o)
-    if geom[ADAPTIVE]:
-        return stop - start
-    size = geom[H + axis]
-    end = min(stop, size + geom[PH + axis])
-    if geom[COUNT_INCLUDE_PAD]:
-        return end - start
-    return min(end, size) - max(start, 0)
+def avg_divisor(s, count_h, count_w):
+    if s[DIVISOR_OVERRIDE]:
+        return s[DIVISOR_OVERRIDE]
+    return count_h * count_w
 
 
 @cuda.jit(device=True)
-def divisor(geom, oh, ow):
-    if geom[DIVISOR_OVERRIDE]:
-        return geom[DIVISOR_OVERRIDE]
-    return axis_divisor(geom, 0, oh) * axis_divisor(geom, 1, ow)
+def members(s, a, i):
+    """(lo, hi): the outputs along axis a whose window may hold input position i, in closed
+    form (sliding or adaptive); empty when lo > hi."""
+    n, out, k, st, pad, d = a
+    if s[ADAPTIVE]:
+        return (i * out) // n, ((i + 1) * out - 1) // n
+    first = i + pad - (k - 1) * d
+    lo = np.int64(0) if first <= 0 else (first + st - 1) // st
+    return lo, min(out - 1, (i + pad) // st)
+
+
+@cuda.jit(device=True)
+def is_global(s):
+    return s[ADAPTIVE] and s[HO] == 1 and s[WO] == 1
+
+
+@cuda.jit(device=True)
+def merge_max(v, arg, ov, oarg):
+    """pool.cu's MaxArg::merge: a NaN beats a number, of two NaNs the later index wins, of
+    two equal numbers the earlier."""
+    if oarg < 0:
+        return v, arg
+    a_nan, o_nan = v != v, ov != ov
+    if a_nan or o_nan:
+        wins = o_nan and (not a_nan or oarg > arg)
+    else:
+        wins = ov > v or (ov == v and oarg < arg)
+    if arg < 0 or wins:
+        return ov, oarg
+    return v, arg
 
 
 # --------------------------------------------------------------------------- kernels
 @functools.cache
-def kernels(dtype: np.dtype, threads: int):
-    """The pooling kernels for ``dtype``; ``threads`` is the block size of ``index_extent``
-    (its shared partial extents)."""
+def kernels(dtype: np.dtype):
+    """The pooling kernels for ``dtype``."""
     F = np.dtype(dtype).type
-    zero, one = F(0), F(1)
+    zero = F(0)
 
     @cuda.jit(device=True)
-    def window_sum(x, geom, n, c, oh, ow, p):
-        """Sum of x ** p over the window's input positions (p = 0: of x, average pooling)."""
-        hs, he, hstep = window(geom, 0, oh)
-        ws, we, wstep = window(geom, 1, ow)
-        total = zero
-        for h in range(first_inside(hs, hstep), min(he, geom[H]), hstep):
-            for w in range(first_inside(ws, wstep), min(we, geom[W]), wstep):
-                v = x[n, c, h, w]
-                total += v if p == 0 else v ** p
-        return total
-
-    @cuda.jit(device=True)
-    def lp_total(x, geom, n, c, oh, ow, p):
-        """PyTorch's Lp total: window size x avg_pool(x ** p), before the 1/p power."""
-        return window_sum(x, geom, n, c, oh, ow, p) / F(divisor(geom, oh, ow)) * F(
-            geom[KH] * geom[KW])
-
-    @cuda.jit
-    def max_pool(x, y, indices, geom):
-        """y (N, C, HO, WO) = max over each window of x (N, C, H, W); indices (if wanted) the
-        flat h*W + w of the first maximum, or of the last NaN (``reference._argmax``'s
-        rule). Windows start inside the input only at a ceil_mode or padded
-        edge; functional rejects windows that hold no input position."""
-        start, stride = grid_start()
-        for e in range(start, y.size, stride):
-            n, c, oh, ow = split4(e, geom[C], geom[HO], geom[WO])
-            hs, he, hstep = window(geom, 0, oh)
-            ws, we, wstep = window(geom, 1, ow)
-            best = zero
-            arg = np.int64(-1)
-            for h in range(hs, he, hstep):
-                if 0 <= h < geom[H]:
-                    for w in range(ws, we, wstep):
-                        if 0 <= w < geom[W]:
-                            v = x[n, c, h, w]
-                            if arg < 0 or v > best or v != v:
-                                best, arg = v, h * geom[W] + w
-            y[n, c, oh, ow] = best
-            if geom[WANT_INDICES]:
-                indices[n, c, oh, ow] = arg
-
-    @cuda.jit
-    def avg_pool(x, y, geom, p):
-        """y = window sum / divisor (p = 0: average pooling), or Lp pooling
-        (window size x avg_pool(x ** p)) ** (1/p) for p > 0."""
-        start, stride = grid_start()
-        for e in range(start, y.size, stride):
-            n, c, oh, ow = split4(e, geom[C], geom[HO], geom[WO])
-            if p == 0:
-                y[n, c, oh, ow] = window_sum(x, geom, n, c, oh, ow, p) / F(divisor(geom, oh, ow))
-            else:
-                y[n, c, oh, ow] = lp_total(x, geom, n, c, oh, ow, p) ** (one / p)
+    def global_pool(x, y, idx, s, want_max):
+        """Global pooling: each plane's max (with index) or sum by blockDim.x lanes, then a fixed
+        tree over the lanes in shared memory; lane 0 writes the plane's result."""
+        part_v = cuda.shared.array(BLOCK, F)
+        part_i = cuda.shared.array(BLOCK, np.int64)
+        lanes, lane = cuda.blockDim.x, cuda.threadIdx.x
+        slot = cuda.threadIdx.z * lanes + lane
+        planes, width = s[N] * s[C], s[W]
+        base = np.int64(cuda.blockIdx.z) * cuda.blockDim.z
+        while base < planes:
+            plane = base + cuda.threadIdx.z
+            v, arg = zero, np.int64(-1)
+            if plane < planes:
+                n, c = plane // s[C], plane % s[C]
+                for r in range(s[H]):
+                    for col in range(lane, width, lanes):
+                        val = x[n, c, r, col]
+                        if want_max:
+                            if arg < 0 or val > v or val != val:
+                                v, arg = val, r * width + col
+                        else:
+                            v += val
+            part_v[slot], part_i[slot] = v, arg
+            cuda.syncthreads()
+            step = lanes // 2
+            while step > 0:
+                if lane < step:
+                    if want_max:
+                        part_v[slot], part_i[slot] = merge_max(part_v[slot], part_i[slot],
+                                                               part_v[slot + step],
+                                                               part_i[slot + step])
+                    else:
+                        part_v[slot] += part_v[slot + step]
+                cuda.syncthreads()
+                step //= 2
+            if lane == 0 and plane < planes:
+                n, c = plane // s[C], plane % s[C]
+                if want_max:
+                    y[n, c, 0, 0] = part_v[slot]
+                    if idx.size == y.size:
+                        idx[n, c, 0, 0] = part_i[slot]
+                else:
+                    y[n, c, 0, 0] = part_v[slot] / F(s[H] * s[W])
+            cuda.syncthreads()  # part_* are reused by the next planes
+            base += np.int64(cuda.gridDim.z) * cuda.blockDim.z
 
     @cuda.jit
-    def lp_coefficient(x, grad_out, coef, geom, p):
-        """coef = dL/d(Lp total) x window size (numpy backend's ``lp_pool2d_backward``):
-        grad_out * total ** (1/p - 1) / p * window; a window of zeros gets 0, as in PyTorch."""
-        start, stride = grid_start()
-        for e in range(start, coef.size, stride):
-            n, c, oh, ow = split4(e, geom[C], geom[HO], geom[WO])
-            total = lp_total(x, geom, n, c, oh, ow, p)
-            g = zero
-            if total != zero:
-                g = grad_out[n, c, oh, ow] * (total ** (one / p - one) / p) * F(geom[KH] * geom[KW])
-            coef[n, c, oh, ow] = g
+    def max_pool2d(x, gy, y, idx, err, s):
+        """y[n, c, oh, ow] = max over (r, col) in window(oh, ow) of x[n, c, r, col]; idx =
+        r * W + col of that maximum when idx has y's size (numpy_backend.max_pool2d /
+        adaptive_max_pool2d). gy: unused."""
+        if is_global(s):
+            global_pool(x, y, idx, s, True)
+            return
+        col0, row0, row_step, plane0, plane_step = place()
+        ah, aw = axis(s, True), axis(s, False)
+        if col0 >= aw[1]:
+            return
+        want_idx = idx.size == y.size
+        for oh in range(row0, ah[1], row_step):
+            r0, r1, rs = max_taps(s, ah, oh)
+            for plane in range(plane0, s[N] * s[C], plane_step):
+                n, c = plane // s[C], plane % s[C]
+                for ow in range(col0, min(col0 + POOL_V, aw[1])):
+                    c0, c1, cs = max_taps(s, aw, ow)
+                    best, arg = zero, np.int64(-1)
+                    for r in range(r0, r1, rs):
+                        for col in range(c0, c1, cs):
+                            val = x[n, c, r, col]
+                            if arg < 0 or val > best or val != val:  # first max, last NaN
+                                best, arg = val, r * s[W] + col
+                    y[n, c, oh, ow] = best
+                    if want_idx:
+                        idx[n, c, oh, ow] = arg
 
     @cuda.jit
-    def avg_pool_backward(grad_out, x, grad_x, geom, p):
-        """grad_x (N, C, H, W) gathers grad_out / divisor from every window holding the element
-        (p = 0); for Lp pooling grad_out is ``lp_coefficient``'s and the sum is times
-        p * x ** (p - 1)."""
-        start, stride = grid_start()
-        for e in range(start, grad_x.size, stride):
-            n, c, h, w = split4(e, geom[C], geom[H], geom[W])
-            oh0, oh1 = containing(geom, 0, h)
-            ow0, ow1 = containing(geom, 1, w)
-            total = zero
-            for oh in range(oh0, oh1 + 1):
-                if holds(geom, 0, oh, h):
-                    for ow in range(ow0, ow1 + 1):
-                        if holds(geom, 1, ow, w):
-                            total += grad_out[n, c, oh, ow] / F(divisor(geom, oh, ow))
-            if p != 0:
-                total *= p * x[n, c, h, w] ** (p - one)
-            grad_x[n, c, h, w] = total
+    def avg_pool2d(x, gy, y, idx, err, s):
+        """op 0: y = window sum / divisor (numpy_backend.avg_pool2d, adaptive_avg_pool2d);
+        op 1: y = (kh*kw * avg(x^p))^(1/p) (lp_pool2d); op 2: the Lp gradient's per-window
+        scale gy * total^(1/p - 1) / p * kh*kw (lp_pool2d_backward). idx: unused."""
+        if is_global(s):
+            global_pool(x, y, idx, s, False)
+            return
+        col0, row0, row_step, plane0, plane_step = place()
+        ah, aw = axis(s, True), axis(s, False)
+        if col0 >= aw[1]:
+            return
+        p, window = F(s[NORM]), F(s[KH] * s[KW])
+        for oh in range(row0, ah[1], row_step):
+            h0, h1, count_h = avg_axis(s, ah, oh)
+            for plane in range(plane0, s[N] * s[C], plane_step):
+                n, c = plane // s[C], plane % s[C]
+                for ow in range(col0, min(col0 + POOL_V, aw[1])):
+                    w0, w1, count_w = avg_axis(s, aw, ow)
+                    total = zero
+                    for r in range(h0, h1):
+                        for col in range(w0, w1):
+                            val = x[n, c, r, col]
+                            total += val if s[OP] == OP_AVG else val ** p
+                    out = total / F(avg_divisor(s, count_h, count_w))
+                    if s[OP] != OP_AVG:  # numpy_backend.lp_pool2d
+                        lp_total = out * window
+                        if s[OP] == OP_LP:
+                            out = lp_total ** (F(1) / p)
+                        elif lp_total != zero:  # 0 for an all-zero window
+                            out = gy[n, c, oh, ow] * (lp_total ** (F(1) / p - F(1)) / p) * window
+                        else:
+                            out = zero
+                    y[n, c, oh, ow] = out
 
     @cuda.jit
-    def index_extent(indices, lo, hi, geom):
-        """lo, hi (HO + WO,): the least and greatest input row (column) that the indices of
-        output row oh (column ow = line - HO) name. Block per line, per-thread strided
-        extents, then thread 0 combines them."""
-        line = cuda.blockIdx.x
-        t = cuda.threadIdx.x
-        axis = 0 if line < geom[HO] else 1
-        o = line - axis * geom[HO]
-        across = geom[WO - axis]  # outputs along the other axis
-        low = cuda.shared.array(threads, np.int64)
-        high = cuda.shared.array(threads, np.int64)
-        first, last = geom[H + axis], np.int64(-1)
-        for i in range(t, geom[N] * geom[C] * across, threads):
-            plane, other = i // across, i % across
-            oh, ow = (o, other) if axis == 0 else (other, o)
-            flat = indices[plane // geom[C], plane % geom[C], oh, ow]
-            pos = flat // geom[W] if axis == 0 else flat % geom[W]
-            first, last = min(first, pos), max(last, pos)
-        low[t], high[t] = first, last
-        cuda.syncthreads()
-        if t == 0:
-            for s in range(1, threads):
-                first, last = min(first, low[s]), max(last, high[s])
-            lo[line], hi[line] = first, last
+    def pool2d_backward(x, gy, y, idx, err, s):
+        """y[n, c, h, w] (dx) = sum over the windows (oh, ow) holding (h, w), in increasing
+        output order, of gy[n, c, oh, ow] / divisor(oh, ow); times p * x^(p-1) when lp_post
+        (numpy_backend.avg_pool2d_backward, adaptive_avg_pool2d_backward, lp_pool2d_backward).
+        idx: unused."""
+        col0, row0, row_step, plane0, plane_step = place()
+        ah, aw = axis(s, True), axis(s, False)
+        if col0 >= aw[0]:
+            return
+        p = F(s[NORM])
+        for h in range(row0, ah[0], row_step):
+            h_lo, h_hi = members(s, ah, h)
+            for plane in range(plane0, s[N] * s[C], plane_step):
+                n, c = plane // s[C], plane % s[C]
+                for w in range(col0, min(col0 + POOL_V, aw[0])):
+                    w_lo, w_hi = members(s, aw, w)
+                    total = zero
+                    for oh in range(h_lo, h_hi + 1):
+                        count_h = avg_axis(s, ah, oh)[2]
+                        for ow in range(w_lo, w_hi + 1):
+                            total += gy[n, c, oh, ow] / F(avg_divisor(s, count_h,
+                                                                        avg_axis(s, aw, ow)[2]))
+                    if s[LP_POST]:  # Lp: d(x^p)/dx
+                        total *= p * x[n, c, h, w] ** (p - F(1))
+                    y[n, c, h, w] = total
 
     @cuda.jit
-    def candidate_span(lo, hi, first, last, geom):
-        """first, last (H + W,): for input row h (column w = position - H), the first and last
-        output line whose index extent holds it (last < first: none)."""
-        start, stride = grid_start()
-        for e in range(start, first.size, stride):
-            axis = 0 if e < geom[H] else 1
-            pos = e - axis * geom[H]
-            a, b = np.int64(0), np.int64(-1)
-            for o in range(geom[HO + axis]):
-                line = o + axis * geom[HO]
-                if lo[line] <= pos <= hi[line]:
-                    a = o if b < a else a
-                    b = o
-            first[e], last[e] = a, b
+    def max_pool2d_backward(x, gy, y, idx, err, s):
+        """y[n, c, h, w] (dx) = sum, in increasing output order, of gy[n, c, oh, ow] over the
+        outputs whose window may hold (h, w) (closed form) and whose index idx[n, c, oh, ow]
+        == h * W + w (numpy_backend.max_pool2d_backward); an index outside the plane sets
+        err[0] to H * W. x: unused."""
+        col0, row0, row_step, plane0, plane_step = place()
+        ah, aw = axis(s, True), axis(s, False)
+        if col0 >= aw[0]:
+            return
+        count = min(POOL_V, aw[0] - col0)
+        w_lo = members(s, aw, col0)[0]
+        w_hi = members(s, aw, col0 + count - 1)[1]
+        for h in range(row0, ah[0], row_step):
+            h_lo, h_hi = members(s, ah, h)
+            this = h * aw[0] + col0
+            for plane in range(plane0, s[N] * s[C], plane_step):
+                n, c = plane // s[C], plane % s[C]
+                s0 = s1 = s2 = s3 = zero
+                for oh in range(h_lo, h_hi + 1):
+                    for ow in range(w_lo, w_hi + 1):
+                        at = idx[n, c, oh, ow]
+                        if at < 0 or at >= s[H] * s[W]:  # every output's index is read
+                            err[0] = s[H] * s[W]
+                        d = at - this
+                        if 0 <= d < count:
+                            g = gy[n, c, oh, ow]
+                            if d == 0:
+                                s0 += g
+                            elif d == 1:
+                                s1 += g
+                            elif d == 2:
+                                s2 += g
+                            else:
+                                s3 += g
+                y[n, c, h, col0] = s0
+                if count > 1:
+                    y[n, c, h, col0 + 1] = s1
+                if count > 2:
+                    y[n, c, h, col0 + 2] = s2
+                if count > 3:
+                    y[n, c, h, col0 + 3] = s3
 
-    @cuda.jit
-    def max_pool_backward(grad_out, indices, first, last, grad_x, geom):
-        """grad_x (N, C, H, W): each element sums, in output order, the grad_out of the outputs
-        among its candidates whose index names it (as np.add.at adds them)."""
-        start, stride = grid_start()
-        for e in range(start, grad_x.size, stride):
-            n, c, h, w = split4(e, geom[C], geom[H], geom[W])
-            flat = h * geom[W] + w
-            total = zero
-            for oh in range(first[h], last[h] + 1):
-                for ow in range(first[geom[H] + w], last[geom[H] + w] + 1):
-                    if indices[n, c, oh, ow] == flat:
-                        total += grad_out[n, c, oh, ow]
-            grad_x[n, c, h, w] = total
-
-    return SimpleNamespace(max_pool=max_pool, avg_pool=avg_pool, lp_coefficient=lp_coefficient,
-                           avg_pool_backward=avg_pool_backward, index_extent=index_extent,
-                           candidate_span=candidate_span, max_pool_backward=max_pool_backward)
+    return SimpleNamespace(max_pool2d=max_pool2d, avg_pool2d=avg_pool2d,
+                           pool2d_backward=pool2d_backward, max_pool2d_backward=max_pool2d_backward)

@@ -4,6 +4,7 @@ or its CUDA is missing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -101,6 +102,34 @@ def test_bench_command_end_to_end_on_the_cpu(monkeypatch, tmp_path):
     assert "| tiny_max | forward |" in text and "geometric mean, ResNet-50 forward" in text
     assert json.loads((tmp_path / "r.json").read_text())["all_correct"]
     assert (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_global_pooling_is_timed_as_a_graph_of_calls():
+    """With a replay builder (CUDA graphs on the GPU), global pooling's contenders are timed
+    as GRAPH_CALLS calls cycling over operand copies larger than L2, reported per call;
+    other layers are timed call by call."""
+    built = []
+
+    def replay(calls):
+        built.append(calls)
+        return lambda: [call() for call in calls]
+
+    class GraphTimer:
+        def time_ms(self, fn):
+            fn()
+            return 50.0
+
+    h = dataclasses.replace(cpu_harness(timer=GraphTimer()), replay=replay, l2_bytes=1000)
+    report = gpu.build_report([TINY[4], TINY[0]], h, {}, {})
+    assert report["all_correct"]
+    forward = report["layers"][0]["passes"][0]["sides"]
+    assert forward["ours"]["median_ms"] == 50.0 / gpu.GRAPH_CALLS
+    assert forward["ours"]["graph_calls"] == forward["cudnn"]["graph_calls"] == gpu.GRAPH_CALLS
+    assert len(built) == 4 and all(len(calls) == gpu.GRAPH_CALLS for calls in built)  # 2 passes x 2 sides
+    operand_bytes = (2 * 3 * 5 * 5 + 2 * 3) * 4  # input and grad_out
+    copies = -(-gpu.FLUSH_L2_TIMES * 1000 // operand_bytes)
+    assert len({id(call.args[2]) for call in built[0]}) == copies
+    assert "graph_calls" not in report["layers"][1]["passes"][0]["sides"]["ours"]
 
 
 def test_cudnn_precision_uses_one_api():

@@ -111,7 +111,7 @@ def test_conv_kernels(host, monkeypatch, name, dtype, precision, tile):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", CONV)
+@pytest.mark.parametrize("name", [n for n in CONV if not n.startswith("depthwise")])  # depthwise.cu
 def test_conv_direct(host, name, dtype):
     """Forward and grad-input slices of at most 4 rows run conv_direct (zero padding)."""
     x, w, b, gy, spec = _conv_case(name, dtype, np.random.default_rng(len(name) + 1))
@@ -162,6 +162,80 @@ def test_grad_input_launches_only_reached_phases(host):
     assert plan.launches[1].params["phases"] == 1 and plan.launches[1].grid[2] == 2
     assert_close(cupy_backend.conv2d_grad_input(gy, wt, spec, out_hw, bias),
                  ref.conv2d_grad_input(gy, wt, spec, out_hw, bias), 2, "float32", "conv_transpose2d")
+
+
+# name: (x shape, weight shape, ConvSpec.make kwargs); depthwise.cu's K = 3, 5, 7 and generic,
+# channel multipliers, strides, dilations, every padding mode, the direct fallback
+DEPTHWISE = {
+    "k3-pad1": ((2, 4, 9, 12), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    "k5-mult2-s2": ((2, 3, 11, 13), (6, 1, 5, 5), dict(stride=2, padding=2, groups=3)),
+    "k7-dil2-reflect": ((1, 2, 14, 16), (2, 1, 7, 7), dict(padding=3, dilation=2, groups=2,
+                                                            padding_mode="reflect")),
+    "k3-circular-mult3": ((2, 2, 8, 9), (6, 1, 3, 3), dict(stride=(2, 1), padding=1, groups=2,
+                                                            padding_mode="circular")),
+    "generic-replicate": ((2, 3, 7, 8), (3, 1, 2, 3), dict(padding=(1, 2), dilation=(2, 1), groups=3,
+                                                            padding_mode="replicate")),
+    "k3-same-dilated": ((1, 4, 10, 12), (8, 1, 3, 3), dict(padding="same", dilation=2, groups=4)),
+    "direct-wide": ((1, 2, 9, 1040), (2, 1, 3, 3), dict(stride=(1, 8), dilation=(4, 1), groups=2)),
+}
+
+
+DEPTHWISE_TABLE = [pytest.param(name, dtype, id=f"{name}-{dtype}") for name in DEPTHWISE
+                   for dtype in ("float32", "float64")
+                   if dtype == "float32" or name.startswith(("k3-pad1", "k5", "k7", "generic"))]
+
+
+@pytest.mark.parametrize("name, dtype", DEPTHWISE_TABLE)  # float64: one case per kernel size
+def test_depthwise_kernels(host, name, dtype):
+    """depthwise.cu forward (with bias), grad-input (with the transposed conv's bias) and
+    grad-weight against the NumPy backend, on a strided view of the input."""
+    x_shape, w_shape, kw = DEPTHWISE[name]
+    rng = np.random.default_rng(len(name))
+    spec = ConvSpec.make(2, w_shape[2:], **kw)
+    padded = rng.standard_normal(x_shape[:3] + (x_shape[3] + 1,)).astype(dtype)
+    x = padded[..., 1:]  # rows of odd stride: no 16-byte vectors
+    x_aligned = np.ascontiguousarray(padded[..., :-1]) if x_shape[3] % 4 == 0 else x
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b, bc = rng.standard_normal(w_shape[0]).astype(dtype), rng.standard_normal(x_shape[1]).astype(dtype)
+    gy = rng.standard_normal((x_shape[0], w_shape[0]) + spec.output_shape(x_shape[2:], w_shape[2:]))
+    gy = gy.astype(dtype)
+    taps = w_shape[2] * w_shape[3]
+    for xs in (x, x_aligned):
+        assert_close(cupy_backend.conv2d(xs, w, b, spec), ref.conv2d(xs, w, b, spec), taps, dtype, "conv2d")
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], bc),
+                 ref.conv2d_grad_input(gy, w, spec, x.shape[2:], bc), taps * w_shape[0], dtype,
+                 "conv2d_grad_input")
+    assert_close(cupy_backend.conv2d_grad_weight(gy, x, spec, w_shape[2:]),
+                 ref.conv2d_grad_weight(gy, x, spec, w_shape[2:]), gy[:, 0].size, dtype,
+                 "conv2d_grad_weight")
+    assert all(k.startswith(("conv_depthwise", "conv_splitk_reduce", "conv_pad_adjoint"))
+               for k in host.launched), host.launched
+
+
+def test_empty_batch_depthwise_and_pooling(host):
+    """N = 0: one block that finds no plane; grad-weight sums nothing (zeros)."""
+    x, w = np.zeros((0, 4, 6, 6), "float32"), np.ones((8, 1, 3, 3), "float32")
+    spec = ConvSpec.make(2, (3, 3), padding=1, groups=4)
+    assert cupy_backend.conv2d(x, w, None, spec).shape == (0, 8, 6, 6)
+    gy = np.zeros((0, 8, 6, 6), "float32")
+    assert cupy_backend.conv2d_grad_input(gy, w, spec, (6, 6)).shape == (0, 4, 6, 6)
+    assert np.array_equal(cupy_backend.conv2d_grad_weight(gy, x, spec, (3, 3)), np.zeros(w.shape, "float32"))
+    y, idx = cupy_backend.max_pool2d(x, PoolSpec.make(2, 2), True)
+    assert y.shape == idx.shape == (0, 4, 3, 3)
+    assert cupy_backend.adaptive_avg_pool2d(x, (1, 1)).shape == (0, 4, 1, 1)
+
+
+def test_vectorised_pointwise_path(host):
+    """A 1x1 stride-1 conv on the large float32 tile takes the 16-byte B path."""
+    x, w, b, _, spec = _conv_case("pointwise", "float32", np.random.default_rng(1))
+    w, b = np.concatenate([w] * 8), np.concatenate([b] * 8)  # 128 output channels: the large tile
+    x = np.concatenate([x] * 40, axis=0)
+    params = gpu_plan.conv_forward_plan(x.shape, cupy_backend._strides(x), w.shape,
+                                         cupy_backend._strides(w), spec, "float32", True,
+                                         vec_aligned=True).launches[0].params
+    assert params["vec_b"] == 1
+    assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), 8, "float32", "conv2d")
+    assert host.launched == ["conv_gemm<float, 128, 128, 8, 8, 8, false>"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -230,6 +304,8 @@ MAX_POOL = {
     "k3s2p1": dict(kernel_size=3, stride=2, padding=1),
     "dilated-ceil": dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 1), dilation=(2, 2), ceil_mode=True),
     "k2-ceil": dict(kernel_size=2, ceil_mode=True),
+    "k1-s3": dict(kernel_size=1, stride=3),  # inputs no window holds
+    "k4-dil3": dict(kernel_size=(1, 4), stride=(1, 2), padding=(0, 2), dilation=(1, 3)),
 }
 
 
@@ -244,8 +320,8 @@ def test_max_pool(host, name, ties, dtype):
     assert np.array_equal(y, want_y) and np.array_equal(idx, want_idx)
     assert cupy_backend.max_pool2d(x, spec, False)[1] is None
     gy = np.random.default_rng(5).standard_normal(y.shape).astype(dtype)
-    assert_close(cupy_backend.max_pool2d_backward(gy, idx, x.shape[2:]),
-                 ref.max_pool2d_backward(gy, want_idx, x.shape[2:]), 9, dtype, "max_pool2d_backward")
+    assert_close(cupy_backend.max_pool2d_backward(gy, idx, x.shape[2:], spec),
+                 ref.max_pool2d_backward(gy, want_idx, x.shape[2:], spec), 9, dtype, "max_pool2d_backward")
 
 
 def test_max_pool_nan(host):
@@ -270,12 +346,34 @@ def test_adaptive_pools(host, in_hw, out_hw, dtype):
     assert np.array_equal(y, want_y) and np.array_equal(idx, want_idx)
     gy = rng.standard_normal((2, 3) + out_hw).astype(dtype)
     k = math.prod(in_hw)
-    assert_close(cupy_backend.max_pool2d_backward(gy, idx, in_hw),
-                 ref.max_pool2d_backward(gy, want_idx, in_hw), k, dtype, "adaptive max backward")
+    assert_close(cupy_backend.max_pool2d_backward(gy, idx, in_hw, None),
+                 ref.max_pool2d_backward(gy, want_idx, in_hw, None), k, dtype, "adaptive max backward")
     assert_close(cupy_backend.adaptive_avg_pool2d(x, out_hw), ref.adaptive_avg_pool2d(x, out_hw), k,
                  dtype, "adaptive_avg_pool2d")
     assert_close(cupy_backend.adaptive_avg_pool2d_backward(gy, in_hw),
                  ref.adaptive_avg_pool2d_backward(gy, in_hw), k, dtype, "adaptive avg backward")
+
+
+GLOBAL = {  # input view -> which read path of pool.cu version 4 it takes
+    "vector": lambda x: x,                                   # 4x6 planes, 16-byte aligned
+    "scalar": lambda x: x[:, :, :, 1:],                      # 4x5: no whole vectors
+    "strided": lambda x: x[:, :, ::-1, ::2],                 # rows and columns strided
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("view", list(GLOBAL))
+def test_global_pools(host, view, dtype):
+    """Global max (ties, NaN) and average over many planes per block, against the NumPy backend."""
+    rng = np.random.default_rng(10)
+    x = GLOBAL[view](_pool_input((3, 37, 4, 6), dtype, rng, ties=True))
+    x[0, 1, 2, 1] = x[1, 2, 0, 0] = x[1, 2, 3, 1] = np.nan
+    y, idx = cupy_backend.adaptive_max_pool2d(x, (1, 1))
+    want_y, want_idx = ref.adaptive_max_pool2d(x, (1, 1))
+    assert np.array_equal(y, want_y, equal_nan=True) and np.array_equal(idx, want_idx)
+    x = np.nan_to_num(x)
+    assert_close(cupy_backend.adaptive_avg_pool2d(x, (1, 1)), ref.adaptive_avg_pool2d(x, (1, 1)),
+                 x[0, 0].size, dtype, "global average")
 
 
 AVG_POOL = {

@@ -119,10 +119,14 @@ def test_phase_axis_counts_taps_and_rows(r, k, s, d, lo, length):
 
 
 def test_grid_z_limit_is_a_clear_error():
-    gy, w = (1, 70000, 4, 4), (70000, 1, 3, 3)
+    gy, w = (1, 70000, 4, 4), (70000, 2, 3, 3)
     spec = ConvSpec.make(2, (3, 3), groups=70000)
     with pytest.raises(ValueError, match="launch slices"):
         plan.conv_grad_input_plan(gy, _contiguous(gy), w, _contiguous(w), spec, (6, 6), "float32", False)
+    dw = (70000, 1, 3, 3)  # depthwise: the kernel loops over planes beyond the grid
+    (launch,) = plan.conv_grad_input_plan(gy, _contiguous(gy), dw, _contiguous(dw), spec, (6, 6),
+                                          "float32", False).launches
+    assert launch.grid[2] == plan.MAX_GRID_Z
 
 
 @pytest.mark.parametrize("rows, cols, k, slices", [
@@ -165,17 +169,71 @@ def test_grad_weight_plan_workspace():
 
 
 def test_pool_plans():
+    """Blocks of at most POOL_BLOCK threads shaped (column chunks of POOL_V, rows, planes),
+    the grid's z capped (the kernels loop over planes); one gather for max backward."""
     spec = PoolSpec.make(2, 3, 2, 1)
     x = (32, 64, 112, 112)
     (launch,) = plan.max_pool_plan(x, _contiguous(x), spec, "float32", False).launches
-    assert launch.grid == (32 * 64 * 56 * 56 // 256, 1, 1) and launch.params["idx"] is None
-    bwd = plan.max_pool_backward_plan((32, 64, 56, 56), _contiguous((32, 64, 56, 56)), (112, 112), "float32")
-    assert [l.kernel for l in bwd.launches] == ["max_index_bounds", "max_index_members",
-                                                "pool2d_backward<float>"]
-    assert bwd.launches[0].grid == (112, 1, 1) and bwd.workspaces["tables"] == (2 * (112 + 224), "int64")
+    assert launch.block == (16, 16, 1) and launch.grid == (1, 4, 2048)  # 56 = 14 chunks of 4
+    assert launch.params["idx"] is None
+    tiny = plan.max_pool_plan((2, 3, 7, 7), _contiguous((2, 3, 7, 7)), spec, "float32", True).launches[0]
+    assert tiny.block == (1, 4, 8) and tiny.grid == (1, 1, 1)  # small planes share a block
+    many = plan.avg_pool_plan((65536, 512, 2, 2), _contiguous((65536, 512, 2, 2)), PoolSpec.make(2, 2),
+                              "float32").launches[0]
+    assert many.grid[2] == plan.MAX_GRID_Z and many.block == (1, 1, 256)
+    (glob,) = plan.avg_pool_plan((32, 2048, 7, 7), _contiguous((32, 2048, 7, 7)), None, "float32",
+                                 out_hw=(1, 1)).launches
+    assert glob.block == (8, 1, 32) and glob.grid == (1, 1, 2048)  # 8 lanes per 49-element plane
+    (bwd,) = plan.max_pool_backward_plan((32, 64, 56, 56), _contiguous((32, 64, 56, 56)), (112, 112),
+                                         spec, "float32").launches
+    assert bwd.kernel == "max_pool2d_backward<float>" and bwd.block == (32, 8, 1)
+    assert bwd.grid == (1, 14, 2048) and bwd.params["kh"] == 3 and bwd.params["adaptive"] == 0
     lp = plan.lp_pool_backward_plan((2, 3, 4, 4), _contiguous((2, 3, 4, 4)), (2, 3, 8, 8),
                                     _contiguous((2, 3, 8, 8)), PoolSpec.make(2, 2), "float64", 2.0)
     assert lp.launches[1].params["g_stride"] == (48, 16, 4, 1) and lp.workspaces["scale"] == (96, "float64")
+
+
+def test_depthwise_plans():
+    """Forward, grad-input (tiled at stride 1, padding adjoint for other modes) and
+    grad-weight (chunks of images, conv_splitk_reduce when more than one)."""
+    x, w = (32, 256, 56, 56), (256, 1, 5, 5)
+    spec = ConvSpec.make(2, (5, 5), padding=2, groups=256)
+    (fwd,) = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32", True).launches
+    assert fwd.kernel == "conv_depthwise<float, 5>" and fwd.block == (16, 16, 1)
+    assert fwd.grid == (1, 4, 32 * 256) and fwd.params["bias"] == "bias"
+    assert plan._dw_tile_bytes(16, 16, (1, 1), (1, 1), (5, 5), 4) <= plan.DW_TILE_BYTES
+    empty = plan.conv_forward_plan((0,) + x[1:], _contiguous(x), w, _contiguous(w), spec, "float32", False)
+    assert empty.launches[0].grid[2] == 1  # CUDA refuses an empty grid
+    odd = ConvSpec.make(2, (2, 3), padding=1, padding_mode="reflect", groups=256)
+    bwd = plan.conv_grad_input_plan(x, _contiguous(x), (256, 1, 2, 3), _contiguous((256, 1, 2, 3)), odd,
+                                    (55, 54), "float64", False)
+    assert [l.kernel for l in bwd.launches] == ["conv_depthwise<double, 0>", "conv_pad_adjoint<double>"]
+    assert bwd.launches[0].params["transposed"] == 1 and bwd.workspaces["padded"][0] == 32 * 256 * 57 * 56
+    wide = ConvSpec.make(2, (3, 3), dilation=(1, 1024), groups=256)  # no tile fits: the direct path
+    launch = plan.conv_forward_plan((1, 256, 8, 4096), _contiguous((1, 256, 8, 4096)), (256, 1, 3, 3),
+                                    _contiguous((256, 1, 3, 3)), wide, "float64", False).launches[0]
+    assert launch.block == (32, 1, 1)
+    assert plan._dw_tile_bytes(32, 1, (1, 1), (1, 1024), (3, 3), 8) > plan.DW_TILE_BYTES
+    gw = plan.conv_grad_weight_plan(x, _contiguous(x), x, _contiguous(x), spec, (5, 5), "float32",
+                                    sm_count=128)
+    assert [l.kernel for l in gw.launches] == ["conv_depthwise_grad_weight<float, 5>"]
+    assert gw.launches[0].grid == (256, 1, 1)  # 256 channels fill two waves of 128 SMs
+    few = plan.conv_grad_weight_plan((32, 16, 56, 56), _contiguous((32, 16, 56, 56)), (32, 16, 56, 56),
+                                     _contiguous((32, 16, 56, 56)), ConvSpec.make(2, (3, 3), groups=16),
+                                     (3, 3), "float32", sm_count=132)
+    assert [l.kernel for l in few.launches] == ["conv_depthwise_grad_weight<float, 3>",
+                                                "conv_splitk_reduce<float>"]
+    assert few.launches[0].grid == (16, 16, 1) and few.launches[0].params["tiles_per_split"] == 2
+
+
+def test_numba_scalars_follow_the_struct():
+    """The Numba twins' scalar tuple: struct order, strides flattened, missing fields 0."""
+    slots = plan.scalar_slots(plan.POOL_FIELDS)
+    assert slots["x_stride"] == 0 and slots["g_stride"] == 4 and slots["n"] == 8
+    assert plan.pointer_names(plan.POOL_FIELDS) == ["x", "gy", "y", "idx", "err"]
+    values = plan.scalars(plan.POOL_FIELDS, dict(x="x", x_stride=(9, 8, 7, 6), h=5, norm=2))
+    assert len(values) == slots["norm"] + 1 and values[:4] == (9, 8, 7, 6)
+    assert values[slots["h"]] == 5 and values[-1] == 2.0 and isinstance(values[-1], float)
 
 
 def test_every_planned_kernel_is_compiled():

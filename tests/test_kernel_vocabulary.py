@@ -22,6 +22,9 @@ ONLY = {
     "conv_direct": ("cuda", "slices of <= 4 rows and depthwise: the Numba twin comes with the "
                             "depthwise rebuild"),
     "conv_fill_bias": ("cuda", "stride phases no tap reaches: Numba's conv_gemm writes them"),
+    "conv_depthwise": ("cuda", "depthwise.cu; Numba runs depthwise convs on conv_gemm until its "
+                               "flat-array twin lands"),
+    "conv_depthwise_grad_weight": ("cuda", "as conv_depthwise"),
 }
 
 

@@ -36,6 +36,12 @@ CONFIGS = [
     ("conv2d", (2, 2, 6, 5), (4, 1, 3, 3), dict(stride=2, padding=1, groups=2, flip=True)),
     ("conv2d", (1, 3, 5, 6), (2, 3, 2, 4), dict(padding="same", padding_mode="reflect")),
     ("conv1d", (2, 3, 9), (4, 3, 3), dict(stride=2, padding=2, padding_mode="circular")),
+    ("conv2d", (2, 2, 9, 10), (4, 1, 5, 5), dict(stride=2, padding=2, groups=2)),  # depthwise.cu twins
+    ("conv2d", (1, 2, 13, 12), (2, 1, 7, 7), dict(padding=3, dilation=(2, 1), groups=2,
+                                                  padding_mode="circular")),
+    ("conv2d", (2, 3, 6, 7), (3, 1, 2, 3), dict(padding=(1, 2), groups=3, padding_mode="replicate")),
+    ("conv_transpose2d", (2, 4, 4, 5), (4, 1, 3, 3), dict(stride=2, padding=1, groups=4,
+                                                          output_padding=1)),
     ("conv_transpose2d", (2, 4, 3, 4), (4, 3, 3, 2), dict(stride=(2, 3), padding=(1, 0),
                                                           output_padding=(1, 2), groups=2)),
     ("conv_transpose2d", (1, 2, 4, 3), (2, 2, 2, 3), dict(stride=2, dilation=(3, 1),

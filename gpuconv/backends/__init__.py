@@ -13,6 +13,9 @@ from types import ModuleType
 
 # What every backend module provides (signatures and maths in reference.py), besides
 # PRECISIONS, the conv arithmetic it offers ("ieee", and "tf32" on tensor cores).
+# max_pool2d_backward(grad_out, indices, input_hw, spec) receives the PoolSpec (None for
+# adaptive max pooling, whose windows follow from input_hw and grad_out's shape), so a GPU
+# backend finds each input element's candidate windows in closed form.
 KERNELS = (
     "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",

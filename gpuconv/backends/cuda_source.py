@@ -1,7 +1,8 @@
 """The CUDA C++ the GPU kernels are built from, and how NVRTC compiles it (no CuPy, no driver).
 
-- ``module_source()``: ``kernels/common.cuh``, ``conv.cu``, ``pool.cu`` and ``layers.cu`` as one
-  translation unit, the NVRTC options and the name expressions (``gpu_plan.kernel_names()``): what
+- ``module_source()``: ``kernels/common.cuh``, ``conv.cu``, ``depthwise.cu``, ``pool.cu`` and
+  ``layers.cu`` as one translation unit, the NVRTC options and the name expressions
+  (``gpu_plan.kernel_names()``): what
   ``cupy_backend`` loads, what tests/test_cupy_compile.py compiles for sm_90 and what
   tests/cuda_host builds for the CPU.
 - ``compile_report()``: registers, spills and shared memory per kernel, from ``ptxas -v``.
@@ -19,13 +20,13 @@ from gpuconv.backends.gpu_plan import kernel_names
 
 
 # --------------------------------------------------------------------------- sources
-KERNEL_FILES = ("common.cuh", "conv.cu", "pool.cu", "layers.cu")
+KERNEL_FILES = ("common.cuh", "conv.cu", "depthwise.cu", "pool.cu", "layers.cu")
 NVRTC_OPTIONS = ("-std=c++17", "-ftz=true")  # CuPy's flags; the compile test adds -arch / -Xptxas
 
 
 def kernel_source() -> str:
-    """common.cuh, conv.cu, pool.cu and layers.cu as one translation unit (so CuPy's compile
-    cache, keyed on the source text, sees every change)."""
+    """KERNEL_FILES as one translation unit (so CuPy's compile cache, keyed on the source text,
+    sees every change)."""
     root = resources.files("gpuconv.kernels")
     parts = [root.joinpath(name).read_text() for name in KERNEL_FILES]
     return "\n".join(re.sub(r'^#include "common.cuh"$', "", text, flags=re.M) for text in parts)

@@ -200,11 +200,12 @@ def adaptive_max_pool2d(x, out_hw):
     return _max_pool(x, None, out_hw, True)
 
 
-def max_pool2d_backward(grad_out, indices, input_hw):
-    """dL/dx: each input element gathers the gradients of the outputs whose index names it."""
+def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None):
+    """dL/dx: each input element gathers the gradients of the outputs whose window may hold it
+    (closed form from ``spec``; adaptive windows when None) and whose index names it."""
     xp = _executor().xp
     out = xp.empty(tuple(grad_out.shape[:2]) + tuple(input_hw), dtype=grad_out.dtype)
-    _run(plan.max_pool_backward_plan(grad_out.shape, _strides(grad_out), tuple(input_hw),
+    _run(plan.max_pool_backward_plan(grad_out.shape, _strides(grad_out), tuple(input_hw), spec,
                                      str(grad_out.dtype)),
          {"grad_out": grad_out, "indices": xp.ascontiguousarray(indices), "out": out})
     return out

@@ -135,11 +135,13 @@ def kernel_names() -> list[str]:
     for dtype, ctype in CTYPES.items():
         names += gemm_kernel_names(ctype, dtype)
         names += [f"conv_direct<{ctype}, {rows}>" for rows in DIRECT_ROWS]
+        names += [f"{k}<{ctype}, {size}>" for k in ("conv_depthwise", "conv_depthwise_grad_weight")
+                  for size in DW_SIZES + (0,)]
         names += [f"{k}<{ctype}>" for k in ("conv_splitk_reduce", "conv_grad_bias", "conv_pad_adjoint",
                                            "conv_fill_bias", "max_pool2d", "avg_pool2d",
-                                           "pool2d_backward")]
+                                           "pool2d_backward", "max_pool2d_backward")]
     names += [f"{k}<{ctype}>" for ctype in CTYPES.values() for k in LAYER_KERNELS]
-    return names + ["max_index_bounds", "max_index_members"]
+    return names
 
 
 # --------------------------------------------------------------------------- parameter structs
@@ -155,7 +157,7 @@ CONV_FIELDS = ([(n, _PTR) for n in ("a", "b", "bias", "out")]
                                       "q_h", "q_w", "lo_h", "lo_w", "len_h", "len_w", "mode",
                                       "transposed", "phases", "splits", "tiles_per_split", "relu",
                                       "total", "plane")])
-POOL_FIELDS = ([(n, _PTR) for n in ("x", "gy", "aux", "y", "idx")]
+POOL_FIELDS = ([(n, _PTR) for n in ("x", "gy", "y", "idx", "err")]
                + [("x_stride", _VEC4), ("g_stride", _VEC4)]
                + [(n, _I64) for n in ("n", "c", "h", "w", "out_h", "out_w", "kh", "kw", "sh", "sw",
                                       "ph", "pw", "dh", "dw", "adaptive", "op", "count_include_pad",
@@ -378,6 +380,9 @@ def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dt
                       sm_count: int = DEFAULT_SM_COUNT, relu: bool = False) -> Plan:
     """y (N, O, H_out, W_out) = conv2d(x, weight) + bias (then ReLU if ``relu``): rows O/G,
     columns N x H_out x W_out, reduction C/G x kH x kW, one slice per group."""
+    if is_depthwise(w_shape, spec.groups):
+        return depthwise_forward_plan(x_shape, x_strides, w_shape, w_strides, spec, dtype,
+                                      has_bias, relu)
     n, _, h, w = x_shape
     o, cg, kh, kw = w_shape
     ho, wo = spec.output_shape((h, w), (kh, kw))
@@ -412,6 +417,9 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
     Under reflect /
     replicate / circular padding the slices write the padded gradient, which
     conv_pad_adjoint folds back onto the input."""
+    if is_depthwise(w_shape, spec.groups):
+        return depthwise_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec, input_hw,
+                                         dtype, has_bias)
     n, o, ho, wo = gy_shape
     _, cg, kh, kw = w_shape
     groups, c = spec.groups, cg * spec.groups
@@ -463,6 +471,9 @@ def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSp
     n, o, ho, wo = gy_shape
     _, c, h, w = x_shape
     groups = spec.groups
+    if is_depthwise((o, c // groups), groups):
+        return depthwise_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec,
+                                          kernel_hw, dtype, sm_count)
     cg, (kh, kw) = c // groups, kernel_hw
     zero_pad = spec.padding_mode == "zeros" or spec.padding == ((0, 0), (0, 0))
     params = dict(a="grad_out", b="x", a_stride=gy_strides, b_stride=x_strides, batch=n, b_h=h,
@@ -481,12 +492,172 @@ def conv_grad_bias_plan(gy_shape, gy_strides, dtype: str) -> Plan:
     return Plan([Launch(f"conv_grad_bias<{CTYPES[dtype]}>", (o, 1, 1), (POOL_BLOCK, 1, 1), params)])
 
 
+# --------------------------------------------------------------------------- depthwise plans
+DW_V = 4                 # outputs per thread along a row (depthwise.cu's DW_V)
+DW_TILE_BYTES = 32768    # shared source tile (depthwise.cu's DW_TILE_BYTES)
+DW_SIZES = (3, 5, 7)     # square kernels compiled with their size as a template parameter
+
+
+def is_depthwise(weight_shape, groups: int) -> bool:
+    """Depthwise / channel-multiplier convs (one input channel per group): depthwise.cu."""
+    return weight_shape[1] == 1 and groups > 1
+
+
+def _dw_size(kernel_hw) -> int:
+    """conv_depthwise's K: the kernel size when square and compiled for, else 0 (generic)."""
+    kh, kw = kernel_hw
+    return kh if kh == kw and kh in DW_SIZES else 0
+
+
+def _dw_tile_bytes(bx: int, by: int, steps, dilation, kernel_hw, itemsize: int) -> int:
+    """depthwise.cu's dw_tile: the source tile of a (by x bx*DW_V) output tile, rows padded
+    to whole 16-byte vectors plus the alignment shift."""
+    vec = 16 // itemsize
+    rows = (by - 1) * steps[0] + (kernel_hw[0] - 1) * dilation[0] + 1
+    cols = (bx * DW_V - 1) * steps[1] + (kernel_hw[1] - 1) * dilation[1] + 1 + vec - 1
+    return rows * -(-cols // vec) * vec * itemsize
+
+
+def _depthwise_launch(kernel: str, params: dict, planes: int, out_hw, steps, dilation, kernel_hw,
+                      dtype: str) -> Launch:
+    """Block (bx, by) of at most POOL_BLOCK threads over a by x bx*DW_V output tile whose
+    source tile fits DW_TILE_BYTES (else the kernel takes its direct path); grid over tiles
+    and planes (the kernel loops beyond the grid's limits)."""
+    if planes >= 1 << 32:
+        raise ValueError(f"depthwise conv on the GPU takes fewer than 2^32 planes, got {planes}")
+    itemsize = np.dtype(dtype).itemsize
+    out_h, out_w = out_hw
+    bx = min(32, _pow2_at_least(-(-out_w // DW_V)))
+    by = min(POOL_BLOCK // bx, _pow2_at_least(out_h))
+    while by > 1 and _dw_tile_bytes(bx, by, steps, dilation, kernel_hw, itemsize) > DW_TILE_BYTES:
+        by //= 2
+    grid = (_blocks(out_w, bx * DW_V), min(_blocks(out_h, by), MAX_GRID_Z),
+            min(_blocks(planes, 1), MAX_GRID_Z))  # an empty batch: one block with no plane
+    return Launch(kernel, grid, (bx, by, 1), params)
+
+
+def _grad_input_target(spec: ConvSpec, input_hw) -> tuple[int, int, int, int]:
+    """(lo_h, lo_w, len_h, len_w): the region of the padded input that grad-input writes: the
+    input itself under zero padding, else the whole padded input (folded by conv_pad_adjoint)."""
+    (pt, pb), (pl, pr) = spec.padding
+    h, w = input_hw
+    return (pt, pl, h, w) if spec.padding_mode == "zeros" else (0, 0, h + pt + pb, w + pl + pr)
+
+
+def _pad_adjoint(n, c, hw, len_hw, spec: ConvSpec, has_bias: bool, dtype: str) -> Launch:
+    """conv_pad_adjoint: fold the padded gradient ("padded") back onto the input ("out")."""
+    (pt, _), (pl, _) = spec.padding
+    adjoint = dict(b="padded", bias="bias" if has_bias else None, out="out", batch=n, out_c=c,
+                   out_h=hw[0], out_w=hw[1], len_h=len_hw[0], len_w=len_hw[1], pt=pt, pl=pl,
+                   mode=PAD_MODES[spec.padding_mode])
+    return _elementwise(f"conv_pad_adjoint<{CTYPES[dtype]}>", n * c * hw[0] * hw[1], adjoint)
+
+
+def depthwise_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dtype: str,
+                           has_bias: bool, relu: bool = False) -> Plan:
+    """y (N, O, H_out, W_out) = depthwise conv of x (N, C, H, W) with weight (O, 1, kH, kW)
+    + bias (then ReLU if ``relu``)."""
+    n, _, h, w = x_shape
+    o, _, kh, kw = w_shape
+    ho, wo = spec.output_shape((h, w), (kh, kw))
+    params = dict(a="weight", b="x", bias="bias" if has_bias else None, out="out",
+                  a_stride=w_strides, b_stride=x_strides, batch=n, b_h=h, b_w=w, out_c=o, out_h=ho,
+                  out_w=wo, m=o // spec.groups, kc=1, q_h=ho, q_w=wo, relu=int(relu),
+                  mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, (kh, kw)))
+    return Plan([_depthwise_launch(f"conv_depthwise<{CTYPES[dtype]}, {_dw_size((kh, kw))}>", params,
+                                   n * o, (ho, wo), spec.stride, spec.dilation, (kh, kw), dtype)])
+
+
+def depthwise_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpec, input_hw,
+                              dtype: str, has_bias: bool) -> Plan:
+    """dx (N, C, H, W) of a depthwise conv (also the depthwise transposed conv's forward, with
+    its bias (C,)): a gather over the M output channels of each input channel; stride 1 runs
+    the tiled path. Other padding modes write the padded gradient, then conv_pad_adjoint."""
+    n, o, ho, wo = gy_shape
+    _, _, kh, kw = w_shape
+    c = spec.groups
+    zeros = spec.padding_mode == "zeros"
+    lo_h, lo_w, len_h, len_w = _grad_input_target(spec, input_hw)
+    params = dict(a="weight", b="grad_out", bias="bias" if has_bias and zeros else None,
+                  out="out" if zeros else "padded", a_stride=w_strides, b_stride=gy_strides,
+                  batch=n, b_h=ho, b_w=wo, out_c=c, out_h=len_h, out_w=len_w, m=o // c, kc=1,
+                  q_h=ho, q_w=wo, lo_h=lo_h, lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0,
+                  transposed=1, **_conv_common(spec, (kh, kw)))
+    launch = _depthwise_launch(f"conv_depthwise<{CTYPES[dtype]}, {_dw_size((kh, kw))}>", params,
+                               n * c, (len_h, len_w), (1, 1), spec.dilation, (kh, kw), dtype)
+    if zeros:
+        return Plan([launch])
+    return Plan([launch, _pad_adjoint(n, c, tuple(input_hw), (len_h, len_w), spec, has_bias, dtype)],
+                {"padded": (n * c * len_h * len_w, dtype)})
+
+
+def depthwise_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSpec,
+                               kernel_hw, dtype: str, sm_count: int = DEFAULT_SM_COUNT) -> Plan:
+    """dW (O, 1, kH, kW): a block per (output channel, chunk of images) sums its taps in
+    registers; with several chunks, conv_splitk_reduce adds their partials in chunk order."""
+    n, o, ho, wo = gy_shape
+    _, _, h, w = x_shape
+    kh, kw = kernel_hw
+    splits = max(1, min(n, MAX_SPLITS, -(-2 * sm_count // o)))
+    per_split = max(1, -(-n // splits))
+    splits = max(1, -(-n // per_split))
+    params = dict(a="grad_out", b="x", out="out" if splits == 1 else "partials",
+                  a_stride=gy_strides, b_stride=x_strides, batch=n, b_h=h, b_w=w, out_c=o,
+                  m=o // spec.groups, kc=1, q_h=ho, q_w=wo, mode=PAD_MODES[spec.padding_mode],
+                  **_conv_common(spec, kernel_hw))
+    params.update(splits=splits, tiles_per_split=per_split)
+    kernel = f"conv_depthwise_grad_weight<{CTYPES[dtype]}, {_dw_size(kernel_hw)}>"
+    launch = Launch(kernel, (o, _check_grid_z(splits, "grad-weight"), 1), (POOL_BLOCK, 1, 1), params)
+    if splits == 1:
+        return Plan([launch])
+    reduce = dict(b="partials", out="out", out_c=o, plane=1, splits=splits, total=o * kh * kw)
+    return Plan([launch, _elementwise(f"conv_splitk_reduce<{CTYPES[dtype]}>", o * kh * kw, reduce)],
+                {"partials": (splits * o * kh * kw, dtype)})
+
+
 # --------------------------------------------------------------------------- pooling plans
 AVG, LP, LP_GRAD_SCALE = 0, 1, 2   # avg_pool2d's op
-BWD_AVG, BWD_MAX = 0, 1            # pool2d_backward's op
+POOL_V = 4                         # elements per thread along a row (pool.cu's POOL_V)
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _pool_launch(kernel: str, rows: int, cols: int, planes: int, params: dict) -> Launch:
+    """pool.cu version 1: a block of POOL_BLOCK threads at most as (column chunks of POOL_V,
+    rows, planes), sized to the problem so small planes still fill it; the kernels loop over
+    rows and planes beyond the grid."""
+    chunks = -(-cols // POOL_V)
+    bx = min(32, _pow2_at_least(chunks))
+    by = min(POOL_BLOCK // bx, _pow2_at_least(rows))
+    bz = min(POOL_BLOCK // (bx * by), _pow2_at_least(planes))
+    grid = (_blocks(chunks, bx), min(_blocks(rows, by), MAX_GRID_Z), min(_blocks(planes, bz), MAX_GRID_Z))
+    return Launch(kernel, grid, (bx, by, bz), params)
+
+
+def _global_launch(kernel: str, plane_len: int, planes: int, params: dict) -> Launch:
+    """pool.cu version 4: lanes per plane (a power of two, about one 16-byte load each),
+    POOL_BLOCK / lanes planes per block."""
+    lanes = min(32, _pow2_at_least(max(1, plane_len // 8)))
+    bz = min(POOL_BLOCK // lanes, _pow2_at_least(planes))
+    return Launch(kernel, (1, 1, min(_blocks(planes, bz), MAX_GRID_Z)), (lanes, 1, bz), params)
+
+
+def pool32(x_shape, out_hw, adaptive: bool) -> None:
+    """The pooling kernels decode planes and adaptive windows in 32-bit arithmetic (64-bit
+    division is a subroutine call on the GPU): fewer than 2^32 planes, and adaptive sizes
+    with n * (out + 1) < 2^32."""
+    n, c, h, w = x_shape
+    if n * c >= 1 << 32:
+        raise ValueError(f"pooling on the GPU takes fewer than 2^32 planes (N*C), got {n * c}")
+    if adaptive and any(size * (out + 1) >= 1 << 32 for size, out in zip((h, w), out_hw)):
+        raise ValueError(f"adaptive pooling of {(h, w)} to {tuple(out_hw)} on the GPU needs "
+                         f"size * (output + 1) < 2^32 per axis")
 
 
 def _pool_fields(x_shape, out_hw, spec: PoolSpec | None) -> dict:
+    pool32(x_shape, out_hw, spec is None)
     n, c, h, w = x_shape
     fields = dict(n=n, c=c, h=h, w=w, out_h=out_hw[0], out_w=out_hw[1], adaptive=int(spec is None))
     if spec is not None:
@@ -499,14 +670,20 @@ def _out_hw(x_shape, spec: PoolSpec | None, out_hw):
     return tuple(out_hw) if spec is None else spec.output_shape(x_shape[2:])
 
 
+def _forward_launch(kernel: str, x_shape, spec: PoolSpec | None, out_hw, params: dict) -> Launch:
+    planes = x_shape[0] * x_shape[1]
+    if spec is None and tuple(out_hw) == (1, 1):
+        return _global_launch(kernel, x_shape[2] * x_shape[3], planes, params)
+    return _pool_launch(kernel, out_hw[0], out_hw[1], planes, params)
+
+
 def max_pool_plan(x_shape, x_strides, spec: PoolSpec | None, dtype: str, return_indices: bool,
                   out_hw=None) -> Plan:
     """Max pooling; ``spec=None`` with ``out_hw``: adaptive max pooling."""
     out_hw = _out_hw(x_shape, spec, out_hw)
     params = dict(x="x", y="out", idx="indices" if return_indices else None, x_stride=x_strides,
                   **_pool_fields(x_shape, out_hw, spec))
-    count = x_shape[0] * x_shape[1] * out_hw[0] * out_hw[1]
-    return Plan([_elementwise(f"max_pool2d<{CTYPES[dtype]}>", count, params)])
+    return Plan([_forward_launch(f"max_pool2d<{CTYPES[dtype]}>", x_shape, spec, out_hw, params)])
 
 
 def avg_pool_plan(x_shape, x_strides, spec: PoolSpec | None, dtype: str, count_include_pad=True,
@@ -517,17 +694,21 @@ def avg_pool_plan(x_shape, x_strides, spec: PoolSpec | None, dtype: str, count_i
                   count_include_pad=int(count_include_pad or norm is not None),
                   divisor_override=divisor_override or 0, norm=norm or 0.0,
                   **_pool_fields(x_shape, out_hw, spec))
-    count = x_shape[0] * x_shape[1] * out_hw[0] * out_hw[1]
-    return Plan([_elementwise(f"avg_pool2d<{CTYPES[dtype]}>", count, params)])
+    return Plan([_forward_launch(f"avg_pool2d<{CTYPES[dtype]}>", x_shape, spec, out_hw, params)])
+
+
+def _backward_launch(kernel: str, x_shape, params: dict) -> Launch:
+    n, c, h, w = x_shape
+    return _pool_launch(kernel, h, w, n * c, params)
 
 
 def avg_pool_backward_plan(gy_shape, gy_strides, spec: PoolSpec | None, input_hw, dtype: str,
                            count_include_pad=True, divisor_override=None) -> Plan:
     x_shape = tuple(gy_shape[:2]) + tuple(input_hw)
-    params = dict(gy="grad_out", y="out", g_stride=gy_strides, op=BWD_AVG,
+    params = dict(gy="grad_out", y="out", g_stride=gy_strides,
                   count_include_pad=int(count_include_pad), divisor_override=divisor_override or 0,
                   **_pool_fields(x_shape, gy_shape[2:], spec))
-    return Plan([_elementwise(f"pool2d_backward<{CTYPES[dtype]}>", math.prod(x_shape), params)])
+    return Plan([_backward_launch(f"pool2d_backward<{CTYPES[dtype]}>", x_shape, params)])
 
 
 def lp_pool_backward_plan(gy_shape, gy_strides, x_shape, x_strides, spec: PoolSpec, dtype: str,
@@ -540,24 +721,21 @@ def lp_pool_backward_plan(gy_shape, gy_strides, x_shape, x_strides, spec: PoolSp
                  op=LP_GRAD_SCALE, count_include_pad=1, norm=norm, **fields)
     count = math.prod(gy_shape)
     contiguous = (out_hw[0] * out_hw[1] * x_shape[1], out_hw[0] * out_hw[1], out_hw[1], 1)
-    gather = dict(x="x", gy="scale", y="out", x_stride=x_strides, g_stride=contiguous, op=BWD_AVG,
+    gather = dict(x="x", gy="scale", y="out", x_stride=x_strides, g_stride=contiguous,
                   count_include_pad=1, lp_post=1, norm=norm, **fields)
-    return Plan([_elementwise(f"avg_pool2d<{CTYPES[dtype]}>", count, scale),
-                 _elementwise(f"pool2d_backward<{CTYPES[dtype]}>", math.prod(x_shape), gather)],
+    return Plan([_pool_launch(f"avg_pool2d<{CTYPES[dtype]}>", out_hw[0], out_hw[1],
+                              x_shape[0] * x_shape[1], scale),
+                 _backward_launch(f"pool2d_backward<{CTYPES[dtype]}>", x_shape, gather)],
                 {"scale": (count, dtype)})
 
 
-def max_pool_backward_plan(gy_shape, gy_strides, input_hw, dtype: str) -> Plan:
-    """Max (and adaptive max) backward from the indices alone: candidate-window tables
-    (max_index_bounds, max_index_members), then the gather. ``indices`` must be contiguous."""
-    n, c, ho, wo = gy_shape
-    h, w = input_hw
-    params = dict(gy="grad_out", aux="tables", idx="indices", y="out", g_stride=gy_strides,
-                  n=n, c=c, h=h, w=w, out_h=ho, out_w=wo, op=BWD_MAX)
-    return Plan([Launch("max_index_bounds", (ho + wo, 1, 1), (POOL_BLOCK, 1, 1), params),
-                 _elementwise("max_index_members", h + w, params),
-                 _elementwise(f"pool2d_backward<{CTYPES[dtype]}>", n * c * h * w, params)],
-                {"tables": (2 * (ho + wo + h + w), "int64")})
+def max_pool_backward_plan(gy_shape, gy_strides, input_hw, spec: PoolSpec | None, dtype: str) -> Plan:
+    """Max backward (``spec=None``: adaptive max): one gather, each input element visiting the
+    windows that may hold it in closed form. ``indices`` must be contiguous."""
+    x_shape = tuple(gy_shape[:2]) + tuple(input_hw)
+    params = dict(gy="grad_out", idx="indices", y="out", g_stride=gy_strides,
+                  **_pool_fields(x_shape, gy_shape[2:], spec))
+    return Plan([_backward_launch(f"max_pool2d_backward<{CTYPES[dtype]}>", x_shape, params)])
 
 
 # --------------------------------------------------------------------------- Numba plans

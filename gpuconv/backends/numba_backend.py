@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import numba
 from numba import config, cuda, types
 
 from gpuconv.backends import gpu_plan
@@ -79,19 +80,15 @@ def kernel_table(dtype, simulator: bool = False) -> dict[str, Entry]:
     block = gpu_plan.NUMBA_SIMULATOR_BLOCK if simulator else gpu_plan.POOL_BLOCK
     table.update({name: Entry(kernel, conv_args, conv_fields)
                   for name, kernel in ck.conv_kernels(dtype, block).items()})
-    pool_geom = types.UniTuple(types.int64, pk.GEOMETRY_FIELDS)
-    pool = pk.kernels(dtype, (SIMULATOR if simulator else GPU).threads)
-    a4, a1, i4, i1 = array(4), array(1), array(4, types.int64), array(1, types.int64)
+    pool = pk.kernels(dtype)
+    a4, i4 = array(4), array(4, types.int64)
+    pool_args = (a4, a4, a4, i4, array(1, types.int64),
+                 numba.typeof(gpu_plan.scalars(gpu_plan.POOL_FIELDS, {})))
     table.update(
         copy_strided=Entry(ck.copy_strided, (array(4, layout="A"), a4)),
         copy_strided_indices=Entry(ck.copy_strided, (array(4, types.int64, "A"), i4)),
-        max_pool=Entry(pool.max_pool, (a4, a4, i4, pool_geom)),
-        avg_pool=Entry(pool.avg_pool, (a4, a4, pool_geom, real)),
-        lp_coefficient=Entry(pool.lp_coefficient, (a4, a4, a4, pool_geom, real)),
-        avg_pool_backward=Entry(pool.avg_pool_backward, (a4, a4, a4, pool_geom, real)),
-        index_extent=Entry(pool.index_extent, (i4, i1, i1, pool_geom)),
-        candidate_span=Entry(pool.candidate_span, (i1, i1, i1, i1, pool_geom)),
-        max_pool_backward=Entry(pool.max_pool_backward, (a4, i4, i1, i1, a4, pool_geom)),
+        **{name: Entry(getattr(pool, name), pool_args)  # 4-D arrays: outside the flat vocabulary
+           for name in ("max_pool2d", "avg_pool2d", "pool2d_backward", "max_pool2d_backward")},
     )
     return table
 
@@ -265,14 +262,38 @@ def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
     return call.result(grad_x)
 
 
-# --------------------------------------------------------------------------- max pooling
+# --------------------------------------------------------------------------- pooling
+POOL_ARRAYS = gpu_plan.pointer_names(gpu_plan.POOL_FIELDS)
+
+
+def _strides(array) -> tuple[int, ...]:
+    return tuple(s // array.dtype.itemsize for s in array.strides)
+
+
+def _run_pool(call: _Call, p: gpu_plan.Plan, buffers: dict) -> None:
+    """Launch a pooling plan of ``gpu_plan`` as planned: each kernel gets the plan's pointer
+    fields as 4-D device arrays (a placeholder where the field is null), then its scalars."""
+    for launch in p.launches:
+        arrays = []
+        for name in POOL_ARRAYS:
+            buffer = buffers.get(launch.params.get(name))
+            if buffer is None:  # err: a one-element error word; else a 4-D placeholder
+                buffer = call.placeholder(1, np.int64) if name == "err" else \
+                    call.placeholder(4, np.int64 if name == "idx" else None)
+            arrays.append(buffer)
+        call.run(launch.kernel.partition("<")[0], launch.grid, launch.block, *arrays,
+                 gpu_plan.scalars(gpu_plan.POOL_FIELDS, launch.params))
+
+
 def _max_pool(x, out_hw, spec, return_indices):
     call = _Call(x)
     shape = tuple(x.shape[:2]) + tuple(out_hw)
     y = call.empty(shape)
-    indices = call.empty(shape, np.int64) if return_indices else call.placeholder(4, np.int64)
-    geom = pk.geometry(x.shape, out_hw, spec, want_indices=return_indices)
-    call.run_elementwise("max_pool", y.size, call.device(x), y, indices, geom)
+    indices = call.empty(shape, np.int64) if return_indices else None
+    xd = call.device(x)
+    _run_pool(call, gpu_plan.max_pool_plan(xd.shape, _strides(xd), spec, call.dtype.name,
+                                       return_indices, out_hw),
+              {"x": xd, "out": y, "indices": indices})
     return call.result(y), (call.result(indices) if return_indices else None)
 
 
@@ -286,80 +307,69 @@ def adaptive_max_pool2d(x, out_hw):
     return _max_pool(x, out_hw, None, True)
 
 
-def max_pool2d_backward(grad_out, indices, input_hw):
-    """dL/dx (N, C, H, W): each element gathers the gradients of the outputs whose index names
-    it (max and adaptive max pooling). The window geometry is not passed, so the candidate
-    outputs of each row and column come from the extent of the indices per output line."""
+def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None):
+    """dL/dx (N, C, H, W): each element gathers the gradients of the outputs whose window may
+    hold it (closed form from ``spec``; adaptive windows when None) and whose index names it."""
     call = _Call(grad_out)
-    n, c, ho, wo = grad_out.shape
-    geom = pk.geometry((n, c) + tuple(input_hw), (ho, wo))
-    idx = call.device(indices)
-    lo, hi = call.empty((ho + wo,), np.int64), call.empty((ho + wo,), np.int64)
-    first = call.empty((sum(input_hw),), np.int64)
-    last = call.empty((sum(input_hw),), np.int64)
-    grad_x = call.empty((n, c) + tuple(input_hw))
-    call.run("index_extent", ho + wo, launch.threads, idx, lo, hi, geom)
-    call.run_elementwise("candidate_span", first.size, lo, hi, first, last, geom)
-    call.run_elementwise("max_pool_backward", grad_x.size, call.device(grad_out), idx, first,
-                         last, grad_x, geom)
+    grad_x = call.empty(tuple(grad_out.shape[:2]) + tuple(input_hw))
+    gy = call.device(grad_out)
+    _run_pool(call, gpu_plan.max_pool_backward_plan(gy.shape, _strides(gy), tuple(input_hw), spec,
+                                                call.dtype.name),
+              {"grad_out": gy, "indices": call.device(indices), "out": grad_x})
     return call.result(grad_x)
 
 
 # --------------------------------------------------------------------------- average and Lp pooling
-def _window_pool(x, out_hw, geom, p):
-    """avg_pool kernel: average (p = 0) or Lp (p > 0) pooling of x to out_hw."""
+def _avg_pool(x, spec, out_hw, **options):
     call = _Call(x)
     y = call.empty(tuple(x.shape[:2]) + tuple(out_hw))
-    call.run_elementwise("avg_pool", y.size, call.device(x), y, geom, call.dtype.type(p))
+    xd = call.device(x)
+    _run_pool(call, gpu_plan.avg_pool_plan(xd.shape, _strides(xd), spec, call.dtype.name,
+                                       out_hw=out_hw, **options), {"x": xd, "out": y})
     return call.result(y)
 
 
-def _window_pool_backward(grad_out, x, input_hw, geom, p):
-    """avg_pool_backward kernel: average (p = 0) or, after ``lp_coefficient``, Lp pooling."""
-    call = _Call(grad_out, x)
-    p_typed = call.dtype.type(p)
+def _avg_backward(grad_out, spec, input_hw, count_include_pad=True, divisor_override=None):
+    call = _Call(grad_out)
     gy = call.device(grad_out)
-    if p == 0:
-        x_d = call.placeholder(4)
-    else:
-        x_d = call.device(x)
-        coef = call.empty(grad_out.shape)
-        call.run_elementwise("lp_coefficient", coef.size, x_d, gy, coef, geom, p_typed)
-        gy = coef
     grad_x = call.empty(tuple(grad_out.shape[:2]) + tuple(input_hw))
-    call.run_elementwise("avg_pool_backward", grad_x.size, gy, x_d, grad_x, geom, p_typed)
+    _run_pool(call, gpu_plan.avg_pool_backward_plan(gy.shape, _strides(gy), spec, tuple(input_hw),
+                                                call.dtype.name, count_include_pad,
+                                                divisor_override),
+              {"grad_out": gy, "out": grad_x})
     return call.result(grad_x)
 
 
 def avg_pool2d(x, spec: PoolSpec, count_include_pad: bool, divisor_override):
-    out_hw = spec.output_shape(x.shape[2:])
-    geom = pk.geometry(x.shape, out_hw, spec, count_include_pad=count_include_pad,
-                       divisor_override=divisor_override)
-    return _window_pool(x, out_hw, geom, 0)
+    return _avg_pool(x, spec, spec.output_shape(x.shape[2:]), count_include_pad=count_include_pad,
+                     divisor_override=divisor_override)
 
 
 def avg_pool2d_backward(grad_out, spec: PoolSpec, input_hw, count_include_pad: bool,
                         divisor_override):
-    geom = pk.geometry(tuple(grad_out.shape[:2]) + tuple(input_hw), grad_out.shape[2:], spec,
-                       count_include_pad=count_include_pad, divisor_override=divisor_override)
-    return _window_pool_backward(grad_out, None, input_hw, geom, 0)
+    return _avg_backward(grad_out, spec, input_hw, count_include_pad, divisor_override)
 
 
 def adaptive_avg_pool2d(x, out_hw):
-    return _window_pool(x, out_hw, pk.geometry(x.shape, out_hw), 0)
+    return _avg_pool(x, None, out_hw)
 
 
 def adaptive_avg_pool2d_backward(grad_out, input_hw):
-    geom = pk.geometry(tuple(grad_out.shape[:2]) + tuple(input_hw), grad_out.shape[2:])
-    return _window_pool_backward(grad_out, None, input_hw, geom, 0)
+    return _avg_backward(grad_out, None, input_hw)
 
 
 def lp_pool2d(x, spec: PoolSpec, norm_type: float):
     """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p) (no padding)."""
-    out_hw = spec.output_shape(x.shape[2:])
-    return _window_pool(x, out_hw, pk.geometry(x.shape, out_hw, spec), norm_type)
+    return _avg_pool(x, spec, spec.output_shape(x.shape[2:]), norm=norm_type)
 
 
 def lp_pool2d_backward(grad_out, x, spec: PoolSpec, norm_type: float):
-    geom = pk.geometry(x.shape, grad_out.shape[2:], spec)
-    return _window_pool_backward(grad_out, x, x.shape[2:], geom, norm_type)
+    """The per-window scale (avg_pool2d, op 2) into a workspace shaped as grad_out, then the
+    average gather of it times p * x^(p-1)."""
+    call = _Call(grad_out, x)
+    gy, x_d = call.device(grad_out), call.device(x)
+    grad_x = call.empty(x.shape)
+    p = gpu_plan.lp_pool_backward_plan(gy.shape, _strides(gy), x_d.shape, _strides(x_d), spec,
+                                   call.dtype.name, norm_type)
+    _run_pool(call, p, {"grad_out": gy, "x": x_d, "out": grad_x, "scale": call.empty(gy.shape)})
+    return call.result(grad_x)

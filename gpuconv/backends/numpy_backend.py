@@ -611,9 +611,11 @@ def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarr
     return y
 
 
-def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw) -> np.ndarray:
+def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
+                        spec: PoolSpec | None) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
-    names (max and adaptive max pooling); ``np.add.at`` adds in a fixed (C) order."""
+    names (max pooling with ``spec``, adaptive max pooling with None; the indices alone
+    suffice here); ``np.add.at`` adds in a fixed (C) order."""
     return _planewise(lambda gy, index: _max_pool2d_backward(gy, index, input_hw), grad_out,
                       indices)
 

@@ -169,8 +169,9 @@ def max_pool2d(x, spec: PoolSpec, return_indices: bool = True):
     return y, (index if return_indices else None)
 
 
-def max_pool2d_backward(grad_out, indices, input_hw) -> np.ndarray:
-    """dx[n, c, indices[n, c, oh, ow]] += dy[n, c, oh, ow] (also adaptive max pooling)."""
+def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None) -> np.ndarray:
+    """dx[n, c, indices[n, c, oh, ow]] += dy[n, c, oh, ow] (also adaptive max pooling: spec
+    None); the indices alone suffice here."""
     n, c = grad_out.shape[:2]
     grad = np.zeros((n, c, math.prod(input_hw)), dtype=grad_out.dtype)
     rows = np.arange(n * c).reshape(n, c, 1, 1)

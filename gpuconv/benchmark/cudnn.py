@@ -9,9 +9,11 @@ our strict and 3xTF32 sides also record their error against float64 (``error_fp6
 Each contender's result is first compared with cuDNN strict FP32's, and only a right one
 is timed; so a fast wrong kernel reports an error, not a time. Timing: CUDA events around
 each call, L2 flushed before it, warm-up calls first (cudnn.benchmark autotunes on its
-first call), contenders interleaved, median and 20th/80th percentiles. The device's copy
-bandwidth is measured in the same run, for pooling to be judged against, and a strict-FP32
-``torch.mm`` (the CUDA-core ceiling, ``copy.sgemm_fp32``).
+first call), contenders interleaved, median and 20th/80th percentiles. Global pooling, whose
+one call is shorter than a launch, is timed per call over a CUDA graph of GRAPH_CALLS calls
+(CuPy backend) on operand copies larger than L2. The device's copy bandwidth is measured in
+the same run, for pooling to be judged against, and a strict-FP32 ``torch.mm`` (the CUDA-core
+ceiling, ``copy.sgemm_fp32``).
 
 torch (``gpuconv[bench]``) is imported only when a bench runs, here and in the PyTorch
 side, torch_ops.py: importing gpuconv, or this module, never imports it. The CUDA-bound parts
@@ -47,6 +49,8 @@ from gpuconv.benchmark.suite import (GPU_SUITE, Layer, gpuconv_forward, gpuconv_
                                      make_arrays, select)
 
 DEFAULT_REPEAT = 30
+GRAPH_CALLS = 100      # global pooling is timed as one CUDA graph of this many calls
+GRAPH_KINDS = ("global_avg_pool",)  # layers whose one call is shorter than a launch
 DEFAULT_WARMUP = 3
 COPY_BYTES = 1 << 30   # large against any L2, so the copy runs at DRAM speed
 FLUSH_L2_TIMES = 4     # the flush buffer's size in L2 sizes
@@ -76,6 +80,11 @@ class Harness:
     limits: Optional[DeviceLimits] = None
     copy_gbps: Optional[float] = None
     seed: int = 0
+    # builds one callable that replays the given calls as one captured CUDA graph (None:
+    # time single calls); the calls cycle over copies of the operands that together are
+    # larger than L2 (FLUSH_L2_TIMES x l2_bytes), so the replay reads from DRAM
+    replay: Optional[Callable[[list], Callable[[], object]]] = None
+    l2_bytes: int = 0
 
 
 # --------------------------------------------------------------------------- correctness
@@ -106,8 +115,17 @@ def _same(value):
 
 
 # --------------------------------------------------------------------------- measuring
-def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness) -> dict:
-    """Check, then time, every contender of one pass; strict FP32 first, then TF32."""
+def _replayed(h: Harness, make: Callable[[dict, dict], Callable], copies: list) -> Callable:
+    """One callable running GRAPH_CALLS calls as a CUDA graph replay, cycling over the operand
+    ``copies`` (pairs of our and torch's arrays); ``make(ours, theirs)`` makes one call."""
+    return h.replay([make(*copies[k % len(copies)]) for k in range(GRAPH_CALLS)])
+
+
+def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness,
+                 copies: Optional[list] = None) -> dict:
+    """Check, then time, every contender of one pass; strict FP32 first, then TF32. With
+    ``copies`` (graph layers), each contender is timed as a graph of GRAPH_CALLS calls and
+    its time per call reported."""
     from gpuconv.benchmark import torch_ops
     flops = layer.forward_flops()   # grad-input and grad-weight cost the same
     nbytes = layer.bytes_moved(pass_)
@@ -120,21 +138,25 @@ def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness)
     result = {"pass": pass_, "flops": flops, "bytes": nbytes, "sides": {}}
     for precision in ("ieee", "tf32", "tf32x3") if layer.is_conv else ("ieee",):
         torch_ops.set_cudnn_precision(CUDNN_PRECISION[precision])
-        contenders = {}
+        makers = {}
         if CUDNN_PRECISION[precision] == precision:  # 3xTF32 races the strict side above
-            contenders[side_name(False, precision)] = (
-                partial(torch_ops.torch_pass, layer, pass_, theirs), _same)
+            makers[side_name(False, precision)] = (
+                lambda o, t: partial(torch_ops.torch_pass, layer, pass_, t), _same)
         if precision in h.precisions:
-            contenders[side_name(True, precision)] = (
-                partial(gpuconv_pass, layer, pass_, ours, h.backend, precision), h.bridge.to_torch)
-        sides = {name: check(fn, convert, reference, precision,
+            makers[side_name(True, precision)] = (
+                lambda o, t: partial(gpuconv_pass, layer, pass_, o, h.backend, precision),
+                h.bridge.to_torch)
+        sides = {name: check(make(ours, theirs), convert, reference, precision,
                              reference64 if name.startswith("ours") else None)
-                 for name, (fn, convert) in contenders.items()}
-        timed = [name for name in contenders if sides[name]["ok"]]
-        samples = interleaved(h.timer, [contenders[name][0] for name in timed], h.repeat,
-                              h.warmup)
+                 for name, (make, convert) in makers.items()}
+        timed = [name for name in makers if sides[name]["ok"]]
+        runs = [_replayed(h, makers[name][0], copies) if copies else makers[name][0](ours, theirs)
+                for name in timed]
+        samples = interleaved(h.timer, runs, h.repeat, h.warmup)
         for name, ms in zip(timed, samples):
-            timing = summarize(ms)
+            timing = summarize([t / GRAPH_CALLS for t in ms] if copies else ms)
+            if copies:
+                timing["graph_calls"] = GRAPH_CALLS
             sides[name].update(timing, **side_metrics(timing, flops, nbytes, precision, h.limits,
                                                       h.copy_gbps))
         result["sides"].update(sides)
@@ -152,8 +174,16 @@ def measure_layer(layer: Layer, h: Harness) -> dict:
         host["indices"] = gpuconv_forward(layer, host, "numpy")[1]
     ours = {name: h.bridge.to_ours(array) for name, array in host.items()}
     theirs = {name: h.bridge.to_torch(array) for name, array in ours.items()}
+    copies = None
+    if h.replay is not None and layer.kind in GRAPH_KINDS:
+        operand_bytes = sum(array.nbytes for array in host.values())
+        count = min(GRAPH_CALLS, max(1, -(-FLUSH_L2_TIMES * h.l2_bytes // operand_bytes)))
+        copies = [(ours, theirs)]
+        for _ in range(count - 1):
+            ours_k = {name: h.bridge.to_ours(array) for name, array in host.items()}
+            copies.append((ours_k, {name: h.bridge.to_torch(a) for name, a in ours_k.items()}))
     return {"layer": layer.to_dict(), "shape": layer.shape_text(),
-            "passes": [measure_pass(layer, p, ours, theirs, h) for p in layer.passes]}
+            "passes": [measure_pass(layer, p, ours, theirs, h, copies) for p in layer.passes]}
 
 
 def _progress(result: dict, seconds: float) -> str:
@@ -228,6 +258,34 @@ def copy_bandwidth(torch, timer: Timer, repeat: int, warmup: int) -> dict:
     [samples] = interleaved(timer, [partial(dst.copy_, src)], repeat, warmup)
     copy = summarize(samples)
     return {**copy, "bytes": 2 * COPY_BYTES, "gbps": 2 * COPY_BYTES / copy["median_ms"] / 1e6}
+
+
+def cuda_graph_replay(torch, backend: str) -> Optional[Callable[[list], Callable[[], object]]]:
+    """``Harness.replay`` on the GPU: the calls captured once into a CUDA graph on a side stream
+    (CuPy launches on it through ExternalStream; their outputs are kept alive with the graph),
+    replayed on torch's current stream. Numba launches on its own default stream, which a
+    capture cannot take: None there (single calls are timed)."""
+    if backend != "cupy":
+        return None
+    import cupy
+
+    def build(calls: list) -> Callable[[], object]:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), cupy.cuda.ExternalStream(stream.cuda_stream):
+            for call in calls:  # warm-up: kernels loaded, CuPy's pool holds the output blocks
+                call()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream), cupy.cuda.ExternalStream(stream.cuda_stream):
+            outputs = [call() for call in calls]
+        return partial(_replay, graph, outputs)
+    return build
+
+
+def _replay(graph, outputs) -> None:
+    """One replay of ``graph``; ``outputs`` (the captured calls' results) stay alive with it."""
+    graph.replay()
 
 
 def cuda_bridge(backend: str, torch) -> Bridge:
@@ -319,7 +377,8 @@ def open_harness(backend: str, repeat: int, warmup: int) -> tuple[Harness, dict,
     copy["sgemm_fp32"] = sgemm_ceiling(torch, timer, min(repeat, 10), warmup)
     harness = Harness(backend, cuda_bridge(backend, torch), timer,
                       tuple(get_backend(backend).PRECISIONS), repeat, warmup,
-                      limits_for(env["device"]), copy["gbps"])
+                      limits_for(env["device"]), copy["gbps"],
+                      replay=cuda_graph_replay(torch, backend), l2_bytes=env["l2_bytes"])
     return harness, env, copy
 
 
