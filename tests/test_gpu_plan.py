@@ -142,16 +142,16 @@ def test_gemm_choice_splits_without_empty_splits(rows, cols, k, slices):
 
 @pytest.mark.parametrize("precision", plan.PRECISIONS)
 def test_bench_suite_plans_meet_the_launch_thresholds(precision):
-    """Every conv layer x pass of the GPU suite: a full wave, fill >= 0.5, issued / useful
-    multiply-adds <= 1.3 (depthwise grad-weight waits for its own kernel; two tensor-core
-    grad-weights with 147 and 100 columns have no tensor-core tile that fits: listed)."""
+    """Every conv layer x pass of the GPU suite that runs a GEMM: a full wave, fill >= 0.5,
+    issued / useful multiply-adds <= 1.3 (two tensor-core grad-weights with 147 and 100
+    columns have no tensor-core tile that fits: listed). Depthwise layers run depthwise.cu."""
     from gpuconv.benchmark import plans
-    known = {("depthwise_3x3_56", "grad_weight"), ("depthwise_5x5_56", "grad_weight")}
+    known = set()
     if precision != "ieee":
         known |= {("resnet50_stem_7x7_s2", "grad_weight"), ("deepspeech_5x20_s2", "grad_weight")}
     rows = plans.plan_rows(precision=precision)
     assert {(r["layer"], r["pass_"]) for r in rows if not r["ok"]} <= known
-    assert len(rows) >= 40
+    assert not [r for r in rows if r["layer"].startswith("depthwise")] and len(rows) >= 39
 
 
 def test_grad_weight_plan_workspace():
