@@ -62,6 +62,7 @@ CONV = {
     "groups": ((2, 4, 8, 7), (6, 2, 3, 3), dict(stride=2, dilation=2, padding=1, groups=2)),
     "depthwise": ((2, 4, 7, 7), (8, 1, 3, 3), dict(stride=2, padding=1, groups=4)),
     "depthwise-reflect": ((1, 3, 6, 6), (3, 1, 3, 3), dict(padding=1, groups=3, padding_mode="reflect")),
+    "one-channel": ((2, 1, 7, 6), (3, 1, 3, 3), dict(padding=1)),  # grad-input: conv_direct of 1 row
     "pointwise": ((2, 8, 4, 8), (16, 8, 1, 1), {}),
     "stride-gt-kernel": ((2, 3, 10, 9), (4, 3, 2, 2), dict(stride=3, dilation=2)),
     "wide-rows": ((2, 9, 5, 5), (40, 9, 3, 3), dict(padding=1)),
@@ -223,19 +224,6 @@ def test_empty_batch_depthwise_and_pooling(host):
     y, idx = cupy_backend.max_pool2d(x, PoolSpec.make(2, 2), True)
     assert y.shape == idx.shape == (0, 4, 3, 3)
     assert cupy_backend.adaptive_avg_pool2d(x, (1, 1)).shape == (0, 4, 1, 1)
-
-
-def test_vectorised_pointwise_path(host):
-    """A 1x1 stride-1 conv on the large float32 tile takes the 16-byte B path."""
-    x, w, b, _, spec = _conv_case("pointwise", "float32", np.random.default_rng(1))
-    w, b = np.concatenate([w] * 8), np.concatenate([b] * 8)  # 128 output channels: the large tile
-    x = np.concatenate([x] * 40, axis=0)
-    params = gpu_plan.conv_forward_plan(x.shape, cupy_backend._strides(x), w.shape,
-                                         cupy_backend._strides(w), spec, "float32", True,
-                                         vec_aligned=True).launches[0].params
-    assert params["vec_b"] == 1
-    assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), 8, "float32", "conv2d")
-    assert host.launched == ["conv_gemm<float, 128, 128, 8, 8, 8, false>"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
