@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Optional, Sequence, Union
 
-from gpuconv._checks import (check_array, check_array_bytes, check_positive_dims,
+from gpuconv import backends
+from gpuconv._checks import (MAX_BYTES_ENV, check_array, check_array_bytes, check_positive_dims,
                              check_same_dtype, check_shape, resolve_backend)
 from gpuconv.backends import backend_for_array, get_backend
 from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask, ntuple,
@@ -87,6 +89,57 @@ def _drop(ndim: int, array):
     return array if array is None or ndim == 2 else array[:, :, 0, :]
 
 
+_SIGNATURE_LIMIT = 4096  # remembered call signatures (the memo starts afresh beyond)
+_PLAIN = frozenset({int, float, bool, str, type(None)})
+_CHECKED: dict = {}
+
+
+def _checked(checks, *args):
+    """``checks(*args)``, run once per call signature: arrays by their type, shape, dtype and
+    ndim (all that the rules read of them), other arguments by value and exact type (1, 1.0
+    and True are equal dict keys but not the same argument), and by ``$GPUCONV_MAX_BYTES``
+    (the size limit that ``_check_sizes`` applies). A failing check raises on every
+    call (nothing is remembered); an argument of another kind (a list, a NumPy integer) is
+    checked afresh on every call."""
+    key = [checks, os.environ.get(MAX_BYTES_ENV)]  # the array size limit some checks apply
+    for arg in args:
+        kind = type(arg)
+        if kind is tuple:  # of plain values, or of tuples of them (padding pairs)
+            item_kinds = []
+            for item in arg:
+                item_kind = type(item)
+                if item_kind is tuple:
+                    for inner in item:
+                        if type(inner) not in _PLAIN:
+                            return checks(*args)
+                    item_kinds.append(tuple(map(type, item)))
+                elif item_kind in _PLAIN:
+                    item_kinds.append(item_kind)
+                else:
+                    return checks(*args)
+            key.append(tuple(item_kinds))
+            key.append(arg)
+        elif kind in _PLAIN:
+            key.append(arg)
+        else:
+            try:
+                key.append((arg.shape, arg.dtype, arg.ndim))
+            except AttributeError:
+                return checks(*args)
+        key.append(kind)
+    key = tuple(key)
+    try:
+        result = _CHECKED.get(key)
+    except TypeError:  # an unhashable shape or dtype
+        return checks(*args)
+    if result is None:
+        result = checks(*args)
+        if len(_CHECKED) >= _SIGNATURE_LIMIT:
+            _CHECKED.clear()
+        _CHECKED[key] = result
+    return result
+
+
 def _flip_kernel(weight):
     """Reverse the two kernel axes: true convolution is correlation with this kernel. A
     Numba device array gets a contiguous copy: Numba copies no reversed view to the host."""
@@ -94,12 +147,6 @@ def _flip_kernel(weight):
     if backend_for_array(weight) == "numba":
         return get_backend("numba").contiguous(flipped)
     return flipped
-
-
-def _value_range(array) -> tuple[int, int]:
-    if backend_for_array(array) == "numba":  # Numba device arrays have no reductions
-        return get_backend("numba").value_range(array)
-    return int(array.min()), int(array.max())
 
 
 def _check_precision(precision, be):
@@ -184,25 +231,39 @@ def _check_grad_out(grad_out, x, out_channels, out_spatial, ndim) -> None:
                 "the forward output's shape")
 
 
-def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
-          precision, backend):
+def _conv_checks(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
+                 precision, backend):
     flip = check_bool(flip, "flip")
     spec, _, _ = _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode)
     be = resolve_backend(backend, x, weight, bias)
-    precision = _check_precision(precision, be)
+    return flip, spec, be, _check_precision(precision, be)
+
+
+def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
+          precision, backend):
+    flip, spec, be, precision = _checked(_conv_checks, ndim, x, weight, bias, stride, padding,
+                                         dilation, groups, padding_mode, flip, precision, backend)
     w = _lift(ndim, weight)
     y = be.conv2d(_lift(ndim, x), _flip_kernel(w) if flip else w, bias, spec, precision)
     return _drop(ndim, y)
 
 
-def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups, padding_mode,
-                   flip, output_mask, precision, backend):
+def _conv_backward_checks(ndim, grad_out, x, weight, stride, padding, dilation, groups,
+                          padding_mode, output_padding, transposed, flip, output_mask, precision,
+                          backend):
     mask, flip = check_output_mask(output_mask), check_bool(flip, "flip")
     spec, out_channels, out_spatial = _conv_setup(ndim, x, weight, None, stride, padding, dilation,
-                                                  groups, padding_mode)
+                                                  groups, padding_mode, output_padding, transposed)
     _check_grad_out(grad_out, x, out_channels, out_spatial, ndim)
     be = resolve_backend(backend, grad_out, x, weight)
-    precision = _check_precision(precision, be)
+    return mask, flip, spec, be, _check_precision(precision, be)
+
+
+def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups, padding_mode,
+                   flip, output_mask, precision, backend):
+    mask, flip, spec, be, precision = _checked(
+        _conv_backward_checks, ndim, grad_out, x, weight, stride, padding, dilation, groups,
+        padding_mode, 0, False, flip, output_mask, precision, backend)
     gy, x2, w = _lift(ndim, grad_out), _lift(ndim, x), _lift(ndim, weight)
     w_eff = _flip_kernel(w) if flip else w
     grad_x = grad_w = grad_b = None
@@ -280,12 +341,19 @@ def conv2d_backward(grad_out, input, weight, stride: IntOrTuple = 1, padding: Pa
 
 
 # --------------------------------------------------------------------------- transposed convolution
-def _conv_transpose(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation,
-                    precision, backend):
+def _conv_transpose_checks(ndim, x, weight, bias, stride, padding, output_padding, groups,
+                           dilation, precision, backend):
     spec, _, out_spatial = _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups,
                                        "zeros", output_padding, transposed=True)
     be = resolve_backend(backend, x, weight, bias)
-    precision = _check_precision(precision, be)
+    return spec, out_spatial, be, _check_precision(precision, be)
+
+
+def _conv_transpose(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation,
+                    precision, backend):
+    spec, out_spatial, be, precision = _checked(_conv_transpose_checks, ndim, x, weight, bias,
+                                                stride, padding, output_padding, groups,
+                                                dilation, precision, backend)
     # The forward of a transposed convolution is the grad-input of the convolution it transposes.
     y = be.conv2d_grad_input(_lift(ndim, x), _lift(ndim, weight), spec,
                              _lift_spatial(ndim, out_spatial), bias, precision)
@@ -298,12 +366,9 @@ def _lift_spatial(ndim, spatial):
 
 def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_padding, groups,
                              dilation, output_mask, precision, backend):
-    mask = check_output_mask(output_mask)
-    spec, out_channels, out_spatial = _conv_setup(ndim, x, weight, None, stride, padding, dilation,
-                                                  groups, "zeros", output_padding, transposed=True)
-    _check_grad_out(grad_out, x, out_channels, out_spatial, ndim)
-    be = resolve_backend(backend, grad_out, x, weight)
-    precision = _check_precision(precision, be)
+    mask, _, spec, be, precision = _checked(
+        _conv_backward_checks, ndim, grad_out, x, weight, stride, padding, dilation, groups,
+        "zeros", output_padding, True, False, output_mask, precision, backend)
     gy, x2, w = _lift(ndim, grad_out), _lift(ndim, x), _lift(ndim, weight)
     grad_x = grad_w = grad_b = None
     if mask[0]:
@@ -382,35 +447,59 @@ def _check_pool_grad_out(grad_out, x, out_spatial, ndim) -> None:
     _check_grad_out(grad_out, x, x.shape[1], out_spatial, ndim)
 
 
-def _check_indices(indices, grad_out, plane_size, check_values: bool = True) -> None:
+def _check_indices(indices, grad_out) -> None:
     if not hasattr(indices, "dtype") or str(indices.dtype) != "int64":
         raise TypeError(f"indices must be an int64 array (as returned with return_indices=True), "
                         f"got {getattr(indices, 'dtype', type(indices).__name__)}")
     check_shape(indices, "indices", grad_out.shape, "grad_out's shape")
-    low, high = _value_range(indices) if check_values and indices.size else (0, 0)
+
+
+def _check_index_values(indices, plane_size: int) -> None:
+    """NumPy indices only: the GPU backends check device arrays in the kernel (no wait on the
+    host; ``gpuconv.check_errors``)."""
+    low, high = (int(indices.min()), int(indices.max())) if indices.size else (0, 0)
     if low < 0 or high >= plane_size:
         raise ValueError(f"indices must lie in [0, {plane_size}), the flat positions of an input "
                          f"plane")
 
 
-def _max_pool(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend):
+def _max_pool_checks(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
+                     backend):
     return_indices = check_bool(return_indices, "return_indices")
     spec, _ = _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode)
-    y, indices = resolve_backend(backend, x).max_pool2d(_lift(ndim, x), spec, return_indices)
+    return return_indices, spec, resolve_backend(backend, x)
+
+
+def _max_pool(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend):
+    return_indices, spec, be = _checked(_max_pool_checks, ndim, x, kernel_size, stride, padding,
+                                        dilation, ceil_mode, return_indices, backend)
+    y, indices = be.max_pool2d(_lift(ndim, x), spec, return_indices)
     y, indices = _drop(ndim, y), _drop(ndim, indices)
     return (y, indices) if return_indices else y
+
+
+def _index_pool_backward_checks(ndim, grad_out, x, indices, out_spatial, check_indices, backend):
+    check_indices = check_bool(check_indices, "check_indices")
+    _check_pool_grad_out(grad_out, x, out_spatial, ndim)
+    _check_indices(indices, grad_out)
+    be = resolve_backend(backend, grad_out, x, indices)
+    on_host = backend_for_array(indices) == "numpy"
+    return check_indices and on_host, on_host, be
 
 
 def _index_pool_backward(ndim, grad_out, x, indices, spec, out_spatial, check_indices, backend):
     """Route each output's gradient to the input element its index names (max pooling with
     the 2-D ``spec``, adaptive max pooling with None)."""
-    check_indices = check_bool(check_indices, "check_indices")
-    _check_pool_grad_out(grad_out, x, out_spatial, ndim)
-    _check_indices(indices, grad_out, math.prod(x.shape[2:]), check_indices)
-    be = resolve_backend(backend, grad_out, x, indices)
+    check_on_host, on_host, be = _checked(_index_pool_backward_checks, ndim, grad_out, x, indices,
+                                          out_spatial, check_indices, backend)
+    if check_on_host:
+        _check_index_values(indices, math.prod(x.shape[2:]))
     x2 = _lift(ndim, x)
-    return _drop(ndim, be.max_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, indices),
-                                              x2.shape[2:], spec))
+    grad_x = be.max_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, indices), x2.shape[2:],
+                                    spec)
+    if backends.DEBUG and not on_host:
+        backends.check_errors()
+    return _drop(ndim, grad_x)
 
 
 def max_pool1d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
@@ -440,7 +529,8 @@ def max_pool1d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``max_pool1d`` with respect to its input: each output's gradient goes
     to its maximum (summed where windows overlap)."""
-    spec, out_spatial = _pool_setup(1, input, kernel_size, stride, padding, dilation, ceil_mode)
+    spec, out_spatial = _checked(_pool_setup, 1, input, kernel_size, stride, padding, dilation,
+                                 ceil_mode)
     return _index_pool_backward(1, grad_out, input, indices, spec, out_spatial, check_indices,
                                 backend)
 
@@ -451,10 +541,13 @@ def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``max_pool2d`` with respect to its input: each output's gradient is
     routed to the maximum it came from (the slides' 4x4 -> 2x2 example). Every index must
-    lie in its input plane; ``check_indices=False`` skips that check of the values (a
-    reduction over them and, on the GPU, a wait for its result) for indices that
-    ``max_pool2d`` returned, as a training loop passes back."""
-    spec, out_spatial = _pool_setup(2, input, kernel_size, stride, padding, dilation, ceil_mode)
+    lie in its input plane. NumPy indices are checked here (``check_indices=False`` skips
+    that pass over them, for indices that ``max_pool2d`` returned, as a training loop
+    passes back); on CuPy / Numba device arrays the kernel checks them without any wait on
+    the host and flags one outside the plane for ``gpuconv.check_errors()`` (at once with
+    ``GPUCONV_DEBUG=1``)."""
+    spec, out_spatial = _checked(_pool_setup, 2, input, kernel_size, stride, padding, dilation,
+                                 ceil_mode)
     return _index_pool_backward(2, grad_out, input, indices, spec, out_spatial, check_indices,
                                 backend)
 
@@ -468,21 +561,34 @@ def _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode, divisor_overrid
     return _pool_setup(ndim, x, kernel_size, stride, padding, 1, ceil_mode)
 
 
-def _avg_pool(ndim, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-              divisor_override, backend):
+def _avg_pool_checks(ndim, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override, backend):
     include_pad = check_bool(count_include_pad, "count_include_pad")
     spec, _ = _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode, divisor_override)
-    be = resolve_backend(backend, x)
+    return include_pad, spec, resolve_backend(backend, x)
+
+
+def _avg_pool(ndim, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override, backend):
+    include_pad, spec, be = _checked(_avg_pool_checks, ndim, x, kernel_size, stride, padding,
+                                     ceil_mode, count_include_pad, divisor_override, backend)
     return _drop(ndim, be.avg_pool2d(_lift(ndim, x), spec, include_pad, divisor_override))
 
 
-def _avg_pool_backward(ndim, grad_out, x, kernel_size, stride, padding, ceil_mode,
-                       count_include_pad, divisor_override, backend):
+def _avg_pool_backward_checks(ndim, grad_out, x, kernel_size, stride, padding, ceil_mode,
+                              count_include_pad, divisor_override, backend):
     include_pad = check_bool(count_include_pad, "count_include_pad")
     spec, out_spatial = _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode,
                                    divisor_override)
     _check_pool_grad_out(grad_out, x, out_spatial, ndim)
-    be = resolve_backend(backend, grad_out, x)
+    return include_pad, spec, resolve_backend(backend, grad_out, x)
+
+
+def _avg_pool_backward(ndim, grad_out, x, kernel_size, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override, backend):
+    include_pad, spec, be = _checked(_avg_pool_backward_checks, ndim, grad_out, x, kernel_size,
+                                     stride, padding, ceil_mode, count_include_pad,
+                                     divisor_override, backend)
     x2 = _lift(ndim, x)
     return _drop(ndim, be.avg_pool2d_backward(_lift(ndim, grad_out), spec, x2.shape[2:],
                                               include_pad, divisor_override))
@@ -544,30 +650,43 @@ def _adaptive_setup(ndim, x, output_size):
     return _lift_spatial(ndim, out)
 
 
+def _adaptive_checks(ndim, x, output_size, backend):
+    return _adaptive_setup(ndim, x, output_size), resolve_backend(backend, x)
+
+
 def _adaptive_avg_pool(ndim, x, output_size, backend):
+    out, be = _checked(_adaptive_checks, ndim, x, output_size, backend)
+    return _drop(ndim, be.adaptive_avg_pool2d(_lift(ndim, x), out))
+
+
+def _adaptive_avg_pool_backward_checks(ndim, grad_out, x, output_size, backend):
     out = _adaptive_setup(ndim, x, output_size)
-    return _drop(ndim, resolve_backend(backend, x).adaptive_avg_pool2d(_lift(ndim, x), out))
+    _check_pool_grad_out(grad_out, x, out[-ndim:], ndim)
+    return resolve_backend(backend, grad_out, x)
 
 
 def _adaptive_avg_pool_backward(ndim, grad_out, x, output_size, backend):
-    out = _adaptive_setup(ndim, x, output_size)
-    _check_pool_grad_out(grad_out, x, out[-ndim:], ndim)
-    be = resolve_backend(backend, grad_out, x)
+    be = _checked(_adaptive_avg_pool_backward_checks, ndim, grad_out, x, output_size, backend)
     x2 = _lift(ndim, x)
     return _drop(ndim, be.adaptive_avg_pool2d_backward(_lift(ndim, grad_out), x2.shape[2:]))
 
 
-def _adaptive_max_pool(ndim, x, output_size, return_indices, backend):
+def _adaptive_max_pool_checks(ndim, x, output_size, return_indices, backend):
     return_indices = check_bool(return_indices, "return_indices")
-    out = _adaptive_setup(ndim, x, output_size)
-    y, indices = resolve_backend(backend, x).adaptive_max_pool2d(_lift(ndim, x), out)
+    return (return_indices,) + _adaptive_checks(ndim, x, output_size, backend)
+
+
+def _adaptive_max_pool(ndim, x, output_size, return_indices, backend):
+    return_indices, out, be = _checked(_adaptive_max_pool_checks, ndim, x, output_size,
+                                       return_indices, backend)
+    y, indices = be.adaptive_max_pool2d(_lift(ndim, x), out)
     y, indices = _drop(ndim, y), _drop(ndim, indices)
     return (y, indices) if return_indices else y
 
 
 def _adaptive_max_pool_backward(ndim, grad_out, x, indices, output_size, check_indices,
                                 backend):
-    out = _adaptive_setup(ndim, x, output_size)
+    out = _checked(_adaptive_setup, ndim, x, output_size)
     return _index_pool_backward(ndim, grad_out, x, indices, None, out[-ndim:], check_indices,
                                 backend)
 
@@ -652,18 +771,29 @@ def _lp_norm(norm_type) -> float:
     return float(norm_type)
 
 
-def _lp_pool(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend):
+def _lp_pool_checks(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend):
     p = _lp_norm(norm_type)
     spec, _ = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode)
-    be = resolve_backend(backend, x)
+    return p, spec, resolve_backend(backend, x)
+
+
+def _lp_pool(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend):
+    p, spec, be = _checked(_lp_pool_checks, ndim, x, norm_type, kernel_size, stride, ceil_mode,
+                           backend)
     return _drop(ndim, be.lp_pool2d(_lift(ndim, x), spec, p))
 
 
-def _lp_pool_backward(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mode, backend):
+def _lp_pool_backward_checks(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mode,
+                             backend):
     p = _lp_norm(norm_type)
     spec, out_spatial = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode)
     _check_pool_grad_out(grad_out, x, out_spatial, ndim)
-    be = resolve_backend(backend, grad_out, x)
+    return p, spec, resolve_backend(backend, grad_out, x)
+
+
+def _lp_pool_backward(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mode, backend):
+    p, spec, be = _checked(_lp_pool_backward_checks, ndim, grad_out, x, norm_type, kernel_size,
+                           stride, ceil_mode, backend)
     return _drop(ndim, be.lp_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, x), spec, p))
 
 

@@ -114,3 +114,16 @@ def test_train_epoch_bench_skips_cuda_without_a_gpu(monkeypatch, capsys):
     monkeypatch.setattr(train_epoch, "cuda_unavailable", lambda: "no CUDA device")
     assert train_epoch.main(["--device", "cuda", "--images", "32", "--repeat", "1"]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_host_overhead_bench_measures_every_op(tmp_path):
+    from bench import host
+    from gpuconv import functional
+    out = tmp_path / "host.json"
+    assert host.main(["--quick", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())["runs"]["current"]
+    for backend in ("cupy", "numba"):
+        results = report["backends"][backend]
+        assert list(results) == list(functional.__all__)
+        timed = [r for r in results.values() if "us" in r]
+        assert timed and all(r["us"] > 0 and r["launches"] >= 1 for r in timed)

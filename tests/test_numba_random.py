@@ -169,8 +169,9 @@ def test_device_arrays_in_device_arrays_out():
 
 def test_device_array_results_are_contiguous_and_indices_checked_on_device():
     """A real GPU copies no reversed view to the host (the simulator does): flip=True's
-    kernel gradient comes back contiguous. Device arrays have no .min(): max-pool indices
-    are range-checked by a reduction on the device."""
+    kernel gradient comes back contiguous. Max-pool indices on the device are range-checked
+    in the kernel, which flags a bad one for gpuconv.check_errors() (no wait in the op)."""
+    import gpuconv
     from numba import cuda
     rng = np.random.default_rng(8)
     x, w = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((3, 2, 3, 3))
@@ -181,9 +182,12 @@ def test_device_array_results_are_contiguous_and_indices_checked_on_device():
         assert_close(got.copy_to_host(), want, k=50, dtype="float64", what="flip gradients")
     _, idx = F.max_pool2d(x, 2, return_indices=True)
     idx[0, 0, 0, 0] = 25  # one past the 5x5 plane
+    gpuconv.check_errors()
+    F.max_pool2d_backward(cuda.to_device(rng.standard_normal(idx.shape)), cuda.to_device(x),
+                          cuda.to_device(idx), 2, backend="numba")
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 25\)"):
-        F.max_pool2d_backward(cuda.to_device(rng.standard_normal(idx.shape)), cuda.to_device(x),
-                              cuda.to_device(idx), 2, backend="numba")
+        gpuconv.check_errors()
+    gpuconv.check_errors()  # cleared
 
 
 def test_float32_stays_float32():

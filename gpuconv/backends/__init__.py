@@ -9,6 +9,7 @@ arrays of one dtype and a validated ``ConvSpec`` / ``PoolSpec``.
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 # What every backend module provides (signatures and maths in reference.py), besides
@@ -94,6 +95,26 @@ def get_backend(name: str) -> ModuleType:
     module = importlib.import_module(f"gpuconv.backends.{name}_backend")
     _LOADED[name] = module
     return module
+
+
+# GPUCONV_DEBUG=1: ops that flag bad input on the device (max-pool backward's indices) wait
+# for the device and raise at once, as the NumPy backend does.
+DEBUG = os.environ.get("GPUCONV_DEBUG", "") == "1"
+
+
+def check_errors() -> None:
+    """Raise the bad input that GPU kernels flagged since the last check, and clear the flags.
+
+    GPU ops never wait for the device to validate values: max-pool backward on CuPy or Numba
+    device arrays checks its indices in the kernel and only flags one outside its input plane
+    (that element's gradient is dropped). Call this where a wait is fine (after an epoch, in
+    a test), or set ``GPUCONV_DEBUG=1`` to check after every such op. It reads each backend's
+    error word on the host, so it waits for the work queued on the current stream."""
+    for module in list(_LOADED.values()):
+        take_errors = getattr(module, "take_errors", None)
+        for plane in (take_errors() if take_errors is not None else ()):
+            raise ValueError(f"indices must lie in [0, {plane}), the flat positions of an input "
+                             f"plane: max-pool backward met one outside on the device")
 
 
 def backend_for_array(array) -> str:

@@ -8,11 +8,22 @@ the golden suite (tests/test_golden.py).
 
 What runs where is planned in pure Python (``gpu_plan``): this module only allocates the
 outputs and workspaces a plan names, packs each launch's parameter struct and launches it.
-Tile choice follows ``gpu_plan.choose_gemm`` unless autotuning is on (``set_autotune(True)``
-or ``GPUCONV_AUTOTUNE=1``, see ``autotune``).
+Tile choice follows ``gpu_plan.choose_gemm`` unless autotuning is on (``set_autotune(True)``,
+or ``GPUCONV_AUTOTUNE=1`` when a call signature is first prepared; see ``autotune``).
+
+Host overhead (issue 13): everything that depends only on a call's signature (shapes,
+strides, dtypes, spec, precision, device, autotune switch) is prepared once: the plan, the RawKernel handles, grids and each launch's parameter struct with every
+scalar filled in. A call allocates its outputs, patches their pointers into a copy of the
+struct and launches: no planning, no device attribute reads, no host transfer, no
+synchronisation. Bad max-pool indices set a device-side error word instead of a blocking
+check (``gpuconv.check_errors``).
 """
 
 from __future__ import annotations
+
+import operator
+import struct
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,13 +35,20 @@ PRECISIONS = plan.PRECISIONS  # "tf32", "tf32x3": mma.sync tensor cores, float32
 
 
 class CupyExecutor:
-    """Runs plans with CuPy: one RawModule per process (CuPy loads it once per device)."""
+    """Runs plans with CuPy: one RawModule per process (CuPy loads it once per device), one
+    RawKernel handle per kernel, and the prepared launches of every call signature met."""
 
     def __init__(self):
         import cupy
         self.xp = cupy
+        self.current_device = cupy.cuda.runtime.getDevice  # a C function: no Python frame
+        self.pointer = operator.attrgetter("data.ptr")
+        self.prepared: dict[tuple, _Prepared] = {}  # call signature -> its launches
+        self.error_words: dict[int, object] = {}    # device -> its int64 error word
         self._module = None
         self._options = ()
+        self._functions: dict[str, object] = {}
+        self._sm_counts: dict[int, int] = {}
 
     def _get_module(self):
         if self._module is None:
@@ -44,18 +62,21 @@ class CupyExecutor:
         """mma.sync TF32 needs compute capability 8.0 (Ampere) or newer."""
         return int(self.xp.cuda.Device().compute_capability) >= 80
 
-    def pointer(self, array) -> int:
-        return array.data.ptr
-
-    def launch(self, kernel: str, grid, block, params: np.ndarray) -> None:
-        # a size-1 NumPy array is passed by value: the ConvParams / PoolParams struct
-        self._get_module().get_function(kernel)(tuple(grid), tuple(block), (params,))
+    def function(self, kernel: str):
+        """The RawKernel of ``kernel``, fetched once (it loads itself on each device); called as
+        ``f(grid, block, (params,))``, a size-1 NumPy struct passed by value."""
+        if kernel not in self._functions:
+            self._functions[kernel] = self._get_module().get_function(kernel)
+        return self._functions[kernel]
 
     def sm_count(self) -> int:
-        return self.xp.cuda.Device().attributes["MultiProcessorCount"]
+        device = self.current_device()
+        if device not in self._sm_counts:
+            self._sm_counts[device] = self.xp.cuda.Device(device).attributes["MultiProcessorCount"]
+        return self._sm_counts[device]
 
     def device_name(self) -> str:
-        props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
+        props = self.xp.cuda.runtime.getDeviceProperties(self.current_device())
         return props["name"].decode()
 
     def time_ms(self, run) -> float:
@@ -84,175 +105,300 @@ def _strides(array) -> tuple[int, ...]:
     return tuple(s // array.itemsize for s in array.strides)
 
 
-def _run(p: plan.Plan, buffers: dict) -> None:
-    ex = _executor()
-    buffers = dict(buffers)
-    for name, (count, dtype) in p.workspaces.items():
-        buffers[name] = ex.xp.empty(count, dtype=dtype)
+# --------------------------------------------------------------------------- prepared launches
+@dataclass(frozen=True)
+class _Prepared:
+    """Everything one call signature needs, computed once: ``steps`` (RawKernel, grid, block,
+    the struct's bytes with every scalar filled in, the struct dtype, and (byte offset, buffer
+    slot) for each pointer), the ``outputs`` to allocate ((shape, dtype), or None for an output
+    not asked for), the ``workspaces`` ((count, dtype)) and the input ``copies`` (slots a
+    kernel needs contiguous). Buffer slots: inputs, outputs, workspaces, in that order."""
+
+    steps: tuple
+    outputs: tuple
+    workspaces: tuple = ()
+    copies: tuple = ()
+
+
+def _error_word(ex):
+    """The current device's int64 error word (zero until a kernel flags bad input), allocated
+    once: its address is part of the prepared structs."""
+    device = ex.current_device()
+    if device not in ex.error_words:
+        ex.error_words[device] = ex.xp.zeros((1,), "int64")
+    return ex.error_words[device]
+
+
+def take_errors() -> list[int]:
+    """The error words that kernels set since the last call, each cleared (a read on the host:
+    this waits for the current stream). Max-pool backward stores its plane size H*W there
+    when an index lies outside [0, H*W)."""
+    found = []
+    for word in (_EXECUTOR.error_words.values() if _EXECUTOR is not None else ()):
+        value = int(word[0])
+        if value:
+            found.append(value)
+            word.fill(0)
+    return found
+
+
+def _prepare(ex, p: plan.Plan, names: tuple, outputs: tuple, copies: tuple = ()) -> _Prepared:
+    """Bind plan ``p`` to kernel handles and prefilled structs; ``names``: the buffer name of
+    each input and output slot, in order. The error word's address is filled in here."""
+    slots = {name: i for i, name in enumerate(names + tuple(p.workspaces))}
+    steps = []
     for launch in p.launches:
-        params = plan.pack(launch.kernel, launch.params, lambda name: ex.pointer(buffers[name]))
-        ex.launch(launch.kernel, launch.grid, launch.block, params)
+        params = plan.pack(launch.kernel, launch.params,
+                           lambda name: ex.pointer(_error_word(ex)) if name == "err" else 0)
+        pointers = tuple((params.dtype.fields[field][1], slots[value])
+                         for field, value in launch.params.items()
+                         if field in plan.POINTER_FIELDS and value not in (None, "err"))
+        steps.append((ex.function(launch.kernel), tuple(launch.grid), tuple(launch.block),
+                      params.tobytes(), params.dtype, pointers))
+    return _Prepared(tuple(steps), outputs, tuple(p.workspaces.values()), copies)
 
 
-def _precision(precision: str, dtype: str) -> str:
+_put_pointer = struct.Struct("<Q").pack_into  # (buffer, byte offset, address)
+
+
+def _execute(ex, prepared: _Prepared, buffers: list) -> None:
+    """Allocate ``prepared``'s outputs and workspaces after the inputs in ``buffers``, patch
+    their pointers into copies of the prefilled structs and launch (nothing else per call)."""
+    xp, pointer = ex.xp, ex.pointer
+    for slot in prepared.copies:
+        buffers[slot] = xp.ascontiguousarray(buffers[slot])
+    for out in prepared.outputs:
+        buffers.append(None if out is None else xp.ndarray(*out))
+    for count, dtype in prepared.workspaces:
+        buffers.append(xp.ndarray((count,), dtype))
+    pointers = []
+    for buffer in buffers:
+        pointers.append(0 if buffer is None else pointer(buffer))
+    for function, grid, block, template, layout, fields in prepared.steps:
+        params = bytearray(template)  # a copy per launch: concurrent calls share the template
+        for offset, slot in fields:
+            _put_pointer(params, offset, pointers[slot])
+        function(grid, block, (np.frombuffer(params, layout),))
+
+
+def _run(build, arrays: tuple, options: tuple):
+    """Run the op that ``build(ex, *arrays, *options)`` prepares, preparing it only the first
+    time this signature is met: the arrays' shapes, strides and dtypes, the options (specs,
+    flags, alignment), the device and the autotune switch. Returns the outputs' slots."""
+    ex = _EXECUTOR or _executor()
+    key = [build, options, ex.current_device(), autotune._ENABLED]
+    for array in arrays:
+        if array is None:
+            key.append(None)
+        else:
+            key += (array.shape, array.strides, array.dtype)
+    key = tuple(key)
+    prepared = ex.prepared.get(key)
+    if prepared is None:
+        prepared = ex.prepared[key] = build(ex, *arrays, *options)
+    buffers = list(arrays)
+    _execute(ex, prepared, buffers)
+    return buffers[len(arrays):len(arrays) + len(prepared.outputs)]
+
+
+def _precision(ex, precision: str, dtype: str) -> str:
     """Tensor-core precisions apply to float32 only (PyTorch's allow_tf32 rule), on sm_80+."""
     if precision == "ieee" or dtype != "float32":
         return "ieee"
-    if not _executor().tensor_cores:
+    if not ex.tensor_cores:
         raise RuntimeError(f"precision={precision!r} needs tensor cores with TF32 (compute "
                            f"capability 8.0 or newer); use precision='ieee'")
     return precision
 
 
-def _conv(op: str, make_plan, buffers: dict, dtype: str, precision: str, rows_cols) -> None:
-    """Run a conv plan; with autotuning on, first time each candidate tile for this shape."""
+def _contiguous_copies(arrays: tuple, slots) -> tuple:
+    """The slots among ``slots`` whose array is not C-contiguous (kernels index it flat)."""
+    copies = []
+    for slot in slots:
+        array = arrays[slot]
+        if array is not None and _strides(array) != _contiguous_strides(array.shape):
+            copies.append(slot)
+    return tuple(copies)
+
+
+def _contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
+def _conv_prepared(ex, op: str, make_plan, names: tuple, arrays: tuple, out_shape, dtype: str,
+                   precision: str, problem, copies: tuple = ()) -> _Prepared:
+    """A conv plan's launches; with autotuning on, first time each candidate tile for it."""
+    outputs = ((tuple(out_shape), dtype),)
     tile = None
     if autotune.enabled():
-        ex = _executor()
-        key = autotune.make_key(ex.device_name(), op, rows_cols, f"{dtype}-{precision}")
-        tile = autotune.best_tile(key, plan.TILES_FOR[(dtype, precision)],
-                                  lambda t: ex.time_ms(lambda: _run(make_plan(t), buffers)))
-    _run(make_plan(tile), buffers)
+        def time_tile(t):
+            prepared = _prepare(ex, make_plan(t), names, outputs, copies)
+            return ex.time_ms(lambda: _execute(ex, prepared, list(arrays)))
+        key = autotune.make_key(ex.device_name(), op, problem, f"{dtype}-{precision}")
+        tile = autotune.best_tile(key, plan.TILES_FOR[(dtype, precision)], time_tile)
+    return _prepare(ex, make_plan(tile), names, outputs, copies)
 
 
 # --------------------------------------------------------------------------- convolution
-def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee"):
-    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias."""
-    xp, dtype = _executor().xp, str(x.dtype)
-    precision = _precision(precision, dtype)
-    o = weight.shape[0]
-    ho, wo = spec.output_shape(x.shape[2:], weight.shape[2:])
-    out = xp.empty((x.shape[0], o, ho, wo), dtype=x.dtype)
-    bias = None if bias is None else xp.ascontiguousarray(bias)
-    sm_count = _executor().sm_count()
+def _build_conv2d(ex, x, weight, bias, spec: ConvSpec, precision: str):
+    dtype = str(x.dtype)
+    precision = _precision(ex, precision, dtype)
+    out_shape = (x.shape[0], weight.shape[0]) + spec.output_shape(x.shape[2:], weight.shape[2:])
+    sm_count = ex.sm_count()
 
     def make(tile):
         return plan.conv_forward_plan(x.shape, _strides(x), weight.shape, _strides(weight), spec,
                                       dtype, bias is not None, precision, tile, sm_count)
-    _conv("conv2d", make, {"x": x, "weight": weight, "bias": bias, "out": out}, dtype, precision,
-          (x.shape, weight.shape, spec))
-    return out
+    return _conv_prepared(ex, "conv2d", make, ("x", "weight", "bias", "out"), (x, weight, bias),
+                          out_shape, dtype, precision, (x.shape, weight.shape, spec),
+                          _contiguous_copies((x, weight, bias), (2,)))
 
 
-def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
-                      precision: str = "ieee"):
-    """dL/dx (N, C, H, W), also conv_transpose2d's forward (with its ``bias`` (C,))."""
-    xp, dtype = _executor().xp, str(grad_out.dtype)
-    precision = _precision(precision, dtype)
-    c = weight.shape[1] * spec.groups
-    out = xp.empty((grad_out.shape[0], c) + tuple(input_hw), dtype=grad_out.dtype)
-    bias = None if bias is None else xp.ascontiguousarray(bias)
-    sm_count = _executor().sm_count()
+def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee"):
+    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias."""
+    return _run(_build_conv2d, (x, weight, bias), (spec, precision))[0]
+
+
+def _build_conv2d_grad_input(ex, grad_out, weight, bias, spec: ConvSpec, input_hw,
+                             precision: str):
+    dtype = str(grad_out.dtype)
+    precision = _precision(ex, precision, dtype)
+    out_shape = (grad_out.shape[0], weight.shape[1] * spec.groups) + tuple(input_hw)
+    sm_count = ex.sm_count()
 
     def make(tile):
         return plan.conv_grad_input_plan(grad_out.shape, _strides(grad_out), weight.shape,
                                          _strides(weight), spec, tuple(input_hw), dtype,
                                          bias is not None, precision, tile, sm_count)
-    _conv("conv2d_grad_input", make, {"grad_out": grad_out, "weight": weight, "bias": bias,
-                                      "out": out}, dtype, precision,
-          (grad_out.shape, weight.shape, spec, tuple(input_hw)))
-    return out
+    return _conv_prepared(ex, "conv2d_grad_input", make, ("grad_out", "weight", "bias", "out"),
+                          (grad_out, weight, bias), out_shape, dtype, precision,
+                          (grad_out.shape, weight.shape, spec, tuple(input_hw)),
+                          _contiguous_copies((grad_out, weight, bias), (2,)))
 
 
-def conv2d_grad_weight(grad_out, x, spec: ConvSpec, kernel_hw, precision: str = "ieee"):
-    """dL/dW (O, C/G, kH, kW) from grad_out (N, O, H_out, W_out) and x (N, C, H, W)."""
-    xp, dtype = _executor().xp, str(x.dtype)
-    precision = _precision(precision, dtype)
-    o = grad_out.shape[1]
-    out = xp.empty((o, x.shape[1] // spec.groups) + tuple(kernel_hw), dtype=x.dtype)
-    sm_count = _executor().sm_count()
+def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
+                      precision: str = "ieee"):
+    """dL/dx (N, C, H, W), also conv_transpose2d's forward (with its ``bias`` (C,))."""
+    return _run(_build_conv2d_grad_input, (grad_out, weight, bias),
+                (spec, tuple(input_hw), precision))[0]
+
+
+def _build_conv2d_grad_weight(ex, grad_out, x, spec: ConvSpec, kernel_hw, precision: str):
+    dtype = str(x.dtype)
+    precision = _precision(ex, precision, dtype)
+    out_shape = (grad_out.shape[1], x.shape[1] // spec.groups) + tuple(kernel_hw)
+    sm_count = ex.sm_count()
 
     def make(tile):
         return plan.conv_grad_weight_plan(grad_out.shape, _strides(grad_out), x.shape, _strides(x),
                                           spec, tuple(kernel_hw), dtype, precision, tile, sm_count)
-    _conv("conv2d_grad_weight", make, {"grad_out": grad_out, "x": x, "out": out}, dtype,
-          precision, (grad_out.shape, x.shape, spec, tuple(kernel_hw)))
-    return out
+    return _conv_prepared(ex, "conv2d_grad_weight", make, ("grad_out", "x", "out"), (grad_out, x),
+                          out_shape, dtype, precision,
+                          (grad_out.shape, x.shape, spec, tuple(kernel_hw)))
+
+
+def conv2d_grad_weight(grad_out, x, spec: ConvSpec, kernel_hw, precision: str = "ieee"):
+    """dL/dW (O, C/G, kH, kW) from grad_out (N, O, H_out, W_out) and x (N, C, H, W)."""
+    return _run(_build_conv2d_grad_weight, (grad_out, x), (spec, tuple(kernel_hw), precision))[0]
+
+
+def _build_conv2d_grad_bias(ex, grad_out):
+    dtype = str(grad_out.dtype)
+    return _prepare(ex, plan.conv_grad_bias_plan(grad_out.shape, _strides(grad_out), dtype),
+                    ("grad_out", "out"), (((grad_out.shape[1],), dtype),))
 
 
 def conv2d_grad_bias(grad_out):
     """dL/db (O,) = sum of grad_out over batch and pixels."""
-    out = _executor().xp.empty((grad_out.shape[1],), dtype=grad_out.dtype)
-    _run(plan.conv_grad_bias_plan(grad_out.shape, _strides(grad_out), str(grad_out.dtype)),
-         {"grad_out": grad_out, "out": out})
-    return out
+    return _run(_build_conv2d_grad_bias, (grad_out,), ())[0]
 
 
 # --------------------------------------------------------------------------- pooling
-def _pool_out(x, out_hw):
-    return _executor().xp.empty(tuple(x.shape[:2]) + tuple(out_hw), dtype=x.dtype)
+def _pooled(x, out_hw) -> tuple:
+    return (tuple(x.shape[:2]) + tuple(out_hw), str(x.dtype))
 
 
-def _max_pool(x, spec: PoolSpec | None, out_hw, return_indices: bool):
-    out = _pool_out(x, out_hw)
-    indices = _executor().xp.empty(out.shape, dtype=np.int64) if return_indices else None
-    _run(plan.max_pool_plan(x.shape, _strides(x), spec, str(x.dtype), return_indices, out_hw),
-         {"x": x, "out": out, "indices": indices})
-    return out, indices
+def _build_max_pool(ex, x, spec: PoolSpec | None, out_hw, return_indices: bool):
+    out_hw = spec.output_shape(x.shape[2:]) if spec is not None else tuple(out_hw)
+    indices = (_pooled(x, out_hw)[0], "int64") if return_indices else None
+    return _prepare(ex, plan.max_pool_plan(x.shape, _strides(x), spec, str(x.dtype),
+                                           return_indices, out_hw),
+                    ("x", "out", "indices"), (_pooled(x, out_hw), indices))
 
 
 def max_pool2d(x, spec: PoolSpec, return_indices: bool = True):
     """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
-    return _max_pool(x, spec, spec.output_shape(x.shape[2:]), return_indices)
+    out, indices = _run(_build_max_pool, (x,), (spec, None, return_indices))
+    return out, indices
 
 
 def adaptive_max_pool2d(x, out_hw):
-    return _max_pool(x, None, out_hw, True)
+    out, indices = _run(_build_max_pool, (x,), (None, tuple(out_hw), True))
+    return out, indices
+
+
+def _build_max_pool2d_backward(ex, grad_out, indices, input_hw, spec: PoolSpec | None):
+    dtype = str(grad_out.dtype)
+    return _prepare(ex, plan.max_pool_backward_plan(grad_out.shape, _strides(grad_out),
+                                                    tuple(input_hw), spec, dtype),
+                    ("grad_out", "indices", "out"), (_pooled(grad_out, input_hw),),
+                    _contiguous_copies((grad_out, indices), (1,)))
 
 
 def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None):
     """dL/dx: each input element gathers the gradients of the outputs whose window may hold it
     (closed form from ``spec``; adaptive windows when None) and whose index names it."""
-    xp = _executor().xp
-    out = xp.empty(tuple(grad_out.shape[:2]) + tuple(input_hw), dtype=grad_out.dtype)
-    _run(plan.max_pool_backward_plan(grad_out.shape, _strides(grad_out), tuple(input_hw), spec,
-                                     str(grad_out.dtype)),
-         {"grad_out": grad_out, "indices": xp.ascontiguousarray(indices), "out": out})
-    return out
+    return _run(_build_max_pool2d_backward, (grad_out, indices), (tuple(input_hw), spec))[0]
+
+
+def _build_avg_pool(ex, x, spec: PoolSpec | None, out_hw, count_include_pad, divisor_override,
+                    norm):
+    out_hw = spec.output_shape(x.shape[2:]) if spec is not None else tuple(out_hw)
+    return _prepare(ex, plan.avg_pool_plan(x.shape, _strides(x), spec, str(x.dtype),
+                                           count_include_pad, divisor_override, out_hw, norm),
+                    ("x", "out"), (_pooled(x, out_hw),))
 
 
 def avg_pool2d(x, spec: PoolSpec, count_include_pad: bool, divisor_override):
-    out = _pool_out(x, spec.output_shape(x.shape[2:]))
-    _run(plan.avg_pool_plan(x.shape, _strides(x), spec, str(x.dtype), count_include_pad,
-                            divisor_override), {"x": x, "out": out})
-    return out
+    return _run(_build_avg_pool, (x,), (spec, None, count_include_pad, divisor_override, None))[0]
 
 
 def adaptive_avg_pool2d(x, out_hw):
-    out = _pool_out(x, out_hw)
-    _run(plan.avg_pool_plan(x.shape, _strides(x), None, str(x.dtype), out_hw=out_hw),
-         {"x": x, "out": out})
-    return out
-
-
-def _avg_backward(grad_out, spec: PoolSpec | None, input_hw, count_include_pad, divisor_override):
-    out = _executor().xp.empty(tuple(grad_out.shape[:2]) + tuple(input_hw), dtype=grad_out.dtype)
-    _run(plan.avg_pool_backward_plan(grad_out.shape, _strides(grad_out), spec, tuple(input_hw),
-                                     str(grad_out.dtype), count_include_pad, divisor_override),
-         {"grad_out": grad_out, "out": out})
-    return out
-
-
-def avg_pool2d_backward(grad_out, spec: PoolSpec, input_hw, count_include_pad: bool,
-                        divisor_override):
-    return _avg_backward(grad_out, spec, input_hw, count_include_pad, divisor_override)
-
-
-def adaptive_avg_pool2d_backward(grad_out, input_hw):
-    return _avg_backward(grad_out, None, input_hw, True, None)
+    return _run(_build_avg_pool, (x,), (None, tuple(out_hw), True, None, None))[0]
 
 
 def lp_pool2d(x, spec: PoolSpec, norm_type: float):
     """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p), in one kernel."""
-    out = _pool_out(x, spec.output_shape(x.shape[2:]))
-    _run(plan.avg_pool_plan(x.shape, _strides(x), spec, str(x.dtype), norm=norm_type),
-         {"x": x, "out": out})
-    return out
+    return _run(_build_avg_pool, (x,), (spec, None, True, None, norm_type))[0]
+
+
+def _build_avg_backward(ex, grad_out, spec: PoolSpec | None, input_hw, count_include_pad,
+                        divisor_override):
+    return _prepare(ex, plan.avg_pool_backward_plan(grad_out.shape, _strides(grad_out), spec,
+                                                    tuple(input_hw), str(grad_out.dtype),
+                                                    count_include_pad, divisor_override),
+                    ("grad_out", "out"), (_pooled(grad_out, input_hw),))
+
+
+def avg_pool2d_backward(grad_out, spec: PoolSpec, input_hw, count_include_pad: bool,
+                        divisor_override):
+    return _run(_build_avg_backward, (grad_out,),
+                (spec, tuple(input_hw), count_include_pad, divisor_override))[0]
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_hw):
+    return _run(_build_avg_backward, (grad_out,), (None, tuple(input_hw), True, None))[0]
+
+
+def _build_lp_pool2d_backward(ex, grad_out, x, spec: PoolSpec, norm_type: float):
+    return _prepare(ex, plan.lp_pool_backward_plan(grad_out.shape, _strides(grad_out), x.shape,
+                                                   _strides(x), spec, str(x.dtype), norm_type),
+                    ("grad_out", "x", "out"), ((tuple(x.shape), str(x.dtype)),))
 
 
 def lp_pool2d_backward(grad_out, x, spec: PoolSpec, norm_type: float):
-    out = _executor().xp.empty(x.shape, dtype=x.dtype)
-    _run(plan.lp_pool_backward_plan(grad_out.shape, _strides(grad_out), x.shape, _strides(x), spec,
-                                    str(x.dtype), norm_type),
-         {"grad_out": grad_out, "x": x, "out": out})
-    return out
+    return _run(_build_lp_pool2d_backward, (grad_out, x), (spec, norm_type))[0]

@@ -731,9 +731,10 @@ def lp_pool_backward_plan(gy_shape, gy_strides, x_shape, x_strides, spec: PoolSp
 
 def max_pool_backward_plan(gy_shape, gy_strides, input_hw, spec: PoolSpec | None, dtype: str) -> Plan:
     """Max backward (``spec=None``: adaptive max): one gather, each input element visiting the
-    windows that may hold it in closed form. ``indices`` must be contiguous."""
+    windows that may hold it in closed form. ``indices`` must be contiguous; an index outside
+    the input plane sets the device's error word ``"err"``."""
     x_shape = tuple(gy_shape[:2]) + tuple(input_hw)
-    params = dict(gy="grad_out", idx="indices", y="out", g_stride=gy_strides,
+    params = dict(gy="grad_out", idx="indices", err="err", y="out", g_stride=gy_strides,
                   **_pool_fields(x_shape, gy_shape[2:], spec))
     return Plan([_backward_launch(f"max_pool2d_backward<{CTYPES[dtype]}>", x_shape, params)])
 

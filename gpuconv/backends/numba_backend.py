@@ -97,6 +97,16 @@ CHECK_SIGNATURES = False  # tests set it: every launch must match its kernel_tab
 
 
 # --------------------------------------------------------------------------- one call's arrays
+_STREAMS: dict = {}  # CuPy stream pointer -> its Numba stream
+
+
+def _external_stream(ptr: int):
+    """One Numba stream object per CuPy stream, so Numba's configured kernels are reused."""
+    if ptr not in _STREAMS:
+        _STREAMS[ptr] = cuda.external_stream(ptr)
+    return _STREAMS[ptr]
+
+
 class _Call:
     """The arrays of one backend call: inputs as C-contiguous Numba device arrays, outputs
     allocated by the caller's array library, on its stream, and handed back in it."""
@@ -109,7 +119,9 @@ class _Call:
         if self.kind == "cupy":
             import cupy
             self._cupy = cupy
-            self.stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+            self.stream = _external_stream(cupy.cuda.get_current_stream().ptr)
+        elif self.kind == "numba":
+            self.stream = 0  # the default stream as launches take it: no Stream object per call
         else:
             self.stream = cuda.default_stream()
 
@@ -155,6 +167,8 @@ class _Call:
         return array
 
     def run(self, name, grid, block, *args):
+        """Launch ``name``. Numba memoises ``kernel[grid, block, stream]`` per configuration, so
+        the stream must be the same object from call to call (see ``_external_stream``)."""
         kernel, signature, _ = kernel_table(self.dtype, SIMULATED)[name]
         if CHECK_SIGNATURES:
             import numba
@@ -196,21 +210,28 @@ def contiguous(array):
     return call.result(call.copy(array))
 
 
-@cuda.reduce
-def _min(a, b):
-    return min(a, b)
+_ERROR_WORDS: dict = {}  # device id -> its int64 error word (a 1-element device array)
 
 
-@cuda.reduce
-def _max(a, b):
-    return max(a, b)
+def _error_word():
+    """The current device's error word, zero until a kernel flags bad input."""
+    device = getattr(cuda.get_current_device(), "id", 0)  # the simulator's device has none
+    if device not in _ERROR_WORDS:
+        _ERROR_WORDS[device] = cuda.to_device(np.zeros(1, np.int64))
+    return _ERROR_WORDS[device]
 
 
-def value_range(array) -> tuple[int, int]:
-    """(min, max) of an integer Numba device array, reduced on the GPU."""
-    flat = _Call(array).device(array).ravel()
-    info = np.iinfo(array.dtype)
-    return int(_min(flat, init=info.max)), int(_max(flat, init=info.min))
+def take_errors() -> list[int]:
+    """The error words kernels set since the last call, each cleared (a copy to the host:
+    it waits for the device). Max-pool backward stores its plane size H*W there when an
+    index lies outside [0, H*W)."""
+    found = []
+    for word in _ERROR_WORDS.values():
+        value = int(word.copy_to_host()[0])
+        if value:
+            found.append(value)
+            word.copy_to_device(np.zeros(1, np.int64))
+    return found
 
 
 # --------------------------------------------------------------------------- convolution
@@ -277,7 +298,9 @@ def _run_pool(call: _Call, p: gpu_plan.Plan, buffers: dict) -> None:
         arrays = []
         for name in POOL_ARRAYS:
             buffer = buffers.get(launch.params.get(name))
-            if buffer is None:  # err: a one-element error word; else a 4-D placeholder
+            if name == "err" and launch.params.get(name) == "err":
+                buffer = _error_word()  # the device's error word (gpuconv.check_errors)
+            elif buffer is None:  # err: a one-element error word; else a 4-D placeholder
                 buffer = call.placeholder(1, np.int64) if name == "err" else \
                     call.placeholder(4, np.int64 if name == "idx" else None)
             arrays.append(buffer)

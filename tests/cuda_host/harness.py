@@ -69,14 +69,23 @@ class HostExecutor:
         self._sm_count = sm_count  # few SMs: split-K still splits on small problems
         self.index = {name: i for i, name in enumerate(gpu_plan.kernel_names())}
         self.launched: list[str] = []
+        self.prepared: dict = {}
+        self.error_words: dict = {}
+
+    def current_device(self) -> int:
+        return 0
 
     def pointer(self, array) -> int:
         return array.__array_interface__["data"][0]
 
-    def launch(self, kernel, grid, block, params: np.ndarray) -> None:
-        self.launched.append(kernel)
+    def function(self, kernel: str):
         fn = getattr(self.lib, f"launch_{self.index[kernel]}")
-        fn(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_void_p(params.ctypes.data))
+
+        def launch(grid, block, args) -> None:
+            (params,) = args
+            self.launched.append(kernel)
+            fn(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_void_p(params.ctypes.data))
+        return launch
 
     def sm_count(self) -> int:
         return self._sm_count

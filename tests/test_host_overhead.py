@@ -1,0 +1,212 @@
+"""Host overhead of the GPU backends, on the CPU (bench/host.py's stand-ins for CuPy and
+Numba): no op reads device memory on the host (the fake device arrays raise on any
+transfer), an op call stays within issue 13's Python-call budget, and the per-signature
+caches (validation, plans, kernel handles, parameter structs) are keyed on everything the
+launch depends on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import gpuconv.functional as F  # noqa: E402
+from bench import host  # noqa: E402
+from gpuconv.backends import cupy_backend, gpu_plan  # noqa: E402
+
+BACKENDS = ("cupy", "numba")
+BUDGETED = ("cupy",)  # backends held to the Python-call target
+
+
+def _ops(backend):
+    stubbed, array_type = host.STUBS[backend]
+    with stubbed():
+        return list(host.op_calls(lambda shape, dtype=None: array_type(shape, dtype or "float32")))
+
+
+CASES = [pytest.param(backend, op, id=f"{backend}-{op}") for backend in BACKENDS
+         for op in _ops(backend)]
+
+
+@pytest.mark.parametrize("backend, op", CASES)
+def test_op_never_reads_device_memory(backend, op):
+    stubbed, array_type = host.STUBS[backend]
+    with stubbed() as launches:
+        calls = host.op_calls(lambda shape, dtype=None: array_type(shape, dtype or "float32"))
+        calls[op]()          # prepares the signature
+        del launches[:]
+        count = host.count_calls(calls[op])
+    assert launches, f"{op} launched nothing"
+    if backend in BUDGETED:
+        assert count <= host.TARGET_CALLS, f"{op}: {count} Python calls"
+
+
+@pytest.mark.parametrize("read", [np.asarray, int, float, bool, len, lambda a: a.get(),
+                                  lambda a: a.item(), lambda a: a.tolist(), list,
+                                  lambda a: a.copy_to_host(), lambda a: int(a.min())])
+@pytest.mark.parametrize("array_type", [host.CupyArray, host.NumbaArray])
+def test_fake_device_arrays_refuse_host_reads(array_type, read):
+    with pytest.raises(host.HostTransfer):
+        read(array_type((2, 3), "int64"))
+
+
+def test_fake_device_array_views_follow_numpy():
+    a = host.CupyArray((4, 3, 5, 6))
+    ref = np.empty((4, 3, 5, 6), np.float32)
+    for index in [(slice(None), slice(None), 0), (slice(None, None, -1), 1, slice(1, 4, 2)),
+                  (slice(None), slice(None), slice(None, None, -1), slice(None, None, -1))]:
+        view, want = a[index], ref[index]
+        assert view.shape == want.shape and view.strides == want.strides
+        offset = want.__array_interface__["data"][0] - ref.__array_interface__["data"][0]
+        assert view.data.ptr == a.data.ptr + offset
+    assert a.reshape(4, 3, 1, 30).is_c_contiguous() and not a[:, :, ::2].is_c_contiguous()
+
+
+# --------------------------------------------------------------------------- the caches
+class RecordingExecutor(host.NoOpExecutor):
+    """Keeps a copy of every struct launched, and counts how often each kernel is fetched."""
+
+    def __init__(self):
+        super().__init__()
+        self.structs, self.fetched = [], []
+
+    def function(self, kernel):
+        self.fetched.append(kernel)
+
+        def launch(grid, block, args):
+            self.structs.append(args[0].copy())
+        return launch
+
+
+@pytest.fixture
+def recording(monkeypatch):
+    with host.cupy_backend_stubbed():
+        ex = RecordingExecutor()
+        monkeypatch.setattr(cupy_backend, "_EXECUTOR", ex)
+        yield ex
+
+
+def _counting(monkeypatch, name):
+    calls = []
+    real = getattr(gpu_plan, name)
+
+    def plan(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(gpu_plan, name, plan)
+    return calls
+
+
+def test_a_signature_is_planned_once_and_only_pointers_change(recording, monkeypatch):
+    planned = _counting(monkeypatch, "conv_forward_plan")
+    x, w, b = host.CupyArray((8, 4, 9, 9)), host.CupyArray((6, 4, 3, 3)), host.CupyArray((6,))
+    y1 = F.conv2d(x, w, b, padding=1)
+    x2, w2, b2 = host.CupyArray(x.shape), host.CupyArray(w.shape), host.CupyArray(b.shape)
+    y2 = F.conv2d(x2, w2, b2, padding=1)
+    assert len(planned) == 1 and len(recording.fetched) == 1
+    first, second = recording.structs
+    for struct, arrays in ((first, (w, x, b, y1)), (second, (w2, x2, b2, y2))):
+        assert [int(struct[f][0]) for f in ("a", "b", "bias", "out")] == \
+            [a.data.ptr for a in arrays]
+    scalars = [name for name in first.dtype.names if name not in gpu_plan.POINTER_FIELDS]
+    assert all(np.array_equal(first[f], second[f]) for f in scalars)
+    template = next(iter(recording.prepared.values())).steps[0][3]
+    assert not any(template[:32])  # the prefilled struct's pointers are never patched
+
+
+@pytest.mark.parametrize("change", ["strides", "spec", "dtype", "precision", "device"])
+def test_what_the_launch_depends_on_is_planned_anew(recording, monkeypatch, change):
+    planned = _counting(monkeypatch, "conv_forward_plan")
+    x, w = host.CupyArray((8, 4, 9, 9)), host.CupyArray((6, 4, 3, 3))
+    F.conv2d(x, w)
+    kwargs = {}
+    if change == "strides":
+        x = host.CupyArray((8, 4, 9, 18))[:, :, :, ::2]
+    elif change == "spec":
+        kwargs = dict(padding=1)
+    elif change == "dtype":
+        x, w = host.CupyArray(x.shape, "float64"), host.CupyArray(w.shape, "float64")
+    elif change == "precision":
+        kwargs = dict(precision="tf32x3")
+    else:
+        monkeypatch.setattr(recording, "current_device", lambda: 1)
+    F.conv2d(x, w, **kwargs)
+    assert len(planned) == 2
+
+
+def test_device_attributes_are_read_once_per_device(recording, monkeypatch):
+    reads = []
+    monkeypatch.setattr(recording, "sm_count", lambda: reads.append(1) or 132)
+    gy, x = host.CupyArray((8, 6, 7, 7)), host.CupyArray((8, 4, 9, 9))
+    for _ in range(3):
+        F.conv2d_backward(gy, x, host.CupyArray((6, 4, 3, 3)), output_mask=(False, True, False))
+    assert len(reads) == 1
+
+
+def test_remembered_validation_still_tells_equal_values_of_other_types_apart():
+    """1, True and 1.0 are equal dict keys: a signature checked with stride=1 must not let
+    stride=True or stride=1.0 through."""
+    x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    want = F.conv2d(x, w, stride=1)
+    for bad in (True, 1.0, (1, True), (1.0, 1)):
+        with pytest.raises(TypeError, match="stride"):
+            F.conv2d(x, w, stride=bad)
+    np.testing.assert_array_equal(F.conv2d(x, w, stride=[1, 1]), want)  # a list: checked afresh
+    F.conv2d(x, w, padding=((1, 0), (0, 1)))
+    with pytest.raises(TypeError, match="padding"):
+        F.conv2d(x, w, padding=((True, 0), (0, 1)))
+    with pytest.raises(TypeError, match="input"):
+        F.conv2d(x.astype(np.int64), w)
+
+
+# --------------------------------------------------------------------------- device-side index check
+@pytest.fixture
+def emulated(monkeypatch):
+    """The CuPy backend on the CPU: its CUDA C kernels through tests/cuda_host."""
+    from gpuconv import backends
+    from tests.cuda_host import harness
+    if harness.compiler() is None:
+        pytest.skip("no C++ compiler (g++)")
+    monkeypatch.setattr(cupy_backend, "_EXECUTOR", harness.HostExecutor(harness.build()))
+    monkeypatch.setitem(backends._LOADED, "cupy", cupy_backend)
+    yield
+
+
+@pytest.mark.parametrize("bad", [25, -1, 1 << 40])
+@pytest.mark.parametrize("debug", [False, True])
+def test_bad_indices_are_flagged_on_the_device(emulated, monkeypatch, bad, debug):
+    """No wait in the op: a bad index sets the error word, which check_errors() (or, with
+    GPUCONV_DEBUG=1, the op itself) turns into the NumPy backend's ValueError, once."""
+    import gpuconv
+    from gpuconv import backends
+    from gpuconv.backends import numpy_backend
+    from gpuconv.shapes import PoolSpec
+    monkeypatch.setattr(backends, "DEBUG", debug)
+    rng = np.random.default_rng(bad % 7)
+    x, gy = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((2, 3, 2, 2))
+    _, idx = numpy_backend.max_pool2d(x, PoolSpec.make(2, 2), True)
+    gpuconv.check_errors()                                 # nothing flagged
+    want = F.max_pool2d_backward(gy, x, idx, 2)            # NumPy: checked on the host
+    idx[1, 2, 0, 1] = bad
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 25\)"):
+        F.max_pool2d_backward(gy, x, idx, 2)
+    call = (lambda: F.max_pool2d_backward(gy, x, idx, 2, backend="cupy"))
+    # emulated "device" arrays are NumPy arrays: present them as CuPy's to skip the host check
+    monkeypatch.setattr(F, "backend_for_array", lambda array: "cupy")
+    if debug:
+        with pytest.raises(ValueError, match=r"indices must lie in \[0, 25\)"):
+            call()
+    else:
+        got = call()
+        mask = np.ones_like(want)
+        mask[1, 2, 0:2, 2:4] = 0  # the flagged output's window: its gradient is dropped
+        np.testing.assert_allclose(got * mask, want * mask)
+        with pytest.raises(ValueError, match=r"indices must lie in \[0, 25\)"):
+            gpuconv.check_errors()
+    gpuconv.check_errors()                                 # cleared
