@@ -1,6 +1,6 @@
 """Host overhead of every op of ``gpuconv.functional`` on a GPU backend, measured on the CPU.
 
-    python bench/host.py                  # both GPU backends, writes bench/results/host_overhead.json
+    python bench/host.py              # both GPU backends, writes bench/results/host_overhead.json
     python bench/host.py --quick          # smoke run (few repetitions), writes nothing
     python bench/host.py --backends cupy --ops conv2d max_pool2d_backward --json /tmp/h.json
 
@@ -197,7 +197,7 @@ def cupy_backend_stubbed():
             backends._LOADED.pop("cupy", None)
 
 
-# --------------------------------------------------------------------------- Numba: stubbed launches
+# --------------------------------------------------------------------------- Numba: stubbed launch
 class _NoOpLaunch:
     def __init__(self, name: str, launches: list):
         self.name, self.launches = name, launches

@@ -165,7 +165,7 @@ def test_remembered_validation_still_tells_equal_values_of_other_types_apart():
         F.conv2d(x.astype(np.int64), w)
 
 
-# --------------------------------------------------------------------------- device-side index check
+# --------------------------------------------------------------------------- device index check
 @pytest.fixture
 def emulated(monkeypatch):
     """The CuPy backend on the CPU: its CUDA C kernels through tests/cuda_host."""

@@ -181,7 +181,7 @@ def _execute(ex, prepared: _Prepared, buffers: list) -> None:
         function(grid, block, (np.frombuffer(params, layout),))
 
 
-def _run(build, arrays: tuple, options: tuple):
+def _call(build, arrays: tuple, options: tuple):
     """Run the op that ``build(ex, *arrays, *options)`` prepares, preparing it only the first
     time this signature is met: the arrays' shapes, strides and dtypes, the options (specs,
     flags, alignment), the device and the autotune switch. Returns the outputs' slots."""
@@ -199,6 +199,13 @@ def _run(build, arrays: tuple, options: tuple):
     buffers = list(arrays)
     _execute(ex, prepared, buffers)
     return buffers[len(arrays):len(arrays) + len(prepared.outputs)]
+
+
+def _run(p: plan.Plan, buffers: dict) -> None:
+    """Launch plan ``p`` once on named buffers (its outputs among them), prepared afresh: for
+    plans no op asks for (tests)."""
+    ex = _EXECUTOR or _executor()
+    _execute(ex, _prepare(ex, p, tuple(buffers), ()), list(buffers.values()))
 
 
 def _precision(ex, precision: str, dtype: str) -> str:
@@ -260,7 +267,7 @@ def _build_conv2d(ex, x, weight, bias, spec: ConvSpec, precision: str):
 
 def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee"):
     """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias."""
-    return _run(_build_conv2d, (x, weight, bias), (spec, precision))[0]
+    return _call(_build_conv2d, (x, weight, bias), (spec, precision))[0]
 
 
 def _build_conv2d_grad_input(ex, grad_out, weight, bias, spec: ConvSpec, input_hw,
@@ -283,7 +290,7 @@ def _build_conv2d_grad_input(ex, grad_out, weight, bias, spec: ConvSpec, input_h
 def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
                       precision: str = "ieee"):
     """dL/dx (N, C, H, W), also conv_transpose2d's forward (with its ``bias`` (C,))."""
-    return _run(_build_conv2d_grad_input, (grad_out, weight, bias),
+    return _call(_build_conv2d_grad_input, (grad_out, weight, bias),
                 (spec, tuple(input_hw), precision))[0]
 
 
@@ -303,7 +310,7 @@ def _build_conv2d_grad_weight(ex, grad_out, x, spec: ConvSpec, kernel_hw, precis
 
 def conv2d_grad_weight(grad_out, x, spec: ConvSpec, kernel_hw, precision: str = "ieee"):
     """dL/dW (O, C/G, kH, kW) from grad_out (N, O, H_out, W_out) and x (N, C, H, W)."""
-    return _run(_build_conv2d_grad_weight, (grad_out, x), (spec, tuple(kernel_hw), precision))[0]
+    return _call(_build_conv2d_grad_weight, (grad_out, x), (spec, tuple(kernel_hw), precision))[0]
 
 
 def _build_conv2d_grad_bias(ex, grad_out):
@@ -314,7 +321,7 @@ def _build_conv2d_grad_bias(ex, grad_out):
 
 def conv2d_grad_bias(grad_out):
     """dL/db (O,) = sum of grad_out over batch and pixels."""
-    return _run(_build_conv2d_grad_bias, (grad_out,), ())[0]
+    return _call(_build_conv2d_grad_bias, (grad_out,), ())[0]
 
 
 # --------------------------------------------------------------------------- pooling
@@ -332,12 +339,12 @@ def _build_max_pool(ex, x, spec: PoolSpec | None, out_hw, return_indices: bool):
 
 def max_pool2d(x, spec: PoolSpec, return_indices: bool = True):
     """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
-    out, indices = _run(_build_max_pool, (x,), (spec, None, return_indices))
+    out, indices = _call(_build_max_pool, (x,), (spec, None, return_indices))
     return out, indices
 
 
 def adaptive_max_pool2d(x, out_hw):
-    out, indices = _run(_build_max_pool, (x,), (None, tuple(out_hw), True))
+    out, indices = _call(_build_max_pool, (x,), (None, tuple(out_hw), True))
     return out, indices
 
 
@@ -352,7 +359,7 @@ def _build_max_pool2d_backward(ex, grad_out, indices, input_hw, spec: PoolSpec |
 def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None):
     """dL/dx: each input element gathers the gradients of the outputs whose window may hold it
     (closed form from ``spec``; adaptive windows when None) and whose index names it."""
-    return _run(_build_max_pool2d_backward, (grad_out, indices), (tuple(input_hw), spec))[0]
+    return _call(_build_max_pool2d_backward, (grad_out, indices), (tuple(input_hw), spec))[0]
 
 
 def _build_avg_pool(ex, x, spec: PoolSpec | None, out_hw, count_include_pad, divisor_override,
@@ -364,16 +371,16 @@ def _build_avg_pool(ex, x, spec: PoolSpec | None, out_hw, count_include_pad, div
 
 
 def avg_pool2d(x, spec: PoolSpec, count_include_pad: bool, divisor_override):
-    return _run(_build_avg_pool, (x,), (spec, None, count_include_pad, divisor_override, None))[0]
+    return _call(_build_avg_pool, (x,), (spec, None, count_include_pad, divisor_override, None))[0]
 
 
 def adaptive_avg_pool2d(x, out_hw):
-    return _run(_build_avg_pool, (x,), (None, tuple(out_hw), True, None, None))[0]
+    return _call(_build_avg_pool, (x,), (None, tuple(out_hw), True, None, None))[0]
 
 
 def lp_pool2d(x, spec: PoolSpec, norm_type: float):
     """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p), in one kernel."""
-    return _run(_build_avg_pool, (x,), (spec, None, True, None, norm_type))[0]
+    return _call(_build_avg_pool, (x,), (spec, None, True, None, norm_type))[0]
 
 
 def _build_avg_backward(ex, grad_out, spec: PoolSpec | None, input_hw, count_include_pad,
@@ -386,12 +393,12 @@ def _build_avg_backward(ex, grad_out, spec: PoolSpec | None, input_hw, count_inc
 
 def avg_pool2d_backward(grad_out, spec: PoolSpec, input_hw, count_include_pad: bool,
                         divisor_override):
-    return _run(_build_avg_backward, (grad_out,),
+    return _call(_build_avg_backward, (grad_out,),
                 (spec, tuple(input_hw), count_include_pad, divisor_override))[0]
 
 
 def adaptive_avg_pool2d_backward(grad_out, input_hw):
-    return _run(_build_avg_backward, (grad_out,), (None, tuple(input_hw), True, None))[0]
+    return _call(_build_avg_backward, (grad_out,), (None, tuple(input_hw), True, None))[0]
 
 
 def _build_lp_pool2d_backward(ex, grad_out, x, spec: PoolSpec, norm_type: float):
@@ -401,4 +408,4 @@ def _build_lp_pool2d_backward(ex, grad_out, x, spec: PoolSpec, norm_type: float)
 
 
 def lp_pool2d_backward(grad_out, x, spec: PoolSpec, norm_type: float):
-    return _run(_build_lp_pool2d_backward, (grad_out, x), (spec, norm_type))[0]
+    return _call(_build_lp_pool2d_backward, (grad_out, x), (spec, norm_type))[0]
