@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
+import math
 import operator
 import os
 import platform
@@ -71,6 +73,7 @@ class _Pointer:
         return cls(ptr)
 
 
+@functools.cache
 def _contiguous_strides(shape, itemsize: int) -> tuple:
     strides, step = [], itemsize
     for n in reversed(shape):
@@ -83,12 +86,11 @@ class DeviceArray:
     """Metadata of a device array: all that gpuconv may read without a transfer."""
 
     def __init__(self, shape, dtype="float32", strides=None, data=None):
-        self.dtype = np.dtype(dtype)
-        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        # kept cheap: it stands in for cupy.ndarray, whose constructor is C
+        self.dtype = dtype if type(dtype) is np.dtype else np.dtype(dtype)
+        self.shape = (shape,) if type(shape) is int else tuple(shape)
         self.ndim, self.itemsize = len(self.shape), self.dtype.itemsize
-        self.size = 1
-        for n in self.shape:
-            self.size *= n
+        self.size = math.prod(self.shape)
         self.strides = strides or _contiguous_strides(self.shape, self.itemsize)
         self.data = data or _Pointer.allocate(self.size * self.itemsize)
 
@@ -147,8 +149,7 @@ class _NoOpKernel:
     def __init__(self, name: str, launches: list):
         self.name, self.launches = name, launches
 
-    def __call__(self, grid, block, args):
-        assert len(grid) == 3 and len(block) == 3 and len(args) == 1 and args[0].shape == (1,)
+    def __call__(self, grid, block, args):  # tests/test_host_overhead.py checks the arguments
         self.launches.append(self.name)
 
 

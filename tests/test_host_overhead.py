@@ -80,7 +80,11 @@ class RecordingExecutor(host.NoOpExecutor):
         self.fetched.append(kernel)
 
         def launch(grid, block, args):
-            self.structs.append(args[0].copy())
+            (struct,) = args  # one struct, passed by value
+            assert struct.shape == (1,) and struct.dtype in (gpu_plan.CONV_PARAMS,
+                                                             gpu_plan.POOL_PARAMS), kernel
+            assert all(type(v) is int and v > 0 for v in grid + block) and len(grid + block) == 6
+            self.structs.append(struct.copy())
         return launch
 
 
@@ -90,6 +94,15 @@ def recording(monkeypatch):
         ex = RecordingExecutor()
         monkeypatch.setattr(cupy_backend, "_EXECUTOR", ex)
         yield ex
+
+
+@pytest.mark.parametrize("op", _ops("cupy"))
+def test_every_op_launches_structs_by_value(recording, op):
+    """What CuPy receives: a size-1 parameter struct per launch, 3-D grids and blocks."""
+    calls = host.op_calls(lambda shape, dtype=None: host.CupyArray(shape, dtype or "float32"))
+    del recording.structs[:]
+    calls[op]()
+    assert recording.structs
 
 
 def _counting(monkeypatch, name):
