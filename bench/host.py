@@ -225,8 +225,15 @@ def numba_backend_stubbed():
         get_current_device=lambda: types.SimpleNamespace(id=0),
         default_stream=lambda: _Stream, external_stream=lambda ptr: _Stream)
 
-    def stub_table(dtype, setup=None):
-        return _StubTable(launches)
+    real_table, tables = numba_backend.kernel_table, {}
+
+    def stub_table(dtype, simulator=False):
+        """The backend's kernel table with each kernel's launch replaced by a no-op."""
+        key = (dtype, simulator)
+        if key not in tables:
+            tables[key] = {name: numba_backend.Entry(_NoOpLaunch(name, launches), *entry[1:])
+                           for name, entry in real_table(dtype, simulator).items()}
+        return tables[key]
 
     names = ("cuda", "kernel_table", "_ERROR_WORDS")
     saved = [getattr(numba_backend, name) for name in names]
@@ -241,16 +248,6 @@ def numba_backend_stubbed():
             setattr(numba_backend, name, value)
         if loaded is None:
             backends._LOADED.pop("numba", None)
-
-
-class _StubTable(dict):
-    def __init__(self, launches):
-        super().__init__()
-        self.launches = launches
-
-    def __missing__(self, name):
-        self[name] = (_NoOpLaunch(name, self.launches), None, None)
-        return self[name]
 
 
 STUBS = {"cupy": (cupy_backend_stubbed, CupyArray), "numba": (numba_backend_stubbed, NumbaArray)}

@@ -78,6 +78,10 @@ class HostExecutor:
     def pointer(self, array) -> int:
         return array.__array_interface__["data"][0]
 
+    def launch(self, kernel: str, grid, block, params: np.ndarray) -> None:
+        """One launch of ``kernel`` with a packed struct (tests that pack by hand)."""
+        self.function(kernel)(grid, block, (params,))
+
     def function(self, kernel: str):
         fn = getattr(self.lib, f"launch_{self.index[kernel]}")
 
