@@ -97,11 +97,12 @@ _CHECKED: dict = {}
 def _checked(checks, *args):
     """``checks(*args)``, run once per call signature: arrays by their type, shape, dtype and
     ndim (all that the rules read of them), other arguments by value and exact type (1, 1.0
-    and True are equal dict keys but not the same argument), and by ``$GPUCONV_MAX_BYTES``
-    (the size limit that ``_check_sizes`` applies). A failing check raises on every
+    and True are equal dict keys but not the same argument), by ``$GPUCONV_MAX_BYTES`` (the
+    size limit that ``_check_sizes`` applies) and by the backend modules loaded. A failing check raises on every
     call (nothing is remembered); an argument of another kind (a list, a NumPy integer) is
     checked afresh on every call."""
-    key = [checks, os.environ.get(MAX_BYTES_ENV)]  # the array size limit some checks apply
+    # the size limit some checks apply, and the loaded backend modules (tests swap them)
+    key = [checks, os.environ.get(MAX_BYTES_ENV), tuple(backends._LOADED.values())]
     for arg in args:
         kind = type(arg)
         if kind is tuple:  # of plain values, or of tuples of them (padding pairs)

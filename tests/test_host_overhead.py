@@ -223,3 +223,16 @@ def test_bad_indices_are_flagged_on_the_device(emulated, monkeypatch, bad, debug
         with pytest.raises(ValueError, match=r"indices must lie in \[0, 25\)"):
             gpuconv.check_errors()
     gpuconv.check_errors()                                 # cleared
+
+
+def test_remembered_validation_follows_the_loaded_backend(monkeypatch):
+    """A signature checked once still reaches the backend module loaded now (tests swap it)."""
+    import types as pytypes
+
+    from gpuconv import backends
+    x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    F.conv2d(x, w)
+    stand_in = pytypes.SimpleNamespace(PRECISIONS=("ieee",), __name__="stand_in_backend",
+                                       conv2d=lambda *args: "stand-in")
+    monkeypatch.setitem(backends._LOADED, "numpy", stand_in)
+    assert F.conv2d(x, w) == "stand-in"
