@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gpuconv.backends import backend_for_array, get_backend
+from gpuconv.backends import backend_for_array, check_backend_takes, get_backend
 
 FLOAT_DTYPES = ("float32", "float64")
 MAX_BYTES_ENV = "GPUCONV_MAX_BYTES"
@@ -90,7 +90,5 @@ def resolve_backend(backend: str | None, *arrays):
     elif not isinstance(backend, str):
         raise TypeError(f"backend must be a string or None, got {type(backend).__name__}")
     module = get_backend(backend)
-    if backend == "numpy" and implied != "numpy":
-        raise TypeError(f"backend 'numpy' takes numpy arrays, got {implied} arrays; "
-                        f"use backend={implied!r} or copy them to the host")
+    check_backend_takes(backend, arrays[0])
     return module

@@ -30,6 +30,8 @@ import os
 from typing import Optional, Sequence, Union
 
 from gpuconv import backends
+from gpuconv._boundary import public_op
+from gpuconv import backends
 from gpuconv._checks import (MAX_BYTES_ENV, check_array, check_array_bytes, check_positive_dims,
                              check_same_dtype, check_shape, resolve_backend)
 from gpuconv.backends import backend_for_array, get_backend
@@ -142,12 +144,8 @@ def _checked(checks, *args):
 
 
 def _flip_kernel(weight):
-    """Reverse the two kernel axes: true convolution is correlation with this kernel. A
-    Numba device array gets a contiguous copy: Numba copies no reversed view to the host."""
-    flipped = weight[:, :, ::-1, ::-1]
-    if backend_for_array(weight) == "numba":
-        return get_backend("numba").contiguous(flipped)
-    return flipped
+    """Reverse the two kernel axes: true convolution is correlation with this kernel."""
+    return get_backend(backend_for_array(weight)).flip_kernel(weight)
 
 
 def _check_precision(precision, be):
@@ -156,8 +154,7 @@ def _check_precision(precision, be):
     if precision not in ("ieee", "tf32", "tf32x3"):
         raise ValueError(f"precision must be 'ieee', 'tf32' or 'tf32x3', got {precision!r}")
     if precision not in be.PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not offered by backend "
-                         f"{be.__name__.rpartition('.')[2].removesuffix('_backend')!r} "
+        raise ValueError(f"precision={precision!r} is not offered by backend {be.NAME!r} "
                          f"(it offers {be.PRECISIONS})")
     return precision
 
@@ -278,6 +275,7 @@ def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups,
     return grad_x, grad_w, grad_b
 
 
+@public_op("NCL")
 def conv1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 0,
            dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
            flip: bool = False, precision: str = "ieee", backend: Optional[str] = None):
@@ -304,6 +302,7 @@ def conv1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 
                  precision, backend)
 
 
+@public_op("NCHW")
 def conv2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 0,
            dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
            flip: bool = False, precision: str = "ieee", backend: Optional[str] = None):
@@ -316,6 +315,7 @@ def conv2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 
                  precision, backend)
 
 
+@public_op("NCL", parameter_grads=True)
 def conv1d_backward(grad_out, input, weight, stride: IntOrTuple = 1, padding: Padding = 0,
                     dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
                     flip: bool = False, output_mask: OutputMask = (True, True, True),
@@ -330,6 +330,7 @@ def conv1d_backward(grad_out, input, weight, stride: IntOrTuple = 1, padding: Pa
                           padding_mode, flip, output_mask, precision, backend)
 
 
+@public_op("NCHW", parameter_grads=True)
 def conv2d_backward(grad_out, input, weight, stride: IntOrTuple = 1, padding: Padding = 0,
                     dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
                     flip: bool = False, output_mask: OutputMask = (True, True, True),
@@ -384,6 +385,7 @@ def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_
     return grad_x, grad_w, grad_b
 
 
+@public_op("NCL")
 def conv_transpose1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
                      output_padding: IntOrTuple = 0, groups: int = 1, dilation: IntOrTuple = 1, *,
                      precision: str = "ieee", backend: Optional[str] = None):
@@ -394,6 +396,7 @@ def conv_transpose1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: 
                            dilation, precision, backend)
 
 
+@public_op("NCHW")
 def conv_transpose2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
                      output_padding: IntOrTuple = 0, groups: int = 1, dilation: IntOrTuple = 1, *,
                      precision: str = "ieee", backend: Optional[str] = None):
@@ -404,6 +407,7 @@ def conv_transpose2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: 
                            dilation, precision, backend)
 
 
+@public_op("NCL", parameter_grads=True)
 def conv_transpose1d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
                               padding: IntOrTuple = 0, output_padding: IntOrTuple = 0,
                               groups: int = 1, dilation: IntOrTuple = 1, *,
@@ -414,6 +418,7 @@ def conv_transpose1d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
                                     groups, dilation, output_mask, precision, backend)
 
 
+@public_op("NCHW", parameter_grads=True)
 def conv_transpose2d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
                               padding: IntOrTuple = 0, output_padding: IntOrTuple = 0,
                               groups: int = 1, dilation: IntOrTuple = 1, *,
@@ -503,6 +508,7 @@ def _index_pool_backward(ndim, grad_out, x, indices, spec, out_spatial, check_in
     return _drop(ndim, grad_x)
 
 
+@public_op("NCL")
 def max_pool1d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
                padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
                return_indices: bool = False, *, backend: Optional[str] = None):
@@ -513,6 +519,7 @@ def max_pool1d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = No
                      backend)
 
 
+@public_op("NCHW")
 def max_pool2d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
                padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
                return_indices: bool = False, *, backend: Optional[str] = None):
@@ -524,6 +531,7 @@ def max_pool2d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = No
                      backend)
 
 
+@public_op("NCL")
 def max_pool1d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                         dilation: IntOrTuple = 1, ceil_mode: bool = False, *,
@@ -536,6 +544,7 @@ def max_pool1d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                                 backend)
 
 
+@public_op("NCHW")
 def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                         dilation: IntOrTuple = 1, ceil_mode: bool = False, *,
@@ -595,6 +604,7 @@ def _avg_pool_backward(ndim, grad_out, x, kernel_size, stride, padding, ceil_mod
                                               include_pad, divisor_override))
 
 
+@public_op("NCL")
 def avg_pool1d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
                padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: Optional[int] = None, *, backend: Optional[str] = None):
@@ -604,6 +614,7 @@ def avg_pool1d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = No
                      divisor_override, backend)
 
 
+@public_op("NCHW")
 def avg_pool2d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = None,
                padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: Optional[int] = None, *, backend: Optional[str] = None):
@@ -614,6 +625,7 @@ def avg_pool2d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = No
                      divisor_override, backend)
 
 
+@public_op("NCL")
 def avg_pool1d_backward(grad_out, input, kernel_size: IntOrTuple,
                         stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                         ceil_mode: bool = False, count_include_pad: bool = True,
@@ -624,6 +636,7 @@ def avg_pool1d_backward(grad_out, input, kernel_size: IntOrTuple,
                               count_include_pad, divisor_override, backend)
 
 
+@public_op("NCHW")
 def avg_pool2d_backward(grad_out, input, kernel_size: IntOrTuple,
                         stride: Optional[IntOrTuple] = None, padding: IntOrTuple = 0,
                         ceil_mode: bool = False, count_include_pad: bool = True,
@@ -692,11 +705,13 @@ def _adaptive_max_pool_backward(ndim, grad_out, x, indices, output_size, check_i
                                 backend)
 
 
+@public_op("NCL")
 def adaptive_avg_pool1d(input, output_size: IntOrTuple, *, backend: Optional[str] = None):
     """1-D adaptive average pooling: ``output_size`` windows ``[floor(i*L/out), ceil((i+1)*L/out))``."""
     return _adaptive_avg_pool(1, input, output_size, backend)
 
 
+@public_op("NCHW")
 def adaptive_avg_pool2d(input, output_size, *, backend: Optional[str] = None):
     """2-D adaptive average pooling (PyTorch's ``adaptive_avg_pool2d``): windows
     ``[floor(i*H/out), ceil((i+1)*H/out))`` per axis; ``None`` in ``output_size`` keeps
@@ -704,23 +719,27 @@ def adaptive_avg_pool2d(input, output_size, *, backend: Optional[str] = None):
     return _adaptive_avg_pool(2, input, output_size, backend)
 
 
+@public_op("NCL")
 def adaptive_avg_pool1d_backward(grad_out, input, output_size: IntOrTuple, *,
                                  backend: Optional[str] = None):
     """Gradient of ``adaptive_avg_pool1d`` with respect to its input."""
     return _adaptive_avg_pool_backward(1, grad_out, input, output_size, backend)
 
 
+@public_op("NCHW")
 def adaptive_avg_pool2d_backward(grad_out, input, output_size, *, backend: Optional[str] = None):
     """Gradient of ``adaptive_avg_pool2d`` with respect to its input."""
     return _adaptive_avg_pool_backward(2, grad_out, input, output_size, backend)
 
 
+@public_op("NCL")
 def adaptive_max_pool1d(input, output_size: IntOrTuple, return_indices: bool = False, *,
                         backend: Optional[str] = None):
     """1-D adaptive max pooling; indices and ties as in ``max_pool1d``."""
     return _adaptive_max_pool(1, input, output_size, return_indices, backend)
 
 
+@public_op("NCHW")
 def adaptive_max_pool2d(input, output_size, return_indices: bool = False, *,
                         backend: Optional[str] = None):
     """2-D adaptive max pooling (PyTorch's ``adaptive_max_pool2d``); indices and ties as in
@@ -728,6 +747,7 @@ def adaptive_max_pool2d(input, output_size, return_indices: bool = False, *,
     return _adaptive_max_pool(2, input, output_size, return_indices, backend)
 
 
+@public_op("NCL")
 def adaptive_max_pool1d_backward(grad_out, input, indices, output_size: IntOrTuple, *,
                                  check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``adaptive_max_pool1d`` with respect to its input."""
@@ -735,6 +755,7 @@ def adaptive_max_pool1d_backward(grad_out, input, indices, output_size: IntOrTup
                                        check_indices, backend)
 
 
+@public_op("NCHW")
 def adaptive_max_pool2d_backward(grad_out, input, indices, output_size, *,
                                  check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``adaptive_max_pool2d`` with respect to its input."""
@@ -742,22 +763,26 @@ def adaptive_max_pool2d_backward(grad_out, input, indices, output_size, *,
                                        check_indices, backend)
 
 
+@public_op("NCHW")
 def global_avg_pool2d(input, *, backend: Optional[str] = None):
     """Mean of each channel plane: (N, C, H, W) -> (N, C, 1, 1) (Keras' GlobalAveragePooling2D,
     keeping the spatial axes)."""
     return _adaptive_avg_pool(2, input, 1, backend)
 
 
+@public_op("NCHW")
 def global_avg_pool2d_backward(grad_out, input, *, backend: Optional[str] = None):
     """Gradient of ``global_avg_pool2d`` with respect to its input."""
     return _adaptive_avg_pool_backward(2, grad_out, input, 1, backend)
 
 
+@public_op("NCHW")
 def global_max_pool2d(input, return_indices: bool = False, *, backend: Optional[str] = None):
     """Maximum of each channel plane: (N, C, H, W) -> (N, C, 1, 1); indices as ``max_pool2d``."""
     return _adaptive_max_pool(2, input, 1, return_indices, backend)
 
 
+@public_op("NCHW")
 def global_max_pool2d_backward(grad_out, input, indices, *, check_indices: bool = True,
                                backend: Optional[str] = None):
     """Gradient of ``global_max_pool2d`` with respect to its input."""
@@ -798,6 +823,7 @@ def _lp_pool_backward(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mo
     return _drop(ndim, be.lp_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, x), spec, p))
 
 
+@public_op("NCL")
 def lp_pool1d(input, norm_type: float, kernel_size: IntOrTuple,
               stride: Optional[IntOrTuple] = None, ceil_mode: bool = False, *,
               backend: Optional[str] = None):
@@ -806,6 +832,7 @@ def lp_pool1d(input, norm_type: float, kernel_size: IntOrTuple,
     return _lp_pool(1, input, norm_type, kernel_size, stride, ceil_mode, backend)
 
 
+@public_op("NCHW")
 def lp_pool2d(input, norm_type: float, kernel_size: IntOrTuple,
               stride: Optional[IntOrTuple] = None, ceil_mode: bool = False, *,
               backend: Optional[str] = None):
@@ -813,6 +840,7 @@ def lp_pool2d(input, norm_type: float, kernel_size: IntOrTuple,
     return _lp_pool(2, input, norm_type, kernel_size, stride, ceil_mode, backend)
 
 
+@public_op("NCL")
 def lp_pool1d_backward(grad_out, input, norm_type: float, kernel_size: IntOrTuple,
                        stride: Optional[IntOrTuple] = None, ceil_mode: bool = False, *,
                        backend: Optional[str] = None):
@@ -821,6 +849,7 @@ def lp_pool1d_backward(grad_out, input, norm_type: float, kernel_size: IntOrTupl
                              backend)
 
 
+@public_op("NCHW")
 def lp_pool2d_backward(grad_out, input, norm_type: float, kernel_size: IntOrTuple,
                        stride: Optional[IntOrTuple] = None, ceil_mode: bool = False, *,
                        backend: Optional[str] = None):

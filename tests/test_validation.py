@@ -135,7 +135,7 @@ def _cases():
             ]
         for op in (f"conv{d}", f"conv{d}_backward"):
             cases += [
-                _c(op, dict(input=lambda a: a["input"][0]), ValueError, "input", "input-ndim-low"),
+                _c(op, dict(input=lambda a: a["input"][0, 0]), ValueError, "input", "input-ndim-low"),
                 _c(op, dict(input=lambda a: a["input"][None]), ValueError, "input",
                    "input-ndim-high"),
                 _c(op, dict(input=lambda a: a["input"].tolist()), TypeError, "input", "input-list"),
@@ -226,7 +226,7 @@ def _cases():
         # ------------------------------------------------------- transposed conv
         for op in (f"conv_transpose{d}", f"conv_transpose{d}_backward"):
             cases += [
-                _c(op, dict(input=lambda a: a["input"][0]), ValueError, "input", "input-ndim"),
+                _c(op, dict(input=lambda a: a["input"][0, 0]), ValueError, "input", "input-ndim"),
                 _c(op, dict(input=lambda a: a["input"].tolist()), TypeError, "input", "input-list"),
                 _c(op, dict(input=3), TypeError, "input", "input-scalar"),
                 _c(op, dict(input=lambda a: a["input"].astype(np.int64)), TypeError, "input",
@@ -278,7 +278,7 @@ def _cases():
                    f"avg_pool{d}_backward", f"lp_pool{d}", f"lp_pool{d}_backward"):
             lp = op.startswith("lp")
             cases += [
-                _c(op, dict(input=lambda a: a["input"][0]), ValueError, "input", "input-ndim"),
+                _c(op, dict(input=lambda a: a["input"][0, 0]), ValueError, "input", "input-ndim"),
                 _c(op, dict(input=lambda a: a["input"][None]), ValueError, "input",
                    "input-ndim-high"),
                 _c(op, dict(input=lambda a: a["input"].tolist()), TypeError, "input", "input-list"),
@@ -325,7 +325,7 @@ def _cases():
         for op in (f"adaptive_avg_pool{d}", f"adaptive_avg_pool{d}_backward",
                    f"adaptive_max_pool{d}", f"adaptive_max_pool{d}_backward"):
             cases += [
-                _c(op, dict(input=lambda a: a["input"][0]), ValueError, "input", "input-ndim"),
+                _c(op, dict(input=lambda a: a["input"][0, 0]), ValueError, "input", "input-ndim"),
                 _c(op, dict(input=lambda a: a["input"].tolist()), TypeError, "input", "input-list"),
                 _c(op, dict(input=2.0), TypeError, "input", "input-scalar"),
                 _c(op, dict(input=lambda a: a["input"].astype(np.int16)), TypeError, "input",
@@ -368,7 +368,7 @@ def _cases():
     for op in ("global_avg_pool2d", "global_avg_pool2d_backward", "global_max_pool2d",
                "global_max_pool2d_backward"):
         cases += [
-            _c(op, dict(input=lambda a: a["input"][0]), ValueError, "input", "input-ndim"),
+            _c(op, dict(input=lambda a: a["input"][0, 0]), ValueError, "input", "input-ndim"),
             _c(op, dict(input=lambda a: a["input"].tolist()), TypeError, "input", "input-list"),
             _c(op, dict(input=lambda a: a["input"].astype(np.int64)), TypeError, "input",
                "input-int"),

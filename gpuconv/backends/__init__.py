@@ -12,8 +12,10 @@ import importlib
 import os
 from types import ModuleType
 
-# What every backend module provides (signatures and maths in reference.py), besides
-# PRECISIONS, the conv arithmetic it offers ("ieee", and "tf32" on tensor cores).
+# What every backend module provides (signatures and maths in reference.py): the kernels,
+# flip_kernel (functional.py's true convolution) and from_foreign, its
+# zero-copy view of another library's array; besides NAME and PRECISIONS (the conv
+# arithmetic it offers: "ieee", and "tf32" on tensor cores).
 # max_pool2d_backward(grad_out, indices, input_hw, spec) receives the PoolSpec (None for
 # adaptive max pooling, whose windows follow from input_hw and grad_out's shape), so a GPU
 # backend finds each input element's candidate windows in closed form.
@@ -21,12 +23,17 @@ KERNELS = (
     "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
-    "lp_pool2d", "lp_pool2d_backward",
+    "lp_pool2d", "lp_pool2d_backward", "flip_kernel", "from_foreign",
 )
 
 # Backend name -> the array library whose arrays it takes and returns.
 ARRAY_LIBRARY = {"numpy": "numpy", "cupy": "cupy", "numba": "numba"}
 BACKENDS = tuple(ARRAY_LIBRARY)
+# Backend name -> the array libraries it takes (Numba copies NumPy arrays to the device and
+# back), and where another library's arrays must live for it.
+TAKES = {"numpy": ("numpy",), "cupy": ("cupy",), "numba": ("numba", "cupy", "numpy")}
+TAKES_FOREIGN_ON = {"numpy": ("cpu",), "cupy": ("cuda",), "numba": ("cpu", "cuda")}
+CUDA_BACKENDS = ("cupy", "numba")  # in the order a CUDA array of another library tries them
 
 
 class BackendUnavailableError(RuntimeError):
@@ -117,13 +124,68 @@ def check_errors() -> None:
                              f"plane: max-pool backward met one outside on the device")
 
 
+def array_library(array) -> str:
+    """The library that made ``array``: "numpy", "cupy", "numba", "torch", "jax", ..."""
+    return type(array).__module__.partition(".")[0]
+
+
+def is_foreign_array(array) -> bool:
+    """Whether ``array`` comes from a library no backend takes as it is, yet can be shared
+    without a copy (DLPack, or the CUDA array interface)."""
+    return array_library(array) not in ARRAY_LIBRARY.values() and (
+        hasattr(array, "__dlpack__") or hasattr(array, "__cuda_array_interface__"))
+
+
+def foreign_device(array) -> str:
+    """Where a foreign array's memory lives: "cpu" or "cuda"."""
+    if hasattr(array, "__dlpack_device__"):
+        kind, _ = array.__dlpack_device__()
+        device = {1: "cpu", 2: "cuda"}.get(int(kind))  # DLPack's kDLCPU, kDLCUDA
+        if device is None:
+            raise TypeError(f"{type(array).__name__} arrays on DLPack device type {int(kind)} "
+                            f"are not supported: gpuconv runs on the CPU and on CUDA devices")
+        return device
+    return "cuda"  # only the CUDA array interface
+
+
 def backend_for_array(array) -> str:
-    """The default backend for an array: the one whose array library made it."""
-    library = type(array).__module__.partition(".")[0]
+    """The default backend for an array: the one whose array library made it; for another
+    library's array, NumPy in host memory and the first CUDA backend that runs here on a
+    CUDA device."""
+    library = array_library(array)
     for name, lib in ARRAY_LIBRARY.items():
         if lib == library:
             return name
-    raise TypeError(f"expected a numpy, cupy or numba device array, got {type(array).__name__}")
+    if not is_foreign_array(array):
+        raise TypeError(f"expected an array (numpy, cupy, numba, or one with __dlpack__ or "
+                        f"__cuda_array_interface__), got {type(array).__name__}")
+    if foreign_device(array) == "cpu":
+        return "numpy"
+    reasons = {name: unavailable_reason(name) for name in CUDA_BACKENDS}
+    for name, reason in reasons.items():
+        if reason is None:
+            return name
+    raise BackendUnavailableError(f"no CUDA backend can run the {library} array: " + "; ".join(
+        f"{name}: {reason}" for name, reason in reasons.items()))
+
+
+def check_backend_takes(backend: str, array) -> None:
+    """A TypeError unless backend ``backend`` takes ``array`` (see ``TAKES``)."""
+    if backend not in ARRAY_LIBRARY:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    library = array_library(array)
+    if not is_foreign_array(array):
+        if library not in TAKES[backend]:
+            raise TypeError(f"backend {backend!r} takes {' or '.join(TAKES[backend])} arrays, "
+                            f"got {library} arrays; use backend={backend_for_array(array)!r} "
+                            f"or move them")
+        return
+    device = foreign_device(array)
+    if device not in TAKES_FOREIGN_ON[backend]:
+        where, fit = (("in host memory", "'numpy'") if device == "cpu"
+                      else ("on a CUDA device", "'cupy' or 'numba'"))
+        raise TypeError(f"backend {backend!r} cannot take {library} arrays {where}; use "
+                        f"backend={fit} or move them")
 
 
 _LOADED: dict[str, ModuleType] = {}

@@ -21,6 +21,7 @@ check (``gpuconv.check_errors``).
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import struct
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from gpuconv.backends import autotune, cuda_source, gpu_plan as plan
 from gpuconv.backends.autotune import set_autotune  # noqa: F401  (public switch)
 from gpuconv.shapes import ConvSpec, PoolSpec
 
+NAME = "cupy"
 PRECISIONS = plan.PRECISIONS  # "tf32", "tf32x3": mma.sync tensor cores, float32 accumulation
 
 
@@ -99,6 +101,29 @@ def _executor():
     if _EXECUTOR is None:
         _EXECUTOR = CupyExecutor()
     return _EXECUTOR
+
+
+# --------------------------------------------------------------------------- array helpers
+def from_foreign(array):
+    """Another library's CUDA array as a CuPy array, without a copy (DLPack, or the CUDA
+    array interface); DLPack orders the producer's stream before CuPy's current one."""
+    xp = _executor().xp
+    return xp.from_dlpack(array) if hasattr(array, "__dlpack__") else xp.asarray(array)
+
+
+@contextlib.contextmanager
+def on_stream(device: int, stream):
+    """Run the launches inside on CUDA device ``device`` and on ``stream``, another library's
+    stream object (CUDA stream protocol: ``__cuda_stream__``), PyTorch's current one say."""
+    xp = _executor().xp
+    with xp.cuda.Device(device), xp.cuda.Stream.from_external(stream):
+        yield
+
+
+def flip_kernel(weight):
+    """Both kernel axes reversed (a view): the kernels read any strides."""
+    return weight[:, :, ::-1, ::-1]
+
 
 
 def _strides(array) -> tuple[int, ...]:

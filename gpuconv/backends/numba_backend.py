@@ -5,9 +5,10 @@ Checked against the PyTorch goldens and the NumPy backend (tests/test_golden.py,
 tests/test_numba_random.py) through Numba's CUDA simulator, and compiled for sm_90
 (tests/test_numba_sm90.py) from ``kernel_table``, the one list of kernels and signatures.
 
-Arrays: Numba device arrays in, Numba device arrays out (asynchronous, default stream);
-CuPy arrays in, CuPy arrays out (zero-copy through ``__cuda_array_interface__``, on CuPy's
-current stream, no synchronisation); NumPy arrays are copied to the device and back.
+Arrays: Numba device arrays in, Numba device arrays out (asynchronous, default stream, or
+the stream of ``on_stream``); CuPy arrays in, CuPy arrays out (zero-copy through
+``__cuda_array_interface__``, on CuPy's current stream, no synchronisation); NumPy arrays
+are copied to the device and back.
 
 Convolutions run the twins of the CuPy backend's kernels (conv_gemm, conv_splitk_reduce,
 conv_grad_bias, conv_pad_adjoint), launched as ``gpu_plan``'s ``numba_conv_*_plan`` says:
@@ -18,6 +19,8 @@ hold it). No kernel uses atomics: every result repeats bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -26,12 +29,14 @@ import numpy as np
 import numba
 from numba import config, cuda, types
 
-from gpuconv.backends import gpu_plan
+from gpuconv.backends import array_library, foreign_device, gpu_plan
 from gpuconv.kernels import conv_numba as ck
 from gpuconv.kernels import pool_numba as pk
 from gpuconv.shapes import ConvSpec, PoolSpec
 
+NAME = "numba"
 PRECISIONS = ("ieee",)  # conv arithmetic: strict IEEE float maths (FFMA), no tensor cores
+_STREAM = contextvars.ContextVar("gpuconv_numba_stream", default=None)  # set by on_stream
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class _Call:
 
     def __init__(self, *arrays):
         first = next(a for a in arrays if a is not None)
-        self.kind = type(first).__module__.partition(".")[0]  # numpy, cupy or numba
+        self.kind = array_library(first)  # numpy, cupy or numba
         self.dtype = np.dtype(first.dtype)
         self._owners = {}  # id of a device view -> the CuPy array that owns its memory
         if self.kind == "cupy":
@@ -123,7 +128,7 @@ class _Call:
         elif self.kind == "numba":
             self.stream = 0  # the default stream as launches take it: no Stream object per call
         else:
-            self.stream = cuda.default_stream()
+            self.stream = _STREAM.get() or cuda.default_stream()
 
     def device(self, array):
         if array is None:
@@ -202,6 +207,38 @@ class _Call:
 
 
 # --------------------------------------------------------------------------- array helpers
+def from_foreign(array):
+    """Another library's array as one this backend takes, without a copy: a CUDA array as a
+    Numba device array (CUDA array interface; outside ``on_stream`` Numba first waits for
+    the producer's stream), a host array as a NumPy array (DLPack)."""
+    if foreign_device(array) == "cpu":
+        return np.from_dlpack(array)
+    if not hasattr(array, "__cuda_array_interface__"):
+        raise TypeError(f"backend 'numba' reads CUDA arrays through __cuda_array_interface__, "
+                        f"which this {array_library(array)} array lacks; use backend='cupy'")
+    return cuda.as_cuda_array(array, sync=_STREAM.get() is None)
+
+
+@contextlib.contextmanager
+def on_stream(device: int, stream):
+    """Run the launches inside on CUDA device ``device`` and on ``stream``, another library's
+    stream object (CUDA stream protocol: ``__cuda_stream__``), PyTorch's current one say."""
+    _, handle = stream.__cuda_stream__()
+    with cuda.gpus[device]:
+        token = _STREAM.set(cuda.external_stream(handle))
+        try:
+            yield
+        finally:
+            _STREAM.reset(token)
+
+
+def flip_kernel(weight):
+    """Both kernel axes reversed; a Numba device array as a contiguous copy (Numba copies
+    no reversed view to the host), a NumPy or CuPy one as a view."""
+    flipped = weight[:, :, ::-1, ::-1]
+    return contiguous(flipped) if array_library(weight) == "numba" else flipped
+
+
 def contiguous(array):
     """A C-contiguous copy of a strided 4-D Numba device array (a reversed view, say; one
     of size-1 axes only counts as contiguous to Numba, yet its negative strides break

@@ -47,6 +47,7 @@ from gpuconv import parallel
 from gpuconv._checks import MAX_BYTES_ENV, max_array_bytes
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
+NAME = "numpy"
 PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float maths
 CHUNK_BYTES = 16 << 20  # im2col buffer budget per batch chunk
 FOLD_CHUNK_BYTES = 1 << 20  # row-image fold buffer per batch chunk: its adds run in cache
@@ -54,6 +55,18 @@ CACHE_BLOCK_BYTES = 512 << 10  # working set of the depthwise im2col blocks
 # Output planes below this many pixels make per-sample GEMMs too small for BLAS (each
 # call pays its threads' start-up): the batch chunk then becomes one GEMM per group.
 BATCH_GEMM_PIXELS = 512
+
+
+# --------------------------------------------------------------------------- array helpers
+def from_foreign(array) -> np.ndarray:
+    """Another library's array in host memory as a NumPy array, without a copy (DLPack)."""
+    return np.from_dlpack(array)
+
+
+def flip_kernel(weight: np.ndarray) -> np.ndarray:
+    """Both kernel axes reversed (a view): true convolution is correlation with it."""
+    return weight[:, :, ::-1, ::-1]
+
 
 
 # --------------------------------------------------------------------------- windowing primitive

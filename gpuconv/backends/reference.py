@@ -29,8 +29,21 @@ from numpy.lib.stride_tricks import as_strided
 
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
+NAME = "reference"
 PRECISIONS = ("ieee",)
 _NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+# --------------------------------------------------------------------------- array helpers
+def from_foreign(array) -> np.ndarray:
+    """Another library's array in host memory as a NumPy array, without a copy (DLPack)."""
+    return np.from_dlpack(array)
+
+
+def flip_kernel(weight: np.ndarray) -> np.ndarray:
+    """Both kernel axes reversed: true convolution is correlation with it."""
+    return weight[:, :, ::-1, ::-1]
+
 
 
 # --------------------------------------------------------------------------- the primitive
