@@ -1,0 +1,205 @@
+"""Any array in: another library's array (PyTorch here, and a minimal DLPack library) reaches
+the backend through DLPack without a copy and the results come back in its type; a mismatched
+array and ``backend=`` is a TypeError for every backend; the backend contract is complete."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+import gpuconv.functional as F
+from gpuconv import backends
+from gpuconv.backends import numpy_backend
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+
+
+class HostArray:
+    """A minimal array library of its own: a NumPy buffer shown only through DLPack and the
+    array API's ``__array_namespace__`` (as JAX or a future library would)."""
+
+    def __init__(self, data):
+        self._data = data
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+
+    def __dlpack__(self, **kwargs):
+        return self._data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._data.__dlpack_device__()
+
+    def __array_namespace__(self):
+        return HostNamespace
+
+
+class HostNamespace:
+    @staticmethod
+    def from_dlpack(array):
+        return HostArray(np.from_dlpack(array))
+
+
+HostArray.__module__ = HostNamespace.__module__ = "hostarray"  # a library no backend takes
+
+
+class CudaArray:
+    """A foreign array in CUDA memory, as far as the dispatch can tell."""
+    __module__ = "cudalib"
+    __cuda_array_interface__ = {"shape": (1, 1, 2, 2), "typestr": "<f4", "data": (0, False),
+                                "version": 3}
+
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA, device 0
+
+
+def _data_pointer(array) -> int:
+    return array.__array_interface__["data"][0]
+
+
+# op -> (positional arrays as shapes, keyword arguments); float64 arrays, int64 "indices"
+OPS = {
+    "conv2d": (((2, 3, 6, 5), (4, 3, 3, 3), (4,)), dict(padding=1)),
+    "conv1d_backward": (((2, 4, 6), (2, 3, 6), (4, 3, 3)), dict(padding=1)),
+    "conv_transpose2d": (((2, 3, 4, 4), (3, 2, 3, 3)), dict(stride=2)),
+    "max_pool2d": (((2, 3, 6, 6),), dict(kernel_size=2, return_indices=True)),
+    "avg_pool1d_backward": (((2, 3, 3), (2, 3, 6)), dict(kernel_size=2)),
+    "adaptive_max_pool2d_backward": (((2, 3, 2, 2), (2, 3, 5, 5), "indices"),
+                                     dict(output_size=2)),
+    "lp_pool2d": (((2, 3, 6, 6),), dict(norm_type=2.0, kernel_size=2)),
+}
+
+
+def _numpy_args(op, seed=0):
+    shapes, kw = OPS[op]
+    rng = np.random.default_rng(seed)
+    args = [rng.standard_normal(s) for s in shapes if s != "indices"]
+    if "indices" in shapes:
+        args.append(rng.integers(0, 25, args[0].shape).astype(np.int64))
+    return args, kw
+
+
+def _as_list(result):
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+@pytest.mark.parametrize("library, backend", [("torch", "numpy"), ("hostarray", "numpy"),
+                                              ("torch", "numba")])
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_foreign_arrays_in_give_their_type_out(op, library, backend):
+    args, kw = _numpy_args(op)
+    wrap = torch.from_numpy if library == "torch" else HostArray
+    expected = _as_list(getattr(F, op)(*args, **kw, backend=backend))
+    got = _as_list(getattr(F, op)(*map(wrap, args), **kw, backend=backend))
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        if e is None:
+            assert g is None
+            continue
+        assert type(g) is (torch.Tensor if library == "torch" else HostArray)
+        assert tuple(g.shape) == e.shape
+        np.testing.assert_array_equal(np.from_dlpack(g), e)
+
+
+def test_torch_tensors_reach_the_numpy_backend_and_come_back_without_a_copy(monkeypatch):
+    seen = {}
+    real_conv2d = numpy_backend.conv2d
+
+    def spy(x, weight, bias, spec, precision):
+        seen["x"] = _data_pointer(x)
+        seen["y"] = real_conv2d(x, weight, bias, spec, precision)
+        return seen["y"]
+    monkeypatch.setattr(numpy_backend, "conv2d", spy)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    y = F.conv2d(x, torch.randn(4, 3, 3, 3, dtype=torch.float64))
+    assert seen["x"] == x.data_ptr()
+    assert y.data_ptr() == _data_pointer(seen["y"])
+
+
+@pytest.mark.parametrize("layout", ["strided", "transposed", "expanded"])
+def test_torch_views_of_any_strides_match_torch(layout):
+    base = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    x = {"strided": base[:, :, ::2, 1::2], "transposed": base.transpose(2, 3),
+         "expanded": base[:1].expand(3, -1, -1, -1)}[layout]
+    w = torch.randn(5, 3, 2, 2, dtype=torch.float64)
+    torch.testing.assert_close(F.conv2d(x, w, stride=1), TF.conv2d(x, w), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(F.max_pool2d(x, 2), TF.max_pool2d(x, 2), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: torch.ones(1, 1, 3, 3, dtype=torch.float16), "dtype float32 or float64, got float16"),
+    (lambda: torch.ones(1, 1, 3, 3, dtype=torch.int64), "dtype float32 or float64, got int64"),
+    (lambda: torch.ones(1, 1, 3, 3, requires_grad=True), "gpuconv.torch"),
+])
+def test_torch_tensors_gpuconv_cannot_take_are_refused_clearly(make, message):
+    with pytest.raises(TypeError, match=message):
+        F.max_pool2d(make(), 2)
+
+
+def test_mixed_array_libraries_are_refused():
+    with pytest.raises(TypeError, match=r"one array library, got \['numpy', 'torch'\]"):
+        F.conv2d(torch.ones(1, 1, 3, 3, dtype=torch.float64), np.ones((1, 1, 2, 2)))
+
+
+def _cupy_like():
+    return type("ndarray", (), {"__module__": "cupy._core.core"})()
+
+
+# (backend, array factory, takes it)
+TAKES = [
+    ("numpy", lambda: np.ones(2), True),
+    ("numpy", lambda: torch.ones(2), True),
+    ("numpy", _cupy_like, False),
+    ("numpy", CudaArray, False),
+    ("cupy", lambda: np.ones(2), False),
+    ("cupy", lambda: torch.ones(2), False),
+    ("cupy", _cupy_like, True),
+    ("cupy", CudaArray, True),
+    ("numba", lambda: np.ones(2), True),
+    ("numba", lambda: torch.ones(2), True),
+    ("numba", _cupy_like, True),
+    ("numba", CudaArray, True),
+]
+
+
+@pytest.mark.parametrize("backend, make, takes", TAKES)
+def test_every_backend_refuses_arrays_it_cannot_take(backend, make, takes):
+    if takes:
+        backends.check_backend_takes(backend, make())
+    else:
+        with pytest.raises(TypeError, match=f"backend '{backend}' (takes|cannot take)"):
+            backends.check_backend_takes(backend, make())
+
+
+def test_a_mismatched_backend_is_a_type_error_before_any_kernel(monkeypatch):
+    """With a CuPy backend that loads (a stand-in here), NumPy and host PyTorch arrays are a
+    TypeError naming the backend and the fitting one, not a crash in its pointer code."""
+    monkeypatch.setitem(backends._LOADED, "cupy", numpy_backend)
+    for x in (np.ones((1, 1, 4, 4)), torch.ones(1, 1, 4, 4, dtype=torch.float64)):
+        with pytest.raises(TypeError, match="backend 'cupy' .*use backend='numpy'"):
+            F.avg_pool2d(x, 2, backend="cupy")
+
+
+def test_cuda_arrays_of_other_libraries_go_to_a_cuda_backend(monkeypatch):
+    monkeypatch.setattr(backends, "unavailable_reason",
+                        lambda name: None if name == "numba" else "no CUDA device")
+    assert backends.backend_for_array(CudaArray()) == "numba"
+    monkeypatch.setattr(backends, "unavailable_reason", lambda name: "no CUDA device")
+    with pytest.raises(backends.BackendUnavailableError, match="no CUDA backend .*cudalib"):
+        backends.backend_for_array(CudaArray())
+    assert backends.backend_for_array(torch.ones(1)) == "numpy"
+
+
+@pytest.mark.parametrize("name", backends.BACKENDS)
+def test_every_backend_names_itself(name):
+    module = importlib.import_module(f"gpuconv.backends.{name}_backend")
+    assert module.NAME == name
+
+
+def test_functional_has_no_backend_name_branches():
+    from pathlib import Path
+    source = Path(F.__file__).read_text()
+    for name in backends.BACKENDS:
+        assert f'== "{name}"' not in source and f"== '{name}'" not in source
+    assert "__name__" not in source.replace("type(indices).__name__", "")
