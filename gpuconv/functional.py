@@ -1,8 +1,10 @@
 """gpuconv's public ops, with PyTorch's names, argument order and semantics.
 
-Layouts: NCL for 1-D ops, NCHW for 2-D ops; conv weights ``(C_out, C_in/groups, *kernel)``,
+Layouts: NCL for 1-D ops, NCHW for 2-D ops, or without the batch axis (CL, CHW) as
+PyTorch allows (results then lack it too); conv weights ``(C_out, C_in/groups, *kernel)``,
 transposed-conv weights ``(C_in, C_out/groups, *kernel)``. float32 and float64; a
-result keeps its input's dtype and array library.
+result keeps its input's dtype and array library: another library's arrays (PyTorch,
+JAX, ...) reach a backend through DLPack without a copy (see ``gpuconv._boundary``).
 
 Every op takes ``backend=None`` (the backend of the input's array library: NumPy
 in, NumPy out) or a backend name from ``gpuconv.backends.BACKENDS``. Arguments
