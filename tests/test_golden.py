@@ -169,9 +169,10 @@ def _host_library():
 def host_cupy(backend, monkeypatch):
     """For "cupy-host": the cupy backend, with the emulation's executor in place of CuPy."""
     if backend == "cupy-host":
-        from gpuconv.backends import _LOADED, cupy_backend
+        from gpuconv.backends import _LOADED, TAKES, cupy_backend
         monkeypatch.setattr(cupy_backend, "_EXECUTOR", harness.HostExecutor(_host_library()))
         monkeypatch.setitem(_LOADED, "cupy", cupy_backend)
+        monkeypatch.setitem(TAKES, "cupy", ("numpy",))  # the emulation's device memory
 
 
 @pytest.fixture(autouse=True)
