@@ -607,19 +607,25 @@ def test_running_an_op_does_not_import_torch():
     assert result.returncode == 0, result.stderr
 
 
-# the cuDNN side of `gpuconv bench`: imported only when a bench runs
-TORCH_ALLOWED = {"gpuconv/benchmark/cudnn.py", "gpuconv/benchmark/torch_ops.py"}
+# the cuDNN side of `gpuconv bench` (imported only when a bench runs) and the PyTorch
+# integration (which nothing in gpuconv imports)
+TORCH_ALLOWED = {"gpuconv/benchmark/cudnn.py", "gpuconv/benchmark/torch_ops.py",
+                 "gpuconv/torch.py"}
 
 
 def test_no_runtime_module_imports_torch():
-    """Only oracle/, tests/, bench/ and the benchmark's cuDNN side may use torch: no other
-    module of the installed package (gpuconv/, and kernels/ as gpuconv.kernels) imports
-    it, even lazily."""
+    """Only oracle/, tests/, bench/, the benchmark's cuDNN side and gpuconv.torch (the
+    PyTorch integration) may use torch: no other module of the installed package (gpuconv/,
+    and kernels/ as gpuconv.kernels) imports it, even lazily, nor gpuconv.torch."""
     import re
     from pathlib import Path
     root = Path(F.__file__).resolve().parents[1]
     uses_torch = re.compile(r"^\s*(import torch\b|from torch\b)", re.M)
-    offenders = [str(p.relative_to(root)) for folder in ("gpuconv", "kernels")
-                 for p in sorted((root / folder).rglob("*.py")) if uses_torch.search(p.read_text())
-                 and p.relative_to(root).as_posix() not in TORCH_ALLOWED]
+    uses_adapter = re.compile(r"^\s*(import gpuconv\.torch\b|from gpuconv(\.torch)? import torch\b)",
+                              re.M)
+    modules = {p.relative_to(root).as_posix(): p.read_text() for folder in ("gpuconv", "kernels")
+               for p in sorted((root / folder).rglob("*.py"))}
+    offenders = [name for name, text in modules.items() if name not in TORCH_ALLOWED
+                 and (uses_torch.search(text) or uses_adapter.search(text))]
     assert not offenders, f"runtime modules import torch: {offenders}"
+    assert TORCH_ALLOWED <= set(modules)
