@@ -16,6 +16,12 @@ DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32(monkeypatch):
+    """PyTorch's CUDA convolutions default to TF32 products; gpuconv's to IEEE ones."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
 def _rand(*shape, seed=0, positive=False, device="cpu", dtype=torch.float64):
     g = torch.Generator().manual_seed(seed + sum(shape))
     x = torch.randn(*shape, generator=g, dtype=dtype)
