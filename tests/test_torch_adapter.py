@@ -17,9 +17,12 @@ TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
 
 @pytest.fixture(autouse=True)
-def _no_tf32(monkeypatch):
+def _ieee_cuda_convolutions():
     """PyTorch's CUDA convolutions default to TF32 products; gpuconv's to IEEE ones."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    conv = torch.backends.cudnn.conv
+    before, conv.fp32_precision = conv.fp32_precision, "ieee"
+    yield
+    conv.fp32_precision = before
 
 
 def _rand(*shape, seed=0, positive=False, device="cpu", dtype=torch.float64):
