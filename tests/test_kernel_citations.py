@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CITING = sorted([*(ROOT / "kernels").glob("*.cu"), *(ROOT / "kernels").glob("*.cuh"),
                  *(ROOT / "kernels").glob("*.py"), *(ROOT / "gpuconv" / "backends").glob("*.py")])
 MODULES = {p.stem: p for folder in ("gpuconv", "gpuconv/backends", "kernels")
-           for p in (ROOT / folder).glob("*.py") if p.stem not in ("__init__", "data")}
-# (gpuconv/data.py is left out: "data.items()" in a backend is a local variable)
+           for p in (ROOT / folder).glob("*.py") if p.stem not in ("__init__", "data", "torch")}
+# (gpuconv/data.py is left out: "data.items()" in a backend is a local variable; gpuconv/torch.py
+# too: "torch.backends" names PyTorch)
 CITATION = re.compile(r"(?<![\w.])(?:gpuconv\.(?:backends\.|kernels\.)?)?(%s)\.([A-Za-z_]\w*)"
                       % "|".join(sorted(MODULES)))
 QUOTED_PRIVATE = re.compile(r"``(_[a-z]\w*)(?:\(\))?``")
