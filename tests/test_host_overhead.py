@@ -188,6 +188,7 @@ def emulated(monkeypatch):
         pytest.skip("no C++ compiler (g++)")
     monkeypatch.setattr(cupy_backend, "_EXECUTOR", harness.HostExecutor(harness.build()))
     monkeypatch.setitem(backends._LOADED, "cupy", cupy_backend)
+    monkeypatch.setitem(backends.TAKES, "cupy", ("numpy",))  # the emulation's device memory
     yield
 
 
