@@ -86,7 +86,8 @@ quick() {
     step install 40 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
     step machine 20 bash -c "nvidia-smi; $PY -m gpuconv.cli info"
     pytest_step goldens 90 tests/test_golden.py tests/test_gpu.py -k "cupy or numba"
-    pytest_step gpu-checks 70 tests/test_numba_random.py
+    pytest_step gpu-checks 70 tests/test_numba_random.py tests/test_gpu_graph.py \
+        tests/test_torch_adapter.py tests/test_any_array.py
     for backend in ${BENCH_BACKENDS:-cupy numba}; do
         step "bench-$backend" "$([ "$backend" = cupy ] && echo 110 || echo 80)" \
             "$PY" -m gpuconv.cli bench --backend "$backend" \

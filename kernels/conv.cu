@@ -17,7 +17,8 @@
 //        mma.sync m16n8k8 TF32, float32 accumulation; TERMS 1: "tf32", TERMS 3: "tf32x3" (a*b as
 //        big*big + big*small + small*big, big = tf32(a), small = tf32(a - big): FP32 accuracy)
 //   conv_direct<T, ROWS>    forward / grad-input writing at most 4 channels per slice (the stem's
-//        and DeepSpeech's grad-input, depthwise): a thread per pixel, weights in shared memory
+//        and DeepSpeech's grad-input; depthwise convs run depthwise.cu): a thread per pixel,
+//        weights in shared memory
 //   conv_splitk_reduce<T>   split-K partials summed in split order, then bias and ReLU
 //   conv_grad_bias<T>       one block per channel, fixed tree
 //   conv_pad_adjoint<T>     grad-input under reflect / replicate / circular padding
@@ -559,9 +560,10 @@ __global__ void __launch_bounds__((BM / 32) * (BN / 64) * 32, 512 / ((BM / 32) *
 
 // --------------------------------------------------------------------------- direct (few rows)
 // Forward or grad-input writing at most 4 rows (channels) per slice: the stem's and DeepSpeech's
-// grad-input (3 and 1 input channels), depthwise convs. A GEMM tile would be mostly empty: here a
-// thread owns one column (pixel) and all ROWS rows, walking the reduction one index at a time;
-// the rows' weights are staged in shared memory CHUNK indices at a time (broadcast reads).
+// grad-input (3 and 1 input channels), grouped convs of few channels per group. A GEMM tile
+// would be mostly empty: here a thread owns one column (pixel) and all ROWS rows, walking the
+// reduction one index at a time; the rows' weights are staged in shared memory CHUNK indices
+// at a time (broadcast reads).
 template <typename T, int ROWS>
 __global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
     constexpr int THREADS = 256, CHUNK = 512;
