@@ -423,10 +423,8 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
     n, o, ho, wo = gy_shape
     _, cg, kh, kw = w_shape
     groups, c = spec.groups, cg * spec.groups
-    (pt, pb), (pl, pr) = spec.padding
-    h, w = input_hw
     zeros = spec.padding_mode == "zeros"
-    lo_h, lo_w, len_h, len_w = (pt, pl, h, w) if zeros else (0, 0, h + pt + pb, w + pl + pr)
+    lo_h, lo_w, len_h, len_w = _grad_input_target(spec, input_hw)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     axes_h = [phase_axis(r, kh, sh, dh, lo_h, len_h) for r in range(sh)]
     axes_w = [phase_axis(r, kw, sw, dw, lo_w, len_w) for r in range(sw)]
@@ -455,10 +453,7 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
                           target, reduce, out_count, fill)
     if zeros:
         return plan
-    adjoint = dict(b="padded", bias="bias" if has_bias else None, out="out", batch=n, out_c=c,
-                   out_h=h, out_w=w, len_h=len_h, len_w=len_w, pt=pt, pl=pl,
-                   mode=PAD_MODES[spec.padding_mode])
-    plan.launches.append(_elementwise(f"conv_pad_adjoint<{ctype}>", n * c * h * w, adjoint))
+    plan.launches.append(_pad_adjoint(n, c, tuple(input_hw), (len_h, len_w), spec, has_bias, dtype))
     plan.workspaces["padded"] = (out_count, dtype)
     return plan
 
@@ -544,13 +539,18 @@ def _grad_input_target(spec: ConvSpec, input_hw) -> tuple[int, int, int, int]:
     return (pt, pl, h, w) if spec.padding_mode == "zeros" else (0, 0, h + pt + pb, w + pl + pr)
 
 
-def _pad_adjoint(n, c, hw, len_hw, spec: ConvSpec, has_bias: bool, dtype: str) -> Launch:
-    """conv_pad_adjoint: fold the padded gradient ("padded") back onto the input ("out")."""
+def _pad_adjoint_params(n, c, hw, len_hw, spec: ConvSpec, has_bias: bool) -> dict:
+    """conv_pad_adjoint's fields: fold the padded gradient ("padded") back onto the input
+    ("out"), adding the bias last."""
     (pt, _), (pl, _) = spec.padding
-    adjoint = dict(b="padded", bias="bias" if has_bias else None, out="out", batch=n, out_c=c,
-                   out_h=hw[0], out_w=hw[1], len_h=len_hw[0], len_w=len_hw[1], pt=pt, pl=pl,
-                   mode=PAD_MODES[spec.padding_mode])
-    return _elementwise(f"conv_pad_adjoint<{CTYPES[dtype]}>", n * c * hw[0] * hw[1], adjoint)
+    return dict(b="padded", bias="bias" if has_bias else None, out="out", batch=n, out_c=c,
+                out_h=hw[0], out_w=hw[1], len_h=len_hw[0], len_w=len_hw[1], pt=pt, pl=pl,
+                mode=PAD_MODES[spec.padding_mode])
+
+
+def _pad_adjoint(n, c, hw, len_hw, spec: ConvSpec, has_bias: bool, dtype: str) -> Launch:
+    return _elementwise(f"conv_pad_adjoint<{CTYPES[dtype]}>", n * c * hw[0] * hw[1],
+                        _pad_adjoint_params(n, c, hw, len_hw, spec, has_bias))
 
 
 def depthwise_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dtype: str,
@@ -857,10 +857,9 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
     n, o, ho, wo = gy_shape
     _, cg, kh, kw = w_shape
     groups, c = spec.groups, cg * spec.groups
-    (pt, pb), (pl, pr) = spec.padding
     h, w = input_hw
     zeros = spec.padding_mode == "zeros"
-    lo_h, lo_w, len_h, len_w = (pt, pl, h, w) if zeros else (0, 0, h + pt + pb, w + pl + pr)
+    lo_h, lo_w, len_h, len_w = _grad_input_target(spec, input_hw)
     sh, sw = spec.stride
     cols = n * -(-len_h // sh) * -(-len_w // sw)  # the largest phase
     wide = _wide(gy_shape, w_shape, (n, c, len_h, len_w))
@@ -878,9 +877,7 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
                   (t.threads, 1, 1), params)
     if zeros:
         return Plan([gemm], choice=choice)
-    adjoint = dict(b="padded", bias="bias" if has_bias else None, out="out", batch=n, out_c=c,
-                   out_h=h, out_w=w, len_h=len_h, len_w=len_w, pt=pt, pl=pl,
-                   mode=PAD_MODES[spec.padding_mode])
+    adjoint = _pad_adjoint_params(n, c, (h, w), (len_h, len_w), spec, has_bias)
     return Plan([gemm, _numba_elementwise("conv_pad_adjoint", n * c * h * w, adjoint, simulator)],
                 {"padded": (n * c * len_h * len_w, dtype)}, choice)
 
