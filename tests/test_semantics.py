@@ -629,3 +629,15 @@ def test_no_runtime_module_imports_torch():
                  and (uses_torch.search(text) or uses_adapter.search(text))]
     assert not offenders, f"runtime modules import torch: {offenders}"
     assert TORCH_ALLOWED <= set(modules)
+
+
+def test_torch_modules_import_torch_only_when_used():
+    """gpuconv.torch and the benchmark's PyTorch side import torch when their Functions,
+    modules or passes are used, not when they are imported."""
+    import subprocess
+    import sys
+    code = ("import sys, gpuconv, gpuconv.torch, gpuconv.benchmark.cudnn, "
+            "gpuconv.benchmark.torch_ops; assert 'torch' not in sys.modules, 'imported'; "
+            "import gpuconv.torch as gt; gt.Conv2d(1, 1, 1); assert 'torch' in sys.modules")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -1,8 +1,9 @@
 """The PyTorch side of the benchmarks: each suite layer's forward, its backward alone, and
 autograd's gradients for the correctness check. Works for CPU and CUDA tensors.
 
-It imports torch: only the benchmarks import it (cudnn.py, when ``gpuconv bench`` runs,
-and the checkout's bench/), never the rest of the package.
+Only the benchmarks use it (cudnn.py, when ``gpuconv bench`` runs, and the checkout's
+bench/), and torch is imported by its functions, when they run: importing this module, or
+gpuconv, never needs torch.
 The backward is timed through the ATen ops autograd itself calls
 (``aten.convolution_backward``, ``aten.max_pool2d_with_indices_backward``,
 ``aten.avg_pool2d_backward``, ``aten._adaptive_avg_pool2d_backward``), so no graph is
@@ -12,16 +13,12 @@ gradients.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as TF
-
 from gpuconv.benchmark.suite import GRADS, Layer, run_pass
-
-aten = torch.ops.aten
 
 
 def to_torch(arrays: dict, device: str = "cpu") -> dict:
     """NumPy arrays -> tensors (sharing memory on the CPU)."""
+    import torch
     return {k: torch.as_tensor(v, device=device) for k, v in arrays.items()}
 
 
@@ -29,6 +26,7 @@ def set_cudnn_precision(precision: str) -> None:
     """cuDNN's float32 convolution arithmetic: ``"ieee"`` (strict) or ``"tf32"``. Uses the
     per-op flag where this torch has it: torch raises when it is mixed with the legacy
     ``allow_tf32`` flag, which older releases only have."""
+    import torch
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):
         conv.fp32_precision = precision
@@ -38,6 +36,7 @@ def set_cudnn_precision(precision: str) -> None:
 
 def forward(layer: Layer, t: dict):
     """The layer's forward; max pooling returns ``(values, indices)`` as gpuconv's does."""
+    import torch.nn.functional as TF
     if layer.kind == "conv":
         return TF.conv2d(t["input"], t["weight"], t["bias"], layer.stride, layer.padding,
                          layer.dilation, layer.groups)
@@ -56,6 +55,8 @@ def forward(layer: Layer, t: dict):
 def backward(layer: Layer, t: dict, grads=GRADS) -> dict:
     """The backward op alone: the convolution gradients named in ``grads``, the input's for
     pooling. Max pooling needs ``t["indices"]`` from the forward."""
+    import torch
+    aten = torch.ops.aten
     if layer.is_conv:
         got = aten.convolution_backward(
             t["grad_out"], t["input"], t["weight"], [layer.out_channels], list(layer.stride),
@@ -80,6 +81,7 @@ def torch_pass(layer: Layer, pass_: str, t: dict) -> dict:
 
 def autograd_grads(layer: Layer, t: dict) -> dict:
     """The gradients autograd computes for ``sum(forward * grad_out)``: the reference."""
+    import torch
     leaves = {k: t[k].detach().clone().requires_grad_(True)
               for k in ("input", "weight", "bias") if k in t}
     out = forward(layer, {**t, **leaves})
