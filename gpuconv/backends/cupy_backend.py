@@ -248,17 +248,9 @@ def _contiguous_copies(arrays: tuple, slots) -> tuple:
     copies = []
     for slot in slots:
         array = arrays[slot]
-        if array is not None and _strides(array) != _contiguous_strides(array.shape):
+        if array is not None and _strides(array) != plan.contiguous_strides(array.shape):
             copies.append(slot)
     return tuple(copies)
-
-
-def _contiguous_strides(shape) -> tuple[int, ...]:
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
 
 
 def _conv_prepared(ex, op: str, make_plan, names: tuple, arrays: tuple, out_shape, dtype: str,
