@@ -17,7 +17,7 @@ to compute, and a masked gradient is ``None``.
 
 Convolutions also take ``precision`` (float32 on the cupy backend; float64 always runs
 ``"ieee"``): ``"ieee"`` (default, strict float arithmetic on CUDA cores), ``"tf32"``
-(products of TF32-rounded inputs, 10 mantissa bits, on tensor cores, float32
+(products of inputs truncated to TF32, 10 mantissa bits, on tensor cores, float32
 accumulation: the opt-in of PyTorch's ``allow_tf32``), or ``"tf32x3"`` (FP32 accuracy on
 tensor cores: each product as three TF32 products of the inputs' high and low parts,
 big*big + big*small + small*big, as CUTLASS's 3xTF32). A backend that does not offer the

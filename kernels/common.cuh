@@ -108,7 +108,7 @@ __device__ __forceinline__ void copy_wait() {
 }
 
 // --------------------------------------------------------------------------- 4. tensor cores
-// x as TF32 (round to nearest, ties away: cvt.rna), and, for 3xTF32, the TF32 of the remainder.
+// x as TF32 (round to nearest, ties away: cvt.rna).
 __device__ __forceinline__ unsigned to_tf32(float x) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     unsigned r;
@@ -122,9 +122,17 @@ __device__ __forceinline__ unsigned to_tf32(float x) {
 #endif
 }
 
+// The TF32 operands of x. mma.sync reads an operand's sign, exponent and top 10 mantissa bits
+// and drops the rest (rounds toward zero), so "tf32" passes x as it is (no instruction). 3xTF32
+// (CUTLASS's "fast FP32"): big = tf32(x) rounded to nearest, small = x - big exactly, passed as
+// it is: truncated, an error below 2^-10 of |small| <= 2^-11 |x|.
 __device__ __forceinline__ void split_tf32(float x, unsigned& big, unsigned& small, bool want_small) {
+    if (!want_small) {
+        big = __float_as_uint(x);
+        return;
+    }
     big = to_tf32(x);
-    if (want_small) small = to_tf32(x - __uint_as_float(big));
+    small = __float_as_uint(x - __uint_as_float(big));
 }
 
 // d (16 x 8) += a (16 x 8) * b (8 x 8) over one warp, TF32 inputs, float32 accumulation. Lane

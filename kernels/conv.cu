@@ -248,14 +248,40 @@ struct alignas(16) Column {
 };
 constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap's shift
 
-// Fills the A (BM x BK) and B (BK x BN) tiles of one reduction step into shared memory,
-// k-major (As[k][m], Bs[k][n]) so the compute reads rows. Thread t always loads reduction lane
+// Where element (k, r) of a BK-deep tile of R rows or columns lives in one shared stage.
+// KMajor: k-major rows of R + 4 (the CUDA-core GEMM reads a row of outputs' operands per k).
+// KInner: r-major rows of 16 k (tensor-core B: column n's fragment is 2 adjacent k);
+// KPairs: rows r and r + 8 of each 16 interleaved along k (tensor-core A: rows grp and grp + 8
+// at 2 adjacent k are one 16-byte fragment). The 8-wide k halves are swapped on alternate row
+// groups so that fragment reads hit 32 distinct banks.
+template <int R, int BK>
+struct KMajor {
+    static constexpr int SIZE = BK * (R + 4);
+    static __device__ __forceinline__ int at(int k, int r) { return k * (R + 4) + r; }
+};
+template <int R, int BK>
+struct KInner {
+    static_assert(BK == 16, "two 8-wide halves per row");
+    static constexpr int SIZE = R * BK;
+    static __device__ __forceinline__ int at(int k, int r) { return r * BK + (k ^ ((r & 2) << 2)); }
+};
+template <int R, int BK>
+struct KPairs {
+    static_assert(BK == 16 && R % 16 == 0, "two 8-wide halves per row, 16-row groups");
+    static constexpr int SIZE = R * BK;
+    static __device__ __forceinline__ int at(int k, int r) {
+        return (r >> 4) * 16 * BK + (r & 7) * 2 * BK + ((k ^ ((r & 1) << 3)) << 1) + ((r >> 3) & 1);
+    }
+};
+
+// Fills the A (BM x BK) and B (BK x BN) tiles of one reduction step into shared memory, at
+// LA::at(k, m) and LB::at(k, n). Thread t always loads reduction lane
 // kk = t % BK of rows and columns t / BK + i*(THREADS / BK): its A rows are one offset and a
 // count; its B columns are the block's column table in shared memory (registers stay for the
 // accumulators); only its reduction position moves, by BK per step.
-template <typename T, typename Index, int BM, int BN, int BK, int THREADS, int PAD, bool ZERO_PAD>
+template <typename T, typename Index, int BM, int BN, int BK, int THREADS, class LA, class LB, bool ZERO_PAD>
 struct Loader {
-    static constexpr int LDA = BM + PAD, LDB = BN + PAD, STRIDE = THREADS / BK;
+    static constexpr int STRIDE = THREADS / BK;
     static constexpr int PA = BM * BK / THREADS, PB = BN * BK / THREADS;
     static_assert(PA >= 1 && PB >= 1 && THREADS % BK == 0, "tile shape");
 
@@ -298,14 +324,14 @@ struct Loader {
         const Index b_sh = s.b_sh, b_sw = s.b_sw, a_step = (Index)STRIDE * s.a_row;
 #pragma unroll
         for (int i = 0; i < PA; ++i)
-            copy_async(as + kk * LDA + lane + i * STRIDE, a, a_row + i * a_step + k.a,
+            copy_async(as + LA::at(kk, lane + i * STRIDE), a, a_row + i * a_step + k.a,
                        i < a_rows && k_ok);
         const Index kb = ZERO_PAD ? k.b + (Index)k.h * b_sh + (Index)k.w * b_sw : k.b;
 #pragma unroll
         for (int j = 0; j < PB; ++j) {
             const Column<Index> c = cols[lane + j * STRIDE];
             const int h = c.h + k.h, w = c.w + k.w;
-            T* dst = bs + kk * LDB + lane + j * STRIDE;
+            T* dst = bs + LB::at(kk, lane + j * STRIDE);
             if (ZERO_PAD) {
                 copy_async(dst, b, c.b + kb,
                            k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w);
@@ -421,8 +447,10 @@ __device__ __forceinline__ void lds4(T* dst, const T* src) {
 template <typename T, int BM, int BN, int BK, int TM, int TN, bool WG, bool ZERO_PAD, typename Index>
 __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / ((BM / (4 * TM)) * (BN / (8 * TN)) * 32)) conv_gemm(const ConvParams p) {
     constexpr int WARPS_N = BN / (8 * TN), THREADS = (BM / (4 * TM)) * WARPS_N * 32;
-    typedef Loader<T, Index, BM, BN, BK, THREADS, 4, ZERO_PAD> L;
-    constexpr int STAGES = pipeline_stages(BK * (L::LDA + L::LDB) * (int)sizeof(T));
+    typedef KMajor<BM, BK> LA;
+    typedef KMajor<BN, BK> LB;
+    typedef Loader<T, Index, BM, BN, BK, THREADS, LA, LB, ZERO_PAD> L;
+    constexpr int STAGES = pipeline_stages((LA::SIZE + LB::SIZE) * (int)sizeof(T));
     // index decoding: block (x: BN columns, y: BM rows, z: slice); warp (wm, wn); lane (ly, lx)
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
@@ -434,8 +462,8 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
     // body
-    alignas(16) __shared__ T As[STAGES * BK * L::LDA];
-    alignas(16) __shared__ T Bs[STAGES * BK * L::LDB];
+    alignas(16) __shared__ T As[STAGES * LA::SIZE];
+    alignas(16) __shared__ T Bs[STAGES * LB::SIZE];
     __shared__ Column<Index> columns[BN];
     Index k0;
     int tiles;
@@ -446,14 +474,14 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
     for (int i = 0; i < TM; ++i)
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-    gemm_mainloop<STAGES, BK * L::LDA, BK * L::LDB>(ld, As, Bs, tiles, [&](const T* as, const T* bs) {
+    gemm_mainloop<STAGES, LA::SIZE, LB::SIZE>(ld, As, Bs, tiles, [&](const T* as, const T* bs) {
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
             T a[TM], b[TN];
 #pragma unroll
-            for (int i = 0; i < TM; i += 4) lds4(a + i, as + kk * L::LDA + row0 + i * 4);
+            for (int i = 0; i < TM; i += 4) lds4(a + i, as + LA::at(kk, row0 + i * 4));
 #pragma unroll
-            for (int j = 0; j < TN; j += 4) lds4(b + j, bs + kk * L::LDB + c0 + j * 8);
+            for (int j = 0; j < TN; j += 4) lds4(b + j, bs + LB::at(kk, c0 + j * 8));
 #pragma unroll
             for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -475,76 +503,85 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
 }
 
 // --------------------------------------------------------------------------- tensor-core GEMM
-// Warps of 32 x 64 outputs (2 x 8 mma.sync m16n8k8 tiles); fragments read from shared memory
-// with the PTX ISA's TF32 layout (lane = 4*group + t: A rows group, group+8 x columns t, t+4;
-// B rows t, t+4 x column group). Rows padded by 8 floats: those reads hit 32 distinct banks.
+// Warps of 32 x WN outputs (2 x WN/8 mma.sync m16n8k8 tiles; WN = 64 where that still gives 8
+// warps, else 32: a thread's copies and accumulators then fit in 128 registers), BK = 16. In the PTX ISA's TF32
+// layout lane 4*grp + t holds A rows grp, grp+8 x reduction columns t, t+4 and B column grp x
+// rows t, t+4. The MMA sums over its 8 columns in any order, so A and B both hand lane t the
+// adjacent columns 2t and 2t+1 of each 8-wide half: an A fragment is one 16-byte read (KPairs),
+// a B fragment one 8-byte read (KInner), both conflict-free: 10 reads for 16 MMAs.
+__host__ __device__ constexpr int mma_warp_n(int bm, int bn) { return (bm / 32) * (bn / 64) >= 8 ? 64 : 32; }
+__host__ __device__ constexpr int mma_threads(int bm, int bn) { return (bm / 32) * (bn / mma_warp_n(bm, bn)) * 32; }
+
 template <int TERMS, int BM, int BN, bool WG, bool ZERO_PAD, typename Index>
-__global__ void __launch_bounds__((BM / 32) * (BN / 64) * 32, 512 / ((BM / 32) * (BN / 64) * 32)) conv_gemm_mma(const ConvParams p) {
-    constexpr int BK = 8, WARPS_N = BN / 64, THREADS = (BM / 32) * WARPS_N * 32;
-    typedef Loader<float, Index, BM, BN, BK, THREADS, 8, ZERO_PAD> L;
-    constexpr int STAGES = pipeline_stages(BK * (L::LDA + L::LDB) * (int)sizeof(float));
-    // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm*32.., columns wn*64..
+__global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)) conv_gemm_mma(const ConvParams p) {
+    constexpr int BK = 16, WN = mma_warp_n(BM, BN), NJ = WN / 8, WARPS_N = BN / WN;
+    constexpr int THREADS = mma_threads(BM, BN);
+    typedef KPairs<BM, BK> LA;
+    typedef KInner<BN, BK> LB;
+    typedef Loader<float, Index, BM, BN, BK, THREADS, LA, LB, ZERO_PAD> L;
+    constexpr int STAGES = pipeline_stages((LA::SIZE + LB::SIZE) * (int)sizeof(float));
+    // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm.. wm+31, columns wn.. wn+WN-1
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
     const Index col0 = (Index)blockIdx.x * BN;
     const int m0 = (int)blockIdx.y * BM;
     const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    const int wm = warp / WARPS_N * 32, wn = warp % WARPS_N * 64, grp = lane / 4, t4 = lane % 4;
+    const int wm = warp / WARPS_N * 32, wn = warp % WARPS_N * WN, grp = lane / 4, t4 = lane % 4;
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
     // body
-    alignas(16) __shared__ float As[STAGES * BK * L::LDA];
-    alignas(16) __shared__ float Bs[STAGES * BK * L::LDB];
+    alignas(16) __shared__ float As[STAGES * LA::SIZE];
+    alignas(16) __shared__ float Bs[STAGES * LB::SIZE];
     __shared__ Column<Index> columns[BN];
     Index k0;
     int tiles;
     split_range(p, s, BK, k0, tiles);
     L ld(p, s, columns, m0, col0, k0);
-    float acc[2][8][4];
+    float acc[2][NJ][4];
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 8; ++j)
+        for (int j = 0; j < NJ; ++j)
 #pragma unroll
             for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
-    gemm_mainloop<STAGES, BK * L::LDA, BK * L::LDB>(ld, As, Bs, tiles, [&](const float* as, const float* bs) {
+    // this lane's fragments in the first 8-wide half (16 rows or 8 columns on: the same place in
+    // the row); in the second, the swapped place (KInner and KPairs swap the halves by XOR)
+    const int a_lane = LA::at(2 * t4, wm + grp), b_lane = LB::at(2 * t4, wn + grp);
+    gemm_mainloop<STAGES, LA::SIZE, LB::SIZE>(ld, As, Bs, tiles, [&](const float* as, const float* bs) {
 #pragma unroll
         for (int k8 = 0; k8 < BK; k8 += 8) {
-            const float* ak = as + (k8 + t4) * L::LDA + wm + grp;
-            const float* bk = bs + (k8 + t4) * L::LDB + wn + grp;
-            float a[2][4], b[8][2];
+            const float* ak = as + (a_lane ^ (k8 * 2));
+            const float* bk = bs + (b_lane ^ k8);
+            unsigned a_big[2][4], a_small[2][4];
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                a[i][0] = ak[i * 16];               a[i][1] = ak[i * 16 + 8];
-                a[i][2] = ak[4 * L::LDA + i * 16];  a[i][3] = ak[4 * L::LDA + i * 16 + 8];
+            for (int i = 0; i < 2; ++i) {  // (a0, a1, a2, a3) = rows grp, grp+8 at k, then at k+1
+                const float4 a = *(const float4*)(ak + i * 16 * BK);
+                split_tf32(a.x, a_big[i][0], a_small[i][0], TERMS == 3);
+                split_tf32(a.y, a_big[i][1], a_small[i][1], TERMS == 3);
+                split_tf32(a.z, a_big[i][2], a_small[i][2], TERMS == 3);
+                split_tf32(a.w, a_big[i][3], a_small[i][3], TERMS == 3);
             }
 #pragma unroll
-            for (int j = 0; j < 8; ++j) { b[j][0] = bk[j * 8]; b[j][1] = bk[4 * L::LDB + j * 8]; }
-            unsigned a_big[2][4], b_big[8][2], a_small[2][4], b_small[8][2];
+            for (int j = 0; j < NJ; ++j) {  // (b0, b1) = column wn + 8j + grp at k, k+1
+                const float2 b = *(const float2*)(bk + j * 8 * BK);
+                unsigned b_big[2], b_small[2];
+                split_tf32(b.x, b_big[0], b_small[0], TERMS == 3);
+                split_tf32(b.y, b_big[1], b_small[1], TERMS == 3);
 #pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-                for (int v = 0; v < 4; ++v) split_tf32(a[i][v], a_big[i][v], a_small[i][v], TERMS == 3);
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-#pragma unroll
-                for (int v = 0; v < 2; ++v) split_tf32(b[j][v], b_big[j][v], b_small[j][v], TERMS == 3);
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
+                for (int i = 0; i < 2; ++i) {
                     if (TERMS == 3) {  // the small products first: they are the smallest terms
-                        mma_tf32(acc[i][j], a_big[i], b_small[j]);
-                        mma_tf32(acc[i][j], a_small[i], b_big[j]);
+                        mma_tf32(acc[i][j], a_big[i], b_small);
+                        mma_tf32(acc[i][j], a_small[i], b_big);
                     }
-                    mma_tf32(acc[i][j], a_big[i], b_big[j]);
+                    mma_tf32(acc[i][j], a_big[i], b_big);
                 }
+            }
         }
     });
     // accumulator (i, j, v): row wm + 16i + grp + 8*(v/2), column wn + 8j + 2*t4 + v%2
     const Epilogue<float, Index, WG> ep(p, s, (int)blockIdx.z / (int)(p.phases * p.splits));
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < NJ; ++j) {
         Index off[2];
 #pragma unroll
         for (int v = 0; v < 2; ++v) off[v] = col_offset(s, col0 + wn + 8 * j + 2 * t4 + v);

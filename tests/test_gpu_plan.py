@@ -47,7 +47,7 @@ def test_tile_resources():
         assert t.bm * t.bk % t.threads == 0 and t.bn * t.bk % t.threads == 0
         assert 64 <= t.threads <= 256
     assert plan.TILES["128x128"].smem_bytes(4) == 2 * 16 * 264 * 4  # two stages of BK 16
-    assert plan.TILES["tf32-128x128"].stages(4) == 3
+    assert plan.TILES["tf32-128x128"].stages(4) == 2 and plan.TILES["tf32-64x128"].stages(4) == 3
 
 
 def test_forward_plan_tile_split_and_direct():

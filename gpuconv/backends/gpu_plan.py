@@ -37,7 +37,7 @@ LAYER_BLOCK = 256         # layers.cu's LAYER_BLOCK
 class TileConfig:
     """An implicit-GEMM block tile of conv.cu: BM rows x BN columns, BK of the reduction per
     pipeline stage. CUDA cores (``terms`` 0): TM x TN outputs per thread, warps of 4 x 8 lanes.
-    Tensor cores (``terms`` 1: TF32, 3: 3xTF32): warps of 32 x 64 outputs."""
+    Tensor cores (``terms`` 1: TF32, 3: 3xTF32): warps of 32 x ``warp_n`` outputs, BK 16."""
 
     name: str
     bm: int
@@ -49,23 +49,31 @@ class TileConfig:
     direct: bool = False  # conv_direct: a thread per column, all BM (<= 4) rows
 
     @property
+    def warp_n(self) -> int:
+        """conv.cu's mma_warp_n: a tensor-core warp's columns, 64 where that still gives 8 warps."""
+        return 64 if (self.bm // 32) * (self.bn // 64) >= 8 else 32
+
+    @property
     def threads(self) -> int:
         if self.direct:
             return 256
         if self.terms:
-            return (self.bm // 32) * (self.bn // 64) * 32
+            return (self.bm // 32) * (self.bn // self.warp_n) * 32
         return (self.bm // (4 * self.tm)) * (self.bn // (8 * self.tn)) * 32
+
+    def stage_bytes(self, itemsize: int) -> int:
+        """One pipeline stage of the A and B tiles: k-major rows padded by 4 (CUDA cores), or
+        rows of 16 unpadded reduction columns (tensor cores; conv.cu's KMajor / KInner)."""
+        pad = 0 if self.terms else 4
+        return self.bk * ((self.bm + pad) + (self.bn + pad)) * itemsize
 
     def stages(self, itemsize: int) -> int:
         """conv.cu's pipeline_stages: 3 stages where they fit in 44 KiB, else 2."""
-        pad = 8 if self.terms else 4
-        stage = self.bk * ((self.bm + pad) + (self.bn + pad)) * itemsize
-        return 3 if 3 * stage <= 44 * 1024 else 2
+        return 3 if 3 * self.stage_bytes(itemsize) <= 44 * 1024 else 2
 
     def smem_bytes(self, itemsize: int) -> int:
-        """Static shared memory of the A and B stages (rows padded by 4, or 8 on tensor cores)."""
-        pad = 8 if self.terms else 4
-        return self.stages(itemsize) * self.bk * ((self.bm + pad) + (self.bn + pad)) * itemsize
+        """Static shared memory of the A and B stages."""
+        return self.stages(itemsize) * self.stage_bytes(itemsize)
 
     def kernel(self, ctype: str, wgrad: bool, zero_pad: bool = True, index64: bool = False) -> str:
         flags = f"{str(wgrad).lower()}, {str(zero_pad).lower()}, {'long long' if index64 else 'int'}"
@@ -86,14 +94,14 @@ TILES = {t.name: t for t in (
     TileConfig("64x64d", 64, 64, tm=8, tn=4),  # float64: 8 x 8 doubles would not fit in registers
     TileConfig("32x32", 32, 32, tm=4, tn=4),
     *(TileConfig(f"direct{rows}", rows, 256, 1, direct=True) for rows in (1, 2, 3, 4)),
-    TileConfig("tf32-128x128", 128, 128, 8, terms=1),
-    TileConfig("tf32-64x128", 64, 128, 8, terms=1),
-    TileConfig("tf32-64x64", 64, 64, 8, terms=1),
-    TileConfig("tf32-32x128", 32, 128, 8, terms=1),
-    TileConfig("tf32x3-128x128", 128, 128, 8, terms=3),
-    TileConfig("tf32x3-64x128", 64, 128, 8, terms=3),
-    TileConfig("tf32x3-64x64", 64, 64, 8, terms=3),
-    TileConfig("tf32x3-32x128", 32, 128, 8, terms=3),
+    TileConfig("tf32-128x128", 128, 128, 16, terms=1),
+    TileConfig("tf32-64x128", 64, 128, 16, terms=1),
+    TileConfig("tf32-64x64", 64, 64, 16, terms=1),
+    TileConfig("tf32-32x128", 32, 128, 16, terms=1),
+    TileConfig("tf32x3-128x128", 128, 128, 16, terms=3),
+    TileConfig("tf32x3-64x128", 64, 128, 16, terms=3),
+    TileConfig("tf32x3-64x64", 64, 64, 16, terms=3),
+    TileConfig("tf32x3-32x128", 32, 128, 16, terms=3),
 )}
 # (dtype, precision) -> candidate tiles, the last the generic one: it alone is also built for
 # reflect / replicate / circular padding and for 64-bit offsets (tensors past 2^31 elements).
@@ -109,9 +117,9 @@ PRECISIONS = ("ieee", "tf32", "tf32x3")
 # loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py).
 TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.9, "64x64": 0.85, "32x64": 0.55, "32x32": 0.45,
                    "64x64d": 0.8, "direct1": 0.3, "direct2": 0.4, "direct3": 0.45, "direct4": 0.5,
-                   "tf32-128x128": 1.0, "tf32-64x128": 0.9, "tf32-64x64": 0.8, "tf32-32x128": 0.7,
-                   "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.9, "tf32x3-64x64": 0.8,
-                   "tf32x3-32x128": 0.7}
+                   "tf32-128x128": 1.0, "tf32-64x128": 0.65, "tf32-64x64": 0.55, "tf32-32x128": 0.45,
+                   "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.75, "tf32x3-64x64": 0.7,
+                   "tf32x3-32x128": 0.6}
 MIN_SPLIT_STEPS = 4  # reduction steps per split: fewer leave the pipeline mostly filling
 DIRECT_ROWS = (1, 2, 3, 4)  # conv_direct's instantiations: slices writing this many rows
 DIRECT_ROWS_USED = DIRECT_ROWS  # what the planner sends there (tests empty it to force GEMMs)

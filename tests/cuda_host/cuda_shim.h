@@ -30,6 +30,9 @@ struct dim3 {
 inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 inline std::barrier<>* block_barrier = nullptr;
 
+struct alignas(8) float2 {
+    float x, y;
+};
 struct alignas(16) float4 {
     float x, y, z, w;
 };
@@ -38,6 +41,12 @@ inline float __uint_as_float(unsigned u) {
     float f;
     std::memcpy(&f, &u, 4);
     return f;
+}
+
+inline unsigned __float_as_uint(float f) {
+    unsigned u;
+    std::memcpy(&u, &f, 4);
+    return u;
 }
 
 // One warp's exchange for the emulated mma.sync: each lane posts its fragments, then reads the
@@ -96,6 +105,10 @@ inline unsigned host_to_tf32(float f) {
     return u;
 }
 
+// The bits of a TF32 operand the tensor core reads: sign, exponent and 10 mantissa bits (it
+// truncates the rest).
+constexpr uint32_t TF32_READ = 0xffffe000u;
+
 // d += a * b for this lane's accumulators (layout: common.cuh, mma_tf32). The products of TF32
 // inputs are exact in double; the sum is rounded once, as an FP32 accumulator would at best.
 inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
@@ -107,8 +120,8 @@ inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
         const unsigned row = g + 8 * (v / 2), col = 2 * t + v % 2;
         double s = d[v];
         for (unsigned k = 0; k < 8; ++k) {
-            const float av = __uint_as_float(warp_scratch->a[4 * (row % 8) + k % 4][row / 8 + 2 * (k / 4)]);
-            const float bv = __uint_as_float(warp_scratch->b[4 * col + k % 4][k / 4]);
+            const float av = __uint_as_float(TF32_READ & warp_scratch->a[4 * (row % 8) + k % 4][row / 8 + 2 * (k / 4)]);
+            const float bv = __uint_as_float(TF32_READ & warp_scratch->b[4 * col + k % 4][k / 4]);
             s += (double)av * (double)bv;
         }
         d[v] = (float)s;
