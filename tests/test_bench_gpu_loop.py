@@ -158,3 +158,14 @@ def test_bench_without_torch_or_its_cuda(monkeypatch):
     assert result.exit_code == 1 and "PyTorch, which is not installed" in result.output
     monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
     assert "simulator is on" in invoke("--backend", "numba").output
+
+
+@pytest.mark.parametrize("precision, kernel", [("ieee", "conv_gemm<float"), ("tf32x3", "conv_gemm_mma<3")])
+def test_cupy_sides_record_their_launch_plan(precision, kernel):
+    """A CuPy conv side carries what was launched and the plan model's figures, so each
+    measured ratio can be read against its tile, split-K, waves and fill."""
+    layer = next(layer for layer in gpu.GPU_SUITE if layer.name.startswith("resnet50_3x3"))
+    for pass_ in layer.passes:
+        summary = gpu.plan_summary(layer, pass_, precision)
+        assert any(k.startswith(kernel) for k in summary["kernels"]), summary
+        assert {"tile", "splits", "waves", "fill", "mac_ratio", "model_us"} <= set(summary)

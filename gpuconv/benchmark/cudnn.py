@@ -42,6 +42,7 @@ import numpy as np
 from gpuconv.benchmark import BenchUnavailableError
 from gpuconv.benchmark.measure import (Timer, count_differing, interleaved, relative_error,
                                        summarize)
+from gpuconv.benchmark.plans import layer_plans
 from gpuconv.benchmark.results import (CUDNN_PRECISION, TOLERANCE, DeviceLimits, group_means,
                                        limits_for, plot, ratio, ratio_key, side_metrics, side_name, summary, table,
                                        write_json)
@@ -159,10 +160,23 @@ def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness,
                 timing["graph_calls"] = GRAPH_CALLS
             sides[name].update(timing, **side_metrics(timing, flops, nbytes, precision, h.limits,
                                                       h.copy_gbps))
+        if h.backend == "cupy" and layer.is_conv and side_name(True, precision) in sides:
+            sides[side_name(True, precision)]["plan"] = plan_summary(layer, pass_, precision)
         result["sides"].update(sides)
         result[ratio_key(precision)] = ratio(result["sides"], precision)
     torch_ops.set_cudnn_precision("ieee")
     return result
+
+
+def plan_summary(layer: Layer, pass_: str, precision: str) -> dict:
+    """What the CuPy backend launched for this pass (on a 132-SM device): its kernels, and the
+    plan model's tile, split-K, waves, fill and issued / useful MACs, to read a measured
+    ratio against (why a layer stands where it does)."""
+    plan = layer_plans(layer, precision)[pass_]
+    summary = {"kernels": [launch.kernel for launch in plan.launches]}
+    if plan.choice is not None:
+        summary.update(plan.choice.row())
+    return summary
 
 
 def measure_layer(layer: Layer, h: Harness) -> dict:
