@@ -102,3 +102,45 @@ def test_fused_gpu_updates_match_the_numpy_expressions(config):
     for name, state in on_cpu.state.items():
         np.testing.assert_allclose(cupy.asnumpy(on_gpu.state[name]), state, rtol=1e-12,
                                    atol=1e-14)
+
+
+# (x shape, weight shape, conv options): tiles of every size, stride, dilation, groups, padding
+PRECISION_CASES = {
+    "resnet-3x3": ((8, 64, 28, 28), (128, 64, 3, 3), dict(padding=1)),
+    "stride2-dilated": ((4, 32, 30, 30), (64, 32, 3, 3), dict(stride=2, padding=2, dilation=2)),
+    "groups-1x1": ((16, 64, 14, 14), (96, 16, 1, 1), dict(groups=4)),
+    "few-rows": ((4, 48, 20, 20), (24, 48, 5, 5), dict(padding=2)),
+}
+
+
+@pytest.mark.parametrize("precision", ["ieee", "tf32", "tf32x3"])
+@pytest.mark.parametrize("case", list(PRECISION_CASES))
+def test_every_precision_against_float64(case, precision):
+    """On the tensor cores too: each pass against the NumPy backend in float64 (strict FP32
+    within 1e-7 x sqrt(reduction length); 3xTF32 within twice the strict kernel's error: FP32
+    accuracy; TF32 within its 10-bit products)."""
+    cupy = pytest.importorskip("cupy")
+    if "cupy" not in GPU_BACKENDS:
+        pytest.skip("needs the cupy backend")
+    x_shape, w_shape, kw = PRECISION_CASES[case]
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    y = F.conv2d(x, w, **kw)
+    g = rng.standard_normal(y.shape)
+    exact = (y, *F.conv2d_backward(g, x, w, **kw)[:2])
+
+    def run(p):
+        xd, wd, gd = (cupy.asarray(a, dtype=cupy.float32) for a in (x, w, g))
+        return (F.conv2d(xd, wd, precision=p, backend="cupy", **kw),
+                *F.conv2d_backward(gd, xd, wd, precision=p, backend="cupy", **kw)[:2])
+
+    def errors(p):
+        return [float(np.abs(to_numpy(a) - e).max() / np.abs(e).max()) for a, e in zip(run(p), exact)]
+
+    got, strict = errors(precision), errors("ieee")
+    groups = kw.get("groups", 1)
+    taps = w_shape[2] * w_shape[3]
+    lengths = (w_shape[1] * taps, w_shape[0] // groups * taps, g.shape[0] * g.shape[2] * g.shape[3])
+    bound = {"ieee": [1e-7 * k ** 0.5 for k in lengths], "tf32": [5e-3] * 3,
+             "tf32x3": [2 * e + 1e-7 for e in strict]}[precision]
+    assert all(e <= b for e, b in zip(got, bound)), (got, strict)
