@@ -254,24 +254,29 @@ constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap'
 // KPairs: rows r and r + 8 of each 16 interleaved along k (tensor-core A: rows grp and grp + 8
 // at 2 adjacent k are one 16-byte fragment). The 8-wide k halves are swapped on alternate row
 // groups so that fragment reads hit 32 distinct banks.
+// shift(d): at(k, r + d) - at(k, r) for r < d, d a power of two >= MIN_SHIFT (the loader's row
+// strides): a compile-time constant, so a thread's copies address shared memory by immediates.
 template <int R, int BK>
 struct KMajor {
-    static constexpr int SIZE = BK * (R + 4);
+    static constexpr int SIZE = BK * (R + 4), MIN_SHIFT = 1;
     static __device__ __forceinline__ int at(int k, int r) { return k * (R + 4) + r; }
+    static __host__ __device__ constexpr int shift(int d) { return d; }
 };
 template <int R, int BK>
 struct KInner {
     static_assert(BK == 16, "two 8-wide halves per row");
-    static constexpr int SIZE = R * BK;
+    static constexpr int SIZE = R * BK, MIN_SHIFT = 4;
     static __device__ __forceinline__ int at(int k, int r) { return r * BK + (k ^ ((r & 2) << 2)); }
+    static __host__ __device__ constexpr int shift(int d) { return d * BK; }
 };
 template <int R, int BK>
 struct KPairs {
     static_assert(BK == 16 && R % 16 == 0, "two 8-wide halves per row, 16-row groups");
-    static constexpr int SIZE = R * BK;
+    static constexpr int SIZE = R * BK, MIN_SHIFT = 8;
     static __device__ __forceinline__ int at(int k, int r) {
         return (r >> 4) * 16 * BK + (r & 7) * 2 * BK + ((k ^ ((r & 1) << 3)) << 1) + ((r >> 3) & 1);
     }
+    static __host__ __device__ constexpr int shift(int d) { return (d >> 4) * 16 * BK + ((d >> 3) & 1); }
 };
 
 // Fills the A (BM x BK) and B (BK x BN) tiles of one reduction step into shared memory, at
@@ -284,11 +289,14 @@ struct Loader {
     static constexpr int STRIDE = THREADS / BK;
     static constexpr int PA = BM * BK / THREADS, PB = BN * BK / THREADS;
     static_assert(PA >= 1 && PB >= 1 && THREADS % BK == 0, "tile shape");
+    static_assert((STRIDE & (STRIDE - 1)) == 0 && STRIDE >= LA::MIN_SHIFT && STRIDE >= LB::MIN_SHIFT,
+                  "row strides the layouts shift by constants");
 
     const Slice<Index>& s;      // shared: read where needed, so it holds no registers
-    const Column<Index>* cols;  // shared: BN entries
-    Index a_row;                // A offset of this thread's first row
+    const Column<Index>* cols;  // shared: BN entries, B's group offset included
+    Index a_row;                // A offset of this thread's first row, the group's included
     int a_rows;                 // how many of its PA rows exist
+    int a_dst, b_dst;           // where its first row's and column's element goes in a stage
     int d0, d1, d2;             // this thread's reduction position, as digits
     Index k_left;               // reduction indices left from this thread's position
     int mode, lane;             // lane: tid / BK, this thread's first row and column
@@ -298,12 +306,14 @@ struct Loader {
         : s(sl), cols(table), mode((int)p.mode) {
         const int tid = (int)threadIdx.x, kk = tid % BK;
         lane = tid / BK;
-        a_row = (Index)(m0 + lane) * sl.a_row;
+        a_row = sl.a_base + (Index)(m0 + lane) * sl.a_row;
         a_rows = imax(0, imin(PA, (sl.M - m0 - lane + STRIDE - 1) / STRIDE));
+        a_dst = LA::at(kk, lane);
+        b_dst = LB::at(kk, lane);
         for (int j = tid; j < BN; j += THREADS) {
             const Index col = col0 + j;
             const Position<Index> c = decode(sl.col, col < sl.cols ? col : Index(0));
-            table[j].b = ZERO_PAD ? c.b + (Index)c.h * sl.b_sh + (Index)c.w * sl.b_sw : c.b;
+            table[j].b = sl.b_base + (ZERO_PAD ? c.b + (Index)c.h * sl.b_sh + (Index)c.w * sl.b_sw : c.b);
             table[j].h = col < sl.cols ? c.h : NO_ROW;
             table[j].w = c.w;
         }
@@ -316,22 +326,21 @@ struct Loader {
     // Copy the current reduction step into stage (as, bs), then move to the next step.
     __device__ __forceinline__ void load(T* as, T* bs) {
         const bool k_ok = k_left > 0;
-        const int kk = (int)threadIdx.x % BK;
         const Position<Index> k = place(s.red, d0, d1, d2);
-        const T* a = (const T*)s.a + s.a_base;
-        const T* b = (const T*)s.b + s.b_base;
+        const T* a = (const T*)s.a;
+        const T* b = (const T*)s.b;
         const int b_h = s.b_h, b_w = s.b_w;
         const Index b_sh = s.b_sh, b_sw = s.b_sw, a_step = (Index)STRIDE * s.a_row;
 #pragma unroll
         for (int i = 0; i < PA; ++i)
-            copy_async(as + LA::at(kk, lane + i * STRIDE), a, a_row + i * a_step + k.a,
+            copy_async(as + a_dst + LA::shift(i * STRIDE), a, a_row + i * a_step + k.a,
                        i < a_rows && k_ok);
         const Index kb = ZERO_PAD ? k.b + (Index)k.h * b_sh + (Index)k.w * b_sw : k.b;
 #pragma unroll
         for (int j = 0; j < PB; ++j) {
             const Column<Index> c = cols[lane + j * STRIDE];
             const int h = c.h + k.h, w = c.w + k.w;
-            T* dst = bs + LB::at(kk, lane + j * STRIDE);
+            T* dst = bs + b_dst + LB::shift(j * STRIDE);
             if (ZERO_PAD) {
                 copy_async(dst, b, c.b + kb,
                            k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w);
@@ -503,13 +512,13 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
 }
 
 // --------------------------------------------------------------------------- tensor-core GEMM
-// Warps of 32 x WN outputs (2 x WN/8 mma.sync m16n8k8 tiles; WN = 64 where that still gives 8
+// Warps of 32 x WN outputs (2 x WN/8 mma.sync m16n8k8 tiles; WN = 64 where that still gives 4
 // warps, else 32: a thread's copies and accumulators then fit in 128 registers), BK = 16. In the PTX ISA's TF32
 // layout lane 4*grp + t holds A rows grp, grp+8 x reduction columns t, t+4 and B column grp x
 // rows t, t+4. The MMA sums over its 8 columns in any order, so A and B both hand lane t the
 // adjacent columns 2t and 2t+1 of each 8-wide half: an A fragment is one 16-byte read (KPairs),
 // a B fragment one 8-byte read (KInner), both conflict-free: 10 reads for 16 MMAs.
-__host__ __device__ constexpr int mma_warp_n(int bm, int bn) { return (bm / 32) * (bn / 64) >= 8 ? 64 : 32; }
+__host__ __device__ constexpr int mma_warp_n(int bm, int bn) { return (bm / 32) * (bn / 64) >= 4 ? 64 : 32; }
 __host__ __device__ constexpr int mma_threads(int bm, int bn) { return (bm / 32) * (bn / mma_warp_n(bm, bn)) * 32; }
 
 template <int TERMS, int BM, int BN, bool WG, bool ZERO_PAD, typename Index>

@@ -50,8 +50,8 @@ class TileConfig:
 
     @property
     def warp_n(self) -> int:
-        """conv.cu's mma_warp_n: a tensor-core warp's columns, 64 where that still gives 8 warps."""
-        return 64 if (self.bm // 32) * (self.bn // 64) >= 8 else 32
+        """conv.cu's mma_warp_n: a tensor-core warp's columns, 64 where that still gives 4 warps."""
+        return 64 if (self.bm // 32) * (self.bn // 64) >= 4 else 32
 
     @property
     def threads(self) -> int:
@@ -117,9 +117,9 @@ PRECISIONS = ("ieee", "tf32", "tf32x3")
 # loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py).
 TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.9, "64x64": 0.85, "32x64": 0.55, "32x32": 0.45,
                    "64x64d": 0.8, "direct1": 0.3, "direct2": 0.4, "direct3": 0.45, "direct4": 0.5,
-                   "tf32-128x128": 1.0, "tf32-64x128": 0.65, "tf32-64x64": 0.55, "tf32-32x128": 0.45,
-                   "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.75, "tf32x3-64x64": 0.7,
-                   "tf32x3-32x128": 0.6}
+                   "tf32-128x128": 1.0, "tf32-64x128": 0.7, "tf32-64x64": 0.55, "tf32-32x128": 0.4,
+                   "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.85, "tf32x3-64x64": 0.65,
+                   "tf32x3-32x128": 0.55}
 MIN_SPLIT_STEPS = 4  # reduction steps per split: fewer leave the pipeline mostly filling
 DIRECT_ROWS = (1, 2, 3, 4)  # conv_direct's instantiations: slices writing this many rows
 DIRECT_ROWS_USED = DIRECT_ROWS  # what the planner sends there (tests empty it to force GEMMs)
