@@ -411,20 +411,25 @@ struct Epilogue {
         return v;
     }
 
-    // N consecutive columns of row m at output offsets col_off[0..N) (-1: past the slice).
+    // N consecutive columns of row m at output offsets col_off[0..N) (-1: past the slice): one
+    // 16-byte (N = 4) or 8-byte (N = 2) float store where they are contiguous and aligned.
     template <int N>
     __device__ __forceinline__ void store(int m, const Index* col_off, const T* v) const {
         if (m >= M) return;
         T* row = out + o_base + (Index)m * o_row;
-        bool vector = N == 4 && sizeof(T) == 4;
+        bool vector = (N == 4 || N == 2) && sizeof(T) == 4;
 #pragma unroll
         for (int j = 1; j < N; ++j) vector = vector && col_off[j] == col_off[0] + j;
-        vector = vector && col_off[0] >= 0 && ((size_t)(row + col_off[0]) & 15) == 0;
-        if (vector) {
+        vector = vector && col_off[0] >= 0 && ((size_t)(row + col_off[0]) & (N * sizeof(T) - 1)) == 0;
+        if (vector && N == 4) {
             float4 f;
             f.x = (float)finish(m, v[0]); f.y = (float)finish(m, v[1]);
             f.z = (float)finish(m, v[2]); f.w = (float)finish(m, v[3]);
             *(float4*)(row + col_off[0]) = f;
+        } else if (vector && N == 2) {
+            float2 f;
+            f.x = (float)finish(m, v[0]); f.y = (float)finish(m, v[1]);
+            *(float2*)(row + col_off[0]) = f;
         } else {
 #pragma unroll
             for (int j = 0; j < N; ++j)
