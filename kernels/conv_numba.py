@@ -38,11 +38,11 @@ from gpuconv.backends import gpu_plan as plan
 _SLOT = plan.scalar_slots(plan.CONV_FIELDS)
 A_STRIDE, B_STRIDE = _SLOT["a_stride"], _SLOT["b_stride"]
 (BATCH, B_H, B_W, OUT_C, OUT_H, OUT_W, GROUPS, M, KC, KH, KW, SH, SW, DH, DW, PT, PL, Q_H, Q_W,
- LO_H, LO_W, LEN_H, LEN_W, MODE, TRANSPOSED, SPLITS, TILES_PER_SPLIT) = (
+ LO_H, LO_W, LEN_H, LEN_W, MODE, TRANSPOSED, SPLITS, TILES_PER_SPLIT, TOTAL) = (
     _SLOT[name] for name in ("batch", "b_h", "b_w", "out_c", "out_h", "out_w", "groups", "m",
                              "kc", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "q_h", "q_w",
                              "lo_h", "lo_w", "len_h", "len_w", "mode", "transposed", "splits",
-                             "tiles_per_split"))
+                             "tiles_per_split", "total"))
 ZEROS, REFLECT, REPLICATE, CIRCULAR = (plan.PAD_MODES[m] for m in
                                        ("zeros", "reflect", "replicate", "circular"))
 I32 = np.int32  # spatial positions and reduction digits
@@ -433,9 +433,10 @@ def conv_kernels(dtype, block: int) -> dict:
 
     @cuda.jit
     def conv_splitk_reduce(a, b, bias, out, p):
-        """out (O, C/G*kH*kW) = sum over s of b (splits, O, C/G*kH*kW), s ascending: one element
-        per thread (conv.cu's conv_splitk_reduce; reference.conv2d_grad_weight's sum)."""
-        total = p[OUT_C] * p[KC] * p[KH] * p[KW]
+        """out (total) = sum over s of b (splits, total), s ascending: one element per thread
+        (conv.cu's conv_splitk_reduce; reference.conv2d_grad_weight's sum). Numba splits
+        grad-weight only: no bias, no ReLU."""
+        total = p[TOTAL]
         i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
         if i >= total:
             return

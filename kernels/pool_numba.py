@@ -1,57 +1,73 @@
 """Numba CUDA kernels of the pooling family: the twins of kernels/pool.cu (same names, same
-launch plans from ``gpuconv.backends.gpu_plan``), launched by ``gpuconv.backends.numba_backend``.
-reference: gpuconv.backends.reference.max_pool2d, reference.avg_pool2d, reference.lp_pool2d,
-reference.adaptive_avg_pool2d, reference.adaptive_max_pool2d and their backwards (formulas in
-kernels/pool.cu); checked against the NumPy backend through the PyTorch goldens and
-tests/test_numba_random.py.
+PoolParams fields, same sums), launched by ``gpuconv.backends.numba_backend`` from the plans of
+``gpuconv.backends.gpu_plan``.
 
-Parameters, as pool.cu's ``PoolParams``: the pointer fields as device arrays in
-``gpu_plan.POOL_FIELDS`` order (x, gy, y, idx: 4-D; err: a one-element int64 error word), then
-one tuple of the scalar fields in that order (``gpu_plan.scalars``; strides flattened, ``norm``
-a float).
+reference: gpuconv.backends.reference.max_pool2d, reference.avg_pool2d, reference.lp_pool2d,
+reference.adaptive_avg_pool2d, reference.adaptive_max_pool2d and their backwards:
+    max     y[n,c,i,j] = max_{r,s} x[n, c, i*sh + r*dh - ph, j*sw + s*dw - pw] (taps inside x)
+    avg     y[n,c,i,j] = sum_{r,s} x[n, c, i*sh + r - ph, j*sw + s - pw] / divisor[i,j]
+    Lp      y = (kh*kw * avg(x^p))^(1/p);  adaptive: rows [floor(i*H/Ho), ceil((i+1)*H/Ho))
+Checked against the NumPy backend through the PyTorch goldens and tests/test_numba_random.py.
 
 Layout (every kernel): a block of (bx column chunks, by rows, bz planes); each thread POOL_V
 consecutive outputs (forward) or input elements (backward) of a row; grid x over column
 chunks, y over rows, z over planes (looping by the grid); no division in the tap loops.
-Kernels (each the only one for its op):
-1. max_pool2d: the maximum over each window; the first maximum wins, a NaN wins and the last
-   NaN wins; int64 indices optional.
-2. avg_pool2d: the average, Lp pooling, or the Lp gradient's per-window scale.
-   Global (adaptive 1x1) max / average inside 1. and 2.: bx lanes per plane, a fixed
-   shared-memory tree.
-3. pool2d_backward: average / Lp gather over the closed-form ranges of windows.
+Kernels (each the only one for its op; none is chosen among alternatives):
+1. max_pool2d: the maximum over each window (sliding with dilation, or adaptive); the first
+   maximum wins, a NaN wins and the last NaN wins; int64 indices optional.
+2. avg_pool2d: the average, Lp pooling, or the Lp gradient's per-window scale (the average's
+   divisor rules of PyTorch).
+   Global (adaptive 1x1) max / average inside 1. and 2.: bx lanes per plane read it and
+   reduce in a fixed shared-memory tree.
+3. pool2d_backward: average / Lp gather over the closed-form ranges of windows that hold each
+   input element.
 4. max_pool2d_backward: the same closed-form ranges from the pooling spec (or adaptive
    windows); an output adds its gradient where its index names the element.
 
+Every kernel takes ``PoolParams`` (kernels/common.cuh) as its arguments: the pointer fields
+(x, gy, y, idx, err) as flat device arrays (idx and err int64: ``gpu_plan.INDEX_POINTERS``),
+then one tuple of the scalar fields in the struct's order (``gpu_plan.scalar_slots``; norm a
+float). A null pointer is an empty array. Numba has no 16-byte loads or stores: elements go one
+by one. Plane and window divisions take unsigned 32-bit operands (``gpu_plan.pool32``).
 Every kernel is a gather or a fixed-order sum (no atomics): results repeat bit for bit.
-Factories per dtype keep float32 maths in float32; ``@cuda.jit`` compiles lazily.
 """
 
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda
 
 from gpuconv.backends import gpu_plan as plan
 
-_AT = plan.scalar_slots(plan.POOL_FIELDS)
-(N, C, H, W, HO, WO, KH, KW, SH, SW, PH, PW, DH, DW, ADAPTIVE, OP, COUNT_INCLUDE_PAD,
- DIVISOR_OVERRIDE, LP_POST, NORM) = (_AT[k] for k in (
+_SLOT = plan.scalar_slots(plan.POOL_FIELDS)
+# a heterogeneous tuple (norm is a float) takes constant indices only: one name per stride slot
+XS0, XS1, XS2, XS3 = (_SLOT["x_stride"] + i for i in range(4))
+GS0, GS1, GS2, GS3 = (_SLOT["g_stride"] + i for i in range(4))
+(N, C, H, W, OUT_H, OUT_W, KH, KW, SH, SW, PH, PW, DH, DW, ADAPTIVE, OP, COUNT_INCLUDE_PAD,
+ DIVISOR_OVERRIDE, LP_POST, NORM) = (_SLOT[name] for name in (
     "n", "c", "h", "w", "out_h", "out_w", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw",
     "adaptive", "op", "count_include_pad", "divisor_override", "lp_post", "norm"))
-OP_AVG, OP_LP, OP_LP_GRAD_SCALE = plan.AVG, plan.LP, plan.LP_GRAD_SCALE
+OP_AVG, OP_LP = plan.AVG, plan.LP
 POOL_V = plan.POOL_V
-assert POOL_V == 4  # max_pool2d_backward keeps four named accumulators
+assert POOL_V == 4  # max_pool2d_backward keeps four named sums
 BLOCK = plan.POOL_BLOCK
+U32 = np.uint32
+MAX_REGISTERS = 128  # two 256-thread blocks per SM
 
 
-# --------------------------------------------------------------------------- 1. layout
+# --------------------------------------------------------------------------- layout
+@cuda.jit(device=True)
+def div32(a, b):
+    """a // b of non-negative values below 2^32: a 32-bit division (no 64-bit routine)."""
+    return np.int64(U32(a) // U32(b))
+
+
 @cuda.jit(device=True)
 def place():
-    """(col0, row0, row_step, plane0, plane_step) of the calling thread."""
+    """(col0, row0, row_step, plane0, plane_step) of the calling thread: its POOL_V columns
+    col0.. of rows row0, row0 + row_step, ... and planes plane0, plane0 + plane_step, ..."""
     col0 = (np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x) * POOL_V
     row0 = np.int64(cuda.blockIdx.y) * cuda.blockDim.y + cuda.threadIdx.y
     plane0 = np.int64(cuda.blockIdx.z) * cuda.blockDim.z + cuda.threadIdx.z
@@ -59,19 +75,26 @@ def place():
             np.int64(cuda.gridDim.z) * cuda.blockDim.z)
 
 
+@cuda.jit(device=True)
+def split_plane(plane, channels):
+    """plane = n * channels + c -> (n, c)."""
+    n = div32(plane, channels)
+    return n, plane - n * channels
+
+
 # --------------------------------------------------------------------------- windows
 @cuda.jit(device=True)
-def axis(s, rows):
+def pool_axis(s, rows):
     """(size, out, kernel, stride, pad, dilation) of the rows or the columns."""
     if rows:
-        return s[H], s[HO], s[KH], s[SH], s[PH], s[DH]
-    return s[W], s[WO], s[KW], s[SW], s[PW], s[DW]
+        return s[H], s[OUT_H], s[KH], s[SH], s[PH], s[DH]
+    return s[W], s[OUT_W], s[KW], s[SW], s[PW], s[DW]
 
 
 @cuda.jit(device=True)
 def adaptive_range(o, n, out):
     """[start, end) of adaptive window o of out over n positions (shapes.adaptive_windows)."""
-    return (o * n) // out, ((o + 1) * n + out - 1) // out
+    return div32(o * n, out), div32((o + 1) * n + out - 1, out)
 
 
 @cuda.jit(device=True)
@@ -82,21 +105,22 @@ def max_taps(s, a, o):
         first, end = adaptive_range(o, n, out)
         return first, end, np.int64(1)
     start = o * st - pad
-    first = start + (-start + d - 1) // d * d if start < 0 else start
+    first = start + div32(-start + d - 1, d) * d if start < 0 else start  # first tap inside
     return first, min(start + (k - 1) * d + 1, n), d
 
 
 @cuda.jit(device=True)
 def avg_axis(s, a, o):
     """Output o's window along axis a for averages: (lo, hi) clipped to the input, and its
-    factor of the divisor (numpy_backend._avg_divisor)."""
+    factor of the divisor (numpy_backend._avg_divisor: clipped to the padded input, then,
+    unless count_include_pad, to the input)."""
     n, out, k, st, pad, _ = a
     if s[ADAPTIVE]:
         start, end = adaptive_range(o, n, out)
     else:
         start = o * st - pad
         end = min(start + k, n + pad)
-    lo, hi = max(start, 0), min(end, n)
+    lo, hi = max(start, np.int64(0)), min(end, n)
     count = end - start if s[COUNT_INCLUDE_PAD] and not s[ADAPTIVE] else hi - lo
     return lo, hi, count
 
@@ -111,18 +135,19 @@ def avg_divisor(s, count_h, count_w):
 @cuda.jit(device=True)
 def members(s, a, i):
     """(lo, hi): the outputs along axis a whose window may hold input position i, in closed
-    form (sliding or adaptive); empty when lo > hi."""
+    form: sliding (o*s - pad <= i <= o*s - pad + (k-1)*d) or adaptive (start(o) <= i < end(o)
+    <=> floor(i*out/n) <= o <= floor(((i+1)*out - 1)/n)). Empty when lo > hi."""
     n, out, k, st, pad, d = a
     if s[ADAPTIVE]:
-        return (i * out) // n, ((i + 1) * out - 1) // n
+        return div32(i * out, n), div32((i + 1) * out - 1, n)
     first = i + pad - (k - 1) * d
-    lo = np.int64(0) if first <= 0 else (first + st - 1) // st
-    return lo, min(out - 1, (i + pad) // st)
+    lo = np.int64(0) if first <= 0 else div32(first + st - 1, st)
+    return lo, min(out - 1, div32(i + pad, st))
 
 
 @cuda.jit(device=True)
 def is_global(s):
-    return s[ADAPTIVE] and s[HO] == 1 and s[WO] == 1
+    return s[ADAPTIVE] and s[OUT_H] == 1 and s[OUT_W] == 1
 
 
 @cuda.jit(device=True)
@@ -143,34 +168,51 @@ def merge_max(v, arg, ov, oarg):
 
 # --------------------------------------------------------------------------- kernels
 @functools.cache
-def kernels(dtype: np.dtype):
-    """The pooling kernels for ``dtype``."""
+def kernels(dtype) -> dict:
+    """name -> kernel of the pooling family for ``dtype`` (float32 maths stays float32)."""
     F = np.dtype(dtype).type
     zero = F(0)
+    jit = cuda.jit(**({} if config.ENABLE_CUDASIM else {"max_registers": MAX_REGISTERS}))
 
     @cuda.jit(device=True)
     def global_pool(x, y, idx, s, want_max):
         """Global pooling: each plane's max (with index) or sum by blockDim.x lanes, then a fixed
-        tree over the lanes in shared memory; lane 0 writes the plane's result."""
+        tree over the lanes in shared memory; lane 0 writes the plane's result. Every thread
+        runs the same iterations (the tree synchronises the block)."""
         part_v = cuda.shared.array(BLOCK, F)
         part_i = cuda.shared.array(BLOCK, np.int64)
-        lanes, lane = cuda.blockDim.x, cuda.threadIdx.x
-        slot = cuda.threadIdx.z * lanes + lane
-        planes, width = s[N] * s[C], s[W]
+        lanes, lane = np.int64(cuda.blockDim.x), np.int64(cuda.threadIdx.x)
+        slot = cuda.threadIdx.z * cuda.blockDim.x + cuda.threadIdx.x
+        planes, width, plane_len = s[N] * s[C], s[W], s[H] * s[W]
+        contiguous = s[XS3] == 1 and s[XS2] == width
         base = np.int64(cuda.blockIdx.z) * cuda.blockDim.z
         while base < planes:
             plane = base + cuda.threadIdx.z
             v, arg = zero, np.int64(-1)
             if plane < planes:
-                n, c = plane // s[C], plane % s[C]
-                for r in range(s[H]):
-                    for col in range(lane, width, lanes):
-                        val = x[n, c, r, col]
+                n, c = split_plane(plane, s[C])
+                at = n * s[XS0] + c * s[XS1]
+                if contiguous:
+                    e = lane
+                    while e < plane_len:
+                        val = x[at + e]
                         if want_max:
                             if arg < 0 or val > v or val != val:
-                                v, arg = val, r * width + col
+                                v, arg = val, e
                         else:
                             v += val
+                        e += lanes
+                else:
+                    for r in range(s[H]):
+                        col = lane
+                        while col < width:
+                            val = x[at + r * s[XS2] + col * s[XS3]]
+                            if want_max:
+                                if arg < 0 or val > v or val != val:
+                                    v, arg = val, r * width + col
+                            else:
+                                v += val
+                            col += lanes
             part_v[slot], part_i[slot] = v, arg
             cuda.syncthreads()
             step = lanes // 2
@@ -185,134 +227,183 @@ def kernels(dtype: np.dtype):
                 cuda.syncthreads()
                 step //= 2
             if lane == 0 and plane < planes:
-                n, c = plane // s[C], plane % s[C]
                 if want_max:
-                    y[n, c, 0, 0] = part_v[slot]
-                    if idx.size == y.size:
-                        idx[n, c, 0, 0] = part_i[slot]
+                    y[plane] = part_v[slot]
+                    if idx.size > 0:
+                        idx[plane] = part_i[slot]
                 else:
-                    y[n, c, 0, 0] = part_v[slot] / F(s[H] * s[W])
+                    y[plane] = part_v[slot] / F(plane_len)
             cuda.syncthreads()  # part_* are reused by the next planes
             base += np.int64(cuda.gridDim.z) * cuda.blockDim.z
 
-    @cuda.jit
     def max_pool2d(x, gy, y, idx, err, s):
         """y[n, c, oh, ow] = max over (r, col) in window(oh, ow) of x[n, c, r, col]; idx =
-        r * W + col of that maximum when idx has y's size (numpy_backend.max_pool2d /
-        adaptive_max_pool2d). gy: unused."""
+        r * W + col of that maximum (numpy_backend.max_pool2d / adaptive_max_pool2d).
+        gy, err: unused."""
         if is_global(s):
             global_pool(x, y, idx, s, True)
             return
+        # index decoding: POOL_V outputs (oh, col0 + v) per thread, planes by the grid
         col0, row0, row_step, plane0, plane_step = place()
-        ah, aw = axis(s, True), axis(s, False)
+        ah, aw = pool_axis(s, True), pool_axis(s, False)
+        # bounds
         if col0 >= aw[1]:
             return
-        want_idx = idx.size == y.size
-        for oh in range(row0, ah[1], row_step):
+        count = min(np.int64(POOL_V), aw[1] - col0)
+        # body: each of the POOL_V outputs in turn, its column taps in registers
+        xs2, xs3, width = s[XS2], s[XS3], s[W]
+        oh = row0
+        while oh < ah[1]:
             r0, r1, rs = max_taps(s, ah, oh)
-            for plane in range(plane0, s[N] * s[C], plane_step):
-                n, c = plane // s[C], plane % s[C]
-                for ow in range(col0, min(col0 + POOL_V, aw[1])):
-                    c0, c1, cs = max_taps(s, aw, ow)
-                    best, arg = zero, np.int64(-1)
-                    for r in range(r0, r1, rs):
-                        for col in range(c0, c1, cs):
-                            val = x[n, c, r, col]
-                            if arg < 0 or val > best or val != val:  # first max, last NaN
-                                best, arg = val, r * s[W] + col
-                    y[n, c, oh, ow] = best
-                    if want_idx:
-                        idx[n, c, oh, ow] = arg
+            plane = plane0
+            while plane < s[N] * s[C]:
+                n, c = split_plane(plane, s[C])
+                at = n * s[XS0] + c * s[XS1]
+                out = (plane * ah[1] + oh) * aw[1] + col0
+                for v in range(POOL_V):
+                    if v < count:
+                        c0, c1, cs = max_taps(s, aw, col0 + v)
+                        best, arg = zero, np.int64(-1)  # functional rejects all-padding windows
+                        r = r0
+                        while r < r1:
+                            col = c0
+                            while col < c1:
+                                val = x[at + r * xs2 + col * xs3]
+                                if arg < 0 or val > best or val != val:  # first max, last NaN
+                                    best, arg = val, r * width + col
+                                col += cs
+                            r += rs
+                        y[out + v] = best
+                        if idx.size > 0:
+                            idx[out + v] = arg
+                plane += plane_step
+            oh += row_step
 
-    @cuda.jit
     def avg_pool2d(x, gy, y, idx, err, s):
-        """op 0: y = window sum / divisor (numpy_backend.avg_pool2d, adaptive_avg_pool2d);
-        op 1: y = (kh*kw * avg(x^p))^(1/p) (lp_pool2d); op 2: the Lp gradient's per-window
-        scale gy * total^(1/p - 1) / p * kh*kw (lp_pool2d_backward). idx: unused."""
+        """op 0: y = sum over window(oh, ow) of x / divisor (numpy_backend.avg_pool2d,
+        adaptive_avg_pool2d); op 1: y = (kh*kw * avg(x^p))^(1/p) (lp_pool2d); op 2: the Lp
+        gradient's per-window scale gy * total^(1/p - 1) / p * kh*kw (lp_pool2d_backward).
+        idx, err: unused."""
         if is_global(s):
             global_pool(x, y, idx, s, False)
             return
+        # index decoding: POOL_V outputs (oh, col0 + v) per thread, planes by the grid
         col0, row0, row_step, plane0, plane_step = place()
-        ah, aw = axis(s, True), axis(s, False)
+        ah, aw = pool_axis(s, True), pool_axis(s, False)
+        # bounds
         if col0 >= aw[1]:
             return
-        p, window = F(s[NORM]), F(s[KH] * s[KW])
-        for oh in range(row0, ah[1], row_step):
+        count = min(np.int64(POOL_V), aw[1] - col0)
+        # body
+        norm, window = F(s[NORM]), F(s[KH] * s[KW])
+        xs2, xs3 = s[XS2], s[XS3]
+        oh = row0
+        while oh < ah[1]:
             h0, h1, count_h = avg_axis(s, ah, oh)
-            for plane in range(plane0, s[N] * s[C], plane_step):
-                n, c = plane // s[C], plane % s[C]
-                for ow in range(col0, min(col0 + POOL_V, aw[1])):
-                    w0, w1, count_w = avg_axis(s, aw, ow)
-                    total = zero
-                    for r in range(h0, h1):
-                        for col in range(w0, w1):
-                            val = x[n, c, r, col]
-                            total += val if s[OP] == OP_AVG else val ** p
-                    out = total / F(avg_divisor(s, count_h, count_w))
-                    if s[OP] != OP_AVG:  # numpy_backend.lp_pool2d
-                        lp_total = out * window
-                        if s[OP] == OP_LP:
-                            out = lp_total ** (F(1) / p)
-                        elif lp_total != zero:  # 0 for an all-zero window
-                            out = gy[n, c, oh, ow] * (lp_total ** (F(1) / p - F(1)) / p) * window
-                        else:
-                            out = zero
-                    y[n, c, oh, ow] = out
+            plane = plane0
+            while plane < s[N] * s[C]:
+                n, c = split_plane(plane, s[C])
+                at = n * s[XS0] + c * s[XS1]
+                out = (plane * ah[1] + oh) * aw[1] + col0
+                for v in range(POOL_V):
+                    if v < count:
+                        w0, w1, count_w = avg_axis(s, aw, col0 + v)
+                        total = zero
+                        for r in range(h0, h1):
+                            for col in range(w0, w1):
+                                val = x[at + r * xs2 + col * xs3]
+                                total += val if s[OP] == OP_AVG else val ** norm
+                        mean = total / F(avg_divisor(s, count_h, count_w))
+                        if s[OP] == OP_AVG:
+                            y[out + v] = mean
+                        elif s[OP] == OP_LP:  # numpy_backend.lp_pool2d
+                            y[out + v] = (mean * window) ** F(1.0 / s[NORM])
+                        else:  # d total^(1/p) / d total, 0 for an all-zero window
+                            lp_total = mean * window
+                            g = gy[n * s[GS0] + c * s[GS1] + oh * s[GS2]
+                                   + (col0 + v) * s[GS3]]
+                            safe = lp_total + F(lp_total == zero)
+                            y[out + v] = (g * F(lp_total != zero)
+                                          * (safe ** F(1.0 / s[NORM] - 1.0) / norm) * window)
+                plane += plane_step
+            oh += row_step
 
-    @cuda.jit
     def pool2d_backward(x, gy, y, idx, err, s):
         """y[n, c, h, w] (dx) = sum over the windows (oh, ow) holding (h, w), in increasing
         output order, of gy[n, c, oh, ow] / divisor(oh, ow); times p * x^(p-1) when lp_post
-        (numpy_backend.avg_pool2d_backward, adaptive_avg_pool2d_backward, lp_pool2d_backward).
-        idx: unused."""
+        (Lp, whose gy is the per-window scale). numpy_backend.avg_pool2d_backward,
+        adaptive_avg_pool2d_backward, lp_pool2d_backward. idx, err: unused."""
+        # index decoding: POOL_V input elements (h, col0 + v) per thread, planes by the grid
         col0, row0, row_step, plane0, plane_step = place()
-        ah, aw = axis(s, True), axis(s, False)
+        ah, aw = pool_axis(s, True), pool_axis(s, False)
+        # bounds
         if col0 >= aw[0]:
             return
-        p = F(s[NORM])
-        for h in range(row0, ah[0], row_step):
+        count = min(np.int64(POOL_V), aw[0] - col0)
+        # body
+        norm = F(s[NORM])
+        gs2, gs3 = s[GS2], s[GS3]
+        h = row0
+        while h < ah[0]:
             h_lo, h_hi = members(s, ah, h)
-            for plane in range(plane0, s[N] * s[C], plane_step):
-                n, c = plane // s[C], plane % s[C]
-                for w in range(col0, min(col0 + POOL_V, aw[0])):
-                    w_lo, w_hi = members(s, aw, w)
-                    total = zero
-                    for oh in range(h_lo, h_hi + 1):
-                        count_h = avg_axis(s, ah, oh)[2]
-                        for ow in range(w_lo, w_hi + 1):
-                            total += gy[n, c, oh, ow] / F(avg_divisor(s, count_h,
-                                                                        avg_axis(s, aw, ow)[2]))
-                    if s[LP_POST]:  # Lp: d(x^p)/dx
-                        total *= p * x[n, c, h, w] ** (p - F(1))
-                    y[n, c, h, w] = total
+            plane = plane0
+            while plane < s[N] * s[C]:
+                n, c = split_plane(plane, s[C])
+                g0 = n * s[GS0] + c * s[GS1]
+                out = (plane * ah[0] + h) * aw[0] + col0
+                for v in range(POOL_V):
+                    if v < count:
+                        w_lo, w_hi = members(s, aw, col0 + v)
+                        total = zero
+                        for oh in range(h_lo, h_hi + 1):
+                            count_h = avg_axis(s, ah, oh)[2]
+                            for ow in range(w_lo, w_hi + 1):
+                                divisor = avg_divisor(s, count_h, avg_axis(s, aw, ow)[2])
+                                total += gy[g0 + oh * gs2 + ow * gs3] / F(divisor)
+                        if s[LP_POST]:  # Lp: times d(x^p)/dx
+                            xv = x[n * s[XS0] + c * s[XS1] + h * s[XS2]
+                                   + (col0 + v) * s[XS3]]
+                            total *= norm * xv ** F(s[NORM] - 1.0)
+                        y[out + v] = total
+                plane += plane_step
+            h += row_step
 
-    @cuda.jit
     def max_pool2d_backward(x, gy, y, idx, err, s):
         """y[n, c, h, w] (dx) = sum, in increasing output order, of gy[n, c, oh, ow] over the
-        outputs whose window may hold (h, w) (closed form) and whose index idx[n, c, oh, ow]
-        == h * W + w (numpy_backend.max_pool2d_backward); an index outside the plane sets
-        err[0] to H * W. x: unused."""
+        outputs whose window may hold (h, w) (closed form from the spec, or adaptive) and whose
+        index idx[n, c, oh, ow] == h * W + w (numpy_backend.max_pool2d_backward). idx:
+        contiguous. An index outside the plane sets the error word err (when given) to H * W.
+        x: unused."""
+        # index decoding: POOL_V input elements (h, col0 + v) per thread, planes by the grid
         col0, row0, row_step, plane0, plane_step = place()
-        ah, aw = axis(s, True), axis(s, False)
+        ah, aw = pool_axis(s, True), pool_axis(s, False)
+        # bounds
         if col0 >= aw[0]:
             return
-        count = min(POOL_V, aw[0] - col0)
+        count = min(np.int64(POOL_V), aw[0] - col0)
+        # body: the column candidates of the POOL_V elements together
         w_lo = members(s, aw, col0)[0]
         w_hi = members(s, aw, col0 + count - 1)[1]
-        for h in range(row0, ah[0], row_step):
+        plane_len = s[H] * s[W]
+        gs2, gs3 = s[GS2], s[GS3]
+        h = row0
+        while h < ah[0]:
             h_lo, h_hi = members(s, ah, h)
             this = h * aw[0] + col0
-            for plane in range(plane0, s[N] * s[C], plane_step):
-                n, c = plane // s[C], plane % s[C]
-                s0 = s1 = s2 = s3 = zero
+            plane = plane0
+            while plane < s[N] * s[C]:
+                n, c = split_plane(plane, s[C])
+                g0 = n * s[GS0] + c * s[GS1]
+                i0 = plane * ah[1] * aw[1]
+                s0 = s1 = s2 = s3 = zero  # the POOL_V sums (scalars: registers)
                 for oh in range(h_lo, h_hi + 1):
                     for ow in range(w_lo, w_hi + 1):
-                        at = idx[n, c, oh, ow]
-                        if at < 0 or at >= s[H] * s[W]:  # every output's index is read
-                            err[0] = s[H] * s[W]
+                        at = idx[i0 + oh * aw[1] + ow]
+                        if err.size > 0 and (at < 0 or at >= plane_len):
+                            err[0] = plane_len  # every output's index is read by some element
                         d = at - this
-                        if 0 <= d < count:
-                            g = gy[n, c, oh, ow]
+                        if 0 <= d < POOL_V:  # else it names another element
+                            g = gy[g0 + oh * gs2 + ow * gs3]
                             if d == 0:
                                 s0 += g
                             elif d == 1:
@@ -321,13 +412,17 @@ def kernels(dtype: np.dtype):
                                 s2 += g
                             else:
                                 s3 += g
-                y[n, c, h, col0] = s0
+                out = (plane * ah[0] + h) * aw[0] + col0
+                y[out] = s0
                 if count > 1:
-                    y[n, c, h, col0 + 1] = s1
+                    y[out + 1] = s1
                 if count > 2:
-                    y[n, c, h, col0 + 2] = s2
+                    y[out + 2] = s2
                 if count > 3:
-                    y[n, c, h, col0 + 3] = s3
+                    y[out + 3] = s3
+                plane += plane_step
+            h += row_step
 
-    return SimpleNamespace(max_pool2d=max_pool2d, avg_pool2d=avg_pool2d,
-                           pool2d_backward=pool2d_backward, max_pool2d_backward=max_pool2d_backward)
+    return {name: jit(kernel) for name, kernel in (
+        ("max_pool2d", max_pool2d), ("avg_pool2d", avg_pool2d),
+        ("pool2d_backward", pool2d_backward), ("max_pool2d_backward", max_pool2d_backward))}

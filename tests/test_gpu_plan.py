@@ -319,3 +319,32 @@ def test_numba_grad_input_pads_then_folds_with_bias_last():
     assert gemm.params["bias"] is None and gemm.params["out"] == "padded"
     assert gemm.grid[2] == 4 and gemm.params["transposed"] == 1
     assert adjoint.kernel == "conv_pad_adjoint" and adjoint.params["bias"] == "bias"
+
+
+def test_numba_depthwise_and_pool_plans_are_the_cuda_plans():
+    """The Numba twins launch depthwise.cu's and pool.cu's plans on contiguous arrays: the same
+    grids, blocks and fields under dtype-free names; the simulator's conv blocks are smaller
+    (depthwise rows are looped by the grid, elementwise grids grow to cover every element)."""
+    spec = ConvSpec.make(2, (5, 5), stride=2, padding=2, groups=2, padding_mode="reflect")
+    x, w, gy = (2, 2, 9, 10), (4, 1, 5, 5), (2, 4, 5, 5)
+    cuda_fw = plan.depthwise_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
+                                          True)
+    (fw,) = plan.numba_conv_forward_plan(x, w, spec, "float32", True).launches
+    assert fw.kernel == "conv_depthwise<5>"
+    assert (fw.grid, fw.block, fw.params) == (cuda_fw.launches[0].grid, cuda_fw.launches[0].block,
+                                              cuda_fw.launches[0].params)
+    (sim,) = plan.numba_conv_forward_plan(x, w, spec, "float32", True, simulator=True).launches
+    assert sim.grid == fw.grid and sim.block[0] == fw.block[0]
+    assert sim.block[0] * sim.block[1] <= plan.NUMBA_SIMULATOR_BLOCK
+    gi, adjoint = plan.numba_conv_grad_input_plan(gy, w, spec, (9, 10), "float64", False,
+                                                  simulator=True).launches
+    assert gi.kernel == "conv_depthwise<5>" and adjoint.kernel == "conv_pad_adjoint"
+    assert adjoint.grid[0] * adjoint.block[0] >= 2 * 2 * 9 * 10 and adjoint.block[0] == 32
+    gw, reduce = plan.numba_conv_grad_weight_plan(gy, x, spec, (5, 5), "float32").launches
+    assert gw.kernel == "conv_depthwise_grad_weight<5>" and gw.block == (256, 1, 1)
+    assert reduce.kernel == "conv_splitk_reduce" and reduce.params["total"] == 4 * 25
+    pool = PoolSpec.make(2, 3, stride=2, padding=1)
+    cuda_max = plan.max_pool_plan((2, 3, 9, 9), _contiguous((2, 3, 9, 9)), pool, "float64", True)
+    (mx,) = plan.numba_plan(cuda_max, simulator=True).launches
+    assert mx.kernel == "max_pool2d" and (mx.grid, mx.block) == (cuda_max.launches[0].grid,
+                                                                 cuda_max.launches[0].block)

@@ -15,16 +15,12 @@ import pytest
 
 from gpuconv.backends import gpu_plan, numba_backend
 
-FAMILIES = {"conv": gpu_plan.CONV_FIELDS}
+FAMILIES = {"conv": gpu_plan.CONV_FIELDS, "pool": gpu_plan.POOL_FIELDS}
 # kernel -> (the backend that has it, why the other does not)
 ONLY = {
     "conv_gemm_mma": ("cuda", "tensor cores: Numba offers precision='ieee' only"),
-    "conv_direct": ("cuda", "slices of <= 4 rows and depthwise: the Numba twin comes with the "
-                            "depthwise rebuild"),
+    "conv_direct": ("cuda", "slices writing <= 4 channels: Numba runs them on conv_gemm"),
     "conv_fill_bias": ("cuda", "stride phases no tap reaches: Numba's conv_gemm writes them"),
-    "conv_depthwise": ("cuda", "depthwise.cu; Numba runs depthwise convs on conv_gemm until its "
-                               "flat-array twin lands"),
-    "conv_depthwise_grad_weight": ("cuda", "as conv_depthwise"),
 }
 
 
@@ -68,8 +64,9 @@ def test_both_backends_implement_one_kernel_list(dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_numba_signatures_are_the_struct(dtype):
-    """Each Numba kernel's argument types are the struct's: a flat array per pointer field,
-    then one tuple with a slot per scalar (4 per 4-vector)."""
+    """Each Numba kernel's argument types are the struct's: a flat array per pointer field (of
+    int64 for indices and error words, else of the dtype), then one tuple with a slot per
+    scalar (4 per 4-vector)."""
     real = numba.from_dtype(np.dtype(dtype))
     for name, entry in numba_backend.kernel_table(dtype).items():
         if numba_family(entry.fields) is None:
@@ -78,7 +75,9 @@ def test_numba_signatures_are_the_struct(dtype):
         slots = len(gpu_plan.scalars(entry.fields, {}))
         *arrays, scalars = entry.signature
         assert len(arrays) == len(pointers), name
-        assert all(a == numba.types.Array(real, 1, "C") for a in arrays), name
+        want = [numba.types.Array(numba.int64 if p in gpu_plan.INDEX_POINTERS else real, 1, "C")
+                for p in pointers]
+        assert list(arrays) == want, name
         assert len(scalars) == slots == max(gpu_plan.scalar_slots(entry.fields).values()) + 1, name
 
 

@@ -10,6 +10,9 @@ registers within the cap, and an FMA share of the loop of at least ``MIN_FMA_SHA
 for the float32 128-row tile that carries the large layers, a floor against regressions
 for the smaller tiles and float64 (recorded in bench/results/numba_sm90_resources.json).
 
+The depthwise and pooling twins: registers within their cap, no spills, no local memory,
+and no subroutine call where the maths has no division or power.
+
 The compile runs in a subprocess with the simulator off (tests/conftest.py turns it on for
 this process). Run this file as a script to record the table in
 bench/results/numba_sm90_resources.json.
@@ -35,6 +38,7 @@ MISSING_TOOLCHAIN = 3  # the compile script's exit status when NVVM or nvJitLink
 USAGE = re.compile(r"used (\d+) registers.*?(\d+) bytes smem")
 MIN_FMA_SHARE = {("float32", 128): 0.5}  # (dtype, tile rows) -> share; else FMA_FLOOR
 FMA_FLOOR = 0.3
+CALL_FREE = {"conv_depthwise", "conv_depthwise_grad_weight", "max_pool2d", "max_pool2d_backward"}
 SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
@@ -72,11 +76,14 @@ def compile_all() -> list[dict]:
                             options=LinkerOptions(arch="sm_90", verbose=True,
                                                   max_register_count=cap))
             cubin = linker.link("cubin")
+            code = max(cuda_source.sass_functions(cubin.code).values(), key=len)
+            ops = [i.split()[1] if i.startswith("@") else i.split()[0] for _, i in code]
             row = {"kernel": name, "dtype": np.dtype(dtype).name,
                    "family": entry.kernel.py_func.__module__.rpartition(".")[2],
-                   "register_cap": cap, **resources(linker.get_info_log())}
+                   "register_cap": cap, **resources(linker.get_info_log()),
+                   "local_memory": sum(o.split(".")[0] in ("LDL", "STL") for o in ops),
+                   "function_calls": sum(o.startswith("CALL") for o in ops)}
             if name.startswith("conv_gemm"):
-                code = max(cuda_source.sass_functions(cubin.code).values(), key=len)
                 body = cuda_source.hot_loop(code)
                 ops = [i.split()[1] if i.startswith("@") else i.split()[0] for i in body]
                 tile = name.partition("<")[2].partition(",")[0]
@@ -97,8 +104,10 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def test_every_kernel_compiles_for_sm90_without_conv_spills(tmp_path):
-    out = tmp_path / "resources.json"
+@pytest.fixture(scope="module")
+def sm90_rows(tmp_path_factory) -> list[dict]:
+    """One compile of every kernel for the module's tests (the script, in a subprocess)."""
+    out = tmp_path_factory.mktemp("sm90") / "resources.json"
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     done = subprocess.run([sys.executable, __file__, str(out)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
@@ -107,6 +116,11 @@ def test_every_kernel_compiles_for_sm90_without_conv_spills(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     rows = json.loads(out.read_text())["kernels"]
     print("\n" + table(rows))
+    return rows
+
+
+def test_every_kernel_compiles_for_sm90_without_conv_spills(sm90_rows):
+    rows = sm90_rows
     from gpuconv.backends import numba_backend
     assert len(rows) == sum(len(numba_backend.kernel_table(d)) for d in ("float32", "float64"))
     spilled = [f"{r['kernel']} ({r['dtype']})" for r in rows
@@ -123,6 +137,25 @@ def test_every_kernel_compiles_for_sm90_without_conv_spills(tmp_path):
         assert r["calls"] == 0 and r["mufu_rcp"] == 0, f"{what}: division in the hot loop"
         want = MIN_FMA_SHARE.get((r["dtype"], r["tile_rows"]), FMA_FLOOR)
         assert r["ffma_share"] >= want, f"{what}: FMA share {r['ffma_share']} < {want}"
+
+
+def test_depthwise_and_pooling_kernels_fit_in_registers(sm90_rows):
+    """The depthwise and pooling twins: within their register cap, no spills, no local memory;
+    no subroutine call at all where the maths has no division or power (depthwise, max
+    pooling: integer divisions are 32-bit and inline). Average / Lp pooling divide by the
+    window's divisor and raise to p as pool.cu does: their calls are the IEEE division's and
+    pow's slow paths (recorded, not asserted)."""
+    rows = [r for r in sm90_rows if r["family"] in ("depthwise_numba", "pool_numba")]
+    assert {r["kernel"].partition("<")[0] for r in rows} == CALL_FREE | {"avg_pool2d",
+                                                                         "pool2d_backward"}
+    for r in rows:
+        what = f"{r['kernel']} ({r['dtype']})"
+        assert r["register_cap"] and r["registers"] <= r["register_cap"], what
+        assert r["spill_stores"] + r["spill_loads"] == 0, f"{what}: spills"
+        assert r["local_memory"] == 0, f"{what}: local memory (LDL/STL)"
+        if r["kernel"].partition("<")[0] in CALL_FREE:
+            assert r["function_calls"] == 0, f"{what}: a subroutine call (division?)"
+
 
 
 

@@ -171,6 +171,7 @@ POOL_FIELDS = ([(n, _PTR) for n in ("x", "gy", "y", "idx", "err")]
                                       "ph", "pw", "dh", "dw", "adaptive", "op", "count_include_pad",
                                       "divisor_override", "lp_post")]
                + [("norm", _F64)])
+INDEX_POINTERS = ("idx", "err")  # int64 pointer fields; the others point at the tensor's dtype
 # LayerParams in layers.cu (the trainer's fused layer kernels).
 LAYER_FIELDS = ([(n, _PTR) for n in ("x", "gy", "gamma", "beta", "y", "saved", "running_mean",
                                      "running_var", "grad_gamma", "grad_beta", "totals", "seed")]
@@ -841,6 +842,8 @@ def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bi
                             simulator: bool = False) -> Plan:
     """y (N, O, H_out, W_out) = conv2d(x, weight) + bias on C-contiguous arrays: conv_gemm's
     forward, one launch slice per group."""
+    if is_depthwise(w_shape, spec.groups):
+        return numba_depthwise_forward_plan(x_shape, w_shape, spec, dtype, has_bias, simulator)
     n, _, h, w = x_shape
     o, cg, kh, kw = w_shape
     ho, wo = spec.output_shape((h, w), (kh, kw))
@@ -862,6 +865,9 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
     """dx (N, C, H, W): conv_gemm's transposed conv, one slice per group and stride phase;
     other padding modes write the padded gradient, which conv_pad_adjoint folds back (bias
     added there, last)."""
+    if is_depthwise(w_shape, spec.groups):
+        return numba_depthwise_grad_input_plan(gy_shape, w_shape, spec, input_hw, dtype, has_bias,
+                                               simulator)
     n, o, ho, wo = gy_shape
     _, cg, kh, kw = w_shape
     groups, c = spec.groups, cg * spec.groups
@@ -898,6 +904,9 @@ def numba_conv_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dt
     n, o, ho, wo = gy_shape
     _, c, h, w = x_shape
     groups = spec.groups
+    if is_depthwise((o, c // groups), groups):
+        return numba_depthwise_grad_weight_plan(gy_shape, x_shape, spec, kernel_hw, dtype,
+                                                simulator, sm_count)
     cg, (kh, kw) = c // groups, kernel_hw
     taps, rows = cg * kh * kw, o // groups
     # the partials hold at most MAX_SPLITS copies of dW
@@ -915,7 +924,7 @@ def numba_conv_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dt
                   (t.threads, 1, 1), params)
     if splits == 1:
         return Plan([gemm], choice=choice)
-    reduce = dict(b="partials", out="out", out_c=o, kc=cg, kh=kh, kw=kw, splits=splits)
+    reduce = dict(b="partials", out="out", out_c=o, plane=1, splits=splits, total=o * taps)
     return Plan([gemm, _numba_elementwise("conv_splitk_reduce", o * taps, reduce, simulator)],
                 {"partials": (splits * o * taps, dtype)}, choice)
 
@@ -927,6 +936,56 @@ def numba_conv_grad_bias_plan(gy_shape, dtype: str, simulator: bool = False) -> 
     params = dict(a="grad_out", out="out", a_stride=contiguous_strides(gy_shape), batch=n,
                   out_c=o, q_h=ho, q_w=wo)
     return Plan([Launch("conv_grad_bias", (o, 1, 1), (block, 1, 1), params)])
+
+
+def _numba_launch(launch: Launch, simulator: bool) -> Launch:
+    """A launch of a CUDA plan as the Numba twin takes it: the kernel name without its dtype
+    (``conv_depthwise<float, 3>`` -> ``conv_depthwise<3>``, ``conv_splitk_reduce<float>`` ->
+    ``conv_splitk_reduce``); in the simulator, blocks of at most NUMBA_SIMULATOR_BLOCK threads
+    for the conv kernels (conv_depthwise loops its rows by the grid, the others cover their
+    elements anew; the pooling kernels keep theirs)."""
+    name, _, args = launch.kernel.partition("<")
+    args = args.rstrip(">").split(", ")[1:]
+    kernel = f"{name}<{', '.join(args)}>" if args else name
+    grid, block = launch.grid, launch.block
+    if simulator and name == "conv_depthwise":
+        block = (block[0], max(1, min(block[1], NUMBA_SIMULATOR_BLOCK // block[0])), 1)
+    elif simulator and name.startswith("conv_"):
+        block = (NUMBA_SIMULATOR_BLOCK, 1, 1)
+        if name != "conv_depthwise_grad_weight":  # one thread per element
+            grid = (_blocks(grid[0] * launch.block[0], NUMBA_SIMULATOR_BLOCK), 1, 1)
+    return Launch(kernel, grid, block, launch.params)
+
+
+def numba_plan(cuda_plan: Plan, simulator: bool = False) -> Plan:
+    """A CUDA plan (pooling, depthwise) as the Numba twins take it (``_numba_launch``)."""
+    return Plan([_numba_launch(step, simulator) for step in cuda_plan.launches],
+                cuda_plan.workspaces, cuda_plan.choice)
+
+
+def numba_depthwise_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bias: bool,
+                                 simulator: bool = False) -> Plan:
+    """depthwise_forward_plan on C-contiguous arrays, for depthwise_numba's conv_depthwise."""
+    return numba_plan(depthwise_forward_plan(x_shape, contiguous_strides(x_shape), w_shape,
+                                              contiguous_strides(w_shape), spec, dtype, has_bias),
+                       simulator)
+
+
+def numba_depthwise_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtype: str,
+                                    has_bias: bool, simulator: bool = False) -> Plan:
+    """depthwise_grad_input_plan on C-contiguous arrays (then conv_pad_adjoint)."""
+    return numba_plan(depthwise_grad_input_plan(gy_shape, contiguous_strides(gy_shape), w_shape,
+                                                 contiguous_strides(w_shape), spec,
+                                                 tuple(input_hw), dtype, has_bias), simulator)
+
+
+def numba_depthwise_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dtype: str,
+                                     simulator: bool = False,
+                                     sm_count: int = DEFAULT_SM_COUNT) -> Plan:
+    """depthwise_grad_weight_plan on C-contiguous arrays (then conv_splitk_reduce)."""
+    return numba_plan(depthwise_grad_weight_plan(gy_shape, contiguous_strides(gy_shape), x_shape,
+                                                  contiguous_strides(x_shape), spec,
+                                                  tuple(kernel_hw), dtype, sm_count), simulator)
 
 
 # --------------------------------------------------------------------------- layers (trainer)

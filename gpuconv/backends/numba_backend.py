@@ -1,5 +1,5 @@
 """Numba CUDA backend: every 2-D kernel of ``gpuconv.backends.KERNELS`` on the GPU, in the
-Numba kernels of ``gpuconv.kernels.conv_numba`` and ``gpuconv.kernels.pool_numba``.
+Numba kernels of ``gpuconv.kernels``.
 
 Checked against the PyTorch goldens and the NumPy backend (tests/test_golden.py,
 tests/test_numba_random.py) through Numba's CUDA simulator, and compiled for sm_90
@@ -10,11 +10,12 @@ the stream of ``on_stream``); CuPy arrays in, CuPy arrays out (zero-copy through
 ``__cuda_array_interface__``, on CuPy's current stream, no synchronisation); NumPy arrays
 are copied to the device and back.
 
-Convolutions run the twins of the CuPy backend's kernels (conv_gemm, conv_splitk_reduce,
-conv_grad_bias, conv_pad_adjoint), launched as ``gpu_plan``'s ``numba_conv_*_plan`` says:
-this module only allocates, packs the struct fields and launches. Pooling runs one thread
-per output (forward) or per input element (backward, a gather over the windows that
-hold it). No kernel uses atomics: every result repeats bit for bit.
+Every kernel is the twin of a CuPy backend kernel (same name, same struct fields): conv_gemm,
+conv_splitk_reduce, conv_grad_bias, conv_pad_adjoint (kernels/conv_numba.py), conv_depthwise,
+conv_depthwise_grad_weight (kernels/depthwise_numba.py) and the pooling kernels
+(kernels/pool_numba.py), launched as ``gpu_plan``'s plans say (``numba_conv_*_plan``, and
+``numba_plan`` of the pooling plans): this module only allocates, packs the struct fields and
+launches. No kernel uses atomics: every result repeats bit for bit.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from numba import config, cuda, types
 
 from gpuconv.backends import array_library, foreign_device, gpu_plan
 from gpuconv.kernels import conv_numba as ck
+from gpuconv.kernels import depthwise_numba as dk
 from gpuconv.kernels import pool_numba as pk
 from gpuconv.shapes import ConvSpec, PoolSpec
 
@@ -83,17 +85,18 @@ def kernel_table(dtype, simulator: bool = False) -> dict[str, Entry]:
                                                                conv_args, conv_fields)
              for t, wgrad, wide in gpu_plan.numba_gemm_instances(dtype.name, simulator)}
     block = gpu_plan.NUMBA_SIMULATOR_BLOCK if simulator else gpu_plan.POOL_BLOCK
-    table.update({name: Entry(kernel, conv_args, conv_fields)
-                  for name, kernel in ck.conv_kernels(dtype, block).items()})
-    pool = pk.kernels(dtype)
+    for kernels in (ck.conv_kernels(dtype, block), dk.kernels(dtype, block)):
+        table.update({name: Entry(kernel, conv_args, conv_fields) for name, kernel in kernels.items()})
+    pool_fields = gpu_plan.POOL_FIELDS
+    pool_args = tuple(array(1, types.int64 if name in gpu_plan.INDEX_POINTERS else real)
+                      for name in gpu_plan.pointer_names(pool_fields)) + (
+        numba.typeof(gpu_plan.scalars(pool_fields, {})),)
+    table.update({name: Entry(kernel, pool_args, pool_fields)
+                  for name, kernel in pk.kernels(dtype).items()})
     a4, i4 = array(4), array(4, types.int64)
-    pool_args = (a4, a4, a4, i4, array(1, types.int64),
-                 numba.typeof(gpu_plan.scalars(gpu_plan.POOL_FIELDS, {})))
     table.update(
         copy_strided=Entry(ck.copy_strided, (array(4, layout="A"), a4)),
         copy_strided_indices=Entry(ck.copy_strided, (array(4, types.int64, "A"), i4)),
-        **{name: Entry(getattr(pool, name), pool_args)  # 4-D arrays: outside the flat vocabulary
-           for name in ("max_pool2d", "avg_pool2d", "pool2d_backward", "max_pool2d_backward")},
     )
     return table
 
@@ -158,10 +161,6 @@ class _Call:
             return view
         return cuda.device_array(shape, dtype, stream=self.stream)
 
-    def placeholder(self, ndim, dtype=None):
-        """A one-element array for an argument a kernel does not read (its flag is off)."""
-        return self.empty((1,) * ndim, dtype)
-
     def result(self, array):
         if self.kind == "cupy":
             return self._owners[id(array)]
@@ -191,13 +190,20 @@ class _Call:
         buffers = dict(buffers)
         for name, (count, dtype) in plan.workspaces.items():
             buffers[name] = self.empty((count,), dtype)
-        null = self.empty((1,))[1:]  # empty, C-contiguous (a fresh size-0 array may type as 'A')
+        # empty, C-contiguous (a fresh size-0 array may type as 'A')
+        null = self.empty((1,))[1:]
+        null_index = self.empty((1,), np.int64)[1:]
         for step in plan.launches:
             if min(step.grid) == 0:
                 continue
             fields = kernel_table(self.dtype, SIMULATED)[step.kernel].fields
-            pointers = [step.params.get(name) for name in gpu_plan.pointer_names(fields)]
-            arrays = [null if p is None else buffers[p].reshape(buffers[p].size) for p in pointers]
+            arrays = []
+            for name in gpu_plan.pointer_names(fields):
+                p = step.params.get(name)
+                if p is None:
+                    arrays.append(null_index if name in gpu_plan.INDEX_POINTERS else null)
+                else:
+                    arrays.append(buffers[p].reshape(buffers[p].size))
             self.run(step.kernel, step.grid, step.block, *arrays,
                      gpu_plan.scalars(fields, step.params))
 
@@ -321,28 +327,13 @@ def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
 
 
 # --------------------------------------------------------------------------- pooling
-POOL_ARRAYS = gpu_plan.pointer_names(gpu_plan.POOL_FIELDS)
-
-
 def _strides(array) -> tuple[int, ...]:
     return tuple(s // array.dtype.itemsize for s in array.strides)
 
 
-def _run_pool(call: _Call, p: gpu_plan.Plan, buffers: dict) -> None:
-    """Launch a pooling plan of ``gpu_plan`` as planned: each kernel gets the plan's pointer
-    fields as 4-D device arrays (a placeholder where the field is null), then its scalars."""
-    for launch in p.launches:
-        arrays = []
-        for name in POOL_ARRAYS:
-            buffer = buffers.get(launch.params.get(name))
-            if name == "err" and launch.params.get(name) == "err":
-                buffer = _error_word()  # the device's error word (gpuconv.check_errors)
-            elif buffer is None:  # err: a one-element error word; else a 4-D placeholder
-                buffer = call.placeholder(1, np.int64) if name == "err" else \
-                    call.placeholder(4, np.int64 if name == "idx" else None)
-            arrays.append(buffer)
-        call.run(launch.kernel.partition("<")[0], launch.grid, launch.block, *arrays,
-                 gpu_plan.scalars(gpu_plan.POOL_FIELDS, launch.params))
+def _run_pool(call: _Call, cuda_plan: gpu_plan.Plan, buffers: dict) -> None:
+    """Launch a pooling plan of ``gpu_plan`` with the Numba twins (``gpu_plan.numba_plan``)."""
+    call.run_plan(gpu_plan.numba_plan(cuda_plan, SIMULATED), buffers)
 
 
 def _max_pool(x, out_hw, spec, return_indices):
@@ -352,7 +343,7 @@ def _max_pool(x, out_hw, spec, return_indices):
     indices = call.empty(shape, np.int64) if return_indices else None
     xd = call.device(x)
     _run_pool(call, gpu_plan.max_pool_plan(xd.shape, _strides(xd), spec, call.dtype.name,
-                                       return_indices, out_hw),
+                                           return_indices, out_hw),
               {"x": xd, "out": y, "indices": indices})
     return call.result(y), (call.result(indices) if return_indices else None)
 
@@ -369,13 +360,15 @@ def adaptive_max_pool2d(x, out_hw):
 
 def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None):
     """dL/dx (N, C, H, W): each element gathers the gradients of the outputs whose window may
-    hold it (closed form from ``spec``; adaptive windows when None) and whose index names it."""
+    hold it (closed form from ``spec``; adaptive windows when None) and whose index names it;
+    a bad index sets the device's error word (gpuconv.check_errors)."""
     call = _Call(grad_out)
     grad_x = call.empty(tuple(grad_out.shape[:2]) + tuple(input_hw))
     gy = call.device(grad_out)
     _run_pool(call, gpu_plan.max_pool_backward_plan(gy.shape, _strides(gy), tuple(input_hw), spec,
-                                                call.dtype.name),
-              {"grad_out": gy, "indices": call.device(indices), "out": grad_x})
+                                                    call.dtype.name),
+              {"grad_out": gy, "indices": call.device(indices), "out": grad_x,
+               "err": _error_word()})
     return call.result(grad_x)
 
 
@@ -385,7 +378,7 @@ def _avg_pool(x, spec, out_hw, **options):
     y = call.empty(tuple(x.shape[:2]) + tuple(out_hw))
     xd = call.device(x)
     _run_pool(call, gpu_plan.avg_pool_plan(xd.shape, _strides(xd), spec, call.dtype.name,
-                                       out_hw=out_hw, **options), {"x": xd, "out": y})
+                                           out_hw=out_hw, **options), {"x": xd, "out": y})
     return call.result(y)
 
 
@@ -394,8 +387,8 @@ def _avg_backward(grad_out, spec, input_hw, count_include_pad=True, divisor_over
     gy = call.device(grad_out)
     grad_x = call.empty(tuple(grad_out.shape[:2]) + tuple(input_hw))
     _run_pool(call, gpu_plan.avg_pool_backward_plan(gy.shape, _strides(gy), spec, tuple(input_hw),
-                                                call.dtype.name, count_include_pad,
-                                                divisor_override),
+                                                    call.dtype.name, count_include_pad,
+                                                    divisor_override),
               {"grad_out": gy, "out": grad_x})
     return call.result(grad_x)
 
@@ -429,7 +422,7 @@ def lp_pool2d_backward(grad_out, x, spec: PoolSpec, norm_type: float):
     call = _Call(grad_out, x)
     gy, x_d = call.device(grad_out), call.device(x)
     grad_x = call.empty(x.shape)
-    p = gpu_plan.lp_pool_backward_plan(gy.shape, _strides(gy), x_d.shape, _strides(x_d), spec,
-                                   call.dtype.name, norm_type)
-    _run_pool(call, p, {"grad_out": gy, "x": x_d, "out": grad_x, "scale": call.empty(gy.shape)})
+    _run_pool(call, gpu_plan.lp_pool_backward_plan(gy.shape, _strides(gy), x_d.shape,
+                                                   _strides(x_d), spec, call.dtype.name, norm_type),
+              {"grad_out": gy, "x": x_d, "out": grad_x})
     return call.result(grad_x)
