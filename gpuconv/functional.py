@@ -20,8 +20,8 @@ Convolutions also take ``precision`` (float32 on the cupy backend; float64 alway
 (products of inputs truncated to TF32, 10 mantissa bits, on tensor cores, float32
 accumulation: the opt-in of PyTorch's ``allow_tf32``), or ``"tf32x3"`` (FP32 accuracy on
 tensor cores: each product as three TF32 products of the inputs' high and low parts,
-big*big + big*small + small*big, as CUTLASS's 3xTF32). A backend that does not offer the
-one asked for is a ``ValueError``.
+big*big + big*small + small*big, as CUTLASS's 3xTF32; an infinite input gives NaN there). A
+backend that does not offer the one asked for is a ``ValueError``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 //      NumPy structured dtype in gpuconv/backends/gpu_plan.py matches it without padding)
 //   2. padding as a source-index map (zeros, reflect, replicate, circular)
 //   3. cp.async copy helpers (sm_80+), with a plain-copy path for older GPUs and the CPU
-//   4. tensor-core helpers: TF32 rounding and splitting, mma.sync m16n8k8 (emulated on the CPU
+//   4. tensor-core helpers: TF32 operands and 3xTF32 splitting, mma.sync m16n8k8 (emulated on the CPU
 //      by tests/cuda_host/cuda_shim.h with the PTX ISA's fragment layout)
 //   5. a fixed-order block reduction, 16-byte vector stores, power() for float and double
 #pragma once
@@ -108,30 +108,18 @@ __device__ __forceinline__ void copy_wait() {
 }
 
 // --------------------------------------------------------------------------- 4. tensor cores
-// x as TF32 (round to nearest, ties away: cvt.rna).
-__device__ __forceinline__ unsigned to_tf32(float x) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    unsigned r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-    return r;
-#elif defined(__CUDA_ARCH__)
-    __trap();  // tensor-core precisions need sm_80+ (cupy_backend checks before launching)
-    return 0;
-#else
-    return host_to_tf32(x);
-#endif
-}
-
 // The TF32 operands of x. mma.sync reads an operand's sign, exponent and top 10 mantissa bits
 // and drops the rest (rounds toward zero), so "tf32" passes x as it is (no instruction). 3xTF32
-// (CUTLASS's "fast FP32"): big = tf32(x) rounded to nearest, small = x - big exactly, passed as
-// it is: truncated, an error below 2^-10 of |small| <= 2^-11 |x|.
+// (CUTLASS's "fast FP32"): big = x rounded to TF32 (to nearest, ties away from zero, as
+// cvt.rna: half an ulp added, the low bits cleared), small = x - big exactly, passed as it is:
+// truncated, an error below 2^-10 of |small| <= 2^-11 |x|. A NaN x may leave big garbage, but
+// small is NaN, so the product stays NaN.
 __device__ __forceinline__ void split_tf32(float x, unsigned& big, unsigned& small, bool want_small) {
     if (!want_small) {
         big = __float_as_uint(x);
         return;
     }
-    big = to_tf32(x);
+    big = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
     small = __float_as_uint(x - __uint_as_float(big));
 }
 

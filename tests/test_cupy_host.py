@@ -446,3 +446,25 @@ def test_tf32x3_is_as_accurate_as_strict_fp32(host):
         error = {p: np.abs(run(p) - exact).max() / np.abs(exact).max() for p in gpu_plan.PRECISIONS}
         assert error["tf32x3"] <= 2 * error["ieee"] + 1e-7, (name, error)
         assert error["tf32"] > 10 * error["tf32x3"], (name, error)
+
+
+@pytest.mark.parametrize("precision", gpu_plan.PRECISIONS)
+def test_nan_and_inf_reach_the_outputs_they_touch(host, precision):
+    """A NaN input (NumPy's and the GPU's canonical 0x7fffffff) makes NaN exactly where the
+    NumPy backend does, on the tensor cores too; an infinity stays one, except under 3xTF32,
+    whose split (small = x - big) turns it into NaN, as CUTLASS's 3xTF32 does (README)."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 16, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    x[0, 3, 4, 4] = np.nan
+    x[1, 5, 2, 6] = np.array(0x7FFFFFFF, np.uint32).view(np.float32)
+    x[1, 7, 7, 1] = np.inf
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    want = ref.conv2d(x, w, None, spec)
+    got = cupy_backend.conv2d(x, w, None, spec, precision)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) if precision != "tf32x3" else \
+        np.array_equal(np.isnan(got), ~np.isfinite(want))
+    finite = np.isfinite(want)
+    assert np.array_equal(np.isinf(got), ~finite & ~np.isnan(want)) if precision != "tf32x3" else \
+        not np.isinf(got).any()
+    assert_close(got[finite], want[finite], 16 * 9, "tf32" if precision == "tf32" else "float32", precision)

@@ -97,14 +97,6 @@ void emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, const void* params
 }
 
 
-// cvt.rna.tf32.f32: round to nearest, ties away from zero, keep 10 mantissa bits.
-inline unsigned host_to_tf32(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
-    return u;
-}
-
 // The bits of a TF32 operand the tensor core reads: sign, exponent and 10 mantissa bits (it
 // truncates the rest).
 constexpr uint32_t TF32_READ = 0xffffe000u;
