@@ -232,19 +232,20 @@ def _check_grad_out(grad_out, x, out_channels, out_spatial, ndim) -> None:
 
 
 def _conv_checks(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
-                 precision, backend):
-    flip = check_bool(flip, "flip")
+                 precision, relu, backend):
+    flip, relu = check_bool(flip, "flip"), check_bool(relu, "relu")
     spec, _, _ = _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode)
     be = resolve_backend(backend, x, weight, bias)
-    return flip, spec, be, _check_precision(precision, be)
+    return flip, relu, spec, be, _check_precision(precision, be)
 
 
 def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
-          precision, backend):
-    flip, spec, be, precision = _checked(_conv_checks, ndim, x, weight, bias, stride, padding,
-                                         dilation, groups, padding_mode, flip, precision, backend)
+          precision, relu, backend):
+    flip, relu, spec, be, precision = _checked(_conv_checks, ndim, x, weight, bias, stride,
+                                               padding, dilation, groups, padding_mode, flip,
+                                               precision, relu, backend)
     w = _lift(ndim, weight)
-    y = be.conv2d(_lift(ndim, x), _flip_kernel(w) if flip else w, bias, spec, precision)
+    y = be.conv2d(_lift(ndim, x), _flip_kernel(w) if flip else w, bias, spec, precision, relu)
     return _drop(ndim, y)
 
 
@@ -280,7 +281,8 @@ def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups,
 @public_op("NCL")
 def conv1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 0,
            dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
-           flip: bool = False, precision: str = "ieee", backend: Optional[str] = None):
+           flip: bool = False, precision: str = "ieee", relu: bool = False,
+           backend: Optional[str] = None):
     """1-D cross-correlation (PyTorch's ``conv1d``) of ``input`` (N, C_in, L) with ``weight``
     (C_out, C_in/groups, K), plus ``bias`` (C_out); returns (N, C_out, L_out).
 
@@ -299,22 +301,29 @@ def conv1d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 
     kernel gets its extra padding after), or one ``(before, after)`` pair per axis (an
     extension: Keras' "same" at a stride above 1 needs it); ``padding_mode`` is ``"zeros"``,
     ``"reflect"``, ``"replicate"`` or ``"circular"``.
+
+    ``relu=True`` (a gpuconv extension, keyword-only like ``flip``: PyTorch's conv has no
+    activation) returns ``max(output, 0)``, the same numbers as ``relu(conv1d(...))``, with
+    the ReLU applied where the output is written (one pass on a GPU). Its gradient is
+    ``conv1d_backward`` of ``grad_out * (output > 0)``.
     """
     return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
-                 precision, backend)
+                 precision, relu, backend)
 
 
 @public_op("NCHW")
 def conv2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: Padding = 0,
            dilation: IntOrTuple = 1, groups: int = 1, padding_mode: str = "zeros", *,
-           flip: bool = False, precision: str = "ieee", backend: Optional[str] = None):
+           flip: bool = False, precision: str = "ieee", relu: bool = False,
+           backend: Optional[str] = None):
     """2-D cross-correlation (PyTorch's ``conv2d``) of ``input`` (N, C_in, H, W) with
     ``weight`` (C_out, C_in/groups, kH, kW), plus ``bias`` (C_out); returns
     (N, C_out, H_out, W_out). ``flip=True`` flips both kernel axes: the true
-    convolution (see ``conv1d`` for the slides' 1-D example). ``padding`` and
-    ``padding_mode`` as in ``conv1d``, per axis."""
+    convolution (see ``conv1d`` for the slides' 1-D example). ``padding``,
+    ``padding_mode`` and ``relu=True`` (ReLU fused: ``max(output, 0)``) as in ``conv1d``,
+    per axis."""
     return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, flip,
-                 precision, backend)
+                 precision, relu, backend)
 
 
 @public_op("NCL", parameter_grads=True)

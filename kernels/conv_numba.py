@@ -5,6 +5,7 @@ ConvParams fields, same sums), launched by ``gpuconv.backends.numba_backend`` fr
 reference: gpuconv.backends.reference.conv2d, reference.conv2d_grad_input,
 reference.conv2d_grad_weight, reference.conv2d_grad_bias:
     y[n,o,i,j]  = sum_{c,r,s} w[o,c,r,s] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl] + b[o]
+                  (then max(y, 0) when the relu field is set)
     dx[n,c,h,w] = sum of w[o,c,r,s] * dy[n,o,i,j] over h = i*sh + r*dh - pt, w = j*sw + s*dw - pl
     dw[o,c,r,s] = sum_{n,i,j} dy[n,o,i,j] * x[n, c, i*sh + r*dh - pt, j*sw + s*dw - pl]
     db[o]       = sum_{n,i,j} dy[n,o,i,j]
@@ -38,11 +39,11 @@ from gpuconv.backends import gpu_plan as plan
 _SLOT = plan.scalar_slots(plan.CONV_FIELDS)
 A_STRIDE, B_STRIDE = _SLOT["a_stride"], _SLOT["b_stride"]
 (BATCH, B_H, B_W, OUT_C, OUT_H, OUT_W, GROUPS, M, KC, KH, KW, SH, SW, DH, DW, PT, PL, Q_H, Q_W,
- LO_H, LO_W, LEN_H, LEN_W, MODE, TRANSPOSED, SPLITS, TILES_PER_SPLIT, TOTAL) = (
+ LO_H, LO_W, LEN_H, LEN_W, MODE, TRANSPOSED, SPLITS, TILES_PER_SPLIT, TOTAL, RELU) = (
     _SLOT[name] for name in ("batch", "b_h", "b_w", "out_c", "out_h", "out_w", "groups", "m",
                              "kc", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "q_h", "q_w",
                              "lo_h", "lo_w", "len_h", "len_w", "mode", "transposed", "splits",
-                             "tiles_per_split", "total"))
+                             "tiles_per_split", "total", "relu"))
 ZEROS, REFLECT, REPLICATE, CIRCULAR = (plan.PAD_MODES[m] for m in
                                        ("zeros", "reflect", "replicate", "circular"))
 I32 = np.int32  # spatial positions and reduction digits
@@ -372,7 +373,8 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
                     sb[at_b + r * lanes] = b_reg[r]
             cuda.syncthreads()
 
-        # epilogue: bias last, after the whole sum (conv.cu's store_out). The thread's columns
+        # epilogue: bias last, after the whole sum, then ReLU if asked (conv.cu's Epilogue;
+        # the Numba forward has no split-K, so no reduce applies them). The thread's columns
         # are consecutive: decode the first, step to the others (small bodies, so the loops
         # unroll and acc stays in registers)
         chan0, rows, cols, m0, col0 = epi[0], epi[1], epi[2], epi[3], epi[4]
@@ -397,6 +399,7 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
                         qh = I32(0)
                         n += 1
         has_bias = not wgrad and bias.size > 0
+        relu = not wgrad and p[RELU] != 0
         for i in range(tm):
             m = m0 + ty * tm + i
             if m < rows:
@@ -407,6 +410,8 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
                         value = acc[i * tn + j]
                         if has_bias:
                             value += bias_m
+                        if relu and value < zero:  # NaN stays NaN, as torch.relu
+                            value = zero
                         out[off(row + col_off[j])] = value
 
     return conv_gemm

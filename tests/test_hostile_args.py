@@ -30,6 +30,7 @@ _BAD_FLAGS = [
     (lambda v: F.avg_pool2d(X2, 3, padding=1, count_include_pad=v), "count_include_pad"),
     (lambda v: F.avg_pool2d_backward(Y_POOL, X2, 2, count_include_pad=v), "count_include_pad"),
     (lambda v: F.conv2d(X2, W2, flip=v), "flip"),
+    (lambda v: F.conv1d(X1, W2[:, :, 0], relu=v), "relu"),
     (lambda v: F.conv2d_backward(GY2, X2, W2, flip=v), "flip"),
     (lambda v: F.adaptive_max_pool2d(X2, 3, return_indices=v), "return_indices"),
     (lambda v: F.conv2d_backward(GY2, X2, W2, output_mask=(True, v, True)), r"output_mask\[1\]"),

@@ -268,7 +268,7 @@ def _conv_prepared(ex, op: str, make_plan, names: tuple, arrays: tuple, out_shap
 
 
 # --------------------------------------------------------------------------- convolution
-def _build_conv2d(ex, x, weight, bias, spec: ConvSpec, precision: str):
+def _build_conv2d(ex, x, weight, bias, spec: ConvSpec, precision: str, relu: bool):
     dtype = str(x.dtype)
     precision = _precision(ex, precision, dtype)
     out_shape = (x.shape[0], weight.shape[0]) + spec.output_shape(x.shape[2:], weight.shape[2:])
@@ -276,15 +276,16 @@ def _build_conv2d(ex, x, weight, bias, spec: ConvSpec, precision: str):
 
     def make(tile):
         return plan.conv_forward_plan(x.shape, _strides(x), weight.shape, _strides(weight), spec,
-                                      dtype, bias is not None, precision, tile, sm_count)
+                                      dtype, bias is not None, precision, tile, sm_count, relu)
     return _conv_prepared(ex, "conv2d", make, ("x", "weight", "bias", "out"), (x, weight, bias),
                           out_shape, dtype, precision, (x.shape, weight.shape, spec),
                           _contiguous_copies((x, weight, bias), (2,)))
 
 
-def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee"):
-    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias."""
-    return _call(_build_conv2d, (x, weight, bias), (spec, precision))[0]
+def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee", relu: bool = False):
+    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias,
+    then max(y, 0) if ``relu`` (in the same kernel's epilogue, or split-K's reduce)."""
+    return _call(_build_conv2d, (x, weight, bias), (spec, precision, relu))[0]
 
 
 def _build_conv2d_grad_input(ex, grad_out, weight, bias, spec: ConvSpec, input_hw,

@@ -839,11 +839,13 @@ def _numba_elementwise(kernel: str, count: int, params: dict, simulator: bool) -
 
 
 def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bias: bool,
-                            simulator: bool = False) -> Plan:
-    """y (N, O, H_out, W_out) = conv2d(x, weight) + bias on C-contiguous arrays: conv_gemm's
-    forward, one launch slice per group."""
+                            simulator: bool = False, relu: bool = False) -> Plan:
+    """y (N, O, H_out, W_out) = conv2d(x, weight) + bias (then ReLU if ``relu``) on
+    C-contiguous arrays: conv_gemm's forward, one launch slice per group (no split-K: the
+    epilogue applies bias and ReLU)."""
     if is_depthwise(w_shape, spec.groups):
-        return numba_depthwise_forward_plan(x_shape, w_shape, spec, dtype, has_bias, simulator)
+        return numba_depthwise_forward_plan(x_shape, w_shape, spec, dtype, has_bias, simulator,
+                                            relu)
     n, _, h, w = x_shape
     o, cg, kh, kw = w_shape
     ho, wo = spec.output_shape((h, w), (kh, kw))
@@ -854,7 +856,8 @@ def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bi
     params = dict(a="weight", b="x", bias="bias" if has_bias else None, out="out",
                   a_stride=contiguous_strides(w_shape), b_stride=contiguous_strides(x_shape),
                   batch=n, b_h=h, b_w=w, out_c=o, out_h=ho, out_w=wo, m=rows, kc=cg, q_h=ho,
-                  q_w=wo, mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, (kh, kw)))
+                  q_w=wo, relu=int(relu), mode=PAD_MODES[spec.padding_mode],
+                  **_conv_common(spec, (kh, kw)))
     return Plan([Launch(numba_gemm_kernel(t, False, wide),
                         (_blocks(cols, t.bn), _blocks(rows, t.bm), _check_grid_z(spec.groups, "conv")),
                         (t.threads, 1, 1), params)], choice=choice)
@@ -964,11 +967,11 @@ def numba_plan(cuda_plan: Plan, simulator: bool = False) -> Plan:
 
 
 def numba_depthwise_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bias: bool,
-                                 simulator: bool = False) -> Plan:
+                                 simulator: bool = False, relu: bool = False) -> Plan:
     """depthwise_forward_plan on C-contiguous arrays, for depthwise_numba's conv_depthwise."""
     return numba_plan(depthwise_forward_plan(x_shape, contiguous_strides(x_shape), w_shape,
-                                              contiguous_strides(w_shape), spec, dtype, has_bias),
-                       simulator)
+                                              contiguous_strides(w_shape), spec, dtype, has_bias,
+                                              relu), simulator)
 
 
 def numba_depthwise_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtype: str,

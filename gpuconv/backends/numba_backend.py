@@ -278,11 +278,12 @@ def take_errors() -> list[int]:
 
 
 # --------------------------------------------------------------------------- convolution
-def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee"):
-    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias."""
+def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee", relu: bool = False):
+    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias,
+    then max(y, 0) if ``relu`` (in conv_gemm's epilogue)."""
     call = _Call(x, weight, bias)
     plan = gpu_plan.numba_conv_forward_plan(x.shape, weight.shape, spec, call.dtype.name,
-                                            bias is not None, SIMULATED)
+                                            bias is not None, SIMULATED, relu)
     p = plan.launches[0].params
     y = call.empty((x.shape[0], weight.shape[0], p["out_h"], p["out_w"]))
     call.run_plan(plan, dict(x=call.device(x), weight=call.device(weight),

@@ -291,14 +291,17 @@ def _depthwise_grad_weight(grad_out: np.ndarray, win: np.ndarray, m: int) -> np.
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: ConvSpec,
-           precision: str = "ieee") -> np.ndarray:
-    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias.
-    ``precision`` is one of ``PRECISIONS`` (checked by the caller), as for every conv kernel."""
+           precision: str = "ieee", relu: bool = False) -> np.ndarray:
+    """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias,
+    then max(y, 0) if ``relu``. ``precision`` is one of ``PRECISIONS`` (checked by the
+    caller), as for every conv kernel."""
     xp = _pad(x, spec.padding, spec.padding_mode)
     out_hw = spec.output_shape(x.shape[2:], weight.shape[2:])
     y = _correlate(xp, weight, spec.stride, spec.dilation, spec.groups, out_hw)
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
+    if relu:  # in place: the same bits as conv, then np.maximum(y, 0)
+        np.maximum(y, 0, out=y)
     return y
 
 

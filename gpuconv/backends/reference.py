@@ -99,16 +99,19 @@ def _grouped(a: np.ndarray, groups: int, axis: int = 1) -> np.ndarray:
     return a.reshape(a.shape[:axis] + (groups, a.shape[axis] // groups) + a.shape[axis + 1:])
 
 
-def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee") -> np.ndarray:
+def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee",
+           relu: bool = False) -> np.ndarray:
     """y[n, g*O/G + o, oh, ow] = b[g*O/G + o] + sum over c < C/G, i, j of
-    W[g*O/G + o, c, i, j] * xp[n, g*C/G + c, oh*sH + i*dH - pT, ow*sW + j*dW - pL]."""
+    W[g*O/G + o, c, i, j] * xp[n, g*C/G + c, oh*sH + i*dH - pT, ow*sW + j*dW - pL];
+    then max(y, 0) if ``relu``."""
     out_hw = spec.output_shape(x.shape[2:], weight.shape[2:])
     win = windows(pad(x, spec.padding, spec.padding_mode), weight.shape[2:], spec.stride,
                   spec.dilation, out_hw)
     y = np.einsum("ngcijhw,gocij->ngohw", _grouped(win, spec.groups),
                   _grouped(weight, spec.groups, 0))
     y = y.reshape((x.shape[0], weight.shape[0]) + out_hw)
-    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+    y = y if bias is None else y + bias.reshape(1, -1, 1, 1)
+    return np.maximum(y, 0) if relu else y
 
 
 def conv2d_grad_bias(grad_out) -> np.ndarray:

@@ -141,6 +141,9 @@ class _Linear(Layer):
         super().__init__(name, input_shape)
         self.activation = activation
         self._activation = make_activation(activation)
+        # Conv2D only: its conv applies ReLU where it writes the output (Sequential.build
+        # sets it for activation="relu" or a ReLU layer right after)
+        self.epilogue_relu = False
 
     def get_config(self) -> dict:
         return {**super().get_config(), "activation": self.activation}
@@ -152,12 +155,17 @@ class _Linear(Layer):
 
     def forward(self, x, training=False, rng=None):
         y = self.linear_forward(x)
-        return y if self._activation is None else self._activation.forward(y)
+        return y if self._own_activation is None else self._own_activation.forward(y)
 
     def backward(self, grad_out):
-        if self._activation is not None:
-            grad_out = self._activation.backward(grad_out)
+        if self._own_activation is not None:
+            grad_out = self._own_activation.backward(grad_out)
         return self.linear_backward(grad_out)
+
+    @property
+    def _own_activation(self) -> Optional["_Activation"]:
+        """The activation this layer runs after its linear part (none when the epilogue did)."""
+        return None if self.epilogue_relu and self.activation == "relu" else self._activation
 
 
 # --------------------------------------------------------------------------- convolutions
@@ -219,9 +227,15 @@ class Conv2D(_Linear):
 
     def linear_forward(self, x):
         self._x = x
-        return F.conv2d(x, self.params["kernel"], self.params.get("bias"), **self._conv_args())
+        y = F.conv2d(x, self.params["kernel"], self.params.get("bias"), relu=self.epilogue_relu,
+                     **self._conv_args())
+        self._y = y if self.epilogue_relu else None  # ReLU's slope source (the layer owns y)
+        return y
 
     def linear_backward(self, grad_out):
+        if self.epilogue_relu:
+            # ReLU's backward: y = max(x, 0), so y > 0 exactly where x > 0 (the same product)
+            grad_out = map_batch(lambda g, y: g * (y > 0), grad_out, self._y)
         gx, gw, gb = F.conv2d_backward(grad_out, self._x, self.params["kernel"],
                                        output_mask=(self.need_input_grad, True, self.use_bias),
                                        **self._conv_args())
@@ -468,8 +482,18 @@ class _Activation(Layer):
 
 
 class ReLU(_Activation):
+    # computed by the Conv2D right before it, in its conv (Sequential.build): values and
+    # gradients pass through here
+    in_epilogue = False
+
     def value_and_slope(self, x, xp):
         return xp.maximum(x, 0), x > 0
+
+    def forward(self, x, training=False, rng=None):
+        return x if self.in_epilogue else super().forward(x, training, rng)
+
+    def backward(self, grad_out):
+        return grad_out if self.in_epilogue else super().backward(grad_out)
 
 
 class LeakyReLU(_Activation):
