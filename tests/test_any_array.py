@@ -106,9 +106,9 @@ def test_torch_tensors_reach_the_numpy_backend_and_come_back_without_a_copy(monk
     seen = {}
     real_conv2d = numpy_backend.conv2d
 
-    def spy(x, weight, bias, spec, precision):
+    def spy(x, weight, bias, spec, *options):
         seen["x"] = _data_pointer(x)
-        seen["y"] = real_conv2d(x, weight, bias, spec, precision)
+        seen["y"] = real_conv2d(x, weight, bias, spec, *options)
         return seen["y"]
     monkeypatch.setattr(numpy_backend, "conv2d", spy)
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
