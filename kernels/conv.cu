@@ -336,15 +336,30 @@ struct Loader {
             copy_async(as + a_dst + LA::shift(i * STRIDE), a, a_row + i * a_step + k.a,
                        i < a_rows && k_ok);
         const Index kb = ZERO_PAD ? k.b + (Index)k.h * b_sh + (Index)k.w * b_sw : k.b;
+        // Zero padding: the column table read GROUP entries at a time, then their copies (ptxas
+        // pads every table read that a copy follows with never-issued reads: once per group).
+        constexpr int GROUP = PB < 4 ? PB : 4;
 #pragma unroll
-        for (int j = 0; j < PB; ++j) {
+        for (int j0 = 0; j0 < PB && ZERO_PAD; j0 += GROUP) {
+            Index off[GROUP];
+            bool ok[GROUP];
+#pragma unroll
+            for (int j = 0; j < GROUP; ++j) {
+                const Column<Index> c = cols[lane + (j0 + j) * STRIDE];
+                const int h = c.h + k.h, w = c.w + k.w;
+                off[j] = c.b + kb;
+                ok[j] = k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w;
+            }
+#pragma unroll
+            for (int j = 0; j < GROUP; ++j)
+                copy_async(bs + b_dst + LB::shift((j0 + j) * STRIDE), b, off[j], ok[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < PB && !ZERO_PAD; ++j) {
             const Column<Index> c = cols[lane + j * STRIDE];
             const int h = c.h + k.h, w = c.w + k.w;
             T* dst = bs + b_dst + LB::shift(j * STRIDE);
-            if (ZERO_PAD) {
-                copy_async(dst, b, c.b + kb,
-                           k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w);
-            } else {
+            {
                 const int sh = source_index(h, b_h, mode), sw = source_index(w, b_w, mode);
                 copy_async(dst, b, c.b + kb + (Index)sh * b_sh + (Index)sw * b_sw,
                            k_ok && c.h != NO_ROW && sh >= 0 && sw >= 0);
