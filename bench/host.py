@@ -204,9 +204,9 @@ class _NoOpLaunch:
         self.name, self.launches = name, launches
 
     def __getitem__(self, config):
-        return self
+        return self.launch  # a configured kernel, as Numba's on a GPU (the simulator's: self)
 
-    def __call__(self, *args):
+    def launch(self, *args):
         self.launches.append(self.name)
 
 
@@ -235,9 +235,10 @@ def numba_backend_stubbed():
                            for name, entry in real_table(dtype, simulator).items()}
         return tables[key]
 
-    names = ("cuda", "kernel_table", "_ERROR_WORDS")
+    # and the backend's memo and device state (made of stand-ins while stubbed)
+    names = ("cuda", "kernel_table", "_ERROR_WORDS", "_PLACEHOLDERS", "_PREPARED", "_STREAMS")
     saved = [getattr(numba_backend, name) for name in names]
-    for name, value in zip(names, (fake_cuda, stub_table, {})):
+    for name, value in zip(names, (fake_cuda, stub_table, {}, {}, {}, {})):
         setattr(numba_backend, name, value)
     loaded = backends._LOADED.get("numba")
     backends._LOADED["numba"] = numba_backend

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpuconv.backends import autotune, cuda_source, gpu_plan as plan
+from gpuconv.backends import autotune, cuda_source, gpu_plan as plan, signature
 from gpuconv.backends.autotune import set_autotune  # noqa: F401  (public switch)
 from gpuconv.shapes import ConvSpec, PoolSpec
 
@@ -208,19 +208,11 @@ def _execute(ex, prepared: _Prepared, buffers: list) -> None:
 
 def _call(build, arrays: tuple, options: tuple):
     """Run the op that ``build(ex, *arrays, *options)`` prepares, preparing it only the first
-    time this signature is met: the arrays' shapes, strides and dtypes, the options (specs,
-    flags, alignment), the device and the autotune switch. Returns the outputs' slots."""
+    time its signature is met (``signature.prepared``: the arrays' types, shapes, strides and
+    dtypes, the options, the device and the autotune switch). Returns the outputs' slots."""
     ex = _EXECUTOR or _executor()
-    key = [build, options, ex.current_device(), autotune._ENABLED]
-    for array in arrays:
-        if array is None:
-            key.append(None)
-        else:
-            key += (array.shape, array.strides, array.dtype)
-    key = tuple(key)
-    prepared = ex.prepared.get(key)
-    if prepared is None:
-        prepared = ex.prepared[key] = build(ex, *arrays, *options)
+    prepared = signature.prepared(ex.prepared, build, ex, arrays, options,
+                                  (ex.current_device(), autotune._ENABLED))
     buffers = list(arrays)
     _execute(ex, prepared, buffers)
     return buffers[len(arrays):len(arrays) + len(prepared.outputs)]

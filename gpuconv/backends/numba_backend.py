@@ -16,6 +16,13 @@ conv_depthwise_grad_weight (kernels/depthwise_numba.py) and the pooling kernels
 (kernels/pool_numba.py), launched as ``gpu_plan``'s plans say (``numba_conv_*_plan``, and
 ``numba_plan`` of the pooling plans): this module only allocates, packs the struct fields and
 launches. No kernel uses atomics: every result repeats bit for bit.
+
+Host overhead (issues 13, 14): what depends only on a call's signature (shapes, strides,
+dtypes and types of the arrays, spec and options, device: ``signature.prepared``, as in
+the CuPy backend) is prepared once: the plan, the kernels, grids, each launch's scalar
+tuple and the buffer each pointer argument is; the configured kernels
+``kernel[grid, block, stream]`` once per stream object. A call allocates its outputs,
+makes the flat views the kernels take and launches: Numba device arrays go in as they are.
 """
 
 from __future__ import annotations
@@ -23,14 +30,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import numba
 from numba import config, cuda, types
+from numba.np import numpy_support
 
-from gpuconv.backends import array_library, foreign_device, gpu_plan
+from gpuconv.backends import array_library, foreign_device, gpu_plan, signature
 from gpuconv.kernels import conv_numba as ck
 from gpuconv.kernels import depthwise_numba as dk
 from gpuconv.kernels import pool_numba as pk
@@ -42,17 +51,18 @@ _STREAM = contextvars.ContextVar("gpuconv_numba_stream", default=None)  # set by
 
 
 @dataclass(frozen=True)
-class PoolLaunch:
-    """Pooling launches: ``threads`` per block, grid-striding over at most ``max_blocks``."""
+class CopyLaunch:
+    """The strided copy's launches: ``threads`` per block, grid-striding over at most
+    ``max_blocks``."""
 
     threads: int
     max_blocks: int
 
 
-GPU = PoolLaunch(threads=256, max_blocks=1 << 16)
+GPU = CopyLaunch(threads=256, max_blocks=1 << 16)
 # The simulator runs one OS thread per CUDA thread and pays for every syncthreads: few,
 # narrow blocks (the conv plans do the same through gpu_plan's ``simulator`` flag).
-SIMULATOR = PoolLaunch(threads=16, max_blocks=2)
+SIMULATOR = CopyLaunch(threads=16, max_blocks=2)
 SIMULATED = bool(config.ENABLE_CUDASIM)
 launch = SIMULATOR if SIMULATED else GPU
 
@@ -104,112 +114,212 @@ def kernel_table(dtype, simulator: bool = False) -> dict[str, Entry]:
 CHECK_SIGNATURES = False  # tests set it: every launch must match its kernel_table entry
 
 
-# --------------------------------------------------------------------------- one call's arrays
-_STREAMS: dict = {}  # CuPy stream pointer -> its Numba stream
+# --------------------------------------------------------------------------- prepared launches
+class _Step(NamedTuple):
+    """One launch of a prepared call: kernel_table's ``name`` and ``kernel``, its grid and block,
+    the buffer slot of each array argument and the packed scalar fields."""
+
+    name: str
+    kernel: object
+    grid: tuple
+    block: tuple
+    slots: tuple
+    scalars: tuple
 
 
-def _external_stream(ptr: int):
-    """One Numba stream object per CuPy stream, so Numba's configured kernels are reused."""
-    if ptr not in _STREAMS:
-        _STREAMS[ptr] = cuda.external_stream(ptr)
-    return _STREAMS[ptr]
+@dataclass(frozen=True)
+class _Prepared:
+    """One call signature's launches, prepared once. Buffer slots: the inputs, then the
+    ``allocations`` ((shape, dtype): the ``outputs`` outputs, None for one not asked for,
+    then the workspaces), the ``views`` ((slot, shape): flat views of the buffers of more
+    axes), then the ``constants`` (placeholders for null pointers, the error word).
+    ``copies``: input slots of Numba arrays that are not C-contiguous (copied first).
+    ``configured``: stream -> each step's configured kernel ``kernel[grid, block, stream]``."""
+
+    kind: str
+    dtype: np.dtype
+    steps: tuple
+    allocations: tuple
+    outputs: int
+    views: tuple
+    constants: tuple
+    copies: tuple
+    configured: dict
 
 
-class _Call:
-    """The arrays of one backend call: inputs as C-contiguous Numba device arrays, outputs
-    allocated by the caller's array library, on its stream, and handed back in it."""
+_PREPARED: dict = {}  # call signature -> _Prepared (see gpuconv.backends.signature)
+_PLACEHOLDERS: dict = {}  # (device, dtype) -> the array passed for a null pointer
+_STREAMS: dict = {}  # CUDA stream handle -> its Numba stream object
 
-    def __init__(self, *arrays):
-        first = next(a for a in arrays if a is not None)
-        self.kind = array_library(first)  # numpy, cupy or numba
-        self.dtype = np.dtype(first.dtype)
-        self._owners = {}  # id of a device view -> the CuPy array that owns its memory
-        if self.kind == "cupy":
-            import cupy
-            self._cupy = cupy
-            self.stream = _external_stream(cupy.cuda.get_current_stream().ptr)
-        elif self.kind == "numba":
-            self.stream = 0  # the default stream as launches take it: no Stream object per call
-        else:
-            self.stream = _STREAM.get() or cuda.default_stream()
 
-    def device(self, array):
-        if array is None:
-            return None
-        if self.kind == "numpy":
-            return cuda.to_device(np.ascontiguousarray(array), stream=self.stream)
-        if self.kind == "cupy":  # sync=False: our launches queue on the same stream
-            return cuda.as_cuda_array(self._cupy.ascontiguousarray(array), sync=False)
-        return array if array.is_c_contiguous() else self.copy(array)
+def _placeholder(device: int, dtype):
+    """The array passed for a null pointer: flat and empty (the kernels read size 0 as null;
+    a slice, since a fresh size-0 array may type as layout 'A')."""
+    key = (device, dtype)
+    if key not in _PLACEHOLDERS:
+        _PLACEHOLDERS[key] = cuda.device_array(1, dtype)[1:]
+    return _PLACEHOLDERS[key]
 
-    def copy(self, array):
-        """A C-contiguous copy of a 4-D Numba device array of any strides."""
-        if array.ndim != 4:
-            raise ValueError(f"a non-contiguous Numba device array must be 4-D here, got "
-                             f"shape {tuple(array.shape)}; copy it to a contiguous one")
-        copy = self.empty(array.shape, array.dtype)
-        name = "copy_strided_indices" if array.dtype == np.int64 else "copy_strided"
-        self.run(name, self._grid(copy.size), launch.threads, array, copy)
-        return copy
 
-    def empty(self, shape, dtype=None):
-        dtype = self.dtype if dtype is None else dtype
-        if self.kind == "cupy":
-            owner = self._cupy.empty(shape, dtype)
-            view = cuda.as_cuda_array(owner, sync=False)
-            self._owners[id(view)] = owner
-            return view
-        return cuda.device_array(shape, dtype, stream=self.stream)
-
-    def result(self, array):
-        if self.kind == "cupy":
-            return self._owners[id(array)]
-        if self.kind == "numpy":
-            host = array.copy_to_host(stream=self.stream)
-            self.stream.synchronize()
-            return host
-        return array
-
-    def run(self, name, grid, block, *args):
-        """Launch ``name``. Numba memoises ``kernel[grid, block, stream]`` per configuration, so
-        the stream must be the same object from call to call (see ``_external_stream``)."""
-        kernel, signature, _ = kernel_table(self.dtype, SIMULATED)[name]
-        if CHECK_SIGNATURES:
-            import numba
-            got = tuple(numba.typeof(a) for a in args)
-            assert got == signature, f"{name} launched with {got}, kernel_table has {signature}"
-        kernel[grid, block, self.stream](*args)
-
-    def run_elementwise(self, name, total, *args):
-        self.run(name, self._grid(total), launch.threads, *args)
-
-    def run_plan(self, plan: gpu_plan.Plan, buffers: dict):
-        """Launch ``plan``'s kernels: pointer fields name ``buffers`` (or workspaces, allocated
-        here) and go in as flat arrays, an empty one for a null pointer; the scalar fields
-        go in as one tuple."""
-        buffers = dict(buffers)
-        for name, (count, dtype) in plan.workspaces.items():
-            buffers[name] = self.empty((count,), dtype)
-        # empty, C-contiguous (a fresh size-0 array may type as 'A')
-        null = self.empty((1,))[1:]
-        null_index = self.empty((1,), np.int64)[1:]
-        for step in plan.launches:
-            if min(step.grid) == 0:
+def _prepare(device: int, p: gpu_plan.Plan, arrays: tuple, names: tuple,
+             outputs: tuple) -> _Prepared:
+    """Bind plan ``p`` to kernel_table's kernels, scalar tuples and buffer slots. ``names``: the
+    plan's buffer name of each input and output slot, in order; ``outputs``: (shape, dtype) of
+    each output (None: not asked for). Every pointer argument is a flat array (the one
+    vocabulary): a buffer of more axes goes in as a flat view of it."""
+    first = next(a for a in arrays if a is not None)
+    kind, dtype = array_library(first), np.dtype(first.dtype)
+    allocations = tuple(outputs) + tuple(((count,), kind_)
+                                         for name, (count, kind_) in p.workspaces.items())
+    natural = ([None if a is None else tuple(a.shape) for a in arrays]
+               + [None if a is None else tuple(a[0]) for a in allocations])
+    slots = {name: i for i, name in enumerate(tuple(names) + tuple(p.workspaces))}
+    views: dict = {}      # (buffer slot, shape) -> its index among the views
+    constants: dict = {}  # id -> (its index among the constants, the array)
+    steps = []
+    table = kernel_table(dtype, SIMULATED)
+    for planned in p.launches:
+        if min(planned.grid) == 0:
+            continue
+        name = planned.kernel
+        entry = table[name]
+        fields = entry.fields
+        refs = []  # ("buffer" | "view" | "constant", index) of each array argument
+        for field, arg in zip(gpu_plan.pointer_names(fields), entry.signature):
+            assert arg.ndim == 1, f"{name}: {field} is not a flat array"
+            buffer = planned.params.get(field)
+            if buffer is None or buffer == "err":
+                constant = (_error_word(device) if buffer == "err" else
+                            _placeholder(device, numpy_support.as_dtype(arg.dtype)))
+                refs.append(("constant",
+                             constants.setdefault(id(constant), (len(constants), constant))[0]))
                 continue
-            fields = kernel_table(self.dtype, SIMULATED)[step.kernel].fields
-            arrays = []
-            for name in gpu_plan.pointer_names(fields):
-                p = step.params.get(name)
-                if p is None:
-                    arrays.append(null_index if name in gpu_plan.INDEX_POINTERS else null)
-                else:
-                    arrays.append(buffers[p].reshape(buffers[p].size))
-            self.run(step.kernel, step.grid, step.block, *arrays,
-                     gpu_plan.scalars(fields, step.params))
+            slot = slots[buffer]
+            flat = (math.prod(natural[slot]),)
+            refs.append(("buffer", slot) if natural[slot] == flat else
+                        ("view", views.setdefault((slot, flat), len(views))))
+        steps.append((name, entry.kernel, tuple(planned.grid), tuple(planned.block), refs,
+                      gpu_plan.scalars(fields, planned.params)))
+    base = {"buffer": 0, "view": len(natural), "constant": len(natural) + len(views)}
+    steps = tuple(_Step(name, kernel, grid, block, tuple(base[where] + i for where, i in refs),
+                        scalars) for name, kernel, grid, block, refs, scalars in steps)
+    copies = tuple(i for i, a in enumerate(arrays) if kind == "numba" and a is not None
+                   and not a.is_c_contiguous())
+    return _Prepared(kind, dtype, steps, allocations, len(outputs), tuple(views),
+                     tuple(array for _, array in constants.values()), copies, {})
 
-    @staticmethod
-    def _grid(total):
-        return max(1, min(-(-total // launch.threads), launch.max_blocks))
+
+CHECK_SIGNATURES = False  # tests set it: every launch must match its kernel_table entry
+
+
+def _launch(p: _Prepared, buffers: list, stream, empty) -> list:
+    """Allocate ``p``'s outputs and workspaces after the Numba device arrays in ``buffers``
+    (``empty(shape, dtype, stream=)``), add the views and constants and launch ``p``'s
+    kernels on ``stream``; returns the outputs. Numba memoises ``kernel[grid, block,
+    stream]`` per stream object, and so does ``p.configured``: the stream must be the same
+    object from call to call (see ``_external_stream``)."""
+    first = len(buffers)
+    for allocation in p.allocations:
+        buffers.append(None if allocation is None else empty(*allocation, stream=stream))
+    for slot, shape in p.views:
+        buffers.append(buffers[slot].reshape(shape))
+    buffers += p.constants
+    kernels = p.configured.get(stream) or _configure(p, stream)
+    for kernel, step in zip(kernels, p.steps):
+        if CHECK_SIGNATURES:
+            _check_signature(p, step, buffers)
+        kernel(*map(buffers.__getitem__, step.slots), step.scalars)
+    return buffers[first:first + p.outputs]
+
+
+def _configure(p: _Prepared, stream) -> tuple:
+    kernels = []
+    for step in p.steps:
+        configured = step.kernel[step.grid, step.block, stream]
+        if configured is step.kernel:  # the simulator configures its one kernel object in place
+            configured = functools.partial(_configure_and_launch, step.kernel, step.grid,
+                                           step.block, stream)
+        kernels.append(configured)
+    p.configured[stream] = tuple(kernels)
+    return p.configured[stream]
+
+
+def _configure_and_launch(kernel, grid, block, stream, *args):
+    kernel[grid, block, stream](*args)
+
+
+def _check_signature(p: _Prepared, step: _Step, buffers: list) -> None:
+    got = tuple(numba.typeof(buffers[s]) for s in step.slots) + (numba.typeof(step.scalars),)
+    want = kernel_table(p.dtype, SIMULATED)[step.name].signature
+    assert got == want, f"{step.name} launched with {got}, kernel_table has {want}"
+
+
+def _call(build, arrays: tuple, options: tuple) -> list:
+    """Run the op that ``build(device, *arrays, *options)`` prepares, preparing it only the first
+    time its signature is met (``signature.prepared``: shapes, strides, dtypes and types of
+    the arrays, the options, the device); returns the outputs. Numba device arrays go to the
+    kernels as they are (on the stream of ``on_stream``, else the default stream); CuPy and
+    NumPy arrays through ``_cupy_call`` / ``_host_call``."""
+    device = getattr(cuda.get_current_device(), "id", 0)  # the simulator's device has none
+    p = signature.prepared(_PREPARED, build, device, arrays, options, device)
+    if p.kind != "numba":
+        return (_cupy_call if p.kind == "cupy" else _host_call)(p, arrays)
+    stream = _STREAM.get() or 0
+    buffers = list(arrays)
+    for slot in p.copies:
+        buffers[slot] = _contiguous(buffers[slot], stream)
+    return _launch(p, buffers, stream, cuda.device_array)
+
+
+def _cupy_call(p: _Prepared, arrays: tuple) -> list:
+    """CuPy arrays: the kernels run on CuPy's current stream over the same memory (zero-copy
+    views through ``__cuda_array_interface__``, no synchronisation: sync=False, our launches
+    queue on that stream); CuPy allocates the outputs, handed back as CuPy arrays."""
+    import cupy
+    owners = []
+
+    def empty(shape, dtype, stream):
+        owners.append(cupy.empty(shape, dtype))
+        return cuda.as_cuda_array(owners[-1], sync=False)
+    buffers = [None if a is None else cuda.as_cuda_array(cupy.ascontiguousarray(a), sync=False)
+               for a in arrays]
+    results = _launch(p, buffers, _external_stream(cupy.cuda.get_current_stream().ptr), empty)
+    owned = iter(owners)
+    return [None if r is None else next(owned) for r in results]
+
+
+def _host_call(p: _Prepared, arrays: tuple) -> list:
+    """NumPy arrays: copied to the device, the kernels run, the outputs copied back (this waits
+    for the device)."""
+    stream = _STREAM.get() or 0
+    buffers = [None if a is None else cuda.to_device(np.ascontiguousarray(a), stream=stream)
+               for a in arrays]
+    results = [None if r is None else r.copy_to_host(stream=stream)
+               for r in _launch(p, buffers, stream, cuda.device_array)]
+    if stream:
+        stream.synchronize()
+    return results
+
+
+def _external_stream(handle: int):
+    """One Numba stream object per CUDA stream handle, so that configured kernels are reused."""
+    if handle not in _STREAMS:
+        _STREAMS[handle] = cuda.external_stream(handle)
+    return _STREAMS[handle]
+
+
+def _contiguous(array, stream):
+    """A C-contiguous copy of a 4-D Numba device array of any strides, on ``stream``."""
+    if array.ndim != 4:
+        raise ValueError(f"a non-contiguous Numba device array must be 4-D here, got "
+                         f"shape {tuple(array.shape)}; copy it to a contiguous one")
+    copy = cuda.device_array(array.shape, array.dtype, stream=stream)
+    indices = array.dtype == np.int64
+    kernel = kernel_table(np.float64 if indices else array.dtype, SIMULATED)[
+        "copy_strided_indices" if indices else "copy_strided"].kernel
+    blocks = max(1, min(-(-copy.size // launch.threads), launch.max_blocks))
+    kernel[blocks, launch.threads, stream](array, copy)
+    return copy
 
 
 # --------------------------------------------------------------------------- array helpers
@@ -231,7 +341,7 @@ def on_stream(device: int, stream):
     stream object (CUDA stream protocol: ``__cuda_stream__``), PyTorch's current one say."""
     _, handle = stream.__cuda_stream__()
     with cuda.gpus[device]:
-        token = _STREAM.set(cuda.external_stream(handle))
+        token = _STREAM.set(_external_stream(handle))
         try:
             yield
         finally:
@@ -249,16 +359,15 @@ def contiguous(array):
     """A C-contiguous copy of a strided 4-D Numba device array (a reversed view, say; one
     of size-1 axes only counts as contiguous to Numba, yet its negative strides break
     slicing)."""
-    call = _Call(array)
-    return call.result(call.copy(array))
+    return _contiguous(array, _STREAM.get() or 0)
 
 
 _ERROR_WORDS: dict = {}  # device id -> its int64 error word (a 1-element device array)
 
 
-def _error_word():
-    """The current device's error word, zero until a kernel flags bad input."""
-    device = getattr(cuda.get_current_device(), "id", 0)  # the simulator's device has none
+def _error_word(device: int):
+    """Device ``device``'s (the current one's) error word, zero until a kernel flags bad input;
+    allocated once: prepared launches hold it."""
     if device not in _ERROR_WORDS:
         _ERROR_WORDS[device] = cuda.to_device(np.zeros(1, np.int64))
     return _ERROR_WORDS[device]
@@ -278,37 +387,52 @@ def take_errors() -> list[int]:
 
 
 # --------------------------------------------------------------------------- convolution
+def _build_conv2d(device, x, weight, bias, spec: ConvSpec, precision: str, relu: bool):
+    dtype = np.dtype(x.dtype).name
+    out = (x.shape[0], weight.shape[0]) + spec.output_shape(x.shape[2:], weight.shape[2:])
+    return _prepare(device, gpu_plan.numba_conv_forward_plan(x.shape, weight.shape, spec, dtype,
+                                                             bias is not None, SIMULATED, relu),
+                    (x, weight, bias), ("x", "weight", "bias", "out"), ((out, dtype),))
+
+
 def conv2d(x, weight, bias, spec: ConvSpec, precision: str = "ieee", relu: bool = False):
     """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias,
     then max(y, 0) if ``relu`` (in conv_gemm's epilogue)."""
-    call = _Call(x, weight, bias)
-    plan = gpu_plan.numba_conv_forward_plan(x.shape, weight.shape, spec, call.dtype.name,
-                                            bias is not None, SIMULATED, relu)
-    p = plan.launches[0].params
-    y = call.empty((x.shape[0], weight.shape[0], p["out_h"], p["out_w"]))
-    call.run_plan(plan, dict(x=call.device(x), weight=call.device(weight),
-                             bias=call.device(bias), out=y))
-    return call.result(y)
+    return _call(_build_conv2d, (x, weight, bias), (spec, precision, relu))[0]
+
+
+def _build_conv2d_grad_bias(device, grad_out):
+    dtype = np.dtype(grad_out.dtype).name
+    return _prepare(device, gpu_plan.numba_conv_grad_bias_plan(grad_out.shape, dtype, SIMULATED),
+                    (grad_out,), ("grad_out", "out"), (((grad_out.shape[1],), dtype),))
 
 
 def conv2d_grad_bias(grad_out):
     """dL/db (O,) = sum of grad_out (N, O, H_out, W_out) over batch and pixels."""
-    call = _Call(grad_out)
-    grad_b = call.empty((grad_out.shape[1],))
-    call.run_plan(gpu_plan.numba_conv_grad_bias_plan(grad_out.shape, call.dtype.name, SIMULATED),
-                  dict(grad_out=call.device(grad_out), out=grad_b))
-    return call.result(grad_b)
+    return _call(_build_conv2d_grad_bias, (grad_out,), ())[0]
+
+
+def _build_conv2d_grad_weight(device, grad_out, x, spec: ConvSpec, kernel_hw, precision: str):
+    dtype = np.dtype(x.dtype).name
+    out = (grad_out.shape[1], x.shape[1] // spec.groups) + tuple(kernel_hw)
+    return _prepare(device, gpu_plan.numba_conv_grad_weight_plan(grad_out.shape, x.shape, spec,
+                                                                 kernel_hw, dtype, SIMULATED),
+                    (grad_out, x), ("grad_out", "x", "out"), ((out, dtype),))
 
 
 def conv2d_grad_weight(grad_out, x, spec: ConvSpec, kernel_hw, precision: str = "ieee"):
     """dL/dW (O, C/G, kH, kW): the correlation of the padded input with grad_out, reduced over
     batch and pixels in the plan's fixed splits, which a second kernel adds in order."""
-    call = _Call(grad_out, x)
-    plan = gpu_plan.numba_conv_grad_weight_plan(grad_out.shape, x.shape, spec, tuple(kernel_hw),
-                                                call.dtype.name, SIMULATED)
-    grad_w = call.empty((grad_out.shape[1], x.shape[1] // spec.groups) + tuple(kernel_hw))
-    call.run_plan(plan, dict(grad_out=call.device(grad_out), x=call.device(x), out=grad_w))
-    return call.result(grad_w)
+    return _call(_build_conv2d_grad_weight, (grad_out, x), (spec, tuple(kernel_hw), precision))[0]
+
+
+def _build_conv2d_grad_input(device, grad_out, weight, bias, spec: ConvSpec, input_hw,
+                             precision: str):
+    dtype = np.dtype(grad_out.dtype).name
+    out = (grad_out.shape[0], weight.shape[1] * spec.groups) + input_hw
+    return _prepare(device, gpu_plan.numba_conv_grad_input_plan(
+        grad_out.shape, weight.shape, spec, input_hw, dtype, bias is not None, SIMULATED),
+        (grad_out, weight, bias), ("grad_out", "weight", "bias", "out"), ((out, dtype),))
 
 
 def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
@@ -317,113 +441,106 @@ def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
     weight (O, C/G, kH, kW), plus ``bias`` (C,) (the forward of ``conv_transpose2d``).
     Zero padding: the GEMM writes dx directly; other modes: it writes the gradient of the
     padded input, and ``conv_pad_adjoint`` gathers it back onto the positions it copies."""
-    call = _Call(grad_out, weight, bias)
-    plan = gpu_plan.numba_conv_grad_input_plan(grad_out.shape, weight.shape, spec,
-                                               tuple(input_hw), call.dtype.name,
-                                               bias is not None, SIMULATED)
-    grad_x = call.empty((grad_out.shape[0], weight.shape[1] * spec.groups) + tuple(input_hw))
-    call.run_plan(plan, dict(grad_out=call.device(grad_out), weight=call.device(weight),
-                             bias=call.device(bias), out=grad_x))
-    return call.result(grad_x)
+    return _call(_build_conv2d_grad_input, (grad_out, weight, bias),
+                 (spec, tuple(input_hw), precision))[0]
 
 
 # --------------------------------------------------------------------------- pooling
-def _strides(array) -> tuple[int, ...]:
-    return tuple(s // array.dtype.itemsize for s in array.strides)
+# The pooling plans are the CuPy backend's as the twins take them (gpu_plan.numba_plan); the
+# Numba kernels take contiguous arrays (see _call), so they are planned for contiguous strides.
+def _twins(cuda_plan: gpu_plan.Plan) -> gpu_plan.Plan:
+    return gpu_plan.numba_plan(cuda_plan, SIMULATED)
 
 
-def _run_pool(call: _Call, cuda_plan: gpu_plan.Plan, buffers: dict) -> None:
-    """Launch a pooling plan of ``gpu_plan`` with the Numba twins (``gpu_plan.numba_plan``)."""
-    call.run_plan(gpu_plan.numba_plan(cuda_plan, SIMULATED), buffers)
+def _pooled(x, out_hw) -> tuple:
+    return (tuple(x.shape[:2]) + tuple(out_hw), np.dtype(x.dtype).name)
 
 
-def _max_pool(x, out_hw, spec, return_indices):
-    call = _Call(x)
-    shape = tuple(x.shape[:2]) + tuple(out_hw)
-    y = call.empty(shape)
-    indices = call.empty(shape, np.int64) if return_indices else None
-    xd = call.device(x)
-    _run_pool(call, gpu_plan.max_pool_plan(xd.shape, _strides(xd), spec, call.dtype.name,
-                                           return_indices, out_hw),
-              {"x": xd, "out": y, "indices": indices})
-    return call.result(y), (call.result(indices) if return_indices else None)
+def _build_max_pool(device, x, spec: PoolSpec | None, out_hw, return_indices: bool):
+    out_hw = spec.output_shape(x.shape[2:]) if spec is not None else out_hw
+    indices = (_pooled(x, out_hw)[0], "int64") if return_indices else None
+    return _prepare(device, _twins(gpu_plan.max_pool_plan(
+        x.shape, gpu_plan.contiguous_strides(x.shape), spec, np.dtype(x.dtype).name,
+        return_indices, out_hw)),
+        (x,), ("x", "out", "indices"), (_pooled(x, out_hw), indices))
 
 
 def max_pool2d(x, spec: PoolSpec, return_indices: bool = True):
     """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
-    return _max_pool(x, spec.output_shape(x.shape[2:]), spec, return_indices)
+    out, indices = _call(_build_max_pool, (x,), (spec, None, return_indices))
+    return out, indices
 
 
 def adaptive_max_pool2d(x, out_hw):
     """Max over adaptive windows, with indices."""
-    return _max_pool(x, out_hw, None, True)
+    out, indices = _call(_build_max_pool, (x,), (None, tuple(out_hw), True))
+    return out, indices
+
+
+def _build_max_pool2d_backward(device, grad_out, indices, input_hw, spec: PoolSpec | None):
+    return _prepare(device, _twins(gpu_plan.max_pool_backward_plan(
+        grad_out.shape, gpu_plan.contiguous_strides(grad_out.shape), input_hw, spec,
+        np.dtype(grad_out.dtype).name)),
+        (grad_out, indices), ("grad_out", "indices", "out"), (_pooled(grad_out, input_hw),))
 
 
 def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None):
     """dL/dx (N, C, H, W): each element gathers the gradients of the outputs whose window may
     hold it (closed form from ``spec``; adaptive windows when None) and whose index names it;
-    a bad index sets the device's error word (gpuconv.check_errors)."""
-    call = _Call(grad_out)
-    grad_x = call.empty(tuple(grad_out.shape[:2]) + tuple(input_hw))
-    gy = call.device(grad_out)
-    _run_pool(call, gpu_plan.max_pool_backward_plan(gy.shape, _strides(gy), tuple(input_hw), spec,
-                                                    call.dtype.name),
-              {"grad_out": gy, "indices": call.device(indices), "out": grad_x,
-               "err": _error_word()})
-    return call.result(grad_x)
+    an index outside the plane sets the device's error word (``gpuconv.check_errors``)."""
+    return _call(_build_max_pool2d_backward, (grad_out, indices), (tuple(input_hw), spec))[0]
 
 
 # --------------------------------------------------------------------------- average and Lp pooling
-def _avg_pool(x, spec, out_hw, **options):
-    call = _Call(x)
-    y = call.empty(tuple(x.shape[:2]) + tuple(out_hw))
-    xd = call.device(x)
-    _run_pool(call, gpu_plan.avg_pool_plan(xd.shape, _strides(xd), spec, call.dtype.name,
-                                           out_hw=out_hw, **options), {"x": xd, "out": y})
-    return call.result(y)
-
-
-def _avg_backward(grad_out, spec, input_hw, count_include_pad=True, divisor_override=None):
-    call = _Call(grad_out)
-    gy = call.device(grad_out)
-    grad_x = call.empty(tuple(grad_out.shape[:2]) + tuple(input_hw))
-    _run_pool(call, gpu_plan.avg_pool_backward_plan(gy.shape, _strides(gy), spec, tuple(input_hw),
-                                                    call.dtype.name, count_include_pad,
-                                                    divisor_override),
-              {"grad_out": gy, "out": grad_x})
-    return call.result(grad_x)
+def _build_avg_pool(device, x, spec: PoolSpec | None, out_hw, count_include_pad,
+                    divisor_override, norm):
+    out_hw = spec.output_shape(x.shape[2:]) if spec is not None else out_hw
+    return _prepare(device, _twins(gpu_plan.avg_pool_plan(
+        x.shape, gpu_plan.contiguous_strides(x.shape), spec, np.dtype(x.dtype).name,
+        count_include_pad, divisor_override, out_hw, norm)),
+        (x,), ("x", "out"), (_pooled(x, out_hw),))
 
 
 def avg_pool2d(x, spec: PoolSpec, count_include_pad: bool, divisor_override):
-    return _avg_pool(x, spec, spec.output_shape(x.shape[2:]), count_include_pad=count_include_pad,
-                     divisor_override=divisor_override)
-
-
-def avg_pool2d_backward(grad_out, spec: PoolSpec, input_hw, count_include_pad: bool,
-                        divisor_override):
-    return _avg_backward(grad_out, spec, input_hw, count_include_pad, divisor_override)
+    return _call(_build_avg_pool, (x,), (spec, None, count_include_pad, divisor_override, None))[0]
 
 
 def adaptive_avg_pool2d(x, out_hw):
-    return _avg_pool(x, None, out_hw)
-
-
-def adaptive_avg_pool2d_backward(grad_out, input_hw):
-    return _avg_backward(grad_out, None, input_hw)
+    return _call(_build_avg_pool, (x,), (None, tuple(out_hw), True, None, None))[0]
 
 
 def lp_pool2d(x, spec: PoolSpec, norm_type: float):
     """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p) (no padding)."""
-    return _avg_pool(x, spec, spec.output_shape(x.shape[2:]), norm=norm_type)
+    return _call(_build_avg_pool, (x,), (spec, None, True, None, norm_type))[0]
+
+
+def _build_avg_backward(device, grad_out, spec: PoolSpec | None, input_hw, count_include_pad,
+                        divisor_override):
+    return _prepare(device, _twins(gpu_plan.avg_pool_backward_plan(
+        grad_out.shape, gpu_plan.contiguous_strides(grad_out.shape), spec, input_hw,
+        np.dtype(grad_out.dtype).name, count_include_pad, divisor_override)),
+        (grad_out,), ("grad_out", "out"), (_pooled(grad_out, input_hw),))
+
+
+def avg_pool2d_backward(grad_out, spec: PoolSpec, input_hw, count_include_pad: bool,
+                        divisor_override):
+    return _call(_build_avg_backward, (grad_out,),
+                 (spec, tuple(input_hw), count_include_pad, divisor_override))[0]
+
+
+def adaptive_avg_pool2d_backward(grad_out, input_hw):
+    return _call(_build_avg_backward, (grad_out,), (None, tuple(input_hw), True, None))[0]
+
+
+def _build_lp_pool2d_backward(device, grad_out, x, spec: PoolSpec, norm_type: float):
+    """The per-window scale (avg_pool2d, op 2) into a workspace, then the average gather of it
+    times p * x^(p-1)."""
+    dtype = np.dtype(x.dtype).name
+    return _prepare(device, _twins(gpu_plan.lp_pool_backward_plan(
+        grad_out.shape, gpu_plan.contiguous_strides(grad_out.shape), x.shape,
+        gpu_plan.contiguous_strides(x.shape), spec, dtype, norm_type)),
+        (grad_out, x), ("grad_out", "x", "out"), ((tuple(x.shape), dtype),))
 
 
 def lp_pool2d_backward(grad_out, x, spec: PoolSpec, norm_type: float):
-    """The per-window scale (avg_pool2d, op 2) into a workspace shaped as grad_out, then the
-    average gather of it times p * x^(p-1)."""
-    call = _Call(grad_out, x)
-    gy, x_d = call.device(grad_out), call.device(x)
-    grad_x = call.empty(x.shape)
-    _run_pool(call, gpu_plan.lp_pool_backward_plan(gy.shape, _strides(gy), x_d.shape,
-                                                   _strides(x_d), spec, call.dtype.name, norm_type),
-              {"grad_out": gy, "x": x_d, "out": grad_x})
-    return call.result(grad_x)
+    return _call(_build_lp_pool2d_backward, (grad_out, x), (spec, norm_type))[0]
