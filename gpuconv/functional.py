@@ -387,7 +387,9 @@ def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_
     if mask[0]:
         # d/dx <convT(x, w), gy> = conv(gy, w); output_padding >= stride can make it one longer.
         grad_x = be.conv2d(gy, w, None, spec, precision)
-        grad_x = _drop(ndim, grad_x[:, :, :x2.shape[2], :x2.shape[3]])
+        if grad_x.shape[2:] != x2.shape[2:]:
+            grad_x = grad_x[:, :, :x2.shape[2], :x2.shape[3]]
+        grad_x = _drop(ndim, grad_x)
     if mask[1]:
         # The roles swap: the conv's input is grad_out, its upstream gradient is x.
         grad_w = _drop(ndim, be.conv2d_grad_weight(x2, gy, spec, w.shape[2:], precision))
