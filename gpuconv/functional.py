@@ -506,16 +506,28 @@ def _index_pool_backward_checks(ndim, grad_out, x, indices, out_spatial, check_i
     return check_indices and on_host, on_host, be
 
 
-def _index_pool_backward(ndim, grad_out, x, indices, spec, out_spatial, check_indices, backend):
-    """Route each output's gradient to the input element its index names (max pooling with
-    the 2-D ``spec``, adaptive max pooling with None)."""
-    check_on_host, on_host, be = _checked(_index_pool_backward_checks, ndim, grad_out, x, indices,
-                                          out_spatial, check_indices, backend)
+def _max_pool_backward_checks(ndim, grad_out, x, indices, kernel_size, stride, padding, dilation,
+                              ceil_mode, check_indices, backend):
+    spec, out_spatial = _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode)
+    return (spec,) + _index_pool_backward_checks(ndim, grad_out, x, indices, out_spatial,
+                                                 check_indices, backend)
+
+
+def _adaptive_max_pool_backward_checks(ndim, grad_out, x, indices, output_size, check_indices,
+                                       backend):
+    out = _adaptive_setup(ndim, x, output_size)
+    return (None,) + _index_pool_backward_checks(ndim, grad_out, x, indices, out[-ndim:],
+                                                 check_indices, backend)
+
+
+def _index_pool_backward(ndim, checks, grad_out, x, indices, *args):
+    """Route each output's gradient to the input element its index names; ``checks``: max
+    pooling's (the 2-D spec) or adaptive max pooling's (spec None), run once per signature."""
+    spec, check_on_host, on_host, be = _checked(checks, ndim, grad_out, x, indices, *args)
     if check_on_host:
         _check_index_values(indices, math.prod(x.shape[2:]))
-    x2 = _lift(ndim, x)
-    grad_x = be.max_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, indices), x2.shape[2:],
-                                    spec)
+    grad_x = be.max_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, indices),
+                                    _lift_spatial(ndim, x.shape[2:]), spec)
     if backends.DEBUG and not on_host:
         backends.check_errors()
     return _drop(ndim, grad_x)
@@ -551,9 +563,8 @@ def max_pool1d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``max_pool1d`` with respect to its input: each output's gradient goes
     to its maximum (summed where windows overlap)."""
-    spec, out_spatial = _checked(_pool_setup, 1, input, kernel_size, stride, padding, dilation,
-                                 ceil_mode)
-    return _index_pool_backward(1, grad_out, input, indices, spec, out_spatial, check_indices,
+    return _index_pool_backward(1, _max_pool_backward_checks, grad_out, input, indices,
+                                kernel_size, stride, padding, dilation, ceil_mode, check_indices,
                                 backend)
 
 
@@ -569,9 +580,8 @@ def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
     passes back); on CuPy / Numba device arrays the kernel checks them without any wait on
     the host and flags one outside the plane for ``gpuconv.check_errors()`` (at once with
     ``GPUCONV_DEBUG=1``)."""
-    spec, out_spatial = _checked(_pool_setup, 2, input, kernel_size, stride, padding, dilation,
-                                 ceil_mode)
-    return _index_pool_backward(2, grad_out, input, indices, spec, out_spatial, check_indices,
+    return _index_pool_backward(2, _max_pool_backward_checks, grad_out, input, indices,
+                                kernel_size, stride, padding, dilation, ceil_mode, check_indices,
                                 backend)
 
 
@@ -612,8 +622,8 @@ def _avg_pool_backward(ndim, grad_out, x, kernel_size, stride, padding, ceil_mod
     include_pad, spec, be = _checked(_avg_pool_backward_checks, ndim, grad_out, x, kernel_size,
                                      stride, padding, ceil_mode, count_include_pad,
                                      divisor_override, backend)
-    x2 = _lift(ndim, x)
-    return _drop(ndim, be.avg_pool2d_backward(_lift(ndim, grad_out), spec, x2.shape[2:],
+    return _drop(ndim, be.avg_pool2d_backward(_lift(ndim, grad_out), spec,
+                                              _lift_spatial(ndim, x.shape[2:]),
                                               include_pad, divisor_override))
 
 
@@ -694,8 +704,8 @@ def _adaptive_avg_pool_backward_checks(ndim, grad_out, x, output_size, backend):
 
 def _adaptive_avg_pool_backward(ndim, grad_out, x, output_size, backend):
     be = _checked(_adaptive_avg_pool_backward_checks, ndim, grad_out, x, output_size, backend)
-    x2 = _lift(ndim, x)
-    return _drop(ndim, be.adaptive_avg_pool2d_backward(_lift(ndim, grad_out), x2.shape[2:]))
+    return _drop(ndim, be.adaptive_avg_pool2d_backward(_lift(ndim, grad_out),
+                                                       _lift_spatial(ndim, x.shape[2:])))
 
 
 def _adaptive_max_pool_checks(ndim, x, output_size, return_indices, backend):
@@ -713,9 +723,8 @@ def _adaptive_max_pool(ndim, x, output_size, return_indices, backend):
 
 def _adaptive_max_pool_backward(ndim, grad_out, x, indices, output_size, check_indices,
                                 backend):
-    out = _checked(_adaptive_setup, ndim, x, output_size)
-    return _index_pool_backward(ndim, grad_out, x, indices, None, out[-ndim:], check_indices,
-                                backend)
+    return _index_pool_backward(ndim, _adaptive_max_pool_backward_checks, grad_out, x, indices,
+                                output_size, check_indices, backend)
 
 
 @public_op("NCL")
