@@ -189,6 +189,33 @@ def test_numba_plans_once_and_only_the_arrays_change(numba_recording, monkeypatc
     assert len(planned) == 1 and len(numba_recording.configured) == 2
 
 
+def test_numba_on_cupy_arrays_launches_on_cupy_memory(numba_recording, monkeypatch):
+    """CuPy arrays on the numba backend: CuPy allocates the outputs and workspaces (the outputs
+    come back as those CuPy arrays), the kernels get views of the same memory, on one Numba
+    stream object for CuPy's current stream (configured once)."""
+    allocated = []
+
+    def empty(shape, dtype):
+        allocated.append(host.CupyArray(shape, dtype))
+        return allocated[-1]
+    stream = pytypes.SimpleNamespace(ptr=7)
+    monkeypatch.setitem(sys.modules, "cupy", pytypes.SimpleNamespace(
+        empty=empty, ascontiguousarray=host._ascontiguousarray,
+        cuda=pytypes.SimpleNamespace(get_current_stream=lambda: stream)))
+    monkeypatch.setattr(numba_backend.cuda, "as_cuda_array", lambda a, sync: host.NumbaArray(
+        a.shape, a.dtype, a.strides, a.data), raising=False)
+    monkeypatch.setattr(numba_backend.cuda, "external_stream", lambda handle: host._Stream())
+    x, w = host.CupyArray((8, 4, 9, 9)), host.CupyArray((6, 4, 3, 3))
+    for _ in range(2):
+        del allocated[:], numba_recording.launches[:]
+        y = F.conv2d(x, w, padding=1, backend="numba")
+        assert y is allocated[0] and y.shape == (8, 6, 9, 9)
+        ((_, config, args),) = numba_recording.launches
+        assert [a.data.ptr for a in args[:2]] == [w.data.ptr, x.data.ptr]
+        assert args[3].data.ptr == y.data.ptr and args[2].size == 0  # out; no bias: null
+    assert len(numba_recording.configured) == 1 and config[2] is numba_backend._STREAMS[7]
+
+
 CHANGES = {"cupy": ("strides", "spec", "dtype", "precision", "device"),
            "numba": ("strides", "spec", "dtype", "device", "library")}  # numba: "ieee" only
 
