@@ -1,25 +1,31 @@
-"""The CPU thread pool: the NumPy passes that BLAS does not run (im2col copies, the folds'
-tap loops, depthwise blocks, pooling, batch norm, activations) split over pieces of the
-batch or of the channels.
+"""The CPU thread pool: the NumPy passes of the CPU ops (im2col copies, the folds' tap
+loops, the GEMMs, depthwise blocks, pooling, batch norm, activations) split over pieces of
+the batch, of the channels or of a matrix product.
 
 The pool is small and bounded: ``GPUCONV_NUM_THREADS`` threads (like ``OMP_NUM_THREADS``),
-else one per core this process may use. NumPy releases the GIL inside its copy and ufunc
-loops, so the pieces run in parallel.
+else one per core this process may use. NumPy releases the GIL inside its copy, ufunc and
+matmul loops, so the pieces run in parallel.
+
+Matrix products (``matmul``) run as pieces on the pool too, each on one BLAS thread: while
+one runs, NumPy's OpenBLAS is held at one thread (``blas_at_one_thread``), so its own
+threads neither compete with the pool's for the cores (OpenBLAS's idle threads spin for a
+while after each call, which on a machine with few cores stalls whatever runs next) nor
+split a product's sums by their count.
 
 Bit-identical results for any thread count: callers cut the work into pieces whose
 boundaries depend only on the shapes, never on the thread count; each piece computes the
 same thing whichever thread runs it, and a reduction adds its per-piece partial results in
 piece order (``reduce``). A pass whose pieces are independent (elementwise, plane-wise)
-gives the same bits whole, which one thread may do to skip the pieces' overhead. The one
-exception is BLAS (NumPy's OpenBLAS), which runs its own threads (``OPENBLAS_NUM_THREADS``,
-or threadpoolctl) and may split a GEMM's sums differently for another count of them:
-bit-identical reruns need the same BLAS thread count as well. Depthwise blocks call BLAS
-(small GEMVs) from the pool's threads; OpenBLAS is thread-safe for that.
+gives the same bits whole, which one thread may do to skip the pieces' overhead. NumPy
+products that gpuconv does not run through ``matmul`` (small ones: depthwise blocks) are
+left to OpenBLAS, which runs them on the calling thread at these sizes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -27,11 +33,16 @@ from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 
+from gpuconv._blas import blas_threads, set_blas_threads
+
 ENV_VAR = "GPUCONV_NUM_THREADS"
 # Pieces smaller than this run on the calling thread: handing them out costs more than
 # it saves. Only where a piece runs depends on it, never what it computes.
 MIN_PARALLEL_BYTES = 256 << 10
 PIECE_BYTES = 2 << 20  # a piece of a copy, pooling or elementwise pass: fits a core's L2 or L3
+# A piece of a matrix product: enough multiply-adds (about a millisecond on one core) for
+# BLAS to run at full speed and for the hand-out to cost nothing
+PIECE_FLOPS = 64 << 20
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -195,3 +206,76 @@ def sum_batch(fn: Callable, *arrays):
     slices = pieces_by_bytes(first.shape[0], first.nbytes // first.shape[0])
     return reduce(lambda s: fn(*(a[s] for a in arrays)), slices, first.nbytes)
 
+
+
+_blas_lock = threading.Lock()
+_blas_state = {"depth": 0, "saved": None}
+
+
+@contextlib.contextmanager
+def blas_at_one_thread():
+    """NumPy's OpenBLAS held at one thread inside (re-entrant, thread-safe: the count is put
+    back when the last holder leaves)."""
+    with _blas_lock:
+        if _blas_state["depth"] == 0:
+            saved = blas_threads()
+            _blas_state["saved"] = saved if saved and saved > 1 and set_blas_threads(1) else None
+        _blas_state["depth"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_state["depth"] -= 1
+            if _blas_state["depth"] == 0 and _blas_state["saved"] is not None:
+                set_blas_threads(_blas_state["saved"])
+
+
+def matmul(a, b, out=None):
+    """``np.matmul(a, b, out=out)`` (operands of 2 or more dimensions) in pieces over the
+    pool, each on one BLAS thread: over the stack of products, else over blocks of the
+    product's rows or columns, whichever are more. Other arrays (CuPy, without ``out``) go
+    to their own ``matmul`` whole."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return a @ b
+    if min(a.ndim, b.ndim) < 2:
+        with blas_at_one_thread():
+            return np.matmul(a, b, out=out)
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if out is None:
+        out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
+    flops = 2 * m * k * n
+    if math.prod(stack) > 1:
+        a, b = np.broadcast_to(a, stack + a.shape[-2:]), np.broadcast_to(b, stack + b.shape[-2:])
+
+        def piece(s):
+            for i in range(s.start, s.stop):
+                at = np.unravel_index(i, stack)
+                _dot(a[at], b[at], out[at])
+        slices = pieces(math.prod(stack), PIECE_FLOPS // max(1, flops))
+    else:
+        a2, b2, out2 = a.reshape(m, k), b.reshape(k, n), out.reshape(m, n)
+        if n >= m:
+            slices = pieces(n, _block(PIECE_FLOPS // max(1, flops // max(1, n))))
+            piece = lambda s: _dot(a2, b2[:, s], out2[:, s])  # noqa: E731
+        else:
+            slices = pieces(m, _block(PIECE_FLOPS // max(1, flops // max(1, m))))
+            piece = lambda s: _dot(a2[s], b2, out2[s])  # noqa: E731
+    with blas_at_one_thread():
+        run(piece, slices, PIECE_BYTES if len(slices) > 1 else 0)
+    return out
+
+
+def _dot(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = a @ b`` for 2-D arrays through ``np.dot``, which lets go of the GIL
+    around its BLAS call (``np.matmul`` keeps it for a stack of fewer than 500 products)."""
+    if out.flags.c_contiguous and out.dtype == np.result_type(a, b):
+        np.dot(a, b, out=out)
+    else:
+        out[...] = np.dot(a, b)
+
+
+def _block(size: int) -> int:
+    """A block of rows or columns of about ``size``: whole SIMD tiles (multiples of 64) once
+    it is that large."""
+    return size // 64 * 64 if size >= 64 else max(1, size)

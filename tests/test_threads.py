@@ -64,7 +64,7 @@ def _tiny_pieces(batch_gemm_pixels=numpy_backend.BATCH_GEMM_PIXELS, chunk_bytes=
     with mock.patch.multiple(numpy_backend, FOLD_CHUNK_BYTES=1, CACHE_BLOCK_BYTES=1,
                              BATCH_GEMM_PIXELS=batch_gemm_pixels,
                              CHUNK_BYTES=chunk_bytes or numpy_backend.CHUNK_BYTES), \
-            mock.patch.multiple(parallel, MIN_PARALLEL_BYTES=0, PIECE_BYTES=1):
+            mock.patch.multiple(parallel, MIN_PARALLEL_BYTES=0, PIECE_BYTES=1, PIECE_FLOPS=1):
         before = parallel.num_threads()
         yield
         parallel.set_num_threads(before)
@@ -193,6 +193,46 @@ def test_run_keeps_piece_order_and_runs_nested_calls_inline(tiny_pieces):
     assert parallel.reduce(lambda i: np.float32(0.1) * i, range(7)) == \
         sum((np.float32(0.1) * i for i in range(1, 7)), np.float32(0.0))
     assert parallel.pieces(7, 3) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+
+
+# a, b shapes: rows split, columns split, a stack, a broadcast stack, a stack of one
+MATMUL_CASES = [((70, 9), (9, 5)), ((3, 9), (9, 70)), ((4, 2, 5, 6), (4, 2, 6, 3)),
+                ((5, 6), (3, 6, 4)), ((1, 7, 8), (8, 9)), ((6,), (6, 4))]
+
+
+@pytest.mark.parametrize("shapes", MATMUL_CASES, ids=str)
+def test_matmul_in_pieces(tiny_pieces, shapes):
+    """Against NumPy in float64 (into ``out`` too), float32 equal at 1, 2 and 3 threads."""
+    a, b = _arrays(shapes, 4, np.float64)
+    want = np.matmul(a, b)
+    np.testing.assert_allclose(parallel.matmul(a, b), want, rtol=1e-12, atol=1e-12)
+    out = np.full(want.shape, np.nan)
+    assert parallel.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    runs = []
+    for threads in THREADS:
+        parallel.set_num_threads(threads)
+        runs.append(parallel.matmul(a, b))
+    assert all(np.array_equal(run, runs[0]) for run in runs[1:])
+
+
+def test_blas_is_held_at_one_thread_while_gpuconv_multiplies():
+    """Nested holds keep one thread; the count comes back after the last (where NumPy's
+    OpenBLAS can be asked)."""
+    from gpuconv._blas import blas_threads, set_blas_threads
+    if blas_threads() is None:
+        pytest.skip("NumPy's BLAS cannot be asked for its thread count")
+    before = blas_threads()
+    set_blas_threads(2)
+    try:
+        with parallel.blas_at_one_thread():
+            with parallel.blas_at_one_thread():
+                assert blas_threads() == 1
+            assert blas_threads() == 1
+        assert blas_threads() == 2
+    finally:
+        set_blas_threads(before)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])

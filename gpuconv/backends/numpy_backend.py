@@ -29,11 +29,11 @@ per sample; a 1x1 stride-1 convolution needs no im2col copy at all. Depthwise
 convolutions are batched small GEMMs (each channel's kernel times its im2col block) over
 cache-sized channel blocks.
 
-The copies, folds, depthwise blocks and pooling planes run in pieces over the thread pool
-of ``gpuconv.parallel``; pieces are cut by shape alone and every gradient is a gather or a
-fixed-order sum (no two writers race), so results are bit-identical from run to run and
-for any thread count (BLAS's own threads aside: see ``gpuconv.parallel``). Only one
-im2col chunk of about ``CHUNK_BYTES`` is alive at a time.
+The copies, GEMMs, folds, depthwise blocks and pooling planes run in pieces over the
+thread pool of ``gpuconv.parallel`` (the GEMMs each on one BLAS thread); pieces are cut by
+shape alone and every gradient is a gather or a fixed-order sum (no two writers race), so
+results are bit-identical from run to run and for any thread count. Only one im2col chunk
+of about ``CHUNK_BYTES`` is alive at a time.
 """
 
 from __future__ import annotations
@@ -228,16 +228,17 @@ def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int
     if (kh, kw) == (1, 1) and tuple(stride) == (1, 1):
         # the input already is the im2col matrix of each sample: no copy
         x4 = xp.reshape(n, groups, cg, ho * wo)
-        np.matmul(w_mat, x4, out=y.reshape(n, groups, o // groups, ho * wo))
+        parallel.matmul(w_mat, x4, out=y.reshape(n, groups, o // groups, ho * wo))
         return y
     win = _windows(xp, (kh, kw), stride, dilation, out_hw)
     for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * xp.dtype.itemsize):
         nb = chunk.stop - chunk.start
         cols = _im2col(win[chunk], groups)
         if not _batch_gemm(ho * wo):
-            np.matmul(w_mat, cols, out=y[chunk].reshape(nb, groups, o // groups, ho * wo))
+            parallel.matmul(w_mat, cols, out=y[chunk].reshape(nb, groups, o // groups, ho * wo))
             continue
-        _copy(y[chunk].transpose(1, 0, 2, 3), np.matmul(w_mat, cols).reshape(o, nb, ho, wo))
+        _copy(y[chunk].transpose(1, 0, 2, 3),
+              parallel.matmul(w_mat, cols).reshape(o, nb, ho, wo))
     return y
 
 
@@ -267,8 +268,9 @@ def _depthwise_correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation,
         b, g = piece
         cols = np.ascontiguousarray(win[b, g]).reshape(-1, kh * kw, ho * wo)
         np.matmul(w3[g], cols, out=y4[b, g])
-    parallel.run(correlate, _depthwise_pieces(n, groups, m, kh * kw, ho * wo, xp.itemsize),
-                 y4.nbytes)
+    with parallel.blas_at_one_thread():  # its small products on the pool's threads alone
+        parallel.run(correlate, _depthwise_pieces(n, groups, m, kh * kw, ho * wo, xp.itemsize),
+                     y4.nbytes)
     return y4.reshape(n, groups * m, ho, wo)
 
 
@@ -283,7 +285,8 @@ def _depthwise_grad_weight(grad_out: np.ndarray, win: np.ndarray, m: int) -> np.
         b, g = piece
         cols = np.ascontiguousarray(win[b, g]).reshape(-1, kh * kw, ho * wo)
         return np.matmul(cols, gy4[b, g].transpose(0, 2, 1))
-    parts = parallel.run(grad_weight_t, pieces, grad_out.nbytes)
+    with parallel.blas_at_one_thread():
+        parts = parallel.run(grad_weight_t, pieces, grad_out.nbytes)
     grad_w_t = np.zeros((groups, kh * kw, m), dtype=grad_out.dtype)
     for (_, g), part in zip(pieces, parts):  # samples in order, for each channel block
         grad_w_t[g] += part
@@ -327,7 +330,7 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
         # each sample's input is its im2col matrix: per-sample GEMMs, no copy
         gy = grad_out.reshape(n, groups, og, ho * wo)
         x4 = xp.reshape(n, groups, cg, ho * wo)
-        return np.matmul(gy, x4.transpose(0, 1, 3, 2)).sum(axis=0).reshape(o, cg, 1, 1)
+        return parallel.matmul(gy, x4.transpose(0, 1, 3, 2)).sum(axis=0).reshape(o, cg, 1, 1)
     # Accumulate dW^T = cols @ dy^T: NumPy hands this orientation to BLAS as one GEMM per
     # sample, while dy @ cols^T falls back to a loop many times slower.
     grad_w_t = np.zeros((groups, k, og), dtype=x.dtype)
@@ -336,10 +339,10 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
         cols = _im2col(win[chunk], groups)
         if not _batch_gemm(ho * wo):
             gy = grad_out[chunk].reshape(nb, groups, og, ho * wo)
-            grad_w_t += np.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
+            grad_w_t += parallel.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
             continue
         gy = _channels_first(grad_out[chunk]).reshape(groups, og, nb * ho * wo)
-        grad_w_t += np.matmul(cols, gy.transpose(0, 2, 1))
+        grad_w_t += parallel.matmul(cols, gy.transpose(0, 2, 1))
     return np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
 
@@ -437,7 +440,7 @@ def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * grad_out.dtype.itemsize):
         nb = chunk.stop - chunk.start
         gy = _channels_first(grad_out[chunk]).reshape(groups, o // groups, nb * ho * wo)
-        cols = np.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho, wo)
+        cols = parallel.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho, wo)
         planes = np.zeros((channels, nb) + padded_hw, dtype=grad_out.dtype)
 
         def fold(piece):
@@ -470,7 +473,7 @@ def _grad_input_fold_rows(grad_out: np.ndarray, w_t: np.ndarray, kernel_hw, dila
                                FOLD_CHUNK_BYTES):
         nb = chunk.stop - chunk.start
         gy = _to_rows(grad_out[chunk], wp).reshape(groups, o // groups, -1)
-        cols = np.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho * wp)
+        cols = parallel.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho * wp)
         planes = np.zeros((channels, nb, hp * wp), dtype=grad_out.dtype)
 
         def fold(piece):
@@ -546,14 +549,17 @@ def _take(a: np.ndarray, positions: np.ndarray, axis: int) -> np.ndarray:
     return np.take(a, positions, axis=axis)
 
 
-def _argmax_taps(taps, has_nan: bool, carried=None):
+def _argmax_taps(taps, has_nan: bool, codes=None):
     """Running maximum over the same-shape arrays ``taps`` with PyTorch's rule for the
     index: the first maximum wins, a NaN wins over any number and, among NaNs, the last
-    one. Returns the maximum, the number of the winning tap and, when ``carried`` (arrays
-    parallel to ``taps``) is given, its values at the winning taps."""
+    one. Returns the maximum and the code of the winning tap: its number, or ``codes[k]``
+    for tap k (arrays or scalars that must grow strictly with k, as a row-major tap number
+    does)."""
+    codes = range(len(taps)) if codes is None else codes
     best = np.array(taps[0], copy=True)
-    winner = np.zeros(best.shape, dtype=np.min_scalar_type(len(taps) - 1))
-    carry = None if carried is None else carried[0]
+    top = codes[-1] if np.ndim(codes[-1]) == 0 else codes[-1].max(initial=0)
+    winner = np.zeros(best.shape, dtype=np.min_scalar_type(top))
+    winner += codes[0]
     for k in range(1, len(taps)):
         value = np.ascontiguousarray(taps[k])  # the ufuncs below run far faster on it
         better = value > best
@@ -562,11 +568,10 @@ def _argmax_taps(taps, has_nan: bool, carried=None):
             best = np.where(better, value, best)
         else:
             np.maximum(best, value, out=best)
-        # tap numbers only grow, so "k where better" is a maximum: no slow masked copy
-        np.maximum(winner, better * winner.dtype.type(k), out=winner)
-        if carried is not None:
-            carry = np.where(better, carried[k], carry)
-    return best, winner, carry
+        # codes only grow, so "code where better" is a maximum: no slow masked copy
+        code = codes[k] if np.ndim(codes[k]) else winner.dtype.type(codes[k])
+        np.maximum(winner, better * code, out=winner)
+    return best, winner
 
 
 def _max_pool_by_tables(x: np.ndarray, row_table: np.ndarray, col_table: np.ndarray):
@@ -574,18 +579,16 @@ def _max_pool_by_tables(x: np.ndarray, row_table: np.ndarray, col_table: np.ndar
     (N, C, H, W), and int64 flat indices ``h*W + w``. Separable: each window row first, then
     across rows, which keeps the row-major order the tie rule is stated in."""
     w = x.shape[3]
-    has_nan = x.size > 0 and bool(np.isnan(x.max()))
-    row_max, col_tap, _ = _argmax_taps([_take(x, cols, 3) for cols in col_table.T], has_nan)
-    # across rows, the winning row's column tap comes along
-    best, row_tap, col_tap = _argmax_taps(
-        [_take(row_max, rows, 2) for rows in row_table.T], has_nan,
-        [_take(col_tap, rows, 2) for rows in row_table.T])
     (ho, kh), (wo, kw) = row_table.shape, col_table.shape
+    has_nan = x.size > 0 and bool(np.isnan(x.max()))
+    row_max, col_tap = _argmax_taps([_take(x, cols, 3) for cols in col_table.T], has_nan)
+    # across rows, the window's tap number (row tap * kW + the row's column tap) comes along
+    col_tap = col_tap.astype(np.min_scalar_type(kh * kw - 1))
+    best, tap = _argmax_taps([_take(row_max, rows, 2) for rows in row_table.T], has_nan,
+                             [_take(col_tap, rows, 2) + col_tap.dtype.type(i * kw)
+                              for i, rows in enumerate(row_table.T)])
     # look each window's winning tap up in a table of flat indices (H_out, W_out, kH * kW)
     flat = (row_table[:, None, :, None] * w + col_table[None, :, None, :]).ravel()
-    tap = row_tap.astype(np.min_scalar_type(kh * kw - 1))
-    tap *= kw
-    tap += col_tap
     index = np.take(flat, tap + np.arange(0, ho * wo * kh * kw, kh * kw).reshape(ho, wo))
     return best, index
 

@@ -30,7 +30,7 @@ import numpy as np
 import gpuconv.functional as F
 from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
 from gpuconv.nn.device import Device
-from gpuconv.parallel import map_batch, sum_batch
+from gpuconv.parallel import map_batch, matmul, sum_batch
 from gpuconv.nn.initializers import initialize
 from gpuconv.shapes import ConvSpec, PoolSpec, keras_same_padding, ntuple
 
@@ -455,14 +455,14 @@ class Dense(_Linear):
 
     def linear_forward(self, x):
         self._x = x
-        y = x @ self.params["kernel"]
+        y = matmul(x, self.params["kernel"])
         return y + self.params["bias"] if self.use_bias else y
 
     def linear_backward(self, grad_out):
-        self.grads = {"kernel": self._x.T @ grad_out}
+        self.grads = {"kernel": matmul(self._x.T, grad_out)}
         if self.use_bias:
             self.grads["bias"] = grad_out.sum(axis=0)
-        return grad_out @ self.params["kernel"].T if self.need_input_grad else None
+        return matmul(grad_out, self.params["kernel"].T) if self.need_input_grad else None
 
 
 # --------------------------------------------------------------------------- activations
