@@ -118,7 +118,11 @@ def run(fn: Callable[[T], R], pieces: Iterable[T],
     pool = _pool()
     for _ in range(min(threads, len(pieces)) - 1):
         pool.submit(job.work)
-    job.work()
+    _in_worker.active = True  # the caller works on pieces too: calls inside them run inline
+    try:
+        job.work()
+    finally:
+        _in_worker.active = False
     job.finished.wait()
     if job.error is not None:
         raise job.error

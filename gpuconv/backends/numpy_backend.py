@@ -49,7 +49,9 @@ from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
 NAME = "numpy"
 PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float maths
-CHUNK_BYTES = 16 << 20  # im2col buffer budget per batch chunk
+# im2col buffer budget per batch chunk: each chunk is a piece on the pool (its copy, GEMM
+# and fold on one thread), so its buffer stays in that core's cache while the GEMM reads it
+CHUNK_BYTES = 2 << 20
 FOLD_CHUNK_BYTES = 1 << 20  # row-image fold buffer per batch chunk: its adds run in cache
 CACHE_BLOCK_BYTES = 512 << 10  # working set of the depthwise im2col blocks
 # Output planes below this many pixels make per-sample GEMMs too small for BLAS (each
@@ -88,11 +90,16 @@ def _check_workspace(nbytes: int, whose: str) -> None:
                          f"${MAX_BYTES_ENV})")
 
 
-def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None):
+def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None) -> list[slice]:
     _check_workspace(bytes_per_item, "one sample's")  # a chunk holds one sample at least
-    step = max(1, (budget or CHUNK_BYTES) // max(1, bytes_per_item))
-    for start in range(0, n, step):
-        yield slice(start, min(n, start + step))
+    return parallel.pieces(n, (budget or CHUNK_BYTES) // max(1, bytes_per_item))
+
+
+def _on_chunks(fn, chunks: list[slice]) -> list:
+    """``fn(chunk)`` for each batch chunk, the chunks spread over the pool (one BLAS thread
+    each); what each returns, in chunk order."""
+    with parallel.blas_at_one_thread():
+        return parallel.run(fn, chunks, parallel.PIECE_BYTES if len(chunks) > 1 else 0)
 
 
 def _to_rows(a: np.ndarray, width: int) -> np.ndarray:
@@ -231,14 +238,16 @@ def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int
         parallel.matmul(w_mat, x4, out=y.reshape(n, groups, o // groups, ho * wo))
         return y
     win = _windows(xp, (kh, kw), stride, dilation, out_hw)
-    for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * xp.dtype.itemsize):
+
+    def correlate(chunk):
         nb = chunk.stop - chunk.start
         cols = _im2col(win[chunk], groups)
         if not _batch_gemm(ho * wo):
             parallel.matmul(w_mat, cols, out=y[chunk].reshape(nb, groups, o // groups, ho * wo))
-            continue
+            return
         _copy(y[chunk].transpose(1, 0, 2, 3),
               parallel.matmul(w_mat, cols).reshape(o, nb, ho, wo))
+    _on_chunks(correlate, _batch_chunks(n, channels * kh * kw * ho * wo * xp.dtype.itemsize))
     return y
 
 
@@ -333,16 +342,19 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
         return parallel.matmul(gy, x4.transpose(0, 1, 3, 2)).sum(axis=0).reshape(o, cg, 1, 1)
     # Accumulate dW^T = cols @ dy^T: NumPy hands this orientation to BLAS as one GEMM per
     # sample, while dy @ cols^T falls back to a loop many times slower.
-    grad_w_t = np.zeros((groups, k, og), dtype=x.dtype)
-    for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize):
+    def grad_weight_t(chunk):
         nb = chunk.stop - chunk.start
         cols = _im2col(win[chunk], groups)
         if not _batch_gemm(ho * wo):
             gy = grad_out[chunk].reshape(nb, groups, og, ho * wo)
-            grad_w_t += parallel.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
-            continue
+            return parallel.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
         gy = _channels_first(grad_out[chunk]).reshape(groups, og, nb * ho * wo)
-        grad_w_t += parallel.matmul(cols, gy.transpose(0, 2, 1))
+        return parallel.matmul(cols, gy.transpose(0, 2, 1))
+    parts = _on_chunks(grad_weight_t,
+                       _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize))
+    grad_w_t = parts[0]
+    for part in parts[1:]:  # in chunk order, whichever threads ran them
+        grad_w_t += part
     return np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
 
@@ -437,7 +449,8 @@ def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
         return _grad_input_fold_rows(grad_out, w_t, (kh, kw), spec.dilation, padded_hw)
     channels = cg * groups
     grad_padded = np.empty((n, channels) + padded_hw, dtype=grad_out.dtype)
-    for chunk in _batch_chunks(n, channels * kh * kw * ho * wo * grad_out.dtype.itemsize):
+
+    def fold_chunk(chunk):
         nb = chunk.stop - chunk.start
         gy = _channels_first(grad_out[chunk]).reshape(groups, o // groups, nb * ho * wo)
         cols = parallel.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho, wo)
@@ -451,6 +464,8 @@ def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
                            j * dw:j * dw + sw * (wo - 1) + 1:sw] += cols[piece, i, j]
         _fold_pieces(fold, planes)
         _copy(grad_padded[chunk].transpose(1, 0, 2, 3), planes)
+    _on_chunks(fold_chunk,
+               _batch_chunks(n, channels * kh * kw * ho * wo * grad_out.dtype.itemsize))
     return grad_padded
 
 
@@ -469,8 +484,8 @@ def _grad_input_fold_rows(grad_out: np.ndarray, w_t: np.ndarray, kernel_hw, dila
     channels = groups * k // (kh * kw)
     length = (ho - 1) * wp + wo
     grad_padded = np.empty((n, channels, hp, wp), dtype=grad_out.dtype)
-    for chunk in _batch_chunks(n, channels * kh * kw * ho * wp * grad_out.dtype.itemsize,
-                               FOLD_CHUNK_BYTES):
+
+    def fold_chunk(chunk):
         nb = chunk.stop - chunk.start
         gy = _to_rows(grad_out[chunk], wp).reshape(groups, o // groups, -1)
         cols = parallel.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho * wp)
@@ -484,6 +499,8 @@ def _grad_input_fold_rows(grad_out: np.ndarray, w_t: np.ndarray, kernel_hw, dila
                     target[:, :, start:start + length] += cols[piece, i, j, :, :length]
         _fold_pieces(fold, planes)
         _copy(grad_padded[chunk].transpose(1, 0, 2, 3), planes.reshape(channels, nb, hp, wp))
+    row_bytes = channels * kh * kw * ho * wp * grad_out.dtype.itemsize
+    _on_chunks(fold_chunk, _batch_chunks(n, row_bytes, FOLD_CHUNK_BYTES))
     return grad_padded
 
 
