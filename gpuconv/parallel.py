@@ -43,6 +43,7 @@ PIECE_BYTES = 2 << 20  # a piece of a copy, pooling or elementwise pass: fits a 
 # A piece of a matrix product: enough multiply-adds (about a millisecond on one core) for
 # BLAS to run at full speed and for the hand-out to cost nothing
 PIECE_FLOPS = 64 << 20
+SMALL_GEMM_FLOPS = 4 << 20  # products in a stack smaller than this are not worth a Python call
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -249,6 +250,11 @@ def matmul(a, b, out=None):
     if out is None:
         out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
     flops = 2 * m * k * n
+    if math.prod(stack) > 1 and flops < SMALL_GEMM_FLOPS:
+        # a stack of small products: one C loop over it on this thread (np.matmul keeps the
+        # GIL, and a Python call per product would cost more than the product)
+        with blas_at_one_thread():
+            return np.matmul(a, b, out=out)
     if math.prod(stack) > 1:
         a, b = np.broadcast_to(a, stack + a.shape[-2:]), np.broadcast_to(b, stack + b.shape[-2:])
 

@@ -64,7 +64,8 @@ def _tiny_pieces(batch_gemm_pixels=numpy_backend.BATCH_GEMM_PIXELS, chunk_bytes=
     with mock.patch.multiple(numpy_backend, FOLD_CHUNK_BYTES=1, CACHE_BLOCK_BYTES=1,
                              BATCH_GEMM_PIXELS=batch_gemm_pixels,
                              CHUNK_BYTES=chunk_bytes or numpy_backend.CHUNK_BYTES), \
-            mock.patch.multiple(parallel, MIN_PARALLEL_BYTES=0, PIECE_BYTES=1, PIECE_FLOPS=1):
+            mock.patch.multiple(parallel, MIN_PARALLEL_BYTES=0, PIECE_BYTES=1, PIECE_FLOPS=1,
+                                SMALL_GEMM_FLOPS=0):
         before = parallel.num_threads()
         yield
         parallel.set_num_threads(before)
@@ -200,9 +201,13 @@ MATMUL_CASES = [((70, 9), (9, 5)), ((3, 9), (9, 70)), ((4, 2, 5, 6), (4, 2, 6, 3
                 ((5, 6), (3, 6, 4)), ((1, 7, 8), (8, 9)), ((6,), (6, 4))]
 
 
+@pytest.mark.parametrize("small_stack", [False, True], ids=["split", "small_stack_whole"])
 @pytest.mark.parametrize("shapes", MATMUL_CASES, ids=str)
-def test_matmul_in_pieces(tiny_pieces, shapes):
-    """Against NumPy in float64 (into ``out`` too), float32 equal at 1, 2 and 3 threads."""
+def test_matmul_in_pieces(tiny_pieces, shapes, small_stack):
+    """Against NumPy in float64 (into ``out`` too), float32 equal at 1, 2 and 3 threads;
+    split to single products and rows / columns, or a stack of small products whole."""
+    if small_stack:
+        parallel.SMALL_GEMM_FLOPS = 1 << 30  # undone by tiny_pieces
     a, b = _arrays(shapes, 4, np.float64)
     want = np.matmul(a, b)
     np.testing.assert_allclose(parallel.matmul(a, b), want, rtol=1e-12, atol=1e-12)
