@@ -311,3 +311,32 @@ def test_nn_layer_in_pieces(tiny_pieces, case):
     if name == "batch_norm":
         _close(grads["gamma"], module.weight.grad, "batch_norm grad gamma")
         _close(grads["beta"], module.bias.grad, "batch_norm grad beta")
+
+
+def _fused_run(layers, threads):
+    parallel.set_num_threads(threads)
+    model = Sequential(layers).build((4, 6, 5), "cpu", 0)
+    for layer in model.layers:
+        layer.need_input_grad = True
+    x, gy = _arrays([(5, 4, 6, 5)] * 2, 3, np.float32)
+    out, grad = x, gy
+    for layer in model.layers:
+        out = layer.forward(out, training=True)
+    for layer in reversed(model.layers):
+        grad = layer.backward(grad)
+    bn = model.layers[0]
+    return [out, grad, bn.grads["gamma"], bn.grads["beta"]]
+
+
+def test_batch_norm_runs_the_relu_after_it_on_the_cpu(tiny_pieces):
+    """BatchNorm2D + ReLU as one layer's passes: bit for bit the two layers' numbers (a
+    rate-0 Dropout in between keeps them apart), at 1, 2 and 3 threads."""
+    fused = nn.BatchNorm2D(), nn.ReLU()
+    got = [_fused_run(list(fused), threads) for threads in THREADS]
+    assert fused[0].relu and fused[1].in_epilogue
+    apart = [nn.BatchNorm2D(), nn.Dropout(0.0), nn.ReLU()]
+    want = _fused_run(apart, 1)
+    assert not apart[0].relu and not apart[2].in_epilogue
+    for run in got:
+        for ours, theirs in zip(run, want):
+            assert np.array_equal(ours, theirs)

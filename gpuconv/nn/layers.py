@@ -482,8 +482,8 @@ class _Activation(Layer):
 
 
 class ReLU(_Activation):
-    # computed by the Conv2D right before it, in its conv (Sequential.build): values and
-    # gradients pass through here
+    # computed by the layer right before it (a Conv2D's conv, a BatchNorm2D's passes on the
+    # CPU: Sequential.build): values and gradients pass through here
     in_epilogue = False
 
     def value_and_slope(self, x, xp):
@@ -570,6 +570,9 @@ class BatchNorm2D(Layer):
     ``running = momentum * running + (1 - momentum) * batch``, Keras' convention); at
     inference, uses the running statistics."""
 
+    # on the CPU, the ReLU right after it runs in its passes (Sequential.build)
+    relu = False
+
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
@@ -628,8 +631,12 @@ class BatchNorm2D(Layer):
         def normalise(c):
             y = c * scale
             y += beta
+            if self.relu:
+                xp.maximum(y, 0, out=y)
             return y
-        return map_batch(normalise, centred)
+        y = map_batch(normalise, centred)
+        self._y = y if self.relu else None  # the ReLU's slope: y > 0
+        return y
 
     def backward(self, grad_out):
         fused = self.device.layer_kernels
@@ -640,8 +647,18 @@ class BatchNorm2D(Layer):
             return grad_x
         xp, inv_std, centred = self.device.xp, self._inv_std, self._centred
         count = grad_out.dtype.type(grad_out.size // grad_out.shape[1])
-        sum_g, sum_gc = sum_batch(lambda g, c: xp.stack([
-            g.sum(axis=(0, 2, 3)), xp.einsum("nchw,nchw->c", g, c)]), grad_out, centred)
+        if self.relu:  # the fused ReLU's backward first: g where the output was positive
+            relu_grad = xp.empty_like(grad_out)
+
+            def sums(g, c, y, masked):
+                xp.multiply(g, y > 0, out=masked)
+                return xp.stack([masked.sum(axis=(0, 2, 3)),
+                                 xp.einsum("nchw,nchw->c", masked, c)])
+            sum_g, sum_gc = sum_batch(sums, grad_out, centred, self._y, relu_grad)
+            grad_out = relu_grad
+        else:
+            sum_g, sum_gc = sum_batch(lambda g, c: xp.stack([
+                g.sum(axis=(0, 2, 3)), xp.einsum("nchw,nchw->c", g, c)]), grad_out, centred)
         self.grads = {"gamma": sum_gc * inv_std, "beta": sum_g}
         if not self.need_input_grad:
             return None

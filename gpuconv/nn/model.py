@@ -28,7 +28,7 @@ from gpuconv._blas import blas_threads
 from gpuconv._files import atomic_write
 from gpuconv.nn.callbacks import Callback, ProgressLogger
 from gpuconv.nn.device import Device, resolve_device, to_host
-from gpuconv.nn.layers import LAYERS, Conv2D, Dense, Flatten, Layer, ReLU
+from gpuconv.nn.layers import LAYERS, BatchNorm2D, Conv2D, Dense, Flatten, Layer, ReLU
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
 from gpuconv.nn.modelfile import FORMAT, FORMAT_VERSION, MAX_MODEL_BYTES, META, ModelFile
 from gpuconv.nn.optimizers import Optimizer, make_optimizer
@@ -81,7 +81,7 @@ class Sequential:
         self.extra: dict = {}  # what save(extra=...) stored, after load()
         self.saved_blas_threads: Optional[int] = None  # BLAS threads of a loaded checkpoint
         self.graph = True  # on CuPy, fit / evaluate replay each step as a CUDA graph
-        self.fuse_relu = True  # build: Conv2D + ReLU as one conv (ReLU in its epilogue)
+        self.fuse_relu = True  # build: a ReLU inside the Conv2D or CPU BatchNorm2D before it
         self._trainer: Optional[Trainer] = None
         for layer in layers:
             self.add(layer)
@@ -133,21 +133,28 @@ class Sequential:
             layer.need_input_grad = trainable_seen
             trainable_seen = trainable_seen or bool(layer.params)
             shape = layer.output_shape
-        self._fuse_conv_relu()
+        self._fuse_relu()
         return self
 
-    def _fuse_conv_relu(self) -> None:
-        """With ``fuse_relu``, a Conv2D(activation="relu"), or a Conv2D directly followed by a
-        ReLU layer, runs as one conv that applies the ReLU as it writes its output (one pass
-        over it instead of two, on every backend; the same numbers, bit for bit)."""
+    def _fuse_relu(self) -> None:
+        """With ``fuse_relu``, a ReLU runs inside the layer before it, one pass fewer over its
+        output (the same numbers, bit for bit): a Conv2D(activation="relu"), or a Conv2D
+        directly followed by a ReLU layer, runs as one conv that applies the ReLU as it
+        writes its output (every backend); on the CPU, a BatchNorm2D directly followed by a
+        ReLU applies it in its own passes over the batch."""
+        cpu = self.device.kind == "cpu"
         for before, layer in zip([None] + self.layers, self.layers):
             if isinstance(layer, ReLU):
-                layer.in_epilogue = (self.fuse_relu and isinstance(before, Conv2D)
-                                     and before._activation is None)
+                layer.in_epilogue = self.fuse_relu and (
+                    (isinstance(before, Conv2D) and before._activation is None)
+                    or (cpu and isinstance(before, BatchNorm2D)))
         for layer, after in zip(self.layers, self.layers[1:] + [None]):
+            relu_after = isinstance(after, ReLU) and after.in_epilogue
             if isinstance(layer, Conv2D):
-                layer.epilogue_relu = self.fuse_relu and (
-                    layer.activation == "relu" or (isinstance(after, ReLU) and after.in_epilogue))
+                layer.epilogue_relu = self.fuse_relu and (layer.activation == "relu"
+                                                          or relu_after)
+            if isinstance(layer, BatchNorm2D):
+                layer.relu = relu_after
 
     @property
     def built(self) -> bool:
