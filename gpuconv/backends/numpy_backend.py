@@ -124,18 +124,22 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     return dst
 
 
-def _im2col(win: np.ndarray, groups: int) -> np.ndarray:
-    """The im2col matrices of ``win`` (N, C, kH, kW, H_out, W_out): (N, G, C/G*kH*kW,
+def _im2col(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int) -> np.ndarray:
+    """The im2col matrices of the padded ``xp`` (N, C, H, W): (N, G, C/G*kH*kW,
     H_out*W_out), one per sample, or, for small output planes (``_batch_gemm``),
     (G, C/G*kH*kW, N*H_out*W_out) with the samples side by side in each row, so that one
     GEMM per group covers the batch."""
-    n, channels, kh, kw, ho, wo = win.shape
+    (n, channels), (kh, kw), (ho, wo) = xp.shape[:2], kernel, out_hw
     k = channels // groups * kh * kw
     if not _batch_gemm(ho * wo):
+        win = _windows(xp, kernel, stride, dilation, out_hw)
         cols = _copy(np.empty(win.shape, dtype=win.dtype), win)
         return cols.reshape(n, groups, k, ho * wo)
-    cols = np.empty((channels, kh, kw, n, ho, wo), dtype=win.dtype)
-    _copy(cols, win.transpose(1, 2, 3, 0, 4, 5))
+    # windows of a channels-first copy: the copy's inner loops then run along whole rows of
+    # samples' windows, many times faster than from the (N, C) layout for a few samples
+    win = _windows(_channels_first(xp), kernel, stride, dilation, out_hw)
+    cols = np.empty((channels, kh, kw, n, ho, wo), dtype=xp.dtype)
+    _copy(cols, win.transpose(0, 2, 3, 1, 4, 5))
     return cols.reshape(groups, k, n * ho * wo)
 
 
@@ -237,11 +241,9 @@ def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int
         x4 = xp.reshape(n, groups, cg, ho * wo)
         parallel.matmul(w_mat, x4, out=y.reshape(n, groups, o // groups, ho * wo))
         return y
-    win = _windows(xp, (kh, kw), stride, dilation, out_hw)
-
     def correlate(chunk):
         nb = chunk.stop - chunk.start
-        cols = _im2col(win[chunk], groups)
+        cols = _im2col(xp[chunk], (kh, kw), stride, dilation, out_hw, groups)
         if not _batch_gemm(ho * wo):
             parallel.matmul(w_mat, cols, out=y[chunk].reshape(nb, groups, o // groups, ho * wo))
             return
@@ -344,7 +346,7 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
     # sample, while dy @ cols^T falls back to a loop many times slower.
     def grad_weight_t(chunk):
         nb = chunk.stop - chunk.start
-        cols = _im2col(win[chunk], groups)
+        cols = _im2col(xp[chunk], kernel_hw, spec.stride, spec.dilation, (ho, wo), groups)
         if not _batch_gemm(ho * wo):
             gy = grad_out[chunk].reshape(nb, groups, og, ho * wo)
             return parallel.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
