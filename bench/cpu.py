@@ -12,8 +12,9 @@ and backward separately, and the median and the 20th/80th percentiles are report
 The backward is timed alone: gpuconv's ``*_backward`` ops against the ATen backward
 ops autograd calls, with the same random upstream gradient.
 
-The thread-scaling column times gpuconv alone at one thread (its pool and BLAS both
-limited to one, through threadpoolctl) against all of them, interleaved the same way.
+The thread-scaling column times gpuconv alone at one thread (its pool at one thread, and
+BLAS, which gpuconv's own GEMMs hold at one thread each anyway, limited to one through
+threadpoolctl) against all of them, interleaved the same way.
 Run it as users do: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/cpu.py``
 (the JSON records which OpenBLAS kernel ran: ``numpy_blas.threadpools[].architecture``).
 """

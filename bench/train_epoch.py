@@ -184,6 +184,7 @@ def main(argv=None) -> int:
     if args.device == "cuda":
         columns["torch_compile_reduce_overhead"] = torch_column("reduce-overhead")
 
+    load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     times = {name: [] for name in columns}
     for _ in range(args.repeat + 1):  # the first round warms every column up and is dropped
         for name, run in columns.items():
@@ -202,6 +203,7 @@ def main(argv=None) -> int:
         "machine": platform.processor() or platform.machine(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "repeat": args.repeat,
+        "load_average_at_start": load_at_start,
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     cells = ", ".join(f"{name} {s:.2f} s/epoch ({s / theirs:.2f}x)" for name, s in seconds.items())
