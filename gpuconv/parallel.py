@@ -180,24 +180,27 @@ def pieces_by_bytes(n: int, bytes_per_item: int) -> list[slice]:
 def map_batch(fn: Callable, *arrays):
     """``fn(*arrays)`` for a pass in which each sample's result depends on that sample
     alone (elementwise, say), computed on pieces of the batch over the pool into one output
-    (or a tuple of them). Such a pass gives the same bits in pieces or whole, so one thread
-    runs it whole (no copy into the output); CuPy arrays are handed to ``fn`` whole too."""
+    (or a tuple of them, where None stays None). Such a pass gives the same bits in pieces
+    or whole, so one thread runs it whole (no copy into the output); CuPy arrays are handed
+    to ``fn`` whole too."""
     first = arrays[0]
     if (not isinstance(first, np.ndarray) or first.ndim == 0 or first.shape[0] < 2
             or num_threads() == 1):
         return fn(*arrays)
     slices = pieces_by_bytes(first.shape[0], first.nbytes // first.shape[0])
+    if len(slices) < 2:
+        return fn(*arrays)
     head = fn(*(a[slices[0]] for a in arrays))
     heads = head if isinstance(head, tuple) else (head,)
-    outs = tuple(np.empty((first.shape[0],) + h.shape[1:], dtype=h.dtype) for h in heads)
-    for out, h in zip(outs, heads):
-        out[slices[0]] = h
+    outs = tuple(None if h is None else
+                 np.empty((first.shape[0],) + h.shape[1:], dtype=h.dtype) for h in heads)
 
-    def piece(s):
-        got = fn(*(a[s] for a in arrays))
+    def store(s, got):
         for out, value in zip(outs, got if isinstance(got, tuple) else (got,)):
-            out[s] = value
-    run(piece, slices[1:], first.nbytes)
+            if out is not None:
+                out[s] = value
+    store(slices[0], head)
+    run(lambda s: store(s, fn(*(a[s] for a in arrays))), slices[1:], first.nbytes)
     return outs if isinstance(head, tuple) else outs[0]
 
 

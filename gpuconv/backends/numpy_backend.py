@@ -516,24 +516,15 @@ def _flipped(taps: slice, kernel: int) -> slice:
 # --------------------------------------------------------------------------- plane-wise passes
 def _planewise(fn, *arrays: np.ndarray):
     """``fn(*arrays)`` for a pass that treats every (n, c) plane of its (N, C, ...) arrays
-    alike (pooling), run on pieces of planes over the thread pool. ``fn`` returns an array
-    or a tuple of arrays (or None), each (N, C, ...); the pieces' results are joined. Each
-    plane's result is the same in a piece or whole, so one thread runs it whole."""
+    alike (pooling), run on pieces of planes over the thread pool (``parallel.map_batch``:
+    each piece written into the output by its own thread). ``fn`` returns an array or a
+    tuple of arrays (or None), each (N, C, ...)."""
     n, c = arrays[0].shape[:2]
-    pieces = parallel.pieces_by_bytes(n * c, arrays[0].nbytes // max(1, n * c))
-    if len(pieces) < 2 or parallel.num_threads() == 1:
-        return fn(*arrays)
-    planes = [a.reshape((n * c, 1) + a.shape[2:]) for a in arrays]
-    parts = parallel.run(lambda piece: fn(*(a[piece] for a in planes)), pieces,
-                         arrays[0].nbytes)
+    got = parallel.map_batch(fn, *(a.reshape((n * c, 1) + a.shape[2:]) for a in arrays))
 
-    def join(values):
-        if values[0] is None:
-            return None
-        return np.concatenate(values).reshape((n, c) + values[0].shape[2:])
-    if isinstance(parts[0], tuple):
-        return tuple(join([part[i] for part in parts]) for i in range(len(parts[0])))
-    return join(parts)
+    def unplane(value):
+        return None if value is None else value.reshape((n, c) + value.shape[2:])
+    return tuple(map(unplane, got)) if isinstance(got, tuple) else unplane(got)
 
 
 # --------------------------------------------------------------------------- max pooling
@@ -653,9 +644,9 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
                         spec: PoolSpec | None) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
     names (max pooling with ``spec``, adaptive max pooling with None; the indices alone
-    suffice here); ``np.add.at`` adds in a fixed (C) order."""
-    return _planewise(lambda gy, index: _max_pool2d_backward(gy, index, input_hw), grad_out,
-                      indices)
+    suffice here); ``np.add.at`` adds in a fixed (C) order. One pass on the calling thread:
+    ``np.add.at`` keeps the GIL, so pieces on other threads would only wait for it."""
+    return _max_pool2d_backward(grad_out, indices, input_hw)
 
 
 def _max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw) -> np.ndarray:
