@@ -340,3 +340,31 @@ def test_batch_norm_runs_the_relu_after_it_on_the_cpu(tiny_pieces):
     for run in got:
         for ours, theirs in zip(run, want):
             assert np.array_equal(ours, theirs)
+
+
+def _trained_weights(blas_threads, pool_threads):
+    """A dense model trained a few steps with NumPy's BLAS and the pool at these counts
+    (32x800 by 800x500 products: large enough for OpenBLAS to split over its threads)."""
+    from gpuconv._blas import set_blas_threads
+    set_blas_threads(blas_threads)
+    parallel.set_num_threads(pool_threads)
+    model = Sequential([nn.Flatten(), nn.Dense(500), nn.ReLU(), nn.Dense(10)])
+    model.build((1, 20, 40), "cpu", 0, "float64")
+    model.compile("adam")
+    x, = _arrays([(64, 1, 20, 40)], 5, np.float64)
+    model.fit(x, np.arange(64) % 10, epochs=1, batch_size=32, verbose=0)
+    return model.get_weights()
+
+
+def test_training_is_bit_identical_under_any_blas_and_pool_thread_count():
+    from gpuconv._blas import blas_threads, set_blas_threads
+    if blas_threads() is None:
+        pytest.skip("NumPy's BLAS cannot be told its thread count")
+    before, pool_before = blas_threads(), parallel.num_threads()
+    try:
+        runs = [_trained_weights(b, p) for b, p in ((1, 1), (2, 2), (2, 3))]
+    finally:
+        set_blas_threads(before)
+        parallel.set_num_threads(pool_before)
+    for run in runs[1:]:
+        assert all(np.array_equal(ours, first) for ours, first in zip(run, runs[0]))
