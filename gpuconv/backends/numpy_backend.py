@@ -352,10 +352,9 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
             return parallel.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
         gy = _channels_first(grad_out[chunk]).reshape(groups, og, nb * ho * wo)
         return parallel.matmul(cols, gy.transpose(0, 2, 1))
-    parts = _on_chunks(grad_weight_t,
-                       _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize))
-    grad_w_t = parts[0]
-    for part in parts[1:]:  # in chunk order, whichever threads ran them
+    grad_w_t = np.zeros((groups, k, og), dtype=x.dtype)
+    for part in _on_chunks(grad_weight_t,  # added in chunk order, whichever threads ran them
+                           _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize)):
         grad_w_t += part
     return np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
