@@ -24,7 +24,8 @@ Kernels (each the only one for its op on depthwise convs; 3. is a path inside 1.
 4. conv_depthwise_grad_weight<K>: dw[o, 0, i, j] = sum_n sum_{oh,ow} gy[n, o, oh, ow] *
    xpad[n, o / M, oh*sh + i*dh - pt, ow*sw + j*dw - pl]: a block per (o, batch chunk), the
    threads as rows of 32 columns (depthwise.cu's 8 x 32 on the GPU), the K x K sums in
-   registers, a fixed shared-memory tree per tap; conv_splitk_reduce adds the chunks' partials
+   registers (a pixel's K source columns found once for all tap rows), a fixed shared-memory
+   tree per tap; conv_splitk_reduce adds the chunks' partials
    in order (no atomics).
 
 Every kernel takes ``ConvParams`` (kernels/common.cuh) as its arguments: the pointer fields
@@ -52,7 +53,7 @@ A_STRIDE, B_STRIDE = _SLOT["a_stride"], _SLOT["b_stride"]
     "batch", "b_h", "b_w", "out_c", "out_h", "out_w", "m", "kh", "kw", "sh", "sw", "dh", "dw",
     "pt", "pl", "q_h", "q_w", "lo_h", "lo_w", "mode", "transposed", "tiles_per_split", "relu"))
 DW_V = plan.DW_V
-I32, U32 = np.int32, np.uint32
+U32, U64 = np.uint32, np.uint64
 MAX_REGISTERS = 128  # two 256-thread blocks per SM
 
 
@@ -259,6 +260,7 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
     # not fit the register cap (float64 7 x 7: two passes)
     per_pass = k if k * k * dtype.itemsize <= 200 else (k + 1) // 2
     slots = max(1, per_pass * k)  # accumulators; k = 0: one tap per pass
+    row_taps = max(1, k)  # array sizes must be constants
 
     @cuda.jit(device=True)
     def tree(partial, t, value):
@@ -277,19 +279,25 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
         return total
 
     @cuda.jit(device=True)
-    def tap_row(acc, i, row0, g, b, x, oh, ow, p):
+    def column_sources(cols, ow, p):
+        """cols[j] = the offset in x of tap column j's source for output column ow, or -1 (a
+        zero): once per pixel for every tap row."""
+        for j in range(k):
+            sc = source_index(ow * p[SW] + j * p[DW] - p[PL], p[B_W], p[MODE])
+            cols[j] = sc * p[B_STRIDE + 3] if sc >= 0 else -1
+
+    @cuda.jit(device=True)
+    def tap_row(acc, i, row0, g, b, x, oh, cols, p):
         """acc[i*k + j] += g * the source value of tap (row0 + i, j), for every j (i a
-        constant)."""
+        constant). Offsets are unsigned: no negative-index wraparound."""
         r = row0 + i
         if r < k:
             sr = source_index(oh * p[SH] + r * p[DH] - p[PT], p[B_H], p[MODE])
             if sr >= 0:
                 row = x + sr * p[B_STRIDE + 2]
                 for j in range(k):
-                    sc = source_index(ow * p[SW] + j * p[DW] - p[PL], p[B_W], p[MODE])
-                    if sc >= 0:
-                        acc[i * k + j] = cuda.fma(g, b[row + sc * p[B_STRIDE + 3]],
-                                                  acc[i * k + j])
+                    if cols[j] >= 0:
+                        acc[i * k + j] = cuda.fma(g, b[U64(row + cols[j])], acc[i * k + j])
 
     @cuda.jit(device=True)
     def one_tap(acc, tap, g, b, x, oh, ow, p):
@@ -302,8 +310,8 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
 
     namespace = dict(tap_row=tap_row, tree=tree, zero=zero)
     clear = _written_out("clear", "acc", [f"acc[{e}] = zero" for e in range(slots)], namespace)
-    add_taps = _written_out("add_taps", "acc, row0, g, b, x, oh, ow, p",
-                            [f"tap_row(acc, {i}, row0, g, b, x, oh, ow, p)"
+    add_taps = _written_out("add_taps", "acc, row0, g, b, x, oh, cols, p",
+                            [f"tap_row(acc, {i}, row0, g, b, x, oh, cols, p)"
                              for i in range(per_pass)] or ["pass"], namespace)
     # out[at + e] = the block's sum of acc[e], for the slots of tap rows below k
     reduce_taps = _written_out("reduce_taps", "partial, t, acc, out, at, live", [
@@ -316,6 +324,7 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
         # columns of output pixels. bias: unused
         partial = cuda.shared.array(block, dtype)
         acc = cuda.local.array(slots, dtype)
+        cols = cuda.local.array(row_taps, np.int64)
         o, split = np.int64(cuda.blockIdx.x), np.int64(cuda.blockIdx.y)
         t = cuda.threadIdx.x
         tx, ty = np.int64(t % width), np.int64(t // width)
@@ -338,7 +347,8 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
                     while ow < p[Q_W]:
                         g = a[gy + oh * p[A_STRIDE + 2] + ow * p[A_STRIDE + 3]]
                         if k:
-                            add_taps(acc, tap0 // k, g, b, x, oh, ow, p)
+                            column_sources(cols, ow, p)
+                            add_taps(acc, tap0 // k, g, b, x, oh, cols, p)
                         else:
                             one_tap(acc, tap0, g, b, x, oh, ow, p)
                         ow += width
