@@ -10,7 +10,8 @@
 #             install gpuconv (editable, no dependencies: the machine's python3 already holds
 #             CUDA PyTorch, CuPy, Numba-CUDA, pytest, click, matplotlib); the machine; the
 #             goldens and GPU checks of both GPU backends (every conv precision, pooling,
-#             depthwise, the CUDA-graph training step, the PyTorch adapter on CUDA tensors);
+#             depthwise, conv + ReLU fused, the CUDA-graph training step, the PyTorch adapter
+#             on CUDA tensors);
 #             gpuconv bench for cupy (ieee, tf32, tf32x3 against cuDNN FP32 and TF32) and
 #             numba; one training epoch of lenet: gpuconv graph and eager against PyTorch
 #             eager and torch.compile(mode="reduce-overhead")
@@ -87,7 +88,7 @@ quick() {
     step machine 20 bash -c "nvidia-smi; $PY -m gpuconv.cli info"
     pytest_step goldens 90 tests/test_golden.py tests/test_gpu.py -k "cupy or numba"
     pytest_step gpu-checks 70 tests/test_numba_random.py tests/test_gpu_graph.py \
-        tests/test_torch_adapter.py tests/test_any_array.py
+        tests/test_conv_relu.py tests/test_torch_adapter.py tests/test_any_array.py
     for backend in ${BENCH_BACKENDS:-cupy numba}; do
         step "bench-$backend" "$([ "$backend" = cupy ] && echo 110 || echo 80)" \
             "$PY" -m gpuconv.cli bench --backend "$backend" \
