@@ -15,7 +15,7 @@
 //   conv_gemm<T, BM, BN, BK, TM, TN, WGRAD, ZERO_PAD, Index>   GEMM on CUDA cores (FFMA)
 //   conv_gemm_mma<TERMS, BM, BN, WGRAD, ZERO_PAD, Index>        the same GEMM on tensor cores:
 //        mma.sync m16n8k8 TF32, float32 accumulation; TERMS 1: "tf32", TERMS 3: "tf32x3" (a*b as
-//        big*big + big*small + small*big, big = tf32(a), small = tf32(a - big): FP32 accuracy)
+//        big*big + big*small + small*big, big = tf32(a), small = a - big: FP32 accuracy)
 //   conv_direct<T, ROWS>    forward / grad-input writing at most 4 channels per slice (the stem's
 //        and DeepSpeech's grad-input; depthwise convs run depthwise.cu): a thread per pixel,
 //        weights in shared memory
