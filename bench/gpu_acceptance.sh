@@ -14,10 +14,11 @@
 #             on CUDA tensors);
 #             gpuconv bench for cupy (ieee, tf32, tf32x3 against cuDNN FP32 and TF32) and
 #             numba; one training epoch of lenet: gpuconv graph and eager against PyTorch
-#             eager and torch.compile(mode="reduce-overhead")
+#             eager and torch.compile(mode="reduce-overhead"); the CuPy backend's host time
+#             per op with real launches (bench/host.py --device)
 #   full      the whole test suite on the GPU, compute-sanitizer memcheck and racecheck
 #   train     gpuconv train --device cuda: lenet (the default) and vgg (the strongest)
-#   profile   one lenet training epoch under cProfile
+#   profile   one lenet training epoch under cProfile; the Numba backend's host time per op
 #
 # Environment: OUT (results; default /tmp/gpuconv-acceptance), DATA (Fashion-MNIST's IDX
 # files; default gpuconv's own choice), PYTHON (default python3), REPEAT (bench repetitions,
@@ -90,13 +91,20 @@ quick() {
     pytest_step gpu-checks 70 tests/test_numba_random.py tests/test_gpu_graph.py \
         tests/test_conv_relu.py tests/test_torch_adapter.py tests/test_any_array.py
     for backend in ${BENCH_BACKENDS:-cupy numba}; do
-        step "bench-$backend" "$([ "$backend" = cupy ] && echo 110 || echo 80)" \
+        step "bench-$backend" "$([ "$backend" = cupy ] && echo 95 || echo 80)" \
             "$PY" -m gpuconv.cli bench --backend "$backend" \
             --repeat "$REPEAT" --json "$RESULTS/bench_${backend}_h200.json" \
             --plot "$RESULTS/bench_${backend}_h200.png"
     done
     step train-epoch 70 "$PY" bench/train_epoch.py --device cuda --model lenet --repeat 2 \
         "${DATA_ARGS[@]}" --json "$RESULTS/train_epoch_cuda_h200.json"
+    host_step cupy 15
+}
+
+# the host time of every op with real launches (CPU µs per call; issue 13's 20 µs target)
+host_step() {  # host_step BACKEND SECONDS
+    step "host-$1" "$2" "$PY" bench/host.py --device --backends "$1" --label h200 \
+        --json "$RESULTS/host_overhead_h200.json"
 }
 
 # pytest with CuPy's memory pool off, so that memcheck sees each array's own allocation
@@ -117,10 +125,12 @@ full() {
     done
 }
 
-# Where a training epoch's host time goes (read it with python -m pstats).
+# Where a training epoch's host time goes (read it with python -m pstats), and the Numba
+# backend's host time per op with real launches (its kernels compile on first use: slow).
 profile() {
     step profile 120 "$PY" -m cProfile -o "$RESULTS/train_epoch_cuda.prof" bench/train_epoch.py \
         --device cuda --model lenet --repeat 1 "${DATA_ARGS[@]}"
+    host_step numba 150
 }
 
 train() {

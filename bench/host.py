@@ -3,6 +3,7 @@
     python bench/host.py              # both GPU backends, writes bench/results/host_overhead.json
     python bench/host.py --quick          # smoke run (few repetitions), writes nothing
     python bench/host.py --backends cupy --ops conv2d max_pool2d_backward --json /tmp/h.json
+    python bench/host.py --device --backends cupy --json OUT.json   # on a GPU: real arrays
 
 The backends' own Python runs unchanged; only what would touch a GPU is replaced:
 
@@ -16,6 +17,11 @@ Arrays are ``DeviceArray``s: shape, strides, dtype and a fake device pointer, an
 reading them on the host (``__array__``, ``int()``, ``float()``, ``bool()``, ``.get()``,
 ``.item()``, ``.tolist()``, ``copy_to_host``, ``len()``) raises ``HostTransfer``: an op
 that synchronises with the device fails here instead of being timed.
+
+With ``--device`` (a CUDA GPU) nothing is stubbed: the ops run on real CuPy or Numba device
+arrays of the same shapes, and what is timed is this process's CPU time per call over loops
+short enough (LOOP calls) that the launch queue never fills and blocks, with the device
+synchronised between loops; the wall time per call (synchronisations included) comes with it.
 
 Per op: the host time of one call in µs (CPU time: the best mean over a few timed loops,
 after the first call prepared the signature) and the Python function calls one call makes, counted
@@ -385,6 +391,42 @@ def measure_backend(backend: str, ops=None, number: int = 2000, repeat: int = 5)
     return results
 
 
+LOOP = 100  # calls per timed loop on a device: at most ~5 launches each, under CUDA's queue
+
+
+def device_arrays(backend: str):
+    """(make(shape, dtype), synchronize) for real device arrays of ``backend``."""
+    if backend == "cupy":
+        import cupy
+        return (lambda shape, dtype=None: cupy.zeros(shape, dtype or "float32"),
+                cupy.cuda.runtime.deviceSynchronize)
+    from numba import cuda
+    return (lambda shape, dtype=None: cuda.to_device(np.zeros(shape, dtype or "float32")),
+            cuda.synchronize)
+
+
+def measure_device(backend: str, ops=None, repeat: int = 5) -> dict:
+    """Real launches: CPU µs per call (best of ``repeat`` loops of LOOP calls) and wall µs per
+    call over all loops, synchronisations included."""
+    make, synchronize = device_arrays(backend)
+    results = {}
+    for name, call in op_calls(make).items():
+        if ops and name not in ops:
+            continue
+        call()  # prepares the signature, compiles what it launches
+        synchronize()
+        best, wall = float("inf"), time.perf_counter()
+        for _ in range(repeat):
+            start = time.process_time()
+            for _ in range(LOOP):
+                call()
+            best = min(best, (time.process_time() - start) / LOOP)
+            synchronize()
+        results[name] = {"us": round(1e6 * best, 2),
+                         "wall_us": round(1e6 * (time.perf_counter() - wall) / (LOOP * repeat), 2)}
+    return results
+
+
 def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__}
@@ -393,6 +435,12 @@ def machine() -> dict:
 def table(report: dict) -> str:
     lines = []
     for backend, results in report["backends"].items():
+        if report.get("device"):
+            lines.append(f"{backend} on {report['device']}: CPU µs and wall µs per op call "
+                         f"(target {TARGET_US:g} µs of CPU)")
+            lines += [f"  {name:28s} {r['us']:7.2f} µs {r['wall_us']:8.2f} µs wall"
+                      f"{'' if r['us'] <= TARGET_US else '  over'}" for name, r in results.items()]
+            continue
         lines.append(f"{backend}: µs and Python calls per op call (targets {TARGET_US:g} µs, "
                      f"{TARGET_CALLS} calls)")
         for name, r in results.items():
@@ -413,10 +461,19 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--label", default="current",
                         help="the run's name in the JSON (other runs there are kept)")
+    parser.add_argument("--device", action="store_true",
+                        help="real launches on the CUDA GPU (nothing stubbed)")
     args = parser.parse_args(argv)
     number, repeat = (5, 1) if args.quick else (2000, 5)
-    report = {"machine": machine(), "targets": {"us": TARGET_US, "python_calls": TARGET_CALLS},
-              "backends": {b: measure_backend(b, args.ops, number, repeat) for b in args.backends}}
+    report = {"machine": machine(), "targets": {"us": TARGET_US, "python_calls": TARGET_CALLS}}
+    if args.device:
+        from numba import cuda
+        report["device"] = cuda.get_current_device().name.decode()
+        report["backends"] = {b: measure_device(b, args.ops, 1 if args.quick else 5)
+                              for b in args.backends}
+    else:
+        report["backends"] = {b: measure_backend(b, args.ops, number, repeat)
+                              for b in args.backends}
     print(table(report))
     out = args.json or (None if args.quick or args.ops else RESULTS / "host_overhead.json")
     if out is not None:

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,3 +128,18 @@ def test_host_overhead_bench_measures_every_op(tmp_path):
         assert list(results) == list(functional.__all__)
         timed = [r for r in results.values() if "us" in r]
         assert timed and all(r["us"] > 0 and r["launches"] >= 1 for r in timed)
+
+
+def test_host_overhead_on_a_device_times_real_calls(monkeypatch):
+    """--device's loop, with NumPy arrays standing in for device arrays (the NumPy backend
+    runs the ops) and a counting synchronisation: every op timed, synchronised per loop."""
+    from bench import host
+    from gpuconv import functional
+    synced = []
+    monkeypatch.setattr(host, "device_arrays", lambda backend: (
+        lambda shape, dtype=None: np.zeros(shape, dtype or "float32"), lambda: synced.append(1)))
+    monkeypatch.setattr(host, "LOOP", 2)
+    results = host.measure_device("cupy", repeat=2)
+    assert list(results) == list(functional.__all__)
+    assert all(r["us"] >= 0 and r["wall_us"] > 0 for r in results.values())
+    assert len(synced) == 3 * len(results)  # after the first call, then after each loop

@@ -115,7 +115,7 @@ PRECISION_CASES = {
 
 @pytest.mark.parametrize("precision", ["ieee", "tf32", "tf32x3"])
 @pytest.mark.parametrize("case", list(PRECISION_CASES))
-def test_every_precision_against_float64(case, precision):
+def test_cupy_every_precision_against_float64(case, precision):
     """On the tensor cores too: each pass against the NumPy backend in float64 (strict FP32
     within 1e-7 x sqrt(reduction length); 3xTF32 within twice the strict kernel's error: FP32
     accuracy; TF32 within its 10-bit products)."""

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_STEPS = ["install", "machine", "goldens", "gpu-checks", "bench-cupy", "bench-numba",
-               "train-epoch"]
+               "train-epoch", "host-cupy"]
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
