@@ -287,14 +287,22 @@ __global__ void __launch_bounds__(256) conv_depthwise_grad_weight(const ConvPara
     const i64 ch = o / p.m;
     T* out = (T*)p.out + ((i64)blockIdx.y * p.out_c + o) * kh * kw;
     // bounds: none (grid = out_c x splits)
-    // body: gy[n, o, oh, ow] * x[n, o / M, source rows and columns], summed per tap
-    auto pixels = [&](auto&& add) {  // add(g, x_row, i, sr) for each output pixel and tap row
+    // body: gy[n, o, oh, ow] * x[n, o / M, source rows and columns], summed per tap, pixels in
+    // the same order on every path. Zero padding with planes addressable in 32 bits (the usual
+    // case) bounds each tap by an unsigned compare and offsets it in 32 bits; other padding
+    // modes map each tap through source_index.
+    auto span = [](i64 count, i64 stride) { return (count - 1) * (stride < 0 ? -stride : stride); };
+    const bool small_planes = span(H, p.b_stride[2]) + span(W, p.b_stride[3]) <= 0x7fffffff
+                              && span(p.q_h, p.a_stride[2]) + span(p.q_w, p.a_stride[3]) <= 0x7fffffff;
+    auto pixels = [&](auto index, auto&& add) {  // add(g, x, oh, ow) for each output pixel
+        typedef decltype(index) Index;
+        const Index gs_h = (Index)p.a_stride[2], gs_w = (Index)p.a_stride[3];
         for (i64 n = n0; n < n1; ++n) {
             const T* gy = (const T*)p.a + n * p.a_stride[0] + o * p.a_stride[1];
             const T* x = (const T*)p.b + n * p.b_stride[0] + ch * p.b_stride[1];
             for (int oh = ty; oh < p.q_h; oh += 8)
                 for (int ow = tx; ow < p.q_w; ow += 32) {
-                    const T g = gy[oh * p.a_stride[2] + ow * p.a_stride[3]];
+                    const T g = gy[(Index)oh * gs_h + (Index)ow * gs_w];
                     add(g, x, oh, ow);
                 }
         }
@@ -305,18 +313,36 @@ __global__ void __launch_bounds__(256) conv_depthwise_grad_weight(const ConvPara
         for (int i = 0; i < K; ++i)
 #pragma unroll
             for (int j = 0; j < K; ++j) acc[i][j] = T(0);
-        pixels([&](T g, const T* x, int oh, int ow) {
+        if (mode == PAD_ZEROS && small_planes) {
+            const int xs_h = (int)p.b_stride[2], xs_w = (int)p.b_stride[3];
+            pixels(int(0), [&](T g, const T* x, int oh, int ow) {
+                const int r0 = oh * sh - pt, c0 = ow * sw - pl;
 #pragma unroll
-            for (int i = 0; i < K; ++i) {
-                const int sr = source_index(oh * sh + i * dh - pt, H, mode);
-                if (sr < 0) continue;
+                for (int i = 0; i < K; ++i) {
+                    const int r = r0 + i * dh;
+                    if ((unsigned)r >= (unsigned)H) continue;
+                    const T* row = x + r * xs_h;
 #pragma unroll
-                for (int j = 0; j < K; ++j) {
-                    const int sc = source_index(ow * sw + j * dw - pl, W, mode);
-                    if (sc >= 0) acc[i][j] = fma(g, x[sr * p.b_stride[2] + sc * p.b_stride[3]], acc[i][j]);
+                    for (int j = 0; j < K; ++j) {
+                        const int c = c0 + j * dw;
+                        if ((unsigned)c < (unsigned)W) acc[i][j] = fma(g, row[c * xs_w], acc[i][j]);
+                    }
                 }
-            }
-        });
+            });
+        } else {
+            pixels(i64(0), [&](T g, const T* x, int oh, int ow) {
+#pragma unroll
+                for (int i = 0; i < K; ++i) {
+                    const int sr = source_index(oh * sh + i * dh - pt, H, mode);
+                    if (sr < 0) continue;
+#pragma unroll
+                    for (int j = 0; j < K; ++j) {
+                        const int sc = source_index(ow * sw + j * dw - pl, W, mode);
+                        if (sc >= 0) acc[i][j] = fma(g, x[sr * p.b_stride[2] + sc * p.b_stride[3]], acc[i][j]);
+                    }
+                }
+            });
+        }
 #pragma unroll
         for (int i = 0; i < K; ++i)
 #pragma unroll
@@ -328,7 +354,7 @@ __global__ void __launch_bounds__(256) conv_depthwise_grad_weight(const ConvPara
         for (int i = 0; i < kh; ++i)
             for (int j = 0; j < kw; ++j) {
                 T acc = T(0);
-                pixels([&](T g, const T* x, int oh, int ow) {
+                pixels(i64(0), [&](T g, const T* x, int oh, int ow) {
                     const int sr = source_index(oh * sh + i * dh - pt, H, mode);
                     const int sc = source_index(ow * sw + j * dw - pl, W, mode);
                     if (sr >= 0 && sc >= 0) acc = fma(g, x[sr * p.b_stride[2] + sc * p.b_stride[3]], acc);
