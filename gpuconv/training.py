@@ -193,11 +193,6 @@ def _start_or_resume(options: TrainOptions, device, steps_per_epoch: int, echo: 
                              f"the {CHECKPOINT} of a training run")
         _check_run(options.resume, run)
         _check_resume_options(options, run)
-        saved, now = model.saved_blas_threads, blas_threads()
-        if saved is not None and now is not None and saved != now:
-            echo(f"warning: {options.resume} was written with {saved} BLAS threads and this run "
-                 f"has {now}: matrix products then sum in another order, so the resumed run is "
-                 f"not bit-identical to an uninterrupted one (OPENBLAS_NUM_THREADS={saved} is)")
         echo(f"resuming {run['model']} from {options.resume} after epoch {model.epoch}")
         return model, run["epochs"], run["batch_size"], run
     name, seed = options.model or zoo.DEFAULT_MODEL, options.seed or 0

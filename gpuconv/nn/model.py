@@ -24,7 +24,6 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from gpuconv._blas import blas_threads
 from gpuconv._files import atomic_write
 from gpuconv.nn.callbacks import Callback, ProgressLogger
 from gpuconv.nn.device import Device, resolve_device, to_host
@@ -79,7 +78,6 @@ class Sequential:
         self.history = History()
         self.stop_training = False
         self.extra: dict = {}  # what save(extra=...) stored, after load()
-        self.saved_blas_threads: Optional[int] = None  # BLAS threads of a loaded checkpoint
         self.graph = True  # on CuPy, fit / evaluate replay each step as a CUDA graph
         self.fuse_relu = True  # build: a ReLU inside the Conv2D or CPU BatchNorm2D before it
         self._trainer: Optional[Trainer] = None
@@ -453,8 +451,7 @@ class Sequential:
         arrays = {f"param/{k}": to_host(v) for k, v in self.parameters().items()}
         arrays.update({f"buffer/{k}": to_host(v) for k, v in self._buffers().items()})
         if include_optimizer and self.optimizer is not None:
-            meta["optimizer"] = {"config": self.optimizer.get_config(), "step": self.optimizer.step,
-                                 "blas_threads": blas_threads()}
+            meta["optimizer"] = {"config": self.optimizer.get_config(), "step": self.optimizer.step}
             arrays.update({f"optimizer/{k}": to_host(v) for k, v in self.optimizer.state.items()})
         arrays[META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         atomic_write(Path(path), lambda f: np.savez(f, **arrays))
@@ -497,7 +494,6 @@ class Sequential:
                                                                                   model.dtype)
                                for k in file.shapes if k.startswith("optimizer/")}
         model.extra = meta.get("extra", {})
-        model.saved_blas_threads = meta.get("optimizer", {}).get("blas_threads")
         return model
 
     # ------------------------------------------------------------------ the slides' conversion
