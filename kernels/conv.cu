@@ -646,6 +646,13 @@ __global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
     const Position<int> c = decode(s.col, ok ? col : 0);
     const T* a = (const T*)s.a + s.a_base;
     const T* b = (const T*)s.b + s.b_base + c.b;
+    // the slice's B geometry and reduction lattice in registers (the slice is shared memory,
+    // which the weight staging writes: read there, it would be reloaded every step)
+    const int b_h = s.b_h, b_w = s.b_w, b_sh = s.b_sh, b_sw = s.b_sw;
+    const int n1 = s.red.n1, n2 = s.red.n2, hs = s.red.hs, ws = s.red.ws, b0 = s.red.b0;
+    const int h0 = c.h + s.red.h0, w0 = c.w + s.red.w0;
+    const int col_step = ws * b_sw, row_step = hs * b_sh - n2 * col_step,
+              outer_step = b0 - n1 * hs * b_sh;
     T acc[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) acc[r] = T(0);
@@ -658,17 +665,23 @@ __global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
             wts[i] = m0 + r < s.M ? a[(m0 + r) * s.a_row + t.a] : T(0);
         }
         __syncthreads();
+        // the chunk's first tap, then tap by tap: the inner digit moves the column, its carry
+        // the row, the row's carry the outer axis; the offset follows by constant deltas
         const Position<int> first = decode(s.red, k0);
-        int d0 = first.d0, d1 = first.d1, d2 = first.d2;
-        for (int kk = 0; kk < n; ++kk) {
-            const Position<int> t = place(s.red, d0, d1, d2);
-            const int h = c.h + t.h, w = c.w + t.w;
-            if (ok && (unsigned)h < (unsigned)s.b_h && (unsigned)w < (unsigned)s.b_w) {
-                const T v = b[t.b + h * s.b_sh + w * s.b_sw];
+        int d1 = first.d1, d2 = first.d2, h = c.h + first.h, w = c.w + first.w;
+        int off = first.b + h * b_sh + w * b_sw;
+        const T* wk = wts;
+        for (int kk = 0; kk < n; ++kk, wk += ROWS) {
+            if (ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w) {
+                const T v = __ldg(b + off);
 #pragma unroll
-                for (int r = 0; r < ROWS; ++r) acc[r] = fma(wts[kk * ROWS + r], v, acc[r]);
+                for (int r = 0; r < ROWS; ++r) acc[r] = fma(wk[r], v, acc[r]);
             }
-            if (++d2 == s.red.n2) { d2 = 0; if (++d1 == s.red.n1) { d1 = 0; ++d0; } }
+            w += ws; off += col_step;
+            if (++d2 == n2) {
+                d2 = 0; w = w0; h += hs; off += row_step;
+                if (++d1 == n1) { d1 = 0; h = h0; off += outer_step; }
+            }
         }
     }
     const Epilogue<T, int, false> ep(p, s, (int)blockIdx.z / (int)p.phases);

@@ -165,10 +165,11 @@ def loop_figures(body: list[str], code: list[tuple[int, str]]) -> dict:
 
 
 def sass_report(arch: str = "sm_90") -> dict[str, dict]:
-    """{name expression: loop_figures} for every GEMM kernel of the module, from its SASS."""
+    """{name expression: loop_figures} for every GEMM kernel of the module (and conv_direct,
+    the few-rows kernel), from its SASS."""
     cubin, mangled, _ = compile_module(arch)
     out = {}
     for name, code in sass_functions(cubin).items():
-        if name in mangled and "conv_gemm" in mangled[name]:
+        if name in mangled and mangled[name].startswith(("conv_gemm", "conv_direct")):
             out[mangled[name]] = loop_figures(hot_loop(code), code)
     return out
