@@ -644,8 +644,8 @@ __global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
     __shared__ T wts[CHUNK * ROWS];
     const bool ok = col < s.cols;
     const Position<int> c = decode(s.col, ok ? col : 0);
-    const T* a = (const T*)s.a + s.a_base;
-    const T* b = (const T*)s.b + s.b_base + c.b;
+    const T* a = (const T*)p.a + s.a_base;  // p.a, not the shared slice's copy: known global
+    const T* b = (const T*)s.b + s.b_base + c.b;  // read with __ldg: global
     // the slice's B geometry and reduction lattice in registers (the slice is shared memory,
     // which the weight staging writes: read there, it would be reloaded every step)
     const int b_h = s.b_h, b_w = s.b_w, b_sh = s.b_sh, b_sw = s.b_sw;

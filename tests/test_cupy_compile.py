@@ -97,3 +97,17 @@ def test_hot_loop_parser_finds_the_innermost_math_loop():
     assert body == ["FFMA R3, R4, R5, R3", "FFMA R6, R4, R5, R6", "IADD3 R7, R7, 1, RZ", "@P1 BRA 0x30"]
     figures = cuda_source.loop_figures(body, code)
     assert figures["ffma"] == 2 and figures["ffma_share"] == 0.5 and figures["mufu_rcp"] == 0
+
+
+def test_no_kernel_uses_generic_or_local_memory(sass):
+    """Every kernel of the module (pooling, depthwise and layers included) reads and writes
+    global memory as global (no generic LD/ST: a pointer the compiler could not place, such
+    as one read back from shared memory) and keeps no local memory."""
+    cubin, mangled, _ = cuda_source.compile_module("sm_90")
+    bad = {}
+    for name, code in cuda_source.sass_functions(cubin).items():
+        kinds = [cuda_source.opcode(i).split(".")[0] for _, i in code]
+        found = {k: kinds.count(k) for k in ("LD", "ST", "LDL", "STL") if k in kinds}
+        if found:
+            bad[mangled.get(name, name)] = found
+    assert bad == {}

@@ -120,7 +120,7 @@ def sass_functions(cubin: bytes) -> dict[str, list[tuple[int, str]]]:
     return functions
 
 
-def _opcode(instruction: str) -> str:
+def opcode(instruction: str) -> str:
     """'@!P0 FFMA R1, ...' -> 'FFMA' (predicate dropped, modifiers kept: 'LDS.128')."""
     return instruction.split()[1] if instruction.startswith("@") else instruction.split()[0]
 
@@ -138,7 +138,7 @@ def hot_loop(code: list[tuple[int, str]]) -> list[str]:
         if any(start <= s and e < end for s, e in loops if (s, e) != (start, end)):
             continue  # an outer loop
         body = [i for a, i in code if start <= a <= end]
-        math_ops = sum(_opcode(i).split(".")[0] in ("FFMA", "DFMA", "HMMA") for i in body)
+        math_ops = sum(opcode(i).split(".")[0] in ("FFMA", "DFMA", "HMMA") for i in body)
         if math_ops > best_math:
             best, best_math = body, math_ops
     return best
@@ -147,7 +147,7 @@ def hot_loop(code: list[tuple[int, str]]) -> list[str]:
 def loop_figures(body: list[str], code: list[tuple[int, str]]) -> dict:
     """What the SASS checks assert on: the hot loop's size and mix, and the whole function's
     local-memory traffic."""
-    ops = [_opcode(i) for i in body]
+    ops = [opcode(i) for i in body]
     base = [o.split(".")[0] for o in ops]
     count = len(ops) or 1
     return dict(
@@ -160,7 +160,7 @@ def loop_figures(body: list[str], code: list[tuple[int, str]]) -> dict:
         generic_memory=sum(b in ("LD", "ST") for b in base),
         lds128=sum(o.startswith("LDS.128") for o in ops),
         cp_async=base.count("LDGSTS"),
-        local_memory=sum(_opcode(i).split(".")[0] in ("LDL", "STL") for _, i in code),
+        local_memory=sum(opcode(i).split(".")[0] in ("LDL", "STL") for _, i in code),
     )
 
 
