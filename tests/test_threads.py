@@ -46,6 +46,10 @@ TRANSPOSE_CASES = [
 POOL_CASES = [
     ("max_2x2", "max_pool2d", dict(kernel_size=2)),
     ("max_3x3_s2_pad1", "max_pool2d", dict(kernel_size=3, stride=2, padding=1)),
+    # windows that share no element (their gradients stored, not added), dilated and ceil_mode
+    ("max_2x2_s3x4_dilated", "max_pool2d", dict(kernel_size=2, stride=(3, 4), dilation=(2, 3))),
+    ("max_3x3_s3_pad1_ceil", "max_pool2d", dict(kernel_size=3, stride=3, padding=1,
+                                                ceil_mode=True)),
     ("avg_3x3_s2_pad1", "avg_pool2d", dict(kernel_size=3, stride=2, padding=1)),
     ("avg_2x2", "avg_pool2d", dict(kernel_size=2)),
 ]

@@ -642,19 +642,38 @@ def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarr
 def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
                         spec: PoolSpec | None) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
-    names (max pooling with ``spec``, adaptive max pooling with None; the indices alone
-    suffice here); ``np.add.at`` adds in a fixed (C) order. One pass on the calling thread:
-    ``np.add.at`` keeps the GIL, so pieces on other threads would only wait for it."""
-    return _max_pool2d_backward(grad_out, indices, input_hw)
-
-
-def _max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw) -> np.ndarray:
-    n, c = grad_out.shape[:2]
+    names (max pooling with ``spec``, adaptive max pooling with None). Windows that share no
+    element (``_disjoint_windows``) name each element once at most: their gradients are
+    stored, on pieces of planes over the pool. Otherwise ``np.add.at`` adds them in a fixed
+    (C) order, in one pass on the calling thread: it keeps the GIL, so pieces on other
+    threads would only wait for it."""
+    n, c, ho, wo = grad_out.shape
     plane = input_hw[0] * input_hw[1]
-    offsets = (np.arange(n * c, dtype=np.int64) * plane).reshape(n, c, 1, 1)
-    grad = np.zeros(n * c * plane, dtype=grad_out.dtype)
-    np.add.at(grad, (indices + offsets).ravel(), grad_out.ravel())
+    disjoint = spec is not None and _disjoint_windows(spec)
+    grad = np.empty((n * c, plane), dtype=grad_out.dtype)
+    index2, grad_out2 = indices.reshape(n * c, ho * wo), grad_out.reshape(n * c, ho * wo)
+
+    def scatter(planes: slice):
+        dst = grad[planes].reshape(-1)
+        dst[...] = 0
+        starts = np.arange(0, dst.size, plane, dtype=np.int64)  # each plane's first element
+        flat = (index2[planes] + starts[:, None]).reshape(-1)
+        if disjoint:
+            dst[flat] = grad_out2[planes].reshape(-1)  # lets go of the GIL
+        else:
+            np.add.at(dst, flat, grad_out2[planes].reshape(-1))
+    if disjoint:
+        parallel.run(scatter, parallel.pieces_by_bytes(n * c, plane * grad.itemsize), grad.nbytes)
+    else:
+        scatter(slice(0, n * c))
     return grad.reshape((n, c) + tuple(input_hw))
+
+
+def _disjoint_windows(spec: PoolSpec) -> bool:
+    """Whether no two pooling windows share an input element: along each axis, each window
+    ends before the next one starts."""
+    return all(s >= d * (k - 1) + 1
+               for k, s, d in zip(spec.kernel_size, spec.stride, spec.dilation))
 
 
 # --------------------------------------------------------------------------- average pooling
