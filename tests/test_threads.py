@@ -30,6 +30,7 @@ CONV_CASES = [
     ("depthwise_5x5_s2_multiplier2", (2, 4, 11, 10), (8, 1, 5, 5),
      dict(stride=2, padding=2, groups=4)),
     ("depthwise_3x3_dilated", (2, 5, 10, 9), (5, 1, 3, 3), dict(padding=2, dilation=2, groups=5)),
+    ("depthwise_5x5_multiplier3_unpadded", (2, 3, 9, 8), (9, 1, 5, 3), dict(groups=3)),
     ("pointwise_1x1", (3, 6, 7, 5), (10, 6, 1, 1), {}),
     ("pointwise_1x1_groups2_padded", (2, 6, 5, 6), (4, 3, 1, 1), dict(padding=1, groups=2)),
     ("conv_3x3_same", (4, 3, 9, 9), (5, 3, 3, 3), dict(padding=1)),
@@ -153,6 +154,18 @@ def test_conv_is_bit_identical_at_any_thread_count(conv_pieces, case):
 @pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=lambda c: c[0])
 def test_conv_transpose_is_bit_identical_at_any_thread_count(conv_pieces, case):
     _check_thread_counts("conv_transpose2d", case)
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_depthwise_conv_of_a_strided_input(tiny_pieces, padding):
+    """An input whose rows are not one run in memory (columns 2-7 of a wider one):
+    stride-1 depthwise windows read as runs of a plane must not apply to it unpadded."""
+    parallel.set_num_threads(2)
+    wide, w = _arrays([(2, 3, 7, 12), (6, 1, 3, 2)], 0, np.float64)
+    x = wide[:, :, :, 2:8]
+    ours = F.conv2d(x, w, None, padding=padding, groups=3, backend="numpy")
+    _close(ours, TF.conv2d(torch.tensor(x), torch.tensor(w), padding=padding, groups=3),
+           "depthwise conv of a strided input")
 
 
 def _pool_results(op, x, gy_seed, kw):

@@ -53,7 +53,7 @@ PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float
 # and fold on one thread), so its buffer stays in that core's cache while the GEMM reads it
 CHUNK_BYTES = 2 << 20
 FOLD_CHUNK_BYTES = 1 << 20  # row-image fold buffer per batch chunk: its adds run in cache
-CACHE_BLOCK_BYTES = 512 << 10  # working set of the depthwise im2col blocks
+CACHE_BLOCK_BYTES = 2 << 20  # working set of the depthwise im2col blocks (as PIECE_BYTES)
 # Output planes below this many pixels make per-sample GEMMs too small for BLAS (each
 # call pays its threads' start-up): the batch chunk then becomes one GEMM per group.
 BATCH_GEMM_PIXELS = 512
@@ -261,28 +261,50 @@ def _depthwise_pieces(n: int, groups: int, m: int, taps: int, hw: int, itemsize:
     return [(b, g) for b in range(n) for g in parallel.pieces(groups, block)]
 
 
+def _depthwise_columns(xp: np.ndarray, kernel, stride, dilation, out_hw):
+    """The depthwise im2col view (N, C, kH, kW, L) of the padded ``xp`` (N, C, H, W) and its
+    row pitch: output (oh, ow) is column ``oh * pitch + ow``. At stride 1 the windows of a
+    plane's row-major run of outputs are runs of ``xp``'s plane itself (pitch W, the
+    columns past W_out unused) where its rows follow one another in memory, so the copy of
+    a block moves long rows instead of W_out-element ones; otherwise it is ``_windows``'
+    view with pitch W_out."""
+    (ho, wo), (dh, dw) = out_hw, dilation
+    sn, sc, sh, sw = xp.strides
+    pitch = xp.shape[3]
+    if tuple(stride) != (1, 1) or sh != pitch * sw:  # (or a plane's rows are not one run)
+        win = _windows(xp, kernel, stride, dilation, out_hw)
+        return win.reshape(win.shape[:4] + (ho * wo,)), wo
+    # the last column read is the plane's last element: every window lies inside it
+    return as_strided(xp, shape=xp.shape[:2] + tuple(kernel) + ((ho - 1) * pitch + wo,),
+                      strides=(sn, sc, dh * sh, dw * sw, sw), writeable=False), pitch
+
+
 def _depthwise_correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation,
                          out_hw) -> np.ndarray:
     """Depthwise correlation (weight (G, m, kH, kW), channel multiplier m) as batched small
-    GEMMs: for each piece of channels, the im2col block (channels, kH*kW, H_out*W_out),
-    small enough to stay in cache, times each channel's (m, kH*kW) kernel."""
+    GEMMs: for each piece of channels, the im2col block (channels, kH*kW, L) of
+    ``_depthwise_columns``, small enough to stay in cache, times each channel's (m, kH*kW)
+    kernel."""
     n, groups = xp.shape[:2]
     _, m, kh, kw = weight.shape
     ho, wo = out_hw
-    win = _windows(xp, (kh, kw), stride, dilation, out_hw)
+    columns, pitch = _depthwise_columns(xp, (kh, kw), stride, dilation, out_hw)
+    length = columns.shape[-1]
     # contiguous: a flipped kernel (grad-input) would reshape to negative strides, which
     # NumPy cannot hand to BLAS
     w3 = np.ascontiguousarray(weight.reshape(groups, m, kh * kw))
-    y4 = np.empty((n, groups, m, ho * wo), dtype=xp.dtype)
+    y5 = np.empty((n, groups, m, ho, wo), dtype=xp.dtype)
 
     def correlate(piece):
         b, g = piece
-        cols = np.ascontiguousarray(win[b, g]).reshape(-1, kh * kw, ho * wo)
-        np.matmul(w3[g], cols, out=y4[b, g])
+        cols = np.ascontiguousarray(columns[b, g]).reshape(-1, kh * kw, length)
+        rows = np.matmul(w3[g], cols)  # (channels, m, L)
+        y5[b, g] = as_strided(rows, shape=rows.shape[:2] + (ho, wo),
+                              strides=rows.strides[:2] + (pitch * rows.itemsize, rows.itemsize))
     with parallel.blas_at_one_thread():  # its small products on the pool's threads alone
-        parallel.run(correlate, _depthwise_pieces(n, groups, m, kh * kw, ho * wo, xp.itemsize),
-                     y4.nbytes)
-    return y4.reshape(n, groups * m, ho, wo)
+        parallel.run(correlate, _depthwise_pieces(n, groups, m, kh * kw, length, xp.itemsize),
+                     y5.nbytes)
+    return y5.reshape(n, groups * m, ho, wo)
 
 
 def _depthwise_grad_weight(grad_out: np.ndarray, win: np.ndarray, m: int) -> np.ndarray:
