@@ -24,8 +24,10 @@ Kernels (each the only one for its op on depthwise convs; 3. is a path inside 1.
 4. conv_depthwise_grad_weight<K>: dw[o, 0, i, j] = sum_n sum_{oh,ow} gy[n, o, oh, ow] *
    xpad[n, o / M, oh*sh + i*dh - pt, ow*sw + j*dw - pl]: a block per (o, batch chunk), the
    threads as rows of 32 columns (depthwise.cu's 8 x 32 on the GPU), the K x K sums in
-   registers (a pixel's K source columns found once for all tap rows), a fixed shared-memory
-   tree per tap; conv_splitk_reduce adds the chunks' partials
+   registers (a pixel's K source columns found once for all tap rows; zero padding with planes
+   addressable in 32 bits: each tap bounded by an unsigned compare and offset in 32 bits, the
+   same pixels and taps in the same order as the other modes' source_index path, so the same
+   bits), a fixed shared-memory tree per tap; conv_splitk_reduce adds the chunks' partials
    in order (no atomics).
 
 Every kernel takes ``ConvParams`` (kernels/common.cuh) as its arguments: the pointer fields
@@ -44,7 +46,7 @@ import numpy as np
 from numba import config, cuda
 
 from gpuconv.backends import gpu_plan as plan
-from gpuconv.kernels.conv_numba import ZEROS, source_index
+from gpuconv.kernels.conv_numba import I32, ZEROS, source_index
 
 _SLOT = plan.scalar_slots(plan.CONV_FIELDS)
 A_STRIDE, B_STRIDE = _SLOT["a_stride"], _SLOT["b_stride"]
@@ -60,6 +62,15 @@ MAX_REGISTERS = 128  # two 256-thread blocks per SM
 def _jit(kernel):
     """A kernel under the register cap (a link option; the simulator has none)."""
     return cuda.jit(kernel, **({} if config.ENABLE_CUDASIM else {"max_registers": MAX_REGISTERS}))
+
+
+SPAN_32 = 0x7FFFFFFF  # the largest offset an int32 holds
+
+
+@cuda.jit(device=True)
+def span(count, stride):
+    """The offset between the first and the last of ``count`` elements ``stride`` apart."""
+    return (count - 1) * abs(stride)
 
 
 @cuda.jit(device=True)
@@ -300,6 +311,31 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
                         acc[i * k + j] = cuda.fma(g, b[U64(row + cols[j])], acc[i * k + j])
 
     @cuda.jit(device=True)
+    def zero_columns(inside, offsets, c0, geometry):
+        """Zero padding: tap column j's source column c = c0 + j*dw, whether it is inside the
+        plane (an unsigned compare) and its offset c * x's column stride (32 bits), once per
+        pixel for every tap row."""
+        dw, width_x, xs_w = geometry[1], geometry[3], geometry[5]
+        for j in range(k):
+            c = I32(c0 + j * dw)
+            inside[j] = U32(c) < U32(width_x)
+            offsets[j] = I32(c * xs_w)
+
+    @cuda.jit(device=True)
+    def zero_tap_row(acc, i, row0, g, b, x, r0, inside, offsets, geometry):
+        """Zero padding: acc[i*k + j] += g * x[r, c] for the taps (r, c) = (r0 + (row0 + i)*dh,
+        column j) inside the plane, the row bounded by an unsigned compare and offset in 32 bits
+        (i a constant; ``geometry``: dh, dw, H, W and x's row and column strides, int32)."""
+        r = row0 + i
+        if r < k:
+            h = I32(r0 + I32(r) * geometry[0])
+            if U32(h) < U32(geometry[2]):
+                row = x + I32(h * geometry[4])
+                for j in range(k):
+                    if inside[j]:
+                        acc[i * k + j] = cuda.fma(g, b[U64(row + offsets[j])], acc[i * k + j])
+
+    @cuda.jit(device=True)
     def one_tap(acc, tap, g, b, x, oh, ow, p):
         """k = 0: acc[0] += g * the source value of tap number ``tap``."""
         i = div32(tap, p[KW])
@@ -308,11 +344,15 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
         if sr >= 0 and sc >= 0:
             acc[0] = cuda.fma(g, b[x + sr * p[B_STRIDE + 2] + sc * p[B_STRIDE + 3]], acc[0])
 
-    namespace = dict(tap_row=tap_row, tree=tree, zero=zero)
+    namespace = dict(tap_row=tap_row, zero_tap_row=zero_tap_row, tree=tree, zero=zero)
     clear = _written_out("clear", "acc", [f"acc[{e}] = zero" for e in range(slots)], namespace)
     add_taps = _written_out("add_taps", "acc, row0, g, b, x, oh, cols, p",
                             [f"tap_row(acc, {i}, row0, g, b, x, oh, cols, p)"
                              for i in range(per_pass)] or ["pass"], namespace)
+    add_zero_taps = _written_out(
+        "add_zero_taps", "acc, row0, g, b, x, r0, inside, offsets, geometry",
+        [f"zero_tap_row(acc, {i}, row0, g, b, x, r0, inside, offsets, geometry)"
+         for i in range(per_pass)] or ["pass"], namespace)
     # out[at + e] = the block's sum of acc[e], for the slots of tap rows below k
     reduce_taps = _written_out("reduce_taps", "partial, t, acc, out, at, live", [
         line for e in range(slots) for line in (
@@ -325,6 +365,8 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
         partial = cuda.shared.array(block, dtype)
         acc = cuda.local.array(slots, dtype)
         cols = cuda.local.array(row_taps, np.int64)
+        inside = cuda.local.array(row_taps, np.bool_)
+        offsets = cuda.local.array(row_taps, I32)
         o, split = np.int64(cuda.blockIdx.x), np.int64(cuda.blockIdx.y)
         t = cuda.threadIdx.x
         tx, ty = np.int64(t % width), np.int64(t // width)
@@ -333,14 +375,36 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
         ch = div32(o, p[M])
         at = (split * p[OUT_C] + o) * p[KH] * p[KW]
         # bounds: none (grid = out_c x splits)
-        # body: gy[n, o, oh, ow] * x[n, o / M, source rows and columns], summed per tap
-        # k > 0: per_pass tap rows at once, in registers; k = 0: one tap per pass
+        # body: gy[n, o, oh, ow] * x[n, o / M, source rows and columns], summed per tap, pixels
+        # in the same order on every path. k > 0: per_pass tap rows at once, in registers;
+        # zero padding with planes addressable in 32 bits (the usual case) bounds each tap by
+        # an unsigned compare and offsets it in 32 bits; other padding modes map each tap
+        # through source_index. k = 0: one tap per pass.
+        x_span = span(p[B_H], p[B_STRIDE + 2]) + span(p[B_W], p[B_STRIDE + 3])
+        gy_span = span(p[Q_H], p[A_STRIDE + 2]) + span(p[Q_W], p[A_STRIDE + 3])
+        fast = k > 0 and p[MODE] == ZEROS and x_span <= SPAN_32 and gy_span <= SPAN_32
+        geometry = (I32(p[DH]), I32(p[DW]), I32(p[B_H]), I32(p[B_W]), I32(p[B_STRIDE + 2]),
+                    I32(p[B_STRIDE + 3]))
+        sh, sw, pt, pl = I32(p[SH]), I32(p[SW]), I32(p[PT]), I32(p[PL])
+        gs_h, gs_w, q_h, q_w = I32(p[A_STRIDE + 2]), I32(p[A_STRIDE + 3]), I32(p[Q_H]), I32(p[Q_W])
         step = per_pass * k if k else 1
         for tap0 in range(0, p[KH] * p[KW], step):
             clear(acc)
             for n in range(n0, n1):
                 gy = n * p[A_STRIDE] + o * p[A_STRIDE + 1]
                 x = n * p[B_STRIDE] + ch * p[B_STRIDE + 1]
+                if fast:
+                    oh32 = I32(ty)
+                    while oh32 < q_h:
+                        r0, g_row = I32(oh32 * sh - pt), gy + I32(oh32 * gs_h)
+                        ow32 = I32(tx)
+                        while ow32 < q_w:
+                            g = a[U64(g_row + I32(ow32 * gs_w))]
+                            zero_columns(inside, offsets, I32(ow32 * sw - pl), geometry)
+                            add_zero_taps(acc, tap0 // k, g, b, x, r0, inside, offsets, geometry)
+                            ow32 = I32(ow32 + width)
+                        oh32 = I32(oh32 + rows)
+                    continue
                 oh = ty
                 while oh < p[Q_H]:
                     ow = tx
