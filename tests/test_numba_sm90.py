@@ -11,7 +11,10 @@ for the float32 128-row tile that carries the large layers, a floor against regr
 for the smaller tiles and float64 (recorded in bench/results/numba_sm90_resources.json).
 
 The depthwise and pooling twins: registers within their cap, no spills, no local memory,
-and no subroutine call where the maths has no division or power.
+and no subroutine call where the maths has no division or power. The depthwise grad-weight
+twin's zero-padding pixel loop (K > 0; its most economical innermost loop) takes at most
+``DW_GRAD_WEIGHT_PER_FMA`` instructions per FMA (unsigned bounds, 32-bit offsets; the
+source_index path took 24-46).
 
 The compile runs in a subprocess with the simulator off (tests/conftest.py turns it on for
 this process). Run this file as a script to record the table in
@@ -39,6 +42,7 @@ USAGE = re.compile(r"used (\d+) registers.*?(\d+) bytes smem")
 MIN_FMA_SHARE = {("float32", 128): 0.5}  # (dtype, tile rows) -> share; else FMA_FLOOR
 FMA_FLOOR = 0.3
 CALL_FREE = {"conv_depthwise", "conv_depthwise_grad_weight", "max_pool2d", "max_pool2d_backward"}
+DW_GRAD_WEIGHT_PER_FMA = 12
 SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
@@ -90,6 +94,10 @@ def compile_all() -> list[dict]:
                 row.update(cuda_source.loop_figures(body, code), tile_rows=tiles[tile].bm,
                            barriers=sum(o.startswith("BAR") for o in ops),
                            global_loads=sum(o.startswith("LDG") for o in ops))
+            elif name.startswith("conv_depthwise_grad_weight<") and not name.endswith("<0>"):
+                row["pixel_loop_per_fma"] = round(min(
+                    len(body) / cuda_source.math_ops(body)
+                    for body in cuda_source.innermost_loops(code) if cuda_source.math_ops(body)), 2)
             rows.append(row)
     return rows
 
@@ -155,6 +163,9 @@ def test_depthwise_and_pooling_kernels_fit_in_registers(sm90_rows):
         assert r["local_memory"] == 0, f"{what}: local memory (LDL/STL)"
         if r["kernel"].partition("<")[0] in CALL_FREE:
             assert r["function_calls"] == 0, f"{what}: a subroutine call (division?)"
+        if "pixel_loop_per_fma" in r:
+            assert r["pixel_loop_per_fma"] <= DW_GRAD_WEIGHT_PER_FMA, \
+                f"{what}: {r['pixel_loop_per_fma']} instructions per FMA in the pixel loop"
 
 
 

@@ -125,22 +125,30 @@ def opcode(instruction: str) -> str:
     return instruction.split()[1] if instruction.startswith("@") else instruction.split()[0]
 
 
-def hot_loop(code: list[tuple[int, str]]) -> list[str]:
-    """The instructions of the innermost loop (a backward branch with no other backward branch
-    inside) that holds the most FFMA / DFMA / HMMA: the GEMM main loop; [] when none has any."""
+def innermost_loops(code: list[tuple[int, str]]) -> list[list[str]]:
+    """The instructions of each innermost loop (a backward branch with no other backward branch
+    inside), in address order."""
     loops = []
     for address, instruction in code:
         m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", instruction)
         if m and int(m.group(1), 16) <= address:
             loops.append((int(m.group(1), 16), address))
+    return [[i for a, i in code if start <= a <= end] for start, end in loops
+            if not any(start <= s and e < end for s, e in loops if (s, e) != (start, end))]
+
+
+def math_ops(body: list[str]) -> int:
+    """FFMA / DFMA / HMMA instructions in ``body``."""
+    return sum(opcode(i).split(".")[0] in ("FFMA", "DFMA", "HMMA") for i in body)
+
+
+def hot_loop(code: list[tuple[int, str]]) -> list[str]:
+    """The innermost loop that holds the most FFMA / DFMA / HMMA (the first of equals): the
+    GEMM main loop; [] when none has any."""
     best, best_math = [], 0
-    for start, end in loops:
-        if any(start <= s and e < end for s, e in loops if (s, e) != (start, end)):
-            continue  # an outer loop
-        body = [i for a, i in code if start <= a <= end]
-        math_ops = sum(opcode(i).split(".")[0] in ("FFMA", "DFMA", "HMMA") for i in body)
-        if math_ops > best_math:
-            best, best_math = body, math_ops
+    for body in innermost_loops(code):
+        if math_ops(body) > best_math:
+            best, best_math = body, math_ops(body)
     return best
 
 
