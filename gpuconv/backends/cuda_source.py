@@ -43,7 +43,19 @@ def module_source() -> tuple[str, tuple[str, ...], list[str]]:
 def compile_module(arch: str = "sm_90") -> tuple[bytes, dict[str, str], str]:
     """``module_source()`` compiled for ``arch`` by NVRTC (cuda.core, no GPU needed) with
     ``-Xptxas -v``, once per process: (cubin, {mangled name: name expression}, ptxas log). A
-    compile error raises ``cuda.core``'s error with NVRTC's log."""
+    compile error raises ``cuda.core``'s error with NVRTC's log.
+
+    It runs in a fresh process: ptxas's register allocation depends on the state of the
+    process it runs in (the same kernel compiled three times in one long-lived process took
+    127 registers, then 128 and a 16-byte spill, then 127 again), so what the checks read
+    and the results record is a fresh process's, the same on every run."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_compile_here, (arch,))
+
+
+def _compile_here(arch: str) -> tuple[bytes, dict[str, str], str]:
     import io
 
     from cuda.core import Program, ProgramOptions
