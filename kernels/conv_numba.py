@@ -68,6 +68,24 @@ def source_index(i, n, mode):
 
 
 @cuda.jit(device=True)
+def block_sum(partial, t, value):
+    """The block's sum of ``value`` (thread t's), a fixed tree over the shared array
+    ``partial`` of one slot per thread, a power of two (common.cuh's block_reduce); every
+    thread gets it, and ``partial`` is free again on return."""
+    partial[t] = value
+    cuda.syncthreads()
+    step = partial.size // 2
+    while step > 0:
+        if t < step:
+            partial[t] = partial[t] + partial[t + step]
+        cuda.syncthreads()
+        step //= 2
+    total = partial[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
 def edge_slope(mode):
     """The slope of source_index outside the input: reflect -1, circular 1, replicate 0 (a
     constant), zeros 0 (with offsets -1: no source)."""
@@ -464,17 +482,9 @@ def conv_kernels(dtype, block: int) -> dict:
             for pix in range(t, plane, block):
                 h, w = pix // p[Q_W], pix % p[Q_W]
                 s += a[row + h * p[A_STRIDE + 2] + w * p[A_STRIDE + 3]]
-        buf = cuda.shared.array(block, dtype)
-        buf[t] = s
-        cuda.syncthreads()
-        half = block // 2
-        while half > 0:
-            if t < half:
-                buf[t] = buf[t] + buf[t + half]
-            cuda.syncthreads()
-            half //= 2
+        total = block_sum(cuda.shared.array(block, dtype), t, s)
         if t == 0:
-            out[o] = buf[0]
+            out[o] = total
 
     @cuda.jit(device=True)
     def pad_candidate(t, i, before, n):

@@ -46,7 +46,7 @@ import numpy as np
 from numba import config, cuda
 
 from gpuconv.backends import gpu_plan as plan
-from gpuconv.kernels.conv_numba import I32, ZEROS, source_index
+from gpuconv.kernels.conv_numba import I32, ZEROS, block_sum, source_index
 
 _SLOT = plan.scalar_slots(plan.CONV_FIELDS)
 A_STRIDE, B_STRIDE = _SLOT["a_stride"], _SLOT["b_stride"]
@@ -274,22 +274,6 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
     row_taps = max(1, k)  # array sizes must be constants
 
     @cuda.jit(device=True)
-    def tree(partial, t, value):
-        """The block's sum of ``value``, a fixed tree in shared memory (common.cuh's
-        block_reduce)."""
-        partial[t] = value
-        cuda.syncthreads()
-        step = block // 2
-        while step > 0:
-            if t < step:
-                partial[t] = partial[t] + partial[t + step]
-            cuda.syncthreads()
-            step //= 2
-        total = partial[0]
-        cuda.syncthreads()  # partial is reused by the next tap
-        return total
-
-    @cuda.jit(device=True)
     def column_sources(cols, ow, p):
         """cols[j] = the offset in x of tap column j's source for output column ow, or -1 (a
         zero): once per pixel for every tap row."""
@@ -344,7 +328,7 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
         if sr >= 0 and sc >= 0:
             acc[0] = cuda.fma(g, b[x + sr * p[B_STRIDE + 2] + sc * p[B_STRIDE + 3]], acc[0])
 
-    namespace = dict(tap_row=tap_row, zero_tap_row=zero_tap_row, tree=tree, zero=zero)
+    namespace = dict(tap_row=tap_row, zero_tap_row=zero_tap_row, block_sum=block_sum, zero=zero)
     clear = _written_out("clear", "acc", [f"acc[{e}] = zero" for e in range(slots)], namespace)
     add_taps = _written_out("add_taps", "acc, row0, g, b, x, oh, cols, p",
                             [f"tap_row(acc, {i}, row0, g, b, x, oh, cols, p)"
@@ -356,7 +340,7 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
     # out[at + e] = the block's sum of acc[e], for the slots of tap rows below k
     reduce_taps = _written_out("reduce_taps", "partial, t, acc, out, at, live", [
         line for e in range(slots) for line in (
-            f"if {e} < live:", f"    total = tree(partial, t, acc[{e}])",
+            f"if {e} < live:", f"    total = block_sum(partial, t, acc[{e}])",
             "    if t == 0:", f"        out[at + {e}] = total")], namespace)
 
     def kernel(a, b, bias, out, p):
