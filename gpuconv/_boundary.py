@@ -33,7 +33,6 @@ def public_op(layout: str, parameter_grads: bool = False):
 
         @functools.wraps(fn)
         def op(*args, **kwargs):
-            args = list(args)
             arrays = {}
             for name, i in positions.items():
                 value = args[i] if i < len(args) else kwargs.get(name)
@@ -43,8 +42,11 @@ def public_op(layout: str, parameter_grads: bool = False):
             if caller is not None:
                 arrays = _to_backend(arrays, kwargs.get("backend"))
             unbatched = _is_unbatched(arrays.get("input"), layout)
+            if caller is None and not unbatched:  # the arrays go in as they came
+                return fn(*args, **kwargs)
             if unbatched:
                 arrays = _add_batch_axis(arrays, spatial + 1)
+            args = list(args)
             for name, value in arrays.items():
                 if positions[name] < len(args):
                     args[positions[name]] = value

@@ -93,6 +93,15 @@ def _drop(ndim: int, array):
     return array if array is None or ndim == 2 else array[:, :, 0, :]
 
 
+def _drop_fresh(ndim: int, array):
+    """``_drop`` of an array a backend just allocated (C-contiguous): a reshape, which costs
+    less than indexing."""
+    if array is None or ndim == 2:
+        return array
+    shape = array.shape
+    return array.reshape((shape[0], shape[1], shape[3]))
+
+
 _SIGNATURE_LIMIT = 4096  # remembered call signatures (the memo starts afresh beyond)
 _PLAIN = frozenset({int, float, bool, str, type(None)})
 _CHECKED: dict = {}
@@ -265,17 +274,13 @@ def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups,
     mask, flip, spec, be, precision = _checked(
         _conv_backward_checks, ndim, grad_out, x, weight, stride, padding, dilation, groups,
         padding_mode, 0, False, flip, output_mask, precision, backend)
-    gy, x2, w = _lift(ndim, grad_out), _lift(ndim, x), _lift(ndim, weight)
-    w_eff = _flip_kernel(w) if flip else w
-    grad_x = grad_w = grad_b = None
-    if mask[0]:
-        grad_x = _drop(ndim, be.conv2d_grad_input(gy, w_eff, spec, x2.shape[2:], None, precision))
-    if mask[1]:
-        grad_w = be.conv2d_grad_weight(gy, x2, spec, w.shape[2:], precision)
-        grad_w = _drop(ndim, _flip_kernel(grad_w) if flip else grad_w)
-    if mask[2]:
-        grad_b = be.conv2d_grad_bias(gy)
-    return grad_x, grad_w, grad_b
+    x2, w = _lift(ndim, x), _lift(ndim, weight)
+    grad_x, grad_w, grad_b = be.conv2d_backward(_lift(ndim, grad_out), x2,
+                                                _flip_kernel(w) if flip else w, spec, mask,
+                                                precision)
+    grad_w = (_drop(ndim, _flip_kernel(grad_w)) if flip and grad_w is not None else
+              _drop_fresh(ndim, grad_w))
+    return _drop_fresh(ndim, grad_x), grad_w, grad_b
 
 
 @public_op("NCL")
@@ -382,20 +387,14 @@ def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_
     mask, _, spec, be, precision = _checked(
         _conv_backward_checks, ndim, grad_out, x, weight, stride, padding, dilation, groups,
         "zeros", output_padding, True, False, output_mask, precision, backend)
-    gy, x2, w = _lift(ndim, grad_out), _lift(ndim, x), _lift(ndim, weight)
-    grad_x = grad_w = grad_b = None
-    if mask[0]:
-        # d/dx <convT(x, w), gy> = conv(gy, w); output_padding >= stride can make it one longer.
-        grad_x = be.conv2d(gy, w, None, spec, precision)
-        if grad_x.shape[2:] != x2.shape[2:]:
-            grad_x = grad_x[:, :, :x2.shape[2], :x2.shape[3]]
-        grad_x = _drop(ndim, grad_x)
-    if mask[1]:
-        # The roles swap: the conv's input is grad_out, its upstream gradient is x.
-        grad_w = _drop(ndim, be.conv2d_grad_weight(x2, gy, spec, w.shape[2:], precision))
-    if mask[2]:
-        grad_b = be.conv2d_grad_bias(gy)
-    return grad_x, grad_w, grad_b
+    x2 = _lift(ndim, x)
+    grad_x, grad_w, grad_b = be.conv2d_backward(_lift(ndim, grad_out), x2, _lift(ndim, weight),
+                                                spec, mask, precision, transposed=True)
+    if grad_x is not None and grad_x.shape[2:] != x2.shape[2:]:  # output_padding >= stride
+        grad_x = _drop(ndim, grad_x[:, :, :x2.shape[2], :x2.shape[3]])
+    else:
+        grad_x = _drop_fresh(ndim, grad_x)
+    return grad_x, _drop_fresh(ndim, grad_w), grad_b
 
 
 @public_op("NCL")

@@ -19,7 +19,9 @@ if str(ROOT) not in sys.path:
 
 import gpuconv.functional as F  # noqa: E402
 from bench import host  # noqa: E402
-from gpuconv.backends import cupy_backend, gpu_plan, numba_backend  # noqa: E402
+from gpuconv import backends  # noqa: E402
+from gpuconv.backends import cupy_backend, gpu_plan, numba_backend, numpy_backend  # noqa: E402
+from gpuconv.shapes import ConvSpec  # noqa: E402
 
 BACKENDS = ("cupy", "numba")
 
@@ -336,3 +338,53 @@ def test_remembered_validation_follows_the_loaded_backend(monkeypatch):
                                        conv2d=lambda *args: "stand-in")
     monkeypatch.setitem(backends._LOADED, "numpy", stand_in)
     assert F.conv2d(x, w) == "stand-in"
+
+
+# --------------------------------------------------------------------------- composite backward
+# (input shape, weight shape, spec arguments, transposed): split-K partials in both GEMM parts,
+# a padded workspace (reflect), groups, strided phases, a transposed conv
+BACKWARD_CASES = {
+    "3x3": ((2, 6, 9, 11), (4, 6, 3, 3), dict(padding=1), False),
+    "reflect-groups-s2": ((2, 4, 8, 8), (4, 2, 3, 3),
+                          dict(stride=2, padding=1, groups=2, padding_mode="reflect"), False),
+    "transposed-s2": ((2, 3, 5, 5), (3, 5, 4, 4), dict(stride=2, padding=1), True),
+}
+MASKS = [(True, True, True), (True, False, True), (False, True, False), (False, False, False)]
+
+
+def _spec(w, kw, transposed):
+    return ConvSpec.make(2, w.shape[2:], kw.get("stride", 1), kw.get("padding", 0), 1,
+                         kw.get("groups", 1), kw.get("padding_mode", "zeros"),
+                         transposed=transposed)
+
+
+@pytest.fixture(params=["cupy", "numba"])
+def gpu_backend(request, monkeypatch):
+    """A GPU backend on the CPU: CuPy through its host emulation, Numba through the simulator."""
+    if request.param == "cupy":
+        request.getfixturevalue("emulated")
+        return cupy_backend
+    return numba_backend
+
+
+@pytest.mark.parametrize("case", BACKWARD_CASES)
+@pytest.mark.parametrize("mask", MASKS, ids=lambda m: "".join("xwb"[i] for i in range(3) if m[i]))
+def test_conv_backward_is_its_parts_in_one_call(gpu_backend, case, mask):
+    """conv2d_backward, one prepared call, gives each part's bits (a part's workspace shared
+    with the others'); a gradient left out is None."""
+    x_shape, w_shape, kw, transposed = BACKWARD_CASES[case]
+    rng = np.random.default_rng(len(case))
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    forward = F.conv_transpose2d if transposed else F.conv2d
+    gy = rng.standard_normal(forward(x, w, **kw).shape)
+    spec = _spec(w, kw, transposed)
+    got = gpu_backend.conv2d_backward(gy, x, w, spec, mask, "ieee", transposed)
+    # outside conv2d_backward, conv_backward calls the backend's ops one by one
+    want = backends.conv_backward(gpu_backend, gy, x, w, spec, mask, "ieee", transposed)
+    for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+        assert (g is None) == (r is None), name
+        if r is not None:
+            assert np.array_equal(np.asarray(g), np.asarray(r)), name
+    if mask[1]:  # and the parts are right: grad_weight against the NumPy backend
+        np.testing.assert_allclose(got[1], numpy_backend.conv2d_backward(
+            gy, x, w, spec, mask, "ieee", transposed)[1], rtol=1e-10, atol=1e-10)

@@ -20,11 +20,40 @@ from types import ModuleType
 # adaptive max pooling, whose windows follow from input_hw and grad_out's shape), so a GPU
 # backend finds each input element's candidate windows in closed form.
 KERNELS = (
-    "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias",
+    "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias", "conv2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
     "lp_pool2d", "lp_pool2d_backward", "flip_kernel", "from_foreign",
 )
+
+
+
+def conv_backward(ops, grad_out, x, weight, spec, output_mask, precision: str = "ieee",
+                  transposed: bool = False):
+    """(dx, dW, db) of a convolution (``transposed``: of a transposed convolution) from
+    ``ops``' conv kernels; a gradient that ``output_mask`` leaves out is None. Each backend's
+    ``conv2d_backward`` is this over its kernels (a GPU backend's ``ops`` plan the three into
+    one prepared call). The duality (the slides' backward):
+
+        conv        dx = conv2d_grad_input(dy, W)       dW = conv2d_grad_weight(dy, x)
+        transposed  dx = conv2d(dy, W)                  dW = conv2d_grad_weight(x, dy)
+        both        db = conv2d_grad_bias(dy)
+
+    A transposed conv's dx may be one row or column longer than x (``output_padding`` >=
+    stride): the caller crops it."""
+    kernel_hw = tuple(weight.shape[2:])
+    grad_x = grad_w = grad_b = None
+    if output_mask[0]:
+        grad_x = (ops.conv2d(grad_out, weight, None, spec, precision) if transposed else
+                  ops.conv2d_grad_input(grad_out, weight, spec, tuple(x.shape[2:]), None,
+                                        precision))
+    if output_mask[1]:
+        grad_w = (ops.conv2d_grad_weight(x, grad_out, spec, kernel_hw, precision) if transposed
+                  else ops.conv2d_grad_weight(grad_out, x, spec, kernel_hw, precision))
+    if output_mask[2]:
+        grad_b = ops.conv2d_grad_bias(grad_out)
+    return grad_x, grad_w, grad_b
+
 
 # Backend name -> the array library whose arrays it takes and returns.
 ARRAY_LIBRARY = {"numpy": "numpy", "cupy": "cupy", "numba": "numba"}
@@ -129,10 +158,13 @@ def array_library(array) -> str:
     return type(array).__module__.partition(".")[0]
 
 
+_BACKEND_LIBRARIES = frozenset(ARRAY_LIBRARY.values())
+
+
 def is_foreign_array(array) -> bool:
     """Whether ``array`` comes from a library no backend takes as it is, yet can be shared
     without a copy (DLPack, or the CUDA array interface)."""
-    return array_library(array) not in ARRAY_LIBRARY.values() and (
+    return array_library(array) not in _BACKEND_LIBRARIES and (
         hasattr(array, "__dlpack__") or hasattr(array, "__cuda_array_interface__"))
 
 

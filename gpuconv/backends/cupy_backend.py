@@ -15,8 +15,9 @@ Host overhead (issue 13): everything that depends only on a call's signature (sh
 strides, dtypes, spec, precision, device, autotune switch) is prepared once: the plan, the RawKernel handles, grids and each launch's parameter struct with every
 scalar filled in. A call allocates its outputs, patches their pointers into a copy of the
 struct and launches: no planning, no device attribute reads, no host transfer, no
-synchronisation. Bad max-pool indices set a device-side error word instead of a blocking
-check (``gpuconv.check_errors``).
+synchronisation. A conv's backward (``conv2d_backward``: its grad-input, grad-weight and
+grad-bias) is prepared as one call, the parts sharing their workspaces. Bad max-pool indices
+set a device-side error word instead of a blocking check (``gpuconv.check_errors``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import operator
 import struct
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
+from gpuconv import backends
 from gpuconv.backends import autotune, cuda_source, gpu_plan as plan, signature
 from gpuconv.backends.autotune import set_autotune  # noqa: F401  (public switch)
 from gpuconv.shapes import ConvSpec, PoolSpec
@@ -210,12 +213,46 @@ def _call(build, arrays: tuple, options: tuple):
     """Run the op that ``build(ex, *arrays, *options)`` prepares, preparing it only the first
     time its signature is met (``signature.prepared``: the arrays' types, shapes, strides and
     dtypes, the options, the device and the autotune switch). Returns the outputs' slots."""
+    recording = signature.recorder()
+    if recording is not None:  # a part of a composite op (see _build_composite)
+        recording.append((build, arrays, options))
+        return [len(recording) - 1]
     ex = _EXECUTOR or _executor()
     prepared = signature.prepared(ex.prepared, build, ex, arrays, options,
                                   (ex.current_device(), autotune._ENABLED))
     buffers = list(arrays)
     _execute(ex, prepared, buffers)
     return buffers[len(arrays):len(arrays) + len(prepared.outputs)]
+
+
+def _composite(ex, arrays: tuple, compose, *args) -> _Prepared:
+    """One prepared call of the ops of this module that ``compose(*args)`` calls, each with one
+    output (``signature.record``): their launches in order, their inputs found among ``arrays``
+    by identity, the outputs in the order compose returns them (None: not computed)."""
+    calls, results = signature.record(compose, *args)
+    parts = [build(ex, *part_arrays, *options) for build, part_arrays, options in calls]
+    outputs = tuple(None if r is None else parts[r].outputs[0] for r in results)
+    input_slot = {id(a): i for i, a in enumerate(arrays) if a is not None}
+    output_slot = {r: len(arrays) + i for i, r in enumerate(results) if r is not None}
+    # The parts run one after the other on one stream, and a part's workspaces are dead once
+    # it has run: the parts share them (the i-th of each dtype, as large as the largest).
+    workspaces: dict = {}  # (dtype, i) -> count
+    for part in parts:
+        for i, (count, dtype) in enumerate(part.workspaces):
+            workspaces[dtype, i] = max(count, workspaces.get((dtype, i), 0))
+    workspace_slot = {key: len(arrays) + len(outputs) + j for j, key in enumerate(workspaces)}
+    steps, copies = [], set()
+    for index, (part, (_, part_arrays, _)) in enumerate(zip(parts, calls)):
+        # the part's slots (its inputs, its output, its workspaces) -> the composite's
+        slots = ([None if a is None else input_slot[id(a)] for a in part_arrays]
+                 + [output_slot[index]]
+                 + [workspace_slot[dtype, i] for i, (_, dtype) in enumerate(part.workspaces)])
+        copies.update(slots[slot] for slot in part.copies)
+        steps += [(*step[:5], tuple((offset, slots[slot]) for offset, slot in step[5]))
+                  for step in part.steps]
+    return _Prepared(tuple(steps), outputs,
+                     tuple((count, dtype) for (dtype, _), count in workspaces.items()),
+                     tuple(sorted(copies)))
 
 
 def _run(p: plan.Plan, buffers: dict) -> None:
@@ -332,6 +369,20 @@ def _build_conv2d_grad_bias(ex, grad_out):
 def conv2d_grad_bias(grad_out):
     """dL/db (O,) = sum of grad_out over batch and pixels."""
     return _call(_build_conv2d_grad_bias, (grad_out,), ())[0]
+
+
+def _build_conv2d_backward(ex, grad_out, x, weight, spec: ConvSpec, output_mask,
+                           precision: str, transposed: bool):
+    return _composite(ex, (grad_out, x, weight), backends.conv_backward, sys.modules[__name__],
+                      grad_out, x, weight, spec, output_mask, precision, transposed)
+
+
+def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision: str = "ieee",
+                    transposed: bool = False):
+    """(dx, dW, db) of a conv or transposed conv (``backends.conv_backward`` over this module's
+    kernels), prepared and launched as one call."""
+    return tuple(_call(_build_conv2d_backward, (grad_out, x, weight),
+                       (spec, tuple(output_mask), precision, transposed)))
 
 
 # --------------------------------------------------------------------------- pooling

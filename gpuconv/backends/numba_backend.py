@@ -23,6 +23,7 @@ the CuPy backend) is prepared once: the plan, the kernels, grids, each launch's 
 tuple and the buffer each pointer argument is; the configured kernels
 ``kernel[grid, block, stream]`` once per stream object. A call allocates its outputs,
 makes the flat views the kernels take and launches: Numba device arrays go in as they are.
+A conv's backward (``conv2d_backward``) is prepared as one call, as in the CuPy backend.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import contextlib
 import contextvars
 import functools
 import math
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -39,6 +41,7 @@ import numba
 from numba import config, cuda, types
 from numba.np import numpy_support
 
+from gpuconv import backends
 from gpuconv.backends import array_library, foreign_device, gpu_plan, signature
 from gpuconv.kernels import conv_numba as ck
 from gpuconv.kernels import depthwise_numba as dk
@@ -260,6 +263,10 @@ def _call(build, arrays: tuple, options: tuple) -> list:
     the arrays, the options, the device); returns the outputs. Numba device arrays go to the
     kernels as they are (on the stream of ``on_stream``, else the default stream); CuPy and
     NumPy arrays through ``_cupy_call`` / ``_host_call``."""
+    recording = signature.recorder()
+    if recording is not None:  # a part of a composite op (see _composite)
+        recording.append((build, arrays, options))
+        return [len(recording) - 1]
     device = getattr(cuda.get_current_device(), "id", 0)  # the simulator's device has none
     p = signature.prepared(_PREPARED, build, device, arrays, options, device)
     if p.kind != "numba":
@@ -269,6 +276,50 @@ def _call(build, arrays: tuple, options: tuple) -> list:
     for slot in p.copies:
         buffers[slot] = _contiguous(buffers[slot], stream)
     return _launch(p, buffers, stream, cuda.device_array)
+
+
+def _composite(device: int, arrays: tuple, compose, *args) -> _Prepared:
+    """One prepared call of the ops of this module that ``compose(*args)`` calls, each with one
+    output (``signature.record``): their launches in order, their inputs found among ``arrays``
+    by identity, the outputs in the order compose returns them (None: not computed)."""
+    calls, results = signature.record(compose, *args)
+    parts = [build(device, *part_arrays, *options) for build, part_arrays, options in calls]
+    outputs = tuple(None if r is None else parts[r].allocations[0] for r in results)
+    input_slot = {id(a): i for i, a in enumerate(arrays) if a is not None}
+    output_slot = {r: len(arrays) + i for i, r in enumerate(results) if r is not None}
+    # The parts run one after the other on one stream, and a part's workspaces are dead once
+    # it has run: the parts share them (the i-th of each dtype, as large as the largest).
+    workspaces: dict = {}  # (dtype, i) -> count
+    for part in parts:
+        for i, ((count,), dtype) in enumerate(part.allocations[part.outputs:]):
+            workspaces[dtype, i] = max(count, workspaces.get((dtype, i), 0))
+    first_workspace = len(arrays) + len(outputs)
+    workspace_slot = {key: first_workspace + j for j, key in enumerate(workspaces)}
+    views: dict = {}      # (composite buffer slot, shape) -> its index among the views
+    constants: dict = {}  # id -> (its index among the constants, the array)
+    steps, copies = [], set()
+    for index, (part, (_, part_arrays, _)) in enumerate(zip(parts, calls)):
+        # the part's buffer slots (its inputs, output, workspaces) -> the composite's
+        slots = ([None if a is None else input_slot[id(a)] for a in part_arrays]
+                 + [output_slot[index]]
+                 + [workspace_slot[dtype, i] for i, (_, dtype)
+                    in enumerate(part.allocations[part.outputs:])])
+        refs = slots + [("view", views.setdefault((slots[slot], shape), len(views)))
+                        for slot, shape in part.views]
+        refs += [("constant", constants.setdefault(id(c), (len(constants), c))[0])
+                 for c in part.constants]
+        copies.update(slots[slot] for slot in part.copies)
+        steps += [step._replace(slots=tuple(refs[slot] for slot in step.slots))
+                  for step in part.steps]
+    base = {"view": first_workspace + len(workspaces)}
+    base["constant"] = base["view"] + len(views)
+    steps = tuple(step._replace(slots=tuple(ref if isinstance(ref, int) else base[ref[0]] + ref[1]
+                                            for ref in step.slots)) for step in steps)
+    allocations = outputs + tuple(((count,), dtype) for (dtype, _), count in workspaces.items())
+    first = next(a for a in arrays if a is not None)
+    return _Prepared(array_library(first), np.dtype(first.dtype), steps, allocations, len(outputs),
+                     tuple(views), tuple(c for _, c in constants.values()),
+                     tuple(sorted(copies)), {})
 
 
 def _cupy_call(p: _Prepared, arrays: tuple) -> list:
@@ -443,6 +494,21 @@ def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
     padded input, and ``conv_pad_adjoint`` gathers it back onto the positions it copies."""
     return _call(_build_conv2d_grad_input, (grad_out, weight, bias),
                  (spec, tuple(input_hw), precision))[0]
+
+
+def _build_conv2d_backward(device, grad_out, x, weight, spec: ConvSpec, output_mask,
+                           precision: str, transposed: bool):
+    return _composite(device, (grad_out, x, weight), backends.conv_backward,
+                      sys.modules[__name__], grad_out, x, weight, spec, output_mask, precision,
+                      transposed)
+
+
+def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision: str = "ieee",
+                    transposed: bool = False):
+    """(dx, dW, db) of a conv or transposed conv (``backends.conv_backward`` over this module's
+    kernels), prepared and launched as one call."""
+    return tuple(_call(_build_conv2d_backward, (grad_out, x, weight),
+                       (spec, tuple(output_mask), precision, transposed)))
 
 
 # --------------------------------------------------------------------------- pooling

@@ -39,11 +39,12 @@ of about ``CHUNK_BYTES`` is alive at a time.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from gpuconv import parallel
+from gpuconv import backends, parallel
 from gpuconv._checks import MAX_BYTES_ENV, max_array_bytes
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
@@ -379,6 +380,14 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
                            _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize)):
         grad_w_t += part
     return np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
+
+
+def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision: str = "ieee",
+                    transposed: bool = False):
+    """(dx, dW, db) of a conv or transposed conv: ``gpuconv.backends.conv_backward`` over this
+    module's kernels."""
+    return backends.conv_backward(sys.modules[__name__], grad_out, x, weight, spec, output_mask,
+                                  precision, transposed)
 
 
 def _phase_taps(kernel: int, stride: int, dilation: int, phase: int):

@@ -23,10 +23,12 @@ Adaptive pooling's windows differ in size, so those ops loop over the output cel
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from gpuconv import backends
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
 NAME = "reference"
@@ -142,6 +144,14 @@ def conv2d_grad_input(grad_out, weight, spec: ConvSpec, input_hw, bias=None,
     dx = pad_adjoint(fold(dwin, padded_hw, spec.stride, spec.dilation), spec.padding,
                      spec.padding_mode, input_hw)
     return dx if bias is None else dx + bias.reshape(1, -1, 1, 1)
+
+
+def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision: str = "ieee",
+                    transposed: bool = False):
+    """(dx, dW, db) of a conv or transposed conv: ``gpuconv.backends.conv_backward`` over this
+    module's kernels."""
+    return backends.conv_backward(sys.modules[__name__], grad_out, x, weight, spec, output_mask,
+                                  precision, transposed)
 
 
 # --------------------------------------------------------------------------- window pooling

@@ -10,6 +10,8 @@ allocates its outputs and launches.
 
 from __future__ import annotations
 
+import threading
+
 LIMIT = 4096  # remembered signatures per backend (the memo starts afresh beyond)
 
 
@@ -29,3 +31,25 @@ def prepared(memo: dict, build, owner, arrays: tuple, options: tuple, context):
             memo.clear()
         entry = memo[key] = build(owner, *arrays, *options)
     return entry
+
+
+# --------------------------------------------------------------------------- composite calls
+_recording = threading.local()
+
+
+def recorder() -> list | None:
+    """The list a backend's ``_call`` appends its (build, arrays, options) to instead of
+    running, while ``record`` runs; None otherwise."""
+    return getattr(_recording, "calls", None)
+
+
+def record(compose, *args) -> tuple[list, object]:
+    """The backend calls that ``compose(*args)`` makes, as (build, arrays, options) in order,
+    and its result, in which each call's outputs are its index among them: an op made of
+    several backend ops (a conv's backward) prepares them as one call signature, so a call
+    costs one memo lookup and one launch pass."""
+    calls = _recording.calls = []
+    try:
+        return calls, compose(*args)
+    finally:
+        del _recording.calls
