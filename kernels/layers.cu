@@ -18,6 +18,9 @@
 //       per row log p = x - max - log(sum exp(x - max)), loss = -log p[label],
 //       d loss / d x = (p - onehot(label)) / N, the first maximum compared with the label; the
 //       batch's loss sum and correct count are added (fixed tree) to a float64 device total.
+//   relu_backward<T>          the backward of a ReLU fused into the layer before it (nn.Conv2D's
+//       epilogue ReLU): dx = g * (y > 0), y the fused layer's output (y > 0 exactly where its
+//       input was: NumPy's g * (y > 0), one pass instead of a comparison and a product).
 //   dropout<T>                nn.Dropout forward and backward: y = x * (keep ? 1 / (1 - rate) : 0)
 //       with keep = (philox4x32_10(element / 4, step, stream; key) word (element % 4) >> 8)
 //       >= threshold, the same mask in both directions (nn.counter_rng is its NumPy twin).
@@ -26,7 +29,7 @@
 // Field order and names must match LAYER_FIELDS in gpu_plan.py.
 struct LayerParams {
     const void* x;          // input (contiguous); dropout: what is masked (x or grad_out)
-    const void* gy;         // batch norm backward: grad_out; loss: int64 labels
+    const void* gy;         // batch norm backward: grad_out; loss: int64 labels; relu: y
     const void* gamma;      // batch norm scale (C,)
     const void* beta;       // batch norm shift (C,)
     void* y;                // output: y, grad_x (null: not needed) or the loss gradient
@@ -37,7 +40,8 @@ struct LayerParams {
     void* grad_beta;
     void* totals;           // loss: float64 [loss sum, correct count], added to
     const void* seed;       // dropout: int64 [key, step], read on the device (graph replays)
-    i64 n, c, hw;           // batch norm (N, C, H*W); loss N rows of C classes; dropout count n
+    i64 n, c, hw;           // batch norm (N, C, H*W); loss N rows of C classes; relu, dropout:
+                            // element count n
     i64 training;           // batch norm forward: 1 batch statistics, 0 running statistics
     i64 stream;             // dropout: the call's stream within a step
     i64 threshold;          // dropout: keep when the 24-bit draw >= threshold
@@ -182,6 +186,15 @@ __device__ __forceinline__ Draws philox4x32_10(unsigned c0, unsigned c1, unsigne
     Draws d;
     d.v[0] = c0; d.v[1] = c1; d.v[2] = c2; d.v[3] = c3;
     return d;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(LAYER_BLOCK) relu_backward(const LayerParams p) {
+    const i64 i = (i64)blockIdx.x * LAYER_BLOCK + threadIdx.x;
+    if (i >= p.n) return;
+    const T* g = (const T*)p.x;
+    const T* y = (const T*)p.gy;
+    ((T*)p.y)[i] = g[i] * (y[i] > T(0) ? T(1) : T(0));  // g * 0: -0, or NaN for g = inf, as NumPy
 }
 
 template <typename T>

@@ -173,3 +173,32 @@ def test_dropout_masks_are_bit_identical(host, shape, rate, dtype):
                                 1 / (1 - rate))
     if x.size >= 64:
         assert not np.array_equal(other != 0, keep)
+
+
+# --------------------------------------------------------------------------- fused ReLU backward
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (2, 1, 1, 1), (1, 2, 33, 31)])
+def test_conv_relu_backward_is_the_numpy_mask(host, shape, dtype):
+    """A Conv2D with its ReLU fused into the epilogue: the backward through the relu_backward
+    kernel is the NumPy path's g * (y > 0) bit for bit (so is the whole conv backward), with
+    zeros, negative zeros and NaN among the outputs and an infinite upstream gradient."""
+    rng = np.random.default_rng(shape[-1])
+    x = rng.standard_normal(shape).astype(dtype)
+    grads = {}
+    for key, device in (("numpy", CPU), ("kernel", FUSED)):
+        layer = _built(lambda: nn.Conv2D(3, 3, padding=1, activation="relu"), shape, device,
+                       dtype, 0)
+        layer.epilogue_relu = True  # as Sequential's fusion sets it
+        y = layer.forward(x, training=True)
+        g = rng.standard_normal(y.shape).astype(dtype) if key == "numpy" else g
+        grads[key] = (layer.backward(g), layer.grads["kernel"])
+    assert all(np.array_equal(a, b) for a, b in zip(grads["kernel"], grads["numpy"]))
+    y = rng.standard_normal(shape).astype(dtype)
+    y.flat[:4] = [0.0, -0.0, np.nan, 1.0]
+    g = rng.standard_normal(shape).astype(dtype)
+    g.flat[:4] = [np.inf, -2.0, 3.0, -np.inf]
+    with np.errstate(invalid="ignore"):  # inf * 0
+        want = g * (y > 0)
+    got = cupy_layers.relu_backward(g, y)
+    assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))

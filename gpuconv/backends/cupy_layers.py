@@ -59,6 +59,16 @@ def softmax_cross_entropy(logits, labels, totals):
     return grad
 
 
+def relu_backward(grad_out, y):
+    """grad_out * (y > 0): the backward of a ReLU fused into the layer whose output is y."""
+    xp = _xp()
+    grad_out, y = xp.ascontiguousarray(grad_out), xp.ascontiguousarray(y)
+    grad_x = xp.empty_like(grad_out)
+    cupy_backend._run(plan.relu_backward_plan(grad_out.size, str(grad_out.dtype)),
+                      {"grad_out": grad_out, "y": y, "grad_x": grad_x})
+    return grad_x
+
+
 def dropout(x, seed, stream: int, threshold: int, scale: float):
     """x * (keep ? scale : 0) with nn.counter_rng's mask of (seed [key, step], stream)."""
     xp = _xp()

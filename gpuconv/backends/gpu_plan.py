@@ -28,7 +28,8 @@ MAX_GRID_Z = 65535
 MAX_SPLITS = 4096         # split-K
 SPLIT_WORKSPACE_BYTES = 256 << 20
 DEFAULT_SM_COUNT = 132    # H100 SXM; the runtime passes the device's own count
-LAYER_KERNELS = ("batch_norm2d_forward", "batch_norm2d_backward", "softmax_cross_entropy", "dropout")
+LAYER_KERNELS = ("batch_norm2d_forward", "batch_norm2d_backward", "softmax_cross_entropy",
+                 "relu_backward", "dropout")
 LAYER_BLOCK = 256         # layers.cu's LAYER_BLOCK
 
 
@@ -1020,6 +1021,13 @@ def softmax_cross_entropy_plan(rows: int, classes: int, dtype: str) -> Plan:
     params = dict(x="logits", gy="labels", y="grad", totals="totals", n=rows, c=classes)
     return Plan([Launch(f"softmax_cross_entropy<{CTYPES[dtype]}>", (1, 1, 1), (LAYER_BLOCK, 1, 1),
                         params)])
+
+
+def relu_backward_plan(count: int, dtype: str) -> Plan:
+    """One element per thread: grad_x = grad_out * (y > 0)."""
+    params = dict(x="grad_out", gy="y", y="grad_x", n=count)
+    return Plan([Launch(f"relu_backward<{CTYPES[dtype]}>", (_blocks(count, LAYER_BLOCK), 1, 1),
+                        (LAYER_BLOCK, 1, 1), params)])
 
 
 def dropout_plan(count: int, dtype: str, threshold: int, scale: float, stream: int) -> Plan:

@@ -33,9 +33,9 @@ class Device:
 
     @property
     def layer_kernels(self) -> ModuleType | None:
-        """The fused layer kernels (batch norm, softmax cross-entropy, dropout:
-        ``gpuconv.backends.cupy_layers``) on "cuda"; None on "cpu", where the layers' own
-        array maths runs (the NumPy path the kernels are checked against)."""
+        """The fused layer kernels (batch norm, softmax cross-entropy, dropout, the backward of
+        a conv's fused ReLU: ``gpuconv.backends.cupy_layers``) on "cuda"; None on "cpu", where
+        the layers' own array maths runs (the NumPy path the kernels are checked against)."""
         if self.kind == "cpu":
             return None
         return importlib.import_module("gpuconv.backends.cupy_layers")

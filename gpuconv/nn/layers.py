@@ -235,7 +235,9 @@ class Conv2D(_Linear):
     def linear_backward(self, grad_out):
         if self.epilogue_relu:
             # ReLU's backward: y = max(x, 0), so y > 0 exactly where x > 0 (the same product)
-            grad_out = map_batch(lambda g, y: g * (y > 0), grad_out, self._y)
+            fused = self.device.layer_kernels
+            grad_out = (fused.relu_backward(grad_out, self._y) if fused is not None else
+                        map_batch(lambda g, y: g * (y > 0), grad_out, self._y))
         gx, gw, gb = F.conv2d_backward(grad_out, self._x, self.params["kernel"],
                                        output_mask=(self.need_input_grad, True, self.use_bias),
                                        **self._conv_args())
