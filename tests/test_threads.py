@@ -36,6 +36,9 @@ CONV_CASES = [
     ("conv_3x3_same", (4, 3, 9, 9), (5, 3, 3, 3), dict(padding=1)),
     ("conv_3x3_s2_dilated", (3, 4, 12, 11), (6, 4, 3, 3), dict(stride=2, padding=1, dilation=2)),
     ("conv_small_groups", (2, 8, 8, 7), (8, 2, 3, 3), dict(padding=1, groups=4)),
+    # Winograd F(2x2, 3x3) (its rule lowered in _tiny_pieces), per dilation phase and group
+    ("winograd_3x3_dilated_groups", (2, 32, 17, 16), (32, 16, 3, 3),
+     dict(padding=2, dilation=2, groups=2)),
 ]
 # name, input shape, weight shape (C_in, C_out/groups, kH, kW), keyword arguments
 TRANSPOSE_CASES = [
@@ -43,6 +46,7 @@ TRANSPOSE_CASES = [
     ("transpose_4x4_s2", (2, 8, 4, 5), (8, 3, 4, 4), dict(stride=2, padding=1)),
     ("transpose_1x1", (2, 5, 6, 4), (5, 7, 1, 1), {}),
     ("transpose_3x3_s2_depthwise", (2, 4, 5, 5), (4, 1, 3, 3), dict(stride=2, groups=4)),
+    ("transpose_3x3_winograd", (2, 16, 9, 8), (16, 20, 3, 3), dict(padding=1)),
 ]
 POOL_CASES = [
     ("max_2x2", "max_pool2d", dict(kernel_size=2)),
@@ -64,9 +68,11 @@ GEMM_LAYOUTS = {"per_sample_gemm": (0, None), "batch_gemm": (1 << 30, None),
 
 @contextlib.contextmanager
 def _tiny_pieces(batch_gemm_pixels=numpy_backend.BATCH_GEMM_PIXELS, chunk_bytes=None):
-    """One-byte piece budgets: every sample, channel and plane is a piece of its own, and the
-    pool takes any piece, however small."""
+    """One-byte piece budgets: every sample, channel, plane and Winograd tile row is a piece
+    of its own, and the pool takes any piece, however small. Winograd's rule is lowered so
+    that 16-channel cases take it."""
     with mock.patch.multiple(numpy_backend, FOLD_CHUNK_BYTES=1, CACHE_BLOCK_BYTES=1,
+                             WINOGRAD_CHUNK_BYTES=1, WINOGRAD_MIN_MACS_PER_VALUE=4,
                              BATCH_GEMM_PIXELS=batch_gemm_pixels,
                              CHUNK_BYTES=chunk_bytes or numpy_backend.CHUNK_BYTES), \
             mock.patch.multiple(parallel, MIN_PARALLEL_BYTES=0, PIECE_BYTES=1, PIECE_FLOPS=1,
