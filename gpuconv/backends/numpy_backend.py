@@ -23,6 +23,11 @@ W, zeros past W_out, so that in the flattened padded plane every kernel tap adds
 one long contiguous run instead of H_out short rows, and one GEMM per group
 covers a whole batch chunk.
 
+3x3 stride-1 correlations with enough channels (``_winograd_fits``: forward, and the
+grad-input gather, which is such a correlation; any dilation, as phase sub-images) take
+Winograd F(2x2, 3x3) instead (``_winograd_correlate``; the formula is next to it): 16 GEMMs
+over 4x4 input tiles, 2.25x fewer multiply-adds than im2col. Grad-weight stays im2col.
+
 Small output planes (under ``BATCH_GEMM_PIXELS``) put a chunk's samples side by side in
 each im2col row, so that one GEMM per group covers the chunk instead of one small GEMM
 per sample; a 1x1 stride-1 convolution needs no im2col copy at all. Depthwise
@@ -225,20 +230,21 @@ def _copies(source: np.ndarray, size: int):
 
 
 # --------------------------------------------------------------------------- convolution
-def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int,
-               out_hw) -> np.ndarray:
-    """Grouped cross-correlation of an already padded ``xp`` (N, C, H, W) with ``weight``
-    (O, C/G, kH, kW): y (N, O, H_out, W_out)."""
-    n, channels = xp.shape[:2]
+def _correlate(x: np.ndarray, weight: np.ndarray, stride, dilation, groups: int, out_hw,
+               zero_padding=((0, 0), (0, 0))) -> np.ndarray:
+    """Grouped cross-correlation of ``x`` (N, C, H, W), zero-padded by ``zero_padding``
+    ((top, bottom), (left, right)), with ``weight`` (O, C/G, kH, kW): y (N, O, H_out, W_out)."""
     o, cg, kh, kw = weight.shape
+    if _winograd_fits((kh, kw), stride, dilation, cg, o // groups, out_hw):
+        y = _winograd_correlate(x, zero_padding, weight, dilation, groups, out_hw)
+        if y is not None:
+            return y
+    xp = _pad(x, zero_padding, "zeros")
+    n, channels = xp.shape[:2]
     ho, wo = out_hw
     if cg == 1 and groups > 1:
         return _depthwise_correlate(xp, weight.reshape(groups, o // groups, kh, kw), stride,
                                     dilation, out_hw)
-    if _winograd_fits((kh, kw), stride, dilation, cg, o // groups, out_hw):
-        y = _winograd_correlate(xp, weight, dilation, groups, out_hw)
-        if y is not None:
-            return y
     k = cg * kh * kw
     w_mat = np.ascontiguousarray(weight.reshape(groups, o // groups, k))  # BLAS-ready
     y = np.empty((n, o, ho, wo), dtype=xp.dtype)
@@ -274,7 +280,7 @@ def _correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation, groups: int
 # 16 multiply-adds per 4 outputs instead of 36 (2.25x fewer). The transforms are additions,
 # written below as whole-array adds on shifted views.
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-WINOGRAD_CHUNK_BYTES = 8 << 20  # workspace of one chunk (input tiles, products, outputs)
+WINOGRAD_CHUNK_BYTES = 16 << 20  # workspace of one chunk (input tiles, products, outputs)
 # Per tile, the GEMMs do C*O multiply-adds (per group) and the transforms' NumPy passes
 # move about C + O values: below this ratio those passes cost more than the multiplies saved
 # (measured on a 2-core Zen4: 32->64 and 64->64 gain little, 128->256 a third).
@@ -293,32 +299,48 @@ def _winograd_fits(kernel_hw, stride, dilation, in_per_group: int, out_per_group
             and phase_pixels >= WINOGRAD_MIN_PIXELS)
 
 
-def _winograd_correlate(xp: np.ndarray, weight: np.ndarray, dilation, groups: int,
-                        out_hw) -> np.ndarray | None:
-    """Grouped 3x3 stride-1 correlation of the padded ``xp`` (N, C, H, W) with ``weight``
-    (O, C/G, 3, 3) by Winograd F(2x2, 3x3), or None where a result is not finite: the
-    transforms subtract inputs, so an inf gives NaN where the direct sum gives inf (the
-    caller then takes im2col). A dilation d is d x d undilated convs of phase sub-images
-    ``xp[:, :, a::d, b::d]``, each filling ``y[:, :, a::d, b::d]``."""
-    n, channels = xp.shape[:2]
+def _winograd_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, dilation,
+                        groups: int, out_hw) -> np.ndarray | None:
+    """Grouped 3x3 stride-1 correlation of ``x`` (N, C, H, W), zero-padded by
+    ``zero_padding``, with ``weight`` (O, C/G, 3, 3) by Winograd F(2x2, 3x3), or None where
+    a result is not finite: the transforms subtract inputs, so an inf gives NaN where the
+    direct sum gives inf (the caller then takes im2col). A dilation d is d x d undilated
+    convs of the padded input's phase sub-images (rows a, a + d, ...; columns b, b + d, ...),
+    each filling ``y[:, :, a::d, b::d]``."""
+    n, channels = x.shape[:2]
     o = weight.shape[0]
     # U = G g G^T per group, from float64: (16, G, O/G, C/G), GEMM-ready
     u = np.einsum("ai,kcij,bj->abkc", WINOGRAD_G, weight.astype(np.float64), WINOGRAD_G)
-    u = np.ascontiguousarray(u.reshape(16, groups, o // groups, -1), dtype=xp.dtype)
-    y = np.empty((n, o) + tuple(out_hw), dtype=xp.dtype)
-    (dh, dw), pieces = dilation, []
+    u = np.ascontiguousarray(u.reshape(16, groups, o // groups, -1), dtype=x.dtype)
+    y = np.empty((n, o) + tuple(out_hw), dtype=x.dtype)
+    (dh, dw), (top, left), pieces = dilation, (zero_padding[0][0], zero_padding[1][0]), []
     for a in range(min(dh, out_hw[0])):
         for b in range(min(dw, out_hw[1])):
-            xs, ys = xp[:, :, a::dh, b::dw], y[:, :, a::dh, b::dw]
-            pieces += [(xs, ys, chunk) for chunk in
-                       _winograd_chunks(n, channels, o, ys.shape[2:], xp.itemsize)]
+            # the phase's padded rows a + dh*i are x's rows a + dh*i - top (columns alike)
+            phase = ((a - top, dh), (b - left, dw))
+            pieces += [(phase, chunk) for chunk in _winograd_chunks(
+                n, channels, o, y[:, :, a::dh, b::dw].shape[2:], x.itemsize)]
 
     def tiles(piece):
+        (rows, cols), chunk = piece
+        ys = y[:, :, rows[0] + top::rows[1], cols[0] + left::cols[1]]
         with np.errstate(invalid="ignore", over="ignore"):  # (a non-finite y is not kept)
-            return _winograd_tiles(u, *piece)
+            return _winograd_tiles(u, x, rows, cols, ys, chunk)
     with parallel.blas_at_one_thread():
         finite = parallel.run(tiles, pieces, parallel.PIECE_BYTES if len(pieces) > 1 else 0)
     return y if all(finite) else None
+
+
+def _inside(source, first: int, step: int, count: int, size: int):
+    """For positions ``first + step*i`` (i < count) of a sub-image whose position j is
+    index ``start + stride*j`` of an axis of ``size`` (``source`` = (start, stride)): the
+    range of i that falls inside the axis, and the slice of the axis those read."""
+    at, stride = source[0] + source[1] * first, source[1] * step
+    lo = min(count, max(0, -(at // stride)))  # first i with at + stride*i >= 0
+    hi = min(count, max(lo, -((at - size) // stride)))  # first i at or past the end
+    begin = at + stride * lo
+    return (lo, hi), slice(begin, begin + stride * (hi - lo - 1) + 1 if hi > lo else begin,
+                           stride)
 
 
 def _winograd_chunks(n: int, channels: int, o: int, out_hw, itemsize: int):
@@ -334,11 +356,14 @@ def _winograd_chunks(n: int, channels: int, o: int, out_hw, itemsize: int):
             for band in parallel.pieces(rows, tiles // pitch)]
 
 
-def _winograd_tiles(u: np.ndarray, xs: np.ndarray, ys: np.ndarray, chunk) -> bool:
-    """``ys[samples, :, 2*tile rows]`` (N, O, H_out, W_out) from ``xs`` (N, C, >= H_out + 2,
-    >= W_out + 2) for one chunk, in one workspace; whether the result is finite.
+def _winograd_tiles(u: np.ndarray, x: np.ndarray, rows_of_x, cols_of_x, ys: np.ndarray,
+                    chunk) -> bool:
+    """``ys[samples, :, 2*tile rows]`` (N, O, H_out, W_out) for one chunk, in one workspace,
+    from the sub-image of ``x`` (N, C, H, W) whose row i is x's row ``start + step*i`` for
+    ``rows_of_x`` = (start, step), zero where that is outside x (columns alike); whether
+    the result is finite.
 
-    Layout: the input rows and columns split by parity, X[pr, pc][r, s] = xs[2r + pr,
+    Layout: the sub-image's rows and columns split by parity, X[pr, pc][r, s] = xs[2r + pr,
     2s + pc], each plane flattened with a pitch of one tile more than the tile columns,
     so that every shift of the transforms is one offset of a flat array (the extra tile
     column is computed and dropped)."""
@@ -353,20 +378,23 @@ def _winograd_tiles(u: np.ndarray, xs: np.ndarray, ys: np.ndarray, chunk) -> boo
     shapes = [(2, 2, channels, nb, rows + 2, pitch), (4, 2, channels, nb, n0 + 1),
               (16, channels, tiles), (16, o, tiles), (4, 2, o, nb, n0), (2, 2, o, nb, n0)]
     work = np.empty(sum(map(math.prod, shapes)), dtype=ys.dtype)
-    x, t, v, m, s, out = (work[at - math.prod(shape):at].reshape(shape) for at, shape in
+    planes, t, v, m, s, out = (work[at - math.prod(shape):at].reshape(shape) for at, shape in
                           zip(itertools.accumulate(map(math.prod, shapes)), shapes))
-    src = xs[samples].transpose(1, 0, 2, 3)
+    src = x[samples].transpose(1, 0, 2, 3)
     for pr in range(2):
-        part = src[:, :, 2 * r0 + pr:2 * (r0 + rows + 2) + pr:2]
+        # plane rows r: sub-image rows 2*(r0 + r) + pr, x's rows start + step*(...)
+        (r_lo, r_hi), r_src = _inside(rows_of_x, 2 * r0 + pr, 2, rows + 2, x.shape[2])
         for pc in range(2):
-            got = part[:, :, :, pc:2 * pitch + pc:2]
-            plane = x[pr, pc]
-            plane[:, :, :got.shape[2], :got.shape[3]] = got
-            plane[:, :, got.shape[2]:] = 0  # past the input's last row or column
-            plane[:, :, :got.shape[2], got.shape[3]:] = 0
+            (c_lo, c_hi), c_src = _inside(cols_of_x, pc, 2, pitch, x.shape[3])
+            plane = planes[pr, pc]
+            plane[:, :, r_lo:r_hi, c_lo:c_hi] = src[:, :, r_src, c_src]
+            plane[:, :, :r_lo] = 0  # the zero padding, and past the sub-image's end
+            plane[:, :, r_hi:] = 0
+            plane[:, :, r_lo:r_hi, :c_lo] = 0
+            plane[:, :, r_lo:r_hi, c_hi:] = 0
     # B^T d: rows (2i, 2i+1, 2i+2, 2i+3) are (even[i], odd[i], even[i+1], odd[i+1]); the
     # column shift below reads one element past each run, hence n0 + 1
-    flat = x.reshape(2, 2, channels, nb, -1)
+    flat = planes.reshape(2, 2, channels, nb, -1)
     e0, o0 = flat[0, ..., :n0 + 1], flat[1, ..., :n0 + 1]
     e1, o1 = flat[0, ..., pitch:pitch + n0 + 1], flat[1, ..., pitch:pitch + n0 + 1]
     np.subtract(e0, e1, out=t[0])
@@ -481,9 +509,12 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: Con
     """y (N, O, H_out, W_out) = x (N, C, H, W) correlated with weight (O, C/G, kH, kW) + bias,
     then max(y, 0) if ``relu``. ``precision`` is one of ``PRECISIONS`` (checked by the
     caller), as for every conv kernel."""
-    xp = _pad(x, spec.padding, spec.padding_mode)
     out_hw = spec.output_shape(x.shape[2:], weight.shape[2:])
-    y = _correlate(xp, weight, spec.stride, spec.dilation, spec.groups, out_hw)
+    if spec.padding_mode == "zeros":  # (applied where the correlation reads x)
+        y = _correlate(x, weight, spec.stride, spec.dilation, spec.groups, out_hw, spec.padding)
+    else:
+        y = _correlate(_pad(x, spec.padding, spec.padding_mode), weight, spec.stride,
+                       spec.dilation, spec.groups, out_hw)
     if bias is not None:
         y += bias.reshape(1, -1, 1, 1)
     if relu:  # in place: the same bits as conv, then np.maximum(y, 0)
@@ -613,8 +644,8 @@ def _grad_input_gather(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
             th, tw = sub.shape[2:]
             pad_h = (off_h, max(0, qh + (th - 1) * dil_h - off_h - ho))
             pad_w = (off_w, max(0, qw + (tw - 1) * dil_w - off_w - wo))
-            gy_p = _pad(grad_out, (pad_h, pad_w), "zeros")
-            target[...] = _correlate(gy_p, sub, (1, 1), (dil_h, dil_w), groups, (qh, qw))
+            target[...] = _correlate(grad_out, sub, (1, 1), (dil_h, dil_w), groups, (qh, qw),
+                                     (pad_h, pad_w))
     return grad_padded
 
 
