@@ -45,7 +45,8 @@ def _winograd_for_small_arrays(chunk_bytes):
     """The rule lowered for 16-channel tests, and a spy on the tiles that counts calls."""
     spy = mock.Mock(wraps=numpy_backend._winograd_tiles)
     with mock.patch.multiple(numpy_backend, WINOGRAD_MIN_MACS_PER_VALUE=4,
-                             WINOGRAD_CHUNK_BYTES=chunk_bytes, _winograd_tiles=spy):
+                             WINOGRAD_MIN_PIXELS=16, WINOGRAD_CHUNK_BYTES=chunk_bytes,
+                             _winograd_tiles=spy):
         yield spy
 
 
@@ -56,8 +57,8 @@ def _inputs(x_shape, w_shape, strided, dtype, seed=0):
         x = wide[..., 1:1 + x_shape[3]]
     else:
         x = rng.standard_normal(x_shape)
-    w = rng.standard_normal(w_shape)
-    return x.astype(dtype, copy=False), w.astype(dtype), rng.standard_normal(w_shape[0]).astype(dtype)
+    w, b = rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    return x.astype(dtype, copy=False), w.astype(dtype), b.astype(dtype)
 
 
 def _torch_reference(x, w, b, gy, kw):
@@ -140,10 +141,12 @@ def test_winograd_non_finite_input_gives_what_direct_conv_gives(bad):
 # kernel, stride, dilation, in / out channels per group, output plane, takes Winograd
 RULE = [
     ((3, 3), (1, 1), (1, 1), 128, 256, (56, 56), True),   # VGG 3x3
-    ((3, 3), (1, 1), (1, 1), 256, 256, (14, 14), True),
-    ((3, 3), (1, 1), (2, 2), 128, 128, (32, 32), True),   # 16x16 per phase
-    ((3, 3), (1, 1), (4, 4), 128, 128, (28, 28), False),  # 7x7 per phase
-    ((3, 3), (1, 1), (1, 1), 128, 128, (7, 7), False),    # too few tiles
+    ((3, 3), (1, 1), (1, 1), 64, 64, (56, 56), True),     # ResNet-50 3x3
+    ((3, 3), (1, 1), (1, 1), 128, 128, (28, 28), True),
+    ((3, 3), (1, 1), (2, 2), 64, 64, (64, 64), True),     # 32x32 per phase
+    ((3, 3), (1, 1), (2, 2), 64, 64, (32, 32), False),    # 16x16 per phase
+    ((3, 3), (1, 1), (1, 1), 256, 256, (14, 14), False),  # short runs
+    ((3, 3), (1, 1), (1, 1), 32, 64, (56, 56), False),    # lenet conv2's channels
     ((3, 3), (1, 1), (1, 1), 1, 32, (28, 28), False),     # lenet conv1
     ((3, 3), (1, 1), (1, 1), 16, 512, (28, 28), False),   # thin GEMMs
     ((3, 3), (2, 2), (1, 1), 128, 256, (28, 28), False),  # strided

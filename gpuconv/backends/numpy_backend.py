@@ -282,10 +282,11 @@ def _correlate(x: np.ndarray, weight: np.ndarray, stride, dilation, groups: int,
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 WINOGRAD_CHUNK_BYTES = 16 << 20  # workspace of one chunk (input tiles, products, outputs)
 # Per tile, the GEMMs do C*O multiply-adds (per group) and the transforms' NumPy passes
-# move about C + O values: below this ratio those passes cost more than the multiplies saved
-# (measured on a 2-core Zen4: 32->64 and 64->64 gain little, 128->256 a third).
+# move about C + O values: below this ratio the passes cost more than the multiplies saved
+# (on a 2-core Zen4, 64->64 at 56x56 (ratio 32) ran a fifth faster than im2col, 128->256
+# (85) a third; 32->64 at 14x14 (21) ran slower)
 WINOGRAD_MIN_MACS_PER_VALUE = 32
-WINOGRAD_MIN_PIXELS = 64  # per dilation phase: smaller planes waste their edge tiles
+WINOGRAD_MIN_PIXELS = 512  # per dilation phase: smaller planes make short runs, more edge tiles
 
 
 def _winograd_fits(kernel_hw, stride, dilation, in_per_group: int, out_per_group: int,
@@ -313,19 +314,17 @@ def _winograd_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, dilatio
     u = np.einsum("ai,kcij,bj->abkc", WINOGRAD_G, weight.astype(np.float64), WINOGRAD_G)
     u = np.ascontiguousarray(u.reshape(16, groups, o // groups, -1), dtype=x.dtype)
     y = np.empty((n, o) + tuple(out_hw), dtype=x.dtype)
-    (dh, dw), (top, left), pieces = dilation, (zero_padding[0][0], zero_padding[1][0]), []
-    for a in range(min(dh, out_hw[0])):
-        for b in range(min(dw, out_hw[1])):
-            # the phase's padded rows a + dh*i are x's rows a + dh*i - top (columns alike)
-            phase = ((a - top, dh), (b - left, dw))
-            pieces += [(phase, chunk) for chunk in _winograd_chunks(
-                n, channels, o, y[:, :, a::dh, b::dw].shape[2:], x.itemsize)]
+    (dh, dw), (top, left) = dilation, (zero_padding[0][0], zero_padding[1][0])
+    phases = [(a, b) for a in range(min(dh, out_hw[0])) for b in range(min(dw, out_hw[1]))]
+    pieces = [((a, b), chunk) for a, b in phases for chunk in
+              _winograd_chunks(n, channels, o, y[:, :, a::dh, b::dw].shape[2:], x.itemsize)]
 
     def tiles(piece):
-        (rows, cols), chunk = piece
-        ys = y[:, :, rows[0] + top::rows[1], cols[0] + left::cols[1]]
+        (a, b), chunk = piece
+        # phase (a, b)'s padded rows a + dh*i are x's rows a - top + dh*i (columns alike)
         with np.errstate(invalid="ignore", over="ignore"):  # (a non-finite y is not kept)
-            return _winograd_tiles(u, x, rows, cols, ys, chunk)
+            return _winograd_tiles(u, x, (a - top, dh), (b - left, dw), y[:, :, a::dh, b::dw],
+                                   chunk)
     with parallel.blas_at_one_thread():
         finite = parallel.run(tiles, pieces, parallel.PIECE_BYTES if len(pieces) > 1 else 0)
     return y if all(finite) else None
@@ -363,8 +362,8 @@ def _winograd_tiles(u: np.ndarray, x: np.ndarray, rows_of_x, cols_of_x, ys: np.n
     ``rows_of_x`` = (start, step), zero where that is outside x (columns alike); whether
     the result is finite.
 
-    Layout: the sub-image's rows and columns split by parity, X[pr, pc][r, s] = xs[2r + pr,
-    2s + pc], each plane flattened with a pitch of one tile more than the tile columns,
+    Layout: the sub-image's rows and columns split by parity, planes[pr, pc][r, s] =
+    sub-image[2r + pr, 2s + pc], each flattened with a pitch of one more than the tile columns,
     so that every shift of the transforms is one offset of a flat array (the extra tile
     column is computed and dropped)."""
     samples, band = chunk
@@ -378,8 +377,9 @@ def _winograd_tiles(u: np.ndarray, x: np.ndarray, rows_of_x, cols_of_x, ys: np.n
     shapes = [(2, 2, channels, nb, rows + 2, pitch), (4, 2, channels, nb, n0 + 1),
               (16, channels, tiles), (16, o, tiles), (4, 2, o, nb, n0), (2, 2, o, nb, n0)]
     work = np.empty(sum(map(math.prod, shapes)), dtype=ys.dtype)
-    planes, t, v, m, s, out = (work[at - math.prod(shape):at].reshape(shape) for at, shape in
-                          zip(itertools.accumulate(map(math.prod, shapes)), shapes))
+    ends = itertools.accumulate(map(math.prod, shapes))
+    planes, t, v, m, s, out = (work[end - math.prod(shape):end].reshape(shape)
+                               for end, shape in zip(ends, shapes))
     src = x[samples].transpose(1, 0, 2, 3)
     for pr in range(2):
         # plane rows r: sub-image rows 2*(r0 + r) + pr, x's rows start + step*(...)
