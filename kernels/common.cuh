@@ -140,6 +140,23 @@ __device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsi
 }
 
 // --------------------------------------------------------------------------- 5. small helpers
+// threadIdx.x, blockIdx.x or blockIdx.y read again where used: the GEMMs' epilogues recompute
+// their positions from these instead of holding them in registers through the main loop (a
+// plain threadIdx / blockIdx read is one value to the compiler, kept from its first read on).
+enum Special { TID_X, CTAID_X, CTAID_Y };
+template <Special S>
+__device__ __forceinline__ int reread() {
+#ifdef __CUDA_ARCH__
+    unsigned v;
+    if (S == TID_X) asm volatile("mov.u32 %0, %%tid.x;" : "=r"(v));
+    else if (S == CTAID_X) asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(v));
+    else asm volatile("mov.u32 %0, %%ctaid.y;" : "=r"(v));
+    return (int)v;
+#else
+    return (int)(S == TID_X ? threadIdx.x : S == CTAID_X ? blockIdx.x : blockIdx.y);
+#endif
+}
+
 // Fixed-shape tree reduction over a block of THREADS (a power of two): the same order every run.
 template <int THREADS, typename V, class Op>
 __device__ __forceinline__ V block_reduce(V v, Op op) {

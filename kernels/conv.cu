@@ -39,7 +39,8 @@
 // constant BK-step with carries (CUTLASS's "optimized" iterator idea): no division, no modulo and
 // 32-bit offsets (Index = int) in the main loop; a 64-bit instantiation serves tensors past 2^31
 // elements. Zero padding is a predicated (zero-filling) cp.async; other padding modes read through
-// source_index in their own instantiation.
+// source_index in their own instantiation. Both GEMMs stage their output tile through shared
+// memory, so that warps store runs of one output row (16-byte stores where rows are aligned).
 #include "common.cuh"
 
 enum Pass { GATHER = 0, WGRAD = 1 };
@@ -420,36 +421,15 @@ struct Epilogue {
           relu(!WG && p.splits == 1 && p.relu), o_base(s.o_base), o_row(s.o_row), M(s.M),
           bias_row0(z_group * s.M) {}
 
-    __device__ __forceinline__ T finish(int m, T v) const {
-        if (bias) v += bias[bias_row0 + m];
+    __device__ __forceinline__ T finish(T v, T b) const {
+        if (bias) v += b;
         if (relu) v = v < T(0) ? T(0) : v;  // NaN stays NaN, as torch.relu
         return v;
     }
 
-    // N consecutive columns of row m at output offsets col_off[0..N) (-1: past the slice): one
-    // 16-byte (N = 4) or 8-byte (N = 2) float store where they are contiguous and aligned.
-    template <int N>
-    __device__ __forceinline__ void store(int m, const Index* col_off, const T* v) const {
-        if (m >= M) return;
-        T* row = out + o_base + (Index)m * o_row;
-        bool vector = (N == 4 || N == 2) && sizeof(T) == 4;
-#pragma unroll
-        for (int j = 1; j < N; ++j) vector = vector && col_off[j] == col_off[0] + j;
-        vector = vector && col_off[0] >= 0 && ((size_t)(row + col_off[0]) & (N * sizeof(T) - 1)) == 0;
-        if (vector && N == 4) {
-            float4 f;
-            f.x = (float)finish(m, v[0]); f.y = (float)finish(m, v[1]);
-            f.z = (float)finish(m, v[2]); f.w = (float)finish(m, v[3]);
-            *(float4*)(row + col_off[0]) = f;
-        } else if (vector && N == 2) {
-            float2 f;
-            f.x = (float)finish(m, v[0]); f.y = (float)finish(m, v[1]);
-            *(float2*)(row + col_off[0]) = f;
-        } else {
-#pragma unroll
-            for (int j = 0; j < N; ++j)
-                if (col_off[j] >= 0) row[col_off[j]] = finish(m, v[j]);
-        }
+    // Row m, the column at output offset off (-1: past the slice).
+    __device__ __forceinline__ void store(int m, Index off, T v) const {
+        if (m < M && off >= 0) out[o_base + (Index)m * o_row + off] = finish(v, bias ? bias[bias_row0 + m] : T(0));
     }
 };
 
@@ -457,6 +437,84 @@ template <typename Index>
 __device__ __forceinline__ Index col_offset(const Slice<Index>& s, Index col) {
     return col < s.cols ? decode(s.col, col).o : Index(-1);
 }
+
+// The GEMMs' outputs go through shared memory (the operand stages, consumed by then) in bands
+// of staged rows: each warp then stores whole runs of one output row. Staged row r of the band
+// of pass `pass` is block row r / 16 * WR + 16 * pass + r % 16 (a warp's WR rows give 16 rows
+// to each pass). Columns are XOR-swizzled by (r % 4) * 8: the accumulators' writes (8 lanes on
+// one row, or the tensor-core layout's 4 rows x 8 columns per 16 lanes) and the row reads
+// below hit 32 distinct banks; groups of 8 columns stay together.
+template <int BN>
+__device__ __forceinline__ int staged_at(int r, int c) { return r * BN + (c ^ ((r & 3) << 3)); }
+
+// Stores staged bands. Where the output rows are 16-byte aligned and a row's columns run on
+// contiguously (forward and grad-weight outputs), a thread owns W = 16 / sizeof(T) adjacent
+// columns and writes them with one 16-byte store when they are contiguous and aligned (one
+// scalar store each otherwise: a plane's end, a 7x7 map); otherwise (odd row lengths, strided
+// views, grad-input stride phases) it owns one column, and a warp stores 32 adjacent columns.
+// Both ways a warp's stores are consecutive columns of one row.
+template <typename T, typename Index, bool WG, int BN, int THREADS>
+struct TileStore {
+    static constexpr int W = 16 / (int)sizeof(T);
+    static_assert(THREADS % BN == 0 && BN % 32 == 0, "a thread's columns are fixed; swizzle");
+    Epilogue<T, Index, WG> ep;
+    int t;         // threadIdx.x
+    bool wide;     // block-uniform: W columns a thread, or one
+    bool vec;      // this thread's W columns: contiguous, aligned
+    Index off[W];  // their output offsets (wide), or off[0] alone
+
+    __device__ TileStore(const ConvParams& p, const Slice<Index>& s, int z_group)
+        : ep(p, s, z_group), t(reread<TID_X>()) {
+        const Index col0 = (Index)reread<CTAID_X>() * BN;
+        wide = aligned16(ep.out + ep.o_base) && ep.o_row % W == 0 && s.col.o2 == 1;
+        const Index col = col0 + (wide ? t % (BN / W) * W : t % BN);
+        vec = wide;
+#pragma unroll
+        for (int v = 0; v < W; ++v) {
+            off[v] = wide || v == 0 ? col_offset(s, col + v) : Index(-1);
+            vec = vec && off[v] == off[0] + v;
+        }
+        vec = vec && off[0] >= 0 && off[0] % W == 0;
+    }
+
+    // A band of R staged rows; m0: block row of staged row 0 (pass included).
+    template <int R, int WR>
+    __device__ __forceinline__ void band(const T* staged, int m0) const {
+        if (wide) rows<W, R, WR>(staged, m0);
+        else rows<1, R, WR>(staged, m0);
+    }
+
+    // V columns a thread (W or 1; the other branch's indices are taken modulo, never run)
+    template <int V, int R, int WR>
+    __device__ __forceinline__ void rows(const T* staged, int m0) const {
+        constexpr int G = BN / V;  // threads per row
+        const int g = t % G;
+        for (int r = t / G; r < R; r += THREADS / G) {
+            const int m = m0 + r / 16 * WR + r % 16;
+            if (m >= ep.M) continue;
+            T v[V];
+            if (V == W) {
+                const Vec16<T> q = *(const Vec16<T>*)(staged + staged_at<BN>(r, g * V));
+#pragma unroll
+                for (int e = 0; e < V; ++e) v[e] = q.v[e % W];
+            } else {
+                v[0] = staged[staged_at<BN>(r, g)];
+            }
+            const T b = ep.bias ? ep.bias[ep.bias_row0 + m] : T(0);
+            T* row = ep.out + ep.o_base + (Index)m * ep.o_row;
+            if (V == W && vec) {
+                Vec16<T> q;
+#pragma unroll
+                for (int e = 0; e < W; ++e) q.v[e] = ep.finish(v[e % V], b);
+                *(Vec16<T>*)(row + off[0]) = q;
+            } else {
+#pragma unroll
+                for (int e = 0; e < V; ++e)
+                    if (off[e] >= 0) row[off[e]] = ep.finish(v[e], b);
+            }
+        }
+    }
+};
 
 // --------------------------------------------------------------------------- CUDA-core GEMM
 // Warps of 4 x 8 lanes; a thread owns TM x TN outputs: TM/4 groups of 4 rows 16 apart and TN/4
@@ -485,14 +543,16 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
     const Index col0 = (Index)blockIdx.x * BN;
     const int m0 = (int)blockIdx.y * BM;
-    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    const int row0 = (warp / WARPS_N) * 4 * TM + lane / 8 * 4;
-    const int c0 = (warp % WARPS_N) * 8 * TN + lane % 8 * 4;
+    // thread t's first row and column: warp t / 32 = (wm, wn), lane t % 32 = (ly, lx)
+    const auto first_row = [](int t) { return t / 32 / WARPS_N * 4 * TM + t % 32 / 8 * 4; };
+    const auto first_col = [](int t) { return t / 32 % WARPS_N * 8 * TN + t % 32 % 8 * 4; };
+    const int row0 = first_row((int)threadIdx.x), c0 = first_col((int)threadIdx.x);
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
     // body
-    alignas(16) __shared__ T As[STAGES * LA::SIZE];
-    alignas(16) __shared__ T Bs[STAGES * LB::SIZE];
+    alignas(16) __shared__ T stages[STAGES * (LA::SIZE + LB::SIZE)];  // then the staged outputs
+    T* const As = stages;
+    T* const Bs = stages + STAGES * LA::SIZE;
     __shared__ Column<Index> columns[BN];
     Index k0;
     int tiles;
@@ -517,17 +577,33 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
                 for (int j = 0; j < TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
         }
     });
-    const Epilogue<T, Index, WG> ep(p, s, (int)blockIdx.z / (int)(p.phases * p.splits));
+    // the outputs through shared memory, a band of 16 of each warp's 4 * TM rows per pass: thread
+    // rows row0 + i (i < 4) of the pass, columns c0 + 32 * (j / 4) + [0, 4)
+    constexpr int WR = 4 * TM, PASSES = WR / 16, R = BM / PASSES;
+    static_assert(R * BN <= STAGES * (LA::SIZE + LB::SIZE) && TN % 4 == 0, "bands fit the stages");
+    copy_wait<0>();
+    __syncthreads();  // every warp's last step is consumed
+    const int z_group = (int)blockIdx.z / (int)(p.phases * p.splits);
+    const int t = reread<TID_X>(), col = first_col(t);
+    const int r0 = first_row(t) / WR * 16 + first_row(t) % 16;  // the staged row of row0
 #pragma unroll
-    for (int j = 0; j < TN; j += 4) {
-        Index off[4];
+    for (int pass = 0; pass < PASSES; ++pass) {
+        if (pass) __syncthreads();  // the previous band is stored
 #pragma unroll
-        for (int v = 0; v < 4; ++v) off[v] = col_offset(s, col0 + c0 + j * 8 + v);
+        for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int i = 0; i < TM; ++i) {
-            T v4[4] = {acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3]};
-            ep.template store<4>(m0 + row0 + i / 4 * 16 + i % 4, off, v4);
-        }
+            for (int j = 0; j < TN; j += 4) {
+                Vec16<T> q[4 * sizeof(T) / 16];
+#pragma unroll
+                for (int v = 0; v < 4; ++v) q[v / Vec16<T>::N].v[v % Vec16<T>::N] = acc[4 * pass + i][j + v];
+#pragma unroll
+                for (int h = 0; h < 4 / Vec16<T>::N; ++h)
+                    *(Vec16<T>*)(stages + staged_at<BN>(r0 + i, col + j * 8 + h * Vec16<T>::N)) = q[h];
+            }
+        __syncthreads();
+        // the column offsets: decoded here, where half the accumulators are already staged
+        const TileStore<T, Index, WG, BN, THREADS> st(p, s, z_group);
+        st.template band<R, WR>(stages, reread<CTAID_Y>() * BM + 16 * pass);
     }
 }
 
@@ -554,13 +630,16 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
     const Index col0 = (Index)blockIdx.x * BN;
     const int m0 = (int)blockIdx.y * BM;
-    const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
-    const int wm = warp / WARPS_N * 32, wn = warp % WARPS_N * WN, grp = lane / 4, t4 = lane % 4;
+    const auto warp_row = [](int t) { return t / 32 / WARPS_N * 32; };
+    const auto warp_col = [](int t) { return t / 32 % WARPS_N * WN; };
+    const int wm = warp_row((int)threadIdx.x), wn = warp_col((int)threadIdx.x);
+    const int grp = (int)threadIdx.x % 32 / 4, t4 = (int)threadIdx.x % 4;
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
     // body
-    alignas(16) __shared__ float As[STAGES * LA::SIZE];
-    alignas(16) __shared__ float Bs[STAGES * LB::SIZE];
+    alignas(16) __shared__ float stages[STAGES * (LA::SIZE + LB::SIZE)];  // then the staged outputs
+    float* const As = stages;
+    float* const Bs = stages + STAGES * LA::SIZE;
     __shared__ Column<Index> columns[BN];
     Index k0;
     int tiles;
@@ -607,20 +686,27 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
             }
         }
     });
-    // accumulator (i, j, v): row wm + 16i + grp + 8*(v/2), column wn + 8j + 2*t4 + v%2
-    const Epilogue<float, Index, WG> ep(p, s, (int)blockIdx.z / (int)(p.phases * p.splits));
+    // accumulator (i, j, v): row wm + 16i + grp + 8*(v/2), column wn + 8j + 2*t4 + v%2; through
+    // shared memory, rows wm + 16i + [0, 16) in pass i (as conv_gemm's bands, warp rows of 32)
+    static_assert(BM / 2 * BN <= STAGES * (LA::SIZE + LB::SIZE), "bands fit the stages");
+    copy_wait<0>();
+    __syncthreads();  // every warp's last step is consumed
+    const int z_group = (int)blockIdx.z / (int)(p.phases * p.splits);
+    const int t = reread<TID_X>(), r0 = warp_row(t) / 32 * 16 + t % 32 / 4, c = warp_col(t) + t % 4 * 2;
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-        Index off[2];
+    for (int i = 0; i < 2; ++i) {
+        if (i) __syncthreads();  // the previous band is stored
 #pragma unroll
-        for (int v = 0; v < 2; ++v) off[v] = col_offset(s, col0 + wn + 8 * j + 2 * t4 + v);
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < NJ; ++j)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                const float v2[2] = {acc[i][j][2 * h], acc[i][j][2 * h + 1]};
-                ep.template store<2>(m0 + wm + 16 * i + grp + 8 * h, off, v2);
+                float2 f;
+                f.x = acc[i][j][2 * h]; f.y = acc[i][j][2 * h + 1];
+                *(float2*)(stages + staged_at<BN>(r0 + 8 * h, c + 8 * j)) = f;
             }
+        __syncthreads();
+        const TileStore<float, Index, WG, BN, THREADS> st(p, s, z_group);
+        st.template band<BM / 2, 32>(stages, reread<CTAID_Y>() * BM + 16 * i);
     }
 }
 
@@ -685,9 +771,8 @@ __global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
         }
     }
     const Epilogue<T, int, false> ep(p, s, (int)blockIdx.z / (int)p.phases);
-    const int off[1] = {ok ? c.o : -1};
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) ep.template store<1>(m0 + r, off, acc + r);
+    for (int r = 0; r < ROWS; ++r) ep.store(m0 + r, ok ? c.o : -1, acc[r]);
 }
 
 // --------------------------------------------------------------------------- split-K reduction

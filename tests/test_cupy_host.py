@@ -67,6 +67,9 @@ CONV = {
     "stride-gt-kernel": ((2, 3, 10, 9), (4, 3, 2, 2), dict(stride=3, dilation=2)),
     "wide-rows": ((2, 9, 5, 5), (40, 9, 3, 3), dict(padding=1)),
     "keras-same-stride2": ((2, 3, 8, 7), (4, 3, 3, 4), dict(stride=2, padding=((0, 1), (1, 2)))),
+    # planes of 48 and 36 taps: every pass's output rows are 16-byte aligned (the GEMMs' 16-byte
+    # stores; the other cases take their one-column-a-thread path)
+    "aligned-planes": ((2, 4, 8, 6), (12, 4, 3, 3), dict(padding=1)),
 }
 # Every case for each (dtype, precision), the tiles taken in turn: each tile runs several cases
 # (other padding modes run the generic tile, as the planner does).
