@@ -388,3 +388,18 @@ def test_conv_backward_is_its_parts_in_one_call(gpu_backend, case, mask):
     if mask[1]:  # and the parts are right: grad_weight against the NumPy backend
         np.testing.assert_allclose(got[1], numpy_backend.conv2d_backward(
             gy, x, w, spec, mask, "ieee", transposed)[1], rtol=1e-10, atol=1e-10)
+
+
+def test_composite_parts_share_workspaces_as_large_as_the_largest():
+    """composite_slots: inputs found by identity (a part may take them in another order), one
+    output slot per result in compose's order, the i-th workspace of each dtype shared and as
+    large as the largest part's."""
+    from gpuconv.backends import signature
+    a, b, c = object(), object(), object()
+    calls = [(None, (b, a, None), ()), (None, (c,), ()), (None, (a, b), ())]
+    results = (2, None, 0, 1)  # compose returned the third part's output first
+    workspaces, slots = signature.composite_slots(
+        (a, b, c), calls, results,
+        [[(1000, "float32"), (9, "int64")], [], [(800, "float32"), (300, "float32")]])
+    assert workspaces == [(1000, "float32"), (9, "int64"), (300, "float32")]
+    assert slots == [[1, 0, None, 5, 7, 8], [2, 6], [0, 1, 3, 7, 9]]

@@ -231,28 +231,15 @@ def _composite(ex, arrays: tuple, compose, *args) -> _Prepared:
     by identity, the outputs in the order compose returns them (None: not computed)."""
     calls, results = signature.record(compose, *args)
     parts = [build(ex, *part_arrays, *options) for build, part_arrays, options in calls]
-    outputs = tuple(None if r is None else parts[r].outputs[0] for r in results)
-    input_slot = {id(a): i for i, a in enumerate(arrays) if a is not None}
-    output_slot = {r: len(arrays) + i for i, r in enumerate(results) if r is not None}
-    # The parts run one after the other on one stream, and a part's workspaces are dead once
-    # it has run: the parts share them (the i-th of each dtype, as large as the largest).
-    workspaces: dict = {}  # (dtype, i) -> count
-    for part in parts:
-        for i, (count, dtype) in enumerate(part.workspaces):
-            workspaces[dtype, i] = max(count, workspaces.get((dtype, i), 0))
-    workspace_slot = {key: len(arrays) + len(outputs) + j for j, key in enumerate(workspaces)}
+    workspaces, part_slots = signature.composite_slots(arrays, calls, results,
+                                                       [p.workspaces for p in parts])
     steps, copies = [], set()
-    for index, (part, (_, part_arrays, _)) in enumerate(zip(parts, calls)):
-        # the part's slots (its inputs, its output, its workspaces) -> the composite's
-        slots = ([None if a is None else input_slot[id(a)] for a in part_arrays]
-                 + [output_slot[index]]
-                 + [workspace_slot[dtype, i] for i, (_, dtype) in enumerate(part.workspaces)])
+    for part, slots in zip(parts, part_slots):
         copies.update(slots[slot] for slot in part.copies)
         steps += [(*step[:5], tuple((offset, slots[slot]) for offset, slot in step[5]))
                   for step in part.steps]
-    return _Prepared(tuple(steps), outputs,
-                     tuple((count, dtype) for (dtype, _), count in workspaces.items()),
-                     tuple(sorted(copies)))
+    outputs = tuple(None if r is None else parts[r].outputs[0] for r in results)
+    return _Prepared(tuple(steps), outputs, tuple(workspaces), tuple(sorted(copies)))
 
 
 def _run(p: plan.Plan, buffers: dict) -> None:

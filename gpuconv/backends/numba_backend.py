@@ -284,26 +284,13 @@ def _composite(device: int, arrays: tuple, compose, *args) -> _Prepared:
     by identity, the outputs in the order compose returns them (None: not computed)."""
     calls, results = signature.record(compose, *args)
     parts = [build(device, *part_arrays, *options) for build, part_arrays, options in calls]
-    outputs = tuple(None if r is None else parts[r].allocations[0] for r in results)
-    input_slot = {id(a): i for i, a in enumerate(arrays) if a is not None}
-    output_slot = {r: len(arrays) + i for i, r in enumerate(results) if r is not None}
-    # The parts run one after the other on one stream, and a part's workspaces are dead once
-    # it has run: the parts share them (the i-th of each dtype, as large as the largest).
-    workspaces: dict = {}  # (dtype, i) -> count
-    for part in parts:
-        for i, ((count,), dtype) in enumerate(part.allocations[part.outputs:]):
-            workspaces[dtype, i] = max(count, workspaces.get((dtype, i), 0))
-    first_workspace = len(arrays) + len(outputs)
-    workspace_slot = {key: first_workspace + j for j, key in enumerate(workspaces)}
+    workspaces, part_slots = signature.composite_slots(
+        arrays, calls, results,
+        [[(count, dtype) for (count,), dtype in p.allocations[p.outputs:]] for p in parts])
     views: dict = {}      # (composite buffer slot, shape) -> its index among the views
     constants: dict = {}  # id -> (its index among the constants, the array)
     steps, copies = [], set()
-    for index, (part, (_, part_arrays, _)) in enumerate(zip(parts, calls)):
-        # the part's buffer slots (its inputs, output, workspaces) -> the composite's
-        slots = ([None if a is None else input_slot[id(a)] for a in part_arrays]
-                 + [output_slot[index]]
-                 + [workspace_slot[dtype, i] for i, (_, dtype)
-                    in enumerate(part.allocations[part.outputs:])])
+    for part, slots in zip(parts, part_slots):
         refs = slots + [("view", views.setdefault((slots[slot], shape), len(views)))
                         for slot, shape in part.views]
         refs += [("constant", constants.setdefault(id(c), (len(constants), c))[0])
@@ -311,11 +298,12 @@ def _composite(device: int, arrays: tuple, compose, *args) -> _Prepared:
         copies.update(slots[slot] for slot in part.copies)
         steps += [step._replace(slots=tuple(refs[slot] for slot in step.slots))
                   for step in part.steps]
-    base = {"view": first_workspace + len(workspaces)}
+    base = {"view": len(arrays) + len(results) + len(workspaces)}
     base["constant"] = base["view"] + len(views)
     steps = tuple(step._replace(slots=tuple(ref if isinstance(ref, int) else base[ref[0]] + ref[1]
                                             for ref in step.slots)) for step in steps)
-    allocations = outputs + tuple(((count,), dtype) for (dtype, _), count in workspaces.items())
+    outputs = tuple(None if r is None else parts[r].allocations[0] for r in results)
+    allocations = outputs + tuple(((count,), dtype) for count, dtype in workspaces)
     first = next(a for a in arrays if a is not None)
     return _Prepared(array_library(first), np.dtype(first.dtype), steps, allocations, len(outputs),
                      tuple(views), tuple(c for _, c in constants.values()),

@@ -53,3 +53,28 @@ def record(compose, *args) -> tuple[list, object]:
         return calls, compose(*args)
     finally:
         del _recording.calls
+
+
+def composite_slots(arrays: tuple, calls: list, results, part_workspaces: list) -> tuple:
+    """The buffer slots of a composite of ``record``'s ``calls`` (each with one output;
+    ``results``: compose's result, each output the index of its call or None). Composite slots:
+    ``arrays``, then the outputs in ``results``' order, then the workspaces. The parts run one
+    after the other on one stream and a part's workspaces are dead once it has run, so the
+    parts share them: the i-th of each dtype, as large as the largest (``part_workspaces``:
+    each part's (count, dtype) list). Returns the shared workspaces ((count, dtype)) and, for
+    each part, the composite slot of each of its own slots (its inputs, found among
+    ``arrays`` by identity, its output, its workspaces)."""
+    sizes: dict = {}  # (dtype, i) -> count
+    for workspaces in part_workspaces:
+        for i, (count, dtype) in enumerate(workspaces):
+            sizes[dtype, i] = max(count, sizes.get((dtype, i), 0))
+    first_workspace = len(arrays) + len(results)
+    workspace_slot = {key: first_workspace + j for j, key in enumerate(sizes)}
+    input_slot = {id(a): i for i, a in enumerate(arrays) if a is not None}
+    output_slot = {r: len(arrays) + i for i, r in enumerate(results) if r is not None}
+    slots = [[None if a is None else input_slot[id(a)] for a in part_arrays]
+             + [output_slot[index]]
+             + [workspace_slot[dtype, i] for i, (_, dtype) in enumerate(workspaces)]
+             for index, ((_, part_arrays, _), workspaces)
+             in enumerate(zip(calls, part_workspaces))]
+    return [(count, dtype) for (dtype, _), count in sizes.items()], slots
