@@ -209,14 +209,17 @@ def _inner_product(dtype: np.dtype, bk: int, tm: int, tn: int, lda: int, ldb: in
     return cuda.jit(device=True)(namespace["mac"])
 
 
-def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
+def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bool, wide: bool):
     """out[m, col] = sum over the reduction of A[m, k] * B[k, col] (conv.cu's conv_gemm):
     forward: rows O/G, columns N*Ho*Wo, reduction taps (C/G, kH, kW); grad-input (transposed):
     the same per stride phase, reduction (O/G, phase taps); grad-weight (``wgrad``): columns
     taps, reduction pixels (N, Ho, Wo) in this split's range. Block (x: BN columns, y: BM rows,
     z: slice), BM x BN outputs; thread: TM x TN of them. BK-deep tiles of A (k-major) and B
     go through two shared stages; the next tile is read into registers while this one is
-    multiplied. ``wide``: int64 offsets (a tensor past 2^31 elements), else uint32."""
+    multiplied. ``wide``: int64 offsets (a tensor past 2^31 elements), else uint32.
+    ``zero_pad`` (zero padding; conv.cu's ZERO_PAD): each B column's offset holds its first
+    tap's position, so an element costs one add and two unsigned compares; otherwise every
+    position goes through source_map."""
     bm, bn, bk, tm, tn, threads = tile.bm, tile.bn, tile.bk, tile.tm, tile.tn, tile.threads
     bdx = bn // tn
     pa, pb = bm * bk // threads, bn * bk // threads   # A and B elements loaded per thread
@@ -226,11 +229,15 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
     lanes = threads // bk
     assert threads == bdx * (bm // tm) and threads % bk == 0 and pa >= 1 and pb >= 1, tile
     lda, ldb = bm + 4, bn + 4                       # +4: conflict-free k-major stores
-    stage_a, stage_b = bk * lda, bk * ldb
-    smem_a, smem_b, outputs = 2 * stage_a, 2 * stage_b, tm * tn  # array sizes must be constants
+    # one shared array: stage s holds A at s * stage, then B at s * stage + stage_a
+    stage_a, stage = bk * lda, bk * (lda + ldb)
+    smem, outputs = 2 * stage, tm * tn              # array sizes must be constants
     states = 1 if wgrad else 2                      # reduction positions: A's, B's
-    off = np.int64 if wide else np.uint32          # element offsets
-    kint = np.int64 if wide else np.int32          # reduction counts
+    # Element offsets: ``ix`` arithmetic, every operation cut back to ix (in 32 bits LLVM then
+    # keeps it 32-bit; zero padding's folded negative taps wrap modulo 2^32 and come out exact
+    # once a real element's sum is formed), read as unsigned ``ux`` (no negative-index fixup).
+    ix, ux = (np.int64, np.uint64) if wide else (np.int32, np.uint32)
+    kint = ix                                       # reduction counts
     zero = dtype.type(0)
     mac = _inner_product(dtype, bk, tm, tn, lda, ldb)
     align = None if config.ENABLE_CUDASIM else 16   # 16-byte fragment reads (LDS.128)
@@ -283,57 +290,58 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
         r1, r2 = max(r1, np.int64(1)), max(r2, np.int64(1))
         e0, e1, e2 = digits(bk, r1, r2)
         r1, r2 = I32(r1), I32(r2)
-        tiles = (k_end - k_begin + bk - 1) // bk
+        tiles = kint((k_end - k_begin + bk - 1) // bk)
         # A's rows: weight rows (forward: o; grad-input: c at the phase's first tap), grad_out
         # channels (grad-weight); the reduction digits add d0*a_k0 + d1*a_k1 + d2*a_k2
         sa0, sa1, sa2, sa3 = p[A_STRIDE], p[A_STRIDE + 1], p[A_STRIDE + 2], p[A_STRIDE + 3]
-        sb0, sb1, sb2, sb3 = (off(p[B_STRIDE]), off(p[B_STRIDE + 1]), off(p[B_STRIDE + 2]),
-                              off(p[B_STRIDE + 3]))
+        sb0, sb1, sb2, sb3 = p[B_STRIDE], p[B_STRIDE + 1], p[B_STRIDE + 2], p[B_STRIDE + 3]
         if wgrad:
             a_base, a_row = g * rows * sa1, sa1
-            a_k0, a_k1, a_k2 = off(sa0), off(sa2), off(sa3)
+            a_k0, a_k1, a_k2 = ix(sa0), ix(sa2), ix(sa3)
         elif p[TRANSPOSED]:
             a_base, a_row = g * kc * sa0 + ah[2] * sa2 + aw[2] * sa3, sa1
-            a_k0, a_k1, a_k2 = off(sa0), off(ah[3] * sa2), off(aw[3] * sa3)
+            a_k0, a_k1, a_k2 = ix(sa0), ix(ah[3] * sa2), ix(aw[3] * sa3)
         else:
             a_base, a_row = g * rows * sa0, sa0
-            a_k0, a_k1, a_k2 = off(sa1), off(sa2), off(sa3)
+            a_k0, a_k1, a_k2 = ix(sa1), ix(sa2), ix(sa3)
         # this thread's A rows: m_a + r * lanes, at a_first + r * a_next
         m_a = m0 + tid // bk
         a_rows = I32(rows - m_a)                    # rows r * lanes < a_rows exist
-        a_first = off(a_base + min(m_a, rows - 1) * a_row)
-        a_next = off(lanes * a_row)
+        a_first = ix(a_base + min(m_a, rows - 1) * a_row)
+        a_next = ix(lanes * a_row)
         # B's columns. Forward / grad-input: image n, pixel (qh, qw), gathering b at row
         # qh*sq + t*st + off for tap t. Grad-weight: taps (c, i, j), gathering x at
-        # (oh*sh + i*dh - pt, ow*sw + j*dw - pl) for pixel (n, oh, ow).
-        b_off = cuda.local.array(pb, off)
+        # (oh*sh + i*dh - pt, ow*sw + j*dw - pl) for pixel (n, oh, ow). Columns past the
+        # slice load the last column's elements: their outputs are never stored.
+        b_off = cuda.local.array(pb, ix)
         b_h0 = cuda.local.array(pb, I32)
         b_w0 = cuda.local.array(pb, I32)
-        b_ok = cuda.local.array(pb, np.bool_)
         bh, bw = I32(p[B_H]), I32(p[B_W])
         # padding as linear maps of a coordinate i outside [0, n): below a_lo*i + b_lo, above
         # a_hi*i + b_hi (source_index without branches); zeros: masked loads instead
         slope = edge_slope(p[MODE])
         lo_h, hi_h = edge_offsets(p[MODE], bh)
         lo_w, hi_w = edge_offsets(p[MODE], bw)
-        if wgrad:
-            for r in range(pb):
-                col = col0 + tid // bk + r * lanes
-                b_ok[r] = col < cols
-                c, i, j = digits(min(col, cols - 1), p[KH], p[KW])
-                b_off[r] = off((b_chan0 + c) * sb1)
+        for r in range(pb):
+            if wgrad:
+                c, i, j = digits(min(col0 + tid // bk + r * lanes, cols - 1), p[KH], p[KW])
+                base = (b_chan0 + c) * sb1
                 b_h0[r] = I32(i * p[DH] - p[PT])
                 b_w0[r] = I32(j * p[DW] - p[PL])
-            st_h, st_w = I32(p[SH]), I32(p[SW])
-        else:
-            for r in range(pb):
-                col = col0 + tid % lanes + r * lanes
-                n, qh, qw = digits(min(col, cols - 1), ah[0], aw[0])
-                b_ok[r] = col < cols
-                b_off[r] = off(n * sb0 + b_chan0 * sb1)
+            else:
+                n, qh, qw = digits(min(col0 + tid % lanes + r * lanes, cols - 1), ah[0], aw[0])
+                base = n * sb0 + b_chan0 * sb1
                 b_h0[r] = I32(qh * ah[4] + ah[6])
                 b_w0[r] = I32(qw * aw[4] + aw[6])
+            if zero_pad:  # the first tap's position folded in
+                base += b_h0[r] * sb2 + b_w0[r] * sb3
+            b_off[r] = ix(base)
+        if wgrad:
+            st_h, st_w = I32(p[SH]), I32(p[SW])
+        else:
             st_h, st_w = I32(ah[5]), I32(aw[5])
+        chan = ix(sb0 if wgrad else sb1)            # B's first digit: image or channel
+        sb2, sb3 = ix(sb2), ix(sb3)
         # reduction positions (k_begin + kk[s] + t * bk) as digits
         kk = cuda.local.array(states, I32)
         k0 = cuda.local.array(states, I32)
@@ -345,53 +353,61 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
         k_left = kint(k_end - k_begin)              # reduction left from this tile on
         a_reg = cuda.local.array(pa, dtype)
         b_reg = cuda.local.array(pb, dtype)
-        sa = cuda.shared.array(smem_a, dtype, alignment=align)
-        sb = cuda.shared.array(smem_b, dtype, alignment=align)
+        sm = cuda.shared.array(smem, dtype, alignment=align)
         acc = cuda.local.array(outputs, dtype)
         for i in range(outputs):
             acc[i] = zero
         s_b = 0 if wgrad else 1                     # B's reduction position
-        chan = sb0 if wgrad else sb1                # B's first digit: image or channel
-        # where this thread stores its A and B elements in a stage
+        # where this thread stores its A and B elements in a stage, and reads its fragments
         st_a = U32(kk[0] * lda + tid // bk)
-        st_b = U32(kk[0] * ldb + tid // bk if wgrad else kk[1] * ldb + tid % lanes)
-        for t in range(kint(tiles) + 1):
-            # 1. read tile t into registers (its global loads fly while tile t-1 multiplies)
-            if t < tiles:
-                a_k = off(off(k0[0]) * a_k0 + off(k1[0]) * a_k1 + off(k2[0]) * a_k2)
-                a_in = kk[0] < k_left
-                for r in range(pa):
-                    value = zero
-                    if a_in & (r * lanes < a_rows):
-                        value = a[off(off(a_first + a_k) + off(r) * a_next)]
-                    a_reg[r] = value
-                b_in = kk[s_b] < k_left
-                b_k = off(off(k0[s_b]) * chan)
-                h_k, w_k = I32(k1[s_b] * st_h), I32(k2[s_b] * st_w)
-                for r in range(pb):
-                    h = source_map(I32(b_h0[r] + h_k), bh, slope, lo_h, hi_h)
-                    w = source_map(I32(b_w0[r] + w_k), bw, slope, lo_w, hi_w)
-                    value = zero
-                    if b_ok[r] & b_in & (h >= 0) & (w >= 0):
-                        value = b[off(off(b_off[r] + b_k) + off(off(h) * sb2) + off(off(w) * sb3))]
-                    b_reg[r] = value
-                k_left -= bk
-                for s in range(states):
-                    k0[s], k1[s], k2[s] = advance(k0[s], k1[s], k2[s], e0, e1, e2, r1, r2)
+        st_b = U32(stage_a + (kk[0] * ldb + tid // bk if wgrad else kk[1] * ldb + tid % lanes))
+        at_a, at_b = U32(ty * tm), U32(stage_a + tx * tn)
+        write = U32(0)                              # tile t's stage
+        t = kint(0)
+        while t <= tiles:
+            # 1. read tile t into registers (its global loads fly while tile t-1 multiplies);
+            # past the last tile every load is masked off (k_left <= 0), so no branch
+            a_k = ix(ix(a_first + ix(k0[0] * a_k0)) + ix(ix(k1[0] * a_k1) + ix(k2[0] * a_k2)))
+            a_in = kk[0] < k_left
+            for r in range(pa):
+                value = zero
+                if a_in & (r * lanes < a_rows):
+                    value = a[ux(ix(a_k + ix(r * a_next)))]
+                a_reg[r] = value
+            b_in = kk[s_b] < k_left
+            h_k, w_k = I32(k1[s_b] * st_h), I32(k2[s_b] * st_w)
+            b_k = ix(k0[s_b] * chan)
+            if zero_pad:
+                b_k = ix(b_k + ix(ix(h_k * sb2) + ix(w_k * sb3)))
+            for r in range(pb):
+                h, w = I32(b_h0[r] + h_k), I32(b_w0[r] + w_k)
+                value = zero
+                if zero_pad:
+                    if b_in & (U32(h) < U32(bh)) & (U32(w) < U32(bw)):
+                        value = b[ux(ix(b_off[r] + b_k))]
+                else:
+                    h = source_map(h, bh, slope, lo_h, hi_h)
+                    w = source_map(w, bw, slope, lo_w, hi_w)
+                    if b_in & (h >= 0) & (w >= 0):
+                        value = b[ux(ix(ix(b_off[r] + b_k) + ix(ix(h * sb2) + ix(w * sb3))))]
+                b_reg[r] = value
+            k_left = kint(k_left - bk)
+            for s in range(states):
+                k0[s], k1[s], k2[s] = advance(k0[s], k1[s], k2[s], e0, e1, e2, r1, r2)
             # 2. multiply tile t-1 from its shared stage
+            read = U32(stage - write)
             if t > 0:
-                mac(sa, sb, U32(((t - 1) & 1) * stage_a + ty * tm),
-                    U32(((t - 1) & 1) * stage_b + tx * tn), acc)
+                mac(sm, sm, U32(read + at_a), U32(read + at_b), acc)
             # 3. registers -> the other stage (freed by the barrier that ended tile t-2)
-            if t < tiles:
-                at_a, at_b = U32((t & 1) * stage_a + st_a), U32((t & 1) * stage_b + st_b)
-                for r in range(pa):
-                    sa[at_a + r * lanes] = a_reg[r]
-                for r in range(pb):
-                    sb[at_b + r * lanes] = b_reg[r]
+            for r in range(pa):
+                sm[U32(U32(write + st_a) + r * lanes)] = a_reg[r]
+            for r in range(pb):
+                sm[U32(U32(write + st_b) + r * lanes)] = b_reg[r]
+            write = read
+            t = kint(t + 1)
             cuda.syncthreads()
 
-        # epilogue: bias last, after the whole sum, then ReLU if asked (conv.cu's Epilogue;
+    # epilogue: bias last, after the whole sum, then ReLU if asked (conv.cu's Epilogue;
         # the Numba forward has no split-K, so no reduce applies them). The thread's columns
         # are consecutive: decode the first, step to the others (small bodies, so the loops
         # unroll and acc stays in registers)
@@ -430,7 +446,7 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
                             value += bias_m
                         if relu and value < zero:  # NaN stays NaN, as torch.relu
                             value = zero
-                        out[off(row + col_off[j])] = value
+                        out[ux(row + col_off[j])] = value
 
     return conv_gemm
 
@@ -439,11 +455,11 @@ MAX_REGISTERS = 128  # two 256-thread blocks per SM (64K registers)
 
 
 @functools.cache
-def conv_gemm(dtype, tile: plan.TileConfig, wgrad: bool, wide: bool):
+def conv_gemm(dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bool, wide: bool):
     """The lazily compiled conv_gemm instance (``gpu_plan.numba_gemm_kernel`` names it); launch
     with block ``tile.threads``. The register cap is a link option (the simulator has none)."""
     cap = {} if config.ENABLE_CUDASIM else {"max_registers": MAX_REGISTERS}
-    return cuda.jit(_conv_gemm(np.dtype(dtype), tile, wgrad, wide), **cap)
+    return cuda.jit(_conv_gemm(np.dtype(dtype), tile, wgrad, zero_pad, wide), **cap)
 
 
 # --------------------------------------------------------------------------- 2-4. the other kernels

@@ -274,16 +274,22 @@ def test_numba_plans_follow_the_tile_model():
     spec = ConvSpec.make(2, (3, 3), padding=1)
     x, w = (32, 256, 56, 56), (256, 256, 3, 3)
     (fw,) = plan.numba_conv_forward_plan(x, w, spec, "float32", True).launches
-    assert fw.kernel == "conv_gemm<numba-128x64, false, u32>"
+    assert fw.kernel == "conv_gemm<numba-128x64, false, true, u32>"
     assert fw.grid == (32 * 56 * 56 // 64, 2, 1) and fw.block == (256, 1, 1)
     assert fw.params["a_stride"] == _contiguous(w) and fw.params["bias"] == "bias"
-    (few,) = plan.numba_conv_forward_plan((8, 3, 32, 32), (16, 3, 3, 3), spec, "float32",
+    # few output channels over a full wave of blocks: the square tile (128 threads)
+    (few,) = plan.numba_conv_forward_plan((32, 3, 64, 64), (16, 3, 3, 3), spec, "float32",
                                           False).launches
-    assert few.kernel == "conv_gemm<numba-64x64, false, u32>" and few.params["bias"] is None
+    assert few.kernel == "conv_gemm<numba-64x64, false, true, u32>" and few.params["bias"] is None
+    assert few.block == (128, 1, 1)
     (f64,) = plan.numba_conv_forward_plan(x, w, spec, "float64", False).launches
-    assert f64.kernel == "conv_gemm<numba-64x64, false, u32>"
+    assert f64.kernel == "conv_gemm<numba-64x64d, false, true, u32>" and f64.block == (256, 1, 1)
     (sim,) = plan.numba_conv_forward_plan(x, w, spec, "float32", False, simulator=True).launches
-    assert sim.kernel == "conv_gemm<numba-sim, false, u32>" and sim.block == (32, 1, 1)
+    assert sim.kernel == "conv_gemm<numba-sim, false, true, u32>" and sim.block == (32, 1, 1)
+    # other padding modes: the generic tile, as the CUDA plans
+    reflect = ConvSpec.make(2, (3, 3), padding=1, padding_mode="reflect")
+    (fr,) = plan.numba_conv_forward_plan(x, w, reflect, "float32", False).launches
+    assert fr.kernel == "conv_gemm<numba-64x64, false, false, u32>"
 
 
 def test_numba_int64_offsets_past_2_31_elements():
@@ -291,9 +297,13 @@ def test_numba_int64_offsets_past_2_31_elements():
     x = (1, 2, 2**15, 2**15 - 1)  # 2^31 - 2^16 elements
     (small,) = plan.numba_conv_forward_plan(x, (2, 2, 1, 1), spec, "float32", False).launches
     (big,) = plan.numba_conv_forward_plan(x, (4, 2, 1, 1), spec, "float32", False).launches
-    assert small.kernel.endswith("u32>") and big.kernel == "conv_gemm<numba-64x64, false, i64>"
+    assert small.kernel.endswith("u32>") and big.kernel == "conv_gemm<numba-64x64, false, true, i64>"
+    circular = ConvSpec.make(2, (1, 1), padding=1, padding_mode="circular")
+    (big_circular,) = plan.numba_conv_forward_plan(x, (4, 2, 1, 1), circular, "float32",
+                                                   False).launches
+    assert big_circular.kernel == "conv_gemm<numba-64x64, false, false, i64>"
     names = {plan.numba_gemm_kernel(*i) for i in plan.numba_gemm_instances("float32")}
-    assert big.kernel in names and small.kernel in names
+    assert {big.kernel, small.kernel, big_circular.kernel} <= names
 
 
 def test_numba_grad_weight_split_k_and_empty_batch():
@@ -302,7 +312,7 @@ def test_numba_grad_weight_split_k_and_empty_batch():
     gemm, reduce = plan.numba_conv_grad_weight_plan(gy, x, spec, (3, 3), "float32").launches
     splits, per = gemm.params["splits"], gemm.params["tiles_per_split"]
     tile = plan.NUMBA_TILES_FOR["float32"][-1]  # 64 rows of dW
-    assert gemm.kernel == "conv_gemm<numba-64x64, true, u32>" and gemm.grid[2] == splits > 1
+    assert gemm.kernel == "conv_gemm<numba-64x64, true, true, u32>" and gemm.grid[2] == splits > 1
     assert (splits - 1) * per < -(-32 * 14 * 14 // tile.bk) <= splits * per
     assert reduce.kernel == "conv_splitk_reduce" and reduce.params["splits"] == splits
     assert plan.numba_conv_grad_weight_plan(gy, x, spec, (3, 3), "float32").workspaces == {

@@ -318,6 +318,12 @@ def choose_gemm(shape: GemmShape, candidates, itemsize: int, sm_count: int = DEF
     return min(good, key=lambda c: (round(c.seconds, 12), -c.tile.bm * c.tile.bn))
 
 
+def zero_padding(spec: ConvSpec) -> bool:
+    """Whether a conv reads its input through zero padding's bounds alone (conv_gemm's
+    ZERO_PAD instances): zeros, or no padding at all."""
+    return spec.padding_mode == "zeros" or spec.padding == ((0, 0), (0, 0))
+
+
 def _gemm_candidates(dtype: str, precision: str, zero_pad: bool, index64: bool,
                      tile: str | None, direct_rows: int = 0) -> tuple[str, ...]:
     """Tiles built for this case (generic only off the fast path); ``tile`` forces one of them.
@@ -396,7 +402,7 @@ def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dt
     n, _, h, w = x_shape
     o, cg, kh, kw = w_shape
     ho, wo = spec.output_shape((h, w), (kh, kw))
-    zero_pad = spec.padding_mode == "zeros" or spec.padding == ((0, 0), (0, 0))
+    zero_pad = zero_padding(spec)
     params = dict(a="weight", b="x", bias="bias" if has_bias else None,
                   a_stride=w_strides, b_stride=x_strides, batch=n, b_h=h, b_w=w, out_c=o, out_h=ho,
                   out_w=wo, m=o // spec.groups, kc=cg, q_h=ho, q_w=wo, relu=int(relu),
@@ -480,7 +486,7 @@ def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSp
         return depthwise_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec,
                                           kernel_hw, dtype, sm_count)
     cg, (kh, kw) = c // groups, kernel_hw
-    zero_pad = spec.padding_mode == "zeros" or spec.padding == ((0, 0), (0, 0))
+    zero_pad = zero_padding(spec)
     params = dict(a="grad_out", b="x", a_stride=gy_strides, b_stride=x_strides, batch=n, b_h=h,
                   b_w=w, out_c=o, m=o // groups, kc=cg, q_h=ho, q_w=wo,
                   mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
@@ -761,14 +767,17 @@ NUMBA_INDEX_LIMIT = 2**31
 # 32-thread grad-bias tree.
 NUMBA_SIMULATOR_TILE = TileConfig("numba-sim", 8, 32, 32, tm=2, tn=4)
 NUMBA_SIMULATOR_BLOCK = 32
-# Numba's conv_gemm tiles (256 threads), the last the generic one (int64 offsets): what
-# compiles within 128 registers without spills (tests/test_numba_sm90.py). 128 x 64 with
-# 8 x 4 per thread for float32; float64 accumulators take twice the registers. Their FMA
-# shares (the SASS hot loops) give the plan model's efficiencies.
+# Numba's conv_gemm tiles, the last the generic one (int64 offsets): what compiles within
+# 128 registers without spills (tests/test_numba_sm90.py). float32: 8 x 4 outputs per thread
+# (128 x 64: 256 threads, 64 x 64: 128), so that FMAs are at least half of the k-tile loop;
+# float64 accumulators take twice the registers: 4 x 4 (256 threads). Their FMA shares (the
+# SASS hot loops) give the plan model's efficiencies.
 _NUMBA_TALL = TileConfig("numba-128x64", 128, 64, tm=8, tn=4)
-_NUMBA_SQUARE = TileConfig("numba-64x64", 64, 64, tm=4, tn=4)
-NUMBA_TILES_FOR = {"float32": (_NUMBA_TALL, _NUMBA_SQUARE), "float64": (_NUMBA_SQUARE,)}
-TILE_EFFICIENCY.update({"numba-128x64": 0.6, "numba-64x64": 0.45, "numba-sim": 1.0})
+_NUMBA_SQUARE = TileConfig("numba-64x64", 64, 64, tm=8, tn=4)
+_NUMBA_SQUARE_F64 = TileConfig("numba-64x64d", 64, 64, tm=4, tn=4)
+NUMBA_TILES_FOR = {"float32": (_NUMBA_TALL, _NUMBA_SQUARE), "float64": (_NUMBA_SQUARE_F64,)}
+TILE_EFFICIENCY.update({"numba-128x64": 0.68, "numba-64x64": 0.64, "numba-64x64d": 0.5,
+                        "numba-sim": 1.0})
 
 
 def scalar_slots(fields) -> dict[str, int]:
@@ -798,10 +807,12 @@ def scalars(fields, params: dict) -> tuple:
     return tuple(out)
 
 
-def numba_gemm_kernel(tile: TileConfig, wgrad: bool, wide: bool) -> str:
+def numba_gemm_kernel(tile: TileConfig, wgrad: bool, zero_pad: bool, wide: bool) -> str:
     """The Numba conv_gemm instance for ``tile``: reduction over taps (forward, grad-input) or
-    over pixels (``wgrad``), 32-bit or int64 (``wide``) offsets."""
-    return f"conv_gemm<{tile.name}, {'true' if wgrad else 'false'}, {'i64' if wide else 'u32'}>"
+    over pixels (``wgrad``), zero padding's bounds only (``zero_pad``, as conv.cu's ZERO_PAD)
+    or every padding mode, 32-bit or int64 (``wide``) offsets."""
+    flags = (str(wgrad).lower(), str(zero_pad).lower(), "i64" if wide else "u32")
+    return f"conv_gemm<{tile.name}, {', '.join(flags)}>"
 
 
 def contiguous_strides(shape) -> tuple[int, ...]:
@@ -813,21 +824,25 @@ def contiguous_strides(shape) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def _numba_choice(shape: GemmShape, dtype: str, simulator: bool, wide: bool,
+def _numba_choice(shape: GemmShape, dtype: str, simulator: bool, zero_pad: bool, wide: bool,
                   allow_split: bool = False, sm_count: int = DEFAULT_SM_COUNT) -> GemmChoice:
-    """The plan model's tile and split-K among the Numba tiles (int64 offsets: the generic
-    tile only)."""
+    """The plan model's tile and split-K among the Numba tiles (other padding modes and int64
+    offsets: the generic tile only)."""
     tiles = NUMBA_TILES_FOR[dtype]
-    tiles = (NUMBA_SIMULATOR_TILE,) if simulator else tiles[-1:] if wide else tiles
+    tiles = (NUMBA_SIMULATOR_TILE,) if simulator else tiles if zero_pad and not wide else tiles[-1:]
     return choose_gemm(shape, tiles, np.dtype(dtype).itemsize, sm_count, allow_split)
 
 
 def numba_gemm_instances(dtype: str, simulator: bool = False
-                         ) -> list[tuple[TileConfig, bool, bool]]:
-    """(tile, wgrad, wide) of every conv_gemm instance the Numba plans can launch."""
+                         ) -> list[tuple[TileConfig, bool, bool, bool]]:
+    """(tile, wgrad, zero_pad, wide) of every conv_gemm instance the Numba plans can launch:
+    as gemm_kernel_names, zero padding with 32-bit offsets on every tile, the other padding
+    modes and int64 offsets on the generic one only."""
     tiles = (NUMBA_SIMULATOR_TILE,) if simulator else NUMBA_TILES_FOR[dtype]
-    return [(t, wgrad, wide) for t in tiles for wgrad in (False, True)
-            for wide in ((False, True) if t is tiles[-1] else (False,))]
+    return [(t, wgrad, zero_pad, wide) for t in tiles
+            for zero_pad, wide in ((True, False),) + (
+                ((False, False), (True, True), (False, True)) if t is tiles[-1] else ())
+            for wgrad in (False, True)]
 
 
 def _wide(*shapes) -> bool:
@@ -851,15 +866,16 @@ def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bi
     o, cg, kh, kw = w_shape
     ho, wo = spec.output_shape((h, w), (kh, kw))
     rows, cols = o // spec.groups, n * ho * wo
-    wide = _wide(x_shape, w_shape, (n, o, ho, wo))
-    choice = _numba_choice(GemmShape(rows, cols, cg * kh * kw, spec.groups), dtype, simulator, wide)
+    wide, zero_pad = _wide(x_shape, w_shape, (n, o, ho, wo)), zero_padding(spec)
+    choice = _numba_choice(GemmShape(rows, cols, cg * kh * kw, spec.groups), dtype, simulator,
+                           zero_pad, wide)
     t = choice.tile
     params = dict(a="weight", b="x", bias="bias" if has_bias else None, out="out",
                   a_stride=contiguous_strides(w_shape), b_stride=contiguous_strides(x_shape),
                   batch=n, b_h=h, b_w=w, out_c=o, out_h=ho, out_w=wo, m=rows, kc=cg, q_h=ho,
                   q_w=wo, relu=int(relu), mode=PAD_MODES[spec.padding_mode],
                   **_conv_common(spec, (kh, kw)))
-    return Plan([Launch(numba_gemm_kernel(t, False, wide),
+    return Plan([Launch(numba_gemm_kernel(t, False, zero_pad, wide),
                         (_blocks(cols, t.bn), _blocks(rows, t.bm), _check_grid_z(spec.groups, "conv")),
                         (t.threads, 1, 1), params)], choice=choice)
 
@@ -882,7 +898,9 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
     cols = n * -(-len_h // sh) * -(-len_w // sw)  # the largest phase
     wide = _wide(gy_shape, w_shape, (n, c, len_h, len_w))
     taps = (o // groups) * -(-kh // sh) * -(-kw // sw)  # of the phase with the most taps
-    choice = _numba_choice(GemmShape(cg, cols, taps, groups * sh * sw), dtype, simulator, wide)
+    # grad_out's bounds are zeros whatever the padding (conv_pad_adjoint folds the rest)
+    choice = _numba_choice(GemmShape(cg, cols, taps, groups * sh * sw), dtype, simulator, True,
+                           wide)
     t = choice.tile
     params = dict(a="weight", b="grad_out", bias="bias" if has_bias and zeros else None,
                   out="out" if zeros else "padded", a_stride=contiguous_strides(w_shape),
@@ -890,7 +908,7 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
                   out_h=len_h, out_w=len_w, m=cg, kc=o // groups, q_h=ho, q_w=wo, lo_h=lo_h,
                   lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0, transposed=1,
                   **_conv_common(spec, (kh, kw)))
-    gemm = Launch(numba_gemm_kernel(t, False, wide),
+    gemm = Launch(numba_gemm_kernel(t, False, True, wide),
                   (_blocks(cols, t.bn), _blocks(cg, t.bm), _check_grid_z(groups * sh * sw, "grad-input")),
                   (t.threads, 1, 1), params)
     if zeros:
@@ -915,15 +933,16 @@ def numba_conv_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dt
     taps, rows = cg * kh * kw, o // groups
     # the partials hold at most MAX_SPLITS copies of dW
     wide = _wide(gy_shape, x_shape, (min(MAX_SPLITS, n * ho * wo), o, taps))
-    choice = _numba_choice(GemmShape(rows, taps, n * ho * wo, groups), dtype, simulator, wide,
-                           True, sm_count)
+    zero_pad = zero_padding(spec)
+    choice = _numba_choice(GemmShape(rows, taps, n * ho * wo, groups), dtype, simulator,
+                           zero_pad, wide, True, sm_count)
     t, splits, per_split = choice.tile, choice.splits, choice.steps_per_split
     params = dict(a="grad_out", b="x", out="out" if splits == 1 else "partials",
                   a_stride=contiguous_strides(gy_shape), b_stride=contiguous_strides(x_shape),
                   batch=n, b_h=h, b_w=w, out_c=o, m=rows, kc=cg, q_h=ho, q_w=wo,
                   mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
     params.update(splits=splits, tiles_per_split=per_split)
-    gemm = Launch(numba_gemm_kernel(t, True, wide),
+    gemm = Launch(numba_gemm_kernel(t, True, zero_pad, wide),
                   (_blocks(taps, t.bn), _blocks(rows, t.bm), _check_grid_z(groups * splits, "grad-weight")),
                   (t.threads, 1, 1), params)
     if splits == 1:

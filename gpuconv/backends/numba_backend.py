@@ -94,9 +94,8 @@ def kernel_table(dtype, simulator: bool = False) -> dict[str, Entry]:
     conv_fields = gpu_plan.CONV_FIELDS
     conv_args = (array(1),) * len(gpu_plan.pointer_names(conv_fields)) + (
         types.UniTuple(types.int64, len(gpu_plan.scalars(conv_fields, {}))),)
-    table = {gpu_plan.numba_gemm_kernel(t, wgrad, wide): Entry(ck.conv_gemm(dtype, t, wgrad, wide),
-                                                               conv_args, conv_fields)
-             for t, wgrad, wide in gpu_plan.numba_gemm_instances(dtype.name, simulator)}
+    table = {gpu_plan.numba_gemm_kernel(*i): Entry(ck.conv_gemm(dtype, *i), conv_args, conv_fields)
+             for i in gpu_plan.numba_gemm_instances(dtype.name, simulator)}
     block = gpu_plan.NUMBA_SIMULATOR_BLOCK if simulator else gpu_plan.POOL_BLOCK
     for kernels in (ck.conv_kernels(dtype, block), dk.kernels(dtype, block)):
         table.update({name: Entry(kernel, conv_args, conv_fields) for name, kernel in kernels.items()})
