@@ -362,9 +362,12 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
         st_a = U32(kk[0] * lda + tid // bk)
         st_b = U32(stage_a + (kk[0] * ldb + tid // bk if wgrad else kk[1] * ldb + tid % lanes))
         at_a, at_b = U32(ty * tm), U32(stage_a + tx * tn)
-        write = U32(0)                              # tile t's stage
         t = kint(0)
         while t <= tiles:
+            # tile t's stage, and tile t-1's (multiples of the stage size that LLVM can see:
+            # 16-byte fragment reads)
+            write = U32((t & 1) * stage)
+            read = U32(stage - write)
             # 1. read tile t into registers (its global loads fly while tile t-1 multiplies);
             # past the last tile every load is masked off (k_left <= 0), so no branch
             a_k = ix(ix(a_first + ix(k0[0] * a_k0)) + ix(ix(k1[0] * a_k1) + ix(k2[0] * a_k2)))
@@ -395,7 +398,6 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
             for s in range(states):
                 k0[s], k1[s], k2[s] = advance(k0[s], k1[s], k2[s], e0, e1, e2, r1, r2)
             # 2. multiply tile t-1 from its shared stage
-            read = U32(stage - write)
             if t > 0:
                 mac(sm, sm, U32(read + at_a), U32(read + at_b), acc)
             # 3. registers -> the other stage (freed by the barrier that ended tile t-2)
@@ -403,7 +405,6 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
                 sm[U32(U32(write + st_a) + r * lanes)] = a_reg[r]
             for r in range(pb):
                 sm[U32(U32(write + st_b) + r * lanes)] = b_reg[r]
-            write = read
             t = kint(t + 1)
             cuda.syncthreads()
 
