@@ -219,7 +219,9 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
     multiplied. ``wide``: int64 offsets (a tensor past 2^31 elements), else uint32.
     ``zero_pad`` (zero padding; conv.cu's ZERO_PAD): each B column's offset holds its first
     tap's position, so an element costs one add and two unsigned compares; otherwise every
-    position goes through source_map."""
+    position goes through source_map. Grad-input (transposed, stride phases) runs zero_pad
+    instances only (grad_out's bounds are zeros; conv_pad_adjoint folds the other modes): the
+    other instances, and grad-weight's, compile the forward axes alone."""
     bm, bn, bk, tm, tn, threads = tile.bm, tile.bn, tile.bk, tile.tm, tile.tn, tile.threads
     bdx = bn // tn
     pa, pb = bm * bk // threads, bn * bk // threads   # A and B elements loaded per thread
@@ -238,6 +240,7 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
     # once a real element's sum is formed), read as unsigned ``ux`` (no negative-index fixup).
     ix, ux = (np.int64, np.uint64) if wide else (np.int32, np.uint32)
     kint = ix                                       # reduction counts
+    phases = zero_pad and not wgrad                 # may run grad-input's stride phases
     zero = dtype.type(0)
     mac = _inner_product(dtype, bk, tm, tn, lda, ldb)
     align = None if config.ENABLE_CUDASIM else 16   # 16-byte fragment reads (LDS.128)
@@ -252,11 +255,11 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
         split = np.int64(0)
         if wgrad:
             g, split = z // p[SPLITS], z % p[SPLITS]
-        elif p[TRANSPOSED]:
+        elif phases and p[TRANSPOSED]:
             g = z // (p[SH] * p[SW])
         else:
             g = z
-        if p[TRANSPOSED]:
+        if phases and p[TRANSPOSED]:
             phase = z % (p[SH] * p[SW])
             ah = phase_axis(phase // p[SW], p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
             aw = phase_axis(phase % p[SW], p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
@@ -298,7 +301,7 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
         if wgrad:
             a_base, a_row = g * rows * sa1, sa1
             a_k0, a_k1, a_k2 = ix(sa0), ix(sa2), ix(sa3)
-        elif p[TRANSPOSED]:
+        elif phases and p[TRANSPOSED]:
             a_base, a_row = g * kc * sa0 + ah[2] * sa2 + aw[2] * sa3, sa1
             a_k0, a_k1, a_k2 = ix(sa0), ix(ah[3] * sa2), ix(aw[3] * sa3)
         else:
