@@ -42,7 +42,7 @@ MISSING_TOOLCHAIN = 3  # the compile script's exit status when NVVM or nvJitLink
 # and ptxas' "0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads".
 USAGE = re.compile(r"used (\d+) registers.*?(\d+) bytes smem")
 MIN_FMA_SHARE = 0.5
-FMA_FLOOR = 0.35
+FMA_FLOOR = 0.33
 FMA_FLOOR_WIDE_MAPPED = 0.42
 CALL_FREE = {"conv_depthwise", "conv_depthwise_grad_weight", "max_pool2d", "max_pool2d_backward"}
 DW_GRAD_WEIGHT_PER_FMA = 12
