@@ -9,11 +9,13 @@
 //       as the NumPy path), y = (x - mean) * (gamma / sqrt(var + eps)) + beta, the running
 //       statistics updated in place (running = m * running + (1 - m) * batch, the variance
 //       unbiased by count / (count - 1)) and (mean, 1 / std) saved for the backward.
-//       Inference: the same y from the running statistics.
+//       Inference: the same y from the running statistics. With a ReLU fused after it
+//       (relu): max(y, 0), NaN kept.
 //   batch_norm2d_backward<T>  nn.BatchNorm2D.backward: one block per channel; sum(g) and
 //       sum(g * (x - mean)) in one fixed-order pass, then
 //       dgamma = sum(g (x - mean)) / std, dbeta = sum(g),
-//       dx = gamma / std * (g - sum(g) / M - (x - mean) / std^2 * sum(g (x - mean)) / M).
+//       dx = gamma / std * (g - sum(g) / M - (x - mean) / std^2 * sum(g (x - mean)) / M);
+//       with a fused ReLU (relu_y: the forward's output), g * (relu_y > 0) in place of g.
 //   softmax_cross_entropy<T>  nn.SoftmaxCrossEntropy and nn.losses.correct_count in one block:
 //       per row log p = x - max - log(sum exp(x - max)), loss = -log p[label],
 //       d loss / d x = (p - onehot(label)) / N, the first maximum compared with the label; the
@@ -40,11 +42,13 @@ struct LayerParams {
     void* grad_beta;
     void* totals;           // loss: float64 [loss sum, correct count], added to
     const void* seed;       // dropout: int64 [key, step], read on the device (graph replays)
+    const void* relu_y;     // batch norm backward with a fused ReLU: the forward's output
     i64 n, c, hw;           // batch norm (N, C, H*W); loss N rows of C classes; relu, dropout:
                             // element count n
     i64 training;           // batch norm forward: 1 batch statistics, 0 running statistics
     i64 stream;             // dropout: the call's stream within a step
     i64 threshold;          // dropout: keep when the 24-bit draw >= threshold
+    i64 relu;               // batch norm forward: a ReLU fused after it
     double momentum, epsilon, scale;  // batch norm; dropout's 1 / (1 - rate)
 };
 
@@ -106,17 +110,24 @@ __global__ void __launch_bounds__(LAYER_BLOCK) batch_norm2d_forward(const LayerP
     }
     const T scale = ((const T*)p.gamma)[ch] * inv_std, shift = ((const T*)p.beta)[ch];
     T* y = (T*)p.y;
-    for_channel(p, ch, [&](i64 k) { y[k] = (x[k] - mean) * scale + shift; });
+    const bool relu = p.relu != 0;
+    for_channel(p, ch, [&](i64 k) {
+        const T v = (x[k] - mean) * scale + shift;
+        y[k] = relu && v < T(0) ? T(0) : v;  // NaN stays NaN, as np.maximum(y, 0)
+    });
 }
 
 template <typename T>
 __global__ void __launch_bounds__(LAYER_BLOCK) batch_norm2d_backward(const LayerParams p) {
     const int ch = (int)blockIdx.x;
     const T* x = (const T*)p.x;
-    const T* g = (const T*)p.gy;
+    const T* gy = (const T*)p.gy;
+    const T* relu_y = (const T*)p.relu_y;
+    // the upstream gradient, through the fused ReLU's slope where there is one (g * (y > 0))
+    const auto g = [&](i64 i) { return relu_y ? gy[i] * (relu_y[i] > T(0) ? T(1) : T(0)) : gy[i]; };
     const T mean = ((const T*)p.saved)[ch], inv_std = ((const T*)p.saved)[p.c + ch];
-    const T sum_g = (T)channel_sum(p, ch, [&](i64 i) { return (double)g[i]; });
-    const T sum_gc = (T)channel_sum(p, ch, [&](i64 i) { return (double)g[i] * (double)(x[i] - mean); });
+    const T sum_g = (T)channel_sum(p, ch, [&](i64 i) { return (double)g(i); });
+    const T sum_gc = (T)channel_sum(p, ch, [&](i64 i) { return (double)g(i) * (double)(x[i] - mean); });
     if (threadIdx.x == 0) {
         ((T*)p.grad_gamma)[ch] = sum_gc * inv_std;
         ((T*)p.grad_beta)[ch] = sum_g;
@@ -126,7 +137,7 @@ __global__ void __launch_bounds__(LAYER_BLOCK) batch_norm2d_backward(const Layer
     const T scale = ((const T*)p.gamma)[ch] * inv_std;
     const T slope = -scale * inv_std * inv_std * sum_gc / count, shift = -scale * sum_g / count;
     T* gx = (T*)p.y;
-    for_channel(p, ch, [&](i64 k) { gx[k] = g[k] * scale + (x[k] - mean) * slope + shift; });
+    for_channel(p, ch, [&](i64 k) { gx[k] = g(k) * scale + (x[k] - mean) * slope + shift; });
 }
 
 // --------------------------------------------------------------------------- loss

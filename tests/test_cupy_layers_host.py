@@ -65,16 +65,19 @@ def _built(layer_factory, shape, device, dtype, rng_seed):
 BN_SHAPES = {"small": (3, 4, 5, 6), "wide-plane": (2, 3, 20, 17), "one-pixel": (5, 2, 1, 1)}
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", list(BN_SHAPES))
-def test_batch_norm_training_step(host, name, dtype):
+def test_batch_norm_training_step(host, name, dtype, relu):
     """Forward in training mode (output, running statistics) then backward (grad_x, grad_gamma,
-    grad_beta) with a random upstream gradient, twice so the running update compounds."""
+    grad_beta) with a random upstream gradient, twice so the running update compounds; with
+    ``relu``, the ReLU that Sequential fuses into it, in the same two kernels."""
     shape = BN_SHAPES[name]
     rng = np.random.default_rng(len(name))
     layers = {}
     for key, device in (("numpy", CPU), ("kernel", FUSED)):
         layer = _built(lambda: nn.BatchNorm2D(momentum=0.8, epsilon=1e-3), shape, device, dtype, 0)
+        layer.relu = relu
         layer.params["gamma"][...] = np.linspace(0.5, 1.5, shape[1])
         layer.params["beta"][...] = np.linspace(-1, 1, shape[1])
         layers[key] = layer
@@ -84,6 +87,7 @@ def test_batch_norm_training_step(host, name, dtype):
         g = rng.standard_normal(shape).astype(dtype)
         want_y, got_y = (layers[k].forward(x, training=True) for k in ("numpy", "kernel"))
         assert_close(got_y, want_y, count, dtype, f"y (step {step})")
+        assert np.array_equal(got_y > 0, want_y > 0) and ((want_y >= 0).all() or not relu)
         for buf in ("running_mean", "running_var"):
             assert_close(layers["kernel"].buffers[buf], layers["numpy"].buffers[buf], count, dtype, buf)
         want_gx, got_gx = (layers[k].backward(g) for k in ("numpy", "kernel"))

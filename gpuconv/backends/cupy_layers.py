@@ -19,29 +19,32 @@ def _xp():
 
 
 def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training: bool,
-                         momentum: float, epsilon: float):
-    """(y, saved): y = BatchNorm2D's output; in training, batch statistics and the running
-    statistics updated in place, ``saved`` (2, C) the batch mean and 1 / std for the backward
-    (None at inference)."""
+                         momentum: float, epsilon: float, relu: bool = False):
+    """(y, saved): y = BatchNorm2D's output (then max(y, 0): a ReLU fused after it); in
+    training, batch statistics and the running statistics updated in place, ``saved`` (2, C)
+    the batch mean and 1 / std for the backward (None at inference)."""
     xp = _xp()
     x = xp.ascontiguousarray(x)
     y = xp.empty_like(x)
     saved = xp.empty((2, x.shape[1]), dtype=x.dtype) if training else None
     cupy_backend._run(plan.batch_norm2d_forward_plan(x.shape, str(x.dtype), training, momentum,
-                                                     epsilon),
+                                                     epsilon, relu),
                       {"x": x, "gamma": gamma, "beta": beta, "y": y, "saved": saved,
                        "running_mean": running_mean, "running_var": running_var})
     return y, saved
 
 
-def batch_norm2d_backward(grad_out, x, gamma, saved, need_input_grad: bool):
-    """(grad_x or None, grad_gamma, grad_beta) of a training-mode forward."""
+def batch_norm2d_backward(grad_out, x, gamma, saved, need_input_grad: bool, relu_y=None):
+    """(grad_x or None, grad_gamma, grad_beta) of a training-mode forward; ``relu_y``: the
+    forward's output where a ReLU was fused after it (grad_out counts where it is > 0)."""
     xp = _xp()
     grad_out, x = xp.ascontiguousarray(grad_out), xp.ascontiguousarray(x)
     grad_x = xp.empty_like(x) if need_input_grad else None
     grad_gamma, grad_beta = xp.empty_like(gamma), xp.empty_like(gamma)
-    cupy_backend._run(plan.batch_norm2d_backward_plan(x.shape, str(x.dtype), need_input_grad),
+    relu = relu_y is not None
+    cupy_backend._run(plan.batch_norm2d_backward_plan(x.shape, str(x.dtype), need_input_grad, relu),
                       {"x": x, "grad_out": grad_out, "gamma": gamma, "saved": saved,
+                       "relu_y": xp.ascontiguousarray(relu_y) if relu else None,
                        "grad_x": grad_x, "grad_gamma": grad_gamma, "grad_beta": grad_beta})
     return grad_x, grad_gamma, grad_beta
 

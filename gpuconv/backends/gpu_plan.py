@@ -175,8 +175,9 @@ POOL_FIELDS = ([(n, _PTR) for n in ("x", "gy", "y", "idx", "err")]
 INDEX_POINTERS = ("idx", "err")  # int64 pointer fields; the others point at the tensor's dtype
 # LayerParams in layers.cu (the trainer's fused layer kernels).
 LAYER_FIELDS = ([(n, _PTR) for n in ("x", "gy", "gamma", "beta", "y", "saved", "running_mean",
-                                     "running_var", "grad_gamma", "grad_beta", "totals", "seed")]
-                + [(n, _I64) for n in ("n", "c", "hw", "training", "stream", "threshold")]
+                                     "running_var", "grad_gamma", "grad_beta", "totals", "seed",
+                                     "relu_y")]
+                + [(n, _I64) for n in ("n", "c", "hw", "training", "stream", "threshold", "relu")]
                 + [(n, _F64) for n in ("momentum", "epsilon", "scale")])
 CONV_PARAMS = _struct(CONV_FIELDS)
 POOL_PARAMS = _struct(POOL_FIELDS)
@@ -1015,19 +1016,25 @@ def numba_depthwise_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_h
 # The fused kernels of kernels/layers.cu. Every tensor is contiguous; the pointer fields name
 # the buffers of gpuconv.nn's layers ("x", "y", "gamma", ...).
 def batch_norm2d_forward_plan(x_shape, dtype: str, training: bool, momentum: float,
-                              epsilon: float) -> Plan:
-    """One block per channel: batch (training) or running statistics, y, running update."""
+                              epsilon: float, relu: bool = False) -> Plan:
+    """One block per channel: batch (training) or running statistics, y (then ReLU if
+    ``relu``), running update."""
     n, c, h, w = x_shape
     params = dict(x="x", gamma="gamma", beta="beta", y="y", running_mean="running_mean",
                   running_var="running_var", saved="saved" if training else None, n=n, c=c,
-                  hw=h * w, training=int(training), momentum=momentum, epsilon=epsilon)
+                  hw=h * w, training=int(training), momentum=momentum, epsilon=epsilon,
+                  relu=int(relu))
     return Plan([Launch(f"batch_norm2d_forward<{CTYPES[dtype]}>", (c, 1, 1), (LAYER_BLOCK, 1, 1),
                         params)])
 
 
-def batch_norm2d_backward_plan(x_shape, dtype: str, need_input_grad: bool) -> Plan:
+def batch_norm2d_backward_plan(x_shape, dtype: str, need_input_grad: bool,
+                               relu: bool = False) -> Plan:
+    """One block per channel; with a fused ``relu``, grad_out masked by the forward's output
+    ("relu_y") > 0 first."""
     n, c, h, w = x_shape
     params = dict(x="x", gy="grad_out", gamma="gamma", saved="saved",
+                  relu_y="relu_y" if relu else None,
                   y="grad_x" if need_input_grad else None, grad_gamma="grad_gamma",
                   grad_beta="grad_beta", n=n, c=c, hw=h * w)
     return Plan([Launch(f"batch_norm2d_backward<{CTYPES[dtype]}>", (c, 1, 1),

@@ -572,7 +572,7 @@ class BatchNorm2D(Layer):
     ``running = momentum * running + (1 - momentum) * batch``, Keras' convention); at
     inference, uses the running statistics."""
 
-    # on the CPU, the ReLU right after it runs in its passes (Sequential.build)
+    # the ReLU right after it runs in its passes or kernels (Sequential.build)
     relu = False
 
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: Optional[str] = None,
@@ -609,7 +609,8 @@ class BatchNorm2D(Layer):
             self._x = x
             y, self._saved = fused.batch_norm2d_forward(
                 x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
-                self.buffers["running_var"], training, self.momentum, self.epsilon)
+                self.buffers["running_var"], training, self.momentum, self.epsilon, self.relu)
+            self._y = y if self.relu else None  # the ReLU's slope: y > 0
             return y
         if training:
             count = x.dtype.type(x.size // x.shape[1])
@@ -644,7 +645,8 @@ class BatchNorm2D(Layer):
         fused = self.device.layer_kernels
         if fused is not None:
             grad_x, grad_gamma, grad_beta = fused.batch_norm2d_backward(
-                grad_out, self._x, self.params["gamma"], self._saved, self.need_input_grad)
+                grad_out, self._x, self.params["gamma"], self._saved, self.need_input_grad,
+                self._y)
             self.grads = {"gamma": grad_gamma, "beta": grad_beta}
             return grad_x
         xp, inv_std, centred = self.device.xp, self._inv_std, self._centred

@@ -79,7 +79,7 @@ class Sequential:
         self.stop_training = False
         self.extra: dict = {}  # what save(extra=...) stored, after load()
         self.graph = True  # on CuPy, fit / evaluate replay each step as a CUDA graph
-        self.fuse_relu = True  # build: a ReLU inside the Conv2D or CPU BatchNorm2D before it
+        self.fuse_relu = True  # build: a ReLU inside the Conv2D or BatchNorm2D before it
         self._trainer: Optional[Trainer] = None
         for layer in layers:
             self.add(layer)
@@ -138,14 +138,13 @@ class Sequential:
         """With ``fuse_relu``, a ReLU runs inside the layer before it, one pass fewer over its
         output (the same numbers, bit for bit): a Conv2D(activation="relu"), or a Conv2D
         directly followed by a ReLU layer, runs as one conv that applies the ReLU as it
-        writes its output (every backend); on the CPU, a BatchNorm2D directly followed by a
-        ReLU applies it in its own passes over the batch."""
-        cpu = self.device.kind == "cpu"
+        writes its output (every backend); a BatchNorm2D directly followed by a ReLU applies
+        it in its own passes over the batch (CPU) or its own kernels (CUDA)."""
         for before, layer in zip([None] + self.layers, self.layers):
             if isinstance(layer, ReLU):
                 layer.in_epilogue = self.fuse_relu and (
                     (isinstance(before, Conv2D) and before._activation is None)
-                    or (cpu and isinstance(before, BatchNorm2D)))
+                    or isinstance(before, BatchNorm2D))
         for layer, after in zip(self.layers, self.layers[1:] + [None]):
             relu_after = isinstance(after, ReLU) and after.in_epilogue
             if isinstance(layer, Conv2D):
