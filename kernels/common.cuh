@@ -107,6 +107,14 @@ __device__ __forceinline__ void copy_wait() {
 #endif
 }
 
+// The launch's dynamic shared memory as `count` elements of T (16-byte aligned): the launch
+// passes at least count * sizeof(T) bytes (the host emulation checks it).
+#ifndef DYNAMIC_SHARED
+#define DYNAMIC_SHARED(T, name, count) \
+    extern __shared__ __align__(16) unsigned char name##_bytes[]; \
+    T* const name = (T*)name##_bytes
+#endif
+
 // --------------------------------------------------------------------------- 4. tensor cores
 // The TF32 operands of x. mma.sync reads an operand's sign, exponent and top 10 mantissa bits
 // and drops the rest (rounds toward zero), so "tf32" passes x as it is (no instruction). 3xTF32

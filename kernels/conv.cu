@@ -371,8 +371,9 @@ struct Loader {
     }
 };
 
-// Pipeline depth: 3 stages where they fit in 44 KiB of static shared memory, else 2.
-__host__ __device__ constexpr int pipeline_stages(int stage_bytes) { return 3 * stage_bytes <= 44 * 1024 ? 3 : 2; }
+// Pipeline depth of every GEMM tile. The stages are the launch's dynamic shared memory
+// (gpu_plan.TileConfig.smem_bytes; past 48 KiB for the 128x128 tiles, with the kernel's opt-in).
+constexpr int STAGES = 3;
 
 // STAGES-deep cp.async pipeline over `tiles` reduction steps: step t+STAGES-1 is copied while
 // step t is multiplied; one barrier per step.
@@ -537,7 +538,6 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
     typedef KMajor<BM, BK> LA;
     typedef KMajor<BN, BK> LB;
     typedef Loader<T, Index, BM, BN, BK, THREADS, LA, LB, ZERO_PAD> L;
-    constexpr int STAGES = pipeline_stages((LA::SIZE + LB::SIZE) * (int)sizeof(T));
     // index decoding: block (x: BN columns, y: BM rows, z: slice); warp (wm, wn); lane (ly, lx)
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
@@ -550,7 +550,7 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
     // body
-    alignas(16) __shared__ T stages[STAGES * (LA::SIZE + LB::SIZE)];  // then the staged outputs
+    DYNAMIC_SHARED(T, stages, STAGES * (LA::SIZE + LB::SIZE));  // then the staged outputs
     T* const As = stages;
     T* const Bs = stages + STAGES * LA::SIZE;
     __shared__ Column<Index> columns[BN];
@@ -624,7 +624,6 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
     typedef KPairs<BM, BK> LA;
     typedef KInner<BN, BK> LB;
     typedef Loader<float, Index, BM, BN, BK, THREADS, LA, LB, ZERO_PAD> L;
-    constexpr int STAGES = pipeline_stages((LA::SIZE + LB::SIZE) * (int)sizeof(float));
     // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm.. wm+31, columns wn.. wn+WN-1
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
@@ -637,7 +636,7 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
     // body
-    alignas(16) __shared__ float stages[STAGES * (LA::SIZE + LB::SIZE)];  // then the staged outputs
+    DYNAMIC_SHARED(float, stages, STAGES * (LA::SIZE + LB::SIZE));  // then the staged outputs
     float* const As = stages;
     float* const Bs = stages + STAGES * LA::SIZE;
     __shared__ Column<Index> columns[BN];

@@ -395,7 +395,11 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
                     h = source_map(h, bh, slope, lo_h, hi_h)
                     w = source_map(w, bw, slope, lo_w, hi_w)
                     if b_in & (h >= 0) & (w >= 0):
-                        value = b[ux(ix(ix(b_off[r] + b_k) + ix(ix(h * sb2) + ix(w * sb3))))]
+                        if wide:  # h, w >= 0: unsigned 32 x 64-bit products (2 instructions, not 4)
+                            value = b[ux(b_off[r] + b_k) + ux(U32(h)) * ux(sb2)
+                                      + ux(U32(w)) * ux(sb3)]
+                        else:
+                            value = b[ux(ix(ix(b_off[r] + b_k) + ix(ix(h * sb2) + ix(w * sb3))))]
                 b_reg[r] = value
             k_left = kint(k_left - bk)
             for s in range(states):

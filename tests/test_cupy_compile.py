@@ -1,27 +1,43 @@
 """Every kernel the CuPy backend can launch, compiled for the H100 / H200 (sm_90) with NVRTC and
 CuPy's flags, exactly as the runtime compiles it (cuda_source.module_source): no compile error,
-no register spill, at most 128 registers for the GEMMs (two 256-thread blocks per SM); and the
-GEMMs' hot loops read from their SASS (cuobjdump, pip wheel nvidia-cuda-cuobjdump): FFMA share,
-tensor-core MMAs, no division, no call, no generic or local memory. Registers, shared memory and
-the loop figures are recorded in bench/results/cupy_sm90_resources.json. These are proxies: they
-say a kernel is built right, not that it is fast."""
+no register spill, at most 128 registers for the GEMMs (two 256-thread blocks per SM), static
+plus the launches' dynamic shared memory within a block's 227 KiB; and the GEMMs' hot loops
+read from their SASS (cuobjdump, pip wheel nvidia-cuda-cuobjdump): FFMA share, tensor-core
+MMAs, no division, no call, no generic or local memory. Registers, shared memory and the loop
+figures are recorded in bench/results/cupy_sm90_resources.json. These are proxies: they say a
+kernel is built right, not that it is fast."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from gpuconv.backends import cuda_source
+from gpuconv.backends import cuda_source, gpu_plan
 
 pytest.importorskip("cuda.core")
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "cupy_sm90_resources.json"
 
 
+def _dynamic_smem() -> dict:
+    """Each GEMM kernel's dynamic shared memory: its launches' shared_mem (the planner's)."""
+    sizes = {}
+    for (dtype, _), names in gpu_plan.TILES_FOR.items():
+        for t in (gpu_plan.TILES[name] for name in names):
+            for flags in itertools.product((False, True), repeat=3):
+                sizes[t.kernel(gpu_plan.CTYPES[dtype], *flags)] = t.smem_bytes(np.dtype(dtype).itemsize)
+    return sizes
+
+
 @pytest.fixture(scope="module")
 def report():
-    return cuda_source.compile_report("sm_90")
+    """ptxas's figures per kernel, and its launches' dynamic shared memory."""
+    sizes = _dynamic_smem()
+    return {name: dict(r, dynamic_smem=sizes.get(name, 0))
+            for name, r in cuda_source.compile_report("sm_90").items()}
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +51,11 @@ def test_every_kernel_compiles_for_sm90(report):
     code, options, names = cuda_source.module_source()
     assert "-std=c++17" in options and "-ftz=true" in options
     assert sorted(report) == sorted(names)
+
+
+def test_shared_memory_per_block(report):
+    """Static plus dynamic shared memory within sm_90's 227 KiB per block."""
+    assert {n: r for n, r in report.items() if r["smem"] + r["dynamic_smem"] > 227 * 1024} == {}
 
 
 def test_no_spills_and_gemm_registers(report):

@@ -80,8 +80,9 @@ class RecordingExecutor(host.NoOpExecutor):
     def function(self, kernel):
         self.fetched.append(kernel)
 
-        def launch(grid, block, args):
+        def launch(grid, block, args, shared_mem=0):
             (struct,) = args  # one struct, passed by value
+            assert type(shared_mem) is int and 0 <= shared_mem <= 227 * 1024, kernel
             assert struct.shape == (1,) and struct.dtype in (gpu_plan.CONV_PARAMS,
                                                              gpu_plan.POOL_PARAMS), kernel
             assert all(type(v) is int and v > 0 for v in grid + block) and len(grid + block) == 6
@@ -161,7 +162,7 @@ def test_a_signature_is_planned_once_and_only_pointers_change(recording, monkeyp
             [a.data.ptr for a in arrays]
     scalars = [name for name in first.dtype.names if name not in gpu_plan.POINTER_FIELDS]
     assert all(np.array_equal(first[f], second[f]) for f in scalars)
-    template = next(iter(recording.prepared.values())).steps[0][3]
+    template = next(iter(recording.prepared.values())).steps[0][4]
     assert not any(template[:32])  # the prefilled struct's pointers are never patched
 
 

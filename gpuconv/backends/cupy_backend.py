@@ -137,10 +137,11 @@ def _strides(array) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class _Prepared:
     """Everything one call signature needs, computed once: ``steps`` (RawKernel, grid, block,
-    the struct's bytes with every scalar filled in, the struct dtype, and (byte offset, buffer
-    slot) for each pointer), the ``outputs`` to allocate ((shape, dtype), or None for an output
-    not asked for), the ``workspaces`` ((count, dtype)) and the input ``copies`` (slots a
-    kernel needs contiguous). Buffer slots: inputs, outputs, workspaces, in that order."""
+    dynamic shared memory bytes, the struct's bytes with every scalar filled in, the struct
+    dtype, and (byte offset, buffer slot) for each pointer, last), the ``outputs`` to allocate
+    ((shape, dtype), or None for an output not asked for), the ``workspaces`` ((count, dtype))
+    and the input ``copies`` (slots a kernel needs contiguous). Buffer slots: inputs, outputs,
+    workspaces, in that order."""
 
     steps: tuple
     outputs: tuple
@@ -181,7 +182,10 @@ def _prepare(ex, p: plan.Plan, names: tuple, outputs: tuple, copies: tuple = ())
         pointers = tuple((params.dtype.fields[field][1], slots[value])
                          for field, value in launch.params.items()
                          if field in plan.POINTER_FIELDS and value not in (None, "err"))
-        steps.append((ex.function(launch.kernel), tuple(launch.grid), tuple(launch.block),
+        function = ex.function(launch.kernel)
+        if launch.shared_mem:  # the opt-in (past 48 KiB with the static part), on this device
+            function.max_dynamic_shared_size_bytes = launch.shared_mem
+        steps.append((function, tuple(launch.grid), tuple(launch.block), launch.shared_mem,
                       params.tobytes(), params.dtype, pointers))
     return _Prepared(tuple(steps), outputs, tuple(p.workspaces.values()), copies)
 
@@ -202,11 +206,11 @@ def _execute(ex, prepared: _Prepared, buffers: list) -> None:
     pointers = []
     for buffer in buffers:
         pointers.append(0 if buffer is None else pointer(buffer))
-    for function, grid, block, template, layout, fields in prepared.steps:
+    for function, grid, block, shared_mem, template, layout, fields in prepared.steps:
         params = bytearray(template)  # a copy per launch: concurrent calls share the template
         for offset, slot in fields:
             _put_pointer(params, offset, pointers[slot])
-        function(grid, block, (np.frombuffer(params, layout),))
+        function(grid, block, (np.frombuffer(params, layout),), shared_mem=shared_mem)
 
 
 def _call(build, arrays: tuple, options: tuple):
@@ -236,7 +240,7 @@ def _composite(ex, arrays: tuple, compose, *args) -> _Prepared:
     steps, copies = [], set()
     for part, slots in zip(parts, part_slots):
         copies.update(slots[slot] for slot in part.copies)
-        steps += [(*step[:5], tuple((offset, slots[slot]) for offset, slot in step[5]))
+        steps += [(*step[:-1], tuple((offset, slots[slot]) for offset, slot in step[-1]))
                   for step in part.steps]
     outputs = tuple(None if r is None else parts[r].outputs[0] for r in results)
     return _Prepared(tuple(steps), outputs, tuple(workspaces), tuple(sorted(copies)))

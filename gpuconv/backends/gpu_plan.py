@@ -68,13 +68,10 @@ class TileConfig:
         pad = 0 if self.terms else 4
         return self.bk * ((self.bm + pad) + (self.bn + pad)) * itemsize
 
-    def stages(self, itemsize: int) -> int:
-        """conv.cu's pipeline_stages: 3 stages where they fit in 44 KiB, else 2."""
-        return 3 if 3 * self.stage_bytes(itemsize) <= 44 * 1024 else 2
-
     def smem_bytes(self, itemsize: int) -> int:
-        """Static shared memory of the A and B stages."""
-        return self.stages(itemsize) * self.stage_bytes(itemsize)
+        """The launch's dynamic shared memory: conv.cu's STAGES pipeline stages of the A and B
+        tiles (none for conv_direct)."""
+        return 0 if self.direct else PIPELINE_STAGES * self.stage_bytes(itemsize)
 
     def kernel(self, ctype: str, wgrad: bool, zero_pad: bool = True, index64: bool = False) -> str:
         flags = f"{str(wgrad).lower()}, {str(zero_pad).lower()}, {'long long' if index64 else 'int'}"
@@ -87,6 +84,7 @@ class TileConfig:
 
 
 THREADS_PER_SM = 512  # __launch_bounds__(threads, 512 / threads): at most 128 registers
+PIPELINE_STAGES = 3   # conv.cu's STAGES
 TILES = {t.name: t for t in (
     TileConfig("128x128", 128, 128, 16, tm=8, tn=8),
     TileConfig("64x128", 64, 128, 16, tm=8, tn=8),
@@ -211,6 +209,7 @@ class Launch:
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
     params: dict
+    shared_mem: int = 0  # dynamic shared memory, bytes (the kernel opts in: static + dynamic > 48 KiB)
 
 
 @dataclass
@@ -377,7 +376,8 @@ def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile:
                   out=out if splits == 1 else "partials")
     grid = (_blocks(shape.cols, t.bn), _blocks(shape.rows, t.bm),
             _check_grid_z(shape.slices * splits, "conv"))
-    launches = [Launch(t.kernel(ctype, wgrad, zero_pad, index64), grid, (t.threads, 1, 1), params)]
+    launches = [Launch(t.kernel(ctype, wgrad, zero_pad, index64), grid, (t.threads, 1, 1), params,
+                       t.smem_bytes(itemsize))]
     workspaces = {}
     if splits > 1:
         workspaces["partials"] = (splits * out_count, dtype)

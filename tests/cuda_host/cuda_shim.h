@@ -2,13 +2,16 @@
 //
 // A launch runs its blocks one after another; the threads of a block are OS threads, so
 // __syncthreads() is a std::barrier and __shared__ is a function-static array (one block at a
-// time uses it). No __CUDA_ARCH__: common.cuh's cp.async helpers take their plain-copy path.
+// time uses it); dynamic shared memory is one buffer of the launch's size, checked against
+// what the kernel asks of it. No __CUDA_ARCH__: common.cuh's cp.async helpers take their plain-copy path.
 // mma.sync m16n8k8 TF32: the lanes of a warp swap fragments through WarpScratch, and each lane
 // computes its own accumulators with the PTX ISA's fragment layout (common.cuh, mma_tf32).
 #pragma once
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <math.h>
 #include <algorithm>
@@ -58,16 +61,33 @@ inline thread_local std::barrier<>* warp_barrier = nullptr;
 inline thread_local WarpScratch* warp_scratch = nullptr;
 
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+
+// common.cuh's DYNAMIC_SHARED: the launch's buffer, which must hold what the kernel uses.
+inline float4* dynamic_shared = nullptr;
+inline size_t dynamic_shared_bytes = 0;
+inline void* dynamic_shared_of(size_t bytes) {
+    if (bytes > dynamic_shared_bytes) {
+        std::fprintf(stderr, "kernel uses %zu bytes of dynamic shared memory, the launch gave %zu\n",
+                     bytes, dynamic_shared_bytes);
+        std::abort();
+    }
+    return dynamic_shared;
+}
+#define DYNAMIC_SHARED(T, name, count) T* const name = (T*)dynamic_shared_of((count) * sizeof(T))
 template <typename T> inline T __ldg(const T* p) { return *p; }
 using std::fma;
 using std::isnan;
 
-// Run kernel(params) over grid x block: one OS thread per thread of the block, each walking
-// every block in order; the barrier after each block keeps shared memory to one block.
+// Run kernel(params) over grid x block with shared_bytes of dynamic shared memory: one OS
+// thread per thread of the block, each walking every block in order; the barrier after each
+// block keeps shared memory to one block.
 template <class P>
-void emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, const void* params) {
+void emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_bytes, const void* params) {
     P p;
     std::memcpy(&p, params, sizeof(P));
+    std::vector<float4> shared((shared_bytes + sizeof(float4) - 1) / sizeof(float4));
+    dynamic_shared = shared.data();
+    dynamic_shared_bytes = shared_bytes;
     const unsigned threads = block.x * block.y * block.z;
     std::barrier<> bar(threads);
     block_barrier = &bar;
@@ -94,6 +114,8 @@ void emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, const void* params
         });
     for (auto& th : pool) th.join();
     block_barrier = nullptr;
+    dynamic_shared = nullptr;
+    dynamic_shared_bytes = 0;
 }
 
 

@@ -35,8 +35,8 @@ def library_source() -> str:
     lines = [f'#include "{SHIM}"', cuda_source.kernel_source()]
     for i, name in enumerate(gpu_plan.kernel_names()):
         lines.append(f'extern "C" void launch_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, '
-                     f'unsigned by, unsigned bz, const void* p) {{ emulate_launch(&{name}, '
-                     f'dim3{{gx, gy, gz}}, dim3{{bx, by, bz}}, p); }}')
+                     f'unsigned by, unsigned bz, unsigned long shared, const void* p) {{ emulate_launch(&{name}, '
+                     f'dim3{{gx, gy, gz}}, dim3{{bx, by, bz}}, shared, p); }}')
     lines.append('extern "C" unsigned long params_sizes(int kind) { return kind == 2 ? '
                  'sizeof(LayerParams) : kind ? sizeof(PoolParams) : sizeof(ConvParams); }')
     return "\n".join(lines) + "\n"
@@ -78,17 +78,18 @@ class HostExecutor:
     def pointer(self, array) -> int:
         return array.__array_interface__["data"][0]
 
-    def launch(self, kernel: str, grid, block, params: np.ndarray) -> None:
+    def launch(self, kernel: str, grid, block, params: np.ndarray, shared_mem: int = 0) -> None:
         """One launch of ``kernel`` with a packed struct (tests that pack by hand)."""
-        self.function(kernel)(grid, block, (params,))
+        self.function(kernel)(grid, block, (params,), shared_mem=shared_mem)
 
     def function(self, kernel: str):
         fn = getattr(self.lib, f"launch_{self.index[kernel]}")
 
-        def launch(grid, block, args) -> None:
+        def launch(grid, block, args, shared_mem: int = 0) -> None:
             (params,) = args
             self.launched.append(kernel)
-            fn(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_void_p(params.ctypes.data))
+            fn(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_ulong(shared_mem),
+               ctypes.c_void_p(params.ctypes.data))
         return launch
 
     def sm_count(self) -> int:
