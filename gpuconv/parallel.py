@@ -49,7 +49,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _lock = threading.Lock()
-_state = {"threads": None, "pool": None}
+_state = {"threads": None, "pool": None, "pool_workers": 0}
 _in_worker = threading.local()
 
 
@@ -86,18 +86,22 @@ def set_num_threads(threads: int) -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     with _lock:
-        if threads != _state["threads"] and _state["pool"] is not None:
-            _state["pool"].shutdown(wait=True)
-            _state["pool"] = None
         _state["threads"] = threads
 
 
 def _pool() -> ThreadPoolExecutor:
-    threads = num_threads()
+    """The pool's helper threads (``run`` hands out ``num_threads() - 1`` jobs at most). It
+    only grows: a smaller thread count leaves the threads idle, so switching counts (the
+    thread-scaling bench does, call by call) starts no thread and joins none."""
+    workers = num_threads() - 1
     with _lock:
-        if _state["pool"] is None:
-            _state["pool"] = ThreadPoolExecutor(threads - 1, thread_name_prefix="gpuconv",
+        pool = _state["pool"]
+        if pool is None or _state["pool_workers"] < workers:
+            if pool is not None:
+                pool.shutdown(wait=False)  # its running jobs finish; it takes no new ones
+            _state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="gpuconv",
                                                 initializer=_mark_worker)
+            _state["pool_workers"] = workers
         return _state["pool"]
 
 

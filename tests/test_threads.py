@@ -220,6 +220,25 @@ def test_run_keeps_piece_order_and_runs_nested_calls_inline(tiny_pieces):
     assert parallel.pieces(7, 3) == [slice(0, 3), slice(3, 6), slice(6, 7)]
 
 
+def test_switching_thread_counts_keeps_the_pool(tiny_pieces):
+    """The pool only grows: going down to one thread and back (the thread-scaling bench does
+    it call by call) starts no new threads; more threads than it has gives a larger one."""
+    import threading
+
+    def helpers():
+        return {t for t in threading.enumerate() if t.name.startswith("gpuconv")}
+    parallel.set_num_threads(2)
+    assert parallel.run(lambda i: i + 1, range(8)) == list(range(1, 9))
+    pool, threads = parallel._pool(), helpers()
+    for count in (1, 2, 1, 2):
+        parallel.set_num_threads(count)
+        assert parallel.run(lambda i: i + 1, range(8)) == list(range(1, 9))
+    assert parallel._pool() is pool and helpers() == threads
+    parallel.set_num_threads(parallel._state["pool_workers"] + 2)  # more than it holds
+    assert parallel._pool() is not pool
+    assert parallel.run(lambda i: i + 1, range(8)) == list(range(1, 9))
+
+
 # a, b shapes: rows split, columns split, a stack, a broadcast stack, a stack of one
 MATMUL_CASES = [((70, 9), (9, 5)), ((3, 9), (9, 70)), ((4, 2, 5, 6), (4, 2, 6, 3)),
                 ((5, 6), (3, 6, 4)), ((1, 7, 8), (8, 9)), ((6,), (6, 4))]
