@@ -276,6 +276,17 @@ def test_64_bit_offsets(host, monkeypatch, name, dtype):
     assert all("long long" in k for k in host.launched if k.startswith("conv_gemm"))
 
 
+@pytest.mark.parametrize("stages", [2, 1])
+def test_a_launch_short_of_dynamic_shared_memory_fails(host, monkeypatch, stages):
+    """The emulation gives a launch the dynamic shared memory it carries: a plan that gives a
+    GEMM fewer pipeline stages' worth than the kernel uses fails the call (a GPU would fail
+    the launch or read past its shared memory), and the test process goes on."""
+    x, w, b, _, spec = _conv_case("wide-rows", "float32", np.random.default_rng(0))  # a GEMM
+    monkeypatch.setattr(gpu_plan, "PIPELINE_STAGES", stages)
+    with pytest.raises(RuntimeError, match="dynamic shared memory, its launch gave"):
+        cupy_backend.conv2d(x, w, b, spec)
+
+
 def test_results_are_deterministic(host):
     x, w, b, gy, spec = _conv_case("groups", "float32", np.random.default_rng(3))
     x, gy = np.concatenate([x] * 16), np.concatenate([gy] * 16)  # a reduction worth splitting

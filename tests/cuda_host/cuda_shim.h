@@ -2,11 +2,12 @@
 //
 // A launch runs its blocks one after another; the threads of a block are OS threads, so
 // __syncthreads() is a std::barrier and __shared__ is a function-static array (one block at a
-// time uses it); dynamic shared memory is one buffer of the launch's size, checked against
-// what the kernel asks of it. No __CUDA_ARCH__: common.cuh's cp.async helpers take their plain-copy path.
+// time uses it); dynamic shared memory is one buffer as large as an SM allows, and a launch
+// that gives less than its kernel asks for fails (emulate_launch). No __CUDA_ARCH__: common.cuh's cp.async helpers take their plain-copy path.
 // mma.sync m16n8k8 TF32: the lanes of a warp swap fragments through WarpScratch, and each lane
 // computes its own accumulators with the PTX ISA's fragment layout (common.cuh, mma_tf32).
 #pragma once
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -62,15 +63,22 @@ inline thread_local WarpScratch* warp_scratch = nullptr;
 
 inline void __syncthreads() { block_barrier->arrive_and_wait(); }
 
-// common.cuh's DYNAMIC_SHARED: the launch's buffer, which must hold what the kernel uses.
+// common.cuh's DYNAMIC_SHARED: the launch's buffer, which must hold what the kernel uses. The
+// buffer is allocated as large as an SM allows, so a kernel asking for more than its launch
+// gave still runs without corrupting memory; the launch then reports what it asked for
+// (emulate_launch's result), and the harness fails the call.
+constexpr size_t MAX_DYNAMIC_SHARED = 227 * 1024;  // sm_90: per block, opted in
 inline float4* dynamic_shared = nullptr;
 inline size_t dynamic_shared_bytes = 0;
+inline std::atomic<size_t> dynamic_shared_asked{0};
 inline void* dynamic_shared_of(size_t bytes) {
-    if (bytes > dynamic_shared_bytes) {
-        std::fprintf(stderr, "kernel uses %zu bytes of dynamic shared memory, the launch gave %zu\n",
-                     bytes, dynamic_shared_bytes);
+    if (bytes > MAX_DYNAMIC_SHARED) {
+        std::fprintf(stderr, "kernel uses %zu bytes of dynamic shared memory, above an SM's %zu\n",
+                     bytes, MAX_DYNAMIC_SHARED);
         std::abort();
     }
+    size_t asked = dynamic_shared_asked.load();
+    while (bytes > asked && !dynamic_shared_asked.compare_exchange_weak(asked, bytes)) {}
     return dynamic_shared;
 }
 #define DYNAMIC_SHARED(T, name, count) T* const name = (T*)dynamic_shared_of((count) * sizeof(T))
@@ -80,14 +88,16 @@ using std::isnan;
 
 // Run kernel(params) over grid x block with shared_bytes of dynamic shared memory: one OS
 // thread per thread of the block, each walking every block in order; the barrier after each
-// block keeps shared memory to one block.
+// block keeps shared memory to one block. Returns 0, or the dynamic shared memory the kernel
+// asked for where that is more than shared_bytes.
 template <class P>
-void emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_bytes, const void* params) {
+size_t emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_bytes, const void* params) {
     P p;
     std::memcpy(&p, params, sizeof(P));
-    std::vector<float4> shared((shared_bytes + sizeof(float4) - 1) / sizeof(float4));
+    std::vector<float4> shared(MAX_DYNAMIC_SHARED / sizeof(float4));
     dynamic_shared = shared.data();
     dynamic_shared_bytes = shared_bytes;
+    dynamic_shared_asked = 0;
     const unsigned threads = block.x * block.y * block.z;
     std::barrier<> bar(threads);
     block_barrier = &bar;
@@ -116,6 +126,7 @@ void emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_byte
     block_barrier = nullptr;
     dynamic_shared = nullptr;
     dynamic_shared_bytes = 0;
+    return dynamic_shared_asked > shared_bytes ? dynamic_shared_asked.load() : 0;
 }
 
 

@@ -34,9 +34,9 @@ def compiler() -> str | None:
 def library_source() -> str:
     lines = [f'#include "{SHIM}"', cuda_source.kernel_source()]
     for i, name in enumerate(gpu_plan.kernel_names()):
-        lines.append(f'extern "C" void launch_{i}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, '
-                     f'unsigned by, unsigned bz, unsigned long shared, const void* p) {{ emulate_launch(&{name}, '
-                     f'dim3{{gx, gy, gz}}, dim3{{bx, by, bz}}, shared, p); }}')
+        lines.append(f'extern "C" unsigned long launch_{i}(unsigned gx, unsigned gy, unsigned gz, '
+                     f'unsigned bx, unsigned by, unsigned bz, unsigned long shared, const void* p) '
+                     f'{{ return emulate_launch(&{name}, dim3{{gx, gy, gz}}, dim3{{bx, by, bz}}, shared, p); }}')
     lines.append('extern "C" unsigned long params_sizes(int kind) { return kind == 2 ? '
                  'sizeof(LayerParams) : kind ? sizeof(PoolParams) : sizeof(ConvParams); }')
     return "\n".join(lines) + "\n"
@@ -84,12 +84,16 @@ class HostExecutor:
 
     def function(self, kernel: str):
         fn = getattr(self.lib, f"launch_{self.index[kernel]}")
+        fn.restype = ctypes.c_ulong
 
         def launch(grid, block, args, shared_mem: int = 0) -> None:
             (params,) = args
             self.launched.append(kernel)
-            fn(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_ulong(shared_mem),
-               ctypes.c_void_p(params.ctypes.data))
+            asked = fn(*(ctypes.c_uint(v) for v in (*grid, *block)), ctypes.c_ulong(shared_mem),
+                       ctypes.c_void_p(params.ctypes.data))
+            if asked:  # a GPU would fail the launch (or read past its shared memory)
+                raise RuntimeError(f"{kernel} uses {asked} bytes of dynamic shared memory, "
+                                   f"its launch gave {shared_mem}")
         return launch
 
     def sm_count(self) -> int:
