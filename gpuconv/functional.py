@@ -90,16 +90,18 @@ def _lift(ndim: int, array):
 
 
 def _drop(ndim: int, array):
-    return array if array is None or ndim == 2 else array[:, :, 0, :]
-
-
-def _drop_fresh(ndim: int, array):
-    """``_drop`` of an array a backend just allocated (C-contiguous): a reshape, which costs
-    less than indexing."""
+    """A 1-D op's result (N, C, 1, L) as (N, C, L). Backends return freshly allocated,
+    C-contiguous arrays, so this is a reshape (cheaper than indexing); a view of one (a
+    crop, a flip) goes through ``_drop_view``."""
     if array is None or ndim == 2:
         return array
     shape = array.shape
     return array.reshape((shape[0], shape[1], shape[3]))
+
+
+def _drop_view(ndim: int, array):
+    """``_drop`` of any strided view (Numba device arrays reshape contiguous ones only)."""
+    return array if array is None or ndim == 2 else array[:, :, 0, :]
 
 
 _SIGNATURE_LIMIT = 4096  # remembered call signatures (the memo starts afresh beyond)
@@ -278,9 +280,9 @@ def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups,
     grad_x, grad_w, grad_b = be.conv2d_backward(_lift(ndim, grad_out), x2,
                                                 _flip_kernel(w) if flip else w, spec, mask,
                                                 precision)
-    grad_w = (_drop(ndim, _flip_kernel(grad_w)) if flip and grad_w is not None else
-              _drop_fresh(ndim, grad_w))
-    return _drop_fresh(ndim, grad_x), grad_w, grad_b
+    grad_w = (_drop_view(ndim, _flip_kernel(grad_w)) if flip and grad_w is not None else
+              _drop(ndim, grad_w))
+    return _drop(ndim, grad_x), grad_w, grad_b
 
 
 @public_op("NCL")
@@ -391,10 +393,10 @@ def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_
     grad_x, grad_w, grad_b = be.conv2d_backward(_lift(ndim, grad_out), x2, _lift(ndim, weight),
                                                 spec, mask, precision, transposed=True)
     if grad_x is not None and grad_x.shape[2:] != x2.shape[2:]:  # output_padding >= stride
-        grad_x = _drop(ndim, grad_x[:, :, :x2.shape[2], :x2.shape[3]])
+        grad_x = _drop_view(ndim, grad_x[:, :, :x2.shape[2], :x2.shape[3]])
     else:
-        grad_x = _drop_fresh(ndim, grad_x)
-    return grad_x, _drop_fresh(ndim, grad_w), grad_b
+        grad_x = _drop(ndim, grad_x)
+    return grad_x, _drop(ndim, grad_w), grad_b
 
 
 @public_op("NCL")

@@ -27,7 +27,6 @@ KERNELS = (
 )
 
 
-
 def conv_backward(ops, grad_out, x, weight, spec, output_mask, precision: str = "ieee",
                   transposed: bool = False):
     """(dx, dW, db) of a convolution (``transposed``: of a transposed convolution) from
