@@ -208,6 +208,18 @@ def map_batch(fn: Callable, *arrays):
     return outs if isinstance(head, tuple) else outs[0]
 
 
+def fill_batch(fn: Callable, out: np.ndarray, *arrays) -> np.ndarray:
+    """``fn(out_piece, *piece_arrays)``, which writes its piece of ``out`` in place, on
+    pieces of the batch over the pool; returns ``out``. Where the shape of the result is known
+    beforehand this saves ``map_batch``'s copy of each piece into the output."""
+    if out.ndim == 0 or out.shape[0] < 2:
+        fn(out, *arrays)
+    else:
+        run(lambda s: fn(out[s], *(a[s] for a in arrays)),
+            pieces_by_bytes(out.shape[0], out.nbytes // out.shape[0]), out.nbytes)
+    return out
+
+
 def sum_batch(fn: Callable, *arrays):
     """The sum over pieces of the batch of ``fn(*piece_arrays)`` (a reduction over the
     batch, per channel say), the pieces' partial sums added in piece order: the same bits
