@@ -124,6 +124,29 @@ def test_max_pool_ties_match_torch(seed):
         idx1, TF.max_pool1d(torch.tensor(x1), 3, 2, 1, return_indices=True)[1].numpy())
 
 
+# windows that never reach the padding: the NumPy backend's strided-tap path
+INSIDE_WINDOWS = [
+    dict(kernel_size=2),                                       # tiling (lenet's pools)
+    dict(kernel_size=3, stride=2),                             # overlapping
+    dict(kernel_size=(2, 3), stride=(3, 1)),                   # gaps between windows
+    dict(kernel_size=(3, 2), stride=(1, 2), dilation=(2, 3)),  # dilated
+    dict(kernel_size=2, ceil_mode=True),                       # ceil mode, even sizes
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("kw", INSIDE_WINDOWS, ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_inside_windows_ties_match_torch(kw, dtype):
+    """Heavily tied values, windows inside the input: values and indices are PyTorch's."""
+    rng = _rng(7)
+    x = rng.integers(0, 3, (2, 3, 10, 12)).astype(dtype)
+    y, idx = F.max_pool2d(x, return_indices=True, **kw)
+    yt, idxt = TF.max_pool2d(torch.tensor(x), return_indices=True, **kw)
+    np.testing.assert_array_equal(y, yt.numpy())
+    np.testing.assert_array_equal(idx, idxt.numpy())
+
+
 def test_max_pool_all_minus_inf_window():
     """Every value -inf: the maximum is -inf at the first real position of the window."""
     x = np.full((1, 1, 3, 3), -inf)

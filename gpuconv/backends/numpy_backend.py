@@ -824,12 +824,15 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
 def _max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
     h, w = x.shape[2:]
     out_hw = spec.output_shape((h, w))
+    pads = [_window_padding(n, k, s, p, d, o) for n, k, s, p, d, o in
+            zip((h, w), spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_hw)]
     if return_indices:
+        inside = None if any(map(any, pads)) else _max_pool_inside(x, spec, out_hw)
+        if inside is not None:
+            return inside
         tables = [_window_table(n, o, k, s, p, d) for n, o, k, s, p, d in
                   zip((h, w), out_hw, spec.kernel_size, spec.stride, spec.padding, spec.dilation)]
         return _max_pool_by_tables(x, *tables)
-    pads = [_window_padding(n, k, s, p, d, o) for n, k, s, p, d, o in
-            zip((h, w), spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_hw)]
     if any(map(any, pads)):
         xp = np.full(x.shape[:2] + (h + sum(pads[0]), w + sum(pads[1])), -np.inf, dtype=x.dtype)
         xp[:, :, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w] = x
@@ -837,6 +840,34 @@ def _max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
         xp = x
     # np.maximum propagates NaN, as PyTorch's max does
     return _separable_reduce(np.maximum, xp, spec, out_hw), None
+
+
+def _max_pool_inside(x: np.ndarray, spec: PoolSpec, out_hw):
+    """Max pooling with indices where every window lies inside ``x`` (no padding reached):
+    each window tap is a strided view of ``x``, taken in row-major order, and a tap wins
+    where it beats the maximum so far (``>``: the first maximum wins). Its tap number k = r*kW
+    + c gives the flat index: the window's corner + r*dH*W + c*dW. Returns None where a NaN
+    came out, whose rule (``_argmax_taps``) the tables path follows."""
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    (ho, wo), w = out_hw, x.shape[3]
+    taps = (x[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
+            for i in range(kh) for j in range(kw))
+    best = next(taps).copy()
+    tap = np.zeros(best.shape, dtype=np.min_scalar_type(kh * kw - 1))
+    for k, value in enumerate(taps, 1):
+        better = value > best
+        np.maximum(best, value, out=best)
+        # tap numbers only grow, so "k where better" is a maximum: no slow masked copy
+        np.maximum(tap, better * tap.dtype.type(k), out=tap)
+    if np.isnan(best).any():
+        return None
+    # r*dH*W + c*dW = r*(dH*W - dW*kW) + dW*k, with r = k // kW
+    index = np.empty(tap.shape, dtype=np.int64)
+    np.floor_divide(tap, kw, out=index, casting="unsafe")
+    index *= dh * w - dw * kw
+    index += tap if dw == 1 else tap * np.int64(dw)
+    index += (np.arange(ho) * (sh * w))[:, None] + np.arange(wo) * sw  # window corners
+    return best, index
 
 
 def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarray:
