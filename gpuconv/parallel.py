@@ -44,6 +44,7 @@ PIECE_BYTES = 2 << 20  # a piece of a copy, pooling or elementwise pass: fits a 
 # BLAS to run at full speed and for the hand-out to cost nothing
 PIECE_FLOPS = 64 << 20
 SMALL_GEMM_FLOPS = 4 << 20  # products in a stack smaller than this are not worth a Python call
+SIMD_ROWS = 64  # rows or columns of a product's piece come in multiples of this (BLAS tiles)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -284,12 +285,14 @@ def matmul(a, b, out=None):
         slices = pieces(math.prod(stack), PIECE_FLOPS // max(1, flops))
     else:
         a2, b2, out2 = a.reshape(m, k), b.reshape(k, n), out.reshape(m, n)
-        if n >= m:
-            slices = pieces(n, _block(PIECE_FLOPS // max(1, flops // max(1, n))))
-            piece = lambda s: _dot(a2, b2[:, s], out2[:, s])  # noqa: E731
-        else:
-            slices = pieces(m, _block(PIECE_FLOPS // max(1, flops // max(1, m))))
+        # blocks of rows, each written in place, unless there are too few rows for two
+        # SIMD tiles and more columns (a block of columns is written through a copy)
+        if m >= min(n, 2 * SIMD_ROWS):
+            slices = even_pieces(m, PIECE_FLOPS // max(1, flops // max(1, m)))
             piece = lambda s: _dot(a2[s], b2, out2[s])  # noqa: E731
+        else:
+            slices = even_pieces(n, PIECE_FLOPS // max(1, flops // max(1, n)))
+            piece = lambda s: _dot(a2, b2[:, s], out2[:, s])  # noqa: E731
     with blas_at_one_thread():
         run(piece, slices, PIECE_BYTES if len(slices) > 1 else 0)
     return out
@@ -304,7 +307,12 @@ def _dot(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         out[...] = np.dot(a, b)
 
 
-def _block(size: int) -> int:
-    """A block of rows or columns of about ``size``: whole SIMD tiles (multiples of 64) once
-    it is that large."""
-    return size // 64 * 64 if size >= 64 else max(1, size)
+def even_pieces(n: int, size: int) -> list[slice]:
+    """``range(n)`` in as few pieces of at most about ``size`` as it takes, of equal length (so
+    that two threads finish together), in whole SIMD tiles (``SIMD_ROWS``) once pieces are
+    that long: shapes alone decide them."""
+    count = -(-n // max(1, size))
+    length = -(-n // count)
+    if length >= SIMD_ROWS:
+        length = -(-length // SIMD_ROWS) * SIMD_ROWS
+    return pieces(n, length)

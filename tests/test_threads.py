@@ -265,6 +265,20 @@ def test_matmul_in_pieces(tiny_pieces, shapes, small_stack):
     assert all(np.array_equal(run, runs[0]) for run in runs[1:])
 
 
+@pytest.mark.parametrize("n, size, lengths", [
+    (3136, 1920, [1600, 1536]),   # two even pieces of whole 64-row tiles, not 1920 + 1216
+    (128, 80, [64, 64]),
+    (100, 30, [25, 25, 25, 25]),  # under a tile: equal lengths
+    (7, 100, [7]),
+    (130, 64, [44, 44, 42]),      # pieces under a tile long stay even
+])
+def test_even_pieces(n, size, lengths):
+    got = parallel.even_pieces(n, size)
+    assert [s.stop - s.start for s in got] == lengths
+    assert got[0].start == 0 and got[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(got, got[1:]))
+
+
 def test_blas_is_held_at_one_thread_while_gpuconv_multiplies():
     """Nested holds keep one thread; the count comes back after the last (where NumPy's
     OpenBLAS can be asked)."""
