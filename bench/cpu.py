@@ -7,8 +7,10 @@
 
 For every layer of the CPU suite (gpuconv/benchmark/suite.py): the outputs and all gradients are first checked
 against PyTorch (autograd for the gradients), so a fast but wrong kernel reports no
-time; then gpuconv and torch run alternately (A B A B ...) after a warm-up, forward
-and backward separately, and the median and the 20th/80th percentiles are reported.
+time; then gpuconv and torch run alternately after a warm-up, in blocks of ``BLOCK`` timed
+calls each after one untimed call (a call right after the other side's is slowed by what
+that side left running), forward and backward separately, and the median and the
+20th/80th percentiles are reported.
 The backward is timed alone: gpuconv's ``*_backward`` ops against the ATen backward
 ops autograd calls, with the same random upstream gradient.
 
@@ -46,6 +48,12 @@ RESULTS = ROOT / "bench" / "results"
 RTOL = 1e-3          # max |gpuconv - torch| / max |torch|, per array: loose for float32
 DEFAULT_REPEAT = 10
 DEFAULT_WARMUP = 1   # on top of the correctness run, which also warms both sides up
+# timed calls per block of one side (after an untimed one): calls of gpuconv that came right
+# after one of PyTorch took 10-50% longer on this 2-core machine than alone (its OpenMP
+# threads spin after each call), PyTorch's own times did not change, and in blocks both sides
+# ran as they do alone (resnet50_1x1_expand forward: alone 7.2 / 24.0 ms, A B A B 12.0 /
+# 17.4, blocks 8.1 / 24.3)
+BLOCK = 3
 
 
 # --------------------------------------------------------------------------- machine
@@ -156,7 +164,7 @@ def thread_scaling(fns: dict, repeat: int, warmup: int) -> dict:
     try:
         for name, fn in fns.items():
             one, every = interleaved(WallClockTimer(), [
-                _at_threads(fn, 1, blas), _at_threads(fn, threads, blas)], repeat, warmup)
+                _at_threads(fn, 1, blas), _at_threads(fn, threads, blas)], repeat, warmup, BLOCK)
             one, every = summarize(one), summarize(every)
             result[name] = {"one_thread": one, "all_threads": every,
                             "speedup": one["median_ms"] / every["median_ms"]}
@@ -185,7 +193,7 @@ def measure_layer(layer: L.Layer, repeat: int = DEFAULT_REPEAT, warmup: int = DE
                  lambda: torch_ops.forward(layer, t), layer.forward_flops()),
                 ("backward", lambda: L.gpuconv_backward(layer, a, "numpy"),
                  lambda: torch_ops.backward(layer, t), layer.backward_flops())):
-            ta, tb = interleaved(WallClockTimer(), [ours, theirs], repeat, warmup)
+            ta, tb = interleaved(WallClockTimer(), [ours, theirs], repeat, warmup, BLOCK)
             g, r = with_gflops(ta, flops), with_gflops(tb, flops)
             result[name] = {"gpuconv": g, "torch": r, "ratio": g["median_ms"] / r["median_ms"]}
     if scaling:
@@ -277,7 +285,9 @@ def markdown(report: dict) -> str:
     lines.append(f"| **geometric mean** | | | | **{_fmt(g['forward'])}** | | | "
                  f"**{_fmt(g['backward'])}** | |")
     lines.append("")
-    lines.append(f"Median of {s['repeat']} interleaved runs, float32; ratio = gpuconv time / "
+    block = f" in blocks of {s['block']} (each after an untimed call)" if s.get("block") else ""
+    lines.append(f"Median of {s['repeat']} runs, the two sides interleaved{block}, float32; "
+                 f"ratio = gpuconv time / "
                  f"torch time (lower is better for gpuconv). {m['cpu_model']}, {m['cores']} "
                  f"cores, NumPy {m['numpy']} (OpenBLAS kernel {_blas_kernel(m)}), PyTorch "
                  f"{m['torch']} ({m['torch_num_threads']} threads), {m['date'][:10]}.")
@@ -292,8 +302,8 @@ def run(names=None, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, 
                           else os.cpu_count())
     suite = L.select(L.CPU_SUITE, names)
     report = {"machine": machine_info(),
-              "settings": {"repeat": repeat, "warmup": warmup, "seed": seed, "quick": quick,
-                           "dtype": "float32", "rtol": RTOL},
+              "settings": {"repeat": repeat, "warmup": warmup, "block": BLOCK, "seed": seed,
+                           "quick": quick, "dtype": "float32", "rtol": RTOL},
               "layers": []}
     for layer in suite:
         start = time.perf_counter()

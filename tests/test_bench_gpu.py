@@ -151,6 +151,21 @@ def test_interleaved_warms_up_then_alternates():
     assert samples == [[3.0, 5.0], [4.0, 6.0]]
 
 
+def test_interleaved_in_blocks_settles_after_each_switch():
+    calls = []
+
+    class Recorder:
+        def time_ms(self, fn):
+            fn()
+            return float(len(calls))
+
+    samples = measure.interleaved(Recorder(), [partial(calls.append, "a"),
+                                               partial(calls.append, "b")], 5, 1, block=3)
+    # warm-up, then per block one untimed call and up to 3 timed ones; 5 samples each
+    assert calls == ["a", "b"] + ["a"] * 4 + ["b"] * 4 + ["a"] * 3 + ["b"] * 3
+    assert samples == [[4.0, 5.0, 6.0, 12.0, 13.0], [8.0, 9.0, 10.0, 15.0, 16.0]]
+
+
 # --------------------------------------------------------------------------- derived figures
 def test_limits_are_per_device():
     assert results.limits_for("NVIDIA H100 80GB HBM3") is results.H100_SXM5

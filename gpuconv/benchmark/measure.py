@@ -29,16 +29,25 @@ class WallClockTimer:
 
 
 def interleaved(timer: Timer, fns: Sequence[Callable[[], object]], repeat: int,
-                warmup: int) -> list[list[float]]:
-    """Millisecond samples of each of ``fns``, run in turn (A B C A B C ...) so that they
-    share the machine's state (clocks, caches, other load) as fairly as possible."""
+                warmup: int, block: int = 1) -> list[list[float]]:
+    """``repeat`` millisecond samples of each of ``fns``, run in turn so that they share the
+    machine's state (clocks, caches, other load) as fairly as possible: A B C A B C ... or,
+    with ``block`` > 1, in blocks of ``block`` timed calls, each block after one untimed call
+    that absorbs what the previous function left running (on the CPU, PyTorch's OpenMP threads
+    spin on the cores for a while after each call, which slows whatever runs next)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeat):
+    if block <= 1:
+        for _ in range(repeat):
+            for fn, times in zip(fns, samples):
+                times.append(timer.time_ms(fn))
+        return samples
+    for _ in range(-(-repeat // block)):
         for fn, times in zip(fns, samples):
-            times.append(timer.time_ms(fn))
+            fn()
+            times += [timer.time_ms(fn) for _ in range(min(block, repeat - len(times)))]
     return samples
 
 
