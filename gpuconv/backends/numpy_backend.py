@@ -976,6 +976,16 @@ def _avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw,
     (ho, wo) = out_hw
     padded_hw = (input_hw[0] + sum(pads[0]), input_hw[1] + sum(pads[1]))
     scaled = grad_out / divisor
+    if (kh, kw) == (sh, sw) and not any(map(any, pads)):
+        # windows that tile the input: each element is in one window at most, so its
+        # gradient is that window's, repeated over it (rows and columns past the last
+        # window get none)
+        tiled = scaled.repeat(kw, axis=3).repeat(kh, axis=2)
+        if tiled.shape[2:] == tuple(input_hw):
+            return tiled
+        grad_x = np.zeros(grad_out.shape[:2] + tuple(input_hw), dtype=grad_out.dtype)
+        grad_x[:, :, :ho * kh, :wo * kw] = tiled
+        return grad_x
     rows = np.zeros(grad_out.shape[:3] + (padded_hw[1],), dtype=grad_out.dtype)
     for j in range(kw):
         rows[:, :, :, j:j + sw * (wo - 1) + 1:sw] += scaled
