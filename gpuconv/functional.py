@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from typing import Optional, Sequence, Union
 
 from gpuconv import backends
 from gpuconv._boundary import public_op
-from gpuconv import backends
-from gpuconv._checks import (MAX_BYTES_ENV, check_array, check_array_bytes, check_positive_dims,
-                             check_same_dtype, check_shape, resolve_backend)
+from gpuconv._checks import (check_array, check_array_bytes, check_positive_dims, check_same_dtype,
+                             check_shape, max_bytes_setting, resolve_backend)
 from gpuconv.backends import backend_for_array, get_backend
 from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask, ntuple,
                             pool_has_empty_window)
@@ -81,27 +79,34 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- lifting 1-D to 2-D
-def _lift(ndim: int, array):
-    """View a 1-D op's (N, C, L) array as (N, C, 1, L) (a reshape: Numba device arrays take
-    no ``None`` index)."""
-    if array is None or ndim == 2:
+def _lift(ndim: int, be, array):
+    """A 1-D op's (N, C, L) array as the (N, C, 1, L) its backend's 2-D kernel takes (a
+    reshape: Numba device arrays take no ``None`` index); as it is for the GPU backends, which
+    lift it once per call signature (``LIFTS_1D``)."""
+    if array is None or ndim == 2 or be.LIFTS_1D:
         return array
     return array.reshape(tuple(array.shape[:2]) + (1,) + tuple(array.shape[2:]))
 
 
-def _drop(ndim: int, array):
-    """A 1-D op's result (N, C, 1, L) as (N, C, L). Backends return freshly allocated,
-    C-contiguous arrays, so this is a reshape (cheaper than indexing); a view of one (a
-    crop, a flip) goes through ``_drop_view``."""
-    if array is None or ndim == 2:
+def _drop(ndim: int, be, array):
+    """A 1-D op's result (N, C, 1, L) as (N, C, L) (the GPU backends return it so). Backends
+    return freshly allocated, C-contiguous arrays, so this is a reshape (cheaper than
+    indexing); a view of one (a crop, a flip) goes through ``_drop_view``."""
+    if array is None or ndim == 2 or be.LIFTS_1D:
         return array
     shape = array.shape
     return array.reshape((shape[0], shape[1], shape[3]))
 
 
 def _drop_view(ndim: int, array):
-    """``_drop`` of any strided view (Numba device arrays reshape contiguous ones only)."""
-    return array if array is None or ndim == 2 else array[:, :, 0, :]
+    """``_drop`` of any strided view of a 2-D kernel's result (Numba device arrays reshape
+    contiguous ones only)."""
+    return array if array is None or array.ndim == ndim + 2 else array[:, :, 0, :]
+
+
+def _cropped(array, spatial):
+    """``array`` (N, C, *sizes) cut to its first ``spatial`` sizes (a view)."""
+    return array[(slice(None),) * 2 + tuple(slice(0, n) for n in spatial)]
 
 
 _SIGNATURE_LIMIT = 4096  # remembered call signatures (the memo starts afresh beyond)
@@ -113,14 +118,18 @@ def _checked(checks, *args):
     """``checks(*args)``, run once per call signature: arrays by their type, shape, dtype and
     ndim (all that the rules read of them), other arguments by value and exact type (1, 1.0
     and True are equal dict keys but not the same argument), by ``$GPUCONV_MAX_BYTES`` (the
-    size limit that ``_check_sizes`` applies) and by the backend modules loaded. A failing check raises on every
-    call (nothing is remembered); an argument of another kind (a list, a NumPy integer) is
-    checked afresh on every call."""
+    size limit that ``_check_sizes`` applies) and by the backend modules loaded. A failing
+    check raises on every call (nothing is remembered); an argument of another kind (a list,
+    a NumPy integer) is checked afresh on every call."""
     # the size limit some checks apply, and the loaded backend modules (tests swap them)
-    key = [checks, os.environ.get(MAX_BYTES_ENV), tuple(backends._LOADED.values())]
+    key = [checks, max_bytes_setting(), tuple(backends._LOADED.values())]
     for arg in args:
         kind = type(arg)
         if kind is tuple:  # of plain values, or of tuples of them (padding pairs)
+            item_kinds = tuple(map(type, arg))
+            if _PLAIN.issuperset(item_kinds):
+                key += (item_kinds, arg, kind)
+                continue
             item_kinds = []
             for item in arg:
                 item_kind = type(item)
@@ -255,9 +264,9 @@ def _conv(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode
     flip, relu, spec, be, precision = _checked(_conv_checks, ndim, x, weight, bias, stride,
                                                padding, dilation, groups, padding_mode, flip,
                                                precision, relu, backend)
-    w = _lift(ndim, weight)
-    y = be.conv2d(_lift(ndim, x), _flip_kernel(w) if flip else w, bias, spec, precision, relu)
-    return _drop(ndim, y)
+    w = _lift(ndim, be, weight)
+    y = be.conv2d(_lift(ndim, be, x), _flip_kernel(w) if flip else w, bias, spec, precision, relu)
+    return _drop(ndim, be, y)
 
 
 def _conv_backward_checks(ndim, grad_out, x, weight, stride, padding, dilation, groups,
@@ -276,13 +285,13 @@ def _conv_backward(ndim, grad_out, x, weight, stride, padding, dilation, groups,
     mask, flip, spec, be, precision = _checked(
         _conv_backward_checks, ndim, grad_out, x, weight, stride, padding, dilation, groups,
         padding_mode, 0, False, flip, output_mask, precision, backend)
-    x2, w = _lift(ndim, x), _lift(ndim, weight)
-    grad_x, grad_w, grad_b = be.conv2d_backward(_lift(ndim, grad_out), x2,
+    w = _lift(ndim, be, weight)
+    grad_x, grad_w, grad_b = be.conv2d_backward(_lift(ndim, be, grad_out), _lift(ndim, be, x),
                                                 _flip_kernel(w) if flip else w, spec, mask,
                                                 precision)
     grad_w = (_drop_view(ndim, _flip_kernel(grad_w)) if flip and grad_w is not None else
-              _drop(ndim, grad_w))
-    return _drop(ndim, grad_x), grad_w, grad_b
+              _drop(ndim, be, grad_w))
+    return _drop(ndim, be, grad_x), grad_w, grad_b
 
 
 @public_op("NCL")
@@ -375,9 +384,9 @@ def _conv_transpose(ndim, x, weight, bias, stride, padding, output_padding, grou
                                                 stride, padding, output_padding, groups,
                                                 dilation, precision, backend)
     # The forward of a transposed convolution is the grad-input of the convolution it transposes.
-    y = be.conv2d_grad_input(_lift(ndim, x), _lift(ndim, weight), spec,
+    y = be.conv2d_grad_input(_lift(ndim, be, x), _lift(ndim, be, weight), spec,
                              _lift_spatial(ndim, out_spatial), bias, precision)
-    return _drop(ndim, y)
+    return _drop(ndim, be, y)
 
 
 def _lift_spatial(ndim, spatial):
@@ -389,14 +398,15 @@ def _conv_transpose_backward(ndim, grad_out, x, weight, stride, padding, output_
     mask, _, spec, be, precision = _checked(
         _conv_backward_checks, ndim, grad_out, x, weight, stride, padding, dilation, groups,
         "zeros", output_padding, True, False, output_mask, precision, backend)
-    x2 = _lift(ndim, x)
-    grad_x, grad_w, grad_b = be.conv2d_backward(_lift(ndim, grad_out), x2, _lift(ndim, weight),
-                                                spec, mask, precision, transposed=True)
+    x2 = _lift(ndim, be, x)
+    grad_x, grad_w, grad_b = be.conv2d_backward(_lift(ndim, be, grad_out), x2,
+                                                _lift(ndim, be, weight), spec, mask, precision,
+                                                transposed=True)
     if grad_x is not None and grad_x.shape[2:] != x2.shape[2:]:  # output_padding >= stride
-        grad_x = _drop_view(ndim, grad_x[:, :, :x2.shape[2], :x2.shape[3]])
+        grad_x = _drop_view(ndim, _cropped(grad_x, x2.shape[2:]))
     else:
-        grad_x = _drop(ndim, grad_x)
-    return grad_x, _drop(ndim, grad_w), grad_b
+        grad_x = _drop(ndim, be, grad_x)
+    return grad_x, _drop(ndim, be, grad_w), grad_b
 
 
 @public_op("NCL")
@@ -493,8 +503,8 @@ def _max_pool_checks(ndim, x, kernel_size, stride, padding, dilation, ceil_mode,
 def _max_pool(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices, backend):
     return_indices, spec, be = _checked(_max_pool_checks, ndim, x, kernel_size, stride, padding,
                                         dilation, ceil_mode, return_indices, backend)
-    y, indices = be.max_pool2d(_lift(ndim, x), spec, return_indices)
-    y, indices = _drop(ndim, y), _drop(ndim, indices)
+    y, indices = be.max_pool2d(_lift(ndim, be, x), spec, return_indices)
+    y, indices = _drop(ndim, be, y), _drop(ndim, be, indices)
     return (y, indices) if return_indices else y
 
 
@@ -527,11 +537,11 @@ def _index_pool_backward(ndim, checks, grad_out, x, indices, *args):
     spec, check_on_host, on_host, be = _checked(checks, ndim, grad_out, x, indices, *args)
     if check_on_host:
         _check_index_values(indices, math.prod(x.shape[2:]))
-    grad_x = be.max_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, indices),
+    grad_x = be.max_pool2d_backward(_lift(ndim, be, grad_out), _lift(ndim, be, indices),
                                     _lift_spatial(ndim, x.shape[2:]), spec)
     if backends.DEBUG and not on_host:
         backends.check_errors()
-    return _drop(ndim, grad_x)
+    return _drop(ndim, be, grad_x)
 
 
 @public_op("NCL")
@@ -606,7 +616,7 @@ def _avg_pool(ndim, x, kernel_size, stride, padding, ceil_mode, count_include_pa
               divisor_override, backend):
     include_pad, spec, be = _checked(_avg_pool_checks, ndim, x, kernel_size, stride, padding,
                                      ceil_mode, count_include_pad, divisor_override, backend)
-    return _drop(ndim, be.avg_pool2d(_lift(ndim, x), spec, include_pad, divisor_override))
+    return _drop(ndim, be, be.avg_pool2d(_lift(ndim, be, x), spec, include_pad, divisor_override))
 
 
 def _avg_pool_backward_checks(ndim, grad_out, x, kernel_size, stride, padding, ceil_mode,
@@ -623,9 +633,9 @@ def _avg_pool_backward(ndim, grad_out, x, kernel_size, stride, padding, ceil_mod
     include_pad, spec, be = _checked(_avg_pool_backward_checks, ndim, grad_out, x, kernel_size,
                                      stride, padding, ceil_mode, count_include_pad,
                                      divisor_override, backend)
-    return _drop(ndim, be.avg_pool2d_backward(_lift(ndim, grad_out), spec,
-                                              _lift_spatial(ndim, x.shape[2:]),
-                                              include_pad, divisor_override))
+    return _drop(ndim, be, be.avg_pool2d_backward(_lift(ndim, be, grad_out), spec,
+                                                  _lift_spatial(ndim, x.shape[2:]),
+                                                  include_pad, divisor_override))
 
 
 @public_op("NCL")
@@ -694,7 +704,7 @@ def _adaptive_checks(ndim, x, output_size, backend):
 
 def _adaptive_avg_pool(ndim, x, output_size, backend):
     out, be = _checked(_adaptive_checks, ndim, x, output_size, backend)
-    return _drop(ndim, be.adaptive_avg_pool2d(_lift(ndim, x), out))
+    return _drop(ndim, be, be.adaptive_avg_pool2d(_lift(ndim, be, x), out))
 
 
 def _adaptive_avg_pool_backward_checks(ndim, grad_out, x, output_size, backend):
@@ -705,8 +715,8 @@ def _adaptive_avg_pool_backward_checks(ndim, grad_out, x, output_size, backend):
 
 def _adaptive_avg_pool_backward(ndim, grad_out, x, output_size, backend):
     be = _checked(_adaptive_avg_pool_backward_checks, ndim, grad_out, x, output_size, backend)
-    return _drop(ndim, be.adaptive_avg_pool2d_backward(_lift(ndim, grad_out),
-                                                       _lift_spatial(ndim, x.shape[2:])))
+    return _drop(ndim, be, be.adaptive_avg_pool2d_backward(_lift(ndim, be, grad_out),
+                                                           _lift_spatial(ndim, x.shape[2:])))
 
 
 def _adaptive_max_pool_checks(ndim, x, output_size, return_indices, backend):
@@ -717,8 +727,8 @@ def _adaptive_max_pool_checks(ndim, x, output_size, return_indices, backend):
 def _adaptive_max_pool(ndim, x, output_size, return_indices, backend):
     return_indices, out, be = _checked(_adaptive_max_pool_checks, ndim, x, output_size,
                                        return_indices, backend)
-    y, indices = be.adaptive_max_pool2d(_lift(ndim, x), out)
-    y, indices = _drop(ndim, y), _drop(ndim, indices)
+    y, indices = be.adaptive_max_pool2d(_lift(ndim, be, x), out)
+    y, indices = _drop(ndim, be, y), _drop(ndim, be, indices)
     return (y, indices) if return_indices else y
 
 
@@ -829,7 +839,7 @@ def _lp_pool_checks(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend)
 def _lp_pool(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend):
     p, spec, be = _checked(_lp_pool_checks, ndim, x, norm_type, kernel_size, stride, ceil_mode,
                            backend)
-    return _drop(ndim, be.lp_pool2d(_lift(ndim, x), spec, p))
+    return _drop(ndim, be, be.lp_pool2d(_lift(ndim, be, x), spec, p))
 
 
 def _lp_pool_backward_checks(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mode,
@@ -843,7 +853,8 @@ def _lp_pool_backward_checks(ndim, grad_out, x, norm_type, kernel_size, stride, 
 def _lp_pool_backward(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mode, backend):
     p, spec, be = _checked(_lp_pool_backward_checks, ndim, grad_out, x, norm_type, kernel_size,
                            stride, ceil_mode, backend)
-    return _drop(ndim, be.lp_pool2d_backward(_lift(ndim, grad_out), _lift(ndim, x), spec, p))
+    return _drop(ndim, be, be.lp_pool2d_backward(_lift(ndim, be, grad_out), _lift(ndim, be, x),
+                                                  spec, p))
 
 
 @public_op("NCL")

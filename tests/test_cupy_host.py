@@ -247,6 +247,33 @@ def test_strided_views_and_transposed_conv(host, dtype):
                  ref.conv2d_grad_input(gy, wt, t_spec, out_hw, bias), 27, dtype, "conv_transpose2d")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_d_arrays_as_they_are(host, dtype):
+    """A 1-D op's (N, C, L) arrays (a strided one among them) go to the backend as they are
+    (``signature.lift`` lifts them when the signature is prepared): results of that rank, with
+    the lifted 2-D op's numbers."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 19)).astype(dtype)[:, :, ::2]
+    w, bias = rng.standard_normal((4, 3, 3)).astype(dtype), rng.standard_normal(4).astype(dtype)
+    spec = ConvSpec.make(2, (1, 3), stride=(1, 2), padding=(0, 1))
+    lifted = [a[:, :, None] for a in (x, w)]
+    y = cupy_backend.conv2d(x, w, bias, spec)
+    assert_close(y, ref.conv2d(*lifted, bias, spec)[:, :, 0], 9, dtype, "conv1d")
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    got = cupy_backend.conv2d_backward(gy, x, w, spec, (True, True, True))
+    want = ref.conv2d_backward(gy[:, :, None], *lifted, spec, (True, True, True))
+    for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+        assert_close(g, r[:, :, 0] if r.ndim == 4 else r, 30, dtype, f"conv1d {name}")
+    pool = PoolSpec.make(2, kernel_size=(1, 3), stride=(1, 2), padding=(0, 1))
+    y, idx = cupy_backend.max_pool2d(x, pool, True)
+    want_y, want_idx = ref.max_pool2d(lifted[0], pool, True)
+    assert np.array_equal(y, want_y[:, :, 0]) and np.array_equal(idx, want_idx[:, :, 0])
+    gp = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(cupy_backend.max_pool2d_backward(gp, idx, (1, x.shape[2]), pool),
+                 ref.max_pool2d_backward(gp[:, :, None], want_idx, (1, x.shape[2]), pool)[:, :, 0],
+                 3, dtype, "max_pool1d_backward")
+
+
 def test_autotune_picks_and_caches_a_tile(host, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(autotune, "_CACHE", None)

@@ -47,6 +47,10 @@ CONFIGS = [
     ("conv_transpose2d", (1, 2, 4, 3), (2, 2, 2, 3), dict(stride=2, dilation=(3, 1),
                                                           output_padding=(2, 1))),
     ("conv_transpose1d", (1, 2, 5), (2, 3, 4), dict(stride=3, dilation=2, output_padding=1)),
+    # 1-D arrays reach the GPU backends as they are: a flipped 1-D kernel, and a crop of the
+    # transposed conv's grad-input (output_padding >= stride)
+    ("conv1d", (2, 3, 9), (4, 3, 3), dict(padding=1, flip=True)),
+    ("conv_transpose1d", (2, 3, 7), (3, 4, 3), dict(dilation=2, output_padding=1)),
     ("max_pool2d", (2, 2, 7, 8), None, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
     ("max_pool2d", (1, 2, 6, 7), None, dict(kernel_size=(2, 3), stride=(1, 2), padding=1,
                                             dilation=(2, 1))),

@@ -14,8 +14,11 @@ from types import ModuleType
 
 # What every backend module provides (signatures and maths in reference.py): the kernels,
 # flip_kernel (functional.py's true convolution) and from_foreign, its
-# zero-copy view of another library's array; besides NAME and PRECISIONS (the conv
-# arithmetic it offers: "ieee", and "tf32" on tensor cores).
+# zero-copy view of another library's array; besides NAME, PRECISIONS (the conv
+# arithmetic it offers: "ieee", and "tf32" on tensor cores) and LIFTS_1D: whether it takes a
+# 1-D op's (N, C, L) arrays as they are and returns results of that rank (the GPU backends
+# lift them to (N, C, 1, L) once, when they prepare a call signature: signature.lift), or
+# gets them as (N, C, 1, L) views.
 # max_pool2d_backward(grad_out, indices, input_hw, spec) receives the PoolSpec (None for
 # adaptive max pooling, whose windows follow from input_hw and grad_out's shape), so a GPU
 # backend finds each input element's candidate windows in closed form.
@@ -150,6 +153,12 @@ def check_errors() -> None:
         for plane in (take_errors() if take_errors is not None else ()):
             raise ValueError(f"indices must lie in [0, {plane}), the flat positions of an input "
                              f"plane: max-pool backward met one outside on the device")
+
+
+def kernel_flipped(weight):
+    """``weight`` (O, C/G, kH, kW), or a 1-D op's (O, C/G, K), with its kernel axes reversed
+    (a view): true convolution is correlation with it."""
+    return weight[(slice(None),) * 2 + (slice(None, None, -1),) * (weight.ndim - 2)]
 
 
 def array_library(array) -> str:

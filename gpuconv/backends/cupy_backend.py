@@ -26,7 +26,7 @@ import contextlib
 import operator
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from gpuconv.shapes import ConvSpec, PoolSpec
 
 NAME = "cupy"
 PRECISIONS = plan.PRECISIONS  # "tf32", "tf32x3": mma.sync tensor cores, float32 accumulation
+LIFTS_1D = True  # takes a 1-D op's arrays as they are (signature.lift)
 
 
 class CupyExecutor:
@@ -124,8 +125,8 @@ def on_stream(device: int, stream):
 
 
 def flip_kernel(weight):
-    """Both kernel axes reversed (a view): the kernels read any strides."""
-    return weight[:, :, ::-1, ::-1]
+    """The kernel axes reversed (a view): the kernels read any strides."""
+    return backends.kernel_flipped(weight)
 
 
 
@@ -147,6 +148,13 @@ class _Prepared:
     outputs: tuple
     workspaces: tuple = ()
     copies: tuple = ()
+
+    def without_unit_axis(self) -> "_Prepared":
+        """This entry for a 1-D op's call (``signature.lift``): its results allocated without
+        the unit axis."""
+        return replace(self, outputs=tuple(
+            None if out is None else (signature.unit_axis_dropped(out[0]), out[1])
+            for out in self.outputs))
 
 
 def _error_word(ex):

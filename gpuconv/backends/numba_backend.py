@@ -32,8 +32,9 @@ import contextlib
 import contextvars
 import functools
 import math
+import operator
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -50,6 +51,7 @@ from gpuconv.shapes import ConvSpec, PoolSpec
 
 NAME = "numba"
 PRECISIONS = ("ieee",)  # conv arithmetic: strict IEEE float maths (FFMA), no tensor cores
+LIFTS_1D = True  # takes a 1-D op's arrays as they are (signature.lift)
 _STREAM = contextvars.ContextVar("gpuconv_numba_stream", default=None)  # set by on_stream
 
 
@@ -136,7 +138,8 @@ class _Prepared:
     then the workspaces), the ``views`` ((slot, shape): flat views of the buffers of more
     axes), then the ``constants`` (placeholders for null pointers, the error word).
     ``copies``: input slots of Numba arrays that are not C-contiguous (copied first).
-    ``configured``: stream -> each step's configured kernel ``kernel[grid, block, stream]``."""
+    ``configured``: stream -> each step's configured kernel ``kernel[grid, block, stream]``,
+    the getter of its array arguments and its scalars (``_configure``)."""
 
     kind: str
     dtype: np.dtype
@@ -147,6 +150,13 @@ class _Prepared:
     constants: tuple
     copies: tuple
     configured: dict
+
+    def without_unit_axis(self) -> "_Prepared":
+        """This entry for a 1-D op's call (``signature.lift``): its outputs allocated without
+        the unit axis (their flat views stay as they are)."""
+        outputs = tuple(None if out is None else (signature.unit_axis_dropped(out[0]), out[1])
+                        for out in self.allocations[:self.outputs])
+        return replace(self, allocations=outputs + self.allocations[self.outputs:])
 
 
 _PREPARED: dict = {}  # call signature -> _Prepared (see gpuconv.backends.signature)
@@ -226,23 +236,28 @@ def _launch(p: _Prepared, buffers: list, stream, empty) -> list:
     for slot, shape in p.views:
         buffers.append(buffers[slot].reshape(shape))
     buffers += p.constants
-    kernels = p.configured.get(stream) or _configure(p, stream)
-    for kernel, step in zip(kernels, p.steps):
-        if CHECK_SIGNATURES:
+    launches = p.configured.get(stream) or _configure(p, stream)
+    if CHECK_SIGNATURES:
+        for step in p.steps:
             _check_signature(p, step, buffers)
-        kernel(*map(buffers.__getitem__, step.slots), step.scalars)
+    for kernel, arguments, scalars in launches:
+        kernel(*arguments(buffers), scalars)
     return buffers[first:first + p.outputs]
 
 
 def _configure(p: _Prepared, stream) -> tuple:
-    kernels = []
+    """Each step's configured kernel on ``stream``, the getter of its array arguments from the
+    buffers and its scalars, kept in ``p.configured``."""
+    launches = []
     for step in p.steps:
         configured = step.kernel[step.grid, step.block, stream]
         if configured is step.kernel:  # the simulator configures its one kernel object in place
             configured = functools.partial(_configure_and_launch, step.kernel, step.grid,
                                            step.block, stream)
-        kernels.append(configured)
-    p.configured[stream] = tuple(kernels)
+        arguments = (operator.itemgetter(*step.slots) if len(step.slots) > 1 else
+                     lambda buffers, slot=step.slots[0]: (buffers[slot],))
+        launches.append((configured, arguments, step.scalars))
+    p.configured[stream] = tuple(launches)
     return p.configured[stream]
 
 
@@ -387,10 +402,13 @@ def on_stream(device: int, stream):
 
 
 def flip_kernel(weight):
-    """Both kernel axes reversed; a Numba device array as a contiguous copy (Numba copies
+    """The kernel axes reversed; a Numba device array as a contiguous copy (Numba copies
     no reversed view to the host), a NumPy or CuPy one as a view."""
-    flipped = weight[:, :, ::-1, ::-1]
-    return contiguous(flipped) if array_library(weight) == "numba" else flipped
+    if array_library(weight) != "numba":
+        return backends.kernel_flipped(weight)
+    if weight.ndim == 3:  # a 1-D op's kernel: the copy kernel takes 4-D arrays
+        return flip_kernel(signature.lift(weight)).reshape(weight.shape)
+    return contiguous(backends.kernel_flipped(weight))
 
 
 def contiguous(array):

@@ -56,6 +56,7 @@ from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
 NAME = "numpy"
 PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float maths
+LIFTS_1D = False  # a 1-D op's arrays come lifted to (N, C, 1, L) views
 # im2col buffer budget per batch chunk: each chunk is a piece on the pool (its copy, GEMM
 # and fold on one thread), so its buffer stays in that core's cache while the GEMM reads it
 CHUNK_BYTES = 2 << 20
@@ -73,8 +74,8 @@ def from_foreign(array) -> np.ndarray:
 
 
 def flip_kernel(weight: np.ndarray) -> np.ndarray:
-    """Both kernel axes reversed (a view): true convolution is correlation with it."""
-    return weight[:, :, ::-1, ::-1]
+    """The kernel axes reversed (a view): true convolution is correlation with it."""
+    return backends.kernel_flipped(weight)
 
 
 

@@ -33,6 +33,7 @@ from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
 NAME = "reference"
 PRECISIONS = ("ieee",)
+LIFTS_1D = False  # a 1-D op's arrays come lifted to (N, C, 1, L) views
 _NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
@@ -43,8 +44,8 @@ def from_foreign(array) -> np.ndarray:
 
 
 def flip_kernel(weight: np.ndarray) -> np.ndarray:
-    """Both kernel axes reversed: true convolution is correlation with it."""
-    return weight[:, :, ::-1, ::-1]
+    """The kernel axes reversed: true convolution is correlation with it."""
+    return backends.kernel_flipped(weight)
 
 
 

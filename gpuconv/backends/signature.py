@@ -29,8 +29,29 @@ def prepared(memo: dict, build, owner, arrays: tuple, options: tuple, context):
     if entry is None:
         if len(memo) >= LIMIT:
             memo.clear()
-        entry = memo[key] = build(owner, *arrays, *options)
+        if any(a is not None and a.ndim == 3 for a in arrays):  # a 1-D op (see lift)
+            entry = build(owner, *map(lift, arrays), *options).without_unit_axis()
+        else:
+            entry = build(owner, *arrays, *options)
+        memo[key] = entry
     return entry
+
+
+def lift(array):
+    """A 1-D op's (N, C, L) array (or (O, C/G, K) kernel) as the (N, C, 1, L) view its 2-D
+    kernel takes, made only when the call's signature is prepared: a call then hands its
+    arrays over as they are, and the prepared launches (pointers and sizes, which a unit axis
+    does not change) run on them, allocating results without the unit axis (the prepared
+    entry's ``without_unit_axis``)."""
+    if array is None or array.ndim != 3:
+        return array
+    return array.reshape(tuple(array.shape[:2]) + (1,) + tuple(array.shape[2:]))
+
+
+def unit_axis_dropped(shape: tuple) -> tuple:
+    """The shape of a 2-D kernel's result of a 1-D op without its unit axis: (N, C, 1, L)
+    -> (N, C, L); a shape of another rank (a bias gradient) as it is."""
+    return tuple(shape[:2]) + tuple(shape[3:]) if len(shape) == 4 else tuple(shape)
 
 
 # --------------------------------------------------------------------------- composite calls
