@@ -194,7 +194,8 @@ def main(argv=None) -> int:
     theirs = seconds["torch_eager"]
     report = {
         "model": args.model, "device": probe.device.describe(), "images": n, "batch_size": batch,
-        "seconds": seconds, "gpuconv_seconds": ours, "torch_seconds": theirs,
+        "seconds": seconds, "samples": {name: t[1:] for name, t in times.items()},
+        "gpuconv_seconds": ours, "torch_seconds": theirs,
         "ratio": ours / theirs,
         "ratios_to_torch_eager": {name: s / theirs for name, s in seconds.items()},
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
