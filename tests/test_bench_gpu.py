@@ -137,7 +137,9 @@ def test_geomean_relative_error_and_indices():
     assert measure.count_differing(np.array([1, 2, 3]), np.array([1, 0, 3])) == 1
 
 
-def test_interleaved_warms_up_then_alternates():
+def _recorded(repeat: int, warmup: int, **kwargs):
+    """``measure.interleaved`` of two functions that log their names, with a timer whose
+    "time" is the number of calls made so far: (the calls in order, the samples)."""
     calls = []
 
     class Recorder:
@@ -146,21 +148,17 @@ def test_interleaved_warms_up_then_alternates():
             return float(len(calls))
 
     samples = measure.interleaved(Recorder(), [partial(calls.append, "a"),
-                                               partial(calls.append, "b")], 2, 1)
-    assert calls == ["a", "b"] * 3
-    assert samples == [[3.0, 5.0], [4.0, 6.0]]
+                                               partial(calls.append, "b")], repeat, warmup,
+                                  **kwargs)
+    return calls, samples
+
+
+def test_interleaved_warms_up_then_alternates():
+    assert _recorded(2, 1) == (["a", "b"] * 3, [[3.0, 5.0], [4.0, 6.0]])
 
 
 def test_interleaved_in_blocks_settles_after_each_switch():
-    calls = []
-
-    class Recorder:
-        def time_ms(self, fn):
-            fn()
-            return float(len(calls))
-
-    samples = measure.interleaved(Recorder(), [partial(calls.append, "a"),
-                                               partial(calls.append, "b")], 5, 1, block=3)
+    calls, samples = _recorded(5, 1, block=3)
     # warm-up, then per block one untimed call and up to 3 timed ones; 5 samples each
     assert calls == ["a", "b"] + ["a"] * 4 + ["b"] * 4 + ["a"] * 3 + ["b"] * 3
     assert samples == [[4.0, 5.0, 6.0, 12.0, 13.0], [8.0, 9.0, 10.0, 15.0, 16.0]]
