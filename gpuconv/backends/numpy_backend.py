@@ -50,7 +50,7 @@ import sys
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from gpuconv import backends, parallel
+from gpuconv import backends, channelwise, parallel
 from gpuconv._checks import MAX_BYTES_ENV, max_array_bytes
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
 
@@ -516,16 +516,14 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: Con
     else:
         y = _correlate(_pad(x, spec.padding, spec.padding_mode), weight, spec.stride,
                        spec.dilation, spec.groups, out_hw)
-    if bias is not None:
-        y += bias.reshape(1, -1, 1, 1)
-    if relu:  # in place: the same bits as conv, then np.maximum(y, 0)
-        np.maximum(y, 0, out=y)
+    if bias is not None or relu:  # the same bits as y += bias, then np.maximum(y, 0)
+        y = channelwise.add_bias_relu(y, bias, relu)
     return y
 
 
 def conv2d_grad_bias(grad_out: np.ndarray) -> np.ndarray:
     """dL/db (O,) = sum of grad_out (N, O, H_out, W_out) over batch and pixels."""
-    return grad_out.sum(axis=(0, 2, 3))
+    return channelwise.batch_channel_sums(grad_out)
 
 
 def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kernel_hw,
@@ -616,7 +614,7 @@ def conv2d_grad_input(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec, 
     else:
         grad_x = _pad_backward(grad_padded, spec.padding, spec.padding_mode, input_hw)
     if bias is not None:
-        grad_x += bias.reshape(1, -1, 1, 1)
+        grad_x = channelwise.add_bias_relu(grad_x, bias, False)
     return grad_x
 
 

@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 import gpuconv.functional as F
+from gpuconv.channelwise import affine, channel_dots, channel_rows, channel_sums, per_channel_rows
 from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
 from gpuconv.nn.device import Device
 from gpuconv.parallel import fill_batch, map_batch, matmul, sum_batch
@@ -612,17 +613,16 @@ class BatchNorm2D(Layer):
                 self.buffers["running_var"], training, self.momentum, self.epsilon, self.relu)
             self._y = y if self.relu else None  # the ReLU's slope: y > 0
             return y
-        # pieces of (N, C, H*W) rows: per-channel factors as whole (C, H*W) rows, since
-        # NumPy's loops run about twice as fast on them as on (C, 1) broadcasts
-        rows = _channel_rows(x)
+        # pieces of (N, C, H*W) rows, per-channel factors as whole rows (gpuconv.channelwise)
+        rows = channel_rows(x)
         if training:
             count = x.dtype.type(rows.shape[0] * rows.shape[2])
-            mean = sum_batch(_channel_sums, rows) / count
-            mean_rows = _per_channel_rows(mean, rows)
+            mean = sum_batch(channel_sums, rows) / count
+            mean_rows = per_channel_rows(mean, rows)
 
             def squares(a):
                 centred = a - mean_rows
-                return _channel_dots(centred, centred)
+                return channel_dots(centred, centred)
             var = sum_batch(squares, rows) / count
             m = x.dtype.type(self.momentum)
             # in place: a captured training step keeps updating the same buffers
@@ -635,7 +635,7 @@ class BatchNorm2D(Layer):
         self._inv_std = 1 / np.sqrt(var + x.dtype.type(self.epsilon))
         # y = gamma * (x - mean) / std + beta, as one scale and one shift per channel
         scale = self.params["gamma"] * self._inv_std
-        y = fill_batch(_affine(scale, self.params["beta"] - mean * scale, rows, self.relu),
+        y = fill_batch(affine(scale, self.params["beta"] - mean * scale, rows, self.relu),
                        np.empty_like(rows), rows).reshape(x.shape)
         self._y = y if self.relu else None  # the ReLU's slope: y > 0
         return y
@@ -649,20 +649,20 @@ class BatchNorm2D(Layer):
             self.grads = {"gamma": grad_gamma, "beta": grad_beta}
             return grad_x
         inv_std, mean = self._inv_std, self._mean
-        rows, grads = _channel_rows(self._x), _channel_rows(grad_out)
+        rows, grads = channel_rows(self._x), channel_rows(grad_out)
         count = grad_out.dtype.type(rows.shape[0] * rows.shape[2])
-        mean_rows = _per_channel_rows(mean, rows)
+        mean_rows = per_channel_rows(mean, rows)
         if self.relu:  # the fused ReLU's backward first: g where the output was positive
             relu_grads = np.empty_like(grads)
 
             def sums(g, a, y, masked):
                 np.multiply(g, y > 0, out=masked)
-                return np.stack([_channel_sums(masked), _channel_dots(masked, a - mean_rows)])
-            sum_g, sum_gc = sum_batch(sums, grads, rows, _channel_rows(self._y), relu_grads)
+                return np.stack([channel_sums(masked), channel_dots(masked, a - mean_rows)])
+            sum_g, sum_gc = sum_batch(sums, grads, rows, channel_rows(self._y), relu_grads)
             grads = relu_grads
         else:
             sum_g, sum_gc = sum_batch(lambda g, a: np.stack(
-                [_channel_sums(g), _channel_dots(g, a - mean_rows)]), grads, rows)
+                [channel_sums(g), channel_dots(g, a - mean_rows)]), grads, rows)
         self.grads = {"gamma": sum_gc * inv_std, "beta": sum_g}
         if not self.need_input_grad:
             return None
@@ -672,7 +672,7 @@ class BatchNorm2D(Layer):
         scale = self.params["gamma"] * inv_std
         slope = -scale * inv_std * inv_std * sum_gc / count
         shift = -scale * sum_g / count - mean * slope
-        scale_rows, slope_rows, shift_rows = (_per_channel_rows(v, rows)
+        scale_rows, slope_rows, shift_rows = (per_channel_rows(v, rows)
                                               for v in (scale, slope, shift))
 
         def grad_input(grad_x, g, a):  # g * scale + a * slope + shift
@@ -684,43 +684,6 @@ class BatchNorm2D(Layer):
         grad_x = fill_batch(grad_input, grads if self.relu else np.empty_like(grads),
                             grads, rows)
         return grad_x.reshape(grad_out.shape)
-
-
-def _channel_rows(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) as (N, C, H*W) (a view)."""
-    return x.reshape(x.shape[0], x.shape[1], -1)
-
-
-def _per_channel_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """One value per channel spread over a (C, H*W) array, as the rows of ``rows``."""
-    return np.ascontiguousarray(np.broadcast_to(
-        values.astype(rows.dtype, copy=False)[:, None], rows.shape[1:]))
-
-
-def _channel_sums(a: np.ndarray) -> np.ndarray:
-    """The per-channel sum of (n, C, P) rows: each row's sum as a product with ones (NumPy's
-    matmul is several times faster here than ``sum``), then the samples in order."""
-    return (a @ np.ones(a.shape[2], a.dtype)).sum(axis=0)
-
-
-def _channel_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The per-channel sum of a * b over (n, C, P) rows: one dot product per row through
-    matmul, then the samples in order."""
-    return (a[:, :, None, :] @ b[:, :, :, None]).sum(axis=(0, 2, 3))
-
-
-def _affine(scale: np.ndarray, shift: np.ndarray, rows: np.ndarray, relu: bool):
-    """The pass ``y = a * scale + shift`` (then ``max(y, 0)`` with ``relu``) over (n, C, P)
-    pieces, one scale and one shift per channel, for ``fill_batch``."""
-    scale_rows, shift_rows = _per_channel_rows(scale, rows), _per_channel_rows(shift, rows)
-    zero_rows = np.zeros_like(scale_rows) if relu else None
-
-    def affine(y, a):
-        np.multiply(a, scale_rows, out=y)
-        y += shift_rows
-        if relu:  # against a zero array: NumPy's maximum with a scalar is several times slower
-            np.maximum(y, zero_rows, out=y)
-    return affine
 
 
 # --------------------------------------------------------------------------- augmentation
