@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from gpuconv import parallel
 from gpuconv.nn.device import array_module, layer_kernels_for
 
 # --------------------------------------------------------------------------- schedules
@@ -202,9 +203,27 @@ class Adam(Optimizer):
         if kernels is not None:  # one fused kernel instead of the expressions below
             kernels.adam_update(g, b1, b2, s, epsilon, p, m, v)
             return
-        m[...] = b1 * m + (1 - b1) * g
-        v[...] = b2 * v + (1 - b2) * (g * g)
-        p -= s[1] * m / (v ** 0.5 + epsilon)
+        # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= s m / (sqrt(v) + epsilon),
+        # operation by operation as written here, in place on pieces of the flat arrays over
+        # the CPU pool (the model's parameters and slots are contiguous: flat views of them)
+        flat = [a.reshape(-1) for a in (p, np.ascontiguousarray(g), m, v)]
+        step = s[1]
+
+        def update(piece):
+            pp, gg, mm, vv = (a[piece] for a in flat)
+            mm *= b1
+            t = gg * (1 - b1)
+            mm += t
+            np.multiply(gg, gg, out=t)
+            t *= 1 - b2
+            vv *= b2
+            vv += t
+            np.sqrt(vv, out=t)
+            t += epsilon
+            u = mm * step
+            u /= t
+            pp -= u
+        parallel.run(update, parallel.pieces_by_bytes(p.size, 4 * p.itemsize), 4 * p.nbytes)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
