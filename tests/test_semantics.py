@@ -147,6 +147,20 @@ def test_max_pool_inside_windows_ties_match_torch(kw, dtype):
     np.testing.assert_array_equal(idx, idxt.numpy())
 
 
+@needs_torch
+def test_max_pool_nan_in_some_pieces_of_planes(monkeypatch):
+    """Planes pooled in pieces, NaN in two of them: those pieces take the NaN rule's path,
+    the others the strided-tap one; values and indices are PyTorch's throughout."""
+    from gpuconv import parallel
+    monkeypatch.setattr(parallel, "PIECE_BYTES", 4096)  # 7 planes a piece
+    x = _rng(8).integers(0, 3, (4, 8, 12, 12)).astype(np.float32)
+    x[1, 3, 4, 5] = x[2, 0, 0, 0] = x[2, 0, 0, 1] = nan
+    y, idx = F.max_pool2d(x, 2, return_indices=True)
+    yt, idxt = TF.max_pool2d(torch.tensor(x), 2, return_indices=True)
+    np.testing.assert_array_equal(y, yt.numpy())
+    np.testing.assert_array_equal(idx, idxt.numpy())
+
+
 def test_max_pool_all_minus_inf_window():
     """Every value -inf: the maximum is -inf at the first real position of the window."""
     x = np.full((1, 1, 3, 3), -inf)

@@ -817,18 +817,33 @@ def _max_pool_by_tables(x: np.ndarray, row_table: np.ndarray, col_table: np.ndar
 
 def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
     """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
-    return _planewise(lambda planes: _max_pool2d(planes, spec, return_indices), x)
+    (n, c, h, w), out_hw = x.shape, spec.output_shape(x.shape[2:])
+    if not (return_indices and not any(map(any, _pads(spec, (h, w), out_hw)))):
+        return _planewise(lambda planes: _max_pool2d(planes, spec, return_indices), x)
+    # every window inside the input: pieces of planes written straight into the outputs
+    planes = x.reshape(n * c, 1, h, w)
+    y = np.empty((n * c, 1) + out_hw, dtype=x.dtype)
+    index = np.empty(y.shape, dtype=np.int64)
+
+    def pool(piece):
+        if not _max_pool_inside(planes[piece], spec, out_hw, y[piece], index[piece]):
+            y[piece], index[piece] = _max_pool2d(planes[piece], spec, True)
+    parallel.run(pool, parallel.pieces_by_bytes(n * c, planes[0].nbytes), x.nbytes)
+    return y.reshape((n, c) + out_hw), index.reshape((n, c) + out_hw)
+
+
+def _pads(spec: PoolSpec, in_hw, out_hw) -> list:
+    """Per axis, the (before, after) padding that holds every window (``_window_padding``)."""
+    return [_window_padding(n, k, s, p, d, o) for n, k, s, p, d, o in
+            zip(in_hw, spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_hw)]
 
 
 def _max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
+    """Max pooling of planes x (P, 1, H, W) through padding: the indices by window tables."""
     h, w = x.shape[2:]
     out_hw = spec.output_shape((h, w))
-    pads = [_window_padding(n, k, s, p, d, o) for n, k, s, p, d, o in
-            zip((h, w), spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_hw)]
+    pads = _pads(spec, (h, w), out_hw)
     if return_indices:
-        inside = None if any(map(any, pads)) else _max_pool_inside(x, spec, out_hw)
-        if inside is not None:
-            return inside
         tables = [_window_table(n, o, k, s, p, d) for n, o, k, s, p, d in
                   zip((h, w), out_hw, spec.kernel_size, spec.stride, spec.padding, spec.dilation)]
         return _max_pool_by_tables(x, *tables)
@@ -841,17 +856,18 @@ def _max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
     return _separable_reduce(np.maximum, xp, spec, out_hw), None
 
 
-def _max_pool_inside(x: np.ndarray, spec: PoolSpec, out_hw):
-    """Max pooling with indices where every window lies inside ``x`` (no padding reached):
-    each window tap is a strided view of ``x``, taken in row-major order, and a tap wins
-    where it beats the maximum so far (``>``: the first maximum wins). Its tap number k = r*kW
-    + c gives the flat index: the window's corner + r*dH*W + c*dW. Returns None where a NaN
-    came out, whose rule (``_argmax_taps``) the tables path follows."""
+def _max_pool_inside(x: np.ndarray, spec: PoolSpec, out_hw, best: np.ndarray,
+                     index: np.ndarray) -> bool:
+    """Max pooling with indices, into ``best`` and ``index``, where every window lies inside
+    ``x`` (no padding reached): each window tap is a strided view of ``x``, taken in row-major
+    order, and a tap wins where it beats the maximum so far (``>``: the first maximum wins).
+    Its tap number k = r*kW + c gives the flat index: the window's corner + r*dH*W + c*dW.
+    False where a NaN came out, whose rule (``_argmax_taps``) the tables path follows."""
     (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
     (ho, wo), w = out_hw, x.shape[3]
     taps = (x[:, :, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
             for i in range(kh) for j in range(kw))
-    best = next(taps).copy()
+    np.copyto(best, next(taps))
     tap = np.zeros(best.shape, dtype=np.min_scalar_type(kh * kw - 1))
     for k, value in enumerate(taps, 1):
         better = value > best
@@ -859,14 +875,13 @@ def _max_pool_inside(x: np.ndarray, spec: PoolSpec, out_hw):
         # tap numbers only grow, so "k where better" is a maximum: no slow masked copy
         np.maximum(tap, better * tap.dtype.type(k), out=tap)
     if np.isnan(best).any():
-        return None
+        return False
     # r*dH*W + c*dW = r*(dH*W - dW*kW) + dW*k, with r = k // kW
-    index = np.empty(tap.shape, dtype=np.int64)
     np.floor_divide(tap, kw, out=index, casting="unsafe")
     index *= dh * w - dw * kw
     index += tap if dw == 1 else tap * np.int64(dw)
     index += (np.arange(ho) * (sh * w))[:, None] + np.arange(wo) * sw  # window corners
-    return best, index
+    return True
 
 
 def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarray:
