@@ -28,10 +28,11 @@ from typing import Optional
 import numpy as np
 
 import gpuconv.functional as F
-from gpuconv.channelwise import affine, channel_dots, channel_rows, channel_sums, per_channel_rows
+from gpuconv.channelwise import (affine, channel_dots, channel_rows, channel_sums,
+                                 per_channel_rows, sum_over_batch)
 from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
 from gpuconv.nn.device import Device
-from gpuconv.parallel import fill_batch, map_batch, matmul, sum_batch
+from gpuconv.parallel import fill_batch, map_batch, matmul
 from gpuconv.nn.initializers import initialize
 from gpuconv.shapes import ConvSpec, PoolSpec, keras_same_padding, ntuple
 
@@ -617,13 +618,13 @@ class BatchNorm2D(Layer):
         rows = channel_rows(x)
         if training:
             count = x.dtype.type(rows.shape[0] * rows.shape[2])
-            mean = sum_batch(channel_sums, rows) / count
+            mean = sum_over_batch(channel_sums, rows) / count
             mean_rows = per_channel_rows(mean, rows)
 
             def squares(a):
                 centred = a - mean_rows
                 return channel_dots(centred, centred)
-            var = sum_batch(squares, rows) / count
+            var = sum_over_batch(squares, rows) / count
             m = x.dtype.type(self.momentum)
             # in place: a captured training step keeps updating the same buffers
             self.buffers["running_mean"][...] = m * self.buffers["running_mean"] + (1 - m) * mean
@@ -658,10 +659,10 @@ class BatchNorm2D(Layer):
             def sums(g, a, y, masked):
                 np.multiply(g, y > 0, out=masked)
                 return np.stack([channel_sums(masked), channel_dots(masked, a - mean_rows)])
-            sum_g, sum_gc = sum_batch(sums, grads, rows, channel_rows(self._y), relu_grads)
+            sum_g, sum_gc = sum_over_batch(sums, grads, rows, channel_rows(self._y), relu_grads)
             grads = relu_grads
         else:
-            sum_g, sum_gc = sum_batch(lambda g, a: np.stack(
+            sum_g, sum_gc = sum_over_batch(lambda g, a: np.stack(
                 [channel_sums(g), channel_dots(g, a - mean_rows)]), grads, rows)
         self.grads = {"gamma": sum_gc * inv_std, "beta": sum_g}
         if not self.need_input_grad:
