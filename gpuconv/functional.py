@@ -34,7 +34,7 @@ from gpuconv import backends
 from gpuconv._boundary import public_op
 from gpuconv._checks import (check_array, check_array_bytes, check_positive_dims, check_same_dtype,
                              check_shape, max_bytes_setting, resolve_backend)
-from gpuconv.backends import backend_for_array, get_backend
+from gpuconv.backends import backend_for_array, get_backend, signature
 from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask, ntuple,
                             pool_has_empty_window)
 
@@ -80,12 +80,10 @@ __all__ = [
 
 # --------------------------------------------------------------------------- lifting 1-D to 2-D
 def _lift(ndim: int, be, array):
-    """A 1-D op's (N, C, L) array as the (N, C, 1, L) its backend's 2-D kernel takes (a
-    reshape: Numba device arrays take no ``None`` index); as it is for the GPU backends, which
-    lift it once per call signature (``LIFTS_1D``)."""
-    if array is None or ndim == 2 or be.LIFTS_1D:
-        return array
-    return array.reshape(tuple(array.shape[:2]) + (1,) + tuple(array.shape[2:]))
+    """A 1-D op's (N, C, L) array as the (N, C, 1, L) view its backend's 2-D kernel takes
+    (``signature.lift``); as it is for the GPU backends, which lift it once per call
+    signature (``LIFTS_1D``)."""
+    return array if ndim == 2 or be.LIFTS_1D else signature.lift(array)
 
 
 def _drop(ndim: int, be, array):
@@ -94,8 +92,7 @@ def _drop(ndim: int, be, array):
     indexing); a view of one (a crop, a flip) goes through ``_drop_view``."""
     if array is None or ndim == 2 or be.LIFTS_1D:
         return array
-    shape = array.shape
-    return array.reshape((shape[0], shape[1], shape[3]))
+    return array.reshape(signature.unit_axis_dropped(array.shape))
 
 
 def _drop_view(ndim: int, array):

@@ -818,9 +818,10 @@ def _max_pool_by_tables(x: np.ndarray, row_table: np.ndarray, col_table: np.ndar
 def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
     """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
     (n, c, h, w), out_hw = x.shape, spec.output_shape(x.shape[2:])
-    if not (return_indices and not any(map(any, _pads(spec, (h, w), out_hw)))):
+    inside = not any(map(any, _pads(spec, (h, w), out_hw)))  # no window reaches padding
+    if not (return_indices and inside):
         return _planewise(lambda planes: _max_pool2d(planes, spec, return_indices), x)
-    # every window inside the input: pieces of planes written straight into the outputs
+    # pieces of planes written straight into the outputs
     planes = x.reshape(n * c, 1, h, w)
     y = np.empty((n * c, 1) + out_hw, dtype=x.dtype)
     index = np.empty(y.shape, dtype=np.int64)
