@@ -51,7 +51,7 @@ R = TypeVar("R")
 
 _lock = threading.Lock()
 _state = {"threads": None, "pool": None, "pool_workers": 0}
-_in_worker = threading.local()
+_piece = threading.local()  # .active: running a piece (``in_piece``)
 
 
 def _cores() -> int:
@@ -107,32 +107,45 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _mark_worker() -> None:
-    _in_worker.active = True
+    _piece.active = True  # pool threads run nothing but pieces
 
 
 def run(fn: Callable[[T], R], pieces: Iterable[T],
         piece_bytes: int = MIN_PARALLEL_BYTES) -> list[R]:
     """``[fn(p) for p in pieces]``, the pieces spread over the pool. ``piece_bytes``, about
-    how much memory the pieces touch, keeps small work on the calling thread. A piece called
-    from inside the pool runs inline (no nested waits)."""
+    how much memory the pieces touch, keeps small work on the calling thread. Two or more
+    pieces run as pieces (``in_piece``) whatever the thread count, so that what they call
+    takes the same path, and the same bits, at any count; a ``run`` inside a piece runs
+    inline (no nested waits)."""
     pieces = list(pieces)
-    threads = num_threads()
-    if (threads == 1 or len(pieces) < 2 or piece_bytes < MIN_PARALLEL_BYTES
-            or getattr(_in_worker, "active", False)):
+    if len(pieces) < 2:
         return [fn(p) for p in pieces]
+    threads = num_threads()
+    if threads == 1 or piece_bytes < MIN_PARALLEL_BYTES or in_piece():
+        outer = in_piece()
+        _piece.active = True
+        try:
+            return [fn(p) for p in pieces]
+        finally:
+            _piece.active = outer
     job = _Job(fn, pieces)
     pool = _pool()
     for _ in range(min(threads, len(pieces)) - 1):
         pool.submit(job.work)
-    _in_worker.active = True  # the caller works on pieces too: calls inside them run inline
+    _piece.active = True  # the caller works on pieces too
     try:
         job.work()
     finally:
-        _in_worker.active = False
+        _piece.active = False
     job.finished.wait()
     if job.error is not None:
         raise job.error
     return job.results
+
+
+def in_piece() -> bool:
+    """Whether this thread is running a piece of a ``run`` of several pieces."""
+    return getattr(_piece, "active", False)
 
 
 class _Job:
@@ -258,8 +271,8 @@ def blas_at_one_thread():
 def matmul(a, b, out=None):
     """``np.matmul(a, b, out=out)`` (operands of 2 or more dimensions) in pieces over the
     pool, each on one BLAS thread: over the stack of products, else over blocks of the
-    product's rows or columns, whichever are more. Other arrays (CuPy, without ``out``) go
-    to their own ``matmul`` whole."""
+    product's rows or columns, whichever are more; whole inside a piece. Other arrays (CuPy,
+    without ``out``) go to their own ``matmul`` whole."""
     if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
         return a @ b
     if min(a.ndim, b.ndim) < 2:
@@ -275,6 +288,9 @@ def matmul(a, b, out=None):
         # GIL, and a Python call per product would cost more than the product)
         with blas_at_one_thread():
             return np.matmul(a, b, out=out)
+    # inside a piece the product runs on this thread anyway: one BLAS call (pieces of it
+    # would only repack its operands)
+    whole = in_piece()
     if math.prod(stack) > 1:
         a, b = np.broadcast_to(a, stack + a.shape[-2:]), np.broadcast_to(b, stack + b.shape[-2:])
 
@@ -282,13 +298,14 @@ def matmul(a, b, out=None):
             for i in range(s.start, s.stop):
                 at = np.unravel_index(i, stack)
                 _dot(a[at], b[at], out[at])
-        slices = pieces(math.prod(stack), PIECE_FLOPS // max(1, flops))
+        count = math.prod(stack)
+        slices = pieces(count, count if whole else PIECE_FLOPS // max(1, flops))
     else:
         a2, b2, out2 = a.reshape(m, k), b.reshape(k, n), out.reshape(m, n)
         # blocks of rows, each written in place, unless there are too few rows for two
         # SIMD tiles and more columns (a block of columns is written through a copy)
-        if m >= min(n, 2 * SIMD_ROWS):
-            slices = even_pieces(m, PIECE_FLOPS // max(1, flops // max(1, m)))
+        if whole or m >= min(n, 2 * SIMD_ROWS):
+            slices = even_pieces(m, m if whole else PIECE_FLOPS // max(1, flops // max(1, m)))
             piece = lambda s: _dot(a2[s], b2, out2[s])  # noqa: E731
         else:
             slices = even_pieces(n, PIECE_FLOPS // max(1, flops // max(1, n)))

@@ -659,8 +659,9 @@ def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
     w_t = weight.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
     # The row images' extra columns are zeros of dy times the weights: zero while the
     # weights are finite.
-    if (sh, sw) == (1, 1) and np.isfinite(weight).all():
-        return _grad_input_fold_rows(grad_out, w_t, (kh, kw), spec.dilation, padded_hw)
+    if np.isfinite(weight).all():
+        return _grad_input_fold_rows(grad_out, w_t, (kh, kw), spec.stride, spec.dilation,
+                                     padded_hw)
     channels = cg * groups
     grad_padded = np.empty((n, channels) + padded_hw, dtype=grad_out.dtype)
 
@@ -689,31 +690,47 @@ def _fold_pieces(fold, planes: np.ndarray) -> None:
     parallel.run(fold, parallel.pieces_by_bytes(planes.shape[0], planes[0].nbytes), planes.nbytes)
 
 
-def _grad_input_fold_rows(grad_out: np.ndarray, w_t: np.ndarray, kernel_hw, dilation,
+def _grad_input_fold_rows(grad_out: np.ndarray, w_t: np.ndarray, kernel_hw, stride, dilation,
                           padded_hw) -> np.ndarray:
-    """Stride-1 fold on row images: each tap's slice of W^T dL/dO is one contiguous run of
-    the flattened padded plane, at offset i*dH*W + j*dW."""
+    """The fold on row images, one stride phase at a time.
+
+    Tap (i, j) of output (oh, ow) lands on padded position (oh*sH + i*dH, ow*sW + j*dW), that
+    is on stride phase (i*dH mod sH, j*dW mod sW) at (oh + a, ow + b), a = i*dH // sH,
+    b = j*dW // sW. Each phase plane is kept flat with the row pitch P of grad_out's row
+    image (P = ceil(W_padded / sW), wide enough for every phase), so each tap's slice of
+    W^T dL/dO is one contiguous run added at offset a*P + b of its phase plane. The phases
+    are then interleaved into the padded gradient; a phase no tap reaches stays zero."""
     n, o, ho, wo = grad_out.shape
     (groups, k, _), (kh, kw), (hp, wp) = w_t.shape, kernel_hw, padded_hw
+    (sh, sw), (dh, dw) = stride, dilation
     channels = groups * k // (kh * kw)
-    length = (ho - 1) * wp + wo
+    hq, pitch = -(-hp // sh), -(-wp // sw)  # phase planes: rows, and the common row pitch
+    length = (ho - 1) * pitch + wo
+    phases = sorted({((i * dh) % sh, (j * dw) % sw) for i in range(kh) for j in range(kw)})
     grad_padded = np.empty((n, channels, hp, wp), dtype=grad_out.dtype)
+    if len(phases) < sh * sw:
+        grad_padded.fill(0)
 
     def fold_chunk(chunk):
         nb = chunk.stop - chunk.start
-        gy = _to_rows(grad_out[chunk], wp).reshape(groups, o // groups, -1)
-        cols = parallel.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho * wp)
-        planes = np.zeros((channels, nb, hp * wp), dtype=grad_out.dtype)
+        gy = _to_rows(grad_out[chunk], pitch).reshape(groups, o // groups, -1)
+        cols = parallel.matmul(w_t, gy).reshape(channels, kh, kw, nb, ho * pitch)
+        planes = np.zeros((len(phases), channels, nb, hq * pitch), dtype=grad_out.dtype)
 
         def fold(piece):
-            target = planes[piece]
             for i in range(kh):
                 for j in range(kw):
-                    start = i * dilation[0] * wp + j * dilation[1]
+                    (a, rh), (b, rw) = divmod(i * dh, sh), divmod(j * dw, sw)
+                    start = a * pitch + b
+                    target = planes[phases.index((rh, rw)), piece]
                     target[:, :, start:start + length] += cols[piece, i, j, :, :length]
-        _fold_pieces(fold, planes)
-        _copy(grad_padded[chunk].transpose(1, 0, 2, 3), planes.reshape(channels, nb, hp, wp))
-    row_bytes = channels * kh * kw * ho * wp * grad_out.dtype.itemsize
+        parallel.run(fold, parallel.pieces_by_bytes(channels, planes[:, 0].nbytes),
+                     planes.nbytes)
+        for phase, (rh, rw) in zip(planes, phases):
+            rows = phase.reshape(channels, nb, hq, pitch)
+            target = grad_padded[chunk, :, rh::sh, rw::sw]
+            _copy(target.transpose(1, 0, 2, 3), rows[:, :, :target.shape[2], :target.shape[3]])
+    row_bytes = channels * kh * kw * ho * pitch * grad_out.dtype.itemsize
     _on_chunks(fold_chunk, _batch_chunks(n, row_bytes, FOLD_CHUNK_BYTES))
     return grad_padded
 
