@@ -75,6 +75,25 @@ def add_bias_relu(y: np.ndarray, bias: np.ndarray | None, relu: bool) -> np.ndar
     return y
 
 
+def bias_relu_epilogue(bias: np.ndarray | None, relu: bool, groups: int, dtype):
+    """``add_bias_relu`` as a ``parallel.matmul`` epilogue for a conv's products, or None
+    where there is nothing to do: the product's rows are one group's output channels, and
+    the stack of products ends in the groups axis (none for one group); a block with more
+    than two axes holds whole products. Each block is finished in cache, with the same bits
+    as ``add_bias_relu``."""
+    if bias is None and not relu:
+        return None
+    bias_columns = None if bias is None else bias.astype(dtype).reshape(groups, -1, 1)
+
+    def epilogue(block, at, rows):
+        if bias_columns is not None:
+            block += bias_columns[:, rows] if block.ndim > 2 else bias_columns[
+                at[-1] if at else 0, rows]
+        if relu:
+            np.maximum(block, np.zeros(block.shape[-1], block.dtype), out=block)
+    return epilogue
+
+
 def affine(scale: np.ndarray, shift: np.ndarray, rows: np.ndarray, relu: bool):
     """The pass ``y = a * scale + shift`` (then ``max(y, 0)`` with ``relu``) over (n, C, P)
     pieces, one scale and one shift per channel, for ``parallel.fill_batch(pass, y, a)``."""

@@ -268,13 +268,22 @@ def blas_at_one_thread():
                 set_blas_threads(_blas_state["saved"])
 
 
-def matmul(a, b, out=None):
+def matmul(a, b, out=None, epilogue=None):
     """``np.matmul(a, b, out=out)`` (operands of 2 or more dimensions) in pieces over the
     pool, each on one BLAS thread: over the stack of products, else over blocks of the
     product's rows or columns, whichever are more; whole inside a piece. Other arrays (CuPy,
-    without ``out``) go to their own ``matmul`` whole."""
+    without ``out``) go to their own ``matmul`` whole.
+
+    ``epilogue(block, at, rows)``, where given, runs on each block of the result right after
+    it is written, while it is in cache: ``block`` is ``out[at][..., rows, :]``, ``at`` an
+    index into the stack of products, whole (``()`` without a stack) or, for a stack of
+    small products finished in one call, empty with ``block`` the whole result.
+    """
     if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-        return a @ b
+        out = a @ b
+        if epilogue is not None:
+            epilogue(out, (), slice(0, out.shape[-2]))
+        return out
     if min(a.ndim, b.ndim) < 2:
         with blas_at_one_thread():
             return np.matmul(a, b, out=out)
@@ -285,9 +294,14 @@ def matmul(a, b, out=None):
     flops = 2 * m * k * n
     if math.prod(stack) > 1 and flops < SMALL_GEMM_FLOPS:
         # a stack of small products: one C loop over it on this thread (np.matmul keeps the
-        # GIL, and a Python call per product would cost more than the product)
+        # GIL, and a Python call per product would cost more than the product: on two
+        # threads, those calls' GIL hand-overs made lenet's first conv 2x slower)
         with blas_at_one_thread():
-            return np.matmul(a, b, out=out)
+            np.matmul(a, b, out=out)
+        if epilogue is not None:
+            epilogue(out, (), slice(0, m))
+        return out
+    finish = epilogue or (lambda block, at, rows: None)
     # inside a piece the product runs on this thread anyway: one BLAS call (pieces of it
     # would only repack its operands)
     whole = in_piece()
@@ -298,18 +312,27 @@ def matmul(a, b, out=None):
             for i in range(s.start, s.stop):
                 at = np.unravel_index(i, stack)
                 _dot(a[at], b[at], out[at])
+                finish(out[at], at, slice(0, m))
         count = math.prod(stack)
         slices = pieces(count, count if whole else PIECE_FLOPS // max(1, flops))
     else:
+        at = (0,) * len(stack)
         a2, b2, out2 = a.reshape(m, k), b.reshape(k, n), out.reshape(m, n)
         # blocks of rows, each written in place, unless there are too few rows for two
         # SIMD tiles and more columns (a block of columns is written through a copy)
         if whole or m >= min(n, 2 * SIMD_ROWS):
-            slices = even_pieces(m, m if whole else PIECE_FLOPS // max(1, flops // max(1, m)))
-            piece = lambda s: _dot(a2[s], b2, out2[s])  # noqa: E731
+            slices = even_pieces(m, m if whole else PIECE_FLOPS // max(1, flops // max(1, m)),
+                                 SIMD_ROWS)
+
+            def piece(s):
+                _dot(a2[s], b2, out2[s])
+                finish(out2[s], at, s)
         else:
-            slices = even_pieces(n, PIECE_FLOPS // max(1, flops // max(1, n)))
-            piece = lambda s: _dot(a2, b2[:, s], out2[:, s])  # noqa: E731
+            slices = even_pieces(n, PIECE_FLOPS // max(1, flops // max(1, n)), SIMD_ROWS)
+
+            def piece(s):
+                _dot(a2, b2[:, s], out2[:, s])
+                finish(out2[:, s], at, slice(0, m))
     with blas_at_one_thread():
         run(piece, slices, PIECE_BYTES if len(slices) > 1 else 0)
     return out
@@ -324,12 +347,12 @@ def _dot(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         out[...] = np.dot(a, b)
 
 
-def even_pieces(n: int, size: int) -> list[slice]:
+def even_pieces(n: int, size: int, tile: int = 1) -> list[slice]:
     """``range(n)`` in as few pieces of at most about ``size`` as it takes, of equal length (so
-    that two threads finish together), in whole SIMD tiles (``SIMD_ROWS``) once pieces are
-    that long: shapes alone decide them."""
-    count = -(-n // max(1, size))
+    that two threads finish together), in whole tiles of ``tile`` (a product's SIMD tiles,
+    ``SIMD_ROWS``) once pieces are that long: shapes alone decide them."""
+    count = max(1, -(-n // max(1, size)))
     length = -(-n // count)
-    if length >= SIMD_ROWS:
-        length = -(-length // SIMD_ROWS) * SIMD_ROWS
+    if length >= tile:
+        length = -(-length // tile) * tile
     return pieces(n, length)

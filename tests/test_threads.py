@@ -265,18 +265,42 @@ def test_matmul_in_pieces(tiny_pieces, shapes, small_stack):
     assert all(np.array_equal(run, runs[0]) for run in runs[1:])
 
 
+@pytest.mark.parametrize("inside_piece", [False, True], ids=["called", "inside_a_piece"])
+@pytest.mark.parametrize("small_stack", [False, True], ids=["split", "small_stack_whole"])
+@pytest.mark.parametrize("shapes", MATMUL_CASES[:-1], ids=str)
+def test_matmul_epilogue(tiny_pieces, shapes, small_stack, inside_piece):
+    """The epilogue finishes every block of the result once, where matmul split it (rows,
+    columns, products) or ran it whole (a stack of small products, a call inside a piece):
+    here it adds a value per row of each product."""
+    if small_stack:
+        parallel.SMALL_GEMM_FLOPS = 1 << 30  # undone by tiny_pieces
+    a, b = _arrays(shapes, 5, np.float64)
+    want = np.matmul(a, b)
+    offsets = np.random.default_rng(6).standard_normal(want.shape[:-1] + (1,))
+    want += offsets
+
+    def epilogue(block, at, rows):
+        block += offsets[..., rows, :] if block.ndim > 2 else offsets[at][rows]
+    parallel.set_num_threads(2)
+    if inside_piece:
+        got = parallel.run(lambda _: parallel.matmul(a, b, epilogue=epilogue), range(2))[0]
+    else:
+        got = parallel.matmul(a, b, epilogue=epilogue)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("n, size, lengths", [
     (3136, 1920, [1600, 1536]),   # two even pieces of whole 64-row tiles, not 1920 + 1216
     (128, 80, [64, 64]),
     (100, 30, [25, 25, 25, 25]),  # under a tile: equal lengths
     (7, 100, [7]),
     (130, 64, [44, 44, 42]),      # pieces under a tile long stay even
+    (0, 10, []),
 ])
 def test_even_pieces(n, size, lengths):
-    got = parallel.even_pieces(n, size)
+    got = parallel.even_pieces(n, size, parallel.SIMD_ROWS)
     assert [s.stop - s.start for s in got] == lengths
-    assert got[0].start == 0 and got[-1].stop == n
-    assert all(a.stop == b.start for a, b in zip(got, got[1:]))
+    assert [s.start for s in got] == [sum(lengths[:i]) for i in range(len(lengths))]
 
 
 def test_blas_is_held_at_one_thread_while_gpuconv_multiplies():

@@ -100,7 +100,7 @@ def _check_workspace(nbytes: int, whose: str) -> None:
 
 def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None) -> list[slice]:
     _check_workspace(bytes_per_item, "one sample's")  # a chunk holds one sample at least
-    return parallel.pieces(n, (budget or CHUNK_BYTES) // max(1, bytes_per_item))
+    return parallel.even_pieces(n, (budget or CHUNK_BYTES) // max(1, bytes_per_item))
 
 
 def _on_chunks(fn, chunks: list[slice]) -> list:
@@ -232,38 +232,50 @@ def _copies(source: np.ndarray, size: int):
 
 # --------------------------------------------------------------------------- convolution
 def _correlate(x: np.ndarray, weight: np.ndarray, stride, dilation, groups: int, out_hw,
-               zero_padding=((0, 0), (0, 0))) -> np.ndarray:
+               zero_padding=((0, 0), (0, 0)), bias: np.ndarray | None = None,
+               relu: bool = False) -> np.ndarray:
     """Grouped cross-correlation of ``x`` (N, C, H, W), zero-padded by ``zero_padding``
-    ((top, bottom), (left, right)), with ``weight`` (O, C/G, kH, kW): y (N, O, H_out, W_out)."""
+    ((top, bottom), (left, right)), with ``weight`` (O, C/G, kH, kW): y (N, O, H_out, W_out),
+    plus ``bias`` (O,) and then max(y, 0) with ``relu`` (on each product's output while it is
+    in cache, where the correlation is GEMMs)."""
     o, cg, kh, kw = weight.shape
     if _winograd_fits((kh, kw), stride, dilation, cg, o // groups, out_hw):
         y = _winograd_correlate(x, zero_padding, weight, dilation, groups, out_hw)
         if y is not None:
-            return y
+            return _bias_relu(y, bias, relu)
     xp = _pad(x, zero_padding, "zeros")
     n, channels = xp.shape[:2]
     ho, wo = out_hw
     if cg == 1 and groups > 1:
-        return _depthwise_correlate(xp, weight.reshape(groups, o // groups, kh, kw), stride,
-                                    dilation, out_hw)
+        return _bias_relu(_depthwise_correlate(xp, weight.reshape(groups, o // groups, kh, kw),
+                                               stride, dilation, out_hw), bias, relu)
     k = cg * kh * kw
     w_mat = np.ascontiguousarray(weight.reshape(groups, o // groups, k))  # BLAS-ready
+    # the products' stacks end in the groups axis, their rows are a group's channels
+    epilogue = channelwise.bias_relu_epilogue(bias, relu, groups, xp.dtype)
     y = np.empty((n, o, ho, wo), dtype=xp.dtype)
     if (kh, kw) == (1, 1) and tuple(stride) == (1, 1):
         # the input already is the im2col matrix of each sample: no copy
         x4 = xp.reshape(n, groups, cg, ho * wo)
-        parallel.matmul(w_mat, x4, out=y.reshape(n, groups, o // groups, ho * wo))
+        parallel.matmul(w_mat, x4, out=y.reshape(n, groups, o // groups, ho * wo),
+                        epilogue=epilogue)
         return y
     def correlate(chunk):
         nb = chunk.stop - chunk.start
         cols = _im2col(xp[chunk], (kh, kw), stride, dilation, out_hw, groups)
         if not _batch_gemm(ho * wo):
-            parallel.matmul(w_mat, cols, out=y[chunk].reshape(nb, groups, o // groups, ho * wo))
+            parallel.matmul(w_mat, cols, out=y[chunk].reshape(nb, groups, o // groups, ho * wo),
+                            epilogue=epilogue)
             return
         _copy(y[chunk].transpose(1, 0, 2, 3),
-              parallel.matmul(w_mat, cols).reshape(o, nb, ho, wo))
+              parallel.matmul(w_mat, cols, epilogue=epilogue).reshape(o, nb, ho, wo))
     _on_chunks(correlate, _batch_chunks(n, channels * kh * kw * ho * wo * xp.dtype.itemsize))
     return y
+
+
+def _bias_relu(y: np.ndarray, bias: np.ndarray | None, relu: bool) -> np.ndarray:
+    """``channelwise.add_bias_relu`` where there is something to add or clip."""
+    return channelwise.add_bias_relu(y, bias, relu) if bias is not None or relu else y
 
 
 # --------------------------------------------------------------------------- Winograd F(2x2, 3x3)
@@ -512,13 +524,10 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, spec: Con
     caller), as for every conv kernel."""
     out_hw = spec.output_shape(x.shape[2:], weight.shape[2:])
     if spec.padding_mode == "zeros":  # (applied where the correlation reads x)
-        y = _correlate(x, weight, spec.stride, spec.dilation, spec.groups, out_hw, spec.padding)
-    else:
-        y = _correlate(_pad(x, spec.padding, spec.padding_mode), weight, spec.stride,
-                       spec.dilation, spec.groups, out_hw)
-    if bias is not None or relu:  # the same bits as y += bias, then np.maximum(y, 0)
-        y = channelwise.add_bias_relu(y, bias, relu)
-    return y
+        return _correlate(x, weight, spec.stride, spec.dilation, spec.groups, out_hw,
+                          spec.padding, bias, relu)
+    return _correlate(_pad(x, spec.padding, spec.padding_mode), weight, spec.stride,
+                      spec.dilation, spec.groups, out_hw, bias=bias, relu=relu)
 
 
 def conv2d_grad_bias(grad_out: np.ndarray) -> np.ndarray:
