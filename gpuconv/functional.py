@@ -30,7 +30,9 @@ import math
 import numbers
 from typing import Optional, Sequence, Union
 
-from gpuconv import backends
+import numpy as np
+
+from gpuconv import backends, parallel
 from gpuconv._boundary import public_op
 from gpuconv._checks import (check_array, check_array_bytes, check_positive_dims, check_same_dtype,
                              check_shape, max_bytes_setting, resolve_backend)
@@ -483,9 +485,13 @@ def _check_indices(indices, grad_out) -> None:
 
 def _check_index_values(indices, plane_size: int) -> None:
     """NumPy indices only: the GPU backends check device arrays in the kernel (no wait on the
-    host; ``gpuconv.check_errors``)."""
-    low, high = (int(indices.min()), int(indices.max())) if indices.size else (0, 0)
-    if low < 0 or high >= plane_size:
+    host; ``gpuconv.check_errors``). One pass, over pieces: read as unsigned, a negative
+    index is above any plane size."""
+    unsigned = np.ascontiguousarray(indices).reshape(-1).view(np.uint64)
+    highest = parallel.run(lambda piece: int(unsigned[piece].max()),
+                           parallel.pieces_by_bytes(unsigned.size, unsigned.itemsize),
+                           unsigned.nbytes)
+    if max(highest, default=0) >= plane_size:
         raise ValueError(f"indices must lie in [0, {plane_size}), the flat positions of an input "
                          f"plane")
 

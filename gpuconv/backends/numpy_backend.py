@@ -928,11 +928,11 @@ def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarr
 def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
                         spec: PoolSpec | None) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
-    names (max pooling with ``spec``, adaptive max pooling with None). Windows that share no
-    element (``_disjoint_windows``) name each element once at most: their gradients are
-    stored, on pieces of planes over the pool. Otherwise ``np.add.at`` adds them in a fixed
-    (C) order, in one pass on the calling thread: it keeps the GIL, so pieces on other
-    threads would only wait for it."""
+    names (max pooling with ``spec``, adaptive max pooling with None), on pieces of planes
+    over the pool. Windows that share no element (``_disjoint_windows``) name each element
+    once at most: their gradients are stored. Otherwise ``np.add.at`` adds them in output
+    order; it keeps the GIL, so the pieces' other passes overlap with it, not each other's
+    adds."""
     n, c, ho, wo = grad_out.shape
     plane = input_hw[0] * input_hw[1]
     disjoint = spec is not None and _disjoint_windows(spec)
@@ -948,10 +948,7 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
             dst[flat] = grad_out2[planes].reshape(-1)  # lets go of the GIL
         else:
             np.add.at(dst, flat, grad_out2[planes].reshape(-1))
-    if disjoint:
-        parallel.run(scatter, parallel.pieces_by_bytes(n * c, plane * grad.itemsize), grad.nbytes)
-    else:
-        scatter(slice(0, n * c))
+    parallel.run(scatter, parallel.pieces_by_bytes(n * c, plane * grad.itemsize), grad.nbytes)
     return grad.reshape((n, c) + tuple(input_hw))
 
 
