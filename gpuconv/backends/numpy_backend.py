@@ -46,6 +46,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import threading
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -243,12 +244,12 @@ def _correlate(x: np.ndarray, weight: np.ndarray, stride, dilation, groups: int,
         y = _winograd_correlate(x, zero_padding, weight, dilation, groups, out_hw)
         if y is not None:
             return _bias_relu(y, bias, relu)
+    if cg == 1 and groups > 1:
+        return _bias_relu(_depthwise_correlate(x, zero_padding, weight.reshape(
+            groups, o // groups, kh, kw), stride, dilation, out_hw), bias, relu)
     xp = _pad(x, zero_padding, "zeros")
     n, channels = xp.shape[:2]
     ho, wo = out_hw
-    if cg == 1 and groups > 1:
-        return _bias_relu(_depthwise_correlate(xp, weight.reshape(groups, o // groups, kh, kw),
-                                               stride, dilation, out_hw), bias, relu)
     k = cg * kh * kw
     w_mat = np.ascontiguousarray(weight.reshape(groups, o // groups, k))  # BLAS-ready
     # the products' stacks end in the groups axis, their rows are a group's channels
@@ -446,72 +447,107 @@ def _winograd_tiles(u: np.ndarray, x: np.ndarray, rows_of_x, cols_of_x, ys: np.n
 
 def _depthwise_pieces(n: int, groups: int, m: int, taps: int, hw: int, itemsize: int):
     """(sample, channel block) pieces of a depthwise conv whose im2col block (channels, kH*kW,
-    H_out*W_out) and outputs stay in cache."""
+    ``hw``) and outputs stay in cache."""
     _check_workspace(taps * hw * itemsize, "one channel's")  # a block holds one at least
     block = max(1, CACHE_BLOCK_BYTES // ((taps + m) * hw * itemsize))
     return [(b, g) for b in range(n) for g in parallel.pieces(groups, block)]
 
 
 def _depthwise_columns(xp: np.ndarray, kernel, stride, dilation, out_hw):
-    """The depthwise im2col view (N, C, kH, kW, L) of the padded ``xp`` (N, C, H, W) and its
-    row pitch: output (oh, ow) is column ``oh * pitch + ow``. At stride 1 the windows of a
-    plane's row-major run of outputs are runs of ``xp``'s plane itself (pitch W, the
-    columns past W_out unused) where its rows follow one another in memory, so the copy of
-    a block moves long rows instead of W_out-element ones; otherwise it is ``_windows``'
-    view with pitch W_out."""
+    """The depthwise im2col view of the padded ``xp`` (N, C, H, W), (N, C, kH, kW, L) or
+    (N, C, kH, kW, H_out, W_out), and its row pitch: output (oh, ow) is column
+    ``oh * pitch + ow`` of its L = H_out*pitch columns. At stride 1 the windows of a plane's
+    row-major run of outputs are runs of ``xp``'s plane itself (pitch W, the columns past
+    W_out unused) where its rows follow one another in memory, so the copy of a block moves
+    long rows instead of W_out-element ones; otherwise it is ``_windows``' view with pitch
+    W_out."""
     (ho, wo), (dh, dw) = out_hw, dilation
     sn, sc, sh, sw = xp.strides
     pitch = xp.shape[3]
     if tuple(stride) != (1, 1) or sh != pitch * sw:  # (or a plane's rows are not one run)
-        win = _windows(xp, kernel, stride, dilation, out_hw)
-        return win.reshape(win.shape[:4] + (ho * wo,)), wo
+        return _windows(xp, kernel, stride, dilation, out_hw), wo
     # the last column read is the plane's last element: every window lies inside it
     return as_strided(xp, shape=xp.shape[:2] + tuple(kernel) + ((ho - 1) * pitch + wo,),
                       strides=(sn, sc, dh * sh, dw * sw, sw), writeable=False), pitch
 
 
-def _depthwise_correlate(xp: np.ndarray, weight: np.ndarray, stride, dilation,
+def _depthwise_blocks(x: np.ndarray, zero_padding, kernel, stride, dilation, out_hw,
+                      channels: int, exact: bool):
+    """The im2col blocks of a depthwise conv of ``x`` (N, G, H, W), zero-padded by
+    ``zero_padding``: ``block(b, g)`` gives sample b's channels g (at most ``channels``) as
+    (count, kH*kW, L) columns and their pitch (``_depthwise_columns``; with ``exact`` the
+    outputs' own (H_out*W_out) columns, which a gradient needs). The planes are copied into a
+    zero-bordered buffer of the calling thread (its borders written once) and the block into
+    another, both reused from piece to piece: no padded copy of ``x``, and each block is
+    overwritten by the thread's next one."""
+    h, w = x.shape[2:]
+    (top, bottom), (left, right) = zero_padding
+    padded_hw = (top + h + bottom, left + w + right)
+    buffers = threading.local()
+
+    def block(b: int, g: slice):
+        count = g.stop - g.start
+        if not hasattr(buffers, "padded"):
+            buffers.padded = np.zeros((1, channels) + padded_hw, dtype=x.dtype)
+            buffers.view, buffers.pitch = (
+                (_windows(buffers.padded, kernel, stride, dilation, out_hw), out_hw[1]) if exact
+                else _depthwise_columns(buffers.padded, kernel, stride, dilation, out_hw))
+            buffers.cols = np.empty((channels, math.prod(kernel),
+                                     math.prod(buffers.view.shape[4:])), dtype=x.dtype)
+        buffers.padded[0, :count, top:top + h, left:left + w] = x[b, g]
+        cols, window = buffers.cols[:count], buffers.view[0, :count]
+        cols.reshape(window.shape)[...] = window
+        return cols, buffers.pitch
+    return block
+
+
+def _depthwise_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, stride, dilation,
                          out_hw) -> np.ndarray:
-    """Depthwise correlation (weight (G, m, kH, kW), channel multiplier m) as batched small
-    GEMMs: for each piece of channels, the im2col block (channels, kH*kW, L) of
-    ``_depthwise_columns``, small enough to stay in cache, times each channel's (m, kH*kW)
-    kernel."""
-    n, groups = xp.shape[:2]
+    """Depthwise correlation of ``x`` (N, G, H, W), zero-padded by ``zero_padding``, with
+    ``weight`` (G, m, kH, kW) (channel multiplier m) as batched small GEMMs, per piece of
+    channels of one sample: the im2col block (channels, kH*kW, L) of ``_depthwise_blocks``,
+    in cache, times each channel's (m, kH*kW) kernel."""
+    n, groups = x.shape[:2]
     _, m, kh, kw = weight.shape
     ho, wo = out_hw
-    columns, pitch = _depthwise_columns(xp, (kh, kw), stride, dilation, out_hw)
-    length = columns.shape[-1]
     # contiguous: a flipped kernel (grad-input) would reshape to negative strides, which
     # NumPy cannot hand to BLAS
     w3 = np.ascontiguousarray(weight.reshape(groups, m, kh * kw))
-    y5 = np.empty((n, groups, m, ho, wo), dtype=xp.dtype)
+    y5 = np.empty((n, groups, m, ho, wo), dtype=x.dtype)
+    (top, bottom), (left, right) = zero_padding
+    padded_plane = (x.shape[2] + top + bottom) * (x.shape[3] + left + right)
+    pieces = _depthwise_pieces(n, groups, m, kh * kw, padded_plane, x.itemsize)
+    block = _depthwise_blocks(x, zero_padding, (kh, kw), stride, dilation, out_hw,
+                              pieces[0][1].stop if pieces else 0, exact=False)
 
     def correlate(piece):
-        b, g = piece
-        cols = np.ascontiguousarray(columns[b, g]).reshape(-1, kh * kw, length)
-        rows = np.matmul(w3[g], cols)  # (channels, m, L)
-        y5[b, g] = as_strided(rows, shape=rows.shape[:2] + (ho, wo),
-                              strides=rows.strides[:2] + (pitch * rows.itemsize, rows.itemsize))
+        cols, pitch = block(*piece)
+        rows = np.matmul(w3[piece[1]], cols)  # (channels, m, L)
+        y5[piece] = as_strided(rows, shape=rows.shape[:2] + (ho, wo),
+                               strides=rows.strides[:2] + (pitch * rows.itemsize, rows.itemsize))
     with parallel.blas_at_one_thread():  # its small products on the pool's threads alone
-        parallel.run(correlate, _depthwise_pieces(n, groups, m, kh * kw, length, xp.itemsize),
-                     y5.nbytes)
+        parallel.run(correlate, pieces, y5.nbytes)
     return y5.reshape(n, groups * m, ho, wo)
 
 
-def _depthwise_grad_weight(grad_out: np.ndarray, win: np.ndarray, m: int) -> np.ndarray:
-    """dL/dW (G, m, kH*kW) of a depthwise correlation: per piece of channels, grad_out's
-    (m, H_out*W_out) times the im2col block's transpose, summed over samples in order."""
-    n, groups, kh, kw, ho, wo = win.shape
+def _depthwise_grad_weight(grad_out: np.ndarray, x: np.ndarray, zero_padding, stride,
+                           dilation, kernel_hw) -> np.ndarray:
+    """dL/dW (G, m, kH*kW) of a depthwise correlation of ``x`` (N, G, H, W), zero-padded by
+    ``zero_padding``: per piece of channels, grad_out's (m, H_out*W_out) times the im2col
+    block's transpose (``_depthwise_blocks``), summed over samples in order."""
+    n, groups = x.shape[:2]
+    m, (ho, wo) = grad_out.shape[1] // groups, grad_out.shape[2:]
     gy4 = grad_out.reshape(n, groups, m, ho * wo)
-    pieces = _depthwise_pieces(n, groups, m, kh * kw, ho * wo, grad_out.itemsize)
+    pieces = _depthwise_pieces(n, groups, m, math.prod(kernel_hw), ho * wo, grad_out.itemsize)
+    block = _depthwise_blocks(x, zero_padding, kernel_hw, stride, dilation, (ho, wo),
+                              pieces[0][1].stop if pieces else 0, exact=True)
 
     def grad_weight_t(piece):  # (channels, kH*kW, m): BLAS's fast orientation (a GEMV)
-        b, g = piece
-        cols = np.ascontiguousarray(win[b, g]).reshape(-1, kh * kw, ho * wo)
-        return np.matmul(cols, gy4[b, g].transpose(0, 2, 1))
+        cols, _ = block(*piece)
+        return np.matmul(cols, gy4[piece].transpose(0, 2, 1))
     with parallel.blas_at_one_thread():
         parts = parallel.run(grad_weight_t, pieces, grad_out.nbytes)
-    grad_w_t = np.zeros((groups, kh * kw, m), dtype=grad_out.dtype)
+    grad_w_t = np.zeros((groups, math.prod(kernel_hw), m), dtype=grad_out.dtype)
     for (_, g), part in zip(pieces, parts):  # samples in order, for each channel block
         grad_w_t[g] += part
     return grad_w_t.transpose(0, 2, 1)
@@ -540,13 +576,16 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
     """dL/dW (O, C/G, kH, kW): the correlation of the padded input with grad_out
     (N, O, H_out, W_out). H_out, W_out are grad_out's, which may be fewer than the
     input allows (a transposed convolution's grad-weight)."""
-    xp = _pad(x, spec.padding, spec.padding_mode)
     n, channels = x.shape[:2]
     o, groups = grad_out.shape[1], spec.groups
     cg, (kh, kw), (ho, wo) = channels // groups, kernel_hw, grad_out.shape[2:]
-    win = _windows(xp, kernel_hw, spec.stride, spec.dilation, (ho, wo))
     if cg == 1 and groups > 1:
-        return _depthwise_grad_weight(grad_out, win, o // groups).reshape(o, 1, kh, kw)
+        zero_padding = spec.padding if spec.padding_mode == "zeros" else ((0, 0), (0, 0))
+        x = x if spec.padding_mode == "zeros" else _pad(x, spec.padding, spec.padding_mode)
+        return _depthwise_grad_weight(grad_out, x, zero_padding, spec.stride, spec.dilation,
+                                      kernel_hw).reshape(o, 1, kh, kw)
+    xp = _pad(x, spec.padding, spec.padding_mode)
+    win = _windows(xp, kernel_hw, spec.stride, spec.dilation, (ho, wo))
     k, og = cg * kh * kw, o // groups
     if (kh, kw) == (1, 1) and tuple(spec.stride) == (1, 1) and (ho, wo) == xp.shape[2:]:
         # each sample's input is its im2col matrix: per-sample GEMMs, no copy
@@ -616,45 +655,73 @@ def conv2d_grad_input(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec, 
                               cg, padded_hw)
     if cg * spec.groups < o and not pointwise and not winograd:
         grad_padded = _grad_input_fold(grad_out, weight, spec, padded_hw)
-    else:
-        grad_padded = _grad_input_gather(grad_out, weight, spec, padded_hw)
-    if spec.padding_mode == "zeros":
-        grad_x = np.ascontiguousarray(_pad_backward(grad_padded, spec.padding, "zeros", input_hw))
-    else:
         grad_x = _pad_backward(grad_padded, spec.padding, spec.padding_mode, input_hw)
+    elif spec.padding_mode == "zeros":  # only the input's own positions of the padded grid
+        grad_x = _grad_input_gather(grad_out, weight, spec, ((top, input_hw[0]),
+                                                             (left, input_hw[1])))
+    else:
+        grad_padded = _grad_input_gather(grad_out, weight, spec,
+                                         ((0, padded_hw[0]), (0, padded_hw[1])))
+        grad_x = _pad_backward(grad_padded, spec.padding, spec.padding_mode, input_hw)
+    grad_x = np.ascontiguousarray(grad_x)
     if bias is not None:
         grad_x = channelwise.add_bias_relu(grad_x, bias, False)
     return grad_x
 
 
 def _grad_input_gather(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
-                       padded_hw) -> np.ndarray:
-    """The slides' dL/dI = Correlation(W_pad, dL/dO_flip), one stride phase at a time."""
-    n, o, ho, wo = grad_out.shape
+                       window) -> np.ndarray:
+    """The slides' dL/dI = Correlation(W_pad, dL/dO_flip), one stride phase at a time, on the
+    ``window`` ((first row, rows), (first column, columns)) of the padded input's grid."""
+    n, o = grad_out.shape[:2]
     _, cg, kh, kw = weight.shape
     groups = spec.groups
-    grad_padded = np.zeros((n, cg * groups) + padded_hw, dtype=grad_out.dtype)
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    phases = [(_phase_taps(kh, sh, dh, rh), _phase_taps(kw, sw, dw, rw))
+              for rh in range(sh) for rw in range(sw)]
     # The kernel of the transposed correlation: (C, O/G, kH, kW), flipped in space.
     w_t = (weight.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
            .reshape(groups * cg, o // groups, kh, kw)[:, :, ::-1, ::-1])
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    for rh in range(min(sh, padded_hw[0])):
-        taps_h = _phase_taps(kh, sh, dh, rh)
-        for rw in range(min(sw, padded_hw[1])):
-            taps_w = _phase_taps(kw, sw, dw, rw)
-            if taps_h is None or taps_w is None:
-                continue  # no tap reaches this phase: its gradient is zero
-            target = grad_padded[:, :, rh::sh, rw::sw]
-            (slice_h, off_h, dil_h), (slice_w, off_w, dil_w) = taps_h, taps_w
-            # taps were flipped above, so index the flipped kernel from its end
-            sub = w_t[:, :, _flipped(slice_h, kh), _flipped(slice_w, kw)]
-            qh, qw = target.shape[2:]
-            th, tw = sub.shape[2:]
-            pad_h = (off_h, max(0, qh + (th - 1) * dil_h - off_h - ho))
-            pad_w = (off_w, max(0, qw + (tw - 1) * dil_w - off_w - wo))
-            target[...] = _correlate(grad_out, sub, (1, 1), (dil_h, dil_w), groups, (qh, qw),
-                                     (pad_h, pad_w))
-    return grad_padded
+    shape = (n, cg * groups, window[0][1], window[1][1])
+    grad = None
+    if (sh, sw) != (1, 1):  # positions of a phase no tap reaches stay zero
+        grad = (np.zeros if None in itertools.chain(*phases) else np.empty)(shape, grad_out.dtype)
+    for (rh, rw), (taps_h, taps_w) in zip(itertools.product(range(sh), range(sw)), phases):
+        if taps_h is None or taps_w is None:
+            continue  # no tap reaches this phase: its gradient is zero
+        rows = _phase_span(window[0], sh, rh, taps_h, grad_out.shape[2])
+        cols = _phase_span(window[1], sw, rw, taps_w, grad_out.shape[3])
+        if rows is None or cols is None:
+            continue  # no position of the window in this phase
+        (first_h, count_h, source_h, pad_h), (first_w, count_w, source_w, pad_w) = rows, cols
+        # taps were flipped above, so index the flipped kernel from its end
+        sub = w_t[:, :, _flipped(taps_h[0], kh), _flipped(taps_w[0], kw)]
+        part = _correlate(grad_out[:, :, source_h, source_w], sub, (1, 1),
+                          (taps_h[2], taps_w[2]), groups, (count_h, count_w), (pad_h, pad_w))
+        if grad is None:  # stride 1: the one phase is the whole window
+            return part
+        grad[:, :, first_h::sh, first_w::sw] = part
+    return grad if grad is not None else np.zeros(shape, grad_out.dtype)
+
+
+def _phase_span(window, stride: int, phase: int, taps, out_size: int):
+    """Along one axis, the positions ``q*stride + phase`` of the padded grid inside
+    ``window`` (first, count), for a phase whose ``taps`` (``_phase_taps``: kernel taps,
+    offset, dilation) read grad_out positions q - offset + t*dilation: (the first one's index
+    in the window, how many, the slice of grad_out they read, and its zero padding (before,
+    after) up to the positions they read outside it), or None where there are none."""
+    start, size = window
+    first = (phase - start) % stride
+    count = len(range(first, size, stride))
+    if count == 0:
+        return None
+    kernel_taps, offset, dilation = taps
+    lo = (start + first - phase) // stride - offset  # grad_out positions read: lo .. hi
+    hi = lo + count - 1 + (len(range(kernel_taps.stop)[kernel_taps]) - 1) * dilation
+    begin = min(max(lo, 0), out_size)
+    end = min(max(hi + 1, begin), out_size)
+    before = min(hi - lo + 1, max(0, -lo))
+    return first, count, slice(begin, end), (before, hi - lo + 1 - before - (end - begin))
 
 
 def _grad_input_fold(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
