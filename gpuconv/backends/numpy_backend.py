@@ -1069,8 +1069,35 @@ def avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw, count_in
                         divisor_override) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient over its divisor, spread over its window
     (the adjoint of the separable sums, column taps then row taps, in a fixed order)."""
+    _, pads, divisor = _avg_pool_geometry(spec, input_hw, count_include_pad, divisor_override,
+                                          grad_out.dtype)
+    if spec.kernel_size == spec.stride and not any(map(any, pads)):
+        return _avg_pool2d_backward_tiled(grad_out, spec.kernel_size, input_hw, divisor)
     return _planewise(lambda gy: _avg_pool2d_backward(gy, spec, input_hw, count_include_pad,
                                                       divisor_override), grad_out)
+
+
+def _avg_pool2d_backward_tiled(grad_out: np.ndarray, kernel_hw, input_hw,
+                               divisor: np.ndarray) -> np.ndarray:
+    """The backward of windows that tile the input (no padding reached): each element is in
+    one window at most, so its gradient is that window's over its ``divisor`` (H_out,
+    W_out), repeated along each row of windows (one short pass), then that row copied to
+    each of the windows' rows, in pieces of the output's planes (long runs; rows and
+    columns past the last window get none)."""
+    n, c, ho, wo = grad_out.shape
+    (kh, kw), (h, w) = kernel_hw, input_hw
+    tail = (h, w) != (ho * kh, wo * kw)
+    grad_x = (np.zeros if tail else np.empty)((n * c, h, w), dtype=grad_out.dtype)
+    gy3 = grad_out.reshape(n * c, ho, wo)
+
+    def spread(planes: slice):
+        out = grad_x[planes]
+        window_rows = as_strided(out, shape=(len(out), ho, kh, wo * kw),
+                                 strides=(out.strides[0], kh * out.strides[1], out.strides[1],
+                                          out.strides[2]))
+        window_rows[...] = (gy3[planes] / divisor).repeat(kw, axis=2)[:, :, None, :]
+    parallel.run(spread, parallel.pieces_by_bytes(n * c, h * w * grad_x.itemsize), grad_x.nbytes)
+    return grad_x.reshape(n, c, h, w)
 
 
 def _avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw,
@@ -1081,16 +1108,6 @@ def _avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw,
     (ho, wo) = out_hw
     padded_hw = (input_hw[0] + sum(pads[0]), input_hw[1] + sum(pads[1]))
     scaled = grad_out / divisor
-    if (kh, kw) == (sh, sw) and not any(map(any, pads)):
-        # windows that tile the input: each element is in one window at most, so its
-        # gradient is that window's, repeated over it (rows and columns past the last
-        # window get none)
-        tiled = scaled.repeat(kw, axis=3).repeat(kh, axis=2)
-        if tiled.shape[2:] == tuple(input_hw):
-            return tiled
-        grad_x = np.zeros(grad_out.shape[:2] + tuple(input_hw), dtype=grad_out.dtype)
-        grad_x[:, :, :ho * kh, :wo * kw] = tiled
-        return grad_x
     rows = np.zeros(grad_out.shape[:3] + (padded_hw[1],), dtype=grad_out.dtype)
     for j in range(kw):
         rows[:, :, :, j:j + sw * (wo - 1) + 1:sw] += scaled
