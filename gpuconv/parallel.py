@@ -191,8 +191,9 @@ def pieces(n: int, size: int) -> list[slice]:
 
 
 def pieces_by_bytes(n: int, bytes_per_item: int) -> list[slice]:
-    """``range(n)`` in pieces of about ``PIECE_BYTES``: shapes alone decide them."""
-    return pieces(n, PIECE_BYTES // max(1, bytes_per_item))
+    """``range(n)`` in even pieces of about ``PIECE_BYTES`` at most: shapes alone decide
+    them."""
+    return even_pieces(n, PIECE_BYTES // max(1, bytes_per_item))
 
 
 def map_batch(fn: Callable, *arrays):
