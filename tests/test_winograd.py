@@ -141,10 +141,10 @@ def test_winograd_non_finite_input_gives_what_direct_conv_gives(bad):
 # kernel, stride, dilation, in / out channels per group, output plane, takes Winograd
 RULE = [
     ((3, 3), (1, 1), (1, 1), 128, 256, (56, 56), True),   # VGG 3x3
-    ((3, 3), (1, 1), (1, 1), 64, 64, (56, 56), True),     # ResNet-50 3x3
+    ((3, 3), (1, 1), (1, 1), 64, 64, (56, 56), False),    # ResNet-50 3x3: im2col as fast
     ((3, 3), (1, 1), (1, 1), 128, 128, (28, 28), True),
-    ((3, 3), (1, 1), (2, 2), 64, 64, (64, 64), True),     # 32x32 per phase
-    ((3, 3), (1, 1), (2, 2), 64, 64, (32, 32), False),    # 16x16 per phase
+    ((3, 3), (1, 1), (2, 2), 128, 128, (64, 64), True),   # 32x32 per phase
+    ((3, 3), (1, 1), (2, 2), 128, 128, (32, 32), False),  # 16x16 per phase
     ((3, 3), (1, 1), (1, 1), 256, 256, (14, 14), False),  # short runs
     ((3, 3), (1, 1), (1, 1), 32, 64, (56, 56), False),    # lenet conv2's channels
     ((3, 3), (1, 1), (1, 1), 1, 32, (28, 28), False),     # lenet conv1

@@ -17,11 +17,11 @@ multiply-adds:
                             into stride x stride phases so no zero is ever multiplied;
                             the transposed convolution's forward is this same function.
 
-The grad-input fold of a stride-1 convolution, the common case, works on "row
-images" (``_to_rows``): each row of dL/dO is given the padded input's full width
-W, zeros past W_out, so that in the flattened padded plane every kernel tap adds
-one long contiguous run instead of H_out short rows, and one GEMM per group
-covers a whole batch chunk.
+The grad-input fold works on "row images" (``_to_rows``), one plane per stride phase:
+each row of dL/dO is given the phase planes' full width, zeros past W_out, so that in a
+flattened phase plane every kernel tap adds one long contiguous run instead of H_out short
+rows, and one GEMM per group covers a whole batch chunk. The gather computes only the
+input's own positions of the padded grid.
 
 3x3 stride-1 correlations with enough channels (``_winograd_fits``: forward, and the
 grad-input gather, which is such a correlation; any dilation, as phase sub-images) take
@@ -30,9 +30,11 @@ over 4x4 input tiles, 2.25x fewer multiply-adds than im2col. Grad-weight stays i
 
 Small output planes (under ``BATCH_GEMM_PIXELS``) put a chunk's samples side by side in
 each im2col row, so that one GEMM per group covers the chunk instead of one small GEMM
-per sample; a 1x1 stride-1 convolution needs no im2col copy at all. Depthwise
-convolutions are batched small GEMMs (each channel's kernel times its im2col block) over
-cache-sized channel blocks.
+per sample; a sample whose im2col would not stay in cache is cut into bands of output
+rows; a 1x1 stride-1 convolution needs no im2col copy at all. Bias and ReLU finish each
+product's output while it is in cache. Depthwise convolutions are batched small GEMMs
+(each channel's kernel times its im2col block) over cache-sized channel blocks, padded
+block by block into each thread's buffers.
 
 The copies, GEMMs, folds, depthwise blocks and pooling planes run in pieces over the
 thread pool of ``gpuconv.parallel`` (the GEMMs each on one BLAS thread); pieces are cut by
@@ -261,6 +263,19 @@ def _correlate(x: np.ndarray, weight: np.ndarray, stride, dilation, groups: int,
         parallel.matmul(w_mat, x4, out=y.reshape(n, groups, o // groups, ho * wo),
                         epilogue=epilogue)
         return y
+    row_bytes = channels * kh * kw * wo * xp.dtype.itemsize  # im2col of one output row
+    if not _batch_gemm(ho * wo) and ho * row_bytes > CHUNK_BYTES:
+        # a sample's im2col would not stay in cache: bands of its output rows
+        def correlate_band(piece):
+            b, rows = piece
+            win = _windows(xp[b:b + 1], (kh, kw), stride, dilation, out_hw)[..., rows, :]
+            cols = _copy(np.empty(win.shape, dtype=win.dtype), win)
+            band = parallel.matmul(w_mat, cols.reshape(1, groups, k, -1), epilogue=epilogue)
+            y[b:b + 1, :, rows] = band.reshape(1, o, -1, wo)
+        bands = parallel.even_pieces(ho, CHUNK_BYTES // row_bytes)
+        _on_chunks(correlate_band, [(b, rows) for b in range(n) for rows in bands])
+        return y
+
     def correlate(chunk):
         nb = chunk.stop - chunk.start
         cols = _im2col(xp[chunk], (kh, kw), stride, dilation, out_hw, groups)
@@ -270,7 +285,7 @@ def _correlate(x: np.ndarray, weight: np.ndarray, stride, dilation, groups: int,
             return
         _copy(y[chunk].transpose(1, 0, 2, 3),
               parallel.matmul(w_mat, cols, epilogue=epilogue).reshape(o, nb, ho, wo))
-    _on_chunks(correlate, _batch_chunks(n, channels * kh * kw * ho * wo * xp.dtype.itemsize))
+    _on_chunks(correlate, _batch_chunks(n, ho * row_bytes))
     return y
 
 
@@ -297,9 +312,10 @@ WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 WINOGRAD_CHUNK_BYTES = 16 << 20  # workspace of one chunk (input tiles, products, outputs)
 # Per tile, the GEMMs do C*O multiply-adds (per group) and the transforms' NumPy passes
 # move about C + O values: below this ratio the passes cost more than the multiplies saved
-# (on a 2-core Zen4, 64->64 at 56x56 (ratio 32) ran a fifth faster than im2col, 128->256
-# (85) a third; 32->64 at 14x14 (21) ran slower)
-WINOGRAD_MIN_MACS_PER_VALUE = 32
+# (on a 2-core Zen4, against im2col in bands of output rows: 128->256 at 56x56 (ratio 85)
+# forward 64 against 82 ms; 64->64 at 56x56 (32) even, 12.5 ms; 64->64 dilated 2 at 64x64
+# (32) 22 against 16.5 ms; 32->64 at 14x14 (21) slower)
+WINOGRAD_MIN_MACS_PER_VALUE = 48
 WINOGRAD_MIN_PIXELS = 512  # per dilation phase: smaller planes make short runs, more edge tiles
 
 
