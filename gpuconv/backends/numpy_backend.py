@@ -618,9 +618,21 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
             return parallel.matmul(cols, gy.transpose(0, 1, 3, 2)).sum(axis=0)
         gy = _channels_first(grad_out[chunk]).reshape(groups, og, nb * ho * wo)
         return parallel.matmul(cols, gy.transpose(0, 2, 1))
+
+    def band_grad_weight_t(piece):  # (as forward's bands)
+        b, rows = piece
+        win_band = win[b:b + 1, ..., rows, :]
+        cols = _copy(np.empty(win_band.shape, dtype=win_band.dtype), win_band)
+        gy = grad_out[b:b + 1, :, rows].reshape(1, groups, og, -1)
+        return parallel.matmul(cols.reshape(1, groups, k, -1), gy.transpose(0, 1, 3, 2))[0]
+    row_bytes = channels * kh * kw * wo * x.dtype.itemsize  # im2col of one output row
+    if not _batch_gemm(ho * wo) and ho * row_bytes > CHUNK_BYTES:
+        bands = parallel.even_pieces(ho, CHUNK_BYTES // row_bytes)
+        parts = _on_chunks(band_grad_weight_t, [(b, rows) for b in range(n) for rows in bands])
+    else:
+        parts = _on_chunks(grad_weight_t, _batch_chunks(n, ho * row_bytes))
     grad_w_t = np.zeros((groups, k, og), dtype=x.dtype)
-    for part in _on_chunks(grad_weight_t,  # added in chunk order, whichever threads ran them
-                           _batch_chunks(n, channels * kh * kw * ho * wo * x.dtype.itemsize)):
+    for part in parts:  # added in piece order, whichever threads ran them
         grad_w_t += part
     return np.ascontiguousarray(grad_w_t.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
