@@ -106,7 +106,14 @@ def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None) -> lis
     return parallel.even_pieces(n, (budget or CHUNK_BYTES) // max(1, bytes_per_item))
 
 
-def _on_chunks(fn, chunks: list[slice]) -> list:
+def _row_bands(n: int, rows: int, row_bytes: int) -> list[tuple[int, slice]]:
+    """(sample, output rows) pieces of about ``CHUNK_BYTES`` of im2col, ``row_bytes`` a row."""
+    _check_workspace(row_bytes, "one output row's")  # a band holds one row at least
+    bands = parallel.even_pieces(rows, CHUNK_BYTES // max(1, row_bytes))
+    return [(b, band) for b in range(n) for band in bands]
+
+
+def _on_chunks(fn, chunks: list) -> list:
     """``fn(chunk)`` for each batch chunk, the chunks spread over the pool (one BLAS thread
     each); what each returns, in chunk order."""
     with parallel.blas_at_one_thread():
@@ -272,8 +279,7 @@ def _correlate(x: np.ndarray, weight: np.ndarray, stride, dilation, groups: int,
             cols = _copy(np.empty(win.shape, dtype=win.dtype), win)
             band = parallel.matmul(w_mat, cols.reshape(1, groups, k, -1), epilogue=epilogue)
             y[b:b + 1, :, rows] = band.reshape(1, o, -1, wo)
-        bands = parallel.even_pieces(ho, CHUNK_BYTES // row_bytes)
-        _on_chunks(correlate_band, [(b, rows) for b in range(n) for rows in bands])
+        _on_chunks(correlate_band, _row_bands(n, ho, row_bytes))
         return y
 
     def correlate(chunk):
@@ -627,8 +633,7 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
         return parallel.matmul(cols.reshape(1, groups, k, -1), gy.transpose(0, 1, 3, 2))[0]
     row_bytes = channels * kh * kw * wo * x.dtype.itemsize  # im2col of one output row
     if not _batch_gemm(ho * wo) and ho * row_bytes > CHUNK_BYTES:
-        bands = parallel.even_pieces(ho, CHUNK_BYTES // row_bytes)
-        parts = _on_chunks(band_grad_weight_t, [(b, rows) for b in range(n) for rows in bands])
+        parts = _on_chunks(band_grad_weight_t, _row_bands(n, ho, row_bytes))
     else:
         parts = _on_chunks(grad_weight_t, _batch_chunks(n, ho * row_bytes))
     grad_w_t = np.zeros((groups, k, og), dtype=x.dtype)
