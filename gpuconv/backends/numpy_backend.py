@@ -478,7 +478,7 @@ def _depthwise_pieces(n: int, groups: int, m: int, taps: int, hw: int, itemsize:
 def _depthwise_columns(xp: np.ndarray, kernel, stride, dilation, out_hw):
     """The depthwise im2col view of the padded ``xp`` (N, C, H, W), (N, C, kH, kW, L) or
     (N, C, kH, kW, H_out, W_out), and its row pitch: output (oh, ow) is column
-    ``oh * pitch + ow`` of its L = H_out*pitch columns. At stride 1 the windows of a plane's
+    ``oh * pitch + ow`` of its L = (H_out - 1)*pitch + W_out columns. At stride 1 the windows of a plane's
     row-major run of outputs are runs of ``xp``'s plane itself (pitch W, the columns past
     W_out unused) where its rows follow one another in memory, so the copy of a block moves
     long rows instead of W_out-element ones; otherwise it is ``_windows``' view with pitch
