@@ -163,6 +163,33 @@ def test_conv_transpose_is_bit_identical_at_any_thread_count(conv_pieces, case):
     _check_thread_counts("conv_transpose2d", case)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=(2, 1), dilation=2)],
+                         ids=["padded", "strided_dilated"])
+def test_depthwise_blocks_of_several_channels_and_a_shorter_last_one(threads, kw):
+    """Each thread's depthwise buffers serve blocks of several channels and then a shorter
+    last one, sample after sample (padded: 4 + 3 channels in the forward and the gather of
+    grad-input, 6 + 1 in grad-weight): a block must not read what the thread's previous one
+    left."""
+    x, w, b = _arrays([(3, 7, 9, 8), (7, 1, 3, 3), (7,)], 2, np.float64)
+    forward_channel = (3 * 3 + 1) * (9 + 2) * (8 + 2) * 8  # (taps + m) * padded plane * 8
+    before = parallel.num_threads()
+    parallel.set_num_threads(threads)
+    try:
+        with mock.patch.object(numpy_backend, "CACHE_BLOCK_BYTES", 4 * forward_channel):
+            y = F.conv2d(x, w, b, groups=7, **kw, backend="numpy")
+            (gy,) = _arrays([y.shape], 3, np.float64)
+            gx, gw, gb = F.conv2d_backward(gy, x, w, groups=7, **kw, backend="numpy")
+    finally:
+        parallel.set_num_threads(before)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ref = TF.conv2d(xt, wt, bt, groups=7, **kw)
+    ref.backward(torch.tensor(gy))
+    for ours, theirs, what in ((y, ref, "output"), (gx, xt.grad, "grad_input"),
+                               (gw, wt.grad, "grad_weight"), (gb, bt.grad, "grad_bias")):
+        _close(ours, theirs, f"depthwise in uneven blocks: {what}")
+
+
 @pytest.mark.parametrize("padding", [0, 1])
 def test_depthwise_conv_of_a_strided_input(tiny_pieces, padding):
     """An input whose rows are not one run in memory (columns 2-7 of a wider one):
