@@ -197,3 +197,31 @@ def test_draws_cover_the_hyperparameter_space():
                 seen.add("output_padding")
     assert seen >= set(MODES) | {"same", "groups", "flip", "stride", "dilation",
                                   "output_padding", "output_padding>=stride"}
+
+
+def test_gather_phase_spans_read_exactly_the_outputs_they_need():
+    """``numpy_backend._phase_span``, against a position-by-position count: for each
+    position of the window in the phase and each tap, the (padding, slice, padding) row it
+    builds holds grad_out's position q - offset + t*dilation there, or a zero where that lies
+    outside grad_out (windows wholly before or after grad_out included)."""
+    from gpuconv.backends.numpy_backend import _phase_span
+    rng = np.random.default_rng(7)
+    for _ in range(3000):
+        stride, dilation, taps = (int(v) for v in rng.integers(1, 4, 3))
+        phase, start = int(rng.integers(0, stride)), int(rng.integers(0, 12))
+        size, out_size = int(rng.integers(0, 9)), int(rng.integers(1, 9))
+        offset = int(rng.integers(-3, 8))
+        span = _phase_span((start, size), stride, phase, (slice(0, taps), offset, dilation),
+                           out_size)
+        positions = [p for p in range(start, start + size) if p % stride == phase]
+        if not positions:
+            assert span is None
+            continue
+        first, count, source, (before, after) = span
+        assert (first, count) == (positions[0] - start, len(positions))
+        row = [None] * before + list(range(source.start, source.stop)) + [None] * after
+        for j, p in enumerate(positions):
+            for t in range(taps):
+                wanted = (p - phase) // stride - offset + t * dilation
+                assert row[j + t * dilation] == (wanted if 0 <= wanted < out_size else None)
+        assert len(row) == count + (taps - 1) * dilation
