@@ -121,6 +121,25 @@ def test_replaced_weights_get_new_steps():
     assert model._steps() is not trainer
 
 
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_weights_set_from_strided_arrays_train_as_contiguous_ones(optimizer):
+    """set_weights with Fortran-ordered and reversed-view arrays: the optimiser updates them
+    in place through flat views, so every weight must train exactly as from C-ordered
+    copies of the same values."""
+    x, y = _data(32)
+    models = [_model("float32"), _model("float32")]
+    weights = models[0].get_weights()
+    strided = [np.asfortranarray(w) if w.ndim > 1 else w[::-1].copy()[::-1] for w in weights]
+    models[0].set_weights([w.copy() for w in weights])
+    models[1].set_weights(strided)
+    for model in models:
+        model.compile(OPTIMIZERS[optimizer]())
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for got, want in zip(models[1].get_weights(), models[0].get_weights()):
+        assert np.array_equal(got, want)
+    assert not all(np.array_equal(w, s) for w, s in zip(models[0].get_weights(), weights))
+
+
 def test_capture_bookkeeping_with_a_stand_in_for_cupy(monkeypatch):
     """The capture path's control flow, CuPy replaced by a recorder: the first batch runs
     eagerly, the second is captured once (under the graph's own memory pool, on a

@@ -28,8 +28,10 @@ class Device:
         return np if self.kind == "cpu" else importlib.import_module("cupy")
 
     def asarray(self, array, dtype=None):
-        """``array`` (host or device) on this device."""
-        return self.xp.asarray(array, dtype=dtype)
+        """``array`` (host or device) on this device, C-contiguous: parameters, buffers and
+        optimiser slots are updated in place through flat views of them."""
+        array = self.xp.asarray(array, dtype=dtype)
+        return array if array.flags.c_contiguous else self.xp.ascontiguousarray(array)
 
     @property
     def layer_kernels(self) -> ModuleType | None:
