@@ -113,6 +113,14 @@ def _row_bands(n: int, rows: int, row_bytes: int) -> list[tuple[int, slice]]:
     return [(b, band) for b in range(n) for band in bands]
 
 
+def _band_columns(win: np.ndarray, b: int, rows: slice, groups: int) -> np.ndarray:
+    """The im2col matrices (1, G, C/G*kH*kW, rows*W_out) of sample b's output ``rows``, from
+    its ``_windows`` view ``win`` (a ``_row_bands`` piece)."""
+    band = win[b:b + 1, ..., rows, :]
+    cols = _copy(np.empty(band.shape, dtype=band.dtype), band)
+    return cols.reshape(1, groups, -1, band.shape[4] * band.shape[5])
+
+
 def _on_chunks(fn, chunks: list) -> list:
     """``fn(chunk)`` for each batch chunk, the chunks spread over the pool (one BLAS thread
     each); what each returns, in chunk order."""
@@ -273,11 +281,11 @@ def _correlate(x: np.ndarray, weight: np.ndarray, stride, dilation, groups: int,
     row_bytes = channels * kh * kw * wo * xp.dtype.itemsize  # im2col of one output row
     if not _batch_gemm(ho * wo) and ho * row_bytes > CHUNK_BYTES:
         # a sample's im2col would not stay in cache: bands of its output rows
+        win = _windows(xp, (kh, kw), stride, dilation, out_hw)
+
         def correlate_band(piece):
             b, rows = piece
-            win = _windows(xp[b:b + 1], (kh, kw), stride, dilation, out_hw)[..., rows, :]
-            cols = _copy(np.empty(win.shape, dtype=win.dtype), win)
-            band = parallel.matmul(w_mat, cols.reshape(1, groups, k, -1), epilogue=epilogue)
+            band = parallel.matmul(w_mat, _band_columns(win, b, rows, groups), epilogue=epilogue)
             y[b:b + 1, :, rows] = band.reshape(1, o, -1, wo)
         _on_chunks(correlate_band, _row_bands(n, ho, row_bytes))
         return y
@@ -627,10 +635,8 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
 
     def band_grad_weight_t(piece):  # (as forward's bands)
         b, rows = piece
-        win_band = win[b:b + 1, ..., rows, :]
-        cols = _copy(np.empty(win_band.shape, dtype=win_band.dtype), win_band)
         gy = grad_out[b:b + 1, :, rows].reshape(1, groups, og, -1)
-        return parallel.matmul(cols.reshape(1, groups, k, -1), gy.transpose(0, 1, 3, 2))[0]
+        return parallel.matmul(_band_columns(win, b, rows, groups), gy.transpose(0, 1, 3, 2))[0]
     row_bytes = channels * kh * kw * wo * x.dtype.itemsize  # im2col of one output row
     if not _batch_gemm(ho * wo) and ho * row_bytes > CHUNK_BYTES:
         parts = _on_chunks(band_grad_weight_t, _row_bands(n, ho, row_bytes))
@@ -696,10 +702,7 @@ def conv2d_grad_input(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec, 
         grad_padded = _grad_input_gather(grad_out, weight, spec,
                                          ((0, padded_hw[0]), (0, padded_hw[1])))
         grad_x = _pad_backward(grad_padded, spec.padding, spec.padding_mode, input_hw)
-    grad_x = np.ascontiguousarray(grad_x)
-    if bias is not None:
-        grad_x = channelwise.add_bias_relu(grad_x, bias, False)
-    return grad_x
+    return _bias_relu(np.ascontiguousarray(grad_x), bias, False)
 
 
 def _grad_input_gather(grad_out: np.ndarray, weight: np.ndarray, spec: ConvSpec,
