@@ -180,14 +180,14 @@ def _check_precision(precision, be):
     return precision
 
 
-def _check_sizes(x, out_shape, padded_spatial, out_blame: str) -> None:
+def _check_sizes(x, out_shape, out_blame: str, padded_grid=None, grid: str = "input") -> None:
     """Fail before allocating: the op's output (``out_blame`` names the argument that sets
-    its size) and, with padding, its padded copy of the input must fit one array."""
+    its size) and, with padding, the padded copy of its ``grid`` (shape ``padded_grid``: the
+    input, or the output a transposed conv gathers) must fit one array."""
     itemsize = x.dtype.itemsize
     check_array_bytes(out_blame, out_shape, itemsize, "the output")
-    if tuple(padded_spatial) != tuple(x.shape[2:]):
-        check_array_bytes("padding", tuple(x.shape[:2]) + tuple(padded_spatial), itemsize,
-                          "the padded input")
+    if padded_grid is not None:
+        check_array_bytes("padding", padded_grid, itemsize, f"the padded {grid}")
 
 
 # --------------------------------------------------------------------------- convolution
@@ -226,11 +226,15 @@ def _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, paddin
     else:
         _check_padding_mode(spec, spatial)
         out_spatial = spec.checked_output_shape(spatial, kernel)
-    padded = spatial if transposed else tuple(n + lo + hi for n, (lo, hi) in
-                                              zip(spatial, spec.padding))
+    small, big = (spatial, out_spatial) if transposed else (out_spatial, spatial)
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(big, spec.padding))
     grows = any(o > n for o, n in zip(out_spatial, spatial))
-    _check_sizes(x, (x.shape[0], out_channels) + tuple(out_spatial), padded,
-                 ("stride" if transposed else "padding") if grows else "input")
+    _check_sizes(x, (x.shape[0], out_channels) + tuple(out_spatial),
+                 ("stride" if transposed else "padding") if grows else "input",
+                 None if padded == tuple(big) else
+                 (x.shape[0], out_channels if transposed else channels) + padded,
+                 "output" if transposed else "input")
+    spec = spec.bounded(small, big, kernel)
     return spec.with_leading_unit_axis() if ndim == 1 else spec, out_channels, out_spatial
 
 
@@ -454,21 +458,29 @@ def conv_transpose2d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
 
 
 # --------------------------------------------------------------------------- pooling
-def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode):
+def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, lp=False):
+    """Validate a pooling; return the 2-D spec (``PoolSpec.bounded``) and the output's spatial
+    shape. Lp pooling (``lp``) multiplies by the kernel's size: its windows may not overhang."""
     layout = _LAYOUT[ndim]
     check_array(x, "input", layout)
     check_positive_dims(x, "input", "C" + layout[2:], layout)
     spec = PoolSpec.make(ndim, kernel_size, stride, padding, dilation, ceil_mode)
     spatial = tuple(x.shape[2:])
     out_spatial = spec.checked_output_shape(spatial)
+    if lp and spec.overhangs(spatial):
+        raise ValueError(f"kernel_size {spec.kernel_size} must fit the input {spatial} for Lp "
+                         f"pooling, whose result scales with the kernel's size (ceil_mode "
+                         f"would let a larger window overhang the input)")
     _check_sizes(x, tuple(x.shape[:2]) + tuple(out_spatial),
-                 tuple(n + 2 * p for n, p in zip(spatial, spec.padding)),
-                 "padding" if any(o > n for o, n in zip(out_spatial, spatial)) else "input")
+                 "padding" if any(o > n for o, n in zip(out_spatial, spatial)) else "input",
+                 tuple(x.shape[:2]) + tuple(n + 2 * p for n, p in zip(spatial, spec.padding))
+                 if any(spec.padding) else None)
     if any(pool_has_empty_window(n, k, s, p, d, o) for n, k, s, p, d, o in
            zip(spatial, spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_spatial)):
         raise ValueError(f"a pooling window lies entirely in the padding (kernel_size "
                          f"{spec.kernel_size}, dilation {spec.dilation}, padding {spec.padding}, "
                          f"input {spatial}): reduce padding or dilation")
+    spec = spec.bounded(spatial)
     return (spec.with_leading_unit_axis() if ndim == 1 else spec), out_spatial
 
 
@@ -697,7 +709,7 @@ def _adaptive_setup(ndim, x, output_size):
     out = ntuple(output_size, ndim, "output_size")
     if any(o <= 0 for o in out):
         raise ValueError(f"output_size must be positive, got {out}")
-    _check_sizes(x, tuple(x.shape[:2]) + out, spatial, "output_size")
+    _check_sizes(x, tuple(x.shape[:2]) + out, "output_size")
     return _lift_spatial(ndim, out)
 
 
@@ -835,7 +847,7 @@ def _lp_norm(norm_type) -> float:
 
 def _lp_pool_checks(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend):
     p = _lp_norm(norm_type)
-    spec, _ = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode)
+    spec, _ = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode, lp=True)
     return p, spec, resolve_backend(backend, x)
 
 
@@ -848,7 +860,7 @@ def _lp_pool(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend):
 def _lp_pool_backward_checks(ndim, grad_out, x, norm_type, kernel_size, stride, ceil_mode,
                              backend):
     p = _lp_norm(norm_type)
-    spec, out_spatial = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode)
+    spec, out_spatial = _pool_setup(ndim, x, kernel_size, stride, 0, 1, ceil_mode, lp=True)
     _check_pool_grad_out(grad_out, x, out_spatial, ndim)
     return p, spec, resolve_backend(backend, grad_out, x)
 

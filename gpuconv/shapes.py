@@ -10,15 +10,17 @@ kernel ``k``, stride ``s``, padding ``p_lo + p_hi``, dilation ``d``:
                     start inside the right padding (PyTorch's rule).
 
 Hyper-parameters are normalised once into a frozen spec (``ConvSpec`` /
-``PoolSpec``) whose constructors validate them, so every backend receives the
-same, already checked description of the op.
+``PoolSpec``) whose constructors validate them, then bounded by the input
+(``bounded``: the same windows, no stride, kernel or dilation larger than the
+padded input), so every backend receives the same, already checked description
+of the op.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence, Union
 
 import numpy as np
@@ -281,6 +283,26 @@ class ConvSpec:
                              f"padding {self.padding} is too large for input {tuple(spatial)}")
         return out
 
+    def bounded(self, small: Sequence[int], big: Sequence[int],
+                kernel: Sequence[int]) -> "ConvSpec":
+        """The same convolution between ``big`` (the conv's input, a transposed conv's output)
+        and ``small`` (the other side) with its strides and dilations no larger than the
+        padded ``big``: along an axis where ``small`` has one position the stride places
+        nothing, and becomes the room the window leaves + 1 (one position still, and a
+        transposed conv's output padding stays below it); a one-tap kernel's dilation places
+        nothing, and becomes 1 (or one more than the output padding). PyTorch takes any size there; bounded, they cost the backends
+        neither a loop per stride phase nor a 32-bit overflow. Elsewhere the output size
+        formula bounds them already."""
+        stride, dilation = list(self.stride), list(self.dilation)
+        for axis, (n_small, n_big, k, (lo, hi)) in enumerate(
+                zip(small, big, kernel, self.padding)):
+            if n_small == 1:
+                stride[axis] = n_big + lo + hi - self.dilation[axis] * (k - 1)
+            if k == 1:  # (the smallest that keeps a transposed conv's output padding valid)
+                extra = self.output_padding[axis] if self.output_padding else 0
+                dilation[axis] = 1 if extra < stride[axis] else extra + 1
+        return replace(self, stride=tuple(stride), dilation=tuple(dilation))
+
     def with_leading_unit_axis(self) -> "ConvSpec":
         """The 2-D spec that runs a 1-D op as an op over a height-1 image."""
         return ConvSpec((1,) + self.stride, ((0, 0),) + self.padding, (1,) + self.dilation,
@@ -343,6 +365,32 @@ class PoolSpec:
             raise ValueError(f"pooling window {dilated} (after dilation) does not fit: it is "
                              f"larger than the padded input {padded}")
         return out
+
+    def overhangs(self, spatial: Sequence[int]) -> bool:
+        """Whether a window reaches past the padded input (``ceil_mode``'s one window of a
+        kernel larger than the padded input)."""
+        return any(d * (k - 1) + 1 > n + 2 * p for n, k, p, d in
+                   zip(spatial, self.kernel_size, self.padding, self.dilation))
+
+    def bounded(self, spatial: Sequence[int]) -> "PoolSpec":
+        """The same windows over an input of ``spatial`` sizes with kernels, strides and
+        dilations no larger than the padded input: along an axis with one window, the taps
+        past the padded input (``overhangs``; they read nothing) are dropped and the stride
+        becomes the padded size (one window still, with ``ceil_mode`` too); a one-tap
+        kernel's dilation places nothing, and becomes 1. PyTorch takes any size there;
+        bounded, they cost the backends neither a pass per tap nor a 32-bit overflow.
+        Maxima, indices and divisors stay, but not the kernel's size, which Lp pooling
+        multiplies by. Elsewhere the output size formula bounds them already."""
+        kernel, stride, dilation = list(self.kernel_size), list(self.stride), list(self.dilation)
+        for axis, (n, p, out) in enumerate(zip(spatial, self.padding, self.output_shape(spatial))):
+            if out == 1:
+                padded = n + 2 * p
+                kernel[axis] = min(kernel[axis], (padded - 1) // dilation[axis] + 1)
+                stride[axis] = padded
+            if kernel[axis] == 1:
+                dilation[axis] = 1
+        return replace(self, kernel_size=tuple(kernel), stride=tuple(stride),
+                       dilation=tuple(dilation))
 
     def with_leading_unit_axis(self) -> "PoolSpec":
         return PoolSpec((1,) + self.kernel_size, (1,) + self.stride, (0,) + self.padding,
