@@ -1,6 +1,7 @@
 """Hostile arguments to the public ops (issue 16): option flags that must be real bools,
 masked arrays, PyTorch's 1-tuples, and absurd sizes that must fail fast with a ValueError
-naming the argument instead of hanging in a Python loop or dying in the allocator."""
+naming the argument instead of hanging in a Python loop or dying in the allocator; and to
+the gpuconv.nn layers, whose arguments are checked where a layer is written."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import gpuconv.functional as F
+from gpuconv import nn
 from gpuconv.shapes import (adaptive_windows, conv_output_size, conv_transpose_output_size,
                             floor_sum, pool_has_empty_window, pool_output_size)
 
@@ -189,3 +191,33 @@ def test_absurd_sizes_fail_under_the_default_limit():
     """Without the variable, the limit is the machine's memory: 2^40 images do not fit."""
     with pytest.raises(ValueError, match="input is too large"):
         F.conv2d(np.broadcast_to(_ONE, (2**40, 1, 1, 1)), np.zeros((1, 1, 1, 1)))
+
+
+# A layer's arguments are checked where it is written, not when it is built or trained
+# (a NaN slope trained to a diverged model; a kernel_initializer of 1 failed deep in the
+# build): (layer made with the value, argument the message must name, bad values)
+_NUMBERS = [float("nan"), float("inf"), "0.5", True, None]
+_FLAGS = ["False", 1, None, 0.5]
+_INITIALIZERS = ["bogus", "He_Normal", None, 1, ("he_normal",)]
+_LAYER_ARGS = [
+    (lambda v: nn.Conv2D(2, 3, kernel_initializer=v), "kernel_initializer", _INITIALIZERS),
+    (lambda v: nn.Conv2DTranspose(2, 3, kernel_initializer=v), "kernel_initializer",
+     _INITIALIZERS),
+    (lambda v: nn.Dense(3, kernel_initializer=v), "kernel_initializer", _INITIALIZERS),
+    (lambda v: nn.Conv2D(2, 3, use_bias=v), "use_bias", _FLAGS),
+    (lambda v: nn.Conv2DTranspose(2, 3, use_bias=v), "use_bias", _FLAGS),
+    (lambda v: nn.Dense(3, use_bias=v), "use_bias", _FLAGS),
+    (lambda v: nn.LeakyReLU(v), "negative_slope", _NUMBERS),
+    (lambda v: nn.ELU(v), "alpha", _NUMBERS),
+    (lambda v: nn.Dropout(v), "rate", _NUMBERS),
+    (lambda v: nn.BatchNorm2D(momentum=v), "momentum", _NUMBERS),
+    (lambda v: nn.BatchNorm2D(epsilon=v), "epsilon", _NUMBERS),
+]
+
+
+@pytest.mark.parametrize("make, name, value", [(make, name, value)
+                                               for make, name, values in _LAYER_ARGS
+                                               for value in values])
+def test_layer_arguments_are_checked_where_written(make, name, value):
+    with pytest.raises((ValueError, TypeError), match=name):
+        make(value)

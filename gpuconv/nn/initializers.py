@@ -10,18 +10,21 @@ import numpy as np
 INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "zeros")
 
 
+def check_initializer(name, what: str = "kernel_initializer") -> str:
+    """``name`` must be one of ``INITIALIZERS``: checked where a layer is written, not where
+    it is built."""
+    if not isinstance(name, str) or name not in INITIALIZERS:
+        raise ValueError(f"{what} must be one of {INITIALIZERS}, got {name!r}")
+    return name
+
+
 def initialize(name: str, shape: tuple[int, ...], fan_in: int, fan_out: int,
                rng: np.random.Generator) -> np.ndarray:
     """float64 weights of ``shape``. He (fan-in, for ReLU nets) keeps activations' variance;
     Glorot (fan-in + fan-out) keeps both activations' and gradients' variance."""
-    if name == "zeros":
+    if check_initializer(name, "initializer") == "zeros":
         return np.zeros(shape)
-    if name.startswith("he_"):
-        scale = 2.0 / fan_in
-    elif name.startswith("glorot_"):
-        scale = 2.0 / (fan_in + fan_out)
-    else:
-        raise ValueError(f"initializer must be one of {INITIALIZERS}, got {name!r}")
+    scale = 2.0 / fan_in if name.startswith("he_") else 2.0 / (fan_in + fan_out)  # glorot_
     if name.endswith("_normal"):
         return rng.normal(0.0, math.sqrt(scale), shape)
     limit = math.sqrt(3.0 * scale)  # a uniform on [-l, l] has variance l^2 / 3

@@ -23,6 +23,7 @@ piece in one pass.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import numpy as np
@@ -33,8 +34,8 @@ from gpuconv.channelwise import (affine, channel_dots, channel_rows, channel_sum
 from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
 from gpuconv.nn.device import Device
 from gpuconv.parallel import fill_batch, map_batch, matmul
-from gpuconv.nn.initializers import initialize
-from gpuconv.shapes import ConvSpec, PoolSpec, keras_same_padding, ntuple
+from gpuconv.nn.initializers import check_initializer, initialize
+from gpuconv.shapes import ConvSpec, PoolSpec, check_bool, keras_same_padding, ntuple
 
 Shape = tuple[int, ...]
 
@@ -124,6 +125,14 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+def _finite(value, name: str) -> float:
+    """A real number (not a bool, not a string that ``float`` would read), finite."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) \
+            or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _keras_padding(padding):
     """Keras spells padding "valid" / "same" in any case; ints and tuples pass through."""
     return padding.lower() if isinstance(padding, str) else padding
@@ -186,8 +195,8 @@ class Conv2D(_Linear):
         self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
         self.padding = _keras_padding(padding)
         self.strides, self.dilation_rate = strides, dilation_rate
-        self.groups, self.use_bias = groups, bool(use_bias)
-        self.kernel_initializer = kernel_initializer
+        self.groups, self.use_bias = groups, check_bool(use_bias, "use_bias")
+        self.kernel_initializer = check_initializer(kernel_initializer)
         # validated now, so a bad layer fails where it is written; "same" waits for the input
         self.spec = ConvSpec.make(2, self.kernel_size, strides,
                                   0 if self.padding == "same" else self.padding, dilation_rate,
@@ -261,8 +270,9 @@ class Conv2DTranspose(_Linear):
         self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
         self.padding = _keras_padding(padding)
         self.strides, self.output_padding = strides, output_padding
-        self.dilation_rate, self.groups, self.use_bias = dilation_rate, groups, bool(use_bias)
-        self.kernel_initializer = kernel_initializer
+        self.dilation_rate, self.groups = dilation_rate, groups
+        self.use_bias = check_bool(use_bias, "use_bias")
+        self.kernel_initializer = check_initializer(kernel_initializer)
         if self.padding == "same" and output_padding != 0:
             raise ValueError("output_padding is set by padding='same' (output = input * "
                              f"strides); got output_padding={output_padding!r}")
@@ -435,7 +445,8 @@ class Dense(_Linear):
                  input_shape=None):
         super().__init__(activation, name, input_shape)
         self.units = _positive_int(units, "units")
-        self.use_bias, self.kernel_initializer = bool(use_bias), kernel_initializer
+        self.use_bias = check_bool(use_bias, "use_bias")
+        self.kernel_initializer = check_initializer(kernel_initializer)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units, "use_bias": self.use_bias,
@@ -506,7 +517,7 @@ class LeakyReLU(_Activation):
     def __init__(self, negative_slope: float = 0.3, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = _finite(negative_slope, "negative_slope")
 
     def get_config(self) -> dict:
         return {**super().get_config(), "negative_slope": self.negative_slope}
@@ -522,7 +533,7 @@ class ELU(_Activation):
     def __init__(self, alpha: float = 1.0, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        self.alpha = float(alpha)
+        self.alpha = _finite(alpha, "alpha")
 
     def get_config(self) -> dict:
         return {**super().get_config(), "alpha": self.alpha}
@@ -541,9 +552,9 @@ class Dropout(Layer):
     def __init__(self, rate: float, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        if not 0.0 <= rate < 1.0:
+        self.rate = _finite(rate, "rate")
+        if not 0.0 <= self.rate < 1.0:
             raise ValueError(f"rate must be in [0, 1), got {rate!r}")
-        self.rate = float(rate)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "rate": self.rate}
@@ -580,11 +591,11 @@ class BatchNorm2D(Layer):
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        if not 0.0 <= momentum < 1.0:
+        self.momentum, self.epsilon = _finite(momentum, "momentum"), _finite(epsilon, "epsilon")
+        if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if epsilon <= 0:
+        if self.epsilon <= 0:
             raise ValueError(f"epsilon must be positive, got {epsilon!r}")
-        self.momentum, self.epsilon = float(momentum), float(epsilon)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
