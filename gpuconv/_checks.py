@@ -1,9 +1,10 @@
-"""Input validation shared by the public ops: every rule raises a ValueError or
-TypeError that names the argument and the rule, before any backend runs."""
+"""Input validation shared by the public ops and gpuconv.nn: every rule raises a ValueError
+or TypeError that names the argument and the rule, before any backend runs."""
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from typing import Sequence
 
@@ -40,6 +41,20 @@ def max_array_bytes() -> int:
                              f"{configured!r}") from None
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return min(physical, np.iinfo(np.intp).max)
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    """``value`` must be an int (not a bool, not a float) of at least ``minimum``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_number(value, name: str) -> float:
+    """``value`` must be a finite real number (not a bool, not a string that ``float`` reads)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def check_array_bytes(name: str, shape: Sequence[int], itemsize: int, what: str) -> None:

@@ -221,3 +221,65 @@ _LAYER_ARGS = [
 def test_layer_arguments_are_checked_where_written(make, name, value):
     with pytest.raises((ValueError, TypeError), match=name):
         make(value)
+
+
+def _compiled(optimizer="adam"):
+    model = nn.Sequential([nn.Flatten(), nn.Dense(3)])
+    model.build((1, 2, 2), "cpu", 0)
+    model.compile(optimizer)
+    return model
+
+
+XS, YS = _x(4, 1, 2, 2).astype(np.float32), np.array([0, 1, 2, 0])
+_COUNTS = [0.5, 2.0, "2", True, None, float("inf")]
+# The training arguments, checked before a step is taken: a log_every of 0 divided by zero,
+# a float epochs of inf trained forever, a seed of inf failed deep in NumPy; an optimiser
+# of NaN learning rate or epsilon trained to a diverged model.
+_FIT_ARGS = [
+    (lambda v: _compiled().fit(XS, YS, epochs=v, verbose=0), "epochs", _COUNTS + [-1]),
+    (lambda v: _compiled().fit(XS, YS, batch_size=v, verbose=0), "batch_size", _COUNTS + [0]),
+    (lambda v: _compiled().fit(XS, YS, log_every=v, verbose=0), "log_every",
+     [0.5, "2", True, 0]),
+    (lambda v: _compiled().fit(XS, YS, seed=v, verbose=0), "seed", [0.5, "1", True, -1]),
+    (lambda v: _compiled().fit(XS, YS, initial_epoch=v, verbose=0), "initial_epoch",
+     [0.5, "0", -1]),
+    (lambda v: _compiled().fit(XS, YS, shuffle=v, verbose=0), "shuffle", ["False", 0, None]),
+    (lambda v: _compiled().fit(XS, YS, validation_split=v, verbose=0), "validation_split",
+     ["0.5", float("nan"), 1.0]),
+    (lambda v: _compiled().predict(XS, batch_size=v), "batch_size", _COUNTS + [0]),
+    (lambda v: _compiled().evaluate(XS, YS, batch_size=v), "batch_size", _COUNTS + [0]),
+    (lambda v: nn.Sequential([nn.Flatten(), nn.Dense(3)]).build((1, 2, 2), "cpu", v), "seed",
+     [0.5, "1", -1]),
+    (lambda v: _compiled({"name": "adam", "learning_rate": v}), "learning_rate",
+     [float("nan"), float("inf"), -0.1, "0.1", {}]),
+    (lambda v: _compiled({"name": "sgd", "learning_rate": v}), "learning_rate",
+     [float("nan"), -1.0, True]),
+    (lambda v: _compiled({"name": "adam", "epsilon": v}), "epsilon", [0, float("nan"), "1e-7"]),
+    (lambda v: _compiled({"name": "adam", "beta_1": v}), "beta_1", [float("nan"), 1.0, "0.9"]),
+    (lambda v: _compiled({"name": "sgd", "weight_decay": v}), "weight_decay",
+     [float("nan"), float("inf"), -1.0]),
+    (lambda v: _compiled({"name": "sgd", "momentum": v}), "momentum", [float("nan"), 1.0, "0.9"]),
+    (lambda v: _compiled({"name": "sgd", "momentum": 0.9, "nesterov": v}), "nesterov",
+     ["True", 1]),
+    (lambda v: _compiled({"name": "sgd", "learning_rate": {"name": "step", "lr": 0.1,
+                                                           "step_size": v}}), "step_size",
+     [0, 2.5, "10"]),
+    (lambda v: _compiled().fit(v, YS, verbose=0), "x", [XS.astype(str), XS.tolist(),
+                                                        np.where(XS > 1, np.nan, XS)]),
+    (lambda v: _compiled().fit(XS, v, verbose=0), "y", [YS + 0.5, YS.astype(str), YS.tolist()]),
+]
+
+
+@pytest.mark.parametrize("call, name, value", [(call, name, value)
+                                               for call, name, values in _FIT_ARGS
+                                               for value in values])
+def test_training_arguments_are_checked_before_a_step(call, name, value):
+    with pytest.raises((ValueError, TypeError), match=name):
+        call(value)
+
+
+@pytest.mark.parametrize("layers", [
+    [nn.Conv2D(2**31, 3)], [nn.Conv2DTranspose(2**33, 2)], [nn.Flatten(), nn.Dense(2**40)]])
+def test_a_layer_too_large_to_hold_fails_before_its_weights_are_drawn(layers):
+    with pytest.raises(ValueError, match="kernel is too large: its initial values would have"):
+        nn.Sequential(layers).build((1, 3, 3), "cpu", 0)

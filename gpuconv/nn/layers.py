@@ -23,12 +23,12 @@ piece in one pass.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional
 
 import numpy as np
 
 import gpuconv.functional as F
+from gpuconv._checks import check_array_bytes, check_number
 from gpuconv.channelwise import (affine, channel_dots, channel_rows, channel_sums,
                                  per_channel_rows, sum_over_batch)
 from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
@@ -63,6 +63,9 @@ class Layer:
               dtype) -> None:
         self.device, self.input_shape = device, tuple(int(n) for n in input_shape)
         self.output_shape = self.compute_output_shape(self.input_shape)
+        shapes = {**self.param_shapes(self.input_shape), **self.buffer_shapes(self.input_shape)}
+        for key, shape in shapes.items():  # before the initialisers draw them (in float64)
+            check_array_bytes(f"layer {self.name}'s {key}", shape, 8, "its initial values")
         self.params = {k: device.asarray(v, dtype) for k, v in
                        self.initial_params(self.input_shape, init_rng).items()}
         self.buffers = {k: device.asarray(v, dtype) for k, v in
@@ -123,14 +126,6 @@ def _positive_int(value, name: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
-
-
-def _finite(value, name: str) -> float:
-    """A real number (not a bool, not a string that ``float`` would read), finite."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) \
-            or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def _keras_padding(padding):
@@ -517,7 +512,7 @@ class LeakyReLU(_Activation):
     def __init__(self, negative_slope: float = 0.3, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        self.negative_slope = _finite(negative_slope, "negative_slope")
+        self.negative_slope = check_number(negative_slope, "negative_slope")
 
     def get_config(self) -> dict:
         return {**super().get_config(), "negative_slope": self.negative_slope}
@@ -533,7 +528,7 @@ class ELU(_Activation):
     def __init__(self, alpha: float = 1.0, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        self.alpha = _finite(alpha, "alpha")
+        self.alpha = check_number(alpha, "alpha")
 
     def get_config(self) -> dict:
         return {**super().get_config(), "alpha": self.alpha}
@@ -552,7 +547,7 @@ class Dropout(Layer):
     def __init__(self, rate: float, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        self.rate = _finite(rate, "rate")
+        self.rate = check_number(rate, "rate")
         if not 0.0 <= self.rate < 1.0:
             raise ValueError(f"rate must be in [0, 1), got {rate!r}")
 
@@ -591,7 +586,8 @@ class BatchNorm2D(Layer):
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        self.momentum, self.epsilon = _finite(momentum, "momentum"), _finite(epsilon, "epsilon")
+        self.momentum = check_number(momentum, "momentum")
+        self.epsilon = check_number(epsilon, "epsilon")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if self.epsilon <= 0:

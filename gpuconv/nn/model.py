@@ -24,14 +24,24 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from gpuconv._checks import check_int, check_number
 from gpuconv._files import atomic_write
 from gpuconv.nn.callbacks import Callback, ProgressLogger
-from gpuconv.nn.device import Device, resolve_device, to_host
+from gpuconv.nn.device import Device, array_module, resolve_device, to_host
 from gpuconv.nn.layers import LAYERS, BatchNorm2D, Conv2D, Dense, Flatten, Layer, ReLU
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
 from gpuconv.nn.modelfile import FORMAT, FORMAT_VERSION, MAX_MODEL_BYTES, META, ModelFile
 from gpuconv.nn.optimizers import Optimizer, make_optimizer
 from gpuconv.nn.step import Trainer
+from gpuconv.shapes import check_bool
+
+
+def _check_numbers(**arrays) -> None:
+    """Each array (None: absent) must be a NumPy or CuPy array of numbers."""
+    for name, a in arrays.items():
+        if a is not None and getattr(getattr(a, "dtype", None), "kind", None) not in tuple("biuf"):
+            raise TypeError(f"{name} must be a NumPy or CuPy array of numbers, got "
+                            f"{type(a).__name__} {getattr(a, 'dtype', '')}".rstrip())
 
 
 class TrainingDiverged(RuntimeError):
@@ -112,7 +122,8 @@ class Sequential:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.seed, self.input_shape = int(seed), tuple(int(n) for n in input_shape)
+        self.seed = check_int(seed, "seed", 0)
+        self.input_shape = tuple(int(n) for n in input_shape)
         init_rng = np.random.default_rng(self.seed)
         shape, trainable_seen = self.input_shape, False
         for layer in self.layers:
@@ -259,16 +270,26 @@ class Sequential:
         if bad:
             raise error(bad[:5])
 
-    def _check_inputs(self, x, y=None):
+    def _check_inputs(self, x, y=None, finite: bool = False):
+        """x (N,) + input_shape, numbers (``finite``: no NaN or infinity, which would make
+        training diverge for no fault of the learning rate); y one whole-number label in
+        [0, classes) per sample."""
+        _check_numbers(x=x, y=y)
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"x must have shape (N,) + {self.input_shape}, got "
                              f"{tuple(x.shape)}{_channels_last_hint(x.shape[1:])}")
+        xp = array_module(x)
+        if finite and x.dtype.kind == "f" and not bool(xp.isfinite(x).all()):
+            raise ValueError("x holds NaN or infinite values (sample "
+                             f"{int(xp.argwhere(~xp.isfinite(x))[0][0])})")
         if y is not None:
             if y.ndim != 1 or y.shape[0] != x.shape[0]:
                 raise ValueError(f"y must hold one label per sample: shape ({x.shape[0]},), got "
                                  f"{tuple(y.shape)}")
+            if y.dtype.kind == "f" and not bool((array_module(y).floor(y) == y).all()):
+                raise ValueError("y must hold whole-number class labels, got fractions or NaN")
             classes = self.output_shape[0]
-            if int(y.min()) < 0 or int(y.max()) >= classes:
+            if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
                 raise ValueError(f"labels must be in [0, {classes}), got [{int(y.min())}, "
                                  f"{int(y.max())}]")
 
@@ -304,14 +325,20 @@ class Sequential:
             verbose = 1
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        seed = None if seed is None else check_int(seed, "seed", 0)
+        batch_size, epochs = check_int(batch_size, "batch_size", 1), check_int(epochs, "epochs", 0)
+        if initial_epoch is not None:
+            initial_epoch = check_int(initial_epoch, "initial_epoch", 0)
+        if log_every is not None:
+            log_every = check_int(log_every, "log_every", 1)
+        shuffle = check_bool(shuffle, "shuffle")
+        _check_numbers(x=x, y=y)
         if not self.built:
             declared = self.layers[0].declared_input_shape if self.layers else None
             self.build(declared or x.shape[1:], device, self.seed if seed is None else seed)
         if seed is not None:
-            self.seed = int(seed)
-        self._check_inputs(x, y)
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+            self.seed = seed
+        self._check_inputs(x, y, finite=True)
         if initial_epoch is None:
             first, last = self.epoch, self.epoch + epochs
         else:
@@ -319,14 +346,14 @@ class Sequential:
         if first < 0 or last <= first:
             raise ValueError(f"fit trains epochs [initial_epoch, epochs): got initial_epoch "
                              f"{first} and epochs {epochs}, which leave none to train")
-        if validation_data is None and validation_split:
+        if validation_data is None and check_number(validation_split, "validation_split"):
             if not 0.0 < validation_split < 1.0:
                 raise ValueError(f"validation_split must be in (0, 1), got {validation_split!r}")
             cut = len(x) - int(round(len(x) * validation_split))
             x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
         x, y = self._to_device(x, y)
         if validation_data is not None:
-            self._check_inputs(*validation_data)
+            self._check_inputs(*validation_data, finite=True)
             validation_data = self._to_device(*validation_data)  # once, not every epoch
         if log_every is None:
             log_every = 1 if self.device.kind == "cpu" else 20
@@ -380,12 +407,13 @@ class Sequential:
             raise ValueError("evaluate needs at least one sample, got x of shape "
                              f"{tuple(x.shape)}")
         self._check_inputs(x, y)
-        return self._steps().evaluate(x, y, batch_size)
+        return self._steps().evaluate(x, y, check_int(batch_size, "batch_size", 1))
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The last layer's outputs (logits) for x, as a NumPy array."""
         self._require_built()
         self._check_inputs(x)
+        batch_size = check_int(batch_size, "batch_size", 1)
         return np.concatenate([to_host(self(self._to_device(x[s:s + batch_size])[0]))
                                for s in range(0, len(x), batch_size)])
 

@@ -5,16 +5,26 @@ checkpoint saves it and a resumed run continues exactly."""
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from gpuconv import parallel
+from gpuconv._checks import check_int, check_number
 from gpuconv.nn.device import array_module, layer_kernels_for
+from gpuconv.shapes import check_bool
 
 # --------------------------------------------------------------------------- schedules
+def _learning_rate(lr) -> float:
+    lr = check_number(lr, "learning_rate")
+    if lr < 0:
+        raise ValueError(f"learning_rate must be >= 0, got {lr!r}")
+    return lr
+
+
 class Constant:
     def __init__(self, lr: float):
-        self.lr = float(lr)
+        self.lr = _learning_rate(lr)
 
     def __call__(self, step: int) -> float:
         return self.lr
@@ -27,9 +37,8 @@ class StepDecay:
     """``lr * gamma ** (step // step_size)``."""
 
     def __init__(self, lr: float, step_size: int, gamma: float = 0.1):
-        if step_size <= 0:
-            raise ValueError(f"step_size must be positive, got {step_size!r}")
-        self.lr, self.step_size, self.gamma = float(lr), int(step_size), float(gamma)
+        self.lr, self.step_size = _learning_rate(lr), check_int(step_size, "step_size", 1)
+        self.gamma = check_number(gamma, "gamma")
 
     def __call__(self, step: int) -> float:
         return self.lr * self.gamma ** (step // self.step_size)
@@ -44,10 +53,9 @@ class CosineDecay:
 
     def __init__(self, lr: float, total_steps: int, final_fraction: float = 0.0,
                  warmup_steps: int = 0):
-        if total_steps <= 0:
-            raise ValueError(f"total_steps must be positive, got {total_steps!r}")
-        self.lr, self.total_steps = float(lr), int(total_steps)
-        self.final_fraction, self.warmup_steps = float(final_fraction), int(warmup_steps)
+        self.lr, self.total_steps = _learning_rate(lr), check_int(total_steps, "total_steps", 1)
+        self.final_fraction = check_number(final_fraction, "final_fraction")
+        self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
@@ -67,13 +75,14 @@ SCHEDULES = {"constant": Constant, "step": StepDecay, "cosine": CosineDecay}
 
 def make_schedule(config) -> Constant | StepDecay | CosineDecay:
     """A schedule from a number (constant), a schedule, or its ``get_config()`` dict."""
-    if isinstance(config, (int, float)):
+    if isinstance(config, numbers.Real):
         return Constant(config)
     if isinstance(config, dict):
         kwargs = dict(config)
-        name = kwargs.pop("name")
+        name = kwargs.pop("name", None)
         if name not in SCHEDULES:
-            raise ValueError(f"schedule name must be one of {tuple(SCHEDULES)}, got {name!r}")
+            raise ValueError(f"a learning_rate schedule's name must be one of "
+                             f"{tuple(SCHEDULES)}, got {name!r}")
         return SCHEDULES[name](**kwargs)
     if callable(config) and hasattr(config, "get_config"):
         return config
@@ -88,9 +97,9 @@ class Optimizer:
 
     def __init__(self, learning_rate, weight_decay: float = 0.0):
         self.schedule = make_schedule(learning_rate)
-        if weight_decay < 0:
+        self.weight_decay = check_number(weight_decay, "weight_decay")
+        if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
-        self.weight_decay = float(weight_decay)
         self.state: dict[str, object] = {}
         self.step = 0
 
@@ -145,11 +154,12 @@ class SGD(Optimizer):
     def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(learning_rate, weight_decay)
-        if not 0.0 <= momentum < 1.0:
+        self.momentum, self.nesterov = check_number(momentum, "momentum"), check_bool(nesterov,
+                                                                                  "nesterov")
+        if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if nesterov and momentum == 0:
+        if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
     @property
     def slots(self) -> tuple[str, ...]:
@@ -184,9 +194,12 @@ class Adam(Optimizer):
                  epsilon: float = 1e-7, weight_decay: float = 0.0):
         super().__init__(learning_rate, weight_decay)
         for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not 0.0 <= beta < 1.0:
+            if not 0.0 <= check_number(beta, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.epsilon = check_number(epsilon, "epsilon")
+        if self.epsilon <= 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon!r}")
 
     slots = ("m", "v")
 
