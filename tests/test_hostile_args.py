@@ -215,14 +215,6 @@ _LAYER_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("make, name, value", [(make, name, value)
-                                               for make, name, values in _LAYER_ARGS
-                                               for value in values])
-def test_layer_arguments_are_checked_where_written(make, name, value):
-    with pytest.raises((ValueError, TypeError), match=name):
-        make(value)
-
-
 def _compiled(optimizer="adam"):
     model = nn.Sequential([nn.Flatten(), nn.Dense(3)])
     model.build((1, 2, 2), "cpu", 0)
@@ -271,9 +263,9 @@ _FIT_ARGS = [
 
 
 @pytest.mark.parametrize("call, name, value", [(call, name, value)
-                                               for call, name, values in _FIT_ARGS
+                                               for call, name, values in _LAYER_ARGS + _FIT_ARGS
                                                for value in values])
-def test_training_arguments_are_checked_before_a_step(call, name, value):
+def test_nn_arguments_are_checked_before_use(call, name, value):
     with pytest.raises((ValueError, TypeError), match=name):
         call(value)
 
