@@ -458,19 +458,23 @@ def conv_transpose2d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
 
 
 # --------------------------------------------------------------------------- pooling
+LP_POOL_LIMIT = 2**31
+
+
 def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, lp=False):
     """Validate a pooling; return the 2-D spec (``PoolSpec.bounded``) and the output's spatial
-    shape. Lp pooling (``lp``) multiplies by the kernel's size: its windows may not overhang."""
+    shape. Lp pooling (``lp``) multiplies by the kernel's size, so its spec keeps the kernel
+    and stride asked for, below 2**31 as in PyTorch (32-bit kernel arguments)."""
     layout = _LAYOUT[ndim]
     check_array(x, "input", layout)
     check_positive_dims(x, "input", "C" + layout[2:], layout)
     spec = PoolSpec.make(ndim, kernel_size, stride, padding, dilation, ceil_mode)
     spatial = tuple(x.shape[2:])
     out_spatial = spec.checked_output_shape(spatial)
-    if lp and spec.overhangs(spatial):
-        raise ValueError(f"kernel_size {spec.kernel_size} must fit the input {spatial} for Lp "
-                         f"pooling, whose result scales with the kernel's size (ceil_mode "
-                         f"would let a larger window overhang the input)")
+    if lp and max(spec.kernel_size + spec.stride) >= LP_POOL_LIMIT:
+        raise ValueError(f"kernel_size {spec.kernel_size} and stride {spec.stride} of Lp "
+                         f"pooling must be below 2**31, as in PyTorch: its result scales with "
+                         f"the kernel's size")
     _check_sizes(x, tuple(x.shape[:2]) + tuple(out_spatial),
                  "padding" if any(o > n for o, n in zip(out_spatial, spatial)) else "input",
                  tuple(x.shape[:2]) + tuple(n + 2 * p for n, p in zip(spatial, spec.padding))
@@ -480,7 +484,7 @@ def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, lp=F
         raise ValueError(f"a pooling window lies entirely in the padding (kernel_size "
                          f"{spec.kernel_size}, dilation {spec.dilation}, padding {spec.padding}, "
                          f"input {spatial}): reduce padding or dilation")
-    spec = spec.bounded(spatial)
+    spec = spec if lp else spec.bounded(spatial)
     return (spec.with_leading_unit_axis() if ndim == 1 else spec), out_spatial
 
 

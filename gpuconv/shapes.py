@@ -366,21 +366,16 @@ class PoolSpec:
                              f"larger than the padded input {padded}")
         return out
 
-    def overhangs(self, spatial: Sequence[int]) -> bool:
-        """Whether a window reaches past the padded input (``ceil_mode``'s one window of a
-        kernel larger than the padded input)."""
-        return any(d * (k - 1) + 1 > n + 2 * p for n, k, p, d in
-                   zip(spatial, self.kernel_size, self.padding, self.dilation))
-
     def bounded(self, spatial: Sequence[int]) -> "PoolSpec":
         """The same windows over an input of ``spatial`` sizes with kernels, strides and
         dilations no larger than the padded input: along an axis with one window, the taps
-        past the padded input (``overhangs``; they read nothing) are dropped and the stride
-        becomes the padded size (one window still, with ``ceil_mode`` too); a one-tap
-        kernel's dilation places nothing, and becomes 1. PyTorch takes any size there;
-        bounded, they cost the backends neither a pass per tap nor a 32-bit overflow.
-        Maxima, indices and divisors stay, but not the kernel's size, which Lp pooling
-        multiplies by. Elsewhere the output size formula bounds them already."""
+        past the padded input (``ceil_mode`` lets one overhang it; they read nothing) are
+        dropped and the stride becomes the padded size (one window still, with
+        ``ceil_mode`` too); a one-tap kernel's dilation places nothing, and becomes 1.
+        PyTorch takes any size there; bounded, they cost the backends neither a pass per
+        tap nor a 32-bit overflow. Maxima, indices and divisors stay, but not the kernel's
+        size, which Lp pooling multiplies by. Elsewhere the output size formula bounds them
+        already."""
         kernel, stride, dilation = list(self.kernel_size), list(self.stride), list(self.dilation)
         for axis, (n, p, out) in enumerate(zip(spatial, self.padding, self.output_shape(spatial))):
             if out == 1:

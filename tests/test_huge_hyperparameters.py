@@ -103,7 +103,7 @@ CASES = {
                                              count_include_pad=False),
         dict(kernel_size=(3, 7), padding=1, ceil_mode=True, count_include_pad=False)),
     "lp_pool2d-stride": (F.lp_pool2d, (X,), dict(norm_type=2.0, kernel_size=(2, 5),
-                                                 stride=(2, 2**40)),
+                                                 stride=(2, 2**31 - 1)),
                          dict(norm_type=2.0, kernel_size=(2, 5), stride=(2, 9))),
     "conv1d-stride": (F.conv1d, (X1d, W), dict(stride=2**62), dict(stride=7)),
     "conv1d-one-tap-dilation": (F.conv1d, (X1d, W[:, :, :1]), dict(dilation=2**40),
@@ -131,10 +131,26 @@ def test_huge_hyperparameters_run_as_small_ones(name, backend, host_cupy):
         np.testing.assert_array_equal(got, want, err_msg=f"{name} on {backend}")
 
 
-def test_lp_pooling_refuses_an_overhanging_window():
-    """Its result is multiplied by the kernel's size, which bounding would change."""
-    with pytest.raises(ValueError, match=r"kernel_size \(7,\) must fit the input \(6,\) for Lp"):
-        F.lp_pool1d(X1d, 2.0, 7, ceil_mode=True)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kernel", [7, 2**20, 2**31 - 1])
+def test_lp_pooling_keeps_the_kernel_of_an_overhanging_window(kernel, backend, host_cupy):
+    """Its result is scaled by the kernel's size (PyTorch's definition): kept, though the
+    average runs over the input's 6 positions (PyTorch: the same, and a refusal from 2**31)."""
+    if backend == "reference" and kernel > 2**20:
+        pytest.skip("the reference pads the input to the whole kernel (plain maths)")
+    x = to_backend(backend, np.abs(X1d) + 0.5)
+    got = to_numpy(F.lp_pool1d(x, 2.0, kernel, ceil_mode=True, backend=api_name(backend)))
+    want = np.sqrt(kernel / 6 * (to_numpy(x) ** 2).sum(axis=2, keepdims=True))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    gy = to_backend(backend, GY[:, :3])
+    grad = to_numpy(F.lp_pool1d_backward(gy, x, 2.0, kernel, ceil_mode=True,
+                                         backend=api_name(backend)))
+    np.testing.assert_allclose(grad, to_numpy(gy) * kernel / 6 * to_numpy(x) / want, rtol=1e-10)
+
+
+def test_lp_pooling_refuses_kernels_from_2_31():
+    with pytest.raises(ValueError, match=r"of Lp pooling must be below 2\*\*31"):
+        F.lp_pool1d(X1d, 2.0, 2**31, ceil_mode=True)
 
 
 def test_a_transposed_conv_checks_its_padded_output():

@@ -1155,14 +1155,19 @@ def _avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw,
 
 # --------------------------------------------------------------------------- power-average pooling
 def lp_pool2d(x: np.ndarray, spec: PoolSpec, norm_type: float) -> np.ndarray:
-    """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p) (no padding)."""
+    """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p) (no padding). The
+    spec's kernel is the one asked for (it is the factor); the average runs on its bounded
+    windows (``PoolSpec.bounded``: the same average, no pass per tap of an overhanging
+    kernel)."""
     window = math.prod(spec.kernel_size)
-    return (avg_pool2d(x ** norm_type, spec, True, None) * window) ** (1.0 / norm_type)
+    average = avg_pool2d(x ** norm_type, spec.bounded(x.shape[2:]), True, None)
+    return (average * window) ** (1.0 / norm_type)
 
 
 def lp_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, spec: PoolSpec,
                        norm_type: float) -> np.ndarray:
     p, window = norm_type, math.prod(spec.kernel_size)
+    spec = spec.bounded(x.shape[2:])  # (as lp_pool2d)
     total = avg_pool2d(x ** p, spec, True, None) * window
     # d total**(1/p) / d total; a window of zeros gets gradient 0, as in PyTorch
     safe_total = total + (total == 0)
