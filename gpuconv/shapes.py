@@ -290,9 +290,9 @@ class ConvSpec:
         padded ``big``: along an axis where ``small`` has one position the stride places
         nothing, and becomes the room the window leaves + 1 (one position still, and a
         transposed conv's output padding stays below it); a one-tap kernel's dilation places
-        nothing, and becomes 1 (or one more than the output padding). PyTorch takes any size there; bounded, they cost the backends
-        neither a loop per stride phase nor a 32-bit overflow. Elsewhere the output size
-        formula bounds them already."""
+        nothing, and becomes 1 (or one more than the output padding). PyTorch takes any size
+        there; bounded, they cost the backends neither a loop per stride phase nor a 32-bit
+        overflow. Elsewhere the output size formula bounds them already."""
         stride, dilation = list(self.stride), list(self.dilation)
         for axis, (n_small, n_big, k, (lo, hi)) in enumerate(
                 zip(small, big, kernel, self.padding)):
@@ -376,8 +376,9 @@ class PoolSpec:
         tap nor a 32-bit overflow. Maxima, indices and divisors stay, but not the kernel's
         size, which Lp pooling multiplies by. Elsewhere the output size formula bounds them
         already."""
-        kernel, stride, dilation = list(self.kernel_size), list(self.stride), list(self.dilation)
-        for axis, (n, p, out) in enumerate(zip(spatial, self.padding, self.output_shape(spatial))):
+        kernel, stride = list(self.kernel_size), list(self.stride)
+        dilation, out_shape = list(self.dilation), self.output_shape(spatial)
+        for axis, (n, p, out) in enumerate(zip(spatial, self.padding, out_shape)):
             if out == 1:
                 padded = n + 2 * p
                 kernel[axis] = min(kernel[axis], (padded - 1) // dilation[axis] + 1)
