@@ -294,3 +294,17 @@ def test_slide_max_pool_routing(backend, host_cupy):
     assert g.sum() == 4
     np.testing.assert_array_equal(to_numpy(m)[0, 0], np.array(
         [[1.1895669, 2.6777048], [0.53753567, -0.19861951]], np.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate"])
+def test_a_tile_past_the_padded_input_reads_nothing(backend, mode, host_cupy):
+    """A depthwise conv's staged tile spans the block's columns whether or not outputs exist
+    there: on a 2-long input, circular padding wrapped its far columns a second time, past
+    the input (the Numba simulator's IndexError; out of bounds on a GPU)."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 4, 2)), rng.standard_normal((8, 1, 3))
+    want = F.conv1d(x, w, padding=1, padding_mode=mode, groups=4)
+    got = F.conv1d(to_backend(backend, x), to_backend(backend, w), padding=1,
+                   padding_mode=mode, groups=4, backend=api_name(backend))
+    assert_close(to_numpy(got), want, k=3, dtype="float64", what=f"{mode} on {backend}")
