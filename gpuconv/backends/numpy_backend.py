@@ -106,8 +106,13 @@ def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None) -> lis
     return parallel.even_pieces(n, (budget or CHUNK_BYTES) // max(1, bytes_per_item))
 
 
-def _row_bands(n: int, rows: int, row_bytes: int) -> list[tuple[int, slice]]:
-    """(sample, output rows) pieces of about ``CHUNK_BYTES`` of im2col, ``row_bytes`` a row."""
+def _row_bands(n: int, out_hw, row_bytes: int) -> list[tuple[int, slice]] | None:
+    """(sample, output rows) pieces of about ``CHUNK_BYTES`` of im2col (``row_bytes`` an
+    output row) where one sample's would not stay in cache; None where it would, or where
+    small planes go side by side (``_batch_gemm``)."""
+    rows = out_hw[0]
+    if _batch_gemm(math.prod(out_hw)) or rows * row_bytes <= CHUNK_BYTES:
+        return None
     _check_workspace(row_bytes, "one output row's")  # a band holds one row at least
     bands = parallel.even_pieces(rows, CHUNK_BYTES // max(1, row_bytes))
     return [(b, band) for b in range(n) for band in bands]
@@ -279,15 +284,15 @@ def _correlate(x: np.ndarray, weight: np.ndarray, stride, dilation, groups: int,
                         epilogue=epilogue)
         return y
     row_bytes = channels * kh * kw * wo * xp.dtype.itemsize  # im2col of one output row
-    if not _batch_gemm(ho * wo) and ho * row_bytes > CHUNK_BYTES:
-        # a sample's im2col would not stay in cache: bands of its output rows
+    bands = _row_bands(n, out_hw, row_bytes)
+    if bands is not None:
         win = _windows(xp, (kh, kw), stride, dilation, out_hw)
 
         def correlate_band(piece):
             b, rows = piece
             band = parallel.matmul(w_mat, _band_columns(win, b, rows, groups), epilogue=epilogue)
             y[b:b + 1, :, rows] = band.reshape(1, o, -1, wo)
-        _on_chunks(correlate_band, _row_bands(n, ho, row_bytes))
+        _on_chunks(correlate_band, bands)
         return y
 
     def correlate(chunk):
@@ -486,11 +491,11 @@ def _depthwise_pieces(n: int, groups: int, m: int, taps: int, hw: int, itemsize:
 def _depthwise_columns(xp: np.ndarray, kernel, stride, dilation, out_hw):
     """The depthwise im2col view of the padded ``xp`` (N, C, H, W), (N, C, kH, kW, L) or
     (N, C, kH, kW, H_out, W_out), and its row pitch: output (oh, ow) is column
-    ``oh * pitch + ow`` of its L = (H_out - 1)*pitch + W_out columns. At stride 1 the windows of a plane's
-    row-major run of outputs are runs of ``xp``'s plane itself (pitch W, the columns past
-    W_out unused) where its rows follow one another in memory, so the copy of a block moves
-    long rows instead of W_out-element ones; otherwise it is ``_windows``' view with pitch
-    W_out."""
+    ``oh * pitch + ow`` of its L = (H_out - 1)*pitch + W_out columns. At stride 1 the
+    windows of a plane's row-major run of outputs are runs of ``xp``'s plane itself (pitch
+    W, the columns past W_out unused) where its rows follow one another in memory, so the
+    copy of a block moves long rows instead of W_out-element ones; otherwise it is
+    ``_windows``' view with pitch W_out."""
     (ho, wo), (dh, dw) = out_hw, dilation
     sn, sc, sh, sw = xp.strides
     pitch = xp.shape[3]
@@ -638,8 +643,9 @@ def conv2d_grad_weight(grad_out: np.ndarray, x: np.ndarray, spec: ConvSpec, kern
         gy = grad_out[b:b + 1, :, rows].reshape(1, groups, og, -1)
         return parallel.matmul(_band_columns(win, b, rows, groups), gy.transpose(0, 1, 3, 2))[0]
     row_bytes = channels * kh * kw * wo * x.dtype.itemsize  # im2col of one output row
-    if not _batch_gemm(ho * wo) and ho * row_bytes > CHUNK_BYTES:
-        parts = _on_chunks(band_grad_weight_t, _row_bands(n, ho, row_bytes))
+    bands = _row_bands(n, (ho, wo), row_bytes)
+    if bands is not None:
+        parts = _on_chunks(band_grad_weight_t, bands)
     else:
         parts = _on_chunks(grad_weight_t, _batch_chunks(n, ho * row_bytes))
     grad_w_t = np.zeros((groups, k, og), dtype=x.dtype)
