@@ -58,18 +58,24 @@ struct PoolParams {
 // --------------------------------------------------------------------------- 2. padding
 enum PadMode { PAD_ZEROS = 0, PAD_REFLECT = 1, PAD_REPLICATE = 2, PAD_CIRCULAR = 3 };
 
-// The input position that padded coordinate i copies, or -1 for a zero. Inside the padded
-// range functional checks the padding (reflect: < n, circular: <= n), so one reflection or
-// wrap suffices (numpy_backend._source_index, without its divisions: ptxas turns them into
-// calls that spill in the direct kernel's loop); past it, -1.
+// The input position that padded coordinate i copies, or -1 for a zero. i lies in the padded
+// range and functional checks the padding (reflect: < n, circular: <= n), so one reflection
+// or wrap suffices (numpy_backend._source_index, without its divisions: ptxas turns them
+// into calls that spill in the direct kernel's loop).
 __device__ __forceinline__ int source_index(int i, int n, int mode) {
     if (i >= 0 && i < n) return i;
     if (mode == PAD_ZEROS) return -1;
     if (mode == PAD_REPLICATE) return i < 0 ? 0 : n - 1;
-    // reflect (n == 1 has no reflect padding) or circular; past the padded input (a staged
-    // tile's columns for outputs that do not exist) j leaves [0, n)
-    const int j = mode == PAD_CIRCULAR ? (i < 0 ? i + n : i - n) : (i < 0 ? -i : 2 * (n - 1) - i);
-    return j >= 0 && j < n ? j : -1;
+    if (mode == PAD_CIRCULAR) return i < 0 ? i + n : i - n;
+    return i < 0 ? -i : 2 * (n - 1) - i;  // reflect (n == 1 has no reflect padding)
+}
+
+// source_index for a staged tile, whose columns span the block whether or not outputs exist
+// there: past the padded input the one reflection or wrap leaves [0, n), and that reads
+// nothing (-1). Only tiles pay for the check; the GEMM loaders stay inside the padded range.
+__device__ __forceinline__ int tile_source_index(int i, int n, int mode) {
+    const int j = source_index(i, n, mode);
+    return (unsigned)j < (unsigned)n ? j : -1;
 }
 
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }

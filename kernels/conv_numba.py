@@ -55,21 +55,24 @@ U32 = np.uint32  # shared-memory indices (unsigned: no negative-index wraparound
 @cuda.jit(device=True)
 def source_index(i, n, mode):
     """The input position that padded coordinate ``i`` copies, or -1 for a zero (common.cuh's
-    source_index: functional checks the padding, so one reflection or wrap suffices inside
-    the padded range; past it, -1)."""
+    source_index: functional checks the padding, so one reflection or wrap suffices)."""
     if i >= 0 and i < n:
         return I32(i)
     if mode == ZEROS:
         return I32(-1)
     if mode == REPLICATE:
         return I32(0) if i < 0 else I32(n - 1)
-    # reflect or circular; past the padded input (a staged tile's columns for outputs that
-    # do not exist) j leaves [0, n)
     if mode == CIRCULAR:
-        j = i + n if i < 0 else i - n
-    else:
-        j = -i if i < 0 else 2 * (n - 1) - i
-    return I32(j) if j >= 0 and j < n else I32(-1)
+        return I32(i + n) if i < 0 else I32(i - n)
+    return I32(-i) if i < 0 else I32(2 * (n - 1) - i)  # reflect
+
+
+@cuda.jit(device=True)
+def tile_source_index(i, n, mode):
+    """source_index for a staged tile, whose columns span the block whether or not outputs
+    exist there (common.cuh's tile_source_index): past the padded input, -1."""
+    j = source_index(i, n, mode)
+    return j if j >= 0 and j < n else I32(-1)
 
 
 @cuda.jit(device=True)

@@ -10,12 +10,11 @@
 // Kernels (each the only one for its op on depthwise convs; 3. is a path inside 1. and 2.):
 //   1. conv_depthwise<T, K> forward: y[n, o, oh, ow] = sum_{i,j} w[o, 0, i, j] *
 //      xpad[n, o / M, oh*sh + i*dh - pt, ow*sw + j*dw - pl] + bias[o] (bias last; then ReLU
-//      when relu). A block
-//      computes a (by rows) x (bx * DW_V columns) output tile of one plane; the input tile plus
-//      halo is staged in shared memory (16-byte loads where the row is inside and aligned,
-//      padding modes through source_index elsewhere); each thread DW_V consecutive outputs of a
-//      row, the kernel's K x K weights in registers (K = 3, 5, 7; K = 0: any kH x kW, weights
-//      read through the read-only cache).
+//      when relu). A block computes a (by rows) x (bx * DW_V columns) output tile of one
+//      plane; the input tile plus halo is staged in shared memory (16-byte loads where the row
+//      is inside and aligned, padding modes through tile_source_index elsewhere); each thread
+//      DW_V consecutive outputs of a row, the kernel's K x K weights in registers (K = 3, 5,
+//      7; K = 0: any kH x kW, weights read through the read-only cache).
 //   2. conv_depthwise<T, K> grad-input (transposed = 1): t[n, c, th, tw] = sum_{m<M} sum_{i,j}
 //      w[c*M + m, 0, i, j] * gy[n, c*M + m, oh, ow] over oh*sh + i*dh = th + lo_h,
 //      ow*sw + j*dw = tw + lo_w; t is dx (zeros padding) or the padded gradient that
@@ -101,7 +100,7 @@ __device__ __forceinline__ DwTile dw_tile(const ConvParams& p, const DwGeometry&
 }
 
 // Stage the source tile: whole 16-byte vectors where the row is inside and aligned, else
-// element by element through source_index (zeros outside under zero padding).
+// element by element through tile_source_index (zeros outside under zero padding).
 template <typename T>
 __device__ __forceinline__ void dw_load_tile(const ConvParams& p, const DwGeometry& g, const DwTile& t,
                                              const T* src, T* tile) {
@@ -109,7 +108,7 @@ __device__ __forceinline__ void dw_load_tile(const ConvParams& p, const DwGeomet
     const bool vec_rows = p.b_stride[3] == 1 && p.b_stride[2] % N == 0 && aligned16(src);
     const int base = t.org_w - t.shift;  // source column of tile column 0
     for (int r = (int)threadIdx.y; r < t.rows_in; r += (int)blockDim.y) {
-        const int sr = source_index(t.org_h + r, g.src_h, g.mode);
+        const int sr = tile_source_index(t.org_h + r, g.src_h, g.mode);
         const T* row = src + (i64)sr * p.b_stride[2];
         for (int k = (int)threadIdx.x; k < t.ld / N; k += (int)blockDim.x) {
             T* dst = tile + r * t.ld + k * N;
@@ -120,7 +119,7 @@ __device__ __forceinline__ void dw_load_tile(const ConvParams& p, const DwGeomet
             }
 #pragma unroll
             for (int e = 0; e < N; ++e) {
-                const int sc = sr < 0 ? -1 : source_index(c0 + e, g.src_w, g.mode);
+                const int sc = sr < 0 ? -1 : tile_source_index(c0 + e, g.src_w, g.mode);
                 dst[e] = sc < 0 ? T(0) : row[sc * p.b_stride[3]];
             }
         }

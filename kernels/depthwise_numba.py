@@ -11,7 +11,7 @@ Kernels (each the only one for its op on depthwise convs; 3. is a path inside 1.
 1. conv_depthwise<K> forward: y[n, o, oh, ow] = sum_{i,j} w[o, 0, i, j] *
    xpad[n, o / M, oh*sh + i*dh - pt, ow*sw + j*dw - pl] + bias[o] (bias last; then ReLU when
    relu). A block computes a (by rows) x (bx * DW_V columns) output tile of one plane; the
-   source tile plus halo is staged in shared memory (padding modes through source_index);
+   source tile plus halo is staged in shared memory (padding modes through tile_source_index);
    each thread DW_V consecutive outputs of a row. K = 3, 5, 7 with unit column dilation and
    column step 1 or 2: each tap row's segment and weights in registers; K = 0: any kH x kW.
 2. conv_depthwise<K> grad-input (transposed = 1): t[n, c, th, tw] = sum_{m<M} sum_{i,j}
@@ -46,7 +46,7 @@ import numpy as np
 from numba import config, cuda
 
 from gpuconv.backends import gpu_plan as plan
-from gpuconv.kernels.conv_numba import I32, ZEROS, block_sum, source_index
+from gpuconv.kernels.conv_numba import I32, ZEROS, block_sum, source_index, tile_source_index
 
 _SLOT = plan.scalar_slots(plan.CONV_FIELDS)
 A_STRIDE, B_STRIDE = _SLOT["a_stride"], _SLOT["b_stride"]
@@ -213,11 +213,11 @@ def conv_depthwise(dtype, k: int):
                     cuda.syncthreads()  # the previous tile is consumed
                     r = ty
                     while r < rows_in:
-                        sr = source_index(org_h + r, p[B_H], mode)
+                        sr = tile_source_index(org_h + r, p[B_H], mode)
                         row = src + sr * p[B_STRIDE + 2]
                         col = tx
                         while col < ld:
-                            sc = source_index(org_w + col, p[B_W], mode)
+                            sc = tile_source_index(org_w + col, p[B_W], mode)
                             value = zero
                             if sr >= 0 and sc >= 0:
                                 value = b[row + sc * p[B_STRIDE + 3]]
