@@ -863,11 +863,13 @@ def _flipped(taps: slice, kernel: int) -> slice:
 # --------------------------------------------------------------------------- plane-wise passes
 def _planewise(fn, *arrays: np.ndarray):
     """``fn(*arrays)`` for a pass that treats every (n, c) plane of its (N, C, ...) arrays
-    alike (pooling), run on pieces of planes over the thread pool (``parallel.map_batch``:
-    each piece written into the output by its own thread). ``fn`` returns an array or a
-    tuple of arrays (or None), each (N, C, ...)."""
+    alike (pooling), run on cache-sized pieces of planes, over the thread pool and on one
+    thread alike (``parallel.map_batch``: each piece written into the output by the thread
+    that computed it). ``fn`` returns an array or a tuple of arrays (or None), each
+    (N, C, ...)."""
     n, c = arrays[0].shape[:2]
-    got = parallel.map_batch(fn, *(a.reshape((n * c, 1) + a.shape[2:]) for a in arrays))
+    got = parallel.map_batch(fn, *(a.reshape((n * c, 1) + a.shape[2:]) for a in arrays),
+                             cache_blocked=True)
 
     def unplane(value):
         return None if value is None else value.reshape((n, c) + value.shape[2:])
