@@ -16,7 +16,9 @@ ops autograd calls, with the same random upstream gradient.
 
 The thread-scaling column times gpuconv alone at one thread (its pool at one thread, and
 BLAS, which gpuconv's own GEMMs hold at one thread each anyway, limited to one through
-threadpoolctl) against all of them, interleaved the same way.
+threadpoolctl) against all of them, interleaved the same way; plain copies through the
+same pool, past the caches and within them, give the ceiling of that column for the passes
+bound by memory (``copy_scaling``).
 Run it as users do: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/cpu.py``
 (the JSON records which OpenBLAS kernel ran: ``numpy_blas.threadpools[].architecture``).
 """
@@ -175,6 +177,57 @@ def thread_scaling(fns: dict, repeat: int, warmup: int) -> dict:
     return result
 
 
+# What a memory-bound pass (pooling, the im2col copies) can gain from more threads here:
+# plain copies through gpuconv's pool, of a buffer past the caches and of one piece per thread
+# small enough to stay in its core's L2 (copied again and again).
+COPY_DRAM_BYTES = 128 << 20
+COPY_CACHE_PIECE = 512 << 10
+COPY_CACHE_SWEEPS = 100
+
+
+def copy_scaling(repeat: int) -> dict:
+    """Copy bandwidth (GB/s read + written) at one thread against all, interleaved: the
+    ceiling of the thread-scaling column for passes bound by memory or by the caches."""
+    threads = parallel.num_threads()
+    result = {"threads": threads}
+    try:
+        for where, total, piece, sweeps in (
+                ("dram", COPY_DRAM_BYTES, parallel.PIECE_BYTES, 1),
+                ("cache", COPY_CACHE_PIECE * threads, COPY_CACHE_PIECE, COPY_CACHE_SWEEPS)):
+            src = np.ones(total, dtype=np.uint8)
+            dst = np.empty_like(src)
+            pieces = parallel.pieces(total, piece)
+
+            def copy(s: slice, src=src, dst=dst, sweeps=sweeps):
+                for _ in range(sweeps):
+                    np.copyto(dst[s], src[s])
+
+            def at(n: int, pieces=pieces, copy=copy, total=total):
+                def call():
+                    parallel.set_num_threads(n)
+                    parallel.run(copy, pieces, total)
+                return call
+            one, every = interleaved(WallClockTimer(), [at(1), at(threads)], repeat, 1, BLOCK)
+            gbs = [2 * total * sweeps / (float(np.median(ms)) * 1e-3) / 1e9 for ms in (one, every)]
+            result[where] = {"bytes": total, "sweeps": sweeps, "one_thread_gbs": gbs[0],
+                             "all_threads_gbs": gbs[1], "speedup": gbs[1] / gbs[0]}
+    finally:
+        parallel.set_num_threads(threads)
+    return result
+
+
+def _copy_line(report: dict) -> str:
+    c = report.get("copy_scaling")
+    if not c:
+        return ""
+    d, k = c["dram"], c["cache"]
+    return (f"Copy bandwidth through the pool, 1 -> {c['threads']} threads (the ceiling of "
+            f"memory-bound passes' scaling): {d['bytes'] >> 20} MB past the caches "
+            f"{d['one_thread_gbs']:.0f} -> {d['all_threads_gbs']:.0f} GB/s "
+            f"({d['speedup']:.2f}x), {k['bytes'] // c['threads'] >> 10} KB a thread in cache "
+            f"{k['one_thread_gbs']:.0f} -> {k['all_threads_gbs']:.0f} GB/s ({k['speedup']:.2f}x).")
+
+
 def measure_layer(layer: L.Layer, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP,
                   seed: int = 0, scaling: bool = True) -> dict:
     """Check one layer against torch, then time forward and backward of both (and, with
@@ -230,7 +283,7 @@ def table(report: dict) -> str:
     g = report["geomean_ratio"]
     lines.append("geometric mean ratio (gpuconv time / torch time): forward "
                  f"{_fmt(g['forward'])}, backward {_fmt(g['backward'])}")
-    return "\n".join(lines)
+    return "\n".join(filter(None, lines + [_copy_line(report)]))
 
 
 def _fmt(v) -> str:
@@ -290,7 +343,8 @@ def markdown(report: dict) -> str:
                  f"ratio = gpuconv time / "
                  f"torch time (lower is better for gpuconv). {m['cpu_model']}, {m['cores']} "
                  f"cores, NumPy {m['numpy']} (OpenBLAS kernel {_blas_kernel(m)}), PyTorch "
-                 f"{m['torch']} ({m['torch_num_threads']} threads), {m['date'][:10]}.")
+                 f"{m['torch']} ({m['torch_num_threads']} threads), {m['date'][:10]}. "
+                 + _copy_line(report))
     return "\n".join(lines)
 
 
@@ -319,6 +373,8 @@ def run(names=None, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, 
     report["geomean_ratio"] = {p: geomean(r[p]["ratio"] for r in ok)
                                for p in ("forward", "backward")}
     report["thread_scaling_geomean"] = scaling_summary(report)
+    if scaling:
+        report["copy_scaling"] = copy_scaling(repeat)
     report["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report["all_correct"] = len(ok) == len(report["layers"])
     return report

@@ -74,6 +74,9 @@ def test_report_json_and_tables(monkeypatch, tmp_path):
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch"]
     assert "| **geometric mean** |" in cpu.markdown(report)
     assert "geometric mean ratio" in cpu.table(report)
+    copies = report["copy_scaling"]
+    assert all(copies[where]["one_thread_gbs"] > 0 for where in ("dram", "cache"))
+    assert "Copy bandwidth through the pool" in cpu.markdown(report)
 
 
 @pytest.mark.parametrize("model", ["slides", "allconv"])
