@@ -712,35 +712,49 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
 // --------------------------------------------------------------------------- direct (few rows)
 // Forward or grad-input writing at most 4 rows (channels) per slice: the stem's and DeepSpeech's
 // grad-input (3 and 1 input channels), grouped convs of few channels per group. A GEMM tile
-// would be mostly empty: here a thread owns one column (pixel) and all ROWS rows, walking the
-// reduction one index at a time; the rows' weights are staged in shared memory CHUNK indices
-// at a time (broadcast reads).
+// would be mostly empty: here a thread owns DIRECT_PIXELS columns (pixels, THREADS apart, so a
+// warp's loads stay coalesced) and all ROWS rows, walking the reduction one index at a time;
+// the walk (tap shift, carries, row bounds) is shared by the pixels, each of which adds a
+// column bound, one load and ROWS multiply-adds. The rows' weights are staged in shared memory
+// CHUNK indices at a time (broadcast reads).
+constexpr int DIRECT_PIXELS = 4;  // gpu_plan's direct tiles: 256 * 4 columns a block
+
 template <typename T, int ROWS>
 __global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
-    constexpr int THREADS = 256, CHUNK = 512;
-    // index decoding: x: THREADS columns, y: ROWS rows, z: slice
+    constexpr int THREADS = 256, CHUNK = 512, PX = DIRECT_PIXELS;
+    // index decoding: x: THREADS * PX columns, y: ROWS rows, z: slice
     __shared__ Slice<int> s;
-    const bool live = block_slice<int, false>(p, 1, ROWS, THREADS, s);
-    const int col = (int)(blockIdx.x * THREADS + threadIdx.x);
+    const bool live = block_slice<int, false>(p, 1, ROWS, THREADS * PX, s);
     const int m0 = (int)blockIdx.y * ROWS;
     // bounds: the block's (uniform); a thread past the columns still stages weights
     if (!live) return;
     // body
     __shared__ T wts[CHUNK * ROWS];
-    const bool ok = col < s.cols;
-    const Position<int> c = decode(s.col, ok ? col : 0);
     const T* a = (const T*)p.a + s.a_base;  // p.a, not the shared slice's copy: known global
-    const T* b = (const T*)s.b + s.b_base + c.b;  // read with __ldg: global
+    const T* b = (const T*)s.b;  // read with __ldg: global; the group's offset is the pixels'
     // the slice's B geometry and reduction lattice in registers (the slice is shared memory,
     // which the weight staging writes: read there, it would be reloaded every step)
     const int b_h = s.b_h, b_w = s.b_w, b_sh = s.b_sh, b_sw = s.b_sw;
     const int n1 = s.red.n1, n2 = s.red.n2, hs = s.red.hs, ws = s.red.ws, b0 = s.red.b0;
-    const int h0 = c.h + s.red.h0, w0 = c.w + s.red.w0;
+    const int h0 = s.red.h0, w0 = s.red.w0;
     const int col_step = ws * b_sw, row_step = hs * b_sh - n2 * col_step,
               outer_step = b0 - n1 * hs * b_sh;
-    T acc[ROWS];
+    // each pixel's B offset, row and column (a pixel past the columns: a row no tap reaches)
+    const int col0 = (int)(blockIdx.x * THREADS * PX + threadIdx.x);
+    int pix_b[PX], pix_h[PX], pix_w[PX];
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) acc[r] = T(0);
+    for (int q = 0; q < PX; ++q) {
+        const int col = col0 + q * THREADS;
+        const Position<int> c = decode(s.col, col < s.cols ? col : 0);
+        pix_b[q] = s.b_base + c.b + c.h * b_sh + c.w * b_sw;
+        pix_h[q] = col < s.cols ? c.h : NO_ROW;
+        pix_w[q] = c.w;
+    }
+    T acc[PX][ROWS];
+#pragma unroll
+    for (int q = 0; q < PX; ++q)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) acc[q][r] = T(0);
     for (int k0 = 0; k0 < s.K; k0 += CHUNK) {
         const int n = imin(CHUNK, s.K - k0);
         __syncthreads();  // the previous chunk's weights are consumed
@@ -751,27 +765,44 @@ __global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
         }
         __syncthreads();
         // the chunk's first tap, then tap by tap: the inner digit moves the column, its carry
-        // the row, the row's carry the outer axis; the offset follows by constant deltas
+        // the row, the row's carry the outer axis; the tap's offset follows by constant deltas
         const Position<int> first = decode(s.red, k0);
-        int d1 = first.d1, d2 = first.d2, h = c.h + first.h, w = c.w + first.w;
-        int off = first.b + h * b_sh + w * b_sw;
+        int d1 = first.d1, d2 = first.d2, th = first.h, tw = first.w;
+        int tap = first.b + th * b_sh + tw * b_sw;
+        // a pixel's column bound, 0 while the tap's row is outside: one compare a load
+        unsigned w_end[PX];
+#pragma unroll
+        for (int q = 0; q < PX; ++q) w_end[q] = (unsigned)(pix_h[q] + th) < (unsigned)b_h ? b_w : 0;
         const T* wk = wts;
         for (int kk = 0; kk < n; ++kk, wk += ROWS) {
-            if (ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w) {
-                const T v = __ldg(b + off);
+            T wr[ROWS];
 #pragma unroll
-                for (int r = 0; r < ROWS; ++r) acc[r] = fma(wk[r], v, acc[r]);
+            for (int r = 0; r < ROWS; ++r) wr[r] = wk[r];
+#pragma unroll
+            for (int q = 0; q < PX; ++q) {
+                if ((unsigned)(pix_w[q] + tw) < w_end[q]) {
+                    const T v = __ldg(b + (pix_b[q] + tap));  // one 32-bit add, then widened
+#pragma unroll
+                    for (int r = 0; r < ROWS; ++r) acc[q][r] = fma(wr[r], v, acc[q][r]);
+                }
             }
-            w += ws; off += col_step;
+            tw += ws; tap += col_step;
             if (++d2 == n2) {
-                d2 = 0; w = w0; h += hs; off += row_step;
-                if (++d1 == n1) { d1 = 0; h = h0; off += outer_step; }
+                d2 = 0; tw = w0; th += hs; tap += row_step;
+                if (++d1 == n1) { d1 = 0; th = h0; tap += outer_step; }
+#pragma unroll
+                for (int q = 0; q < PX; ++q)
+                    w_end[q] = (unsigned)(pix_h[q] + th) < (unsigned)b_h ? b_w : 0;
             }
         }
     }
     const Epilogue<T, int, false> ep(p, s, (int)blockIdx.z / (int)p.phases);
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) ep.store(m0 + r, ok ? c.o : -1, acc[r]);
+    for (int q = 0; q < PX; ++q) {
+        const int out = col_offset(s, col0 + q * THREADS);  // decoded again: no register held
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) ep.store(m0 + r, out, acc[q][r]);
+    }
 }
 
 // --------------------------------------------------------------------------- split-K reduction

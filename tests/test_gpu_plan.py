@@ -35,6 +35,14 @@ def test_param_structs_match_the_kernels(source, struct, fields):
     assert plan.CONV_PARAMS.itemsize == 8 * (len(plan.CONV_FIELDS) + 6)
 
 
+@pytest.mark.parametrize("name, value", [("STAGES", plan.PIPELINE_STAGES),
+                                         ("DIRECT_PIXELS", plan.DIRECT_PIXELS)])
+def test_planner_constants_match_the_kernels(name, value):
+    """What the planner sizes grids and shared memory by is what conv.cu compiles."""
+    text = (cuda_source.resources.files("gpuconv.kernels") / "conv.cu").read_text()
+    assert re.search(rf"constexpr int {name} = (\d+);", text).group(1) == str(value)
+
+
 def test_tile_resources():
     """The GEMMs' pipeline stages are the launch's dynamic shared memory (with the static part
     past 48 KiB for the 128x128 tiles: the kernel opts in): the blocks the launch bounds ask

@@ -47,7 +47,7 @@ class TileConfig:
     tm: int = 0
     tn: int = 0
     terms: int = 0
-    direct: bool = False  # conv_direct: a thread per column, all BM (<= 4) rows
+    direct: bool = False  # conv_direct: DIRECT_PIXELS columns a thread, all BM (<= 4) rows
 
     @property
     def warp_n(self) -> int:
@@ -83,6 +83,7 @@ class TileConfig:
                 f"{flags}>")
 
 
+DIRECT_PIXELS = 4  # conv.cu's: columns (pixels) a conv_direct thread owns
 THREADS_PER_SM = 512  # __launch_bounds__(threads, 512 / threads): at most 128 registers
 PIPELINE_STAGES = 3   # conv.cu's STAGES
 TILES = {t.name: t for t in (
@@ -92,7 +93,8 @@ TILES = {t.name: t for t in (
     TileConfig("32x64", 32, 64, tm=4, tn=4),
     TileConfig("64x64d", 64, 64, tm=8, tn=4),  # float64: 8 x 8 doubles would not fit in registers
     TileConfig("32x32", 32, 32, tm=4, tn=4),
-    *(TileConfig(f"direct{rows}", rows, 256, 1, direct=True) for rows in (1, 2, 3, 4)),
+    *(TileConfig(f"direct{rows}", rows, 256 * DIRECT_PIXELS, 1, direct=True)
+      for rows in (1, 2, 3, 4)),
     TileConfig("tf32-128x128", 128, 128, 16, terms=1),
     TileConfig("tf32-64x128", 64, 128, 16, terms=1),
     TileConfig("tf32-64x64", 64, 64, 16, terms=1),
