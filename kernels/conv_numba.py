@@ -14,6 +14,8 @@ Kernels:
 - conv_gemm: implicit GEMM on CUDA cores (forward; grad-input by stride phase; grad-weight
   over a split of the batch-and-pixel reduction), loader after CUTLASS's "optimized"
   iterators: positions decoded once per block, advanced per k-tile by a precomputed delta
+- conv_direct: forward and grad-input slices writing at most 4 rows (channels): several pixels
+  a thread sharing one walk over the taps, the weights staged in shared memory
 - conv_splitk_reduce: grad-weight's second pass, partials summed in split order
 - conv_grad_bias: a block per channel, per-thread strided sums, then a fixed tree
 - conv_pad_adjoint: grad-input under reflect / replicate / circular padding, a gather
@@ -478,7 +480,144 @@ def conv_gemm(dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bool, wide: b
     return cuda.jit(_conv_gemm(np.dtype(dtype), tile, wgrad, zero_pad, wide), **cap)
 
 
-# --------------------------------------------------------------------------- 2-4. the other kernels
+# --------------------------------------------------------------------------- 2. direct (few rows)
+DIRECT_CHUNK = 512  # reduction indices whose weights are staged at a time (conv.cu's CHUNK)
+NO_ROW = -(1 << 30)  # a row no tap reaches (conv.cu's NO_ROW)
+
+
+def _conv_direct(dtype: np.dtype, rows: int):
+    """out[m, col] = sum over the taps of A[m, k] * B[k, col] for slices writing ``rows`` <= 4
+    rows (channels), forward or grad-input, zero padding, 32-bit offsets (conv.cu's
+    conv_direct): a GEMM tile would be mostly empty (the stem's and DeepSpeech's grad-input).
+    Block (x: blockDim * DIRECT_PIXELS columns, y: ``rows`` rows, z: slice); a thread owns
+    DIRECT_PIXELS columns (pixels) blockDim apart, which share one walk over the taps (tap
+    shift, carries, row bounds) and add a column bound, one load and ``rows`` multiply-adds
+    each. The rows' weights are staged in shared memory DIRECT_CHUNK taps at a time. A stride
+    phase no tap reaches gets its bias (or zeros), as conv_gemm's."""
+    px = plan.DIRECT_PIXELS
+    outputs, staged = px * rows, DIRECT_CHUNK * rows  # array sizes must be constants
+    zero = dtype.type(0)
+
+    def conv_direct(a, b, bias, out, p):
+        tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+        z = np.int64(cuda.blockIdx.z)
+        m0 = np.int64(cuda.blockIdx.y) * rows
+        col0 = np.int64(cuda.blockIdx.x) * threads * px
+        # index decoding: the slice (group; grad-input: stride phase) and its two axes
+        if p[TRANSPOSED]:
+            g, phase = z // (p[SH] * p[SW]), z % (p[SH] * p[SW])
+            ah = phase_axis(phase // p[SW], p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
+            aw = phase_axis(phase % p[SW], p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
+        else:
+            g = z
+            ah = forward_axis(p[Q_H], p[KH], p[SH], p[DH], p[PT])
+            aw = forward_axis(p[Q_W], p[KW], p[SW], p[DW], p[PL])
+        m_rows, kc = p[M], p[KC]
+        cols = p[BATCH] * ah[0] * aw[0]
+        k_end = kc * ah[1] * aw[1]
+        # bounds: the block's (uniform)
+        if col0 >= cols or m0 >= m_rows:
+            return
+        # body. A: weight rows (forward: o; grad-input: c at the phase's first tap); the
+        # reduction digits (channel, tap row, tap column) add d0*a_k0 + d1*a_k1 + d2*a_k2
+        sa0, sa1, sa2, sa3 = p[A_STRIDE], p[A_STRIDE + 1], p[A_STRIDE + 2], p[A_STRIDE + 3]
+        sb0, sb1, sb2, sb3 = p[B_STRIDE], p[B_STRIDE + 1], p[B_STRIDE + 2], p[B_STRIDE + 3]
+        if p[TRANSPOSED]:
+            a_base, a_row = g * kc * sa0 + ah[2] * sa2 + aw[2] * sa3, sa1
+            a_k0, a_k1, a_k2 = sa0, ah[3] * sa2, aw[3] * sa3
+        else:
+            a_base, a_row = g * m_rows * sa0, sa0
+            a_k0, a_k1, a_k2 = sa1, sa2, sa3
+        r1, r2 = max(ah[1], np.int64(1)), max(aw[1], np.int64(1))
+        bh, bw = I32(p[B_H]), I32(p[B_W])
+        st_h, st_w = I32(ah[5]), I32(aw[5])
+        col_step = I32(st_w * sb3)
+        row_step = I32(st_h * sb2 - r2 * col_step)
+        outer_step = I32(sb1 - r1 * st_h * sb2)
+        # each pixel's B offset, row and column (a pixel past the columns: a row no tap reaches)
+        pix_b = cuda.local.array(px, I32)
+        pix_h = cuda.local.array(px, I32)
+        pix_w = cuda.local.array(px, I32)
+        for q in range(px):
+            col = col0 + q * threads + tid
+            n, qh, qw = digits(min(col, cols - 1), ah[0], aw[0])
+            h, w = I32(qh * ah[4] + ah[6]), I32(qw * aw[4] + aw[6])
+            pix_b[q] = I32(n * sb0 + g * kc * sb1 + h * sb2 + w * sb3)
+            pix_h[q] = h if col < cols else I32(NO_ROW)
+            pix_w[q] = w
+        acc = cuda.local.array(outputs, dtype)
+        for i in range(outputs):
+            acc[i] = zero
+        w_end = cuda.local.array(px, U32)
+        wr = cuda.local.array(rows, dtype)  # this tap's weights, read once for the pixels
+        wts = cuda.shared.array(staged, dtype)
+        r1_32, r2_32 = I32(r1), I32(r2)
+        for k0 in range(0, k_end, DIRECT_CHUNK):
+            n_k = I32(min(np.int64(DIRECT_CHUNK), k_end - k0))
+            cuda.syncthreads()  # the previous chunk's weights are consumed
+            for i in range(tid, n_k * rows, threads):
+                r = i % rows
+                d0, d1, d2 = digits(k0 + i // rows, r1, r2)
+                value = zero
+                if m0 + r < m_rows:
+                    value = a[a_base + (m0 + r) * a_row + d0 * a_k0 + d1 * a_k1 + d2 * a_k2]
+                wts[i] = value
+            cuda.syncthreads()
+            # the chunk's first tap, then tap by tap: the inner digit moves the column, its
+            # carry the row, the row's carry the channel; the tap's offset by constant deltas
+            d0, d1, d2 = digits(k0, r1, r2)
+            th, tw = I32(d1 * st_h), I32(d2 * st_w)
+            tap = I32(d0 * sb1 + th * sb2 + tw * sb3)
+            for q in range(px):  # a pixel's column bound, 0 while the tap's row is outside
+                w_end[q] = U32(bw) if U32(pix_h[q] + th) < U32(bh) else U32(0)
+            kk, at = I32(0), U32(0)  # 32-bit counters: no 64-bit carries in the loop
+            while kk < n_k:
+                for r in range(rows):
+                    wr[r] = wts[at + r]
+                for q in range(px):
+                    if U32(pix_w[q] + tw) < w_end[q]:
+                        v = b[U32(pix_b[q] + tap)]
+                        for r in range(rows):
+                            acc[q * rows + r] = cuda.fma(wr[r], v, acc[q * rows + r])
+                tw, tap = I32(tw + st_w), I32(tap + col_step)
+                kk, at, d2 = I32(kk + 1), U32(at + rows), I32(d2 + 1)
+                if d2 == r2_32:
+                    d2, tw, th, tap = I32(0), I32(0), I32(th + st_h), I32(tap + row_step)
+                    d1 = I32(d1 + 1)
+                    if d1 == r1_32:
+                        d1, th, tap = I32(0), I32(0), I32(tap + outer_step)
+                    for q in range(px):
+                        w_end[q] = U32(bw) if U32(pix_h[q] + th) < U32(bh) else U32(0)
+        # epilogue: bias last, then ReLU if asked (conv.cu's Epilogue)
+        chan0 = g * m_rows
+        has_bias, relu = bias.size > 0, p[RELU] != 0
+        for q in range(px):
+            col = col0 + q * threads + tid
+            if col < cols:
+                n, qh, qw = digits(col, ah[0], aw[0])
+                col_off = ((n * p[OUT_C] + chan0) * p[OUT_H] + qh * ah[7] + ah[8]) * p[OUT_W] \
+                    + qw * aw[7] + aw[8]
+                for r in range(rows):
+                    m = m0 + r
+                    if m < m_rows:
+                        value = acc[q * rows + r]
+                        if has_bias:
+                            value += bias[chan0 + m]
+                        if relu and value < zero:  # NaN stays NaN, as torch.relu
+                            value = zero
+                        out[U32(col_off + m * p[OUT_H] * p[OUT_W])] = value
+
+    return conv_direct
+
+
+@functools.cache
+def conv_direct(dtype, rows: int):
+    """The lazily compiled conv_direct instance for slices of ``rows`` rows
+    (``gpu_plan.numba_direct_kernel`` names it); any block size."""
+    return cuda.jit(_conv_direct(np.dtype(dtype), rows))
+
+
+# --------------------------------------------------------------------------- 3-5. the other kernels
 @functools.cache
 def conv_kernels(dtype, block: int) -> dict:
     """conv_splitk_reduce, conv_grad_bias and conv_pad_adjoint for ``dtype``; ``block`` is the

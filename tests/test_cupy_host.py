@@ -131,28 +131,6 @@ def test_conv_direct(host, name, dtype):
     assert {k for k in host.launched if k.startswith("conv_direct")} == direct
 
 
-@pytest.mark.parametrize("flipped", [False, True])
-def test_conv_direct_over_several_blocks(host, flipped):
-    """Slices wider than a block (gpu_plan.DIRECT_PIXELS columns a thread, 256 threads): every
-    pixel of a thread and the last block's partial columns, on inputs read through negative
-    strides too (the pixels' offsets are signed)."""
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((2, 3, 23, 29)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 3, 5)).astype(np.float32)
-    spec = ConvSpec.make(2, (3, 5), padding=(1, 2))
-    gy = rng.standard_normal((2, 4, 23, 29)).astype(np.float32)
-    if flipped:
-        x, gy = x[:, :, ::-1, ::-1], gy[:, :, ::-1, ::-1]
-    assert gy[:, 0].size > gpu_plan.TILES["direct4"].bn  # more than one block of columns
-    assert_close(cupy_backend.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), 45,
-                 "float32", "conv2d")
-    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:]),
-                 ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), 60, "float32",
-                 "conv2d_grad_input")
-    assert {k for k in host.launched if k.startswith("conv_direct")} == {
-        "conv_direct<float, 4>", "conv_direct<float, 3>"}
-
-
 @pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
 def test_split_k_forward_with_bias_and_relu(host, precision):
     """A forward whose output is a fraction of a wave splits its reduction; the ordered second

@@ -12,6 +12,9 @@ for every float32 instance the planner launches, bar the one for other padding m
 per thread: twice the registers per accumulator) a floor against regressions, ``FMA_FLOOR``
 (all recorded in bench/results/numba_sm90_resources.json).
 
+conv_direct (slices writing at most 4 rows): no spills or local memory, no division in its
+tap loop, an FMA share of at least ``DIRECT_FMA_PER_ROW`` a row.
+
 The depthwise and pooling twins: registers within their cap, no spills, no local memory,
 and no subroutine call where the maths has no division or power. The depthwise grad-weight
 twin's zero-padding pixel loop (K > 0; its most economical innermost loop) takes at most
@@ -46,6 +49,9 @@ FMA_FLOOR = 0.33
 FMA_FLOOR_WIDE_MAPPED = 0.44
 CALL_FREE = {"conv_depthwise", "conv_depthwise_grad_weight", "max_pool2d", "max_pool2d_backward"}
 DW_GRAD_WEIGHT_PER_FMA = 12
+# conv_direct's tap loop: FMA share a row it writes (its pixels share one walk over the taps;
+# the CUDA twin's floor is 0.055, Numba reloads the input's address for every load)
+DIRECT_FMA_PER_ROW = 0.045
 SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
@@ -97,6 +103,9 @@ def compile_all() -> list[dict]:
                 row.update(cuda_source.loop_figures(body, code), tile_rows=tiles[tile].bm,
                            barriers=sum(o.startswith("BAR") for o in ops),
                            global_loads=sum(o.startswith("LDG") for o in ops))
+            elif name.startswith("conv_direct"):
+                row.update(cuda_source.loop_figures(cuda_source.hot_loop(code), code),
+                           tile_rows=int(name[name.index("<") + 1:-1]))
             elif name.startswith("conv_depthwise_grad_weight<") and not name.endswith("<0>"):
                 row["pixel_loop_per_fma"] = round(min(
                     len(body) / cuda_source.math_ops(body)
@@ -152,8 +161,25 @@ def test_every_kernel_compiles_for_sm90_without_conv_spills(sm90_rows):
         assert r["ffma_share"] >= want, f"{what}: FMA share {r['ffma_share']} < {want}"
 
 
+def test_conv_direct_loop(sm90_rows):
+    """conv_direct (slices of at most 4 rows): no spills, no local memory, no division or call
+    in its tap loop, at least DIRECT_FMA_PER_ROW of it FMAs a row."""
+    from gpuconv.backends import gpu_plan
+    rows = [r for r in sm90_rows if r["kernel"].startswith("conv_direct")]
+    assert len(rows) == 2 * len(gpu_plan.DIRECT_ROWS)
+    for r in rows:
+        what = f"{r['kernel']} ({r['dtype']})"
+        assert r["spill_stores"] + r["spill_loads"] + r["local_memory"] == 0, what
+        assert r["calls"] == 0 and r["mufu_rcp"] == 0, f"{what}: division in the tap loop"
+        floor = DIRECT_FMA_PER_ROW * r["tile_rows"]
+        assert r["ffma_share"] >= floor, f"{what}: FMA share {r['ffma_share']} < {floor:.3f}"
+
+
 def test_depthwise_and_pooling_kernels_fit_in_registers(sm90_rows):
-    """The depthwise and pooling twins: within their register cap, no spills, no local memory;
+    """conv_direct (slices writing at most 4 rows): no spills or local memory, no division in its
+tap loop, an FMA share of at least ``DIRECT_FMA_PER_ROW`` a row.
+
+The depthwise and pooling twins: within their register cap, no spills, no local memory;
     no subroutine call at all where the maths has no division or power (depthwise, max
     pooling: integer divisions are 32-bit and inline). Average / Lp pooling divide by the
     window's divisor and raise to p as pool.cu does: their calls are the IEEE division's and

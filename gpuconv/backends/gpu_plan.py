@@ -818,6 +818,25 @@ def numba_gemm_kernel(tile: TileConfig, wgrad: bool, zero_pad: bool, wide: bool)
     return f"conv_gemm<{tile.name}, {', '.join(flags)}>"
 
 
+def numba_direct_kernel(rows: int) -> str:
+    """The Numba conv_direct instance for slices writing ``rows`` <= 4 rows."""
+    return f"conv_direct<{rows}>"
+
+
+def _numba_direct(rows: int, cols: int, k: int, slices: int, dtype: str, zero_pad: bool,
+                  wide: bool, simulator: bool):
+    """(kernel, grid, block, choice) of conv_direct for a forward or grad-input whose slices
+    write ``rows`` rows, where it applies (as conv.cu's: zero padding, 32-bit offsets), else
+    None."""
+    if rows not in DIRECT_ROWS_USED or not zero_pad or wide:
+        return None
+    block = NUMBA_SIMULATOR_BLOCK if simulator else TILES[f"direct{rows}"].threads
+    choice = choose_gemm(GemmShape(rows, cols, k, slices), (f"direct{rows}",),
+                         np.dtype(dtype).itemsize)
+    return (numba_direct_kernel(rows), (_blocks(cols, block * DIRECT_PIXELS), 1, slices),
+            (block, 1, 1), choice)
+
+
 def contiguous_strides(shape) -> tuple[int, ...]:
     """Element strides of a C-contiguous array of ``shape``."""
     strides, step = [], 1
@@ -860,8 +879,8 @@ def _numba_elementwise(kernel: str, count: int, params: dict, simulator: bool) -
 def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bias: bool,
                             simulator: bool = False, relu: bool = False) -> Plan:
     """y (N, O, H_out, W_out) = conv2d(x, weight) + bias (then ReLU if ``relu``) on
-    C-contiguous arrays: conv_gemm's forward, one launch slice per group (no split-K: the
-    epilogue applies bias and ReLU)."""
+    C-contiguous arrays: conv_gemm's forward (conv_direct's where a group writes at most 4
+    channels), one launch slice per group (no split-K: the epilogue applies bias and ReLU)."""
     if is_depthwise(w_shape, spec.groups):
         return numba_depthwise_forward_plan(x_shape, w_shape, spec, dtype, has_bias, simulator,
                                             relu)
@@ -870,24 +889,29 @@ def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bi
     ho, wo = spec.output_shape((h, w), (kh, kw))
     rows, cols = o // spec.groups, n * ho * wo
     wide, zero_pad = _wide(x_shape, w_shape, (n, o, ho, wo)), zero_padding(spec)
-    choice = _numba_choice(GemmShape(rows, cols, cg * kh * kw, spec.groups), dtype, simulator,
-                           zero_pad, wide)
-    t = choice.tile
     params = dict(a="weight", b="x", bias="bias" if has_bias else None, out="out",
                   a_stride=contiguous_strides(w_shape), b_stride=contiguous_strides(x_shape),
                   batch=n, b_h=h, b_w=w, out_c=o, out_h=ho, out_w=wo, m=rows, kc=cg, q_h=ho,
                   q_w=wo, relu=int(relu), mode=PAD_MODES[spec.padding_mode],
                   **_conv_common(spec, (kh, kw)))
+    slices = _check_grid_z(spec.groups, "conv")
+    direct = _numba_direct(rows, cols, cg * kh * kw, slices, dtype, zero_pad, wide, simulator)
+    if direct is not None:
+        kernel, grid, block, choice = direct
+        return Plan([Launch(kernel, grid, block, params)], choice=choice)
+    choice = _numba_choice(GemmShape(rows, cols, cg * kh * kw, slices), dtype, simulator,
+                           zero_pad, wide)
+    t = choice.tile
     return Plan([Launch(numba_gemm_kernel(t, False, zero_pad, wide),
-                        (_blocks(cols, t.bn), _blocks(rows, t.bm), _check_grid_z(spec.groups, "conv")),
-                        (t.threads, 1, 1), params)], choice=choice)
+                        (_blocks(cols, t.bn), _blocks(rows, t.bm), slices), (t.threads, 1, 1),
+                        params)], choice=choice)
 
 
 def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtype: str,
                                has_bias: bool, simulator: bool = False) -> Plan:
-    """dx (N, C, H, W): conv_gemm's transposed conv, one slice per group and stride phase;
-    other padding modes write the padded gradient, which conv_pad_adjoint folds back (bias
-    added there, last)."""
+    """dx (N, C, H, W): conv_gemm's transposed conv (conv_direct's for at most 4 channels a
+    group), one slice per group and stride phase; other padding modes write the padded
+    gradient, which conv_pad_adjoint folds back (bias added there, last)."""
     if is_depthwise(w_shape, spec.groups):
         return numba_depthwise_grad_input_plan(gy_shape, w_shape, spec, input_hw, dtype, has_bias,
                                                simulator)
@@ -901,19 +925,23 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
     cols = n * -(-len_h // sh) * -(-len_w // sw)  # the largest phase
     wide = _wide(gy_shape, w_shape, (n, c, len_h, len_w))
     taps = (o // groups) * -(-kh // sh) * -(-kw // sw)  # of the phase with the most taps
-    # grad_out's bounds are zeros whatever the padding (conv_pad_adjoint folds the rest)
-    choice = _numba_choice(GemmShape(cg, cols, taps, groups * sh * sw), dtype, simulator, True,
-                           wide)
-    t = choice.tile
     params = dict(a="weight", b="grad_out", bias="bias" if has_bias and zeros else None,
                   out="out" if zeros else "padded", a_stride=contiguous_strides(w_shape),
                   b_stride=contiguous_strides(gy_shape), batch=n, b_h=ho, b_w=wo, out_c=c,
                   out_h=len_h, out_w=len_w, m=cg, kc=o // groups, q_h=ho, q_w=wo, lo_h=lo_h,
                   lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0, transposed=1,
                   **_conv_common(spec, (kh, kw)))
-    gemm = Launch(numba_gemm_kernel(t, False, True, wide),
-                  (_blocks(cols, t.bn), _blocks(cg, t.bm), _check_grid_z(groups * sh * sw, "grad-input")),
-                  (t.threads, 1, 1), params)
+    slices = _check_grid_z(groups * sh * sw, "grad-input")
+    # grad_out's bounds are zeros whatever the padding (conv_pad_adjoint folds the rest)
+    direct = _numba_direct(cg, cols, taps, slices, dtype, True, wide, simulator)
+    if direct is not None:
+        kernel, grid, block, choice = direct
+        gemm = Launch(kernel, grid, block, params)
+    else:
+        choice = _numba_choice(GemmShape(cg, cols, taps, slices), dtype, simulator, True, wide)
+        t = choice.tile
+        gemm = Launch(numba_gemm_kernel(t, False, True, wide),
+                      (_blocks(cols, t.bn), _blocks(cg, t.bm), slices), (t.threads, 1, 1), params)
     if zeros:
         return Plan([gemm], choice=choice)
     adjoint = _pad_adjoint_params(n, c, (h, w), (len_h, len_w), spec, has_bias)

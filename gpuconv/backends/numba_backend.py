@@ -98,6 +98,9 @@ def kernel_table(dtype, simulator: bool = False) -> dict[str, Entry]:
         types.UniTuple(types.int64, len(gpu_plan.scalars(conv_fields, {}))),)
     table = {gpu_plan.numba_gemm_kernel(*i): Entry(ck.conv_gemm(dtype, *i), conv_args, conv_fields)
              for i in gpu_plan.numba_gemm_instances(dtype.name, simulator)}
+    table.update({gpu_plan.numba_direct_kernel(rows): Entry(ck.conv_direct(dtype, rows),
+                                                             conv_args, conv_fields)
+                  for rows in gpu_plan.DIRECT_ROWS})
     block = gpu_plan.NUMBA_SIMULATOR_BLOCK if simulator else gpu_plan.POOL_BLOCK
     for kernels in (ck.conv_kernels(dtype, block), dk.kernels(dtype, block)):
         table.update({name: Entry(kernel, conv_args, conv_fields) for name, kernel in kernels.items()})
