@@ -117,7 +117,7 @@ PRECISIONS = ("ieee", "tf32", "tf32x3")
 # Relative FFMA (or MMA) issue efficiency of a tile's main loop: larger tiles amortise their
 # loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py).
 TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6, "32x32": 0.58,
-                   "64x64d": 0.8, "direct1": 0.3, "direct2": 0.4, "direct3": 0.45, "direct4": 0.5,
+                   "64x64d": 0.8, "direct1": 0.22, "direct2": 0.3, "direct3": 0.4, "direct4": 0.47,
                    "tf32-128x128": 1.0, "tf32-64x128": 0.7, "tf32-64x64": 0.55, "tf32-32x128": 0.4,
                    "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.85, "tf32x3-64x64": 0.65,
                    "tf32x3-32x128": 0.55}
