@@ -613,8 +613,10 @@ def _conv_direct(dtype: np.dtype, rows: int):
 @functools.cache
 def conv_direct(dtype, rows: int):
     """The lazily compiled conv_direct instance for slices of ``rows`` rows
-    (``gpu_plan.numba_direct_kernel`` names it); any block size."""
-    return cuda.jit(_conv_direct(np.dtype(dtype), rows))
+    (``gpu_plan.numba_direct_kernel`` names it); any block size, registers capped as
+    conv_gemm's (two 256-thread blocks per SM)."""
+    cap = {} if config.ENABLE_CUDASIM else {"max_registers": MAX_REGISTERS}
+    return cuda.jit(_conv_direct(np.dtype(dtype), rows), **cap)
 
 
 # --------------------------------------------------------------------------- 3-5. the other kernels

@@ -162,13 +162,15 @@ def test_every_kernel_compiles_for_sm90_without_conv_spills(sm90_rows):
 
 
 def test_conv_direct_loop(sm90_rows):
-    """conv_direct (slices of at most 4 rows): no spills, no local memory, no division or call
-    in its tap loop, at least DIRECT_FMA_PER_ROW of it FMAs a row."""
+    """conv_direct (slices of at most 4 rows): registers within the cap, no spills, no local
+    memory, no division or call in its tap loop, at least DIRECT_FMA_PER_ROW of it FMAs a
+    row."""
     from gpuconv.backends import gpu_plan
     rows = [r for r in sm90_rows if r["kernel"].startswith("conv_direct")]
     assert len(rows) == 2 * len(gpu_plan.DIRECT_ROWS)
     for r in rows:
         what = f"{r['kernel']} ({r['dtype']})"
+        assert r["register_cap"] and r["registers"] <= r["register_cap"], what
         assert r["spill_stores"] + r["spill_loads"] + r["local_memory"] == 0, what
         assert r["calls"] == 0 and r["mufu_rcp"] == 0, f"{what}: division in the tap loop"
         floor = DIRECT_FMA_PER_ROW * r["tile_rows"]
