@@ -936,16 +936,17 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
     direct = _numba_direct(cg, cols, taps, slices, dtype, True, wide, simulator)
     if direct is not None:
         kernel, grid, block, choice = direct
-        gemm = Launch(kernel, grid, block, params)
+        gather = Launch(kernel, grid, block, params)
     else:
         choice = _numba_choice(GemmShape(cg, cols, taps, slices), dtype, simulator, True, wide)
         t = choice.tile
-        gemm = Launch(numba_gemm_kernel(t, False, True, wide),
-                      (_blocks(cols, t.bn), _blocks(cg, t.bm), slices), (t.threads, 1, 1), params)
+        gather = Launch(numba_gemm_kernel(t, False, True, wide),
+                        (_blocks(cols, t.bn), _blocks(cg, t.bm), slices), (t.threads, 1, 1),
+                        params)
     if zeros:
-        return Plan([gemm], choice=choice)
+        return Plan([gather], choice=choice)
     adjoint = _pad_adjoint_params(n, c, (h, w), (len_h, len_w), spec, has_bias)
-    return Plan([gemm, _numba_elementwise("conv_pad_adjoint", n * c * h * w, adjoint, simulator)],
+    return Plan([gather, _numba_elementwise("conv_pad_adjoint", n * c * h * w, adjoint, simulator)],
                 {"padded": (n * c * len_h * len_w, dtype)}, choice)
 
 
