@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # each run writes a new runs/<UTC time> and links runs/latest to it
 TRAIN_ARGS    ?= --device auto
 
-.PHONY: setup setup-train data train test demo goldens bench clean
+.PHONY: setup setup-train data train test check-memory demo goldens bench clean
 
 # Each install reruns when pyproject.toml changes; otherwise it is a no-op.
 $(TRAIN_STAMP): pyproject.toml
@@ -48,6 +48,13 @@ train: setup-train data
 
 test: setup
 	$(PY) -m pytest -q
+
+# The CUDA C kernels' host emulation under AddressSanitizer: a kernel's read or write past a
+# buffer fails the run, naming the kernel (the emulation alone does not bounds-check)
+check-memory: setup
+	GPUCONV_HOST_ASAN=1 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$(g++ -print-file-name=libasan.so) \
+	    $(PY) -m pytest -q -p no:randomly --capture=sys -k cupy tests/test_cupy_host.py \
+	    tests/test_cupy_layers_host.py tests/test_huge_hyperparameters.py tests/test_golden.py
 
 demo: setup-train
 	$(VENV)/bin/gpuconv demo

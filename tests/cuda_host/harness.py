@@ -25,6 +25,13 @@ from gpuconv.backends import autotune, cuda_source, gpu_plan
 
 SHIM = Path(__file__).with_name("cuda_shim.h")
 FLAGS = ["-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w"]
+# GPUCONV_HOST_ASAN=1: the kernels built with AddressSanitizer, so that a read or write past a
+# buffer is reported with the kernel (`make check-memory` preloads libasan into the tests)
+SANITIZE = ["-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
+
+
+def flags() -> list[str]:
+    return FLAGS + (SANITIZE if os.environ.get("GPUCONV_HOST_ASAN") == "1" else [])
 
 
 def compiler() -> str | None:
@@ -44,7 +51,7 @@ def library_source() -> str:
 
 def build() -> ctypes.CDLL:
     source = library_source()
-    digest = hashlib.sha256((source + SHIM.read_text() + " ".join(FLAGS)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256((source + SHIM.read_text() + " ".join(flags())).encode()).hexdigest()[:16]
     out_dir = autotune.cache_dir() / "cuda_host"
     lib = out_dir / f"kernels-{digest}.so"
     if not lib.exists():
@@ -52,7 +59,7 @@ def build() -> ctypes.CDLL:
         with tempfile.TemporaryDirectory() as tmp:
             src, tmp_lib = Path(tmp) / "kernels.cpp", Path(tmp) / "kernels.so"
             src.write_text(source)
-            subprocess.run([compiler(), *FLAGS, str(src), "-o", str(tmp_lib)], check=True,
+            subprocess.run([compiler(), *flags(), str(src), "-o", str(tmp_lib)], check=True,
                            capture_output=True, text=True)
             os.replace(tmp_lib, lib)
     return ctypes.CDLL(str(lib))
