@@ -57,6 +57,14 @@ def check_number(value, name: str) -> float:
     return float(value)
 
 
+def check_fraction(value, name: str) -> float:
+    """``value`` must be a finite number in [0, 1) (a rate, a momentum, a moment's decay)."""
+    value = check_number(value, name)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return value
+
+
 def check_array_bytes(name: str, shape: Sequence[int], itemsize: int, what: str) -> None:
     """An array of ``shape`` that an op is about to create must fit ``max_array_bytes()``;
     ``name`` is the argument that makes it this large, ``what`` the array."""

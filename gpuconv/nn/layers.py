@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 import gpuconv.functional as F
-from gpuconv._checks import check_array_bytes, check_number
+from gpuconv._checks import check_array_bytes, check_fraction, check_number
 from gpuconv.channelwise import (affine, channel_dots, channel_rows, channel_sums,
                                  per_channel_rows, sum_over_batch)
 from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
@@ -547,9 +547,7 @@ class Dropout(Layer):
     def __init__(self, rate: float, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        self.rate = check_number(rate, "rate")
-        if not 0.0 <= self.rate < 1.0:
-            raise ValueError(f"rate must be in [0, 1), got {rate!r}")
+        self.rate = check_fraction(rate, "rate")
 
     def get_config(self) -> dict:
         return {**super().get_config(), "rate": self.rate}
@@ -586,10 +584,8 @@ class BatchNorm2D(Layer):
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        self.momentum = check_number(momentum, "momentum")
+        self.momentum = check_fraction(momentum, "momentum")
         self.epsilon = check_number(epsilon, "epsilon")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if self.epsilon <= 0:
             raise ValueError(f"epsilon must be positive, got {epsilon!r}")
 

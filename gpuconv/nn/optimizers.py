@@ -10,7 +10,7 @@ import numbers
 import numpy as np
 
 from gpuconv import parallel
-from gpuconv._checks import check_int, check_number
+from gpuconv._checks import check_fraction, check_int, check_number
 from gpuconv.nn.device import array_module, layer_kernels_for
 from gpuconv.shapes import check_bool
 
@@ -154,10 +154,8 @@ class SGD(Optimizer):
     def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(learning_rate, weight_decay)
-        self.momentum, self.nesterov = check_number(momentum, "momentum"), check_bool(nesterov,
-                                                                                  "nesterov")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = check_fraction(momentum, "momentum")
+        self.nesterov = check_bool(nesterov, "nesterov")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
 
@@ -193,10 +191,8 @@ class Adam(Optimizer):
     def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, weight_decay: float = 0.0):
         super().__init__(learning_rate, weight_decay)
-        for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not 0.0 <= check_number(beta, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.beta_1 = check_fraction(beta_1, "beta_1")
+        self.beta_2 = check_fraction(beta_2, "beta_2")
         self.epsilon = check_number(epsilon, "epsilon")
         if self.epsilon <= 0:
             raise ValueError(f"epsilon must be positive, got {epsilon!r}")
