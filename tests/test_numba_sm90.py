@@ -12,8 +12,8 @@ for every float32 instance the planner launches, bar the one for other padding m
 per thread: twice the registers per accumulator) a floor against regressions, ``FMA_FLOOR``
 (all recorded in bench/results/numba_sm90_resources.json).
 
-conv_direct (slices writing at most 4 rows): no spills or local memory, no division in its
-tap loop, an FMA share of at least ``DIRECT_FMA_PER_ROW`` a row.
+conv_direct (slices writing at most 4 rows): registers within the cap, no spills or local
+memory, no division in its tap loop, an FMA share of at least ``DIRECT_FMA_PER_ROW`` a row.
 
 The depthwise and pooling twins: registers within their cap, no spills, no local memory,
 and no subroutine call where the maths has no division or power. The depthwise grad-weight
@@ -178,8 +178,8 @@ def test_conv_direct_loop(sm90_rows):
 
 
 def test_depthwise_and_pooling_kernels_fit_in_registers(sm90_rows):
-    """conv_direct (slices writing at most 4 rows): no spills or local memory, no division in its
-tap loop, an FMA share of at least ``DIRECT_FMA_PER_ROW`` a row.
+    """conv_direct (slices writing at most 4 rows): registers within the cap, no spills or local
+memory, no division in its tap loop, an FMA share of at least ``DIRECT_FMA_PER_ROW`` a row.
 
 The depthwise and pooling twins: within their register cap, no spills, no local memory;
     no subroutine call at all where the maths has no division or power (depthwise, max
