@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # each run writes a new runs/<UTC time> and links runs/latest to it
 TRAIN_ARGS    ?= --device auto
 
-.PHONY: setup setup-train data train test check-memory demo goldens bench clean
+.PHONY: setup setup-train data train test check-memory demo goldens bench gpu-carry clean
 
 # Each install reruns when pyproject.toml changes; otherwise it is a no-op.
 $(TRAIN_STAMP): pyproject.toml
@@ -66,6 +66,17 @@ goldens: setup
 # NumPy backend vs PyTorch CPU on the CPU layer suite (gpuconv/benchmark/suite.py).
 bench: setup
 	$(PY) bench/cpu.py
+
+# What bench/gpu_acceptance.sh needs carried to a lent GPU (its header gives the call), in the
+# git-ignored .whl/: a numpy<2.5 wheel for the GPU image's Python 3.12 (numba-cuda cannot
+# compile under its NumPy 2.5, NVIDIA/numba-cuda#907) and Fashion-MNIST's IDX files.
+GPU_CARRY := .whl
+gpu-carry: data
+	mkdir -p $(GPU_CARRY)/wheels $(GPU_CARRY)/fashion-mnist
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --implementation cp \
+	    --python-version 3.12 --platform manylinux_2_28_x86_64 -d $(GPU_CARRY)/wheels 'numpy<2.5'
+	cp $(FASHION_MNIST)/*-ubyte.gz $(GPU_CARRY)/fashion-mnist/
+	du -sh $(GPU_CARRY)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -11,7 +11,9 @@
 #             CUDA PyTorch, CuPy, Numba-CUDA, pytest, click, matplotlib); the machine; the
 #             goldens and GPU checks of both GPU backends (every conv precision, pooling,
 #             depthwise, conv + ReLU fused, the CUDA-graph training step, the PyTorch adapter
-#             on CUDA tensors);
+#             on CUDA tensors), four pytest processes at once: they are bound by compiling
+#             (NVRTC for CuPy's module, about 30 s; Numba about 1.5 s a kernel, 40 to 50
+#             kernels a process, no cache across processes), not by the GPU;
 #             gpuconv bench for cupy (ieee, tf32, tf32x3 against cuDNN FP32 and TF32) and
 #             numba; one training epoch of lenet: gpuconv graph and eager against PyTorch
 #             eager and torch.compile(mode="reduce-overhead"); the CuPy backend's host time
@@ -26,19 +28,27 @@
 # TRAIN_LIMIT (seconds a training run may take; default 420), BENCH_BACKENDS (default
 # "cupy numba"), WHEELS (a directory of wheels installed first: numpy<2.5 where the machine's
 # NumPy is 2.5, which numba-cuda 0.30 cannot compile under, NVIDIA/numba-cuda#907), DRY_RUN.
-# Everything is logged to $OUT/acceptance.log (each step under a "=== step" header); bench
-# JSON/PNG files, pytest reports and training runs (without checkpoints) are packed into
-# $OUT/results.tar.gz: the device tool brings back at most 8 files.
+# $OUT receives two files, since the device tool brings back at most 8: acceptance.log
+# (every step's output, each under a "=== step" header) and results.tar.gz (bench JSON/PNG
+# files, pytest reports, the logs of steps run together, training runs without their
+# checkpoints), written meanwhile to a fresh folder under $TMPDIR.
+#
+# From a checkout without a GPU, `make gpu-carry` fills the git-ignored .whl/ with the
+# numpy<2.5 wheel and Fashion-MNIST; then the device tool's call is
+#     run(command="WHEELS=.whl/wheels DATA=.whl/fashion-mnist bash bench/gpu_acceptance.sh",
+#         carry=[".whl"], timeout_s=600)
 set -u
 
 OUT=${OUT:-/tmp/gpuconv-acceptance}
 PY=${PYTHON:-python3}
 LOG=$OUT/acceptance.log
-RESULTS=$OUT/results
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpuconv-acceptance.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+RESULTS=$WORK/results
 REPEAT=${REPEAT:-10}
 DRY_RUN=${DRY_RUN:-}
 DATA_ARGS=(${DATA:+--data "$DATA"})
-mkdir -p "$RESULTS"
+mkdir -p "$OUT" "$RESULTS"
 : > "$LOG"
 export PYTHONUNBUFFERED=1
 # tests/conftest.py runs the numba backend on Numba's CUDA simulator unless told otherwise
@@ -53,7 +63,9 @@ if [ -n "${WHEELS:-}" ] && [ -z "$DRY_RUN" ]; then
 fi
 
 # step NAME SECONDS COMMAND...: run COMMAND under a time limit, its output appended to $LOG.
-# Dry run: print the step and check that every repository path it names exists.
+# Dry run: print the step (and its group, "-" outside `together`) and check that every
+# repository path it names exists.
+GROUP=-
 step() {
     local name=$1 limit=$2
     shift 2
@@ -64,7 +76,7 @@ step() {
                 tests/*|bench/*) [ -e "${arg%%::*}" ] || { echo "missing: $arg"; missing=1; } ;;
             esac
         done
-        printf '%-16s %4s s  %s\n' "$name" "$limit" "$*" | tee -a "$LOG"
+        printf '%-16s %4s s  %-8s %s\n' "$name" "$limit" "$GROUP" "$*" | tee -a "$LOG"
         [ "$missing" -eq 0 ] || failed=1
         return
     fi
@@ -84,14 +96,48 @@ pytest_step() {  # pytest_step NAME SECONDS ARGS...: a pytest run with its own J
         --junitxml="$RESULTS/$name.xml" -o junit_family=xunit2 "$@"
 }
 
+# together GROUP FUNCTION...: the functions (each a step or more) run at once in the
+# background, each step's output in its own log, appended to $LOG in order when all are done.
+together() {
+    GROUP=$1
+    shift
+    local f pids=() logs=$WORK/logs
+    mkdir -p "$logs"
+    for f in "$@"; do
+        if [ -n "$DRY_RUN" ]; then
+            $f
+        else
+            (LOG=$logs/$f.log; : > "$LOG"; failed=0; $f > "$logs/$f.out"; exit $failed) &
+            pids+=($!)
+        fi
+    done
+    for f in "${pids[@]}"; do wait "$f" || failed=1; done
+    if [ -z "$DRY_RUN" ]; then
+        for f in "$@"; do
+            cat "$logs/$f.log" >> "$LOG"
+            cat "$logs/$f.out"
+        done
+    fi
+    GROUP=-
+}
+
+# the goldens and GPU checks, per backend: -k picks a backend's parametrisations by their id
+CHECK_FILES=(tests/test_gpu_graph.py tests/test_conv_relu.py tests/test_torch_adapter.py
+             tests/test_any_array.py)
+GOLDEN_FILES=(tests/test_golden.py tests/test_gpu.py)
+goldens_cupy() { pytest_step goldens-cupy 140 "${GOLDEN_FILES[@]}" -k "cupy or fused_gpu"; }
+goldens_numba() { pytest_step goldens-numba 140 "${GOLDEN_FILES[@]}" -k numba; }
+checks_cupy() { pytest_step checks-cupy 140 "${CHECK_FILES[@]}" -k "not numba"; }
+checks_numba() {
+    pytest_step checks-numba 140 tests/test_numba_random.py "${CHECK_FILES[@]}" -k numba
+}
+
 quick() {
-    step install 40 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
-    step machine 20 bash -c "nvidia-smi; $PY -m gpuconv.cli info"
-    pytest_step goldens 90 tests/test_golden.py tests/test_gpu.py -k "cupy or numba"
-    pytest_step gpu-checks 70 tests/test_numba_random.py tests/test_gpu_graph.py \
-        tests/test_conv_relu.py tests/test_torch_adapter.py tests/test_any_array.py
+    step install 30 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
+    step machine 10 bash -c "nvidia-smi; $PY -m gpuconv.cli info"
+    together checks goldens_cupy goldens_numba checks_cupy checks_numba
     for backend in ${BENCH_BACKENDS:-cupy numba}; do
-        step "bench-$backend" "$([ "$backend" = cupy ] && echo 95 || echo 80)" \
+        step "bench-$backend" "$([ "$backend" = cupy ] && echo 95 || echo 115)" \
             "$PY" -m gpuconv.cli bench --backend "$backend" \
             --repeat "$REPEAT" --json "$RESULTS/bench_${backend}_h200.json" \
             --plot "$RESULTS/bench_${backend}_h200.png"
@@ -149,6 +195,6 @@ for phase in "${phases[@]}"; do
     esac
 done
 # the device tool brings back few files: one archive of the results, checkpoints left out
-tar -czf "$OUT/results.tar.gz" --exclude=checkpoint.npz -C "$OUT" results
+tar -czf "$OUT/results.tar.gz" --exclude=checkpoint.npz -C "$WORK" .
 echo "full log: $LOG"
 exit "$failed"

@@ -51,7 +51,7 @@ def numba_kernels(dtype) -> dict[str, list]:
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_both_backends_implement_one_kernel_list(dtype):
     cuda, nb = cuda_kernels(), numba_kernels(dtype)
-    for name, (owner, why) in ONLY.items():
+    for name, (owner, _) in ONLY.items():
         assert name in (cuda if owner == "cuda" else nb), f"{name} is no longer {owner}-only"
         assert name not in (nb if owner == "cuda" else cuda), f"{name} is on both: not in ONLY"
     shared = {n for n in cuda if n not in ONLY} | {n for n in nb if n not in ONLY}

@@ -83,7 +83,7 @@ def test_the_wheel_installs_without_extras_and_trains(tmp_path):
     libraries): import, a conv, --help, demo, and one epoch of training on the bundled
     subset, run from outside the checkout. About 35 s of CPU time, most of it the epoch
     (214 s wall on the shared 2-core machine it was written on, under heavy load)."""
-    wheel = _build("wheel", tmp_path)
+    _build("wheel", tmp_path)
     venv = _fresh_venv(tmp_path)
     subprocess.run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python",
                     "install", "-q", "--no-index", "--find-links", tmp_path, "gpuconv"],

@@ -13,6 +13,7 @@ from gpuconv.backends import gpu_plan
 from gpuconv.benchmark.suite import GPU_SUITE, Layer
 from gpuconv.shapes import ConvSpec
 
+
 def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.DEFAULT_SM_COUNT,
                 dtype: str = "float32") -> dict[str, gpu_plan.Plan]:
     """pass -> the Plan the CuPy backend makes for ``layer`` (a conv or transposed conv)."""
@@ -23,13 +24,14 @@ def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.
     x, w, y = layer.input_shape, layer.weight_shape, layer.output_shape
     # a transposed conv runs conv's passes with input and output exchanged
     conv_x, conv_y = (y, x) if transposed else (x, y)
-    forward = gpu_plan.conv_forward_plan(conv_x, gpu_plan.contiguous_strides(conv_x), w, gpu_plan.contiguous_strides(w), spec, dtype,
+    strides = gpu_plan.contiguous_strides
+    forward = gpu_plan.conv_forward_plan(conv_x, strides(conv_x), w, strides(w), spec, dtype,
                                          True, precision, sm_count=sm_count)
-    grad_input = gpu_plan.conv_grad_input_plan(conv_y, gpu_plan.contiguous_strides(conv_y), w, gpu_plan.contiguous_strides(w), spec,
+    grad_input = gpu_plan.conv_grad_input_plan(conv_y, strides(conv_y), w, strides(w), spec,
                                                conv_x[2:], dtype, True, precision,
                                                sm_count=sm_count)
-    grad_weight = gpu_plan.conv_grad_weight_plan(conv_y, gpu_plan.contiguous_strides(conv_y), conv_x,
-                                                 gpu_plan.contiguous_strides(conv_x), spec, w[2:], dtype, precision,
+    grad_weight = gpu_plan.conv_grad_weight_plan(conv_y, strides(conv_y), conv_x, strides(conv_x),
+                                                 spec, w[2:], dtype, precision,
                                                  sm_count=sm_count)
     if transposed:  # its forward is conv's grad-input, its grad-input conv's forward
         forward, grad_input = grad_input, forward
