@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpuconv  # noqa: E402
 from gpuconv import nn, parallel  # noqa: E402
+from gpuconv._files import atomic_write  # noqa: E402
 from gpuconv.data import load_dataset, to_float_images  # noqa: E402
 from gpuconv.nn import zoo  # noqa: E402
 
@@ -149,6 +150,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed epochs per column")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
     if args.device == "cuda" and (reason := cuda_unavailable()) is not None:
         print(f"skipped: --device cuda needs CuPy on a GPU ({reason})")
         return 0
@@ -186,31 +189,38 @@ def main(argv=None) -> int:
 
     load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     times = {name: [] for name in columns}
-    for _ in range(args.repeat + 1):  # the first round warms every column up and is dropped
+
+    def summary() -> dict:
+        """The figures of the rounds timed so far (the first, a warm-up, dropped)."""
+        seconds = {name: statistics.median(t[1:]) for name, t in times.items()}
+        ours = seconds.get("gpuconv_graph", seconds["gpuconv_eager"])
+        theirs = seconds["torch_eager"]
+        return {
+            "model": args.model, "device": probe.device.describe(), "images": n,
+            "batch_size": batch, "seconds": seconds,
+            "samples": {name: t[1:] for name, t in times.items()},
+            "gpuconv_seconds": ours, "torch_seconds": theirs, "ratio": ours / theirs,
+            "ratios_to_torch_eager": {name: s / theirs for name, s in seconds.items()},
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "gpuconv_threads": parallel.num_threads(), "blas": _blas_kernels(),
+            "gpuconv": gpuconv.__version__, "numpy": np.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "repeat": len(times["torch_eager"]) - 1,
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        }
+
+    for round_ in range(args.repeat + 1):  # the first round warms every column up
         for name, run in columns.items():
             times[name].append(run())
-    seconds = {name: statistics.median(t[1:]) for name, t in times.items()}
-    ours = seconds.get("gpuconv_graph", seconds["gpuconv_eager"])
-    theirs = seconds["torch_eager"]
-    report = {
-        "model": args.model, "device": probe.device.describe(), "images": n, "batch_size": batch,
-        "seconds": seconds, "samples": {name: t[1:] for name, t in times.items()},
-        "gpuconv_seconds": ours, "torch_seconds": theirs,
-        "ratio": ours / theirs,
-        "ratios_to_torch_eager": {name: s / theirs for name, s in seconds.items()},
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "gpuconv_threads": parallel.num_threads(), "blas": _blas_kernels(),
-        "gpuconv": gpuconv.__version__, "numpy": np.__version__,
-        "machine": platform.processor() or platform.machine(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "repeat": args.repeat,
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+        if round_ and args.json:  # after every round: a run cut short keeps what it timed
+            text = (json.dumps(summary(), indent=2) + "\n").encode()
+            atomic_write(args.json, lambda f: f.write(text))
+    report = summary()
+    seconds, theirs = report["seconds"], report["torch_seconds"]
     cells = ", ".join(f"{name} {s:.2f} s/epoch ({s / theirs:.2f}x)" for name, s in seconds.items())
     print(f"{args.model} on {report['device']}, {n:,} images, batch {batch}: {cells}")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

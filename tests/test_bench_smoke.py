@@ -84,11 +84,18 @@ def test_train_epoch_bench_runs_both_libraries(model, tmp_path, capsys):
     from bench import train_epoch
     out = tmp_path / "epoch.json"
     assert train_epoch.main(["--model", model, "--images", "64", "--batch-size", "32",
-                             "--repeat", "1", "--json", str(out)]) == 0
-    report = json.loads(out.read_text())
-    assert report["model"] == model and report["images"] == 64
+                             "--repeat", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())  # rewritten after each round: the last one's
+    assert report["model"] == model and report["images"] == 64 and report["repeat"] == 2
+    assert all(len(samples) == 2 for samples in report["samples"].values())
     assert report["ratio"] == pytest.approx(report["gpuconv_seconds"] / report["torch_seconds"])
     assert "s/epoch" in capsys.readouterr().out
+
+
+def test_train_epoch_bench_needs_a_timed_round():
+    from bench import train_epoch
+    with pytest.raises(SystemExit):
+        train_epoch.main(["--repeat", "0"])
 
 
 def test_train_epoch_bench_refuses_models_without_a_torch_twin():
