@@ -50,10 +50,14 @@ def cpu_harness(precisions=("ieee",), timer=None):
 
 def test_measuring_loop_checks_then_times_every_pass():
     h = cpu_harness()
-    logged = []
-    report = gpu.build_report(list(TINY), h, {"device": "cpu"}, {"gbps": 100.0}, logged.append)
+    logged, kept = [], []
+    report = gpu.build_report(list(TINY), h, {"device": "cpu"}, {"gbps": 100.0}, logged.append,
+                              lambda partial: kept.append(json.loads(json.dumps(partial))))
     assert report["all_correct"], json.dumps(report["layers"], indent=1)[:3000]
     assert len(logged) == len(TINY) and "x0.50" in logged[0]
+    # after each layer, the report so far (what a run cut short leaves in its JSON)
+    assert [len(k["layers"]) for k in kept] == list(range(1, len(TINY) + 1))
+    assert kept[0]["groups"] and kept[-1] == json.loads(json.dumps(report))
     conv_pass = report["layers"][0]["passes"][0]
     assert set(conv_pass["sides"]) == {"ours", "cudnn", "cudnn_tf32"}  # NumPy offers no TF32
     assert conv_pass["ratio"] == 0.5 and conv_pass["ratio_tf32"] is None

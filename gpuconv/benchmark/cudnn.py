@@ -216,8 +216,10 @@ def all_correct(report: dict) -> bool:
 
 
 def build_report(layers: list[Layer], h: Harness, environment: dict, copy: dict,
-                 log: Callable[[str], object] = print) -> dict:
-    """Measure ``layers`` and gather everything the table, JSON and chart show."""
+                 log: Callable[[str], object] = print,
+                 keep: Optional[Callable[[dict], object]] = None) -> dict:
+    """Measure ``layers`` and gather everything the table, JSON and chart show; ``keep``
+    receives the report of the layers measured so far after each one."""
     report = {"environment": environment,
               "settings": {"backend": h.backend, "precisions": list(h.precisions),
                            "repeat": h.repeat, "warmup": h.warmup, "seed": h.seed,
@@ -228,8 +230,10 @@ def build_report(layers: list[Layer], h: Harness, environment: dict, copy: dict,
         start = time.perf_counter()
         report["layers"].append(measure_layer(layer, h))
         log(_progress(report["layers"][-1], time.perf_counter() - start))
-    report["groups"] = group_means(report)
-    report["all_correct"] = all_correct(report)
+        report["groups"] = group_means(report)
+        report["all_correct"] = all_correct(report)
+        if keep is not None:
+            keep(report)
     return report
 
 
@@ -405,7 +409,9 @@ def bench_command(backend: str = "cupy", ops=None, layers=None, repeat: int = DE
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
     harness, env, copy = open_harness(backend, repeat, DEFAULT_WARMUP)
-    report = build_report(suite, harness, env, copy, echo)
+    # the JSON after every layer: a run cut short keeps the layers it measured
+    keep = None if json_path is None else lambda partial: write_json(partial, Path(json_path))
+    report = build_report(suite, harness, env, copy, echo, keep)
     echo("")
     echo(table(report))
     echo("")

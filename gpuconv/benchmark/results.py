@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from gpuconv._files import atomic_write
 from gpuconv.benchmark.measure import geomean
 from gpuconv.benchmark.suite import PASSES
 
@@ -239,9 +240,9 @@ def summary(report: dict) -> str:
 
 
 def write_json(report: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    """The report as JSON at ``path``, replaced whole (a reader never sees half a file)."""
+    text = (json.dumps(report, indent=1) + "\n").encode()
+    atomic_write(Path(path), lambda f: f.write(text))
 
 
 def plot(report: dict, path: Path) -> None:
