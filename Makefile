@@ -49,8 +49,9 @@ train: setup-train data
 test: setup
 	$(PY) -m pytest -q
 
-# The CUDA C kernels' host emulation under AddressSanitizer: a kernel's read or write past a
-# buffer fails the run, naming the kernel (the emulation alone does not bounds-check)
+# The CUDA C kernels' host emulation under AddressSanitizer and UBSan's alignment check: a
+# kernel's read or write past a buffer, or a misaligned vector access (a fault on a GPU),
+# fails the run, naming the kernel (the emulation alone checks neither)
 check-memory: setup
 	GPUCONV_HOST_ASAN=1 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$(g++ -print-file-name=libasan.so) \
 	    $(PY) -m pytest -q -p no:randomly --capture=sys -k cupy tests/test_cupy_host.py \

@@ -30,6 +30,16 @@ def lib():
 LAUNCHED: set[str] = set()  # every kernel this module's tests ran
 
 
+def _shifted(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of x that starts one element past a 16-byte boundary: the kernels'
+    vector paths must not take it (`make check-memory` makes a misaligned vector access fatal,
+    as a GPU does)."""
+    buffer = np.empty(x.size + 1, x.dtype)
+    shifted = buffer[1:].reshape(x.shape)
+    shifted[...] = x
+    return shifted
+
+
 @pytest.fixture
 def host(lib, monkeypatch):
     ex = harness.HostExecutor(lib)
@@ -204,7 +214,7 @@ def test_depthwise_kernels(host, name, dtype):
     gy = rng.standard_normal((x_shape[0], w_shape[0]) + spec.output_shape(x_shape[2:], w_shape[2:]))
     gy = gy.astype(dtype)
     taps = w_shape[2] * w_shape[3]
-    for xs in (x, x_aligned):
+    for xs in (x, x_aligned, _shifted(x_aligned)):
         assert_close(cupy_backend.conv2d(xs, w, b, spec), ref.conv2d(xs, w, b, spec), taps, dtype, "conv2d")
     assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], bc),
                  ref.conv2d_grad_input(gy, w, spec, x.shape[2:], bc), taps * w_shape[0], dtype,
@@ -387,6 +397,7 @@ GLOBAL = {  # input view -> which read path of pool.cu version 4 it takes
     "vector": lambda x: x,                                   # 4x6 planes, 16-byte aligned
     "scalar": lambda x: x[:, :, :, 1:],                      # 4x5: no whole vectors
     "strided": lambda x: x[:, :, ::-1, ::2],                 # rows and columns strided
+    "shifted": _shifted,                                     # 4x6 planes, off 16 bytes
 }
 
 

@@ -26,8 +26,11 @@ from gpuconv.backends import autotune, cuda_source, gpu_plan
 SHIM = Path(__file__).with_name("cuda_shim.h")
 FLAGS = ["-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w"]
 # GPUCONV_HOST_ASAN=1: the kernels built with AddressSanitizer, so that a read or write past a
-# buffer is reported with the kernel (`make check-memory` preloads libasan into the tests)
-SANITIZE = ["-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
+# buffer is reported with the kernel (`make check-memory` preloads libasan into the tests),
+# and with UndefinedBehaviorSanitizer's alignment check, fatal: a vector access (float2,
+# float4, Vec16) off its alignment, a "misaligned address" fault on a GPU, stops the run
+SANITIZE = ["-g", "-fsanitize=address,alignment", "-fno-sanitize-recover=alignment",
+            "-fno-omit-frame-pointer"]
 
 
 def flags() -> list[str]:
