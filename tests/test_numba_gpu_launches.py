@@ -1,0 +1,118 @@
+"""The numba backend's GPU launch configurations, run through Numba's CUDA simulator.
+
+In the simulator the backend makes the simulator's plans (one small conv tile, 32-thread
+blocks: the simulator pays an OS thread per CUDA thread), so what a GPU runs — the conv_gemm
+tiles of ``gpu_plan.NUMBA_TILES_FOR`` with their 128 or 256 threads, 64-bit offsets, the
+blocks of conv_direct, the depthwise and the pooling kernels — would only be compiled
+(tests/test_numba_sm90.py) before a GPU ran it. Here the backend plans as on a GPU
+(``numba_backend.SIMULATED`` off) and the simulator runs those plans on small cases, against
+the NumPy backend. The GEMM table names, for each case, the instance it must launch (a tile
+forced where the plan model would pick another; int64 offsets forced by a tiny index limit),
+and together they are every instance a GPU plan can launch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuconv.backends import gpu_plan
+from gpuconv.backends import numpy_backend as ref
+from gpuconv.shapes import ConvSpec, PoolSpec
+from test_golden import assert_close, assert_indices_equal
+
+nb = pytest.importorskip("gpuconv.backends.numba_backend")
+pytestmark = pytest.mark.skipif(not nb.SIMULATED, reason="runs the GPU plans in the simulator")
+
+TILES = {t.name: t for tiles in gpu_plan.NUMBA_TILES_FOR.values() for t in tiles}
+
+
+@pytest.fixture
+def gpu_plans(monkeypatch):
+    """The backend planning as on a GPU, with fresh caches of prepared calls and kernel
+    tables (a test may narrow the tiles); yields the kernel names of the calls prepared."""
+    monkeypatch.setattr(nb, "SIMULATED", False)
+    monkeypatch.setattr(nb, "launch", nb.GPU)
+    monkeypatch.setattr(nb, "_PREPARED", {})
+    monkeypatch.setattr(nb, "CHECK_SIGNATURES", True)
+    nb.kernel_table.cache_clear()
+    yield lambda: {step.name for p in nb._PREPARED.values() for step in p.steps}
+    nb.kernel_table.cache_clear()
+
+
+# (dtype, tile, grad-weight?, zero padding?, int64 offsets?): every conv_gemm instance
+GEMMS = [(dtype, tile.name, wgrad, zero_pad, wide)
+         for dtype in gpu_plan.NUMBA_TILES_FOR
+         for tile, wgrad, zero_pad, wide in gpu_plan.numba_gemm_instances(dtype)]
+
+
+@pytest.mark.parametrize("dtype, tile, wgrad, zero_pad, wide", GEMMS, ids=[
+    f"{d}-{t}-{'wgrad' if g else 'gather'}-{'zeros' if z else 'reflect'}-{'i64' if w else 'u32'}"
+    for d, t, g, z, w in GEMMS])
+def test_conv_gemm_instances(gpu_plans, monkeypatch, dtype, tile, wgrad, zero_pad, wide):
+    """Forward and grad-input (a gather, wgrad false) or grad-weight through the instance:
+    20 output channels of 2 samples, 3 input channels, 3x3 taps (several k-tiles)."""
+    monkeypatch.setitem(gpu_plan.NUMBA_TILES_FOR, dtype, (TILES[tile],))
+    if wide:
+        monkeypatch.setattr(gpu_plan, "NUMBA_INDEX_LIMIT", 64)
+    rng = np.random.default_rng(len(tile) + 2 * wgrad + 4 * zero_pad + 8 * wide)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(dtype)
+    w = rng.standard_normal((20, 3, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, 20, 4, 3)).astype(dtype)
+    spec = ConvSpec.make(2, (3, 3), stride=(1, 2), padding=1,
+                         padding_mode="zeros" if zero_pad else "reflect")
+    if wgrad:
+        assert_close(nb.conv2d_grad_weight(gy, x, spec, (3, 3)),
+                     ref.conv2d_grad_weight(gy, x, spec, (3, 3)), k=24, dtype=dtype,
+                     what="grad_weight")
+    else:
+        assert_close(nb.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), k=27,
+                     dtype=dtype, what="forward")
+        assert_close(nb.conv2d_grad_input(gy, w, spec, (5, 6)),
+                     ref.conv2d_grad_input(gy, w, spec, (5, 6)), k=60, dtype=dtype,
+                     what="grad_input")
+    want = gpu_plan.numba_gemm_kernel(TILES[tile], wgrad, zero_pad, wide)
+    assert want in gpu_plans(), gpu_plans()
+
+
+@pytest.mark.parametrize("dtype", list(gpu_plan.NUMBA_TILES_FOR))
+def test_direct_depthwise_and_pooling_blocks(gpu_plans, dtype):
+    """conv_direct (grad-input of 2 channels, wider than a block of 4-pixel threads), the
+    depthwise forward and grad-weight, and max / average / global pooling with their
+    backward, at the GPU's block sizes."""
+    rng = np.random.default_rng(7)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, 4, 23, 25)).astype(dtype)
+    assert_close(nb.conv2d_grad_input(gy, w, spec, (23, 25)),
+                 ref.conv2d_grad_input(gy, w, spec, (23, 25)), k=36, dtype=dtype,
+                 what="conv_direct grad_input")
+    x = rng.standard_normal((1, 3, 7, 6)).astype(dtype)
+    wd = rng.standard_normal((3, 1, 3, 3)).astype(dtype)
+    depthwise = ConvSpec.make(2, (3, 3), padding=1, groups=3)
+    assert_close(nb.conv2d(x, wd, None, depthwise), ref.conv2d(x, wd, None, depthwise), k=9,
+                 dtype=dtype, what="depthwise forward")
+    assert_close(nb.conv2d_grad_weight(x, x, depthwise, (3, 3)),
+                 ref.conv2d_grad_weight(x, x, depthwise, (3, 3)), k=42, dtype=dtype,
+                 what="depthwise grad_weight")
+    x = rng.permutation(2 * 3 * 9 * 8).reshape(2, 3, 9, 8).astype(dtype)  # distinct: one max
+    pool = PoolSpec.make(2, 3, stride=2, padding=1)
+    y, idx = nb.max_pool2d(x, pool)
+    want_y, want_idx = ref.max_pool2d(x, pool)
+    assert_close(y, want_y, k=1, dtype=dtype, what="max_pool2d", exact=True)
+    assert_indices_equal(idx, want_idx, "max_pool2d indices")
+    g = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(nb.max_pool2d_backward(g, idx, (9, 8), pool),
+                 ref.max_pool2d_backward(g, want_idx, (9, 8), pool), k=4, dtype=dtype,
+                 what="max_pool2d_backward")
+    assert_close(nb.avg_pool2d(x, pool, True, None), ref.avg_pool2d(x, pool, True, None), k=9,
+                 dtype=dtype, what="avg_pool2d")
+    assert_close(nb.avg_pool2d_backward(g, pool, (9, 8), True, None),
+                 ref.avg_pool2d_backward(g, pool, (9, 8), True, None), k=4, dtype=dtype,
+                 what="avg_pool2d_backward")
+    assert_close(nb.adaptive_avg_pool2d(x, (1, 1)), ref.adaptive_avg_pool2d(x, (1, 1)), k=72,
+                 dtype=dtype, what="global average")
+    launched = gpu_plans()
+    assert {"conv_direct<2>", "conv_depthwise<3>", "conv_depthwise_grad_weight<3>",
+            "max_pool2d", "max_pool2d_backward", "avg_pool2d", "pool2d_backward"} <= launched, \
+        launched
