@@ -17,8 +17,9 @@
 //        mma.sync m16n8k8 TF32, float32 accumulation; TERMS 1: "tf32", TERMS 3: "tf32x3" (a*b as
 //        big*big + big*small + small*big, big = tf32(a), small = a - big: FP32 accuracy)
 //   conv_direct<T, ROWS>    forward / grad-input writing at most 4 channels per slice (the stem's
-//        and DeepSpeech's grad-input; depthwise convs run depthwise.cu): a thread per pixel,
-//        weights in shared memory
+//        and DeepSpeech's grad-input; depthwise convs run depthwise.cu): four pixels a thread,
+//        consecutive ones sliding a window of input columns along each kernel row where the
+//        slice allows, weights in shared memory
 //   conv_splitk_reduce<T>   split-K partials summed in split order, then bias and ReLU
 //   conv_grad_bias<T>       one block per channel, fixed tree
 //   conv_pad_adjoint<T>     grad-input under reflect / replicate / circular padding
@@ -712,43 +713,153 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
 // --------------------------------------------------------------------------- direct (few rows)
 // Forward or grad-input writing at most 4 rows (channels) per slice: the stem's and DeepSpeech's
 // grad-input (3 and 1 input channels), grouped convs of few channels per group. A GEMM tile
-// would be mostly empty: here a thread owns DIRECT_PIXELS columns (pixels, THREADS apart, so a
-// warp's loads stay coalesced) and all ROWS rows, walking the reduction one index at a time;
-// the walk (tap shift, carries, row bounds) is shared by the pixels, each of which adds a
-// column bound, one load and ROWS multiply-adds. The rows' weights are staged in shared memory
-// CHUNK indices at a time (broadcast reads).
+// would be mostly empty: here a thread owns DIRECT_PIXELS columns (pixels) and all ROWS rows,
+// walking the reduction one index at a time, the rows' weights staged in shared memory CHUNK
+// indices at a time (broadcast reads). Its pixels lie one of two ways:
+//   segment: where neighbouring pixels of an output row read neighbouring input columns and so
+//     do neighbouring taps of a kernel row (pixel column step 1, tap column step +-1: a forward
+//     of stride and dilation 1 along the width; grad-input phases where the dilation divides
+//     the stride, the stem's and DeepSpeech's), DIRECT_PIXELS consecutive pixels of one output
+//     row: over a kernel row they read one run of DIRECT_PIXELS + taps - 1 input columns, held
+//     in a window of registers that slides one column a tap (one load a tap for all pixels);
+//   spread: otherwise pixels THREADS apart (a warp's loads stay coalesced), sharing one walk
+//     over the taps (tap shift, carries, row bounds); each adds a column bound, one load and
+//     ROWS multiply-adds a tap.
 constexpr int DIRECT_PIXELS = 4;  // gpu_plan's direct tiles: 256 * 4 columns a block
 
+// What both layouts read of the slice, in registers (the slice is shared memory, which the
+// weight staging writes: read there, it would be reloaded every step).
+struct DirectGeometry {
+    int b_h, b_w, b_sh, b_sw;   // B (the input; grad_out for grad-input): bounds and strides
+    int n1, n2, hs, ws, b0;     // the reduction lattice: taps (channel, row, column)
+};
+
+// Segment layout: window slot u holds input column cbase + sgn * (u + tap column); the pixel
+// it accumulates for is u (sgn = 1) or DIRECT_PIXELS - 1 - u (sgn = -1) of the thread's run.
 template <typename T, int ROWS>
-__global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
+__device__ __forceinline__ void direct_segment_chunk(const T* b, const T* wts, int n, Position<int> t,
+                                                     const DirectGeometry& g, int row_b, int row_h,
+                                                     int cbase, int sgn, T (&acc)[DIRECT_PIXELS][ROWS]) {
+    constexpr int PX = DIRECT_PIXELS;
+    int d0 = t.d0, d1 = t.d1, d2 = t.d2;
+    for (int kk = 0; kk < n;) {  // the chunk's taps, a run along one kernel row at a time
+        const int len = imin(g.n2 - d2, n - kk), th = d1 * g.hs;
+        const int col_end = (unsigned)(row_h + th) < (unsigned)g.b_h ? g.b_w : 0;
+        int col = cbase + sgn * d2;
+        int off = row_b + d0 * g.b0 + th * g.b_sh + col * g.b_sw;
+        const int step = sgn * g.b_sw;
+        T win[PX];
+#pragma unroll
+        for (int u = 0; u < PX; ++u, col += sgn, off += step)
+            win[u] = (unsigned)col < (unsigned)col_end ? __ldg(b + off) : T(0);
+        const T* wk = wts + kk * ROWS;
+        for (int j = 0;;) {
+#pragma unroll
+            for (int r = 0; r < ROWS; ++r) {
+                const T w = wk[r];
+#pragma unroll
+                for (int u = 0; u < PX; ++u) acc[u][r] = fma(w, win[u], acc[u][r]);
+            }
+            if (++j == len) break;
+            wk += ROWS;
+#pragma unroll
+            for (int u = 0; u + 1 < PX; ++u) win[u] = win[u + 1];
+            win[PX - 1] = (unsigned)col < (unsigned)col_end ? __ldg(b + off) : T(0);
+            col += sgn;
+            off += step;
+        }
+        kk += len;
+        d2 += len;
+        if (d2 == g.n2) {
+            d2 = 0;
+            if (++d1 == g.n1) { d1 = 0; ++d0; }
+        }
+    }
+}
+
+// Spread layout: tap by tap, the inner digit moves the column, its carry the row, the row's
+// carry the outer axis; the tap's offset follows by constant deltas.
+template <typename T, int ROWS>
+__device__ __forceinline__ void direct_spread_chunk(const T* b, const T* wts, int n, Position<int> t,
+                                                    const DirectGeometry& g, const int (&pix_b)[DIRECT_PIXELS],
+                                                    const int (&pix_h)[DIRECT_PIXELS],
+                                                    const int (&pix_w)[DIRECT_PIXELS],
+                                                    T (&acc)[DIRECT_PIXELS][ROWS]) {
+    constexpr int PX = DIRECT_PIXELS;
+    const int col_step = g.ws * g.b_sw, row_step = g.hs * g.b_sh - g.n2 * col_step,
+              outer_step = g.b0 - g.n1 * g.hs * g.b_sh;
+    int d1 = t.d1, d2 = t.d2, th = t.h, tw = t.w;
+    int tap = t.b + th * g.b_sh + tw * g.b_sw;
+    // a pixel's column bound, 0 while the tap's row is outside: one compare a load
+    unsigned w_end[PX];
+#pragma unroll
+    for (int q = 0; q < PX; ++q) w_end[q] = (unsigned)(pix_h[q] + th) < (unsigned)g.b_h ? g.b_w : 0;
+    const T* wk = wts;
+    for (int kk = 0; kk < n; ++kk, wk += ROWS) {
+        T wr[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) wr[r] = wk[r];
+#pragma unroll
+        for (int q = 0; q < PX; ++q) {
+            if ((unsigned)(pix_w[q] + tw) < w_end[q]) {
+                const T v = __ldg(b + (pix_b[q] + tap));  // one 32-bit add, then widened
+#pragma unroll
+                for (int r = 0; r < ROWS; ++r) acc[q][r] = fma(wr[r], v, acc[q][r]);
+            }
+        }
+        tw += g.ws; tap += col_step;
+        if (++d2 == g.n2) {
+            d2 = 0; tw = 0; th += g.hs; tap += row_step;
+            if (++d1 == g.n1) { d1 = 0; th = 0; tap += outer_step; }
+#pragma unroll
+            for (int q = 0; q < PX; ++q)
+                w_end[q] = (unsigned)(pix_h[q] + th) < (unsigned)g.b_h ? g.b_w : 0;
+        }
+    }
+}
+
+// Three blocks an SM for float, two for double: without the hint ptxas aims at 64 registers and
+// spills the window of some instances (float 2 rows, double 1 row).
+template <typename T, int ROWS>
+__global__ void __launch_bounds__(256, sizeof(T) == 4 ? 3 : 2) conv_direct(const ConvParams p) {
     constexpr int THREADS = 256, CHUNK = 512, PX = DIRECT_PIXELS;
-    // index decoding: x: THREADS * PX columns, y: ROWS rows, z: slice
+    // index decoding: x: THREADS * PX columns (spread) or THREADS runs of PX (segment), y: ROWS
+    // rows, z: slice
     __shared__ Slice<int> s;
-    const bool live = block_slice<int, false>(p, 1, ROWS, THREADS * PX, s);
+    const bool live = block_slice<int, false>(p, 1, ROWS, THREADS, s);
     const int m0 = (int)blockIdx.y * ROWS;
     // bounds: the block's (uniform); a thread past the columns still stages weights
     if (!live) return;
+    const bool segment = s.col.ws == 1 && (s.red.ws == 1 || s.red.ws == -1);
+    const int row_len = s.col.n2, runs = (row_len + PX - 1) / PX, rows_out = s.cols / row_len;
+    if (segment ? (int)blockIdx.x * THREADS >= rows_out * runs : (int)blockIdx.x * THREADS * PX >= s.cols)
+        return;
     // body
     __shared__ T wts[CHUNK * ROWS];
     const T* a = (const T*)p.a + s.a_base;  // p.a, not the shared slice's copy: known global
     const T* b = (const T*)s.b;  // read with __ldg: global; the group's offset is the pixels'
-    // the slice's B geometry and reduction lattice in registers (the slice is shared memory,
-    // which the weight staging writes: read there, it would be reloaded every step)
-    const int b_h = s.b_h, b_w = s.b_w, b_sh = s.b_sh, b_sw = s.b_sw;
-    const int n1 = s.red.n1, n2 = s.red.n2, hs = s.red.hs, ws = s.red.ws, b0 = s.red.b0;
-    const int h0 = s.red.h0, w0 = s.red.w0;
-    const int col_step = ws * b_sw, row_step = hs * b_sh - n2 * col_step,
-              outer_step = b0 - n1 * hs * b_sh;
-    // each pixel's B offset, row and column (a pixel past the columns: a row no tap reaches)
-    const int col0 = (int)(blockIdx.x * THREADS * PX + threadIdx.x);
+    const DirectGeometry g{s.b_h, s.b_w, s.b_sh, s.b_sw, s.red.n1, s.red.n2, s.red.hs, s.red.ws, s.red.b0};
+    // segment: the thread's run (output row `run_row`, first pixel run_w0 of PX); spread: each
+    // pixel's B offset, row and column (a pixel past the columns: a row no tap reaches)
+    const int t = (int)(blockIdx.x * THREADS + threadIdx.x);
+    const int run_row = t / runs, run_w0 = (t - run_row * runs) * PX;
+    const int sgn = s.red.ws;
+    int row_b = 0, row_h = NO_ROW, cbase = 0;
     int pix_b[PX], pix_h[PX], pix_w[PX];
+    if (segment) {
+        const Position<int> c = decode(s.col, run_row < rows_out ? run_row * row_len + run_w0 : 0);
+        row_b = s.b_base + c.b + c.h * s.b_sh;
+        row_h = run_row < rows_out ? c.h : NO_ROW;
+        cbase = c.w + (sgn > 0 ? 0 : PX - 1);
+    } else {
 #pragma unroll
-    for (int q = 0; q < PX; ++q) {
-        const int col = col0 + q * THREADS;
-        const Position<int> c = decode(s.col, col < s.cols ? col : 0);
-        pix_b[q] = s.b_base + c.b + c.h * b_sh + c.w * b_sw;
-        pix_h[q] = col < s.cols ? c.h : NO_ROW;
-        pix_w[q] = c.w;
+        for (int q = 0; q < PX; ++q) {
+            const int col = (int)blockIdx.x * THREADS * PX + (int)threadIdx.x + q * THREADS;
+            const Position<int> c = decode(s.col, col < s.cols ? col : 0);
+            pix_b[q] = s.b_base + c.b + c.h * s.b_sh + c.w * s.b_sw;
+            pix_h[q] = col < s.cols ? c.h : NO_ROW;
+            pix_w[q] = c.w;
+        }
     }
     T acc[PX][ROWS];
 #pragma unroll
@@ -760,46 +871,24 @@ __global__ void __launch_bounds__(256) conv_direct(const ConvParams p) {
         __syncthreads();  // the previous chunk's weights are consumed
         for (int i = (int)threadIdx.x; i < n * ROWS; i += THREADS) {
             const int r = i % ROWS;
-            const Position<int> t = decode(s.red, k0 + i / ROWS);
-            wts[i] = m0 + r < s.M ? a[(m0 + r) * s.a_row + t.a] : T(0);
+            const Position<int> tp = decode(s.red, k0 + i / ROWS);
+            wts[i] = m0 + r < s.M ? a[(m0 + r) * s.a_row + tp.a] : T(0);
         }
         __syncthreads();
-        // the chunk's first tap, then tap by tap: the inner digit moves the column, its carry
-        // the row, the row's carry the outer axis; the tap's offset follows by constant deltas
         const Position<int> first = decode(s.red, k0);
-        int d1 = first.d1, d2 = first.d2, th = first.h, tw = first.w;
-        int tap = first.b + th * b_sh + tw * b_sw;
-        // a pixel's column bound, 0 while the tap's row is outside: one compare a load
-        unsigned w_end[PX];
-#pragma unroll
-        for (int q = 0; q < PX; ++q) w_end[q] = (unsigned)(pix_h[q] + th) < (unsigned)b_h ? b_w : 0;
-        const T* wk = wts;
-        for (int kk = 0; kk < n; ++kk, wk += ROWS) {
-            T wr[ROWS];
-#pragma unroll
-            for (int r = 0; r < ROWS; ++r) wr[r] = wk[r];
-#pragma unroll
-            for (int q = 0; q < PX; ++q) {
-                if ((unsigned)(pix_w[q] + tw) < w_end[q]) {
-                    const T v = __ldg(b + (pix_b[q] + tap));  // one 32-bit add, then widened
-#pragma unroll
-                    for (int r = 0; r < ROWS; ++r) acc[q][r] = fma(wr[r], v, acc[q][r]);
-                }
-            }
-            tw += ws; tap += col_step;
-            if (++d2 == n2) {
-                d2 = 0; tw = w0; th += hs; tap += row_step;
-                if (++d1 == n1) { d1 = 0; th = h0; tap += outer_step; }
-#pragma unroll
-                for (int q = 0; q < PX; ++q)
-                    w_end[q] = (unsigned)(pix_h[q] + th) < (unsigned)b_h ? b_w : 0;
-            }
-        }
+        if (segment)
+            direct_segment_chunk<T, ROWS>(b, wts, n, first, g, row_b, row_h, cbase, sgn, acc);
+        else
+            direct_spread_chunk<T, ROWS>(b, wts, n, first, g, pix_b, pix_h, pix_w, acc);
     }
     const Epilogue<T, int, false> ep(p, s, (int)blockIdx.z / (int)p.phases);
 #pragma unroll
     for (int q = 0; q < PX; ++q) {
-        const int out = col_offset(s, col0 + q * THREADS);  // decoded again: no register held
+        // the column of accumulator q, decoded again (no register held through the loop)
+        const int w = run_w0 + (sgn > 0 ? q : PX - 1 - q);
+        const int col = segment ? (run_row < rows_out && w < row_len ? run_row * row_len + w : s.cols)
+                                : (int)blockIdx.x * THREADS * PX + (int)threadIdx.x + q * THREADS;
+        const int out = col_offset(s, col);
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) ep.store(m0 + r, out, acc[q][r]);
     }

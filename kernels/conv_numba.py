@@ -482,6 +482,7 @@ def conv_gemm(dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bool, wide: b
 
 # --------------------------------------------------------------------------- 2. direct (few rows)
 DIRECT_CHUNK = 512  # reduction indices whose weights are staged at a time (conv.cu's CHUNK)
+DIRECT_F64_REGISTERS = 160  # conv_direct of 3 and 4 rows in float64 (see conv_direct)
 NO_ROW = -(1 << 30)  # a row no tap reaches (conv.cu's NO_ROW)
 
 
@@ -489,10 +490,13 @@ def _conv_direct(dtype: np.dtype, rows: int):
     """out[m, col] = sum over the taps of A[m, k] * B[k, col] for slices writing ``rows`` <= 4
     rows (channels), forward or grad-input, zero padding, 32-bit offsets (conv.cu's
     conv_direct): a GEMM tile would be mostly empty (the stem's and DeepSpeech's grad-input).
-    Block (x: blockDim * DIRECT_PIXELS columns, y: ``rows`` rows, z: slice); a thread owns
-    DIRECT_PIXELS columns (pixels) blockDim apart, which share one walk over the taps (tap
-    shift, carries, row bounds) and add a column bound, one load and ``rows`` multiply-adds
-    each. The rows' weights are staged in shared memory DIRECT_CHUNK taps at a time. A stride
+    Block (x: columns, y: ``rows`` rows, z: slice); a thread owns DIRECT_PIXELS pixels and
+    all rows, the rows' weights staged in shared memory DIRECT_CHUNK taps at a time. Its
+    pixels lie one of two ways (conv.cu's): segment, where the pixel column step is 1 and the
+    tap column step +-1, DIRECT_PIXELS consecutive pixels of one output row, whose reads along
+    a kernel row slide a window of registers one input column a tap (one load a tap); spread,
+    otherwise, pixels blockDim apart sharing one walk over the taps (tap shift, carries, row
+    bounds), each adding a column bound, one load and ``rows`` multiply-adds a tap. A stride
     phase no tap reaches gets its bias (or zeros), as conv_gemm's."""
     px = plan.DIRECT_PIXELS
     outputs, staged = px * rows, DIRECT_CHUNK * rows  # array sizes must be constants
@@ -502,7 +506,6 @@ def _conv_direct(dtype: np.dtype, rows: int):
         tid, threads = cuda.threadIdx.x, cuda.blockDim.x
         z = np.int64(cuda.blockIdx.z)
         m0 = np.int64(cuda.blockIdx.y) * rows
-        col0 = np.int64(cuda.blockIdx.x) * threads * px
         # index decoding: the slice (group; grad-input: stride phase) and its two axes
         if p[TRANSPOSED]:
             g, phase = z // (p[SH] * p[SW]), z % (p[SH] * p[SW])
@@ -515,8 +518,15 @@ def _conv_direct(dtype: np.dtype, rows: int):
         m_rows, kc = p[M], p[KC]
         cols = p[BATCH] * ah[0] * aw[0]
         k_end = kc * ah[1] * aw[1]
-        # bounds: the block's (uniform)
-        if col0 >= cols or m0 >= m_rows:
+        # bounds: the block's (uniform); the segment layout's runs of px pixels, a row's last
+        # one possibly short (gpu_plan.direct_columns)
+        if cols == 0 or m0 >= m_rows:
+            return
+        segment = aw[4] == 1 and (aw[5] == 1 or aw[5] == -1)
+        row_len = aw[0]
+        runs, rows_out = (row_len + px - 1) // px, cols // row_len
+        block0 = np.int64(cuda.blockIdx.x) * threads
+        if block0 * (1 if segment else px) >= (rows_out * runs if segment else cols):
             return
         # body. A: weight rows (forward: o; grad-input: c at the phase's first tap); the
         # reduction digits (channel, tap row, tap column) add d0*a_k0 + d1*a_k1 + d2*a_k2
@@ -534,12 +544,21 @@ def _conv_direct(dtype: np.dtype, rows: int):
         col_step = I32(st_w * sb3)
         row_step = I32(st_h * sb2 - r2 * col_step)
         outer_step = I32(sb1 - r1 * st_h * sb2)
+        # segment: the thread's run (output row run_row, first pixel run_w0 of px); spread:
         # each pixel's B offset, row and column (a pixel past the columns: a row no tap reaches)
+        run_row = (block0 + tid) // runs
+        run_w0 = (block0 + tid - run_row * runs) * px
+        live_run = run_row < rows_out
+        n, qh, qw = digits(run_row * row_len + run_w0 if live_run else 0, ah[0], aw[0])
+        h, w = I32(qh * ah[4] + ah[6]), I32(qw * aw[4] + aw[6])
+        row_b = I32(n * sb0 + g * kc * sb1 + h * sb2)
+        row_h = h if live_run else I32(NO_ROW)
+        cbase = I32(w if st_w > 0 else w + px - 1)  # window slot 0's column at tap column 0
         pix_b = cuda.local.array(px, I32)
         pix_h = cuda.local.array(px, I32)
         pix_w = cuda.local.array(px, I32)
         for q in range(px):
-            col = col0 + q * threads + tid
+            col = block0 * px + q * threads + tid
             n, qh, qw = digits(min(col, cols - 1), ah[0], aw[0])
             h, w = I32(qh * ah[4] + ah[6]), I32(qw * aw[4] + aw[6])
             pix_b[q] = I32(n * sb0 + g * kc * sb1 + h * sb2 + w * sb3)
@@ -550,6 +569,7 @@ def _conv_direct(dtype: np.dtype, rows: int):
             acc[i] = zero
         w_end = cuda.local.array(px, U32)
         wr = cuda.local.array(rows, dtype)  # this tap's weights, read once for the pixels
+        win = cuda.local.array(px, dtype)   # the segment layout's window of input columns
         wts = cuda.shared.array(staged, dtype)
         r1_32, r2_32 = I32(r1), I32(r2)
         for k0 in range(0, k_end, DIRECT_CHUNK):
@@ -563,9 +583,55 @@ def _conv_direct(dtype: np.dtype, rows: int):
                     value = a[a_base + (m0 + r) * a_row + d0 * a_k0 + d1 * a_k1 + d2 * a_k2]
                 wts[i] = value
             cuda.syncthreads()
-            # the chunk's first tap, then tap by tap: the inner digit moves the column, its
-            # carry the row, the row's carry the channel; the tap's offset by constant deltas
             d0, d1, d2 = digits(k0, r1, r2)
+            if segment:
+                # the chunk's taps a run along one kernel row at a time. Accumulator u is
+                # pixel u of the run (st_w 1) or px-1-u (st_w -1), which reads column
+                # cbase + st_w * (u + tap column): at the run's tap j, window slot u + j
+                # (mod px). px taps at a time the slots rotate (the entering column replaces
+                # the one just left: constant slot numbers, no register moves), the run's
+                # last taps shift them
+                kk = I32(0)
+                while kk < n_k:
+                    length = min(I32(r2_32 - d2), I32(n_k - kk))
+                    th = I32(d1 * st_h)
+                    col_end = U32(bw) if U32(row_h + th) < U32(bh) else U32(0)
+                    col = I32(cbase + st_w * d2)
+                    off = I32(row_b + d0 * sb1 + th * sb2 + col * sb3)
+                    for u in range(px):
+                        win[u] = b[U32(off)] if U32(col) < col_end else zero
+                        col, off = I32(col + st_w), I32(off + col_step)
+                    at, j = U32(kk * rows), I32(0)
+                    while I32(j + px) <= length:
+                        for jj in range(px):
+                            for r in range(rows):
+                                wv = wts[at + r]
+                                for u in range(px):
+                                    acc[u * rows + r] = cuda.fma(wv, win[(u + jj) % px],
+                                                                 acc[u * rows + r])
+                            at = U32(at + rows)
+                            win[jj] = b[U32(off)] if U32(col) < col_end else zero
+                            col, off = I32(col + st_w), I32(off + col_step)
+                        j = I32(j + px)
+                    while j < length:
+                        for r in range(rows):
+                            wv = wts[at + r]
+                            for u in range(px):
+                                acc[u * rows + r] = cuda.fma(wv, win[u], acc[u * rows + r])
+                        at = U32(at + rows)
+                        for u in range(px - 1):
+                            win[u] = win[u + 1]
+                        win[px - 1] = b[U32(off)] if U32(col) < col_end else zero
+                        col, off = I32(col + st_w), I32(off + col_step)
+                        j = I32(j + 1)
+                    kk, d2 = I32(kk + length), I32(d2 + length)
+                    if d2 == r2_32:
+                        d2, d1 = I32(0), I32(d1 + 1)
+                        if d1 == r1_32:
+                            d1, d0 = I32(0), I32(d0 + 1)
+                continue
+            # spread: tap by tap, the inner digit moves the column, its carry the row, the
+            # row's carry the channel; the tap's offset by constant deltas
             th, tw = I32(d1 * st_h), I32(d2 * st_w)
             tap = I32(d0 * sb1 + th * sb2 + tw * sb3)
             for q in range(px):  # a pixel's column bound, 0 while the tap's row is outside
@@ -592,7 +658,11 @@ def _conv_direct(dtype: np.dtype, rows: int):
         chan0 = g * m_rows
         has_bias, relu = bias.size > 0, p[RELU] != 0
         for q in range(px):
-            col = col0 + q * threads + tid
+            if segment:  # accumulator q: pixel q of the run, or px-1-q (st_w -1)
+                w = run_w0 + (q if st_w > 0 else px - 1 - q)
+                col = run_row * row_len + w if live_run and w < row_len else cols
+            else:
+                col = block0 * px + q * threads + tid
             if col < cols:
                 n, qh, qw = digits(col, ah[0], aw[0])
                 col_off = ((n * p[OUT_C] + chan0) * p[OUT_H] + qh * ah[7] + ah[8]) * p[OUT_W] \
@@ -614,8 +684,12 @@ def _conv_direct(dtype: np.dtype, rows: int):
 def conv_direct(dtype, rows: int):
     """The lazily compiled conv_direct instance for slices of ``rows`` rows
     (``gpu_plan.numba_direct_kernel`` names it); any block size, registers capped as
-    conv_gemm's (two 256-thread blocks per SM)."""
-    cap = {} if config.ENABLE_CUDASIM else {"max_registers": MAX_REGISTERS}
+    conv_gemm's (two 256-thread blocks per SM), but for float64 with three or four rows:
+    their 8-byte accumulators, window and a group of taps' weights spill at 128 registers
+    (28 and 48 bytes), so they get DIRECT_F64_REGISTERS, one block per SM."""
+    wide = np.dtype(dtype) == np.float64 and rows >= 3
+    cap = {} if config.ENABLE_CUDASIM else {
+        "max_registers": DIRECT_F64_REGISTERS if wide else MAX_REGISTERS}
     return cuda.jit(_conv_direct(np.dtype(dtype), rows), **cap)
 
 

@@ -70,7 +70,7 @@ def test_no_spills_and_gemm_registers(report):
 
 
 def _tile_rows(name: str) -> int:
-    """BM of a conv_gemm / conv_gemm_mma name expression, ROWS of a conv_direct one."""
+    """BM of a conv_gemm / conv_gemm_mma name expression."""
     args = name[name.index("<") + 1:name.rindex(">")].split(", ")
     return int(args[1])
 
@@ -78,8 +78,9 @@ def _tile_rows(name: str) -> int:
 def test_gemm_hot_loops(sass, report):
     """FFMA >= 75% of the CUDA-core main loop for 128-row tiles, >= 60% for 64-row tiles
     (float32); tensor-core loops hold HMMA and no generic loads; no MUFU.RCP (division), no
-    CALL in any main loop; no local memory anywhere; conv_direct (few rows) alike, its loop
-    reading through the read-only path (no generic loads), FFMA >= 5.5% a row."""
+    CALL in any main loop; no local memory anywhere; conv_direct (few rows) alike, its hot
+    loop (the segment layout's window, one load a tap for four pixels) reading through the
+    read-only path (no generic loads), FFMA >= 30%."""
     assert sorted(sass) == sorted(n for n in report if n.startswith(("conv_gemm", "conv_direct")))
     bad = {}
     for name, f in sass.items():
@@ -90,8 +91,8 @@ def test_gemm_hot_loops(sass, report):
             if f["hmma"] == 0:
                 problems.append("no HMMA")
         elif name.startswith("conv_direct"):
-            # its pixels share the tap walk: one pixel a thread gave 4.2% a row it writes
-            floor = 0.055 * _tile_rows(name)
+            # one row: 33% (the spread layout's loop, a load a multiply-add: 7%)
+            floor = 0.3
             if f["ffma_share"] < floor:
                 problems.append(f"FFMA {f['ffma_share']:.3f} < {floor:.3f}")
         elif "<float" in name and ", int>" in name and ", true, int>" in name:

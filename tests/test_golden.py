@@ -311,24 +311,35 @@ def test_a_tile_past_the_padded_input_reads_nothing(backend, mode, host_cupy):
     assert_close(to_numpy(got), want, k=3, dtype="float64", what=f"{mode} on {backend}")
 
 
+# conv_direct's two layouts (kernels/conv.cu): pixel and tap column steps 1 and +-1 make runs
+# of pixels slide a window of input columns (segment); a dilation of 2 along the width spreads
+# them out
+DIRECT_LAYOUTS = {"segment": dict(padding=(1, 2)), "spread": dict(padding=(1, 2), dilation=(1, 2))}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("flipped", [False, True])
-def test_conv_direct_over_several_blocks(backend, flipped, host_cupy):
+@pytest.mark.parametrize("layout", list(DIRECT_LAYOUTS))
+def test_conv_direct_over_several_blocks(backend, flipped, layout, host_cupy):
     """Slices that write few channels run conv_direct on both GPU backends; here wider than
     one of its blocks (gpu_plan.DIRECT_PIXELS columns a thread): every pixel of a thread and
-    the last block's partial columns, forward (4 rows) and grad-input (3 rows), on inputs read
-    through negative strides too (the CUDA kernel's offsets are signed)."""
+    the last block's partial columns (segment: runs of pixels cut by the row's end), forward
+    (4 rows) and grad-input (3 rows), on inputs read through negative strides too (the CUDA
+    kernel's offsets are signed)."""
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal((2, 3, 23, 29)), rng.standard_normal((4, 3, 3, 5))
-    gy = rng.standard_normal((2, 4, 23, 29))
-    spec = ConvSpec.make(2, (3, 5), padding=(1, 2))
+    kw = DIRECT_LAYOUTS[layout]
+    spec = ConvSpec.make(2, (3, 5), **kw)
+    out_hw = spec.output_shape(x.shape[2:], w.shape[2:])
+    gy = rng.standard_normal((2, 4) + out_hw)
+    pixels = 2 * out_hw[0] * out_hw[1]
     for simulator, block in ((False, 256), (True, gpu_plan.NUMBA_SIMULATOR_BLOCK)):
         forward, grad_input = (plan.launches[0] for plan in (
             gpu_plan.numba_conv_forward_plan(x.shape, w.shape, spec, "float64", False, simulator),
             gpu_plan.numba_conv_grad_input_plan(gy.shape, w.shape, spec, x.shape[2:], "float64",
                                                 False, simulator)))
         assert (forward.kernel, grad_input.kernel) == ("conv_direct<4>", "conv_direct<3>")
-        assert forward.grid[0] * block * gpu_plan.DIRECT_PIXELS > 2 * 23 * 29 > block * 4
+        assert forward.grid[0] * block * gpu_plan.DIRECT_PIXELS > pixels > block * 4
     cuda = gpu_plan.conv_forward_plan(x.shape, gpu_plan.contiguous_strides(x.shape), w.shape,
                                       gpu_plan.contiguous_strides(w.shape), spec, "float64", False)
     assert cuda.launches[0].kernel == "conv_direct<double, 4>" and cuda.launches[0].grid[0] == 2
@@ -339,13 +350,13 @@ def test_conv_direct_over_several_blocks(backend, flipped, host_cupy):
         if backend == "numba":  # device arrays: a copy (the Numba kernels take contiguous ones)
             return to_backend(backend, a[:, :, ::-1, ::-1])
         return to_backend(backend, a)[:, :, ::-1, ::-1]
-    y = F.conv2d(put(x), to_backend(backend, w), padding=(1, 2), backend=api_name(backend))
-    gx = F.conv2d_backward(put(gy), put(x), to_backend(backend, w), padding=(1, 2),
+    y = F.conv2d(put(x), to_backend(backend, w), **kw, backend=api_name(backend))
+    gx = F.conv2d_backward(put(gy), put(x), to_backend(backend, w), **kw,
                            output_mask=(True, False, False), backend=api_name(backend))[0]
     if flipped:
         x, gy = x[:, :, ::-1, ::-1], gy[:, :, ::-1, ::-1]
-    assert_close(to_numpy(y), F.conv2d(x, w, padding=(1, 2)), k=45, dtype="float64",
+    assert_close(to_numpy(y), F.conv2d(x, w, **kw), k=45, dtype="float64",
                  what=f"forward on {backend}")
-    assert_close(to_numpy(gx), F.conv2d_backward(gy, x, w, padding=(1, 2),
+    assert_close(to_numpy(gx), F.conv2d_backward(gy, x, w, **kw,
                                                  output_mask=(True, False, False))[0],
                  k=60, dtype="float64", what=f"grad-input on {backend}")

@@ -115,9 +115,11 @@ TILES_FOR = {
 }
 PRECISIONS = ("ieee", "tf32", "tf32x3")
 # Relative FFMA (or MMA) issue efficiency of a tile's main loop: larger tiles amortise their
-# loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py).
+# loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py; for
+# conv_direct its segment layout's window loop, 3.0 to 1.6 instructions a multiply-add for 1
+# to 4 rows against the 128x128 tile's 1.26, less its refill at each kernel row).
 TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6, "32x32": 0.58,
-                   "64x64d": 0.8, "direct1": 0.22, "direct2": 0.3, "direct3": 0.4, "direct4": 0.47,
+                   "64x64d": 0.8, "direct1": 0.38, "direct2": 0.55, "direct3": 0.6, "direct4": 0.7,
                    "tf32-128x128": 1.0, "tf32-64x128": 0.7, "tf32-64x64": 0.55, "tf32-32x128": 0.4,
                    "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.85, "tf32x3-64x64": 0.65,
                    "tf32x3-32x128": 0.55}
@@ -364,11 +366,19 @@ def _needs_index64(*counts: int) -> bool:
     return max(counts) >= INDEX64_FROM
 
 
+def direct_columns(cols: int, pixel_rows: int) -> int:
+    """The columns conv_direct's grid covers for ``cols`` pixels in ``pixel_rows`` output rows:
+    in its segment layout a thread takes a run of DIRECT_PIXELS pixels of one row, and a row's
+    last run may be short."""
+    return cols + pixel_rows * (DIRECT_PIXELS - 1)
+
+
 def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile: str | None,
                sm_count: int, zero_pad: bool, index64: bool, wgrad: bool, out: str,
-               reduce: dict, out_count: int, pre: list[Launch] = ()) -> Plan:
+               reduce: dict, out_count: int, pre: list[Launch] = (), pixel_rows: int = 0) -> Plan:
     """The GEMM launch of ``shape`` writing ``out`` (or split-K partials that
-    conv_splitk_reduce sums into it, with ``reduce``'s bias / ReLU fields)."""
+    conv_splitk_reduce sums into it, with ``reduce``'s bias / ReLU fields); ``pixel_rows``:
+    the output rows its columns span (conv_direct's grid)."""
     ctype, itemsize = CTYPES[dtype], np.dtype(dtype).itemsize
     candidates = _gemm_candidates(dtype, precision, zero_pad, index64, tile,
                                   0 if wgrad else shape.rows)
@@ -376,7 +386,8 @@ def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile:
     t, splits = choice.tile, choice.splits
     params = dict(params, splits=splits, tiles_per_split=choice.steps_per_split,
                   out=out if splits == 1 else "partials")
-    grid = (_blocks(shape.cols, t.bn), _blocks(shape.rows, t.bm),
+    cols = direct_columns(shape.cols, pixel_rows) if t.direct else shape.cols
+    grid = (_blocks(cols, t.bn), _blocks(shape.rows, t.bm),
             _check_grid_z(shape.slices * splits, "conv"))
     launches = [Launch(t.kernel(ctype, wgrad, zero_pad, index64), grid, (t.threads, 1, 1), params,
                        t.smem_bytes(itemsize))]
@@ -415,7 +426,7 @@ def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dt
     shape = GemmShape(o // spec.groups, n * ho * wo, cg * kh * kw, spec.groups)
     reduce = dict(bias=params["bias"], relu=int(relu), out_c=o, plane=ho * wo)
     return _gemm_plan(shape, params, dtype, precision, tile, sm_count, zero_pad, index64, False,
-                      "out", reduce, out_count)
+                      "out", reduce, out_count, pixel_rows=n * ho)
 
 
 def phase_axis(r: int, k: int, s: int, d: int, lo: int, length: int) -> tuple[int, int]:
@@ -469,7 +480,7 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
         index64 = _needs_index64(_span(gy_shape, gy_strides), _span(w_shape, w_strides), out_count)
         reduce = dict(bias=params["bias"], out_c=c, plane=len_h * len_w)
         plan = _gemm_plan(shape, params, dtype, precision, tile, sm_count, True, index64, False,
-                          target, reduce, out_count, fill)
+                          target, reduce, out_count, fill, n * max(ah[1] for ah, _ in live))
     if zeros:
         return plan
     plan.launches.append(_pad_adjoint(n, c, tuple(input_hw), (len_h, len_w), spec, has_bias, dtype))
@@ -823,17 +834,18 @@ def numba_direct_kernel(rows: int) -> str:
     return f"conv_direct<{rows}>"
 
 
-def _numba_direct(rows: int, cols: int, k: int, slices: int, dtype: str, zero_pad: bool,
-                  wide: bool, simulator: bool):
+def _numba_direct(rows: int, cols: int, pixel_rows: int, k: int, slices: int, dtype: str,
+                  zero_pad: bool, wide: bool, simulator: bool):
     """(kernel, grid, block, choice) of conv_direct for a forward or grad-input whose slices
-    write ``rows`` rows, where it applies (as conv.cu's: zero padding, 32-bit offsets), else
-    None."""
+    write ``rows`` rows of ``cols`` columns in ``pixel_rows`` output rows, where it applies (as
+    conv.cu's: zero padding, 32-bit offsets), else None."""
     if rows not in DIRECT_ROWS_USED or not zero_pad or wide:
         return None
     block = NUMBA_SIMULATOR_BLOCK if simulator else TILES[f"direct{rows}"].threads
     choice = choose_gemm(GemmShape(rows, cols, k, slices), (f"direct{rows}",),
                          np.dtype(dtype).itemsize)
-    return (numba_direct_kernel(rows), (_blocks(cols, block * DIRECT_PIXELS), 1, slices),
+    return (numba_direct_kernel(rows),
+            (_blocks(direct_columns(cols, pixel_rows), block * DIRECT_PIXELS), 1, slices),
             (block, 1, 1), choice)
 
 
@@ -895,7 +907,8 @@ def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bi
                   q_w=wo, relu=int(relu), mode=PAD_MODES[spec.padding_mode],
                   **_conv_common(spec, (kh, kw)))
     slices = _check_grid_z(spec.groups, "conv")
-    direct = _numba_direct(rows, cols, cg * kh * kw, slices, dtype, zero_pad, wide, simulator)
+    direct = _numba_direct(rows, cols, n * ho, cg * kh * kw, slices, dtype, zero_pad, wide,
+                           simulator)
     if direct is not None:
         kernel, grid, block, choice = direct
         return Plan([Launch(kernel, grid, block, params)], choice=choice)
@@ -933,7 +946,8 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
                   **_conv_common(spec, (kh, kw)))
     slices = _check_grid_z(groups * sh * sw, "grad-input")
     # grad_out's bounds are zeros whatever the padding (conv_pad_adjoint folds the rest)
-    direct = _numba_direct(cg, cols, taps, slices, dtype, True, wide, simulator)
+    direct = _numba_direct(cg, cols, n * -(-len_h // sh), taps, slices, dtype, True, wide,
+                           simulator)
     if direct is not None:
         kernel, grid, block, choice = direct
         gather = Launch(kernel, grid, block, params)
