@@ -360,3 +360,29 @@ def test_conv_direct_over_several_blocks(backend, flipped, layout, host_cupy):
     assert_close(to_numpy(gx), F.conv2d_backward(gy, x, w, **kw,
                                                  output_mask=(True, False, False))[0],
                  k=60, dtype="float64", what=f"grad-input on {backend}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv_direct_chunks_cut_kernel_rows(backend, host_cupy):
+    """conv_direct stages the weights of 512 reduction indices at a time: with 58 channels of
+    3x3 taps (522 indices), the second chunk starts inside a kernel row, where the segment
+    layout refills its window mid-row. Forward of one output channel and grad-input of one
+    input channel, each reducing over the 58."""
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((1, 58, 5, 7)), rng.standard_normal((1, 58, 3, 3))
+    gy, wt = rng.standard_normal((1, 58, 5, 7)), rng.standard_normal((58, 1, 3, 3))
+    plans = (gpu_plan.numba_conv_forward_plan(x.shape, w.shape, ConvSpec.make(2, 3, padding=1),
+                                              "float64", False),
+             gpu_plan.numba_conv_grad_input_plan(gy.shape, wt.shape, ConvSpec.make(2, 3, padding=1),
+                                                 (5, 7), "float64", False))
+    assert [p.launches[0].kernel for p in plans] == ["conv_direct<1>"] * 2
+    y = F.conv2d(to_backend(backend, x), to_backend(backend, w), padding=1,
+                 backend=api_name(backend))
+    gx = F.conv2d_backward(to_backend(backend, gy), to_backend(backend, x[:, :1]),
+                           to_backend(backend, wt), padding=1, output_mask=(True, False, False),
+                           backend=api_name(backend))[0]
+    assert_close(to_numpy(y), F.conv2d(x, w, padding=1), k=522, dtype="float64",
+                 what=f"forward on {backend}")
+    assert_close(to_numpy(gx), F.conv2d_backward(gy, x[:, :1], wt, padding=1,
+                                                 output_mask=(True, False, False))[0],
+                 k=522, dtype="float64", what=f"grad-input on {backend}")

@@ -316,6 +316,7 @@ def test_same_padding_default_dilation():
 
 @needs_torch
 @pytest.mark.parametrize("kernel, dilation", list(itertools.product(range(1, 6), range(1, 4))))
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # PyTorch's own copy
 def test_same_padding_placement_matches_torch(kernel, dilation):
     """Not only the total: which side gets the extra element decides the values."""
     g = torch.Generator().manual_seed(kernel * 10 + dilation)
