@@ -11,9 +11,9 @@
 #             CUDA PyTorch, CuPy, Numba-CUDA, pytest, click, matplotlib); the machine; the
 #             goldens and GPU checks of both GPU backends (every conv precision, pooling,
 #             depthwise, conv + ReLU fused, the CUDA-graph training step, the PyTorch adapter
-#             on CUDA tensors), four pytest processes at once: they are bound by compiling
-#             (NVRTC for CuPy's module, about 30 s; Numba about 1.5 s a kernel, 40 to 50
-#             kernels a process, no cache across processes), not by the GPU;
+#             on CUDA tensors), six pytest processes at once (Numba's per dtype): they are
+#             bound by compiling (NVRTC for CuPy's module, about 30 s; Numba about 1.5 s a
+#             kernel, no cache across processes), not by the GPU;
 #             gpuconv bench for cupy (ieee, tf32, tf32x3 against cuDNN FP32 and TF32) and
 #             numba; one training epoch of lenet: gpuconv graph and eager against PyTorch
 #             eager and torch.compile(mode="reduce-overhead"); the CuPy backend's host time
@@ -121,21 +121,28 @@ together() {
     GROUP=-
 }
 
-# the goldens and GPU checks, per backend: -k picks a backend's parametrisations by their id
+# the goldens and GPU checks, per backend: -k picks a backend's parametrisations by their id.
+# Numba compiles each kernel it launches in each process (no cache between processes), so
+# its tests run per dtype, each process compiling only that dtype's kernels.
 CHECK_FILES=(tests/test_gpu_graph.py tests/test_conv_relu.py tests/test_torch_adapter.py
              tests/test_any_array.py)
 GOLDEN_FILES=(tests/test_golden.py tests/test_gpu.py)
+F64="(f64 or float64)"
 goldens_cupy() { pytest_step goldens-cupy 135 "${GOLDEN_FILES[@]}" -k "cupy or fused_gpu"; }
-goldens_numba() { pytest_step goldens-numba 135 "${GOLDEN_FILES[@]}" -k numba; }
-checks_cupy() { pytest_step checks-cupy 135 "${CHECK_FILES[@]}" -k "not numba"; }
-checks_numba() {
-    pytest_step checks-numba 135 tests/test_numba_random.py "${CHECK_FILES[@]}" -k numba
+goldens_numba_f32() {
+    pytest_step goldens-numba-f32 135 "${GOLDEN_FILES[@]}" -k "numba and not $F64"
 }
+goldens_numba_f64() { pytest_step goldens-numba-f64 135 "${GOLDEN_FILES[@]}" -k "numba and $F64"; }
+checks_cupy() { pytest_step checks-cupy 135 "${CHECK_FILES[@]}" -k "not numba"; }
+NUMBA_CHECKS=(tests/test_numba_random.py "${CHECK_FILES[@]}")
+checks_numba_f32() { pytest_step checks-numba-f32 135 "${NUMBA_CHECKS[@]}" -k "numba and not $F64"; }
+checks_numba_f64() { pytest_step checks-numba-f64 135 "${NUMBA_CHECKS[@]}" -k "numba and $F64"; }
 
 quick() {
     step install 30 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
     step machine 10 bash -c "nvidia-smi; $PY -m gpuconv.cli info"
-    together checks goldens_cupy goldens_numba checks_cupy checks_numba
+    together checks goldens_cupy goldens_numba_f32 goldens_numba_f64 checks_cupy \
+        checks_numba_f32 checks_numba_f64
     for backend in ${BENCH_BACKENDS:-cupy numba}; do
         step "bench-$backend" "$([ "$backend" = cupy ] && echo 95 || echo 100)" \
             "$PY" -m gpuconv.cli bench --backend "$backend" \

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK_STEPS = ["install", "machine", "goldens-cupy", "goldens-numba", "checks-cupy",
-               "checks-numba", "bench-cupy", "bench-numba", "train-epoch", "host-cupy"]
-TOGETHER = {"goldens-cupy", "goldens-numba", "checks-cupy", "checks-numba"}
+TOGETHER = ["goldens-cupy", "goldens-numba-f32", "goldens-numba-f64", "checks-cupy",
+            "checks-numba-f32", "checks-numba-f64"]
+QUICK_STEPS = ["install", "machine", *TOGETHER, "bench-cupy", "bench-numba", "train-epoch",
+               "host-cupy"]
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -26,7 +27,7 @@ def test_quick_profile_dry_run(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     steps = [line.split() for line in run.stdout.splitlines() if not line.startswith("full log")]
     assert [s[0] for s in steps] == QUICK_STEPS
-    assert {s[0] for s in steps if s[3] != "-"} == TOGETHER
+    assert [s[0] for s in steps if s[3] != "-"] == TOGETHER
     groups: dict[str, int] = {}
     for name, limit, _, group, *_ in steps:
         key = name if group == "-" else group
@@ -57,8 +58,8 @@ def test_quick_profile_runs_its_group_together(tmp_path, failing):
     status = {s[0]: s[2] for s in (line.split() for line in run.stdout.splitlines())
               if len(s) > 2 and s[1] == "exit"}
     assert list(status) == QUICK_STEPS
-    assert {name for name, code in status.items() if code != "0"} == (
-        TOGETHER if failing else set())
+    assert [name for name, code in status.items() if code != "0"] == (
+        TOGETHER if failing else [])
     log = (tmp_path / "out" / "acceptance.log").read_text()
     headers = [line[4:].split(":")[0] for line in log.splitlines() if line.startswith("=== ")]
     assert headers == QUICK_STEPS
