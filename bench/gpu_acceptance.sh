@@ -135,7 +135,9 @@ goldens_numba_f32() {
 goldens_numba_f64() { pytest_step goldens-numba-f64 135 "${GOLDEN_FILES[@]}" -k "numba and $F64"; }
 checks_cupy() { pytest_step checks-cupy 135 "${CHECK_FILES[@]}" -k "not numba"; }
 NUMBA_CHECKS=(tests/test_numba_random.py "${CHECK_FILES[@]}")
-checks_numba_f32() { pytest_step checks-numba-f32 135 "${NUMBA_CHECKS[@]}" -k "numba and not $F64"; }
+checks_numba_f32() {
+    pytest_step checks-numba-f32 135 "${NUMBA_CHECKS[@]}" -k "numba and not $F64"
+}
 checks_numba_f64() { pytest_step checks-numba-f64 135 "${NUMBA_CHECKS[@]}" -k "numba and $F64"; }
 
 quick() {

@@ -737,9 +737,9 @@ struct DirectGeometry {
 // Segment layout: window slot u holds input column cbase + sgn * (u + tap column); the pixel
 // it accumulates for is u (sgn = 1) or DIRECT_PIXELS - 1 - u (sgn = -1) of the thread's run.
 template <typename T, int ROWS>
-__device__ __forceinline__ void direct_segment_chunk(const T* b, const T* wts, int n, Position<int> t,
-                                                     const DirectGeometry& g, int row_b, int row_h,
-                                                     int cbase, int sgn, T (&acc)[DIRECT_PIXELS][ROWS]) {
+__device__ __forceinline__ void direct_segment_chunk(
+        const T* b, const T* wts, int n, Position<int> t, const DirectGeometry& g, int row_b,
+        int row_h, int cbase, int sgn, T (&acc)[DIRECT_PIXELS][ROWS]) {
     constexpr int PX = DIRECT_PIXELS;
     int d0 = t.d0, d1 = t.d1, d2 = t.d2;
     for (int kk = 0; kk < n;) {  // the chunk's taps, a run along one kernel row at a time
@@ -780,11 +780,10 @@ __device__ __forceinline__ void direct_segment_chunk(const T* b, const T* wts, i
 // Spread layout: tap by tap, the inner digit moves the column, its carry the row, the row's
 // carry the outer axis; the tap's offset follows by constant deltas.
 template <typename T, int ROWS>
-__device__ __forceinline__ void direct_spread_chunk(const T* b, const T* wts, int n, Position<int> t,
-                                                    const DirectGeometry& g, const int (&pix_b)[DIRECT_PIXELS],
-                                                    const int (&pix_h)[DIRECT_PIXELS],
-                                                    const int (&pix_w)[DIRECT_PIXELS],
-                                                    T (&acc)[DIRECT_PIXELS][ROWS]) {
+__device__ __forceinline__ void direct_spread_chunk(
+        const T* b, const T* wts, int n, Position<int> t, const DirectGeometry& g,
+        const int (&pix_b)[DIRECT_PIXELS], const int (&pix_h)[DIRECT_PIXELS],
+        const int (&pix_w)[DIRECT_PIXELS], T (&acc)[DIRECT_PIXELS][ROWS]) {
     constexpr int PX = DIRECT_PIXELS;
     const int col_step = g.ws * g.b_sw, row_step = g.hs * g.b_sh - g.n2 * col_step,
               outer_step = g.b0 - g.n1 * g.hs * g.b_sh;
@@ -832,16 +831,17 @@ __global__ void __launch_bounds__(256, sizeof(T) == 4 ? 3 : 2) conv_direct(const
     if (!live) return;
     const bool segment = s.col.ws == 1 && (s.red.ws == 1 || s.red.ws == -1);
     const int row_len = s.col.n2, runs = (row_len + PX - 1) / PX, rows_out = s.cols / row_len;
-    if (segment ? (int)blockIdx.x * THREADS >= rows_out * runs : (int)blockIdx.x * THREADS * PX >= s.cols)
-        return;
+    const int block0 = (int)blockIdx.x * THREADS;
+    if (segment ? block0 >= rows_out * runs : block0 * PX >= s.cols) return;
     // body
     __shared__ T wts[CHUNK * ROWS];
     const T* a = (const T*)p.a + s.a_base;  // p.a, not the shared slice's copy: known global
     const T* b = (const T*)s.b;  // read with __ldg: global; the group's offset is the pixels'
-    const DirectGeometry g{s.b_h, s.b_w, s.b_sh, s.b_sw, s.red.n1, s.red.n2, s.red.hs, s.red.ws, s.red.b0};
+    const DirectGeometry g{s.b_h, s.b_w, s.b_sh, s.b_sw,
+                           s.red.n1, s.red.n2, s.red.hs, s.red.ws, s.red.b0};
     // segment: the thread's run (output row `run_row`, first pixel run_w0 of PX); spread: each
     // pixel's B offset, row and column (a pixel past the columns: a row no tap reaches)
-    const int t = (int)(blockIdx.x * THREADS + threadIdx.x);
+    const int t = block0 + (int)threadIdx.x;
     const int run_row = t / runs, run_w0 = (t - run_row * runs) * PX;
     const int sgn = s.red.ws;
     int row_b = 0, row_h = NO_ROW, cbase = 0;
@@ -854,7 +854,7 @@ __global__ void __launch_bounds__(256, sizeof(T) == 4 ? 3 : 2) conv_direct(const
     } else {
 #pragma unroll
         for (int q = 0; q < PX; ++q) {
-            const int col = (int)blockIdx.x * THREADS * PX + (int)threadIdx.x + q * THREADS;
+            const int col = block0 * PX + (int)threadIdx.x + q * THREADS;
             const Position<int> c = decode(s.col, col < s.cols ? col : 0);
             pix_b[q] = s.b_base + c.b + c.h * s.b_sh + c.w * s.b_sw;
             pix_h[q] = col < s.cols ? c.h : NO_ROW;
@@ -886,8 +886,8 @@ __global__ void __launch_bounds__(256, sizeof(T) == 4 ? 3 : 2) conv_direct(const
     for (int q = 0; q < PX; ++q) {
         // the column of accumulator q, decoded again (no register held through the loop)
         const int w = run_w0 + (sgn > 0 ? q : PX - 1 - q);
-        const int col = segment ? (run_row < rows_out && w < row_len ? run_row * row_len + w : s.cols)
-                                : (int)blockIdx.x * THREADS * PX + (int)threadIdx.x + q * THREADS;
+        const int col = !segment ? block0 * PX + (int)threadIdx.x + q * THREADS
+                        : run_row < rows_out && w < row_len ? run_row * row_len + w : s.cols;
         const int out = col_offset(s, col);
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) ep.store(m0 + r, out, acc[q][r]);
