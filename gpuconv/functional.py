@@ -180,12 +180,15 @@ def _check_precision(precision, be):
     return precision
 
 
-def _check_sizes(x, out_shape, out_blame: str, padded_grid=None, grid: str = "input") -> None:
+def _check_sizes(x, out_shape, out_blame: str, padded_grid=None, grid: str = "input",
+                 indices: bool = False) -> None:
     """Fail before allocating: the op's output (``out_blame`` names the argument that sets
-    its size) and, with padding, the padded copy of its ``grid`` (shape ``padded_grid``: the
-    input, or the output a transposed conv gathers) must fit one array."""
+    its size; with ``indices``, together with its int64 indices) and, with padding, the padded
+    copy of its ``grid`` (shape ``padded_grid``: the input, or the output a transposed conv
+    gathers) must fit one array."""
     itemsize = x.dtype.itemsize
-    check_array_bytes(out_blame, out_shape, itemsize, "the output")
+    check_array_bytes(out_blame, out_shape, itemsize + 8 * indices,
+                      "the output and its int64 indices" if indices else "the output")
     if padded_grid is not None:
         check_array_bytes("padding", padded_grid, itemsize, f"the padded {grid}")
 
@@ -461,10 +464,12 @@ def conv_transpose2d_backward(grad_out, input, weight, stride: IntOrTuple = 1,
 LP_POOL_LIMIT = 2**31
 
 
-def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, lp=False):
+def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, lp=False,
+                indices=False):
     """Validate a pooling; return the 2-D spec (``PoolSpec.bounded``) and the output's spatial
     shape. Lp pooling (``lp``) multiplies by the kernel's size, so its spec keeps the kernel
-    and stride asked for, below 2**31 as in PyTorch (32-bit kernel arguments)."""
+    and stride asked for, below 2**31 as in PyTorch (32-bit kernel arguments); ``indices``:
+    the op also returns int64 indices of the output's shape."""
     layout = _LAYOUT[ndim]
     check_array(x, "input", layout)
     check_positive_dims(x, "input", "C" + layout[2:], layout)
@@ -478,7 +483,7 @@ def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, lp=F
     _check_sizes(x, tuple(x.shape[:2]) + tuple(out_spatial),
                  "padding" if any(o > n for o, n in zip(out_spatial, spatial)) else "input",
                  tuple(x.shape[:2]) + tuple(n + 2 * p for n, p in zip(spatial, spec.padding))
-                 if any(spec.padding) else None)
+                 if any(spec.padding) else None, indices=indices)
     if any(pool_has_empty_window(n, k, s, p, d, o) for n, k, s, p, d, o in
            zip(spatial, spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_spatial)):
         raise ValueError(f"a pooling window lies entirely in the padding (kernel_size "
@@ -515,7 +520,8 @@ def _check_index_values(indices, plane_size: int) -> None:
 def _max_pool_checks(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
                      backend):
     return_indices = check_bool(return_indices, "return_indices")
-    spec, _ = _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode)
+    spec, _ = _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode,
+                          indices=return_indices)
     return return_indices, spec, resolve_backend(backend, x)
 
 
@@ -702,7 +708,7 @@ def avg_pool2d_backward(grad_out, input, kernel_size: IntOrTuple,
 
 
 # --------------------------------------------------------------------------- adaptive and global pooling
-def _adaptive_setup(ndim, x, output_size):
+def _adaptive_setup(ndim, x, output_size, indices=False):
     layout = _LAYOUT[ndim]
     check_array(x, "input", layout)
     check_positive_dims(x, "input", "C" + layout[2:], layout)
@@ -713,12 +719,12 @@ def _adaptive_setup(ndim, x, output_size):
     out = ntuple(output_size, ndim, "output_size")
     if any(o <= 0 for o in out):
         raise ValueError(f"output_size must be positive, got {out}")
-    _check_sizes(x, tuple(x.shape[:2]) + out, "output_size")
+    _check_sizes(x, tuple(x.shape[:2]) + out, "output_size", indices=indices)
     return _lift_spatial(ndim, out)
 
 
-def _adaptive_checks(ndim, x, output_size, backend):
-    return _adaptive_setup(ndim, x, output_size), resolve_backend(backend, x)
+def _adaptive_checks(ndim, x, output_size, backend, indices=False):
+    return _adaptive_setup(ndim, x, output_size, indices), resolve_backend(backend, x)
 
 
 def _adaptive_avg_pool(ndim, x, output_size, backend):
@@ -740,7 +746,8 @@ def _adaptive_avg_pool_backward(ndim, grad_out, x, output_size, backend):
 
 def _adaptive_max_pool_checks(ndim, x, output_size, return_indices, backend):
     return_indices = check_bool(return_indices, "return_indices")
-    return (return_indices,) + _adaptive_checks(ndim, x, output_size, backend)
+    # the backends return the indices whether asked or not
+    return (return_indices,) + _adaptive_checks(ndim, x, output_size, backend, indices=True)
 
 
 def _adaptive_max_pool(ndim, x, output_size, return_indices, backend):

@@ -187,6 +187,25 @@ def test_the_size_limit_is_configurable(monkeypatch):
         F.max_pool2d(x, 2)
 
 
+@pytest.mark.parametrize("call, indices_always", [
+    (lambda x, **kw: F.max_pool1d(x, 1, **kw), False),
+    (lambda x, **kw: F.adaptive_max_pool1d(x, x.shape[2], **kw), True),
+], ids=["max_pool1d", "adaptive_max_pool1d"])
+def test_max_pooling_counts_its_indices(call, indices_always, monkeypatch):
+    """Max pooling's int64 indices are allocated beside its output: 4 + 8 bytes an output of
+    float32 must fit the limit (adaptive max pooling computes them even when not returned)."""
+    x = np.zeros((1, 1, 1000), np.float32)
+    monkeypatch.setenv("GPUCONV_MAX_BYTES", str(12 * 1000))
+    call(x, return_indices=True)
+    monkeypatch.setenv("GPUCONV_MAX_BYTES", str(12 * 1000 - 1))
+    for return_indices in (True, False):
+        if return_indices or indices_always:
+            with pytest.raises(ValueError, match="the output and its int64 indices would have"):
+                call(x, return_indices=return_indices)
+        else:
+            assert call(x, return_indices=return_indices).shape == x.shape
+
+
 def test_absurd_sizes_fail_under_the_default_limit():
     """Without the variable, the limit is the machine's memory: 2^40 images do not fit."""
     with pytest.raises(ValueError, match="input is too large"):
