@@ -75,6 +75,13 @@ def test_measuring_loop_checks_then_times_every_pass():
     json.dumps(report, allow_nan=False)  # plain JSON all through
 
 
+def test_an_empty_selection_gives_a_complete_report():
+    """No layer (a selection of layers and ops that share none): groups and the verdict are
+    still there for the table and the JSON."""
+    report = gpu.build_report([], cpu_harness(), {}, {})
+    assert report["layers"] == [] and report["all_correct"] and "groups" in report
+
+
 def test_a_wrong_or_failing_kernel_is_not_timed(monkeypatch):
     real = gpu.gpuconv_pass
 

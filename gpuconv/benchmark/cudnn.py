@@ -226,15 +226,18 @@ def build_report(layers: list[Layer], h: Harness, environment: dict, copy: dict,
                            "dtype": "float32", "tolerance": TOLERANCE,
                            "ratio": "cuDNN time / gpuconv time (above 1: gpuconv is faster)"},
               "limits": asdict(h.limits) if h.limits else None, "copy": copy, "layers": []}
+    def summarised():
+        report["groups"] = group_means(report)
+        report["all_correct"] = all_correct(report)
+        return report
+
     for layer in layers:
         start = time.perf_counter()
         report["layers"].append(measure_layer(layer, h))
         log(_progress(report["layers"][-1], time.perf_counter() - start))
-        report["groups"] = group_means(report)
-        report["all_correct"] = all_correct(report)
         if keep is not None:
-            keep(report)
-    return report
+            keep(summarised())
+    return summarised()
 
 
 # --------------------------------------------------------------------------- the CUDA device
