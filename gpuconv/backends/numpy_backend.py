@@ -45,8 +45,10 @@ of about ``CHUNK_BYTES`` is alive at a time.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import os
 import sys
 import threading
 
@@ -68,9 +70,34 @@ CACHE_BLOCK_BYTES = 2 << 20  # working set of the depthwise im2col blocks (as PI
 # Output planes below this many pixels make per-sample GEMMs too small for BLAS (each
 # call pays its threads' start-up): the batch chunk then becomes one GEMM per group.
 BATCH_GEMM_PIXELS = 512
+# "numba": the compiled passes of kernels/cpu_numba.py (Numba is then required); "numpy":
+# NumPy's; unset: the compiled ones where Numba is installed (the ``cpu`` extra)
+CPU_KERNELS_ENV = "GPUCONV_CPU_KERNELS"
 
 
 # --------------------------------------------------------------------------- array helpers
+def cpu_kernels():
+    """``gpuconv.kernels.cpu_numba`` (compiled depthwise and max-pool backward passes), or
+    None where NumPy's passes run instead (``CPU_KERNELS_ENV``)."""
+    return _load_cpu_kernels(os.environ.get(CPU_KERNELS_ENV, ""))
+
+
+@functools.cache
+def _load_cpu_kernels(choice: str):
+    if choice not in ("", "numba", "numpy"):
+        raise ValueError(f"{CPU_KERNELS_ENV} must be 'numba' or 'numpy' (or unset), got {choice!r}")
+    if choice == "numpy":
+        return None
+    try:
+        from gpuconv.kernels import cpu_numba
+    except ImportError as error:  # not installed, or not for this NumPy
+        if choice == "numba":
+            raise ImportError(f"{CPU_KERNELS_ENV}=numba needs Numba (pip install "
+                              f"'gpuconv[cpu]'): {error}") from error
+        return None
+    return cpu_numba
+
+
 def from_foreign(array) -> np.ndarray:
     """Another library's array in host memory as a NumPy array, without a copy (DLPack)."""
     return np.from_dlpack(array)
@@ -551,6 +578,14 @@ def _depthwise_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, stride
     y5 = np.empty((n, groups, m, ho, wo), dtype=x.dtype)
     (top, bottom), (left, right) = zero_padding
     padded_plane = (x.shape[2] + top + bottom) * (x.shape[3] + left + right)
+    kernels = cpu_kernels()
+    if kernels is not None and tuple(stride) == (1, 1):  # a channel's plane, not its im2col
+        def correlate_compiled(piece):
+            b, g = piece
+            kernels.depthwise_correlate(x[b, g], w3[g], y5[b, g], top, left, kw, *dilation)
+        parallel.run(correlate_compiled,
+                     _depthwise_pieces(n, groups, m, 1, padded_plane, x.itemsize), y5.nbytes)
+        return y5.reshape(n, groups * m, ho, wo)
     pieces = _depthwise_pieces(n, groups, m, kh * kw, padded_plane, x.itemsize)
     block = _depthwise_blocks(x, zero_padding, (kh, kw), stride, dilation, out_hw,
                               pieces[0][1].stop if pieces else 0, exact=False)
@@ -1049,6 +1084,17 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
     disjoint = spec is not None and _disjoint_windows(spec)
     grad = np.empty((n * c, plane), dtype=grad_out.dtype)
     index2, grad_out2 = indices.reshape(n * c, ho * wo), grad_out.reshape(n * c, ho * wo)
+
+    kernels = cpu_kernels()
+    if kernels is not None:
+        def scatter_compiled(planes: slice):
+            bad = kernels.max_pool2d_backward_planes(grad_out2[planes], index2[planes], grad[planes])
+            if bad >= 0:
+                raise ValueError(f"indices must lie in [0, {plane}), the flat positions of an "
+                                 f"input plane; got {index2[planes].reshape(-1)[bad]}")
+        parallel.run(scatter_compiled, parallel.pieces_by_bytes(n * c, plane * grad.itemsize),
+                     grad.nbytes)
+        return grad.reshape((n, c) + tuple(input_hw))
 
     def scatter(planes: slice):
         dst = grad[planes].reshape(-1)

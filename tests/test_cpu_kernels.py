@@ -1,0 +1,212 @@
+"""The NumPy backend's two CPU engines (``numpy_backend.cpu_kernels``): the compiled Numba
+passes of kernels/cpu_numba.py and the NumPy passes they replace, case x engine x dtype,
+against PyTorch in float64: depthwise convs (forward, and grad-input, which is a depthwise
+correlation too) and max-pool backward. Each case checks which engine ran; the engines'
+max-pool gradients agree bit for bit (the same adds in the same order); a bad index is an
+error in either, never a write outside the gradient."""
+
+from __future__ import annotations
+
+import math
+from unittest import mock
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("numba")
+
+import torch.nn.functional as TF  # noqa: E402
+
+import gpuconv.functional as F  # noqa: E402
+from gpuconv.backends import numpy_backend  # noqa: E402
+from gpuconv.kernels import cpu_numba  # noqa: E402
+
+ENGINES = ("numba", "numpy")
+DTYPES = (np.float64, np.float32)
+# name, input shape, weight shape (groups = input channels), keyword arguments, input made
+# strided (a column slice); the tap counts cover eight-tap passes, four and single taps
+DEPTHWISE = [
+    ("3x3_same", (2, 6, 9, 11), (6, 1, 3, 3), dict(padding=1), False),
+    ("5x5_multiplier2", (2, 4, 10, 9), (8, 1, 5, 5), dict(padding=2), False),
+    ("7x7_valid", (1, 3, 12, 13), (3, 1, 7, 7), {}, False),
+    ("2x2_dilated", (2, 5, 9, 10), (5, 1, 2, 2), dict(padding=(1, 2), dilation=(2, 3)), False),
+    ("3x2_asymmetric_padding", (2, 3, 7, 8), (9, 1, 3, 2), dict(padding=(2, 1)), False),
+    ("1x1", (2, 4, 5, 6), (4, 1, 1, 1), {}, False),
+    ("3x3_reflect", (1, 4, 8, 7), (4, 1, 3, 3), dict(padding=2, padding_mode="reflect"), False),
+    ("3x3_strided_input", (2, 3, 8, 9), (3, 1, 3, 3), dict(padding=1), True),
+    ("3x3_stride2", (2, 4, 11, 10), (4, 1, 3, 3), dict(stride=2, padding=1), False),
+]
+# name, input shape, pooling keyword arguments (None: adaptive max pooling to (3, 4))
+MAX_POOL = [
+    ("2x2_disjoint", (2, 3, 8, 10), dict(kernel_size=2)),
+    ("3x3_s2_pad1_overlapping", (2, 3, 11, 9), dict(kernel_size=3, stride=2, padding=1)),
+    ("2x3_dilated_ceil", (1, 4, 10, 11), dict(kernel_size=(2, 3), stride=2, dilation=(2, 1),
+                                              ceil_mode=True)),
+    ("adaptive", (2, 3, 10, 7), None),
+]
+
+
+@pytest.fixture
+def engine(request, monkeypatch):
+    """The engine of the parametrised name, and a spy on the compiled kernels it calls."""
+    monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, request.param)
+    spy = mock.Mock(wraps=cpu_numba)
+    spy.depthwise_correlate.side_effect = cpu_numba.depthwise_correlate
+    spy.max_pool2d_backward_planes.side_effect = cpu_numba.max_pool2d_backward_planes
+    with mock.patch.object(numpy_backend, "_load_cpu_kernels",
+                           lambda choice: None if choice == "numpy" else spy):
+        yield request.param, spy
+
+
+def _assert_close(got, want, k, dtype, what):
+    """float64 1e-10, float32 2e-6 * sqrt(K) relative to (|want| + max |want|), for a sum of
+    K terms; a failure names the first bad index."""
+    assert got.shape == want.shape and got.dtype == dtype, what
+    scale = float(np.abs(want).max())
+    coeff = 2e-6 * math.sqrt(k) if dtype == np.float32 else 1e-10
+    bad = ~(np.abs(got - want) <= coeff * (np.abs(want) + scale))
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        pytest.fail(f"{what}: {int(bad.sum())} values off, first at {first}: {got[first]!r}, "
+                    f"expected {want[first]!r}")
+
+
+def _depthwise_inputs(x_shape, w_shape, strided, dtype, seed):
+    rng = np.random.default_rng(seed)
+    if strided:  # columns 1..W of a wider array: a plane's rows are not one run
+        x = rng.standard_normal(x_shape[:3] + (x_shape[3] + 3,))[..., 1:1 + x_shape[3]]
+    else:
+        x = rng.standard_normal(x_shape)
+    return (x.astype(dtype, copy=False), rng.standard_normal(w_shape).astype(dtype),
+            rng.standard_normal(w_shape[0]).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+@pytest.mark.parametrize("case", DEPTHWISE, ids=lambda c: c[0])
+def test_depthwise_conv_matches_torch(case, engine, dtype):
+    name, x_shape, w_shape, kw, strided = case
+    which, spy = engine
+    x, w, b = _depthwise_inputs(x_shape, w_shape, strided, dtype, seed=len(name))
+    groups = x_shape[1]
+    y = F.conv2d(x, w, b, groups=groups, **kw, backend="numpy")
+    forward_calls = spy.depthwise_correlate.call_count
+    gy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, groups=groups, **kw, backend="numpy")
+    # the compiled correlation is stride-1 (a strided conv's grad-input phases are), and a
+    # grad-input is depthwise where each channel has one output channel
+    compiled = which == "numba"
+    stride_1, multiplier = kw.get("stride", 1) == 1, w_shape[0] // groups
+    assert (forward_calls > 0, spy.depthwise_correlate.call_count > forward_calls) == (
+        compiled and stride_1, compiled and multiplier == 1), f"{name}: compiled calls ({which})"
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    kw_t = dict(kw)
+    if kw_t.pop("padding_mode", "zeros") == "reflect":
+        pad = kw_t.pop("padding")
+        want = TF.conv2d(TF.pad(xt, (pad,) * 4, mode="reflect"), wt,
+                         torch.tensor(b, dtype=torch.float64), groups=groups, **kw_t)
+    else:
+        want = TF.conv2d(xt, wt, torch.tensor(b, dtype=torch.float64), groups=groups, **kw_t)
+    want.backward(torch.tensor(gy, dtype=torch.float64))
+    taps = w_shape[2] * w_shape[3]
+    _assert_close(y, want.detach().numpy(), taps + 1, dtype, f"{name} output")
+    _assert_close(gx, xt.grad.numpy(), taps * multiplier * 4, dtype, f"{name} grad_input")
+    _assert_close(gw, wt.grad.numpy(), int(np.prod(y.shape[::2])), dtype, f"{name} grad_weight")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_depthwise_conv_transpose_matches_torch(engine, dtype):
+    """A stride-1 depthwise transposed conv is a depthwise conv's grad-input: the same
+    compiled correlation, with the flipped kernel."""
+    which, spy = engine
+    x, w, b = _depthwise_inputs((2, 5, 7, 8), (5, 2, 3, 5), False, dtype, seed=3)
+    y = F.conv_transpose2d(x, w, np.tile(b, 2), padding=(1, 2), groups=5, backend="numpy")
+    assert (spy.depthwise_correlate.call_count > 0) == (which == "numba")
+    want = TF.conv_transpose2d(*(torch.tensor(a, dtype=torch.float64) for a in
+                                 (x, w, np.tile(b, 2))), padding=(1, 2), groups=5).numpy()
+    _assert_close(y, want, 16, dtype, "conv_transpose2d output")
+
+
+def _pool(x, kw):
+    if kw is None:
+        return F.adaptive_max_pool2d(x, (3, 4), return_indices=True, backend="numpy")
+    return F.max_pool2d(x, **kw, return_indices=True, backend="numpy")
+
+
+def _pool_backward(gy, x, indices, kw, check_indices=True):
+    if kw is None:
+        return F.adaptive_max_pool2d_backward(gy, x, indices, (3, 4), backend="numpy",
+                                              check_indices=check_indices)
+    return F.max_pool2d_backward(gy, x, indices, **kw, backend="numpy",
+                                 check_indices=check_indices)
+
+
+def _distinct_values(shape, dtype, seed):
+    """A permutation of distinct values: every window has one maximum."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(math.prod(shape)).reshape(shape).astype(dtype) / 7
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", MAX_POOL, ids=lambda c: c[0])
+def test_max_pool_backward_engines_agree_bit_for_bit_and_with_torch(case, dtype, monkeypatch):
+    name, x_shape, kw = case
+    x = _distinct_values(x_shape, dtype, seed=len(name))
+    _, indices = _pool(x, kw)
+    gy = np.random.default_rng(2).standard_normal(indices.shape).astype(dtype)
+    grads = {}
+    for which in ENGINES:
+        monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, which)
+        grads[which] = _pool_backward(gy, x, indices, kw)
+    np.testing.assert_array_equal(grads["numba"], grads["numpy"], err_msg=name)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    if kw is None:
+        want = TF.adaptive_max_pool2d(xt, (3, 4))
+    else:
+        want = TF.max_pool2d(xt, **kw)
+    want.backward(torch.tensor(gy, dtype=torch.float64))
+    _assert_close(grads["numba"], xt.grad.numpy(), 9, dtype, f"{name} grad_input")
+
+
+@pytest.mark.parametrize("check_indices", [True, False])
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+@pytest.mark.parametrize("bad", [-1, 80, 2**40])
+def test_max_pool_backward_index_outside_the_plane_is_an_error(engine, bad, check_indices):
+    """An index outside its plane raises, naming the rule: checked by the caller, or by the
+    compiled scatter, which checks even when the caller is told not to
+    (``check_indices=False``, a promise that the NumPy scatter takes on trust)."""
+    which, spy = engine
+    if which == "numpy" and not check_indices:
+        pytest.skip("the NumPy scatter trusts unchecked indices")
+    x = _distinct_values((2, 3, 8, 10), np.float32, seed=0)
+    _, indices = _pool(x, dict(kernel_size=2))
+    indices = indices.copy()
+    indices[1, 2, 3, 1] = bad
+    gy = np.ones(indices.shape, np.float32)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 80\)"):
+        _pool_backward(gy, x, indices, dict(kernel_size=2), check_indices=check_indices)
+    assert spy.max_pool2d_backward_planes.called == (which == "numba")
+
+
+def test_compiled_scatter_reports_its_first_bad_index_and_writes_nothing_past_it():
+    grad_out = np.arange(1.0, 7.0).reshape(2, 3)
+    indices = np.array([[0, 2, 1], [3, 9, 0]])
+    grad = np.full((2, 4), np.nan)
+    assert cpu_numba.max_pool2d_backward_planes(grad_out, indices, grad) == 4
+    np.testing.assert_array_equal(grad[0], [1.0, 3.0, 2.0, 0.0])
+    np.testing.assert_array_equal(grad[1], [0.0, 0.0, 0.0, 4.0])
+
+
+@pytest.mark.parametrize("value", ["", "numba", "numpy"])
+def test_engine_choice(value, monkeypatch):
+    monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, value)
+    assert (numpy_backend.cpu_kernels() is None) == (value == "numpy")
+
+
+def test_unknown_engine_is_an_error_naming_the_variable(monkeypatch):
+    monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, "fortran")
+    with pytest.raises(ValueError, match=numpy_backend.CPU_KERNELS_ENV):
+        numpy_backend.cpu_kernels()
