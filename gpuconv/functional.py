@@ -517,13 +517,6 @@ def _check_index_values(indices, plane_size: int) -> None:
                          f"plane")
 
 
-def _scatter_checks_indices(be) -> bool:
-    """Whether the backend's max-pool backward rejects an index outside its plane itself, at
-    no cost (the NumPy backend's compiled scatter, ``numpy_backend.cpu_kernels``): then no
-    separate pass over the indices is made."""
-    return be.NAME == "numpy" and be.cpu_kernels() is not None
-
-
 def _max_pool_checks(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
                      backend):
     return_indices = check_bool(return_indices, "return_indices")
@@ -567,7 +560,7 @@ def _index_pool_backward(ndim, checks, grad_out, x, indices, *args):
     """Route each output's gradient to the input element its index names; ``checks``: max
     pooling's (the 2-D spec) or adaptive max pooling's (spec None), run once per signature."""
     spec, check_on_host, on_host, be = _checked(checks, ndim, grad_out, x, indices, *args)
-    if check_on_host and not _scatter_checks_indices(be):
+    if check_on_host:
         _check_index_values(indices, math.prod(x.shape[2:]))
     grad_x = be.max_pool2d_backward(_lift(ndim, be, grad_out), _lift(ndim, be, indices),
                                     _lift_spatial(ndim, x.shape[2:]), spec)
@@ -620,8 +613,8 @@ def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
     routed to the maximum it came from (the slides' 4x4 -> 2x2 example). Every index must
     lie in its input plane. NumPy indices are checked here (``check_indices=False`` skips
     that pass over them, for indices that ``max_pool2d`` returned, as a training loop
-    passes back), or by the NumPy backend's compiled scatter as it goes, always; on CuPy /
-    Numba device arrays the kernel checks them without any wait on the host and flags one
+    passes back; the NumPy backend's compiled scatter still refuses one outside its plane); on
+    CuPy / Numba device arrays the kernel checks them without any wait on the host and flags one
     outside the plane for ``gpuconv.check_errors()`` (at once with
     ``GPUCONV_DEBUG=1``)."""
     return _index_pool_backward(2, _max_pool_backward_checks, grad_out, input, indices,

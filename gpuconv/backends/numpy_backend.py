@@ -34,7 +34,9 @@ per sample; a sample whose im2col would not stay in cache is cut into bands of o
 rows; a 1x1 stride-1 convolution needs no im2col copy at all. Bias and ReLU finish each
 product's output while it is in cache. Depthwise convolutions are batched small GEMMs
 (each channel's kernel times its im2col block) over cache-sized channel blocks, padded
-block by block into each thread's buffers.
+block by block into each thread's buffers. Where Numba is installed, stride-1 depthwise
+correlations and the max-pool backward scatter run compiled instead (``cpu_kernels``:
+kernels/cpu_numba.py, on the same kind of pieces).
 
 The copies, GEMMs, folds, depthwise blocks and pooling planes run in pieces over the
 thread pool of ``gpuconv.parallel`` (the GEMMs each on one BLAS thread); pieces are cut by
@@ -568,7 +570,8 @@ def _depthwise_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, stride
     """Depthwise correlation of ``x`` (N, G, H, W), zero-padded by ``zero_padding``, with
     ``weight`` (G, m, kH, kW) (channel multiplier m) as batched small GEMMs, per piece of
     channels of one sample: the im2col block (channels, kH*kW, L) of ``_depthwise_blocks``,
-    in cache, times each channel's (m, kH*kW) kernel."""
+    in cache, times each channel's (m, kH*kW) kernel; at stride 1, the compiled correlation
+    of each channel's plane instead (``cpu_kernels``), which needs no im2col."""
     n, groups = x.shape[:2]
     _, m, kh, kw = weight.shape
     ho, wo = out_hw
@@ -1075,10 +1078,11 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
                         spec: PoolSpec | None) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
     names (max pooling with ``spec``, adaptive max pooling with None), on pieces of planes
-    over the pool. Windows that share no element (``_disjoint_windows``) name each element
-    once at most: their gradients are stored. Otherwise ``np.add.at`` adds them in output
-    order; it keeps the GIL, so the pieces' other passes overlap with it, not each other's
-    adds."""
+    over the pool, in output order: by the compiled scatter (``cpu_kernels``), which refuses
+    an index outside its plane, or by NumPy. There, windows that share no element
+    (``_disjoint_windows``) name each element once at most: their gradients are stored;
+    otherwise ``np.add.at`` adds them (it keeps the GIL, so the pieces' other passes overlap
+    with it, not each other's adds)."""
     n, c, ho, wo = grad_out.shape
     plane = input_hw[0] * input_hw[1]
     disjoint = spec is not None and _disjoint_windows(spec)
@@ -1088,7 +1092,8 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
     kernels = cpu_kernels()
     if kernels is not None:
         def scatter_compiled(planes: slice):
-            bad = kernels.max_pool2d_backward_planes(grad_out2[planes], index2[planes], grad[planes])
+            bad = kernels.max_pool2d_backward_planes(grad_out2[planes], index2[planes],
+                                                     grad[planes])
             if bad >= 0:
                 raise ValueError(f"indices must lie in [0, {plane}), the flat positions of an "
                                  f"input plane; got {index2[planes].reshape(-1)[bad]}")
