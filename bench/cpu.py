@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `bench` importable
     sys.path.insert(0, str(ROOT))
 
 from gpuconv import parallel  # noqa: E402
+from gpuconv.backends import numpy_backend  # noqa: E402
 from gpuconv.benchmark import suite as L  # noqa: E402
 from gpuconv.benchmark.measure import (WallClockTimer, geomean, interleaved,  # noqa: E402
                                        relative_error, summarize)
@@ -102,6 +103,7 @@ def machine_info() -> dict:
         "torch_num_threads": torch.get_num_threads(),
         "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
         "gpuconv_threads": parallel.num_threads(),
+        "gpuconv_cpu_engine": numpy_backend.cpu_engine(),
         # other processes' load makes every timing noisier: 1-, 5- and 15-minute averages
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",

@@ -33,6 +33,7 @@ import gpuconv  # noqa: E402
 from gpuconv import nn, parallel  # noqa: E402
 from gpuconv._files import atomic_write  # noqa: E402
 from gpuconv.data import load_dataset, to_float_images  # noqa: E402
+from gpuconv.backends import numpy_backend  # noqa: E402
 from gpuconv.nn import zoo  # noqa: E402
 
 
@@ -203,6 +204,7 @@ def main(argv=None) -> int:
             "ratios_to_torch_eager": {name: s / theirs for name, s in seconds.items()},
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "gpuconv_threads": parallel.num_threads(), "blas": _blas_kernels(),
+            "gpuconv_cpu_engine": numpy_backend.cpu_engine(),
             "gpuconv": gpuconv.__version__, "numpy": np.__version__,
             "machine": platform.processor() or platform.machine(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

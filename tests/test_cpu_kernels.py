@@ -204,6 +204,7 @@ def test_compiled_scatter_reports_its_first_bad_index_and_writes_nothing_past_it
 def test_engine_choice(value, monkeypatch):
     monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, value)
     assert (numpy_backend.cpu_kernels() is None) == (value == "numpy")
+    assert numpy_backend.cpu_engine().split()[0] == (value or "numba")
 
 
 def test_unknown_engine_is_an_error_naming_the_variable(monkeypatch):

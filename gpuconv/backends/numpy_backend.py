@@ -84,6 +84,14 @@ def cpu_kernels():
     return _load_cpu_kernels(os.environ.get(CPU_KERNELS_ENV, ""))
 
 
+def cpu_engine() -> str:
+    """Which passes ``cpu_kernels`` gives, for reports: "numba <version>" or "numpy"."""
+    if cpu_kernels() is None:
+        return "numpy"
+    import numba
+    return f"numba {numba.__version__}"
+
+
 @functools.cache
 def _load_cpu_kernels(choice: str):
     if choice not in ("", "numba", "numpy"):
