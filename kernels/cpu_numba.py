@@ -1,16 +1,21 @@
 """Numba CPU kernels of the NumPy backend: the passes NumPy can only write as many
 full-size temporaries or as a serial ``np.add.at``, compiled (``njit``, no GIL) and run on
 the pieces of ``gpuconv.parallel``'s pool exactly where the backend's NumPy versions would
-run (``numpy_backend._depthwise_correlate``, ``numpy_backend.max_pool2d_backward``), so the
-pieces, and with them the results, do not depend on the thread count.
+run (``numpy_backend._depthwise_correlate``, ``numpy_backend._depthwise_grad_weight``,
+``numpy_backend.max_pool2d_backward``), so the pieces, and with them the results, do not
+depend on the thread count.
 
-reference: gpuconv.backends.reference.conv2d (groups = channels), reference.max_pool2d_backward:
+reference: gpuconv.backends.reference.conv2d (groups = channels), reference.conv2d_grad_weight,
+reference.max_pool2d_backward:
     depthwise  y[c, k, oh, ow] = sum_{i,j} w[c, k, i*kW + j] * xp[c, oh + i*dh, ow + j*dw]
                (stride 1; xp the zero-padded plane). As a "row image" of pitch Wp (the
                padded width), output (oh, ow) is element q = oh*Wp + ow of one run of
                L = (H_out - 1)*Wp + W_out, and tap (i, j) adds w times the run of the flat
                padded plane that starts at i*dh*Wp + j*dw: every tap is one long
                contiguous multiply-add, which vectorises.
+    grad-weight  dW[c, k, i*kW + j] = sum_{n, q} dy[n, c, k](q) * xp[n, c](q + i*dh*Wp + j*dw)
+               with dy as a row image too (zero past W_out): the slides'
+               dL/dW = Correlation(I, dL/dO), one dot product of two runs per tap.
     max-pool backward  dx[p, idx[p, l]] += dy[p, l], for l in order (np.add.at's order)
 Checked against the NumPy path and PyTorch by tests/test_cpu_kernels.py, and through the
 goldens (GPUCONV_CPU_KERNELS chooses the path; both run in CI).
@@ -18,7 +23,9 @@ goldens (GPUCONV_CPU_KERNELS chooses the path; both run in CI).
 Kernels:
 1. depthwise_correlate: a piece of channels of one sample; up to eight taps a pass over the
    row image (one load and store of it per eight multiply-adds), in a fixed order.
-2. max_pool2d_backward_planes: a piece of planes; returns the first index outside its
+2. depthwise_grad_weight: a piece of channels, all samples in order; each tap one
+   vectorised dot product of the grad_out and input row images (``_dot``).
+3. max_pool2d_backward_planes: a piece of planes; returns the first index outside its
    plane (or -1): a bad index is an error, never a write outside the gradient.
 Compiled on first use for each dtype (cached on disk by Numba).
 """
@@ -86,6 +93,54 @@ def depthwise_correlate(x, w, y, top, left, kernel_w, dil_h, dil_w):
                 out, run = y[c, k, oh], row_image[oh * wp:oh * wp + wo]
                 for ow in range(wo):
                     out[ow] = run[ow]
+
+
+@njit(nogil=True, cache=True, fastmath={"contract", "reassoc"})
+def _dot(a, b):
+    """sum(a * b) over two runs, vectorised: its partial sums are added in the order of the
+    compiled loop (fixed for a machine, so every run and thread count gives the same bits)."""
+    total = a.dtype.type(0)
+    for q in range(a.shape[0]):
+        total += a[q] * b[q]
+    return total
+
+
+@njit(nogil=True, cache=True)
+def depthwise_grad_weight(x, grad_out, grad_w, top, left, kernel_w, dil_h, dil_w):
+    """grad_w (count, m, kH*kW) = the gradient of ``depthwise_correlate``'s weights: for each
+    channel and tap, the sum over samples and outputs of grad_out (N, count, m, H_out, W_out)
+    times the tap's input, x (N, count, H, W) zero-padded as there (``top`` / ``left``, and
+    what grad_out's shape leaves below and right). grad_out is laid out as a row image too
+    (zeros past W_out), so each tap is one dot product of two contiguous runs; samples are
+    added in order."""
+    n, count, h, width = x.shape
+    m, ho, wo = grad_out.shape[2], grad_out.shape[3], grad_out.shape[4]
+    taps = grad_w.shape[2]
+    kh = taps // kernel_w
+    hp, wp = ho + (kh - 1) * dil_h, wo + (kernel_w - 1) * dil_w
+    length = (ho - 1) * wp + wo
+    padded = np.zeros(hp * wp, dtype=x.dtype)  # borders stay zero from plane to plane
+    grad_image = np.zeros(length, dtype=grad_out.dtype)  # and its columns past W_out
+    starts = np.empty(taps, dtype=np.int64)
+    for i in range(kh):
+        for j in range(kernel_w):
+            starts[i * kernel_w + j] = i * dil_h * wp + j * dil_w
+    for c in range(count):
+        grad_w[c] = 0
+        for b in range(n):
+            for r in range(h):
+                dst = padded[(r + top) * wp + left:(r + top) * wp + left + width]
+                src = x[b, c, r]
+                for t in range(width):
+                    dst[t] = src[t]
+            for k in range(m):
+                for oh in range(ho):
+                    dst = grad_image[oh * wp:oh * wp + wo]
+                    src = grad_out[b, c, k, oh]
+                    for ow in range(wo):
+                        dst[ow] = src[ow]
+                for t in range(taps):
+                    grad_w[c, k, t] += _dot(grad_image, padded[starts[t]:starts[t] + length])
 
 
 @njit(nogil=True, cache=True)

@@ -1,9 +1,9 @@
 """The NumPy backend's two CPU engines (``numpy_backend.cpu_kernels``): the compiled Numba
 passes of kernels/cpu_numba.py and the NumPy passes they replace, case x engine x dtype,
-against PyTorch in float64: depthwise convs (forward, and grad-input, which is a depthwise
-correlation too) and max-pool backward. Each case checks which engine ran; the engines'
-max-pool gradients agree bit for bit (the same adds in the same order); a bad index is an
-error in either, never a write outside the gradient."""
+against PyTorch in float64: depthwise convs (forward; grad-input, which is a depthwise
+correlation too; grad-weight) and max-pool backward. Each case checks which engine ran;
+the engines' max-pool gradients agree bit for bit (the same adds in the same order); a bad
+index is an error in either, never a write outside the gradient."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def engine(request, monkeypatch):
     monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, request.param)
     spy = mock.Mock(wraps=cpu_numba)
     spy.depthwise_correlate.side_effect = cpu_numba.depthwise_correlate
+    spy.depthwise_grad_weight.side_effect = cpu_numba.depthwise_grad_weight
     spy.max_pool2d_backward_planes.side_effect = cpu_numba.max_pool2d_backward_planes
     with mock.patch.object(numpy_backend, "_load_cpu_kernels",
                            lambda choice: None if choice == "numpy" else spy):
@@ -98,8 +99,10 @@ def test_depthwise_conv_matches_torch(case, engine, dtype):
     # grad-input is depthwise where each channel has one output channel
     compiled = which == "numba"
     stride_1, multiplier = kw.get("stride", 1) == 1, w_shape[0] // groups
-    assert (forward_calls > 0, spy.depthwise_correlate.call_count > forward_calls) == (
-        compiled and stride_1, compiled and multiplier == 1), f"{name}: compiled calls ({which})"
+    assert (forward_calls > 0, spy.depthwise_correlate.call_count > forward_calls,
+            spy.depthwise_grad_weight.called) == (
+        compiled and stride_1, compiled and multiplier == 1, compiled and stride_1), \
+        f"{name}: compiled calls ({which})"
     xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
     kw_t = dict(kw)

@@ -615,9 +615,23 @@ def _depthwise_grad_weight(grad_out: np.ndarray, x: np.ndarray, zero_padding, st
                            dilation, kernel_hw) -> np.ndarray:
     """dL/dW (G, m, kH*kW) of a depthwise correlation of ``x`` (N, G, H, W), zero-padded by
     ``zero_padding``: per piece of channels, grad_out's (m, H_out*W_out) times the im2col
-    block's transpose (``_depthwise_blocks``), summed over samples in order."""
+    block's transpose (``_depthwise_blocks``), summed over samples in order; at stride 1,
+    the compiled dot products of the two row images (``cpu_kernels``) instead."""
     n, groups = x.shape[:2]
     m, (ho, wo) = grad_out.shape[1] // groups, grad_out.shape[2:]
+    kernels = cpu_kernels()
+    if kernels is not None and tuple(stride) == (1, 1):  # all samples of a piece of channels
+        (top, _), (left, _) = zero_padding
+        gy5 = grad_out.reshape(n, groups, m, ho, wo)
+        grad_w = np.empty((groups, m, math.prod(kernel_hw)), dtype=grad_out.dtype)
+
+        def grad_weight_compiled(g: slice):
+            kernels.depthwise_grad_weight(x[:, g], gy5[:, g], grad_w[g], top, left,
+                                          kernel_hw[1], *dilation)
+        parallel.run(grad_weight_compiled,
+                     parallel.pieces_by_bytes(groups, n * math.prod(x.shape[2:]) * x.itemsize),
+                     x.nbytes)
+        return grad_w
     gy4 = grad_out.reshape(n, groups, m, ho * wo)
     pieces = _depthwise_pieces(n, groups, m, math.prod(kernel_hw), ho * wo, grad_out.itemsize)
     block = _depthwise_blocks(x, zero_padding, kernel_hw, stride, dilation, (ho, wo),
