@@ -35,30 +35,42 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+@njit(nogil=True, cache=True)
+def _row_image_geometry(ho, wo, taps, kernel_w, dil_h, dil_w):
+    """The padded plane's size Hp*Wp and width Wp, the row image's length L and each tap's
+    start in the flat padded plane, for an H_out x W_out output: H_out = Hp - (kH-1)*dh and
+    W_out = Wp - (kW-1)*dw."""
+    kh = taps // kernel_w
+    wp = wo + (kernel_w - 1) * dil_w
+    starts = np.empty(taps, dtype=np.int64)
+    for i in range(kh):
+        for j in range(kernel_w):
+            starts[i * kernel_w + j] = i * dil_h * wp + j * dil_w
+    return (ho + (kh - 1) * dil_h) * wp, wp, (ho - 1) * wp + wo, starts
+
+
+@njit(nogil=True, cache=True)
+def _pad_plane(plane, padded, top, left, wp):
+    """Copy ``plane`` (H, W) into the flat zero-bordered ``padded`` of width Wp."""
+    for r in range(plane.shape[0]):
+        dst = padded[(r + top) * wp + left:(r + top) * wp + left + plane.shape[1]]
+        src = plane[r]
+        for t in range(plane.shape[1]):
+            dst[t] = src[t]
+
+
 @njit(nogil=True, cache=True, fastmath={"contract"})
 def depthwise_correlate(x, w, y, top, left, kernel_w, dil_h, dil_w):
     """y (count, m, H_out, W_out) = the stride-1 depthwise correlation of x (count, H, W),
     zero-padded by ``top`` / ``left`` (and by what y's shape leaves below and right), with
     w (count, m, kH*kW), kW = ``kernel_w``."""
-    count, h, width = x.shape
     m, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     taps = w.shape[2]
-    kh = taps // kernel_w
-    # the padded plane: H_out = Hp - (kH-1)*dh and W_out = Wp - (kW-1)*dw
-    hp, wp = ho + (kh - 1) * dil_h, wo + (kernel_w - 1) * dil_w
-    length = (ho - 1) * wp + wo
-    padded = np.zeros(hp * wp, dtype=x.dtype)  # borders stay zero from channel to channel
+    size, wp, length, starts = _row_image_geometry(ho, wo, taps, kernel_w, dil_h, dil_w)
+    padded = np.zeros(size, dtype=x.dtype)  # borders stay zero from channel to channel
     row_image = np.empty(length, dtype=y.dtype)
-    starts = np.empty(taps, dtype=np.int64)
-    for i in range(kh):
-        for j in range(kernel_w):
-            starts[i * kernel_w + j] = i * dil_h * wp + j * dil_w
-    for c in range(count):
-        for r in range(h):
-            dst = padded[(r + top) * wp + left:(r + top) * wp + left + width]
-            src = x[c, r]
-            for t in range(width):
-                dst[t] = src[t]
+    for c in range(x.shape[0]):
+        _pad_plane(x[c], padded, top, left, wp)
         for k in range(m):
             wk = w[c, k]
             row_image[:] = 0
@@ -113,26 +125,15 @@ def depthwise_grad_weight(x, grad_out, grad_w, top, left, kernel_w, dil_h, dil_w
     what grad_out's shape leaves below and right). grad_out is laid out as a row image too
     (zeros past W_out), so each tap is one dot product of two contiguous runs; samples are
     added in order."""
-    n, count, h, width = x.shape
     m, ho, wo = grad_out.shape[2], grad_out.shape[3], grad_out.shape[4]
     taps = grad_w.shape[2]
-    kh = taps // kernel_w
-    hp, wp = ho + (kh - 1) * dil_h, wo + (kernel_w - 1) * dil_w
-    length = (ho - 1) * wp + wo
-    padded = np.zeros(hp * wp, dtype=x.dtype)  # borders stay zero from plane to plane
+    size, wp, length, starts = _row_image_geometry(ho, wo, taps, kernel_w, dil_h, dil_w)
+    padded = np.zeros(size, dtype=x.dtype)  # borders stay zero from plane to plane
     grad_image = np.zeros(length, dtype=grad_out.dtype)  # and its columns past W_out
-    starts = np.empty(taps, dtype=np.int64)
-    for i in range(kh):
-        for j in range(kernel_w):
-            starts[i * kernel_w + j] = i * dil_h * wp + j * dil_w
-    for c in range(count):
+    for c in range(x.shape[1]):
         grad_w[c] = 0
-        for b in range(n):
-            for r in range(h):
-                dst = padded[(r + top) * wp + left:(r + top) * wp + left + width]
-                src = x[b, c, r]
-                for t in range(width):
-                    dst[t] = src[t]
+        for b in range(x.shape[0]):
+            _pad_plane(x[b, c], padded, top, left, wp)
             for k in range(m):
                 for oh in range(ho):
                     dst = grad_image[oh * wp:oh * wp + wo]
