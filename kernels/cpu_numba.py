@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+
 @njit(nogil=True, cache=True)
 def _row_image_geometry(ho, wo, taps, kernel_w, dil_h, dil_w):
     """The padded plane's size Hp*Wp and width Wp, the row image's length L and each tap's

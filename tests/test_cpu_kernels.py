@@ -214,3 +214,16 @@ def test_unknown_engine_is_an_error_naming_the_variable(monkeypatch):
     monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, "fortran")
     with pytest.raises(ValueError, match=numpy_backend.CPU_KERNELS_ENV):
         numpy_backend.cpu_kernels()
+
+
+@pytest.mark.parametrize("zero_padding, stride, out_hw, whole", [
+    (((1, 1), (2, 2)), (1, 1), (8, 11), True),
+    (((1, 1), (2, 2)), (1, 1), (7, 11), False),  # a row short: not every window
+    (((1, 1), (2, 2)), (2, 1), (4, 11), False),
+    (((-1, 3), (2, 2)), (1, 1), (8, 11), False),  # a crop
+])
+def test_the_compiled_depthwise_passes_take_only_whole_stride_1_correlations(
+        zero_padding, stride, out_hw, whole):
+    """They size the padded plane from the output: any other geometry keeps NumPy's path."""
+    got = numpy_backend._whole_stride_1((8, 9), zero_padding, (3, 3), stride, (1, 1), out_hw)
+    assert got == whole

@@ -573,6 +573,15 @@ def _depthwise_blocks(x: np.ndarray, zero_padding, kernel, stride, dilation, out
     return block
 
 
+def _whole_stride_1(in_hw, zero_padding, kernel_hw, stride, dilation, out_hw) -> bool:
+    """Whether a correlation is stride-1 and its output is every window of the zero-padded
+    input (pads >= 0), as the compiled depthwise passes take it: they size the padded plane
+    from the output."""
+    return tuple(stride) == (1, 1) and all(
+        min(pads) >= 0 and out == size + sum(pads) - (k - 1) * d
+        for size, pads, k, d, out in zip(in_hw, zero_padding, kernel_hw, dilation, out_hw))
+
+
 def _depthwise_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, stride, dilation,
                          out_hw) -> np.ndarray:
     """Depthwise correlation of ``x`` (N, G, H, W), zero-padded by ``zero_padding``, with
@@ -590,7 +599,8 @@ def _depthwise_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, stride
     (top, bottom), (left, right) = zero_padding
     padded_plane = (x.shape[2] + top + bottom) * (x.shape[3] + left + right)
     kernels = cpu_kernels()
-    if kernels is not None and tuple(stride) == (1, 1):  # a channel's plane, not its im2col
+    if kernels is not None and _whole_stride_1(x.shape[2:], zero_padding, (kh, kw), stride,
+                                               dilation, out_hw):  # a plane, not its im2col
         def correlate_compiled(piece):
             b, g = piece
             kernels.depthwise_correlate(x[b, g], w3[g], y5[b, g], top, left, kw, *dilation)
@@ -620,7 +630,8 @@ def _depthwise_grad_weight(grad_out: np.ndarray, x: np.ndarray, zero_padding, st
     n, groups = x.shape[:2]
     m, (ho, wo) = grad_out.shape[1] // groups, grad_out.shape[2:]
     kernels = cpu_kernels()
-    if kernels is not None and tuple(stride) == (1, 1):  # all samples of a piece of channels
+    if kernels is not None and _whole_stride_1(x.shape[2:], zero_padding, kernel_hw, stride,
+                                               dilation, (ho, wo)):  # all samples, per channel
         (top, _), (left, _) = zero_padding
         gy5 = grad_out.reshape(n, groups, m, ho, wo)
         grad_w = np.empty((groups, m, math.prod(kernel_hw)), dtype=grad_out.dtype)
