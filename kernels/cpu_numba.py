@@ -7,14 +7,16 @@ depend on the thread count.
 
 reference: gpuconv.backends.reference.conv2d (groups = channels), reference.conv2d_grad_weight,
 reference.max_pool2d_backward:
-    depthwise  y[c, k, oh, ow] = sum_{i,j} w[c, k, i*kW + j] * xp[c, oh + i*dh, ow + j*dw]
-               (stride 1; xp the zero-padded plane). As a "row image" of pitch Wp (the
-               padded width), output (oh, ow) is element q = oh*Wp + ow of one run of
-               L = (H_out - 1)*Wp + W_out, and tap (i, j) adds w times the run of the flat
-               padded plane that starts at i*dh*Wp + j*dw: every tap is one long
-               contiguous multiply-add, which vectorises.
-    grad-weight  dW[c, k, i*kW + j] = sum_{n, q} dy[n, c, k](q) * xp[n, c](q + i*dh*Wp + j*dw)
-               with dy as a row image too (zero past W_out): the slides'
+    depthwise  y[c, k, oh, ow] = sum_{i,j} w[c, k, i*kW + j] * xp[c, oh*sh + i*dh, ow*sw + j*dw]
+               (xp the zero-padded plane, Hp x Wp). Split into sh*sw phase planes
+               P_ab[r, s] = xp[r*sh + a, s*sw + b] of width pw = ceil(Wp / sw), tap (i, j)
+               reads P_ab[oh + i*dh // sh, ow + j*dw // sw], a = i*dh % sh, b = j*dw % sw.
+               As a "row image" of pitch pw, output (oh, ow) is element q = oh*pw + ow of a
+               run of L = (H_out - 1)*pw + W_out, and each tap adds w times one run of its
+               phase plane: a long contiguous multiply-add, which vectorises (at stride 1
+               the one phase plane is xp).
+    grad-weight  dW[c, k, i*kW + j] = sum_{n, q} dy[n, c, k](q) * (tap (i, j)'s run of
+               xp[n, c])(q), with dy as a row image too (zero past W_out): the slides'
                dL/dW = Correlation(I, dL/dO), one dot product of two runs per tap.
     max-pool backward  dx[p, idx[p, l]] += dy[p, l], for l in order (np.add.at's order)
 Checked against the NumPy path and PyTorch by tests/test_cpu_kernels.py, and through the
@@ -37,41 +39,64 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
-def _row_image_geometry(ho, wo, taps, kernel_w, dil_h, dil_w):
-    """The padded plane's size Hp*Wp and width Wp, the row image's length L and each tap's
-    start in the flat padded plane, for an H_out x W_out output: H_out = Hp - (kH-1)*dh and
-    W_out = Wp - (kW-1)*dw."""
-    kh = taps // kernel_w
-    wp = wo + (kernel_w - 1) * dil_w
+def _phase_geometry(padded_hw, out_hw, taps, kernel_w, stride, dilation):
+    """For a Hp x Wp zero-padded plane split into sh*sw phase planes of ceil(Hp/sh) x
+    ceil(Wp/sw) (``_split_plane``): their buffer's size, a phase plane's width pw and size,
+    the row image's length L = (H_out - 1)*pw + W_out and each tap's start in the buffer."""
+    (sh, sw), (dh, dw) = stride, dilation
+    pw = (padded_hw[1] + sw - 1) // sw
+    phase_size = (padded_hw[0] + sh - 1) // sh * pw
     starts = np.empty(taps, dtype=np.int64)
-    for i in range(kh):
+    for i in range(taps // kernel_w):
         for j in range(kernel_w):
-            starts[i * kernel_w + j] = i * dil_h * wp + j * dil_w
-    return (ho + (kh - 1) * dil_h) * wp, wp, (ho - 1) * wp + wo, starts
+            phase = (i * dh % sh) * sw + j * dw % sw
+            starts[i * kernel_w + j] = phase * phase_size + i * dh // sh * pw + j * dw // sw
+    return sh * sw * phase_size, pw, phase_size, (out_hw[0] - 1) * pw + out_hw[1], starts
 
 
 @njit(nogil=True, cache=True)
-def _pad_plane(plane, padded, top, left, wp):
-    """Copy ``plane`` (H, W) into the flat zero-bordered ``padded`` of width Wp."""
-    for r in range(plane.shape[0]):
-        dst = padded[(r + top) * wp + left:(r + top) * wp + left + plane.shape[1]]
-        src = plane[r]
-        for t in range(plane.shape[1]):
-            dst[t] = src[t]
+def _split_plane(plane, phases, top, left, stride, pw, phase_size):
+    """Copy ``plane`` (H, W), zero-padded by ``top`` / ``left``, into the flat zero-bordered
+    phase planes: padded element (R, C) goes to phase (R % sh, C % sw), at (R // sh, C // sw).
+    The row's phase and position advance by one step a row (no division in the loop)."""
+    sh, sw = stride
+    height, width = plane.shape
+    firsts = np.empty(sw, dtype=np.int64)  # per phase column: the first input column,
+    counts = np.empty(sw, dtype=np.int64)  # how many, and where they start in a phase row
+    offsets = np.empty(sw, dtype=np.int64)
+    for b in range(sw):
+        firsts[b] = (b - left) % sw
+        counts[b] = max(0, (width - 1 - firsts[b]) // sw + 1)
+        offsets[b] = b * phase_size + (firsts[b] + left) // sw
+    phase_row, row_in_phase = top % sh, top // sh
+    for r in range(height):
+        base = phase_row * sw * phase_size + row_in_phase * pw
+        if sw == 1:  # a whole row: a unit-stride copy the compiler vectorises
+            dst, src = phases[base + left:base + left + width], plane[r]
+            for t in range(width):
+                dst[t] = src[t]
+        for b in range(sw if sw > 1 else 0):
+            start, count = base + offsets[b], counts[b]
+            dst, src = phases[start:start + count], plane[r, firsts[b]::sw]
+            for t in range(count):
+                dst[t] = src[t]
+        phase_row += 1
+        if phase_row == sh:
+            phase_row, row_in_phase = 0, row_in_phase + 1
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
-def depthwise_correlate(x, w, y, top, left, kernel_w, dil_h, dil_w):
-    """y (count, m, H_out, W_out) = the stride-1 depthwise correlation of x (count, H, W),
-    zero-padded by ``top`` / ``left`` (and by what y's shape leaves below and right), with
-    w (count, m, kH*kW), kW = ``kernel_w``."""
+def depthwise_correlate(x, w, y, top, left, padded_hw, kernel_w, stride, dilation):
+    """y (count, m, H_out, W_out) = the depthwise correlation of x (count, H, W), zero-padded
+    by ``top`` / ``left`` to ``padded_hw``, with w (count, m, kH*kW), kW = ``kernel_w``."""
     m, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     taps = w.shape[2]
-    size, wp, length, starts = _row_image_geometry(ho, wo, taps, kernel_w, dil_h, dil_w)
+    size, wp, phase_size, length, starts = _phase_geometry(padded_hw, (ho, wo), taps,
+                                                           kernel_w, stride, dilation)
     padded = np.zeros(size, dtype=x.dtype)  # borders stay zero from channel to channel
     row_image = np.empty(length, dtype=y.dtype)
     for c in range(x.shape[0]):
-        _pad_plane(x[c], padded, top, left, wp)
+        _split_plane(x[c], padded, top, left, stride, wp, phase_size)
         for k in range(m):
             wk = w[c, k]
             row_image[:] = 0
@@ -119,22 +144,23 @@ def _dot(a, b):
 
 
 @njit(nogil=True, cache=True)
-def depthwise_grad_weight(x, grad_out, grad_w, top, left, kernel_w, dil_h, dil_w):
+def depthwise_grad_weight(x, grad_out, grad_w, top, left, padded_hw, kernel_w, stride,
+                          dilation):
     """grad_w (count, m, kH*kW) = the gradient of ``depthwise_correlate``'s weights: for each
     channel and tap, the sum over samples and outputs of grad_out (N, count, m, H_out, W_out)
-    times the tap's input, x (N, count, H, W) zero-padded as there (``top`` / ``left``, and
-    what grad_out's shape leaves below and right). grad_out is laid out as a row image too
-    (zeros past W_out), so each tap is one dot product of two contiguous runs; samples are
-    added in order."""
+    times the tap's input, x (N, count, H, W) zero-padded as there. grad_out is laid out as
+    a row image too (zeros past W_out), so each tap is one dot product of two contiguous
+    runs; samples are added in order."""
     m, ho, wo = grad_out.shape[2], grad_out.shape[3], grad_out.shape[4]
     taps = grad_w.shape[2]
-    size, wp, length, starts = _row_image_geometry(ho, wo, taps, kernel_w, dil_h, dil_w)
+    size, wp, phase_size, length, starts = _phase_geometry(padded_hw, (ho, wo), taps,
+                                                           kernel_w, stride, dilation)
     padded = np.zeros(size, dtype=x.dtype)  # borders stay zero from plane to plane
     grad_image = np.zeros(length, dtype=grad_out.dtype)  # and its columns past W_out
     for c in range(x.shape[1]):
         grad_w[c] = 0
         for b in range(x.shape[0]):
-            _pad_plane(x[b, c], padded, top, left, wp)
+            _split_plane(x[b, c], padded, top, left, stride, wp, phase_size)
             for k in range(m):
                 for oh in range(ho):
                     dst = grad_image[oh * wp:oh * wp + wo]

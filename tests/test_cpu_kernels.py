@@ -36,6 +36,10 @@ DEPTHWISE = [
     ("3x3_reflect", (1, 4, 8, 7), (4, 1, 3, 3), dict(padding=2, padding_mode="reflect"), False),
     ("3x3_strided_input", (2, 3, 8, 9), (3, 1, 3, 3), dict(padding=1), True),
     ("3x3_stride2", (2, 4, 11, 10), (4, 1, 3, 3), dict(stride=2, padding=1), False),
+    ("5x5_stride3x2_dilated", (2, 3, 17, 14), (6, 1, 5, 5),
+     dict(stride=(3, 2), padding=(2, 3), dilation=(2, 1)), True),
+    ("4x3_stride2_unpadded_even", (1, 5, 12, 13), (5, 1, 4, 3), dict(stride=2), False),
+    ("3x3_stride2x3", (2, 3, 10, 14), (3, 1, 3, 3), dict(stride=(2, 3), padding=1), False),
 ]
 # name, input shape, pooling keyword arguments (None: adaptive max pooling to (3, 4))
 MAX_POOL = [
@@ -95,14 +99,11 @@ def test_depthwise_conv_matches_torch(case, engine, dtype):
     forward_calls = spy.depthwise_correlate.call_count
     gy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
     gx, gw, gb = F.conv2d_backward(gy, x, w, groups=groups, **kw, backend="numpy")
-    # the compiled correlation is stride-1 (a strided conv's grad-input phases are), and a
-    # grad-input is depthwise where each channel has one output channel
-    compiled = which == "numba"
-    stride_1, multiplier = kw.get("stride", 1) == 1, w_shape[0] // groups
+    # a grad-input is a depthwise correlation where each channel has one output channel
+    compiled, multiplier = which == "numba", w_shape[0] // groups
     assert (forward_calls > 0, spy.depthwise_correlate.call_count > forward_calls,
             spy.depthwise_grad_weight.called) == (
-        compiled and stride_1, compiled and multiplier == 1, compiled and stride_1), \
-        f"{name}: compiled calls ({which})"
+        compiled, compiled and multiplier == 1, compiled), f"{name}: compiled calls ({which})"
     xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
     wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
     kw_t = dict(kw)
@@ -216,14 +217,17 @@ def test_unknown_engine_is_an_error_naming_the_variable(monkeypatch):
         numpy_backend.cpu_kernels()
 
 
-@pytest.mark.parametrize("zero_padding, stride, out_hw, whole", [
+@pytest.mark.parametrize("zero_padding, stride, out_hw, every", [
     (((1, 1), (2, 2)), (1, 1), (8, 11), True),
-    (((1, 1), (2, 2)), (1, 1), (7, 11), False),  # a row short: not every window
-    (((1, 1), (2, 2)), (2, 1), (4, 11), False),
+    (((1, 1), (2, 2)), (1, 1), (7, 11), False),  # a row short
+    (((1, 1), (2, 2)), (2, 1), (4, 11), True),
+    (((1, 1), (2, 2)), (2, 3), (4, 4), True),
+    (((1, 1), (2, 2)), (2, 3), (4, 3), False),
     (((-1, 3), (2, 2)), (1, 1), (8, 11), False),  # a crop
 ])
-def test_the_compiled_depthwise_passes_take_only_whole_stride_1_correlations(
-        zero_padding, stride, out_hw, whole):
-    """They size the padded plane from the output: any other geometry keeps NumPy's path."""
-    got = numpy_backend._whole_stride_1((8, 9), zero_padding, (3, 3), stride, (1, 1), out_hw)
-    assert got == whole
+def test_the_compiled_depthwise_passes_take_only_every_window(zero_padding, stride, out_hw,
+                                                              every):
+    """They read the padded plane's windows without bounds checks: any other geometry keeps
+    NumPy's path."""
+    got = numpy_backend._every_window((8, 9), zero_padding, (3, 3), stride, (1, 1), out_hw)
+    assert got == every

@@ -34,9 +34,9 @@ per sample; a sample whose im2col would not stay in cache is cut into bands of o
 rows; a 1x1 stride-1 convolution needs no im2col copy at all. Bias and ReLU finish each
 product's output while it is in cache. Depthwise convolutions are batched small GEMMs
 (each channel's kernel times its im2col block) over cache-sized channel blocks, padded
-block by block into each thread's buffers. Where Numba is installed, stride-1 depthwise
-correlations and the max-pool backward scatter run compiled instead (``cpu_kernels``:
-kernels/cpu_numba.py, on the same kind of pieces).
+block by block into each thread's buffers. Where Numba is installed, depthwise
+correlations, their weight gradients and the max-pool backward scatter run compiled
+instead (``cpu_kernels``: kernels/cpu_numba.py, on the same kind of pieces).
 
 The copies, GEMMs, folds, depthwise blocks and pooling planes run in pieces over the
 thread pool of ``gpuconv.parallel`` (the GEMMs each on one BLAS thread); pieces are cut by
@@ -573,13 +573,13 @@ def _depthwise_blocks(x: np.ndarray, zero_padding, kernel, stride, dilation, out
     return block
 
 
-def _whole_stride_1(in_hw, zero_padding, kernel_hw, stride, dilation, out_hw) -> bool:
-    """Whether a correlation is stride-1 and its output is every window of the zero-padded
-    input (pads >= 0), as the compiled depthwise passes take it: they size the padded plane
-    from the output."""
-    return tuple(stride) == (1, 1) and all(
-        min(pads) >= 0 and out == size + sum(pads) - (k - 1) * d
-        for size, pads, k, d, out in zip(in_hw, zero_padding, kernel_hw, dilation, out_hw))
+def _every_window(in_hw, zero_padding, kernel_hw, stride, dilation, out_hw) -> bool:
+    """Whether a correlation's output holds every window of the zero-padded input (pads >= 0),
+    as the compiled depthwise passes take it: they read the padded plane's windows without
+    bounds checks."""
+    return all(min(pads) >= 0 and out == (size + sum(pads) - (k - 1) * d - 1) // s + 1
+               for size, pads, k, s, d, out in zip(in_hw, zero_padding, kernel_hw, stride,
+                                                   dilation, out_hw))
 
 
 def _depthwise_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, stride, dilation,
@@ -587,8 +587,8 @@ def _depthwise_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, stride
     """Depthwise correlation of ``x`` (N, G, H, W), zero-padded by ``zero_padding``, with
     ``weight`` (G, m, kH, kW) (channel multiplier m) as batched small GEMMs, per piece of
     channels of one sample: the im2col block (channels, kH*kW, L) of ``_depthwise_blocks``,
-    in cache, times each channel's (m, kH*kW) kernel; at stride 1, the compiled correlation
-    of each channel's plane instead (``cpu_kernels``), which needs no im2col."""
+    in cache, times each channel's (m, kH*kW) kernel; or the compiled correlation of each
+    channel's plane (``cpu_kernels``), which needs no im2col."""
     n, groups = x.shape[:2]
     _, m, kh, kw = weight.shape
     ho, wo = out_hw
@@ -599,11 +599,14 @@ def _depthwise_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, stride
     (top, bottom), (left, right) = zero_padding
     padded_plane = (x.shape[2] + top + bottom) * (x.shape[3] + left + right)
     kernels = cpu_kernels()
-    if kernels is not None and _whole_stride_1(x.shape[2:], zero_padding, (kh, kw), stride,
-                                               dilation, out_hw):  # a plane, not its im2col
+    if kernels is not None and _every_window(x.shape[2:], zero_padding, (kh, kw), stride,
+                                             dilation, out_hw):  # a plane, not its im2col
+        padded_hw = (x.shape[2] + top + bottom, x.shape[3] + left + right)
+
         def correlate_compiled(piece):
             b, g = piece
-            kernels.depthwise_correlate(x[b, g], w3[g], y5[b, g], top, left, kw, *dilation)
+            kernels.depthwise_correlate(x[b, g], w3[g], y5[b, g], top, left, padded_hw, kw,
+                                        tuple(stride), tuple(dilation))
         parallel.run(correlate_compiled,
                      _depthwise_pieces(n, groups, m, 1, padded_plane, x.itemsize), y5.nbytes)
         return y5.reshape(n, groups * m, ho, wo)
@@ -625,20 +628,21 @@ def _depthwise_grad_weight(grad_out: np.ndarray, x: np.ndarray, zero_padding, st
                            dilation, kernel_hw) -> np.ndarray:
     """dL/dW (G, m, kH*kW) of a depthwise correlation of ``x`` (N, G, H, W), zero-padded by
     ``zero_padding``: per piece of channels, grad_out's (m, H_out*W_out) times the im2col
-    block's transpose (``_depthwise_blocks``), summed over samples in order; at stride 1,
-    the compiled dot products of the two row images (``cpu_kernels``) instead."""
+    block's transpose (``_depthwise_blocks``), summed over samples in order; or the compiled
+    dot products of the two row images (``cpu_kernels``)."""
     n, groups = x.shape[:2]
     m, (ho, wo) = grad_out.shape[1] // groups, grad_out.shape[2:]
     kernels = cpu_kernels()
-    if kernels is not None and _whole_stride_1(x.shape[2:], zero_padding, kernel_hw, stride,
-                                               dilation, (ho, wo)):  # all samples, per channel
-        (top, _), (left, _) = zero_padding
+    if kernels is not None and _every_window(x.shape[2:], zero_padding, kernel_hw, stride,
+                                             dilation, (ho, wo)):  # all samples, per channel
+        (top, bottom), (left, right) = zero_padding
+        padded_hw = (x.shape[2] + top + bottom, x.shape[3] + left + right)
         gy5 = grad_out.reshape(n, groups, m, ho, wo)
         grad_w = np.empty((groups, m, math.prod(kernel_hw)), dtype=grad_out.dtype)
 
         def grad_weight_compiled(g: slice):
-            kernels.depthwise_grad_weight(x[:, g], gy5[:, g], grad_w[g], top, left,
-                                          kernel_hw[1], *dilation)
+            kernels.depthwise_grad_weight(x[:, g], gy5[:, g], grad_w[g], top, left, padded_hw,
+                                          kernel_hw[1], tuple(stride), tuple(dilation))
         parallel.run(grad_weight_compiled,
                      parallel.pieces_by_bytes(groups, n * math.prod(x.shape[2:]) * x.itemsize),
                      x.nbytes)
