@@ -75,11 +75,12 @@ def _split_plane(plane, phases, top, left, stride, pw, phase_size):
             dst, src = phases[base + left:base + left + width], plane[r]
             for t in range(width):
                 dst[t] = src[t]
-        for b in range(sw if sw > 1 else 0):
-            start, count = base + offsets[b], counts[b]
-            dst, src = phases[start:start + count], plane[r, firsts[b]::sw]
-            for t in range(count):
-                dst[t] = src[t]
+        else:
+            for b in range(sw):
+                start, count = base + offsets[b], counts[b]
+                dst, src = phases[start:start + count], plane[r, firsts[b]::sw]
+                for t in range(count):
+                    dst[t] = src[t]
         phase_row += 1
         if phase_row == sh:
             phase_row, row_in_phase = 0, row_in_phase + 1
