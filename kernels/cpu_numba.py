@@ -19,8 +19,8 @@ reference.max_pool2d_backward:
                xp[n, c])(q), with dy as a row image too (zero past W_out): the slides'
                dL/dW = Correlation(I, dL/dO), one dot product of two runs per tap.
     max-pool backward  dx[p, idx[p, l]] += dy[p, l], for l in order (np.add.at's order)
-Checked against the NumPy path and PyTorch by tests/test_cpu_kernels.py, and through the
-goldens (GPUCONV_CPU_KERNELS chooses the path; both run in CI).
+Checked against PyTorch by tests/test_cpu_kernels.py, which runs both paths
+(GPUCONV_CPU_KERNELS), and through the goldens and the rest of the suite, which run this one.
 
 Kernels:
 1. depthwise_correlate: a piece of channels of one sample; up to eight taps a pass over the

@@ -59,7 +59,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from gpuconv import backends, channelwise, parallel
 from gpuconv._checks import MAX_BYTES_ENV, max_array_bytes
-from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows
+from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows, conv_output_size
 
 NAME = "numpy"
 PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float maths
@@ -577,7 +577,7 @@ def _every_window(in_hw, zero_padding, kernel_hw, stride, dilation, out_hw) -> b
     """Whether a correlation's output holds every window of the zero-padded input (pads >= 0),
     as the compiled depthwise passes take it: they read the padded plane's windows without
     bounds checks."""
-    return all(min(pads) >= 0 and out == (size + sum(pads) - (k - 1) * d - 1) // s + 1
+    return all(min(pads) >= 0 and out == conv_output_size(size, k, s, pads, d)
                for size, pads, k, s, d, out in zip(in_hw, zero_padding, kernel_hw, stride,
                                                    dilation, out_hw))
 
@@ -597,12 +597,11 @@ def _depthwise_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, stride
     w3 = np.ascontiguousarray(weight.reshape(groups, m, kh * kw))
     y5 = np.empty((n, groups, m, ho, wo), dtype=x.dtype)
     (top, bottom), (left, right) = zero_padding
-    padded_plane = (x.shape[2] + top + bottom) * (x.shape[3] + left + right)
+    padded_hw = (x.shape[2] + top + bottom, x.shape[3] + left + right)
+    padded_plane = math.prod(padded_hw)
     kernels = cpu_kernels()
     if kernels is not None and _every_window(x.shape[2:], zero_padding, (kh, kw), stride,
                                              dilation, out_hw):  # a plane, not its im2col
-        padded_hw = (x.shape[2] + top + bottom, x.shape[3] + left + right)
-
         def correlate_compiled(piece):
             b, g = piece
             kernels.depthwise_correlate(x[b, g], w3[g], y5[b, g], top, left, padded_hw, kw,
@@ -1122,7 +1121,6 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
     with it, not each other's adds)."""
     n, c, ho, wo = grad_out.shape
     plane = input_hw[0] * input_hw[1]
-    disjoint = spec is not None and _disjoint_windows(spec)
     grad = np.empty((n * c, plane), dtype=grad_out.dtype)
     index2, grad_out2 = indices.reshape(n * c, ho * wo), grad_out.reshape(n * c, ho * wo)
 
@@ -1137,6 +1135,7 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
         parallel.run(scatter_compiled, parallel.pieces_by_bytes(n * c, plane * grad.itemsize),
                      grad.nbytes)
         return grad.reshape((n, c) + tuple(input_hw))
+    disjoint = spec is not None and _disjoint_windows(spec)
 
     def scatter(planes: slice):
         dst = grad[planes].reshape(-1)
