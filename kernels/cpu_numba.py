@@ -2,11 +2,12 @@
 full-size temporaries or as a serial ``np.add.at``, compiled (``njit``, no GIL) and run on
 the pieces of ``gpuconv.parallel``'s pool exactly where the backend's NumPy versions would
 run (``numpy_backend._depthwise_correlate``, ``numpy_backend._depthwise_grad_weight``,
+``numpy_backend.max_pool2d``, ``numpy_backend.avg_pool2d``,
 ``numpy_backend.max_pool2d_backward``), so the pieces, and with them the results, do not
 depend on the thread count.
 
 reference: gpuconv.backends.reference.conv2d (groups = channels), reference.conv2d_grad_weight,
-reference.max_pool2d_backward:
+reference.max_pool2d, reference.avg_pool2d, reference.max_pool2d_backward:
     depthwise  y[c, k, oh, ow] = sum_{i,j} w[c, k, i*kW + j] * xp[c, oh*sh + i*dh, ow*sw + j*dw]
                (xp the zero-padded plane, Hp x Wp). Split into sh*sw phase planes
                P_ab[r, s] = xp[r*sh + a, s*sw + b] of width pw = ceil(Wp / sw), tap (i, j)
@@ -18,6 +19,11 @@ reference.max_pool2d_backward:
     grad-weight  dW[c, k, i*kW + j] = sum_{n, q} dy[n, c, k](q) * (tap (i, j)'s run of
                xp[n, c])(q), with dy as a row image too (zero past W_out): the slides'
                dL/dW = Correlation(I, dL/dO), one dot product of two runs per tap.
+    max pooling  y[p, oh, ow] = max over taps (i, j) in row-major order of the -inf-padded
+               plane at (oh*sh + i*dh, ow*sw + j*dw), the first maximum or the last NaN
+               winning; each tap one run of the row image, as above, over a stack of planes
+    average pooling  the window sums are the depthwise correlation with a kernel of ones,
+               over the window sizes (numpy_backend._avg_pool_geometry)
     max-pool backward  dx[p, idx[p, l]] += dy[p, l], for l in order (np.add.at's order)
 Checked against PyTorch by tests/test_cpu_kernels.py, which runs both paths
 (GPUCONV_CPU_KERNELS), and through the goldens and the rest of the suite, which run this one.
@@ -27,7 +33,9 @@ Kernels:
    row image (one load and store of it per eight multiply-adds), in a fixed order.
 2. depthwise_grad_weight: a piece of channels, all samples in order; each tap one
    vectorised dot product of the grad_out and input row images (``_dot``).
-3. max_pool2d_backward_planes: a piece of planes; returns the first index outside its
+3. max_pool2d_planes: a piece of planes, in stacks whose row image is about
+   ``POOL_STACK_ELEMENTS`` long; the winning tap's number becomes the flat index.
+4. max_pool2d_backward_planes: a piece of planes; returns the first index outside its
    plane (or -1): a bad index is an error, never a write outside the gradient.
 Compiled on first use for each dtype (cached on disk by Numba).
 """
@@ -39,19 +47,23 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
-def _phase_geometry(padded_hw, out_hw, taps, kernel_w, stride, dilation):
-    """For a Hp x Wp zero-padded plane split into sh*sw phase planes of ceil(Hp/sh) x
-    ceil(Wp/sw) (``_split_plane``): their buffer's size, a phase plane's width pw and size,
-    the row image's length L = (H_out - 1)*pw + W_out and each tap's start in the buffer."""
+def _phase_geometry(padded_hw, out_hw, taps, kernel_w, stride, dilation, planes=1):
+    """For a stack of ``planes`` Hp x Wp padded planes, split into sh*sw phase planes in which
+    each plane takes ceil(Hp/sh) rows of ceil(Wp/sw) (``_split_plane``, one plane below the
+    other): their buffer's size, a phase plane's width pw and size, a plane's pitch in it,
+    the row image's length L = (planes - 1)*pitch + (H_out - 1)*pw + W_out and each tap's
+    start in the buffer. A tap's run then covers every plane of the stack."""
     (sh, sw), (dh, dw) = stride, dilation
     pw = (padded_hw[1] + sw - 1) // sw
-    phase_size = (padded_hw[0] + sh - 1) // sh * pw
+    pitch = (padded_hw[0] + sh - 1) // sh * pw
+    phase_size = planes * pitch
     starts = np.empty(taps, dtype=np.int64)
     for i in range(taps // kernel_w):
         for j in range(kernel_w):
             phase = (i * dh % sh) * sw + j * dw % sw
             starts[i * kernel_w + j] = phase * phase_size + i * dh // sh * pw + j * dw // sw
-    return sh * sw * phase_size, pw, phase_size, (out_hw[0] - 1) * pw + out_hw[1], starts
+    length = (planes - 1) * pitch + (out_hw[0] - 1) * pw + out_hw[1]
+    return sh * sw * phase_size, pw, phase_size, pitch, length, starts
 
 
 @njit(nogil=True, cache=True)
@@ -61,26 +73,28 @@ def _split_plane(plane, phases, top, left, stride, pw, phase_size):
     The row's phase and position advance by one step a row (no division in the loop)."""
     sh, sw = stride
     height, width = plane.shape
-    firsts = np.empty(sw, dtype=np.int64)  # per phase column: the first input column,
-    counts = np.empty(sw, dtype=np.int64)  # how many, and where they start in a phase row
-    offsets = np.empty(sw, dtype=np.int64)
-    for b in range(sw):
-        firsts[b] = (b - left) % sw
-        counts[b] = max(0, (width - 1 - firsts[b]) // sw + 1)
-        offsets[b] = b * phase_size + (firsts[b] + left) // sw
     phase_row, row_in_phase = top % sh, top // sh
     for r in range(height):
         base = phase_row * sw * phase_size + row_in_phase * pw
+        src = plane[r]
         if sw == 1:  # a whole row: a unit-stride copy the compiler vectorises
-            dst, src = phases[base + left:base + left + width], plane[r]
+            dst = phases[base + left:base + left + width]
             for t in range(width):
                 dst[t] = src[t]
-        else:
+        elif sw == 2:  # pairs of columns to the two phases: one loop, vectorised as such
+            first = phases[base + left % 2 * phase_size + left // 2:]
+            second = phases[base + (1 - left % 2) * phase_size + (left + 1) // 2:]
+            for t in range(width // 2):
+                first[t] = src[2 * t]
+                second[t] = src[2 * t + 1]
+            if width % 2:
+                first[width // 2] = src[width - 1]
+        else:  # phase b's first input column, how many, and where they start
             for b in range(sw):
-                start, count = base + offsets[b], counts[b]
-                dst, src = phases[start:start + count], plane[r, firsts[b]::sw]
-                for t in range(count):
-                    dst[t] = src[t]
+                c0 = (b - left) % sw
+                dst = phases[base + b * phase_size + (c0 + left) // sw:]
+                for t in range((width - 1 - c0) // sw + 1 if c0 < width else 0):
+                    dst[t] = src[c0 + sw * t]
         phase_row += 1
         if phase_row == sh:
             phase_row, row_in_phase = 0, row_in_phase + 1
@@ -92,7 +106,7 @@ def depthwise_correlate(x, w, y, top, left, padded_hw, kernel_w, stride, dilatio
     by ``top`` / ``left`` to ``padded_hw``, with w (count, m, kH*kW), kW = ``kernel_w``."""
     m, ho, wo = y.shape[1], y.shape[2], y.shape[3]
     taps = w.shape[2]
-    size, wp, phase_size, length, starts = _phase_geometry(padded_hw, (ho, wo), taps,
+    size, wp, phase_size, _, length, starts = _phase_geometry(padded_hw, (ho, wo), taps,
                                                            kernel_w, stride, dilation)
     padded = np.zeros(size, dtype=x.dtype)  # borders stay zero from channel to channel
     row_image = np.empty(length, dtype=y.dtype)
@@ -154,7 +168,7 @@ def depthwise_grad_weight(x, grad_out, grad_w, top, left, padded_hw, kernel_w, s
     runs; samples are added in order."""
     m, ho, wo = grad_out.shape[2], grad_out.shape[3], grad_out.shape[4]
     taps = grad_w.shape[2]
-    size, wp, phase_size, length, starts = _phase_geometry(padded_hw, (ho, wo), taps,
+    size, wp, phase_size, _, length, starts = _phase_geometry(padded_hw, (ho, wo), taps,
                                                            kernel_w, stride, dilation)
     padded = np.zeros(size, dtype=x.dtype)  # borders stay zero from plane to plane
     grad_image = np.zeros(length, dtype=grad_out.dtype)  # and its columns past W_out
@@ -188,3 +202,71 @@ def max_pool2d_backward_planes(grad_out, indices, grad):
                 return p * outputs + q
             dst[i] += gy[q]
     return -1
+
+
+@njit(nogil=True, cache=True)
+def _max_tap(run, best, tap, t):
+    """Where ``run`` beats ``best`` (is greater, or NaN: PyTorch's rule, so that the first
+    maximum and the last NaN win), take its value and the tap number t."""
+    for q in range(run.shape[0]):
+        v = run[q]
+        better = (v > best[q]) | (v != v)
+        best[q] = v if better else best[q]
+        tap[q] = t if better else tap[q]
+
+
+@njit(nogil=True, cache=True)
+def _first_inside(start, step):
+    """The first position start + i*step (i >= 0) that is not negative."""
+    return start if start >= 0 else start + (-start + step - 1) // step * step
+
+
+# planes of a max pooling stack: row images of about this many elements (in L1 / L2)
+POOL_STACK_ELEMENTS = 4096
+
+
+@njit(nogil=True, cache=True)
+def max_pool2d_planes(x, y, index, top, left, padded_hw, kernel_hw, stride, dilation):
+    """y and int64 flat indices h*W + w (P, H_out, W_out) of max pooling of planes x (P, H, W)
+    whose padded plane, ``padded_hw``, holds every window (``top`` / ``left`` before it), in
+    stacks of planes (``_phase_geometry``: long runs for small planes). The padding is -inf,
+    which never wins (greater, or NaN, wins), so every tap of every window is one run of the
+    row image, taken in row-major order; the one exception is a window of -inf alone, whose
+    first tap keeps the lead even in the padding: its index is then that of the window's
+    first element inside the plane, as in PyTorch."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel_hw, stride, dilation
+    planes, width = x.shape[0], x.shape[2]
+    ho, wo = y.shape[1], y.shape[2]
+    _, _, _, pitch, _, _ = _phase_geometry(padded_hw, (ho, wo), 1, 1, stride, dilation)
+    stack = max(1, min(planes, POOL_STACK_ELEMENTS // pitch))
+    size, pw, phase_size, _, length, starts = _phase_geometry(padded_hw, (ho, wo), kh * kw,
+                                                              kw, stride, dilation, stack)
+    padded = np.full(size, -np.inf, dtype=x.dtype)  # borders stay -inf from plane to plane
+    best = np.empty(length, dtype=x.dtype)
+    tap = np.empty(length, dtype=np.int32)
+    offset = np.empty(kh * kw, np.int64)  # tap t's flat offset from its window's corner
+    for t in range(kh * kw):
+        offset[t] = t // kw * dh * width + t % kw * dw
+    border_cols = min(wo, (left + sw - 1) // sw)  # windows whose first column is padding
+    for p0 in range(0, planes, stack):
+        count = min(stack, planes - p0)
+        for i in range(count):
+            _split_plane(x[p0 + i], padded[i * pitch:], top, left, stride, pw, phase_size)
+        run = length - (stack - count) * pitch  # a last, shorter stack
+        best[:run] = padded[starts[0]:starts[0] + run]
+        tap[:run] = 0
+        for t in range(1, kh * kw):
+            _max_tap(padded[starts[t]:starts[t] + run], best[:run], tap[:run], np.int32(t))
+        for i in range(count):
+            for oh in range(ho):
+                row0, q = oh * sh - top, i * pitch + oh * pw
+                out, where = y[p0 + i, oh], index[p0 + i, oh]
+                lead, lead_tap, corner = best[q:q + wo], tap[q:q + wo], row0 * width - left
+                for ow in range(wo):
+                    out[ow], where[ow] = lead[ow], corner + ow * sw + offset[lead_tap[ow]]
+                # a lead kept by tap 0 in the padding (-inf alone) goes to the first element
+                # inside the window: its first row and column inside the plane
+                for ow in range(wo if row0 < 0 else border_cols):
+                    if lead_tap[ow] == 0:
+                        where[ow] = (_first_inside(row0, dh) * width
+                                     + _first_inside(ow * sw - left, dw))

@@ -59,6 +59,7 @@ def engine(request, monkeypatch):
     spy.depthwise_correlate.side_effect = cpu_numba.depthwise_correlate
     spy.depthwise_grad_weight.side_effect = cpu_numba.depthwise_grad_weight
     spy.max_pool2d_backward_planes.side_effect = cpu_numba.max_pool2d_backward_planes
+    spy.max_pool2d_planes.side_effect = cpu_numba.max_pool2d_planes
     with mock.patch.object(numpy_backend, "_load_cpu_kernels",
                            lambda choice: None if choice == "numpy" else spy):
         yield request.param, spy
@@ -202,6 +203,93 @@ def test_compiled_scatter_reports_its_first_bad_index_and_writes_nothing_past_it
     assert cpu_numba.max_pool2d_backward_planes(grad_out, indices, grad) == 4
     np.testing.assert_array_equal(grad[0], [1.0, 3.0, 2.0, 0.0])
     np.testing.assert_array_equal(grad[1], [0.0, 0.0, 0.0, 4.0])
+
+
+# name, input shape, pooling keyword arguments: strides 1, 2 and 3 (each of the phase
+# split's copies), padding on every side, dilation, ceil_mode's last window
+POOL_FORWARD = [
+    ("2x2_disjoint", (2, 3, 8, 10), dict(kernel_size=2)),
+    ("3x3_s2_pad1", (2, 3, 11, 9), dict(kernel_size=3, stride=2, padding=1)),
+    ("3x3_s1_pad1", (1, 4, 6, 7), dict(kernel_size=3, stride=1, padding=1)),
+    ("4x3_s3_pad_ceil", (2, 2, 13, 11), dict(kernel_size=(4, 3), stride=3, padding=(2, 1),
+                                             ceil_mode=True)),
+    ("2x3_dilated_ceil", (1, 4, 10, 11), dict(kernel_size=(2, 3), stride=2, dilation=(2, 1),
+                                              ceil_mode=True)),
+    ("3x2_s2x1_pad_dilated", (3, 2, 9, 8), dict(kernel_size=(3, 2), stride=(2, 1),
+                                                padding=(1, 1), dilation=(1, 2))),
+]
+
+
+def _pool_input(kind, shape, dtype, seed):
+    """Distinct values; ties (few values); or NaNs and -inf, a corner block of -inf included
+    (a window there holds -inf alone, its lead in the padding)."""
+    rng = np.random.default_rng(seed)
+    if kind == "distinct":
+        return _distinct_values(shape, dtype, seed)
+    if kind == "ties":
+        return rng.integers(0, 3, shape).astype(dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = np.nan
+    x[rng.random(shape) < 0.2] = -np.inf
+    x[:, :, :3, :3] = -np.inf
+    x[0, 0, -1, -1] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kind", ["distinct", "ties", "nan_and_inf"])
+@pytest.mark.parametrize("case", POOL_FORWARD, ids=lambda c: c[0])
+def test_max_pool_engines_agree_bit_for_bit_and_with_torch(case, kind, dtype, monkeypatch):
+    """Values and indices, with PyTorch's rules: the first maximum wins, a NaN wins over any
+    number (the last NaN among several), a window of -inf alone points at its first element
+    inside the input."""
+    name, x_shape, kw = case
+    x = _pool_input(kind, x_shape, dtype, seed=len(name))
+    got = {}
+    for which in ENGINES:
+        monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, which)
+        got[which] = F.max_pool2d(x, **kw, return_indices=True, backend="numpy")
+        y_only = F.max_pool2d(x, **kw, backend="numpy")
+        np.testing.assert_array_equal(y_only, got[which][0], err_msg=f"{name} {which}")
+    for a, b in zip(got["numba"], got["numpy"]):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    want, want_index = TF.max_pool2d(torch.tensor(x, dtype=torch.float64), **kw,
+                                     return_indices=True)
+    np.testing.assert_array_equal(got["numba"][0], want.numpy().astype(dtype), err_msg=name)
+    np.testing.assert_array_equal(got["numba"][1], want_index.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+def test_max_pool_takes_the_compiled_pass(engine):
+    which, spy = engine
+    F.max_pool2d(np.ones((2, 3, 8, 8), np.float32), 2, backend="numpy")
+    assert spy.max_pool2d_planes.called == (which == "numba")
+
+
+# name, input shape, avg_pool2d keyword arguments
+AVG_POOL = [
+    ("2x2", (2, 3, 8, 10), dict(kernel_size=2)),
+    ("3x3_s2_pad1_ceil_exclude_pad", (2, 3, 11, 9),
+     dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+    ("3x3_s1_pad1_include_pad", (1, 4, 6, 7), dict(kernel_size=3, stride=1, padding=1)),
+    ("5x4_s3_pad2_divisor", (2, 2, 13, 11), dict(kernel_size=(5, 4), stride=3, padding=2,
+                                                 divisor_override=7)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+@pytest.mark.parametrize("case", AVG_POOL, ids=lambda c: c[0])
+def test_avg_pool_matches_torch(case, engine, dtype):
+    """The compiled window sums are a depthwise correlation with a kernel of ones."""
+    name, x_shape, kw = case
+    which, spy = engine
+    x = np.random.default_rng(len(name)).standard_normal(x_shape).astype(dtype)
+    y = F.avg_pool2d(x, **kw, backend="numpy")
+    assert spy.depthwise_correlate.called == (which == "numba")
+    want = TF.avg_pool2d(torch.tensor(x, dtype=torch.float64), **kw).numpy()
+    _assert_close(y, want, math.prod(np.broadcast_to(kw["kernel_size"], 2)), dtype,
+                  f"{name} output")
 
 
 @pytest.mark.parametrize("value", ["", "numba", "numpy"])

@@ -1027,8 +1027,13 @@ def _max_pool_by_tables(x: np.ndarray, row_table: np.ndarray, col_table: np.ndar
 
 
 def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
-    """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
+    """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum:
+    by the compiled pass (``cpu_kernels``) on pieces of planes, or by NumPy's passes."""
     (n, c, h, w), out_hw = x.shape, spec.output_shape(x.shape[2:])
+    kernels = cpu_kernels()
+    if kernels is not None:
+        y, index = _max_pool2d_compiled(kernels, x, spec, out_hw)
+        return y, (index if return_indices else None)
     inside = not any(map(any, _pads(spec, (h, w), out_hw)))  # no window reaches padding
     if not (return_indices and inside):
         return _planewise(lambda planes: _max_pool2d(planes, spec, return_indices), x)
@@ -1041,6 +1046,23 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
         if not _max_pool_inside(planes[piece], spec, out_hw, y[piece], index[piece]):
             y[piece], index[piece] = _max_pool2d(planes[piece], spec, True)
     parallel.run(pool, parallel.pieces_by_bytes(n * c, planes[0].nbytes), x.nbytes)
+    return y.reshape((n, c) + out_hw), index.reshape((n, c) + out_hw)
+
+
+def _max_pool2d_compiled(kernels, x: np.ndarray, spec: PoolSpec, out_hw):
+    """``max_pool2d`` by ``cpu_numba.max_pool2d_planes`` on pieces of planes, through the
+    padding that holds every window (``_pads``)."""
+    (n, c, h, w), pads = x.shape, _pads(spec, x.shape[2:], out_hw)
+    padded_hw = (h + sum(pads[0]), w + sum(pads[1]))
+    planes = x.reshape(n * c, h, w)
+    y = np.empty((n * c,) + out_hw, dtype=x.dtype)
+    index = np.empty(y.shape, dtype=np.int64)
+
+    def pool(piece: slice):
+        kernels.max_pool2d_planes(planes[piece], y[piece], index[piece], pads[0][0], pads[1][0],
+                                  padded_hw, tuple(spec.kernel_size), tuple(spec.stride),
+                                  tuple(spec.dilation))
+    parallel.run(pool, parallel.pieces_by_bytes(n * c, h * w * x.itemsize), x.nbytes)
     return y.reshape((n, c) + out_hw), index.reshape((n, c) + out_hw)
 
 
@@ -1183,7 +1205,11 @@ def _avg_pool_geometry(spec: PoolSpec, in_hw, count_include_pad: bool, divisor_o
 
 
 def avg_pool2d(x: np.ndarray, spec: PoolSpec, count_include_pad: bool, divisor_override):
-    """y (N, C, H_out, W_out): window sums (separable: rows, then columns) over divisors."""
+    """y (N, C, H_out, W_out): window sums over divisors, by the compiled pass
+    (``cpu_kernels``) or NumPy's (separable: rows, then columns)."""
+    kernels = cpu_kernels()
+    if kernels is not None:
+        return _avg_pool2d_compiled(kernels, x, spec, count_include_pad, divisor_override)
     return _planewise(lambda planes: _avg_pool2d(planes, spec, count_include_pad,
                                                  divisor_override), x)
 
@@ -1194,6 +1220,27 @@ def _avg_pool2d(x: np.ndarray, spec: PoolSpec, count_include_pad: bool, divisor_
     y = _separable_reduce(np.add, _pad(x, pads, "zeros"), spec, out_hw)
     y /= divisor
     return y
+
+
+def _avg_pool2d_compiled(kernels, x: np.ndarray, spec: PoolSpec, count_include_pad: bool,
+                         divisor_override):
+    """``avg_pool2d`` on pieces of planes: the window sums are a depthwise correlation with a
+    kernel of ones (``cpu_numba.depthwise_correlate``), then over the divisors."""
+    (n, c, h, w) = x.shape
+    out_hw, pads, divisor = _avg_pool_geometry(spec, (h, w), count_include_pad,
+                                               divisor_override, x.dtype)
+    padded_hw = (h + sum(pads[0]), w + sum(pads[1]))
+    planes = x.reshape(n * c, h, w)
+    y = np.empty((n * c, 1) + out_hw, dtype=x.dtype)
+    ones = np.ones((n * c, 1, math.prod(spec.kernel_size)), dtype=x.dtype)
+
+    def pool(piece: slice):
+        kernels.depthwise_correlate(planes[piece], ones[piece], y[piece], pads[0][0],
+                                    pads[1][0], padded_hw, spec.kernel_size[1],
+                                    tuple(spec.stride), (1, 1))
+        y[piece] /= divisor
+    parallel.run(pool, parallel.pieces_by_bytes(n * c, h * w * x.itemsize), x.nbytes)
+    return y.reshape((n, c) + out_hw)
 
 
 def avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw, count_include_pad: bool,
