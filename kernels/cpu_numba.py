@@ -3,8 +3,8 @@ full-size temporaries or as a serial ``np.add.at``, compiled (``njit``, no GIL) 
 the pieces of ``gpuconv.parallel``'s pool exactly where the backend's NumPy versions would
 run (``numpy_backend._depthwise_correlate``, ``numpy_backend._depthwise_grad_weight``,
 ``numpy_backend.max_pool2d``, ``numpy_backend.avg_pool2d``,
-``numpy_backend.max_pool2d_backward``), so the pieces, and with them the results, do not
-depend on the thread count.
+``numpy_backend.max_pool2d_backward``, ``numpy_backend._winograd_tiles``), so the pieces,
+and with them the results, do not depend on the thread count.
 
 reference: gpuconv.backends.reference.conv2d (groups = channels), reference.conv2d_grad_weight,
 reference.max_pool2d, reference.avg_pool2d, reference.max_pool2d_backward:
@@ -25,8 +25,12 @@ reference.max_pool2d, reference.avg_pool2d, reference.max_pool2d_backward:
     average pooling  the window sums are the depthwise correlation with a kernel of ones,
                over the window sizes (numpy_backend._avg_pool_geometry)
     max-pool backward  dx[p, idx[p, l]] += dy[p, l], for l in order (np.add.at's order)
-Checked against PyTorch by tests/test_cpu_kernels.py, which runs both paths
-(GPUCONV_CPU_KERNELS), and through the goldens and the rest of the suite, which run this one.
+    Winograd F(2x2, 3x3) transforms  V = B^T d B and Y = A^T M A of every tile
+               (numpy_backend._winograd_correlate, whose header has B, G and A), the NumPy
+               passes' operations in their order, so that both engines give the same bits
+Checked against PyTorch by tests/test_cpu_kernels.py and tests/test_winograd.py, which run
+both paths (GPUCONV_CPU_KERNELS), and through the goldens and the rest of the suite, which
+run this one.
 
 Kernels:
 1. depthwise_correlate: a piece of channels of one sample; up to eight taps a pass over the
@@ -37,6 +41,8 @@ Kernels:
    ``POOL_STACK_ELEMENTS`` long; the winning tap's number becomes the flat index.
 4. max_pool2d_backward_planes: a piece of planes; returns the first index outside its
    plane (or -1): a bad index is an error, never a write outside the gradient.
+5. winograd_input_transform / winograd_output_transform: a chunk's tiles, an input plane
+   (or an output channel) at a time, in cache.
 Compiled on first use for each dtype (cached on disk by Numba).
 """
 
@@ -270,3 +276,60 @@ def max_pool2d_planes(x, y, index, top, left, padded_hw, kernel_hw, stride, dila
                     if lead_tap[ow] == 0:
                         where[ow] = (_first_inside(row0, dh) * width
                                      + _first_inside(ow * sw - left, dw))
+
+
+@njit(nogil=True, cache=True)
+def winograd_input_transform(planes, v, pitch):
+    """v (16, C, N, n0) = B^T d B for every 4x4 input tile d (Winograd F(2x2, 3x3),
+    ``numpy_backend._winograd_input_transform``: the same operations in the same order, a
+    plane at a time in cache): planes (2, 2, C, N, (rows + 2)*pitch) are the sub-image's
+    parity planes (even / odd rows, even / odd columns), flat with a pitch of one more than
+    the tile columns, so that tile q's row 2i + p is parity row p at q + i*pitch. Each
+    step is one short loop over two runs, which the compiler vectorises."""
+    n0 = v.shape[3]
+    t = np.empty((4, 2, n0 + 1), dtype=v.dtype)  # B^T d, per column parity
+    for c in range(v.shape[1]):
+        for n in range(v.shape[2]):
+            for pc in range(2):
+                even, odd = planes[0, pc, c, n], planes[1, pc, c, n]
+                t0, t1, t2, t3 = t[0, pc], t[1, pc], t[2, pc], t[3, pc]
+                for p in range(n0 + 1):  # rows: d0 - d2, d1 + d2, d2 - d1, d1 - d3
+                    t0[p] = even[p] - even[p + pitch]
+                for p in range(n0 + 1):
+                    t1[p] = odd[p] + even[p + pitch]
+                for p in range(n0 + 1):
+                    t2[p] = even[p + pitch] - odd[p]
+                for p in range(n0 + 1):
+                    t3[p] = odd[p] - odd[p + pitch]
+            for a in range(4):  # columns, alike; tap k = 4*row + column
+                even, odd = t[a, 0], t[a, 1]
+                v0, v1, v2, v3 = v[4 * a, c, n], v[4 * a + 1, c, n], v[4 * a + 2, c, n], \
+                    v[4 * a + 3, c, n]
+                for q in range(n0):
+                    v0[q] = even[q] - even[q + 1]
+                for q in range(n0):
+                    v1[q] = odd[q] + even[q + 1]
+                for q in range(n0):
+                    v2[q] = even[q + 1] - odd[q]
+                for q in range(n0):
+                    v3[q] = odd[q] - odd[q + 1]
+
+
+@njit(nogil=True, cache=True)
+def winograd_output_transform(m, out):
+    """out (2, 2, O, T) = A^T m A for every tile's sixteen products m (16, O, T), k = 4*row +
+    column (``numpy_backend._winograd_tiles``, same operations in the same order)."""
+    for o in range(m.shape[1]):
+        for q in range(m.shape[2]):
+            # m A, by rows a: s_a0 = m_a0 + m_a1 + m_a2, s_a1 = m_a1 - m_a2 - m_a3
+            s00 = m[0, o, q] + m[1, o, q] + m[2, o, q]
+            s01 = m[1, o, q] - m[2, o, q] - m[3, o, q]
+            s10 = m[4, o, q] + m[5, o, q] + m[6, o, q]
+            s11 = m[5, o, q] - m[6, o, q] - m[7, o, q]
+            s20 = m[8, o, q] + m[9, o, q] + m[10, o, q]
+            s21 = m[9, o, q] - m[10, o, q] - m[11, o, q]
+            s30 = m[12, o, q] + m[13, o, q] + m[14, o, q]
+            s31 = m[13, o, q] - m[14, o, q] - m[15, o, q]
+            # A^T (m A)
+            out[0, 0, o, q], out[0, 1, o, q] = s00 + s10 + s20, s01 + s11 + s21
+            out[1, 0, o, q], out[1, 1, o, q] = s10 - s20 - s30, s11 - s21 - s31

@@ -8,6 +8,7 @@ case checks that it did)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 from unittest import mock
 
@@ -38,6 +39,9 @@ CASES = [
 # whole (default budget), and one tile row of one sample per chunk
 CHUNKS = {"whole": numpy_backend.WINOGRAD_CHUNK_BYTES, "tile_rows": 1}
 DTYPES = (np.float64, np.float32)
+# the transforms' two engines (numpy_backend.cpu_kernels): the compiled ones do NumPy's
+# operations in NumPy's order
+ENGINES = ("numba", "numpy") if importlib.util.find_spec("numba") else ("numpy",)
 
 
 @contextlib.contextmanager
@@ -88,11 +92,13 @@ def _assert_close(got, want, k, dtype, what):
                           f"{float(np.nanmax(np.abs(got - want))):.3g} (scale {scale:.3g})"
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("chunks", list(CHUNKS))
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
-def test_winograd_conv_matches_torch(case, dtype, chunks):
+def test_winograd_conv_matches_torch(case, dtype, chunks, engine, monkeypatch):
     name, x_shape, w_shape, kw, strided = case
+    monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, engine)
     x, w, b = _inputs(x_shape, w_shape, strided, dtype)
     with _winograd_for_small_arrays(CHUNKS[chunks]) as spy:
         y = F.conv2d(x, w, b, **kw, backend="numpy")
@@ -107,6 +113,21 @@ def test_winograd_conv_matches_torch(case, dtype, chunks):
     _assert_close(y, y_ref, w_shape[1] * 9 + 1, dtype, f"{name} output")
     _assert_close(gx, gx_ref, w_shape[0] // groups * 9 * fold, dtype, f"{name} grad_input")
     assert gw.shape == w.shape
+
+
+@pytest.mark.skipif(len(ENGINES) < 2, reason="needs Numba")
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", [CASES[0], CASES[7]], ids=lambda c: c[0])
+def test_winograd_engines_agree_bit_for_bit(case, dtype, monkeypatch):
+    name, x_shape, w_shape, kw, strided = case
+    x, w, b = _inputs(x_shape, w_shape, strided, dtype)
+    got = []
+    for engine in ENGINES:
+        monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, engine)
+        with _winograd_for_small_arrays(CHUNKS["whole"]) as spy:
+            got.append(F.conv2d(x, w, b, **kw, backend="numpy"))
+            assert spy.called, name
+    np.testing.assert_array_equal(got[0], got[1], err_msg=name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
