@@ -79,15 +79,20 @@ def _split_plane(plane, phases, top, left, stride, pw, phase_size):
     The row's phase and position advance by one step a row (no division in the loop)."""
     sh, sw = stride
     height, width = plane.shape
+    firsts = np.empty(sw if sw > 2 else 0, dtype=np.int64)  # (sw > 2) per phase column: the
+    offsets = np.empty_like(firsts)  # first input column, and where it goes in a phase row
+    for b in range(len(firsts)):
+        firsts[b] = (b - left) % sw
+        offsets[b] = b * phase_size + (firsts[b] + left) // sw
     phase_row, row_in_phase = top % sh, top // sh
     for r in range(height):
         base = phase_row * sw * phase_size + row_in_phase * pw
-        src = plane[r]
         if sw == 1:  # a whole row: a unit-stride copy the compiler vectorises
-            dst = phases[base + left:base + left + width]
+            dst, src = phases[base + left:base + left + width], plane[r]
             for t in range(width):
                 dst[t] = src[t]
         elif sw == 2:  # pairs of columns to the two phases: one loop, vectorised as such
+            src = plane[r]
             first = phases[base + left % 2 * phase_size + left // 2:]
             second = phases[base + (1 - left % 2) * phase_size + (left + 1) // 2:]
             for t in range(width // 2):
@@ -95,12 +100,11 @@ def _split_plane(plane, phases, top, left, stride, pw, phase_size):
                 second[t] = src[2 * t + 1]
             if width % 2:
                 first[width // 2] = src[width - 1]
-        else:  # phase b's first input column, how many, and where they start
+        else:
             for b in range(sw):
-                c0 = (b - left) % sw
-                dst = phases[base + b * phase_size + (c0 + left) // sw:]
-                for t in range((width - 1 - c0) // sw + 1 if c0 < width else 0):
-                    dst[t] = src[c0 + sw * t]
+                dst, src = phases[base + offsets[b]:], plane[r, firsts[b]::sw]
+                for t in range(len(src)):
+                    dst[t] = src[t]
         phase_row += 1
         if phase_row == sh:
             phase_row, row_in_phase = 0, row_in_phase + 1
