@@ -2,8 +2,8 @@
 full-size temporaries or as a serial ``np.add.at``, compiled (``njit``, no GIL) and run on
 the pieces of ``gpuconv.parallel``'s pool exactly where the backend's NumPy versions would
 run (``numpy_backend._depthwise_correlate``, ``numpy_backend._depthwise_grad_weight``,
-``numpy_backend.max_pool2d``, ``numpy_backend.avg_pool2d``,
-``numpy_backend.max_pool2d_backward``, ``numpy_backend._winograd_tiles``), so the pieces,
+``numpy_backend.max_pool2d``, ``numpy_backend.avg_pool2d``, ``numpy_backend.max_pool2d_backward``,
+``numpy_backend._avg_pool2d_backward_tiled``, ``numpy_backend._winograd_tiles``), so the pieces,
 and with them the results, do not depend on the thread count.
 
 reference: gpuconv.backends.reference.conv2d (groups = channels), reference.conv2d_grad_weight,
@@ -25,6 +25,8 @@ reference.max_pool2d, reference.avg_pool2d, reference.max_pool2d_backward:
     average pooling  the window sums are the depthwise correlation with a kernel of ones,
                over the window sizes (numpy_backend._avg_pool_geometry)
     max-pool backward  dx[p, idx[p, l]] += dy[p, l], for l in order (np.add.at's order)
+    average-pool backward, windows that tile the plane  dx[p, h, w] = dy[p, h // kH, w // kW]
+               / divisor[h // kH, w // kW], zero past the last window
     Winograd F(2x2, 3x3) transforms  V = B^T d B and Y = A^T M A of every tile
                (numpy_backend._winograd_correlate, whose header has B, G and A), the NumPy
                passes' operations in their order, so that both engines give the same bits
@@ -41,7 +43,9 @@ Kernels:
    ``POOL_STACK_ELEMENTS`` long; the winning tap's number becomes the flat index.
 4. max_pool2d_backward_planes: a piece of planes; returns the first index outside its
    plane (or -1): a bad index is an error, never a write outside the gradient.
-5. winograd_input_transform / winograd_output_transform: a chunk's tiles, an input plane
+5. avg_pool2d_backward_tiled: a piece of planes; each row of windows spread once, then
+   copied to its kH input rows.
+6. winograd_input_transform / winograd_output_transform: a chunk's tiles, an input plane
    (or an output channel) at a time, in cache.
 Compiled on first use for each dtype (cached on disk by Numba).
 """
@@ -337,3 +341,37 @@ def winograd_output_transform(m, out):
             # A^T (m A)
             out[0, 0, o, q], out[0, 1, o, q] = s00 + s10 + s20, s01 + s11 + s21
             out[1, 0, o, q], out[1, 1, o, q] = s10 - s20 - s30, s11 - s21 - s31
+
+
+@njit(nogil=True, cache=True)
+def avg_pool2d_backward_tiled(grad_out, divisor, kernel_hw, grad):
+    """grad (P, H, W) = the gradient of average pooling whose windows tile the input (stride =
+    kernel, no padding): each element's is its window's grad_out (P, H_out, W_out) over that
+    window's divisor (H_out, W_out) (the one division the NumPy pass makes, so the same
+    bits); zero past the last window."""
+    kh, kw = kernel_hw
+    ho, wo = grad_out.shape[1], grad_out.shape[2]
+    width = grad.shape[2]
+    row = np.zeros(width, dtype=grad.dtype)  # a row of windows' gradients, zero past them
+    scaled = np.empty(wo, dtype=grad.dtype)
+    for p in range(grad.shape[0]):
+        for oh in range(ho):
+            g, d = grad_out[p, oh], divisor[oh]
+            for ow in range(wo):
+                scaled[ow] = g[ow] / d[ow]
+            if kw == 2:  # pairs: one loop, vectorised as such
+                for ow in range(wo):
+                    row[2 * ow] = scaled[ow]
+                    row[2 * ow + 1] = scaled[ow]
+            else:
+                for ow in range(wo):
+                    for j in range(kw):
+                        row[ow * kw + j] = scaled[ow]
+            for i in range(kh):
+                dst = grad[p, oh * kh + i]
+                for w in range(width):
+                    dst[w] = row[w]
+        for h in range(ho * kh, grad.shape[1]):
+            dst = grad[p, h]
+            for w in range(width):
+                dst[w] = 0

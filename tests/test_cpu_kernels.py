@@ -292,6 +292,36 @@ def test_avg_pool_matches_torch(case, engine, dtype):
                   f"{name} output")
 
 
+# name, input shape, avg_pool2d keyword arguments, whose windows tile the input
+AVG_POOL_BACKWARD = [
+    ("2x2_tiled", (2, 3, 8, 10), dict(kernel_size=2), True),
+    ("3x2_tiled_with_tails", (2, 3, 11, 9), dict(kernel_size=(3, 2)), True),
+    ("3x3_s2_pad1_overlapping", (2, 3, 11, 9), dict(kernel_size=3, stride=2, padding=1), False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", AVG_POOL_BACKWARD, ids=lambda c: c[0])
+def test_avg_pool_backward_engines_agree_bit_for_bit_and_with_torch(case, dtype, monkeypatch):
+    """Windows that tile the input take the compiled spread (past the last window: zeros)."""
+    name, x_shape, kw, tiled = case
+    rng = np.random.default_rng(len(name))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    want = TF.avg_pool2d(xt, **kw)
+    gy = rng.standard_normal(want.shape).astype(dtype)
+    want.backward(torch.tensor(gy, dtype=torch.float64))
+    grads = {}
+    for which in ENGINES:
+        monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, which)
+        spy = mock.Mock(wraps=cpu_numba.avg_pool2d_backward_tiled)
+        with mock.patch.object(cpu_numba, "avg_pool2d_backward_tiled", spy):
+            grads[which] = F.avg_pool2d_backward(gy, x, **kw, backend="numpy")
+        assert spy.called == (tiled and which == "numba"), f"{name} {which}"
+    np.testing.assert_array_equal(grads["numba"], grads["numpy"], err_msg=name)
+    _assert_close(grads["numba"], xt.grad.numpy(), 9, dtype, f"{name} grad_input")
+
+
 @pytest.mark.parametrize("value", ["", "numba", "numpy"])
 def test_engine_choice(value, monkeypatch):
     monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, value)

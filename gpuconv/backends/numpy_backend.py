@@ -1284,9 +1284,16 @@ def _avg_pool2d_backward_tiled(grad_out: np.ndarray, kernel_hw, input_hw,
     columns past the last window get none)."""
     n, c, ho, wo = grad_out.shape
     (kh, kw), (h, w) = kernel_hw, input_hw
+    gy3 = grad_out.reshape(n * c, ho, wo)
+    kernels = cpu_kernels()
+    if kernels is not None:  # the same, compiled: no temporaries, every row written once
+        grad_x = np.empty((n * c, h, w), dtype=grad_out.dtype)
+        parallel.run(lambda planes: kernels.avg_pool2d_backward_tiled(
+            gy3[planes], divisor, tuple(kernel_hw), grad_x[planes]),
+            parallel.pieces_by_bytes(n * c, h * w * grad_x.itemsize), grad_x.nbytes)
+        return grad_x.reshape(n, c, h, w)
     tail = (h, w) != (ho * kh, wo * kw)
     grad_x = (np.zeros if tail else np.empty)((n * c, h, w), dtype=grad_out.dtype)
-    gy3 = grad_out.reshape(n * c, ho, wo)
 
     def spread(planes: slice):
         out = grad_x[planes]
