@@ -45,8 +45,11 @@ Kernels:
    plane (or -1): a bad index is an error, never a write outside the gradient.
 5. avg_pool2d_backward_tiled: a piece of planes; each row of windows spread once, then
    copied to its kH input rows.
-6. winograd_input_transform / winograd_output_transform: a chunk's tiles, an input plane
-   (or an output channel) at a time, in cache.
+6. split_planes: planes into their stride phases (``_split_plane``), for Winograd's
+   parity planes and the dilation phases of its input.
+7. winograd_input_transform / winograd_output_transform: a chunk's tiles, an input plane
+   (or an output channel) at a time, in cache; winograd_output_planes: the 2x2 output
+   blocks into the output's rows.
 Compiled on first use for each dtype (cached on disk by Numba).
 """
 
@@ -375,3 +378,40 @@ def avg_pool2d_backward_tiled(grad_out, divisor, kernel_hw, grad):
             dst = grad[p, h]
             for w in range(width):
                 dst[w] = 0
+
+
+@njit(nogil=True, cache=True)
+def split_planes(x, phases, top, left, stride):
+    """phases (sh, sw, A, B, R, pw) = the stride phases of the planes x (A, B, h, w), any
+    strides, zero-padded by ``top`` / ``left`` on an (R*sh) x (pw*sw) grid:
+    phases[a, b, i, j, r, s] = grid of x[i, j] at (r*sh + a, s*sw + b) (``_split_plane``),
+    zero where the grid is outside x. Winograd's parity planes (stride 2) and the dilation
+    phases of its input."""
+    count_a, count_b, rows, pw = phases.shape[2], phases.shape[3], phases.shape[4], \
+        phases.shape[5]
+    flat = phases.reshape(-1)
+    flat[:] = 0
+    phase_size = count_a * count_b * rows * pw
+    for i in range(count_a):
+        for j in range(count_b):
+            _split_plane(x[i, j], flat[(i * count_b + j) * rows * pw:], top, left, stride, pw,
+                         phase_size)
+
+
+@njit(nogil=True, cache=True)
+def winograd_output_planes(out, ys, first_row):
+    """ys[n, o, first_row + 2r + i, 2s + j] = out[i, j, o, n, r, s] for the 2x2 output blocks
+    out (2, 2, O, N, R, pitch) into ys (N, O, H, W), any strides (a dilation phase's), the
+    rows and columns past ys's end dropped."""
+    o_count, count, rows = out.shape[2], out.shape[3], out.shape[4]
+    height, width = ys.shape[2], ys.shape[3]
+    for o in range(o_count):
+        for n in range(count):
+            for r in range(first_row, min(height, first_row + 2 * rows)):
+                i, tile_row = (r - first_row) % 2, (r - first_row) // 2
+                even, odd, dst = out[i, 0, o, n, tile_row], out[i, 1, o, n, tile_row], ys[n, o, r]
+                for s in range(width // 2):
+                    dst[2 * s] = even[s]
+                    dst[2 * s + 1] = odd[s]
+                if width % 2:
+                    dst[width - 1] = even[width // 2]

@@ -73,7 +73,7 @@ def _tiny_pieces(batch_gemm_pixels=numpy_backend.BATCH_GEMM_PIXELS, chunk_bytes=
     that 16-channel cases take it."""
     with mock.patch.multiple(numpy_backend, FOLD_CHUNK_BYTES=1, CACHE_BLOCK_BYTES=1,
                              WINOGRAD_CHUNK_BYTES=1, WINOGRAD_MIN_MACS_PER_VALUE=4,
-                             WINOGRAD_MIN_PIXELS=16,
+                             WINOGRAD_MIN_MACS_PER_VALUE_COMPILED=4, WINOGRAD_MIN_PIXELS=16,
                              BATCH_GEMM_PIXELS=batch_gemm_pixels,
                              CHUNK_BYTES=chunk_bytes or numpy_backend.CHUNK_BYTES), \
             mock.patch.multiple(parallel, MIN_PARALLEL_BYTES=0, PIECE_BYTES=1, PIECE_FLOPS=1,

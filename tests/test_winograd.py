@@ -49,8 +49,8 @@ def _winograd_for_small_arrays(chunk_bytes):
     """The rule lowered for 16-channel tests, and a spy on the tiles that counts calls."""
     spy = mock.Mock(wraps=numpy_backend._winograd_tiles)
     with mock.patch.multiple(numpy_backend, WINOGRAD_MIN_MACS_PER_VALUE=4,
-                             WINOGRAD_MIN_PIXELS=16, WINOGRAD_CHUNK_BYTES=chunk_bytes,
-                             _winograd_tiles=spy):
+                             WINOGRAD_MIN_MACS_PER_VALUE_COMPILED=4, WINOGRAD_MIN_PIXELS=16,
+                             WINOGRAD_CHUNK_BYTES=chunk_bytes, _winograd_tiles=spy):
         yield spy
 
 
@@ -159,24 +159,29 @@ def test_winograd_non_finite_input_gives_what_direct_conv_gives(bad):
     np.testing.assert_allclose(y[finite], ref[finite], rtol=1e-10, atol=1e-10)
 
 
-# kernel, stride, dilation, in / out channels per group, output plane, takes Winograd
+# kernel, stride, dilation, in / out channels per group, output plane, takes Winograd with
+# NumPy's transforms, with the compiled ones
 RULE = [
-    ((3, 3), (1, 1), (1, 1), 128, 256, (56, 56), True),   # VGG 3x3
-    ((3, 3), (1, 1), (1, 1), 64, 64, (56, 56), False),    # ResNet-50 3x3: im2col as fast
-    ((3, 3), (1, 1), (1, 1), 128, 128, (28, 28), True),
-    ((3, 3), (1, 1), (2, 2), 128, 128, (64, 64), True),   # 32x32 per phase
-    ((3, 3), (1, 1), (2, 2), 128, 128, (32, 32), False),  # 16x16 per phase
-    ((3, 3), (1, 1), (1, 1), 256, 256, (14, 14), False),  # short runs
-    ((3, 3), (1, 1), (1, 1), 32, 64, (56, 56), False),    # lenet conv2's channels
-    ((3, 3), (1, 1), (1, 1), 1, 32, (28, 28), False),     # lenet conv1
-    ((3, 3), (1, 1), (1, 1), 16, 512, (28, 28), False),   # thin GEMMs
-    ((3, 3), (2, 2), (1, 1), 128, 256, (28, 28), False),  # strided
-    ((5, 5), (1, 1), (1, 1), 128, 256, (28, 28), False),
-    ((3, 1), (1, 1), (1, 1), 128, 256, (28, 28), False),
+    ((3, 3), (1, 1), (1, 1), 128, 256, (56, 56), True, True),    # VGG 3x3
+    ((3, 3), (1, 1), (1, 1), 64, 64, (56, 56), False, True),     # ResNet-50 3x3
+    ((3, 3), (1, 1), (1, 1), 128, 128, (28, 28), True, True),
+    ((3, 3), (1, 1), (2, 2), 128, 128, (64, 64), True, True),    # 32x32 per phase
+    ((3, 3), (1, 1), (2, 2), 64, 64, (64, 64), False, True),
+    ((3, 3), (1, 1), (2, 2), 128, 128, (32, 32), False, False),  # 16x16 per phase
+    ((3, 3), (1, 1), (1, 1), 256, 256, (14, 14), False, False),  # short runs
+    ((3, 3), (1, 1), (1, 1), 32, 64, (56, 56), False, False),    # lenet conv2's channels
+    ((3, 3), (1, 1), (1, 1), 1, 32, (28, 28), False, False),     # lenet conv1
+    ((3, 3), (1, 1), (1, 1), 16, 512, (28, 28), False, False),   # thin GEMMs
+    ((3, 3), (2, 2), (1, 1), 128, 256, (28, 28), False, False),  # strided
+    ((5, 5), (1, 1), (1, 1), 128, 256, (28, 28), False, False),
+    ((3, 1), (1, 1), (1, 1), 128, 256, (28, 28), False, False),
 ]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("rule", RULE, ids=str)
-def test_winograd_rule(rule):
-    *args, expected = rule
+def test_winograd_rule(rule, engine, monkeypatch):
+    monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, engine)
+    *args, with_numpy, compiled = rule
+    expected = compiled if engine == "numba" else with_numpy
     assert numpy_backend._winograd_fits(*args) is expected

@@ -372,6 +372,12 @@ WINOGRAD_CHUNK_BYTES = 16 << 20  # workspace of one chunk (input tiles, products
 # forward 64 against 82 ms; 64->64 at 56x56 (32) even, 12.5 ms; 64->64 dilated 2 at 64x64
 # (32) 22 against 16.5 ms; 32->64 at 14x14 (21) slower)
 WINOGRAD_MIN_MACS_PER_VALUE = 48
+# ... and with the compiled transforms (``cpu_kernels``), which cost a fraction of those
+# passes (2-core Zen4, 2 threads, against im2col: 64->64 at 56x56 (32) 10.1 against 15.1 ms;
+# 64->64 dilated 2 at 64x64 (32) 18.4 against 19.4, at 32x32 6.0 against 5.8; 32->64 at
+# 14x14 (21) 8.2 against 8.3; 128->256 at 56x56 (85) even at 2 threads, 106 against 156 ms
+# at one)
+WINOGRAD_MIN_MACS_PER_VALUE_COMPILED = 24
 WINOGRAD_MIN_PIXELS = 512  # per dilation phase: smaller planes make short runs, more edge tiles
 
 
@@ -381,8 +387,10 @@ def _winograd_fits(kernel_hw, stride, dilation, in_per_group: int, out_per_group
     grad-input (a dilation d splits the output into d x d phases of about H_out/d x W_out/d)."""
     phase_pixels = math.prod(o // d for o, d in zip(out_hw, dilation))
     macs, values = in_per_group * out_per_group, in_per_group + out_per_group
+    min_ratio = (WINOGRAD_MIN_MACS_PER_VALUE if cpu_kernels() is None
+                 else WINOGRAD_MIN_MACS_PER_VALUE_COMPILED)
     return (tuple(kernel_hw) == (3, 3) and tuple(stride) == (1, 1)
-            and macs >= WINOGRAD_MIN_MACS_PER_VALUE * values
+            and macs >= min_ratio * values
             and phase_pixels >= WINOGRAD_MIN_PIXELS)
 
 
@@ -406,12 +414,24 @@ def _winograd_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, dilatio
     phases = [(a, b) for a in range(min(dh, out_hw[0])) for b in range(min(dw, out_hw[1]))]
     pieces = [((a, b), chunk) for a, b in phases for chunk in
               _winograd_chunks(n, channels, o, y[:, :, a::dh, b::dw].shape[2:], x.itemsize)]
+    kernels = cpu_kernels()
+    if kernels is not None and (dh, dw) != (1, 1):
+        # x's own dilation phases, each contiguous (zero past x), so that a sub-image's rows
+        # are whole runs: x_phases[p, q, ..., r, s] = x[..., p + dh*r, q + dw*s]
+        x_phases = np.empty((dh, dw, n, channels, -(-x.shape[2] // dh), -(-x.shape[3] // dw)),
+                            dtype=x.dtype)
+        kernels.split_planes(x, x_phases, 0, 0, (dh, dw))
 
     def tiles(piece):
         (a, b), chunk = piece
         # phase (a, b)'s padded rows a + dh*i are x's rows a - top + dh*i (columns alike)
+        source, rows_of_x, cols_of_x = x, (a - top, dh), (b - left, dw)
+        if kernels is not None and (dh, dw) != (1, 1):  # those of one of x's phases
+            p, q = (a - top) % dh, (b - left) % dw
+            source, rows_of_x, cols_of_x = x_phases[p, q], ((a - top - p) // dh, 1), \
+                ((b - left - q) // dw, 1)
         with np.errstate(invalid="ignore", over="ignore"):  # (a non-finite y is not kept)
-            return _winograd_tiles(u, x, (a - top, dh), (b - left, dw), y[:, :, a::dh, b::dw],
+            return _winograd_tiles(u, source, rows_of_x, cols_of_x, y[:, :, a::dh, b::dw],
                                    chunk)
     with parallel.blas_at_one_thread():
         finite = parallel.run(tiles, pieces, parallel.PIECE_BYTES if len(pieces) > 1 else 0)
@@ -468,7 +488,44 @@ def _winograd_tiles(u: np.ndarray, x: np.ndarray, rows_of_x, cols_of_x, ys: np.n
     ends = itertools.accumulate(map(math.prod, shapes))
     planes, t, v, m, s, out = (work[end - math.prod(shape):end].reshape(shape)
                                for end, shape in zip(ends, shapes))
-    src = x[samples].transpose(1, 0, 2, 3)
+    kernels = cpu_kernels()
+    if kernels is not None:  # the band's sub-image rows and columns that lie inside x
+        (r_lo, r_hi), r_src = _inside(rows_of_x, 2 * r0, 1, 2 * (rows + 2), x.shape[2])
+        (c_lo, c_hi), c_src = _inside(cols_of_x, 0, 1, 2 * pitch, x.shape[3])
+        kernels.split_planes(x[samples, :, r_src, c_src].transpose(1, 0, 2, 3), planes, r_lo,
+                             c_lo, (2, 2))
+    else:
+        _winograd_parity_planes(x[samples], rows_of_x, cols_of_x, r0, planes)
+    flat = planes.reshape(2, 2, channels, nb, -1)
+    if kernels is not None:  # the same operations, fused into one pass
+        kernels.winograd_input_transform(flat, v.reshape(16, channels, nb, n0), pitch)
+    else:
+        _winograd_input_transform(flat, t, v.reshape(4, 4, channels, nb, n0), pitch)
+    vg, mg = v.reshape(16, groups, cg, tiles), m.reshape(16, groups, og, tiles)
+    for k in range(16):
+        for g in range(groups):
+            np.dot(u[k, g], vg[k, g], out=mg[k, g])
+    if kernels is not None:
+        kernels.winograd_output_transform(m, out.reshape(2, 2, o, tiles))
+        kernels.winograd_output_planes(out.reshape(2, 2, o, nb, rows, pitch), ys[samples],
+                                       2 * r0)
+    else:
+        _winograd_output_transform(m.reshape(4, 4, o, nb, n0), s, out)
+        blocks = out.reshape(2, 2, o, nb, rows, pitch)
+        dst = ys[samples].transpose(1, 0, 2, 3)
+        for i in range(2):
+            for j in range(2):
+                part = dst[:, :, 2 * r0 + i:2 * (r0 + rows):2, j::2]
+                part[...] = blocks[i, j, :, :, :part.shape[2], :part.shape[3]]
+    return bool(np.isfinite(out.sum()))
+
+
+def _winograd_parity_planes(x: np.ndarray, rows_of_x, cols_of_x, r0: int,
+                            planes: np.ndarray) -> None:
+    """planes (2, 2, C, N, rows + 2, pitch) = the parity planes of the band of sub-images of
+    x (N, C, H, W) from tile row r0 (``_winograd_tiles``' layout), zero outside x."""
+    rows, pitch = planes.shape[4] - 2, planes.shape[5]
+    src = x.transpose(1, 0, 2, 3)
     for pr in range(2):
         # plane rows r: sub-image rows 2*(r0 + r) + pr, x's rows start + step*(...)
         (r_lo, r_hi), r_src = _inside(rows_of_x, 2 * r0 + pr, 2, rows + 2, x.shape[2])
@@ -480,27 +537,6 @@ def _winograd_tiles(u: np.ndarray, x: np.ndarray, rows_of_x, cols_of_x, ys: np.n
             plane[:, :, r_hi:] = 0
             plane[:, :, r_lo:r_hi, :c_lo] = 0
             plane[:, :, r_lo:r_hi, c_hi:] = 0
-    flat = planes.reshape(2, 2, channels, nb, -1)
-    kernels = cpu_kernels()
-    if kernels is not None:  # the same operations, fused into one pass
-        kernels.winograd_input_transform(flat, v.reshape(16, channels, nb, n0), pitch)
-    else:
-        _winograd_input_transform(flat, t, v.reshape(4, 4, channels, nb, n0), pitch)
-    vg, mg = v.reshape(16, groups, cg, tiles), m.reshape(16, groups, og, tiles)
-    for k in range(16):
-        for g in range(groups):
-            np.dot(u[k, g], vg[k, g], out=mg[k, g])
-    if kernels is not None:
-        kernels.winograd_output_transform(m, out.reshape(2, 2, o, tiles))
-    else:
-        _winograd_output_transform(m.reshape(4, 4, o, nb, n0), s, out)
-    blocks = out.reshape(2, 2, o, nb, rows, pitch)
-    dst = ys[samples].transpose(1, 0, 2, 3)
-    for i in range(2):
-        for j in range(2):
-            part = dst[:, :, 2 * r0 + i:2 * (r0 + rows):2, j::2]
-            part[...] = blocks[i, j, :, :, :part.shape[2], :part.shape[3]]
-    return bool(np.isfinite(out.sum()))
 
 
 def _winograd_input_transform(flat: np.ndarray, t: np.ndarray, v4: np.ndarray,
