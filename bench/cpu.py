@@ -5,12 +5,12 @@
     python bench/cpu.py --layers vgg_3x3 stem_7x7_s2 --repeat 5
     python bench/cpu.py --from-json bench/results/cpu_latest.json --readme
 
-For every layer of the CPU suite (gpuconv/benchmark/suite.py): the outputs and all gradients are first checked
-against PyTorch (autograd for the gradients), so a fast but wrong kernel reports no
-time; then gpuconv and torch run alternately after a warm-up, in blocks of ``BLOCK`` timed
-calls each after one untimed call (a call right after the other side's is slowed by what
-that side left running), forward and backward separately, and the median and the
-20th/80th percentiles are reported.
+For every layer of the CPU suite (gpuconv/benchmark/suite.py): the outputs and all gradients
+are first checked against PyTorch (autograd for the gradients), so a fast but wrong kernel
+reports no time; then gpuconv and torch run alternately after a warm-up, in blocks of
+``BLOCK`` timed calls each after a pause of ``SETTLE_S`` and one untimed call (a call right
+after the other side's is slowed by what that side left running), forward and backward
+separately, and the median and the 20th/80th percentiles are reported.
 The backward is timed alone: gpuconv's ``*_backward`` ops against the ATen backward
 ops autograd calls, with the same random upstream gradient.
 
@@ -57,6 +57,10 @@ DEFAULT_WARMUP = 1   # on top of the correctness run, which also warms both side
 # ran as they do alone (resnet50_1x1_expand forward: alone 7.2 / 24.0 ms, A B A B 12.0 /
 # 17.4, blocks 8.1 / 24.3)
 BLOCK = 3
+# seconds of pause before each block: those spinning threads slowed even the block's second
+# call (depthwise_5x5 forward, the calls after two of PyTorch's: 2.2-2.7, 1.9-2.3, then
+# 1.3-1.6 ms; alone 1.3; after a 20 ms pause 1.6)
+SETTLE_S = 0.05
 
 
 # --------------------------------------------------------------------------- machine
@@ -168,7 +172,8 @@ def thread_scaling(fns: dict, repeat: int, warmup: int) -> dict:
     try:
         for name, fn in fns.items():
             one, every = interleaved(WallClockTimer(), [
-                _at_threads(fn, 1, blas), _at_threads(fn, threads, blas)], repeat, warmup, BLOCK)
+                _at_threads(fn, 1, blas), _at_threads(fn, threads, blas)], repeat, warmup, BLOCK,
+                SETTLE_S)
             one, every = summarize(one), summarize(every)
             result[name] = {"one_thread": one, "all_threads": every,
                             "speedup": one["median_ms"] / every["median_ms"]}
@@ -209,7 +214,8 @@ def copy_scaling(repeat: int) -> dict:
                     parallel.set_num_threads(n)
                     parallel.run(copy, pieces, total)
                 return call
-            one, every = interleaved(WallClockTimer(), [at(1), at(threads)], repeat, 1, BLOCK)
+            one, every = interleaved(WallClockTimer(), [at(1), at(threads)], repeat, 1, BLOCK,
+                                     SETTLE_S)
             gbs = [2 * total * sweeps / (float(np.median(ms)) * 1e-3) / 1e9 for ms in (one, every)]
             result[where] = {"bytes": total, "sweeps": sweeps, "one_thread_gbs": gbs[0],
                              "all_threads_gbs": gbs[1], "speedup": gbs[1] / gbs[0]}
@@ -248,7 +254,8 @@ def measure_layer(layer: L.Layer, repeat: int = DEFAULT_REPEAT, warmup: int = DE
                  lambda: torch_ops.forward(layer, t), layer.forward_flops()),
                 ("backward", lambda: L.gpuconv_backward(layer, a, "numpy"),
                  lambda: torch_ops.backward(layer, t), layer.backward_flops())):
-            ta, tb = interleaved(WallClockTimer(), [ours, theirs], repeat, warmup, BLOCK)
+            ta, tb = interleaved(WallClockTimer(), [ours, theirs], repeat, warmup, BLOCK,
+                                 SETTLE_S)
             g, r = with_gflops(ta, flops), with_gflops(tb, flops)
             result[name] = {"gpuconv": g, "torch": r, "ratio": g["median_ms"] / r["median_ms"]}
     if scaling:
@@ -340,7 +347,9 @@ def markdown(report: dict) -> str:
     lines.append(f"| **geometric mean** | | | | **{_fmt(g['forward'])}** | | | "
                  f"**{_fmt(g['backward'])}** | |")
     lines.append("")
-    block = f" in blocks of {s['block']} (each after an untimed call)" if s.get("block") else ""
+    settle = f"a {s['settle_s'] * 1e3:.0f} ms pause and " if s.get("settle_s") else ""
+    block = (f" in blocks of {s['block']} (each after {settle}an untimed call)"
+             if s.get("block") else "")
     lines.append(f"Median of {s['repeat']} runs, the two sides interleaved{block}, float32; "
                  f"ratio = gpuconv time / "
                  f"torch time (lower is better for gpuconv). {m['cpu_model']}, {m['cores']} "
@@ -358,8 +367,9 @@ def run(names=None, repeat: int = DEFAULT_REPEAT, warmup: int = DEFAULT_WARMUP, 
                           else os.cpu_count())
     suite = L.select(L.CPU_SUITE, names)
     report = {"machine": machine_info(),
-              "settings": {"repeat": repeat, "warmup": warmup, "block": BLOCK, "seed": seed,
-                           "quick": quick, "dtype": "float32", "rtol": RTOL},
+              "settings": {"repeat": repeat, "warmup": warmup, "block": BLOCK,
+                           "settle_s": SETTLE_S, "seed": seed, "quick": quick,
+                           "dtype": "float32", "rtol": RTOL},
               "layers": []}
     for layer in suite:
         start = time.perf_counter()
