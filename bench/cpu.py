@@ -8,8 +8,8 @@
 For every layer of the CPU suite (gpuconv/benchmark/suite.py): the outputs and all gradients
 are first checked against PyTorch (autograd for the gradients), so a fast but wrong kernel
 reports no time; then gpuconv and torch run alternately after a warm-up, in blocks of
-``BLOCK`` timed calls each after a pause of ``SETTLE_S`` and one untimed call (a call right
-after the other side's is slowed by what that side left running), forward and backward
+``BLOCK`` timed calls each after ``SETTLE_S`` seconds of untimed calls (a call right after
+the other side's is slowed by what that side left running), forward and backward
 separately, and the median and the 20th/80th percentiles are reported.
 The backward is timed alone: gpuconv's ``*_backward`` ops against the ATen backward
 ops autograd calls, with the same random upstream gradient.
@@ -57,10 +57,12 @@ DEFAULT_WARMUP = 1   # on top of the correctness run, which also warms both side
 # ran as they do alone (resnet50_1x1_expand forward: alone 7.2 / 24.0 ms, A B A B 12.0 /
 # 17.4, blocks 8.1 / 24.3)
 BLOCK = 3
-# seconds of pause before each block: those spinning threads slowed even the block's second
-# call (depthwise_5x5 forward, the calls after two of PyTorch's: 2.2-2.7, 1.9-2.3, then
-# 1.3-1.6 ms; alone 1.3; after a 20 ms pause 1.6)
-SETTLE_S = 0.05
+# seconds of untimed calls before each block (one call at least): those spinning threads
+# slowed even the block's second call (depthwise_5x5 forward, the calls after two of
+# PyTorch's: 2.2-2.7, 1.9-2.3, then 1.3-1.6 ms; alone 1.3). Busy, not asleep: after a 50 ms
+# pause, short calls timed the cores' wake-up (an in-cache copy scaled 0.8-1.0x from one
+# thread to two, against 1.8x without the pause)
+SETTLE_S = 0.02
 
 
 # --------------------------------------------------------------------------- machine
@@ -347,9 +349,9 @@ def markdown(report: dict) -> str:
     lines.append(f"| **geometric mean** | | | | **{_fmt(g['forward'])}** | | | "
                  f"**{_fmt(g['backward'])}** | |")
     lines.append("")
-    settle = f"a {s['settle_s'] * 1e3:.0f} ms pause and " if s.get("settle_s") else ""
-    block = (f" in blocks of {s['block']} (each after {settle}an untimed call)"
-             if s.get("block") else "")
+    settle = (f"{s['settle_s'] * 1e3:.0f} ms of untimed calls" if s.get("settle_s")
+              else "an untimed call")
+    block = f" in blocks of {s['block']} (each after {settle})" if s.get("block") else ""
     lines.append(f"Median of {s['repeat']} runs, the two sides interleaved{block}, float32; "
                  f"ratio = gpuconv time / "
                  f"torch time (lower is better for gpuconv). {m['cpu_model']}, {m['cores']} "

@@ -157,14 +157,19 @@ def test_interleaved_warms_up_then_alternates():
     assert _recorded(2, 1) == (["a", "b"] * 3, [[3.0, 5.0], [4.0, 6.0]])
 
 
-def test_interleaved_in_blocks_settles_after_each_switch(monkeypatch):
-    pauses = []
-    monkeypatch.setattr(measure.time, "sleep", pauses.append)
-    calls, samples = _recorded(5, 1, block=3, settle_s=0.05)
-    # warm-up, then per block a pause, one untimed call and up to 3 timed ones; 5 samples each
+def test_interleaved_in_blocks_settles_after_each_switch():
+    calls, samples = _recorded(5, 1, block=3)
+    # warm-up, then per block one untimed call and up to 3 timed ones; 5 samples each
     assert calls == ["a", "b"] + ["a"] * 4 + ["b"] * 4 + ["a"] * 3 + ["b"] * 3
     assert samples == [[4.0, 5.0, 6.0, 12.0, 13.0], [8.0, 9.0, 10.0, 15.0, 16.0]]
-    assert pauses == [0.05] * 4
+
+
+def test_interleaved_settles_for_a_time_with_untimed_calls(monkeypatch):
+    clock = iter(range(1000))  # each reading 10 ms after the last
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: next(clock) * 0.01)
+    calls, _ = _recorded(2, 0, block=2, settle_s=0.025)
+    # per block: untimed calls until 25 ms have passed (three readings later), then 2 timed
+    assert calls == ["a"] * 5 + ["b"] * 5
 
 
 # --------------------------------------------------------------------------- derived figures

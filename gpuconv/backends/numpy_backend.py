@@ -405,9 +405,11 @@ def _winograd_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, dilatio
     n, channels = x.shape[:2]
     o = weight.shape[0]
     # U = G g G^T per group, from float64: (16, G, O/G, C/G), GEMM-ready; as two tensordots
-    # (BLAS), which take a fraction of an einsum's time
-    gg = np.tensordot(WINOGRAD_G, weight.astype(np.float64), axes=(1, 2))  # (4, O, C/G, 3)
-    u = np.tensordot(gg, WINOGRAD_G, axes=(3, 1)).transpose(0, 3, 1, 2)  # (4, 4, O, C/G)
+    # (BLAS, at one thread: its idle threads would spin into the tiles' work), which take a
+    # fraction of an einsum's time
+    with parallel.blas_at_one_thread():
+        gg = np.tensordot(WINOGRAD_G, weight.astype(np.float64), axes=(1, 2))  # (4, O, C/G, 3)
+        u = np.tensordot(gg, WINOGRAD_G, axes=(3, 1)).transpose(0, 3, 1, 2)  # (4, 4, O, C/G)
     u = np.ascontiguousarray(u.reshape(16, groups, o // groups, -1), dtype=x.dtype)
     y = np.empty((n, o) + tuple(out_hw), dtype=x.dtype)
     (dh, dw), (top, left) = dilation, (zero_padding[0][0], zero_padding[1][0])

@@ -32,10 +32,11 @@ def interleaved(timer: Timer, fns: Sequence[Callable[[], object]], repeat: int,
                 warmup: int, block: int = 1, settle_s: float = 0.0) -> list[list[float]]:
     """``repeat`` millisecond samples of each of ``fns``, run in turn so that they share the
     machine's state (clocks, caches, other load) as fairly as possible: A B C A B C ... or,
-    with ``block`` > 1, in blocks of ``block`` timed calls, each block after a pause of
-    ``settle_s`` and one untimed call, which let what the previous function left running
-    wind down (on the CPU, PyTorch's OpenMP threads spin on the cores for a while after
-    each call, which slows whatever runs next)."""
+    with ``block`` > 1, in blocks of ``block`` timed calls, each block after untimed calls
+    for ``settle_s`` seconds (one at least), which let what the previous function left
+    running wind down (on the CPU, PyTorch's OpenMP threads spin on the cores for a while
+    after each call, which slows whatever runs next) while the cores stay busy (after an
+    idle pause, short calls time the cores' wake-up)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -47,8 +48,10 @@ def interleaved(timer: Timer, fns: Sequence[Callable[[], object]], repeat: int,
         return samples
     for _ in range(-(-repeat // block)):
         for fn, times in zip(fns, samples):
-            time.sleep(settle_s)
+            settled = time.perf_counter() + settle_s
             fn()
+            while time.perf_counter() < settled:
+                fn()
             times += [timer.time_ms(fn) for _ in range(min(block, repeat - len(times)))]
     return samples
 
