@@ -7,7 +7,8 @@ run (``numpy_backend._depthwise_correlate``, ``numpy_backend._depthwise_grad_wei
 and with them the results, do not depend on the thread count.
 
 reference: gpuconv.backends.reference.conv2d (groups = channels), reference.conv2d_grad_weight,
-reference.max_pool2d, reference.avg_pool2d, reference.max_pool2d_backward:
+reference.max_pool2d, reference.avg_pool2d, reference.max_pool2d_backward,
+reference.avg_pool2d_backward:
     depthwise  y[c, k, oh, ow] = sum_{i,j} w[c, k, i*kW + j] * xp[c, oh*sh + i*dh, ow*sw + j*dw]
                (xp the zero-padded plane, Hp x Wp). Split into sh*sw phase planes
                P_ab[r, s] = xp[r*sh + a, s*sw + b] of width pw = ceil(Wp / sw), tap (i, j)

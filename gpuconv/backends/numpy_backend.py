@@ -35,8 +35,9 @@ rows; a 1x1 stride-1 convolution needs no im2col copy at all. Bias and ReLU fini
 product's output while it is in cache. Depthwise convolutions are batched small GEMMs
 (each channel's kernel times its im2col block) over cache-sized channel blocks, padded
 block by block into each thread's buffers. Where Numba is installed, depthwise
-correlations, their weight gradients and the max-pool backward scatter run compiled
-instead (``cpu_kernels``: kernels/cpu_numba.py, on the same kind of pieces).
+correlations and their weight gradients, max and average pooling, the max-pool backward
+scatter, the tiling average-pool backward and Winograd's passes run compiled instead
+(``cpu_kernels``: kernels/cpu_numba.py, on the same kind of pieces).
 
 The copies, GEMMs, folds, depthwise blocks and pooling planes run in pieces over the
 thread pool of ``gpuconv.parallel`` (the GEMMs each on one BLAS thread); pieces are cut by
@@ -417,9 +418,9 @@ def _winograd_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, dilatio
     pieces = [((a, b), chunk) for a, b in phases for chunk in
               _winograd_chunks(n, channels, o, y[:, :, a::dh, b::dw].shape[2:], x.itemsize)]
     kernels = cpu_kernels()
-    if kernels is not None and (dh, dw) != (1, 1):
-        # x's own dilation phases, each contiguous (zero past x), so that a sub-image's rows
-        # are whole runs: x_phases[p, q, ..., r, s] = x[..., p + dh*r, q + dw*s]
+    split = kernels is not None and (dh, dw) != (1, 1)
+    if split:  # x's own dilation phases, each contiguous (zero past x), so that a
+        # sub-image's rows are whole runs: x_phases[p, q, ..., r, s] = x[..., p + dh*r, q + dw*s]
         x_phases = np.empty((dh, dw, n, channels, -(-x.shape[2] // dh), -(-x.shape[3] // dw)),
                             dtype=x.dtype)
         kernels.split_planes(x, x_phases, 0, 0, (dh, dw))
@@ -428,7 +429,7 @@ def _winograd_correlate(x: np.ndarray, zero_padding, weight: np.ndarray, dilatio
         (a, b), chunk = piece
         # phase (a, b)'s padded rows a + dh*i are x's rows a - top + dh*i (columns alike)
         source, rows_of_x, cols_of_x = x, (a - top, dh), (b - left, dw)
-        if kernels is not None and (dh, dw) != (1, 1):  # those of one of x's phases
+        if split:  # those of one of x's phases
             p, q = (a - top) % dh, (b - left) % dw
             source, rows_of_x, cols_of_x = x_phases[p, q], ((a - top - p) // dh, 1), \
                 ((b - left - q) // dw, 1)
@@ -1319,7 +1320,7 @@ def _avg_pool2d_backward_tiled(grad_out: np.ndarray, kernel_hw, input_hw,
     one window at most, so its gradient is that window's over its ``divisor`` (H_out,
     W_out), repeated along each row of windows (one short pass), then that row copied to
     each of the windows' rows, in pieces of the output's planes (long runs; rows and
-    columns past the last window get none)."""
+    columns past the last window get none): compiled where ``cpu_kernels`` gives it."""
     n, c, ho, wo = grad_out.shape
     (kh, kw), (h, w) = kernel_hw, input_hw
     gy3 = grad_out.reshape(n * c, ho, wo)
