@@ -114,7 +114,8 @@ def machine_info() -> dict:
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                    "MKL_NUM_THREADS", parallel.ENV_VAR,
-                                                   "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                                                   parallel.SPIN_ENV_VAR, "OPENBLAS_CORETYPE",
+                                                   "OPENBLAS_L2_SIZE")
                        if k in os.environ},
     }
 

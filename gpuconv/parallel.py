@@ -12,6 +12,14 @@ threads neither compete with the pool's for the cores (OpenBLAS's idle threads s
 while after each call, which on a machine with few cores stalls whatever runs next) nor
 split a product's sums by their count.
 
+Handing out work costs a thread's wake-up, 13-50 µs on a virtual machine, and more where a
+thread then sleeps on the GIL: most of what a pass of a few hundred microseconds gains from
+a second core. So the pool's threads poll before they sleep, as OpenMP's do, without the
+GIL (``gpuconv._wait``, with Numba): a helper polls for its next job and a
+caller for its pieces under way, ``GPUCONV_SPIN_US`` microseconds (default 200; 0 sleeps
+at once, as the pool does without Numba or with more threads than cores). The polls only
+shorten waits: who runs what is decided as without them.
+
 Bit-identical results for any thread count: callers cut the work into pieces whose
 boundaries depend only on the shapes, never on the thread count; each piece computes the
 same thing whichever thread runs it, and a reduction adds its per-piece partial results in
@@ -24,11 +32,12 @@ left to OpenBLAS, which runs them on the calling thread at these sizes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
 import numpy as np
@@ -36,6 +45,10 @@ import numpy as np
 from gpuconv._blas import blas_threads, set_blas_threads
 
 ENV_VAR = "GPUCONV_NUM_THREADS"
+# Microseconds a helper thread polls for its next job, and a caller for the pieces under way,
+# before sleeping (like OpenMP's spin before its threads sleep; 0: sleep at once)
+SPIN_ENV_VAR = "GPUCONV_SPIN_US"
+DEFAULT_SPIN_US = 200
 # Pieces smaller than this run on the calling thread: handing them out costs more than
 # it saves. Only where a piece runs depends on it, never what it computes.
 MIN_PARALLEL_BYTES = 256 << 10
@@ -90,7 +103,7 @@ def set_num_threads(threads: int) -> None:
         _state["threads"] = threads
 
 
-def _pool() -> ThreadPoolExecutor:
+def _pool() -> "_Helpers":
     """The pool's helper threads (``run`` hands out ``num_threads() - 1`` jobs at most). It
     only grows: a smaller thread count leaves the threads idle, so switching counts (the
     thread-scaling bench does, call by call) starts no thread and joins none."""
@@ -99,15 +112,101 @@ def _pool() -> ThreadPoolExecutor:
         pool = _state["pool"]
         if pool is None or _state["pool_workers"] < workers:
             if pool is not None:
-                pool.shutdown(wait=False)  # its running jobs finish; it takes no new ones
-            _state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="gpuconv",
-                                                initializer=_mark_worker)
+                pool.retire()  # its threads finish the jobs they hold and end
+            _state["pool"] = _Helpers(workers, _spin_polls(workers + 1))
             _state["pool_workers"] = workers
         return _state["pool"]
 
 
-def _mark_worker() -> None:
-    _piece.active = True  # pool threads run nothing but pieces
+def _forget_pool_after_fork() -> None:
+    """A forked child has none of its parent's threads: its first ``run`` starts its own."""
+    _state["pool"], _state["pool_workers"] = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def _spin_from_env() -> int:
+    value = os.environ.get(SPIN_ENV_VAR, "").strip()
+    if not value:
+        return DEFAULT_SPIN_US
+    try:
+        microseconds = int(value)
+    except ValueError:
+        microseconds = -1
+    if microseconds < 0:
+        raise ValueError(f"{SPIN_ENV_VAR} must be a non-negative integer (microseconds), got "
+                         f"{value!r}")
+    return microseconds
+
+
+def _spin_polls(threads: int) -> int:
+    """How many polls ``SPIN_ENV_VAR``'s microseconds hold for a pool of ``threads``; 0
+    (threads sleep at once) without the compiled wait (without Numba), and where there are
+    more threads than cores: a polling thread would hold a core that another one needs."""
+    microseconds = _spin_from_env()
+    if microseconds == 0 or threads > _cores() or _waits() is None:
+        return 0
+    return max(1, int(microseconds * _waits().polls_per_microsecond()))
+
+
+@functools.cache
+def _waits():
+    """``gpuconv._wait`` (waits without the GIL), or None without Numba."""
+    try:
+        from gpuconv import _wait as waits
+    except ImportError:
+        return None
+    return waits
+
+
+class _Helpers:
+    """``count`` daemon threads serving jobs from one queue. A helper that finds the queue
+    empty polls ``posted`` (jobs posted so far) for ``polls`` polls before it sleeps in the
+    queue's ``get``: a pool in use answers within a microsecond instead of a thread's
+    wake-up (13-50 µs here). The queue alone decides who runs what; the polls only shorten
+    the waits. ``busy`` counts the helpers that hold the GIL or wait for it: a caller whose
+    pieces are done waits (polling) until it is 0, for a GIL it can then take without
+    sleeping."""
+
+    def __init__(self, count: int, polls: int):
+        self.polls = polls
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.posted = np.zeros(1, np.int64)
+        self.busy = np.full(1, count, np.int64)
+        self._busy_lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._serve, name=f"gpuconv-{i}", daemon=True)
+                        for i in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def post(self, job: "_Job", copies: int) -> None:
+        for _ in range(copies):
+            self.jobs.put(job)
+        self.posted[0] += 1  # after the puts: a helper that sees it finds them queued
+
+    def retire(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+        self.posted[0] += 1
+
+    def _count_busy(self, change: int) -> None:
+        with self._busy_lock:
+            self.busy[0] += change
+
+    def _serve(self) -> None:
+        _piece.active = True  # pool threads run nothing but pieces
+        while True:
+            seen = int(self.posted[0])
+            self._count_busy(-1)
+            if self.polls and self.jobs.empty():
+                _waits().wait_while_equal(self.posted, seen, self.polls)
+            job = self.jobs.get()
+            self._count_busy(1)
+            if job is None:
+                return
+            job.work()
 
 
 def run(fn: Callable[[T], R], pieces: Iterable[T],
@@ -130,14 +229,13 @@ def run(fn: Callable[[T], R], pieces: Iterable[T],
             _piece.active = outer
     job = _Job(fn, pieces)
     pool = _pool()
-    for _ in range(min(threads, len(pieces)) - 1):
-        pool.submit(job.work)
+    pool.post(job, min(threads, len(pieces)) - 1)
     _piece.active = True  # the caller works on pieces too
     try:
         job.work()
     finally:
         _piece.active = False
-    job.finished.wait()
+    job.wait(pool)
     if job.error is not None:
         raise job.error
     return job.results
@@ -158,9 +256,9 @@ class _Job:
         self.results: list = [None] * len(pieces)
         self.error: BaseException | None = None
         self._next = itertools.count()  # next() on it is atomic under the GIL
-        self._left = len(pieces)
+        self._left = np.array([len(pieces)], np.int64)  # pieces not finished; polled by wait
         self._lock = threading.Lock()
-        self.finished = threading.Event()
+        self._finished = threading.Event()
 
     def work(self) -> None:
         while (i := next(self._next)) < len(self.pieces):
@@ -170,9 +268,16 @@ class _Job:
             except BaseException as exc:  # re-raised by the caller
                 self.error = self.error or exc
             with self._lock:
-                self._left -= 1
-                if self._left == 0:
-                    self.finished.set()
+                self._left[0] -= 1
+                if self._left[0] == 0:
+                    self._finished.set()
+
+    def wait(self, pool: _Helpers) -> None:
+        """Until every piece has finished: polling first (until the helpers have let go of
+        the GIL too), then asleep."""
+        if pool.polls:
+            _waits().wait_until_zero(self._left, pool.busy, pool.polls)
+        self._finished.wait()
 
 
 def reduce(fn: Callable[[T], R], pieces: Iterable[T], piece_bytes: int = MIN_PARALLEL_BYTES):

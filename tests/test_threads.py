@@ -266,6 +266,102 @@ def test_switching_thread_counts_keeps_the_pool(tiny_pieces):
     assert parallel.run(lambda i: i + 1, range(8)) == list(range(1, 9))
 
 
+@contextlib.contextmanager
+def _fresh_pool(spin_us: str):
+    """A pool made for this block under ``GPUCONV_SPIN_US=spin_us``; the one before is put
+    back after it (this one's threads end)."""
+    saved = dict(parallel._state)
+    parallel._state.update(pool=None, pool_workers=0)
+    try:
+        with mock.patch.dict(os.environ, {parallel.SPIN_ENV_VAR: spin_us}):
+            yield
+    finally:
+        if parallel._state["pool"] is not None:
+            parallel._state["pool"].retire()
+        parallel._state.update(saved)
+
+
+@pytest.mark.parametrize("spin_us", ["0", "200", "100000"])
+def test_pool_gives_the_same_results_polling_or_asleep(tiny_pieces, spin_us):
+    """Helpers that poll for their next job (or sleep at once, "0") run every piece once, in
+    order, errors included, over many jobs back to back and jobs of a single piece."""
+    parallel.set_num_threads(2)
+    with _fresh_pool(spin_us):
+        for n in (2, 3, 17, 1):
+            for _ in range(50):
+                assert parallel.run(lambda i: i * i, range(n)) == [i * i for i in range(n)]
+        def piece(i):
+            if i == 3:
+                raise ArithmeticError("piece 3")
+            return i
+        with pytest.raises(ArithmeticError, match="piece 3"):
+            parallel.run(piece, range(8))
+        assert parallel.run(lambda i: -i, range(4)) == [0, -1, -2, -3]
+        polls = parallel._pool().polls
+    if spin_us == "0" or parallel._waits() is None or parallel._cores() < 2:
+        assert polls == 0
+    else:
+        assert polls > 0
+
+
+def test_pool_does_not_poll_with_more_threads_than_cores():
+    assert parallel._spin_polls(parallel._cores() + 1) == 0
+    with mock.patch.dict(os.environ, {parallel.SPIN_ENV_VAR: "0"}):
+        assert parallel._spin_polls(1) == 0
+
+
+@pytest.mark.parametrize("value, expected", [("", parallel.DEFAULT_SPIN_US), ("0", 0),
+                                             ("50", 50), ("-1", ValueError),
+                                             ("fast", ValueError)])
+def test_spin_time_from_environment(value, expected):
+    with mock.patch.dict(os.environ, {parallel.SPIN_ENV_VAR: value}):
+        if expected is ValueError:
+            with pytest.raises(ValueError, match=parallel.SPIN_ENV_VAR):
+                parallel._spin_from_env()
+        else:
+            assert parallel._spin_from_env() == expected
+
+
+def test_compiled_waits_see_another_threads_store():
+    """The polls read memory each time (a load hoisted out of the loop would never see the
+    store and run out of polls) and run without the GIL (the storing thread needs it)."""
+    import threading
+    import time
+    waits = pytest.importorskip("gpuconv._wait")
+    polls = int(5e6 * waits.polls_per_microsecond())  # about 5 s
+
+    def store_later(word, value):
+        time.sleep(0.01)
+        word[0] = value
+    word, other = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    thread = threading.Thread(target=store_later, args=(word, 7))
+    start = time.perf_counter()
+    thread.start()
+    assert waits.wait_while_equal(word, 0, polls) == 7
+    word[0] = 1
+    thread = threading.Thread(target=store_later, args=(word, 0))
+    thread.start()
+    assert waits.wait_until_zero(word, other, polls)
+    assert time.perf_counter() - start < 2.0
+    thread.join()
+    assert waits.wait_while_equal(word, 0, 100) == 0  # ran out: the value it waited on
+    other[0] = 1
+    assert not waits.wait_until_zero(word, other, 100)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_forked_child_starts_its_own_pool(tiny_pieces):
+    parallel.set_num_threads(2)
+    assert parallel.run(lambda i: i, range(4)) == [0, 1, 2, 3]  # the parent has a pool
+    pid = os.fork()
+    if pid == 0:  # the child: exits 0 if it has no pool of the parent's and can make its own
+        ok = parallel._state["pool"] is None and parallel.run(lambda i: i, range(4)) == [0, 1, 2, 3]
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parallel._state["pool"] is not None
+
+
 # a, b shapes: rows split, columns split, a stack, a broadcast stack, a stack of one
 MATMUL_CASES = [((70, 9), (9, 5)), ((3, 9), (9, 70)), ((4, 2, 5, 6), (4, 2, 6, 3)),
                 ((5, 6), (3, 6, 4)), ((1, 7, 8), (8, 9)), ((6,), (6, 4))]
