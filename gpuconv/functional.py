@@ -560,10 +560,13 @@ def _index_pool_backward(ndim, checks, grad_out, x, indices, *args):
     """Route each output's gradient to the input element its index names; ``checks``: max
     pooling's (the 2-D spec) or adaptive max pooling's (spec None), run once per signature."""
     spec, check_on_host, on_host, be = _checked(checks, ndim, grad_out, x, indices, *args)
-    if check_on_host:
+    if check_on_host and not be.checks_index_values():
         _check_index_values(indices, math.prod(x.shape[2:]))
-    grad_x = be.max_pool2d_backward(_lift(ndim, be, grad_out), _lift(ndim, be, indices),
-                                    _lift_spatial(ndim, x.shape[2:]), spec)
+    try:
+        grad_x = be.max_pool2d_backward(_lift(ndim, be, grad_out), _lift(ndim, be, indices),
+                                        _lift_spatial(ndim, x.shape[2:]), spec)
+    except backends.IndexOutsidePlane as error:  # met in the scatter's own pass over them
+        raise ValueError(str(error)) from None
     if backends.DEBUG and not on_host:
         backends.check_errors()
     return _drop(ndim, be, grad_x)
@@ -611,12 +614,12 @@ def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``max_pool2d`` with respect to its input: each output's gradient is
     routed to the maximum it came from (the slides' 4x4 -> 2x2 example). Every index must
-    lie in its input plane. NumPy indices are checked here (``check_indices=False`` skips
-    that pass over them, for indices that ``max_pool2d`` returned, as a training loop
-    passes back; the NumPy backend's compiled scatter still refuses one outside its plane); on
-    CuPy / Numba device arrays the kernel checks them without any wait on the host and flags one
-    outside the plane for ``gpuconv.check_errors()`` (at once with
-    ``GPUCONV_DEBUG=1``)."""
+    lie in its input plane. The NumPy backend's compiled scatter checks each one as it goes
+    (an index outside raises the ValueError, nothing is written there); other NumPy indices
+    are checked here first (``check_indices=False`` skips that pass over them, for indices
+    that ``max_pool2d`` returned, as a training loop passes back); on CuPy / Numba device
+    arrays the kernel checks them without any wait on the host and flags one outside the
+    plane for ``gpuconv.check_errors()`` (at once with ``GPUCONV_DEBUG=1``)."""
     return _index_pool_backward(2, _max_pool_backward_checks, grad_out, input, indices,
                                 kernel_size, stride, padding, dilation, ceil_mode, check_indices,
                                 backend)

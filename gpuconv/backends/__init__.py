@@ -71,6 +71,16 @@ class BackendUnavailableError(RuntimeError):
     """A known backend cannot run here (library missing, no CUDA device, ...)."""
 
 
+class IndexOutsidePlane(ValueError):
+    """A max-pool backward index outside its input plane, met by a backend's scatter (which
+    writes nothing there); the op reports it as its own ``ValueError``."""
+
+    def __init__(self, plane_size: int, index: int):
+        super().__init__(f"indices must lie in [0, {plane_size}), the flat positions of an "
+                         f"input plane; got {index}")
+        self.plane_size, self.index = plane_size, index
+
+
 def _probe_cuda_library(module: str) -> str | None:
     """Why the CUDA backend built on ``module`` cannot run here, or None if it could."""
     try:

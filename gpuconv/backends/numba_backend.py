@@ -558,6 +558,13 @@ def _build_max_pool2d_backward(device, grad_out, indices, input_hw, spec: PoolSp
         (grad_out, indices), ("grad_out", "indices", "out"), (_pooled(grad_out, input_hw),))
 
 
+def checks_index_values() -> bool:
+    """False: ``max_pool2d_backward``'s kernel flags an index outside its plane on the device
+    (``gpuconv.check_errors``) instead of raising, so indices from the host are checked by
+    the caller first."""
+    return False
+
+
 def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None):
     """dL/dx (N, C, H, W): each element gathers the gradients of the outputs whose window may
     hold it (closed form from ``spec``; adaptive windows when None) and whose index names it;

@@ -1191,12 +1191,20 @@ def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarr
     return y
 
 
+def checks_index_values() -> bool:
+    """Whether ``max_pool2d_backward`` checks every index itself (the compiled scatter: it
+    raises ``IndexOutsidePlane``, in the same pass), so that the caller need not check them
+    first; NumPy's scatter trusts them."""
+    return cpu_kernels() is not None
+
+
 def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
                         spec: PoolSpec | None) -> np.ndarray:
     """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
     names (max pooling with ``spec``, adaptive max pooling with None), on pieces of planes
-    over the pool, in output order: by the compiled scatter (``cpu_kernels``), which refuses
-    an index outside its plane, or by NumPy. There, windows that share no element
+    over the pool, in output order: by the compiled scatter (``cpu_kernels``), which raises
+    ``IndexOutsidePlane`` for an index outside its plane and writes nothing there, or by
+    NumPy. There, windows that share no element
     (``_disjoint_windows``) name each element once at most: their gradients are stored;
     otherwise ``np.add.at`` adds them (it keeps the GIL, so the pieces' other passes overlap
     with it, not each other's adds)."""
@@ -1211,8 +1219,7 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
             bad = kernels.max_pool2d_backward_planes(grad_out2[planes], index2[planes],
                                                      grad[planes])
             if bad >= 0:
-                raise ValueError(f"indices must lie in [0, {plane}), the flat positions of an "
-                                 f"input plane; got {index2[planes].reshape(-1)[bad]}")
+                raise backends.IndexOutsidePlane(plane, int(index2[planes].reshape(-1)[bad]))
         parallel.run(scatter_compiled, parallel.pieces_by_bytes(n * c, plane * grad.itemsize),
                      grad.nbytes)
         return grad.reshape((n, c) + tuple(input_hw))

@@ -196,6 +196,11 @@ def max_pool2d(x, spec: PoolSpec, return_indices: bool = True):
     return y, (index if return_indices else None)
 
 
+def checks_index_values() -> bool:
+    """False: ``max_pool2d_backward`` trusts its indices (the caller checks them first)."""
+    return False
+
+
 def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None) -> np.ndarray:
     """dx[n, c, indices[n, c, oh, ow]] += dy[n, c, oh, ow] (also adaptive max pooling: spec
     None); the indices alone suffice here."""
