@@ -207,6 +207,10 @@ class _Helpers:
             if job is None:
                 return
             job.work()
+            # let go of the job at once: held until the next one, it would keep the call's
+            # arrays alive, and the next call's would land in memory the caches do not hold
+            # (lenet's first conv: 2.5 ms against 2.1 on two threads)
+            del job
 
 
 def run(fn: Callable[[T], R], pieces: Iterable[T],

@@ -304,6 +304,27 @@ def test_pool_gives_the_same_results_polling_or_asleep(tiny_pieces, spin_us):
         assert polls > 0
 
 
+@pytest.mark.parametrize("spin_us", ["0", "200"])
+def test_pool_lets_go_of_a_finished_job(tiny_pieces, spin_us):
+    """A helper drops its job once done: held until the next one, it would keep the call's
+    arrays alive (and the next call's arrays out of the caches)."""
+    import time
+    import weakref
+
+    class Payload:
+        pass
+    parallel.set_num_threads(2)
+    with _fresh_pool(spin_us):
+        payload = Payload()
+        held = weakref.ref(payload)
+        assert parallel.run(lambda i, p=payload: i, range(8)) == list(range(8))
+        del payload
+        deadline = time.monotonic() + 2.0
+        while held() is not None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert held() is None, "the pool still holds a finished job"
+
+
 def test_pool_does_not_poll_with_more_threads_than_cores():
     assert parallel._spin_polls(parallel._cores() + 1) == 0
     with mock.patch.dict(os.environ, {parallel.SPIN_ENV_VAR: "0"}):
