@@ -1,8 +1,9 @@
 """The CPU thread pool's short waits (``gpuconv.parallel``), compiled with Numba so that
-they run without the GIL: a helper thread that has just finished a job polls for the next one, and a
-caller polls for the pieces still under way, for a few hundred microseconds before either
-goes to sleep. Waking a sleeping thread costs 13-50 µs on a virtual machine (most of a short
-pass's gain from a second core); a thread that polls starts within a microsecond.
+they run without the GIL: a helper thread that has just finished a job polls for the next
+one, and a caller polls for the pieces still under way, for a few hundred microseconds
+before either goes to sleep. Waking a sleeping thread costs 13-50 µs on a virtual machine
+(most of a short pass's gain from a second core); a thread that polls starts within a
+microsecond.
 
 The wait is ``while word[0] == value: pass``; what matters is what it may not do: read
 ``word`` once (an ordinary load in a loop may be hoisted out of it), or hold the GIL (the
