@@ -73,17 +73,23 @@ def _cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _threads_from_env() -> int:
-    value = os.environ.get(ENV_VAR, "").strip()
+def _int_from_env(name: str, default: int, minimum: int, rule: str) -> int:
+    """The integer in environment variable ``name`` (``default`` when unset or blank); a
+    ValueError naming it and ``rule`` unless it is an integer of at least ``minimum``."""
+    value = os.environ.get(name, "").strip()
     if not value:
-        return _cores()
+        return default
     try:
-        threads = int(value)
+        number = int(value)
     except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ValueError(f"{ENV_VAR} must be a positive integer, got {value!r}")
-    return threads
+        number = minimum - 1
+    if number < minimum:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return number
+
+
+def _threads_from_env() -> int:
+    return _int_from_env(ENV_VAR, _cores(), 1, "a positive integer")
 
 
 def num_threads() -> int:
@@ -128,17 +134,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def _spin_from_env() -> int:
-    value = os.environ.get(SPIN_ENV_VAR, "").strip()
-    if not value:
-        return DEFAULT_SPIN_US
-    try:
-        microseconds = int(value)
-    except ValueError:
-        microseconds = -1
-    if microseconds < 0:
-        raise ValueError(f"{SPIN_ENV_VAR} must be a non-negative integer (microseconds), got "
-                         f"{value!r}")
-    return microseconds
+    return _int_from_env(SPIN_ENV_VAR, DEFAULT_SPIN_US, 0,
+                         "a non-negative integer (microseconds)")
 
 
 def _spin_polls(threads: int) -> int:

@@ -331,18 +331,6 @@ def test_pool_does_not_poll_with_more_threads_than_cores():
         assert parallel._spin_polls(1) == 0
 
 
-@pytest.mark.parametrize("value, expected", [("", parallel.DEFAULT_SPIN_US), ("0", 0),
-                                             ("50", 50), ("-1", ValueError),
-                                             ("fast", ValueError)])
-def test_spin_time_from_environment(value, expected):
-    with mock.patch.dict(os.environ, {parallel.SPIN_ENV_VAR: value}):
-        if expected is ValueError:
-            with pytest.raises(ValueError, match=parallel.SPIN_ENV_VAR):
-                parallel._spin_from_env()
-        else:
-            assert parallel._spin_from_env() == expected
-
-
 def test_compiled_waits_see_another_threads_store():
     """The polls read memory each time (a load hoisted out of the loop would never see the
     store and run out of polls) and run without the GIL (the storing thread needs it)."""
@@ -471,15 +459,33 @@ def test_set_num_threads_rejects_bad_counts(bad):
         parallel.set_num_threads(bad)
 
 
-@pytest.mark.parametrize("value, expected", [("3", 3), ("1", 1), ("", None), ("zero", ValueError),
-                                             ("0", ValueError)])
-def test_thread_count_from_environment(value, expected):
-    with mock.patch.dict(os.environ, {parallel.ENV_VAR: value}):
+# (variable, its reader, value, what it gives: a number, None for the default, or ValueError)
+ENV_CASES = [
+    (parallel.ENV_VAR, "_threads_from_env", "3", 3),
+    (parallel.ENV_VAR, "_threads_from_env", "1", 1),
+    (parallel.ENV_VAR, "_threads_from_env", "", None),
+    (parallel.ENV_VAR, "_threads_from_env", "zero", ValueError),
+    (parallel.ENV_VAR, "_threads_from_env", "0", ValueError),
+    (parallel.SPIN_ENV_VAR, "_spin_from_env", "50", 50),
+    (parallel.SPIN_ENV_VAR, "_spin_from_env", "0", 0),
+    (parallel.SPIN_ENV_VAR, "_spin_from_env", " ", None),
+    (parallel.SPIN_ENV_VAR, "_spin_from_env", "-1", ValueError),
+    (parallel.SPIN_ENV_VAR, "_spin_from_env", "fast", ValueError),
+]
+DEFAULTS = {"_threads_from_env": parallel._cores,
+            "_spin_from_env": lambda: parallel.DEFAULT_SPIN_US}
+
+
+@pytest.mark.parametrize("variable, reader, value, expected", ENV_CASES,
+                         ids=lambda v: str(v) if not isinstance(v, type) else v.__name__)
+def test_pool_settings_from_environment(variable, reader, value, expected):
+    with mock.patch.dict(os.environ, {variable: value}):
         if expected is ValueError:
-            with pytest.raises(ValueError, match=parallel.ENV_VAR):
-                parallel._threads_from_env()
+            with pytest.raises(ValueError, match=variable):
+                getattr(parallel, reader)()
         else:
-            assert parallel._threads_from_env() == (expected or parallel._cores())
+            want = DEFAULTS[reader]() if expected is None else expected
+            assert getattr(parallel, reader)() == want
 
 
 def test_run_raises_a_piece_error_in_the_caller(tiny_pieces):
