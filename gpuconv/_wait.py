@@ -15,11 +15,12 @@ Functions:
    read.
 2. wait_until_zero: polls ``a[0]`` and ``b[0]`` until both are zero (True) or ``polls``
    rounds have been made (False).
-3. polls_per_microsecond: how many polls a microsecond holds on this CPU, measured.
+3. polls_per_microsecond: how many polls a microsecond holds on this CPU, measured once.
 """
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 
@@ -83,8 +84,10 @@ def wait_until_zero(a, b, polls):
     return False
 
 
+@functools.cache
 def polls_per_microsecond() -> float:
-    """Polls of an unchanging word in a microsecond: the best of three timings of 20,000."""
+    """Polls of an unchanging word in a microsecond: the best of three timings of 20,000,
+    taken once per process (each new pool asks for it)."""
     word = np.zeros(1, np.int64)
     wait_while_equal(word, 0, 1)  # compiled (or loaded from the cache) before it is timed
     wait_until_zero(word, word, 1)
