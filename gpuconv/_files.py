@@ -14,7 +14,12 @@ _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 
 def atomic_write(path: Path, write: Callable) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, flush it to disk, then
-    rename it over ``path`` (atomic on POSIX): readers see the old file or the new one."""
+    rename it over ``path`` (atomic on POSIX): readers see the old file or the new one. A
+    symbolic link is followed (its target is replaced, the link stays); a path that is there
+    but is no regular file (a directory, a device, a FIFO) is refused with a ValueError."""
+    shown, path = path, Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{shown}: not a regular file; only a regular file is written over")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:

@@ -194,6 +194,15 @@ def _check_sizes(x, out_shape, out_blame: str, padded_grid=None, grid: str = "in
 
 
 # --------------------------------------------------------------------------- convolution
+def _spread(spatial, kernel, spec: ConvSpec) -> str:
+    """What spreads a transposed convolution's output widest: "stride" (the input's
+    positions, (n - 1) * stride apart) or "dilation" (the kernel's taps, (k - 1) * dilation)."""
+    spans = [((n - 1) * s, (k - 1) * d)
+             for n, k, s, d in zip(spatial, kernel, spec.stride, spec.dilation)]
+    by_stride, by_dilation = max(spans, key=sum)
+    return "stride" if by_stride >= by_dilation else "dilation"
+
+
 def _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode,
                 output_padding=0, transposed=False):
     """Validate a (transposed) convolution; return the 2-D spec and the output's spatial shape."""
@@ -233,7 +242,8 @@ def _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, paddin
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(big, spec.padding))
     grows = any(o > n for o, n in zip(out_spatial, spatial))
     _check_sizes(x, (x.shape[0], out_channels) + tuple(out_spatial),
-                 ("stride" if transposed else "padding") if grows else "input",
+                 (_spread(spatial, kernel, spec) if transposed else "padding") if grows
+                 else "input",
                  None if padded == tuple(big) else
                  (x.shape[0], out_channels if transposed else channels) + padded,
                  "output" if transposed else "input")

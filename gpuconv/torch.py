@@ -239,13 +239,13 @@ def global_max_pool2d(input, return_indices=False, *, backend: Optional[str] = N
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *,
               backend: Optional[str] = None):
     return _functions().PoolFunction.apply(input, Op(F.lp_pool1d, F.lp_pool1d_backward, (
-        float(norm_type), kernel_size, stride, ceil_mode), backend))
+        norm_type, kernel_size, stride, ceil_mode), backend))
 
 
 def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False, *,
               backend: Optional[str] = None):
     return _functions().PoolFunction.apply(input, Op(F.lp_pool2d, F.lp_pool2d_backward, (
-        float(norm_type), kernel_size, stride, ceil_mode), backend))
+        norm_type, kernel_size, stride, ceil_mode), backend))
 
 
 # --------------------------------------------------------------------------- modules

@@ -6,6 +6,8 @@ the gpuconv.nn layers, whose arguments are checked where a layer is written."""
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -245,6 +247,7 @@ def _compiled(optimizer="adam"):
 
 
 XS, YS = _x(4, 1, 2, 2).astype(np.float32), np.array([0, 1, 2, 0])
+_UNWRITTEN = os.path.join(tempfile.gettempdir(), "gpuconv-never-written.npz")
 _COUNTS = [0.5, 2.0, "2", True, None, float("inf")]
 # The training arguments, checked before a step is taken: a log_every of 0 divided by zero,
 # a float epochs of inf trained forever, a seed of inf failed deep in NumPy; an optimiser
@@ -280,7 +283,35 @@ _FIT_ARGS = [
      [0, 2.5, "10"]),
     (lambda v: _compiled().fit(v, YS, verbose=0), "x", [XS.astype(str), XS.tolist(),
                                                         np.where(XS > 1, np.nan, XS)]),
-    (lambda v: _compiled().fit(XS, v, verbose=0), "y", [YS + 0.5, YS.astype(str), YS.tolist()]),
+    (lambda v: _compiled().fit(XS, v, verbose=0), "y", [YS + 0.5, YS.astype(str), YS.tolist(),
+                                                        None, np.full(4, np.inf)]),
+    (lambda v: _compiled().fit(v, YS, verbose=0), "x .*at the model's dtype float32",
+     [np.full((4, 1, 2, 2), 1e39)]),
+    (lambda v: _compiled().fit(XS[:v], YS[:v], verbose=0), "at least one sample", [0]),
+    (lambda v: _compiled().fit(XS, YS, validation_split=v, verbose=0), "validation_split",
+     [0.01, 0.9]),
+    (lambda v: _compiled().fit(XS, YS, validation_data=v, verbose=0), "validation_data",
+     [(XS,), (XS, None), (XS, YS, YS), XS]),
+    (lambda v: _compiled().fit(XS, YS, callbacks=v, verbose=0), "callbacks", [[1], 5]),
+    (lambda v: _compiled().predict(v), "x", [None]),
+    (lambda v: _compiled().evaluate(v, YS), "x", [None]),
+    (lambda v: _compiled().evaluate(XS, v), "y", [None]),
+    (lambda v: nn.Sequential([nn.Flatten(), nn.Dense(3)]).build(v), "input_shape",
+     [(3.7, 2, 2), "388", (0, 2, 2), (-1, 2, 2), 5, ()]),
+    (lambda v: nn.Sequential([nn.RandomShift(v), nn.Flatten(), nn.Dense(3)]).build((1, 4, 4)),
+     "max_shift", [4, 10**12]),
+    (lambda v: nn.Sequential([nn.Flatten(), nn.Dense(3)], name=v), "name", [5, None]),
+    (lambda v: _compiled().save(_UNWRITTEN, extra=v), "extra", [[1], "s"]),
+    (lambda v: nn.Sequential.load("unused.npz", max_bytes=v), "max_bytes", ["1", -1, 1.5]),
+    (lambda v: nn.StepDecay(0.1, 1, gamma=v), "gamma", [10.0, -0.5, 0.0]),
+    (lambda v: nn.CosineDecay(0.1, 10, final_fraction=v), "final_fraction", [-5.0, 1.5]),
+    (lambda v: nn.EarlyStopping(monitor=v), "monitor", [5, None]),
+    (lambda v: nn.EarlyStopping(patience=v), "patience", [float("inf"), 1.5, None, -1]),
+    (lambda v: nn.EarlyStopping(min_delta=v), "min_delta", [float("nan"), "0.1"]),
+    (lambda v: nn.EarlyStopping(restore_best_weights=v), "restore_best_weights", ["no", 1]),
+    (lambda v: nn.ModelCheckpoint(v), "filepath", [5, None]),
+    (lambda v: nn.ModelCheckpoint("c.npz", save_best_only=v), "save_best_only", ["yes", 1]),
+    (lambda v: nn.ModelCheckpoint("c.npz", extra=v), "extra", [[1], "s"]),
 ]
 
 

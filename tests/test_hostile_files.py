@@ -187,7 +187,10 @@ def test_unexpected_members_are_refused(checkpoint):
     (lambda m: m.update(extra=["not", "a", "dict"]), "extra must be a JSON object, got list"),
     (lambda m: m.update(epoch="3"), "epoch must be a non-negative int, got str"),
     (lambda m: m.update(history=[1]), "history must be an object of lists"),
-    (lambda m: m["optimizer"].update(step=-1), "optimizer.step must be non-negative"),
+    (lambda m: m["optimizer"].update(step=-1), r"optimizer.step must be in \[0, "),
+    (lambda m: m["optimizer"].update(step=2**63), r"optimizer.step must be in \[0, "),
+    (lambda m: m.update(epoch=10**30), r"epoch must be in \[0, "),
+    (lambda m: m["model"].update(name=5), "model.name must be a string"),
     (lambda m: m["optimizer"].update(config={"name": "rmsprop"}), "optimizer must be one of"),
     (lambda m: m.update(format="other"), "format 'other'"),
     (lambda m: m.update(version=99), "version 99"),
@@ -201,6 +204,7 @@ def test_malformed_descriptions_are_clear_errors(checkpoint, change, match):
 
 @pytest.mark.parametrize("text, match", [
     ("[1, 2]", "must be a JSON object, got list"),
+    ('{"epoch": ' + "9" * 5000 + "}", "not valid JSON"),  # past Python's 4300-digit limit
     ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
     ('{"a": ' * 100_000 + "1" + "}" * 100_000, "not valid JSON"),
     (b"\xff\xfe{}", "not valid JSON"),
@@ -234,6 +238,117 @@ def test_a_checkpoint_round_trip_keeps_the_optimiser(tmp_path):
     for key, value in model.optimizer.state.items():
         np.testing.assert_array_equal(loaded.optimizer.state[key], value)
     assert loaded.extra == {"note": "ok"}
+
+
+@pytest.mark.parametrize("key, value, dtype", [
+    ("param/4/bias", np.full(10, np.nan), np.float32),
+    ("param/0/kernel", np.full((4, 1, 3, 3), 1e300), np.float64),  # infinite as float32
+    ("optimizer/4/kernel/v", np.full((36, 10), np.inf), np.float32),
+])
+def test_stored_values_that_are_not_finite_are_refused(checkpoint, key, value, dtype):
+    """save never writes a NaN or an infinity, so one in a file is damage, even where it
+    appears only at the model's dtype."""
+    members = _members(checkpoint)
+    members[key + ".npy"] = _npy(value.astype(dtype))
+    _write_members(checkpoint, members)
+    _assert_refused(checkpoint, f"{key} holds NaN or infinite values")
+
+
+# --------------------------------------------------------------------------- what save writes
+class _Halving:
+    """A learning-rate schedule of the user's own: it trains, but no file can rebuild it."""
+
+    def __call__(self, step):
+        return 0.1 / (1 + step)
+
+    def get_config(self):
+        return {"name": "halving"}
+
+
+def _trained(optimizer="sgd"):
+    model = Sequential([Conv2D(2, 3, strides=np.int64(1), padding=np.int64(1)),
+                        MaxPool2D(np.int64(2)), Flatten(), Dense(3)])
+    model.build((1, 4, 4), "cpu", seed=2)
+    model.compile(optimizer)
+    rng = np.random.default_rng(3)
+    model.fit(rng.random((6, 1, 4, 4)), rng.integers(0, 3, 6), verbose=0)
+    return model
+
+
+def _assert_same_weights(model, other):
+    for mine, theirs in zip(model.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_what_would_not_load_back_is_never_written(tmp_path):
+    from gpuconv.nn import SGD
+    model, path = _trained(SGD(_Halving())), tmp_path / "m.npz"
+    with pytest.raises(ValueError, match="not written: .*would not load back.*'halving'"):
+        model.save(path, include_optimizer=True)
+    assert not path.exists()
+    model.save(path)  # without the optimiser it loads back
+    _assert_same_weights(Sequential.load(path), model)
+    stepped = _trained()
+    stepped.optimizer.step = 2**63
+    with pytest.raises(ValueError, match=r"not written: .*optimizer.step must be in \[0, "):
+        stepped.save(path, include_optimizer=True)
+
+
+def test_numpy_integers_in_a_layer_config_are_saved_as_ints(tmp_path):
+    model, path = _trained(), tmp_path / "m.npz"
+    model.save(path, extra={"count": np.int64(3)})
+    loaded = Sequential.load(path)
+    as_json = json.loads(json.dumps(loaded.get_config()))
+    assert as_json == json.loads(json.dumps(model.get_config(), default=int))
+    assert type(as_json["layers"][0]["config"]["strides"]) is int
+    assert loaded.extra == {"count": 3}
+    x = np.random.default_rng(4).random((3, 1, 4, 4))
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_a_checkpoint_that_cannot_be_written_fails_before_training(tmp_path):
+    from gpuconv.nn import SGD, ModelCheckpoint
+    x, y = np.random.default_rng(5).random((6, 1, 4, 4)), np.arange(6) % 3
+    for optimizer, callback, match in [
+        (SGD(_Halving()), ModelCheckpoint(tmp_path / "c.npz"), "would not load back"),
+        ("sgd", ModelCheckpoint(tmp_path / "{}.npz"), "filepath .* named fields"),
+        ("sgd", ModelCheckpoint(tmp_path / "{epoch:.2q}.npz"), "filepath .* named fields"),
+        ("sgd", ModelCheckpoint(tmp_path / "{loss:d}.npz"), "filepath .* named fields"),
+    ]:
+        model = _trained(optimizer)
+        weights = model.get_weights()
+        with pytest.raises(ValueError, match=match):
+            model.fit(x, y, callbacks=[callback], verbose=0)
+        assert model.epoch == 1 and model.optimizer.step == 1
+        for now, before in zip(model.get_weights(), weights, strict=True):
+            np.testing.assert_array_equal(now, before)
+    assert list(tmp_path.iterdir()) == []
+    # a name fit does not log fails at the first save, naming it (callbacks may add names)
+    model = _trained()
+    with pytest.raises(ValueError, match=r"filepath .* names 'val_loss', which fit does not"):
+        model.fit(x, y, callbacks=[ModelCheckpoint(tmp_path / "{val_loss:.2f}.npz")], verbose=0)
+
+
+def test_saving_through_a_link_replaces_its_target(tmp_path):
+    first, second = _trained(), _trained("adam")
+    target, link = tmp_path / "target.npz", tmp_path / "link.npz"
+    first.save(target)
+    link.symlink_to(target)
+    second.save(link)
+    assert link.is_symlink()
+    _assert_same_weights(Sequential.load(target), second)
+
+
+def test_only_regular_files_are_written_or_read(tmp_path):
+    import os
+    model, fifo = _trained(), tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (tmp_path, fifo):
+        with pytest.raises(ValueError, match="not a regular file"):
+            model.save(path)
+        with pytest.raises(ValueError, match="not a regular file"):
+            Sequential.load(path)
+    assert fifo.exists() and not fifo.is_file()
 
 
 # --------------------------------------------------------------------------- fuzzing

@@ -240,3 +240,12 @@ def test_cuda_backends_by_name(backend):
     yr.backward(torch.ones_like(yr))
     torch.testing.assert_close(y, yr, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(x.grad, xr.grad, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("op, x", [(gt.lp_pool1d, (2, 3, 8)), (gt.lp_pool2d, (2, 3, 8, 8))])
+@pytest.mark.parametrize("norm_type", [True, "2", "abc", None, float("nan"), -1.0])
+def test_lp_pool_norm_type_is_checked_as_gpuconv_checks_it(op, x, norm_type):
+    """The adapter hands norm_type over as given: converted with float() first, True and
+    "2" passed and "abc" failed without naming it."""
+    with pytest.raises((ValueError, TypeError), match="norm_type"):
+        op(_rand(*x, positive=True), norm_type, 2)

@@ -11,10 +11,14 @@ from __future__ import annotations
 import math
 import sys
 import time
+from os import PathLike
 from pathlib import Path
 from typing import Optional
 
 import click
+
+from gpuconv._checks import check_int, check_number
+from gpuconv.shapes import check_bool
 
 
 class Callback:
@@ -112,11 +116,15 @@ class _Monitor(Callback):
 
     def __init__(self, monitor: str, mode: str, min_delta: float = 0.0):
         super().__init__()
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of a logged quantity, got "
+                            f"{type(monitor).__name__}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
         if mode == "auto":
             mode = "max" if monitor.endswith(("acc", "accuracy")) else "min"
-        self.monitor, self.mode, self.min_delta = monitor, mode, abs(float(min_delta))
+        self.monitor, self.mode = monitor, mode
+        self.min_delta = abs(check_number(min_delta, "min_delta"))
 
     def _current(self, logs: dict) -> float:
         if self.monitor not in logs:
@@ -141,9 +149,8 @@ class EarlyStopping(_Monitor):
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
                  mode: str = "auto", restore_best_weights: bool = False):
         super().__init__(monitor, mode, min_delta)
-        if patience < 0:
-            raise ValueError(f"patience must be non-negative, got {patience!r}")
-        self.patience, self.restore_best_weights = int(patience), bool(restore_best_weights)
+        self.patience = check_int(patience, "patience", 0)
+        self.restore_best_weights = check_bool(restore_best_weights, "restore_best_weights")
 
     def on_train_begin(self, logs: Optional[dict] = None) -> None:
         self.wait, self.best, self.best_weights = 0, None, None
@@ -163,6 +170,14 @@ class EarlyStopping(_Monitor):
                 self.model.set_weights(self.best_weights)
 
 
+class _AnyQuantity(dict):
+    """The fields of a file name checked before training: any logged name is a number then
+    (callbacks may add quantities of their own to the logs)."""
+
+    def __missing__(self, key):
+        return 0.0
+
+
 class ModelCheckpoint(_Monitor):
     """Saves the model after each epoch to ``filepath``, which may hold Keras' fields
     (``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``, epoch counted from 1). With
@@ -174,9 +189,35 @@ class ModelCheckpoint(_Monitor):
                  mode: str = "auto", include_optimizer: bool = True,
                  extra: Optional[dict] = None):
         super().__init__(monitor, mode)
-        self.filepath, self.save_best_only = str(filepath), bool(save_best_only)
-        self.include_optimizer, self.extra = bool(include_optimizer), extra
+        if not isinstance(filepath, (str, PathLike)):
+            raise TypeError(f"filepath must be a path, got {type(filepath).__name__}")
+        self.filepath = str(filepath)
+        self.save_best_only = check_bool(save_best_only, "save_best_only")
+        self.include_optimizer = check_bool(include_optimizer, "include_optimizer")
+        if extra is not None and not isinstance(extra, dict):
+            raise TypeError(f"extra must be a dict of JSON values or None, got "
+                            f"{type(extra).__name__}")
+        self.extra = extra
         self.best: Optional[float] = None
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        """Fail before the first epoch where every save would fail after it: a file name
+        whose fields cannot be filled in, a description that would not load back."""
+        self._path(0, _AnyQuantity())
+        self.model.file_description(self.include_optimizer, self.extra)
+
+    def _path(self, epoch: int, logs: dict) -> Path:
+        """``filepath`` with Keras' fields filled in: ``epoch`` (from 1) and the logs'."""
+        fields = type(logs)(logs, epoch=epoch + 1)  # (an _AnyQuantity stays one)
+        try:
+            return Path(self.filepath.format_map(fields))
+        except KeyError as exc:
+            raise ValueError(f"filepath {self.filepath!r} names {exc}, which fit does not log "
+                             f"(it logs {sorted(fields)}); validation quantities need "
+                             "validation_data or validation_split") from None
+        except (IndexError, ValueError, TypeError) as exc:
+            raise ValueError(f"filepath {self.filepath!r} must hold only named fields of "
+                             f"fit's logs, formatted as their values allow: {exc}") from None
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         if self.save_best_only:
@@ -184,5 +225,5 @@ class ModelCheckpoint(_Monitor):
             if not self._better(current, self.best):
                 return
             self.best = current
-        path = Path(self.filepath.format(epoch=epoch + 1, **logs))
+        path = self._path(epoch, logs)
         self.model.save(path, include_optimizer=self.include_optimizer, extra=self.extra)

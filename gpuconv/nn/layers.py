@@ -721,6 +721,13 @@ class RandomShift(Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "max_shift": self.max_shift}
 
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        _check_rank(self, input_shape, 3, "(C, H, W)")
+        if self.max_shift >= min(input_shape[1:]):  # a shift that far leaves no pixel
+            raise ValueError(f"{self.name}: max_shift must be smaller than the image's height "
+                             f"and width {tuple(input_shape[1:])}, got {self.max_shift}")
+        return input_shape
+
     def forward(self, x, training=False, rng=None):
         if not training:
             return x

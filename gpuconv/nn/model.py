@@ -30,18 +30,59 @@ from gpuconv.nn.callbacks import Callback, ProgressLogger
 from gpuconv.nn.device import Device, array_module, resolve_device, to_host
 from gpuconv.nn.layers import LAYERS, BatchNorm2D, Conv2D, Dense, Flatten, Layer, ReLU
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
-from gpuconv.nn.modelfile import FORMAT, FORMAT_VERSION, MAX_MODEL_BYTES, META, ModelFile
+from gpuconv.nn.modelfile import (FORMAT, FORMAT_VERSION, MAX_MODEL_BYTES, META, ModelFile,
+                                  check_structure)
 from gpuconv.nn.optimizers import Optimizer, make_optimizer
 from gpuconv.nn.step import Trainer
 from gpuconv.shapes import check_bool
 
 
 def _check_numbers(**arrays) -> None:
-    """Each array (None: absent) must be a NumPy or CuPy array of numbers."""
+    """Each array must be a NumPy or CuPy array of numbers."""
     for name, a in arrays.items():
-        if a is not None and getattr(getattr(a, "dtype", None), "kind", None) not in tuple("biuf"):
+        if getattr(getattr(a, "dtype", None), "kind", None) not in tuple("biuf"):
             raise TypeError(f"{name} must be a NumPy or CuPy array of numbers, got "
                             f"{type(a).__name__} {getattr(a, 'dtype', '')}".rstrip())
+
+
+def _check_input_shape(input_shape) -> tuple[int, ...]:
+    """A per-sample shape: 1 to 8 positive ints (a model file holds no more)."""
+    sizes = None
+    if not isinstance(input_shape, (str, bytes)):
+        try:
+            sizes = tuple(input_shape)
+        except TypeError:
+            pass
+    if sizes is None or not 1 <= len(sizes) <= 8:
+        raise TypeError(f"input_shape must be a tuple of 1 to 8 positive ints (C, H, W), got "
+                        f"{_short_repr(input_shape)}")
+    return tuple(check_int(n, "each size of input_shape", 1) for n in sizes)
+
+
+def _check_callbacks(callbacks) -> list:
+    """``callbacks`` (None: none) as a list of ``Callback``s."""
+    try:
+        callbacks = [] if callbacks is None else list(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a list of gpuconv.nn Callbacks, got "
+                        f"{type(callbacks).__name__}") from None
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be gpuconv.nn Callbacks, got "
+                            f"{type(cb).__name__} {_short_repr(cb)}")
+    return callbacks
+
+
+def _json_scalar(value):
+    """A NumPy scalar in a layer's config or ``extra`` as the JSON value it stands for."""
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} {_short_repr(value)} is not a JSON value")
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,6 +91,8 @@ class TrainingDiverged(RuntimeError):
 
 
 METRIC_NAMES = ("accuracy", "acc")  # Keras' alias: the logs use the name compile was given
+# what rebuilding layers or an optimiser from a description may raise on a bad one
+_CONFIG_ERRORS = (TypeError, ValueError, ArithmeticError, KeyError, AttributeError)
 
 
 def _channels_last_hint(shape: Sequence[int]) -> str:
@@ -75,6 +118,8 @@ class History:
 # --------------------------------------------------------------------------- the model
 class Sequential:
     def __init__(self, layers: Sequence[Layer] = (), name: str = "sequential"):
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {type(name).__name__}")
         self.layers: list[Layer] = []
         self.name = name
         self.device: Optional[Device] = None
@@ -123,7 +168,7 @@ class Sequential:
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.seed = check_int(seed, "seed", 0)
-        self.input_shape = tuple(int(n) for n in input_shape)
+        self.input_shape = _check_input_shape(input_shape)
         init_rng = np.random.default_rng(self.seed)
         shape, trainable_seen = self.input_shape, False
         for layer in self.layers:
@@ -274,24 +319,41 @@ class Sequential:
         """x (N,) + input_shape, numbers (``finite``: no NaN or infinity, which would make
         training diverge for no fault of the learning rate); y one whole-number label in
         [0, classes) per sample."""
-        _check_numbers(x=x, y=y)
+        _check_numbers(x=x, **({} if y is None else {"y": y}))
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"x must have shape (N,) + {self.input_shape}, got "
                              f"{tuple(x.shape)}{_channels_last_hint(x.shape[1:])}")
         xp = array_module(x)
-        if finite and x.dtype.kind == "f" and not bool(xp.isfinite(x).all()):
-            raise ValueError("x holds NaN or infinite values (sample "
-                             f"{int(xp.argwhere(~xp.isfinite(x))[0][0])})")
+        if finite and x.dtype.kind == "f":
+            # at the model's dtype: 1e39 is finite in float64, infinite in float32
+            bad = ~xp.isfinite(x)
+            if x.dtype.itemsize > self.dtype.itemsize:
+                bad |= xp.abs(x) > np.finfo(self.dtype).max
+            if bool(bad.any()):
+                raise ValueError(f"x holds NaN or infinite values at the model's dtype "
+                                 f"{self.dtype} (sample {int(xp.argwhere(bad)[0][0])})")
         if y is not None:
             if y.ndim != 1 or y.shape[0] != x.shape[0]:
                 raise ValueError(f"y must hold one label per sample: shape ({x.shape[0]},), got "
                                  f"{tuple(y.shape)}")
-            if y.dtype.kind == "f" and not bool((array_module(y).floor(y) == y).all()):
-                raise ValueError("y must hold whole-number class labels, got fractions or NaN")
+            yp = array_module(y)
+            if y.dtype.kind == "f" and not bool((yp.isfinite(y) & (yp.floor(y) == y)).all()):
+                raise ValueError("y must hold whole-number class labels, got fractions, NaN or "
+                                 "infinities")
             classes = self.output_shape[0]
             if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
                 raise ValueError(f"labels must be in [0, {classes}), got [{int(y.min())}, "
                                  f"{int(y.max())}]")
+
+    @staticmethod
+    def _checked_pair(pair, name: str) -> tuple:
+        """``pair`` as (x, y): a tuple or list of two arrays of numbers."""
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            got = (f"a {type(pair).__name__} of {len(pair)}" if isinstance(pair, (tuple, list))
+                   else type(pair).__name__)
+            raise TypeError(f"{name} must be a pair (x, y) of arrays, got {got}")
+        _check_numbers(**{f"{name}[0]": pair[0], f"{name}[1]": pair[1]})
+        return tuple(pair)
 
     def _to_device(self, x, y=None):
         xp = self.device.xp
@@ -332,6 +394,7 @@ class Sequential:
         if log_every is not None:
             log_every = check_int(log_every, "log_every", 1)
         shuffle = check_bool(shuffle, "shuffle")
+        callbacks = _check_callbacks(callbacks)
         _check_numbers(x=x, y=y)
         if not self.built:
             declared = self.layers[0].declared_input_shape if self.layers else None
@@ -339,6 +402,8 @@ class Sequential:
         if seed is not None:
             self.seed = seed
         self._check_inputs(x, y, finite=True)
+        if len(x) == 0:
+            raise ValueError(f"fit needs at least one sample, got x of shape {tuple(x.shape)}")
         if initial_epoch is None:
             first, last = self.epoch, self.epoch + epochs
         else:
@@ -350,15 +415,20 @@ class Sequential:
             if not 0.0 < validation_split < 1.0:
                 raise ValueError(f"validation_split must be in (0, 1), got {validation_split!r}")
             cut = len(x) - int(round(len(x) * validation_split))
+            if not 0 < cut < len(x):
+                raise ValueError(f"validation_split {validation_split!r} of {len(x)} samples "
+                                 f"leaves {cut} to train on and {len(x) - cut} to validate "
+                                 "with; both need at least one")
             x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
         x, y = self._to_device(x, y)
         if validation_data is not None:
+            validation_data = self._checked_pair(validation_data, "validation_data")
             self._check_inputs(*validation_data, finite=True)
             validation_data = self._to_device(*validation_data)  # once, not every epoch
         if log_every is None:
             log_every = 1 if self.device.kind == "cpu" else 20
         steps = math.ceil(len(x) / batch_size)
-        callbacks = list(callbacks) + ([ProgressLogger(verbose)] if verbose else [])
+        callbacks += [ProgressLogger(verbose)] if verbose else []
         for cb in callbacks:
             cb.set_model(self)
             cb.set_params({"epochs": last, "steps": steps, "verbose": verbose})
@@ -403,10 +473,11 @@ class Sequential:
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
         """Mean loss and accuracy over (x, y), in inference mode."""
         self._require_built()
+        _check_numbers(x=x, y=y)
+        self._check_inputs(x, y)
         if len(x) == 0:
             raise ValueError("evaluate needs at least one sample, got x of shape "
                              f"{tuple(x.shape)}")
-        self._check_inputs(x, y)
         return self._steps().evaluate(x, y, check_int(batch_size, "batch_size", 1))
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
@@ -414,6 +485,8 @@ class Sequential:
         self._require_built()
         self._check_inputs(x)
         batch_size = check_int(batch_size, "batch_size", 1)
+        if len(x) == 0:
+            return np.zeros((0,) + tuple(self.output_shape), self.dtype)
         return np.concatenate([to_host(self(self._to_device(x[s:s + batch_size])[0]))
                                for s in range(0, len(x), batch_size)])
 
@@ -468,20 +541,48 @@ class Sequential:
     def save(self, path, include_optimizer: bool = False, extra: Optional[dict] = None) -> None:
         """Write the model to ``path`` (.npz) atomically: a crash leaves the old file or the
         new one, never a broken one. ``include_optimizer`` adds the optimiser's state and
-        the training position (a checkpoint); ``extra`` is stored JSON as given. A model
-        with a NaN or infinite weight is refused (ValueError): it is never written."""
+        the training position (a checkpoint); ``extra`` (a dict of JSON values) is stored
+        with it. What ``load`` would refuse is never written (a ValueError): a model with a
+        NaN or infinite weight, a description that does not load back (an optimiser whose
+        learning-rate schedule is not one of gpuconv's)."""
         self._require_built()
+        include_optimizer = check_bool(include_optimizer, "include_optimizer")
+        try:
+            description = self.file_description(include_optimizer, extra)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not written: {exc}") from None
         self._check_finite_weights(lambda bad: ValueError(
             f"{path}: not written: the weights {bad} are NaN or infinite"))
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.get_config(),
-                "epoch": self.epoch, "history": self.history.history, "extra": extra or {}}
         arrays = {f"param/{k}": to_host(v) for k, v in self.parameters().items()}
         arrays.update({f"buffer/{k}": to_host(v) for k, v in self._buffers().items()})
         if include_optimizer and self.optimizer is not None:
-            meta["optimizer"] = {"config": self.optimizer.get_config(), "step": self.optimizer.step}
             arrays.update({f"optimizer/{k}": to_host(v) for k, v in self.optimizer.state.items()})
-        arrays[META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        arrays[META] = np.frombuffer(description, dtype=np.uint8)
         atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+    def file_description(self, include_optimizer: bool, extra: Optional[dict]) -> bytes:
+        """The JSON description ``save`` writes, checked as ``load`` checks it (its structure,
+        the layers and optimiser rebuilt from it): a ValueError names what would not load
+        back, a TypeError an ``extra`` that is no dict. ``ModelCheckpoint`` calls it before
+        training, so that a checkpoint that cannot be written fails before the first epoch."""
+        if extra is not None and not isinstance(extra, dict):
+            raise TypeError(f"extra must be a dict of JSON values or None, got "
+                            f"{type(extra).__name__}")
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.get_config(),
+                "epoch": self.epoch, "history": self.history.history, "extra": extra or {}}
+        if include_optimizer and self.optimizer is not None:
+            meta["optimizer"] = {"config": self.optimizer.get_config(), "step": self.optimizer.step}
+        try:
+            text = json.dumps(meta, default=_json_scalar)
+            loaded = json.loads(text)
+            check_structure(loaded)
+            self._unbuilt_from_config(loaded["model"])
+            if "optimizer" in loaded:
+                make_optimizer(loaded["optimizer"]["config"])
+        except _CONFIG_ERRORS as exc:
+            raise ValueError(f"the model's description would not load back "
+                             f"({str(exc)[:300]})") from None
+        return text.encode()
 
     @classmethod
     def load(cls, path, device: Device | str = "cpu",
@@ -490,7 +591,7 @@ class Sequential:
         file is checked from its headers (archive members, array shapes and dtypes, the
         architecture's parameter shapes, ``max_bytes`` of arrays at most) before an array
         is read or a layer built; any problem is a ValueError naming the file."""
-        with ModelFile(Path(path), max_bytes) as file:
+        with ModelFile(Path(path), check_int(max_bytes, "max_bytes", 0)) as file:
             return cls._from_file(file, device)
 
     @classmethod
@@ -501,7 +602,7 @@ class Sequential:
             shapes = model.array_shapes(config["input_shape"])
             optimizer = make_optimizer(meta["optimizer"]["config"]) if "optimizer" in meta \
                 else None
-        except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError) as exc:
+        except _CONFIG_ERRORS as exc:
             file._fail(f"its architecture or optimiser is invalid ({str(exc)[:300]})")
         file.check_arrays(shapes, np.dtype(config["dtype"]).itemsize)
         if optimizer is not None:
@@ -509,16 +610,25 @@ class Sequential:
             file.check_optimizer({k.removeprefix("param/"): v for k, v in shapes.items()
                                   if k.startswith("param/")}, optimizer.slots, optimizer.step)
         model.build(config["input_shape"], device, config["seed"], config["dtype"])
+
+        def read(key):
+            """The stored array at the model's dtype, on its device: save never writes a NaN
+            or an infinity, so one here is damage (float64's 1e300 is infinite in float32)."""
+            with np.errstate(over="ignore"):  # an overflow to infinity is refused next
+                value = file.read(key).astype(model.dtype, copy=False)
+            if not np.isfinite(value).all():
+                file._fail(f"{key} holds NaN or infinite values (as {model.dtype})")
+            return model.device.asarray(value, model.dtype)
+
         for key in shapes:
             kind, index, name = key.split("/", 2)
             store = model.layers[int(index)].params if kind == "param" else \
                 model.layers[int(index)].buffers
-            store[name] = model.device.asarray(file.read(key), model.dtype)
+            store[name] = read(key)
         model.epoch, model.history = meta["epoch"], History(meta["history"])
         if optimizer is not None:
             model.compile(optimizer)
-            optimizer.state = {k.removeprefix("optimizer/"): model.device.asarray(file.read(k),
-                                                                                  model.dtype)
+            optimizer.state = {k.removeprefix("optimizer/"): read(k)
                                for k in file.shapes if k.startswith("optimizer/")}
         model.extra = meta.get("extra", {})
         return model

@@ -26,6 +26,7 @@ FORMAT_VERSION = 1
 MAX_MODEL_BYTES = 4 * 2**30   # default limit on the arrays a model file may hold
 MAX_META_BYTES = 64 * 2**20   # the JSON description (history included)
 MAX_MEMBERS = 100_000
+MAX_COUNT = 2**53             # epochs and optimiser steps (counts a float holds exactly)
 _KINDS = ("param", "buffer", "optimizer")
 _NPY_MAGIC = b"\x93NUMPY"
 # what reading a damaged archive raises (an unsupported compression or encryption flag:
@@ -41,8 +42,11 @@ class ModelFile:
     def __init__(self, path: Path, max_bytes: int = MAX_MODEL_BYTES):
         self.path = Path(path)
         self.max_bytes = max_bytes
-        if not self.path.is_file():
+        if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such file")
+        if not self.path.is_file():
+            raise ValueError(f"{self.path}: not a regular file (a model file is the .npz "
+                             "archive that Sequential.save writes)")
         size = self.path.stat().st_size
         if size > max_bytes + MAX_META_BYTES:
             self._too_large(f"the file has {size:,} bytes")
@@ -131,7 +135,7 @@ class ModelFile:
                        f"{MAX_META_BYTES:,}")
         try:
             meta = json.loads(self.read(META).tobytes().decode())
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 4300-digit int
             self._fail(f"the model description is not valid JSON "
                        f"({type(exc).__name__}: {str(exc)[:200]})")
         if not isinstance(meta, dict):
@@ -143,45 +147,13 @@ class ModelFile:
             raise ValueError(f"{self.path}: model format version "
                              f"{_short(meta.get('version'))}; this gpuconv reads version "
                              f"{FORMAT_VERSION}")
-        self._check_structure(meta)
-        return meta
-
-    def _check_structure(self, meta: dict) -> None:
-        model = self._field(meta, "model", dict, "a JSON object")
-        self._field(model, "name", str, "a string", "model.")
-        shape = self._field(model, "input_shape", list, "a list of positive ints", "model.")
-        if not shape or len(shape) > 8 or not all(_is_count(n) for n in shape):
-            self._fail(f"model.input_shape must be a list of positive ints, got {_short(shape)}")
-        if model.get("dtype") not in ("float32", "float64"):
-            self._fail(f"model.dtype must be 'float32' or 'float64', got "
-                       f"{_short(model.get('dtype'))}")
-        seed = self._field(model, "seed", int, "a non-negative int", "model.")
-        layers = self._field(model, "layers", list, "a non-empty list", "model.")
-        if seed < 0 or not layers:
-            self._fail("model.seed must be non-negative and model.layers non-empty")
-        for i, entry in enumerate(layers):
-            if not (isinstance(entry, dict) and isinstance(entry.get("class"), str)
-                    and isinstance(entry.get("config"), dict)):
-                self._fail(f"model.layers[{i}] must be an object with a 'class' string and a "
-                           f"'config' object, got {_short(entry)}")
-        epoch = self._field(meta, "epoch", int, "a non-negative int")
-        history = self._field(meta, "history", dict, "an object of lists")
-        if epoch < 0 or not all(isinstance(v, list) for v in history.values()):
-            self._fail("epoch must be non-negative and history an object of lists")
-        self._field(meta, "extra", dict, "a JSON object", default={})
-        if "optimizer" in meta:
-            optimizer = self._field(meta, "optimizer", dict, "a JSON object")
-            self._field(optimizer, "config", dict, "a JSON object", "optimizer.")
-            step = self._field(optimizer, "step", int, "a non-negative int", "optimizer.")
-            if step < 0:
-                self._fail(f"optimizer.step must be non-negative, got {step}")
-
-    def _field(self, parent: dict, name: str, kind: type, rule: str, prefix: str = "",
-               default=None):
-        value = parent.get(name, default)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self._fail(f"{prefix}{name} must be {rule}, got {type(value).__name__}")
-        return value
+        try:
+            check_structure(meta)
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            return meta
+        self._fail(problem)
 
     # ------------------------------------------------------------------ checks and reads
     def check_arrays(self, expected: dict[str, tuple[int, ...]], itemsize: int) -> None:
@@ -222,6 +194,49 @@ class ModelFile:
                 return np.lib.format.read_array(f, allow_pickle=False)
         except _ZIP_ERRORS as exc:
             self._fail(f"{key}: unreadable data ({exc})")
+
+
+# --------------------------------------------------------------------------- description rules
+def check_structure(meta: dict) -> None:
+    """A ValueError naming the first field of ``meta`` (a model description, past its format
+    and version) that breaks the rules of a model file: what ``ModelFile`` refuses, and what
+    ``Sequential.save`` checks before it writes."""
+    model = _field(meta, "model", dict, "a JSON object")
+    _field(model, "name", str, "a string", "model.")
+    shape = _field(model, "input_shape", list, "a list of positive ints", "model.")
+    if not shape or len(shape) > 8 or not all(_is_count(n) for n in shape):
+        raise ValueError(f"model.input_shape must be a list of positive ints, got "
+                         f"{_short(shape)}")
+    if model.get("dtype") not in ("float32", "float64"):
+        raise ValueError(f"model.dtype must be 'float32' or 'float64', got "
+                         f"{_short(model.get('dtype'))}")
+    seed = _field(model, "seed", int, "a non-negative int", "model.")
+    layers = _field(model, "layers", list, "a non-empty list", "model.")
+    if seed < 0 or not layers:
+        raise ValueError("model.seed must be non-negative and model.layers non-empty")
+    for i, entry in enumerate(layers):
+        if not (isinstance(entry, dict) and isinstance(entry.get("class"), str)
+                and isinstance(entry.get("config"), dict)):
+            raise ValueError(f"model.layers[{i}] must be an object with a 'class' string "
+                             f"and a 'config' object, got {_short(entry)}")
+    epoch = _field(meta, "epoch", int, "a non-negative int")
+    history = _field(meta, "history", dict, "an object of lists")
+    if not 0 <= epoch <= MAX_COUNT or not all(isinstance(v, list) for v in history.values()):
+        raise ValueError(f"epoch must be in [0, {MAX_COUNT}] and history an object of lists")
+    _field(meta, "extra", dict, "a JSON object", default={})
+    if "optimizer" in meta:
+        optimizer = _field(meta, "optimizer", dict, "a JSON object")
+        _field(optimizer, "config", dict, "a JSON object", "optimizer.")
+        step = _field(optimizer, "step", int, "a non-negative int", "optimizer.")
+        if not 0 <= step <= MAX_COUNT:
+            raise ValueError(f"optimizer.step must be in [0, {MAX_COUNT}], got {_short(step)}")
+
+
+def _field(parent: dict, name: str, kind: type, rule: str, prefix: str = "", default=None):
+    value = parent.get(name, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{prefix}{name} must be {rule}, got {type(value).__name__}")
+    return value
 
 
 def _is_count(value) -> bool:

@@ -34,11 +34,13 @@ class Constant:
 
 
 class StepDecay:
-    """``lr * gamma ** (step // step_size)``."""
+    """``lr * gamma ** (step // step_size)``, gamma in (0, 1]: a decay."""
 
     def __init__(self, lr: float, step_size: int, gamma: float = 0.1):
         self.lr, self.step_size = _learning_rate(lr), check_int(step_size, "step_size", 1)
         self.gamma = check_number(gamma, "gamma")
+        if not 0.0 < self.gamma <= 1.0:  # above 1 the rate grows without bound
+            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
 
     def __call__(self, step: int) -> float:
         return self.lr * self.gamma ** (step // self.step_size)
@@ -55,6 +57,8 @@ class CosineDecay:
                  warmup_steps: int = 0):
         self.lr, self.total_steps = _learning_rate(lr), check_int(total_steps, "total_steps", 1)
         self.final_fraction = check_number(final_fraction, "final_fraction")
+        if not 0.0 <= self.final_fraction <= 1.0:
+            raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction!r}")
         self.warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
 
     def __call__(self, step: int) -> float:
