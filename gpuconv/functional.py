@@ -508,6 +508,9 @@ def _check_pool_grad_out(grad_out, x, out_spatial, ndim) -> None:
 
 
 def _check_indices(indices, grad_out) -> None:
+    if isinstance(indices, np.ma.MaskedArray):
+        raise TypeError("indices is a masked array, whose mask no op would honour: pass "
+                        "indices.filled(value) or indices.data")
     if not hasattr(indices, "dtype") or str(indices.dtype) != "int64":
         raise TypeError(f"indices must be an int64 array (as returned with return_indices=True), "
                         f"got {getattr(indices, 'dtype', type(indices).__name__)}")

@@ -400,6 +400,8 @@ def matmul(a, b, out=None, epilogue=None):
     stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if out is None:
         out = np.empty(stack + (m, n), dtype=np.result_type(a, b))
+    if math.prod(stack) == 0:  # an empty stack: no product (one, below, is reshaped)
+        return out
     flops = 2 * m * k * n
     if math.prod(stack) > 1 and flops < SMALL_GEMM_FLOPS:
         # a stack of small products: one C loop over it on this thread (np.matmul keeps the

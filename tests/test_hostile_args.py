@@ -79,6 +79,18 @@ def test_masked_arrays_are_refused(call):
         call(masked)
 
 
+@pytest.mark.parametrize("pooling, backward, size", [
+    (F.max_pool2d, F.max_pool2d_backward, 2),
+    (F.adaptive_max_pool2d, F.adaptive_max_pool2d_backward, (2, 2)),
+])
+def test_masked_indices_are_refused(pooling, backward, size):
+    """The compiled scatter failed with Numba's own error; NumPy's ignored the mask."""
+    y, indices = pooling(X2, size, return_indices=True)
+    masked = np.ma.masked_array(indices, mask=indices == indices.flat[0])
+    with pytest.raises(TypeError, match="indices is a masked array"):
+        backward(np.ones_like(y), X2, masked, size)
+
+
 @pytest.mark.parametrize("op, args, one_tuple, full", [
     (F.conv2d, (X2, W2), dict(stride=(2,), padding=(1,), dilation=(2,)),
      dict(stride=2, padding=1, dilation=2)),

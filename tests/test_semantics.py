@@ -678,3 +678,33 @@ def test_torch_modules_import_torch_only_when_used():
             "import gpuconv.torch as gt; gt.Conv2d(1, 1, 1); assert 'torch' in sys.modules")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+_EMPTY_BATCHES = [  # (op, per-sample input shape, weight shape, arguments)
+    ("conv1d", (2, 9), (4, 2, 1), {}),
+    ("conv1d", (4, 8), (4, 1, 3), dict(groups=4, stride=2)),
+    ("conv2d", (2, 6, 6), (4, 2, 1, 1), {}),
+    ("conv2d", (2, 6, 6), (4, 2, 3, 3), dict(stride=2, padding=1)),
+    ("conv2d", (4, 7, 7), (4, 2, 3, 3), dict(groups=2, dilation=2, padding=2,
+                                             padding_mode="reflect")),
+    ("conv_transpose1d", (2, 5), (2, 4, 3), dict(stride=2)),
+    ("conv_transpose2d", (2, 3, 3), (2, 4, 3, 3), dict(stride=2, output_padding=1)),
+    ("conv_transpose2d", (4, 3, 3), (4, 1, 1, 1), dict(groups=4)),
+]
+
+
+@pytest.mark.parametrize("op, sample, w_shape, kw", _EMPTY_BATCHES, ids=str)
+def test_an_empty_batch_gives_empty_results_and_zero_parameter_gradients(op, sample, w_shape, kw):
+    """N = 0, as PyTorch: the outputs a batch of one would give, for no sample, and the weight
+    and bias gradients of no sample, zeros (1x1 and strided ones failed in a reshape)."""
+    rng = _rng(0)
+    out_channels = w_shape[1] * kw.get("groups", 1) if "transpose" in op else w_shape[0]
+    w, b = rng.standard_normal(w_shape), rng.standard_normal(out_channels)
+    forward, backward = getattr(F, op), getattr(F, op + "_backward")
+    one = forward(rng.standard_normal((1,) + sample), w, b, **kw)
+    x = np.zeros((0,) + sample)
+    y = forward(x, w, b, **kw)
+    assert y.shape == (0,) + one.shape[1:]
+    grad_x, grad_w, grad_b = backward(np.zeros(y.shape), x, w, **kw)
+    assert grad_x.shape == x.shape
+    assert np.array_equal(grad_w, np.zeros(w.shape)) and np.array_equal(grad_b, np.zeros(b.shape))
