@@ -344,13 +344,21 @@ class PoolSpec:
 
     @classmethod
     def keras_same(cls, kernel_size: tuple[int, ...], stride: tuple[int, ...],
-                   spatial: Sequence[int]) -> "PoolSpec":
+                   spatial: Sequence[int]) -> tuple["PoolSpec", tuple[int, ...]]:
         """Keras' ``padding="same"``: ``ceil(size / stride)`` windows over the input padded
-        as ``keras_same_padding`` says. The before-padding is set; ``ceil_mode`` adds the
-        after-padding, one more when the total is odd, as windows clipped at the end."""
-        before = tuple(keras_same_padding(n, k, s)[0] for n, k, s in
-                       zip(spatial, kernel_size, stride))
-        return cls.make(len(kernel_size), kernel_size, stride, before, ceil_mode=True)
+        as ``keras_same_padding`` says, as (spec, skip): the spec's windows from ``skip[i]``
+        on along axis i. The padding is symmetric here, so the odd after-element comes two
+        ways: at a stride above 1, ``ceil_mode`` gives the last window, clipped at the end;
+        at stride 1, where ceil_mode adds none, both sides get the larger padding and the
+        first window (one more before) is skipped."""
+        padding, skip = [], []
+        for n, k, s in zip(spatial, kernel_size, stride):
+            before, after = keras_same_padding(n, k, s)
+            odd_at_stride_1 = s == 1 and after > before
+            padding.append(after if odd_at_stride_1 else before)
+            skip.append(int(odd_at_stride_1))
+        spec = cls.make(len(kernel_size), kernel_size, stride, tuple(padding), ceil_mode=True)
+        return spec, tuple(skip)
 
     def output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
         return tuple(pool_output_size(n, k, s, p, d, self.ceil_mode) for n, k, s, p, d in

@@ -111,6 +111,14 @@ def test_batch_norm_inference_and_no_input_grad(host, dtype):
     want, got = (layer.forward(x) for layer in layers)
     assert_close(got, want, 1, dtype, "inference y")
     assert np.array_equal(layers[1].buffers["running_mean"], np.arange(shape[1]) - 1.0)
+    g = rng.standard_normal(shape).astype(dtype)
+    for layer in layers:  # after an inference forward: the running statistics' gradient
+        layer.need_input_grad = True
+    want, got = (layer.backward(g) for layer in layers)
+    assert_close(got, want, 1, dtype, "inference grad_x")
+    assert_close(layers[1].grads["gamma"], layers[0].grads["gamma"], 90, dtype, "grad_gamma")
+    for layer in layers:
+        layer.need_input_grad = False
     for layer in layers:
         layer.forward(x, training=True)
     g = rng.standard_normal(shape).astype(dtype)

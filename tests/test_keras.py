@@ -71,6 +71,15 @@ SAME_CASES = [  # layer, per-sample input shape, reference
      lambda l, x: _avg_ref(x, (2, 2), (2, 2))),
     (lambda: nn.AvgPool2D(3, strides=1, padding="same"), (1, 4, 5),
      lambda l, x: _avg_ref(x, (3, 3), (1, 1))),
+    # an even window at stride 1: the odd padding element after, which ceil_mode cannot add
+    (lambda: nn.MaxPool2D(2, strides=1, padding="same"), (1, 4, 4),
+     lambda l, x: _max_ref(x, (2, 2), (1, 1))),
+    (lambda: nn.MaxPool2D(2, strides=(2, 1), padding="same"), (2, 5, 2),
+     lambda l, x: _max_ref(x, (2, 2), (2, 1))),
+    (lambda: nn.MaxPool2D(2, strides=1, padding="same"), (1, 1, 1),
+     lambda l, x: _max_ref(x, (2, 2), (1, 1))),
+    (lambda: nn.AvgPool2D((4, 2), strides=1, padding="same"), (2, 3, 5),
+     lambda l, x: _avg_ref(x, (4, 2), (1, 1))),
     (lambda: nn.Conv2DTranspose(3, 3, strides=2, padding="same"), (2, 4, 5),
      lambda l, x: _transpose_ref(x, *_params(l), (3, 3), (2, 2))),
     (lambda: nn.Conv2DTranspose(2, (4, 1), strides=(2, 3), padding="same"), (2, 3, 3),
@@ -98,6 +107,20 @@ def test_same_padding_is_tensorflows_rule_at_any_stride(make, shape, reference):
         assert want.shape[2:] == tuple(math.ceil(n / s) for n, s in
                                        zip(shape[1:], layer.spec.stride))
     np.testing.assert_allclose(model.predict(x), want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("make, shape, reference",
+                         [case for case in SAME_CASES if "Pool" in repr(case[0]())])
+def test_same_pooling_gradients_are_those_of_the_padded_reference(make, shape, reference):
+    layer = make()
+    Sequential([layer]).build(shape, "cpu", 3, "float64")
+    layer.need_input_grad = True
+    x = RNG(6).permutation(2 * math.prod(shape)).reshape((2,) + shape).astype(np.float64)
+    y = layer.forward(x, training=True)
+    g = RNG(7).standard_normal(y.shape)
+    xt = torch.tensor(x, requires_grad=True)
+    (want,) = torch.autograd.grad(reference(layer, xt), xt, torch.tensor(g))
+    np.testing.assert_allclose(layer.backward(g), want.numpy(), rtol=1e-10, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- activation=, input_shape=

@@ -53,9 +53,27 @@ def test_layer_backward_matches_finite_differences(make, shape):
     if isinstance(layer, nn.MaxPool2D):  # distinct values: the maximum is unambiguous
         x = rng.permutation(np.arange(x.size, dtype=np.float64)).reshape(x.shape) / x.size
     gy = rng.standard_normal((3,) + layer.output_shape)
+    _assert_backward_is_finite_differences(layer, x, gy, training=True)
 
+
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
+def test_batch_norm_backward_after_an_inference_forward(relu):
+    """The running statistics are constants there (a saliency map's gradient): it returned
+    the training-mode gradient, through the batch's statistics."""
+    layer = nn.BatchNorm2D()
+    _build(layer, (3, 2, 3), seed=2)
+    layer.relu = relu
+    rng = RNG(3)
+    layer.buffers["running_mean"][...] = rng.standard_normal(3)
+    layer.buffers["running_var"][...] = rng.uniform(0.5, 2, 3)
+    layer.params["gamma"][...], layer.params["beta"][...] = rng.uniform(0.5, 2, 3), rng.random(3)
+    x, gy = rng.standard_normal((4, 3, 2, 3)), rng.standard_normal((4, 3, 2, 3))
+    _assert_backward_is_finite_differences(layer, x, gy, training=False)
+
+
+def _assert_backward_is_finite_differences(layer, x, gy, training: bool):
     def loss():
-        return float((layer.forward(x, training=True) * gy).sum())
+        return float((layer.forward(x, training=training) * gy).sum())
 
     loss()
     gx = layer.backward(gy)

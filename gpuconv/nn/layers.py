@@ -345,6 +345,7 @@ class _Pool2D(Layer):
         self.padding = _keras_padding(padding)
         self.spec = PoolSpec.make(2, pool_size, strides,
                                   0 if self.padding in ("same", "valid") else self.padding)
+        self._skip = (0, 0)  # leading windows "same" drops (PoolSpec.keras_same)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
@@ -353,10 +354,23 @@ class _Pool2D(Layer):
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
         if self.padding == "same":
-            self.spec = PoolSpec.keras_same(self.spec.kernel_size, self.spec.stride,
-                                            input_shape[1:])
+            self.spec, self._skip = PoolSpec.keras_same(self.spec.kernel_size,
+                                                        self.spec.stride, input_shape[1:])
         out_hw = _named(self, self.spec.checked_output_shape, input_shape[1:])
-        return input_shape[:1] + out_hw
+        return input_shape[:1] + tuple(n - k for n, k in zip(out_hw, self._skip))
+
+    def _kept(self, y):
+        """The pooled windows this layer outputs: those from ``_skip`` on."""
+        return y[:, :, self._skip[0]:, self._skip[1]:] if any(self._skip) else y
+
+    def _all_windows(self, grad_out):
+        """``grad_out`` with zeros for the windows ``_kept`` drops."""
+        if not any(self._skip):
+            return grad_out
+        n, c, h, w = grad_out.shape
+        full = self.device.xp.zeros((n, c, h + self._skip[0], w + self._skip[1]), grad_out.dtype)
+        full[:, :, self._skip[0]:, self._skip[1]:] = grad_out
+        return full
 
     def _pool_args(self) -> dict:
         return dict(kernel_size=self.spec.kernel_size, stride=self.spec.stride,
@@ -369,17 +383,17 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x, training=False, rng=None):
         if not training:
-            return F.max_pool2d(x, **self._pool_args())
+            return self._kept(F.max_pool2d(x, **self._pool_args()))
         self._x = x
         y, self._indices = F.max_pool2d(x, return_indices=True, **self._pool_args())
-        return y
+        return self._kept(y)
 
     def backward(self, grad_out):
         if not self.need_input_grad:
             return None
         # the indices are the forward's own: no range check (on the GPU, a wait for it)
-        return F.max_pool2d_backward(grad_out, self._x, self._indices, **self._pool_args(),
-                                     check_indices=False)
+        return F.max_pool2d_backward(self._all_windows(grad_out), self._x, self._indices,
+                                     **self._pool_args(), check_indices=False)
 
 
 class AvgPool2D(_Pool2D):
@@ -391,12 +405,12 @@ class AvgPool2D(_Pool2D):
 
     def forward(self, x, training=False, rng=None):
         self._x = x
-        return F.avg_pool2d(x, **self._pool_args())
+        return self._kept(F.avg_pool2d(x, **self._pool_args()))
 
     def backward(self, grad_out):
         if not self.need_input_grad:
             return None
-        return F.avg_pool2d_backward(grad_out, self._x, **self._pool_args())
+        return F.avg_pool2d_backward(self._all_windows(grad_out), self._x, **self._pool_args())
 
 
 class GlobalAveragePooling2D(Layer):
@@ -610,12 +624,17 @@ class BatchNorm2D(Layer):
 
     def forward(self, x, training=False, rng=None):
         fused = self.device.layer_kernels
+        self._training = training
         if fused is not None:
             self._x = x
             y, self._saved = fused.batch_norm2d_forward(
                 x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
                 self.buffers["running_var"], training, self.momentum, self.epsilon, self.relu)
             self._y = y if self.relu else None  # the ReLU's slope: y > 0
+            if not training:  # the statistics an inference-mode backward needs
+                self._mean = self.buffers["running_mean"].copy()
+                self._inv_std = 1 / self.device.xp.sqrt(self.buffers["running_var"]
+                                                        + x.dtype.type(self.epsilon))
             return y
         # pieces of (N, C, H*W) rows, per-channel factors as whole rows (gpuconv.channelwise)
         rows = channel_rows(x)
@@ -645,6 +664,8 @@ class BatchNorm2D(Layer):
         return y
 
     def backward(self, grad_out):
+        if not self._training:
+            return self._inference_backward(grad_out)
         fused = self.device.layer_kernels
         if fused is not None:
             grad_x, grad_gamma, grad_beta = fused.batch_norm2d_backward(
@@ -688,6 +709,18 @@ class BatchNorm2D(Layer):
         grad_x = fill_batch(grad_input, grads if self.relu else np.empty_like(grads),
                             grads, rows)
         return grad_x.reshape(grad_out.shape)
+
+    def _inference_backward(self, grad_out):
+        """The gradients of an inference-mode forward (a saliency map; fit never asks), where
+        the mean and std are the running statistics, constants: g * gamma / std."""
+        channels = (1, -1, 1, 1)
+        g = grad_out * (self._y > 0) if self.relu else grad_out
+        centred = self._x - self._mean.reshape(channels)
+        self.grads = {"gamma": (g * centred).sum(axis=(0, 2, 3)) * self._inv_std,
+                      "beta": g.sum(axis=(0, 2, 3))}
+        if not self.need_input_grad:
+            return None
+        return g * (self.params["gamma"] * self._inv_std).reshape(channels)
 
 
 # --------------------------------------------------------------------------- augmentation
