@@ -55,6 +55,16 @@ def pytest_configure(config):
                                        "session's other tests did)")
 
 
+def pytest_collection_finish(session):
+    """A test module whose setup runs in another process (the sm_90 compiles: minutes on one
+    core) starts it now, through its ``start_early()``, so that it runs on the second core
+    while the other tests run; its fixture waits for it."""
+    for module in {getattr(item, "module", None) for item in session.items}:
+        start = getattr(module, "start_early", None)
+        if start is not None:
+            start()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
     """Tests marked ``last`` go to the end, after any reordering (pytest-randomly)."""

@@ -22,18 +22,22 @@ twin's zero-padding pixel loop (K > 0; its most economical innermost loop) takes
 ``DW_GRAD_WEIGHT_PER_FMA`` instructions per FMA (unsigned bounds, 32-bit offsets; the
 source_index path took 24-46).
 
-The compile runs in a subprocess with the simulator off (tests/conftest.py turns it on for
-this process). Run this file as a script to record the table in
-bench/results/numba_sm90_resources.json.
+The compile runs in a subprocess per dtype with the simulator off (tests/conftest.py turns it
+on for this process), started as soon as the tests are collected. Run this file as a script
+to record the table in bench/results/numba_sm90_resources.json (``python
+tests/test_numba_sm90.py [OUT [DTYPE...]]``).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,9 +68,9 @@ def resources(log: str) -> dict[str, int]:
             "spill_stores": int(spills[1]), "spill_loads": int(spills[2])}
 
 
-def compile_all() -> list[dict]:
-    """Compile and link every kernel of the table for sm_90; one row per (kernel, dtype), with
-    the hot-loop figures of the conv GEMMs' SASS."""
+def compile_all(dtypes=("float32", "float64")) -> list[dict]:
+    """Compile and link every kernel of the table for sm_90, for each of ``dtypes``; one row
+    per (kernel, dtype), with the hot-loop figures of the conv GEMMs' SASS."""
     import types as pytypes
 
     import numpy as np
@@ -81,8 +85,8 @@ def compile_all() -> list[dict]:
     dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(9, 0))
     tiles = {t.name: t for each in gpu_plan.NUMBA_TILES_FOR.values() for t in each}
     rows = []
-    for dtype in (np.float32, np.float64):
-        for name, entry in numba_backend.kernel_table(dtype).items():
+    for dtype in map(np.dtype, dtypes):
+        for name, entry in numba_backend.kernel_table(dtype.type).items():
             ptx, _ = cuda.compile(entry.kernel.py_func, entry.signature, cc=(9, 0), output="ptx",
                                   device=False, abi="numba")
             cap = entry.kernel.targetoptions.get("max_registers")
@@ -92,7 +96,7 @@ def compile_all() -> list[dict]:
             cubin = linker.link("cubin")
             code = max(cuda_source.sass_functions(cubin.code).values(), key=len)
             ops = [i.split()[1] if i.startswith("@") else i.split()[0] for _, i in code]
-            row = {"kernel": name, "dtype": np.dtype(dtype).name,
+            row = {"kernel": name, "dtype": dtype.name,
                    "family": entry.kernel.py_func.__module__.rpartition(".")[2],
                    "register_cap": cap, **resources(linker.get_info_log()),
                    "local_memory": sum(o.split(".")[0] in ("LDL", "STL") for o in ops),
@@ -125,17 +129,42 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@pytest.fixture(scope="module")
-def sm90_rows(tmp_path_factory) -> list[dict]:
-    """One compile of every kernel for the module's tests (the script, in a subprocess)."""
-    out = tmp_path_factory.mktemp("sm90") / "resources.json"
+DTYPES = ("float32", "float64")
+_EARLY: list[tuple[subprocess.Popen, Path]] = []  # each process and its results' file
+
+
+def start_early() -> None:
+    """The compile (the script, with the simulator off), one process per dtype, begun after
+    collection (tests/conftest.py) so that it runs beside the other tests."""
+    folder = Path(tempfile.mkdtemp(prefix="gpuconv-sm90-"))
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
-    done = subprocess.run([sys.executable, __file__, str(out)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode == MISSING_TOOLCHAIN:
-        pytest.skip(done.stderr.strip().splitlines()[-1])
-    assert done.returncode == 0, done.stderr[-4000:]
-    rows = json.loads(out.read_text())["kernels"]
+    for dtype in DTYPES:
+        out = folder / f"{dtype}.json"
+        with open(out.with_suffix(".log"), "w") as log:  # (a pipe nobody reads could fill)
+            process = subprocess.Popen([sys.executable, __file__, str(out), dtype], env=env,
+                                       cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        atexit.register(process.kill)  # a session that ends first leaves no compile behind
+        _EARLY.append((process, out))
+
+
+@pytest.fixture(scope="module")
+def sm90_rows() -> list[dict]:
+    """One compile of every kernel for the module's tests: the early one's rows."""
+    if not _EARLY:
+        start_early()
+    rows = []
+    for process, out in _EARLY:
+        try:
+            process.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        log = out.with_suffix(".log").read_text()
+        if process.returncode == MISSING_TOOLCHAIN:
+            pytest.skip(log.strip().splitlines()[-1])
+        assert process.returncode == 0, log[-4000:]
+        rows += json.loads(out.read_text())["kernels"]
+    shutil.rmtree(_EARLY[0][1].parent, ignore_errors=True)
     print("\n" + table(rows))
     return rows
 
@@ -203,7 +232,7 @@ The depthwise and pooling twins: within their register cap, no spills, no local 
 
 
 
-def main(path: str) -> int:
+def main(path: str, dtypes=DTYPES) -> int:
     try:
         import cuda.core  # noqa: F401  (nvJitLink's Linker)
         from numba.cuda.cudadrv import nvvm
@@ -215,7 +244,7 @@ def main(path: str) -> int:
         print(f"sm_90 compile needs libNVVM, nvJitLink and cuobjdump (pip install "
               f"'gpuconv[test]'): {type(exc).__name__}: {exc}", file=sys.stderr)
         return MISSING_TOOLCHAIN
-    rows = compile_all()
+    rows = compile_all(dtypes)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({"arch": "sm_90", "kernels": rows}, indent=1) + "\n")
     print(table(rows))
@@ -224,4 +253,5 @@ def main(path: str) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else str(RESULTS)))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else str(RESULTS),
+                  tuple(sys.argv[2:]) or DTYPES))
