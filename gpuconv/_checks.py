@@ -43,6 +43,12 @@ def max_array_bytes() -> int:
     return min(physical, np.iinfo(np.intp).max)
 
 
+def short_repr(value) -> str:
+    """``repr(value)``, cut to a length an error message can hold."""
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
 def check_int(value, name: str, minimum: int) -> int:
     """``value`` must be an int (not a bool, not a float) of at least ``minimum``."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
@@ -80,9 +86,7 @@ def check_array(array, name: str, layout: str):
     """``array`` must be a float32/float64 array with one axis per letter of ``layout``."""
     if not all(hasattr(array, attr) for attr in ("shape", "dtype", "ndim")):
         raise TypeError(f"{name} must be an array, got {type(array).__name__}")
-    if isinstance(array, np.ma.MaskedArray):
-        raise TypeError(f"{name} is a masked array, whose mask no op would honour: pass "
-                        f"{name}.filled(value) or {name}.data")
+    check_not_masked(array, name)
     if str(array.dtype) not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
     if array.ndim != len(layout):
@@ -90,6 +94,12 @@ def check_array(array, name: str, layout: str):
         raise ValueError(f"{name} must be {len(layout)}-D ({', '.join(layout)}), "
                          f"got shape {tuple(array.shape)}{hint}")
     return array
+
+
+def check_not_masked(array, name: str) -> None:
+    if isinstance(array, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, whose mask no op would honour: pass "
+                        f"{name}.filled(value) or {name}.data")
 
 
 def check_same_dtype(reference_name: str, reference, **others) -> None:

@@ -34,8 +34,8 @@ import numpy as np
 
 from gpuconv import backends, parallel
 from gpuconv._boundary import public_op
-from gpuconv._checks import (check_array, check_array_bytes, check_positive_dims, check_same_dtype,
-                             check_shape, max_bytes_setting, resolve_backend)
+from gpuconv._checks import (check_array, check_array_bytes, check_not_masked, check_positive_dims,
+                             check_same_dtype, check_shape, max_bytes_setting, resolve_backend)
 from gpuconv.backends import backend_for_array, get_backend, signature
 from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask, ntuple,
                             pool_has_empty_window)
@@ -508,9 +508,7 @@ def _check_pool_grad_out(grad_out, x, out_spatial, ndim) -> None:
 
 
 def _check_indices(indices, grad_out) -> None:
-    if isinstance(indices, np.ma.MaskedArray):
-        raise TypeError("indices is a masked array, whose mask no op would honour: pass "
-                        "indices.filled(value) or indices.data")
+    check_not_masked(indices, "indices")
     if not hasattr(indices, "dtype") or str(indices.dtype) != "int64":
         raise TypeError(f"indices must be an int64 array (as returned with return_indices=True), "
                         f"got {getattr(indices, 'dtype', type(indices).__name__)}")

@@ -18,6 +18,7 @@ from typing import Optional
 import click
 
 from gpuconv._checks import check_int, check_number
+from gpuconv.nn.modelfile import check_extra
 from gpuconv.shapes import check_bool
 
 
@@ -194,9 +195,7 @@ class ModelCheckpoint(_Monitor):
         self.filepath = str(filepath)
         self.save_best_only = check_bool(save_best_only, "save_best_only")
         self.include_optimizer = check_bool(include_optimizer, "include_optimizer")
-        if extra is not None and not isinstance(extra, dict):
-            raise TypeError(f"extra must be a dict of JSON values or None, got "
-                            f"{type(extra).__name__}")
+        check_extra(extra)
         self.extra = extra
         self.best: Optional[float] = None
 

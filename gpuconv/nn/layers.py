@@ -631,10 +631,6 @@ class BatchNorm2D(Layer):
                 x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
                 self.buffers["running_var"], training, self.momentum, self.epsilon, self.relu)
             self._y = y if self.relu else None  # the ReLU's slope: y > 0
-            if not training:  # the statistics an inference-mode backward needs
-                self._mean = self.buffers["running_mean"].copy()
-                self._inv_std = 1 / self.device.xp.sqrt(self.buffers["running_var"]
-                                                        + x.dtype.type(self.epsilon))
             return y
         # pieces of (N, C, H*W) rows, per-channel factors as whole rows (gpuconv.channelwise)
         rows = channel_rows(x)
@@ -712,15 +708,18 @@ class BatchNorm2D(Layer):
 
     def _inference_backward(self, grad_out):
         """The gradients of an inference-mode forward (a saliency map; fit never asks), where
-        the mean and std are the running statistics, constants: g * gamma / std."""
+        the mean and std are the running statistics, constants: g * gamma / std (derived here,
+        not in the forward: inference does not change them, and evaluation need not pay)."""
         channels = (1, -1, 1, 1)
+        xp, x = self.device.xp, self._x
+        inv_std = 1 / xp.sqrt(self.buffers["running_var"] + x.dtype.type(self.epsilon))
         g = grad_out * (self._y > 0) if self.relu else grad_out
-        centred = self._x - self._mean.reshape(channels)
-        self.grads = {"gamma": (g * centred).sum(axis=(0, 2, 3)) * self._inv_std,
+        centred = x - self.buffers["running_mean"].reshape(channels)
+        self.grads = {"gamma": (g * centred).sum(axis=(0, 2, 3)) * inv_std,
                       "beta": g.sum(axis=(0, 2, 3))}
         if not self.need_input_grad:
             return None
-        return g * (self.params["gamma"] * self._inv_std).reshape(channels)
+        return g * (self.params["gamma"] * inv_std).reshape(channels)
 
 
 # --------------------------------------------------------------------------- augmentation

@@ -24,14 +24,14 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from gpuconv._checks import check_int, check_number
+from gpuconv._checks import check_int, check_number, short_repr
 from gpuconv._files import atomic_write
 from gpuconv.nn.callbacks import Callback, ProgressLogger
 from gpuconv.nn.device import Device, array_module, resolve_device, to_host
 from gpuconv.nn.layers import LAYERS, BatchNorm2D, Conv2D, Dense, Flatten, Layer, ReLU
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
 from gpuconv.nn.modelfile import (FORMAT, FORMAT_VERSION, MAX_MODEL_BYTES, META, ModelFile,
-                                  check_structure)
+                                  check_extra, check_structure)
 from gpuconv.nn.optimizers import Optimizer, make_optimizer
 from gpuconv.nn.step import Trainer
 from gpuconv.shapes import check_bool
@@ -55,7 +55,7 @@ def _check_input_shape(input_shape) -> tuple[int, ...]:
             pass
     if sizes is None or not 1 <= len(sizes) <= 8:
         raise TypeError(f"input_shape must be a tuple of 1 to 8 positive ints (C, H, W), got "
-                        f"{_short_repr(input_shape)}")
+                        f"{short_repr(input_shape)}")
     return tuple(check_int(n, "each size of input_shape", 1) for n in sizes)
 
 
@@ -69,7 +69,7 @@ def _check_callbacks(callbacks) -> list:
     for cb in callbacks:
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be gpuconv.nn Callbacks, got "
-                            f"{type(cb).__name__} {_short_repr(cb)}")
+                            f"{type(cb).__name__} {short_repr(cb)}")
     return callbacks
 
 
@@ -77,12 +77,7 @@ def _json_scalar(value):
     """A NumPy scalar in a layer's config or ``extra`` as the JSON value it stands for."""
     if isinstance(value, (np.integer, np.floating, np.bool_)):
         return value.item()
-    raise TypeError(f"{type(value).__name__} {_short_repr(value)} is not a JSON value")
-
-
-def _short_repr(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    raise TypeError(f"{type(value).__name__} {short_repr(value)} is not a JSON value")
 
 
 class TrainingDiverged(RuntimeError):
@@ -565,9 +560,7 @@ class Sequential:
         the layers and optimiser rebuilt from it): a ValueError names what would not load
         back, a TypeError an ``extra`` that is no dict. ``ModelCheckpoint`` calls it before
         training, so that a checkpoint that cannot be written fails before the first epoch."""
-        if extra is not None and not isinstance(extra, dict):
-            raise TypeError(f"extra must be a dict of JSON values or None, got "
-                            f"{type(extra).__name__}")
+        check_extra(extra)
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.get_config(),
                 "epoch": self.epoch, "history": self.history.history, "extra": extra or {}}
         if include_optimizer and self.optimizer is not None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpuconv._checks import short_repr
+
 META = "__meta__"
 FORMAT = "gpuconv-model"
 FORMAT_VERSION = 1
@@ -142,10 +144,10 @@ class ModelFile:
             self._fail(f"the model description must be a JSON object, got "
                        f"{type(meta).__name__}")
         if meta.get("format") != FORMAT:
-            self._fail(f"format {_short(meta.get('format'))}, not {FORMAT!r}")
+            self._fail(f"format {short_repr(meta.get('format'))}, not {FORMAT!r}")
         if meta.get("version") != FORMAT_VERSION:
             raise ValueError(f"{self.path}: model format version "
-                             f"{_short(meta.get('version'))}; this gpuconv reads version "
+                             f"{short_repr(meta.get('version'))}; this gpuconv reads version "
                              f"{FORMAT_VERSION}")
         try:
             check_structure(meta)
@@ -206,10 +208,10 @@ def check_structure(meta: dict) -> None:
     shape = _field(model, "input_shape", list, "a list of positive ints", "model.")
     if not shape or len(shape) > 8 or not all(_is_count(n) for n in shape):
         raise ValueError(f"model.input_shape must be a list of positive ints, got "
-                         f"{_short(shape)}")
+                         f"{short_repr(shape)}")
     if model.get("dtype") not in ("float32", "float64"):
         raise ValueError(f"model.dtype must be 'float32' or 'float64', got "
-                         f"{_short(model.get('dtype'))}")
+                         f"{short_repr(model.get('dtype'))}")
     seed = _field(model, "seed", int, "a non-negative int", "model.")
     layers = _field(model, "layers", list, "a non-empty list", "model.")
     if seed < 0 or not layers:
@@ -218,7 +220,7 @@ def check_structure(meta: dict) -> None:
         if not (isinstance(entry, dict) and isinstance(entry.get("class"), str)
                 and isinstance(entry.get("config"), dict)):
             raise ValueError(f"model.layers[{i}] must be an object with a 'class' string "
-                             f"and a 'config' object, got {_short(entry)}")
+                             f"and a 'config' object, got {short_repr(entry)}")
     epoch = _field(meta, "epoch", int, "a non-negative int")
     history = _field(meta, "history", dict, "an object of lists")
     if not 0 <= epoch <= MAX_COUNT or not all(isinstance(v, list) for v in history.values()):
@@ -229,7 +231,14 @@ def check_structure(meta: dict) -> None:
         _field(optimizer, "config", dict, "a JSON object", "optimizer.")
         step = _field(optimizer, "step", int, "a non-negative int", "optimizer.")
         if not 0 <= step <= MAX_COUNT:
-            raise ValueError(f"optimizer.step must be in [0, {MAX_COUNT}], got {_short(step)}")
+            raise ValueError(f"optimizer.step must be in [0, {MAX_COUNT}], got {short_repr(step)}")
+
+
+def check_extra(extra) -> None:
+    """What ``save`` stores with a model: None or a dict of JSON values."""
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict of JSON values or None, got "
+                        f"{type(extra).__name__}")
 
 
 def _field(parent: dict, name: str, kind: type, rule: str, prefix: str = "", default=None):
@@ -241,9 +250,3 @@ def _field(parent: dict, name: str, kind: type, rule: str, prefix: str = "", def
 
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _short(value) -> str:
-    """``repr(value)``, cut to a length an error message can hold."""
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
