@@ -1,7 +1,12 @@
 """The CUDA simulator that runs the numba backend's kernels in CI (tests/conftest.py): a
 block's threads share one ``cuda.shared.array`` even when a thread switch falls inside its
 lookup (forced here: ``np.empty`` first yields the GIL), which numba-cuda 0.30's simulator
-alone does not ensure (conftest's ``_simulator_shared_arrays_once_per_site``)."""
+alone does not ensure (conftest's ``_simulator_shared_arrays_once_per_site``); and its blocks,
+run on pooled threads with a condition-variable barrier (conftest's
+``_simulator_blocks_on_pooled_threads``), keep the simulator's rules: each thread sees its own
+block and thread index, syncthreads waits for the threads still running (not those that have
+returned), its reductions count the block, and a thread's exception ends the launch with that
+exception while the others wait at a barrier."""
 
 from __future__ import annotations
 
@@ -37,3 +42,46 @@ def test_a_block_shares_one_array_even_when_threads_switch_inside_its_lookup(mon
     for launch in range(10):
         _broadcast[1, 32](out, 1000 + launch)
         assert (out == 1000 + launch).all(), f"launch {launch}: threads read {set(out)}"
+
+
+@cuda.jit
+def _rotate(out, early):
+    """Each block's threads rotate their global indices by one through shared memory, over two
+    barriers; threads at or past ``early`` return first (the barriers then wait for the rest)."""
+    shared = cuda.shared.array(64, np.int64)
+    t = cuda.threadIdx.x
+    if t >= early:
+        return
+    shared[t] = cuda.blockIdx.x * cuda.blockDim.x + t
+    cuda.syncthreads()
+    value = shared[(t + 1) % early]
+    cuda.syncthreads()
+    shared[t] = value
+    cuda.syncthreads()
+    out[cuda.blockIdx.x, t] = shared[t] + 1000 * cuda.syncthreads_count(t % 3 == 0)
+
+
+@pytest.mark.parametrize("early", [64, 37])
+def test_blocks_run_their_own_indices_and_barriers_wait_for_running_threads(early):
+    out = np.full((3, 64), -1, np.int64)
+    _rotate[3, 64](out, early)
+    t = np.arange(early)
+    want = np.arange(3)[:, None] * 64 + (t + 1) % early + 1000 * len(range(0, early, 3))
+    np.testing.assert_array_equal(out[:, :early], want)
+    assert (out[:, early:] == -1).all()
+
+
+@cuda.jit
+def _fail_in_one_thread(out):
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 5:
+        raise ValueError("thread five")
+    cuda.syncthreads()  # the others wait here
+    out[cuda.threadIdx.x] = 1
+
+
+def test_an_exception_in_one_thread_ends_the_launch_with_it():
+    out = np.zeros(32, np.int64)
+    with pytest.raises(ValueError, match=r"tid=\[5, 0, 0\].*thread five"):
+        _fail_in_one_thread[2, 32](out)
+    _rotate[1, 64](np.zeros((1, 64), np.int64), 64)  # the pooled threads still serve launches
