@@ -20,21 +20,13 @@ from gpuconv.data import write_idx
 from gpuconv.nn import TrainingDiverged
 from gpuconv.nn.model import Sequential
 from gpuconv.training import LOCK, RunOutputError, TrainOptions, predict, train
+from square_classes import write_square_classes
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """60 training and 20 test images of 10 classes, each class a brighter square."""
-    root = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 60), ("t10k", 20)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, label in enumerate(labels):
-            images[i, 8:20, 8:20] += np.uint8(18 * label)
-        write_idx(root / f"{split}-images-idx3-ubyte", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte", labels)
-    return root
+    return write_square_classes(tmp_path_factory.mktemp("idx"), 60, 20)
 
 
 @pytest.fixture(autouse=True)
