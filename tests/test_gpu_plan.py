@@ -4,6 +4,7 @@ importing gpuconv and asking for backend='cupy' behave where CuPy has no device.
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -181,6 +182,39 @@ def test_grad_weight_plan_workspace():
     assert len(many.launches) == 1 and many.launches[0].params["out"] == "out"
 
 
+def test_a_launch_past_cuda_limits_is_refused_when_planned():
+    """Numba's simulator and the host emulation run any block; a GPU refuses a block deeper
+    than 64, wider than 1024 or of more than 1024 threads, and a grid past its extents."""
+    for grid, block in [((1, 1, 1), (1, 1, 65)), ((1, 1, 1), (1025, 1, 1)),
+                        ((1, 1, 1), (64, 4, 8)), ((1, 65536, 1), (1, 1, 1)),
+                        ((2**31, 1, 1), (1, 1, 1)), ((0, 1, 1), (1, 1, 1))]:
+        with pytest.raises(ValueError, match="past CUDA's limits"):
+            plan.Launch("k", grid, block, {})
+    plan.Launch("k", (2**31 - 1, 65535, 65535), (16, 1, 64), {})
+
+
+@pytest.mark.parametrize("shape, out_hw", [
+    ((128, 512, 4, 4), None),      # a global average pool of a small last feature map
+    ((1, 256, 3, 3), None),
+    ((64, 512, 2, 2), (1, 1)),     # adaptive to 1x1: a global pool
+    ((64, 512, 2, 2), (2, 2)),
+    ((8, 300, 1, 4), (1, 2)),
+])
+def test_pool_plans_of_many_small_planes_stay_within_cuda_limits(shape, out_hw):
+    """Many planes of a few elements: forward and backward blocks of at most 64 planes."""
+    spec = PoolSpec.make(2, 2) if out_hw is None else None
+    out_hw = spec.output_shape(shape[2:]) if spec is not None else out_hw
+    strides = _contiguous(shape)
+    plans = [plan.max_pool_plan(shape, strides, spec, "float32", True, out_hw=out_hw),
+             plan.avg_pool_plan(shape, strides, spec, "float32", out_hw=out_hw)]
+    out = shape[:2] + tuple(out_hw)
+    plans += [plan.max_pool_backward_plan(out, _contiguous(out), shape[2:], spec, "float32"),
+              plan.avg_pool_backward_plan(out, _contiguous(out), spec, shape[2:], "float32")]
+    for p in plans:
+        for launch in p.launches:  # made at all: within the limits (Launch checks them)
+            assert launch.block[2] <= 64 and math.prod(launch.block) <= 256, launch
+
+
 def test_pool_plans():
     """Blocks of at most POOL_BLOCK threads shaped (column chunks of POOL_V, rows, planes),
     the grid's z capped (the kernels loop over planes); one gather for max backward."""
@@ -193,7 +227,7 @@ def test_pool_plans():
     assert tiny.block == (1, 4, 8) and tiny.grid == (1, 1, 1)  # small planes share a block
     many = plan.avg_pool_plan((65536, 512, 2, 2), _contiguous((65536, 512, 2, 2)), PoolSpec.make(2, 2),
                               "float32").launches[0]
-    assert many.grid[2] == plan.MAX_GRID_Z and many.block == (1, 1, 256)
+    assert many.grid[2] == plan.MAX_GRID_Z and many.block == (1, 1, 64)  # CUDA's z limit
     (glob,) = plan.avg_pool_plan((32, 2048, 7, 7), _contiguous((32, 2048, 7, 7)), None, "float32",
                                  out_hw=(1, 1)).launches
     assert glob.block == (8, 1, 32) and glob.grid == (1, 1, 2048)  # 8 lanes per 49-element plane

@@ -25,6 +25,11 @@ CTYPES = {"float32": "float", "float64": "double"}
 PAD_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 POOL_BLOCK = 256          # threads of every elementwise / gather kernel
 MAX_GRID_Z = 65535
+# CUDA's launch limits (every compute capability since 3.0): grid and block extents per axis,
+# threads per block; every Launch is checked against them when it is made
+MAX_GRID = (2**31 - 1, MAX_GRID_Z, MAX_GRID_Z)
+MAX_BLOCK = (1024, 1024, 64)
+MAX_BLOCK_THREADS = 1024
 MAX_SPLITS = 4096         # split-K
 SPLIT_WORKSPACE_BYTES = 256 << 20
 DEFAULT_SM_COUNT = 132    # H100 SXM; the runtime passes the device's own count
@@ -214,6 +219,17 @@ class Launch:
     block: tuple[int, int, int]
     params: dict
     shared_mem: int = 0  # dynamic shared memory, bytes (the kernel opts in: static + dynamic > 48 KiB)
+
+    def __post_init__(self):
+        """Within CUDA's launch limits, which a GPU enforces and the CPU stand-ins (Numba's
+        simulator, the host emulation) do not: a plan past them fails here, on any machine."""
+        if (len(self.grid) != 3 or len(self.block) != 3
+                or not all(1 <= g <= limit for g, limit in zip(self.grid, MAX_GRID))
+                or not all(1 <= b <= limit for b, limit in zip(self.block, MAX_BLOCK))
+                or math.prod(self.block) > MAX_BLOCK_THREADS):
+            raise ValueError(f"{self.kernel}: a launch of grid {self.grid} and block {self.block} "
+                             f"is past CUDA's limits (grid {MAX_GRID}, block {MAX_BLOCK}, "
+                             f"{MAX_BLOCK_THREADS} threads)")
 
 
 @dataclass
@@ -656,21 +672,22 @@ def _pow2_at_least(n: int) -> int:
 
 def _pool_launch(kernel: str, rows: int, cols: int, planes: int, params: dict) -> Launch:
     """pool.cu version 1: a block of POOL_BLOCK threads at most as (column chunks of POOL_V,
-    rows, planes), sized to the problem so small planes still fill it; the kernels loop over
-    rows and planes beyond the grid."""
+    rows, planes), sized to the problem so small planes still fill it, up to CUDA's 64 planes
+    (a block of 64 threads: 32 resident blocks fill an SM); the kernels loop over rows and
+    planes beyond the grid."""
     chunks = -(-cols // POOL_V)
     bx = min(32, _pow2_at_least(chunks))
     by = min(POOL_BLOCK // bx, _pow2_at_least(rows))
-    bz = min(POOL_BLOCK // (bx * by), _pow2_at_least(planes))
+    bz = min(POOL_BLOCK // (bx * by), _pow2_at_least(planes), MAX_BLOCK[2])
     grid = (_blocks(chunks, bx), min(_blocks(rows, by), MAX_GRID_Z), min(_blocks(planes, bz), MAX_GRID_Z))
     return Launch(kernel, grid, (bx, by, bz), params)
 
 
 def _global_launch(kernel: str, plane_len: int, planes: int, params: dict) -> Launch:
     """pool.cu version 4: lanes per plane (a power of two, about one 16-byte load each),
-    POOL_BLOCK / lanes planes per block."""
+    POOL_BLOCK / lanes planes per block, at most CUDA's 64."""
     lanes = min(32, _pow2_at_least(max(1, plane_len // 8)))
-    bz = min(POOL_BLOCK // lanes, _pow2_at_least(planes))
+    bz = min(POOL_BLOCK // lanes, _pow2_at_least(planes), MAX_BLOCK[2])
     return Launch(kernel, (1, 1, min(_blocks(planes, bz), MAX_GRID_Z)), (lanes, 1, bz), params)
 
 
