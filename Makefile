@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # each run writes a new runs/<UTC time> and links runs/latest to it
 TRAIN_ARGS    ?= --device auto
 
-.PHONY: setup setup-train data train test check-memory demo goldens bench gpu-carry clean
+.PHONY: setup setup-train data train test check-memory check-races demo goldens bench gpu-carry clean
 
 # Each install reruns when pyproject.toml changes; otherwise it is a no-op.
 $(TRAIN_STAMP): pyproject.toml
@@ -54,6 +54,15 @@ test: setup
 # fails the run, naming the kernel (the emulation alone checks neither)
 check-memory: setup
 	GPUCONV_HOST_ASAN=1 ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$$(g++ -print-file-name=libasan.so) \
+	    $(PY) -m pytest -q -p no:randomly --capture=sys -k cupy tests/test_cupy_host.py \
+	    tests/test_cupy_layers_host.py tests/test_huge_hyperparameters.py tests/test_golden.py
+
+# The same tests under ThreadSanitizer: a shared-memory access that no __syncthreads orders
+# against another thread's (a race on a GPU, which the emulation passes by chance) fails the
+# run, naming the kernel and line, whatever the timing
+check-races: setup
+	GPUCONV_HOST_TSAN=1 TSAN_OPTIONS="halt_on_error=1 report_signal_unsafe=0" \
+	    LD_PRELOAD=$$(g++ -print-file-name=libtsan.so) \
 	    $(PY) -m pytest -q -p no:randomly --capture=sys -k cupy tests/test_cupy_host.py \
 	    tests/test_cupy_layers_host.py tests/test_huge_hyperparameters.py tests/test_golden.py
 

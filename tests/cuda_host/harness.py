@@ -33,8 +33,16 @@ SANITIZE = ["-g", "-fsanitize=address,alignment", "-fno-sanitize-recover=alignme
             "-fno-omit-frame-pointer"]
 
 
+# GPUCONV_HOST_TSAN=1: built with ThreadSanitizer (`make check-races` preloads libtsan): the
+# emulated threads of a block run concurrently and __syncthreads is a barrier on atomics, so a
+# shared-memory access that no barrier orders against another thread's is reported whatever
+# the timing (a missing __syncthreads, a GPU race the emulation passes by chance otherwise)
+SANITIZE_THREADS = ["-g", "-fsanitize=thread", "-fno-omit-frame-pointer"]
+
+
 def flags() -> list[str]:
-    return FLAGS + (SANITIZE if os.environ.get("GPUCONV_HOST_ASAN") == "1" else [])
+    return (FLAGS + (SANITIZE if os.environ.get("GPUCONV_HOST_ASAN") == "1" else [])
+            + (SANITIZE_THREADS if os.environ.get("GPUCONV_HOST_TSAN") == "1" else []))
 
 
 def compiler() -> str | None:
