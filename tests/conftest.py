@@ -6,7 +6,6 @@ import sys
 import threading
 
 import numpy as np
-
 import pytest
 
 # Numba's CUDA simulator runs the numba backend's kernels on the CPU, so CI tests them without
