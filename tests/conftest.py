@@ -68,14 +68,13 @@ class _BlockBarrier:
                 raise RuntimeError("abort: another thread of the block raised")
 
     def leave(self, thread):
+        """``thread`` returned or raised: it no longer counts at a barrier (when every thread
+        has left, ``arrived == running == 0`` releases ``wait_done``)."""
         with self.condition:
             self.running -= 1
-            if not self.running:
-                self.condition.notify_all()
             if thread.exception is not None and self.failed is None:
                 self.failed = thread
-                self.condition.notify_all()
-            elif self.running and self.arrived == self.running:
+            if self.failed is not None or self.arrived == self.running:
                 self._release()
 
     def wait_done(self):
@@ -114,7 +113,7 @@ def _simulator_blocks_on_pooled_threads():
             self.blockIdx, self.threadIdx = kernel.Dim3(*block_index), kernel.Dim3(*thread_index)
             x, y, _ = manager._block_dim
             self.thread_id = thread_index[0] + x * (thread_index[1] + y * thread_index[2])
-            self.exception, self.abort, self.debug = None, False, False
+            self.exception = None
             self.assigned.set()
 
         def run(self):
