@@ -1,25 +1,40 @@
-// cuda_shim.h: just enough CUDA to run kernels/*.cu on the CPU with g++ (-std=c++20 -pthread).
+// cuda_shim.h: just enough CUDA to run kernels/*.cu on the CPU with g++ (-std=c++20).
 //
-// A launch runs its blocks one after another; the threads of a block are OS threads, so
-// __syncthreads() is a std::barrier and __shared__ is a function-static array (one block at a
-// time uses it); dynamic shared memory is one buffer as large as an SM allows, and a launch
-// that gives less than its kernel asks for fails (emulate_launch). No __CUDA_ARCH__: common.cuh's cp.async helpers take their plain-copy path.
+// A launch runs its blocks one after another, on the calling thread. The threads of a block are
+// fibers (ucontext, a stack each): a thread runs until it reaches a barrier or returns, then
+// the next one runs, in thread order, so a barrier costs a context switch per thread instead
+// of an OS scheduler round. __syncthreads() waits until every thread of the block that has not
+// returned arrives (a returned thread no longer counts); threads that wait at a barrier the
+// others never reach end the launch with a message (a hang on a GPU). __shared__ is a
+// function-static array (one block at a time uses it); dynamic shared memory is one buffer as
+// large as an SM allows, and a launch that gives less than its kernel asks for fails
+// (emulate_launch). No __CUDA_ARCH__: common.cuh's cp.async helpers take their plain-copy path.
 // mma.sync m16n8k8 TF32: the lanes of a warp swap fragments through WarpScratch, and each lane
 // computes its own accumulators with the PTX ISA's fragment layout (common.cuh, mma_tf32).
+// AddressSanitizer and ThreadSanitizer are told of every stack switch; under ThreadSanitizer a
+// switch orders nothing, only barriers do, so a shared-memory access no __syncthreads orders
+// against another thread's is a race report.
 #pragma once
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+#include <algorithm>
 #include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <math.h>
-#include <algorithm>
-#include <memory>
-#include <thread>
 #include <type_traits>
 #include <vector>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
 
 #define __global__
 #define __device__
@@ -31,8 +46,7 @@
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
-inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
-inline std::barrier<>* block_barrier = nullptr;
+inline thread_local dim3 blockIdx, blockDim, gridDim;
 
 struct alignas(8) float2 {
     float x, y;
@@ -53,32 +67,233 @@ inline unsigned __float_as_uint(float f) {
     return u;
 }
 
+// --------------------------------------------------------------------------- sanitizer hooks
+// No-ops in a plain build. ASan: the stack being left and the one being entered (its fake
+// stack saved across the switch, none for a thread that has returned). TSan: each CUDA thread
+// is a fiber, switched to without synchronisation; release/acquire are a barrier's ordering.
+inline void sanitizer_enter(void** fake_stack, const void* bottom, size_t size) {
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_start_switch_fiber(fake_stack, bottom, size);
+#else
+    (void)fake_stack, (void)bottom, (void)size;
+#endif
+}
+inline void sanitizer_entered(void* fake_stack, const void** old_bottom, size_t* old_size) {
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_finish_switch_fiber(fake_stack, old_bottom, old_size);
+#else
+    (void)fake_stack, (void)old_bottom, (void)old_size;
+#endif
+}
+inline void* race_fiber_new() {
+#if defined(__SANITIZE_THREAD__)
+    return __tsan_create_fiber(0);
+#else
+    return nullptr;
+#endif
+}
+inline void* race_fiber_current() {
+#if defined(__SANITIZE_THREAD__)
+    return __tsan_get_current_fiber();
+#else
+    return nullptr;
+#endif
+}
+inline void race_switch(void* fiber) {
+#if defined(__SANITIZE_THREAD__)
+    __tsan_switch_to_fiber(fiber, __tsan_switch_to_fiber_no_sync);
+#else
+    (void)fiber;
+#endif
+}
+inline void race_release(void* sync) {
+#if defined(__SANITIZE_THREAD__)
+    __tsan_release(sync);
+#else
+    (void)sync;
+#endif
+}
+inline void race_acquire(void* sync) {
+#if defined(__SANITIZE_THREAD__)
+    __tsan_acquire(sync);
+#else
+    (void)sync;
+#endif
+}
+
+// --------------------------------------------------------------------------- threads as fibers
+// A barrier of a group of threads (a block, or a warp for mma.sync). Its counters and the
+// fibers' states are relaxed atomics: bookkeeping that must order nothing under TSan.
+struct Barrier {
+    std::atomic<unsigned> running{0}, arrived{0}, generation{0};
+    char sync[2];  // TSan: generations alternate (a thread is at most one ahead of another)
+    void release() {
+        arrived = 0;
+        generation.fetch_add(1, std::memory_order_relaxed);
+    }
+};
+
 // One warp's exchange for the emulated mma.sync: each lane posts its fragments, then reads the
 // others' (a warp barrier before and after).
 struct WarpScratch {
     unsigned a[32][4], b[32][2];
 };
-inline thread_local std::barrier<>* warp_barrier = nullptr;
-inline thread_local WarpScratch* warp_scratch = nullptr;
 
-inline void __syncthreads() { block_barrier->arrive_and_wait(); }
+struct Fiber {
+    ucontext_t context;
+    dim3 thread_index;
+    Barrier* warp;
+    WarpScratch* scratch;
+    std::atomic<const Barrier*> waits_at{nullptr};  // blocked until its generation moves on
+    std::atomic<unsigned> waits_for{0};
+    std::atomic<bool> returned{false};
+    void* fake_stack = nullptr;  // ASan's, while switched out
+    void* race_fiber = nullptr;  // TSan's
+    char* stack = nullptr;
+    bool runnable() const {
+        const Barrier* b = waits_at.load(std::memory_order_relaxed);
+        return !returned.load(std::memory_order_relaxed) &&
+               (b == nullptr || b->generation.load(std::memory_order_relaxed) != waits_for);
+    }
+};
+
+// The fibers' stacks, kept for the next launches of this OS thread: one mapping, a guard page
+// below each stack (an overflow faults instead of corrupting the next).
+constexpr size_t FIBER_STACK = 256 * 1024;
+struct FiberPool {
+    char* base = nullptr;
+    size_t page = 0, count = 0;
+    std::vector<void*> race_fibers;
+    char* stack(size_t i) { return base + i * (FIBER_STACK + page) + page; }
+    void reserve(size_t threads) {
+        if (threads <= count) return;
+        if (base) munmap(base, count * (FIBER_STACK + page));
+        page = (size_t)sysconf(_SC_PAGESIZE);
+        void* m = mmap(nullptr, threads * (FIBER_STACK + page), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) {
+            std::perror("cuda_shim: fiber stacks");
+            std::abort();
+        }
+        base = (char*)m;
+        count = threads;
+        for (size_t i = 0; i < threads; ++i) mprotect(stack(i) - page, page, PROT_NONE);
+        while (race_fibers.size() < threads) race_fibers.push_back(race_fiber_new());
+    }
+};
+
+// One block being run: its fibers, barriers, and the launching thread's context.
+struct BlockRun {
+    ucontext_t launcher;
+    void* launcher_race_fiber = nullptr;
+    const void* launcher_stack = nullptr;  // ASan: the launching thread's stack
+    size_t launcher_stack_size = 0;
+    void* launcher_fake_stack = nullptr;
+    std::function<void()> kernel;
+    std::vector<Fiber> fibers;
+    std::vector<Barrier> warps;
+    std::vector<WarpScratch> scratch;
+    Barrier block;
+    std::atomic<Fiber*> current{nullptr};
+};
+inline thread_local FiberPool fiber_pool;
+inline thread_local BlockRun* block_run = nullptr;
+// TSan: orders the launcher's writes before a block's threads, and their writes before it
+inline thread_local char block_sync;
+
+inline Fiber& current_fiber() { return *block_run->current.load(std::memory_order_relaxed); }
+#define threadIdx (current_fiber().thread_index)
+
+// From a fiber back to the launcher: it waits at a barrier (and is resumed here), or it has
+// returned (never resumed; under TSan, all it did comes before the launcher goes on).
+inline void fiber_yield(Fiber& self, bool returned = false) {
+    BlockRun& run = *block_run;
+    void* const launcher = run.launcher_race_fiber;
+    sanitizer_enter(returned ? nullptr : &self.fake_stack, run.launcher_stack,
+                    run.launcher_stack_size);
+    if (returned) race_release(&block_sync);
+    race_switch(launcher);
+    swapcontext(&self.context, &run.launcher);
+    sanitizer_entered(self.fake_stack, nullptr, nullptr);
+}
+
+inline void fiber_main() {
+    race_acquire(&block_sync);
+    BlockRun& run = *block_run;
+    Fiber& self = current_fiber();
+    sanitizer_entered(nullptr, &run.launcher_stack, &run.launcher_stack_size);
+    run.kernel();
+    for (Barrier* b : {&run.block, self.warp}) {  // it no longer counts at a barrier
+        b->running.fetch_sub(1, std::memory_order_relaxed);
+        if (b->arrived && b->arrived == b->running) b->release();
+    }
+    self.returned = true;
+    fiber_yield(self, true);
+}
+
+// Under TSan a generation's arrivals release, and its waiters acquire, that generation's own
+// sync object: a thread that has run on to the next barrier orders nothing for those still
+// waiting to leave this one (one cumulative object would hide races between the two).
+inline void arrive_and_wait(Barrier& b) {
+    Fiber& self = current_fiber();
+    const unsigned generation = b.generation;
+    char* const sync = &b.sync[generation % 2];
+    race_release(sync);
+    if (b.arrived.fetch_add(1, std::memory_order_relaxed) + 1 == b.running) {
+        b.release();
+    } else {
+        self.waits_for = generation;
+        self.waits_at = &b;
+        fiber_yield(self);
+        self.waits_at = nullptr;
+    }
+    race_acquire(sync);
+}
+
+inline void __syncthreads() { arrive_and_wait(block_run->block); }
+
+// Run the fibers of one block to their end, each in turn until it waits or returns.
+inline void run_block(BlockRun& run) {
+    race_release(&block_sync);
+    for (bool left = true; left;) {
+        bool ran = false;
+        left = false;
+        for (Fiber& f : run.fibers) {
+            if (f.returned) continue;
+            left = true;
+            if (!f.runnable()) continue;
+            ran = true;
+            run.current = &f;
+            sanitizer_enter(&run.launcher_fake_stack, f.stack, FIBER_STACK);
+            race_switch(f.race_fiber);
+            swapcontext(&run.launcher, &f.context);
+            sanitizer_entered(run.launcher_fake_stack, nullptr, nullptr);
+        }
+        if (left && !ran) {
+            std::fprintf(stderr, "block (%u, %u, %u): every thread still running waits at a "
+                         "barrier that the others never reach (a GPU would hang)\n",
+                         blockIdx.x, blockIdx.y, blockIdx.z);
+            std::abort();
+        }
+    }
+    race_acquire(&block_sync);
+}
 
 // common.cuh's DYNAMIC_SHARED: the launch's buffer, which must hold what the kernel uses. The
 // buffer is allocated as large as an SM allows, so a kernel asking for more than its launch
 // gave still runs without corrupting memory; the launch then reports what it asked for
 // (emulate_launch's result), and the harness fails the call.
 constexpr size_t MAX_DYNAMIC_SHARED = 227 * 1024;  // sm_90: per block, opted in
-inline float4* dynamic_shared = nullptr;
-inline size_t dynamic_shared_bytes = 0;
-inline std::atomic<size_t> dynamic_shared_asked{0};
+inline thread_local float4* dynamic_shared = nullptr;
+inline thread_local std::atomic<size_t> dynamic_shared_asked{0};  // relaxed: bookkeeping
 inline void* dynamic_shared_of(size_t bytes) {
     if (bytes > MAX_DYNAMIC_SHARED) {
         std::fprintf(stderr, "kernel uses %zu bytes of dynamic shared memory, above an SM's %zu\n",
                      bytes, MAX_DYNAMIC_SHARED);
         std::abort();
     }
-    size_t asked = dynamic_shared_asked.load();
-    while (bytes > asked && !dynamic_shared_asked.compare_exchange_weak(asked, bytes)) {}
+    size_t asked = dynamic_shared_asked.load(std::memory_order_relaxed);
+    while (bytes > asked && !dynamic_shared_asked.compare_exchange_weak(asked, bytes, std::memory_order_relaxed)) {}
     return dynamic_shared;
 }
 #define DYNAMIC_SHARED(T, name, count) T* const name = (T*)dynamic_shared_of((count) * sizeof(T))
@@ -86,46 +301,50 @@ template <typename T> inline T __ldg(const T* p) { return *p; }
 using std::fma;
 using std::isnan;
 
-// Run kernel(params) over grid x block with shared_bytes of dynamic shared memory: one OS
-// thread per thread of the block, each walking every block in order; the barrier after each
-// block keeps shared memory to one block. Returns 0, or the dynamic shared memory the kernel
-// asked for where that is more than shared_bytes.
+// Run kernel(params) over grid x block with shared_bytes of dynamic shared memory, block after
+// block. Returns 0, or the dynamic shared memory the kernel asked for where that is more than
+// shared_bytes.
 template <class P>
 size_t emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_bytes, const void* params) {
     P p;
     std::memcpy(&p, params, sizeof(P));
     std::vector<float4> shared(MAX_DYNAMIC_SHARED / sizeof(float4));
     dynamic_shared = shared.data();
-    dynamic_shared_bytes = shared_bytes;
     dynamic_shared_asked = 0;
-    const unsigned threads = block.x * block.y * block.z;
-    std::barrier<> bar(threads);
-    block_barrier = &bar;
-    const unsigned warps = (threads + 31) / 32;
-    std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
-    for (unsigned w = 0; w < warps; ++w)
-        warp_bars.emplace_back(new std::barrier<>(std::min(32u, threads - 32 * w)));
-    std::vector<WarpScratch> scratch(warps);
-    std::vector<std::thread> pool;
-    for (unsigned t = 0; t < threads; ++t)
-        pool.emplace_back([&, t] {
-            threadIdx = dim3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
-            warp_barrier = warp_bars[t / 32].get();
-            warp_scratch = &scratch[t / 32];
-            blockDim = block;
-            gridDim = grid;
-            for (unsigned z = 0; z < grid.z; ++z)
-                for (unsigned y = 0; y < grid.y; ++y)
-                    for (unsigned x = 0; x < grid.x; ++x) {
-                        blockIdx = dim3{x, y, z};
-                        kernel(p);
-                        bar.arrive_and_wait();
-                    }
-        });
-    for (auto& th : pool) th.join();
-    block_barrier = nullptr;
+    blockDim = block;
+    gridDim = grid;
+    const unsigned threads = block.x * block.y * block.z, warps = (threads + 31) / 32;
+    fiber_pool.reserve(threads);
+    BlockRun run;
+    run.kernel = [&] { kernel(p); };
+    run.launcher_race_fiber = race_fiber_current();
+    run.fibers = std::vector<Fiber>(threads);
+    run.warps = std::vector<Barrier>(warps);
+    run.scratch.resize(warps);
+    block_run = &run;
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                blockIdx = dim3{x, y, z};
+                run.block.running = threads;
+                for (unsigned w = 0; w < warps; ++w) run.warps[w].running = std::min(32u, threads - 32 * w);
+                for (unsigned t = 0; t < threads; ++t) {
+                    Fiber& f = run.fibers[t];
+                    f.thread_index = dim3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+                    f.warp = &run.warps[t / 32];
+                    f.scratch = &run.scratch[t / 32];
+                    f.returned = false;
+                    f.stack = fiber_pool.stack(t);
+                    f.race_fiber = fiber_pool.race_fibers[t];
+                    getcontext(&f.context);
+                    f.context.uc_stack = {f.stack, 0, FIBER_STACK};
+                    f.context.uc_link = nullptr;
+                    makecontext(&f.context, fiber_main, 0);
+                }
+                run_block(run);
+            }
+    block_run = nullptr;
     dynamic_shared = nullptr;
-    dynamic_shared_bytes = 0;
     return dynamic_shared_asked > shared_bytes ? dynamic_shared_asked.load() : 0;
 }
 
@@ -138,18 +357,20 @@ constexpr uint32_t TF32_READ = 0xffffe000u;
 // inputs are exact in double; the sum is rounded once, as an FP32 accumulator would at best.
 inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
     const unsigned lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    std::memcpy(warp_scratch->a[lane], a, sizeof(unsigned) * 4);
-    std::memcpy(warp_scratch->b[lane], b, sizeof(unsigned) * 2);
-    warp_barrier->arrive_and_wait();
+    Fiber& self = current_fiber();
+    WarpScratch& scratch = *self.scratch;
+    std::memcpy(scratch.a[lane], a, sizeof(unsigned) * 4);
+    std::memcpy(scratch.b[lane], b, sizeof(unsigned) * 2);
+    arrive_and_wait(*self.warp);
     for (unsigned v = 0; v < 4; ++v) {
         const unsigned row = g + 8 * (v / 2), col = 2 * t + v % 2;
         double s = d[v];
         for (unsigned k = 0; k < 8; ++k) {
-            const float av = __uint_as_float(TF32_READ & warp_scratch->a[4 * (row % 8) + k % 4][row / 8 + 2 * (k / 4)]);
-            const float bv = __uint_as_float(TF32_READ & warp_scratch->b[4 * col + k % 4][k / 4]);
+            const float av = __uint_as_float(TF32_READ & scratch.a[4 * (row % 8) + k % 4][row / 8 + 2 * (k / 4)]);
+            const float bv = __uint_as_float(TF32_READ & scratch.b[4 * col + k % 4][k / 4]);
             s += (double)av * (double)bv;
         }
         d[v] = (float)s;
     }
-    warp_barrier->arrive_and_wait();  // the scratch is reused by the next mma
+    arrive_and_wait(*self.warp);  // the scratch is reused by the next mma
 }

@@ -33,10 +33,10 @@ SANITIZE = ["-g", "-fsanitize=address,alignment", "-fno-sanitize-recover=alignme
             "-fno-omit-frame-pointer"]
 
 
-# GPUCONV_HOST_TSAN=1: built with ThreadSanitizer (`make check-races` preloads libtsan): the
-# emulated threads of a block run concurrently and __syncthreads is a barrier on atomics, so a
-# shared-memory access that no barrier orders against another thread's is reported whatever
-# the timing (a missing __syncthreads, a GPU race the emulation passes by chance otherwise)
+# GPUCONV_HOST_TSAN=1: built with ThreadSanitizer (`make check-races` preloads libtsan): each
+# emulated thread is a TSan fiber that only __syncthreads orders against the others, so a
+# shared-memory access that no barrier orders against another thread's is reported (a missing
+# __syncthreads: a GPU race, which the emulation's one order of threads may not expose)
 SANITIZE_THREADS = ["-g", "-fsanitize=thread", "-fno-omit-frame-pointer"]
 
 

@@ -1,0 +1,89 @@
+"""The CUDA emulation that runs the cupy backend's kernels in CI (tests/cuda_host/cuda_shim.h):
+a block's threads, run as fibers one after another, see their own thread and block indices
+over a 3-D grid of 3-D blocks; __syncthreads waits for the threads still running (not those
+that have returned); and threads that wait at barriers the others never reach (a GPU hang)
+end the launch with a message instead of hanging the tests."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests.cuda_host import harness
+
+PROGRAM = r"""
+#include "cuda_shim.h"
+#include <string>
+
+struct Out {
+    int* values;
+};
+
+// Each block's threads rotate their global indices by one through shared memory over three
+// barriers; threads at or past EARLY return first (the barriers then wait for the rest).
+constexpr unsigned EARLY = 48, BLOCK_THREADS = 64;
+__global__ void rotate(Out out) {
+    __shared__ int shared[BLOCK_THREADS];
+    const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    if (t >= EARLY) return;
+    const unsigned block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    shared[t] = block * BLOCK_THREADS + t;
+    __syncthreads();
+    const int value = shared[(t + 1) % EARLY];
+    __syncthreads();
+    shared[t] = value;
+    __syncthreads();
+    out.values[block * BLOCK_THREADS + t] = shared[t];
+}
+
+// Lane 0 waits in mma.sync for its warp, the other lanes at __syncthreads for lane 0.
+__global__ void divergent_mma(Out) {
+    if (threadIdx.x == 0) {
+        float d[4] = {};
+        unsigned a[4] = {}, b[2] = {};
+        host_mma_tf32(d, a, b);
+    }
+    __syncthreads();
+}
+
+int main(int argc, char** argv) {
+    const std::string kernel = argv[1];
+    std::vector<int> values(2 * 3 * 2 * BLOCK_THREADS, -1);
+    Out out{values.data()};
+    if (kernel == "rotate")
+        emulate_launch(rotate, dim3{2, 3, 2}, dim3{4, 4, 4}, 0, &out);
+    else
+        emulate_launch(divergent_mma, dim3{1, 1, 1}, dim3{32, 1, 1}, 0, &out);
+    for (int v : values) std::printf("%d\n", v);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    if harness.compiler() is None:
+        pytest.skip("needs a C++ compiler (g++)")
+    folder = tmp_path_factory.mktemp("cuda_shim")
+    (folder / "program.cpp").write_text(PROGRAM)
+    subprocess.run([harness.compiler(), "-std=c++20", "-O1", "-w", f"-I{harness.SHIM.parent}",
+                    "program.cpp", "-o", "program"], cwd=folder, check=True)
+    return folder / "program"
+
+
+def test_threads_see_their_indices_and_barriers_skip_returned_threads(program):
+    done = subprocess.run([program, "rotate"], capture_output=True, text=True, check=True)
+    got = np.array(done.stdout.split(), dtype=np.int64).reshape(12, 64)
+    want = np.full((12, 64), -1)
+    early = 48
+    for block in range(12):
+        want[block, :early] = block * 64 + (np.arange(early) + 1) % early
+    bad = np.argwhere(got != want)
+    assert not bad.size, f"first bad (block, thread) {tuple(bad[0])}: got {got[tuple(bad[0])]}"
+
+
+def test_threads_waiting_at_barriers_the_others_never_reach_end_the_launch(program):
+    done = subprocess.run([program, "divergent_mma"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "waits at a barrier that the others never reach" in done.stderr
