@@ -80,8 +80,8 @@ def test_conv_relu(name, backend, dtype, host_cupy):
 
 # --------------------------------------------------------------------------- gpuconv.nn
 # The layers' code is the same on every backend; what differs, the fused conv, has the same
-# bits as conv then ReLU on each (the table above). The Numba simulator, one OS thread per
-# CUDA thread, would take ~15 s a run here: Numba runs it on a GPU only.
+# bits as conv then ReLU on each (the table above). The Numba simulator, every CUDA thread in
+# Python, would take ~15 s a run here: Numba runs it on a GPU only.
 NN_BACKENDS = [b for b in BACKENDS if b in ("numpy", "cupy-host") or b in GPU_BACKENDS]
 
 

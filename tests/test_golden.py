@@ -29,7 +29,7 @@ if unavailable_reason("cupy") is not None and harness.compiler() is not None:
     BACKENDS.append("cupy-host")
 # gpuconv.backends.reference, the plain NumPy maths every kernel cites, on NumPy arrays.
 BACKENDS.append("reference")
-# Numba's CUDA simulator (tests/conftest.py) runs one OS thread per CUDA thread: there the
+# Numba's CUDA simulator (tests/conftest.py) runs every CUDA thread in Python: there the
 # numba backend runs the slides' cases and the cases whose largest array holds at most
 # SIMULATED_MAX_ELEMENTS numbers (164 of 198, every op); on a GPU it runs them all.
 SIMULATED_MAX_ELEMENTS = 180

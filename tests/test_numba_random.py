@@ -5,7 +5,7 @@ One table of (op, shapes, hyper-parameters): conv with strides, dilations, group
 (depthwise included), every padding mode and flip; transposed conv; every pooling op.
 Inputs and upstream gradients are random; max pooling gets distinct values, so its
 indices must match exactly. Every launch is checked against ``kernel_table``'s signature.
-Shapes stay small: the simulator runs one OS thread per CUDA thread.
+Shapes stay small: the simulator runs every CUDA thread in Python.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
-"""The CUDA simulator that runs the numba backend's kernels in CI (tests/conftest.py): a
-block's threads share one ``cuda.shared.array`` even when a thread switch falls inside its
-lookup (forced here: ``np.empty`` first yields the GIL), which numba-cuda 0.30's simulator
-alone does not ensure (conftest's ``_simulator_shared_arrays_once_per_site``); and its blocks,
-run on pooled threads with a condition-variable barrier (conftest's
-``_simulator_blocks_on_pooled_threads``), keep the simulator's rules: each thread sees its own
-block and thread index, syncthreads waits for the threads still running (not those that have
-returned), its reductions count the block, and a thread's exception ends the launch with that
-exception while the others wait at a barrier."""
+"""The CUDA simulator that runs the numba backend's kernels in CI, with a block's threads as
+greenlets run in turn (tests/conftest.py, ``_simulator_blocks_as_greenlets``): a block's
+threads share one ``cuda.shared.array`` (the stock simulator's OS threads could switch inside
+its lookup and give two threads two arrays; forced here: ``np.empty`` first yields the GIL);
+each thread sees its own block and thread index, syncthreads waits for the threads still
+running (not those that have returned), its reductions count the block, and a thread's
+exception ends the launch with that exception while the others wait at a barrier."""
 
 from __future__ import annotations
 
@@ -84,4 +82,4 @@ def test_an_exception_in_one_thread_ends_the_launch_with_it():
     out = np.zeros(32, np.int64)
     with pytest.raises(ValueError, match=r"tid=\[5, 0, 0\].*thread five"):
         _fail_in_one_thread[2, 32](out)
-    _rotate[1, 64](np.zeros((1, 64), np.int64), 64)  # the pooled threads still serve launches
+    _rotate[1, 64](np.zeros((1, 64), np.int64), 64)  # later launches still run
