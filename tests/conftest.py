@@ -75,20 +75,25 @@ def _simulator_blocks_as_greenlets():
         threads = [CudaThread(self, functools.partial(self._f, *args), grid_point, point)
                    for point in np.ndindex(*self._block_dim)]
         self.running, self.arrived, self.generation = len(threads), 0, 0
-        while threads:
+        try:
+            while threads:
+                for thread in threads:
+                    if not thread.runnable():
+                        continue
+                    thread.waits_to_leave = None
+                    thread.switch()
+                    if thread.exception is not None:
+                        error, traceback = thread.exception
+                        raise error.with_traceback(traceback)
+                    if thread.dead:  # it no longer counts at a barrier
+                        self.running -= 1
+                        if self.arrived and self.arrived == self.running:
+                            self.arrived, self.generation = 0, self.generation + 1
+                threads = [thread for thread in threads if not thread.dead]
+        finally:  # after an exception: the others unwind (the simulator's swapped cuda module)
             for thread in threads:
-                if not thread.runnable():
-                    continue
-                thread.waits_to_leave = None
-                thread.switch()
-                if thread.exception is not None:
-                    error, traceback = thread.exception
-                    raise error.with_traceback(traceback)
-                if thread.dead:  # it no longer counts at a barrier
-                    self.running -= 1
-                    if self.arrived and self.arrived == self.running:
-                        self.arrived, self.generation = 0, self.generation + 1
-            threads = [thread for thread in threads if not thread.dead]
+                if not thread.dead:
+                    thread.throw()
 
     class SimulatorThreading:
         """What the simulator's kernelapi uses of ``threading``."""

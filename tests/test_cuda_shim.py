@@ -1,8 +1,9 @@
 """The CUDA emulation that runs the cupy backend's kernels in CI (tests/cuda_host/cuda_shim.h):
 a block's threads, run as fibers one after another, see their own thread and block indices
 over a 3-D grid of 3-D blocks; __syncthreads waits for the threads still running (not those
-that have returned); and threads that wait at barriers the others never reach (a GPU hang)
-end the launch with a message instead of hanging the tests."""
+that have returned); and threads that wait at barriers the others never reach (a GPU hang),
+or an mma.sync with lanes of its warp gone (undefined on a GPU), end the launch with a
+message instead of hanging the tests or computing on stale fragments."""
 
 from __future__ import annotations
 
@@ -48,14 +49,24 @@ __global__ void divergent_mma(Out) {
     __syncthreads();
 }
 
+// Half the warp has returned when the other half enters mma.sync.
+__global__ void mma_after_returns(Out) {
+    if (threadIdx.x >= 16) return;
+    float d[4] = {};
+    unsigned a[4] = {}, b[2] = {};
+    host_mma_tf32(d, a, b);
+}
+
 int main(int argc, char** argv) {
     const std::string kernel = argv[1];
     std::vector<int> values(2 * 3 * 2 * BLOCK_THREADS, -1);
     Out out{values.data()};
     if (kernel == "rotate")
         emulate_launch(rotate, dim3{2, 3, 2}, dim3{4, 4, 4}, 0, &out);
-    else
+    else if (kernel == "divergent_mma")
         emulate_launch(divergent_mma, dim3{1, 1, 1}, dim3{32, 1, 1}, 0, &out);
+    else
+        emulate_launch(mma_after_returns, dim3{1, 1, 1}, dim3{32, 1, 1}, 0, &out);
     for (int v : values) std::printf("%d\n", v);
 }
 """
@@ -83,7 +94,11 @@ def test_threads_see_their_indices_and_barriers_skip_returned_threads(program):
     assert not bad.size, f"first bad (block, thread) {tuple(bad[0])}: got {got[tuple(bad[0])]}"
 
 
-def test_threads_waiting_at_barriers_the_others_never_reach_end_the_launch(program):
-    done = subprocess.run([program, "divergent_mma"], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("kernel, message", [
+    ("divergent_mma", "waits at a barrier that the others never reach"),
+    ("mma_after_returns", "without all 32 lanes of the warp"),
+])
+def test_what_would_hang_or_be_undefined_on_a_gpu_ends_the_launch(program, kernel, message):
+    done = subprocess.run([program, kernel], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
-    assert "waits at a barrier that the others never reach" in done.stderr
+    assert message in done.stderr

@@ -1,15 +1,13 @@
 """The CUDA simulator that runs the numba backend's kernels in CI, with a block's threads as
 greenlets run in turn (tests/conftest.py, ``_simulator_blocks_as_greenlets``): a block's
-threads share one ``cuda.shared.array`` (the stock simulator's OS threads could switch inside
-its lookup and give two threads two arrays; forced here: ``np.empty`` first yields the GIL);
-each thread sees its own block and thread index, syncthreads waits for the threads still
+threads share one ``cuda.shared.array``; each thread sees its own block and thread index, syncthreads waits for the threads still
 running (not those that have returned), its reductions count the block, and a thread's
-exception ends the launch with that exception while the others wait at a barrier."""
+exception ends the launch with that exception while the others wait at a barrier, and they
+unwind (later launches see their own block size)."""
 
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -29,13 +27,7 @@ def _broadcast(out, value):
     out[cuda.threadIdx.x] = shared[0]
 
 
-def test_a_block_shares_one_array_even_when_threads_switch_inside_its_lookup(monkeypatch):
-    empty = np.empty
-
-    def yielding_empty(*args, **kwargs):
-        time.sleep(0)  # a thread switch where the simulator looks the array up
-        return empty(*args, **kwargs)
-    monkeypatch.setattr(np, "empty", yielding_empty)
+def test_a_block_shares_one_array():
     out = np.zeros(32, np.int64)
     for launch in range(10):
         _broadcast[1, 32](out, 1000 + launch)
@@ -83,3 +75,33 @@ def test_an_exception_in_one_thread_ends_the_launch_with_it():
     with pytest.raises(ValueError, match=r"tid=\[5, 0, 0\].*thread five"):
         _fail_in_one_thread[2, 32](out)
     _rotate[1, 64](np.zeros((1, 64), np.int64), 64)  # later launches still run
+
+
+@cuda.jit(device=True)
+def _wait_then_store_block_size(out, t):
+    cuda.syncthreads()
+    out[t] = cuda.blockDim.x
+
+
+@cuda.jit
+def _fail_while_the_others_wait_in_a_device_function(out):
+    t = cuda.threadIdx.x
+    if t == 5:
+        raise ValueError("thread five")
+    _wait_then_store_block_size(out, t)
+
+
+@cuda.jit
+def _block_size(out):
+    out[cuda.threadIdx.x] = cuda.blockDim.x
+
+
+def test_threads_left_waiting_by_an_exception_unwind():
+    """The simulator swaps the module's ``cuda`` for the launch's while a device function runs:
+    threads left suspended there would keep the failed launch's (its block size) for later
+    launches."""
+    with pytest.raises(ValueError, match="thread five"):
+        _fail_while_the_others_wait_in_a_device_function[1, 32](np.zeros(32, np.int64))
+    out = np.zeros(8, np.int64)
+    _block_size[1, 8](out)
+    assert (out == 8).all(), f"block size read as {set(out)}"

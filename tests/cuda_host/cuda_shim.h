@@ -15,6 +15,7 @@
 // switch orders nothing, only barriers do, so a shared-memory access no __syncthreads orders
 // against another thread's is a race report.
 #pragma once
+#include <dlfcn.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #include <cstring>
 #include <functional>
 #include <math.h>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 #if defined(__SANITIZE_ADDRESS__)
@@ -121,14 +123,30 @@ inline void race_acquire(void* sync) {
 #endif
 }
 
+// The switch itself. ASan's swapcontext interceptor clears the shadow of the stack it enters
+// (a resumed thread's redzones would be gone) and reads the saved context's uc_stack, which
+// glibc's swapcontext never writes: under ASan, libc's own swapcontext, the switch being
+// announced by the hooks above.
+inline int fiber_swap(ucontext_t* from, const ucontext_t* to) {
+#if defined(__SANITIZE_ADDRESS__)
+    static const auto libc_swap = (int (*)(ucontext_t*, const ucontext_t*))dlsym(
+        dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD), "swapcontext");
+    return libc_swap(from, to);
+#else
+    return swapcontext(from, to);
+#endif
+}
+
 // --------------------------------------------------------------------------- threads as fibers
 // A barrier of a group of threads (a block, or a warp for mma.sync). Its counters and the
-// fibers' states are relaxed atomics: bookkeeping that must order nothing under TSan.
+// fibers' states are atomics read and written relaxed: bookkeeping that must order nothing
+// under TSan.
 struct Barrier {
     std::atomic<unsigned> running{0}, arrived{0}, generation{0};
     char sync[2];  // TSan: generations alternate (a thread is at most one ahead of another)
+    unsigned count(const std::atomic<unsigned>& n) const { return n.load(std::memory_order_relaxed); }
     void release() {
-        arrived = 0;
+        arrived.store(0, std::memory_order_relaxed);
         generation.fetch_add(1, std::memory_order_relaxed);
     }
 };
@@ -153,7 +171,7 @@ struct Fiber {
     bool runnable() const {
         const Barrier* b = waits_at.load(std::memory_order_relaxed);
         return !returned.load(std::memory_order_relaxed) &&
-               (b == nullptr || b->generation.load(std::memory_order_relaxed) != waits_for);
+               (b == nullptr || b->count(b->generation) != waits_for.load(std::memory_order_relaxed));
     }
 };
 
@@ -184,7 +202,7 @@ struct FiberPool {
 
 // One block being run: its fibers, barriers, and the launching thread's context.
 struct BlockRun {
-    ucontext_t launcher;
+    ucontext_t launcher{};
     void* launcher_race_fiber = nullptr;
     const void* launcher_stack = nullptr;  // ASan: the launching thread's stack
     size_t launcher_stack_size = 0;
@@ -198,8 +216,10 @@ struct BlockRun {
 };
 inline thread_local FiberPool fiber_pool;
 inline thread_local BlockRun* block_run = nullptr;
-// TSan: orders the launcher's writes before a block's threads, and their writes before it
-inline thread_local char block_sync;
+// TSan: the launcher's writes come before a block's threads (block_start), and what each
+// thread did before the launcher goes on (block_done); two objects, so that a thread's start
+// orders nothing after another's end.
+inline thread_local char block_start, block_done;
 
 inline Fiber& current_fiber() { return *block_run->current.load(std::memory_order_relaxed); }
 #define threadIdx (current_fiber().thread_index)
@@ -211,23 +231,23 @@ inline void fiber_yield(Fiber& self, bool returned = false) {
     void* const launcher = run.launcher_race_fiber;
     sanitizer_enter(returned ? nullptr : &self.fake_stack, run.launcher_stack,
                     run.launcher_stack_size);
-    if (returned) race_release(&block_sync);
+    if (returned) race_release(&block_done);
     race_switch(launcher);
-    swapcontext(&self.context, &run.launcher);
+    fiber_swap(&self.context, &run.launcher);
     sanitizer_entered(self.fake_stack, nullptr, nullptr);
 }
 
 inline void fiber_main() {
-    race_acquire(&block_sync);
+    race_acquire(&block_start);
     BlockRun& run = *block_run;
     Fiber& self = current_fiber();
     sanitizer_entered(nullptr, &run.launcher_stack, &run.launcher_stack_size);
     run.kernel();
     for (Barrier* b : {&run.block, self.warp}) {  // it no longer counts at a barrier
-        b->running.fetch_sub(1, std::memory_order_relaxed);
-        if (b->arrived && b->arrived == b->running) b->release();
+        const unsigned running = b->running.fetch_sub(1, std::memory_order_relaxed) - 1;
+        if (b->count(b->arrived) && b->count(b->arrived) == running) b->release();
     }
-    self.returned = true;
+    self.returned.store(true, std::memory_order_relaxed);
     fiber_yield(self, true);
 }
 
@@ -236,16 +256,16 @@ inline void fiber_main() {
 // waiting to leave this one (one cumulative object would hide races between the two).
 inline void arrive_and_wait(Barrier& b) {
     Fiber& self = current_fiber();
-    const unsigned generation = b.generation;
+    const unsigned generation = b.count(b.generation);
     char* const sync = &b.sync[generation % 2];
     race_release(sync);
-    if (b.arrived.fetch_add(1, std::memory_order_relaxed) + 1 == b.running) {
+    if (b.arrived.fetch_add(1, std::memory_order_relaxed) + 1 == b.count(b.running)) {
         b.release();
     } else {
-        self.waits_for = generation;
-        self.waits_at = &b;
+        self.waits_for.store(generation, std::memory_order_relaxed);
+        self.waits_at.store(&b, std::memory_order_relaxed);
         fiber_yield(self);
-        self.waits_at = nullptr;
+        self.waits_at.store(nullptr, std::memory_order_relaxed);
     }
     race_acquire(sync);
 }
@@ -254,19 +274,19 @@ inline void __syncthreads() { arrive_and_wait(block_run->block); }
 
 // Run the fibers of one block to their end, each in turn until it waits or returns.
 inline void run_block(BlockRun& run) {
-    race_release(&block_sync);
+    race_release(&block_start);
     for (bool left = true; left;) {
         bool ran = false;
         left = false;
         for (Fiber& f : run.fibers) {
-            if (f.returned) continue;
+            if (f.returned.load(std::memory_order_relaxed)) continue;
             left = true;
             if (!f.runnable()) continue;
             ran = true;
-            run.current = &f;
+            run.current.store(&f, std::memory_order_relaxed);
             sanitizer_enter(&run.launcher_fake_stack, f.stack, FIBER_STACK);
             race_switch(f.race_fiber);
-            swapcontext(&run.launcher, &f.context);
+            fiber_swap(&run.launcher, &f.context);
             sanitizer_entered(run.launcher_fake_stack, nullptr, nullptr);
         }
         if (left && !ran) {
@@ -276,7 +296,7 @@ inline void run_block(BlockRun& run) {
             std::abort();
         }
     }
-    race_acquire(&block_sync);
+    race_acquire(&block_done);
 }
 
 // common.cuh's DYNAMIC_SHARED: the launch's buffer, which must hold what the kernel uses. The
@@ -306,6 +326,8 @@ using std::isnan;
 // shared_bytes.
 template <class P>
 size_t emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_bytes, const void* params) {
+    static std::mutex one_launch;  // __shared__ arrays are the library's statics
+    const std::lock_guard<std::mutex> lock(one_launch);
     P p;
     std::memcpy(&p, params, sizeof(P));
     std::vector<float4> shared(MAX_DYNAMIC_SHARED / sizeof(float4));
@@ -333,7 +355,7 @@ size_t emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_by
                     f.thread_index = dim3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
                     f.warp = &run.warps[t / 32];
                     f.scratch = &run.scratch[t / 32];
-                    f.returned = false;
+                    f.returned.store(false, std::memory_order_relaxed);
                     f.stack = fiber_pool.stack(t);
                     f.race_fiber = fiber_pool.race_fibers[t];
                     getcontext(&f.context);
@@ -362,6 +384,11 @@ inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
     std::memcpy(scratch.a[lane], a, sizeof(unsigned) * 4);
     std::memcpy(scratch.b[lane], b, sizeof(unsigned) * 2);
     arrive_and_wait(*self.warp);
+    if (self.warp->count(self.warp->running) != 32) {  // a lane returned instead of joining
+        std::fprintf(stderr, "mma.sync in block (%u, %u, %u) without all 32 lanes of the warp "
+                     "(undefined on a GPU)\n", blockIdx.x, blockIdx.y, blockIdx.z);
+        std::abort();
+    }
     for (unsigned v = 0; v < 4; ++v) {
         const unsigned row = g + 8 * (v / 2), col = 2 * t + v % 2;
         double s = d[v];
