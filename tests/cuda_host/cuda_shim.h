@@ -1,9 +1,9 @@
 // cuda_shim.h: just enough CUDA to run kernels/*.cu on the CPU with g++ (-std=c++20).
 //
-// A launch runs its blocks one after another, on the calling thread. The threads of a block are
-// fibers (ucontext, a stack each): a thread runs until it reaches a barrier or returns, then
-// the next one runs, in thread order, so a barrier costs a context switch per thread instead
-// of an OS scheduler round. __syncthreads() waits until every thread of the block that has not
+// A launch runs its blocks one after another, on the calling thread (one launch at a time,
+// from any thread). The threads of a block are fibers (ucontext, a stack each): a thread runs
+// until it reaches a barrier or returns, then the next one runs, in thread order, so a barrier
+// costs a context switch per thread instead of an OS scheduler round. __syncthreads() waits until every thread of the block that has not
 // returned arrives (a returned thread no longer counts); threads that wait at a barrier the
 // others never reach end the launch with a message (a hang on a GPU). __shared__ is a
 // function-static array (one block at a time uses it); dynamic shared memory is one buffer as
@@ -324,9 +324,9 @@ using std::isnan;
 // Run kernel(params) over grid x block with shared_bytes of dynamic shared memory, block after
 // block. Returns 0, or the dynamic shared memory the kernel asked for where that is more than
 // shared_bytes.
+inline std::mutex one_launch;  // at a time, whatever the kernel: __shared__ arrays are statics
 template <class P>
 size_t emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_bytes, const void* params) {
-    static std::mutex one_launch;  // __shared__ arrays are the library's statics
     const std::lock_guard<std::mutex> lock(one_launch);
     P p;
     std::memcpy(&p, params, sizeof(P));
