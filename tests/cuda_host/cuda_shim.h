@@ -3,14 +3,15 @@
 // A launch runs its blocks one after another, on the calling thread (one launch at a time,
 // from any thread). The threads of a block are fibers (ucontext, a stack each): a thread runs
 // until it reaches a barrier or returns, then the next one runs, in thread order, so a barrier
-// costs a context switch per thread instead of an OS scheduler round. __syncthreads() waits until every thread of the block that has not
-// returned arrives (a returned thread no longer counts); threads that wait at a barrier the
-// others never reach end the launch with a message (a hang on a GPU). __shared__ is a
-// function-static array (one block at a time uses it); dynamic shared memory is one buffer as
-// large as an SM allows, and a launch that gives less than its kernel asks for fails
-// (emulate_launch). No __CUDA_ARCH__: common.cuh's cp.async helpers take their plain-copy path.
-// mma.sync m16n8k8 TF32: the lanes of a warp swap fragments through WarpScratch, and each lane
-// computes its own accumulators with the PTX ISA's fragment layout (common.cuh, mma_tf32).
+// costs a context switch per thread instead of an OS scheduler round. __syncthreads() waits
+// until every thread of the block that has not returned arrives (a returned thread no longer
+// counts); threads that wait at a barrier the others never reach end the launch with a
+// message (a hang on a GPU). __shared__ is a function-static array (one block at a time uses
+// it); dynamic shared memory is one buffer as large as an SM allows, and a launch that gives
+// less than its kernel asks for fails (emulate_launch). No __CUDA_ARCH__: common.cuh's
+// cp.async helpers take their plain-copy path. mma.sync m16n8k8 TF32: the lanes of a warp
+// swap fragments through WarpScratch, and each lane computes its own accumulators with the
+// PTX ISA's fragment layout (common.cuh, mma_tf32); all 32 lanes must take part.
 // AddressSanitizer and ThreadSanitizer are told of every stack switch; under ThreadSanitizer a
 // switch orders nothing, only barriers do, so a shared-memory access no __syncthreads orders
 // against another thread's is a race report.
