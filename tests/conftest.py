@@ -33,6 +33,10 @@ def _simulator_blocks_as_greenlets():
         return
     simulate_block = kernel.BlockManager.run
 
+    def release(block):
+        """Every thread still running has arrived: the barrier's waiters may leave."""
+        block.arrived, block.generation = 0, block.generation + 1
+
     class CudaThread(greenlet.greenlet):
         """One CUDA thread of a block: the simulator's BlockThread without an OS thread."""
 
@@ -61,7 +65,7 @@ def _simulator_blocks_as_greenlets():
             block = self._manager
             block.arrived += 1
             if block.arrived == block.running:
-                block.arrived, block.generation = 0, block.generation + 1
+                release(block)
             else:
                 self.waits_to_leave = block.generation
                 self.parent.switch()  # to run_block, until the last thread arrives
@@ -88,7 +92,7 @@ def _simulator_blocks_as_greenlets():
                     if thread.dead:  # it no longer counts at a barrier
                         self.running -= 1
                         if self.arrived and self.arrived == self.running:
-                            self.arrived, self.generation = 0, self.generation + 1
+                            release(self)
                 threads = [thread for thread in threads if not thread.dead]
         finally:  # after an exception: the others unwind (the simulator's swapped cuda module)
             for thread in threads:

@@ -344,6 +344,14 @@ size_t emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_by
     run.fibers = std::vector<Fiber>(threads);
     run.warps = std::vector<Barrier>(warps);
     run.scratch.resize(warps);
+    for (unsigned t = 0; t < threads; ++t) {
+        Fiber& f = run.fibers[t];
+        f.thread_index = dim3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+        f.warp = &run.warps[t / 32];
+        f.scratch = &run.scratch[t / 32];
+        f.stack = fiber_pool.stack(t);
+        f.race_fiber = fiber_pool.race_fibers[t];
+    }
     block_run = &run;
     for (unsigned z = 0; z < grid.z; ++z)
         for (unsigned y = 0; y < grid.y; ++y)
@@ -351,14 +359,8 @@ size_t emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_by
                 blockIdx = dim3{x, y, z};
                 run.block.running = threads;
                 for (unsigned w = 0; w < warps; ++w) run.warps[w].running = std::min(32u, threads - 32 * w);
-                for (unsigned t = 0; t < threads; ++t) {
-                    Fiber& f = run.fibers[t];
-                    f.thread_index = dim3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
-                    f.warp = &run.warps[t / 32];
-                    f.scratch = &run.scratch[t / 32];
+                for (Fiber& f : run.fibers) {  // each starts the kernel afresh
                     f.returned.store(false, std::memory_order_relaxed);
-                    f.stack = fiber_pool.stack(t);
-                    f.race_fiber = fiber_pool.race_fibers[t];
                     getcontext(&f.context);
                     f.context.uc_stack = {f.stack, 0, FIBER_STACK};
                     f.context.uc_link = nullptr;
