@@ -5,7 +5,8 @@
 //   1. launch-parameter structs (one struct by value per kernel, every field 8 bytes so the
 //      NumPy structured dtype in gpuconv/backends/gpu_plan.py matches it without padding)
 //   2. padding as a source-index map (zeros, reflect, replicate, circular)
-//   3. cp.async copy helpers (sm_80+), with a plain-copy path for older GPUs and the CPU
+//   3. cp.async copy helpers (sm_80+; one element or 16 bytes), with a plain-copy path for older
+//      GPUs and the CPU
 //   4. tensor-core helpers: TF32 operands and 3xTF32 splitting, mma.sync m16n8k8 (emulated on the CPU
 //      by tests/cuda_host/cuda_shim.h with the PTX ISA's fragment layout)
 //   5. a fixed-order block reduction, 16-byte vector stores, power() for float and double
@@ -84,19 +85,43 @@ __device__ __forceinline__ i64 lmin(i64 a, i64 b) { return a < b ? a : b; }
 __device__ __forceinline__ i64 lmax(i64 a, i64 b) { return a > b ? a : b; }
 
 // --------------------------------------------------------------------------- 3. async copies
-// One element base[offset] global -> shared, or a zero when !ok (then nothing is read: the
-// copy's source size is 0, and its address is base itself). A valid 32-bit offset is never
-// negative: unsigned, it widens in one multiply-add instead of a sign-extended 64-bit add.
+// Where a copy reads: base[offset], or base itself when !ok (the copy then reads nothing: its
+// source size is 0). A valid 32-bit offset is never negative: unsigned, it widens in one
+// multiply-add instead of a sign-extended 64-bit add.
+template <typename T, typename Index>
+__device__ __forceinline__ const T* copy_source(const T* base, Index offset, bool ok) {
+    return sizeof(Index) == 4 ? base + (unsigned)(ok ? offset : Index(0)) : base + (ok ? offset : Index(0));
+}
+
+// One element base[offset] global -> shared, or a zero when !ok.
 template <typename T, typename Index>
 __device__ __forceinline__ void copy_async(T* dst, const T* base, Index offset, bool ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    const T* src = sizeof(Index) == 4 ? base + (unsigned)(ok ? offset : Index(0))
-                                      : base + (ok ? offset : Index(0));
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n"
-                 :: "r"(s), "l"(src), "n"(sizeof(T)), "r"(ok ? (int)sizeof(T) : 0));
+                 :: "r"((unsigned)__cvta_generic_to_shared(dst)), "l"(copy_source(base, offset, ok)),
+                    "n"(sizeof(T)), "r"(ok ? (int)sizeof(T) : 0));
 #else
     *dst = ok ? base[offset] : T(0);
+#endif
+}
+
+// 16 bytes of T, for vector loads and stores.
+template <typename T>
+struct alignas(16) Vec16 {
+    static constexpr int N = 16 / (int)sizeof(T);
+    T v[N];
+};
+
+// 16 bytes, base[offset .. offset + 16 / sizeof(T)) global -> shared, or zeros when !ok: both
+// addresses 16-byte aligned (gpu_plan.a_runs decides where the source is).
+template <typename T, typename Index>
+__device__ __forceinline__ void copy_async16(T* dst, const T* base, Index offset, bool ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :: "r"((unsigned)__cvta_generic_to_shared(dst)), "l"(copy_source(base, offset, ok)),
+                    "r"(ok ? 16 : 0));
+#else
+    *(Vec16<T>*)dst = ok ? *(const Vec16<T>*)(base + offset) : Vec16<T>{};
 #endif
 }
 
@@ -187,13 +212,6 @@ __device__ __forceinline__ V block_reduce(V v, Op op) {
     __syncthreads();  // buf is reused by the next call
     return total;
 }
-
-// 16 bytes of T, for vector loads and stores.
-template <typename T>
-struct alignas(16) Vec16 {
-    static constexpr int N = 16 / (int)sizeof(T);
-    T v[N];
-};
 
 __device__ __forceinline__ bool aligned16(const void* p) { return ((unsigned long long)p & 15) == 0; }
 

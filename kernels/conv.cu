@@ -13,9 +13,10 @@
 //
 // Kernels (the planner, gpuconv/backends/gpu_plan.py, picks one per call):
 //   conv_gemm<T, BM, BN, BK, TM, TN, WGRAD, ZERO_PAD, Index>   GEMM on CUDA cores (FFMA)
-//   conv_gemm_mma<TERMS, BM, BN, WGRAD, ZERO_PAD, Index>        the same GEMM on tensor cores:
+//   conv_gemm_mma<TERMS, BM, BN, WGRAD, VEC_A, ZERO_PAD, Index>  the same GEMM on tensor cores:
 //        mma.sync m16n8k8 TF32, float32 accumulation; TERMS 1: "tf32", TERMS 3: "tf32x3" (a*b as
-//        big*big + big*small + small*big, big = tf32(a), small = a - big: FP32 accuracy)
+//        big*big + big*small + small*big, big = tf32(a), small = a - big: FP32 accuracy); VEC_A:
+//        A copied 16 bytes at a time where its rows run on along the reduction
 //   conv_direct<T, ROWS>    forward / grad-input writing at most 4 channels per slice (the stem's
 //        and DeepSpeech's grad-input; depthwise convs run depthwise.cu): four pixels a thread,
 //        consecutive ones sliding a window of input columns along each kernel row where the
@@ -252,10 +253,11 @@ constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap'
 
 // Where element (k, r) of a BK-deep tile of R rows or columns lives in one shared stage.
 // KMajor: k-major rows of R + 4 (the CUDA-core GEMM reads a row of outputs' operands per k).
-// KInner: r-major rows of 16 k (tensor-core B: column n's fragment is 2 adjacent k);
-// KPairs: rows r and r + 8 of each 16 interleaved along k (tensor-core A: rows grp and grp + 8
-// at 2 adjacent k are one 16-byte fragment). The 8-wide k halves are swapped on alternate row
-// groups so that fragment reads hit 32 distinct banks.
+// KInner: r-major rows of 16 k (the tensor-core GEMM's A, its MMA's B operand: a column's
+// fragment is 2 adjacent k, and 4 adjacent k stay 16 adjacent bytes for 16-byte copies);
+// KPairs: rows r and r + 8 of each 16 interleaved along k (the tensor-core GEMM's B, its MMA's
+// A operand: rows grp and grp + 8 at 2 adjacent k are one 16-byte fragment). The 8-wide k
+// halves are swapped on alternate row groups so that fragment reads hit 32 distinct banks.
 // shift(d): at(k, r + d) - at(k, r) for r < d, d a power of two >= MIN_SHIFT (the loader's row
 // strides): a compile-time constant, so a thread's copies address shared memory by immediates.
 template <int R, int BK>
@@ -286,31 +288,38 @@ struct KPairs {
 // kk = t % BK of rows and columns t / BK + i*(THREADS / BK): its A rows are one offset and a
 // count; its B columns are the block's column table in shared memory (registers stay for the
 // accumulators); only its reduction position moves, by BK per step.
-template <typename T, typename Index, int BM, int BN, int BK, int THREADS, class LA, class LB, bool ZERO_PAD>
+// VEC_A: A's rows run on along the reduction in 16-byte aligned runs of V elements
+// (gpu_plan.a_runs: a forward's weight, a grad-weight's grad_out planes), so thread t copies the
+// run of its lane kk, 16 bytes, from rows (t / BK)*V + kk % V + i*(THREADS*V / BK): the run's
+// offset is its lane's less kk % V, and the run exists where its lane does.
+template <typename T, typename Index, int BM, int BN, int BK, int THREADS, class LA, class LB,
+          bool ZERO_PAD, bool VEC_A = false>
 struct Loader {
-    static constexpr int STRIDE = THREADS / BK;
-    static constexpr int PA = BM * BK / THREADS, PB = BN * BK / THREADS;
-    static_assert(PA >= 1 && PB >= 1 && THREADS % BK == 0, "tile shape");
-    static_assert((STRIDE & (STRIDE - 1)) == 0 && STRIDE >= LA::MIN_SHIFT && STRIDE >= LB::MIN_SHIFT,
+    static constexpr int V = VEC_A ? 16 / (int)sizeof(T) : 1;  // A elements a copy
+    static constexpr int STRIDE = THREADS / BK, A_STRIDE = STRIDE * V;
+    static constexpr int PA = BM * BK / (THREADS * V), PB = BN * BK / THREADS;
+    static_assert(PA >= 1 && PB >= 1 && THREADS % BK == 0 && BK % V == 0, "tile shape");
+    static_assert((STRIDE & (STRIDE - 1)) == 0 && A_STRIDE >= LA::MIN_SHIFT && STRIDE >= LB::MIN_SHIFT,
                   "row strides the layouts shift by constants");
 
     const Slice<Index>& s;      // shared: read where needed, so it holds no registers
     const Column<Index>* cols;  // shared: BN entries, B's group offset included
-    Index a_row;                // A offset of this thread's first row, the group's included
+    Index a_row;                // A offset of this thread's first row (less kk % V), the group's included
     int a_rows;                 // how many of its PA rows exist
     int a_dst, b_dst;           // where its first row's and column's element goes in a stage
     int d0, d1, d2;             // this thread's reduction position, as digits
     Index k_left;               // reduction indices left from this thread's position
-    int mode, lane;             // lane: tid / BK, this thread's first row and column
+    int mode, lane;             // lane: tid / BK, this thread's first B column
 
     __device__ Loader(const ConvParams& p, const Slice<Index>& sl, Column<Index>* table, int m0,
                       Index col0, Index k0)
         : s(sl), cols(table), mode((int)p.mode) {
-        const int tid = (int)threadIdx.x, kk = tid % BK;
+        const int tid = (int)threadIdx.x, kk = tid % BK, sub = kk % V;
         lane = tid / BK;
-        a_row = sl.a_base + (Index)(m0 + lane) * sl.a_row;
-        a_rows = imax(0, imin(PA, (sl.M - m0 - lane + STRIDE - 1) / STRIDE));
-        a_dst = LA::at(kk, lane);
+        const int a_lane = lane * V + sub;
+        a_row = sl.a_base + (Index)(m0 + a_lane) * sl.a_row - sub;
+        a_rows = imax(0, imin(PA, (sl.M - m0 - a_lane + A_STRIDE - 1) / A_STRIDE));
+        a_dst = LA::at(kk - sub, a_lane);
         b_dst = LB::at(kk, lane);
         for (int j = tid; j < BN; j += THREADS) {
             const Index col = col0 + j;
@@ -332,11 +341,13 @@ struct Loader {
         const T* a = (const T*)s.a;
         const T* b = (const T*)s.b;
         const int b_h = s.b_h, b_w = s.b_w;
-        const Index b_sh = s.b_sh, b_sw = s.b_sw, a_step = (Index)STRIDE * s.a_row;
+        const Index b_sh = s.b_sh, b_sw = s.b_sw, a_step = (Index)A_STRIDE * s.a_row;
 #pragma unroll
-        for (int i = 0; i < PA; ++i)
-            copy_async(as + a_dst + LA::shift(i * STRIDE), a, a_row + i * a_step + k.a,
-                       i < a_rows && k_ok);
+        for (int i = 0; i < PA; ++i) {
+            T* const dst = as + a_dst + LA::shift(i * A_STRIDE);
+            if (VEC_A) copy_async16(dst, a, a_row + i * a_step + k.a, i < a_rows && k_ok);
+            else copy_async(dst, a, a_row + i * a_step + k.a, i < a_rows && k_ok);
+        }
         const Index kb = ZERO_PAD ? k.b + (Index)k.h * b_sh + (Index)k.w * b_sw : k.b;
         // Zero padding: the column table read GROUP entries at a time, then their copies (ptxas
         // pads every table read that a copy follows with never-issued reads: once per group).
@@ -609,22 +620,26 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
 }
 
 // --------------------------------------------------------------------------- tensor-core GEMM
-// Warps of 32 x WN outputs (2 x WN/8 mma.sync m16n8k8 tiles; WN = 64 where that still gives 4
-// warps, else 32: a thread's copies and accumulators then fit in 128 registers), BK = 16. In the PTX ISA's TF32
-// layout lane 4*grp + t holds A rows grp, grp+8 x reduction columns t, t+4 and B column grp x
-// rows t, t+4. The MMA sums over its 8 columns in any order, so A and B both hand lane t the
-// adjacent columns 2t and 2t+1 of each 8-wide half: an A fragment is one 16-byte read (KPairs),
-// a B fragment one 8-byte read (KInner), both conflict-free: 10 reads for 16 MMAs.
+// Warps of 32 rows x WN columns (WN = 64 where that still gives 4 warps, else 32: a thread's
+// copies and accumulators then fit in 128 registers), BK = 16. The MMA (mma.sync m16n8k8)
+// computes the transposed tile, out^T = B^T A^T: its A operand is B (WN/16 tiles of 16
+// columns), its B operand is A (4 tiles of 8 rows), so that A, whose rows run on along the
+// reduction where VEC_A copies them 16 bytes at a time, is the operand whose fragments are
+// adjacent k of one row. In the PTX ISA's TF32 layout lane 4*grp + t holds MMA-A rows grp,
+// grp+8 x reduction columns t, t+4 and MMA-B column grp x rows t, t+4. The MMA sums over its 8
+// columns in any order, so both operands hand lane t the adjacent k 2t and 2t+1 of each 8-wide
+// half: an MMA-A fragment is one 16-byte read (KPairs), an MMA-B fragment one 8-byte read
+// (KInner), both conflict-free: 8 reads for 16 MMAs (WN = 64).
 __host__ __device__ constexpr int mma_warp_n(int bm, int bn) { return (bm / 32) * (bn / 64) >= 4 ? 64 : 32; }
 __host__ __device__ constexpr int mma_threads(int bm, int bn) { return (bm / 32) * (bn / mma_warp_n(bm, bn)) * 32; }
 
-template <int TERMS, int BM, int BN, bool WG, bool ZERO_PAD, typename Index>
+template <int TERMS, int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typename Index>
 __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)) conv_gemm_mma(const ConvParams p) {
-    constexpr int BK = 16, WN = mma_warp_n(BM, BN), NJ = WN / 8, WARPS_N = BN / WN;
+    constexpr int BK = 16, WN = mma_warp_n(BM, BN), MI = WN / 16, WARPS_N = BN / WN;
     constexpr int THREADS = mma_threads(BM, BN);
-    typedef KPairs<BM, BK> LA;
-    typedef KInner<BN, BK> LB;
-    typedef Loader<float, Index, BM, BN, BK, THREADS, LA, LB, ZERO_PAD> L;
+    typedef KInner<BM, BK> LA;
+    typedef KPairs<BN, BK> LB;
+    typedef Loader<float, Index, BM, BN, BK, THREADS, LA, LB, ZERO_PAD, VEC_A> L;
     // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm.. wm+31, columns wn.. wn+WN-1
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
@@ -645,68 +660,68 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
     int tiles;
     split_range(p, s, BK, k0, tiles);
     L ld(p, s, columns, m0, col0, k0);
-    float acc[2][NJ][4];
+    float acc[MI][4][4];  // [column tile][row tile][MMA accumulator]
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < MI; ++i)
 #pragma unroll
-        for (int j = 0; j < NJ; ++j)
+        for (int j = 0; j < 4; ++j)
 #pragma unroll
             for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
-    // this lane's fragments in the first 8-wide half (16 rows or 8 columns on: the same place in
+    // this lane's fragments in the first 8-wide half (16 columns or 8 rows on: the same place in
     // the row); in the second, the swapped place (KInner and KPairs swap the halves by XOR)
     const int a_lane = LA::at(2 * t4, wm + grp), b_lane = LB::at(2 * t4, wn + grp);
     gemm_mainloop<STAGES, LA::SIZE, LB::SIZE>(ld, As, Bs, tiles, [&](const float* as, const float* bs) {
 #pragma unroll
         for (int k8 = 0; k8 < BK; k8 += 8) {
-            const float* ak = as + (a_lane ^ (k8 * 2));
-            const float* bk = bs + (b_lane ^ k8);
-            unsigned a_big[2][4], a_small[2][4];
+            const float* ak = as + (a_lane ^ k8);
+            const float* bk = bs + (b_lane ^ (k8 * 2));
+            unsigned a_big[4][2], a_small[4][2];
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {  // (a0, a1, a2, a3) = rows grp, grp+8 at k, then at k+1
-                const float4 a = *(const float4*)(ak + i * 16 * BK);
-                split_tf32(a.x, a_big[i][0], a_small[i][0], TERMS == 3);
-                split_tf32(a.y, a_big[i][1], a_small[i][1], TERMS == 3);
-                split_tf32(a.z, a_big[i][2], a_small[i][2], TERMS == 3);
-                split_tf32(a.w, a_big[i][3], a_small[i][3], TERMS == 3);
+            for (int j = 0; j < 4; ++j) {  // MMA-B (b0, b1) = row wm + 8j + grp at k, k+1
+                const float2 a = *(const float2*)(ak + LA::shift(8 * j));
+                split_tf32(a.x, a_big[j][0], a_small[j][0], TERMS == 3);
+                split_tf32(a.y, a_big[j][1], a_small[j][1], TERMS == 3);
             }
 #pragma unroll
-            for (int j = 0; j < NJ; ++j) {  // (b0, b1) = column wn + 8j + grp at k, k+1
-                const float2 b = *(const float2*)(bk + j * 8 * BK);
-                unsigned b_big[2], b_small[2];
+            for (int i = 0; i < MI; ++i) {  // MMA-A (a0, a1, a2, a3) = columns grp, grp+8 of tile i at k, then at k+1
+                const float4 b = *(const float4*)(bk + LB::shift(16 * i));
+                unsigned b_big[4], b_small[4];
                 split_tf32(b.x, b_big[0], b_small[0], TERMS == 3);
                 split_tf32(b.y, b_big[1], b_small[1], TERMS == 3);
+                split_tf32(b.z, b_big[2], b_small[2], TERMS == 3);
+                split_tf32(b.w, b_big[3], b_small[3], TERMS == 3);
 #pragma unroll
-                for (int i = 0; i < 2; ++i) {
+                for (int j = 0; j < 4; ++j) {
                     if (TERMS == 3) {  // the small products first: they are the smallest terms
-                        mma_tf32(acc[i][j], a_big[i], b_small);
-                        mma_tf32(acc[i][j], a_small[i], b_big);
+                        mma_tf32(acc[i][j], b_big, a_small[j]);
+                        mma_tf32(acc[i][j], b_small, a_big[j]);
                     }
-                    mma_tf32(acc[i][j], a_big[i], b_big);
+                    mma_tf32(acc[i][j], b_big, a_big[j]);
                 }
             }
         }
     });
-    // accumulator (i, j, v): row wm + 16i + grp + 8*(v/2), column wn + 8j + 2*t4 + v%2; through
-    // shared memory, rows wm + 16i + [0, 16) in pass i (as conv_gemm's bands, warp rows of 32)
+    // accumulator (i, j, v): column wn + 16i + grp + 8*(v/2), row wm + 8j + 2*t4 + v%2; through
+    // shared memory, rows wm + 16h + [0, 16) (row tiles 2h, 2h+1) in pass h (as conv_gemm's
+    // bands, warp rows of 32)
     static_assert(BM / 2 * BN <= STAGES * (LA::SIZE + LB::SIZE), "bands fit the stages");
     copy_wait<0>();
     __syncthreads();  // every warp's last step is consumed
     const int z_group = (int)blockIdx.z / (int)(p.phases * p.splits);
-    const int t = reread<TID_X>(), r0 = warp_row(t) / 32 * 16 + t % 32 / 4, c = warp_col(t) + t % 4 * 2;
+    const int t = reread<TID_X>(), r0 = warp_row(t) / 32 * 16 + t % 4 * 2, c = warp_col(t) + t % 32 / 4;
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        if (i) __syncthreads();  // the previous band is stored
+    for (int h = 0; h < 2; ++h) {
+        if (h) __syncthreads();  // the previous band is stored
 #pragma unroll
-        for (int j = 0; j < NJ; ++j)
+        for (int j = 0; j < 2; ++j)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                float2 f;
-                f.x = acc[i][j][2 * h]; f.y = acc[i][j][2 * h + 1];
-                *(float2*)(stages + staged_at<BN>(r0 + 8 * h, c + 8 * j)) = f;
-            }
+            for (int i = 0; i < MI; ++i)
+#pragma unroll
+                for (int v = 0; v < 4; ++v)
+                    stages[staged_at<BN>(r0 + 8 * j + v % 2, c + 16 * i + 8 * (v / 2))] = acc[i][2 * h + j][v];
         __syncthreads();
         const TileStore<float, Index, WG, BN, THREADS> st(p, s, z_group);
-        st.template band<BM / 2, 32>(stages, reread<CTAID_Y>() * BM + 16 * i);
+        st.template band<BM / 2, 32>(stages, reread<CTAID_Y>() * BM + 16 * h);
     }
 }
 

@@ -99,16 +99,22 @@ def _conv_case(name, dtype, rng):
     return x, w, b, gy.astype(dtype), spec
 
 
+def _force_tile(monkeypatch, dtype: str, precision: str, tile: str) -> None:
+    """The planner takes ``tile`` (the generic tile where a case leaves the fast path: other
+    padding modes), not the model's pick, and no conv_direct."""
+    monkeypatch.setattr(gpu_plan, "TILES_FOR", {**gpu_plan.TILES_FOR, (dtype, precision): (
+        tile,) + gpu_plan.TILES_FOR[(dtype, precision)][-1:]})
+    monkeypatch.setattr(gpu_plan, "DIRECT_ROWS_USED", ())
+    first = gpu_plan.gemm_choice
+    monkeypatch.setattr(gpu_plan, "choose_gemm", lambda shape, candidates, *args, **kwargs: first(
+        shape, gpu_plan.TILES[candidates[0]], *args, **kwargs))
+
+
 @pytest.mark.parametrize("name, dtype, precision, tile", CONV_TABLE)
 def test_conv_kernels(host, monkeypatch, name, dtype, precision, tile):
     """Forward, grad-input, grad-weight and grad-bias with one forced tile configuration (the
     generic tile where the case leaves the fast path: other padding modes)."""
-    monkeypatch.setattr(gpu_plan, "TILES_FOR", {**gpu_plan.TILES_FOR, (dtype, precision): (
-        tile,) + gpu_plan.TILES_FOR[(dtype, precision)][-1:]})
-    monkeypatch.setattr(gpu_plan, "DIRECT_ROWS_USED", ())
-    first = gpu_plan.gemm_choice  # the forced tile, not the model's pick
-    monkeypatch.setattr(gpu_plan, "choose_gemm", lambda shape, candidates, *args, **kwargs: first(
-        shape, gpu_plan.TILES[candidates[0]], *args, **kwargs))
+    _force_tile(monkeypatch, dtype, precision, tile)
     tol = dtype if precision == "ieee" else precision
     x, w, b, gy, spec = _conv_case(name, dtype, np.random.default_rng(len(name)))
     o, cg, kh, kw = w.shape
@@ -122,6 +128,30 @@ def test_conv_kernels(host, monkeypatch, name, dtype, precision, tile):
                  "conv2d_grad_weight")
     assert_close(cupy_backend.conv2d_grad_bias(gy), ref.conv2d_grad_bias(gy), gy[:, 0].size, dtype,
                  "conv2d_grad_bias")
+
+
+TENSOR_CORE_TILES = [(precision, tile) for precision in ("tf32", "tf32x3")
+                     for tile in gpu_plan.TILES_FOR[("float32", precision)]]
+
+
+@pytest.mark.parametrize("precision, tile", TENSOR_CORE_TILES)
+@pytest.mark.parametrize("shift", [False, True], ids=["aligned", "shifted"])
+def test_tensor_core_a_runs(host, monkeypatch, precision, tile, shift):
+    """Where A runs on along the reduction (gpu_plan.a_runs: a forward's weight of C/G x kH x kW
+    = 36, a grad-weight's grad_out planes of 48), the tensor-core tiles copy it 16 bytes at a
+    time (VEC_A), over partial row blocks (12 rows) and a partial last step (36 = 2 x 16 + 4);
+    an A one element off a 16-byte boundary is copied to an aligned one first (`make
+    check-memory` makes a misaligned 16-byte copy fatal)."""
+    _force_tile(monkeypatch, "float32", precision, tile)
+    x, w, b, gy, spec = _conv_case("aligned-planes", "float32", np.random.default_rng(9))
+    if shift:
+        w, gy = _shifted(w), _shifted(gy)
+    assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec), 36,
+                 precision, "conv2d")
+    assert_close(cupy_backend.conv2d_grad_weight(gy, x, spec, (3, 3), precision),
+                 ref.conv2d_grad_weight(gy, x, spec, (3, 3)), 96, precision, "conv2d_grad_weight")
+    t = gpu_plan.TILES[tile]
+    assert host.launched[-2:] == [t.kernel("float", wgrad, vec_a=True) for wgrad in (False, True)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

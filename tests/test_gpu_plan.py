@@ -98,6 +98,45 @@ def test_tensor_core_plans(precision, dtype, want):
     assert p.launches[0].kernel.startswith("conv_gemm<") and ", false, int>" in p.launches[0].kernel
 
 
+@pytest.mark.parametrize("shape, strides, run_axes, runs", [
+    ((8, 4, 3, 3), None, 3, True),              # rows of C/G x kH x kW = 36
+    ((8, 3, 3, 3), None, 3, False),             # rows of 27: runs of 4 would straddle rows
+    ((8, 4, 3, 3), (72, 9, 3, 1), 3, False),    # every other row of a larger weight
+    ((2, 8, 6, 8), None, 2, True),              # grad_out planes of 48
+    ((2, 8, 7, 7), None, 2, False),             # planes of 49
+    ((2, 8, 6, 8), (384, 1, 64, 8), 2, False),  # channels last
+])
+def test_a_runs(shape, strides, run_axes, runs):
+    assert plan.a_runs(shape, strides or _contiguous(shape), run_axes) is runs
+
+
+def test_tensor_core_plans_copy_a_16_bytes_at_a_time_where_it_runs_on():
+    """VEC_A instances where A runs on along the reduction (forward: the weight; grad-weight:
+    grad_out), and the plan asks for that input 16-byte aligned; grad-input's A (the weight,
+    taps flipped and by stride phase) and the CUDA-core tiles never."""
+    x, w, gy = (8, 64, 28, 28), (128, 64, 3, 3), (8, 128, 28, 28)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    for precision in ("tf32", "tf32x3", "ieee"):
+        terms = precision != "ieee"
+        forward = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
+                                         False, precision)
+        grad_w = plan.conv_grad_weight_plan(gy, _contiguous(gy), x, _contiguous(x), spec, (3, 3),
+                                            "float32", precision)
+        grad_x = plan.conv_grad_input_plan(gy, _contiguous(gy), w, _contiguous(w), spec, (28, 28),
+                                           "float32", False, precision)
+        assert forward.aligned == (("weight",) if terms else ())
+        assert grad_w.aligned == (("grad_out",) if terms else ())
+        assert grad_x.aligned == ()
+        for p, wgrad in ((forward, False), (grad_w, True)):
+            assert p.launches[0].kernel == p.choice.tile.kernel("float", wgrad, vec_a=terms)
+        assert grad_x.choice.tile.kernel("float", False) in [k.kernel for k in grad_x.launches]
+    odd = (128, 63, 3, 3)  # 567 taps a row
+    p = plan.conv_forward_plan((8, 63, 28, 28), _contiguous((8, 63, 28, 28)), odd, _contiguous(odd),
+                               spec, "float32", False, "tf32")
+    assert p.aligned == () and p.launches[0].kernel == p.choice.tile.kernel("float", False)
+    assert p.choice.tile.terms == 1
+
+
 def test_64_bit_offsets_past_2_31_elements():
     x, w = (2 ** 18, 64, 256, 1), (64, 64, 1, 1)  # 2^32 input elements
     spec = ConvSpec.make(2, (1, 1))

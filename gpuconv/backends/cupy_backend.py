@@ -140,14 +140,16 @@ class _Prepared:
     """Everything one call signature needs, computed once: ``steps`` (RawKernel, grid, block,
     dynamic shared memory bytes, the struct's bytes with every scalar filled in, the struct
     dtype, and (byte offset, buffer slot) for each pointer, last), the ``outputs`` to allocate
-    ((shape, dtype), or None for an output not asked for), the ``workspaces`` ((count, dtype))
-    and the input ``copies`` (slots a kernel needs contiguous). Buffer slots: inputs, outputs,
-    workspaces, in that order."""
+    ((shape, dtype), or None for an output not asked for), the ``workspaces`` ((count, dtype)),
+    the input ``copies`` (slots a kernel needs contiguous) and the ``aligned`` inputs (slots a
+    kernel reads 16 bytes at a time: copied when a call's array is not 16-byte aligned). Buffer
+    slots: inputs, outputs, workspaces, in that order."""
 
     steps: tuple
     outputs: tuple
     workspaces: tuple = ()
     copies: tuple = ()
+    aligned: tuple = ()
 
     def without_unit_axis(self) -> "_Prepared":
         """This entry for a 1-D op's call (``signature.lift``): its results allocated without
@@ -195,7 +197,8 @@ def _prepare(ex, p: plan.Plan, names: tuple, outputs: tuple, copies: tuple = ())
             function.max_dynamic_shared_size_bytes = launch.shared_mem
         steps.append((function, tuple(launch.grid), tuple(launch.block), launch.shared_mem,
                       params.tobytes(), params.dtype, pointers))
-    return _Prepared(tuple(steps), outputs, tuple(p.workspaces.values()), copies)
+    return _Prepared(tuple(steps), outputs, tuple(p.workspaces.values()), copies,
+                     tuple(slots[name] for name in p.aligned))
 
 
 _put_pointer = struct.Struct("<Q").pack_into  # (buffer, byte offset, address)
@@ -207,6 +210,9 @@ def _execute(ex, prepared: _Prepared, buffers: list) -> None:
     xp, pointer = ex.xp, ex.pointer
     for slot in prepared.copies:
         buffers[slot] = xp.ascontiguousarray(buffers[slot])
+    for slot in prepared.aligned:  # C-contiguous (gpu_plan.a_runs): a copy keeps the strides
+        if pointer(buffers[slot]) % 16:
+            buffers[slot] = buffers[slot].copy()
     for out in prepared.outputs:
         buffers.append(None if out is None else xp.ndarray(*out))
     for count, dtype in prepared.workspaces:
@@ -245,13 +251,15 @@ def _composite(ex, arrays: tuple, compose, *args) -> _Prepared:
     parts = [build(ex, *part_arrays, *options) for build, part_arrays, options in calls]
     workspaces, part_slots = signature.composite_slots(arrays, calls, results,
                                                        [p.workspaces for p in parts])
-    steps, copies = [], set()
+    steps, copies, aligned = [], set(), set()
     for part, slots in zip(parts, part_slots):
         copies.update(slots[slot] for slot in part.copies)
+        aligned.update(slots[slot] for slot in part.aligned)
         steps += [(*step[:-1], tuple((offset, slots[slot]) for offset, slot in step[-1]))
                   for step in part.steps]
     outputs = tuple(None if r is None else parts[r].outputs[0] for r in results)
-    return _Prepared(tuple(steps), outputs, tuple(workspaces), tuple(sorted(copies)))
+    return _Prepared(tuple(steps), outputs, tuple(workspaces), tuple(sorted(copies)),
+                     tuple(sorted(aligned)))
 
 
 def _run(p: plan.Plan, buffers: dict) -> None:

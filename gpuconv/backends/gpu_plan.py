@@ -69,7 +69,7 @@ class TileConfig:
 
     def stage_bytes(self, itemsize: int) -> int:
         """One pipeline stage of the A and B tiles: k-major rows padded by 4 (CUDA cores), or
-        rows of 16 unpadded reduction columns (tensor cores; conv.cu's KMajor / KInner)."""
+        rows of 16 unpadded reduction columns (tensor cores; conv.cu's KMajor / KRows)."""
         pad = 0 if self.terms else 4
         return self.bk * ((self.bm + pad) + (self.bn + pad)) * itemsize
 
@@ -78,14 +78,18 @@ class TileConfig:
         tiles (none for conv_direct)."""
         return 0 if self.direct else PIPELINE_STAGES * self.stage_bytes(itemsize)
 
-    def kernel(self, ctype: str, wgrad: bool, zero_pad: bool = True, index64: bool = False) -> str:
-        flags = f"{str(wgrad).lower()}, {str(zero_pad).lower()}, {'long long' if index64 else 'int'}"
+    def kernel(self, ctype: str, wgrad: bool, zero_pad: bool = True, index64: bool = False,
+               vec_a: bool = False) -> str:
+        """The kernel's name expression; ``vec_a`` (tensor-core tiles only): A copied 16 bytes
+        at a time (``a_runs``)."""
+        flags = f"{str(zero_pad).lower()}, {'long long' if index64 else 'int'}"
         if self.direct:
             return f"conv_direct<{ctype}, {self.bm}>"
         if self.terms:
-            return f"conv_gemm_mma<{self.terms}, {self.bm}, {self.bn}, {flags}>"
+            return (f"conv_gemm_mma<{self.terms}, {self.bm}, {self.bn}, {str(wgrad).lower()}, "
+                    f"{str(vec_a).lower()}, {flags}>")
         return (f"conv_gemm<{ctype}, {self.bm}, {self.bn}, {self.bk}, {self.tm}, {self.tn}, "
-                f"{flags}>")
+                f"{str(wgrad).lower()}, {flags}>")
 
 
 DIRECT_PIXELS = 4  # conv.cu's: columns (pixels) a conv_direct thread owns
@@ -140,8 +144,9 @@ def gemm_kernel_names(ctype: str, dtype: str) -> list[str]:
             t = TILES[name]
             generic = i == len(tiles) - 1 and not t.terms
             variants = [(True, False)] + ([(False, False), (True, True), (False, True)] if generic else [])
-            names += [t.kernel(ctype, wgrad, zero_pad, index64)
-                      for zero_pad, index64 in variants for wgrad in (False, True)]
+            names += [t.kernel(ctype, wgrad, zero_pad, index64, vec_a)
+                      for zero_pad, index64 in variants for wgrad in (False, True)
+                      for vec_a in ((False, True) if t.terms else (False,))]
     return names
 
 
@@ -237,6 +242,8 @@ class Plan:
     launches: list[Launch]
     workspaces: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (count, dtype)
     choice: "GemmChoice | None" = None  # a conv GEMM's tile and split, as the model saw them
+    aligned: tuple[str, ...] = ()  # inputs the launches read 16 bytes at a time: the backend
+    #                                hands them over 16-byte aligned (a copy where they are not)
 
 
 def _blocks(count: int, per_block: int) -> int:
@@ -391,10 +398,12 @@ def direct_columns(cols: int, pixel_rows: int) -> int:
 
 def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile: str | None,
                sm_count: int, zero_pad: bool, index64: bool, wgrad: bool, out: str,
-               reduce: dict, out_count: int, pre: list[Launch] = (), pixel_rows: int = 0) -> Plan:
+               reduce: dict, out_count: int, pre: list[Launch] = (), pixel_rows: int = 0,
+               vec_a: bool = False) -> Plan:
     """The GEMM launch of ``shape`` writing ``out`` (or split-K partials that
     conv_splitk_reduce sums into it, with ``reduce``'s bias / ReLU fields); ``pixel_rows``:
-    the output rows its columns span (conv_direct's grid)."""
+    the output rows its columns span (conv_direct's grid); ``vec_a``: A (params["a"]) runs
+    on along the reduction (``a_runs``), for a tensor-core tile to copy 16 bytes at a time."""
     ctype, itemsize = CTYPES[dtype], np.dtype(dtype).itemsize
     candidates = _gemm_candidates(dtype, precision, zero_pad, index64, tile,
                                   0 if wgrad else shape.rows)
@@ -405,8 +414,9 @@ def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile:
     cols = direct_columns(shape.cols, pixel_rows) if t.direct else shape.cols
     grid = (_blocks(cols, t.bn), _blocks(shape.rows, t.bm),
             _check_grid_z(shape.slices * splits, "conv"))
-    launches = [Launch(t.kernel(ctype, wgrad, zero_pad, index64), grid, (t.threads, 1, 1), params,
-                       t.smem_bytes(itemsize))]
+    vec_a = vec_a and t.terms > 0
+    launches = [Launch(t.kernel(ctype, wgrad, zero_pad, index64, vec_a), grid, (t.threads, 1, 1),
+                       params, t.smem_bytes(itemsize))]
     workspaces = {}
     if splits > 1:
         workspaces["partials"] = (splits * out_count, dtype)
@@ -418,7 +428,20 @@ def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile:
             fill = _elementwise(fill.kernel, splits * out_count,
                                 dict(out="partials", total=splits * out_count))
         launches.insert(0, fill)
-    return Plan(launches, workspaces, choice)
+    return Plan(launches, workspaces, choice, (params["a"],) if vec_a else ())
+
+
+A_RUN = 4  # float32 elements of a 16-byte copy (conv.cu's Loader::V)
+
+
+def a_runs(a_shape, a_strides, run_axes: int) -> bool:
+    """Whether a GEMM's A rows run on along its reduction in 16-byte aligned runs (conv.cu's
+    VEC_A): A C-contiguous and its innermost ``run_axes`` axes, over which the reduction runs on
+    contiguously (a forward's weight: C/G x kH x kW; a grad-weight's grad_out: a plane
+    H_out x W_out), spanning a multiple of A_RUN elements. From a 16-byte aligned start (the
+    plan's ``aligned``), every run of A_RUN reduction indices is then one aligned 16 bytes."""
+    return (tuple(a_strides) == contiguous_strides(a_shape)
+            and math.prod(a_shape[-run_axes:]) % A_RUN == 0)
 
 
 def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dtype: str,
@@ -442,7 +465,8 @@ def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dt
     shape = GemmShape(o // spec.groups, n * ho * wo, cg * kh * kw, spec.groups)
     reduce = dict(bias=params["bias"], relu=int(relu), out_c=o, plane=ho * wo)
     return _gemm_plan(shape, params, dtype, precision, tile, sm_count, zero_pad, index64, False,
-                      "out", reduce, out_count, pixel_rows=n * ho)
+                      "out", reduce, out_count, pixel_rows=n * ho,
+                      vec_a=a_runs(w_shape, w_strides, 3))
 
 
 def phase_axis(r: int, k: int, s: int, d: int, lo: int, length: int) -> tuple[int, int]:
@@ -524,7 +548,8 @@ def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSp
     index64 = _needs_index64(_span(gy_shape, gy_strides), _span(x_shape, x_strides))
     shape = GemmShape(o // groups, cg * kh * kw, n * ho * wo, groups)
     return _gemm_plan(shape, params, dtype, precision, tile, sm_count, zero_pad, index64, True,
-                      "out", dict(out_c=o, plane=1), out_count)
+                      "out", dict(out_c=o, plane=1), out_count,
+                      vec_a=a_runs(gy_shape, gy_strides, 2))
 
 
 def conv_grad_bias_plan(gy_shape, gy_strides, dtype: str) -> Plan:
