@@ -454,11 +454,11 @@ __device__ __forceinline__ Index col_offset(const Slice<Index>& s, Index col) {
 // The GEMMs' outputs go through shared memory (the operand stages, consumed by then) in bands
 // of staged rows: each warp then stores whole runs of one output row. Staged row r of the band
 // of pass `pass` is block row r / 16 * WR + 16 * pass + r % 16 (a warp's WR rows give 16 rows
-// to each pass). Columns are XOR-swizzled by (r % 4) * 8: the accumulators' writes (8 lanes on
-// one row, or the tensor-core layout's 4 rows x 8 columns per 16 lanes) and the row reads
-// below hit 32 distinct banks; groups of 8 columns stay together.
+// to each pass). Columns are XOR-swizzled by (r / 2 % 4) * 8: the accumulators' writes (8 lanes
+// on one row, or the tensor-core layout's rows 2 apart, 4 of them x 8 columns a warp) and the
+// row reads below hit 32 distinct banks; groups of 8 columns stay together.
 template <int BN>
-__device__ __forceinline__ int staged_at(int r, int c) { return r * BN + (c ^ ((r & 3) << 3)); }
+__device__ __forceinline__ int staged_at(int r, int c) { return r * BN + (c ^ (((r >> 1) & 3) << 3)); }
 
 // Stores staged bands. Where the output rows are 16-byte aligned and a row's columns run on
 // contiguously (forward and grad-weight outputs), a thread owns W = 16 / sizeof(T) adjacent

@@ -28,7 +28,7 @@ def _dynamic_smem() -> dict:
     sizes = {}
     for (dtype, _), names in gpu_plan.TILES_FOR.items():
         for t in (gpu_plan.TILES[name] for name in names):
-            for flags in itertools.product((False, True), repeat=4):
+            for flags in itertools.product((False, True), repeat=4 if t.terms else 3):
                 sizes[t.kernel(gpu_plan.CTYPES[dtype], *flags)] = t.smem_bytes(np.dtype(dtype).itemsize)
     return sizes
 

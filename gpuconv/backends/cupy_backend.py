@@ -213,6 +213,9 @@ def _execute(ex, prepared: _Prepared, buffers: list) -> None:
     for slot in prepared.aligned:  # C-contiguous (gpu_plan.a_runs): a copy keeps the strides
         if pointer(buffers[slot]) % 16:
             buffers[slot] = buffers[slot].copy()
+            if pointer(buffers[slot]) % 16:
+                raise RuntimeError("the array allocator returned memory that is not 16-byte "
+                                   "aligned; the tensor-core kernels read it 16 bytes at a time")
     for out in prepared.outputs:
         buffers.append(None if out is None else xp.ndarray(*out))
     for count, dtype in prepared.workspaces:
