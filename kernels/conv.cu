@@ -258,29 +258,48 @@ constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap'
 // KPairs: rows r and r + 8 of each 16 interleaved along k (the tensor-core GEMM's B, its MMA's
 // A operand: rows grp and grp + 8 at 2 adjacent k are one 16-byte fragment). The 8-wide k
 // halves are swapped on alternate row groups so that fragment reads hit 32 distinct banks.
-// shift(d): at(k, r + d) - at(k, r) for r < d, d a power of two >= MIN_SHIFT (the loader's row
-// strides): a compile-time constant, so a thread's copies address shared memory by immediates.
+// The loader's lane l of L (a lane: the threads of one reduction step's row or column) copies
+// rows first(l) + step(j, L) for j < R / L: l + j*L, except in KPairs (below), for the L
+// that fits(L). shift(d): at(k, r + d) - at(k, r) for those rows and steps, a compile-time
+// constant, so a thread's copies address shared memory by immediates.
 template <int R, int BK>
 struct KMajor {
-    static constexpr int SIZE = BK * (R + 4), MIN_SHIFT = 1;
+    static constexpr int SIZE = BK * (R + 4);
+    static __host__ __device__ constexpr bool fits(int lanes) { return lanes >= 1; }
     static __device__ __forceinline__ int at(int k, int r) { return k * (R + 4) + r; }
     static __host__ __device__ constexpr int shift(int d) { return d; }
+    static __device__ __forceinline__ int first(int l) { return l; }
+    static __host__ __device__ constexpr int step(int j, int lanes) { return j * lanes; }
 };
 template <int R, int BK>
 struct KInner {
     static_assert(BK == 16, "two 8-wide halves per row");
-    static constexpr int SIZE = R * BK, MIN_SHIFT = 4;
+    static constexpr int SIZE = R * BK;
+    static __host__ __device__ constexpr bool fits(int lanes) { return lanes % 4 == 0; }
     static __device__ __forceinline__ int at(int k, int r) { return r * BK + (k ^ ((r & 2) << 2)); }
     static __host__ __device__ constexpr int shift(int d) { return d * BK; }
+    static __device__ __forceinline__ int first(int l) { return l; }
+    static __host__ __device__ constexpr int step(int j, int lanes) { return j * lanes; }
 };
+// KPairs: row r's elements all lie in banks of one parity, bit 3 of r, so a warp's two lanes
+// copy rows 8 apart (their 32 one-element copies then hit 32 banks): lane l starts at
+// l/2 + 8*(l%2), and its copies run L/2 rows on within each 8, then 16 on (the low 3 bits of
+// r + d never carry: shift(d) holds for those steps too).
 template <int R, int BK>
 struct KPairs {
     static_assert(BK == 16 && R % 16 == 0, "two 8-wide halves per row, 16-row groups");
-    static constexpr int SIZE = R * BK, MIN_SHIFT = 8;
+    static constexpr int SIZE = R * BK;
+    static __host__ __device__ constexpr bool fits(int lanes) { return lanes % 2 == 0 && 16 % lanes == 0; }
     static __device__ __forceinline__ int at(int k, int r) {
         return (r >> 4) * 16 * BK + (r & 7) * 2 * BK + ((k ^ ((r & 1) << 3)) << 1) + ((r >> 3) & 1);
     }
-    static __host__ __device__ constexpr int shift(int d) { return (d >> 4) * 16 * BK + ((d >> 3) & 1); }
+    static __host__ __device__ constexpr int shift(int d) {
+        return (d >> 4) * 16 * BK + (d & 7) * 2 * BK + ((d >> 3) & 1);
+    }
+    static __device__ __forceinline__ int first(int l) { return l / 2 + 8 * (l % 2); }
+    static __host__ __device__ constexpr int step(int j, int lanes) {
+        return lanes / 2 * (j % (16 / lanes)) + 16 * (j / (16 / lanes));
+    }
 };
 
 // Fills the A (BM x BK) and B (BK x BN) tiles of one reduction step into shared memory, at
@@ -299,7 +318,7 @@ struct Loader {
     static constexpr int STRIDE = THREADS / BK, A_STRIDE = STRIDE * V;
     static constexpr int PA = BM * BK / (THREADS * V), PB = BN * BK / THREADS;
     static_assert(PA >= 1 && PB >= 1 && THREADS % BK == 0 && BK % V == 0, "tile shape");
-    static_assert((STRIDE & (STRIDE - 1)) == 0 && A_STRIDE >= LA::MIN_SHIFT && STRIDE >= LB::MIN_SHIFT,
+    static_assert((STRIDE & (STRIDE - 1)) == 0 && LA::fits(A_STRIDE) && LB::fits(STRIDE),
                   "row strides the layouts shift by constants");
 
     const Slice<Index>& s;      // shared: read where needed, so it holds no registers
@@ -309,14 +328,14 @@ struct Loader {
     int a_dst, b_dst;           // where its first row's and column's element goes in a stage
     int d0, d1, d2;             // this thread's reduction position, as digits
     Index k_left;               // reduction indices left from this thread's position
-    int mode, lane;             // lane: tid / BK, this thread's first B column
+    int mode, lane;             // this thread's first B column: LB::first(tid / BK)
 
     __device__ Loader(const ConvParams& p, const Slice<Index>& sl, Column<Index>* table, int m0,
                       Index col0, Index k0)
         : s(sl), cols(table), mode((int)p.mode) {
         const int tid = (int)threadIdx.x, kk = tid % BK, sub = kk % V;
-        lane = tid / BK;
-        const int a_lane = lane * V + sub;
+        lane = LB::first(tid / BK);
+        const int a_lane = tid / BK * V + sub;
         a_row = sl.a_base + (Index)(m0 + a_lane) * sl.a_row - sub;
         a_rows = imax(0, imin(PA, (sl.M - m0 - a_lane + A_STRIDE - 1) / A_STRIDE));
         a_dst = LA::at(kk - sub, a_lane);
@@ -358,20 +377,20 @@ struct Loader {
             bool ok[GROUP];
 #pragma unroll
             for (int j = 0; j < GROUP; ++j) {
-                const Column<Index> c = cols[lane + (j0 + j) * STRIDE];
+                const Column<Index> c = cols[lane + LB::step(j0 + j, STRIDE)];
                 const int h = c.h + k.h, w = c.w + k.w;
                 off[j] = c.b + kb;
                 ok[j] = k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w;
             }
 #pragma unroll
             for (int j = 0; j < GROUP; ++j)
-                copy_async(bs + b_dst + LB::shift((j0 + j) * STRIDE), b, off[j], ok[j]);
+                copy_async(bs + b_dst + LB::shift(LB::step(j0 + j, STRIDE)), b, off[j], ok[j]);
         }
 #pragma unroll
         for (int j = 0; j < PB && !ZERO_PAD; ++j) {
-            const Column<Index> c = cols[lane + j * STRIDE];
+            const Column<Index> c = cols[lane + LB::step(j, STRIDE)];
             const int h = c.h + k.h, w = c.w + k.w;
-            T* dst = bs + b_dst + LB::shift(j * STRIDE);
+            T* dst = bs + b_dst + LB::shift(LB::step(j, STRIDE));
             {
                 const int sh = source_index(h, b_h, mode), sw = source_index(w, b_w, mode);
                 copy_async(dst, b, c.b + kb + (Index)sh * b_sh + (Index)sw * b_sw,
