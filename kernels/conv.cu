@@ -261,10 +261,13 @@ constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap'
 // The loader's lane l of L (a lane: the threads of one reduction step's row or column) copies
 // rows first(l) + step(j, L) for j < R / L: l + j*L, except in KPairs (below), for the L
 // that fits(L). shift(d): at(k, r + d) - at(k, r) for those rows and steps, a compile-time
-// constant, so a thread's copies address shared memory by immediates.
+// constant, so a thread's copies address shared memory by immediates. K_LANES: the adjacent k
+// a warp's copies take (of 32 / K_LANES lanes), so that they hit 32 banks (KMajor: rows 4
+// banks apart, 8 k x 4 rows; KInner: 16 k x 2 rows are 32 adjacent words).
 template <int R, int BK>
 struct KMajor {
-    static constexpr int SIZE = BK * (R + 4);
+    static constexpr int SIZE = BK * (R + 4), K_LANES = 8;
+    static_assert((R + 4) % 32 == 4, "rows 4 words apart, modulo 32 banks");
     static __host__ __device__ constexpr bool fits(int lanes) { return lanes >= 1; }
     static __device__ __forceinline__ int at(int k, int r) { return k * (R + 4) + r; }
     static __host__ __device__ constexpr int shift(int d) { return d; }
@@ -274,7 +277,7 @@ struct KMajor {
 template <int R, int BK>
 struct KInner {
     static_assert(BK == 16, "two 8-wide halves per row");
-    static constexpr int SIZE = R * BK;
+    static constexpr int SIZE = R * BK, K_LANES = 16;
     static __host__ __device__ constexpr bool fits(int lanes) { return lanes % 4 == 0; }
     static __device__ __forceinline__ int at(int k, int r) { return r * BK + (k ^ ((r & 2) << 2)); }
     static __host__ __device__ constexpr int shift(int d) { return d * BK; }
@@ -288,7 +291,7 @@ struct KInner {
 template <int R, int BK>
 struct KPairs {
     static_assert(BK == 16 && R % 16 == 0, "two 8-wide halves per row, 16-row groups");
-    static constexpr int SIZE = R * BK;
+    static constexpr int SIZE = R * BK, K_LANES = 16;
     static __host__ __device__ constexpr bool fits(int lanes) { return lanes % 2 == 0 && 16 % lanes == 0; }
     static __device__ __forceinline__ int at(int k, int r) {
         return (r >> 4) * 16 * BK + (r & 7) * 2 * BK + ((k ^ ((r & 1) << 3)) << 1) + ((r >> 3) & 1);
@@ -303,13 +306,14 @@ struct KPairs {
 };
 
 // Fills the A (BM x BK) and B (BK x BN) tiles of one reduction step into shared memory, at
-// LA::at(k, m) and LB::at(k, n). Thread t always loads reduction lane
-// kk = t % BK of rows and columns t / BK + i*(THREADS / BK): its A rows are one offset and a
-// count; its B columns are the block's column table in shared memory (registers stay for the
-// accumulators); only its reduction position moves, by BK per step.
+// LA::at(k, m) and LB::at(k, n). Thread t always loads one reduction lane kk of the rows and
+// columns of its lane l (of THREADS / BK; a warp takes K_LANES adjacent kk of 32 / K_LANES
+// lanes): its A rows l + i*(THREADS / BK) are one offset and a count; its B columns are the
+// block's column table in shared memory (registers stay for the accumulators); only its
+// reduction position moves, by BK per step.
 // VEC_A: A's rows run on along the reduction in 16-byte aligned runs of V elements
 // (gpu_plan.a_runs: a forward's weight, a grad-weight's grad_out planes), so thread t copies the
-// run of its lane kk, 16 bytes, from rows (t / BK)*V + kk % V + i*(THREADS*V / BK): the run's
+// run of its lane kk, 16 bytes, from rows l*V + kk % V + i*(THREADS*V / BK): the run's
 // offset is its lane's less kk % V, and the run exists where its lane does.
 template <typename T, typename Index, int BM, int BN, int BK, int THREADS, class LA, class LB,
           bool ZERO_PAD, bool VEC_A = false>
@@ -320,6 +324,9 @@ struct Loader {
     static_assert(PA >= 1 && PB >= 1 && THREADS % BK == 0 && BK % V == 0, "tile shape");
     static_assert((STRIDE & (STRIDE - 1)) == 0 && LA::fits(A_STRIDE) && LB::fits(STRIDE),
                   "row strides the layouts shift by constants");
+    static constexpr int KL = LA::K_LANES < BK ? LA::K_LANES : BK;  // adjacent kk a warp takes
+    static_assert(LA::K_LANES == LB::K_LANES && BK % KL == 0 && THREADS % (32 * BK / KL) == 0,
+                  "warps of whole lanes");
 
     const Slice<Index>& s;      // shared: read where needed, so it holds no registers
     const Column<Index>* cols;  // shared: BN entries, B's group offset included
@@ -328,14 +335,17 @@ struct Loader {
     int a_dst, b_dst;           // where its first row's and column's element goes in a stage
     int d0, d1, d2;             // this thread's reduction position, as digits
     Index k_left;               // reduction indices left from this thread's position
-    int mode, lane;             // this thread's first B column: LB::first(tid / BK)
+    int mode, lane;             // this thread's first B column: LB::first(its lane)
 
     __device__ Loader(const ConvParams& p, const Slice<Index>& sl, Column<Index>* table, int m0,
                       Index col0, Index k0)
         : s(sl), cols(table), mode((int)p.mode) {
-        const int tid = (int)threadIdx.x, kk = tid % BK, sub = kk % V;
-        lane = LB::first(tid / BK);
-        const int a_lane = tid / BK * V + sub;
+        const int tid = (int)threadIdx.x;
+        // as tid % BK and tid / BK where a warp takes all BK (KL == BK)
+        const int kk = KL == BK ? tid % BK : tid % KL + tid / 32 % (BK / KL) * KL, sub = kk % V;
+        const int l = KL == BK ? tid / BK : tid % 32 / KL + tid / (32 * BK / KL) * (32 / KL);
+        lane = LB::first(l);
+        const int a_lane = l * V + sub;
         a_row = sl.a_base + (Index)(m0 + a_lane) * sl.a_row - sub;
         a_rows = imax(0, imin(PA, (sl.M - m0 - a_lane + A_STRIDE - 1) / A_STRIDE));
         a_dst = LA::at(kk - sub, a_lane);
