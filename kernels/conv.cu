@@ -253,8 +253,8 @@ constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap'
 
 // Where element (k, r) of a BK-deep tile of R rows or columns lives in one shared stage.
 // KMajor: k-major rows of R + 4 (the CUDA-core GEMM reads a row of outputs' operands per k).
-// KInner: r-major rows of 16 k (the tensor-core GEMM's A, its MMA's B operand: a column's
-// fragment is 2 adjacent k, and 4 adjacent k stay 16 adjacent bytes for 16-byte copies);
+// KInner: r-major rows of 16 k (the tensor-core GEMM's A, its MMA's B operand: a fragment is 2
+// adjacent k of one row, and 4 adjacent k stay 16 adjacent bytes for 16-byte copies);
 // KPairs: rows r and r + 8 of each 16 interleaved along k (the tensor-core GEMM's B, its MMA's
 // A operand: rows grp and grp + 8 at 2 adjacent k are one 16-byte fragment). The 8-wide k
 // halves are swapped on alternate row groups so that fragment reads hit 32 distinct banks.
@@ -262,8 +262,8 @@ constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap'
 // rows first(l) + step(j, L) for j < R / L: l + j*L, except in KPairs (below), for the L
 // that fits(L). shift(d): at(k, r + d) - at(k, r) for those rows and steps, a compile-time
 // constant, so a thread's copies address shared memory by immediates. K_LANES: the adjacent k
-// a warp's copies take (of 32 / K_LANES lanes), so that they hit 32 banks (KMajor: rows 4
-// banks apart, 8 k x 4 rows; KInner: 16 k x 2 rows are 32 adjacent words).
+// a warp's copies take (of 32 / K_LANES lanes), so that they hit 32 banks (KMajor: each k's
+// row starts 4 banks after the last, 8 k x 4 rows; KInner: 16 k x 2 rows are 32 adjacent words).
 template <int R, int BK>
 struct KMajor {
     static constexpr int SIZE = BK * (R + 4), K_LANES = 8;
