@@ -318,6 +318,8 @@ struct KPairs {
 template <typename T, typename Index, int BM, int BN, int BK, int THREADS, class LA, class LB,
           bool ZERO_PAD, bool VEC_A = false>
 struct Loader {
+    typedef LA LayoutA;
+    typedef LB LayoutB;
     static constexpr int V = VEC_A ? 16 / (int)sizeof(T) : 1;  // A elements a copy
     static constexpr int STRIDE = THREADS / BK, A_STRIDE = STRIDE * V;
     static constexpr int PA = BM * BK / (THREADS * V), PB = BN * BK / THREADS;
@@ -337,19 +339,40 @@ struct Loader {
     Index k_left;               // reduction indices left from this thread's position
     int mode, lane;             // this thread's first B column: LB::first(its lane)
 
+    // Thread tid's reduction lane kk and its lane l (as tid % BK and tid / BK where a warp
+    // takes all BK, KL == BK), and its first A row (its V-run's, less kk % V).
+    static __device__ __forceinline__ void lanes(int tid, int& kk, int& l) {
+        kk = KL == BK ? tid % BK : tid % KL + tid / 32 % (BK / KL) * KL;
+        l = KL == BK ? tid / BK : tid % 32 / KL + tid / (32 * BK / KL) * (32 / KL);
+    }
+    static __device__ __forceinline__ int first_a_row(int kk, int l) { return l * V + kk % V; }
+    // Where thread tid's copy i of A and copy j of B go in a stage (tests/test_loader_banks.py
+    // checks that a warp's copies hit 32 banks).
+    static __device__ __forceinline__ int a_dst_of(int tid) {
+        int kk, l;
+        lanes(tid, kk, l);
+        return LA::at(kk - kk % V, first_a_row(kk, l));
+    }
+    static __device__ __forceinline__ int b_dst_of(int tid) {
+        int kk, l;
+        lanes(tid, kk, l);
+        return LB::at(kk, LB::first(l));
+    }
+    static __host__ __device__ constexpr int a_shift(int i) { return LA::shift(i * A_STRIDE); }
+    static __host__ __device__ constexpr int b_shift(int j) { return LB::shift(LB::step(j, STRIDE)); }
+
     __device__ Loader(const ConvParams& p, const Slice<Index>& sl, Column<Index>* table, int m0,
                       Index col0, Index k0)
         : s(sl), cols(table), mode((int)p.mode) {
         const int tid = (int)threadIdx.x;
-        // as tid % BK and tid / BK where a warp takes all BK (KL == BK)
-        const int kk = KL == BK ? tid % BK : tid % KL + tid / 32 % (BK / KL) * KL, sub = kk % V;
-        const int l = KL == BK ? tid / BK : tid % 32 / KL + tid / (32 * BK / KL) * (32 / KL);
+        int kk, l;
+        lanes(tid, kk, l);
         lane = LB::first(l);
-        const int a_lane = l * V + sub;
-        a_row = sl.a_base + (Index)(m0 + a_lane) * sl.a_row - sub;
-        a_rows = imax(0, imin(PA, (sl.M - m0 - a_lane + A_STRIDE - 1) / A_STRIDE));
-        a_dst = LA::at(kk - sub, a_lane);
-        b_dst = LB::at(kk, lane);
+        const int first_row = first_a_row(kk, l);
+        a_row = sl.a_base + (Index)(m0 + first_row) * sl.a_row - kk % V;
+        a_rows = imax(0, imin(PA, (sl.M - m0 - first_row + A_STRIDE - 1) / A_STRIDE));
+        a_dst = a_dst_of(tid);
+        b_dst = b_dst_of(tid);
         for (int j = tid; j < BN; j += THREADS) {
             const Index col = col0 + j;
             const Position<Index> c = decode(sl.col, col < sl.cols ? col : Index(0));
@@ -373,7 +396,7 @@ struct Loader {
         const Index b_sh = s.b_sh, b_sw = s.b_sw, a_step = (Index)A_STRIDE * s.a_row;
 #pragma unroll
         for (int i = 0; i < PA; ++i) {
-            T* const dst = as + a_dst + LA::shift(i * A_STRIDE);
+            T* const dst = as + a_dst + a_shift(i);
             if (VEC_A) copy_async16(dst, a, a_row + i * a_step + k.a, i < a_rows && k_ok);
             else copy_async(dst, a, a_row + i * a_step + k.a, i < a_rows && k_ok);
         }
@@ -394,13 +417,13 @@ struct Loader {
             }
 #pragma unroll
             for (int j = 0; j < GROUP; ++j)
-                copy_async(bs + b_dst + LB::shift(LB::step(j0 + j, STRIDE)), b, off[j], ok[j]);
+                copy_async(bs + b_dst + b_shift(j0 + j), b, off[j], ok[j]);
         }
 #pragma unroll
         for (int j = 0; j < PB && !ZERO_PAD; ++j) {
             const Column<Index> c = cols[lane + LB::step(j, STRIDE)];
             const int h = c.h + k.h, w = c.w + k.w;
-            T* dst = bs + b_dst + LB::shift(LB::step(j, STRIDE));
+            T* dst = bs + b_dst + b_shift(j);
             {
                 const int sh = source_index(h, b_h, mode), sw = source_index(w, b_w, mode);
                 copy_async(dst, b, c.b + kb + (Index)sh * b_sh + (Index)sw * b_sw,
@@ -573,12 +596,16 @@ __device__ __forceinline__ void lds4(T* dst, const T* src) {
     }
 }
 
+// The CUDA-core GEMM's loader: k-major A and B (tests/test_loader_banks.py checks its copies).
+template <typename T, int BM, int BN, int BK, int THREADS, bool ZERO_PAD, typename Index>
+using CoreLoader = Loader<T, Index, BM, BN, BK, THREADS, KMajor<BM, BK>, KMajor<BN, BK>, ZERO_PAD>;
+
 template <typename T, int BM, int BN, int BK, int TM, int TN, bool WG, bool ZERO_PAD, typename Index>
 __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / ((BM / (4 * TM)) * (BN / (8 * TN)) * 32)) conv_gemm(const ConvParams p) {
     constexpr int WARPS_N = BN / (8 * TN), THREADS = (BM / (4 * TM)) * WARPS_N * 32;
-    typedef KMajor<BM, BK> LA;
-    typedef KMajor<BN, BK> LB;
-    typedef Loader<T, Index, BM, BN, BK, THREADS, LA, LB, ZERO_PAD> L;
+    typedef CoreLoader<T, BM, BN, BK, THREADS, ZERO_PAD, Index> L;
+    typedef typename L::LayoutA LA;
+    typedef typename L::LayoutB LB;
     // index decoding: block (x: BN columns, y: BM rows, z: slice); warp (wm, wn); lane (ly, lx)
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
@@ -662,13 +689,18 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
 __host__ __device__ constexpr int mma_warp_n(int bm, int bn) { return (bm / 32) * (bn / 64) >= 4 ? 64 : 32; }
 __host__ __device__ constexpr int mma_threads(int bm, int bn) { return (bm / 32) * (bn / mma_warp_n(bm, bn)) * 32; }
 
+// The tensor-core GEMM's loader: A as the MMA's B operand (KInner), B as its A operand (KPairs).
+template <int BM, int BN, bool VEC_A, bool ZERO_PAD, typename Index>
+using MmaLoader = Loader<float, Index, BM, BN, 16, mma_threads(BM, BN), KInner<BM, 16>, KPairs<BN, 16>,
+                         ZERO_PAD, VEC_A>;
+
 template <int TERMS, int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typename Index>
 __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)) conv_gemm_mma(const ConvParams p) {
     constexpr int BK = 16, WN = mma_warp_n(BM, BN), MI = WN / 16, WARPS_N = BN / WN;
     constexpr int THREADS = mma_threads(BM, BN);
-    typedef KInner<BM, BK> LA;
-    typedef KPairs<BN, BK> LB;
-    typedef Loader<float, Index, BM, BN, BK, THREADS, LA, LB, ZERO_PAD, VEC_A> L;
+    typedef MmaLoader<BM, BN, VEC_A, ZERO_PAD, Index> L;
+    typedef typename L::LayoutA LA;
+    typedef typename L::LayoutB LB;
     // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm.. wm+31, columns wn.. wn+WN-1
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);

@@ -1,0 +1,80 @@
+"""The GEMM loaders' copies into shared memory (kernels/conv.cu, Loader): in every float32 tile
+the planner launches, a warp's copies of one step hit 32 distinct banks, one-element copies
+(a request of 32 lanes) and 16-byte copies (VEC_A: a request per 8 lanes) alike. A conflict
+costs shared-memory cycles the main loops cannot spare: the 8x8 CUDA-core tiles issue as many
+shared-memory wavefronts as FFMA per SM partition. The Loader's own placement functions,
+compiled on the CPU against tests/cuda_host."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from gpuconv.backends import cuda_source, gpu_plan
+from tests.cuda_host import harness
+
+PROGRAM = r"""
+#include "cuda_shim.h"
+#include <algorithm>
+#include <cstdio>
+@SOURCE@
+// The most copies of one request that share a bank, over the warps, steps' copies and requests.
+template <class L>
+int conflict_degree(int threads) {
+    int degree = 0;
+    for (int side = 0; side < 2; ++side) {  // A, then B
+        const int copies = side ? L::PB : L::PA, words = side == 0 ? L::V : 1;
+        const int lanes = 32 / words;        // lanes of one 128-byte request
+        for (int t0 = 0; t0 < threads; t0 += lanes)
+            for (int c = 0; c < copies; ++c) {
+                int hits[32] = {};
+                for (int t = t0; t < t0 + lanes; ++t) {
+                    const int word = side ? L::b_dst_of(t) + L::b_shift(c) : L::a_dst_of(t) + L::a_shift(c);
+                    for (int e = 0; e < words; ++e) degree = std::max(degree, ++hits[(word + e) % 32]);
+                }
+            }
+    }
+    return degree;
+}
+
+int main() {
+@CASES@
+}
+"""
+
+
+def _cases() -> dict[str, str]:
+    """{tile and variant: the C++ expression of its Loader's conflict degree}."""
+    cases = {}
+    for precision in gpu_plan.PRECISIONS:
+        for name in gpu_plan.TILES_FOR[("float32", precision)]:
+            t = gpu_plan.TILES[name]
+            if t.terms:
+                for vec in ("false", "true"):
+                    cases[f"{name}-vec_a={vec}"] = (
+                        f"conflict_degree<MmaLoader<{t.bm}, {t.bn}, {vec}, true, int>>({t.threads})")
+            else:
+                cases[name] = (f"conflict_degree<CoreLoader<float, {t.bm}, {t.bn}, {t.bk}, "
+                               f"{t.threads}, true, int>>({t.threads})")
+    return cases
+
+
+@pytest.fixture(scope="module")
+def degrees(tmp_path_factory) -> dict[str, int]:
+    if harness.compiler() is None:
+        pytest.skip("needs a C++ compiler (g++)")
+    cases = _cases()
+    lines = "\n".join(f'    std::printf("{name} %d\\n", {expr});' for name, expr in cases.items())
+    folder = tmp_path_factory.mktemp("loader_banks")
+    (folder / "banks.cpp").write_text(PROGRAM.replace("@SOURCE@", cuda_source.kernel_source())
+                                      .replace("@CASES@", lines))
+    subprocess.run([harness.compiler(), "-std=c++20", "-O1", "-w", f"-I{harness.SHIM.parent}",
+                    "banks.cpp", "-o", "banks"], cwd=folder, check=True)
+    out = subprocess.run([folder / "banks"], capture_output=True, text=True, check=True).stdout
+    return {name: int(degree) for name, degree in (line.split() for line in out.splitlines())}
+
+
+@pytest.mark.parametrize("case", sorted(_cases()))
+def test_a_warps_copies_hit_32_banks(degrees, case):
+    assert degrees[case] == 1, f"{case}: {degrees[case]} copies of one request share a bank"
