@@ -332,7 +332,7 @@ struct Loader {
 
     const Slice<Index>& s;      // shared: read where needed, so it holds no registers
     const Column<Index>* cols;  // shared: BN entries, B's group offset included
-    Index a_row;                // A offset of this thread's first row (less kk % V), the group's included
+    Index a_row;                // A offset of its first row (less kk % V), the group's included
     int a_rows;                 // how many of its PA rows exist
     int a_dst, b_dst;           // where its first row's and column's element goes in a stage
     int d0, d1, d2;             // this thread's reduction position, as digits
@@ -743,8 +743,9 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
                 split_tf32(a.x, a_big[j][0], a_small[j][0], TERMS == 3);
                 split_tf32(a.y, a_big[j][1], a_small[j][1], TERMS == 3);
             }
+            // MMA-A (a0, a1, a2, a3) = columns grp, grp+8 of tile i at k, then at k+1
 #pragma unroll
-            for (int i = 0; i < MI; ++i) {  // MMA-A (a0, a1, a2, a3) = columns grp, grp+8 of tile i at k, then at k+1
+            for (int i = 0; i < MI; ++i) {
                 const float4 b = *(const float4*)(bk + LB::shift(16 * i));
                 unsigned b_big[4], b_small[4];
                 split_tf32(b.x, b_big[0], b_small[0], TERMS == 3);

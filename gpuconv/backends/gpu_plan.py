@@ -69,7 +69,8 @@ class TileConfig:
 
     def stage_bytes(self, itemsize: int) -> int:
         """One pipeline stage of the A and B tiles: k-major rows padded by 4 (CUDA cores), or
-        rows of 16 unpadded reduction columns (tensor cores; conv.cu's KMajor / KInner and KPairs)."""
+        rows of 16 unpadded reduction columns (tensor cores); conv.cu's KMajor, KInner and
+        KPairs."""
         pad = 0 if self.terms else 4
         return self.bk * ((self.bm + pad) + (self.bn + pad)) * itemsize
 
