@@ -340,24 +340,19 @@ struct Loader {
     int mode, lane;             // this thread's first B column: LB::first(its lane)
 
     // Thread tid's reduction lane kk and its lane l (as tid % BK and tid / BK where a warp
-    // takes all BK, KL == BK), and its first A row (its V-run's, less kk % V).
+    // takes all BK, KL == BK).
     static __device__ __forceinline__ void lanes(int tid, int& kk, int& l) {
         kk = KL == BK ? tid % BK : tid % KL + tid / 32 % (BK / KL) * KL;
         l = KL == BK ? tid / BK : tid % 32 / KL + tid / (32 * BK / KL) * (32 / KL);
     }
+    // Its first A row (its V-run's, which starts at k = kk - kk % V).
     static __device__ __forceinline__ int first_a_row(int kk, int l) { return l * V + kk % V; }
-    // Where thread tid's copy i of A and copy j of B go in a stage (tests/test_loader_banks.py
-    // checks that a warp's copies hit 32 banks).
-    static __device__ __forceinline__ int a_dst_of(int tid) {
-        int kk, l;
-        lanes(tid, kk, l);
+    // Where its copy i of A and copy j of B go in a stage (tests/test_loader_banks.py checks
+    // that every element is copied once to its place and a warp's copies hit 32 banks).
+    static __device__ __forceinline__ int a_dst_of(int kk, int l) {
         return LA::at(kk - kk % V, first_a_row(kk, l));
     }
-    static __device__ __forceinline__ int b_dst_of(int tid) {
-        int kk, l;
-        lanes(tid, kk, l);
-        return LB::at(kk, LB::first(l));
-    }
+    static __device__ __forceinline__ int b_dst_of(int kk, int l) { return LB::at(kk, LB::first(l)); }
     static __host__ __device__ constexpr int a_shift(int i) { return LA::shift(i * A_STRIDE); }
     static __host__ __device__ constexpr int b_shift(int j) { return LB::shift(LB::step(j, STRIDE)); }
 
@@ -371,8 +366,8 @@ struct Loader {
         const int first_row = first_a_row(kk, l);
         a_row = sl.a_base + (Index)(m0 + first_row) * sl.a_row - kk % V;
         a_rows = imax(0, imin(PA, (sl.M - m0 - first_row + A_STRIDE - 1) / A_STRIDE));
-        a_dst = a_dst_of(tid);
-        b_dst = b_dst_of(tid);
+        a_dst = a_dst_of(kk, l);
+        b_dst = b_dst_of(kk, l);
         for (int j = tid; j < BN; j += THREADS) {
             const Index col = col0 + j;
             const Position<Index> c = decode(sl.col, col < sl.cols ? col : Index(0));

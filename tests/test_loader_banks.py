@@ -37,13 +37,13 @@ bool placed_once(int threads, int bk, int bm, int bn) {
         for (int i = 0; i < L::PA && ok; ++i) {
             const int row = L::first_a_row(kk, l) + i * L::A_STRIDE, k0 = kk - kk % L::V;
             for (int e = 0; e < L::V && ok; ++e) {
-                ok &= row < bm && L::a_dst_of(t) + L::a_shift(i) + e == LA::at(k0 + e, row);
+                ok &= row < bm && L::a_dst_of(kk, l) + L::a_shift(i) + e == LA::at(k0 + e, row);
                 if (ok) ++a_hits[(k0 + e) * bm + row];
             }
         }
         for (int j = 0; j < L::PB && ok; ++j) {
             const int col = LB::first(l) + LB::step(j, L::STRIDE);
-            ok &= col < bn && L::b_dst_of(t) + L::b_shift(j) == LB::at(kk, col);
+            ok &= col < bn && L::b_dst_of(kk, l) + L::b_shift(j) == LB::at(kk, col);
             if (ok) ++b_hits[kk * bn + col];
         }
     }
@@ -58,12 +58,15 @@ int conflict_degree(int threads) {
     int degree = 0;
     for (int side = 0; side < 2; ++side) {  // A, then B
         const int copies = side ? L::PB : L::PA, words = side == 0 ? L::V : 1;
-        const int lanes = 32 / words;        // lanes of one 128-byte request
-        for (int t0 = 0; t0 < threads; t0 += lanes)
+        const int request = 32 / words;      // threads of one 128-byte request
+        for (int t0 = 0; t0 < threads; t0 += request)
             for (int c = 0; c < copies; ++c) {
                 int hits[32] = {};
-                for (int t = t0; t < t0 + lanes; ++t) {
-                    const int word = side ? L::b_dst_of(t) + L::b_shift(c) : L::a_dst_of(t) + L::a_shift(c);
+                for (int t = t0; t < t0 + request; ++t) {
+                    int kk, l;
+                    L::lanes(t, kk, l);
+                    const int word = side ? L::b_dst_of(kk, l) + L::b_shift(c)
+                                          : L::a_dst_of(kk, l) + L::a_shift(c);
                     for (int e = 0; e < words; ++e) degree = std::max(degree, ++hits[(word + e) % 32]);
                 }
             }
