@@ -671,18 +671,28 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
 }
 
 // --------------------------------------------------------------------------- tensor-core GEMM
-// Warps of 32 rows x WN columns (WN = 64 where that still gives 4 warps, else 32: a thread's
-// copies and accumulators then fit in 128 registers), BK = 16. The MMA (mma.sync m16n8k8)
+// Warps of WM x WN outputs, BK = 16: 32 x 64 where that still gives 4 warps, else 32 x 32 (a
+// thread's copies and accumulators then fit in 128 registers, two blocks an SM); tiles past 8
+// warps of 32 x 64 (128 x 256) take 8 warps of 64 x 64 and one block an SM (255 registers):
+// their fragment reads take one shared-memory wavefront an MMA instead of 1.5, and their copies
+// are fewer an MMA. The MMA (mma.sync m16n8k8)
 // computes the transposed tile, out^T = B^T A^T: its A operand is B (WN/16 tiles of 16
-// columns), its B operand is A (4 tiles of 8 rows), so that A, whose rows run on along the
+// columns), its B operand is A (WM/8 tiles of 8 rows), so that A, whose rows run on along the
 // reduction where VEC_A copies them 16 bytes at a time, is the operand whose fragments are
 // adjacent k of one row. In the PTX ISA's TF32 layout lane 4*grp + t holds MMA-A rows grp,
 // grp+8 x reduction columns t, t+4 and MMA-B column grp x rows t, t+4. The MMA sums over its 8
 // columns in any order, so both operands hand lane t the adjacent k 2t and 2t+1 of each 8-wide
 // half: an MMA-A fragment is one 16-byte read (KPairs), an MMA-B fragment one 8-byte read
-// (KInner), both conflict-free: 8 reads for 16 MMAs (WN = 64).
+// (KInner), both conflict-free: 8 reads for 16 MMAs (32 x 64), 12 for 32 (64 x 64).
+__host__ __device__ constexpr int mma_warp_m(int bm, int bn) { return (bm / 32) * (bn / 64) > 8 ? 64 : 32; }
 __host__ __device__ constexpr int mma_warp_n(int bm, int bn) { return (bm / 32) * (bn / 64) >= 4 ? 64 : 32; }
-__host__ __device__ constexpr int mma_threads(int bm, int bn) { return (bm / 32) * (bn / mma_warp_n(bm, bn)) * 32; }
+__host__ __device__ constexpr int mma_threads(int bm, int bn) {
+    return (bm / mma_warp_m(bm, bn)) * (bn / mma_warp_n(bm, bn)) * 32;
+}
+// __launch_bounds__'s resident blocks an SM: 512 threads (128 registers) but for 64 x 64 warps.
+__host__ __device__ constexpr int mma_blocks_per_sm(int bm, int bn) {
+    return mma_warp_m(bm, bn) == 64 ? 1 : 512 / mma_threads(bm, bn);
+}
 
 // The tensor-core GEMM's loader: A as the MMA's B operand (KInner), B as its A operand (KPairs).
 template <int BM, int BN, bool VEC_A, bool ZERO_PAD, typename Index>
@@ -690,18 +700,19 @@ using MmaLoader = Loader<float, Index, BM, BN, 16, mma_threads(BM, BN), KInner<B
                          ZERO_PAD, VEC_A>;
 
 template <int TERMS, int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typename Index>
-__global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)) conv_gemm_mma(const ConvParams p) {
-    constexpr int BK = 16, WN = mma_warp_n(BM, BN), MI = WN / 16, WARPS_N = BN / WN;
+__global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)) conv_gemm_mma(const ConvParams p) {
+    constexpr int BK = 16, WM = mma_warp_m(BM, BN), WN = mma_warp_n(BM, BN);
+    constexpr int MI = WN / 16, MJ = WM / 8, WARPS_N = BN / WN;
     constexpr int THREADS = mma_threads(BM, BN);
     typedef MmaLoader<BM, BN, VEC_A, ZERO_PAD, Index> L;
     typedef typename L::LayoutA LA;
     typedef typename L::LayoutB LB;
-    // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm.. wm+31, columns wn.. wn+WN-1
+    // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm.. wm+WM-1, columns wn.. wn+WN-1
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
     const Index col0 = (Index)blockIdx.x * BN;
     const int m0 = (int)blockIdx.y * BM;
-    const auto warp_row = [](int t) { return t / 32 / WARPS_N * 32; };
+    const auto warp_row = [](int t) { return t / 32 / WARPS_N * WM; };
     const auto warp_col = [](int t) { return t / 32 % WARPS_N * WN; };
     const int wm = warp_row((int)threadIdx.x), wn = warp_col((int)threadIdx.x);
     const int grp = (int)threadIdx.x % 32 / 4, t4 = (int)threadIdx.x % 4;
@@ -716,11 +727,11 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
     int tiles;
     split_range(p, s, BK, k0, tiles);
     L ld(p, s, columns, m0, col0, k0);
-    float acc[MI][4][4];  // [column tile][row tile][MMA accumulator]
+    float acc[MI][MJ][4];  // [column tile][row tile][MMA accumulator]
 #pragma unroll
     for (int i = 0; i < MI; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < MJ; ++j)
 #pragma unroll
             for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
     // this lane's fragments in the first 8-wide half (16 columns or 8 rows on: the same place in
@@ -731,9 +742,9 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
         for (int k8 = 0; k8 < BK; k8 += 8) {
             const float* ak = as + (a_lane ^ k8);
             const float* bk = bs + (b_lane ^ (k8 * 2));
-            unsigned a_big[4][2], a_small[4][2];
+            unsigned a_big[MJ][2], a_small[MJ][2];
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {  // MMA-B (b0, b1) = row wm + 8j + grp at k, k+1
+            for (int j = 0; j < MJ; ++j) {  // MMA-B (b0, b1) = row wm + 8j + grp at k, k+1
                 const float2 a = *(const float2*)(ak + LA::shift(8 * j));
                 split_tf32(a.x, a_big[j][0], a_small[j][0], TERMS == 3);
                 split_tf32(a.y, a_big[j][1], a_small[j][1], TERMS == 3);
@@ -748,7 +759,7 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
                 split_tf32(b.z, b_big[2], b_small[2], TERMS == 3);
                 split_tf32(b.w, b_big[3], b_small[3], TERMS == 3);
 #pragma unroll
-                for (int j = 0; j < 4; ++j) {
+                for (int j = 0; j < MJ; ++j) {
                     if (TERMS == 3) {  // the small products first: they are the smallest terms
                         mma_tf32(acc[i][j], b_big, a_small[j]);
                         mma_tf32(acc[i][j], b_small, a_big[j]);
@@ -760,14 +771,15 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
     });
     // accumulator (i, j, v): column wn + 16i + grp + 8*(v/2), row wm + 8j + 2*t4 + v%2; through
     // shared memory, rows wm + 16h + [0, 16) (row tiles 2h, 2h+1) in pass h (as conv_gemm's
-    // bands, warp rows of 32)
-    static_assert(BM / 2 * BN <= STAGES * (LA::SIZE + LB::SIZE), "bands fit the stages");
+    // bands, warp rows of WM)
+    constexpr int PASSES = WM / 16;
+    static_assert(BM / PASSES * BN <= STAGES * (LA::SIZE + LB::SIZE), "bands fit the stages");
     copy_wait<0>();
     __syncthreads();  // every warp's last step is consumed
     const int z_group = (int)blockIdx.z / (int)(p.phases * p.splits);
-    const int t = reread<TID_X>(), r0 = warp_row(t) / 32 * 16 + t % 4 * 2, c = warp_col(t) + t % 32 / 4;
+    const int t = reread<TID_X>(), r0 = warp_row(t) / WM * 16 + t % 4 * 2, c = warp_col(t) + t % 32 / 4;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < PASSES; ++h) {
         if (h) __syncthreads();  // the previous band is stored
 #pragma unroll
         for (int j = 0; j < 2; ++j)
@@ -778,7 +790,7 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), 512 / mma_threads(BM, BN)
                     stages[staged_at<BN>(r0 + 8 * j + v % 2, c + 16 * i + 8 * (v / 2))] = acc[i][2 * h + j][v];
         __syncthreads();
         const TileStore<float, Index, WG, BN, THREADS> st(p, s, z_group);
-        st.template band<BM / 2, 32>(stages, reread<CTAID_Y>() * BM + 16 * h);
+        st.template band<BM / PASSES, WM>(stages, reread<CTAID_Y>() * BM + 16 * h);
     }
 }
 

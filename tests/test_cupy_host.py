@@ -134,28 +134,39 @@ TENSOR_CORE_TILES = [(precision, tile) for precision in ("tf32", "tf32x3")
                      for tile in gpu_plan.TILES_FOR[("float32", precision)]]
 
 
+# (x, weight) with padding 1 and 72 output channels, whose weight rows (C x kH x kW) and
+# grad_out planes (H_out x W_out) run on in 4s (36, 48), or not (27, 42)
+A_RUNS = {True: ((2, 4, 8, 6), (72, 4, 3, 3)), False: ((2, 3, 7, 6), (72, 3, 3, 3))}
+
+
 @pytest.mark.parametrize("precision, tile", TENSOR_CORE_TILES)
-@pytest.mark.parametrize("shift", [False, True], ids=["aligned", "shifted"])
-def test_tensor_core_a_runs(host, monkeypatch, precision, tile, shift):
+@pytest.mark.parametrize("a", ["aligned", "shifted", "no-runs"])
+def test_tensor_core_a_runs(host, monkeypatch, precision, tile, a):
     """Where A runs on along the reduction (gpu_plan.a_runs: a forward's weight of C/G x kH x kW
     = 36, a grad-weight's grad_out planes of 48), the tensor-core tiles copy it 16 bytes at a
-    time (VEC_A), over partial row blocks (12 rows) and a partial last step (36 = 2 x 16 + 4);
-    an A one element off a 16-byte boundary is copied to an aligned one first (`make
-    check-memory` makes a misaligned 16-byte copy fatal)."""
+    time (VEC_A), over partial row blocks (72 rows: a second row of warps in every tile) and a
+    partial last step (36 = 2 x 16 + 4); an A one element off a 16-byte boundary is copied to
+    an aligned one first (`make check-memory` makes a misaligned 16-byte copy fatal); where A
+    does not run on in 4s (27, 42), the same tiles copy it an element at a time."""
     _force_tile(monkeypatch, "float32", precision, tile)
-    x, w, b, gy, spec = _conv_case("aligned-planes", "float32", np.random.default_rng(9))
-    if shift:
+    runs = a != "no-runs"
+    (x_shape, w_shape), spec = A_RUNS[runs], ConvSpec.make(2, (3, 3), padding=1)
+    rng = np.random.default_rng(9)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, w_shape[:1]))
+    gy = rng.standard_normal((2, 72) + spec.output_shape(x_shape[2:], (3, 3))).astype(np.float32)
+    if a == "shifted":
         w, gy = _shifted(w), _shifted(gy)
-    assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec), 36,
-                 precision, "conv2d")
+    assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec),
+                 w[0].size, precision, "conv2d")
     # the backward as one prepared call of its parts: grad_out's alignment copy is the composite's
     got = cupy_backend.conv2d_backward(gy, x, w, spec, (True, True, True), precision)
     want = ref.conv2d_backward(gy, x, w, spec, (True, True, True))
-    for name, k, tol, g, r in zip(("grad_input", "grad_weight", "grad_bias"), (108, 96, 96),
+    for name, k, tol, g, r in zip(("grad_input", "grad_weight", "grad_bias"),
+                                  (72 * 9, gy[:, 0].size, gy[:, 0].size),
                                   (precision, precision, "float32"), got, want):
         assert_close(g, r, k, tol, name)
     t = gpu_plan.TILES[tile]
-    assert {t.kernel("float", wgrad, vec_a=True) for wgrad in (False, True)} <= set(host.launched)
+    assert {t.kernel("float", wgrad, vec_a=runs) for wgrad in (False, True)} <= set(host.launched)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

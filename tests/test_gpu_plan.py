@@ -55,7 +55,7 @@ def test_tile_resources():
         if t.direct:
             continue
         static = 16 * t.bn + 512
-        blocks = plan.THREADS_PER_SM // t.threads
+        blocks = t.blocks_per_sm
         assert blocks * (t.smem_bytes(np.dtype(dtype).itemsize) + static + 1024) <= 228 * 1024, name
         assert t.bm * t.bk % t.threads == 0 and t.bn * t.bk % t.threads == 0
         assert 64 <= t.threads <= 256

@@ -43,7 +43,8 @@ LAYER_BLOCK = 256         # layers.cu's LAYER_BLOCK
 class TileConfig:
     """An implicit-GEMM block tile of conv.cu: BM rows x BN columns, BK of the reduction per
     pipeline stage. CUDA cores (``terms`` 0): TM x TN outputs per thread, warps of 4 x 8 lanes.
-    Tensor cores (``terms`` 1: TF32, 3: 3xTF32): warps of 32 x ``warp_n`` outputs, BK 16."""
+    Tensor cores (``terms`` 1: TF32, 3: 3xTF32): warps of ``warp_m`` x ``warp_n`` outputs,
+    BK 16."""
 
     name: str
     bm: int
@@ -55,6 +56,11 @@ class TileConfig:
     direct: bool = False  # conv_direct: DIRECT_PIXELS columns a thread, all BM (<= 4) rows
 
     @property
+    def warp_m(self) -> int:
+        """conv.cu's mma_warp_m: 32, or 64 for tiles past 8 warps of 32 x 64 (128 x 256)."""
+        return 64 if (self.bm // 32) * (self.bn // 64) > 8 else 32
+
+    @property
     def warp_n(self) -> int:
         """conv.cu's mma_warp_n: a tensor-core warp's columns, 64 where that still gives 4 warps."""
         return 64 if (self.bm // 32) * (self.bn // 64) >= 4 else 32
@@ -64,8 +70,14 @@ class TileConfig:
         if self.direct:
             return 256
         if self.terms:
-            return (self.bm // 32) * (self.bn // self.warp_n) * 32
+            return (self.bm // self.warp_m) * (self.bn // self.warp_n) * 32
         return (self.bm // (4 * self.tm)) * (self.bn // (8 * self.tn)) * 32
+
+    @property
+    def blocks_per_sm(self) -> int:
+        """The resident blocks an SM its launch bounds ask for (conv.cu's mma_blocks_per_sm):
+        THREADS_PER_SM threads (at most 128 registers each), but one block of 64 x 64 warps."""
+        return 1 if self.terms and self.warp_m == 64 else THREADS_PER_SM // self.threads
 
     def stage_bytes(self, itemsize: int) -> int:
         """One pipeline stage of the A and B tiles: k-major rows padded by 4 (CUDA cores), or
@@ -105,10 +117,12 @@ TILES = {t.name: t for t in (
     TileConfig("32x32", 32, 32, tm=4, tn=4),
     *(TileConfig(f"direct{rows}", rows, 256 * DIRECT_PIXELS, 1, direct=True)
       for rows in (1, 2, 3, 4)),
+    TileConfig("tf32-128x256", 128, 256, 16, terms=1),
     TileConfig("tf32-128x128", 128, 128, 16, terms=1),
     TileConfig("tf32-64x128", 64, 128, 16, terms=1),
     TileConfig("tf32-64x64", 64, 64, 16, terms=1),
     TileConfig("tf32-32x128", 32, 128, 16, terms=1),
+    TileConfig("tf32x3-128x256", 128, 256, 16, terms=3),
     TileConfig("tf32x3-128x128", 128, 128, 16, terms=3),
     TileConfig("tf32x3-64x128", 64, 128, 16, terms=3),
     TileConfig("tf32x3-64x64", 64, 64, 16, terms=3),
@@ -119,17 +133,20 @@ TILES = {t.name: t for t in (
 # Tensor-core precisions take the "ieee" tiles there: FP32 products are at least as accurate.
 TILES_FOR = {
     ("float32", "ieee"): ("128x128", "64x128", "32x64", "32x32", "64x64"),
-    ("float32", "tf32"): ("tf32-128x128", "tf32-64x128", "tf32-32x128", "tf32-64x64"),
-    ("float32", "tf32x3"): ("tf32x3-128x128", "tf32x3-64x128", "tf32x3-32x128", "tf32x3-64x64"),
+    ("float32", "tf32"): ("tf32-128x256", "tf32-128x128", "tf32-64x128", "tf32-32x128", "tf32-64x64"),
+    ("float32", "tf32x3"): ("tf32x3-128x256", "tf32x3-128x128", "tf32x3-64x128", "tf32x3-32x128", "tf32x3-64x64"),
     ("float64", "ieee"): ("32x64", "64x64d"),
 }
 PRECISIONS = ("ieee", "tf32", "tf32x3")
 # Relative FFMA (or MMA) issue efficiency of a tile's main loop: larger tiles amortise their
 # loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py; for
 # conv_direct its segment layout's window loop, 3.0 to 1.6 instructions a multiply-add for 1
-# to 4 rows against the 128x128 tile's 1.26, less its refill at each kernel row).
+# to 4 rows against the 128x128 tile's 1.26, less its refill at each kernel row). The 128x256
+# tensor-core tiles issue 0.79 of the 128x128 tiles' instructions an MMA (1.26x), taken as
+# 1.15x: one block of 8 warps an SM, not two, hides less latency (to be measured).
 TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6, "32x32": 0.58,
                    "64x64d": 0.8, "direct1": 0.38, "direct2": 0.55, "direct3": 0.6, "direct4": 0.7,
+                   "tf32-128x256": 1.15, "tf32x3-128x256": 1.15,
                    "tf32-128x128": 1.0, "tf32-64x128": 0.7, "tf32-64x64": 0.55, "tf32-32x128": 0.4,
                    "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.85, "tf32x3-64x64": 0.65,
                    "tf32x3-32x128": 0.55}
@@ -305,7 +322,7 @@ def gemm_choice(shape: GemmShape, tile: TileConfig, itemsize: int, sm_count: int
     rb, cb = -(-shape.rows // tile.bm), -(-shape.cols // tile.bn)
     steps = -(-shape.k // tile.bk)
     base = rb * cb * shape.slices
-    wave = sm_count * THREADS_PER_SM // tile.threads
+    wave = sm_count * tile.blocks_per_sm
     splits = 1
     if allow_split and 0 < base < wave and steps:  # base 0: an empty batch, nothing to split
         out_bytes = shape.rows * shape.cols * shape.slices * itemsize
