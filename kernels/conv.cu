@@ -40,9 +40,11 @@
 // thread decodes its fixed columns once (with division) and walks its reduction lattice by a
 // constant BK-step with carries (CUTLASS's "optimized" iterator idea): no division, no modulo and
 // 32-bit offsets (Index = int) in the main loop; a 64-bit instantiation serves tensors past 2^31
-// elements. Zero padding is a predicated (zero-filling) cp.async; other padding modes read through
-// source_index in their own instantiation. Both GEMMs stage their output tile through shared
-// memory, so that warps store runs of one output row (16-byte stores where rows are aligned).
+// elements. Zero padding is a predicated (zero-filling) cp.async, tested against a column's mask
+// of in-bounds taps where the reduction runs over taps (Bounds); other padding modes read
+// through source_index in their own instantiation. Both GEMMs stage their output tile through
+// shared memory, so that warps store runs of one output row (16-byte stores where rows are
+// aligned).
 #include "common.cuh"
 
 enum Pass { GATHER = 0, WGRAD = 1 };
@@ -242,11 +244,28 @@ __device__ __forceinline__ bool block_slice(const ConvParams& p, int bk, int bm,
 }
 
 // --------------------------------------------------------------------------- tile loader
+// How the loader finds B's elements that lie in the padding (zeros, never read):
+//   TAP_MASKS    zero padding, the reduction over taps (forward, grad-input): each column's
+//                in-bounds taps as bits (row tap t: bit t, column tap t: bit n1 + t), so that a
+//                copy's test is one AND with its tap's two bits (n1 + n2 <= MASK_TAPS taps);
+//   PIXEL_BOUNDS zero padding, the reduction over pixels (grad-weight): the row and column a
+//                copy reads, against B's bounds;
+//   SOURCE_INDEX reflect / replicate / circular: source_index maps the row and column.
+enum Bounds { TAP_MASKS, PIXEL_BOUNDS, SOURCE_INDEX };
+constexpr int MASK_TAPS = 31;               // gpu_plan.MASK_TAPS; bit 31 is never a tap's
+constexpr unsigned NO_TAP = 1u << MASK_TAPS;  // a test no column passes: past the reduction
+
+__host__ __device__ constexpr Bounds bounds_of(bool zero_pad, bool wgrad) {
+    return !zero_pad ? SOURCE_INDEX : wgrad ? PIXEL_BOUNDS : TAP_MASKS;
+}
+
 // A block column of B as the loader reads it: its whole offset (zero padding; else its outer
-// axis only), and the row and column it starts from (row NO_ROW: past the slice, a zero).
+// axis only), and the row and column it starts from (row NO_ROW: past the slice, a zero), or
+// (TAP_MASKS) its in-bounds taps (none past the slice).
 template <typename Index>
 struct alignas(16) Column {
     Index b;
+    unsigned taps;  // next to b: the two a TAP_MASKS copy reads are one load
     int h, w;
 };
 constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap's shift
@@ -316,8 +335,9 @@ struct KPairs {
 // run of its lane kk, 16 bytes, from rows l*V + kk % V + i*(THREADS*V / BK): the run's
 // offset is its lane's less kk % V, and the run exists where its lane does.
 template <typename T, typename Index, int BM, int BN, int BK, int THREADS, class LA, class LB,
-          bool ZERO_PAD, bool VEC_A = false>
+          Bounds BOUNDS, bool VEC_A = false>
 struct Loader {
+    static constexpr bool ZERO_PAD = BOUNDS != SOURCE_INDEX;
     typedef LA LayoutA;
     typedef LB LayoutB;
     static constexpr int V = VEC_A ? 16 / (int)sizeof(T) : 1;  // A elements a copy
@@ -374,11 +394,24 @@ struct Loader {
             table[j].b = sl.b_base + (ZERO_PAD ? c.b + (Index)c.h * sl.b_sh + (Index)c.w * sl.b_sw : c.b);
             table[j].h = col < sl.cols ? c.h : NO_ROW;
             table[j].w = c.w;
+            if (BOUNDS == TAP_MASKS) table[j].taps = col < sl.cols ? tap_mask(sl, c.h, c.w) : 0u;
         }
         __syncthreads();
         k_left = sl.K - k0 - kk;
         const Position<Index> k = decode(sl.red, k_left > 0 ? k0 + kk : Index(0));
         d0 = k.d0; d1 = k.d1; d2 = k.d2;
+    }
+
+    // The taps (reduction lattice digits d1, d2) at which the column at row h, column w reads
+    // inside B (TAP_MASKS; setup code).
+    static __device__ unsigned tap_mask(const Slice<Index>& sl, int h, int w) {
+        const Lattice<Index>& r = sl.red;
+        unsigned m = 0;
+        for (int t = 0; t < r.n1; ++t)
+            if ((unsigned)(h + r.h0 + r.hs * t) < (unsigned)sl.b_h) m |= 1u << t;
+        for (int t = 0; t < r.n2; ++t)
+            if ((unsigned)(w + r.w0 + r.ws * t) < (unsigned)sl.b_w) m |= 1u << (r.n1 + t);
+        return m;
     }
 
     // Copy the current reduction step into stage (as, bs), then move to the next step.
@@ -396,6 +429,7 @@ struct Loader {
             else copy_async(dst, a, a_row + i * a_step + k.a, i < a_rows && k_ok);
         }
         const Index kb = ZERO_PAD ? k.b + (Index)k.h * b_sh + (Index)k.w * b_sw : k.b;
+        const unsigned tap = k_ok ? 1u << d1 | 1u << (s.red.n1 + d2) : NO_TAP;  // TAP_MASKS
         // Zero padding: the column table read GROUP entries at a time, then their copies (ptxas
         // pads every table read that a copy follows with never-issued reads: once per group).
         constexpr int GROUP = PB < 4 ? PB : 4;
@@ -406,9 +440,13 @@ struct Loader {
 #pragma unroll
             for (int j = 0; j < GROUP; ++j) {
                 const Column<Index> c = cols[lane + LB::step(j0 + j, STRIDE)];
-                const int h = c.h + k.h, w = c.w + k.w;
                 off[j] = c.b + kb;
-                ok[j] = k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w;
+                if (BOUNDS == TAP_MASKS) {
+                    ok[j] = !(tap & ~c.taps);
+                } else {
+                    const int h = c.h + k.h, w = c.w + k.w;
+                    ok[j] = k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w;
+                }
             }
 #pragma unroll
             for (int j = 0; j < GROUP; ++j)
@@ -592,13 +630,13 @@ __device__ __forceinline__ void lds4(T* dst, const T* src) {
 }
 
 // The CUDA-core GEMM's loader: k-major A and B (tests/test_loader_banks.py checks its copies).
-template <typename T, int BM, int BN, int BK, int THREADS, bool ZERO_PAD, typename Index>
-using CoreLoader = Loader<T, Index, BM, BN, BK, THREADS, KMajor<BM, BK>, KMajor<BN, BK>, ZERO_PAD>;
+template <typename T, int BM, int BN, int BK, int THREADS, Bounds BOUNDS, typename Index>
+using CoreLoader = Loader<T, Index, BM, BN, BK, THREADS, KMajor<BM, BK>, KMajor<BN, BK>, BOUNDS>;
 
 template <typename T, int BM, int BN, int BK, int TM, int TN, bool WG, bool ZERO_PAD, typename Index>
 __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / ((BM / (4 * TM)) * (BN / (8 * TN)) * 32)) conv_gemm(const ConvParams p) {
     constexpr int WARPS_N = BN / (8 * TN), THREADS = (BM / (4 * TM)) * WARPS_N * 32;
-    typedef CoreLoader<T, BM, BN, BK, THREADS, ZERO_PAD, Index> L;
+    typedef CoreLoader<T, BM, BN, BK, THREADS, bounds_of(ZERO_PAD, WG), Index> L;
     typedef typename L::LayoutA LA;
     typedef typename L::LayoutB LB;
     // index decoding: block (x: BN columns, y: BM rows, z: slice); warp (wm, wn); lane (ly, lx)
@@ -695,16 +733,16 @@ __host__ __device__ constexpr int mma_blocks_per_sm(int bm, int bn) {
 }
 
 // The tensor-core GEMM's loader: A as the MMA's B operand (KInner), B as its A operand (KPairs).
-template <int BM, int BN, bool VEC_A, bool ZERO_PAD, typename Index>
+template <int BM, int BN, bool VEC_A, Bounds BOUNDS, typename Index>
 using MmaLoader = Loader<float, Index, BM, BN, 16, mma_threads(BM, BN), KInner<BM, 16>, KPairs<BN, 16>,
-                         ZERO_PAD, VEC_A>;
+                         BOUNDS, VEC_A>;
 
 template <int TERMS, int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typename Index>
 __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)) conv_gemm_mma(const ConvParams p) {
     constexpr int BK = 16, WM = mma_warp_m(BM, BN), WN = mma_warp_n(BM, BN);
     constexpr int MI = WN / 16, MJ = WM / 8, WARPS_N = BN / WN;
     constexpr int THREADS = mma_threads(BM, BN);
-    typedef MmaLoader<BM, BN, VEC_A, ZERO_PAD, Index> L;
+    typedef MmaLoader<BM, BN, VEC_A, bounds_of(ZERO_PAD, WG), Index> L;
     typedef typename L::LayoutA LA;
     typedef typename L::LayoutB LB;
     // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm.. wm+WM-1, columns wn.. wn+WN-1

@@ -169,6 +169,28 @@ def test_tensor_core_a_runs(host, monkeypatch, precision, tile, a):
     assert {t.kernel("float", wgrad, vec_a=runs) for wgrad in (False, True)} <= set(host.launched)
 
 
+@pytest.mark.parametrize("kernel_hw", [(1, 30), (1, 31)], ids=["masks", "generic"])
+def test_tap_masks_and_past_them(host, monkeypatch, kernel_hw):
+    """Forward and grad-input under zero padding: a column's in-bounds taps as one mask of its
+    kH + kW taps (TAP_MASKS, up to 30 of them across both passes' reach), and past
+    gpu_plan.MASK_TAPS the generic instance, zero padding through source_index."""
+    monkeypatch.setattr(gpu_plan, "DIRECT_ROWS_USED", ())
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((2, 3, 3, 40)).astype(np.float32)
+    w = rng.standard_normal((5, 3) + kernel_hw).astype(np.float32)
+    spec = ConvSpec.make(2, kernel_hw, padding=(0, 15), dilation=(1, 2))
+    gy = rng.standard_normal((2, 5) + spec.output_shape((3, 40), kernel_hw)).astype(np.float32)
+    host.launched.clear()
+    assert_close(cupy_backend.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), w[0].size,
+                 "float32", "conv2d")
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, (3, 40)),
+                 ref.conv2d_grad_input(gy, w, spec, (3, 40)), 5 * w[0, 0].size, "float32",
+                 "conv2d_grad_input")
+    gemms = {n for n in host.launched if n.startswith("conv_gemm")}
+    fast = gpu_plan.tap_masks_fit(kernel_hw)
+    assert gemms and all(n.endswith(", true, int>") == fast for n in gemms), gemms
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", [n for n in CONV if not n.startswith("depthwise")])  # depthwise.cu
 def test_conv_direct(host, name, dtype):

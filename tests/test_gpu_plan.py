@@ -37,7 +37,8 @@ def test_param_structs_match_the_kernels(source, struct, fields):
 
 
 @pytest.mark.parametrize("name, value", [("STAGES", plan.PIPELINE_STAGES),
-                                         ("DIRECT_PIXELS", plan.DIRECT_PIXELS)])
+                                         ("DIRECT_PIXELS", plan.DIRECT_PIXELS),
+                                         ("MASK_TAPS", plan.MASK_TAPS)])
 def test_planner_constants_match_the_kernels(name, value):
     """What the planner sizes grids and shared memory by is what conv.cu compiles."""
     text = (cuda_source.resources.files("gpuconv.kernels") / "conv.cu").read_text()
@@ -61,6 +62,22 @@ def test_tile_resources():
         assert 64 <= t.threads <= 256
     assert plan.TILES["128x128"].smem_bytes(4) == 3 * 16 * 264 * 4  # three stages of BK 16
     assert plan.TILES["tf32-128x128"].smem_bytes(4) == 3 * 16 * 256 * 4 == 48 * 1024
+
+
+@pytest.mark.parametrize("kernel_hw, fast", [((1, 30), True), ((1, 31), False), ((16, 15), True),
+                                             ((16, 16), False)])
+def test_tap_masks_or_the_generic_instance(kernel_hw, fast):
+    """Forward and grad-input under zero padding take the TAP_MASKS instances while a column's
+    row and column taps fit one mask (kH + kW <= MASK_TAPS), the generic one past it."""
+    x, w = (2, 8, 20, 40), (16, 8) + kernel_hw
+    spec = ConvSpec.make(2, kernel_hw, padding="same")
+    forward = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32", False)
+    gy = (2, 16, 20, 40)
+    grad_input = plan.conv_grad_input_plan(gy, _contiguous(gy), w, _contiguous(w), spec, (20, 40),
+                                           "float32", False)
+    for p in (forward, grad_input):
+        (gemm,) = [launch.kernel for launch in p.launches if launch.kernel.startswith("conv_gemm")]
+        assert gemm.endswith(", true, int>") == fast, gemm
 
 
 def test_forward_plan_tile_split_and_direct():

@@ -89,10 +89,10 @@ def _cases() -> dict[str, str]:
             if t.terms:
                 for vec in ("false", "true"):
                     cases[f"{name}-vec_a={vec}"] = (
-                        f"MmaLoader<{t.bm}, {t.bn}, {vec}, true, int>", t)
+                        f"MmaLoader<{t.bm}, {t.bn}, {vec}, TAP_MASKS, int>", t)
             else:
                 cases[name] = (
-                    f"CoreLoader<float, {t.bm}, {t.bn}, {t.bk}, {t.threads}, true, int>", t)
+                    f"CoreLoader<float, {t.bm}, {t.bn}, {t.bk}, {t.threads}, TAP_MASKS, int>", t)
     return cases
 
 

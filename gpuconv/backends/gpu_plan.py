@@ -369,6 +369,16 @@ def zero_padding(spec: ConvSpec) -> bool:
     return spec.padding_mode == "zeros" or spec.padding == ((0, 0), (0, 0))
 
 
+MASK_TAPS = 31  # conv.cu's: a forward or grad-input column's in-bounds taps are one mask
+
+
+def tap_masks_fit(kernel_hw) -> bool:
+    """Whether a forward's or grad-input's kernel taps (rows plus columns; a stride phase has
+    no more) fit the ZERO_PAD loader's tap masks (conv.cu's TAP_MASKS); past them the generic
+    instance serves zero padding through source_index."""
+    return kernel_hw[0] + kernel_hw[1] <= MASK_TAPS
+
+
 def _gemm_candidates(dtype: str, precision: str, zero_pad: bool, index64: bool,
                      tile: str | None, direct_rows: int = 0) -> tuple[str, ...]:
     """Tiles built for this case (generic only off the fast path); ``tile`` forces one of them.
@@ -473,7 +483,7 @@ def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dt
     n, _, h, w = x_shape
     o, cg, kh, kw = w_shape
     ho, wo = spec.output_shape((h, w), (kh, kw))
-    zero_pad = zero_padding(spec)
+    zero_pad = zero_padding(spec) and tap_masks_fit((kh, kw))
     params = dict(a="weight", b="x", bias="bias" if has_bias else None,
                   a_stride=w_strides, b_stride=x_strides, batch=n, b_h=h, b_w=w, out_c=o, out_h=ho,
                   out_w=wo, m=o // spec.groups, kc=cg, q_h=ho, q_w=wo, relu=int(relu),
@@ -537,7 +547,8 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
                           o // groups * max(ah[0] * aw[0] for ah, aw in live), groups * len(live))
         index64 = _needs_index64(_span(gy_shape, gy_strides), _span(w_shape, w_strides), out_count)
         reduce = dict(bias=params["bias"], out_c=c, plane=len_h * len_w)
-        plan = _gemm_plan(shape, params, dtype, precision, tile, sm_count, True, index64, False,
+        plan = _gemm_plan(shape, params, dtype, precision, tile, sm_count,
+                          tap_masks_fit((kh, kw)), index64, False,
                           target, reduce, out_count, fill, n * max(ah[1] for ah, _ in live))
     if zeros:
         return plan
