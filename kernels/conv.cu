@@ -244,28 +244,63 @@ __device__ __forceinline__ bool block_slice(const ConvParams& p, int bk, int bm,
 }
 
 // --------------------------------------------------------------------------- tile loader
-// How the loader finds B's elements that lie in the padding (zeros, never read):
-//   TAP_MASKS    zero padding, the reduction over taps (forward, grad-input): each column's
-//                in-bounds taps as bits (row tap t: bit t, column tap t: bit n1 + t), so that a
-//                copy's test is one AND with its tap's two bits (n1 + n2 <= MASK_TAPS taps);
-//   PIXEL_BOUNDS zero padding, the reduction over pixels (grad-weight): the row and column a
-//                copy reads, against B's bounds;
-//   SOURCE_INDEX reflect / replicate / circular: source_index maps the row and column.
-enum Bounds { TAP_MASKS, PIXEL_BOUNDS, SOURCE_INDEX };
-constexpr int MASK_TAPS = 31;               // gpu_plan.MASK_TAPS; bit 31 is never a tap's
+// How the loader finds B's elements that lie in the padding (zeros, never read). Under zero
+// padding a pixel reads B inside at some kernel taps, a set of bits: row tap t bit t, column
+// tap t bit n1 + t (n1 + n2 <= MASK_TAPS), and a copy's test is one AND:
+//   TAP_MASKS    the reduction over taps (forward, grad-input): each column (a pixel) holds
+//                its in-bounds taps, each reduction step its tap's two bits;
+//   PIXEL_MASKS  the reduction over pixels (the tensor-core grad-weight): each column (a tap)
+//                holds its two bits, each step its pixel's in-bounds taps, from a per-block
+//                table of the taps in bounds at each pixel row and column (at most MASK_PIXELS
+//                of each: 8 KiB of shared memory);
+//   PIXEL_BOUNDS the reduction over pixels where the table does not pay: the CUDA-core
+//                grad-weight (its copies are a few percent of its loop, and the table would
+//                cost its 64-thread tiles a resident block) and 3xTF32's 128-register tiles
+//                (their split fragments leave no registers for it: ptxas spills): the row and
+//                column a copy reads, against B's bounds;
+//   SOURCE_INDEX reflect / replicate / circular, and zero padding past the masks' limits:
+//                source_index maps the row and column.
+enum Bounds { TAP_MASKS, PIXEL_MASKS, PIXEL_BOUNDS, SOURCE_INDEX };
+constexpr int MASK_TAPS = 31;                 // gpu_plan.MASK_TAPS; bit 31 is never a tap's
+constexpr int MASK_PIXELS = 1024;             // gpu_plan.MASK_PIXELS
 constexpr unsigned NO_TAP = 1u << MASK_TAPS;  // a test no column passes: past the reduction
 
-__host__ __device__ constexpr Bounds bounds_of(bool zero_pad, bool wgrad) {
-    return !zero_pad ? SOURCE_INDEX : wgrad ? PIXEL_BOUNDS : TAP_MASKS;
+__host__ __device__ constexpr Bounds bounds_of(bool zero_pad, bool wgrad, bool pixel_masks) {
+    return !zero_pad ? SOURCE_INDEX : !wgrad ? TAP_MASKS : pixel_masks ? PIXEL_MASKS : PIXEL_BOUNDS;
+}
+
+// The taps t < taps.n1 at which a pixel at row h reads inside [0, b_h) (setup code); columns
+// alike with the lattice's second digit.
+template <typename Index>
+__device__ unsigned row_taps(int h, const Lattice<Index>& taps, int b_h) {
+    unsigned m = 0;
+    for (int t = 0; t < taps.n1; ++t)
+        if ((unsigned)(h + taps.h0 + taps.hs * t) < (unsigned)b_h) m |= 1u << t;
+    return m;
+}
+template <typename Index>
+__device__ unsigned column_taps(int w, const Lattice<Index>& taps, int b_w) {
+    unsigned m = 0;
+    for (int t = 0; t < taps.n2; ++t)
+        if ((unsigned)(w + taps.w0 + taps.ws * t) < (unsigned)b_w) m |= 1u << (taps.n1 + t);
+    return m;
+}
+
+// PIXEL_MASKS: the block's table of the taps in bounds at each reduction row, then (from
+// MASK_PIXELS on) at each reduction column; static shared memory, so its address costs the
+// loader no register.
+__device__ __forceinline__ unsigned* pixel_tap_table() {
+    __shared__ unsigned table[2 * MASK_PIXELS];
+    return table;
 }
 
 // A block column of B as the loader reads it: its whole offset (zero padding; else its outer
-// axis only), and the row and column it starts from (row NO_ROW: past the slice, a zero), or
-// (TAP_MASKS) its in-bounds taps (none past the slice).
+// axis only), its taps (zero padding, as Bounds: none past the slice) and the row and column
+// it starts from (row NO_ROW: past the slice, a zero).
 template <typename Index>
 struct alignas(16) Column {
     Index b;
-    unsigned taps;  // next to b: the two a TAP_MASKS copy reads are one load
+    unsigned taps;  // next to b: what a zero-padding copy reads is one load
     int h, w;
 };
 constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap's shift
@@ -394,24 +429,25 @@ struct Loader {
             table[j].b = sl.b_base + (ZERO_PAD ? c.b + (Index)c.h * sl.b_sh + (Index)c.w * sl.b_sw : c.b);
             table[j].h = col < sl.cols ? c.h : NO_ROW;
             table[j].w = c.w;
-            if (BOUNDS == TAP_MASKS) table[j].taps = col < sl.cols ? tap_mask(sl, c.h, c.w) : 0u;
+            if (BOUNDS == TAP_MASKS)
+                table[j].taps = col < sl.cols ? row_taps(c.h, sl.red, sl.b_h)
+                                                    | column_taps(c.w, sl.red, sl.b_w) : 0u;
+            if (BOUNDS == PIXEL_MASKS)
+                table[j].taps = col < sl.cols ? 1u << c.d1 | 1u << (sl.col.n1 + c.d2) : NO_TAP;
+        }
+        if constexpr (BOUNDS == PIXEL_MASKS) {
+            const Lattice<Index>& q = sl.red;
+            unsigned* const taps_at = pixel_tap_table();
+            for (int i = tid; i < q.n1 + q.n2; i += THREADS) {
+                const int j = i - q.n1;  // a reduction column, from MASK_PIXELS on
+                if (j < 0) taps_at[i] = row_taps(q.h0 + q.hs * i, sl.col, sl.b_h);
+                else taps_at[MASK_PIXELS + j] = column_taps(q.w0 + q.ws * j, sl.col, sl.b_w);
+            }
         }
         __syncthreads();
         k_left = sl.K - k0 - kk;
         const Position<Index> k = decode(sl.red, k_left > 0 ? k0 + kk : Index(0));
         d0 = k.d0; d1 = k.d1; d2 = k.d2;
-    }
-
-    // The taps (reduction lattice digits d1, d2) at which the column at row h, column w reads
-    // inside B (TAP_MASKS; setup code).
-    static __device__ unsigned tap_mask(const Slice<Index>& sl, int h, int w) {
-        const Lattice<Index>& r = sl.red;
-        unsigned m = 0;
-        for (int t = 0; t < r.n1; ++t)
-            if ((unsigned)(h + r.h0 + r.hs * t) < (unsigned)sl.b_h) m |= 1u << t;
-        for (int t = 0; t < r.n2; ++t)
-            if ((unsigned)(w + r.w0 + r.ws * t) < (unsigned)sl.b_w) m |= 1u << (r.n1 + t);
-        return m;
     }
 
     // Copy the current reduction step into stage (as, bs), then move to the next step.
@@ -420,7 +456,6 @@ struct Loader {
         const Position<Index> k = place(s.red, d0, d1, d2);
         const T* a = (const T*)s.a;
         const T* b = (const T*)s.b;
-        const int b_h = s.b_h, b_w = s.b_w;
         const Index b_sh = s.b_sh, b_sw = s.b_sw, a_step = (Index)A_STRIDE * s.a_row;
 #pragma unroll
         for (int i = 0; i < PA; ++i) {
@@ -429,7 +464,13 @@ struct Loader {
             else copy_async(dst, a, a_row + i * a_step + k.a, i < a_rows && k_ok);
         }
         const Index kb = ZERO_PAD ? k.b + (Index)k.h * b_sh + (Index)k.w * b_sw : k.b;
-        const unsigned tap = k_ok ? 1u << d1 | 1u << (s.red.n1 + d2) : NO_TAP;  // TAP_MASKS
+        // this step's tap (TAP_MASKS) or its pixel's taps in bounds (PIXEL_MASKS)
+        const unsigned tap = BOUNDS != TAP_MASKS ? 0u
+                             : k_ok ? 1u << d1 | 1u << (s.red.n1 + d2) : NO_TAP;
+        unsigned outside = ~0u;  // this step's pixel's taps out of bounds (PIXEL_MASKS)
+        if constexpr (BOUNDS == PIXEL_MASKS)
+            if (k_ok) outside = ~(pixel_tap_table()[d1] | pixel_tap_table()[MASK_PIXELS + d2]);
+        const int b_h = s.b_h, b_w = s.b_w;  // PIXEL_BOUNDS, SOURCE_INDEX
         // Zero padding: the column table read GROUP entries at a time, then their copies (ptxas
         // pads every table read that a copy follows with never-issued reads: once per group).
         constexpr int GROUP = PB < 4 ? PB : 4;
@@ -441,11 +482,11 @@ struct Loader {
             for (int j = 0; j < GROUP; ++j) {
                 const Column<Index> c = cols[lane + LB::step(j0 + j, STRIDE)];
                 off[j] = c.b + kb;
-                if (BOUNDS == TAP_MASKS) {
-                    ok[j] = !(tap & ~c.taps);
-                } else {
+                if (BOUNDS == PIXEL_BOUNDS) {
                     const int h = c.h + k.h, w = c.w + k.w;
                     ok[j] = k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w < (unsigned)b_w;
+                } else {
+                    ok[j] = BOUNDS == TAP_MASKS ? !(tap & ~c.taps) : !(c.taps & outside);
                 }
             }
 #pragma unroll
@@ -636,7 +677,7 @@ using CoreLoader = Loader<T, Index, BM, BN, BK, THREADS, KMajor<BM, BK>, KMajor<
 template <typename T, int BM, int BN, int BK, int TM, int TN, bool WG, bool ZERO_PAD, typename Index>
 __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / ((BM / (4 * TM)) * (BN / (8 * TN)) * 32)) conv_gemm(const ConvParams p) {
     constexpr int WARPS_N = BN / (8 * TN), THREADS = (BM / (4 * TM)) * WARPS_N * 32;
-    typedef CoreLoader<T, BM, BN, BK, THREADS, bounds_of(ZERO_PAD, WG), Index> L;
+    typedef CoreLoader<T, BM, BN, BK, THREADS, bounds_of(ZERO_PAD, WG, false), Index> L;
     typedef typename L::LayoutA LA;
     typedef typename L::LayoutB LB;
     // index decoding: block (x: BN columns, y: BM rows, z: slice); warp (wm, wn); lane (ly, lx)
@@ -742,7 +783,8 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
     constexpr int BK = 16, WM = mma_warp_m(BM, BN), WN = mma_warp_n(BM, BN);
     constexpr int MI = WN / 16, MJ = WM / 8, WARPS_N = BN / WN;
     constexpr int THREADS = mma_threads(BM, BN);
-    typedef MmaLoader<BM, BN, VEC_A, bounds_of(ZERO_PAD, WG), Index> L;
+    // grad-weight's pixel-tap table, but where 3xTF32's split fragments fill 128 registers
+    typedef MmaLoader<BM, BN, VEC_A, bounds_of(ZERO_PAD, WG, TERMS == 1 || WM == 64), Index> L;
     typedef typename L::LayoutA LA;
     typedef typename L::LayoutB LB;
     // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm.. wm+WM-1, columns wn.. wn+WN-1

@@ -169,26 +169,45 @@ def test_tensor_core_a_runs(host, monkeypatch, precision, tile, a):
     assert {t.kernel("float", wgrad, vec_a=runs) for wgrad in (False, True)} <= set(host.launched)
 
 
-@pytest.mark.parametrize("kernel_hw", [(1, 30), (1, 31)], ids=["masks", "generic"])
-def test_tap_masks_and_past_them(host, monkeypatch, kernel_hw):
-    """Forward and grad-input under zero padding: a column's in-bounds taps as one mask of its
-    kH + kW taps (TAP_MASKS, up to 30 of them across both passes' reach), and past
-    gpu_plan.MASK_TAPS the generic instance, zero padding through source_index."""
+# (input width, kernel): masks (30 taps), then past MASK_TAPS (32 taps), and past MASK_PIXELS
+# output columns (the tensor-core grad-weight's tables; forward and grad-input keep the masks)
+MASKS = {"masks": (40, (1, 30)), "taps": (40, (1, 31)), "pixels": (2 * gpu_plan.MASK_PIXELS, (1, 20))}
+
+
+@pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
+@pytest.mark.parametrize("case", list(MASKS))
+def test_tap_masks_and_past_them(host, monkeypatch, case, precision):
+    """Zero padding through the loader's tap masks (conv.cu's Bounds): forward and grad-input
+    test a pixel column's in-bounds taps; the tensor-core grad-weight a tap column against
+    its pixel's in-bounds taps, from per-block tables; past gpu_plan.MASK_TAPS kernel taps
+    (rows plus columns), or MASK_PIXELS output rows or columns for those tables, the generic
+    instance serves zero padding through source_index (the CUDA-core grad-weight tests a
+    copy's row and column, with no limit)."""
     monkeypatch.setattr(gpu_plan, "DIRECT_ROWS_USED", ())
+    width, kernel_hw = MASKS[case]
     rng = np.random.default_rng(31)
-    x = rng.standard_normal((2, 3, 3, 40)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 3, width)).astype(np.float32)
     w = rng.standard_normal((5, 3) + kernel_hw).astype(np.float32)
-    spec = ConvSpec.make(2, kernel_hw, padding=(0, 15), dilation=(1, 2))
-    gy = rng.standard_normal((2, 5) + spec.output_shape((3, 40), kernel_hw)).astype(np.float32)
-    host.launched.clear()
-    assert_close(cupy_backend.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), w[0].size,
-                 "float32", "conv2d")
-    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, (3, 40)),
-                 ref.conv2d_grad_input(gy, w, spec, (3, 40)), 5 * w[0, 0].size, "float32",
-                 "conv2d_grad_input")
-    gemms = {n for n in host.launched if n.startswith("conv_gemm")}
-    fast = gpu_plan.tap_masks_fit(kernel_hw)
-    assert gemms and all(n.endswith(", true, int>") == fast for n in gemms), gemms
+    spec = ConvSpec.make(2, kernel_hw, padding=(1, 15), dilation=(1, 2))
+    out_hw = spec.output_shape((3, width), kernel_hw)
+    gy = rng.standard_normal((2, 5) + out_hw).astype(np.float32)
+    taps = gpu_plan.masks_fit(kernel_hw)
+    tol = "float32" if precision == "ieee" else precision
+    for op, run, want, k, fast in (
+            ("conv2d", lambda: cupy_backend.conv2d(x, w, None, spec, precision),
+             ref.conv2d(x, w, None, spec), w[0].size, taps),
+            ("conv2d_grad_input",
+             lambda: cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], None, precision),
+             ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), 5 * w[0, 0].size, taps),
+            ("conv2d_grad_weight",
+             lambda: cupy_backend.conv2d_grad_weight(gy, x, spec, kernel_hw, precision),
+             ref.conv2d_grad_weight(gy, x, spec, kernel_hw), gy[:, 0].size,
+             precision == "ieee" or gpu_plan.masks_fit(kernel_hw, out_hw))):
+        before = len(host.launched)
+        assert_close(run(), want, k, tol if fast else "float32", op)
+        (gemm,) = [n for n in host.launched[before:] if n.startswith("conv_gemm")]
+        assert gemm.endswith(", true, int>") == fast, (op, gemm)
+    assert case == "masks" or not gpu_plan.masks_fit(kernel_hw, out_hw)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -587,3 +606,4 @@ def test_nan_and_inf_reach_the_outputs_they_touch(host, precision):
     assert np.array_equal(np.isinf(got), ~finite & ~np.isnan(want)) if precision != "tf32x3" else \
         not np.isinf(got).any()
     assert_close(got[finite], want[finite], 16 * 9, "tf32" if precision == "tf32" else "float32", precision)
+

@@ -38,7 +38,8 @@ def test_param_structs_match_the_kernels(source, struct, fields):
 
 @pytest.mark.parametrize("name, value", [("STAGES", plan.PIPELINE_STAGES),
                                          ("DIRECT_PIXELS", plan.DIRECT_PIXELS),
-                                         ("MASK_TAPS", plan.MASK_TAPS)])
+                                         ("MASK_TAPS", plan.MASK_TAPS),
+                                         ("MASK_PIXELS", plan.MASK_PIXELS)])
 def test_planner_constants_match_the_kernels(name, value):
     """What the planner sizes grids and shared memory by is what conv.cu compiles."""
     text = (cuda_source.resources.files("gpuconv.kernels") / "conv.cu").read_text()
@@ -55,7 +56,7 @@ def test_tile_resources():
         t = plan.TILES[name]
         if t.direct:
             continue
-        static = 16 * t.bn + 512
+        static = 16 * t.bn + (4 * 2 * plan.MASK_PIXELS if t.terms else 0) + 512
         blocks = t.blocks_per_sm
         assert blocks * (t.smem_bytes(np.dtype(dtype).itemsize) + static + 1024) <= 228 * 1024, name
         assert t.bm * t.bk % t.threads == 0 and t.bn * t.bk % t.threads == 0
@@ -66,18 +67,27 @@ def test_tile_resources():
 
 @pytest.mark.parametrize("kernel_hw, fast", [((1, 30), True), ((1, 31), False), ((16, 15), True),
                                              ((16, 16), False)])
-def test_tap_masks_or_the_generic_instance(kernel_hw, fast):
-    """Forward and grad-input under zero padding take the TAP_MASKS instances while a column's
-    row and column taps fit one mask (kH + kW <= MASK_TAPS), the generic one past it."""
-    x, w = (2, 8, 20, 40), (16, 8) + kernel_hw
+@pytest.mark.parametrize("width", [plan.MASK_PIXELS, plan.MASK_PIXELS + 1])
+def test_tap_masks_or_the_generic_instance(kernel_hw, fast, width):
+    """Under zero padding forward and grad-input take the tap-mask instances while a pixel's
+    kernel taps (rows plus columns) fit one mask (kH + kW <= MASK_TAPS), and so does the
+    tensor-core grad-weight while the output's rows and columns also fit its tables (each at
+    most MASK_PIXELS); past them the generic instance. The CUDA-core grad-weight has no masks."""
+    x, w, gy = (2, 8, 20, width), (16, 8) + kernel_hw, (2, 16, 20, width)
     spec = ConvSpec.make(2, kernel_hw, padding="same")
-    forward = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32", False)
-    gy = (2, 16, 20, 40)
-    grad_input = plan.conv_grad_input_plan(gy, _contiguous(gy), w, _contiguous(w), spec, (20, 40),
-                                           "float32", False)
-    for p in (forward, grad_input):
-        (gemm,) = [launch.kernel for launch in p.launches if launch.kernel.startswith("conv_gemm")]
-        assert gemm.endswith(", true, int>") == fast, gemm
+    for precision in ("ieee", "tf32"):
+        forward = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
+                                         False, precision)
+        grad_input = plan.conv_grad_input_plan(gy, _contiguous(gy), w, _contiguous(w), spec,
+                                               (20, width), "float32", False, precision)
+        grad_weight = plan.conv_grad_weight_plan(gy, _contiguous(gy), x, _contiguous(x), spec,
+                                                 kernel_hw, "float32", precision)
+        masks = precision == "ieee" or fast and width <= plan.MASK_PIXELS
+        for p, fits in ((forward, fast), (grad_input, fast), (grad_weight, masks)):
+            (gemm,) = [launch.kernel for launch in p.launches
+                       if launch.kernel.startswith("conv_gemm")]
+            assert gemm.endswith(", true, int>") == fits, (precision, gemm)
+            assert gemm.startswith("conv_gemm_mma") == (fits and precision == "tf32"), gemm
 
 
 def test_forward_plan_tile_split_and_direct():

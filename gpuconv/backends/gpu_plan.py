@@ -369,14 +369,18 @@ def zero_padding(spec: ConvSpec) -> bool:
     return spec.padding_mode == "zeros" or spec.padding == ((0, 0), (0, 0))
 
 
-MASK_TAPS = 31  # conv.cu's: a forward or grad-input column's in-bounds taps are one mask
+MASK_TAPS = 31      # conv.cu's: a pixel's in-bounds kernel taps (rows plus columns) are one mask
+MASK_PIXELS = 1024  # conv.cu's: the tensor-core grad-weight's tables of them, per output row / column
 
 
-def tap_masks_fit(kernel_hw) -> bool:
-    """Whether a forward's or grad-input's kernel taps (rows plus columns; a stride phase has
-    no more) fit the ZERO_PAD loader's tap masks (conv.cu's TAP_MASKS); past them the generic
-    instance serves zero padding through source_index."""
-    return kernel_hw[0] + kernel_hw[1] <= MASK_TAPS
+def masks_fit(kernel_hw, pixels_hw=None) -> bool:
+    """Whether the ZERO_PAD loader's tap masks (conv.cu's Bounds) serve a conv pass: its
+    kernel taps, rows plus columns (a grad-input stride phase has no more), fit a mask, and
+    for the tensor-core grad-weight (``pixels_hw``: the output's rows and columns, its
+    reduction) the tables of them; past that the generic instance serves zero padding through
+    source_index."""
+    fits = kernel_hw[0] + kernel_hw[1] <= MASK_TAPS
+    return fits and (pixels_hw is None or max(pixels_hw) <= MASK_PIXELS)
 
 
 def _gemm_candidates(dtype: str, precision: str, zero_pad: bool, index64: bool,
@@ -483,7 +487,7 @@ def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dt
     n, _, h, w = x_shape
     o, cg, kh, kw = w_shape
     ho, wo = spec.output_shape((h, w), (kh, kw))
-    zero_pad = zero_padding(spec) and tap_masks_fit((kh, kw))
+    zero_pad = zero_padding(spec) and masks_fit((kh, kw))
     params = dict(a="weight", b="x", bias="bias" if has_bias else None,
                   a_stride=w_strides, b_stride=x_strides, batch=n, b_h=h, b_w=w, out_c=o, out_h=ho,
                   out_w=wo, m=o // spec.groups, kc=cg, q_h=ho, q_w=wo, relu=int(relu),
@@ -548,7 +552,7 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
         index64 = _needs_index64(_span(gy_shape, gy_strides), _span(w_shape, w_strides), out_count)
         reduce = dict(bias=params["bias"], out_c=c, plane=len_h * len_w)
         plan = _gemm_plan(shape, params, dtype, precision, tile, sm_count,
-                          tap_masks_fit((kh, kw)), index64, False,
+                          masks_fit((kh, kw)), index64, False,
                           target, reduce, out_count, fill, n * max(ah[1] for ah, _ in live))
     if zeros:
         return plan
@@ -569,7 +573,8 @@ def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSp
         return depthwise_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec,
                                           kernel_hw, dtype, sm_count)
     cg, (kh, kw) = c // groups, kernel_hw
-    zero_pad = zero_padding(spec)
+    tensor_cores = dtype == "float32" and precision != "ieee"
+    zero_pad = zero_padding(spec) and (not tensor_cores or masks_fit(kernel_hw, (ho, wo)))
     params = dict(a="grad_out", b="x", a_stride=gy_strides, b_stride=x_strides, batch=n, b_h=h,
                   b_w=w, out_c=o, m=o // groups, kc=cg, q_h=ho, q_w=wo,
                   mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
