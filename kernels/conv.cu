@@ -40,9 +40,9 @@
 // thread decodes its fixed columns once (with division) and walks its reduction lattice by a
 // constant BK-step with carries (CUTLASS's "optimized" iterator idea): no division, no modulo and
 // 32-bit offsets (Index = int) in the main loop; a 64-bit instantiation serves tensors past 2^31
-// elements. Zero padding is a predicated (zero-filling) cp.async, tested against a column's mask
-// of in-bounds taps where the reduction runs over taps (Bounds); other padding modes read
-// through source_index in their own instantiation. Both GEMMs stage their output tile through
+// elements. Zero padding is a predicated (zero-filling) cp.async whose test is one AND of
+// kernel-tap bit masks (Bounds); other padding modes read through source_index in their own
+// instantiation. Both GEMMs stage their output tile through
 // shared memory, so that warps store runs of one output row (16-byte stores where rows are
 // aligned).
 #include "common.cuh"
@@ -295,14 +295,19 @@ __device__ __forceinline__ unsigned* pixel_tap_table() {
 }
 
 // A block column of B as the loader reads it: its whole offset (zero padding; else its outer
-// axis only), its taps (zero padding, as Bounds: none past the slice) and the row and column
-// it starts from (row NO_ROW: past the slice, a zero).
+// axis only), the row and column it starts from (row NO_ROW: past the slice, a zero), and
+// under the tap masks its taps (as Bounds: none past the slice) in place of the column, which
+// they do not read: 16 bytes whatever the Index, the taps next to the offset.
 template <typename Index>
 struct alignas(16) Column {
     Index b;
-    unsigned taps;  // next to b: what a zero-padding copy reads is one load
-    int h, w;
+    union {
+        int w;
+        unsigned taps;  // TAP_MASKS, PIXEL_MASKS
+    };
+    int h;
 };
+static_assert(sizeof(Column<int>) == 16 && sizeof(Column<long long>) == 16, "one 16-byte entry");
 constexpr int NO_ROW = -(1 << 30);  // out of every row range, even after a tap's shift
 
 // Where element (k, r) of a BK-deep tile of R rows or columns lives in one shared stage.
@@ -428,7 +433,7 @@ struct Loader {
             const Position<Index> c = decode(sl.col, col < sl.cols ? col : Index(0));
             table[j].b = sl.b_base + (ZERO_PAD ? c.b + (Index)c.h * sl.b_sh + (Index)c.w * sl.b_sw : c.b);
             table[j].h = col < sl.cols ? c.h : NO_ROW;
-            table[j].w = c.w;
+            table[j].w = c.w;  // the masks' taps take its place
             if (BOUNDS == TAP_MASKS)
                 table[j].taps = col < sl.cols ? row_taps(c.h, sl.red, sl.b_h)
                                                     | column_taps(c.w, sl.red, sl.b_w) : 0u;
@@ -752,17 +757,16 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
 // --------------------------------------------------------------------------- tensor-core GEMM
 // Warps of WM x WN outputs, BK = 16: 32 x 64 where that still gives 4 warps, else 32 x 32 (a
 // thread's copies and accumulators then fit in 128 registers, two blocks an SM); tiles past 8
-// warps of 32 x 64 (128 x 256) take 8 warps of 64 x 64 and one block an SM (255 registers):
-// their fragment reads take one shared-memory wavefront an MMA instead of 1.5, and their copies
-// are fewer an MMA. The MMA (mma.sync m16n8k8)
-// computes the transposed tile, out^T = B^T A^T: its A operand is B (WN/16 tiles of 16
-// columns), its B operand is A (WM/8 tiles of 8 rows), so that A, whose rows run on along the
-// reduction where VEC_A copies them 16 bytes at a time, is the operand whose fragments are
-// adjacent k of one row. In the PTX ISA's TF32 layout lane 4*grp + t holds MMA-A rows grp,
-// grp+8 x reduction columns t, t+4 and MMA-B column grp x rows t, t+4. The MMA sums over its 8
-// columns in any order, so both operands hand lane t the adjacent k 2t and 2t+1 of each 8-wide
-// half: an MMA-A fragment is one 16-byte read (KPairs), an MMA-B fragment one 8-byte read
-// (KInner), both conflict-free: 8 reads for 16 MMAs (32 x 64), 12 for 32 (64 x 64).
+// warps of 32 x 64 (128 x 256) take 8 warps of 64 x 64 and one block an SM (255 registers): their
+// fragment reads take one shared-memory wavefront an MMA instead of 1.5, and their copies are
+// fewer an MMA. The MMA (mma.sync m16n8k8) computes the transposed tile, out^T = B^T A^T: its A
+// operand is B (WN/16 tiles of 16 columns), its B operand is A (WM/8 tiles of 8 rows), so that A,
+// whose rows run on along the reduction where VEC_A copies them 16 bytes at a time, is the operand
+// whose fragments are adjacent k of one row. In the PTX ISA's TF32 layout lane 4*grp + t holds
+// MMA-A rows grp, grp+8 x reduction columns t, t+4 and MMA-B column grp x rows t, t+4. The MMA
+// sums over its 8 columns in any order, so both operands hand lane t the adjacent k 2t and 2t+1 of
+// each 8-wide half: an MMA-A fragment is one 16-byte read (KPairs), an MMA-B fragment one 8-byte
+// read (KInner), both conflict-free: 8 reads for 16 MMAs (32 x 64), 12 for 32 (64 x 64).
 __host__ __device__ constexpr int mma_warp_m(int bm, int bn) { return (bm / 32) * (bn / 64) > 8 ? 64 : 32; }
 __host__ __device__ constexpr int mma_warp_n(int bm, int bn) { return (bm / 32) * (bn / 64) >= 4 ? 64 : 32; }
 __host__ __device__ constexpr int mma_threads(int bm, int bn) {

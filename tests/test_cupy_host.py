@@ -179,10 +179,10 @@ MASKS = {"masks": (40, (1, 30)), "taps": (40, (1, 31)), "pixels": (2 * gpu_plan.
 def test_tap_masks_and_past_them(host, monkeypatch, case, precision):
     """Zero padding through the loader's tap masks (conv.cu's Bounds): forward and grad-input
     test a pixel column's in-bounds taps; the tensor-core grad-weight a tap column against
-    its pixel's in-bounds taps, from per-block tables; past gpu_plan.MASK_TAPS kernel taps
-    (rows plus columns), or MASK_PIXELS output rows or columns for those tables, the generic
-    instance serves zero padding through source_index (the CUDA-core grad-weight tests a
-    copy's row and column, with no limit)."""
+    its pixel's in-bounds taps, from per-block tables. Past gpu_plan.MASK_TAPS kernel taps
+    (rows plus columns) forward and grad-input run the generic instance (zero padding
+    through source_index); past them or MASK_PIXELS output rows or columns, grad-weight runs
+    the CUDA-core tiles, whose row and column tests have no limit."""
     monkeypatch.setattr(gpu_plan, "DIRECT_ROWS_USED", ())
     width, kernel_hw = MASKS[case]
     rng = np.random.default_rng(31)
@@ -191,23 +191,25 @@ def test_tap_masks_and_past_them(host, monkeypatch, case, precision):
     spec = ConvSpec.make(2, kernel_hw, padding=(1, 15), dilation=(1, 2))
     out_hw = spec.output_shape((3, width), kernel_hw)
     gy = rng.standard_normal((2, 5) + out_hw).astype(np.float32)
-    taps = gpu_plan.masks_fit(kernel_hw)
-    tol = "float32" if precision == "ieee" else precision
-    for op, run, want, k, fast in (
+    taps, tables = gpu_plan.masks_fit(kernel_hw), gpu_plan.masks_fit(kernel_hw, out_hw)
+    cores = precision != "ieee"
+    for op, run, want, k, zero_pad, mma in (
             ("conv2d", lambda: cupy_backend.conv2d(x, w, None, spec, precision),
-             ref.conv2d(x, w, None, spec), w[0].size, taps),
+             ref.conv2d(x, w, None, spec), w[0].size, taps, cores and taps),
             ("conv2d_grad_input",
              lambda: cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], None, precision),
-             ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), 5 * w[0, 0].size, taps),
+             ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), 5 * w[0, 0].size, taps,
+             cores and taps),
             ("conv2d_grad_weight",
              lambda: cupy_backend.conv2d_grad_weight(gy, x, spec, kernel_hw, precision),
-             ref.conv2d_grad_weight(gy, x, spec, kernel_hw), gy[:, 0].size,
-             precision == "ieee" or gpu_plan.masks_fit(kernel_hw, out_hw))):
+             ref.conv2d_grad_weight(gy, x, spec, kernel_hw), gy[:, 0].size, True,
+             cores and tables)):
         before = len(host.launched)
-        assert_close(run(), want, k, tol if fast else "float32", op)
+        assert_close(run(), want, k, precision if mma else "float32", op)
         (gemm,) = [n for n in host.launched[before:] if n.startswith("conv_gemm")]
-        assert gemm.endswith(", true, int>") == fast, (op, gemm)
-    assert case == "masks" or not gpu_plan.masks_fit(kernel_hw, out_hw)
+        assert gemm.endswith(", true, int>") == zero_pad, (op, gemm)
+        assert gemm.startswith("conv_gemm_mma") == mma, (op, gemm)
+    assert case == "masks" or not tables
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -379,6 +381,20 @@ def test_autotune_picks_and_caches_a_tile(host, tmp_path, monkeypatch):
     (key, tile), = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text()).items()
     assert key.startswith("host-emulation|conv2d|") and tile in gpu_plan.TILES_FOR[("float32", "ieee")]
     assert host.launched[-1] == gpu_plan.TILES[tile].kernel("float", False)
+
+
+def test_autotune_off_the_tensor_core_path(host, tmp_path, monkeypatch):
+    """Autotuning "tf32" where the case runs the generic CUDA-core instance (reflect padding):
+    every candidate tile plans, and the one it keeps runs that instance."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(autotune, "_CACHE", None)
+    monkeypatch.setattr(autotune, "_ENABLED", True)
+    x, w, b, _, spec = _conv_case("reflect", "float32", np.random.default_rng(4))
+    assert_close(cupy_backend.conv2d(x, w, b, spec, "tf32"), ref.conv2d(x, w, b, spec), 18,
+                 "float32", "conv2d")
+    (tile,) = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text()).values()
+    assert tile in gpu_plan.TILES_FOR[("float32", "tf32")]
+    assert host.launched[-1] == gpu_plan.TILES["64x64"].kernel("float", False, zero_pad=False)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

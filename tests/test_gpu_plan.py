@@ -70,24 +70,44 @@ def test_tile_resources():
 @pytest.mark.parametrize("width", [plan.MASK_PIXELS, plan.MASK_PIXELS + 1])
 def test_tap_masks_or_the_generic_instance(kernel_hw, fast, width):
     """Under zero padding forward and grad-input take the tap-mask instances while a pixel's
-    kernel taps (rows plus columns) fit one mask (kH + kW <= MASK_TAPS), and so does the
-    tensor-core grad-weight while the output's rows and columns also fit its tables (each at
-    most MASK_PIXELS); past them the generic instance. The CUDA-core grad-weight has no masks."""
+    kernel taps (rows plus columns) fit one mask (kH + kW <= MASK_TAPS), the generic one past
+    it; grad-weight runs on tensor cores while the output's rows and columns also fit the
+    pixel-tap tables (each at most MASK_PIXELS), on the CUDA-core tiles past them (their
+    row and column tests have no limit). A forced tile of the precision never fails: off
+    its path the case's own tiles run."""
     x, w, gy = (2, 8, 20, width), (16, 8) + kernel_hw, (2, 16, 20, width)
     spec = ConvSpec.make(2, kernel_hw, padding="same")
-    for precision in ("ieee", "tf32"):
+    for precision, tile in (("ieee", None), ("tf32", None), ("tf32", "tf32-128x128")):
         forward = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
-                                         False, precision)
+                                         False, precision, tile)
         grad_input = plan.conv_grad_input_plan(gy, _contiguous(gy), w, _contiguous(w), spec,
-                                               (20, width), "float32", False, precision)
+                                               (20, width), "float32", False, precision, tile)
         grad_weight = plan.conv_grad_weight_plan(gy, _contiguous(gy), x, _contiguous(x), spec,
-                                                 kernel_hw, "float32", precision)
-        masks = precision == "ieee" or fast and width <= plan.MASK_PIXELS
-        for p, fits in ((forward, fast), (grad_input, fast), (grad_weight, masks)):
+                                                 kernel_hw, "float32", precision, tile)
+        tables = fast and width <= plan.MASK_PIXELS
+        for p, zero_pad, mma in ((forward, fast, fast), (grad_input, fast, fast),
+                                 (grad_weight, True, tables)):
             (gemm,) = [launch.kernel for launch in p.launches
                        if launch.kernel.startswith("conv_gemm")]
-            assert gemm.endswith(", true, int>") == fits, (precision, gemm)
-            assert gemm.startswith("conv_gemm_mma") == (fits and precision == "tf32"), gemm
+            assert gemm.endswith(", true, int>") == zero_pad, (precision, gemm)
+            assert gemm.startswith("conv_gemm_mma") == (mma and precision == "tf32"), gemm
+            if tile and mma:  # the forced tile
+                assert gemm.startswith("conv_gemm_mma<1, 128, 128, "), gemm
+
+
+def test_a_forced_tile_off_its_path():
+    """Autotuning forces each tile of the precision: where the case leaves the tile's path
+    (reflect padding runs the generic CUDA-core instance) the case's own tile runs; a tile
+    that is not the precision's is an error."""
+    x, w = (2, 8, 20, 30), (16, 8, 3, 3)
+    spec = ConvSpec.make(2, (3, 3), padding=1, padding_mode="reflect")
+    for tile in plan.TILES_FOR[("float32", "tf32")]:
+        (gemm,) = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
+                                         False, "tf32", tile).launches
+        assert gemm.kernel == plan.TILES["64x64"].kernel("float", False, zero_pad=False)
+    with pytest.raises(ValueError, match="is not a float32 'tf32' tile"):
+        plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32", False,
+                               "tf32", "128x128")
 
 
 def test_forward_plan_tile_split_and_direct():

@@ -377,28 +377,32 @@ def masks_fit(kernel_hw, pixels_hw=None) -> bool:
     """Whether the ZERO_PAD loader's tap masks (conv.cu's Bounds) serve a conv pass: its
     kernel taps, rows plus columns (a grad-input stride phase has no more), fit a mask, and
     for the tensor-core grad-weight (``pixels_hw``: the output's rows and columns, its
-    reduction) the tables of them; past that the generic instance serves zero padding through
-    source_index."""
+    reduction) the tables of them. Past that, forward and grad-input run the generic instance
+    (zero padding through source_index), grad-weight the CUDA-core tiles (which test rows and
+    columns)."""
     fits = kernel_hw[0] + kernel_hw[1] <= MASK_TAPS
     return fits and (pixels_hw is None or max(pixels_hw) <= MASK_PIXELS)
 
 
 def _gemm_candidates(dtype: str, precision: str, zero_pad: bool, index64: bool,
-                     tile: str | None, direct_rows: int = 0) -> tuple[str, ...]:
-    """Tiles built for this case (generic only off the fast path); ``tile`` forces one of them.
-    ``direct_rows``: a forward or grad-input slice writing that few rows runs conv_direct."""
+                     tile: str | None, direct_rows: int = 0,
+                     tensor_cores: bool = True) -> tuple[str, ...]:
+    """Tiles built for this case (generic only off the fast path); ``tile`` forces one of the
+    precision's tiles (autotuning tries each): the case's own tiles where it is not one of them
+    (off the fast path, or a tensor-core precision that runs on CUDA cores there).
+    ``direct_rows``: a forward or grad-input slice writing that few rows runs conv_direct;
+    ``tensor_cores`` false: the case runs a tensor-core precision on CUDA cores, in FP32."""
     if direct_rows in DIRECT_ROWS_USED and zero_pad and not index64 and tile is None:
         return (f"direct{direct_rows}",)
-    if dtype != "float32" or not zero_pad or index64:
+    asked = TILES_FOR.get((dtype, precision)) or TILES_FOR[(dtype, "ieee")]
+    if tile is not None and tile not in asked:
+        raise ValueError(f"tile {tile!r} is not a {dtype} {precision!r} tile: {asked}")
+    if dtype != "float32" or not zero_pad or index64 or not tensor_cores:
         precision = "ieee"
     tiles = TILES_FOR[(dtype, precision)]
     if not zero_pad or index64:
         tiles = tiles[-1:]
-    if tile is not None:
-        if tile not in TILES_FOR[(dtype, precision)]:
-            raise ValueError(f"tile {tile!r} is not a {dtype} {precision!r} tile: {tiles}")
-        return (tile,) if tile in tiles else tiles
-    return tiles
+    return (tile,) if tile in tiles else tiles
 
 
 # --------------------------------------------------------------------------- conv plans
@@ -431,14 +435,15 @@ def direct_columns(cols: int, pixel_rows: int) -> int:
 def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile: str | None,
                sm_count: int, zero_pad: bool, index64: bool, wgrad: bool, out: str,
                reduce: dict, out_count: int, pre: list[Launch] = (), pixel_rows: int = 0,
-               vec_a: bool = False) -> Plan:
+               vec_a: bool = False, tensor_cores: bool = True) -> Plan:
     """The GEMM launch of ``shape`` writing ``out`` (or split-K partials that
     conv_splitk_reduce sums into it, with ``reduce``'s bias / ReLU fields); ``pixel_rows``:
     the output rows its columns span (conv_direct's grid); ``vec_a``: A (params["a"]) runs
-    on along the reduction (``a_runs``), for a tensor-core tile to copy 16 bytes at a time."""
+    on along the reduction (``a_runs``), for a tensor-core tile to copy 16 bytes at a time;
+    ``tensor_cores`` false: a tensor-core precision runs on CUDA cores (``_gemm_candidates``)."""
     ctype, itemsize = CTYPES[dtype], np.dtype(dtype).itemsize
     candidates = _gemm_candidates(dtype, precision, zero_pad, index64, tile,
-                                  0 if wgrad else shape.rows)
+                                  0 if wgrad else shape.rows, tensor_cores)
     choice = choose_gemm(shape, candidates, itemsize, sm_count)
     t, splits = choice.tile, choice.splits
     params = dict(params, splits=splits, tiles_per_split=choice.steps_per_split,
@@ -573,17 +578,19 @@ def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSp
         return depthwise_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec,
                                           kernel_hw, dtype, sm_count)
     cg, (kh, kw) = c // groups, kernel_hw
-    tensor_cores = dtype == "float32" and precision != "ieee"
-    zero_pad = zero_padding(spec) and (not tensor_cores or masks_fit(kernel_hw, (ho, wo)))
+    zero_pad = zero_padding(spec)
     params = dict(a="grad_out", b="x", a_stride=gy_strides, b_stride=x_strides, batch=n, b_h=h,
                   b_w=w, out_c=o, m=o // groups, kc=cg, q_h=ho, q_w=wo,
                   mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
     out_count = o * cg * kh * kw
     index64 = _needs_index64(_span(gy_shape, gy_strides), _span(x_shape, x_strides))
     shape = GemmShape(o // groups, cg * kh * kw, n * ho * wo, groups)
+    # past the tensor-core tiles' pixel-tap tables, CUDA cores (zero padding still: their
+    # grad-weight tests rows and columns)
     return _gemm_plan(shape, params, dtype, precision, tile, sm_count, zero_pad, index64, True,
                       "out", dict(out_c=o, plane=1), out_count,
-                      vec_a=a_runs(gy_shape, gy_strides, 2))
+                      vec_a=a_runs(gy_shape, gy_strides, 2),
+                      tensor_cores=masks_fit(kernel_hw, (ho, wo)))
 
 
 def conv_grad_bias_plan(gy_shape, gy_strides, dtype: str) -> Plan:
