@@ -171,7 +171,7 @@ def test_tensor_core_a_runs(host, monkeypatch, precision, tile, a):
 
 # (input width, kernel): masks (30 taps), then past MASK_TAPS (32 taps), and past MASK_PIXELS
 # output columns (the tensor-core grad-weight's tables; forward and grad-input keep the masks)
-MASKS = {"masks": (40, (1, 30)), "taps": (40, (1, 31)), "pixels": (2 * gpu_plan.MASK_PIXELS, (1, 20))}
+MASKS = {"masks": (40, (1, 30)), "taps": (40, (1, 31)), "pixels": (2 * gpu_plan.MASK_PIXELS, (1, 3))}
 
 
 @pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
