@@ -121,17 +121,36 @@ def pytest_configure(config):
                                        "session's other tests did)")
 
 
+# The early compiles' priority: below the tests', so that they take the second core and the
+# cycles the tests leave, never the tests' core (at equal priority the three compiles and the
+# tests share two cores, and the tests, the longest job, get two thirds of one)
+BACKGROUND_NICENESS = 10
+
+
 def pytest_collection_finish(session):
-    """A test module whose setup runs in another process (the sm_90 compiles: minutes on one
-    core) starts it now, through its ``start_early()``, so that it runs on the second core
-    while the other tests run; its fixture waits for it."""
-    for module in {getattr(item, "module", None) for item in session.items}:
-        start = getattr(module, "start_early", None)
-        if start is not None:
+    """A test module whose setup runs in other processes (the sm_90 compiles: minutes on one
+    core) starts them now, through its ``start_early()``, so that they run on the second core
+    while the other tests run; its fixture waits for them. They start from a thread of lowered
+    priority, which on Linux the processes and threads it starts inherit."""
+    starts = [start for start in {getattr(getattr(item, "module", None), "start_early", None)
+                                  for item in session.items} if start is not None]
+
+    def start_behind_the_tests():
+        if hasattr(os, "setpriority"):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+        for start in starts:
             start()
+
+    starter = threading.Thread(target=start_behind_the_tests)
+    starter.start()
+    starter.join()
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
-    """Tests marked ``last`` go to the end, after any reordering (pytest-randomly)."""
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+    """After any reordering (pytest-randomly): the tests of a module with an early start come
+    after the others (they wait for its process: run first, they would leave this process idle
+    for minutes while the compiles share the other core), and tests marked ``last`` at the
+    end."""
+    items.sort(key=lambda item: (item.get_closest_marker("last") is not None,
+                                 hasattr(getattr(item, "module", None), "start_early")))
