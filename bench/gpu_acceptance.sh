@@ -14,8 +14,9 @@
 #             on CUDA tensors), six pytest processes at once (Numba's per dtype): they are
 #             bound by compiling (NVRTC for CuPy's module, about 30 s; Numba about 1.5 s a
 #             kernel, no cache across processes), not by the GPU;
-#             gpuconv bench for cupy (ieee, tf32, tf32x3 against cuDNN FP32 and TF32) and
-#             numba; one training epoch of lenet: gpuconv graph and eager against PyTorch
+#             gpuconv bench for cupy (ieee, tf32, tf32x3 against cuDNN FP32 and TF32; with
+#             --tiles, every tile of each conv pass timed: the plan model's pick against the
+#             fastest) and numba; one training epoch of lenet: gpuconv graph and eager against PyTorch
 #             eager and torch.compile(mode="reduce-overhead"); the CuPy backend's host time
 #             per op with real launches (bench/host.py --device)
 #   full      the whole test suite on the GPU, compute-sanitizer memcheck and racecheck
@@ -141,13 +142,13 @@ checks_numba_f32() {
 checks_numba_f64() { pytest_step checks-numba-f64 135 "${NUMBA_CHECKS[@]}" -k "numba and $F64"; }
 
 quick() {
-    step install 30 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
+    step install 20 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
     step machine 10 bash -c "nvidia-smi; $PY -m gpuconv.cli info"
     together checks goldens_cupy goldens_numba_f32 goldens_numba_f64 checks_cupy \
         checks_numba_f32 checks_numba_f64
     for backend in ${BENCH_BACKENDS:-cupy numba}; do
-        step "bench-$backend" "$([ "$backend" = cupy ] && echo 95 || echo 100)" \
-            "$PY" -m gpuconv.cli bench --backend "$backend" \
+        step "bench-$backend" "$([ "$backend" = cupy ] && echo 105 || echo 100)" \
+            "$PY" -m gpuconv.cli bench --backend "$backend" $([ "$backend" = cupy ] && echo --tiles) \
             --repeat "$REPEAT" --json "$RESULTS/bench_${backend}_h200.json" \
             --plot "$RESULTS/bench_${backend}_h200.png"
     done

@@ -189,7 +189,10 @@ def _names(ctx, param, value):
 @click.option("--plan", "plan_precision", type=click.Choice(["ieee", "tf32", "tf32x3"]),
               help="Print the CuPy backend's conv launch plans for the suite at this precision "
                    "(tile, split-K, waves, fill, issued/useful MACs) and exit; needs no GPU.")
-def bench(backend, ops, layers, repeat, json_path, plot_path, plan_precision):
+@click.option("--tiles", is_flag=True,
+              help="Also time every tile the CuPy backend can run for each conv pass and "
+                   "precision: the plan's tile against the fastest.")
+def bench(backend, ops, layers, repeat, json_path, plot_path, plan_precision, tiles):
     """Time gpuconv's CUDA kernels against cuDNN (through PyTorch) on the GPU layer suite,
     after checking each result against cuDNN's. Prints ms, TFLOP/s or GB/s and
     x cuDNN = cuDNN time / our time (above 1: gpuconv is faster). Needs a CUDA device and
@@ -204,7 +207,7 @@ def bench(backend, ops, layers, repeat, json_path, plot_path, plan_precision):
     try:
         code = _run_report(lambda: gpu.bench_command(backend, ops, layers,
                                                      repeat or gpu.DEFAULT_REPEAT, json_path,
-                                                     plot_path, click.echo))
+                                                     plot_path, click.echo, tiles))
     except BenchUnavailableError as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(code)

@@ -282,7 +282,8 @@ def test_bench_without_a_usable_backend_is_a_one_line_error(monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (("--layers", "nope"), "unknown layer"), (("--ops", "conv3d"), "unknown op"),
-    (("--repeat", "0"), "--repeat"), (("--backend", "numpy"), "--backend")])
+    (("--repeat", "0"), "--repeat"), (("--backend", "numpy"), "--backend"),
+    (("--backend", "numba", "--tiles"), "the CuPy backend's tiles")])
 def test_bench_usage_errors(args, message):
     result = invoke(*args)
     assert result.exit_code == 2 and message in result.output

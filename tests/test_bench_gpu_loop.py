@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 
 import numpy as np
@@ -141,6 +142,66 @@ def test_global_pooling_is_timed_as_a_graph_of_calls():
     copies = -(-gpu.FLUSH_L2_TIMES * 1000 // operand_bytes)
     assert len({id(call.args[2]) for call in built[0]}) == copies
     assert "graph_calls" not in report["layers"][1]["passes"][0]["sides"]["ours"]
+
+
+def tile_of(kernel: str) -> str:
+    """A kernel's name without its trailing flags (which the arrays' alignment sets)."""
+    return re.sub(r"(, (true|false))+, \w+>$", ">", kernel)
+
+
+def test_tile_sweep_times_every_tile_of_each_pass_forced(monkeypatch):
+    """--tiles on the CuPy backend (its kernels in the host emulation): each conv pass's side
+    checks and times the plan's tile and every other tile of its case, each forced (the
+    launches say so); a wrong tile is reported and not timed; the fastest is named."""
+    from gpuconv import backends
+    from gpuconv.backends import autotune, cupy_backend
+    from gpuconv.benchmark import plans
+    from tests.cuda_host import harness
+    if harness.compiler() is None:
+        pytest.skip("no C++ compiler (g++)")
+    ex = harness.HostExecutor(harness.build())
+    monkeypatch.setattr(cupy_backend, "_EXECUTOR", ex)
+    monkeypatch.setitem(backends._LOADED, "cupy", cupy_backend)
+    monkeypatch.setitem(backends.TAKES, "cupy", ("numpy",))  # the emulation's device memory
+    layer, wrong, fastest = TINY[0], "32x32", "64x128"
+    real = gpu.gpuconv_pass
+
+    def off_by_one_percent_on_one_tile(*args):
+        scale = 1.01 if autotune.forced() == wrong else 1.0
+        return {k: v * scale for k, v in real(*args).items()}
+
+    launched = {}
+
+    class TileTimer:
+        """Records what each timed call launched; a forced tile takes 2 ms, ``fastest`` 1."""
+
+        def time_ms(self, fn):
+            start = len(ex.launched)
+            fn()
+            if fn.func is not gpu._with_tile:
+                return 1.0
+            launched[fn.args[0]] = ex.launched[start:]
+            return {None: 3.0, fastest: 1.0}.get(fn.args[0], 2.0)
+
+    monkeypatch.setattr(gpu, "gpuconv_pass", off_by_one_percent_on_one_tile)
+    h = dataclasses.replace(cpu_harness(("ieee",), TileTimer()), backend="cupy", tiles=True,
+                            repeat=1, warmup=0)
+    report = gpu.build_report([layer], h, {}, {})
+    for p in report["layers"][0]["passes"]:
+        sweep = p["sides"]["ours"]["tile_sweep"]
+        names = plans.pass_tiles(layer, p["pass"])
+        assert list(sweep["tiles"]) == names and sweep["plan"] == names[0]
+        assert {fastest, wrong} < set(names) and names[0] not in (fastest, wrong)
+        assert not sweep["tiles"][wrong]["ok"] and "median_ms" not in sweep["tiles"][wrong]
+        assert sweep["best"] == fastest and sweep["plan_over_best"] == 3.0
+        for tile in names[1:]:
+            if tile != wrong:
+                plan = plans.layer_plans(layer, "ieee", ex.sm_count(), tile=tile)[p["pass"]]
+                assert ([tile_of(k) for k in launched[tile]]
+                        == [tile_of(launch.kernel) for launch in plan.launches]), tile
+    text = results.tile_table(report)
+    assert f"| tiny_resnet | forward | ieee | {names[0]} | 3.00 | {fastest} |" in text
+    assert f"{wrong} WRONG" in text and "ieee: the plan's tile took 3.00x the fastest" in text
 
 
 def test_cudnn_precision_uses_one_api():

@@ -29,6 +29,21 @@ def test_switch(monkeypatch, flag, env, want):
     assert autotune.enabled() is want
 
 
+def test_forced_tile_nests_restores_and_names_the_tiles():
+    assert autotune.switches() == (None, None)
+    with autotune.forced_tile("64x64"):
+        with autotune.forced_tile("tf32-128x256"):
+            assert autotune.forced() == "tf32-128x256"
+        assert autotune.switches() == (None, "64x64")
+        with pytest.raises(RuntimeError), autotune.forced_tile(None):
+            raise RuntimeError
+        assert autotune.forced() == "64x64"
+    assert autotune.forced() is None
+    with pytest.raises(ValueError, match="tile must be one of .*'64x64'.*got '64x65'"):
+        with autotune.forced_tile("64x65"):
+            pass
+
+
 def test_cache_dir_follows_xdg(tmp_path, monkeypatch):
     assert autotune.cache_dir() == tmp_path / "gpuconv"
     monkeypatch.delenv("XDG_CACHE_HOME")

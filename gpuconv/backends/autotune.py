@@ -6,16 +6,22 @@ dtype), every candidate tile is timed with CUDA events and the fastest is kept, 
 in ``$XDG_CACHE_HOME/gpuconv/autotune-v1.json`` (``~/.cache/gpuconv`` without XDG). The file is
 written atomically (temporary file + ``os.replace``); a corrupt or foreign file is ignored with
 a warning, never an error.
+
+``forced_tile(name)`` (a context manager) makes conv ops run one tile instead, wherever their
+case has it: ``gpuconv bench --tiles`` times every tile of a case that way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
+
+from gpuconv.backends import gpu_plan
 
 CACHE_FILE = "autotune-v1.json"
 _ENABLED: bool | None = None  # None: follow GPUCONV_AUTOTUNE
@@ -31,6 +37,34 @@ def enabled() -> bool:
     if _ENABLED is not None:
         return _ENABLED
     return os.environ.get("GPUCONV_AUTOTUNE", "") == "1"
+
+
+_FORCED: str | None = None  # the tile forced_tile sets
+
+
+@contextlib.contextmanager
+def forced_tile(name: str | None):
+    """Within the block, a conv op of the CuPy backend runs the GEMM tile ``name`` wherever its
+    case has it (``gpu_plan._gemm_candidates``; elsewhere the case's own choice), in place of
+    the plan model's or autotuning's choice. None: no tile forced."""
+    global _FORCED
+    if name is not None and name not in gpu_plan.TILES:
+        raise ValueError(f"tile must be one of {sorted(gpu_plan.TILES)}, got {name!r}")
+    previous, _FORCED = _FORCED, name
+    try:
+        yield
+    finally:
+        _FORCED = previous
+
+
+def forced() -> str | None:
+    return _FORCED
+
+
+def switches() -> tuple:
+    """What a conv op's tile choice depends on besides its arguments (a prepared call's
+    signature holds it): the autotune switch and the forced tile."""
+    return _ENABLED, _FORCED
 
 
 def cache_dir() -> Path:

@@ -9,10 +9,11 @@ the golden suite (tests/test_golden.py).
 What runs where is planned in pure Python (``gpu_plan``): this module only allocates the
 outputs and workspaces a plan names, packs each launch's parameter struct and launches it.
 Tile choice follows ``gpu_plan.choose_gemm`` unless autotuning is on (``set_autotune(True)``,
-or ``GPUCONV_AUTOTUNE=1`` when a call signature is first prepared; see ``autotune``).
+or ``GPUCONV_AUTOTUNE=1`` when a call signature is first prepared; see ``autotune``) or a tile
+is forced (``autotune.forced_tile``: the bench's tile sweep).
 
 Host overhead (issue 13): everything that depends only on a call's signature (shapes,
-strides, dtypes, spec, precision, device, autotune switch) is prepared once: the plan, the RawKernel handles, grids and each launch's parameter struct with every
+strides, dtypes, spec, precision, device, autotune switches) is prepared once: the plan, the RawKernel handles, grids and each launch's parameter struct with every
 scalar filled in. A call allocates its outputs, patches their pointers into a copy of the
 struct and launches: no planning, no device attribute reads, no host transfer, no
 synchronisation. A conv's backward (``conv2d_backward``: its grad-input, grad-weight and
@@ -233,14 +234,14 @@ def _execute(ex, prepared: _Prepared, buffers: list) -> None:
 def _call(build, arrays: tuple, options: tuple):
     """Run the op that ``build(ex, *arrays, *options)`` prepares, preparing it only the first
     time its signature is met (``signature.prepared``: the arrays' types, shapes, strides and
-    dtypes, the options, the device and the autotune switch). Returns the outputs' slots."""
+    dtypes, the options, the device and ``autotune.switches``). Returns the outputs' slots."""
     recording = signature.recorder()
     if recording is not None:  # a part of a composite op (see _build_composite)
         recording.append((build, arrays, options))
         return [len(recording) - 1]
     ex = _EXECUTOR or _executor()
     prepared = signature.prepared(ex.prepared, build, ex, arrays, options,
-                                  (ex.current_device(), autotune._ENABLED))
+                                  (ex.current_device(), *autotune.switches()))
     buffers = list(arrays)
     _execute(ex, prepared, buffers)
     return buffers[len(arrays):len(arrays) + len(prepared.outputs)]
@@ -294,10 +295,11 @@ def _contiguous_copies(arrays: tuple, slots) -> tuple:
 
 def _conv_prepared(ex, op: str, make_plan, names: tuple, arrays: tuple, out_shape, dtype: str,
                    precision: str, problem, copies: tuple = ()) -> _Prepared:
-    """A conv plan's launches; with autotuning on, first time each candidate tile for it."""
+    """A conv plan's launches: of the forced tile (``autotune.forced_tile``), else with
+    autotuning on, first time each candidate tile for it."""
     outputs = ((tuple(out_shape), dtype),)
-    tile = None
-    if autotune.enabled():
+    tile = autotune.forced()
+    if tile is None and autotune.enabled():
         def time_tile(t):
             prepared = _prepare(ex, make_plan(t), names, outputs, copies)
             return ex.time_ms(lambda: _execute(ex, prepared, list(arrays)))

@@ -3,9 +3,9 @@
 What a call launches depends only on its signature: the op, each array's type, shape,
 strides and dtype, the op's other arguments (specs, sizes, flags, precision) by value and
 by type (1, 1.0 and True are equal dict keys, not the same argument), and the backend's
-context (the device; CuPy: also the autotune switch). Both GPU backends prepare a
-signature once -- plan, kernel handles, grids, packed parameters -- and a call then only
-allocates its outputs and launches.
+context (the device; CuPy: also the tile choice's switches, ``autotune.switches``). Both GPU
+backends prepare a signature once -- plan, kernel handles, grids, packed parameters -- and a
+call then only allocates its outputs and launches.
 """
 
 from __future__ import annotations

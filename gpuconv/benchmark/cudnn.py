@@ -13,7 +13,9 @@ first call), contenders interleaved, median and 20th/80th percentiles. Global po
 one call is shorter than a launch, is timed per call over a CUDA graph of GRAPH_CALLS calls
 (CuPy backend) on operand copies larger than L2. The device's copy bandwidth is measured in
 the same run, for pooling to be judged against, and a strict-FP32 ``torch.mm`` (the CUDA-core
-ceiling, ``copy.sgemm_fp32``).
+ceiling, ``copy.sgemm_fp32``). With ``--tiles`` (CuPy), each conv pass's side also times
+every tile the backend can run for it (``tile_sweep``): the plan model's pick against the
+fastest, per pass and precision.
 
 torch (``gpuconv[bench]``) is imported only when a bench runs, here and in the PyTorch
 side, torch_ops.py: importing gpuconv, or this module, never imports it. The CUDA-bound parts
@@ -32,20 +34,21 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
+from gpuconv.backends import autotune
 from gpuconv.benchmark import BenchUnavailableError
 from gpuconv.benchmark.measure import (Timer, count_differing, interleaved, relative_error,
                                        summarize)
-from gpuconv.benchmark.plans import layer_plans
+from gpuconv.benchmark.plans import layer_plans, pass_tiles
 from gpuconv.benchmark.results import (CUDNN_PRECISION, TOLERANCE, DeviceLimits, group_means,
-                                       limits_for, plot, ratio, ratio_key, side_metrics, side_name, summary, table,
-                                       write_json)
+                                       limits_for, plot, ratio, ratio_key, side_metrics,
+                                       side_name, summary, table, tile_table, write_json)
 from gpuconv.benchmark.suite import (GPU_SUITE, Layer, gpuconv_forward, gpuconv_pass,
                                      make_arrays, select)
 
@@ -86,6 +89,7 @@ class Harness:
     # larger than L2 (FLUSH_L2_TIMES x l2_bytes), so the replay reads from DRAM
     replay: Optional[Callable[[list], Callable[[], object]]] = None
     l2_bytes: int = 0
+    tiles: bool = False  # also time every tile of each conv pass (tile_sweep; CuPy backend)
 
 
 # --------------------------------------------------------------------------- correctness
@@ -160,8 +164,11 @@ def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness,
                 timing["graph_calls"] = GRAPH_CALLS
             sides[name].update(timing, **side_metrics(timing, flops, nbytes, precision, h.limits,
                                                       h.copy_gbps))
-        if h.backend == "cupy" and layer.is_conv and side_name(True, precision) in sides:
-            sides[side_name(True, precision)]["plan"] = plan_summary(layer, pass_, precision)
+        ours_side = sides.get(side_name(True, precision))
+        if h.backend == "cupy" and layer.is_conv and ours_side is not None:
+            ours_side["plan"] = plan_summary(layer, pass_, precision)
+            if h.tiles:
+                ours_side["tile_sweep"] = tile_sweep(layer, pass_, ours, h, precision, reference)
         result["sides"].update(sides)
         result[ratio_key(precision)] = ratio(result["sides"], precision)
     torch_ops.set_cudnn_precision("ieee")
@@ -177,6 +184,37 @@ def plan_summary(layer: Layer, pass_: str, precision: str) -> dict:
     if plan.choice is not None:
         summary.update(plan.choice.row())
     return summary
+
+
+def tile_sweep(layer: Layer, pass_: str, ours: dict, h: Harness, precision: str,
+               reference: dict) -> dict:
+    """Every tile the CuPy backend can run for this pass (``plans.pass_tiles``: the plan's own
+    choice, then each one forced with ``autotune.forced_tile``), checked, then timed against
+    each other: ``{"tiles": {tile: check and timing}, "plan": the plan model's tile, "best":
+    the fastest right one, "plan_over_best": their time ratio}``, what the plan model's tile
+    ratings (``gpu_plan.TILE_EFFICIENCY``) are judged and set by."""
+    names = pass_tiles(layer, pass_, precision)
+    run = partial(gpuconv_pass, layer, pass_, ours, h.backend, precision)
+    runs = {name: partial(_with_tile, None if i == 0 else name, run)
+            for i, name in enumerate(names)}
+    tiles = {name: check(runs[name], h.bridge.to_torch, reference, precision) for name in names}
+    timed = [name for name in names if tiles[name]["ok"]]
+    for name, ms in zip(timed, interleaved(h.timer, [runs[name] for name in timed], h.repeat,
+                                           h.warmup)):
+        tiles[name].update(summarize(ms))
+    result = {"tiles": tiles, "plan": names[0] if names else None}
+    if timed:
+        result["best"] = min(timed, key=lambda name: tiles[name]["median_ms"])
+        if result["plan"] in timed:
+            result["plan_over_best"] = (tiles[result["plan"]]["median_ms"]
+                                        / tiles[result["best"]]["median_ms"])
+    return result
+
+
+def _with_tile(tile: Optional[str], run: Callable[[], dict]) -> dict:
+    """``run()`` with ``tile`` forced (None: the plan's own choice)."""
+    with autotune.forced_tile(tile):
+        return run()
 
 
 def measure_layer(layer: Layer, h: Harness) -> dict:
@@ -405,13 +443,17 @@ def open_harness(backend: str, repeat: int, warmup: int) -> tuple[Harness, dict,
 
 def bench_command(backend: str = "cupy", ops=None, layers=None, repeat: int = DEFAULT_REPEAT,
                   json_path: Optional[Path] = None, plot_path: Optional[Path] = None,
-                  echo: Callable[[str], object] = print) -> int:
-    """What ``gpuconv bench`` does; 0 when every result was right, else 1. Bad names raise
-    ValueError; a machine that cannot run it raises BenchUnavailableError."""
+                  echo: Callable[[str], object] = print, tiles: bool = False) -> int:
+    """What ``gpuconv bench`` does; 0 when every result was right, else 1. ``tiles``: also
+    the tile sweep of each conv pass (CuPy backend). Bad names raise ValueError; a machine
+    that cannot run it raises BenchUnavailableError."""
     suite = select(GPU_SUITE, layers, ops)
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
+    if tiles and backend != "cupy":
+        raise ValueError(f"the tile sweep times the CuPy backend's tiles, not {backend!r}'s")
     harness, env, copy = open_harness(backend, repeat, DEFAULT_WARMUP)
+    harness = replace(harness, tiles=tiles)
     # the JSON after every layer: a run cut short keeps the layers it measured
     keep = None if json_path is None else lambda partial: write_json(partial, Path(json_path))
     report = build_report(suite, harness, env, copy, echo, keep)
@@ -419,6 +461,9 @@ def bench_command(backend: str = "cupy", ops=None, layers=None, repeat: int = DE
     echo(table(report))
     echo("")
     echo(summary(report))
+    if tiles:
+        echo("")
+        echo(tile_table(report))
     for path, write in ((json_path, write_json), (plot_path, plot)):
         if path is not None:
             write(report, Path(path))

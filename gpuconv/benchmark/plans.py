@@ -15,8 +15,9 @@ from gpuconv.shapes import ConvSpec
 
 
 def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.DEFAULT_SM_COUNT,
-                dtype: str = "float32") -> dict[str, gpu_plan.Plan]:
-    """pass -> the Plan the CuPy backend makes for ``layer`` (a conv or transposed conv)."""
+                dtype: str = "float32", tile: str | None = None) -> dict[str, gpu_plan.Plan]:
+    """pass -> the Plan the CuPy backend makes for ``layer`` (a conv or transposed conv), with
+    ``tile`` forced where a pass's case has it (``autotune.forced_tile``)."""
     transposed = layer.kind == "conv_transpose"
     spec = ConvSpec.make(2, layer.kernel, stride=layer.stride, padding=layer.padding,
                          dilation=layer.dilation, groups=layer.groups,
@@ -26,16 +27,29 @@ def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.
     conv_x, conv_y = (y, x) if transposed else (x, y)
     strides = gpu_plan.contiguous_strides
     forward = gpu_plan.conv_forward_plan(conv_x, strides(conv_x), w, strides(w), spec, dtype,
-                                         True, precision, sm_count=sm_count)
+                                         True, precision, tile, sm_count)
     grad_input = gpu_plan.conv_grad_input_plan(conv_y, strides(conv_y), w, strides(w), spec,
-                                               conv_x[2:], dtype, True, precision,
-                                               sm_count=sm_count)
+                                               conv_x[2:], dtype, True, precision, tile,
+                                               sm_count)
     grad_weight = gpu_plan.conv_grad_weight_plan(conv_y, strides(conv_y), conv_x, strides(conv_x),
-                                                 spec, w[2:], dtype, precision,
-                                                 sm_count=sm_count)
+                                                 spec, w[2:], dtype, precision, tile,
+                                                 sm_count)
     if transposed:  # its forward is conv's grad-input, its grad-input conv's forward
         forward, grad_input = grad_input, forward
     return {"forward": forward, "grad_input": grad_input, "grad_weight": grad_weight}
+
+
+def pass_tiles(layer: Layer, pass_: str, precision: str = "ieee",
+               sm_count: int = gpu_plan.DEFAULT_SM_COUNT) -> list[str]:
+    """The tiles a pass of ``layer`` can run at ``precision`` (float32): the plan's own choice
+    first (a GEMM tile, or conv_direct's), then each of the precision's tiles that its case has
+    (forced elsewhere, a case runs its own choice); none where the pass runs no GEMM."""
+    own = layer_plans(layer, precision, sm_count)[pass_].choice
+    if own is None:
+        return []
+    forced = (layer_plans(layer, precision, sm_count, tile=name)[pass_].choice
+              for name in gpu_plan.TILES_FOR[("float32", precision)])
+    return list(dict.fromkeys([own.tile.name] + [c.tile.name for c in forced]))
 
 
 def plan_rows(layers: Sequence[Layer] = GPU_SUITE, precision: str = "ieee",

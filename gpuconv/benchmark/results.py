@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from gpuconv._files import atomic_write
+from gpuconv.backends.gpu_plan import PRECISIONS
 from gpuconv.benchmark.measure import geomean
 from gpuconv.benchmark.suite import PASSES
 
@@ -236,6 +237,56 @@ def summary(report: dict) -> str:
         target = "" if g["target"] is None else (
             f"   target {g['target']:g}: {'met' if g['met'] else 'NOT met'}")
         lines.append(f"geometric mean, {g['name']:<30} {mean}{target}")
+    return "\n".join(lines)
+
+
+def _tile_sweeps(report: dict) -> list[tuple[str, str, str, dict]]:
+    """(layer, pass, precision, sweep) of each of our conv sides with a tile sweep."""
+    sweeps = []
+    for layer in report["layers"]:
+        for p in layer["passes"]:
+            for precision in PRECISIONS:
+                side = p["sides"].get(side_name(True, precision)) or {}
+                if "tile_sweep" in side:
+                    sweeps.append((layer["layer"]["name"], p["pass"], precision,
+                                   side["tile_sweep"]))
+    return sweeps
+
+
+def _tile_ms(timing: dict) -> str:
+    if "failed" in timing:
+        return "FAILED"
+    return f"{timing['median_ms']:.3f}" if timing["ok"] else "WRONG"
+
+
+def tile_table(report: dict) -> str:
+    """The tile sweeps (``gpuconv bench --tiles``): for each conv pass and precision, the plan
+    model's tile against the fastest and every tile's median ms; then, per precision, the
+    plan's tile time over the fastest's, and each tile's time over the fastest's (geometric
+    means): what the plan model's tile ratings (gpu_plan.TILE_EFFICIENCY) are set by."""
+    sweeps = _tile_sweeps(report)
+    lines = ["| layer | pass | precision | plan tile | x fastest | fastest tile | median ms |",
+             "|---|---|---|---|---:|---|---|"]
+    for name, pass_, precision, sweep in sweeps:
+        times = ", ".join(f"{tile} {_tile_ms(t)}" for tile, t in sweep["tiles"].items())
+        lines.append(f"| {name} | {pass_} | {precision} | {sweep['plan']} | "
+                     f"{_num(sweep.get('plan_over_best'))} | {sweep.get('best', '')} | {times} |")
+    for precision in PRECISIONS:
+        chosen = [s for *_, p, s in sweeps if p == precision and "best" in s]
+        plan = [s["plan_over_best"] for s in chosen if "plan_over_best" in s]
+        if plan:
+            lines.append(f"{precision}: the plan's tile took {geomean(plan):.2f}x the fastest "
+                         f"tile's time (geometric mean of {len(plan)} passes; the fastest in "
+                         f"{sum(r == 1 for r in plan)})")
+        slower: dict[str, list[float]] = {}
+        for s in chosen:
+            best = s["tiles"][s["best"]]["median_ms"]
+            for tile, timing in s["tiles"].items():
+                if "median_ms" in timing:
+                    slower.setdefault(tile, []).append(timing["median_ms"] / best)
+        for tile, r in slower.items():
+            lines.append(f"  {tile:16s} {geomean(r):.2f}x the fastest (of {len(r)} passes; "
+                         f"the fastest in {sum(x == 1 for x in r)})")
     return "\n".join(lines)
 
 
