@@ -1,5 +1,6 @@
 """CuPy backend: every 2-D kernel of ``gpuconv.backends.KERNELS`` as raw CUDA C++ kernels
-(``kernels/conv.cu``, ``kernels/pool.cu``), compiled once per process into one
+(``kernels/conv.cu``, ``kernels/depthwise.cu``, ``kernels/pool.cu``; the trainer's layers:
+``kernels/layers.cu`` through ``cupy_layers``), compiled once per process into one
 ``cupy.RawModule`` and launched on the caller's current device and stream.
 
 Checked against the NumPy backend: on the CPU through the CUDA C host emulation

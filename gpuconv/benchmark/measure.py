@@ -1,7 +1,7 @@
 """Timing and error measures shared by the CPU and GPU benches (no torch, no GPU here).
 
 A timer is any object with ``time_ms(fn) -> float``: ``WallClockTimer`` for the CPU,
-``gpu.CudaEventTimer`` for the GPU, a fake one in the tests, so the code that repeats,
+``cudnn.CudaEventTimer`` for the GPU, a fake one in the tests, so the code that repeats,
 interleaves and summarises runs the same under all three.
 """
 

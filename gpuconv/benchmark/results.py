@@ -1,8 +1,8 @@
 """What the GPU bench makes of its timings: throughput, ratio to cuDNN, fractions of the
 device's limits, geometric means per group, and the table, JSON and bar chart.
 
-Everything here works on the plain result dicts that ``gpu.py`` builds (and writes as
-JSON), so it runs, and is tested, without a GPU or torch.
+Everything here works on the plain result dicts that ``cudnn.build_report`` builds (and
+writes as JSON), so it runs, and is tested, without a GPU or torch.
 
 Ratio to cuDNN = cuDNN's time / our time: above 1, gpuconv is faster.
 """
