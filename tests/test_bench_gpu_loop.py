@@ -189,8 +189,12 @@ def test_tile_sweep_times_every_tile_of_each_pass_forced(monkeypatch):
     report = gpu.build_report([layer], h, {}, {})
     for p in report["layers"][0]["passes"]:
         sweep = p["sides"]["ours"]["tile_sweep"]
-        names = plans.pass_tiles(layer, p["pass"])
+        models = plans.pass_tiles(layer, p["pass"])
+        names = list(models)
         assert list(sweep["tiles"]) == names and sweep["plan"] == names[0]
+        assert all(sweep["tiles"][tile]["model"] == models[tile] for tile in names)
+        own = gpu.plan_summary(layer, p["pass"], "ieee")
+        assert models[names[0]] == {k: v for k, v in own.items() if k != "kernels"}
         assert {fastest, wrong} < set(names) and names[0] not in (fastest, wrong)
         assert not sweep["tiles"][wrong]["ok"] and "median_ms" not in sweep["tiles"][wrong]
         assert sweep["best"] == fastest and sweep["plan_over_best"] == 3.0
@@ -202,6 +206,8 @@ def test_tile_sweep_times_every_tile_of_each_pass_forced(monkeypatch):
     text = results.tile_table(report)
     assert f"| tiny_resnet | forward | ieee | {names[0]} | 3.00 | {fastest} |" in text
     assert f"{wrong} WRONG" in text and "ieee: the plan's tile took 3.00x the fastest" in text
+    assert (f"  {fastest:16s} 1.00x the fastest (of 3 passes; the fastest in 3); "
+            f"measured / model 1.00") in text
 
 
 def test_cudnn_precision_uses_one_api():

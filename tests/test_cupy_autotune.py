@@ -39,9 +39,9 @@ def test_forced_tile_nests_restores_and_names_the_tiles():
             raise RuntimeError
         assert autotune.forced() == "64x64"
     assert autotune.forced() is None
-    with pytest.raises(ValueError, match="tile must be one of .*'64x64'.*got '64x65'"):
-        with autotune.forced_tile("64x65"):
-            pass
+    with pytest.raises(ValueError, match="tile must be one of .*'64x64'.*got '64x65'"), \
+            autotune.forced_tile("64x65"):
+        pass
 
 
 def test_cache_dir_follows_xdg(tmp_path, monkeypatch):

@@ -190,14 +190,17 @@ def tile_sweep(layer: Layer, pass_: str, ours: dict, h: Harness, precision: str,
                reference: dict) -> dict:
     """Every tile the CuPy backend can run for this pass (``plans.pass_tiles``: the plan's own
     choice, then each one forced with ``autotune.forced_tile``), checked, then timed against
-    each other: ``{"tiles": {tile: check and timing}, "plan": the plan model's tile, "best":
-    the fastest right one, "plan_over_best": their time ratio}``, what the plan model's tile
-    ratings (``gpu_plan.TILE_EFFICIENCY``) are judged and set by."""
-    names = pass_tiles(layer, pass_, precision)
+    each other: ``{"tiles": {tile: check, timing and the plan model's figures ("model")},
+    "plan": the plan model's tile, "best": the fastest right one, "plan_over_best": their
+    time ratio}``, what the plan model's tile ratings (``gpu_plan.TILE_EFFICIENCY``) are
+    judged and set by."""
+    models = pass_tiles(layer, pass_, precision)
+    names = list(models)
     run = partial(gpuconv_pass, layer, pass_, ours, h.backend, precision)
     runs = {name: partial(_with_tile, None if i == 0 else name, run)
             for i, name in enumerate(names)}
-    tiles = {name: check(runs[name], h.bridge.to_torch, reference, precision) for name in names}
+    tiles = {name: dict(check(runs[name], h.bridge.to_torch, reference, precision),
+                        model=models[name]) for name in names}
     timed = [name for name in names if tiles[name]["ok"]]
     for name, ms in zip(timed, interleaved(h.timer, [runs[name] for name in timed], h.repeat,
                                            h.warmup)):

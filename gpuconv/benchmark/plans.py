@@ -40,16 +40,20 @@ def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.
 
 
 def pass_tiles(layer: Layer, pass_: str, precision: str = "ieee",
-               sm_count: int = gpu_plan.DEFAULT_SM_COUNT) -> list[str]:
-    """The tiles a pass of ``layer`` can run at ``precision`` (float32): the plan's own choice
-    first (a GEMM tile, or conv_direct's), then each of the precision's tiles that its case has
-    (forced elsewhere, a case runs its own choice); none where the pass runs no GEMM."""
+               sm_count: int = gpu_plan.DEFAULT_SM_COUNT) -> dict[str, dict]:
+    """The tiles a pass of ``layer`` can run at ``precision`` (float32), each with the plan
+    model's figures for it (``GemmChoice.row``): the plan's own choice first (a GEMM tile, or
+    conv_direct's), then each of the precision's tiles that its case has (forced elsewhere,
+    a case runs its own choice); none where the pass runs no GEMM."""
     own = layer_plans(layer, precision, sm_count)[pass_].choice
     if own is None:
-        return []
-    forced = (layer_plans(layer, precision, sm_count, tile=name)[pass_].choice
-              for name in gpu_plan.TILES_FOR[("float32", precision)])
-    return list(dict.fromkeys([own.tile.name] + [c.tile.name for c in forced]))
+        return {}
+    choices = [own] + [layer_plans(layer, precision, sm_count, tile=name)[pass_].choice
+                       for name in gpu_plan.TILES_FOR[("float32", precision)]]
+    tiles: dict[str, dict] = {}
+    for choice in choices:
+        tiles.setdefault(choice.tile.name, choice.row())
+    return tiles
 
 
 def plan_rows(layers: Sequence[Layer] = GPU_SUITE, precision: str = "ieee",

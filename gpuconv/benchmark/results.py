@@ -259,11 +259,17 @@ def _tile_ms(timing: dict) -> str:
     return f"{timing['median_ms']:.3f}" if timing["ok"] else "WRONG"
 
 
+def _passes(count: int) -> str:
+    return f"{count} pass" + ("" if count == 1 else "es")
+
+
 def tile_table(report: dict) -> str:
     """The tile sweeps (``gpuconv bench --tiles``): for each conv pass and precision, the plan
     model's tile against the fastest and every tile's median ms; then, per precision, the
-    plan's tile time over the fastest's, and each tile's time over the fastest's (geometric
-    means): what the plan model's tile ratings (gpu_plan.TILE_EFFICIENCY) are set by."""
+    plan's tile time over the fastest's, and for each tile its time over the fastest's and
+    how far the plan model misjudged it (its measured over modelled time, relative to the
+    fastest tile's; geometric means): above 1, the tile ran slower than the model says, and
+    its rating in gpu_plan.TILE_EFFICIENCY divided by that figure would fit the run."""
     sweeps = _tile_sweeps(report)
     lines = ["| layer | pass | precision | plan tile | x fastest | fastest tile | median ms |",
              "|---|---|---|---|---:|---|---|"]
@@ -276,17 +282,21 @@ def tile_table(report: dict) -> str:
         plan = [s["plan_over_best"] for s in chosen if "plan_over_best" in s]
         if plan:
             lines.append(f"{precision}: the plan's tile took {geomean(plan):.2f}x the fastest "
-                         f"tile's time (geometric mean of {len(plan)} passes; the fastest in "
+                         f"tile's time (geometric mean of {_passes(len(plan))}; the fastest in "
                          f"{sum(r == 1 for r in plan)})")
         slower: dict[str, list[float]] = {}
+        misjudged: dict[str, list[float]] = {}
         for s in chosen:
-            best = s["tiles"][s["best"]]["median_ms"]
+            best = s["tiles"][s["best"]]
             for tile, timing in s["tiles"].items():
                 if "median_ms" in timing:
-                    slower.setdefault(tile, []).append(timing["median_ms"] / best)
+                    slower.setdefault(tile, []).append(timing["median_ms"] / best["median_ms"])
+                    misjudged.setdefault(tile, []).append(
+                        slower[tile][-1] * best["model"]["model_us"] / timing["model"]["model_us"])
         for tile, r in slower.items():
-            lines.append(f"  {tile:16s} {geomean(r):.2f}x the fastest (of {len(r)} passes; "
-                         f"the fastest in {sum(x == 1 for x in r)})")
+            lines.append(f"  {tile:16s} {geomean(r):.2f}x the fastest (of {_passes(len(r))}; "
+                         f"the fastest in {sum(x == 1 for x in r)}); measured / model "
+                         f"{geomean(misjudged[tile]):.2f}")
     return "\n".join(lines)
 
 
