@@ -203,6 +203,7 @@ def test_tile_sweep_times_every_tile_of_each_pass_forced(monkeypatch):
                 plan = plans.layer_plans(layer, "ieee", ex.sm_count(), tile=tile)[p["pass"]]
                 assert ([tile_of(k) for k in launched[tile]]
                         == [tile_of(launch.kernel) for launch in plan.launches]), tile
+    assert not report["all_correct"]  # the wrong tile fails the run
     text = results.tile_table(report)
     assert f"| tiny_resnet | forward | ieee | {names[0]} | 3.00 | {fastest} |" in text
     assert f"{wrong} WRONG" in text and "ieee: the plan's tile took 3.00x the fastest" in text
