@@ -16,9 +16,9 @@
 #             kernel, no cache across processes), not by the GPU;
 #             gpuconv bench for cupy (ieee, tf32, tf32x3 against cuDNN FP32 and TF32; with
 #             --tiles, every tile of each conv pass timed: the plan model's pick against the
-#             fastest) and numba; one training epoch of lenet: gpuconv graph and eager against PyTorch
-#             eager and torch.compile(mode="reduce-overhead"); the CuPy backend's host time
-#             per op with real launches (bench/host.py --device)
+#             fastest) and numba; one training epoch of lenet: gpuconv graph and eager
+#             against PyTorch eager and torch.compile(mode="reduce-overhead"); the CuPy
+#             backend's host time per op with real launches (bench/host.py --device)
 #   full      the whole test suite on the GPU, compute-sanitizer memcheck and racecheck
 #   train     gpuconv train --device cuda: lenet (the default) and vgg (the strongest)
 #   profile   one lenet training epoch under cProfile; the Numba backend's host time per op
@@ -148,8 +148,8 @@ quick() {
         checks_numba_f32 checks_numba_f64
     for backend in ${BENCH_BACKENDS:-cupy numba}; do
         step "bench-$backend" "$([ "$backend" = cupy ] && echo 105 || echo 100)" \
-            "$PY" -m gpuconv.cli bench --backend "$backend" $([ "$backend" = cupy ] && echo --tiles) \
-            --repeat "$REPEAT" --json "$RESULTS/bench_${backend}_h200.json" \
+            "$PY" -m gpuconv.cli bench --backend "$backend" \
+            $([ "$backend" = cupy ] && echo --tiles) --repeat "$REPEAT" --json "$RESULTS/bench_${backend}_h200.json" \
             --plot "$RESULTS/bench_${backend}_h200.png"
     done
     # most of its time: torch.compile's first compile; its JSON is rewritten after each round
