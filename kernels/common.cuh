@@ -85,21 +85,24 @@ __device__ __forceinline__ i64 lmin(i64 a, i64 b) { return a < b ? a : b; }
 __device__ __forceinline__ i64 lmax(i64 a, i64 b) { return a > b ? a : b; }
 
 // --------------------------------------------------------------------------- 3. async copies
-// Where a copy reads: base[offset], or base itself when !ok (the copy then reads nothing: its
-// source size is 0). A valid 32-bit offset is never negative: unsigned, it widens in one
-// multiply-add instead of a sign-extended 64-bit add.
+// Where a copy reads: base[offset]. When !ok the offset may point anywhere (a padding tap's
+// position outside the tensor): the copy then ignores its source (cp.async's ignore-src
+// predicate: "ignored completely", zeros written), as CUTLASS's zero-filling copies, whose
+// masked-off pointers lie outside their tensors too. A valid 32-bit offset is never
+// negative: unsigned, it widens in one multiply-add instead of a sign-extended 64-bit add.
 template <typename T, typename Index>
-__device__ __forceinline__ const T* copy_source(const T* base, Index offset, bool ok) {
-    return sizeof(Index) == 4 ? base + (unsigned)(ok ? offset : Index(0)) : base + (ok ? offset : Index(0));
+__device__ __forceinline__ const T* copy_source(const T* base, Index offset) {
+    return sizeof(Index) == 4 ? base + (unsigned)offset : base + offset;
 }
 
 // One element base[offset] global -> shared, or a zero when !ok.
 template <typename T, typename Index>
 __device__ __forceinline__ void copy_async(T* dst, const T* base, Index offset, bool ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n"
-                 :: "r"((unsigned)__cvta_generic_to_shared(dst)), "l"(copy_source(base, offset, ok)),
-                    "n"(sizeof(T)), "r"(ok ? (int)sizeof(T) : 0));
+    asm volatile("{\n .reg .pred ignore;\n setp.eq.u32 ignore, %3, 0;\n"
+                 " cp.async.ca.shared.global [%0], [%1], %2, ignore;\n}\n"
+                 :: "r"((unsigned)__cvta_generic_to_shared(dst)), "l"(copy_source(base, offset)),
+                    "n"(sizeof(T)), "r"((unsigned)ok));
 #else
     *dst = ok ? base[offset] : T(0);
 #endif
@@ -117,9 +120,10 @@ struct alignas(16) Vec16 {
 template <typename T, typename Index>
 __device__ __forceinline__ void copy_async16(T* dst, const T* base, Index offset, bool ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
-                 :: "r"((unsigned)__cvta_generic_to_shared(dst)), "l"(copy_source(base, offset, ok)),
-                    "r"(ok ? 16 : 0));
+    asm volatile("{\n .reg .pred ignore;\n setp.eq.u32 ignore, %2, 0;\n"
+                 " cp.async.cg.shared.global [%0], [%1], 16, ignore;\n}\n"
+                 :: "r"((unsigned)__cvta_generic_to_shared(dst)), "l"(copy_source(base, offset)),
+                    "r"((unsigned)ok));
 #else
     *(Vec16<T>*)dst = ok ? *(const Vec16<T>*)(base + offset) : Vec16<T>{};
 #endif
