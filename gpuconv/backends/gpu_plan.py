@@ -141,9 +141,10 @@ PRECISIONS = ("ieee", "tf32", "tf32x3")
 # Relative FFMA (or MMA) issue efficiency of a tile's main loop: larger tiles amortise their
 # loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py; for
 # conv_direct its segment layout's window loop, 3.0 to 1.6 instructions a multiply-add for 1
-# to 4 rows against the 128x128 tile's 1.26, less its refill at each kernel row). The 128x256
-# tensor-core tiles issue 0.79 of the 128x128 tiles' instructions an MMA (1.26x), taken as
-# 1.15x: one block of 8 warps an SM, not two, hides less latency (to be measured).
+# to 4 rows against the 128x128 tile's 1.21, less its refill at each kernel row). The 128x256
+# tensor-core tiles issue 0.74 of the 128x128 tiles' instructions an MMA (1.35x; 3xTF32 0.76),
+# taken as 1.15x: one block of 8 warps an SM, not two, hides less latency (to be measured:
+# gpuconv bench --tiles).
 TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6, "32x32": 0.58,
                    "64x64d": 0.8, "direct1": 0.38, "direct2": 0.55, "direct3": 0.6, "direct4": 0.7,
                    "tf32-128x256": 1.15, "tf32x3-128x256": 1.15,
