@@ -368,14 +368,16 @@ struct KPairs {
 // LA::at(k, m) and LB::at(k, n). Thread t always loads one reduction lane kk of the rows and
 // columns of its lane l (of THREADS / BK; a warp takes K_LANES adjacent kk of 32 / K_LANES
 // lanes): its A rows l + i*(THREADS / BK) are one offset and a count; its B columns are the
-// block's column table in shared memory (registers stay for the accumulators); only its
-// reduction position moves, by BK per step.
+// block's column table in shared memory (registers stay for the accumulators), but for HOLD
+// (the 64 x 64-warp tiles, one block an SM: their 255 registers have room for 32-bit
+// entries), which reads its PB entries once into registers; only its reduction position
+// moves, by BK per step.
 // VEC_A: A's rows run on along the reduction in 16-byte aligned runs of V elements
 // (gpu_plan.a_runs: a forward's weight, a grad-weight's grad_out planes), so thread t copies the
 // run of its lane kk, 16 bytes, from rows l*V + kk % V + i*(THREADS*V / BK): the run's
 // offset is its lane's less kk % V, and the run exists where its lane does.
 template <typename T, typename Index, int BM, int BN, int BK, int THREADS, class LA, class LB,
-          Bounds BOUNDS, bool VEC_A = false>
+          Bounds BOUNDS, bool VEC_A = false, bool HOLD = false>
 struct Loader {
     static constexpr bool ZERO_PAD = BOUNDS != SOURCE_INDEX;
     typedef LA LayoutA;
@@ -398,6 +400,7 @@ struct Loader {
     int d0, d1, d2;             // this thread's reduction position, as digits
     Index k_left;               // reduction indices left from this thread's position
     int mode, lane;             // this thread's first B column: LB::first(its lane)
+    Column<Index> held[HOLD ? PB : 1];  // HOLD: its PB columns' entries, read once
 
     // Thread tid's reduction lane kk and its lane l (as tid % BK and tid / BK where a warp
     // takes all BK, KL == BK).
@@ -450,9 +453,18 @@ struct Loader {
             }
         }
         __syncthreads();
+        if constexpr (HOLD)
+#pragma unroll
+            for (int j = 0; j < PB; ++j) held[j] = table[lane + LB::step(j, STRIDE)];
         k_left = sl.K - k0 - kk;
         const Position<Index> k = decode(sl.red, k_left > 0 ? k0 + kk : Index(0));
         d0 = k.d0; d1 = k.d1; d2 = k.d2;
+    }
+
+    // Its B column j's entry.
+    __device__ __forceinline__ Column<Index> column(int j) const {
+        if constexpr (HOLD) return held[j];
+        else return cols[lane + LB::step(j, STRIDE)];
     }
 
     // Copy the current reduction step into stage (as, bs), then move to the next step.
@@ -485,7 +497,7 @@ struct Loader {
             bool ok[GROUP];
 #pragma unroll
             for (int j = 0; j < GROUP; ++j) {
-                const Column<Index> c = cols[lane + LB::step(j0 + j, STRIDE)];
+                const Column<Index> c = column(j0 + j);
                 off[j] = c.b + kb;
                 if (BOUNDS == PIXEL_BOUNDS) {
                     const int h = c.h + k.h, w = c.w + k.w;
@@ -500,7 +512,7 @@ struct Loader {
         }
 #pragma unroll
         for (int j = 0; j < PB && !ZERO_PAD; ++j) {
-            const Column<Index> c = cols[lane + LB::step(j, STRIDE)];
+            const Column<Index> c = column(j);
             const int h = c.h + k.h, w = c.w + k.w;
             T* dst = bs + b_dst + b_shift(j);
             {
@@ -780,7 +792,7 @@ __host__ __device__ constexpr int mma_blocks_per_sm(int bm, int bn) {
 // The tensor-core GEMM's loader: A as the MMA's B operand (KInner), B as its A operand (KPairs).
 template <int BM, int BN, bool VEC_A, Bounds BOUNDS, typename Index>
 using MmaLoader = Loader<float, Index, BM, BN, 16, mma_threads(BM, BN), KInner<BM, 16>, KPairs<BN, 16>,
-                         BOUNDS, VEC_A>;
+                         BOUNDS, VEC_A, mma_warp_m(BM, BN) == 64 && sizeof(Index) == 4>;
 
 template <int TERMS, int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typename Index>
 __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)) conv_gemm_mma(const ConvParams p) {

@@ -142,7 +142,7 @@ PRECISIONS = ("ieee", "tf32", "tf32x3")
 # loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py; for
 # conv_direct its segment layout's window loop, 3.0 to 1.6 instructions a multiply-add for 1
 # to 4 rows against the 128x128 tile's 1.21, less its refill at each kernel row). The 128x256
-# tensor-core tiles issue 0.74 of the 128x128 tiles' instructions an MMA (1.35x; 3xTF32 0.76),
+# tensor-core tiles issue 0.68 of the 128x128 tiles' instructions an MMA (1.48x; 3xTF32 0.73),
 # taken as 1.15x: one block of 8 warps an SM, not two, hides less latency (to be measured:
 # gpuconv bench --tiles).
 TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6, "32x32": 0.58,
