@@ -116,7 +116,8 @@ struct alignas(16) Vec16 {
 };
 
 // 16 bytes, base[offset .. offset + 16 / sizeof(T)) global -> shared, or zeros when !ok: both
-// addresses 16-byte aligned (gpu_plan.a_runs decides where the source is).
+// addresses 16-byte aligned (gpu_plan.a_runs decides where the source is; a masked-off run's
+// offset comes from the same arithmetic as the others', so it keeps their alignment).
 template <typename T, typename Index>
 __device__ __forceinline__ void copy_async16(T* dst, const T* base, Index offset, bool ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
