@@ -42,9 +42,8 @@
 // 32-bit offsets (Index = int) in the main loop; a 64-bit instantiation serves tensors past 2^31
 // elements. Zero padding is a predicated (zero-filling) cp.async whose test is one AND of
 // kernel-tap bit masks (Bounds); other padding modes read through source_index in their own
-// instantiation. Both GEMMs stage their output tile through
-// shared memory, so that warps store runs of one output row (16-byte stores where rows are
-// aligned).
+// instantiation. Both GEMMs stage their output tile through shared memory, so that warps
+// store runs of one output row (16-byte stores where rows are aligned).
 #include "common.cuh"
 
 enum Pass { GATHER = 0, WGRAD = 1 };
