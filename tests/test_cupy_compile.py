@@ -97,7 +97,7 @@ def test_no_spills_and_gemm_registers(report):
     assert gemm and gemm.keys() <= tiles.keys()
     # the launch bounds' blocks share an SM's 64K registers (a thread's most is 255): at most
     # 128 (two blocks of 256 threads, or four of 128), but for the tiles of 64 x 64 warps
-    caps = {n: min(255, 65536 // (tiles[n].threads * tiles[n].blocks_per_sm)) for n in gemm}
+    caps = {n: min(255, 65536 // (tiles[n].threads * tiles[n].blocks_per_sm(4))) for n in gemm}
     assert {n for n, cap in caps.items() if cap != 128} == {n for n in gemm if tiles[n].warp_m == 64}
     assert {n: (r, caps[n]) for n, r in gemm.items() if r > caps[n]} == {}
 

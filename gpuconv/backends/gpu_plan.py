@@ -73,10 +73,12 @@ class TileConfig:
             return (self.bm // self.warp_m) * (self.bn // self.warp_n) * 32
         return (self.bm // (4 * self.tm)) * (self.bn // (8 * self.tn)) * 32
 
-    @property
-    def blocks_per_sm(self) -> int:
+    def blocks_per_sm(self, itemsize: int) -> int:
         """The resident blocks an SM its launch bounds ask for (conv.cu's mma_blocks_per_sm):
-        THREADS_PER_SM threads (at most 128 registers each), but one block of 64 x 64 warps."""
+        THREADS_PER_SM threads (at most 128 registers each), but one block of 64 x 64 warps,
+        and conv_direct's own (DIRECT_BLOCKS_PER_SM)."""
+        if self.direct:
+            return DIRECT_BLOCKS_PER_SM[itemsize]
         return 1 if self.terms and self.warp_m == 64 else THREADS_PER_SM // self.threads
 
     def stage_bytes(self, itemsize: int) -> int:
@@ -106,6 +108,7 @@ class TileConfig:
 
 
 DIRECT_PIXELS = 4  # conv.cu's: columns (pixels) a conv_direct thread owns
+DIRECT_BLOCKS_PER_SM = {4: 3, 8: 2}  # conv_direct's launch bounds, by itemsize (float, double)
 THREADS_PER_SM = 512  # __launch_bounds__(threads, 512 / threads): at most 128 registers
 PIPELINE_STAGES = 3   # conv.cu's STAGES
 TILES = {t.name: t for t in (
@@ -122,19 +125,23 @@ TILES = {t.name: t for t in (
     TileConfig("tf32-64x128", 64, 128, 16, terms=1),
     TileConfig("tf32-64x64", 64, 64, 16, terms=1),
     TileConfig("tf32-32x128", 32, 128, 16, terms=1),
+    TileConfig("tf32-64x32", 64, 32, 16, terms=1),
     TileConfig("tf32x3-128x256", 128, 256, 16, terms=3),
     TileConfig("tf32x3-128x128", 128, 128, 16, terms=3),
     TileConfig("tf32x3-64x128", 64, 128, 16, terms=3),
     TileConfig("tf32x3-64x64", 64, 64, 16, terms=3),
     TileConfig("tf32x3-32x128", 32, 128, 16, terms=3),
+    TileConfig("tf32x3-64x32", 64, 32, 16, terms=3),
 )}
 # (dtype, precision) -> candidate tiles, the last the generic one: it alone is also built for
 # reflect / replicate / circular padding and for 64-bit offsets (tensors past 2^31 elements).
 # Tensor-core precisions take the "ieee" tiles there: FP32 products are at least as accurate.
 TILES_FOR = {
     ("float32", "ieee"): ("128x128", "64x128", "32x64", "32x32", "64x64"),
-    ("float32", "tf32"): ("tf32-128x256", "tf32-128x128", "tf32-64x128", "tf32-32x128", "tf32-64x64"),
-    ("float32", "tf32x3"): ("tf32x3-128x256", "tf32x3-128x128", "tf32x3-64x128", "tf32x3-32x128", "tf32x3-64x64"),
+    ("float32", "tf32"): ("tf32-128x256", "tf32-128x128", "tf32-64x128", "tf32-32x128", "tf32-64x32",
+                           "tf32-64x64"),
+    ("float32", "tf32x3"): ("tf32x3-128x256", "tf32x3-128x128", "tf32x3-64x128", "tf32x3-32x128",
+                             "tf32x3-64x32", "tf32x3-64x64"),
     ("float64", "ieee"): ("32x64", "64x64d"),
 }
 PRECISIONS = ("ieee", "tf32", "tf32x3")
@@ -144,13 +151,14 @@ PRECISIONS = ("ieee", "tf32", "tf32x3")
 # to 4 rows against the 128x128 tile's 1.21, less its refill at each kernel row). The 128x256
 # tensor-core tiles issue 0.68 of the 128x128 tiles' instructions an MMA (1.48x; 3xTF32 0.73),
 # taken as 1.15x: one block of 8 warps an SM, not two, hides less latency (to be measured:
-# gpuconv bench --tiles).
+# gpuconv bench --tiles). The 64x32 tiles (two 32 x 32 warps: for grad-weights of few tap
+# columns, the stem's 147) issue 10.4 instructions an MMA against 64x64's 9.9 (3xTF32 6.5, 6.3).
 TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6, "32x32": 0.58,
                    "64x64d": 0.8, "direct1": 0.38, "direct2": 0.55, "direct3": 0.6, "direct4": 0.7,
                    "tf32-128x256": 1.15, "tf32x3-128x256": 1.15,
                    "tf32-128x128": 1.0, "tf32-64x128": 0.7, "tf32-64x64": 0.55, "tf32-32x128": 0.4,
-                   "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.85, "tf32x3-64x64": 0.65,
-                   "tf32x3-32x128": 0.55}
+                   "tf32-64x32": 0.52, "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.85,
+                   "tf32x3-64x64": 0.65, "tf32x3-32x128": 0.55, "tf32x3-64x32": 0.62}
 MIN_SPLIT_STEPS = 4  # reduction steps per split: fewer leave the pipeline mostly filling
 DIRECT_ROWS = (1, 2, 3, 4)  # conv_direct's instantiations: slices writing this many rows
 DIRECT_ROWS_USED = DIRECT_ROWS  # what the planner sends there (tests empty it to force GEMMs)
@@ -323,7 +331,7 @@ def gemm_choice(shape: GemmShape, tile: TileConfig, itemsize: int, sm_count: int
     rb, cb = -(-shape.rows // tile.bm), -(-shape.cols // tile.bn)
     steps = -(-shape.k // tile.bk)
     base = rb * cb * shape.slices
-    wave = sm_count * tile.blocks_per_sm
+    wave = sm_count * tile.blocks_per_sm(itemsize)
     splits = 1
     if allow_split and 0 < base < wave and steps:  # base 0: an empty batch, nothing to split
         out_bytes = shape.rows * shape.cols * shape.slices * itemsize
