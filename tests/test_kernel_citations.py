@@ -65,9 +65,11 @@ def test_every_kernel_file_names_its_reference():
     for path in (ROOT / "kernels").glob("*"):
         if path.suffix in (".cu", ".py") and path.stem != "__init__":
             head = "\n".join(path.read_text().splitlines()[:12])
-            # the trainer's layer kernels (layers.cu) equal the NumPy path of gpuconv.nn
+            # the trainer's layer kernels (layers.cu) equal the NumPy path of gpuconv.nn, the
+            # bench's ceiling loops (peak.cu) the sums of gpuconv.benchmark.peaks
             assert ("reference: gpuconv.backends.reference." in head
-                    or "reference: gpuconv.nn." in head), \
+                    or "reference: gpuconv.nn." in head
+                    or "reference: gpuconv.benchmark.peaks." in head), \
                 f"{path.name}: its first lines must name the reference function it equals"
 
 

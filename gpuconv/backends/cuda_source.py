@@ -5,6 +5,8 @@
   (``gpu_plan.kernel_names()``): what
   ``cupy_backend`` loads, what tests/test_cupy_compile.py compiles for sm_90 and what
   tests/cuda_host builds for the CPU.
+- ``peak_source()``: ``kernels/peak.cu``, the benchmark's arithmetic ceilings
+  (``gpuconv.benchmark.peaks``), alike.
 - ``compile_report()``: registers, spills and shared memory per kernel, from ``ptxas -v``.
 - ``sass_report()``: each GEMM's main loop read from its SASS (``cuobjdump -sass``): its
   instruction mix (FFMA share, HMMA, divisions, calls, generic and local memory).
@@ -24,11 +26,15 @@ KERNEL_FILES = ("common.cuh", "conv.cu", "depthwise.cu", "pool.cu", "layers.cu")
 NVRTC_OPTIONS = ("-std=c++17", "-ftz=true")  # CuPy's flags; the compile test adds -arch / -Xptxas
 
 
-def kernel_source() -> str:
-    """KERNEL_FILES as one translation unit (so CuPy's compile cache, keyed on the source text,
-    sees every change)."""
+PEAK_FILES = ("common.cuh", "peak.cu")
+PEAK_KERNELS = ("ffma_peak", "mma_peak")
+
+
+def kernel_source(files: tuple[str, ...] = KERNEL_FILES) -> str:
+    """``files`` of kernels/ as one translation unit (so CuPy's compile cache, keyed on the
+    source text, sees every change)."""
     root = resources.files("gpuconv.kernels")
-    parts = [root.joinpath(name).read_text() for name in KERNEL_FILES]
+    parts = [root.joinpath(name).read_text() for name in files]
     return "\n".join(re.sub(r'^#include "common.cuh"$', "", text, flags=re.M) for text in parts)
 
 
@@ -38,12 +44,21 @@ def module_source() -> tuple[str, tuple[str, ...], list[str]]:
     return kernel_source(), NVRTC_OPTIONS, kernel_names()
 
 
+def peak_source() -> tuple[str, tuple[str, ...], list[str]]:
+    """(code, NVRTC options, name expressions) of the benchmark's ceiling kernels."""
+    return kernel_source(PEAK_FILES), NVRTC_OPTIONS, list(PEAK_KERNELS)
+
+
+SOURCES = {"backend": module_source, "peak": peak_source}
+
+
 # --------------------------------------------------------------------------- compile report
 @functools.lru_cache(maxsize=None)
-def compile_module(arch: str = "sm_90") -> tuple[bytes, dict[str, str], str]:
-    """``module_source()`` compiled for ``arch`` by NVRTC (cuda.core, no GPU needed) with
-    ``-Xptxas -v``, once per process: (cubin, {mangled name: name expression}, ptxas log). A
-    compile error raises ``cuda.core``'s error with NVRTC's log.
+def compile_module(arch: str = "sm_90", source: str = "backend") -> tuple[bytes, dict[str, str], str]:
+    """``SOURCES[source]()`` (the backend's module, or the peak kernels) compiled for ``arch``
+    by NVRTC (cuda.core, no GPU needed) with ``-Xptxas -v``, once per process: (cubin,
+    {mangled name: name expression}, ptxas log). A compile error raises ``cuda.core``'s error
+    with NVRTC's log.
 
     It runs in a fresh process: ptxas's register allocation depends on the state of the
     process it runs in (the same kernel compiled three times in one long-lived process took
@@ -52,15 +67,15 @@ def compile_module(arch: str = "sm_90") -> tuple[bytes, dict[str, str], str]:
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_compile_here, (arch,))
+        return pool.apply(_compile_here, (arch, source))
 
 
-def _compile_here(arch: str) -> tuple[bytes, dict[str, str], str]:
+def _compile_here(arch: str, source: str) -> tuple[bytes, dict[str, str], str]:
     import io
 
     from cuda.core import Program, ProgramOptions
 
-    code, _, names = module_source()
+    code, _, names = SOURCES[source]()
     opts = ProgramOptions(arch=arch, std="c++17", ftz=True, ptxas_options="-v")
     log = io.StringIO()
     obj = Program(code, "c++", options=opts).compile("cubin", name_expressions=names, logs=log)

@@ -12,8 +12,10 @@ each call, L2 flushed before it, warm-up calls first (cudnn.benchmark autotunes 
 first call), contenders interleaved, median and 20th/80th percentiles. Global pooling, whose
 one call is shorter than a launch, is timed per call over a CUDA graph of GRAPH_CALLS calls
 (CuPy backend) on operand copies larger than L2. The device's copy bandwidth is measured in
-the same run, for pooling to be judged against, and a strict-FP32 ``torch.mm`` (the CUDA-core
-ceiling, ``copy.sgemm_fp32``). With ``--tiles`` (CuPy), each conv pass's side also times
+the same run, for pooling to be judged against, a strict-FP32 ``torch.mm`` (the CUDA-core
+ceiling, ``copy.sgemm_fp32``), a TF32 one (cuBLAS's tensor-core GEMM, ``copy.sgemm_tf32``) and
+register-only FFMA and mma.sync loops (``copy.peaks``: what those instructions can do here,
+peaks.py). With ``--tiles`` (CuPy), each conv pass's side also times
 every tile the backend can run for it (``tile_sweep``): the plan model's pick against the
 fastest, per pass and precision.
 
@@ -42,7 +44,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from gpuconv.backends import autotune
-from gpuconv.benchmark import BenchUnavailableError
+from gpuconv.benchmark import BenchUnavailableError, peaks
 from gpuconv.benchmark.measure import (Timer, count_differing, interleaved, relative_error,
                                        summarize)
 from gpuconv.benchmark.plans import layer_plans, pass_tiles
@@ -305,15 +307,35 @@ class CudaEventTimer:
         return self._start.elapsed_time(self._end)
 
 
-def sgemm_ceiling(torch, timer: Timer, repeat: int, warmup: int, n: int = 8192) -> dict:
-    """A strict-FP32 ``torch.mm`` of n x n by n x n (cuBLAS, TF32 off): the most a CUDA-core
-    kernel reaches on this chip, measured in the same run as the convolutions."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    a = torch.randn(n, n, device="cuda")
-    b = torch.randn(n, n, device="cuda")
-    [samples] = interleaved(timer, [partial(torch.mm, a, b)], repeat, warmup)
+def sgemm_ceiling(torch, timer: Timer, repeat: int, warmup: int, n: int = 8192,
+                  tf32: bool = False) -> dict:
+    """A ``torch.mm`` of n x n by n x n (cuBLAS), measured in the same run as the convolutions:
+    strict FP32 (TF32 off), the most a CUDA-core GEMM reaches on this chip, or TF32, cuBLAS's
+    tensor-core GEMM (wgmma on Hopper), against which mma.sync's own ceiling
+    (``peaks.measure``) says what staying on mma.sync costs."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        a = torch.randn(n, n, device="cuda")
+        b = torch.randn(n, n, device="cuda")
+        [samples] = interleaved(timer, [partial(torch.mm, a, b)], repeat, warmup)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
     mm = summarize(samples)
     return {**mm, "n": n, "tflops": 2 * n ** 3 / mm["median_ms"] / 1e9}
+
+
+def arithmetic_peaks(timer: Timer, repeat: int, warmup: int, sm_count: int) -> dict:
+    """``peaks.measure``'s FFMA and mma.sync TF32 ceilings (kernels/peak.cu, through CuPy), or
+    why they were not measured."""
+    from gpuconv.backends import unavailable_reason
+    reason = unavailable_reason("cupy")
+    if reason is not None:
+        return {"skipped": f"CuPy is unavailable: {reason}"}
+
+    def time_ms(run: Callable[[], object]) -> dict:
+        [samples] = interleaved(timer, [run], repeat, warmup)
+        return summarize(samples)
+    return peaks.measure(time_ms, sm_count)
 
 
 def copy_bandwidth(torch, timer: Timer, repeat: int, warmup: int) -> dict:
@@ -440,6 +462,8 @@ def open_harness(backend: str, repeat: int, warmup: int) -> tuple[Harness, dict,
     timer = CudaEventTimer(torch, FLUSH_L2_TIMES * env["l2_bytes"])
     copy = copy_bandwidth(torch, timer, repeat, warmup)
     copy["sgemm_fp32"] = sgemm_ceiling(torch, timer, min(repeat, 10), warmup)
+    copy["sgemm_tf32"] = sgemm_ceiling(torch, timer, min(repeat, 10), warmup, tf32=True)
+    copy["peaks"] = arithmetic_peaks(timer, min(repeat, 10), warmup, env["multiprocessors"])
     harness = Harness(backend, cuda_bridge(backend, torch), timer,
                       tuple(get_backend(backend).PRECISIONS), repeat, warmup,
                       limits_for(env["device"]), copy["gbps"],

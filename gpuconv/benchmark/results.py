@@ -211,6 +211,18 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _peaks_line(peaks: dict | None) -> list[str]:
+    """The register-only loops' ceilings (benchmark/peaks.py), as a line, if measured."""
+    if peaks is None:
+        return []
+    if "skipped" in peaks:
+        return [f"register-only FFMA / mma.sync loops: not measured ({peaks['skipped']})"]
+    rate = {k: f"{p['tflops']:.1f} TFLOP/s" if p["ok"] else "WRONG sums, no rate"
+            for k, p in peaks.items()}
+    return [(f"register-only loops (the most these instructions reach here): FFMA {rate['ffma']}, "
+             f"mma.sync m16n8k8 TF32 {rate['mma_tf32']}")]
+
+
 def summary(report: dict) -> str:
     """The lines under the table: what was measured where, the copy bandwidth and the
     geometric means against the targets."""
@@ -224,7 +236,10 @@ def summary(report: dict) -> str:
              f"device-to-device copy: {copy['gbps']:.0f} GB/s (bytes read + written)"
              + (f"; strict-FP32 torch.mm {copy['sgemm_fp32']['n']}^3: "
                 f"{copy['sgemm_fp32']['tflops']:.1f} TFLOP/s (the CUDA-core ceiling)"
-                if "sgemm_fp32" in copy else ""),
+                if "sgemm_fp32" in copy else "")
+             + (f"; TF32 torch.mm: {copy['sgemm_tf32']['tflops']:.1f} TFLOP/s"
+                if "sgemm_tf32" in copy else ""),
+             *_peaks_line(copy.get("peaks")),
              "% peak: of " + (f"{limits['device']}'s {limits['fp32_tflops']:g} TFLOP/s FP32, "
                               f"{limits['tf32_tflops']:g} TFLOP/s TF32 dense, "
                               f"{limits['hbm_gbps']:g} GB/s HBM" if limits

@@ -1,7 +1,7 @@
 """Run the CuPy backend's CUDA C kernels on the CPU.
 
-``build()`` compiles ``cuda_source.kernel_source()`` (the very translation unit the runtime hands
-to NVRTC) with g++ against ``cuda_shim.h``, plus one ``extern "C"`` launcher per name
+``build()`` compiles ``cuda_source.module_source()``'s code (the very translation unit the runtime
+hands to NVRTC) with g++ against ``cuda_shim.h``, plus one ``extern "C"`` launcher per name
 expression of ``gpu_plan.kernel_names()``, into a shared library cached under
 ``$XDG_CACHE_HOME/gpuconv/cuda_host`` by a hash of its source. ``HostExecutor`` stands in for
 ``cupy_backend.CupyExecutor``: NumPy arrays, launches through ctypes, so the backend's own
@@ -49,19 +49,25 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def library_source() -> str:
-    lines = [f'#include "{SHIM}"', cuda_source.kernel_source()]
-    for i, name in enumerate(gpu_plan.kernel_names()):
+def library_source(source: str = "backend") -> str:
+    """``cuda_source.SOURCES[source]``'s kernels with a launcher ``launch_<i>`` for each of its
+    name expressions, in their order."""
+    code, _, names = cuda_source.SOURCES[source]()
+    lines = [f'#include "{SHIM}"', code]
+    for i, name in enumerate(names):
         lines.append(f'extern "C" unsigned long launch_{i}(unsigned gx, unsigned gy, unsigned gz, '
                      f'unsigned bx, unsigned by, unsigned bz, unsigned long shared, const void* p) '
                      f'{{ return emulate_launch(&{name}, dim3{{gx, gy, gz}}, dim3{{bx, by, bz}}, shared, p); }}')
-    lines.append('extern "C" unsigned long params_sizes(int kind) { return kind == 2 ? '
-                 'sizeof(LayerParams) : kind ? sizeof(PoolParams) : sizeof(ConvParams); }')
+    if source == "backend":  # the parameter structs' sizes, which tests check gpu_plan's against
+        lines.append('extern "C" unsigned long params_sizes(int kind) { return kind == 2 ? '
+                     'sizeof(LayerParams) : kind ? sizeof(PoolParams) : sizeof(ConvParams); }')
     return "\n".join(lines) + "\n"
 
 
-def build() -> ctypes.CDLL:
-    source = library_source()
+def build(which: str = "backend") -> ctypes.CDLL:
+    """The emulated kernels of ``cuda_source.SOURCES[which]`` (the backend's module, or the
+    benchmark's peak kernels) as a shared library, built once per source text."""
+    source = library_source(which)
     digest = hashlib.sha256((source + SHIM.read_text() + " ".join(flags())).encode()).hexdigest()[:16]
     out_dir = autotune.cache_dir() / "cuda_host"
     lib = out_dir / f"kernels-{digest}.so"
