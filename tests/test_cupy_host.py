@@ -83,10 +83,15 @@ CONV = {
 }
 # Every case for each (dtype, precision), the tiles taken in turn: each tile runs several cases
 # (other padding modes run the generic tile, as the planner does).
-CONV_TABLE = [pytest.param(name, dtype, precision, tiles[i % len(tiles)],
-                           id=f"{name}-{dtype}-{tiles[i % len(tiles)]}")
+CONV_TABLE = [(name, dtype, precision, tiles[i % len(tiles)])
               for (dtype, precision), tiles in gpu_plan.TILES_FOR.items()
               for i, name in enumerate(CONV)]
+# and every CUDA-core float32 tile over reductions of several of its k-tiles with a partial
+# last one ("wide-rows": 81, 360 and 50 for forward, grad-input and grad-weight)
+CONV_TABLE += [row for row in (("wide-rows", "float32", "ieee", tile)
+                               for tile in gpu_plan.TILES_FOR[("float32", "ieee")])
+               if row not in CONV_TABLE]
+CONV_TABLE = [pytest.param(*row, id=f"{row[0]}-{row[1]}-{row[3]}") for row in CONV_TABLE]
 
 
 def _conv_case(name, dtype, rng):

@@ -113,6 +113,7 @@ THREADS_PER_SM = 512  # __launch_bounds__(threads, 512 / threads): at most 128 r
 PIPELINE_STAGES = 3   # conv.cu's STAGES
 TILES = {t.name: t for t in (
     TileConfig("128x128", 128, 128, 16, tm=8, tn=8),
+    TileConfig("128x128x32", 128, 128, 32, tm=8, tn=8),
     TileConfig("64x128", 64, 128, 16, tm=8, tn=8),
     TileConfig("64x64", 64, 64, 16, tm=8, tn=8),
     TileConfig("32x64", 32, 64, tm=4, tn=4),
@@ -137,7 +138,7 @@ TILES = {t.name: t for t in (
 # reflect / replicate / circular padding and for 64-bit offsets (tensors past 2^31 elements).
 # Tensor-core precisions take the "ieee" tiles there: FP32 products are at least as accurate.
 TILES_FOR = {
-    ("float32", "ieee"): ("128x128", "64x128", "32x64", "32x32", "64x64"),
+    ("float32", "ieee"): ("128x128", "128x128x32", "64x128", "32x64", "32x32", "64x64"),
     ("float32", "tf32"): ("tf32-128x256", "tf32-128x128", "tf32-64x128", "tf32-32x128", "tf32-64x32",
                            "tf32-64x64"),
     ("float32", "tf32x3"): ("tf32x3-128x256", "tf32x3-128x128", "tf32x3-64x128", "tf32x3-32x128",
@@ -153,7 +154,12 @@ PRECISIONS = ("ieee", "tf32", "tf32x3")
 # taken as 1.15x: one block of 8 warps an SM, not two, hides less latency (to be measured:
 # gpuconv bench --tiles). The 64x32 tiles (two 32 x 32 warps: for grad-weights of few tap
 # columns, the stem's 147) issue 10.4 instructions an MMA against 64x64's 9.9 (3xTF32 6.5, 6.3).
-TILE_EFFICIENCY = {"128x128": 1.0, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6, "32x32": 0.58,
+# 128x128x32 (k-tiles of 32: its loop's fixed costs over twice the FFMA) issues 1.175
+# instructions an FFMA against 128x128's 1.212 (forward), but its 101 KiB of stages (two blocks
+# an SM still) leave L1 about 26 KiB for the gathers' reuse across taps, against 128x128's
+# 127: rated just under 128x128, so the plans keep the tile already measured until the tile
+# sweep (gpuconv bench --tiles) says which is faster.
+TILE_EFFICIENCY = {"128x128": 1.0, "128x128x32": 0.99, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6, "32x32": 0.58,
                    "64x64d": 0.8, "direct1": 0.38, "direct2": 0.55, "direct3": 0.6, "direct4": 0.7,
                    "tf32-128x256": 1.15, "tf32x3-128x256": 1.15,
                    "tf32-128x128": 1.0, "tf32-64x128": 0.7, "tf32-64x64": 0.55, "tf32-32x128": 0.4,
