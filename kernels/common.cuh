@@ -8,7 +8,8 @@
 //   3. cp.async copy helpers (sm_80+; one element or 16 bytes), with a plain-copy path for older
 //      GPUs and the CPU
 //   4. tensor-core helpers: TF32 operands and 3xTF32 splitting, mma.sync m16n8k8 (emulated on the CPU
-//      by tests/cuda_host/cuda_shim.h with the PTX ISA's fragment layout)
+//      by tests/cuda_host/cuda_shim.h with the PTX ISA's fragment layout); Hopper's warpgroup
+//      MMA (wgmma, sm_90a only) on shared-memory descriptors, with its fences (emulated alike)
 //   5. a fixed-order block reduction, 16-byte vector stores, power() for float and double
 #pragma once
 
@@ -182,6 +183,78 @@ __device__ __forceinline__ void mma_tf32(float* d, const unsigned* a, const unsi
     __trap();
 #else
     host_mma_tf32(d, a, b);
+#endif
+}
+
+// Hopper's warpgroup MMA (sm_90a; the module built for it, gpu_plan.wgmma_kernel_names). Both
+// operands are read from shared memory through matrix descriptors (PTX ISA, "Matrix Descriptor
+// Format"): the start address, the leading-dimension byte offset (LBO: from one core matrix to
+// the next along the reduction) and the stride-dimension byte offset (SBO: to the next along
+// the rows or columns), each in 16-byte units, no swizzle, base offset 0. A core matrix is 8
+// rows of 16 bytes (4 TF32 along the reduction), 128 contiguous bytes; TF32 operands must be
+// reduction-major ("K-major").
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+#ifdef __CUDA_ARCH__
+    return (unsigned)__cvta_generic_to_shared(p);
+#else
+    return host_shared_address(p);
+#endif
+}
+
+__device__ __forceinline__ unsigned long long wgmma_desc(const float* p, unsigned lbo, unsigned sbo) {
+    return (unsigned long long)((shared_address(p) & 0x3ffffu) >> 4)
+           | (unsigned long long)(lbo >> 4) << 16 | (unsigned long long)(sbo >> 4) << 32;
+}
+
+// The wgmma kernels compile to a trap anywhere but sm_90a (their module is built for it alone).
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WGMMA_ASM(...) asm volatile(__VA_ARGS__)
+#elif defined(__CUDA_ARCH__)
+#define WGMMA_ASM(...) __trap()
+#else
+#define WGMMA_ASM(...) ((void)0)
+#endif
+
+// wgmma.fence before a warpgroup's first wgmma of a step (its accumulators were last written
+// by other instructions), commit the wgmmas issued since, wait until at most N groups are in
+// flight; fence.proxy.async: this thread's shared-memory writes (cp.async's included) made
+// visible to the async proxy, through which wgmma reads its operands.
+__device__ __forceinline__ void wgmma_fence() { WGMMA_ASM("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { WGMMA_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() { WGMMA_ASM("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
+__device__ __forceinline__ void fence_proxy_async() { WGMMA_ASM("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// d (64 x 128 of this warpgroup) += a (64 x 8) * b (8 x 128), TF32 inputs, float32
+// accumulation: warp w of the warpgroup holds rows 16w .. 16w+15, lane 4*g + t of it, for each
+// 8 columns j, d[4j .. 4j+3] = rows g, g, g+8, g+8 x columns 8j + 2t, 8j + 2t + 1 (the PTX ISA's
+// wgmma .m64nNk8 accumulator layout: mma.m16n8's, repeated along the columns).
+#define WGMMA_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
+                    "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+__device__ __forceinline__ void wgmma_m64n128k8_tf32(float* d, unsigned long long a, unsigned long long b) {
+    WGMMA_ASM("{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
+              " wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
+              "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+              "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+              "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+              "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+              "%64, %65, p, 1, 1;\n}\n"
+              : WGMMA_D8(0), WGMMA_D8(8), WGMMA_D8(16), WGMMA_D8(24), WGMMA_D8(32), WGMMA_D8(40),
+                WGMMA_D8(48), WGMMA_D8(56)
+              : "l"(a), "l"(b), "r"(1));  // scale-d 1: d += a * b
+#ifndef __CUDA_ARCH__
+    host_wgmma_tf32(d, a, b, 128);
+#endif
+}
+#undef WGMMA_D8
+
+// The accumulators pinned where the wgmmas wrote them: the compiler may not move their reads
+// before the wait that completes those wgmmas.
+template <int N>
+__device__ __forceinline__ void wgmma_fence_operands(float* d) {
+#ifdef __CUDA_ARCH__
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i]) :: "memory");
 #endif
 }
 

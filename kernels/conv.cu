@@ -17,6 +17,8 @@
 //        mma.sync m16n8k8 TF32, float32 accumulation; TERMS 1: "tf32", TERMS 3: "tf32x3" (a*b as
 //        big*big + big*small + small*big, big = tf32(a), small = a - big: FP32 accuracy); VEC_A:
 //        A copied 16 bytes at a time where its rows run on along the reduction
+//   conv_gemm_wgmma<BM, BN, WGRAD, VEC_A, ZERO_PAD, Index>  the "tf32" GEMM on Hopper's warpgroup
+//        MMA (wgmma, sm_90a: its own module), operands read from shared memory by descriptors
 //   conv_direct<T, ROWS>    forward / grad-input writing at most 4 channels per slice (the stem's
 //        and DeepSpeech's grad-input; depthwise convs run depthwise.cu): four pixels a thread,
 //        consecutive ones sliding a window of input columns along each kernel row where the
@@ -363,6 +365,24 @@ struct KPairs {
     }
 };
 
+// CoreK: the wgmma GEMM's A and B, both reduction-major in core matrices of 8 rows x 4 k (128
+// contiguous bytes, rows 16 bytes apart): the 4 core matrices of a 16-deep step's 8 rows next
+// to each other (LBO 128 bytes), the next 8 rows after them (SBO 512 bytes). A warp's copies
+// take 4 adjacent k of 8 adjacent rows (32 banks); a 16-byte copy is one core-matrix row.
+template <int R, int BK>
+struct CoreK {
+    static_assert(BK == 16 && R % 8 == 0, "4 core matrices along a step, 8-row groups");
+    static constexpr int SIZE = R * BK, K_LANES = 4;
+    static constexpr unsigned LBO = 8 * 16, SBO = BK / 4 * LBO;  // bytes
+    static __host__ __device__ constexpr bool fits(int lanes) { return lanes % 8 == 0; }
+    static __device__ __forceinline__ int at(int k, int r) {
+        return (r >> 3) * (8 * BK) + (k >> 2) * 32 + (r & 7) * 4 + (k & 3);
+    }
+    static __host__ __device__ constexpr int shift(int d) { return (d >> 3) * (8 * BK); }
+    static __device__ __forceinline__ int first(int l) { return l; }
+    static __host__ __device__ constexpr int step(int j, int lanes) { return j * lanes; }
+};
+
 // Fills the A (BM x BK) and B (BK x BN) tiles of one reduction step into shared memory, at
 // LA::at(k, m) and LB::at(k, n). Thread t always loads one reduction lane kk of the rows and
 // columns of its lane l (of THREADS / BK; a warp takes K_LANES adjacent kk of 32 / K_LANES
@@ -530,8 +550,10 @@ struct Loader {
 constexpr int STAGES = 3;
 
 // STAGES-deep cp.async pipeline over `tiles` reduction steps: step t+STAGES-1 is copied while
-// step t is multiplied; one barrier per step.
-template <int STAGES, int A_STAGE, int B_STAGE, typename T, class L, class Compute>
+// step t is multiplied; one barrier per step. ASYNC_PROXY: the steps are read by wgmma, through
+// the async proxy, which each thread's landed copies are fenced to before the barrier.
+template <int STAGES, int A_STAGE, int B_STAGE, bool ASYNC_PROXY = false, typename T, class L,
+          class Compute>
 __device__ __forceinline__ void gemm_mainloop(L& ld, T* As, T* Bs, int tiles, Compute&& compute) {
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
@@ -541,6 +563,7 @@ __device__ __forceinline__ void gemm_mainloop(L& ld, T* As, T* Bs, int tiles, Co
     int read = 0, write = STAGES - 1;  // the stages of step t and of step t + STAGES - 1
     for (int t = 0; t < tiles; ++t) {
         copy_wait<STAGES - 2>();  // step t has landed (this thread's copies)
+        if (ASYNC_PROXY) fence_proxy_async();
         __syncthreads();          // everyone's copies; and the write stage is free
         if (t + STAGES - 1 < tiles) ld.load(As + write * A_STAGE, Bs + write * B_STAGE);
         copy_commit();
@@ -886,6 +909,81 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
         __syncthreads();
         const TileStore<float, Index, WG, BN, THREADS> st(p, s, z_group);
         st.template band<BM / PASSES, WM>(stages, reread<CTAID_Y>() * BM + 16 * h);
+    }
+}
+
+// --------------------------------------------------------------------------- tensor cores: wgmma
+// conv_gemm_mma's TF32 GEMM on Hopper's warpgroup MMA (sm_90a: its own module, built only where
+// the device is one; gpu_plan.wgmma_kernel_names). BM / 64 warpgroups of 4 warps; warpgroup g
+// owns rows 64g .. 64g+63 and all BN columns, one wgmma.m64nBNk8 a k8 half-step with both
+// operands read from the shared stages by descriptors (no fragment loads, no shuffles: the
+// instruction stream is the loader's copies and two wgmmas a step). Both tiles are stored
+// reduction-major in core matrices (CoreK), as TF32 wgmma requires. Each step's wgmmas are
+// waited for before the next barrier: with STAGES stages the loader's next copies go to the
+// stage read one step earlier. TF32 only ("tf32": 3xTF32 would need the split operands in
+// shared memory).
+// The wgmma GEMM's loader: both tiles CoreK (tests/test_loader_banks.py checks its copies).
+template <int BM, int BN, bool VEC_A, Bounds BOUNDS, typename Index>
+using WgmmaLoader = Loader<float, Index, BM, BN, 16, BM / 64 * 128, CoreK<BM, 16>, CoreK<BN, 16>,
+                           BOUNDS, VEC_A>;
+
+template <int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typename Index>
+__global__ void __launch_bounds__(BM / 64 * 128, 512 / (BM / 64 * 128)) conv_gemm_wgmma(const ConvParams p) {
+    static_assert(BN == 128 && ZERO_PAD, "wgmma_m64n128k8_tf32; the zero-padding loader");
+    constexpr int BK = 16, THREADS = BM / 64 * 128;
+    typedef WgmmaLoader<BM, BN, VEC_A, bounds_of(ZERO_PAD, WG, true), Index> L;
+    typedef typename L::LayoutA LA;
+    typedef typename L::LayoutB LB;
+    // index decoding: block as conv_gemm; warpgroup g: rows 64g ..
+    __shared__ Slice<Index> s;
+    const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
+    const Index col0 = (Index)blockIdx.x * BN;
+    const int m0 = (int)blockIdx.y * BM;
+    const int g = (int)threadIdx.x / 128;
+    // bounds: block-uniform (the grid covers the largest slice)
+    if (!live) return;
+    // body
+    DYNAMIC_SHARED(float, stages, STAGES * (LA::SIZE + LB::SIZE));  // then the staged outputs
+    float* const As = stages;
+    float* const Bs = stages + STAGES * LA::SIZE;
+    __shared__ Column<Index> columns[BN];
+    Index k0;
+    int tiles;
+    split_range(p, s, BK, k0, tiles);
+    L ld(p, s, columns, m0, col0, k0);
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+    gemm_mainloop<STAGES, LA::SIZE, LB::SIZE, true>(ld, As, Bs, tiles, [&](const float* as, const float* bs) {
+        wgmma_fence();
+#pragma unroll
+        for (int k8 = 0; k8 < BK; k8 += 8)
+            wgmma_m64n128k8_tf32(acc, wgmma_desc(as + LA::at(k8, 64 * g), LA::LBO, LA::SBO),
+                                 wgmma_desc(bs + LB::at(k8, 0), LB::LBO, LB::SBO));
+        wgmma_commit();
+        wgmma_wait<0>();
+        wgmma_fence_operands<BN / 2>(acc);
+    });
+    // accumulator 4j + v: row 16w + lane/4 + 8(v/2) of the block, w its warp, column
+    // 8j + 2(lane%4) + v%2; through shared memory in two passes, pass h taking the 16 rows of
+    // each warp w with w % 2 == h (conv_gemm's bands, warp rows of 32)
+    static_assert(BM / 2 * BN <= STAGES * (LA::SIZE + LB::SIZE), "bands fit the stages");
+    copy_wait<0>();
+    __syncthreads();  // every warp's last step is consumed
+    const int z_group = (int)blockIdx.z / (int)(p.phases * p.splits);
+    const int t = reread<TID_X>(), w = t / 32, lane = t % 32;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        if (h) __syncthreads();  // the previous band is stored
+        if (w % 2 == h)
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+                for (int v = 0; v < 4; ++v)
+                    stages[staged_at<BN>(w / 2 * 16 + lane / 4 + 8 * (v / 2), 8 * j + 2 * (lane % 4) + v % 2)] = acc[4 * j + v];
+        __syncthreads();
+        const TileStore<float, Index, WG, BN, THREADS> st(p, s, z_group);
+        st.template band<BM / 2, 32>(stages, reread<CTAID_Y>() * BM + 16 * h);
     }
 }
 

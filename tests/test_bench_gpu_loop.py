@@ -211,6 +211,33 @@ def test_tile_sweep_times_every_tile_of_each_pass_forced(monkeypatch):
             f"measured / model 1.00") in text
 
 
+@pytest.mark.parametrize("hopper", [True, False])
+def test_tile_sweep_runs_the_wgmma_tile_on_hopper_alone(monkeypatch, hopper):
+    """At "tf32" the sweep also checks and times the wgmma tile, which the plans leave out
+    until measured (gpu_plan.UNMEASURED), forced; on a device that cannot run it
+    (cupy_backend.tile_runs), not at all."""
+    from gpuconv import backends
+    from gpuconv.backends import cupy_backend, gpu_plan
+    from tests.cuda_host import harness
+    if harness.compiler() is None:
+        pytest.skip("no C++ compiler (g++)")
+    ex = harness.HostExecutor(harness.build())
+    ex.wgmma = hopper
+    monkeypatch.setattr(cupy_backend, "_EXECUTOR", ex)
+    monkeypatch.setitem(backends._LOADED, "cupy", cupy_backend)
+    monkeypatch.setitem(backends.TAKES, "cupy", ("numpy",))
+    h = dataclasses.replace(cpu_harness(("tf32",), FakeTimer()), backend="cupy", tiles=True,
+                            repeat=1, warmup=0)
+    report = gpu.build_report([TINY[0]], h, {}, {})
+    for p in report["layers"][0]["passes"]:
+        sweep = p["sides"]["ours_tf32"]["tile_sweep"]
+        assert sweep["plan"] != "wgmma-128x128"
+        assert ("wgmma-128x128" in sweep["tiles"]) == hopper
+        assert all(tile["ok"] for tile in sweep["tiles"].values()), sweep
+    wgmma = [k for k in ex.launched if k.startswith("conv_gemm_wgmma")]
+    assert bool(wgmma) == hopper and set(wgmma) <= set(gpu_plan.wgmma_kernel_names())
+
+
 def test_cudnn_precision_uses_one_api():
     from gpuconv.benchmark import torch_ops
     torch_ops.set_cudnn_precision("tf32")

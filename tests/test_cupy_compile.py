@@ -5,8 +5,9 @@ tensor-core tiles of 64 x 64 warps, one block per SM, at most 255), static
 plus the launches' dynamic shared memory within a block's 227 KiB; and the GEMMs' hot loops
 read from their SASS (cuobjdump, pip wheel nvidia-cuda-cuobjdump): FFMA share, tensor-core
 MMAs, no division, no call, no generic or local memory. Registers, shared memory and the loop
-figures are recorded in bench/results/cupy_sm90_resources.json. These are proxies: they say a
-kernel is built right, not that it is fast."""
+figures are recorded in bench/results/cupy_sm90_resources.json. The wgmma tiles' module, built
+for sm_90a alone, alike (bench/results/cupy_sm90a_wgmma_resources.json). These are proxies:
+they say a kernel is built right, not that it is fast."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from gpuconv.backends import cuda_source, gpu_plan
 
 pytest.importorskip("cuda.core")
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "cupy_sm90_resources.json"
+WGMMA_RESULTS = RESULTS.with_name("cupy_sm90a_wgmma_resources.json")
 
 
 def _dynamic_smem() -> dict:
@@ -46,10 +48,11 @@ def start_early() -> None:
 
 
 def _compile_quietly() -> None:
-    try:
-        cuda_source.compile_module("sm_90")
-    except Exception:  # the fixture's own call raises it where a test sees it
-        pass
+    for arch, source in (("sm_90", "backend"), (cuda_source.WGMMA_ARCH, "wgmma")):
+        try:
+            cuda_source.compile_module(arch, source)
+        except Exception:  # the fixture's own call raises it where a test sees it
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +75,39 @@ def sass(compiled):
     if cuda_source.cuobjdump() is None:
         pytest.skip("cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
     return cuda_source.sass_report("sm_90")
+
+
+@pytest.fixture(scope="module")
+def wgmma_report(compiled):
+    """ptxas's figures for the wgmma module (sm_90a), with its launches' dynamic shared memory."""
+    sizes = _dynamic_smem()
+    return {name: dict(r, dynamic_smem=sizes.get(name, 0))
+            for name, r in cuda_source.compile_report(cuda_source.WGMMA_ARCH, "wgmma").items()}
+
+
+@pytest.fixture(scope="module")
+def wgmma_sass(compiled):
+    if cuda_source.cuobjdump() is None:
+        pytest.skip("cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
+    return cuda_source.sass_report(cuda_source.WGMMA_ARCH, "wgmma")
+
+
+def test_wgmma_kernels_compile_for_sm90a(wgmma_report, wgmma_sass):
+    """The wgmma tiles' module, built for sm_90a alone: every kernel there, within the launch
+    bounds' 128 registers (two 256-thread blocks an SM), no spill; its main loop two HGMMA a
+    16-deep step (one a warpgroup's k8 half), no division, call, generic or local memory."""
+    assert sorted(wgmma_report) == sorted(gpu_plan.wgmma_kernel_names()) != []
+    tiles = {t.kernel("float", *flags): t for t in gpu_plan.TILES.values() if t.wgmma
+             for flags in itertools.product((False, True), repeat=4)}
+    bad = {}
+    for name, r in wgmma_report.items():
+        cap = 65536 // (tiles[name].threads * tiles[name].blocks_per_sm(4))
+        f = wgmma_sass[name]
+        if (r["registers"] > cap or r["spill_stores"] or r["spill_loads"] or r["stack"]
+                or f["hmma"] != 2 or f["mufu_rcp"] or f["calls"] or f["generic_memory"]
+                or f["local_memory"]):
+            bad[name] = (r, f)
+    assert bad == {}
 
 
 def test_every_kernel_compiles_for_sm90(report):
@@ -116,7 +152,7 @@ def _tile_rows(name: str) -> int:
     return int(args[1])
 
 
-def test_gemm_hot_loops(sass, report):
+def test_gemm_hot_loops(sass, report, wgmma_sass, wgmma_report):
     """FFMA >= 75% of the CUDA-core main loop for 128-row tiles, >= 60% for 64-row tiles
     (float32); tensor-core loops hold HMMA and no generic loads; no MUFU.RCP (division), no
     CALL in any main loop; no local memory anywhere; conv_direct (few rows) alike, its hot
@@ -146,6 +182,8 @@ def test_gemm_hot_loops(sass, report):
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"arch": "sm_90", "kernels": report, "hot_loops": sass},
                                   indent=1, sort_keys=True) + "\n")
+    WGMMA_RESULTS.write_text(json.dumps({"arch": cuda_source.WGMMA_ARCH, "kernels": wgmma_report,
+                                         "hot_loops": wgmma_sass}, indent=1, sort_keys=True) + "\n")
 
 
 def test_ptxas_log_parsing():

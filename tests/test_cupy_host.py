@@ -86,10 +86,11 @@ CONV = {
 CONV_TABLE = [(name, dtype, precision, tiles[i % len(tiles)])
               for (dtype, precision), tiles in gpu_plan.TILES_FOR.items()
               for i, name in enumerate(CONV)]
-# and every CUDA-core float32 tile over reductions of several of its k-tiles with a partial
-# last one ("wide-rows": 81, 360 and 50 for forward, grad-input and grad-weight)
-CONV_TABLE += [row for row in (("wide-rows", "float32", "ieee", tile)
-                               for tile in gpu_plan.TILES_FOR[("float32", "ieee")])
+# and every float32 tile over reductions of several of its k-tiles with a partial last one
+# ("wide-rows": 81, 360 and 50 for forward, grad-input and grad-weight)
+CONV_TABLE += [row for row in (("wide-rows", "float32", precision, tile)
+                               for precision in gpu_plan.PRECISIONS
+                               for tile in gpu_plan.TILES_FOR[("float32", precision)])
                if row not in CONV_TABLE]
 CONV_TABLE = [pytest.param(*row, id=f"{row[0]}-{row[1]}-{row[3]}") for row in CONV_TABLE]
 
@@ -110,6 +111,7 @@ def _force_tile(monkeypatch, dtype: str, precision: str, tile: str) -> None:
     monkeypatch.setattr(gpu_plan, "TILES_FOR", {**gpu_plan.TILES_FOR, (dtype, precision): (
         tile,) + gpu_plan.TILES_FOR[(dtype, precision)][-1:]})
     monkeypatch.setattr(gpu_plan, "DIRECT_ROWS_USED", ())
+    monkeypatch.setattr(gpu_plan, "UNMEASURED", frozenset())  # forced, as the tile sweep does
     first = gpu_plan.gemm_choice
     monkeypatch.setattr(gpu_plan, "choose_gemm", lambda shape, candidates, *args, **kwargs: first(
         shape, gpu_plan.TILES[candidates[0]], *args, **kwargs))

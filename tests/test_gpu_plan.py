@@ -498,3 +498,21 @@ def test_numba_depthwise_and_pool_plans_are_the_cuda_plans():
     (mx,) = plan.numba_plan(cuda_max, simulator=True).launches
     assert mx.kernel == "max_pool2d" and (mx.grid, mx.block) == (cuda_max.launches[0].grid,
                                                                  cuda_max.launches[0].block)
+
+
+def test_unmeasured_tiles_run_only_when_forced():
+    """The plans and autotuning leave out the tiles no GPU run has checked (gpu_plan.UNMEASURED:
+    the wgmma tile); forced (the bench's tile sweep), a case on the fast path runs it."""
+    from gpuconv.benchmark import plans
+    assert plan.UNMEASURED and plan.UNMEASURED <= set(plan.TILES)
+    for precision in plan.PRECISIONS:
+        assert not plan.UNMEASURED & set(plan.tuned_tiles(plan.TILES_FOR[("float32", precision)]))
+        assert not {r["tile"] for r in plans.plan_rows(precision=precision)} & plan.UNMEASURED
+    x, w = (2, 16, 12, 12), (32, 16, 3, 3)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    for tile in plan.UNMEASURED:
+        forced = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
+                                        False, "tf32", tile)
+        assert forced.choice.tile.name == tile
+        # the weight's rows (16 x 3 x 3) run on in 4s: A copied 16 bytes at a time
+        assert forced.launches[0].kernel == plan.TILES[tile].kernel("float", False, vec_a=True)

@@ -87,9 +87,10 @@ def _cases() -> dict[str, str]:
         for name in gpu_plan.TILES_FOR[("float32", precision)]:
             t = gpu_plan.TILES[name]
             if t.terms:
+                loader = "WgmmaLoader" if t.wgmma else "MmaLoader"
                 for vec in ("false", "true"):
                     cases[f"{name}-vec_a={vec}"] = (
-                        f"MmaLoader<{t.bm}, {t.bn}, {vec}, TAP_MASKS, int>", t)
+                        f"{loader}<{t.bm}, {t.bn}, {vec}, TAP_MASKS, int>", t)
             else:
                 cases[name] = (
                     f"CoreLoader<float, {t.bm}, {t.bn}, {t.bk}, {t.threads}, TAP_MASKS, int>", t)

@@ -5,6 +5,8 @@
   (``gpu_plan.kernel_names()``): what
   ``cupy_backend`` loads, what tests/test_cupy_compile.py compiles for sm_90 and what
   tests/cuda_host builds for the CPU.
+- ``wgmma_source()``: the same translation unit with the wgmma tiles' kernels
+  (``gpu_plan.wgmma_kernel_names()``), which only sm_90a builds: their own module.
 - ``peak_source()``: ``kernels/peak.cu``, the benchmark's arithmetic ceilings
   (``gpuconv.benchmark.peaks``), alike.
 - ``compile_report()``: registers, spills and shared memory per kernel, from ``ptxas -v``.
@@ -18,7 +20,7 @@ import functools
 import re
 from importlib import resources
 
-from gpuconv.backends.gpu_plan import kernel_names
+from gpuconv.backends.gpu_plan import kernel_names, wgmma_kernel_names
 
 
 # --------------------------------------------------------------------------- sources
@@ -44,16 +46,23 @@ def module_source() -> tuple[str, tuple[str, ...], list[str]]:
     return kernel_source(), NVRTC_OPTIONS, kernel_names()
 
 
+WGMMA_ARCH = "sm_90a"  # wgmma is an sm_90a ("architecture-specific") feature: Hopper alone
+
+
+def wgmma_source() -> tuple[str, tuple[str, ...], list[str]]:
+    """(code, NVRTC options, name expressions) of the wgmma kernels' module, for WGMMA_ARCH."""
+    return kernel_source(), NVRTC_OPTIONS, wgmma_kernel_names()
+
+
 def peak_source() -> tuple[str, tuple[str, ...], list[str]]:
     """(code, NVRTC options, name expressions) of the benchmark's ceiling kernels."""
     return kernel_source(PEAK_FILES), NVRTC_OPTIONS, list(PEAK_KERNELS)
 
 
-SOURCES = {"backend": module_source, "peak": peak_source}
+SOURCES = {"backend": module_source, "wgmma": wgmma_source, "peak": peak_source}
 
 
 # --------------------------------------------------------------------------- compile report
-@functools.lru_cache(maxsize=None)
 def compile_module(arch: str = "sm_90", source: str = "backend") -> tuple[bytes, dict[str, str], str]:
     """``SOURCES[source]()`` (the backend's module, or the peak kernels) compiled for ``arch``
     by NVRTC (cuda.core, no GPU needed) with ``-Xptxas -v``, once per process: (cubin,
@@ -64,6 +73,11 @@ def compile_module(arch: str = "sm_90", source: str = "backend") -> tuple[bytes,
     process it runs in (the same kernel compiled three times in one long-lived process took
     127 registers, then 128 and a 16-byte spill, then 127 again), so what the checks read
     and the results record is a fresh process's, the same on every run."""
+    return _compiled(arch, source)  # one cache entry however the arguments are passed
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(arch: str, source: str) -> tuple[bytes, dict[str, str], str]:
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
@@ -83,9 +97,9 @@ def _compile_here(arch: str, source: str) -> tuple[bytes, dict[str, str], str]:
     return bytes(obj.code), mangled, log.getvalue()
 
 
-def compile_report(arch: str = "sm_90") -> dict[str, dict]:
+def compile_report(arch: str = "sm_90", source: str = "backend") -> dict[str, dict]:
     """Per name expression: registers, spill bytes, stack and shared memory (ptxas -v)."""
-    _, mangled, log = compile_module(arch)
+    _, mangled, log = compile_module(arch, source)
     return {mangled[k]: v for k, v in parse_ptxas_log(log).items() if k in mangled}
 
 
@@ -164,14 +178,17 @@ def innermost_loops(code: list[tuple[int, str]]) -> list[list[str]]:
             if not any(start <= s and e < end for s, e in loops if (s, e) != (start, end))]
 
 
+MMA_OPCODES = ("HMMA", "HGMMA")  # mma.sync, wgmma
+
+
 def math_ops(body: list[str]) -> int:
-    """FFMA / DFMA / HMMA instructions in ``body``."""
-    return sum(opcode(i).split(".")[0] in ("FFMA", "DFMA", "HMMA") for i in body)
+    """FFMA / DFMA / HMMA / HGMMA instructions in ``body``."""
+    return sum(opcode(i).split(".")[0] in ("FFMA", "DFMA", *MMA_OPCODES) for i in body)
 
 
 def hot_loop(code: list[tuple[int, str]]) -> list[str]:
-    """The innermost loop that holds the most FFMA / DFMA / HMMA (the first of equals): the
-    GEMM main loop; [] when none has any."""
+    """The innermost loop that holds the most FFMA / DFMA / HMMA / HGMMA (the first of
+    equals): the GEMM main loop; [] when none has any."""
     best, best_math = [], 0
     for body in innermost_loops(code):
         if math_ops(body) > best_math:
@@ -188,7 +205,7 @@ def loop_figures(body: list[str], code: list[tuple[int, str]]) -> dict:
     return dict(
         loop_instructions=len(ops),
         ffma=base.count("FFMA") + base.count("DFMA"),
-        hmma=base.count("HMMA"),
+        hmma=sum(base.count(op) for op in MMA_OPCODES),
         ffma_share=round((base.count("FFMA") + base.count("DFMA")) / count, 3),
         mufu_rcp=sum(o.startswith("MUFU.RCP") for o in ops),
         calls=base.count("CALL"),
@@ -199,10 +216,10 @@ def loop_figures(body: list[str], code: list[tuple[int, str]]) -> dict:
     )
 
 
-def sass_report(arch: str = "sm_90") -> dict[str, dict]:
+def sass_report(arch: str = "sm_90", source: str = "backend") -> dict[str, dict]:
     """{name expression: loop_figures} for every GEMM kernel of the module (and conv_direct,
     the few-rows kernel), from its SASS."""
-    cubin, mangled, _ = compile_module(arch)
+    cubin, mangled, _ = compile_module(arch, source)
     out = {}
     for name, code in sass_functions(cubin).items():
         if name in mangled and mangled[name].startswith(("conv_gemm", "conv_direct")):

@@ -1,7 +1,8 @@
 """CuPy backend: every 2-D kernel of ``gpuconv.backends.KERNELS`` as raw CUDA C++ kernels
 (``kernels/conv.cu``, ``kernels/depthwise.cu``, ``kernels/pool.cu``; the trainer's layers:
 ``kernels/layers.cu`` through ``cupy_layers``), compiled once per process into one
-``cupy.RawModule`` and launched on the caller's current device and stream.
+``cupy.RawModule`` and launched on the caller's current device and stream; the wgmma tiles'
+kernels, on Hopper, from a second module built for sm_90a (``_sm90a_module``).
 
 Checked against the NumPy backend: on the CPU through the CUDA C host emulation
 (tests/test_cupy_host.py runs these very functions with a NumPy executor), on a GPU through
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import os
 import struct
 import sys
 from dataclasses import dataclass, replace
@@ -54,6 +56,7 @@ class CupyExecutor:
         self.prepared: dict[tuple, _Prepared] = {}  # call signature -> its launches
         self.error_words: dict[int, object] = {}    # device -> its int64 error word
         self._module = None
+        self._wgmma = None  # (RawModule, {name expression: mangled name})
         self._options = ()
         self._functions: dict[str, object] = {}
         self._sm_counts: dict[int, int] = {}
@@ -70,11 +73,31 @@ class CupyExecutor:
         """mma.sync TF32 needs compute capability 8.0 (Ampere) or newer."""
         return int(self.xp.cuda.Device().compute_capability) >= 80
 
+    @property
+    def wgmma(self) -> bool:
+        """wgmma needs compute capability 9.0 exactly (sm_90a code runs on Hopper alone)."""
+        return self.xp.cuda.Device().compute_capability == "90"
+
+    def _get_wgmma_module(self):
+        """The wgmma kernels' module (cuda_source.wgmma_source), built for sm_90a. CuPy's
+        compiler takes numeric architectures only, so NVRTC builds it here (once per source
+        text: the cubin and its kernels' mangled names are kept under the autotune cache
+        directory), and CuPy loads the cubin as a RawModule."""
+        if self._wgmma is None:
+            if not self.wgmma:
+                raise RuntimeError("the wgmma tiles need a Hopper GPU (compute capability 9.0)")
+            self._wgmma = _sm90a_module(self.xp)
+        return self._wgmma
+
     def function(self, kernel: str):
         """The RawKernel of ``kernel``, fetched once (it loads itself on each device); called as
         ``f(grid, block, (params,))``, a size-1 NumPy struct passed by value."""
         if kernel not in self._functions:
-            self._functions[kernel] = self._get_module().get_function(kernel)
+            if kernel.startswith("conv_gemm_wgmma"):
+                module, mangled = self._get_wgmma_module()
+                self._functions[kernel] = module.get_function(mangled[kernel])
+            else:
+                self._functions[kernel] = self._get_module().get_function(kernel)
         return self._functions[kernel]
 
     def sm_count(self) -> int:
@@ -97,6 +120,43 @@ class CupyExecutor:
         end.record()
         end.synchronize()
         return self.xp.cuda.get_elapsed_time(start, end) / 3
+
+
+def _sm90a_module(cupy):
+    """(RawModule, {name expression: mangled name}) of cuda_source.wgmma_source compiled by
+    NVRTC for sm_90a, the cubin cached on disk by a hash of the source, options and NVRTC
+    version."""
+    import hashlib
+    import json
+
+    from cupy_backends.cuda.libs import nvrtc
+
+    code, options, names = cuda_source.wgmma_source()
+    options = (*options, f"-arch={cuda_source.WGMMA_ARCH}")
+    stamp = repr((code, options, nvrtc.getVersion())).encode()
+    folder = autotune.cache_dir() / "wgmma"
+    cubin = folder / f"{hashlib.sha256(stamp).hexdigest()[:24]}.cubin"
+    index = cubin.with_suffix(".json")
+    if not (cubin.exists() and index.exists()):
+        program = nvrtc.createProgram(code, "gpuconv_wgmma.cu", (), ())
+        try:
+            for name in names:
+                nvrtc.addNameExpression(program, name)
+            try:
+                nvrtc.compileProgram(program, list(options))
+            except nvrtc.NVRTCError as exc:
+                raise RuntimeError(f"NVRTC could not build the wgmma kernels:\n"
+                                   f"{nvrtc.getProgramLog(program)}") from exc
+            binary = nvrtc.getCUBIN(program)
+            mangled = {name: nvrtc.getLoweredName(program, name) for name in names}
+        finally:
+            nvrtc.destroyProgram(program)
+        folder.mkdir(parents=True, exist_ok=True)
+        for path, data in ((cubin, binary), (index, json.dumps(mangled).encode())):
+            partial = path.with_suffix(f".{os.getpid()}.tmp")  # whole files only: a rename
+            partial.write_bytes(data)
+            os.replace(partial, path)
+    return cupy.RawModule(path=str(cubin)), json.loads(index.read_text())
 
 
 _EXECUTOR = None
@@ -274,6 +334,12 @@ def _run(p: plan.Plan, buffers: dict) -> None:
     _execute(ex, _prepare(ex, p, tuple(buffers), ()), list(buffers.values()))
 
 
+def tile_runs(tile: str) -> bool:
+    """Whether the current device runs ``tile`` (gpu_plan.TILES): the wgmma tiles need
+    Hopper; the others run wherever their precision does."""
+    return not plan.TILES[tile].wgmma or (_EXECUTOR or _executor()).wgmma
+
+
 def _precision(ex, precision: str, dtype: str) -> str:
     """Tensor-core precisions apply to float32 only (PyTorch's allow_tf32 rule), on sm_80+."""
     if precision == "ieee" or dtype != "float32":
@@ -305,7 +371,8 @@ def _conv_prepared(ex, op: str, make_plan, names: tuple, arrays: tuple, out_shap
             prepared = _prepare(ex, make_plan(t), names, outputs, copies)
             return ex.time_ms(lambda: _execute(ex, prepared, list(arrays)))
         key = autotune.make_key(ex.device_name(), op, problem, f"{dtype}-{precision}")
-        tile = autotune.best_tile(key, plan.TILES_FOR[(dtype, precision)], time_tile)
+        tile = autotune.best_tile(key, plan.tuned_tiles(plan.TILES_FOR[(dtype, precision)]),
+                                  time_tile)
     return _prepare(ex, make_plan(tile), names, outputs, copies)
 
 

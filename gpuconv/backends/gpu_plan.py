@@ -44,7 +44,7 @@ class TileConfig:
     """An implicit-GEMM block tile of conv.cu: BM rows x BN columns, BK of the reduction per
     pipeline stage. CUDA cores (``terms`` 0): TM x TN outputs per thread, warps of 4 x 8 lanes.
     Tensor cores (``terms`` 1: TF32, 3: 3xTF32): warps of ``warp_m`` x ``warp_n`` outputs,
-    BK 16."""
+    BK 16; ``wgmma`` (TF32, sm_90a): warpgroups of 64 rows x all BN columns."""
 
     name: str
     bm: int
@@ -54,6 +54,7 @@ class TileConfig:
     tn: int = 0
     terms: int = 0
     direct: bool = False  # conv_direct: DIRECT_PIXELS columns a thread, all BM (<= 4) rows
+    wgmma: bool = False   # conv_gemm_wgmma (its own sm_90a module: wgmma_kernel_names)
 
     @property
     def warp_m(self) -> int:
@@ -69,6 +70,8 @@ class TileConfig:
     def threads(self) -> int:
         if self.direct:
             return 256
+        if self.wgmma:
+            return self.bm // 64 * 128
         if self.terms:
             return (self.bm // self.warp_m) * (self.bn // self.warp_n) * 32
         return (self.bm // (4 * self.tm)) * (self.bn // (8 * self.tn)) * 32
@@ -100,6 +103,8 @@ class TileConfig:
         flags = f"{str(zero_pad).lower()}, {'long long' if index64 else 'int'}"
         if self.direct:
             return f"conv_direct<{ctype}, {self.bm}>"
+        if self.wgmma:
+            return f"conv_gemm_wgmma<{self.bm}, {self.bn}, {str(wgrad).lower()}, {str(vec_a).lower()}, {flags}>"
         if self.terms:
             return (f"conv_gemm_mma<{self.terms}, {self.bm}, {self.bn}, {str(wgrad).lower()}, "
                     f"{str(vec_a).lower()}, {flags}>")
@@ -127,6 +132,7 @@ TILES = {t.name: t for t in (
     TileConfig("tf32-64x64", 64, 64, 16, terms=1),
     TileConfig("tf32-32x128", 32, 128, 16, terms=1),
     TileConfig("tf32-64x32", 64, 32, 16, terms=1),
+    TileConfig("wgmma-128x128", 128, 128, 16, terms=1, wgmma=True),
     TileConfig("tf32x3-128x256", 128, 256, 16, terms=3),
     TileConfig("tf32x3-128x128", 128, 128, 16, terms=3),
     TileConfig("tf32x3-64x128", 64, 128, 16, terms=3),
@@ -139,8 +145,8 @@ TILES = {t.name: t for t in (
 # Tensor-core precisions take the "ieee" tiles there: FP32 products are at least as accurate.
 TILES_FOR = {
     ("float32", "ieee"): ("128x128", "128x128x32", "64x128", "32x64", "32x32", "64x64"),
-    ("float32", "tf32"): ("tf32-128x256", "tf32-128x128", "tf32-64x128", "tf32-32x128", "tf32-64x32",
-                           "tf32-64x64"),
+    ("float32", "tf32"): ("tf32-128x256", "tf32-128x128", "wgmma-128x128", "tf32-64x128",
+                           "tf32-32x128", "tf32-64x32", "tf32-64x64"),
     ("float32", "tf32x3"): ("tf32x3-128x256", "tf32x3-128x128", "tf32x3-64x128", "tf32x3-32x128",
                              "tf32x3-64x32", "tf32x3-64x64"),
     ("float64", "ieee"): ("32x64", "64x64d"),
@@ -164,17 +170,28 @@ TILE_EFFICIENCY = {"128x128": 1.0, "128x128x32": 0.99, "64x128": 0.94, "64x64": 
                    "tf32-128x256": 1.15, "tf32x3-128x256": 1.15,
                    "tf32-128x128": 1.0, "tf32-64x128": 0.7, "tf32-64x64": 0.55, "tf32-32x128": 0.4,
                    "tf32-64x32": 0.52, "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.85,
-                   "tf32x3-64x64": 0.65, "tf32x3-32x128": 0.55, "tf32x3-64x32": 0.62}
+                   "tf32x3-64x64": 0.65, "tf32x3-32x128": 0.55, "tf32x3-64x32": 0.62,
+                   "wgmma-128x128": 1.3}
+# Tiles no GPU run has checked or timed yet: the plans and autotuning leave them out, and only
+# a forced tile (the bench's tile sweep, which checks each result before timing it) runs one.
+# wgmma-128x128 issues as many instructions a multiply-add as tf32-128x128 (164 a step for two
+# 64x128x8 wgmmas a warpgroup; 178 for 32 mma.sync a warp), but wgmma has the tensor cores'
+# full rate where mma.sync may reach part of it: rated 1.3 until measured.
+UNMEASURED = frozenset({"wgmma-128x128"})
 MIN_SPLIT_STEPS = 4  # reduction steps per split: fewer leave the pipeline mostly filling
 DIRECT_ROWS = (1, 2, 3, 4)  # conv_direct's instantiations: slices writing this many rows
 DIRECT_ROWS_USED = DIRECT_ROWS  # what the planner sends there (tests empty it to force GEMMs)
 
 
-def gemm_kernel_names(ctype: str, dtype: str) -> list[str]:
+def gemm_kernel_names(ctype: str, dtype: str, wgmma: bool = False) -> list[str]:
+    """The GEMM kernels of ``dtype``'s tiles: those of the backend's module, or (``wgmma``)
+    the wgmma tiles' (their sm_90a module)."""
     names = []
     for precision in PRECISIONS:
         for i, name in enumerate(tiles := TILES_FOR.get((dtype, precision), ())):
             t = TILES[name]
+            if t.wgmma != wgmma:
+                continue
             generic = i == len(tiles) - 1 and not t.terms
             variants = [(True, False)] + ([(False, False), (True, True), (False, True)] if generic else [])
             names += [t.kernel(ctype, wgrad, zero_pad, index64, vec_a)
@@ -183,8 +200,15 @@ def gemm_kernel_names(ctype: str, dtype: str) -> list[str]:
     return names
 
 
+def wgmma_kernel_names() -> list[str]:
+    """The wgmma tiles' kernels, NVRTC name expressions of the module built for sm_90a alone."""
+    return gemm_kernel_names(CTYPES["float32"], "float32", wgmma=True)
+
+
 def kernel_names() -> list[str]:
-    """Every kernel the backend can launch, as NVRTC name expressions."""
+    """Every kernel of the backend's module (any GPU of compute capability 8.0 or newer; older
+    ones launch no tensor-core kernel), as NVRTC name expressions; the wgmma kernels are
+    ``wgmma_kernel_names``."""
     names = []
     for dtype, ctype in CTYPES.items():
         names += gemm_kernel_names(ctype, dtype)
@@ -417,7 +441,12 @@ def _gemm_candidates(dtype: str, precision: str, zero_pad: bool, index64: bool,
     tiles = TILES_FOR[(dtype, precision)]
     if not zero_pad or index64:
         tiles = tiles[-1:]
-    return (tile,) if tile in tiles else tiles
+    return (tile,) if tile in tiles else tuned_tiles(tiles)
+
+
+def tuned_tiles(tiles) -> tuple[str, ...]:
+    """``tiles`` but the UNMEASURED ones: the tiles plans and autotuning choose among."""
+    return tuple(t for t in tiles if t not in UNMEASURED)
 
 
 # --------------------------------------------------------------------------- conv plans

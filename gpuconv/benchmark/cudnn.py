@@ -43,7 +43,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from gpuconv.backends import autotune
+from gpuconv.backends import autotune, get_backend
 from gpuconv.benchmark import BenchUnavailableError, peaks
 from gpuconv.benchmark.measure import (Timer, count_differing, interleaved, relative_error,
                                        summarize)
@@ -190,14 +190,15 @@ def plan_summary(layer: Layer, pass_: str, precision: str) -> dict:
 
 def tile_sweep(layer: Layer, pass_: str, ours: dict, h: Harness, precision: str,
                reference: dict) -> dict:
-    """Every tile the CuPy backend can run for this pass (``plans.pass_tiles``: the plan's own
-    choice, then each one forced with ``autotune.forced_tile``), checked, then timed against
+    """Every tile the CuPy backend can run for this pass on this device (``plans.pass_tiles``:
+    the plan's own choice, then each one forced with ``autotune.forced_tile``; the wgmma
+    tiles on Hopper alone, ``cupy_backend.tile_runs``), checked, then timed against
     each other: ``{"tiles": {tile: check, timing and the plan model's figures ("model")},
     "plan": the plan model's tile, "best": the fastest right one, "plan_over_best": their
     time ratio}``, what the plan model's tile ratings (``gpu_plan.TILE_EFFICIENCY``) are
     judged and set by."""
     models = pass_tiles(layer, pass_, precision)
-    names = list(models)
+    names = [name for name in models if get_backend(h.backend).tile_runs(name)]
     run = partial(gpuconv_pass, layer, pass_, ours, h.backend, precision)
     runs = {name: partial(_with_tile, None if i == 0 else name, run)
             for i, name in enumerate(names)}
@@ -449,7 +450,7 @@ def environment(torch) -> dict:
 def open_harness(backend: str, repeat: int, warmup: int) -> tuple[Harness, dict, dict]:
     """The CUDA device ready to measure: the harness, the environment and the copy
     bandwidth; BenchUnavailableError says why not."""
-    from gpuconv.backends import get_backend, unavailable_reason
+    from gpuconv.backends import unavailable_reason
     reason = unavailable_reason(backend)
     if reason is not None:
         raise BenchUnavailableError(f"backend {backend!r} is unavailable: {reason}")

@@ -11,7 +11,10 @@
 // less than its kernel asks for fails (emulate_launch). No __CUDA_ARCH__: common.cuh's
 // cp.async helpers take their plain-copy path. mma.sync m16n8k8 TF32: the lanes of a warp
 // swap fragments through WarpScratch, and each lane computes its own accumulators with the
-// PTX ISA's fragment layout (common.cuh, mma_tf32); all 32 lanes must take part.
+// PTX ISA's fragment layout (common.cuh, mma_tf32); all 32 lanes must take part. wgmma
+// m64nNk8 TF32: each lane computes its own accumulators from the shared-memory operands its
+// descriptors address (the dynamic buffer; their addresses are offsets into it), at once (the
+// fences, commits and waits have nothing to order).
 // AddressSanitizer and ThreadSanitizer are told of every stack switch; under ThreadSanitizer a
 // switch orders nothing, only barriers do, so a shared-memory access no __syncthreads orders
 // against another thread's is a race report.
@@ -403,4 +406,48 @@ inline void host_mma_tf32(float* d, const unsigned* a, const unsigned* b) {
         d[v] = (float)s;
     }
     arrive_and_wait(*self.warp);  // the scratch is reused by the next mma
+}
+
+// common.cuh's shared_address: a dynamic shared-memory pointer as the offset into the launch's
+// buffer (the shared window's address on a GPU); wgmma's descriptors hold it.
+inline unsigned host_shared_address(const void* p) {
+    const char *at = (const char*)p, *base = (const char*)dynamic_shared;
+    if (at < base || at >= base + MAX_DYNAMIC_SHARED) {
+        std::fprintf(stderr, "a wgmma operand outside dynamic shared memory\n");
+        std::abort();
+    }
+    return (unsigned)(at - base);
+}
+
+// d += a * b for this lane's accumulators of a wgmma.m64nNk8 TF32 (layout: common.cuh,
+// wgmma_m64n128k8_tf32), a and b read through their descriptors: element (row r, k) of a
+// K-major operand at start + r/8 * SBO + k/4 * LBO + r%8 * 16 + k%4 * 4 bytes. Only what the
+// kernels use is accepted: no swizzle, base offset 0, 16-byte aligned core matrices.
+inline float host_wgmma_operand(unsigned long long desc, unsigned r, unsigned k) {
+    const size_t start = (desc & 0x3fff) << 4, lbo = (desc >> 16 & 0x3fff) << 4,
+                 sbo = (desc >> 32 & 0x3fff) << 4;
+    if (desc >> 46) {
+        std::fprintf(stderr, "wgmma descriptor with a base offset or swizzle: %llx\n", desc);
+        std::abort();
+    }
+    const size_t at = start + r / 8 * sbo + k / 4 * lbo + r % 8 * 16 + k % 4 * 4;
+    if (at + 4 > MAX_DYNAMIC_SHARED) {
+        std::fprintf(stderr, "wgmma operand past dynamic shared memory\n");
+        std::abort();
+    }
+    unsigned u;
+    std::memcpy(&u, (const char*)dynamic_shared + at, 4);
+    return __uint_as_float(TF32_READ & u);
+}
+
+inline void host_wgmma_tf32(float* d, unsigned long long a, unsigned long long b, unsigned n) {
+    const unsigned w = threadIdx.x % 128 / 32, lane = threadIdx.x % 32;
+    for (unsigned j = 0; j < n / 8; ++j)
+        for (unsigned v = 0; v < 4; ++v) {
+            const unsigned row = 16 * w + lane / 4 + 8 * (v / 2), col = 8 * j + 2 * (lane % 4) + v % 2;
+            double s = d[4 * j + v];
+            for (unsigned k = 0; k < 8; ++k)
+                s += (double)host_wgmma_operand(a, row, k) * (double)host_wgmma_operand(b, col, k);
+            d[4 * j + v] = (float)s;
+        }
 }

@@ -2,7 +2,8 @@
 
 ``build()`` compiles ``cuda_source.module_source()``'s code (the very translation unit the runtime
 hands to NVRTC) with g++ against ``cuda_shim.h``, plus one ``extern "C"`` launcher per name
-expression of ``gpu_plan.kernel_names()``, into a shared library cached under
+expression of ``gpu_plan.kernel_names()`` and ``gpu_plan.wgmma_kernel_names()``, into a shared
+library cached under
 ``$XDG_CACHE_HOME/gpuconv/cuda_host`` by a hash of its source. ``HostExecutor`` stands in for
 ``cupy_backend.CupyExecutor``: NumPy arrays, launches through ctypes, so the backend's own
 functions, plans and parameter packing run unchanged.
@@ -49,10 +50,18 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
+def emulated_names(source: str = "backend") -> list[str]:
+    """The name expressions of ``cuda_source.SOURCES[source]``, the backend's with its wgmma
+    module's (one translation unit: the CPU builds both)."""
+    names = cuda_source.SOURCES[source]()[2]
+    return names + gpu_plan.wgmma_kernel_names() if source == "backend" else names
+
+
 def library_source(source: str = "backend") -> str:
-    """``cuda_source.SOURCES[source]``'s kernels with a launcher ``launch_<i>`` for each of its
-    name expressions, in their order."""
-    code, _, names = cuda_source.SOURCES[source]()
+    """``cuda_source.SOURCES[source]``'s kernels with a launcher ``launch_<i>`` for each of
+    ``emulated_names(source)``, in their order."""
+    code = cuda_source.SOURCES[source]()[0]
+    names = emulated_names(source)
     lines = [f'#include "{SHIM}"', code]
     for i, name in enumerate(names):
         lines.append(f'extern "C" unsigned long launch_{i}(unsigned gx, unsigned gy, unsigned gz, '
@@ -87,11 +96,12 @@ class HostExecutor:
 
     xp = np
     tensor_cores = True
+    wgmma = True
 
     def __init__(self, lib: ctypes.CDLL, sm_count: int = 2):
         self.lib = lib
         self._sm_count = sm_count  # few SMs: split-K still splits on small problems
-        self.index = {name: i for i, name in enumerate(gpu_plan.kernel_names())}
+        self.index = {name: i for i, name in enumerate(emulated_names())}
         self.launched: list[str] = []
         self.prepared: dict = {}
         self.error_words: dict = {}
