@@ -915,9 +915,10 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
 // --------------------------------------------------------------------------- tensor cores: wgmma
 // conv_gemm_mma's TF32 GEMM on Hopper's warpgroup MMA (sm_90a: its own module, built only where
 // the device is one; gpu_plan.wgmma_kernel_names). BM / 64 warpgroups of 4 warps; warpgroup g
-// owns rows 64g .. 64g+63 and all BN columns, one wgmma.m64nBNk8 a k8 half-step with both
-// operands read from the shared stages by descriptors (no fragment loads, no shuffles: the
-// instruction stream is the loader's copies and two wgmmas a step). Both tiles are stored
+// owns rows 64g .. 64g+63 and all BN columns (128 or 256), one wgmma.m64n128k8 a k8 half-step
+// and 128 columns with both operands read from the shared stages by descriptors (no fragment
+// loads, no shuffles: the instruction stream is the loader's copies and the wgmmas; BN 256
+// takes 128 accumulators a thread, one block an SM). Both tiles are stored
 // reduction-major in core matrices (CoreK), as TF32 wgmma requires. Each step's wgmmas are
 // waited for before the next barrier: with STAGES stages the loader's next copies go to the
 // stage read one step earlier. TF32 only ("tf32": 3xTF32 would need the split operands in
@@ -928,8 +929,8 @@ using WgmmaLoader = Loader<float, Index, BM, BN, 16, BM / 64 * 128, CoreK<BM, 16
                            BOUNDS, VEC_A>;
 
 template <int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typename Index>
-__global__ void __launch_bounds__(BM / 64 * 128, 512 / (BM / 64 * 128)) conv_gemm_wgmma(const ConvParams p) {
-    static_assert(BN == 128 && ZERO_PAD, "wgmma_m64n128k8_tf32; the zero-padding loader");
+__global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 * 128)) conv_gemm_wgmma(const ConvParams p) {
+    static_assert(BN % 128 == 0 && ZERO_PAD, "wgmma_m64n128k8_tf32 parts; the zero-padding loader");
     constexpr int BK = 16, THREADS = BM / 64 * 128;
     typedef WgmmaLoader<BM, BN, VEC_A, bounds_of(ZERO_PAD, WG, true), Index> L;
     typedef typename L::LayoutA LA;
@@ -958,14 +959,17 @@ __global__ void __launch_bounds__(BM / 64 * 128, 512 / (BM / 64 * 128)) conv_gem
         wgmma_fence();
 #pragma unroll
         for (int k8 = 0; k8 < BK; k8 += 8)
-            wgmma_m64n128k8_tf32(acc, wgmma_desc(as + LA::at(k8, 64 * g), LA::LBO, LA::SBO),
-                                 wgmma_desc(bs + LB::at(k8, 0), LB::LBO, LB::SBO));
+#pragma unroll
+            for (int n = 0; n < BN / 128; ++n)  // columns 128n ..: accumulators 64n ..
+                wgmma_m64n128k8_tf32(acc + 64 * n, wgmma_desc(as + LA::at(k8, 64 * g), LA::LBO, LA::SBO),
+                                     wgmma_desc(bs + LB::at(k8, 128 * n), LB::LBO, LB::SBO));
         wgmma_commit();
         wgmma_wait<0>();
         wgmma_fence_operands<BN / 2>(acc);
     });
     // accumulator 4j + v: row 16w + lane/4 + 8(v/2) of the block, w its warp, column
-    // 8j + 2(lane%4) + v%2; through shared memory in two passes, pass h taking the 16 rows of
+    // 8j + 2(lane%4) + v%2 (the 128-column parts' accumulators in turn: 64 a part, 16 groups of
+    // 8 columns); through shared memory in two passes, pass h taking the 16 rows of
     // each warp w with w % 2 == h (conv_gemm's bands, warp rows of 32)
     static_assert(BM / 2 * BN <= STAGES * (LA::SIZE + LB::SIZE), "bands fit the stages");
     copy_wait<0>();

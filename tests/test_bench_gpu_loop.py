@@ -212,9 +212,9 @@ def test_tile_sweep_times_every_tile_of_each_pass_forced(monkeypatch):
 
 
 @pytest.mark.parametrize("hopper", [True, False])
-def test_tile_sweep_runs_the_wgmma_tile_on_hopper_alone(monkeypatch, hopper):
-    """At "tf32" the sweep also checks and times the wgmma tile, which the plans leave out
-    until measured (gpu_plan.UNMEASURED), forced; on a device that cannot run it
+def test_tile_sweep_runs_the_wgmma_tiles_on_hopper_alone(monkeypatch, hopper):
+    """At "tf32" the sweep also checks and times the wgmma tiles, which the plans leave out
+    until measured (gpu_plan.UNMEASURED), forced; on a device that cannot run them
     (cupy_backend.tile_runs), not at all."""
     from gpuconv import backends
     from gpuconv.backends import cupy_backend, gpu_plan
@@ -231,8 +231,10 @@ def test_tile_sweep_runs_the_wgmma_tile_on_hopper_alone(monkeypatch, hopper):
     report = gpu.build_report([TINY[0]], h, {}, {})
     for p in report["layers"][0]["passes"]:
         sweep = p["sides"]["ours_tf32"]["tile_sweep"]
-        assert sweep["plan"] != "wgmma-128x128"
-        assert ("wgmma-128x128" in sweep["tiles"]) == hopper
+        wgmma_tiles = {name for name in gpu_plan.UNMEASURED if gpu_plan.TILES[name].wgmma}
+        assert sweep["plan"] not in wgmma_tiles
+        assert (wgmma_tiles <= set(sweep["tiles"])) == hopper
+        assert hopper or not wgmma_tiles & set(sweep["tiles"])
         assert all(tile["ok"] for tile in sweep["tiles"].values()), sweep
     wgmma = [k for k in ex.launched if k.startswith("conv_gemm_wgmma")]
     assert bool(wgmma) == hopper and set(wgmma) <= set(gpu_plan.wgmma_kernel_names())

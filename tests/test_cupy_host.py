@@ -176,6 +176,27 @@ def test_tensor_core_a_runs(host, monkeypatch, precision, tile, a):
     assert {t.kernel("float", wgrad, vec_a=runs) for wgrad in (False, True)} <= set(host.launched)
 
 
+@pytest.mark.parametrize("precision, tile", TENSOR_CORE_TILES)
+def test_tensor_core_tiles_over_many_columns(host, monkeypatch, precision, tile):
+    """Every pass with 288 columns (pixels, or grad-weight's taps): a block's columns past the
+    first 128 (the wgmma tiles' second 128-column part) and a partial last block."""
+    _force_tile(monkeypatch, "float32", precision, tile)
+    rng = np.random.default_rng(12)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    x = rng.standard_normal((2, 32, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 32, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)
+    assert_close(cupy_backend.conv2d(x, w, None, spec, precision), ref.conv2d(x, w, None, spec),
+                 w[0].size, precision, "conv2d")
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], None, precision),
+                 ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), 16 * 9, precision,
+                 "conv2d_grad_input")
+    assert_close(cupy_backend.conv2d_grad_weight(gy, x, spec, (3, 3), precision),
+                 ref.conv2d_grad_weight(gy, x, spec, (3, 3)), gy[:, 0].size, precision,
+                 "conv2d_grad_weight")
+    assert gpu_plan.TILES[tile].kernel("float", True, vec_a=True) in host.launched
+
+
 # (input width, kernel): masks (30 taps), then past MASK_TAPS (32 taps), and past MASK_PIXELS
 # output columns (the tensor-core grad-weight's tables; forward and grad-input keep the masks)
 MASKS = {"masks": (40, (1, 30)), "taps": (40, (1, 31)), "pixels": (2 * gpu_plan.MASK_PIXELS, (1, 3))}

@@ -502,7 +502,7 @@ def test_numba_depthwise_and_pool_plans_are_the_cuda_plans():
 
 def test_unmeasured_tiles_run_only_when_forced():
     """The plans and autotuning leave out the tiles no GPU run has checked (gpu_plan.UNMEASURED:
-    the wgmma tile); forced (the bench's tile sweep), a case on the fast path runs it."""
+    the wgmma tiles); forced (the bench's tile sweep), a case on the fast path runs them."""
     from gpuconv.benchmark import plans
     assert plan.UNMEASURED and plan.UNMEASURED <= set(plan.TILES)
     for precision in plan.PRECISIONS:
