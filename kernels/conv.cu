@@ -563,7 +563,7 @@ __device__ __forceinline__ void gemm_mainloop(L& ld, T* As, T* Bs, int tiles, Co
     int read = 0, write = STAGES - 1;  // the stages of step t and of step t + STAGES - 1
     for (int t = 0; t < tiles; ++t) {
         copy_wait<STAGES - 2>();  // step t has landed (this thread's copies)
-        if (ASYNC_PROXY) fence_proxy_async();
+        if constexpr (ASYNC_PROXY) fence_proxy_async();
         __syncthreads();          // everyone's copies; and the write stage is free
         if (t + STAGES - 1 < tiles) ld.load(As + write * A_STAGE, Bs + write * B_STAGE);
         copy_commit();
@@ -923,6 +923,7 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
 // waited for before the next barrier: with STAGES stages the loader's next copies go to the
 // stage read one step earlier. TF32 only ("tf32": 3xTF32 would need the split operands in
 // shared memory).
+
 // The wgmma GEMM's loader: both tiles CoreK (tests/test_loader_banks.py checks its copies).
 template <int BM, int BN, bool VEC_A, Bounds BOUNDS, typename Index>
 using WgmmaLoader = Loader<float, Index, BM, BN, 16, BM / 64 * 128, CoreK<BM, 16>, CoreK<BN, 16>,

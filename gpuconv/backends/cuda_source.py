@@ -64,10 +64,10 @@ SOURCES = {"backend": module_source, "wgmma": wgmma_source, "peak": peak_source}
 
 # --------------------------------------------------------------------------- compile report
 def compile_module(arch: str = "sm_90", source: str = "backend") -> tuple[bytes, dict[str, str], str]:
-    """``SOURCES[source]()`` (the backend's module, or the peak kernels) compiled for ``arch``
-    by NVRTC (cuda.core, no GPU needed) with ``-Xptxas -v``, once per process: (cubin,
-    {mangled name: name expression}, ptxas log). A compile error raises ``cuda.core``'s error
-    with NVRTC's log.
+    """``SOURCES[source]()`` (the backend's module, the wgmma module or the peak kernels)
+    compiled for ``arch`` by NVRTC (cuda.core, no GPU needed) with ``-Xptxas -v``, once per
+    process: (cubin, {mangled name: name expression}, ptxas log). A compile error raises
+    ``cuda.core``'s error with NVRTC's log.
 
     It runs in a fresh process: ptxas's register allocation depends on the state of the
     process it runs in (the same kernel compiled three times in one long-lived process took

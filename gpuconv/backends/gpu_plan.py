@@ -78,8 +78,8 @@ class TileConfig:
 
     def blocks_per_sm(self, itemsize: int) -> int:
         """The resident blocks an SM its launch bounds ask for (conv.cu's mma_blocks_per_sm):
-        THREADS_PER_SM threads (at most 128 registers each), but one block of 64 x 64 warps,
-        and conv_direct's own (DIRECT_BLOCKS_PER_SM)."""
+        THREADS_PER_SM threads (at most 128 registers each), but one block of 64 x 64 warps
+        or of 256-column wgmma warpgroups, and conv_direct's own (DIRECT_BLOCKS_PER_SM)."""
         if self.direct:
             return DIRECT_BLOCKS_PER_SM[itemsize]
         if self.wgmma:  # 128 columns' accumulators fit 128 registers; 256 take one block an SM
@@ -106,7 +106,8 @@ class TileConfig:
         if self.direct:
             return f"conv_direct<{ctype}, {self.bm}>"
         if self.wgmma:
-            return f"conv_gemm_wgmma<{self.bm}, {self.bn}, {str(wgrad).lower()}, {str(vec_a).lower()}, {flags}>"
+            return (f"conv_gemm_wgmma<{self.bm}, {self.bn}, {str(wgrad).lower()}, "
+                    f"{str(vec_a).lower()}, {flags}>")
         if self.terms:
             return (f"conv_gemm_mma<{self.terms}, {self.bm}, {self.bn}, {str(wgrad).lower()}, "
                     f"{str(vec_a).lower()}, {flags}>")
@@ -168,8 +169,8 @@ PRECISIONS = ("ieee", "tf32", "tf32x3")
 # an SM still) leave L1 about 26 KiB for the gathers' reuse across taps, against 128x128's
 # 127: rated just under 128x128, so the plans keep the tile already measured until the tile
 # sweep (gpuconv bench --tiles) says which is faster.
-TILE_EFFICIENCY = {"128x128": 1.0, "128x128x32": 0.99, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6, "32x32": 0.58,
-                   "64x64d": 0.8, "direct1": 0.38, "direct2": 0.55, "direct3": 0.6, "direct4": 0.7,
+TILE_EFFICIENCY = {"128x128": 1.0, "128x128x32": 0.99, "64x128": 0.94, "64x64": 0.9, "32x64": 0.6,
+                   "32x32": 0.58, "64x64d": 0.8, "direct1": 0.38, "direct2": 0.55, "direct3": 0.6, "direct4": 0.7,
                    "tf32-128x256": 1.15, "tf32x3-128x256": 1.15,
                    "tf32-128x128": 1.0, "tf32-64x128": 0.7, "tf32-64x64": 0.55, "tf32-32x128": 0.4,
                    "tf32-64x32": 0.52, "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.85,

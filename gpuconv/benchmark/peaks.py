@@ -52,7 +52,7 @@ def params(out_pointer: int, iterations: int, x: float = 1.0, y: float = 1.0) ->
     return p
 
 
-def measure(time_ms: Callable[[Callable[[], object]], list], sm_count: int) -> dict:
+def measure(time_ms: Callable[[Callable[[], object]], dict], sm_count: int) -> dict:
     """{"ffma": ..., "mma_tf32": ...}: each kernel's timing summary (``time_ms`` times a call,
     returning its samples' summary), its TFLOP/s and whether every thread's sum was right."""
     import cupy
