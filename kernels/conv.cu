@@ -399,6 +399,8 @@ template <typename T, typename Index, int BM, int BN, int BK, int THREADS, class
           Bounds BOUNDS, bool VEC_A = false, bool HOLD = false>
 struct Loader {
     static constexpr bool ZERO_PAD = BOUNDS != SOURCE_INDEX;
+    static constexpr int K = BK, N = BN;
+    typedef T Type;
     typedef LA LayoutA;
     typedef LB LayoutB;
     static constexpr int V = VEC_A ? 16 / (int)sizeof(T) : 1;  // A elements a copy
@@ -584,6 +586,26 @@ __device__ __forceinline__ void split_range(const ConvParams& p, const Slice<Ind
     tiles = n > 0 ? (int)n : 0;
 }
 
+// One block's share of a GEMM: its reduction steps (split_range) copied by loader L through the
+// STAGES dynamic shared stages (A's, then B's) and handed to compute(as, bs) one at a time
+// (gemm_mainloop). Returns the stages, in which the epilogue then stages the outputs.
+template <class L, bool ASYNC_PROXY = false, typename Index, class Compute>
+__device__ __forceinline__ typename L::Type* gemm_block(const ConvParams& p, const Slice<Index>& s,
+                                                        int m0, Index col0, Compute&& compute) {
+    typedef typename L::Type T;
+    typedef typename L::LayoutA LA;
+    typedef typename L::LayoutB LB;
+    DYNAMIC_SHARED(T, stages, STAGES * (LA::SIZE + LB::SIZE));  // then the staged outputs
+    __shared__ Column<Index> columns[L::N];
+    Index k0;
+    int tiles;
+    split_range(p, s, L::K, k0, tiles);
+    L ld(p, s, columns, m0, col0, k0);
+    gemm_mainloop<STAGES, LA::SIZE, LB::SIZE, ASYNC_PROXY>(ld, stages, stages + STAGES * LA::SIZE,
+                                                            tiles, compute);
+    return stages;
+}
+
 // --------------------------------------------------------------------------- epilogue
 // out(row m, col) = v, plus bias and ReLU when this launch is not split (the reduce adds them).
 template <typename T, typename Index, bool WG>
@@ -731,20 +753,12 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
     // body
-    DYNAMIC_SHARED(T, stages, STAGES * (LA::SIZE + LB::SIZE));  // then the staged outputs
-    T* const As = stages;
-    T* const Bs = stages + STAGES * LA::SIZE;
-    __shared__ Column<Index> columns[BN];
-    Index k0;
-    int tiles;
-    split_range(p, s, BK, k0, tiles);
-    L ld(p, s, columns, m0, col0, k0);
     T acc[TM][TN];
 #pragma unroll
     for (int i = 0; i < TM; ++i)
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-    gemm_mainloop<STAGES, LA::SIZE, LB::SIZE>(ld, As, Bs, tiles, [&](const T* as, const T* bs) {
+    T* const stages = gemm_block<L>(p, s, m0, col0, [&](const T* as, const T* bs) {
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
             T a[TM], b[TN];
@@ -837,14 +851,6 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
     // body
-    DYNAMIC_SHARED(float, stages, STAGES * (LA::SIZE + LB::SIZE));  // then the staged outputs
-    float* const As = stages;
-    float* const Bs = stages + STAGES * LA::SIZE;
-    __shared__ Column<Index> columns[BN];
-    Index k0;
-    int tiles;
-    split_range(p, s, BK, k0, tiles);
-    L ld(p, s, columns, m0, col0, k0);
     float acc[MI][MJ][4];  // [column tile][row tile][MMA accumulator]
 #pragma unroll
     for (int i = 0; i < MI; ++i)
@@ -855,7 +861,7 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
     // this lane's fragments in the first 8-wide half (16 columns or 8 rows on: the same place in
     // the row); in the second, the swapped place (KInner and KPairs swap the halves by XOR)
     const int a_lane = LA::at(2 * t4, wm + grp), b_lane = LB::at(2 * t4, wn + grp);
-    gemm_mainloop<STAGES, LA::SIZE, LB::SIZE>(ld, As, Bs, tiles, [&](const float* as, const float* bs) {
+    float* const stages = gemm_block<L>(p, s, m0, col0, [&](const float* as, const float* bs) {
 #pragma unroll
         for (int k8 = 0; k8 < BK; k8 += 8) {
             const float* ak = as + (a_lane ^ k8);
@@ -945,18 +951,10 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
     // body
-    DYNAMIC_SHARED(float, stages, STAGES * (LA::SIZE + LB::SIZE));  // then the staged outputs
-    float* const As = stages;
-    float* const Bs = stages + STAGES * LA::SIZE;
-    __shared__ Column<Index> columns[BN];
-    Index k0;
-    int tiles;
-    split_range(p, s, BK, k0, tiles);
-    L ld(p, s, columns, m0, col0, k0);
     float acc[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
-    gemm_mainloop<STAGES, LA::SIZE, LB::SIZE, true>(ld, As, Bs, tiles, [&](const float* as, const float* bs) {
+    float* const stages = gemm_block<L, true>(p, s, m0, col0, [&](const float* as, const float* bs) {
         wgmma_fence();
 #pragma unroll
         for (int k8 = 0; k8 < BK; k8 += 8)
