@@ -246,6 +246,26 @@ __device__ __forceinline__ void wgmma_m64n128k8_tf32(float* d, unsigned long lon
     host_wgmma_tf32(d, a, b, 128);
 #endif
 }
+
+// The same with a from registers (wgmma's "RS" form): each warp's 16 rows x 8 reduction
+// columns as mma_tf32's A fragment (lane 4*g + t: a[0..3] = rows g, g+8 x columns t, t+4, in
+// the order g/t, g+8/t, g/t+4, g+8/t+4). The registers are read while the wgmma runs: they
+// must not change until a wgmma_wait has completed it (wgmma_fence_registers).
+__device__ __forceinline__ void wgmma_m64n128k8_tf32_rs(float* d, const unsigned* a, unsigned long long b) {
+    WGMMA_ASM("{\n .reg .pred p;\n setp.ne.b32 p, %69, 0;\n"
+              " wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
+              "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+              "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+              "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+              "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+              "{%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+              : WGMMA_D8(0), WGMMA_D8(8), WGMMA_D8(16), WGMMA_D8(24), WGMMA_D8(32), WGMMA_D8(40),
+                WGMMA_D8(48), WGMMA_D8(56)
+              : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));  // scale-d 1
+#ifndef __CUDA_ARCH__
+    host_wgmma_tf32_rs(d, a, b, 128);
+#endif
+}
 #undef WGMMA_D8
 
 // The accumulators pinned where the wgmmas wrote them: the compiler may not move their reads
@@ -255,6 +275,16 @@ __device__ __forceinline__ void wgmma_fence_operands(float* d) {
 #ifdef __CUDA_ARCH__
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i]) :: "memory");
+#endif
+}
+
+// A-fragment registers kept live (and unchanged) up to here: after the wait that completes
+// the wgmmas reading them, so the compiler gives no other value their registers before.
+template <int N>
+__device__ __forceinline__ void wgmma_fence_registers(unsigned* a) {
+#ifdef __CUDA_ARCH__
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+r"(a[i]) :: "memory");
 #endif
 }
 

@@ -17,8 +17,9 @@
 //        mma.sync m16n8k8 TF32, float32 accumulation; TERMS 1: "tf32", TERMS 3: "tf32x3" (a*b as
 //        big*big + big*small + small*big, big = tf32(a), small = a - big: FP32 accuracy); VEC_A:
 //        A copied 16 bytes at a time where its rows run on along the reduction
-//   conv_gemm_wgmma<BM, BN, WGRAD, VEC_A, ZERO_PAD, Index>  the "tf32" GEMM on Hopper's warpgroup
-//        MMA (wgmma, sm_90a: its own module), operands read from shared memory by descriptors
+//   conv_gemm_wgmma<TERMS, BM, BN, WGRAD, VEC_A, ZERO_PAD, Index>  the same GEMM on Hopper's
+//        warpgroup MMA (wgmma, sm_90a: its own module), B (and A, TF32) read from shared memory
+//        by descriptors
 //   conv_direct<T, ROWS>    forward / grad-input writing at most 4 channels per slice (the stem's
 //        and DeepSpeech's grad-input; depthwise convs run depthwise.cu): four pixels a thread,
 //        consecutive ones sliding a window of input columns along each kernel row where the
@@ -551,12 +552,19 @@ struct Loader {
 // (gpu_plan.TileConfig.smem_bytes; past 48 KiB for the 128x128 tiles, with the kernel's opt-in).
 constexpr int STAGES = 3;
 
+// A gemm_mainloop hook that does nothing with a landed stage.
+struct NoHook {
+    __device__ __forceinline__ void operator()(int) const {}
+};
+
 // STAGES-deep cp.async pipeline over `tiles` reduction steps: step t+STAGES-1 is copied while
-// step t is multiplied; one barrier per step. ASYNC_PROXY: the steps are read by wgmma, through
-// the async proxy, which each thread's landed copies are fenced to before the barrier.
+// step t is multiplied; one barrier per step. landed(stage): this thread's own work on its
+// copies of a step once they have landed, before the barrier. ASYNC_PROXY: the steps are read
+// by wgmma, through the async proxy, which each thread's writes are fenced to before it.
 template <int STAGES, int A_STAGE, int B_STAGE, bool ASYNC_PROXY = false, typename T, class L,
-          class Compute>
-__device__ __forceinline__ void gemm_mainloop(L& ld, T* As, T* Bs, int tiles, Compute&& compute) {
+          class Compute, class Landed = NoHook>
+__device__ __forceinline__ void gemm_mainloop(L& ld, T* As, T* Bs, int tiles, Compute&& compute,
+                                              Landed landed = Landed()) {
 #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
         if (s < tiles) ld.load(As + s * A_STAGE, Bs + s * B_STAGE);
@@ -565,6 +573,7 @@ __device__ __forceinline__ void gemm_mainloop(L& ld, T* As, T* Bs, int tiles, Co
     int read = 0, write = STAGES - 1;  // the stages of step t and of step t + STAGES - 1
     for (int t = 0; t < tiles; ++t) {
         copy_wait<STAGES - 2>();  // step t has landed (this thread's copies)
+        landed(read);
         if constexpr (ASYNC_PROXY) fence_proxy_async();
         __syncthreads();          // everyone's copies; and the write stage is free
         if (t + STAGES - 1 < tiles) ld.load(As + write * A_STAGE, Bs + write * B_STAGE);
@@ -588,10 +597,12 @@ __device__ __forceinline__ void split_range(const ConvParams& p, const Slice<Ind
 
 // One block's share of a GEMM: its reduction steps (split_range) copied by loader L through the
 // STAGES dynamic shared stages (A's, then B's) and handed to compute(as, bs) one at a time
-// (gemm_mainloop). Returns the stages, in which the epilogue then stages the outputs.
-template <class L, bool ASYNC_PROXY = false, typename Index, class Compute>
+// (gemm_mainloop, with its landed hook). Returns the stages, in which the epilogue then stages
+// the outputs.
+template <class L, bool ASYNC_PROXY = false, typename Index, class Compute, class Landed = NoHook>
 __device__ __forceinline__ typename L::Type* gemm_block(const ConvParams& p, const Slice<Index>& s,
-                                                        int m0, Index col0, Compute&& compute) {
+                                                        int m0, Index col0, Compute&& compute,
+                                                        Landed landed = Landed()) {
     typedef typename L::Type T;
     typedef typename L::LayoutA LA;
     typedef typename L::LayoutB LB;
@@ -602,7 +613,7 @@ __device__ __forceinline__ typename L::Type* gemm_block(const ConvParams& p, con
     split_range(p, s, L::K, k0, tiles);
     L ld(p, s, columns, m0, col0, k0);
     gemm_mainloop<STAGES, LA::SIZE, LB::SIZE, ASYNC_PROXY>(ld, stages, stages + STAGES * LA::SIZE,
-                                                            tiles, compute);
+                                                            tiles, compute, landed);
     return stages;
 }
 
@@ -927,15 +938,18 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
 // takes 128 accumulators a thread, one block an SM). Both tiles are stored
 // reduction-major in core matrices (CoreK), as TF32 wgmma requires. Each step's wgmmas are
 // waited for before the next barrier: with STAGES stages the loader's next copies go to the
-// stage read one step earlier. TF32 only ("tf32": 3xTF32 would need the split operands in
-// shared memory).
+// stage read one step earlier. TERMS 3 ("tf32x3", conv_gemm_mma's split): A from registers
+// (wgmma's RS form: each warp's fragments read from the stage and split into big and small),
+// B's big parts in place of its copies and its small parts in STAGES more stages after the
+// others, each thread splitting the elements it copied once they have landed (the landed
+// hook, before the barrier); a * b as big * small + small * big + big * big, smallest first.
 
 // The wgmma GEMM's loader: both tiles CoreK (tests/test_loader_banks.py checks its copies).
 template <int BM, int BN, bool VEC_A, Bounds BOUNDS, typename Index>
 using WgmmaLoader = Loader<float, Index, BM, BN, 16, BM / 64 * 128, CoreK<BM, 16>, CoreK<BN, 16>,
                            BOUNDS, VEC_A>;
 
-template <int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typename Index>
+template <int TERMS, int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typename Index>
 __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 * 128)) conv_gemm_wgmma(const ConvParams p) {
     static_assert(BN % 128 == 0 && ZERO_PAD, "wgmma_m64n128k8_tf32 parts; the zero-padding loader");
     constexpr int BK = 16, THREADS = BM / 64 * 128;
@@ -954,18 +968,66 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
     float acc[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
+    // 3xTF32: B's small parts (STAGES more stages), where this thread's copies go, and its A
+    // fragment rows (warp w of warpgroup g: rows 64g + 16w + lane/4, + 8)
+    DYNAMIC_SHARED(float, smem, STAGES * (LA::SIZE + (TERMS == 3 ? 2 : 1) * LB::SIZE));
+    float* const b_small = smem + STAGES * (LA::SIZE + LB::SIZE);
+    int kk, l;
+    L::lanes((int)threadIdx.x, kk, l);
+    const int b_dst = L::b_dst_of(kk, l);
+    const int a_row = 64 * g + (int)threadIdx.x % 128 / 32 * 16 + (int)threadIdx.x % 32 / 4;
+    const int a_k = (int)threadIdx.x % 4;
+    const auto split_b = [&](int stage) {  // the landed hook: this thread's copies of B, split
+        if constexpr (TERMS == 3) {
+            float* const big = smem + STAGES * LA::SIZE + stage * LB::SIZE;
+#pragma unroll
+            for (int j = 0; j < L::PB; ++j) {
+                const int at = b_dst + L::b_shift(j);
+                unsigned hi, lo;
+                split_tf32(big[at], hi, lo, true);
+                big[at] = __uint_as_float(hi);
+                b_small[stage * LB::SIZE + at] = __uint_as_float(lo);
+            }
+        }
+    };
     float* const stages = gemm_block<L, true>(p, s, m0, col0, [&](const float* as, const float* bs) {
-        wgmma_fence();
+        if constexpr (TERMS == 1) {
+            wgmma_fence();
 #pragma unroll
-        for (int k8 = 0; k8 < BK; k8 += 8)
+            for (int k8 = 0; k8 < BK; k8 += 8)
 #pragma unroll
-            for (int n = 0; n < BN / 128; ++n)  // columns 128n ..: accumulators 64n ..
-                wgmma_m64n128k8_tf32(acc + 64 * n, wgmma_desc(as + LA::at(k8, 64 * g), LA::LBO, LA::SBO),
-                                     wgmma_desc(bs + LB::at(k8, 128 * n), LB::LBO, LB::SBO));
-        wgmma_commit();
-        wgmma_wait<0>();
+                for (int n = 0; n < BN / 128; ++n)  // columns 128n ..: accumulators 64n ..
+                    wgmma_m64n128k8_tf32(acc + 64 * n, wgmma_desc(as + LA::at(k8, 64 * g), LA::LBO, LA::SBO),
+                                         wgmma_desc(bs + LB::at(k8, 128 * n), LB::LBO, LB::SBO));
+            wgmma_commit();
+            wgmma_wait<0>();
+        } else {
+            const float* const bs_small = b_small + (bs - (smem + STAGES * LA::SIZE));
+            unsigned a_big[BK / 8][4], a_small[BK / 8][4];  // this lane's A fragments, split
+#pragma unroll
+            for (int h = 0; h < BK / 8; ++h)
+#pragma unroll
+                for (int v = 0; v < 4; ++v)
+                    split_tf32(as[LA::at(8 * h + a_k + 4 * (v / 2), a_row + 8 * (v % 2))],
+                               a_big[h][v], a_small[h][v], true);
+            wgmma_fence();
+#pragma unroll
+            for (int h = 0; h < BK / 8; ++h)
+#pragma unroll
+                for (int n = 0; n < BN / 128; ++n) {
+                    const unsigned long long big = wgmma_desc(bs + LB::at(8 * h, 128 * n), LB::LBO, LB::SBO);
+                    wgmma_m64n128k8_tf32_rs(acc + 64 * n, a_big[h],
+                                            wgmma_desc(bs_small + LB::at(8 * h, 128 * n), LB::LBO, LB::SBO));
+                    wgmma_m64n128k8_tf32_rs(acc + 64 * n, a_small[h], big);
+                    wgmma_m64n128k8_tf32_rs(acc + 64 * n, a_big[h], big);
+                }
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_fence_registers<BK / 2>(&a_big[0][0]);
+            wgmma_fence_registers<BK / 2>(&a_small[0][0]);
+        }
         wgmma_fence_operands<BN / 2>(acc);
-    });
+    }, split_b);
     // accumulator 4j + v: row 16w + lane/4 + 8(v/2) of the block, w its warp, column
     // 8j + 2(lane%4) + v%2 (the 128-column parts' accumulators in turn: 64 a part, 16 groups of
     // 8 columns); through shared memory in two passes, pass h taking the 16 rows of

@@ -511,8 +511,9 @@ def test_unmeasured_tiles_run_only_when_forced():
     x, w = (2, 16, 12, 12), (32, 16, 3, 3)
     spec = ConvSpec.make(2, (3, 3), padding=1)
     for tile in plan.UNMEASURED:
+        precision = {1: "tf32", 3: "tf32x3"}[plan.TILES[tile].terms]
         forced = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
-                                        False, "tf32", tile)
+                                        False, precision, tile)
         assert forced.choice.tile.name == tile
         # the weight's rows (16 x 3 x 3) run on in 4s: A copied 16 bytes at a time
         assert forced.launches[0].kernel == plan.TILES[tile].kernel("float", False, vec_a=True)

@@ -88,10 +88,11 @@ class TileConfig:
 
     def stage_bytes(self, itemsize: int) -> int:
         """One pipeline stage of the A and B tiles: k-major rows padded by 4 (CUDA cores), or
-        rows of 16 unpadded reduction columns (tensor cores); conv.cu's KMajor, KInner and
-        KPairs."""
+        rows of 16 unpadded reduction columns (tensor cores); conv.cu's KMajor, KInner, KPairs
+        and CoreK; and B's small parts for 3xTF32 on wgmma."""
         pad = 0 if self.terms else 4
-        return self.bk * ((self.bm + pad) + (self.bn + pad)) * itemsize
+        b_tiles = 2 if self.wgmma and self.terms == 3 else 1
+        return self.bk * ((self.bm + pad) + b_tiles * (self.bn + pad)) * itemsize
 
     def smem_bytes(self, itemsize: int) -> int:
         """The launch's dynamic shared memory: conv.cu's STAGES pipeline stages of the A and B
@@ -106,7 +107,7 @@ class TileConfig:
         if self.direct:
             return f"conv_direct<{ctype}, {self.bm}>"
         if self.wgmma:
-            return (f"conv_gemm_wgmma<{self.bm}, {self.bn}, {str(wgrad).lower()}, "
+            return (f"conv_gemm_wgmma<{self.terms}, {self.bm}, {self.bn}, {str(wgrad).lower()}, "
                     f"{str(vec_a).lower()}, {flags}>")
         if self.terms:
             return (f"conv_gemm_mma<{self.terms}, {self.bm}, {self.bn}, {str(wgrad).lower()}, "
@@ -143,6 +144,7 @@ TILES = {t.name: t for t in (
     TileConfig("tf32x3-64x64", 64, 64, 16, terms=3),
     TileConfig("tf32x3-32x128", 32, 128, 16, terms=3),
     TileConfig("tf32x3-64x32", 64, 32, 16, terms=3),
+    TileConfig("wgmma-tf32x3-128x128", 128, 128, 16, terms=3, wgmma=True),
 )}
 # (dtype, precision) -> candidate tiles, the last the generic one: it alone is also built for
 # reflect / replicate / circular padding and for 64-bit offsets (tensors past 2^31 elements).
@@ -151,8 +153,8 @@ TILES_FOR = {
     ("float32", "ieee"): ("128x128", "128x128x32", "64x128", "32x64", "32x32", "64x64"),
     ("float32", "tf32"): ("tf32-128x256", "tf32-128x128", "wgmma-128x256", "wgmma-128x128",
                            "tf32-64x128", "tf32-32x128", "tf32-64x32", "tf32-64x64"),
-    ("float32", "tf32x3"): ("tf32x3-128x256", "tf32x3-128x128", "tf32x3-64x128", "tf32x3-32x128",
-                             "tf32x3-64x32", "tf32x3-64x64"),
+    ("float32", "tf32x3"): ("tf32x3-128x256", "tf32x3-128x128", "wgmma-tf32x3-128x128",
+                             "tf32x3-64x128", "tf32x3-32x128", "tf32x3-64x32", "tf32x3-64x64"),
     ("float64", "ieee"): ("32x64", "64x64d"),
 }
 PRECISIONS = ("ieee", "tf32", "tf32x3")
@@ -175,14 +177,16 @@ TILE_EFFICIENCY = {"128x128": 1.0, "128x128x32": 0.99, "64x128": 0.94, "64x64": 
                    "tf32-128x128": 1.0, "tf32-64x128": 0.7, "tf32-64x64": 0.55, "tf32-32x128": 0.4,
                    "tf32-64x32": 0.52, "tf32x3-128x128": 1.0, "tf32x3-64x128": 0.85,
                    "tf32x3-64x64": 0.65, "tf32x3-32x128": 0.55, "tf32x3-64x32": 0.62,
-                   "wgmma-128x128": 1.3, "wgmma-128x256": 1.5}
+                   "wgmma-128x128": 1.3, "wgmma-128x256": 1.5, "wgmma-tf32x3-128x128": 1.3}
 # Tiles no GPU run has checked or timed yet: the plans and autotuning leave them out, and only
 # a forced tile (the bench's tile sweep, which checks each result before timing it) runs one.
 # wgmma-128x128 issues as many instructions a multiply-add as tf32-128x128 (164 a step for two
 # 64x128x8 wgmmas a warpgroup; 178 for 32 mma.sync a warp), but wgmma has the tensor cores'
 # full rate where mma.sync may reach part of it: rated 1.3 until measured; wgmma-128x256 0.70
 # of its instructions a multiply-add (228 a step for four), one block an SM: 1.5.
-UNMEASURED = frozenset({"wgmma-128x128", "wgmma-128x256"})
+# wgmma-tf32x3-128x128 (A from registers, B's small parts in shared memory): 269 instructions
+# a step for six wgmmas, 128 registers; its three MMAs a product make it tensor-bound: 1.3.
+UNMEASURED = frozenset({"wgmma-128x128", "wgmma-128x256", "wgmma-tf32x3-128x128"})
 MIN_SPLIT_STEPS = 4  # reduction steps per split: fewer leave the pipeline mostly filling
 DIRECT_ROWS = (1, 2, 3, 4)  # conv_direct's instantiations: slices writing this many rows
 DIRECT_ROWS_USED = DIRECT_ROWS  # what the planner sends there (tests empty it to force GEMMs)

@@ -13,8 +13,8 @@
 // swap fragments through WarpScratch, and each lane computes its own accumulators with the
 // PTX ISA's fragment layout (common.cuh, mma_tf32); all 32 lanes must take part. wgmma
 // m64nNk8 TF32: each lane computes its own accumulators from the shared-memory operands its
-// descriptors address (the dynamic buffer; their addresses are offsets into it), at once (the
-// fences, commits and waits have nothing to order).
+// descriptors address (the dynamic buffer; their addresses are offsets into it), and A from
+// registers as mma.sync's, at once (the fences, commits and waits have nothing to order).
 // AddressSanitizer and ThreadSanitizer are told of every stack switch; under ThreadSanitizer a
 // switch orders nothing, only barriers do, so a shared-memory access no __syncthreads orders
 // against another thread's is a race report.
@@ -450,4 +450,31 @@ inline void host_wgmma_tf32(float* d, unsigned long long a, unsigned long long b
                 s += (double)host_wgmma_operand(a, row, k) * (double)host_wgmma_operand(b, col, k);
             d[4 * j + v] = (float)s;
         }
+}
+
+// The same with a from registers (common.cuh, wgmma_m64n128k8_tf32_rs): each warp's lanes swap
+// their A fragments through WarpScratch, as host_mma_tf32's, and each lane computes its own
+// accumulators of its warp's 16 rows; all 32 lanes must take part.
+inline void host_wgmma_tf32_rs(float* d, const unsigned* a, unsigned long long b, unsigned n) {
+    const unsigned lane = threadIdx.x % 32;
+    Fiber& self = current_fiber();
+    WarpScratch& scratch = *self.scratch;
+    std::memcpy(scratch.a[lane], a, sizeof(unsigned) * 4);
+    arrive_and_wait(*self.warp);
+    if (self.warp->count(self.warp->running) != 32) {
+        std::fprintf(stderr, "wgmma in block (%u, %u, %u) without all 32 lanes of a warp\n",
+                     blockIdx.x, blockIdx.y, blockIdx.z);
+        std::abort();
+    }
+    for (unsigned j = 0; j < n / 8; ++j)
+        for (unsigned v = 0; v < 4; ++v) {
+            const unsigned row = lane / 4 + 8 * (v / 2), col = 8 * j + 2 * (lane % 4) + v % 2;
+            double s = d[4 * j + v];
+            for (unsigned k = 0; k < 8; ++k) {
+                const float av = __uint_as_float(TF32_READ & scratch.a[4 * (row % 8) + k % 4][row / 8 + 2 * (k / 4)]);
+                s += (double)av * (double)host_wgmma_operand(b, col, k);
+            }
+            d[4 * j + v] = (float)s;
+        }
+    arrive_and_wait(*self.warp);  // the scratch is reused by the next exchange
 }
