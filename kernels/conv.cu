@@ -930,12 +930,12 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
 }
 
 // --------------------------------------------------------------------------- tensor cores: wgmma
-// conv_gemm_mma's TF32 GEMM on Hopper's warpgroup MMA (sm_90a: its own module, built only where
-// the device is one; gpu_plan.wgmma_kernel_names). BM / 64 warpgroups of 4 warps; warpgroup g
-// owns rows 64g .. 64g+63 and all BN columns (128 or 256), one wgmma.m64n128k8 a k8 half-step
-// and 128 columns with both operands read from the shared stages by descriptors (no fragment
-// loads, no shuffles: the instruction stream is the loader's copies and the wgmmas; BN 256
-// takes 128 accumulators a thread, one block an SM). Both tiles are stored
+// conv_gemm_mma's GEMM on Hopper's warpgroup MMA (sm_90a: its own module, built only where the
+// device is one; gpu_plan.wgmma_kernel_names). BM / 64 warpgroups of 4 warps; warpgroup g owns
+// rows 64g .. 64g+63 and all BN columns (128 or 256), one wgmma.m64n128k8 a k8 half-step and
+// 128 columns (BN 256 takes 128 accumulators a thread, one block an SM). TERMS 1 ("tf32"):
+// both operands read from the shared stages by descriptors (no fragment loads, no shuffles:
+// the instruction stream is the loader's copies and the wgmmas). Both tiles are stored
 // reduction-major in core matrices (CoreK), as TF32 wgmma requires. Each step's wgmmas are
 // waited for before the next barrier: with STAGES stages the loader's next copies go to the
 // stage read one step earlier. TERMS 3 ("tf32x3", conv_gemm_mma's split): A from registers
