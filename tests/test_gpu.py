@@ -4,10 +4,13 @@ reduction order). The golden and PyTorch tables run on the GPU backends as well.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
 import gpuconv.functional as F
+from gpuconv.backends import autotune, gpu_plan
 from tests.arrays import GPU_BACKENDS, to_numpy
 
 pytestmark = pytest.mark.skipif(not GPU_BACKENDS, reason="needs a CUDA GPU")
@@ -119,15 +122,44 @@ def test_cupy_every_precision_against_float64(case, precision):
     """On the tensor cores too: each pass against the NumPy backend in float64 (strict FP32
     within 1e-7 x sqrt(reduction length); 3xTF32 within twice the strict kernel's error: FP32
     accuracy; TF32 within its 10-bit products)."""
-    cupy = pytest.importorskip("cupy")
-    if "cupy" not in GPU_BACKENDS:
-        pytest.skip("needs the cupy backend")
+    _check_precision_case(case, precision)
+
+
+TENSOR_CORE_TILES = [(precision, tile) for precision in ("tf32", "tf32x3")
+                     for tile in gpu_plan.TILES_FOR[("float32", precision)]]
+
+
+@pytest.mark.parametrize("precision, tile", TENSOR_CORE_TILES)
+@pytest.mark.parametrize("case", list(PRECISION_CASES))
+def test_cupy_every_tensor_core_tile_against_float64(case, precision, tile):
+    """The same bounds with each tensor-core tile forced, the wgmma tiles (Hopper; which the
+    plans leave out until measured: gpu_plan.UNMEASURED) included; a case off the tiles' fast
+    path runs its own."""
+    if "cupy" in GPU_BACKENDS:
+        from gpuconv.backends import cupy_backend
+        if not cupy_backend.tile_runs(tile):
+            pytest.skip(f"{tile} needs a Hopper GPU")
+    _check_precision_case(case, precision, tile)
+
+
+@functools.cache
+def _precision_case(case: str):
+    """(x, w, grad_out, the three passes in float64 on the NumPy backend) of a case, made
+    once per process (the float64 passes take the CPU a while)."""
     x_shape, w_shape, kw = PRECISION_CASES[case]
     rng = np.random.default_rng(11)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     y = F.conv2d(x, w, **kw)
     g = rng.standard_normal(y.shape)
-    exact = (y, *F.conv2d_backward(g, x, w, **kw)[:2])
+    return x, w, g, (y, *F.conv2d_backward(g, x, w, **kw)[:2])
+
+
+def _check_precision_case(case: str, precision: str, tile: str | None = None) -> None:
+    cupy = pytest.importorskip("cupy")
+    if "cupy" not in GPU_BACKENDS:
+        pytest.skip("needs the cupy backend")
+    _, w_shape, kw = PRECISION_CASES[case]
+    x, w, g, exact = _precision_case(case)
 
     def run(p):
         xd, wd, gd = (cupy.asarray(a, dtype=cupy.float32) for a in (x, w, g))
@@ -137,7 +169,9 @@ def test_cupy_every_precision_against_float64(case, precision):
     def errors(p):
         return [float(np.abs(to_numpy(a) - e).max() / np.abs(e).max()) for a, e in zip(run(p), exact)]
 
-    got, strict = errors(precision), errors("ieee")
+    strict = errors("ieee")
+    with autotune.forced_tile(tile):
+        got = errors(precision)
     groups = kw.get("groups", 1)
     taps = w_shape[2] * w_shape[3]
     lengths = (w_shape[1] * taps, w_shape[0] // groups * taps, g.shape[0] * g.shape[2] * g.shape[3])
