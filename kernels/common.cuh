@@ -229,18 +229,21 @@ __device__ __forceinline__ void fence_proxy_async() { WGMMA_ASM("fence.proxy.asy
 // accumulation: warp w of the warpgroup holds rows 16w .. 16w+15, lane 4*g + t of it, for each
 // 8 columns j, d[4j .. 4j+3] = rows g, g, g+8, g+8 x columns 8j + 2t, 8j + 2t + 1 (the PTX ISA's
 // wgmma .m64nNk8 accumulator layout: mma.m16n8's, repeated along the columns).
+// The 64 accumulators as the asm's first operands (%0 .. %63), and as its register list.
 #define WGMMA_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
                     "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define WGMMA_ACCUMULATORS WGMMA_D8(0), WGMMA_D8(8), WGMMA_D8(16), WGMMA_D8(24), WGMMA_D8(32), \
+                           WGMMA_D8(40), WGMMA_D8(48), WGMMA_D8(56)
+#define WGMMA_M64N128K8_TF32 \
+    " wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 " \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
 __device__ __forceinline__ void wgmma_m64n128k8_tf32(float* d, unsigned long long a, unsigned long long b) {
-    WGMMA_ASM("{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n"
-              " wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
-              "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-              "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-              "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-              "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+    WGMMA_ASM("{\n .reg .pred p;\n setp.ne.b32 p, %66, 0;\n" WGMMA_M64N128K8_TF32
               "%64, %65, p, 1, 1;\n}\n"
-              : WGMMA_D8(0), WGMMA_D8(8), WGMMA_D8(16), WGMMA_D8(24), WGMMA_D8(32), WGMMA_D8(40),
-                WGMMA_D8(48), WGMMA_D8(56)
+              : WGMMA_ACCUMULATORS
               : "l"(a), "l"(b), "r"(1));  // scale-d 1: d += a * b
 #ifndef __CUDA_ARCH__
     host_wgmma_tf32(d, a, b, 128);
@@ -250,42 +253,37 @@ __device__ __forceinline__ void wgmma_m64n128k8_tf32(float* d, unsigned long lon
 // The same with a from registers (wgmma's "RS" form): each warp's 16 rows x 8 reduction
 // columns as mma_tf32's A fragment (lane 4*g + t: a[0..3] = rows g, g+8 x columns t, t+4, in
 // the order g/t, g+8/t, g/t+4, g+8/t+4). The registers are read while the wgmma runs: they
-// must not change until a wgmma_wait has completed it (wgmma_fence_registers).
+// must not change until a wgmma_wait has completed it (wgmma_pin).
 __device__ __forceinline__ void wgmma_m64n128k8_tf32_rs(float* d, const unsigned* a, unsigned long long b) {
-    WGMMA_ASM("{\n .reg .pred p;\n setp.ne.b32 p, %69, 0;\n"
-              " wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
-              "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-              "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-              "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-              "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+    WGMMA_ASM("{\n .reg .pred p;\n setp.ne.b32 p, %69, 0;\n" WGMMA_M64N128K8_TF32
               "{%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
-              : WGMMA_D8(0), WGMMA_D8(8), WGMMA_D8(16), WGMMA_D8(24), WGMMA_D8(32), WGMMA_D8(40),
-                WGMMA_D8(48), WGMMA_D8(56)
+              : WGMMA_ACCUMULATORS
               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));  // scale-d 1
 #ifndef __CUDA_ARCH__
     host_wgmma_tf32_rs(d, a, b, 128);
 #endif
 }
+#undef WGMMA_M64N128K8_TF32
+#undef WGMMA_ACCUMULATORS
 #undef WGMMA_D8
 
-// The accumulators pinned where the wgmmas wrote them: the compiler may not move their reads
-// before the wait that completes those wgmmas.
-template <int N>
-__device__ __forceinline__ void wgmma_fence_operands(float* d) {
+// Registers the wgmmas of a step use (their accumulators; the register form's A fragments)
+// pinned up to here, after the wait that completes them: the compiler neither moves a read of
+// an accumulator before the wait nor gives an A fragment's register to another value before it.
+__device__ __forceinline__ void wgmma_pin(float& v) {
 #ifdef __CUDA_ARCH__
-#pragma unroll
-    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i]) :: "memory");
+    asm volatile("" : "+f"(v) :: "memory");
 #endif
 }
-
-// A-fragment registers kept live (and unchanged) up to here: after the wait that completes
-// the wgmmas reading them, so the compiler gives no other value their registers before.
-template <int N>
-__device__ __forceinline__ void wgmma_fence_registers(unsigned* a) {
+__device__ __forceinline__ void wgmma_pin(unsigned& v) {
 #ifdef __CUDA_ARCH__
-#pragma unroll
-    for (int i = 0; i < N; ++i) asm volatile("" : "+r"(a[i]) :: "memory");
+    asm volatile("" : "+r"(v) :: "memory");
 #endif
+}
+template <int N, typename R>
+__device__ __forceinline__ void wgmma_pin(R* v) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) wgmma_pin(v[i]);
 }
 
 // --------------------------------------------------------------------------- 5. small helpers

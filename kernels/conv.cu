@@ -1023,10 +1023,10 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
                 }
             wgmma_commit();
             wgmma_wait<0>();
-            wgmma_fence_registers<BK / 2>(&a_big[0][0]);
-            wgmma_fence_registers<BK / 2>(&a_small[0][0]);
+            wgmma_pin<BK / 2>(&a_big[0][0]);
+            wgmma_pin<BK / 2>(&a_small[0][0]);
         }
-        wgmma_fence_operands<BN / 2>(acc);
+        wgmma_pin<BN / 2>(acc);
     }, split_b);
     // accumulator 4j + v: row 16w + lane/4 + 8(v/2) of the block, w its warp, column
     // 8j + 2(lane%4) + v%2 (the 128-column parts' accumulators in turn: 64 a part, 16 groups of
