@@ -1,6 +1,7 @@
 """Checks that only mean something on a real GPU (skipped elsewhere): arrays of over 2^31
 elements (64-bit offsets and indices), and bit-identical reruns (no atomics, fixed
-reduction order). The golden and PyTorch tables run on the GPU backends as well."""
+reduction order), every precision and tensor-core tile against float64. The golden and
+PyTorch tables run on the GPU backends as well."""
 
 from __future__ import annotations
 
