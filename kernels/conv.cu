@@ -400,7 +400,7 @@ template <typename T, typename Index, int BM, int BN, int BK, int THREADS, class
           Bounds BOUNDS, bool VEC_A = false, bool HOLD = false>
 struct Loader {
     static constexpr bool ZERO_PAD = BOUNDS != SOURCE_INDEX;
-    static constexpr int K = BK, N = BN;
+    static constexpr int K = BK, M = BM, N = BN;
     typedef T Type;
     typedef LA LayoutA;
     typedef LB LayoutB;
@@ -595,14 +595,13 @@ __device__ __forceinline__ void split_range(const ConvParams& p, const Slice<Ind
     tiles = n > 0 ? (int)n : 0;
 }
 
-// One block's share of a GEMM: its reduction steps (split_range) copied by loader L through the
-// STAGES dynamic shared stages (A's, then B's) and handed to compute(as, bs) one at a time
-// (gemm_mainloop, with its landed hook). Returns the stages, in which the epilogue then stages
-// the outputs.
+// One block's share of a GEMM (rows from blockIdx.y * M, columns from blockIdx.x * N): its
+// reduction steps (split_range) copied by loader L through the STAGES dynamic shared stages
+// (A's, then B's) and handed to compute(as, bs) one at a time (gemm_mainloop, with its landed
+// hook). Returns the stages, in which the epilogue then stages the outputs.
 template <class L, bool ASYNC_PROXY = false, typename Index, class Compute, class Landed = NoHook>
 __device__ __forceinline__ typename L::Type* gemm_block(const ConvParams& p, const Slice<Index>& s,
-                                                        int m0, Index col0, Compute&& compute,
-                                                        Landed landed = Landed()) {
+                                                        Compute&& compute, Landed landed = Landed()) {
     typedef typename L::Type T;
     typedef typename L::LayoutA LA;
     typedef typename L::LayoutB LB;
@@ -611,7 +610,7 @@ __device__ __forceinline__ typename L::Type* gemm_block(const ConvParams& p, con
     Index k0;
     int tiles;
     split_range(p, s, L::K, k0, tiles);
-    L ld(p, s, columns, m0, col0, k0);
+    L ld(p, s, columns, (int)blockIdx.y * L::M, (Index)blockIdx.x * L::N, k0);
     gemm_mainloop<STAGES, LA::SIZE, LB::SIZE, ASYNC_PROXY>(ld, stages, stages + STAGES * LA::SIZE,
                                                             tiles, compute, landed);
     return stages;
@@ -755,8 +754,6 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
     // index decoding: block (x: BN columns, y: BM rows, z: slice); warp (wm, wn); lane (ly, lx)
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
-    const Index col0 = (Index)blockIdx.x * BN;
-    const int m0 = (int)blockIdx.y * BM;
     // thread t's first row and column: warp t / 32 = (wm, wn), lane t % 32 = (ly, lx)
     const auto first_row = [](int t) { return t / 32 / WARPS_N * 4 * TM + t % 32 / 8 * 4; };
     const auto first_col = [](int t) { return t / 32 % WARPS_N * 8 * TN + t % 32 % 8 * 4; };
@@ -769,7 +766,7 @@ __global__ void __launch_bounds__((BM / (4 * TM)) * (BN / (8 * TN)) * 32, 512 / 
     for (int i = 0; i < TM; ++i)
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-    T* const stages = gemm_block<L>(p, s, m0, col0, [&](const T* as, const T* bs) {
+    T* const stages = gemm_block<L>(p, s, [&](const T* as, const T* bs) {
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
             T a[TM], b[TN];
@@ -853,8 +850,6 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
     // index decoding: block as conv_gemm; warp (wm, wn) owns rows wm.. wm+WM-1, columns wn.. wn+WN-1
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
-    const Index col0 = (Index)blockIdx.x * BN;
-    const int m0 = (int)blockIdx.y * BM;
     const auto warp_row = [](int t) { return t / 32 / WARPS_N * WM; };
     const auto warp_col = [](int t) { return t / 32 % WARPS_N * WN; };
     const int wm = warp_row((int)threadIdx.x), wn = warp_col((int)threadIdx.x);
@@ -872,7 +867,7 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
     // this lane's fragments in the first 8-wide half (16 columns or 8 rows on: the same place in
     // the row); in the second, the swapped place (KInner and KPairs swap the halves by XOR)
     const int a_lane = LA::at(2 * t4, wm + grp), b_lane = LB::at(2 * t4, wn + grp);
-    float* const stages = gemm_block<L>(p, s, m0, col0, [&](const float* as, const float* bs) {
+    float* const stages = gemm_block<L>(p, s, [&](const float* as, const float* bs) {
 #pragma unroll
         for (int k8 = 0; k8 < BK; k8 += 8) {
             const float* ak = as + (a_lane ^ k8);
@@ -959,8 +954,6 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
     // index decoding: block as conv_gemm; warpgroup g: rows 64g ..
     __shared__ Slice<Index> s;
     const bool live = block_slice<Index, WG>(p, BK, BM, BN, s);
-    const Index col0 = (Index)blockIdx.x * BN;
-    const int m0 = (int)blockIdx.y * BM;
     const int g = (int)threadIdx.x / 128;
     // bounds: block-uniform (the grid covers the largest slice)
     if (!live) return;
@@ -990,7 +983,7 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
             }
         }
     };
-    float* const stages = gemm_block<L, true>(p, s, m0, col0, [&](const float* as, const float* bs) {
+    float* const stages = gemm_block<L, true>(p, s, [&](const float* as, const float* bs) {
         if constexpr (TERMS == 1) {
             wgmma_fence();
 #pragma unroll
