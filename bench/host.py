@@ -9,9 +9,10 @@ The backends' own Python runs unchanged; only what would touch a GPU is replaced
 
 - CuPy: ``NoOpExecutor`` stands in for ``cupy_backend.CupyExecutor`` (kernel handles that
   launch nothing, ``ndarray`` that allocates nothing);
-- Numba: the ``cuda`` module the backend calls (allocation, streams) and its kernels'
-  launches are stubbed (``stub_numba``), so what is measured is gpuconv's launch path up to
-  Numba's launch call, not Numba's own argument handling.
+- Numba: the backend as on a GPU (its tiles and direct launches), with the ``cuda`` module it
+  calls (allocation, streams), Numba's compile and cuda.core's ``launch`` stubbed
+  (``numba_backend_stubbed``): what is measured is everything up to cuda.core's launch call,
+  the argument lists included.
 
 Arrays are ``DeviceArray``s: shape, strides, dtype and a fake device pointer, and any way of
 reading them on the host (``__array__``, ``int()``, ``float()``, ``bool()``, ``.get()``,
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import functools
 import json
 import math
@@ -149,6 +151,10 @@ class NumbaArray(DeviceArray):
 
     __module__ = "numba.cuda.cudadrv.devicearray"
 
+    @property
+    def device_ctypes_pointer(self):
+        return ctypes.c_size_t(self.data.ptr)
+
 
 # --------------------------------------------------------------------------- CuPy: a no-op executor
 class _NoOpKernel:
@@ -205,24 +211,16 @@ def cupy_backend_stubbed():
 
 
 # --------------------------------------------------------------------------- Numba: stubbed launch
-class _NoOpLaunch:
-    def __init__(self, name: str, launches: list):
-        self.name, self.launches = name, launches
-
-    def __getitem__(self, config):
-        return self.launch  # a configured kernel, as Numba's on a GPU (the simulator's: self)
-
-    def launch(self, *args):
-        self.launches.append(self.name)
-
-
 class _Stream:
     handle = 0
 
 
 @contextlib.contextmanager
 def numba_backend_stubbed():
-    """gpuconv's numba backend with Numba's allocations, streams and kernel launches stubbed."""
+    """gpuconv's numba backend as on a GPU (its tiles, its direct launches), with Numba's
+    allocations and streams, its compile and cuda.core's ``launch`` stubbed."""
+    from cuda.core import LaunchConfig
+
     from gpuconv.backends import numba_backend
     launches: list[str] = []
     fake_cuda = types.SimpleNamespace(
@@ -231,33 +229,113 @@ def numba_backend_stubbed():
         get_current_device=lambda: types.SimpleNamespace(id=0),
         default_stream=lambda: _Stream, external_stream=lambda ptr: _Stream)
 
-    real_table, tables = numba_backend.kernel_table, {}
-
-    def stub_table(dtype, simulator=False):
-        """The backend's kernel table with each kernel's launch replaced by a no-op."""
-        key = (dtype, simulator)
-        if key not in tables:
-            tables[key] = {name: numba_backend.Entry(_NoOpLaunch(name, launches), *entry[1:])
-                           for name, entry in real_table(dtype, simulator).items()}
-        return tables[key]
+    def core_launch(stream, config, function, *arguments):
+        launches.append(function)
 
     # and the backend's memo and device state (made of stand-ins while stubbed)
-    names = ("cuda", "kernel_table", "_ERROR_WORDS", "_PLACEHOLDERS", "_PREPARED", "_STREAMS")
-    saved = [getattr(numba_backend, name) for name in names]
-    for name, value in zip(names, (fake_cuda, stub_table, {}, {}, {}, {})):
+    stubs = {"cuda": fake_cuda, "SIMULATED": False, "DIRECT_LAUNCH": True,
+             "compiled_function": lambda name, entry: name,  # a launch names its kernel
+             "_cuda_core": lambda: (core_launch, LaunchConfig, lambda stream: stream),
+             "_ERROR_WORDS": {}, "_PLACEHOLDERS": {}, "_PREPARED": {}, "_STREAMS": {}}
+    saved = {name: getattr(numba_backend, name) for name in stubs}
+    for name, value in stubs.items():
         setattr(numba_backend, name, value)
     loaded = backends._LOADED.get("numba")
     backends._LOADED["numba"] = numba_backend
     try:
         yield launches
     finally:
-        for name, value in zip(names, saved):
+        for name, value in saved.items():
             setattr(numba_backend, name, value)
         if loaded is None:
             backends._LOADED.pop("numba", None)
 
 
 STUBS = {"cupy": (cupy_backend_stubbed, CupyArray), "numba": (numba_backend_stubbed, NumbaArray)}
+
+
+# --------------------------------------------------------------------------- Numba's own launch
+class DeviceMemory:
+    """Device memory as a Numba device array holds it, at an address of our choosing."""
+
+    __cuda_memory__ = True
+
+    def __init__(self, address: int, size: int):
+        self.device_ctypes_pointer, self.size = ctypes.c_size_t(address), size
+
+
+def numba_device_array(shape, strides, dtype, address: int):
+    """A real Numba device array (numba.cuda without the simulator) over DeviceMemory."""
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    dtype = np.dtype(dtype)
+    return DeviceNDArray(tuple(shape), tuple(strides), dtype,
+                         gpu_data=DeviceMemory(address, dtype.itemsize * math.prod(shape)))
+
+
+@contextlib.contextmanager
+def numba_launch_recorded(function):
+    """Numba's launch without a driver: yields ``kernel(name, entry)``, Numba's kernel object
+    of a kernel_table entry rebuilt around a code library whose loaded kernel is
+    ``function`` (nothing compiles), and the list of what its ``launch`` hands cuda.core's
+    launch: (stream, config, kernel, arguments)."""
+    from numba import types as numba_types
+    from numba.core.typing import signature
+    from numba.cuda import dispatcher
+    library = types.SimpleNamespace(get_cufunc=lambda: types.SimpleNamespace(kernel=function))
+    passed, saved = [], dispatcher.launch
+    dispatcher.launch = lambda stream, config, kernel, *arguments: passed.append(
+        (stream, config, kernel, arguments))
+
+    def kernel(name, entry):
+        return dispatcher._Kernel._rebuild(False, name, signature(numba_types.void,
+                                                                  *entry.signature),
+                                           library, False, False, None, [])
+    try:
+        yield kernel, passed
+    finally:
+        dispatcher.launch = saved
+
+
+def numba_simulated() -> bool:
+    from numba import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+def numba_launch_conversion_us(number: int = 2000) -> dict:
+    """CPU µs of one conv_gemm launch's argument conversion (four flat arrays, new each call,
+    and the scalar tuple): in Numba's own launch (``_Kernel.launch`` up to cuda.core's
+    launch), and in the backend's direct launch (its prepared list copied, the addresses
+    written in). Needs numba.cuda without the simulator."""
+    from gpuconv.backends import gpu_plan
+    from gpuconv.backends import numba_backend as nb
+    table = nb.kernel_table(np.float32)
+    name = next(n for n in table if n.startswith("conv_gemm"))
+    entry = table[name]
+    *arrays, _ = entry.signature
+    size = 1 << 20
+    scalars = gpu_plan.scalars(gpu_plan.CONV_FIELDS, {"batch": 128, "m": 16, "kc": 6, "kh": 5})
+    addresses = [(1 << 32) + i * 4 * size for i in range(len(arrays))]
+
+    def fresh():
+        return [numba_device_array((size,), (4,), np.float32, a) for a in addresses]
+    with numba_launch_recorded(function=None) as (kernel, _):
+        own = kernel(name, entry)
+        prepared, pointer_at = nb.kernel_arguments(
+            entry.signature, [((size,), (4,))] * len(arrays) + [scalars])
+        patches = tuple(enumerate(pointer_at))
+
+        def numba_launch():
+            own.launch(fresh() + [scalars], (1, 1, 1), (256, 1, 1), 0, 0)
+
+        def direct_launch():
+            pointers = [nb.numba_pointer(a) for a in fresh()]
+            arguments = list(prepared)
+            for slot, at in patches:
+                arguments[at] = pointers[slot]
+
+        base = host_us(fresh, number, 3)
+        return {"kernel": name, "numba_own_us": round(host_us(numba_launch, number, 3) - base, 2),
+                "direct_us": round(host_us(direct_launch, number, 3) - base, 2)}
 
 
 # --------------------------------------------------------------------------- the ops
@@ -450,6 +528,11 @@ def table(report: dict) -> str:
             flag = "" if r["us"] <= TARGET_US and r["python_calls"] <= TARGET_CALLS else "  over"
             lines.append(f"  {name:28s} {r['us']:7.2f} µs {r['python_calls']:4d} calls "
                          f"({r['builtin_calls']:3d} builtin) {r['launches']:2d} launches{flag}")
+    conversion = report.get("numba_launch_conversion")
+    if conversion:
+        lines.append(f"numba: argument conversion of one {conversion['kernel']} launch: "
+                     f"{conversion['numba_own_us']:.2f} µs in Numba's own launch, "
+                     f"{conversion['direct_us']:.2f} µs in the direct launch")
     return "\n".join(lines)
 
 
@@ -474,6 +557,8 @@ def main(argv=None) -> int:
     else:
         report["backends"] = {b: measure_backend(b, args.ops, number, repeat)
                               for b in args.backends}
+        if "numba" in args.backends and not numba_simulated():
+            report["numba_launch_conversion"] = numba_launch_conversion_us(number)
     print(table(report))
     out = args.json or (None if args.quick or args.ops else RESULTS / "host_overhead.json")
     if out is not None:

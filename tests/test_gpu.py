@@ -84,6 +84,43 @@ def test_reruns_are_bit_identical(backend, dtype):
         assert a.tobytes() == b.tobytes()
 
 
+@pytest.mark.skipif("numba" not in GPU_BACKENDS, reason="needs Numba on a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numba_direct_launches_equal_numbas_own(monkeypatch, dtype):
+    """The numba backend's direct launches (its own argument lists, through cuda.core) and
+    Numba's launch give bit-identical results, both near the NumPy backend's: a conv's
+    forward with bias and backward (grad-bias, split-K grad-weight), a transposed conv (its
+    flipped kernel is a strided copy), max pooling and its backward, on Numba device arrays."""
+    from numba import cuda
+
+    from gpuconv.backends import numba_backend
+    rng = np.random.default_rng(6)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in
+               ((8, 16, 15, 15), (24, 16, 3, 3), (24,)))
+    g = rng.standard_normal((8, 24, 8, 8)).astype(dtype)
+    up = rng.standard_normal((8, 16, 7, 7)).astype(dtype)
+    options = dict(stride=2, padding=1)
+
+    def run(backend, arrays):
+        x, w, b, g, up = arrays
+        pooled, idx = F.max_pool2d(x, 3, 2, return_indices=True, backend=backend)
+        return [to_numpy(a) for a in (
+            F.conv2d(x, w, b, **options, backend=backend),
+            *F.conv2d_backward(g, x, w, **options, backend=backend),
+            F.conv_transpose2d(g, w, **options, backend=backend),
+            pooled, F.max_pool2d_backward(up, x, idx, 3, 2, backend=backend))]
+
+    host = (x, w, b, g, up)
+    results = {}
+    for direct in (True, False):
+        monkeypatch.setattr(numba_backend, "DIRECT_LAUNCH", direct)
+        results[direct] = run("numba", [cuda.to_device(a) for a in host])
+    want = run("numpy", host)
+    for direct, own, ref in zip(results[True], results[False], want):
+        assert direct.tobytes() == own.tobytes()
+        np.testing.assert_allclose(direct, ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("config", [
     dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
     dict(name="sgd", learning_rate=0.1, momentum=0.8),

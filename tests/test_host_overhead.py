@@ -6,6 +6,7 @@ launch depends on."""
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import types as pytypes
 from pathlib import Path
@@ -107,35 +108,36 @@ def test_every_op_launches_structs_by_value(recording, op):
     assert recording.structs
 
 
-class RecordingKernel:
-    """A Numba kernel stand-in: counts configurations, records launches."""
-
-    def __init__(self, name, log):
-        self.name, self.log = name, log
-
-    def __getitem__(self, config):
-        self.log.configured.append((self.name, config))
-        return lambda *args: self.log.launches.append((self.name, config, args))
-
-
 @pytest.fixture
-def numba_recording():
-    """The numba backend with stubbed allocation, its kernels recording."""
+def numba_recording(monkeypatch):
+    """The numba backend with stubbed allocation and direct launches that record what cuda.core
+    would receive: (kernel name, stream, config, arguments); ``compiled`` lists each kernel
+    fetched (once per signature and stream)."""
     with host.numba_backend_stubbed():
-        log, tables, stubbed_table = pytypes.SimpleNamespace(configured=[], launches=[]), {}, \
-            numba_backend.kernel_table
+        log = pytypes.SimpleNamespace(compiled=[], launches=[])
+        _, config, core_stream = numba_backend._cuda_core()
 
-        def table(dtype, simulator=False):
-            key = (np.dtype(dtype), simulator)
-            if key not in tables:
-                tables[key] = {name: numba_backend.Entry(RecordingKernel(name, log), *entry[1:])
-                               for name, entry in stubbed_table(dtype, simulator).items()}
-            return tables[key]
-        numba_backend.kernel_table = table
-        try:
-            yield log
-        finally:
-            numba_backend.kernel_table = stubbed_table
+        def launch(stream, config, name, *arguments):
+            log.launches.append((name, stream, config, arguments))
+
+        def compiled(name, entry):
+            log.compiled.append(name)
+            return name
+        monkeypatch.setattr(numba_backend, "compiled_function", compiled)
+        monkeypatch.setattr(numba_backend, "_cuda_core", lambda: (launch, config, core_stream))
+        yield log
+
+
+def _numba_arrays(arguments: tuple) -> list[tuple[int, int]]:
+    """(pointer, size) of each array in a direct launch's arguments (Numba's array model:
+    meminfo, parent, size, itemsize, data, shape, stride), up to the scalars (ctypes)."""
+    arrays = []
+    while arguments and isinstance(arguments[0], int):
+        meminfo, parent, size, itemsize, data, shape, stride = arguments[:7]
+        assert meminfo == parent == 0 and shape == size and stride == itemsize in (4, 8)
+        arrays.append((data, size))
+        arguments = arguments[7:]
+    return arrays
 
 
 def _counting(monkeypatch, name):
@@ -167,35 +169,57 @@ def test_a_signature_is_planned_once_and_only_pointers_change(recording, monkeyp
 
 
 def test_numba_plans_once_and_only_the_arrays_change(numba_recording, monkeypatch):
-    """Numba: one plan and one configured kernel per signature and stream; later calls launch
-    the same configured kernel with the same scalar tuple, on the new arrays' memory."""
+    """Numba: one plan and one compiled kernel fetched per signature and stream; later calls
+    launch it with the same scalars, on the new arrays' memory (flat: their sizes)."""
     planned = _counting(monkeypatch, "numba_conv_forward_plan")
     calls = []
     for _ in range(2):
         x, w = host.NumbaArray((8, 4, 9, 9)), host.NumbaArray((6, 4, 3, 3))
         b = host.NumbaArray((6,))
         calls.append(((w, x, b), F.conv2d(x, w, b, padding=1)))
-    assert len(planned) == 1 and len(numba_recording.configured) == 1
+    assert len(planned) == 1 and len(numba_recording.compiled) == 1
     launched = numba_recording.launches
-    assert len(launched) == 2 and launched[0][:2] == launched[1][:2]
-    for (inputs, y), (_, _, args) in zip(calls, launched):
-        *arrays, scalars = args
-        assert [a.data.ptr for a in arrays] == [a.data.ptr for a in inputs + (y,)]
-        assert all(a.ndim == 1 and a.size == b.size for a, b in zip(arrays, inputs + (y,)))
-        assert scalars == gpu_plan.scalars(gpu_plan.CONV_FIELDS, planned[0].launches[0].params)
+    assert len(launched) == 2 and launched[0][:3] == launched[1][:3]
+    n_fields = len(gpu_plan.scalars(gpu_plan.CONV_FIELDS, {}))
+    for (inputs, y), (_, _, _, arguments) in zip(calls, launched):
+        assert _numba_arrays(arguments) == [(a.data.ptr, a.size) for a in inputs + (y,)]
+        scalars = arguments[-n_fields:]
+        assert all(type(v) is ctypes.c_int64 for v in scalars)
+        assert tuple(v.value for v in scalars) == gpu_plan.scalars(
+            gpu_plan.CONV_FIELDS, planned[0].launches[0].params)
     (w, x, b), _ = calls[0]
     token = numba_backend._STREAM.set(host._Stream())  # another stream: configured anew
     try:
         F.conv2d(x, w, b, padding=1)
     finally:
         numba_backend._STREAM.reset(token)
-    assert len(planned) == 1 and len(numba_recording.configured) == 2
+    assert len(planned) == 1 and len(numba_recording.compiled) == 2
+
+
+def test_numba_null_pointers_and_views(numba_recording):
+    """A null pointer (no bias) is an empty array at a fixed address, and an array of more axes
+    goes in flat at its own address (no view is made): a backward's four launches."""
+    gy, x, w = host.NumbaArray((8, 6, 7, 7)), host.NumbaArray((8, 4, 9, 9)), \
+        host.NumbaArray((6, 4, 3, 3))
+    dx, dw, db = F.conv2d_backward(gy, x, w, output_mask=(True, True, True))
+    (grad_input, _, _, arguments), *others = numba_recording.launches
+    launched = {name.partition("<")[0]: _numba_arrays(arguments)
+                for name, _, _, arguments in others}
+    flat = {id(a): (a.data.ptr, a.size) for a in (gy, x, w, dx, dw, db)}
+    assert launched["conv_grad_bias"][0] == flat[id(gy)] and launched["conv_grad_bias"][3] == \
+        flat[id(db)]
+    assert flat[id(dw)] in launched["conv_splitk_reduce"]
+    assert {flat[id(gy)], flat[id(x)]} <= set(launched["conv_gemm"])
+    assert _numba_arrays(arguments)[:2] == [flat[id(w)], flat[id(gy)]]
+    assert _numba_arrays(arguments)[3] == flat[id(dx)], grad_input
+    placeholder = numba_backend._placeholder(0, np.dtype(np.float32))
+    assert launched["conv_grad_bias"][1] == (placeholder.data.ptr, 0)
 
 
 def test_numba_on_cupy_arrays_launches_on_cupy_memory(numba_recording, monkeypatch):
     """CuPy arrays on the numba backend: CuPy allocates the outputs and workspaces (the outputs
-    come back as those CuPy arrays), the kernels get views of the same memory, on one Numba
-    stream object for CuPy's current stream (configured once)."""
+    come back as those CuPy arrays), the kernels get their pointers, on the cuda.core stream
+    of one Numba stream object for CuPy's current stream (configured once)."""
     allocated = []
 
     def empty(shape, dtype):
@@ -205,18 +229,17 @@ def test_numba_on_cupy_arrays_launches_on_cupy_memory(numba_recording, monkeypat
     monkeypatch.setitem(sys.modules, "cupy", pytypes.SimpleNamespace(
         empty=empty, ascontiguousarray=host._ascontiguousarray,
         cuda=pytypes.SimpleNamespace(get_current_stream=lambda: stream)))
-    monkeypatch.setattr(numba_backend.cuda, "as_cuda_array", lambda a, sync: host.NumbaArray(
-        a.shape, a.dtype, a.strides, a.data), raising=False)
     monkeypatch.setattr(numba_backend.cuda, "external_stream", lambda handle: host._Stream())
     x, w = host.CupyArray((8, 4, 9, 9)), host.CupyArray((6, 4, 3, 3))
     for _ in range(2):
         del allocated[:], numba_recording.launches[:]
         y = F.conv2d(x, w, padding=1, backend="numba")
         assert y is allocated[0] and y.shape == (8, 6, 9, 9)
-        ((_, config, args),) = numba_recording.launches
-        assert [a.data.ptr for a in args[:2]] == [w.data.ptr, x.data.ptr]
-        assert args[3].data.ptr == y.data.ptr and args[2].size == 0  # out; no bias: null
-    assert len(numba_recording.configured) == 1 and config[2] is numba_backend._STREAMS[7]
+        ((_, launch_stream, _, arguments),) = numba_recording.launches
+        arrays = _numba_arrays(arguments)
+        assert arrays[:2] == [(w.data.ptr, w.size), (x.data.ptr, x.size)]
+        assert arrays[3] == (y.data.ptr, y.size) and arrays[2][1] == 0  # out; no bias: null
+    assert len(numba_recording.compiled) == 1 and launch_stream is numba_backend._STREAMS[7]
 
 
 CHANGES = {"cupy": ("strides", "spec", "dtype", "precision", "device"),

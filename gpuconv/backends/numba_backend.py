@@ -20,16 +20,19 @@ launches. No kernel uses atomics: every result repeats bit for bit.
 Host overhead (issues 13, 14): what depends only on a call's signature (shapes, strides,
 dtypes and types of the arrays, spec and options, device: ``signature.prepared``, as in
 the CuPy backend) is prepared once: the plan, the kernels, grids, each launch's scalar
-tuple and the buffer each pointer argument is; the configured kernels
-``kernel[grid, block, stream]`` once per stream object. A call allocates its outputs,
-makes the flat views the kernels take and launches: Numba device arrays go in as they are.
-A conv's backward (``conv2d_backward``) is prepared as one call, as in the CuPy backend.
+tuple and the buffer each pointer argument is; per stream object, each launch's compiled
+kernel and the argument list Numba's launch would build (``kernel_arguments``). A call
+allocates its outputs, writes its arrays' addresses into copies of those lists and hands
+them to cuda.core's ``launch`` (direct launches: Numba's own launch converts every argument
+on every call). A conv's backward (``conv2d_backward``) is prepared as one call, as in the
+CuPy backend. Numba's simulator runs Numba's launch, on flat views of the arrays.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
 import functools
 import math
 import operator
@@ -118,19 +121,17 @@ def kernel_table(dtype, simulator: bool = False) -> dict[str, Entry]:
     return table
 
 
-CHECK_SIGNATURES = False  # tests set it: every launch must match its kernel_table entry
-
-
 # --------------------------------------------------------------------------- prepared launches
 class _Step(NamedTuple):
     """One launch of a prepared call: kernel_table's ``name`` and ``kernel``, its grid and block,
-    the buffer slot of each array argument and the packed scalar fields."""
+    the buffer slot and the (flat) size of each array argument and the packed scalar fields."""
 
     name: str
     kernel: object
     grid: tuple
     block: tuple
     slots: tuple
+    sizes: tuple
     scalars: tuple
 
 
@@ -199,25 +200,28 @@ def _prepare(device: int, p: gpu_plan.Plan, arrays: tuple, names: tuple,
         name = planned.kernel
         entry = table[name]
         fields = entry.fields
-        refs = []  # ("buffer" | "view" | "constant", index) of each array argument
+        refs, sizes = [], []  # ("buffer" | "view" | "constant", index), size of each array
         for field, arg in zip(gpu_plan.pointer_names(fields), entry.signature):
-            assert arg.ndim == 1, f"{name}: {field} is not a flat array"
+            assert arg.ndim == 1 and arg.layout == "C", f"{name}: {field} is not a flat array"
             buffer = planned.params.get(field)
             if buffer is None or buffer == "err":
                 constant = (_error_word(device) if buffer == "err" else
                             _placeholder(device, numpy_support.as_dtype(arg.dtype)))
                 refs.append(("constant",
                              constants.setdefault(id(constant), (len(constants), constant))[0]))
+                sizes.append(constant.size)
                 continue
             slot = slots[buffer]
             flat = (math.prod(natural[slot]),)
             refs.append(("buffer", slot) if natural[slot] == flat else
                         ("view", views.setdefault((slot, flat), len(views))))
+            sizes.append(flat[0])
         steps.append((name, entry.kernel, tuple(planned.grid), tuple(planned.block), refs,
-                      gpu_plan.scalars(fields, planned.params)))
+                      tuple(sizes), gpu_plan.scalars(fields, planned.params)))
     base = {"buffer": 0, "view": len(natural), "constant": len(natural) + len(views)}
     steps = tuple(_Step(name, kernel, grid, block, tuple(base[where] + i for where, i in refs),
-                        scalars) for name, kernel, grid, block, refs, scalars in steps)
+                        sizes, scalars)
+                  for name, kernel, grid, block, refs, sizes, scalars in steps)
     copies = tuple(i for i, a in enumerate(arrays) if kind == "numba" and a is not None
                    and not a.is_c_contiguous())
     return _Prepared(kind, dtype, steps, allocations, len(outputs), tuple(views),
@@ -227,32 +231,49 @@ def _prepare(device: int, p: gpu_plan.Plan, arrays: tuple, names: tuple,
 CHECK_SIGNATURES = False  # tests set it: every launch must match its kernel_table entry
 
 
-def _launch(p: _Prepared, buffers: list, stream, empty) -> list:
-    """Allocate ``p``'s outputs and workspaces after the Numba device arrays in ``buffers``
-    (``empty(shape, dtype, stream=)``), add the views and constants and launch ``p``'s
-    kernels on ``stream``; returns the outputs. Numba memoises ``kernel[grid, block,
-    stream]`` per stream object, and so does ``p.configured``: the stream must be the same
-    object from call to call (see ``_external_stream``)."""
+def _launch(p: _Prepared, buffers: list, stream, empty, pointer=None) -> list:
+    """Allocate ``p``'s outputs and workspaces after the device arrays in ``buffers``
+    (``empty(shape, dtype, stream=)``) and launch ``p``'s kernels on ``stream``; returns the
+    outputs. Direct launches take the buffers' device pointers (``pointer(array)``); Numba's
+    own launch takes flat views of them and the constants. Numba memoises ``kernel[grid,
+    block, stream]`` per stream object, and so does ``p.configured``: the stream must be the
+    same object from call to call (see ``_external_stream``)."""
     first = len(buffers)
     for allocation in p.allocations:
         buffers.append(None if allocation is None else empty(*allocation, stream=stream))
+    key = (stream, DIRECT_LAUNCH)
+    launches = p.configured.get(key) or _configure(p, key, len(buffers))
+    if DIRECT_LAUNCH:
+        pointers = [0 if b is None else pointer(b) for b in buffers]
+        for launch_, stream_, config_, function, arguments, patches in launches:
+            arguments = list(arguments)
+            for at, slot in patches:
+                arguments[at] = pointers[slot]
+            launch_(stream_, config_, function, *arguments)
+        return buffers[first:first + p.outputs]
+    outputs = buffers[first:first + p.outputs]
     for slot, shape in p.views:
         buffers.append(buffers[slot].reshape(shape))
     buffers += p.constants
-    launches = p.configured.get(stream) or _configure(p, stream)
     if CHECK_SIGNATURES:
         for step in p.steps:
             _check_signature(p, step, buffers)
     for kernel, arguments, scalars in launches:
         kernel(*arguments(buffers), scalars)
-    return buffers[first:first + p.outputs]
+    return outputs
 
 
-def _configure(p: _Prepared, stream) -> tuple:
-    """Each step's configured kernel on ``stream``, the getter of its array arguments from the
-    buffers and its scalars, kept in ``p.configured``."""
+def _configure(p: _Prepared, key: tuple, buffer_count: int) -> tuple:
+    """Each step's launch on stream ``key[0]``, kept in ``p.configured[key]``: direct
+    (``key[1]``), a ``DirectLaunch``; else Numba's configured kernel ``kernel[grid, block,
+    stream]``, the getter of its array arguments among the buffers, views and constants, and
+    its scalars. ``buffer_count``: the inputs, outputs and workspaces."""
+    stream, direct = key
     launches = []
     for step in p.steps:
+        if direct:
+            launches.append(_direct_launch(p, step, stream, buffer_count))
+            continue
         configured = step.kernel[step.grid, step.block, stream]
         if configured is step.kernel:  # the simulator configures its one kernel object in place
             configured = functools.partial(_configure_and_launch, step.kernel, step.grid,
@@ -260,12 +281,101 @@ def _configure(p: _Prepared, stream) -> tuple:
         arguments = (operator.itemgetter(*step.slots) if len(step.slots) > 1 else
                      lambda buffers, slot=step.slots[0]: (buffers[slot],))
         launches.append((configured, arguments, step.scalars))
-    p.configured[stream] = tuple(launches)
-    return p.configured[stream]
+    p.configured[key] = tuple(launches)
+    return p.configured[key]
 
 
 def _configure_and_launch(kernel, grid, block, stream, *args):
     kernel[grid, block, stream](*args)
+
+
+# --------------------------------------------------------------------------- direct launches
+# Numba's launch (``kernel[grid, block, stream](*args)``) types and converts every argument on
+# every call into the list that it hands to cuda.core's ``launch``: for a conv kernel's four
+# arrays and 39 scalars, 60-80 µs of CPU a launch against the direct launch's 1.4 µs
+# (bench/host.py, numba-cuda 0.30, this project's 2-core VM); a conv backward launches four.
+# On a GPU this backend builds that list itself once per signature and stream
+# (``kernel_arguments``, checked against Numba's own in tests/test_numba_direct_launch.py)
+# and a call writes its arrays' addresses into a copy of it. Numba's launch stays for the
+# simulator, and for the GPU test that compares the two (tests/test_gpu.py).
+DIRECT_LAUNCH = not SIMULATED
+SCALAR_TYPES = {types.int64: ctypes.c_int64, types.float64: ctypes.c_double}
+
+
+def kernel_arguments(signature: tuple, values: tuple) -> tuple[list, list]:
+    """The argument list Numba's launch (``_Kernel._prepare_args``) builds for a kernel of
+    ``signature`` called with ``values``: an array given as its (shape, byte strides), its
+    address left 0; a tuple of scalars as it is. Returns the list and the position of each
+    array's address in it."""
+    arguments, pointer_at = [], []
+    for kind, value in zip(signature, values, strict=True):
+        if isinstance(kind, types.Array):
+            shape, strides = value
+            assert len(shape) == len(strides) == kind.ndim, (kind, value)
+            pointer_at.append(len(arguments) + 4)
+            # Numba's array model: meminfo, parent, size, itemsize, data, shape, strides
+            arguments += [0, 0, math.prod(shape), numpy_support.as_dtype(kind.dtype).itemsize,
+                          0, *shape, *strides]
+        else:
+            arguments += [SCALAR_TYPES[t](v) for t, v in zip(kind, value, strict=True)]
+    return arguments, pointer_at
+
+
+class DirectLaunch(NamedTuple):
+    """One step launched through cuda.core as Numba would launch it (``_launch`` runs
+    ``launch(stream, config, function, *arguments)``): ``arguments`` prepared, ``patches``
+    (position in them, buffer slot) where a call writes each array's pointer."""
+
+    launch: object
+    stream: object
+    config: object
+    function: object
+    arguments: tuple
+    patches: tuple
+
+
+@functools.cache
+def _cuda_core() -> tuple:
+    """cuda.core's ``launch`` and ``LaunchConfig``, and Numba's conversion of its stream
+    objects to cuda.core's (what Numba's own launch uses)."""
+    from cuda.core import LaunchConfig, launch
+    from numba.cuda.cudadrv import driver
+    return launch, LaunchConfig, driver._to_core_stream
+
+
+def compiled_function(name: str, entry: Entry):
+    """The cuda.core kernel of kernel_table's ``name`` (``entry``) compiled for its signature
+    and loaded on the current device (Numba's compile and module caches keep both)."""
+    kernel = entry.kernel.compile(entry.signature)
+    assert not kernel.cooperative, name
+    return kernel.library.get_cufunc().kernel
+
+
+def _direct_launch(p: _Prepared, step: _Step, stream, buffer_count: int) -> DirectLaunch:
+    """``step`` as a DirectLaunch: its views resolve to the buffers they view, its constants'
+    pointers are written in once."""
+    core_launch, launch_config, core_stream = _cuda_core()
+    entry = kernel_table(p.dtype, SIMULATED)[step.name]
+    *arrays, _ = entry.signature
+    flat = [((size,), (numpy_support.as_dtype(a.dtype).itemsize,))
+            for a, size in zip(arrays, step.sizes, strict=True)]
+    arguments, pointer_at = kernel_arguments(entry.signature, (*flat, step.scalars))
+    patches = []
+    for at, slot in zip(pointer_at, step.slots):
+        view = slot - buffer_count
+        if view < 0:
+            patches.append((at, slot))
+        elif view < len(p.views):
+            patches.append((at, p.views[view][0]))
+        else:
+            arguments[at] = numba_pointer(p.constants[view - len(p.views)])
+    function = compiled_function(step.name, entry)
+    return DirectLaunch(core_launch, core_stream(stream),
+                        launch_config(grid=step.grid, block=step.block, shmem_size=0), function,
+                        tuple(arguments), tuple(patches))
+
+
+numba_pointer = operator.attrgetter("device_ctypes_pointer.value")  # as Numba's launch reads it
 
 
 def _check_signature(p: _Prepared, step: _Step, buffers: list) -> None:
@@ -292,7 +402,7 @@ def _call(build, arrays: tuple, options: tuple) -> list:
     buffers = list(arrays)
     for slot in p.copies:
         buffers[slot] = _contiguous(buffers[slot], stream)
-    return _launch(p, buffers, stream, cuda.device_array)
+    return _launch(p, buffers, stream, cuda.device_array, numba_pointer)
 
 
 def _composite(device: int, arrays: tuple, compose, *args) -> _Prepared:
@@ -328,20 +438,27 @@ def _composite(device: int, arrays: tuple, compose, *args) -> _Prepared:
 
 
 def _cupy_call(p: _Prepared, arrays: tuple) -> list:
-    """CuPy arrays: the kernels run on CuPy's current stream over the same memory (zero-copy
-    views through ``__cuda_array_interface__``, no synchronisation: sync=False, our launches
-    queue on that stream); CuPy allocates the outputs, handed back as CuPy arrays."""
+    """CuPy arrays: the kernels run on CuPy's current stream over the same memory, with no
+    synchronisation (direct launches take CuPy's pointers; Numba's own takes zero-copy views
+    through ``__cuda_array_interface__``, sync=False), and CuPy allocates the outputs."""
     import cupy
+    stream = _external_stream(cupy.cuda.get_current_stream().ptr)
+    arrays = [None if a is None else cupy.ascontiguousarray(a) for a in arrays]
+    if DIRECT_LAUNCH:
+        return _launch(p, arrays, stream, lambda shape, dtype, stream: cupy.empty(shape, dtype),
+                       _cupy_pointer)
     owners = []
 
     def empty(shape, dtype, stream):
         owners.append(cupy.empty(shape, dtype))
         return cuda.as_cuda_array(owners[-1], sync=False)
-    buffers = [None if a is None else cuda.as_cuda_array(cupy.ascontiguousarray(a), sync=False)
-               for a in arrays]
-    results = _launch(p, buffers, _external_stream(cupy.cuda.get_current_stream().ptr), empty)
+    buffers = [None if a is None else cuda.as_cuda_array(a, sync=False) for a in arrays]
+    results = _launch(p, buffers, stream, empty)
     owned = iter(owners)
     return [None if r is None else next(owned) for r in results]
+
+
+_cupy_pointer = operator.attrgetter("data.ptr")
 
 
 def _host_call(p: _Prepared, arrays: tuple) -> list:
@@ -351,7 +468,7 @@ def _host_call(p: _Prepared, arrays: tuple) -> list:
     buffers = [None if a is None else cuda.to_device(np.ascontiguousarray(a), stream=stream)
                for a in arrays]
     results = [None if r is None else r.copy_to_host(stream=stream)
-               for r in _launch(p, buffers, stream, cuda.device_array)]
+               for r in _launch(p, buffers, stream, cuda.device_array, numba_pointer)]
     if stream:
         stream.synchronize()
     return results
@@ -370,11 +487,21 @@ def _contiguous(array, stream):
         raise ValueError(f"a non-contiguous Numba device array must be 4-D here, got "
                          f"shape {tuple(array.shape)}; copy it to a contiguous one")
     copy = cuda.device_array(array.shape, array.dtype, stream=stream)
-    indices = array.dtype == np.int64
-    kernel = kernel_table(np.float64 if indices else array.dtype, SIMULATED)[
-        "copy_strided_indices" if indices else "copy_strided"].kernel
+    name = "copy_strided_indices" if array.dtype == np.int64 else "copy_strided"
+    entry = kernel_table(np.float64 if name == "copy_strided_indices" else array.dtype,
+                         SIMULATED)[name]
     blocks = max(1, min(-(-copy.size // launch.threads), launch.max_blocks))
-    kernel[blocks, launch.threads, stream](array, copy)
+    if not DIRECT_LAUNCH:
+        entry.kernel[blocks, launch.threads, stream](array, copy)
+        return copy
+    arguments, pointer_at = kernel_arguments(
+        entry.signature, ((array.shape, array.strides), (copy.shape, copy.strides)))
+    for at, each in zip(pointer_at, (array, copy)):
+        arguments[at] = numba_pointer(each)
+    core_launch, launch_config, core_stream = _cuda_core()
+    core_launch(core_stream(stream), launch_config(grid=(blocks, 1, 1),
+                                                   block=(launch.threads, 1, 1), shmem_size=0),
+                compiled_function(name, entry), *arguments)
     return copy
 
 
