@@ -287,9 +287,9 @@ def numba_launch_recorded(function):
         (stream, config, kernel, arguments))
 
     def kernel(name, entry):
-        return dispatcher._Kernel._rebuild(False, name, signature(numba_types.void,
-                                                                  *entry.signature),
-                                           library, False, False, None, [])
+        return dispatcher._Kernel._rebuild(
+            cooperative=False, name=name, signature=signature(numba_types.void, *entry.signature),
+            codelibrary=library, debug=False, lineinfo=False, call_helper=None, extensions=[])
     try:
         yield kernel, passed
     finally:

@@ -11,14 +11,15 @@ reference.conv2d_grad_weight, reference.conv2d_grad_bias:
     db[o]       = sum_{n,i,j} dy[n,o,i,j]
 
 Kernels:
-- conv_gemm: implicit GEMM on CUDA cores (forward; grad-input by stride phase; grad-weight
-  over a split of the batch-and-pixel reduction), loader after CUTLASS's "optimized"
+- conv_gemm: implicit GEMM on CUDA cores (forward; grad-input by live stride phase;
+  grad-weight), each slice's reduction split as the plan says, loader after CUTLASS's "optimized"
   iterators: positions decoded once per block, advanced per k-tile by a precomputed delta
 - conv_direct: forward and grad-input slices writing at most 4 rows (channels): several pixels
   a thread sharing one walk over the taps, the weights staged in shared memory
-- conv_splitk_reduce: grad-weight's second pass, partials summed in split order
+- conv_splitk_reduce: split-K's second pass, partials summed in split order, then bias and ReLU
 - conv_grad_bias: a block per channel, per-thread strided sums, then a fixed tree
 - conv_pad_adjoint: grad-input under reflect / replicate / circular padding, a gather
+- conv_fill_bias: grad-input positions that no kernel tap reaches: the bias, or zero
 
 Every kernel takes ``ConvParams`` (kernels/common.cuh) as its arguments: the pointer fields
 (a, b, bias, out) as flat device arrays, then one int64 tuple of the scalar fields in the
@@ -41,11 +42,11 @@ from gpuconv.backends import gpu_plan as plan
 _SLOT = plan.scalar_slots(plan.CONV_FIELDS)
 A_STRIDE, B_STRIDE = _SLOT["a_stride"], _SLOT["b_stride"]
 (BATCH, B_H, B_W, OUT_C, OUT_H, OUT_W, GROUPS, M, KC, KH, KW, SH, SW, DH, DW, PT, PL, Q_H, Q_W,
- LO_H, LO_W, LEN_H, LEN_W, MODE, TRANSPOSED, SPLITS, TILES_PER_SPLIT, TOTAL, RELU) = (
+ LO_H, LO_W, LEN_H, LEN_W, MODE, TRANSPOSED, PHASES, SPLITS, TILES_PER_SPLIT, TOTAL, PLANE, RELU) = (
     _SLOT[name] for name in ("batch", "b_h", "b_w", "out_c", "out_h", "out_w", "groups", "m",
                              "kc", "kh", "kw", "sh", "sw", "dh", "dw", "pt", "pl", "q_h", "q_w",
-                             "lo_h", "lo_w", "len_h", "len_w", "mode", "transposed", "splits",
-                             "tiles_per_split", "total", "relu"))
+                             "lo_h", "lo_w", "len_h", "len_w", "mode", "transposed", "phases",
+                             "splits", "tiles_per_split", "total", "plane", "relu"))
 ZEROS, REFLECT, REPLICATE, CIRCULAR = (plan.PAD_MODES[m] for m in
                                        ("zeros", "reflect", "replicate", "circular"))
 I32 = np.int32  # spatial positions and reduction digits
@@ -171,6 +172,28 @@ def phase_axis(r, k, s, d, lo, length):
 
 
 @cuda.jit(device=True)
+def nth_live_phase(p, j):
+    """Grad-input's stride phase j, counting only phases that some tap reaches, as its two
+    axes (conv.cu's nth_live_phase); the plans launch no slice past the last."""
+    ah = phase_axis(np.int64(0), p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
+    aw = phase_axis(np.int64(0), p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
+    rh = np.int64(0)
+    while rh < p[SH]:
+        ah = phase_axis(rh, p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
+        if ah[1] > 0 and ah[0] > 0:
+            rw = np.int64(0)
+            while rw < p[SW]:
+                aw = phase_axis(rw, p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
+                if aw[1] > 0 and aw[0] > 0:
+                    if j == 0:
+                        return ah, aw
+                    j -= 1
+                rw += 1
+        rh += 1
+    return ah, aw
+
+
+@cuda.jit(device=True)
 def digits(k, r1, r2):
     """Flat reduction index k -> (d0, d1, d2) with d1 < r1, d2 < r2."""
     return I32(k // (r1 * r2)), I32(k // r2 % r1), I32(k % r2)
@@ -222,9 +245,10 @@ def _inner_product(dtype: np.dtype, bk: int, tm: int, tn: int, lda: int, ldb: in
 def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bool, wide: bool):
     """out[m, col] = sum over the reduction of A[m, k] * B[k, col] (conv.cu's conv_gemm):
     forward: rows O/G, columns N*Ho*Wo, reduction taps (C/G, kH, kW); grad-input (transposed):
-    the same per stride phase, reduction (O/G, phase taps); grad-weight (``wgrad``): columns
-    taps, reduction pixels (N, Ho, Wo) in this split's range. Block (x: BN columns, y: BM rows,
-    z: slice), BM x BN outputs; thread: TM x TN of them. BK-deep tiles of A (k-major) and B
+    the same per live stride phase, reduction (O/G, phase taps); grad-weight (``wgrad``):
+    columns taps, reduction pixels (N, Ho, Wo). Block (x: BN columns, y: BM rows, z: slice =
+    group, phase, split of the reduction: a split writes its partials at split x the output's
+    size), BM x BN outputs; thread: TM x TN of them. BK-deep tiles of A (k-major) and B
     go through two shared stages; the next tile is read into registers while this one is
     multiplied. ``wide``: int64 offsets (a tensor past 2^31 elements), else uint32.
     ``zero_pad`` (zero padding; conv.cu's ZERO_PAD): each B column's offset holds its first
@@ -261,18 +285,11 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
         m0 = np.int64(cuda.blockIdx.y) * bm
         col0 = np.int64(cuda.blockIdx.x) * bn
         tx, ty = tid % bdx, tid // bdx
-        # slice geometry (block-uniform): group, split or stride phase, the two axes
-        split = np.int64(0)
-        if wgrad:
-            g, split = z // p[SPLITS], z % p[SPLITS]
-        elif phases and p[TRANSPOSED]:
-            g = z // (p[SH] * p[SW])
-        else:
-            g = z
+        # slice geometry (block-uniform): z = (group, live stride phase, split of the reduction)
+        per_group = p[PHASES] * p[SPLITS]
+        g, split = z // per_group, z % p[SPLITS]
         if phases and p[TRANSPOSED]:
-            phase = z % (p[SH] * p[SW])
-            ah = phase_axis(phase // p[SW], p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
-            aw = phase_axis(phase % p[SW], p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
+            ah, aw = nth_live_phase(p, z % per_group // p[SPLITS])
         else:
             ah = forward_axis(p[Q_H], p[KH], p[SH], p[DH], p[PT])
             aw = forward_axis(p[Q_W], p[KW], p[SW], p[DW], p[PL])
@@ -282,14 +299,15 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
         if wgrad:
             cols = kc * p[KH] * p[KW]
             total = p[BATCH] * plane
-            k_begin = min(total, split * p[TILES_PER_SPLIT] * bk)
-            k_end = min(total, k_begin + p[TILES_PER_SPLIT] * bk)
             r1, r2 = ah[0], aw[0]                   # reduction digits: image, row, column
+            split_base = split * p[OUT_C] * cols    # this split's partials
         else:
             cols = p[BATCH] * plane
-            k_begin = np.int64(0)
-            k_end = kc * ah[1] * aw[1]
+            total = kc * ah[1] * aw[1]
             r1, r2 = ah[1], aw[1]                   # reduction digits: channel, tap row, tap column
+            split_base = split * p[BATCH] * p[OUT_C] * p[OUT_H] * p[OUT_W]
+        k_begin = min(total, split * p[TILES_PER_SPLIT] * bk)
+        k_end = min(total, k_begin + p[TILES_PER_SPLIT] * bk)
         if col0 >= cols or m0 >= rows:
             return
         # what the epilogue needs, parked in shared memory rather than in registers across
@@ -299,7 +317,7 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
             epi[0], epi[1], epi[2], epi[3], epi[4] = g * rows, rows, cols, m0, col0
             epi[5], epi[6], epi[7], epi[8] = ah[0], aw[0], ah[7], ah[8]
             epi[9], epi[10] = aw[7], aw[8]
-            epi[11] = split * p[OUT_C]
+            epi[11] = split_base
         r1, r2 = max(r1, np.int64(1)), max(r2, np.int64(1))
         e0, e1, e2 = digits(bk, r1, r2)
         r1, r2 = I32(r1), I32(r2)
@@ -425,8 +443,8 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
             t = kint(t + 1)
             cuda.syncthreads()
 
-    # epilogue: bias last, after the whole sum, then ReLU if asked (conv.cu's Epilogue;
-        # the Numba forward has no split-K, so no reduce applies them). The thread's columns
+    # epilogue: bias last, after the whole sum, then ReLU if asked (conv.cu's Epilogue; a
+        # split writes its partials, and conv_splitk_reduce applies them). The thread's columns
         # are consecutive: decode the first, step to the others (small bodies, so the loops
         # unroll and acc stays in registers)
         chan0, rows, cols, m0, col0 = epi[0], epi[1], epi[2], epi[3], epi[4]
@@ -436,13 +454,13 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
         if wgrad:
             row_step = cols
             for j in range(tn):
-                col_off[j] = (epi[11] + chan0) * cols + col + j
+                col_off[j] = epi[11] + chan0 * cols + col + j
         else:
             row_step = p[OUT_H] * p[OUT_W]
             n, qh, qw = digits(min(col, cols - 1), count_h, count_w)
             for j in range(tn):
-                col_off[j] = ((n * p[OUT_C] + chan0) * p[OUT_H] + qh * so_h + ro_h) * p[OUT_W] \
-                    + qw * so_w + ro_w
+                col_off[j] = epi[11] + ((n * p[OUT_C] + chan0) * p[OUT_H] + qh * so_h + ro_h) \
+                    * p[OUT_W] + qw * so_w + ro_w
                 qw += 1
                 if qw == count_w:
                     qw = I32(0)
@@ -450,8 +468,8 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
                     if qh == count_h:
                         qh = I32(0)
                         n += 1
-        has_bias = not wgrad and bias.size > 0
-        relu = not wgrad and p[RELU] != 0
+        has_bias = not wgrad and p[SPLITS] == 1 and bias.size > 0
+        relu = not wgrad and p[SPLITS] == 1 and p[RELU] != 0
         for i in range(tm):
             m = m0 + ty * tm + i
             if m < rows:
@@ -506,11 +524,10 @@ def _conv_direct(dtype: np.dtype, rows: int):
         tid, threads = cuda.threadIdx.x, cuda.blockDim.x
         z = np.int64(cuda.blockIdx.z)
         m0 = np.int64(cuda.blockIdx.y) * rows
-        # index decoding: the slice (group; grad-input: stride phase) and its two axes
+        # index decoding: the slice (group; grad-input: live stride phase) and its two axes
         if p[TRANSPOSED]:
-            g, phase = z // (p[SH] * p[SW]), z % (p[SH] * p[SW])
-            ah = phase_axis(phase // p[SW], p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
-            aw = phase_axis(phase % p[SW], p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
+            g = z // p[PHASES]
+            ah, aw = nth_live_phase(p, z % p[PHASES])
         else:
             g = z
             ah = forward_axis(p[Q_H], p[KH], p[SH], p[DH], p[PT])
@@ -696,16 +713,17 @@ def conv_direct(dtype, rows: int):
 # --------------------------------------------------------------------------- 3-5. the other kernels
 @functools.cache
 def conv_kernels(dtype, block: int) -> dict:
-    """conv_splitk_reduce, conv_grad_bias and conv_pad_adjoint for ``dtype``; ``block`` is the
+    """conv_splitk_reduce, conv_grad_bias, conv_pad_adjoint and conv_fill_bias for ``dtype``;
+    ``block`` is the
     block size (a power of two) of conv_grad_bias's tree."""
     dtype = np.dtype(dtype)
     zero = dtype.type(0)
 
     @cuda.jit
     def conv_splitk_reduce(a, b, bias, out, p):
-        """out (total) = sum over s of b (splits, total), s ascending: one element per thread
-        (conv.cu's conv_splitk_reduce; reference.conv2d_grad_weight's sum). Numba splits
-        grad-weight only: no bias, no ReLU."""
+        """out (total) = sum over s of b (splits, total), s ascending, then + bias[i / plane %
+        out_c] and ReLU where asked: one element per thread (conv.cu's conv_splitk_reduce; the
+        sums of reference.conv2d, conv2d_grad_input, conv2d_grad_weight)."""
         total = p[TOTAL]
         i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
         if i >= total:
@@ -713,7 +731,19 @@ def conv_kernels(dtype, block: int) -> dict:
         s = b[i]
         for k in range(1, p[SPLITS]):
             s += b[k * total + i]
+        if bias.size > 0:
+            s += bias[i // p[PLANE] % p[OUT_C]]
+        if p[RELU] != 0 and s < zero:  # NaN stays NaN, as torch.relu
+            s = zero
         out[i] = s
+
+    @cuda.jit
+    def conv_fill_bias(a, b, bias, out, p):
+        """out (total) = bias[i / plane % out_c], or zero: grad-input positions that no kernel
+        tap reaches (conv.cu's conv_fill_bias), before the GEMM writes the others."""
+        start, stride = grid_start()
+        for i in range(start, p[TOTAL], stride):
+            out[i] = bias[i // p[PLANE] % p[OUT_C]] if bias.size > 0 else zero
 
     @cuda.jit
     def conv_grad_bias(a, b, bias, out, p):
@@ -764,7 +794,7 @@ def conv_kernels(dtype, block: int) -> dict:
         out[i] = s
 
     return dict(conv_splitk_reduce=conv_splitk_reduce, conv_grad_bias=conv_grad_bias,
-                conv_pad_adjoint=conv_pad_adjoint)
+                conv_pad_adjoint=conv_pad_adjoint, conv_fill_bias=conv_fill_bias)
 
 
 @cuda.jit

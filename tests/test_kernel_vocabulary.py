@@ -19,7 +19,6 @@ FAMILIES = {"conv": gpu_plan.CONV_FIELDS, "pool": gpu_plan.POOL_FIELDS}
 # kernel -> (the backend that has it, why the other does not)
 ONLY = {
     "conv_gemm_mma": ("cuda", "tensor cores: Numba offers precision='ieee' only"),
-    "conv_fill_bias": ("cuda", "stride phases no tap reaches: Numba's conv_gemm writes them"),
 }
 
 

@@ -116,3 +116,43 @@ def test_direct_depthwise_and_pooling_blocks(gpu_plans, dtype):
     assert {"conv_direct<2>", "conv_depthwise<3>", "conv_depthwise_grad_weight<3>",
             "max_pool2d", "max_pool2d_backward", "avg_pool2d", "pool2d_backward"} <= launched, \
         launched
+
+
+@pytest.mark.parametrize("dtype", list(gpu_plan.NUMBA_TILES_FOR))
+def test_split_reductions_and_phases_no_tap_reaches(gpu_plans, dtype):
+    """As on a GPU, the plan model splits long reductions of small outputs (partials summed
+    in split order, then bias and ReLU) in the forward and grad-input, and grad-input runs
+    only the stride phases some tap reaches, the bias filled in first where none does."""
+    rng = np.random.default_rng(8)
+
+    def launched():
+        return [step.name for p in nb._PREPARED.values() for step in p.steps]
+    x = rng.standard_normal((1, 32, 6, 6)).astype(dtype)
+    w = rng.standard_normal((8, 32, 3, 3)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    assert_close(nb.conv2d(x, w, b, spec, relu=True), ref.conv2d(x, w, b, spec, relu=True),
+                 k=288, dtype=dtype, what="split forward")
+    assert launched()[-1] == "conv_splitk_reduce", launched()
+    nb._PREPARED.clear()
+    gy = rng.standard_normal((1, 64, 5, 5)).astype(dtype)
+    w = rng.standard_normal((64, 8, 3, 3)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    spec = ConvSpec.make(2, (3, 3), stride=2, padding=1)
+    assert_close(nb.conv2d_grad_input(gy, w, spec, (9, 9), b),
+                 ref.conv2d_grad_input(gy, w, spec, (9, 9), b), k=256, dtype=dtype,
+                 what="split grad_input")
+    assert launched()[-1] == "conv_splitk_reduce", launched()
+    nb._PREPARED.clear()
+    # stride 4, dilation 2: taps reach phases 0 and 2 of each axis, 4 of the 16 (the live
+    # ones are not the first four), and half the rows and columns
+    gy = rng.standard_normal((2, 8, 4, 4)).astype(dtype)
+    w = rng.standard_normal((8, 6, 2, 2)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    spec = ConvSpec.make(2, (2, 2), stride=4, dilation=2)
+    assert_close(nb.conv2d_grad_input(gy, w, spec, (15, 15), b),
+                 ref.conv2d_grad_input(gy, w, spec, (15, 15), b), k=8, dtype=dtype,
+                 what="grad_input, 4 phases of 16 reached")
+    (p,) = nb._PREPARED.values()
+    fill, gemm = p.steps
+    assert fill.name == "conv_fill_bias" and gemm.grid[2] == 4, p.steps

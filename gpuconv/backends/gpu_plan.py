@@ -492,10 +492,11 @@ def direct_columns(cols: int, pixel_rows: int) -> int:
 
 def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile: str | None,
                sm_count: int, zero_pad: bool, index64: bool, wgrad: bool, out: str,
-               reduce: dict, out_count: int, pre: list[Launch] = (), pixel_rows: int = 0,
+               reduce: dict, out_count: int, fills=(), pixel_rows: int = 0,
                vec_a: bool = False, tensor_cores: bool = True) -> Plan:
     """The GEMM launch of ``shape`` writing ``out`` (or split-K partials that
-    conv_splitk_reduce sums into it, with ``reduce``'s bias / ReLU fields); ``pixel_rows``:
+    conv_splitk_reduce sums into it, with ``reduce``'s bias / ReLU fields; ``fills``: see
+    ``_split_plan``); ``pixel_rows``:
     the output rows its columns span (conv_direct's grid); ``vec_a``: A (params["a"]) runs
     on along the reduction (``a_runs``), for a tensor-core tile to copy 16 bytes at a time;
     ``tensor_cores`` false: a tensor-core precision runs on CUDA cores (``_gemm_candidates``)."""
@@ -510,20 +511,33 @@ def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile:
     grid = (_blocks(cols, t.bn), _blocks(shape.rows, t.bm),
             _check_grid_z(shape.slices * splits, "conv"))
     vec_a = vec_a and t.terms > 0
-    launches = [Launch(t.kernel(ctype, wgrad, zero_pad, index64, vec_a), grid, (t.threads, 1, 1),
-                       params, t.smem_bytes(itemsize))]
-    workspaces = {}
+    gemm = Launch(t.kernel(ctype, wgrad, zero_pad, index64, vec_a), grid, (t.threads, 1, 1),
+                  params, t.smem_bytes(itemsize))
+    return _split_plan(choice, gemm, out, reduce, out_count, dtype,
+                       lambda kernel, count, fields: _elementwise(f"{kernel}<{ctype}>", count,
+                                                                  fields),
+                       fills, (params["a"],) if vec_a else ())
+
+
+def _split_plan(choice: GemmChoice, gemm: Launch, out: str, reduce: dict, out_count: int,
+                dtype: str, elementwise, fills=(), aligned=()) -> Plan:
+    """The plan of a GEMM launch ``gemm`` (its params pointing at "partials" where ``choice``
+    splits the reduction) of ``out_count`` outputs: split, the partials workspace and
+    conv_splitk_reduce's pass summing them into ``out`` (``reduce``: its bias / ReLU fields);
+    first, conv_fill_bias's launch of each of ``fills`` (its fields: the positions the GEMM
+    does not write; split, all of the partials, zeroed). ``elementwise(kernel, count,
+    fields)``: the backend's launch of a conv-family elementwise kernel."""
+    splits, launches, workspaces = choice.splits, [gemm], {}
     if splits > 1:
         workspaces["partials"] = (splits * out_count, dtype)
-        launches.append(_elementwise(f"conv_splitk_reduce<{ctype}>", out_count,
-                                     dict(reduce, b="partials", out=out, splits=splits,
-                                          total=out_count)))
-    for fill in pre:  # positions of the target the GEMM does not write; split: zeroed partials
+        launches.append(elementwise("conv_splitk_reduce", out_count,
+                                    dict(reduce, b="partials", out=out, splits=splits,
+                                         total=out_count)))
+    for fill in fills:
         if splits > 1:
-            fill = _elementwise(fill.kernel, splits * out_count,
-                                dict(out="partials", total=splits * out_count))
-        launches.insert(0, fill)
-    return Plan(launches, workspaces, choice, (params["a"],) if vec_a else ())
+            fill = dict(out="partials", total=splits * out_count)
+        launches.insert(0, elementwise("conv_fill_bias", fill["total"], fill))
+    return Plan(launches, workspaces, choice, aligned)
 
 
 A_RUN = 4  # float32 elements of a 16-byte copy (conv.cu's Loader::V)
@@ -603,12 +617,10 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
     params["phases"] = len(live)
     out_count = n * c * len_h * len_w
     reached = sum(ah[1] * aw[1] for ah, aw in live)
-    ctype = CTYPES[dtype]
-    fill = [_elementwise(f"conv_fill_bias<{ctype}>", out_count, dict(
-        out=target, bias=params["bias"], total=out_count, out_c=c, plane=len_h * len_w))
-            ] if reached < len_h * len_w else []
+    fills = [dict(out=target, bias=params["bias"], total=out_count, out_c=c,
+                  plane=len_h * len_w)] if reached < len_h * len_w else []
     if not live:  # no tap reaches the input: the gradient is zero (plus the bias)
-        plan = Plan(fill)
+        plan = Plan([_elementwise(f"conv_fill_bias<{CTYPES[dtype]}>", out_count, fills[0])])
     else:
         shape = GemmShape(cg, n * max(ah[1] * aw[1] for ah, aw in live),
                           o // groups * max(ah[0] * aw[0] for ah, aw in live), groups * len(live))
@@ -616,7 +628,7 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
         reduce = dict(bias=params["bias"], out_c=c, plane=len_h * len_w)
         plan = _gemm_plan(shape, params, dtype, precision, tile, sm_count,
                           masks_fit((kh, kw)), index64, False,
-                          target, reduce, out_count, fill, n * max(ah[1] for ah, _ in live))
+                          target, reduce, out_count, fills, n * max(ah[1] for ah, _ in live))
     if zeros:
         return plan
     plan.launches.append(_pad_adjoint(n, c, tuple(input_hw), (len_h, len_w), spec, has_bias, dtype))
@@ -1031,11 +1043,28 @@ def _numba_elementwise(kernel: str, count: int, params: dict, simulator: bool) -
     return Launch(kernel, (_blocks(count, block), 1, 1), (block, 1, 1), params)
 
 
+def _numba_gemm_plan(shape: GemmShape, params: dict, dtype: str, simulator: bool, zero_pad: bool,
+                     wide: bool, wgrad: bool, out: str, reduce: dict, out_count: int, fills=(),
+                     sm_count: int = DEFAULT_SM_COUNT) -> Plan:
+    """_gemm_plan's Numba twin: conv_gemm on the plan model's Numba tile (``_numba_choice``),
+    writing ``out`` or split-K partials (``_split_plan``)."""
+    choice = _numba_choice(shape, dtype, simulator, zero_pad, wide, True, sm_count)
+    t, splits = choice.tile, choice.splits
+    params = dict(params, splits=splits, tiles_per_split=choice.steps_per_split,
+                  out=out if splits == 1 else "partials")
+    gemm = Launch(numba_gemm_kernel(t, wgrad, zero_pad, wide),
+                  (_blocks(shape.cols, t.bn), _blocks(shape.rows, t.bm),
+                   _check_grid_z(shape.slices * splits, "conv")), (t.threads, 1, 1), params)
+    return _split_plan(choice, gemm, out, reduce, out_count, dtype,
+                       lambda kernel, count, fields: _numba_elementwise(kernel, count, fields,
+                                                                        simulator), fills)
+
+
 def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bias: bool,
                             simulator: bool = False, relu: bool = False) -> Plan:
     """y (N, O, H_out, W_out) = conv2d(x, weight) + bias (then ReLU if ``relu``) on
-    C-contiguous arrays: conv_gemm's forward (conv_direct's where a group writes at most 4
-    channels), one launch slice per group (no split-K: the epilogue applies bias and ReLU)."""
+    C-contiguous arrays: conv_gemm's forward, split-K as the plan model says (conv_direct's
+    where a group writes at most 4 channels), one launch slice per group."""
     if is_depthwise(w_shape, spec.groups):
         return numba_depthwise_forward_plan(x_shape, w_shape, spec, dtype, has_bias, simulator,
                                             relu)
@@ -1055,19 +1084,18 @@ def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bi
     if direct is not None:
         kernel, grid, block, choice = direct
         return Plan([Launch(kernel, grid, block, params)], choice=choice)
-    choice = _numba_choice(GemmShape(rows, cols, cg * kh * kw, slices), dtype, simulator,
-                           zero_pad, wide)
-    t = choice.tile
-    return Plan([Launch(numba_gemm_kernel(t, False, zero_pad, wide),
-                        (_blocks(cols, t.bn), _blocks(rows, t.bm), slices), (t.threads, 1, 1),
-                        params)], choice=choice)
+    reduce = dict(bias=params["bias"], relu=int(relu), out_c=o, plane=ho * wo)
+    return _numba_gemm_plan(GemmShape(rows, cols, cg * kh * kw, slices), params, dtype, simulator,
+                            zero_pad, wide, False, "out", reduce, n * o * ho * wo)
 
 
 def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtype: str,
                                has_bias: bool, simulator: bool = False) -> Plan:
     """dx (N, C, H, W): conv_gemm's transposed conv (conv_direct's for at most 4 channels a
-    group), one slice per group and stride phase; other padding modes write the padded
-    gradient, which conv_pad_adjoint folds back (bias added there, last)."""
+    group), one slice per group and stride phase that some tap reaches, split-K as the plan
+    model says (conv_fill_bias first writes the bias, or zeros, to the rest, if any); other
+    padding modes write the padded gradient, which conv_pad_adjoint folds back (bias added
+    there, last)."""
     if is_depthwise(w_shape, spec.groups):
         return numba_depthwise_grad_input_plan(gy_shape, w_shape, spec, input_hw, dtype, has_bias,
                                                simulator)
@@ -1077,34 +1105,47 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
     h, w = input_hw
     zeros = spec.padding_mode == "zeros"
     lo_h, lo_w, len_h, len_w = _grad_input_target(spec, input_hw)
-    sh, sw = spec.stride
-    cols = n * -(-len_h // sh) * -(-len_w // sw)  # the largest phase
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    axes_h = [phase_axis(r, kh, sh, dh, lo_h, len_h) for r in range(sh)]
+    axes_w = [phase_axis(r, kw, sw, dw, lo_w, len_w) for r in range(sw)]
+    live = [(a, b) for a in axes_h if a[0] and a[1] for b in axes_w if b[0] and b[1]]
     wide = _wide(gy_shape, w_shape, (n, c, len_h, len_w))
-    taps = (o // groups) * -(-kh // sh) * -(-kw // sw)  # of the phase with the most taps
+    target = "out" if zeros else "padded"
     params = dict(a="weight", b="grad_out", bias="bias" if has_bias and zeros else None,
-                  out="out" if zeros else "padded", a_stride=contiguous_strides(w_shape),
+                  out=target, a_stride=contiguous_strides(w_shape),
                   b_stride=contiguous_strides(gy_shape), batch=n, b_h=ho, b_w=wo, out_c=c,
                   out_h=len_h, out_w=len_w, m=cg, kc=o // groups, q_h=ho, q_w=wo, lo_h=lo_h,
                   lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0, transposed=1,
                   **_conv_common(spec, (kh, kw)))
-    slices = _check_grid_z(groups * sh * sw, "grad-input")
-    # grad_out's bounds are zeros whatever the padding (conv_pad_adjoint folds the rest)
-    direct = _numba_direct(cg, cols, n * -(-len_h // sh), taps, slices, dtype, True, wide,
-                           simulator)
-    if direct is not None:
-        kernel, grid, block, choice = direct
-        gather = Launch(kernel, grid, block, params)
+    params["phases"] = len(live)
+    out_count = n * c * len_h * len_w
+    reached = sum(ah[1] * aw[1] for ah, aw in live)
+    fills = [dict(out=target, bias=params["bias"], total=out_count, out_c=c,
+                  plane=len_h * len_w)] if reached < len_h * len_w else []
+    if not live:  # no tap reaches the input: the gradient is zero (plus the bias)
+        plan = Plan([_numba_elementwise("conv_fill_bias", out_count, fills[0], simulator)])
     else:
-        choice = _numba_choice(GemmShape(cg, cols, taps, slices), dtype, simulator, True, wide)
-        t = choice.tile
-        gather = Launch(numba_gemm_kernel(t, False, True, wide),
-                        (_blocks(cols, t.bn), _blocks(cg, t.bm), slices), (t.threads, 1, 1),
-                        params)
+        cols = n * max(ah[1] * aw[1] for ah, aw in live)
+        taps = o // groups * max(ah[0] * aw[0] for ah, aw in live)
+        slices = _check_grid_z(groups * len(live), "grad-input")
+        # grad_out's bounds are zeros whatever the padding (conv_pad_adjoint folds the rest)
+        direct = _numba_direct(cg, cols, n * max(ah[1] for ah, _ in live), taps, slices, dtype,
+                               True, wide, simulator)
+        reduce = dict(bias=params["bias"], out_c=c, plane=len_h * len_w)
+        if direct is None:
+            plan = _numba_gemm_plan(GemmShape(cg, cols, taps, slices), params, dtype, simulator,
+                                    True, wide, False, target, reduce, out_count, fills)
+        else:
+            kernel, grid, block, choice = direct
+            plan = _split_plan(choice, Launch(kernel, grid, block, params), target, reduce,
+                               out_count, dtype, lambda kernel, count, fields: _numba_elementwise(
+                                   kernel, count, fields, simulator), fills)
     if zeros:
-        return Plan([gather], choice=choice)
+        return plan
     adjoint = _pad_adjoint_params(n, c, (h, w), (len_h, len_w), spec, has_bias)
-    return Plan([gather, _numba_elementwise("conv_pad_adjoint", n * c * h * w, adjoint, simulator)],
-                {"padded": (n * c * len_h * len_w, dtype)}, choice)
+    plan.launches.append(_numba_elementwise("conv_pad_adjoint", n * c * h * w, adjoint, simulator))
+    plan.workspaces["padded"] = (out_count, dtype)
+    return plan
 
 
 def numba_conv_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dtype: str,
@@ -1122,23 +1163,13 @@ def numba_conv_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dt
     taps, rows = cg * kh * kw, o // groups
     # the partials hold at most MAX_SPLITS copies of dW
     wide = _wide(gy_shape, x_shape, (min(MAX_SPLITS, n * ho * wo), o, taps))
-    zero_pad = zero_padding(spec)
-    choice = _numba_choice(GemmShape(rows, taps, n * ho * wo, groups), dtype, simulator,
-                           zero_pad, wide, True, sm_count)
-    t, splits, per_split = choice.tile, choice.splits, choice.steps_per_split
-    params = dict(a="grad_out", b="x", out="out" if splits == 1 else "partials",
-                  a_stride=contiguous_strides(gy_shape), b_stride=contiguous_strides(x_shape),
-                  batch=n, b_h=h, b_w=w, out_c=o, m=rows, kc=cg, q_h=ho, q_w=wo,
-                  mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
-    params.update(splits=splits, tiles_per_split=per_split)
-    gemm = Launch(numba_gemm_kernel(t, True, zero_pad, wide),
-                  (_blocks(taps, t.bn), _blocks(rows, t.bm), _check_grid_z(groups * splits, "grad-weight")),
-                  (t.threads, 1, 1), params)
-    if splits == 1:
-        return Plan([gemm], choice=choice)
-    reduce = dict(b="partials", out="out", out_c=o, plane=1, splits=splits, total=o * taps)
-    return Plan([gemm, _numba_elementwise("conv_splitk_reduce", o * taps, reduce, simulator)],
-                {"partials": (splits * o * taps, dtype)}, choice)
+    params = dict(a="grad_out", b="x", a_stride=contiguous_strides(gy_shape),
+                  b_stride=contiguous_strides(x_shape), batch=n, b_h=h, b_w=w, out_c=o, m=rows,
+                  kc=cg, q_h=ho, q_w=wo, mode=PAD_MODES[spec.padding_mode],
+                  **_conv_common(spec, kernel_hw))
+    return _numba_gemm_plan(GemmShape(rows, taps, n * ho * wo, groups), params, dtype, simulator,
+                            zero_padding(spec), wide, True, "out", dict(out_c=o, plane=1),
+                            o * taps, sm_count=sm_count)
 
 
 def numba_conv_grad_bias_plan(gy_shape, dtype: str, simulator: bool = False) -> Plan:
