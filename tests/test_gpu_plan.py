@@ -465,11 +465,14 @@ def test_numba_plans_follow_the_tile_model():
     assert fw.kernel == "conv_gemm<numba-128x64, false, true, u32>"
     assert fw.grid == (32 * 56 * 56 // 64, 2, 1) and fw.block == (256, 1, 1)
     assert fw.params["a_stride"] == _contiguous(w) and fw.params["bias"] == "bias"
-    # few output channels over a full wave of blocks: the square tile (128 threads)
+    # few output channels over a full wave of blocks: the 32-row tile (128 threads)
     (few,) = plan.numba_conv_forward_plan((32, 3, 64, 64), (16, 3, 3, 3), spec, "float32",
                                           False).launches
-    assert few.kernel == "conv_gemm<numba-64x64, false, true, u32>" and few.params["bias"] is None
-    assert few.block == (128, 1, 1)
+    assert few.kernel == "conv_gemm<numba-32x128, false, true, u32>" and few.params["bias"] is None
+    assert few.block == (128, 1, 1) and few.grid == (32 * 64 * 64 // 128, 1, 1)
+    (square,) = plan.numba_conv_forward_plan((32, 3, 64, 64), (48, 3, 3, 3), spec, "float32",
+                                             False).launches
+    assert square.kernel == "conv_gemm<numba-64x64, false, true, u32>"
     (f64,) = plan.numba_conv_forward_plan(x, w, spec, "float64", False).launches
     assert f64.kernel == "conv_gemm<numba-64x64d, false, true, u32>" and f64.block == (256, 1, 1)
     (sim,) = plan.numba_conv_forward_plan(x, w, spec, "float32", False, simulator=True).launches
