@@ -173,18 +173,20 @@ def phase_axis(r, k, s, d, lo, length):
 
 @cuda.jit(device=True)
 def nth_live_phase(p, j):
-    """Grad-input's stride phase j, counting only phases that some tap reaches, as its two
-    axes (conv.cu's nth_live_phase); the plans launch no slice past the last."""
+    """Grad-input's stride phase j, counting only phases that some tap reaches (an axis with
+    pixels, ``[0]``, and taps, ``[1]``), as its two axes (conv.cu's nth_live_phase). The plans
+    launch no slice past the last live phase; the axes both loops start from keep Numba's
+    typing of the return defined on every path."""
     ah = phase_axis(np.int64(0), p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
     aw = phase_axis(np.int64(0), p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
     rh = np.int64(0)
     while rh < p[SH]:
         ah = phase_axis(rh, p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
-        if ah[1] > 0 and ah[0] > 0:
+        if ah[0] > 0 and ah[1] > 0:
             rw = np.int64(0)
             while rw < p[SW]:
                 aw = phase_axis(rw, p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
-                if aw[1] > 0 and aw[0] > 0:
+                if aw[0] > 0 and aw[1] > 0:
                     if j == 0:
                         return ah, aw
                     j -= 1
@@ -714,8 +716,7 @@ def conv_direct(dtype, rows: int):
 @functools.cache
 def conv_kernels(dtype, block: int) -> dict:
     """conv_splitk_reduce, conv_grad_bias, conv_pad_adjoint and conv_fill_bias for ``dtype``;
-    ``block`` is the
-    block size (a power of two) of conv_grad_bias's tree."""
+    ``block`` is the block size (a power of two) of conv_grad_bias's tree."""
     dtype = np.dtype(dtype)
     zero = dtype.type(0)
 

@@ -14,6 +14,7 @@ One place says what is launched:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -521,12 +522,12 @@ def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile:
 
 def _split_plan(choice: GemmChoice, gemm: Launch, out: str, reduce: dict, out_count: int,
                 dtype: str, elementwise, fills=(), aligned=()) -> Plan:
-    """The plan of a GEMM launch ``gemm`` (its params pointing at "partials" where ``choice``
-    splits the reduction) of ``out_count`` outputs: split, the partials workspace and
-    conv_splitk_reduce's pass summing them into ``out`` (``reduce``: its bias / ReLU fields);
-    first, conv_fill_bias's launch of each of ``fills`` (its fields: the positions the GEMM
-    does not write; split, all of the partials, zeroed). ``elementwise(kernel, count,
-    fields)``: the backend's launch of a conv-family elementwise kernel."""
+    """The launches around a GEMM launch ``gemm`` of ``out_count`` outputs, in both backends'
+    plans. Where ``choice`` splits the reduction (``gemm`` then writes "partials"): a
+    partials workspace, and conv_splitk_reduce summing it into ``out`` with ``reduce``'s bias
+    / ReLU fields. Before ``gemm``, conv_fill_bias for each of ``fills`` (its fields: the
+    positions the GEMM does not write), or, split, zeros in all of the partials.
+    ``elementwise(kernel, count, fields)``: the backend's launch of a conv-family kernel."""
     splits, launches, workspaces = choice.splits, [gemm], {}
     if splits > 1:
         workspaces["partials"] = (splits * out_count, dtype)
@@ -1060,8 +1061,7 @@ def _numba_gemm_plan(shape: GemmShape, params: dict, dtype: str, simulator: bool
                   (_blocks(shape.cols, t.bn), _blocks(shape.rows, t.bm),
                    _check_grid_z(shape.slices * splits, "conv")), (t.threads, 1, 1), params)
     return _split_plan(choice, gemm, out, reduce, out_count, dtype,
-                       lambda kernel, count, fields: _numba_elementwise(kernel, count, fields,
-                                                                        simulator), fills)
+                       functools.partial(_numba_elementwise, simulator=simulator), fills)
 
 
 def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bias: bool,
@@ -1142,8 +1142,8 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
         else:
             kernel, grid, block, choice = direct
             plan = _split_plan(choice, Launch(kernel, grid, block, params), target, reduce,
-                               out_count, dtype, lambda kernel, count, fields: _numba_elementwise(
-                                   kernel, count, fields, simulator), fills)
+                               out_count, dtype,
+                               functools.partial(_numba_elementwise, simulator=simulator), fills)
     if zeros:
         return plan
     adjoint = _pad_adjoint_params(n, c, (h, w), (len_h, len_w), spec, has_bias)

@@ -245,11 +245,11 @@ def _launch(p: _Prepared, buffers: list, stream, empty, pointer=None) -> list:
     launches = p.configured.get(key) or _configure(p, key, len(buffers))
     if DIRECT_LAUNCH:
         pointers = [0 if b is None else pointer(b) for b in buffers]
-        for launch_, stream_, config_, function, arguments, patches in launches:
-            arguments = list(arguments)
-            for at, slot in patches:
+        for step in launches:
+            arguments = list(step.arguments)
+            for at, slot in step.patches:
                 arguments[at] = pointers[slot]
-            launch_(stream_, config_, function, *arguments)
+            step.launch(step.stream, step.config, step.function, *arguments)
         return buffers[first:first + p.outputs]
     outputs = buffers[first:first + p.outputs]
     for slot, shape in p.views:
@@ -292,7 +292,7 @@ def _configure_and_launch(kernel, grid, block, stream, *args):
 # --------------------------------------------------------------------------- direct launches
 # Numba's launch (``kernel[grid, block, stream](*args)``) types and converts every argument on
 # every call into the list that it hands to cuda.core's ``launch``: for a conv kernel's four
-# arrays and 39 scalars, 60-80 µs of CPU a launch against the direct launch's 1.4 µs
+# arrays and 39 scalars, 56-78 µs of CPU a launch against the direct launch's 0.5-1.4 µs
 # (bench/host.py, numba-cuda 0.30, this project's 2-core VM); a conv backward launches four.
 # On a GPU this backend builds that list itself once per signature and stream
 # (``kernel_arguments``, checked against Numba's own in tests/test_numba_direct_launch.py)
