@@ -220,9 +220,19 @@ __device__ __forceinline__ unsigned long long wgmma_desc(const float* p, unsigne
 // flight; fence.proxy.async: this thread's shared-memory writes (cp.async's included) made
 // visible to the async proxy, through which wgmma reads its operands.
 __device__ __forceinline__ void wgmma_fence() { WGMMA_ASM("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { WGMMA_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() {
+    WGMMA_ASM("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#ifndef __CUDA_ARCH__
+    host_wgmma_commit();
+#endif
+}
 template <int N>
-__device__ __forceinline__ void wgmma_wait() { WGMMA_ASM("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
+__device__ __forceinline__ void wgmma_wait() {
+    WGMMA_ASM("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory");
+#ifndef __CUDA_ARCH__
+    host_wgmma_wait(N);
+#endif
+}
 __device__ __forceinline__ void fence_proxy_async() { WGMMA_ASM("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // d (64 x 128 of this warpgroup) += a (64 x 8) * b (8 x 128), TF32 inputs, float32
@@ -246,7 +256,7 @@ __device__ __forceinline__ void wgmma_m64n128k8_tf32(float* d, unsigned long lon
               : WGMMA_ACCUMULATORS
               : "l"(a), "l"(b), "r"(1));  // scale-d 1: d += a * b
 #ifndef __CUDA_ARCH__
-    host_wgmma_tf32(d, a, b, 128);
+    host_wgmma_issue(d, a, nullptr, b, 128);
 #endif
 }
 
@@ -260,7 +270,7 @@ __device__ __forceinline__ void wgmma_m64n128k8_tf32_rs(float* d, const unsigned
               : WGMMA_ACCUMULATORS
               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));  // scale-d 1
 #ifndef __CUDA_ARCH__
-    host_wgmma_tf32_rs(d, a, b, 128);
+    host_wgmma_issue(d, 0, a, b, 128);
 #endif
 }
 #undef WGMMA_M64N128K8_TF32

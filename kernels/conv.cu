@@ -548,39 +548,47 @@ struct Loader {
     }
 };
 
-// Pipeline depth of every GEMM tile. The stages are the launch's dynamic shared memory
-// (gpu_plan.TileConfig.smem_bytes; past 48 KiB for the 128x128 tiles, with the kernel's opt-in).
+// Pipeline depth of the GEMM tiles: STAGES, and WGMMA_STAGES for the TF32 wgmma tiles, whose
+// MMAs still read a stage one step after it was handed to them (gemm_mainloop's LAG). The
+// stages are the launch's dynamic shared memory (gpu_plan.TileConfig.smem_bytes; past 48 KiB
+// for the 128x128 tiles, with the kernel's opt-in).
 constexpr int STAGES = 3;
+constexpr int WGMMA_STAGES = 4;
 
 // A gemm_mainloop hook that does nothing with a landed stage.
 struct NoHook {
     __device__ __forceinline__ void operator()(int) const {}
 };
 
-// STAGES-deep cp.async pipeline over `tiles` reduction steps: step t+STAGES-1 is copied while
-// step t is multiplied; one barrier per step. landed(stage): this thread's own work on its
-// copies of a step once they have landed, before the barrier. ASYNC_PROXY: the steps are read
-// by wgmma, through the async proxy, which each thread's writes are fenced to before it.
-template <int STAGES, int A_STAGE, int B_STAGE, bool ASYNC_PROXY = false, typename T, class L,
-          class Compute, class Landed = NoHook>
+// DEPTH-stage cp.async pipeline over `tiles` reduction steps: step t + AHEAD is copied while
+// step t is multiplied; one barrier per step. LAG: the steps after its compute returns that a
+// stage is still read (wgmma's in flight, waited for one step later), so AHEAD = DEPTH - 1 -
+// LAG and step t's copies go to the stage of step t - 1 - LAG, whose reads everyone has
+// completed before the barrier. landed(stage): this thread's own work on its copies of a step
+// once they have landed, before the barrier. ASYNC_PROXY: the steps are read by wgmma,
+// through the async proxy, which each thread's writes are fenced to before it.
+template <int DEPTH, int A_STAGE, int B_STAGE, bool ASYNC_PROXY = false, int LAG = 0, typename T,
+          class L, class Compute, class Landed = NoHook>
 __device__ __forceinline__ void gemm_mainloop(L& ld, T* As, T* Bs, int tiles, Compute&& compute,
                                               Landed landed = Landed()) {
+    constexpr int AHEAD = DEPTH - 1 - LAG;
+    static_assert(AHEAD >= 1, "a step copied ahead at least");
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
+    for (int s = 0; s < AHEAD; ++s) {
         if (s < tiles) ld.load(As + s * A_STAGE, Bs + s * B_STAGE);
         copy_commit();
     }
-    int read = 0, write = STAGES - 1;  // the stages of step t and of step t + STAGES - 1
+    int read = 0, write = AHEAD;  // the stages of step t and of step t + AHEAD
     for (int t = 0; t < tiles; ++t) {
-        copy_wait<STAGES - 2>();  // step t has landed (this thread's copies)
+        copy_wait<AHEAD - 1>();  // step t has landed (this thread's copies)
         landed(read);
         if constexpr (ASYNC_PROXY) fence_proxy_async();
-        __syncthreads();          // everyone's copies; and the write stage is free
-        if (t + STAGES - 1 < tiles) ld.load(As + write * A_STAGE, Bs + write * B_STAGE);
+        __syncthreads();         // everyone's copies; and the write stage is free
+        if (t + AHEAD < tiles) ld.load(As + write * A_STAGE, Bs + write * B_STAGE);
         copy_commit();
         compute(As + read * A_STAGE, Bs + read * B_STAGE);
-        read = read == STAGES - 1 ? 0 : read + 1;
-        write = write == STAGES - 1 ? 0 : write + 1;
+        read = read == DEPTH - 1 ? 0 : read + 1;
+        write = write == DEPTH - 1 ? 0 : write + 1;
     }
 }
 
@@ -596,23 +604,24 @@ __device__ __forceinline__ void split_range(const ConvParams& p, const Slice<Ind
 }
 
 // One block's share of a GEMM (rows from blockIdx.y * M, columns from blockIdx.x * N): its
-// reduction steps (split_range) copied by loader L through the STAGES dynamic shared stages
-// (A's, then B's) and handed to compute(as, bs) one at a time (gemm_mainloop, with its landed
-// hook). Returns the stages, in which the epilogue then stages the outputs.
-template <class L, bool ASYNC_PROXY = false, typename Index, class Compute, class Landed = NoHook>
+// reduction steps (split_range) copied by loader L through DEPTH dynamic shared stages (A's,
+// then B's) and handed to compute(as, bs) one at a time (gemm_mainloop, with its LAG and
+// landed hook). Returns the stages, in which the epilogue then stages the outputs.
+template <class L, bool ASYNC_PROXY = false, int DEPTH = STAGES, int LAG = 0, typename Index,
+          class Compute, class Landed = NoHook>
 __device__ __forceinline__ typename L::Type* gemm_block(const ConvParams& p, const Slice<Index>& s,
                                                         Compute&& compute, Landed landed = Landed()) {
     typedef typename L::Type T;
     typedef typename L::LayoutA LA;
     typedef typename L::LayoutB LB;
-    DYNAMIC_SHARED(T, stages, STAGES * (LA::SIZE + LB::SIZE));  // then the staged outputs
+    DYNAMIC_SHARED(T, stages, DEPTH * (LA::SIZE + LB::SIZE));  // then the staged outputs
     __shared__ Column<Index> columns[L::N];
     Index k0;
     int tiles;
     split_range(p, s, L::K, k0, tiles);
     L ld(p, s, columns, (int)blockIdx.y * L::M, (Index)blockIdx.x * L::N, k0);
-    gemm_mainloop<STAGES, LA::SIZE, LB::SIZE, ASYNC_PROXY>(ld, stages, stages + STAGES * LA::SIZE,
-                                                            tiles, compute, landed);
+    gemm_mainloop<DEPTH, LA::SIZE, LB::SIZE, ASYNC_PROXY, LAG>(ld, stages, stages + DEPTH * LA::SIZE,
+                                                                tiles, compute, landed);
     return stages;
 }
 
@@ -931,13 +940,16 @@ __global__ void __launch_bounds__(mma_threads(BM, BN), mma_blocks_per_sm(BM, BN)
 // 128 columns (BN 256 takes 128 accumulators a thread, one block an SM). TERMS 1 ("tf32"):
 // both operands read from the shared stages by descriptors (no fragment loads, no shuffles:
 // the instruction stream is the loader's copies and the wgmmas). Both tiles are stored
-// reduction-major in core matrices (CoreK), as TF32 wgmma requires. Each step's wgmmas are
-// waited for before the next barrier: with STAGES stages the loader's next copies go to the
-// stage read one step earlier. TERMS 3 ("tf32x3", conv_gemm_mma's split): A from registers
-// (wgmma's RS form: each warp's fragments read from the stage and split into big and small),
-// B's big parts in place of its copies and its small parts in STAGES more stages after the
-// others, each thread splitting the elements it copied once they have landed (the landed
-// hook, before the barrier); a * b as big * small + small * big + big * big, smallest first.
+// reduction-major in core matrices (CoreK), as TF32 wgmma requires. TERMS 1: a step's wgmmas
+// run on through the next step's barrier and copies, waited for once the next step's are
+// issued (WGMMA_STAGES stages, two steps copied ahead: a step's copies go to the stage read
+// two steps earlier, whose wgmmas are done). TERMS 3 ("tf32x3", conv_gemm_mma's split): A
+// from registers (wgmma's RS form: each warp's fragments read from the stage and split into
+// big and small), B's big parts in place of its copies and its small parts in STAGES more
+// stages after the others, each thread splitting the elements it copied once they have landed
+// (the landed hook, before the barrier); a * b as big * small + small * big + big * big,
+// smallest first; its wgmmas are waited for within their step (the fragments' registers are
+// then free).
 
 // The wgmma GEMM's loader: both tiles CoreK (tests/test_loader_banks.py checks its copies).
 template <int BM, int BN, bool VEC_A, Bounds BOUNDS, typename Index>
@@ -948,6 +960,9 @@ template <int TERMS, int BM, int BN, bool WG, bool VEC_A, bool ZERO_PAD, typenam
 __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 * 128)) conv_gemm_wgmma(const ConvParams p) {
     static_assert(BN % 128 == 0 && ZERO_PAD, "wgmma_m64n128k8_tf32 parts; the zero-padding loader");
     constexpr int BK = 16, THREADS = BM / 64 * 128;
+    // TF32: a step's wgmmas waited for one step later (LAG 1, WGMMA_STAGES stages); 3xTF32's
+    // register-form fragments would then need twice the registers: waited for in their step
+    constexpr int DEPTH = TERMS == 1 ? WGMMA_STAGES : STAGES, LAG = TERMS == 1 ? 1 : 0;
     typedef WgmmaLoader<BM, BN, VEC_A, bounds_of(ZERO_PAD, WG, true), Index> L;
     typedef typename L::LayoutA LA;
     typedef typename L::LayoutB LB;
@@ -961,10 +976,10 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
     float acc[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) acc[i] = 0.0f;
-    // 3xTF32: B's small parts (STAGES more stages), where this thread's copies go, and its A
+    // 3xTF32: B's small parts (DEPTH more stages), where this thread's copies go, and its A
     // fragment rows (warp w of warpgroup g: rows 64g + 16w + lane/4, + 8)
-    DYNAMIC_SHARED(float, smem, STAGES * (LA::SIZE + (TERMS == 3 ? 2 : 1) * LB::SIZE));
-    float* const b_small = smem + STAGES * (LA::SIZE + LB::SIZE);
+    DYNAMIC_SHARED(float, smem, DEPTH * (LA::SIZE + (TERMS == 3 ? 2 : 1) * LB::SIZE));
+    float* const b_small = smem + DEPTH * (LA::SIZE + LB::SIZE);
     int kk, l;
     L::lanes((int)threadIdx.x, kk, l);
     const int b_dst = L::b_dst_of(kk, l);
@@ -972,7 +987,7 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
     const int a_k = (int)threadIdx.x % 4;
     const auto split_b = [&](int stage) {  // the landed hook: this thread's copies of B, split
         if constexpr (TERMS == 3) {
-            float* const big = smem + STAGES * LA::SIZE + stage * LB::SIZE;
+            float* const big = smem + DEPTH * LA::SIZE + stage * LB::SIZE;
 #pragma unroll
             for (int j = 0; j < L::PB; ++j) {
                 const int at = b_dst + L::b_shift(j);
@@ -983,7 +998,7 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
             }
         }
     };
-    float* const stages = gemm_block<L, true>(p, s, [&](const float* as, const float* bs) {
+    float* const stages = gemm_block<L, true, DEPTH, LAG>(p, s, [&](const float* as, const float* bs) {
         if constexpr (TERMS == 1) {
             wgmma_fence();
 #pragma unroll
@@ -993,9 +1008,9 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
                     wgmma_m64n128k8_tf32(acc + 64 * n, wgmma_desc(as + LA::at(k8, 64 * g), LA::LBO, LA::SBO),
                                          wgmma_desc(bs + LB::at(k8, 128 * n), LB::LBO, LB::SBO));
             wgmma_commit();
-            wgmma_wait<0>();
+            wgmma_wait<LAG>();  // the previous step's wgmmas: done; this step's may run on
         } else {
-            const float* const bs_small = b_small + (bs - (smem + STAGES * LA::SIZE));
+            const float* const bs_small = b_small + (bs - (smem + DEPTH * LA::SIZE));
             unsigned a_big[BK / 8][4], a_small[BK / 8][4];  // this lane's A fragments, split
 #pragma unroll
             for (int h = 0; h < BK / 8; ++h)
@@ -1025,7 +1040,9 @@ __global__ void __launch_bounds__(BM / 64 * 128, BN > 128 ? 1 : 512 / (BM / 64 *
     // 8j + 2(lane%4) + v%2 (the 128-column parts' accumulators in turn: 64 a part, 16 groups of
     // 8 columns); through shared memory in two passes, pass h taking the 16 rows of
     // each warp w with w % 2 == h (conv_gemm's bands, warp rows of 32)
-    static_assert(BM / 2 * BN <= STAGES * (LA::SIZE + LB::SIZE), "bands fit the stages");
+    static_assert(BM / 2 * BN <= DEPTH * (LA::SIZE + LB::SIZE), "bands fit the stages");
+    wgmma_wait<0>();  // the last step's wgmmas
+    wgmma_pin<BN / 2>(acc);
     copy_wait<0>();
     __syncthreads();  // every warp's last step is consumed
     const int z_group = (int)blockIdx.z / (int)(p.phases * p.splits);

@@ -37,6 +37,7 @@ def test_param_structs_match_the_kernels(source, struct, fields):
 
 
 @pytest.mark.parametrize("name, value", [("STAGES", plan.PIPELINE_STAGES),
+                                         ("WGMMA_STAGES", plan.WGMMA_STAGES),
                                          ("DIRECT_PIXELS", plan.DIRECT_PIXELS),
                                          ("MASK_TAPS", plan.MASK_TAPS),
                                          ("MASK_PIXELS", plan.MASK_PIXELS)])

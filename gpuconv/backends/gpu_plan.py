@@ -95,10 +95,15 @@ class TileConfig:
         b_tiles = 2 if self.wgmma and self.terms == 3 else 1
         return self.bk * ((self.bm + pad) + b_tiles * (self.bn + pad)) * itemsize
 
+    @property
+    def stages(self) -> int:
+        """conv.cu's pipeline depth: STAGES, WGMMA_STAGES for the TF32 wgmma tiles."""
+        return WGMMA_STAGES if self.wgmma and self.terms == 1 else PIPELINE_STAGES
+
     def smem_bytes(self, itemsize: int) -> int:
-        """The launch's dynamic shared memory: conv.cu's STAGES pipeline stages of the A and B
-        tiles (none for conv_direct)."""
-        return 0 if self.direct else PIPELINE_STAGES * self.stage_bytes(itemsize)
+        """The launch's dynamic shared memory: conv.cu's pipeline stages of the A and B tiles
+        (none for conv_direct)."""
+        return 0 if self.direct else self.stages * self.stage_bytes(itemsize)
 
     def kernel(self, ctype: str, wgrad: bool, zero_pad: bool = True, index64: bool = False,
                vec_a: bool = False) -> str:
@@ -121,6 +126,7 @@ DIRECT_PIXELS = 4  # conv.cu's: columns (pixels) a conv_direct thread owns
 DIRECT_BLOCKS_PER_SM = {4: 3, 8: 2}  # conv_direct's launch bounds, by itemsize (float, double)
 THREADS_PER_SM = 512  # __launch_bounds__(threads, 512 / threads): at most 128 registers
 PIPELINE_STAGES = 3   # conv.cu's STAGES
+WGMMA_STAGES = 4      # conv.cu's WGMMA_STAGES
 TILES = {t.name: t for t in (
     TileConfig("128x128", 128, 128, 16, tm=8, tn=8),
     TileConfig("128x128x32", 128, 128, 32, tm=8, tn=8),

@@ -14,7 +14,11 @@
 // PTX ISA's fragment layout (common.cuh, mma_tf32); all 32 lanes must take part. wgmma
 // m64nNk8 TF32: each lane computes its own accumulators from the shared-memory operands its
 // descriptors address (the dynamic buffer; their addresses are offsets into it), and A from
-// registers as mma.sync's, at once (the fences, commits and waits have nothing to order).
+// registers as mma.sync's, asynchronously as on a GPU: a wgmma is queued at issue and
+// computed when a wgmma_wait retires its commit group, from the shared memory and registers
+// as they are then (the latest moment a GPU may read them), so a stage overwritten or an A
+// register changed before that wait gives a wrong result (and, under ThreadSanitizer, a race);
+// a thread that returns with a wgmma not waited for ends the launch.
 // AddressSanitizer and ThreadSanitizer are told of every stack switch; under ThreadSanitizer a
 // switch orders nothing, only barriers do, so a shared-memory access no __syncthreads orders
 // against another thread's is a race report.
@@ -161,11 +165,23 @@ struct WarpScratch {
     unsigned a[32][4], b[32][2];
 };
 
+// A wgmma issued and not yet computed: its accumulators, its A (a descriptor, or the address
+// of the register form's fragment registers) and B's descriptor, its columns.
+struct PendingWgmma {
+    float* d;
+    unsigned long long a;
+    const unsigned* a_registers;
+    unsigned long long b;
+    unsigned n;
+};
+
 struct Fiber {
     ucontext_t context;
     dim3 thread_index;
     Barrier* warp;
     WarpScratch* scratch;
+    std::vector<PendingWgmma> wgmma_open;                 // issued since the last commit
+    std::vector<std::vector<PendingWgmma>> wgmma_groups;  // committed, oldest first
     std::atomic<const Barrier*> waits_at{nullptr};  // blocked until its generation moves on
     std::atomic<unsigned> waits_for{0};
     std::atomic<bool> returned{false};
@@ -247,6 +263,11 @@ inline void fiber_main() {
     Fiber& self = current_fiber();
     sanitizer_entered(nullptr, &run.launcher_stack, &run.launcher_stack_size);
     run.kernel();
+    if (!self.wgmma_open.empty() || !self.wgmma_groups.empty()) {
+        std::fprintf(stderr, "thread %u of block (%u, %u, %u) returned with wgmmas not waited for\n",
+                     self.thread_index.x, blockIdx.x, blockIdx.y, blockIdx.z);
+        std::abort();
+    }
     for (Barrier* b : {&run.block, self.warp}) {  // it no longer counts at a barrier
         const unsigned running = b->running.fetch_sub(1, std::memory_order_relaxed) - 1;
         if (b->count(b->arrived) && b->count(b->arrived) == running) b->release();
@@ -364,6 +385,8 @@ size_t emulate_launch(void (*kernel)(P), dim3 grid, dim3 block, size_t shared_by
                 for (unsigned w = 0; w < warps; ++w) run.warps[w].running = std::min(32u, threads - 32 * w);
                 for (Fiber& f : run.fibers) {  // each starts the kernel afresh
                     f.returned.store(false, std::memory_order_relaxed);
+                    f.wgmma_open.clear();
+                    f.wgmma_groups.clear();
                     getcontext(&f.context);
                     f.context.uc_stack = {f.stack, 0, FIBER_STACK};
                     f.context.uc_link = nullptr;
@@ -477,4 +500,30 @@ inline void host_wgmma_tf32_rs(float* d, const unsigned* a, unsigned long long b
             d[4 * j + v] = (float)s;
         }
     arrive_and_wait(*self.warp);  // the scratch is reused by the next exchange
+}
+
+// wgmma's asynchrony (see the header): issue queues, commit closes a group, wait<n> computes
+// the oldest groups until at most n are in flight. The lanes of a warp reach a wait together
+// with the same queue, so the register form's exchanges pair up as at issue.
+inline void host_wgmma_issue(float* d, unsigned long long a, const unsigned* a_registers,
+                             unsigned long long b, unsigned n) {
+    current_fiber().wgmma_open.push_back({d, a, a_registers, b, n});
+}
+
+inline void host_wgmma_commit() {
+    Fiber& self = current_fiber();
+    self.wgmma_groups.push_back(std::move(self.wgmma_open));
+    self.wgmma_open.clear();
+}
+
+inline void host_wgmma_wait(unsigned n) {
+    Fiber& self = current_fiber();
+    while (self.wgmma_groups.size() > n) {
+        const std::vector<PendingWgmma> group = std::move(self.wgmma_groups.front());
+        self.wgmma_groups.erase(self.wgmma_groups.begin());
+        for (const PendingWgmma& w : group) {
+            if (w.a_registers) host_wgmma_tf32_rs(w.d, w.a_registers, w.b, w.n);
+            else host_wgmma_tf32(w.d, w.a, w.b, w.n);
+        }
+    }
 }
