@@ -156,3 +156,12 @@ def test_split_reductions_and_phases_no_tap_reaches(gpu_plans, dtype):
     (p,) = nb._PREPARED.values()
     fill, gemm = p.steps
     assert fill.name == "conv_fill_bias" and gemm.grid[2] == 4, p.steps
+    nb._PREPARED.clear()
+    gy = rng.standard_normal((2, 4, 3, 3)).astype(dtype)  # 2 channels: conv_direct, 1 phase of 4
+    w = rng.standard_normal((4, 2, 1, 1)).astype(dtype)
+    b = rng.standard_normal(2).astype(dtype)
+    spec = ConvSpec.make(2, (1, 1), stride=2)
+    assert_close(nb.conv2d_grad_input(gy, w, spec, (6, 6), b),
+                 ref.conv2d_grad_input(gy, w, spec, (6, 6), b), k=4, dtype=dtype,
+                 what="conv_direct grad_input, 1 phase of 4 reached")
+    assert launched() == ["conv_fill_bias", "conv_direct<2>"], launched()
