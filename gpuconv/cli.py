@@ -187,7 +187,7 @@ def _names(ctx, param, value):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a bar chart of the ratios to cuDNN to this PNG file.")
 @click.option("--plan", "plan_precision", type=click.Choice(["ieee", "tf32", "tf32x3"]),
-              help="Print the CuPy backend's conv launch plans for the suite at this precision "
+              help="Print the backend's conv launch plans for the suite at this precision "
                    "(tile, split-K, waves, fill, issued/useful MACs) and exit; needs no GPU.")
 @click.option("--tiles", is_flag=True,
               help="Also time every tile the CuPy backend can run for each conv pass and "
@@ -200,7 +200,10 @@ def bench(backend, ops, layers, repeat, json_path, plot_path, plan_precision, ti
     if plan_precision is not None:
         from gpuconv.benchmark import plans
         from gpuconv.benchmark.suite import GPU_SUITE, select
-        rows = _run_report(lambda: plans.plan_rows(select(GPU_SUITE, layers, ops), plan_precision))
+        if backend == "numba" and plan_precision != "ieee":
+            raise click.BadParameter("backend numba runs precision 'ieee' only", param_hint="--plan")
+        rows = _run_report(lambda: plans.plan_rows(select(GPU_SUITE, layers, ops), plan_precision,
+                                                   backend=backend))
         click.echo(plans.format_rows(rows))
         raise SystemExit(0 if all(r["ok"] for r in rows) else 1)
     from gpuconv.benchmark import BenchUnavailableError, cudnn as gpu

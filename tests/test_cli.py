@@ -286,3 +286,9 @@ def test_bench_plan_prints_the_launch_plans_without_a_gpu():
         ["resnet50_3x3_7", p, line.split()[2]] for p, line in
         zip(("forward", "grad_input", "grad_weight"), lines[2:])]
     assert all(line.split()[2].startswith("tf32x3-") for line in lines[2:])
+    numba = CliRunner().invoke(main, ["bench", "--backend", "numba", "--plan", "ieee",
+                                      "--layers", "resnet50_3x3_7"])
+    assert numba.exit_code == 0, numba.output
+    assert all(line.split()[2].startswith("numba-") for line in numba.output.splitlines()[2:])
+    refused = CliRunner().invoke(main, ["bench", "--backend", "numba", "--plan", "tf32"])
+    assert refused.exit_code == 2 and "precision 'ieee' only" in refused.output

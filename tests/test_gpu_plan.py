@@ -267,19 +267,8 @@ def _numba_suite_plans():
     for layer in suite.GPU_SUITE:
         if layer.kind not in ("conv", "conv_transpose") or layer.name.startswith("depthwise"):
             continue
-        transposed = layer.kind == "conv_transpose"
-        spec = ConvSpec.make(2, layer.kernel, stride=layer.stride, padding=layer.padding,
-                             dilation=layer.dilation, groups=layer.groups,
-                             output_padding=layer.output_padding, transposed=transposed)
-        x, w, y = layer.input_shape, layer.weight_shape, layer.output_shape
-        x, y = (y, x) if transposed else (x, y)
-        numba = {"forward": plan.numba_conv_forward_plan(x, w, spec, "float32", True),
-                 "grad_input": plan.numba_conv_grad_input_plan(y, w, spec, x[2:], "float32", True),
-                 "grad_weight": plan.numba_conv_grad_weight_plan(y, x, spec, w[2:], "float32")}
-        if transposed:
-            numba["forward"], numba["grad_input"] = numba["grad_input"], numba["forward"]
         cupy = plans.layer_plans(layer)
-        for pass_, numba_plan in numba.items():
+        for pass_, numba_plan in plans.layer_plans(layer, backend="numba").items():
             yield layer, pass_, numba_plan, cupy[pass_]
 
 

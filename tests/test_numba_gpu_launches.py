@@ -13,6 +13,8 @@ and together they are every instance a GPU plan can launch.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -118,50 +120,42 @@ def test_direct_depthwise_and_pooling_blocks(gpu_plans, dtype):
         launched
 
 
+# (input or grad_out shape, weight shape, conv options, grad-input's input size (None: the
+# forward, with bias and ReLU), the launches' kernels (base names) and slices of the GEMM)
+SPLITS_AND_PHASES = {
+    "split forward": ((1, 32, 6, 6), (8, 32, 3, 3), dict(padding=1), None,
+                      ["conv_gemm", "conv_splitk_reduce"]),
+    "split grad-input": ((1, 64, 5, 5), (64, 8, 3, 3), dict(stride=2, padding=1), (9, 9),
+                         ["conv_gemm", "conv_splitk_reduce"]),
+    # stride 4, dilation 2: taps reach phases 0 and 2 of each axis, 4 of the 16 (not the
+    # first four), and half the rows and columns; 4 slices
+    "4 phases of 16": ((2, 8, 4, 4), (8, 6, 2, 2), dict(stride=4, dilation=2), (15, 15),
+                       ["conv_fill_bias", "conv_gemm"]),
+    "conv_direct, 1 phase of 4": ((2, 4, 3, 3), (4, 2, 1, 1), dict(stride=2), (6, 6),
+                                  ["conv_fill_bias", "conv_direct"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SPLITS_AND_PHASES))
 @pytest.mark.parametrize("dtype", list(gpu_plan.NUMBA_TILES_FOR))
-def test_split_reductions_and_phases_no_tap_reaches(gpu_plans, dtype):
+def test_split_reductions_and_phases_no_tap_reaches(gpu_plans, dtype, case):
     """As on a GPU, the plan model splits long reductions of small outputs (partials summed
     in split order, then bias and ReLU) in the forward and grad-input, and grad-input runs
     only the stride phases some tap reaches, the bias filled in first where none does."""
+    shape, w_shape, options, input_hw, kernels = SPLITS_AND_PHASES[case]
     rng = np.random.default_rng(8)
-
-    def launched():
-        return [step.name for p in nb._PREPARED.values() for step in p.steps]
-    x = rng.standard_normal((1, 32, 6, 6)).astype(dtype)
-    w = rng.standard_normal((8, 32, 3, 3)).astype(dtype)
-    b = rng.standard_normal(8).astype(dtype)
-    spec = ConvSpec.make(2, (3, 3), padding=1)
-    assert_close(nb.conv2d(x, w, b, spec, relu=True), ref.conv2d(x, w, b, spec, relu=True),
-                 k=288, dtype=dtype, what="split forward")
-    assert launched()[-1] == "conv_splitk_reduce", launched()
-    nb._PREPARED.clear()
-    gy = rng.standard_normal((1, 64, 5, 5)).astype(dtype)
-    w = rng.standard_normal((64, 8, 3, 3)).astype(dtype)
-    b = rng.standard_normal(8).astype(dtype)
-    spec = ConvSpec.make(2, (3, 3), stride=2, padding=1)
-    assert_close(nb.conv2d_grad_input(gy, w, spec, (9, 9), b),
-                 ref.conv2d_grad_input(gy, w, spec, (9, 9), b), k=256, dtype=dtype,
-                 what="split grad_input")
-    assert launched()[-1] == "conv_splitk_reduce", launched()
-    nb._PREPARED.clear()
-    # stride 4, dilation 2: taps reach phases 0 and 2 of each axis, 4 of the 16 (the live
-    # ones are not the first four), and half the rows and columns
-    gy = rng.standard_normal((2, 8, 4, 4)).astype(dtype)
-    w = rng.standard_normal((8, 6, 2, 2)).astype(dtype)
-    b = rng.standard_normal(6).astype(dtype)
-    spec = ConvSpec.make(2, (2, 2), stride=4, dilation=2)
-    assert_close(nb.conv2d_grad_input(gy, w, spec, (15, 15), b),
-                 ref.conv2d_grad_input(gy, w, spec, (15, 15), b), k=8, dtype=dtype,
-                 what="grad_input, 4 phases of 16 reached")
+    a, w = (rng.standard_normal(s).astype(dtype) for s in (shape, w_shape))
+    spec = ConvSpec.make(2, w_shape[2:], **options)
+    if input_hw is None:  # reductions over C/G x kH x kW, or (at most) O x kH x kW
+        b = rng.standard_normal(w_shape[0]).astype(dtype)
+        got, want = (be.conv2d(a, w, b, spec, relu=True) for be in (nb, ref))
+        k = math.prod(w_shape[1:])
+    else:
+        b = rng.standard_normal(w_shape[1]).astype(dtype)
+        got, want = (be.conv2d_grad_input(a, w, spec, input_hw, b) for be in (nb, ref))
+        k = w_shape[0] * math.prod(w_shape[2:])
+    assert_close(got, want, k=k, dtype=dtype, what=case)
     (p,) = nb._PREPARED.values()
-    fill, gemm = p.steps
-    assert fill.name == "conv_fill_bias" and gemm.grid[2] == 4, p.steps
-    nb._PREPARED.clear()
-    gy = rng.standard_normal((2, 4, 3, 3)).astype(dtype)  # 2 channels: conv_direct, 1 phase of 4
-    w = rng.standard_normal((4, 2, 1, 1)).astype(dtype)
-    b = rng.standard_normal(2).astype(dtype)
-    spec = ConvSpec.make(2, (1, 1), stride=2)
-    assert_close(nb.conv2d_grad_input(gy, w, spec, (6, 6), b),
-                 ref.conv2d_grad_input(gy, w, spec, (6, 6), b), k=4, dtype=dtype,
-                 what="conv_direct grad_input, 1 phase of 4 reached")
-    assert launched() == ["conv_fill_bias", "conv_direct<2>"], launched()
+    assert [step.name.partition("<")[0] for step in p.steps] == kernels, p.steps
+    if case == "4 phases of 16":
+        assert p.steps[1].grid[2] == 4, p.steps

@@ -595,17 +595,27 @@ def phase_axis(r: int, k: int, s: int, d: int, lo: int, length: int) -> tuple[in
     return taps, max(0, -(-(lo + length - r) // s) - u0)
 
 
-def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpec, input_hw,
-                         dtype: str, has_bias: bool, precision: str = "ieee",
-                         tile: str | None = None, sm_count: int = DEFAULT_SM_COUNT) -> Plan:
-    """dx (N, C, H, W): the transposed conv of grad_out, one slice per group and stride phase
-    that some tap reaches (conv_fill_bias first writes the bias, or zeros, to the rest, if any).
-    Under reflect /
-    replicate / circular padding the slices write the padded gradient, which
-    conv_pad_adjoint folds back onto the input."""
-    if is_depthwise(w_shape, spec.groups):
-        return depthwise_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec, input_hw,
-                                         dtype, has_bias)
+@dataclass(frozen=True)
+class GradInputSlices:
+    """What both backends' grad-input plans share: the GEMM's fields (``phases``: the stride
+    phases some tap reaches, a slice each per group), its shape over the largest live phase
+    (None where no tap reaches the input) and the output rows its columns span, the
+    target's element count, conv_fill_bias's fields where some position no tap reaches
+    (else none) and the split reduce's fields."""
+
+    params: dict
+    shape: GemmShape | None
+    pixel_rows: int
+    out_count: int
+    fills: list
+    reduce: dict
+
+
+def grad_input_slices(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpec, input_hw,
+                      has_bias: bool) -> GradInputSlices:
+    """grad-input's slices: the padded input's rows r + s*u of stride phase r gather the taps
+    i with i*d = r (mod s) (``phase_axis``); zero padding writes "out", the other modes
+    "padded" (conv_pad_adjoint folds it back, adding the bias)."""
     n, o, ho, wo = gy_shape
     _, cg, kh, kw = w_shape
     groups, c = spec.groups, cg * spec.groups
@@ -617,29 +627,48 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
     live = [(a, b) for a in axes_h if a[0] and a[1] for b in axes_w if b[0] and b[1]]
     target = "out" if zeros else "padded"
     params = dict(a="weight", b="grad_out", bias="bias" if has_bias and zeros else None,
-                  a_stride=w_strides, b_stride=gy_strides, batch=n, b_h=ho, b_w=wo, out_c=c,
-                  out_h=len_h, out_w=len_w, m=cg, kc=o // groups, q_h=ho, q_w=wo, lo_h=lo_h,
-                  lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0, transposed=1,
+                  out=target, a_stride=w_strides, b_stride=gy_strides, batch=n, b_h=ho, b_w=wo,
+                  out_c=c, out_h=len_h, out_w=len_w, m=cg, kc=o // groups, q_h=ho, q_w=wo,
+                  lo_h=lo_h, lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0, transposed=1,
                   **_conv_common(spec, (kh, kw)))
     params["phases"] = len(live)
     out_count = n * c * len_h * len_w
     reached = sum(ah[1] * aw[1] for ah, aw in live)
     fills = [dict(out=target, bias=params["bias"], total=out_count, out_c=c,
                   plane=len_h * len_w)] if reached < len_h * len_w else []
-    if not live:  # no tap reaches the input: the gradient is zero (plus the bias)
-        plan = Plan([_elementwise(f"conv_fill_bias<{CTYPES[dtype]}>", out_count, fills[0])])
+    shape = GemmShape(cg, n * max(ah[1] * aw[1] for ah, aw in live),
+                      o // groups * max(ah[0] * aw[0] for ah, aw in live),
+                      groups * len(live)) if live else None
+    return GradInputSlices(params, shape, n * max((ah[1] for ah, _ in live), default=0),
+                           out_count, fills,
+                           dict(bias=params["bias"], out_c=c, plane=len_h * len_w))
+
+
+def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpec, input_hw,
+                         dtype: str, has_bias: bool, precision: str = "ieee",
+                         tile: str | None = None, sm_count: int = DEFAULT_SM_COUNT) -> Plan:
+    """dx (N, C, H, W): the transposed conv of grad_out, one slice per group and stride phase
+    that some tap reaches (conv_fill_bias first writes the bias, or zeros, to the rest, if any).
+    Under reflect / replicate / circular padding the slices write the padded gradient, which
+    conv_pad_adjoint folds back onto the input."""
+    if is_depthwise(w_shape, spec.groups):
+        return depthwise_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec, input_hw,
+                                         dtype, has_bias)
+    g = grad_input_slices(gy_shape, gy_strides, w_shape, w_strides, spec, input_hw, has_bias)
+    if g.shape is None:  # no tap reaches the input: the gradient is zero (plus the bias)
+        plan = Plan([_elementwise(f"conv_fill_bias<{CTYPES[dtype]}>", g.out_count, g.fills[0])])
     else:
-        shape = GemmShape(cg, n * max(ah[1] * aw[1] for ah, aw in live),
-                          o // groups * max(ah[0] * aw[0] for ah, aw in live), groups * len(live))
-        index64 = _needs_index64(_span(gy_shape, gy_strides), _span(w_shape, w_strides), out_count)
-        reduce = dict(bias=params["bias"], out_c=c, plane=len_h * len_w)
-        plan = _gemm_plan(shape, params, dtype, precision, tile, sm_count,
-                          masks_fit((kh, kw)), index64, False,
-                          target, reduce, out_count, fills, n * max(ah[1] for ah, _ in live))
-    if zeros:
+        index64 = _needs_index64(_span(gy_shape, gy_strides), _span(w_shape, w_strides),
+                                 g.out_count)
+        plan = _gemm_plan(g.shape, g.params, dtype, precision, tile, sm_count,
+                          masks_fit(w_shape[2:]), index64, False, g.params["out"], g.reduce,
+                          g.out_count, g.fills, g.pixel_rows)
+    if spec.padding_mode == "zeros":
         return plan
-    plan.launches.append(_pad_adjoint(n, c, tuple(input_hw), (len_h, len_w), spec, has_bias, dtype))
-    plan.workspaces["padded"] = (out_count, dtype)
+    n, c = gy_shape[0], w_shape[1] * spec.groups
+    len_hw = (g.params["len_h"], g.params["len_w"])
+    plan.launches.append(_pad_adjoint(n, c, tuple(input_hw), len_hw, spec, has_bias, dtype))
+    plan.workspaces["padded"] = (g.out_count, dtype)
     return plan
 
 
@@ -1109,52 +1138,31 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
     if is_depthwise(w_shape, spec.groups):
         return numba_depthwise_grad_input_plan(gy_shape, w_shape, spec, input_hw, dtype, has_bias,
                                                simulator)
-    n, o, ho, wo = gy_shape
-    _, cg, kh, kw = w_shape
-    groups, c = spec.groups, cg * spec.groups
-    h, w = input_hw
-    zeros = spec.padding_mode == "zeros"
-    lo_h, lo_w, len_h, len_w = _grad_input_target(spec, input_hw)
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    axes_h = [phase_axis(r, kh, sh, dh, lo_h, len_h) for r in range(sh)]
-    axes_w = [phase_axis(r, kw, sw, dw, lo_w, len_w) for r in range(sw)]
-    live = [(a, b) for a in axes_h if a[0] and a[1] for b in axes_w if b[0] and b[1]]
-    wide = _wide(gy_shape, w_shape, (n, c, len_h, len_w))
-    target = "out" if zeros else "padded"
-    params = dict(a="weight", b="grad_out", bias="bias" if has_bias and zeros else None,
-                  out=target, a_stride=contiguous_strides(w_shape),
-                  b_stride=contiguous_strides(gy_shape), batch=n, b_h=ho, b_w=wo, out_c=c,
-                  out_h=len_h, out_w=len_w, m=cg, kc=o // groups, q_h=ho, q_w=wo, lo_h=lo_h,
-                  lo_w=lo_w, len_h=len_h, len_w=len_w, mode=0, transposed=1,
-                  **_conv_common(spec, (kh, kw)))
-    params["phases"] = len(live)
-    out_count = n * c * len_h * len_w
-    reached = sum(ah[1] * aw[1] for ah, aw in live)
-    fills = [dict(out=target, bias=params["bias"], total=out_count, out_c=c,
-                  plane=len_h * len_w)] if reached < len_h * len_w else []
-    if not live:  # no tap reaches the input: the gradient is zero (plus the bias)
-        plan = Plan([_numba_elementwise("conv_fill_bias", out_count, fills[0], simulator)])
+    g = grad_input_slices(gy_shape, contiguous_strides(gy_shape), w_shape,
+                          contiguous_strides(w_shape), spec, input_hw, has_bias)
+    n, c = gy_shape[0], w_shape[1] * spec.groups
+    len_hw = (g.params["len_h"], g.params["len_w"])
+    elementwise = functools.partial(_numba_elementwise, simulator=simulator)
+    if g.shape is None:  # no tap reaches the input: the gradient is zero (plus the bias)
+        plan = Plan([elementwise("conv_fill_bias", g.out_count, g.fills[0])])
     else:
-        cols = n * max(ah[1] * aw[1] for ah, aw in live)
-        taps = o // groups * max(ah[0] * aw[0] for ah, aw in live)
-        slices = _check_grid_z(groups * len(live), "grad-input")
+        _check_grid_z(g.shape.slices, "grad-input")
+        wide = _wide(gy_shape, w_shape, (n, c) + len_hw)
         # grad_out's bounds are zeros whatever the padding (conv_pad_adjoint folds the rest)
-        direct = _numba_direct(cg, cols, n * max(ah[1] for ah, _ in live), taps, slices, dtype,
-                               True, wide, simulator)
-        reduce = dict(bias=params["bias"], out_c=c, plane=len_h * len_w)
+        direct = _numba_direct(g.shape.rows, g.shape.cols, g.pixel_rows, g.shape.k,
+                               g.shape.slices, dtype, True, wide, simulator)
         if direct is None:
-            plan = _numba_gemm_plan(GemmShape(cg, cols, taps, slices), params, dtype, simulator,
-                                    True, wide, False, target, reduce, out_count, fills)
+            plan = _numba_gemm_plan(g.shape, g.params, dtype, simulator, True, wide, False,
+                                    g.params["out"], g.reduce, g.out_count, g.fills)
         else:
             kernel, grid, block, choice = direct
-            plan = _split_plan(choice, Launch(kernel, grid, block, params), target, reduce,
-                               out_count, dtype,
-                               functools.partial(_numba_elementwise, simulator=simulator), fills)
-    if zeros:
+            plan = _split_plan(choice, Launch(kernel, grid, block, g.params), g.params["out"],
+                               g.reduce, g.out_count, dtype, elementwise, g.fills)
+    if spec.padding_mode == "zeros":
         return plan
-    adjoint = _pad_adjoint_params(n, c, (h, w), (len_h, len_w), spec, has_bias)
-    plan.launches.append(_numba_elementwise("conv_pad_adjoint", n * c * h * w, adjoint, simulator))
-    plan.workspaces["padded"] = (out_count, dtype)
+    adjoint = _pad_adjoint_params(n, c, tuple(input_hw), len_hw, spec, has_bias)
+    plan.launches.append(elementwise("conv_pad_adjoint", n * c * math.prod(input_hw), adjoint))
+    plan.workspaces["padded"] = (g.out_count, dtype)
     return plan
 
 

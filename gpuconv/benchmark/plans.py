@@ -15,9 +15,11 @@ from gpuconv.shapes import ConvSpec
 
 
 def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.DEFAULT_SM_COUNT,
-                dtype: str = "float32", tile: str | None = None) -> dict[str, gpu_plan.Plan]:
-    """pass -> the Plan the CuPy backend makes for ``layer`` (a conv or transposed conv), with
-    ``tile`` forced where a pass's case has it (``autotune.forced_tile``)."""
+                dtype: str = "float32", tile: str | None = None,
+                backend: str = "cupy") -> dict[str, gpu_plan.Plan]:
+    """pass -> the Plan the CuPy backend (or ``backend`` "numba", "ieee" only) makes for
+    ``layer`` (a conv or transposed conv), with ``tile`` forced where a pass's case has it
+    (``autotune.forced_tile``; CuPy)."""
     transposed = layer.kind == "conv_transpose"
     spec = ConvSpec.make(2, layer.kernel, stride=layer.stride, padding=layer.padding,
                          dilation=layer.dilation, groups=layer.groups,
@@ -25,15 +27,21 @@ def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.
     x, w, y = layer.input_shape, layer.weight_shape, layer.output_shape
     # a transposed conv runs conv's passes with input and output exchanged
     conv_x, conv_y = (y, x) if transposed else (x, y)
-    strides = gpu_plan.contiguous_strides
-    forward = gpu_plan.conv_forward_plan(conv_x, strides(conv_x), w, strides(w), spec, dtype,
-                                         True, precision, tile, sm_count)
-    grad_input = gpu_plan.conv_grad_input_plan(conv_y, strides(conv_y), w, strides(w), spec,
-                                               conv_x[2:], dtype, True, precision, tile,
-                                               sm_count)
-    grad_weight = gpu_plan.conv_grad_weight_plan(conv_y, strides(conv_y), conv_x, strides(conv_x),
-                                                 spec, w[2:], dtype, precision, tile,
-                                                 sm_count)
+    if backend == "numba":
+        forward = gpu_plan.numba_conv_forward_plan(conv_x, w, spec, dtype, True)
+        grad_input = gpu_plan.numba_conv_grad_input_plan(conv_y, w, spec, conv_x[2:], dtype, True)
+        grad_weight = gpu_plan.numba_conv_grad_weight_plan(conv_y, conv_x, spec, w[2:], dtype,
+                                                           sm_count=sm_count)
+    else:
+        strides = gpu_plan.contiguous_strides
+        forward = gpu_plan.conv_forward_plan(conv_x, strides(conv_x), w, strides(w), spec, dtype,
+                                             True, precision, tile, sm_count)
+        grad_input = gpu_plan.conv_grad_input_plan(conv_y, strides(conv_y), w, strides(w), spec,
+                                                   conv_x[2:], dtype, True, precision, tile,
+                                                   sm_count)
+        grad_weight = gpu_plan.conv_grad_weight_plan(conv_y, strides(conv_y), conv_x,
+                                                     strides(conv_x), spec, w[2:], dtype,
+                                                     precision, tile, sm_count)
     if transposed:  # its forward is conv's grad-input, its grad-input conv's forward
         forward, grad_input = grad_input, forward
     return {"forward": forward, "grad_input": grad_input, "grad_weight": grad_weight}
@@ -57,14 +65,14 @@ def pass_tiles(layer: Layer, pass_: str, precision: str = "ieee",
 
 
 def plan_rows(layers: Sequence[Layer] = GPU_SUITE, precision: str = "ieee",
-              sm_count: int = gpu_plan.DEFAULT_SM_COUNT) -> list[dict]:
-    """One row per conv layer and pass that runs a GEMM: the choice and the model's figures,
-    with ``ok`` saying whether the thresholds hold."""
+              sm_count: int = gpu_plan.DEFAULT_SM_COUNT, backend: str = "cupy") -> list[dict]:
+    """One row per conv layer and pass that runs a GEMM (``backend``'s plans): the choice and
+    the model's figures, with ``ok`` saying whether the thresholds hold."""
     rows = []
     for layer in layers:
         if not layer.is_conv:
             continue
-        for pass_, plan in layer_plans(layer, precision, sm_count).items():
+        for pass_, plan in layer_plans(layer, precision, sm_count, backend=backend).items():
             if plan.choice is None:
                 continue
             rows.append(dict(layer=layer.name, pass_=pass_, **plan.choice.row(),
