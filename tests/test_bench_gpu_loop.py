@@ -269,12 +269,14 @@ def test_bench_without_torch_or_its_cuda(monkeypatch):
     assert "simulator is on" in invoke("--backend", "numba").output
 
 
-@pytest.mark.parametrize("precision, kernel", [("ieee", "conv_gemm<float"), ("tf32x3", "conv_gemm_mma<3")])
-def test_cupy_sides_record_their_launch_plan(precision, kernel):
-    """A CuPy conv side carries what was launched and the plan model's figures, so each
-    measured ratio can be read against its tile, split-K, waves and fill."""
+@pytest.mark.parametrize("backend, precision, kernel", [("cupy", "ieee", "conv_gemm<float"),
+                                                     ("cupy", "tf32x3", "conv_gemm_mma<3"),
+                                                     ("numba", "ieee", "conv_gemm<numba-")])
+def test_gpu_sides_record_their_launch_plan(backend, precision, kernel):
+    """A GPU backend's conv side carries what was launched and the plan model's figures, so
+    each measured ratio can be read against its tile, split-K, waves, fill and model time."""
     layer = next(layer for layer in gpu.GPU_SUITE if layer.name.startswith("resnet50_3x3"))
     for pass_ in layer.passes:
-        summary = gpu.plan_summary(layer, pass_, precision)
+        summary = gpu.plan_summary(layer, pass_, precision, backend)
         assert any(k.startswith(kernel) for k in summary["kernels"]), summary
         assert {"tile", "splits", "waves", "fill", "mac_ratio", "model_us"} <= set(summary)

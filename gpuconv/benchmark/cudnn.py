@@ -167,9 +167,9 @@ def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness,
             sides[name].update(timing, **side_metrics(timing, flops, nbytes, precision, h.limits,
                                                       h.copy_gbps))
         ours_side = sides.get(side_name(True, precision))
-        if h.backend == "cupy" and layer.is_conv and ours_side is not None:
-            ours_side["plan"] = plan_summary(layer, pass_, precision)
-            if h.tiles:
+        if h.backend in ("cupy", "numba") and layer.is_conv and ours_side is not None:
+            ours_side["plan"] = plan_summary(layer, pass_, precision, h.backend)
+            if h.tiles and h.backend == "cupy":
                 ours_side["tile_sweep"] = tile_sweep(layer, pass_, ours, h, precision, reference)
         result["sides"].update(sides)
         result[ratio_key(precision)] = ratio(result["sides"], precision)
@@ -177,11 +177,12 @@ def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness,
     return result
 
 
-def plan_summary(layer: Layer, pass_: str, precision: str) -> dict:
-    """What the CuPy backend launched for this pass (on a 132-SM device): its kernels, and the
-    plan model's tile, split-K, waves, fill and issued / useful MACs, to read a measured
-    ratio against (why a layer stands where it does)."""
-    plan = layer_plans(layer, precision)[pass_]
+def plan_summary(layer: Layer, pass_: str, precision: str, backend: str = "cupy") -> dict:
+    """What the GPU backend launched for this pass (on a 132-SM device): its kernels, and the
+    plan model's tile, split-K, waves, fill, issued / useful MACs and time, to read a
+    measured ratio against (why a layer stands where it does; the measured time over the
+    model's calibrates a tile's efficiency)."""
+    plan = layer_plans(layer, precision, backend=backend)[pass_]
     summary = {"kernels": [launch.kernel for launch in plan.launches]}
     if plan.choice is not None:
         summary.update(plan.choice.row())
