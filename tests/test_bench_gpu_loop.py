@@ -280,3 +280,24 @@ def test_gpu_sides_record_their_launch_plan(backend, precision, kernel):
         summary = gpu.plan_summary(layer, pass_, precision, backend)
         assert any(k.startswith(kernel) for k in summary["kernels"]), summary
         assert {"tile", "splits", "waves", "fill", "mac_ratio", "model_us"} <= set(summary)
+
+
+def test_model_table_compares_measured_and_modelled_times_per_tile():
+    """Each tile's measured over modelled time, a geometric mean over the passes the plans gave
+    it, per precision; wrong or untimed sides left out."""
+    from gpuconv.benchmark import results
+
+    def side(ms, tile, model_us, ok=True):
+        return {"ok": ok, "median_ms": ms, "plan": {"tile": tile, "model_us": model_us}}
+    ours, ours_tf32 = results.side_name(True, "ieee"), results.side_name(True, "tf32")
+    report = {"layers": [
+        {"passes": [{"sides": {ours: side(0.2, "numba-64x64", 100.0),
+                               ours_tf32: side(0.05, "tf32-128x128", 100.0)}},
+                    {"sides": {ours: side(0.8, "numba-64x64", 100.0)}}]},
+        {"passes": [{"sides": {ours: side(0.1, "numba-128x64", 50.0),
+                               ours_tf32: side(9.0, "tf32-128x128", 1.0, ok=False)}}]}]}
+    lines = results.model_table(report).splitlines()
+    assert lines[1:] == ["  ieee    numba-128x64           2.00 (of 1 pass)",
+                         "  ieee    numba-64x64            4.00 (of 2 passes)",
+                         "  tf32    tf32-128x128           0.50 (of 1 pass)"]
+    assert "no conv side" in results.model_table({"layers": []})

@@ -49,8 +49,9 @@ from gpuconv.benchmark.measure import (Timer, count_differing, interleaved, rela
                                        summarize)
 from gpuconv.benchmark.plans import layer_plans, pass_tiles
 from gpuconv.benchmark.results import (CUDNN_PRECISION, TOLERANCE, DeviceLimits, group_means,
-                                       limits_for, plot, ratio, ratio_key, side_metrics,
-                                       side_name, summary, table, tile_table, write_json)
+                                       limits_for, model_table, plot, ratio, ratio_key,
+                                       side_metrics, side_name, summary, table, tile_table,
+                                       write_json)
 from gpuconv.benchmark.suite import (GPU_SUITE, Layer, gpuconv_forward, gpuconv_pass,
                                      make_arrays, select)
 
@@ -493,6 +494,7 @@ def bench_command(backend: str = "cupy", ops=None, layers=None, repeat: int = DE
     echo(table(report))
     echo("")
     echo(summary(report))
+    echo(model_table(report))
     if tiles:
         echo("")
         echo(tile_table(report))

@@ -315,6 +315,29 @@ def tile_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def model_table(report: dict) -> str:
+    """The plan model against the run: for each tile our conv sides ran (``plan``, the GPU
+    backends' sides), at each precision, their measured median time over the model's
+    (geometric mean over the passes it ran; only right results): a tile whose figure sits
+    above its precision's others ran slower than the model's rating for it says
+    (gpu_plan.TILE_EFFICIENCY; the figures share the model's bandwidth and launch terms)."""
+    factors: dict[tuple[str, str], list[float]] = {}
+    for layer in report["layers"]:
+        for p in layer["passes"]:
+            for precision in PRECISIONS:
+                side = p["sides"].get(side_name(True, precision)) or {}
+                plan = side.get("plan") or {}
+                if side.get("ok") and "median_ms" in side and plan.get("model_us"):
+                    factors.setdefault((precision, plan["tile"]), []).append(
+                        1e3 * side["median_ms"] / plan["model_us"])
+    if not factors:
+        return "plan model: no conv side with a launch plan was timed"
+    lines = ["plan model: measured / modelled time of each tile the plans chose"]
+    lines += [f"  {precision:7s} {tile:20s} {geomean(r):6.2f} (of {_passes(len(r))})"
+              for (precision, tile), r in sorted(factors.items())]
+    return "\n".join(lines)
+
+
 def write_json(report: dict, path: Path) -> None:
     """The report as JSON at ``path``, replaced whole (a reader never sees half a file)."""
     text = (json.dumps(report, indent=1) + "\n").encode()
