@@ -179,6 +179,7 @@ def innermost_loops(code: list[tuple[int, str]]) -> list[list[str]]:
 
 
 MMA_OPCODES = ("HMMA", "HGMMA")  # mma.sync, wgmma
+WGMMA_WAIT = re.compile(r"WARPGROUP\.DEPBAR\.LE\s+gsb0,\s*0x([0-9a-f]+)")
 
 
 def math_ops(body: list[str]) -> int:
@@ -213,6 +214,9 @@ def loop_figures(body: list[str], code: list[tuple[int, str]]) -> dict:
         lds128=sum(o.startswith("LDS.128") for o in ops),
         cp_async=base.count("LDGSTS"),
         local_memory=sum(opcode(i).split(".")[0] in ("LDL", "STL") for _, i in code),
+        # wgmma groups left running by the loop's wait (wgmma.wait_group N: WARPGROUP.DEPBAR)
+        wgmma_in_flight=max((int(m.group(1), 16) for m in map(WGMMA_WAIT.search, body) if m),
+                            default=0),
     )
 
 
