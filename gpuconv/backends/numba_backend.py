@@ -292,7 +292,7 @@ def _configure_and_launch(kernel, grid, block, stream, *args):
 # --------------------------------------------------------------------------- direct launches
 # Numba's launch (``kernel[grid, block, stream](*args)``) types and converts every argument on
 # every call into the list that it hands to cuda.core's ``launch``: for a conv kernel's four
-# arrays and 39 scalars, 56-78 µs of CPU a launch against the direct launch's 0.5-1.4 µs
+# arrays and 39 scalars, 56-79 µs of CPU a launch against the direct launch's 0.5-1.4 µs
 # (bench/host.py, numba-cuda 0.30, this project's 2-core VM); a conv backward launches four.
 # On a GPU this backend builds that list itself once per signature and stream
 # (``kernel_arguments``, checked against Numba's own in tests/test_numba_direct_launch.py)
