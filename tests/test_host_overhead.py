@@ -216,6 +216,17 @@ def test_numba_null_pointers_and_views(numba_recording):
     assert launched["conv_grad_bias"][1] == (placeholder.data.ptr, 0)
 
 
+def test_numba_launch_choice():
+    """Direct launches on a GPU; Numba's own where GPUCONV_NUMBA_LAUNCH says so, and always in
+    the simulator; another value is refused, naming the variable."""
+    assert numba_backend.launches_directly("", simulated=False)
+    assert numba_backend.launches_directly("direct", simulated=False)
+    assert not numba_backend.launches_directly("numba", simulated=False)
+    assert not numba_backend.launches_directly("direct", simulated=True)
+    with pytest.raises(ValueError, match="GPUCONV_NUMBA_LAUNCH must be"):
+        numba_backend.launches_directly("cupy", simulated=False)
+
+
 def test_numba_on_cupy_arrays_launches_on_cupy_memory(numba_recording, monkeypatch):
     """CuPy arrays on the numba backend: CuPy allocates the outputs and workspaces (the outputs
     come back as those CuPy arrays), the kernels get their pointers, on the cuda.core stream

@@ -36,6 +36,7 @@ import ctypes
 import functools
 import math
 import operator
+import os
 import sys
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -297,8 +298,20 @@ def _configure_and_launch(kernel, grid, block, stream, *args):
 # On a GPU this backend builds that list itself once per signature and stream
 # (``kernel_arguments``, checked against Numba's own in tests/test_numba_direct_launch.py)
 # and a call writes its arrays' addresses into a copy of it. Numba's launch stays for the
-# simulator, and for the GPU test that compares the two (tests/test_gpu.py).
-DIRECT_LAUNCH = not SIMULATED
+# simulator, for the GPU test that compares the two (tests/test_gpu.py), and for a user who
+# sets LAUNCH_ENV to "numba" (the direct launch relies on numba-cuda's kernel objects and
+# stream conversion, which a later release may change).
+LAUNCH_ENV = "GPUCONV_NUMBA_LAUNCH"
+
+
+def launches_directly(choice: str, simulated: bool) -> bool:
+    """Whether kernels launch directly: on a GPU, unless LAUNCH_ENV (``choice``) says "numba"."""
+    if choice not in ("", "direct", "numba"):
+        raise ValueError(f"{LAUNCH_ENV} must be 'direct' or 'numba' (or unset), got {choice!r}")
+    return not simulated and choice != "numba"
+
+
+DIRECT_LAUNCH = launches_directly(os.environ.get(LAUNCH_ENV, ""), SIMULATED)
 SCALAR_TYPES = {types.int64: ctypes.c_int64, types.float64: ctypes.c_double}
 
 
