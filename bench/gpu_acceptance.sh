@@ -13,7 +13,8 @@
 #             depthwise, conv + ReLU fused, the CUDA-graph training step, the PyTorch adapter
 #             on CUDA tensors), six pytest processes at once (Numba's per dtype): they are
 #             bound by compiling (NVRTC for CuPy's module, about 30 s; Numba about 1.5 s a
-#             kernel, no cache across processes), not by the GPU;
+#             kernel, no cache across processes), not by the GPU; beside them, the Numba
+#             backend's host time per op with real (direct) launches (bench/host.py --device);
 #             gpuconv bench for cupy (ieee, tf32, tf32x3 against cuDNN FP32 and TF32; with
 #             --tiles, every tile of each conv pass timed: the plan model's pick against the
 #             fastest) and numba; one training epoch of lenet: gpuconv graph and eager
@@ -21,7 +22,7 @@
 #             backend's host time per op with real launches (bench/host.py --device)
 #   full      the whole test suite on the GPU, compute-sanitizer memcheck and racecheck
 #   train     gpuconv train --device cuda: lenet (the default) and vgg (the strongest)
-#   profile   one lenet training epoch under cProfile; the Numba backend's host time per op
+#   profile   one lenet training epoch under cProfile
 #
 # Environment: OUT (results; default /tmp/gpuconv-acceptance), DATA (Fashion-MNIST's IDX
 # files; default gpuconv's own choice), PYTHON (default python3), REPEAT (bench repetitions,
@@ -145,7 +146,7 @@ quick() {
     step install 20 "$PY" -m pip install --no-deps --no-build-isolation --no-index -e .
     step machine 10 bash -c "nvidia-smi; $PY -m gpuconv.cli info"
     together checks goldens_cupy goldens_numba_f32 goldens_numba_f64 checks_cupy \
-        checks_numba_f32 checks_numba_f64
+        checks_numba_f32 checks_numba_f64 host_numba
     for backend in ${BENCH_BACKENDS:-cupy numba}; do
         step "bench-$backend" "$([ "$backend" = cupy ] && echo 105 || echo 100)" \
             "$PY" -m gpuconv.cli bench --backend "$backend" \
@@ -158,11 +159,13 @@ quick() {
     host_step cupy 15
 }
 
-# the host time of every op with real launches (CPU µs per call; issue 13's 20 µs target)
+# the host time of every op with real launches (CPU µs per call; issues 13 and 14's 20 µs
+# target); Numba's, its kernels compiled on first use, beside the checks
 host_step() {  # host_step BACKEND SECONDS
-    step "host-$1" "$2" "$PY" bench/host.py --device --backends "$1" --label h200 \
-        --json "$RESULTS/host_overhead_h200.json"
+    step "host-$1" "$2" "$PY" bench/host.py --device --backends "$1" --label "h200-$1" \
+        --json "$RESULTS/host_overhead_h200_$1.json"
 }
+host_numba() { host_step numba 135; }
 
 # pytest with CuPy's memory pool off, so that memcheck sees each array's own allocation
 # (inside a pooled block an out-of-bounds access is invisible to it).
@@ -182,12 +185,10 @@ full() {
     done
 }
 
-# Where a training epoch's host time goes (read it with python -m pstats), and the Numba
-# backend's host time per op with real launches (its kernels compile on first use: slow).
+# Where a training epoch's host time goes (read it with python -m pstats).
 profile() {
     step profile 120 "$PY" -m cProfile -o "$RESULTS/train_epoch_cuda.prof" bench/train_epoch.py \
         --device cuda --model lenet --repeat 1 "${DATA_ARGS[@]}"
-    host_step numba 150
 }
 
 train() {
