@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import operator
-import os
 import struct
 import sys
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gpuconv import backends
+from gpuconv._files import atomic_write
 from gpuconv.backends import autotune, cuda_source, gpu_plan as plan, signature
 from gpuconv.backends.autotune import set_autotune  # noqa: F401  (public switch)
 from gpuconv.shapes import ConvSpec, PoolSpec
@@ -151,11 +151,8 @@ def _sm90a_module(cupy):
             mangled = {name: nvrtc.getLoweredName(program, name) for name in names}
         finally:
             nvrtc.destroyProgram(program)
-        folder.mkdir(parents=True, exist_ok=True)
         for path, data in ((cubin, binary), (index, json.dumps(mangled).encode())):
-            partial = path.with_suffix(f".{os.getpid()}.tmp")  # whole files only: a rename
-            partial.write_bytes(data)
-            os.replace(partial, path)
+            atomic_write(path, lambda f, data=data: f.write(data))  # whole files only
     return cupy.RawModule(path=str(cubin)), json.loads(index.read_text())
 
 

@@ -332,6 +332,11 @@ def _elementwise(kernel: str, count: int, params: dict) -> Launch:
     return Launch(kernel, (_blocks(count, POOL_BLOCK), 1, 1), (POOL_BLOCK, 1, 1), params)
 
 
+def _typed_elementwise(kernel: str, count: int, params: dict, dtype: str) -> Launch:
+    """_elementwise of the conv.cu template ``kernel`` instantiated for ``dtype``."""
+    return _elementwise(f"{kernel}<{CTYPES[dtype]}>", count, params)
+
+
 def _check_grid_z(z: int, what: str) -> int:
     if z > MAX_GRID_Z:
         raise ValueError(f"{what} needs {z} launch slices, more than CUDA's {MAX_GRID_Z}")
@@ -521,9 +526,8 @@ def _gemm_plan(shape: GemmShape, params: dict, dtype: str, precision: str, tile:
     gemm = Launch(t.kernel(ctype, wgrad, zero_pad, index64, vec_a), grid, (t.threads, 1, 1),
                   params, t.smem_bytes(itemsize))
     return _split_plan(choice, gemm, out, reduce, out_count, dtype,
-                       lambda kernel, count, fields: _elementwise(f"{kernel}<{ctype}>", count,
-                                                                  fields),
-                       fills, (params["a"],) if vec_a else ())
+                       functools.partial(_typed_elementwise, dtype=dtype), fills,
+                       (params["a"],) if vec_a else ())
 
 
 def _split_plan(choice: GemmChoice, gemm: Launch, out: str, reduce: dict, out_count: int,
@@ -644,6 +648,24 @@ def grad_input_slices(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpec, 
                            dict(bias=params["bias"], out_c=c, plane=len_h * len_w))
 
 
+def _grad_input_plan(g: GradInputSlices, gemm, spec: ConvSpec, input_hw, has_bias: bool,
+                     dtype: str, elementwise) -> Plan:
+    """Both backends' grad-input plan from its slices ``g``: ``gemm()``'s plan of them (the
+    bias, or zeros, filled in alone where no tap reaches the input), then, under reflect /
+    replicate / circular padding, conv_pad_adjoint folding the padded gradient onto the input.
+    ``elementwise``: the backend's launch of a conv-family kernel (``_split_plan``)."""
+    plan = gemm() if g.shape is not None else Plan(
+        [elementwise("conv_fill_bias", g.out_count, g.fills[0])])
+    if spec.padding_mode == "zeros":
+        return plan
+    n, c = g.params["batch"], g.params["out_c"]
+    adjoint = _pad_adjoint_params(n, c, tuple(input_hw), (g.params["len_h"], g.params["len_w"]),
+                                  spec, has_bias)
+    plan.launches.append(elementwise("conv_pad_adjoint", n * c * math.prod(input_hw), adjoint))
+    plan.workspaces["padded"] = (g.out_count, dtype)
+    return plan
+
+
 def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpec, input_hw,
                          dtype: str, has_bias: bool, precision: str = "ieee",
                          tile: str | None = None, sm_count: int = DEFAULT_SM_COUNT) -> Plan:
@@ -655,21 +677,15 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
         return depthwise_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec, input_hw,
                                          dtype, has_bias)
     g = grad_input_slices(gy_shape, gy_strides, w_shape, w_strides, spec, input_hw, has_bias)
-    if g.shape is None:  # no tap reaches the input: the gradient is zero (plus the bias)
-        plan = Plan([_elementwise(f"conv_fill_bias<{CTYPES[dtype]}>", g.out_count, g.fills[0])])
-    else:
+
+    def gemm() -> Plan:
         index64 = _needs_index64(_span(gy_shape, gy_strides), _span(w_shape, w_strides),
                                  g.out_count)
-        plan = _gemm_plan(g.shape, g.params, dtype, precision, tile, sm_count,
+        return _gemm_plan(g.shape, g.params, dtype, precision, tile, sm_count,
                           masks_fit(w_shape[2:]), index64, False, g.params["out"], g.reduce,
                           g.out_count, g.fills, g.pixel_rows)
-    if spec.padding_mode == "zeros":
-        return plan
-    n, c = gy_shape[0], w_shape[1] * spec.groups
-    len_hw = (g.params["len_h"], g.params["len_w"])
-    plan.launches.append(_pad_adjoint(n, c, tuple(input_hw), len_hw, spec, has_bias, dtype))
-    plan.workspaces["padded"] = (g.out_count, dtype)
-    return plan
+    return _grad_input_plan(g, gemm, spec, input_hw, has_bias, dtype,
+                            functools.partial(_typed_elementwise, dtype=dtype))
 
 
 def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSpec, kernel_hw,
@@ -767,8 +783,8 @@ def _pad_adjoint_params(n, c, hw, len_hw, spec: ConvSpec, has_bias: bool) -> dic
 
 
 def _pad_adjoint(n, c, hw, len_hw, spec: ConvSpec, has_bias: bool, dtype: str) -> Launch:
-    return _elementwise(f"conv_pad_adjoint<{CTYPES[dtype]}>", n * c * hw[0] * hw[1],
-                        _pad_adjoint_params(n, c, hw, len_hw, spec, has_bias))
+    return _typed_elementwise("conv_pad_adjoint", n * c * hw[0] * hw[1],
+                              _pad_adjoint_params(n, c, hw, len_hw, spec, has_bias), dtype)
 
 
 def depthwise_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dtype: str,
@@ -1140,30 +1156,21 @@ def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtyp
                                                simulator)
     g = grad_input_slices(gy_shape, contiguous_strides(gy_shape), w_shape,
                           contiguous_strides(w_shape), spec, input_hw, has_bias)
-    n, c = gy_shape[0], w_shape[1] * spec.groups
-    len_hw = (g.params["len_h"], g.params["len_w"])
     elementwise = functools.partial(_numba_elementwise, simulator=simulator)
-    if g.shape is None:  # no tap reaches the input: the gradient is zero (plus the bias)
-        plan = Plan([elementwise("conv_fill_bias", g.out_count, g.fills[0])])
-    else:
+
+    def gemm() -> Plan:
         _check_grid_z(g.shape.slices, "grad-input")
-        wide = _wide(gy_shape, w_shape, (n, c) + len_hw)
+        wide = _wide(gy_shape, w_shape, (g.out_count,))
         # grad_out's bounds are zeros whatever the padding (conv_pad_adjoint folds the rest)
         direct = _numba_direct(g.shape.rows, g.shape.cols, g.pixel_rows, g.shape.k,
                                g.shape.slices, dtype, True, wide, simulator)
         if direct is None:
-            plan = _numba_gemm_plan(g.shape, g.params, dtype, simulator, True, wide, False,
+            return _numba_gemm_plan(g.shape, g.params, dtype, simulator, True, wide, False,
                                     g.params["out"], g.reduce, g.out_count, g.fills)
-        else:
-            kernel, grid, block, choice = direct
-            plan = _split_plan(choice, Launch(kernel, grid, block, g.params), g.params["out"],
-                               g.reduce, g.out_count, dtype, elementwise, g.fills)
-    if spec.padding_mode == "zeros":
-        return plan
-    adjoint = _pad_adjoint_params(n, c, tuple(input_hw), len_hw, spec, has_bias)
-    plan.launches.append(elementwise("conv_pad_adjoint", n * c * math.prod(input_hw), adjoint))
-    plan.workspaces["padded"] = (g.out_count, dtype)
-    return plan
+        kernel, grid, block, choice = direct
+        return _split_plan(choice, Launch(kernel, grid, block, g.params), g.params["out"],
+                           g.reduce, g.out_count, dtype, elementwise, g.fills)
+    return _grad_input_plan(g, gemm, spec, input_hw, has_bias, dtype, elementwise)
 
 
 def numba_conv_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dtype: str,
