@@ -70,7 +70,7 @@ def test_best_tile_times_once_then_caches_on_disk(tmp_path):
     path = tmp_path / "gpuconv" / autotune.CACHE_FILE
     assert json.loads(path.read_text()) == {key: "medium"}
     assert autotune.TuneCache(path).get(key) == "medium"        # a new process reads it back
-    assert not list(path.parent.glob(".autotune-*"))           # no temporary file left behind
+    assert [p.name for p in path.parent.iterdir()] == [autotune.CACHE_FILE]  # no temporary file
     assert autotune.best_tile(key, ["large", "small"], time_ms) == "small"  # stale choice: retuned
 
 
@@ -95,3 +95,14 @@ def test_unwritable_cache_only_warns(tmp_path):
     with pytest.warns(UserWarning, match="not written"):
         cache.put("k", "v")
     assert cache.get("k") == "v"
+
+
+def test_a_directory_in_the_caches_place_only_warns_and_stays(tmp_path):
+    path = tmp_path / "gpuconv" / autotune.CACHE_FILE
+    (path / "kept").mkdir(parents=True)
+    with pytest.warns(UserWarning, match="unreadable"):
+        cache = autotune.TuneCache(path)
+    with pytest.warns(UserWarning, match="not written.*regular file"):
+        cache.put("k", "v")
+    assert cache.get("k") == "v" and (path / "kept").is_dir()
+    assert sorted(p.name for p in path.parent.iterdir()) == [autotune.CACHE_FILE]

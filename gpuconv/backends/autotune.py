@@ -4,8 +4,8 @@ Off by default. ``set_autotune(True)`` (also ``gpuconv.backends.cupy_backend.set
 ``GPUCONV_AUTOTUNE=1`` turns it on: the first time a conv op meets a (device, op, shape,
 dtype), every candidate tile is timed with CUDA events and the fastest is kept, in memory and
 in ``$XDG_CACHE_HOME/gpuconv/autotune-v1.json`` (``~/.cache/gpuconv`` without XDG). The file is
-written atomically (temporary file + ``os.replace``); a corrupt or foreign file is ignored with
-a warning, never an error.
+written atomically (``gpuconv._files.atomic_write``); a corrupt or foreign file is ignored with
+a warning, never an error, and so is a failed write.
 
 ``forced_tile(name)`` (a context manager) makes conv ops run one tile instead, wherever their
 case has it: ``gpuconv bench --tiles`` times every tile of a case that way.
@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
+from gpuconv._files import atomic_write
 from gpuconv.backends import gpu_plan
 
 CACHE_FILE = "autotune-v1.json"
@@ -109,13 +109,10 @@ class TuneCache:
     def put(self, key: str, value: str) -> None:
         """Remember ``value`` and rewrite the file atomically (a failed write only warns)."""
         self.entries[key] = value
+        text = json.dumps(self.entries, indent=1, sort_keys=True).encode()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".autotune-", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.entries, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        except OSError as exc:
+            atomic_write(self.path, lambda f: f.write(text))
+        except (OSError, ValueError) as exc:  # ValueError: no regular file in the cache's place
             warnings.warn(f"gpuconv autotune cache {self.path} not written: {exc}")
 
 
