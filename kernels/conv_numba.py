@@ -27,7 +27,8 @@ struct's order (``gpu_plan.scalar_slots(CONV_FIELDS)``). A null pointer is an em
 Kernels are gathers or fixed-order sums (no atomics): results repeat bit for bit, and the
 sums run in the CUDA twins' order (bias added last, the same grad-bias tree).
 Kernels come from factories per dtype (constants keep it: float32 stays float32), tile and
-index width; ``@cuda.jit`` is lazy, so each compiles once, at its first launch.
+index width (the 32-bit instances and conv_direct divide in unsigned 32 bits, ``div32``: no
+int64 division routine); ``@cuda.jit`` is lazy, so each compiles once, at its first launch.
 """
 
 from __future__ import annotations
@@ -150,55 +151,96 @@ def forward_axis(count, k, s, d, pad):
 
 
 @cuda.jit(device=True)
-def phase_axis(r, k, s, d, lo, length):
-    """Grad-input, stride phase r: the padded rows r + s*u in [lo, lo + len). Tap i reaches them
-    iff i*d = r (mod s) (numpy_backend._phase_taps), and the grad_out row it reads steps by
-    -d/gcd(s, d) per tap: a stride-1 correlation (conv.cu's phase_axis)."""
-    g, b = s, d
-    while b:
-        g, b = b, g % b
-    step = s // g
-    first = np.int64(-1)
-    for i in range(min(k, s)):
-        if (i * d) % s == r:
-            first = np.int64(i)
-            break
-    taps = np.int64(0) if first < 0 else (k - first + step - 1) // step
-    first = max(first, np.int64(0))
-    u0 = (lo - r + s - 1) // s  # first u with r + s*u >= lo
-    count = max(np.int64(0), (lo + length - r + s - 1) // s - u0)
-    off = (r - first * d) // s + u0  # exact: first * d = r (mod s)
-    return count, taps, first, step, np.int64(1), -(d // g), off, s, r + s * u0 - lo
+def div32(a, b):
+    """a // b of non-negative values below 2^32, in unsigned 32 bits: an inline division, where
+    int64's is a subroutine call, and a kernel with any call keeps the global memory
+    descriptor in vector registers (two R2UR before every global load and store)."""
+    return np.int64(U32(a) // U32(b))
 
 
 @cuda.jit(device=True)
-def nth_live_phase(p, j):
-    """Grad-input's stride phase j, counting only phases that some tap reaches (an axis with
-    pixels, ``[0]``, and taps, ``[1]``), as its two axes (conv.cu's nth_live_phase). The plans
-    launch no slice past the last live phase; the axes both loops start from keep Numba's
-    typing of the return defined on every path."""
-    ah = phase_axis(np.int64(0), p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
-    aw = phase_axis(np.int64(0), p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
-    rh = np.int64(0)
-    while rh < p[SH]:
-        ah = phase_axis(rh, p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
-        if ah[0] > 0 and ah[1] > 0:
-            rw = np.int64(0)
-            while rw < p[SW]:
-                aw = phase_axis(rw, p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
-                if aw[0] > 0 and aw[1] > 0:
-                    if j == 0:
-                        return ah, aw
-                    j -= 1
-                rw += 1
-        rh += 1
-    return ah, aw
+def mod32(a, b):
+    """a % b, as div32."""
+    return np.int64(U32(a) % U32(b))
+
+
+@cuda.jit(device=True)
+def idiv(a, b):
+    return a // b
+
+
+@cuda.jit(device=True)
+def imod(a, b):
+    return a % b
+
+
+def _nth_live_phase(narrow: bool):
+    """nth_live_phase, its divisions (of non-negative integers: lo is a padding) in int64, or
+    with ``narrow`` (32-bit offsets: every operand below 2^31) in unsigned 32 bits (div32)."""
+    quot, rem = (div32, mod32) if narrow else (idiv, imod)
+
+    @cuda.jit(device=True)
+    def phase_axis(r, k, s, d, lo, length):
+        """Grad-input, stride phase r: the padded rows r + s*u in [lo, lo + len). Tap i reaches
+        them iff i*d = r (mod s) (numpy_backend._phase_taps), and the grad_out row it reads
+        steps by -d/gcd(s, d) per tap: a stride-1 correlation (conv.cu's phase_axis)."""
+        g, b = s, d
+        while b:
+            g, b = b, rem(g, b)
+        step = quot(s, g)
+        first = np.int64(-1)
+        for i in range(min(k, s)):
+            if rem(i * d, s) == r:
+                first = np.int64(i)
+                break
+        taps = np.int64(0) if first < 0 else quot(k - first + step - 1, step)
+        first = max(first, np.int64(0))
+        u0 = quot(lo - r + s - 1, s)  # first u with r + s*u >= lo (lo >= 0, r < s)
+        count = max(np.int64(0), quot(lo + length - r + s - 1, s) - u0)
+        # floor((r - first*d) / s) for r < s (exact where a tap exists: first*d = r (mod s))
+        off = u0 - quot(first * d - r + s - 1, s)
+        return count, taps, first, step, np.int64(1), -quot(d, g), off, s, r + s * u0 - lo
+
+    @cuda.jit(device=True)
+    def nth_live_phase(p, j):
+        """Grad-input's stride phase j, counting only phases that some tap reaches (an axis
+        with pixels, ``[0]``, and taps, ``[1]``), as its two axes (conv.cu's nth_live_phase).
+        The plans launch no slice past the last live phase; the axes both loops start from
+        keep Numba's typing of the return defined on every path."""
+        ah = phase_axis(np.int64(0), p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
+        aw = phase_axis(np.int64(0), p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
+        rh = np.int64(0)
+        while rh < p[SH]:
+            ah = phase_axis(rh, p[KH], p[SH], p[DH], p[LO_H], p[LEN_H])
+            if ah[0] > 0 and ah[1] > 0:
+                rw = np.int64(0)
+                while rw < p[SW]:
+                    aw = phase_axis(rw, p[KW], p[SW], p[DW], p[LO_W], p[LEN_W])
+                    if aw[0] > 0 and aw[1] > 0:
+                        if j == 0:
+                            return ah, aw
+                        j -= 1
+                    rw += 1
+            rh += 1
+        return ah, aw
+
+    return nth_live_phase
+
+
+nth_live_phase, nth_live_phase32 = _nth_live_phase(False), _nth_live_phase(True)
 
 
 @cuda.jit(device=True)
 def digits(k, r1, r2):
     """Flat reduction index k -> (d0, d1, d2) with d1 < r1, d2 < r2."""
     return I32(k // (r1 * r2)), I32(k // r2 % r1), I32(k % r2)
+
+
+@cuda.jit(device=True)
+def digits32(k, r1, r2):
+    """digits in unsigned 32 bits (0 <= k < 2^32, 1 <= r1 * r2 < 2^32; see div32)."""
+    k, r1, r2 = U32(k), U32(r1), U32(r2)
+    return I32(k // U32(r1 * r2)), I32(U32(k // r2) % r1), I32(k % r2)
 
 
 @cuda.jit(device=True)
@@ -280,6 +322,10 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
     zero = dtype.type(0)
     mac = _inner_product(dtype, bk, tm, tn, lda, ldb)
     align = None if config.ENABLE_CUDASIM else 16   # 16-byte fragment reads (LDS.128)
+    # 32-bit offsets: every count and position below 2^31, every division (slice decode,
+    # column and reduction digits) in unsigned 32 bits (div32): no subroutine call
+    quot, rem, dig, live_phase = ((idiv, imod, digits, nth_live_phase) if wide else
+                                  (div32, mod32, digits32, nth_live_phase32))
 
     def conv_gemm(a, b, bias, out, p):
         tid = cuda.threadIdx.x
@@ -289,9 +335,9 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
         tx, ty = tid % bdx, tid // bdx
         # slice geometry (block-uniform): z = (group, live stride phase, split of the reduction)
         per_group = p[PHASES] * p[SPLITS]
-        g, split = z // per_group, z % p[SPLITS]
+        g, split = quot(z, per_group), rem(z, p[SPLITS])
         if phases and p[TRANSPOSED]:
-            ah, aw = nth_live_phase(p, z % per_group // p[SPLITS])
+            ah, aw = live_phase(p, quot(rem(z, per_group), p[SPLITS]))
         else:
             ah = forward_axis(p[Q_H], p[KH], p[SH], p[DH], p[PT])
             aw = forward_axis(p[Q_W], p[KW], p[SW], p[DW], p[PL])
@@ -321,7 +367,7 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
             epi[9], epi[10] = aw[7], aw[8]
             epi[11] = split_base
         r1, r2 = max(r1, np.int64(1)), max(r2, np.int64(1))
-        e0, e1, e2 = digits(bk, r1, r2)
+        e0, e1, e2 = dig(bk, r1, r2)
         r1, r2 = I32(r1), I32(r2)
         tiles = kint((k_end - k_begin + bk - 1) // bk)
         # A's rows: weight rows (forward: o; grad-input: c at the phase's first tap), grad_out
@@ -357,12 +403,12 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
         lo_w, hi_w = edge_offsets(p[MODE], bw)
         for r in range(pb):
             if wgrad:
-                c, i, j = digits(min(col0 + tid // bk + r * lanes, cols - 1), p[KH], p[KW])
+                c, i, j = dig(min(col0 + tid // bk + r * lanes, cols - 1), p[KH], p[KW])
                 base = (b_chan0 + c) * sb1
                 b_h0[r] = I32(i * p[DH] - p[PT])
                 b_w0[r] = I32(j * p[DW] - p[PL])
             else:
-                n, qh, qw = digits(min(col0 + tid % lanes + r * lanes, cols - 1), ah[0], aw[0])
+                n, qh, qw = dig(min(col0 + tid % lanes + r * lanes, cols - 1), ah[0], aw[0])
                 base = n * sb0 + b_chan0 * sb1
                 b_h0[r] = I32(qh * ah[4] + ah[6])
                 b_w0[r] = I32(qw * aw[4] + aw[6])
@@ -382,7 +428,7 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
         k2 = cuda.local.array(states, I32)
         for s in range(states):
             kk[s] = I32(tid % bk if s == 0 else tid // lanes)
-            k0[s], k1[s], k2[s] = digits(k_begin + kk[s], r1, r2)
+            k0[s], k1[s], k2[s] = dig(k_begin + kk[s], r1, r2)
         k_left = kint(k_end - k_begin)              # reduction left from this tile on
         a_reg = cuda.local.array(pa, dtype)
         b_reg = cuda.local.array(pb, dtype)
@@ -437,11 +483,13 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
             # 2. multiply tile t-1 from its shared stage
             if t > 0:
                 mac(sm, sm, U32(read + at_a), U32(read + at_b), acc)
-            # 3. registers -> the other stage (freed by the barrier that ended tile t-2)
+            # 3. registers -> the other stage (freed by the barrier that ended tile t-2); the
+            # constant r * lanes added outside the uint32 (an int64 index LLVM knows is
+            # non-negative): an immediate offset of one address, not an add and a LEA a store
             for r in range(pa):
-                sm[U32(U32(write + st_a) + r * lanes)] = a_reg[r]
+                sm[U32(write + st_a) + r * lanes] = a_reg[r]
             for r in range(pb):
-                sm[U32(U32(write + st_b) + r * lanes)] = b_reg[r]
+                sm[U32(write + st_b) + r * lanes] = b_reg[r]
             t = kint(t + 1)
             cuda.syncthreads()
 
@@ -459,7 +507,7 @@ def _conv_gemm(dtype: np.dtype, tile: plan.TileConfig, wgrad: bool, zero_pad: bo
                 col_off[j] = epi[11] + chan0 * cols + col + j
         else:
             row_step = p[OUT_H] * p[OUT_W]
-            n, qh, qw = digits(min(col, cols - 1), count_h, count_w)
+            n, qh, qw = dig(min(col, cols - 1), count_h, count_w)
             for j in range(tn):
                 col_off[j] = epi[11] + ((n * p[OUT_C] + chan0) * p[OUT_H] + qh * so_h + ro_h) \
                     * p[OUT_W] + qw * so_w + ro_w
@@ -528,8 +576,8 @@ def _conv_direct(dtype: np.dtype, rows: int):
         m0 = np.int64(cuda.blockIdx.y) * rows
         # index decoding: the slice (group; grad-input: live stride phase) and its two axes
         if p[TRANSPOSED]:
-            g = z // p[PHASES]
-            ah, aw = nth_live_phase(p, z % p[PHASES])
+            g = div32(z, p[PHASES])
+            ah, aw = nth_live_phase32(p, mod32(z, p[PHASES]))
         else:
             g = z
             ah = forward_axis(p[Q_H], p[KH], p[SH], p[DH], p[PT])
@@ -543,7 +591,7 @@ def _conv_direct(dtype: np.dtype, rows: int):
             return
         segment = aw[4] == 1 and (aw[5] == 1 or aw[5] == -1)
         row_len = aw[0]
-        runs, rows_out = (row_len + px - 1) // px, cols // row_len
+        runs, rows_out = (row_len + px - 1) // px, div32(cols, row_len)
         block0 = np.int64(cuda.blockIdx.x) * threads
         if block0 * (1 if segment else px) >= (rows_out * runs if segment else cols):
             return
@@ -565,10 +613,10 @@ def _conv_direct(dtype: np.dtype, rows: int):
         outer_step = I32(sb1 - r1 * st_h * sb2)
         # segment: the thread's run (output row run_row, first pixel run_w0 of px); spread:
         # each pixel's B offset, row and column (a pixel past the columns: a row no tap reaches)
-        run_row = (block0 + tid) // runs
+        run_row = div32(block0 + tid, runs)
         run_w0 = (block0 + tid - run_row * runs) * px
         live_run = run_row < rows_out
-        n, qh, qw = digits(run_row * row_len + run_w0 if live_run else 0, ah[0], aw[0])
+        n, qh, qw = digits32(run_row * row_len + run_w0 if live_run else 0, ah[0], aw[0])
         h, w = I32(qh * ah[4] + ah[6]), I32(qw * aw[4] + aw[6])
         row_b = I32(n * sb0 + g * kc * sb1 + h * sb2)
         row_h = h if live_run else I32(NO_ROW)
@@ -578,7 +626,7 @@ def _conv_direct(dtype: np.dtype, rows: int):
         pix_w = cuda.local.array(px, I32)
         for q in range(px):
             col = block0 * px + q * threads + tid
-            n, qh, qw = digits(min(col, cols - 1), ah[0], aw[0])
+            n, qh, qw = digits32(min(col, cols - 1), ah[0], aw[0])
             h, w = I32(qh * ah[4] + ah[6]), I32(qw * aw[4] + aw[6])
             pix_b[q] = I32(n * sb0 + g * kc * sb1 + h * sb2 + w * sb3)
             pix_h[q] = h if col < cols else I32(NO_ROW)
@@ -594,15 +642,18 @@ def _conv_direct(dtype: np.dtype, rows: int):
         for k0 in range(0, k_end, DIRECT_CHUNK):
             n_k = I32(min(np.int64(DIRECT_CHUNK), k_end - k0))
             cuda.syncthreads()  # the previous chunk's weights are consumed
-            for i in range(tid, n_k * rows, threads):
+            # (a range with a run-time step would count its trips with an int64 division)
+            i = I32(tid)
+            while i < n_k * rows:
                 r = i % rows
-                d0, d1, d2 = digits(k0 + i // rows, r1, r2)
+                d0, d1, d2 = digits32(k0 + i // rows, r1, r2)
                 value = zero
                 if m0 + r < m_rows:
                     value = a[a_base + (m0 + r) * a_row + d0 * a_k0 + d1 * a_k1 + d2 * a_k2]
                 wts[i] = value
+                i = I32(i + threads)
             cuda.syncthreads()
-            d0, d1, d2 = digits(k0, r1, r2)
+            d0, d1, d2 = digits32(k0, r1, r2)
             if segment:
                 # the chunk's taps a run along one kernel row at a time. Accumulator u is
                 # pixel u of the run (st_w 1) or px-1-u (st_w -1), which reads column
@@ -683,7 +734,7 @@ def _conv_direct(dtype: np.dtype, rows: int):
             else:
                 col = block0 * px + q * threads + tid
             if col < cols:
-                n, qh, qw = digits(col, ah[0], aw[0])
+                n, qh, qw = digits32(col, ah[0], aw[0])
                 col_off = ((n * p[OUT_C] + chan0) * p[OUT_H] + qh * ah[7] + ah[8]) * p[OUT_W] \
                     + qw * aw[7] + aw[8]
                 for r in range(rows):

@@ -46,7 +46,8 @@ import numpy as np
 from numba import config, cuda
 
 from gpuconv.backends import gpu_plan as plan
-from gpuconv.kernels.conv_numba import I32, ZEROS, block_sum, source_index, tile_source_index
+from gpuconv.kernels.conv_numba import (I32, ZEROS, block_sum, div32, source_index,
+                                         tile_source_index)
 
 _SLOT = plan.scalar_slots(plan.CONV_FIELDS)
 A_STRIDE, B_STRIDE = _SLOT["a_stride"], _SLOT["b_stride"]
@@ -71,12 +72,6 @@ SPAN_32 = 0x7FFFFFFF  # the largest offset an int32 holds
 def span(count, stride):
     """The offset between the first and the last of ``count`` elements ``stride`` apart."""
     return (count - 1) * abs(stride)
-
-
-@cuda.jit(device=True)
-def div32(a, b):
-    """a // b of non-negative values below 2^32: a 32-bit division (no 64-bit routine)."""
-    return np.int64(U32(a) // U32(b))
 
 
 @functools.cache

@@ -40,6 +40,7 @@ import numpy as np
 from numba import config, cuda
 
 from gpuconv.backends import gpu_plan as plan
+from gpuconv.kernels.conv_numba import div32
 
 _SLOT = plan.scalar_slots(plan.POOL_FIELDS)
 # a heterogeneous tuple (norm is a float) takes constant indices only: one name per stride slot
@@ -58,12 +59,6 @@ MAX_REGISTERS = 128  # two 256-thread blocks per SM
 
 
 # --------------------------------------------------------------------------- layout
-@cuda.jit(device=True)
-def div32(a, b):
-    """a // b of non-negative values below 2^32: a 32-bit division (no 64-bit routine)."""
-    return np.int64(U32(a) // U32(b))
-
-
 @cuda.jit(device=True)
 def place():
     """(col0, row0, row_step, plane0, plane_step) of the calling thread: its POOL_V columns
