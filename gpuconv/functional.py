@@ -119,7 +119,8 @@ def _checked(checks, *args):
     and True are equal dict keys but not the same argument), by ``$GPUCONV_MAX_BYTES`` (the
     size limit that ``_check_sizes`` applies) and by the backend modules loaded. A failing
     check raises on every call (nothing is remembered); an argument of another kind (a list,
-    a NumPy integer) is checked afresh on every call."""
+    a NumPy scalar: its shape () and dtype do not say its value) is checked afresh on every
+    call."""
     # the size limit some checks apply, and the loaded backend modules (tests swap them)
     key = [checks, max_bytes_setting(), tuple(backends._LOADED.values())]
     for arg in args:
@@ -147,8 +148,11 @@ def _checked(checks, *args):
             key.append(arg)
         else:
             try:
-                key.append((arg.shape, arg.dtype, arg.ndim))
+                ndim = arg.ndim
+                key.append((arg.shape, arg.dtype, ndim))
             except AttributeError:
+                return checks(*args)
+            if not ndim:  # a NumPy scalar (np.int64(2), np.True_) or a 0-d array
                 return checks(*args)
         key.append(kind)
     key = tuple(key)

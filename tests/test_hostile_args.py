@@ -55,6 +55,42 @@ def test_flags_take_bool_and_numpy_bool(call, name):
         call(value)
 
 
+# (call of one NumPy scalar argument, its first and second value): a second call with
+# another value must not reuse what the first call's checks made of the first
+_NUMPY_SCALAR_ARGS = [
+    (lambda v: F.conv2d(X2, W2, stride=v), np.int64(1), np.int64(2)),
+    (lambda v: F.conv2d(X2, W2, dilation=v), np.int32(1), np.int32(3)),
+    (lambda v: F.conv2d(X2, W2, padding=v), np.int64(0), np.int64(2)),
+    (lambda v: F.conv2d(X2, W2, relu=v), np.False_, np.True_),
+    (lambda v: F.conv2d(X2, W2, flip=v), np.True_, np.False_),
+    (lambda v: F.conv2d(X2, W2, padding=v), np.str_("same"), np.str_("valid")),
+    (lambda v: F.conv_transpose2d(X2, _x(3, 2, 3, 3), groups=v), np.int64(1), np.int64(3)),
+    (lambda v: F.max_pool2d(X2, v), np.int64(2), np.int64(3)),
+    (lambda v: F.max_pool2d(X2, 3, ceil_mode=v), np.True_, np.False_),
+    (lambda v: F.max_pool2d(X2, 2, return_indices=v)[0], np.False_, np.True_),
+    (lambda v: F.avg_pool2d(X2, 3, padding=1, count_include_pad=v), np.True_, np.False_),
+    (lambda v: F.avg_pool2d(X2, 3, divisor_override=v), np.int64(2), np.int64(5)),
+    (lambda v: F.adaptive_avg_pool2d(X2, v), np.int64(2), np.int64(5)),
+    (lambda v: F.lp_pool2d(X2, v, 2), np.float64(2.0), np.float64(3.0)),
+]
+
+
+@pytest.mark.parametrize("call, first, second", _NUMPY_SCALAR_ARGS)
+def test_numpy_scalar_arguments_are_read_on_every_call(call, first, second):
+    call(first)
+    got, want = call(second), call(second.item())
+    assert got.shape == want.shape and np.array_equal(got, want, equal_nan=True)
+
+
+@pytest.mark.parametrize("call, bad", [(lambda v: F.conv2d(X2, W2, stride=v), np.int64(0)),
+                                       (lambda v: F.avg_pool2d(X2, 2, divisor_override=v),
+                                        np.int64(0))])
+def test_a_bad_numpy_scalar_after_a_good_one_is_refused(call, bad):
+    call(np.int64(1))
+    with pytest.raises(ValueError):
+        call(bad)
+
+
 @pytest.mark.parametrize("mask, exc", [
     (True, TypeError), ("abc", TypeError), ("TTF", TypeError), (np.ones(3, bool), TypeError),
     ((True, False), ValueError), ([True] * 4, ValueError),
