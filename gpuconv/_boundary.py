@@ -40,6 +40,7 @@ def public_op(layout: str, parameter_grads: bool = False):
                     arrays[name] = value
             caller = _foreign_caller(arrays)
             if caller is not None:
+                namespace = _caller_namespace(caller)  # before any work: results can go back
                 arrays = _to_backend(arrays, kwargs.get("backend"))
             unbatched = _is_unbatched(arrays.get("input"), layout)
             if caller is None and not unbatched:  # the arrays go in as they came
@@ -55,7 +56,7 @@ def public_op(layout: str, parameter_grads: bool = False):
             results = fn(*args, **kwargs)
             if unbatched:
                 results = _drop_batch_axis(results, parameter_grads)
-            return results if caller is None else _to_caller(results, caller)
+            return results if caller is None else _to_caller(results, namespace)
         return op
     return decorate
 
@@ -130,11 +131,20 @@ def _drop_batch_axis(results, parameter_grads: bool):
     return tuple(r[0] for r in results)
 
 
-def _to_caller(results, caller):
-    """Results as arrays of the caller's library (its array namespace, or the module that
-    defines its type), without a copy."""
+def _caller_namespace(caller):
+    """The caller's array library (its array namespace, or the module that defines its
+    type), which must make arrays from DLPack or from other arrays."""
     namespace = (caller.__array_namespace__() if hasattr(caller, "__array_namespace__")
                  else sys.modules[array_library(caller)])
+    if not (hasattr(namespace, "from_dlpack") or hasattr(namespace, "asarray")):
+        raise TypeError(f"results cannot be returned as {type(caller).__name__} arrays: "
+                        f"{getattr(namespace, '__name__', namespace)!s} has neither from_dlpack "
+                        f"nor asarray")
+    return namespace
+
+
+def _to_caller(results, namespace):
+    """Results as arrays of the caller's library ``namespace``, without a copy."""
 
     def convert(result):
         if result is None:

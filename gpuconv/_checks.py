@@ -56,11 +56,24 @@ def check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
+def finite_float(value) -> float | None:
+    """``value`` as a finite float, or None where it is none: not a real number (a bool, a
+    string that ``float`` reads), NaN, infinite, or an int past a float's range."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def check_number(value, name: str) -> float:
-    """``value`` must be a finite real number (not a bool, not a string that ``float`` reads)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    """``value`` must be a finite real number (``finite_float``)."""
+    number = finite_float(value)
+    if number is None:
+        raise ValueError(f"{name} must be a finite number, got {short_repr(value)}")
+    return number
 
 
 def check_fraction(value, name: str) -> float:
@@ -87,7 +100,10 @@ def check_array(array, name: str, layout: str):
     if not all(hasattr(array, attr) for attr in ("shape", "dtype", "ndim")):
         raise TypeError(f"{name} must be an array, got {type(array).__name__}")
     check_not_masked(array, name)
-    if str(array.dtype) not in FLOAT_DTYPES:
+    if not isinstance(array.dtype, np.dtype):
+        raise TypeError(f"{name} must be an array with a NumPy dtype, got a "
+                        f"{type(array).__name__} whose dtype is {short_repr(array.dtype)}")
+    if array.dtype.name not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
     if array.ndim != len(layout):
         hint = " (add a batch axis with x[None])" if array.ndim == len(layout) - 1 and layout[0] == "N" else ""

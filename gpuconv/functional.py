@@ -35,7 +35,8 @@ import numpy as np
 from gpuconv import backends, parallel
 from gpuconv._boundary import public_op
 from gpuconv._checks import (check_array, check_array_bytes, check_not_masked, check_positive_dims,
-                             check_same_dtype, check_shape, max_bytes_setting, resolve_backend)
+                             check_same_dtype, check_shape, finite_float, max_bytes_setting,
+                             resolve_backend, short_repr)
 from gpuconv.backends import backend_for_array, get_backend, signature
 from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask, ntuple,
                             pool_has_empty_window)
@@ -869,10 +870,10 @@ def global_max_pool2d_backward(grad_out, input, indices, *, check_indices: bool 
 
 # --------------------------------------------------------------------------- power-average (Lp) pooling
 def _lp_norm(norm_type) -> float:
-    if not isinstance(norm_type, numbers.Real) or isinstance(norm_type, bool) \
-            or not math.isfinite(norm_type) or norm_type <= 0:
-        raise ValueError(f"norm_type must be a positive finite number, got {norm_type!r}")
-    return float(norm_type)
+    p = finite_float(norm_type)
+    if p is None or p <= 0:
+        raise ValueError(f"norm_type must be a positive finite number, got {short_repr(norm_type)}")
+    return p
 
 
 def _lp_pool_checks(ndim, x, norm_type, kernel_size, stride, ceil_mode, backend):

@@ -376,3 +376,43 @@ def test_nn_arguments_are_checked_before_use(call, name, value):
 def test_a_layer_too_large_to_hold_fails_before_its_weights_are_drawn(layers):
     with pytest.raises(ValueError, match="kernel is too large: its initial values would have"):
         nn.Sequential(layers).build((1, 3, 3), "cpu", 0)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda v: F.lp_pool2d(X2, v, 2), "norm_type"),
+    (lambda v: nn.SGD(learning_rate=v), "learning_rate"),
+    (lambda v: nn.LeakyReLU(negative_slope=v), "negative_slope"),
+])
+def test_an_int_past_a_floats_range_is_a_value_error(call, name):
+    with pytest.raises(ValueError, match=f"{name} must be a .*finite number"):
+        call(10**400)
+
+
+class _DuckWithTextDtype:
+    shape, ndim, dtype = X2.shape, X2.ndim, "float64"
+
+
+class _DLPackOnly:
+    """A DLPack producer whose module makes no arrays (neither from_dlpack nor asarray)."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
+
+    def __dlpack__(self, **kwargs):
+        return self.array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+
+def test_an_array_whose_dtype_is_no_numpy_dtype_is_refused():
+    with pytest.raises(TypeError, match="input must be an array with a NumPy dtype"):
+        F.max_pool2d(_DuckWithTextDtype(), 2)
+
+
+def test_an_array_whose_library_cannot_take_the_results_is_refused_first(monkeypatch):
+    def no_pooling(*args, **kwargs):
+        raise AssertionError("computed although the results could not be returned")
+    monkeypatch.setattr(numpy_backend, "max_pool2d", no_pooling)
+    with pytest.raises(TypeError, match="results cannot be returned as _DLPackOnly arrays"):
+        F.max_pool2d(_DLPackOnly(X2), 2)
