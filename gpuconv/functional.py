@@ -38,8 +38,8 @@ from gpuconv._checks import (check_array, check_array_bytes, check_not_masked, c
                              check_same_dtype, check_shape, finite_float, max_bytes_setting,
                              resolve_backend, short_repr)
 from gpuconv.backends import backend_for_array, get_backend, signature
-from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask, ntuple,
-                            pool_has_empty_window)
+from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask,
+                            max_window_taps, ntuple, pool_has_empty_window)
 
 Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
 OutputMask = Sequence[bool]
@@ -520,17 +520,30 @@ def _check_indices(indices, grad_out) -> None:
     check_shape(indices, "indices", grad_out.shape, "grad_out's shape")
 
 
-def _check_index_values(indices, plane_size: int) -> None:
-    """NumPy indices only: the GPU backends check device arrays in the kernel (no wait on the
-    host; ``gpuconv.check_errors``). One pass, over pieces: read as unsigned, a negative
-    index is above any plane size."""
-    unsigned = np.ascontiguousarray(indices).reshape(-1).view(np.uint64)
-    highest = parallel.run(lambda piece: int(unsigned[piece].max()),
-                           parallel.pieces_by_bytes(unsigned.size, unsigned.itemsize),
-                           unsigned.nbytes)
-    if max(highest, default=0) >= plane_size:
-        raise ValueError(f"indices must lie in [0, {plane_size}), the flat positions of an input "
-                         f"plane")
+def _check_index_values(indices, spec, in_hw, out_hw) -> None:
+    """NumPy indices only (the GPU backends check device arrays in the kernel, with no wait on
+    the host: ``gpuconv.check_errors``): each must name a tap of its output's window
+    (``shapes.max_window_taps``; ``spec`` None: adaptive), else the first that does not is
+    the ``BadPoolIndex``. Over pieces of planes; ``in_hw``, ``out_hw``: the input's and the
+    output's planes (a 1-D op's lifted to 2-D)."""
+    plane, width = in_hw[0] * in_hw[1], in_hw[1]
+    flat = indices.reshape((-1,) + tuple(out_hw))
+    (r_start, r_lo, r_hi, r_step), (c_start, c_lo, c_hi, c_step) = max_window_taps(
+        spec, in_hw, out_hw)
+
+    def first_bad(planes: slice) -> int:
+        index = flat[planes]
+        inside = (index >= 0) & (index < plane)
+        row, col = np.divmod(np.where(inside, index, 0), width)
+        good = inside & (r_lo[:, None] <= row) & (row <= r_hi[:, None]) \
+            & ((row - r_start[:, None]) % r_step == 0) \
+            & (c_lo <= col) & (col <= c_hi) & ((col - c_start) % c_step == 0)
+        bad = np.flatnonzero(~good.reshape(-1))
+        return planes.start * good[0].size + int(bad[0]) if bad.size else -1
+    pieces = parallel.pieces_by_bytes(flat.shape[0], flat[0].nbytes)
+    bad = [b for b in parallel.run(first_bad, pieces, flat.nbytes) if b >= 0]
+    if bad:
+        raise ValueError(str(backends.BadPoolIndex.at(indices, bad[0], plane)))
 
 
 def _max_pool_checks(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices,
@@ -577,12 +590,15 @@ def _index_pool_backward(ndim, checks, grad_out, x, indices, *args):
     pooling's (the 2-D spec) or adaptive max pooling's (spec None), run once per signature."""
     spec, check_on_host, on_host, be = _checked(checks, ndim, grad_out, x, indices, *args)
     if check_on_host and not be.checks_index_values():
-        _check_index_values(indices, math.prod(x.shape[2:]))
+        _check_index_values(indices, spec, _lift_spatial(ndim, x.shape[2:]),
+                            _lift_spatial(ndim, indices.shape[2:]))
     try:
         grad_x = be.max_pool2d_backward(_lift(ndim, be, grad_out), _lift(ndim, be, indices),
                                         _lift_spatial(ndim, x.shape[2:]), spec)
-    except backends.IndexOutsidePlane as error:  # met in the scatter's own pass over them
-        raise ValueError(str(error)) from None
+    except backends.BadPoolIndex as error:  # met in the scatter's own pass over them
+        output = error.output if ndim == 2 else error.output[:2] + error.output[3:]
+        raise ValueError(str(backends.BadPoolIndex(error.plane_size, error.index, output))) \
+            from None
     if backends.DEBUG and not on_host:
         backends.check_errors()
     return _drop(ndim, be, grad_x)
@@ -630,12 +646,15 @@ def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
                         check_indices: bool = True, backend: Optional[str] = None):
     """Gradient of ``max_pool2d`` with respect to its input: each output's gradient is
     routed to the maximum it came from (the slides' 4x4 -> 2x2 example). Every index must
-    lie in its input plane. The NumPy backend's compiled scatter checks each one as it goes
-    (an index outside raises the ValueError, nothing is written there); other NumPy indices
-    are checked here first (``check_indices=False`` skips that pass over them, for indices
-    that ``max_pool2d`` returned, as a training loop passes back); on CuPy / Numba device
-    arrays the kernel checks them without any wait on the host and flags one outside the
-    plane for ``gpuconv.check_errors()`` (at once with ``GPUCONV_DEBUG=1``)."""
+    name a tap of its output's window inside the input plane, as ``max_pool2d`` returns
+    them. The NumPy backend's compiled scatter checks each one as it goes (a bad one raises
+    the ValueError, nothing is written past it); other NumPy indices are checked here first
+    (``check_indices=False`` skips that pass over them, for indices that ``max_pool2d``
+    returned, as a training loop passes back: NumPy's scatter then routes an index inside
+    the plane where it points); on CuPy / Numba device arrays the kernel checks them without
+    any wait on the host and flags one outside the plane for ``gpuconv.check_errors()`` (at
+    once with ``GPUCONV_DEBUG=1``); their gathers drop the gradient of an index inside the
+    plane but outside its window, unflagged."""
     return _index_pool_backward(2, _max_pool_backward_checks, grad_out, input, indices,
                                 kernel_size, stride, padding, dilation, ceil_mode, check_indices,
                                 backend)

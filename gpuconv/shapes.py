@@ -180,6 +180,29 @@ def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     return bounds_floor[:-1], bounds_ceil[1:]
 
 
+def max_window_taps(spec: "PoolSpec | None", in_hw, out_hw) -> list[tuple]:
+    """Per axis (rows, then columns), where each max-pooling window's taps lie inside the
+    input: ``(start, lo, hi, step)``, window o holding the positions i with lo[o] <= i <= hi[o]
+    and (i - start[o]) % step == 0 (int64 arrays, a step int). ``spec`` None: adaptive windows
+    (``adaptive_windows``, step 1). The indices max pooling returns name such positions."""
+    taps = []
+    for axis, (size, out) in enumerate(zip(in_hw, out_hw)):
+        if spec is None:
+            start, end = adaptive_windows(size, out)
+            taps.append((start, start, end - 1, 1))
+            continue
+        k, s, p, d = (spec.kernel_size[axis], spec.stride[axis], spec.padding[axis],
+                      spec.dilation[axis])
+        # in int64 throughout: a stride matters only for a second window, a dilation only for
+        # a second tap, and then both are within the padded input (as is the window's reach)
+        start = np.arange(out, dtype=np.int64) * (s if out > 1 else 0) - p
+        step = d if k > 1 else 1
+        lo = np.where(start < 0, start + (-start + step - 1) // step * step, start)  # first inside
+        hi = np.minimum(start + min((k - 1) * d, size + p), size - 1)
+        taps.append((start, lo, hi, step))
+    return taps
+
+
 # --------------------------------------------------------------------------- specs
 @dataclass(frozen=True)
 class ConvSpec:

@@ -43,7 +43,7 @@ Kernels:
 3. max_pool2d_planes: a piece of planes, in stacks whose row image is about
    ``POOL_STACK_ELEMENTS`` long; the winning tap's number becomes the flat index.
 4. max_pool2d_backward_planes: a piece of planes; returns the first index outside its
-   plane (or -1): a bad index is an error, never a write outside the gradient.
+   output's window (or -1): a bad index is an error, never a write outside the gradient.
 5. avg_pool2d_backward_tiled: a piece of planes; each row of windows spread once, then
    copied to its kH input rows.
 6. split_planes: planes into their stride phases (``_split_plane``), for Winograd's
@@ -205,18 +205,31 @@ def depthwise_grad_weight(x, grad_out, grad_w, top, left, padded_hw, kernel_w, s
 
 
 @njit(nogil=True, cache=True)
-def max_pool2d_backward_planes(grad_out, indices, grad):
+def _in_window(i, o, taps, step):
+    """Whether position i is a tap of window o (``shapes.max_window_taps``' rows start, lo,
+    hi of ``taps``)."""
+    return taps[1, o] <= i <= taps[2, o] and (i - taps[0, o]) % step == 0
+
+
+@njit(nogil=True, cache=True)
+def max_pool2d_backward_planes(grad_out, indices, grad, width, row_taps, row_step, col_taps,
+                               col_step):
     """grad (P, plane) = each plane's outputs' gradients grad_out (P, L) added where indices
-    (P, L) name, in output order. Returns the flat position in ``indices`` of the first index
-    outside [0, plane), after which nothing more is written, or -1."""
+    (P, L) name, in output order; outputs (L = Ho * Wo) in row-major order, their windows'
+    taps as ``shapes.max_window_taps`` gives them (stacked (3, Ho) and (3, Wo)), the input
+    ``width`` wide. Returns the flat position in ``indices`` of the first index that names no
+    tap of its output's window (in the plane or not), after which nothing more is written,
+    or -1."""
     planes, outputs = grad_out.shape
-    plane = grad.shape[1]
+    plane, out_w = grad.shape[1], col_taps.shape[1]
     for p in range(planes):
         dst, gy, idx = grad[p], grad_out[p], indices[p]
         dst[:] = 0
         for q in range(outputs):
             i = idx[q]
-            if i < 0 or i >= plane:
+            if i < 0 or i >= plane or not (_in_window(i // width, q // out_w, row_taps, row_step)
+                                           and _in_window(i % width, q % out_w, col_taps,
+                                                          col_step)):
                 return p * outputs + q
             dst[i] += gy[q]
     return -1

@@ -59,6 +59,7 @@ def _data_pointer(array) -> int:
 
 
 # op -> (positional arrays as shapes, keyword arguments); float64 arrays, int64 "indices"
+# (adaptive max pooling's of the input)
 OPS = {
     "conv2d": (((2, 3, 6, 5), (4, 3, 3, 3), (4,)), dict(padding=1)),
     "conv1d_backward": (((2, 4, 6), (2, 3, 6), (4, 3, 3)), dict(padding=1)),
@@ -75,8 +76,9 @@ def _numpy_args(op, seed=0):
     shapes, kw = OPS[op]
     rng = np.random.default_rng(seed)
     args = [rng.standard_normal(s) for s in shapes if s != "indices"]
-    if "indices" in shapes:
-        args.append(rng.integers(0, 25, args[0].shape).astype(np.int64))
+    if "indices" in shapes:  # the forward's own: each names a tap of its output's window
+        args.append(F.adaptive_max_pool2d(args[1], kw["output_size"], return_indices=True,
+                                          backend="numpy")[1])
     return args, kw
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as TF  # noqa: E402
 import gpuconv.functional as F  # noqa: E402
 from gpuconv.backends import numpy_backend  # noqa: E402
 from gpuconv.kernels import cpu_numba  # noqa: E402
+from gpuconv.shapes import PoolSpec, max_window_taps  # noqa: E402
 
 ENGINES = ("numba", "numpy")
 DTYPES = (np.float64, np.float32)
@@ -199,13 +200,52 @@ def test_max_pool_backward_index_outside_the_plane_is_an_error(engine, bad, chec
         assert str(info.value).endswith(f"got {bad}")
 
 
+def _scatter(grad_out, indices, grad, col_windows):
+    """cpu_numba's scatter over one row of 4 columns: output o's window the columns
+    col_windows[o] (first, last), step 1."""
+    first, last = np.array(col_windows).T
+    return cpu_numba.max_pool2d_backward_planes(grad_out, indices, grad, 4,
+                                                np.zeros((3, 1), np.int64), 1,
+                                                np.stack([first, first, last]), 1)
+
+
 def test_compiled_scatter_reports_its_first_bad_index_and_writes_nothing_past_it():
     grad_out = np.arange(1.0, 7.0).reshape(2, 3)
     indices = np.array([[0, 2, 1], [3, 9, 0]])
     grad = np.full((2, 4), np.nan)
-    assert cpu_numba.max_pool2d_backward_planes(grad_out, indices, grad) == 4
+    assert _scatter(grad_out, indices, grad, [(0, 3)] * 3) == 4  # past the plane
     np.testing.assert_array_equal(grad[0], [1.0, 3.0, 2.0, 0.0])
     np.testing.assert_array_equal(grad[1], [0.0, 0.0, 0.0, 4.0])
+    grad[:] = np.nan
+    assert _scatter(grad_out, indices, grad, [(0, 3), (0, 3), (2, 3)]) == 2  # outside its window
+    np.testing.assert_array_equal(grad[0], [1.0, 0.0, 2.0, 0.0])
+    assert np.isnan(grad[1]).all()
+
+
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+@pytest.mark.parametrize("case", MAX_POOL, ids=[c[0] for c in MAX_POOL])
+def test_max_pool_backward_index_outside_its_window_is_an_error(engine, case):
+    """An index inside the plane that names no tap of its output's window (an element its
+    window misses: beside it, or between dilated taps) raises, naming the output."""
+    which, spy = engine
+    name, x_shape, kw = case
+    x = _distinct_values(x_shape, np.float64, seed=3)
+    _, indices = _pool(x, kw)
+    indices = indices.copy()
+    out = (0, x_shape[1] - 1, indices.shape[2] - 1, 0)
+    (r_start, r_lo, r_hi, r_step), (c_start, c_lo, c_hi, c_step) = max_window_taps(
+        None if kw is None else PoolSpec.make(2, **kw), x_shape[2:], indices.shape[2:])
+    taps = {(r, c) for r in range(r_lo[out[2]], r_hi[out[2]] + 1, r_step)
+            for c in range(c_lo[0], c_hi[0] + 1, c_step)}
+    missed = [(r, c) for r in range(x_shape[2]) for c in range(x_shape[3]) if (r, c) not in taps]
+    between = [(r, c) for r, c in missed  # inside the window's span: between dilated taps
+               if r_lo[out[2]] <= r <= r_hi[out[2]] and c_lo[0] <= c <= c_hi[0]]
+    r, c = between[0] if between else missed[len(missed) // 2]
+    indices[out] = r * x_shape[3] + c
+    with pytest.raises(ValueError, match=rf"output \(0, {out[1]}, {out[2]}, 0\)'s index "
+                                         rf"{indices[out]} is outside its window"):
+        _pool_backward(np.ones(indices.shape), x, indices, kw)
+    assert spy.max_pool2d_backward_planes.called == (which == "numba")
 
 
 # name, input shape, pooling keyword arguments: strides 1, 2 and 3 (each of the phase

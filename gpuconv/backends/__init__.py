@@ -12,6 +12,8 @@ import importlib
 import os
 from types import ModuleType
 
+import numpy as np
+
 # What every backend module provides (signatures and maths in reference.py): the kernels,
 # flip_kernel (functional.py's true convolution) and from_foreign, its
 # zero-copy view of another library's array; besides NAME, PRECISIONS (the conv
@@ -71,14 +73,26 @@ class BackendUnavailableError(RuntimeError):
     """A known backend cannot run here (library missing, no CUDA device, ...)."""
 
 
-class IndexOutsidePlane(ValueError):
-    """A max-pool backward index outside its input plane, met by a backend's scatter (which
-    writes nothing there); the op reports it as its own ``ValueError``."""
+class BadPoolIndex(ValueError):
+    """A max-pool backward index that names no tap of its output's window (``output``: its
+    (n, c, oh, ow)), met by a backend's scatter (which writes nothing past it) or by the
+    caller's check; the op reports it as its own ``ValueError``."""
 
-    def __init__(self, plane_size: int, index: int):
-        super().__init__(f"indices must lie in [0, {plane_size}), the flat positions of an "
-                         f"input plane; got {index}")
-        self.plane_size, self.index = plane_size, index
+    def __init__(self, plane_size: int, index: int, output: tuple):
+        if 0 <= index < plane_size:
+            super().__init__(f"indices must name a tap of their output's pooling window, as "
+                             f"max pooling returns them; output {output}'s index {index} is "
+                             f"outside its window")
+        else:
+            super().__init__(f"indices must lie in [0, {plane_size}), the flat positions of "
+                             f"an input plane; got {index}")
+        self.plane_size, self.index, self.output = plane_size, index, output
+
+    @classmethod
+    def at(cls, indices, position: int, plane_size: int) -> "BadPoolIndex":
+        """The error for ``indices``' element at flat ``position``."""
+        output = tuple(map(int, np.unravel_index(position, indices.shape)))
+        return cls(plane_size, int(indices.reshape(-1)[position]), output)
 
 
 def _probe_cuda_library(module: str) -> str | None:
@@ -155,7 +169,8 @@ def check_errors() -> None:
 
     GPU ops never wait for the device to validate values: max-pool backward on CuPy or Numba
     device arrays checks its indices in the kernel and only flags one outside its input plane
-    (that element's gradient is dropped). Call this where a wait is fine (after an epoch, in
+    (that element's gradient is dropped, as is that of an index inside the plane but outside
+    its window, which goes unflagged). Call this where a wait is fine (after an epoch, in
     a test), or set ``GPUCONV_DEBUG=1`` to check after every such op. It reads each backend's
     error word on the host, so it waits for the work queued on the current stream."""
     for module in list(_LOADED.values()):

@@ -60,7 +60,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from gpuconv import backends, channelwise, parallel
 from gpuconv._checks import MAX_BYTES_ENV, max_array_bytes
-from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows, conv_output_size
+from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows, conv_output_size, max_window_taps
 
 NAME = "numpy"
 PRECISIONS = ("ieee",)  # conv arithmetic this backend offers: strict IEEE float maths
@@ -1193,7 +1193,7 @@ def _separable_reduce(ufunc, xp: np.ndarray, spec: PoolSpec, out_hw) -> np.ndarr
 
 def checks_index_values() -> bool:
     """Whether ``max_pool2d_backward`` checks every index itself (the compiled scatter: it
-    raises ``IndexOutsidePlane``, in the same pass), so that the caller need not check them
+    raises ``BadPoolIndex``, in the same pass), so that the caller need not check them
     first; NumPy's scatter trusts them."""
     return cpu_kernels() is not None
 
@@ -1203,25 +1203,31 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
     """dL/dx (N, C, H, W): each output's gradient is added to the input element its index
     names (max pooling with ``spec``, adaptive max pooling with None), on pieces of planes
     over the pool, in output order: by the compiled scatter (``cpu_kernels``), which raises
-    ``IndexOutsidePlane`` for an index outside its plane and writes nothing there, or by
-    NumPy. There, windows that share no element
-    (``_disjoint_windows``) name each element once at most: their gradients are stored;
-    otherwise ``np.add.at`` adds them (it keeps the GIL, so the pieces' other passes overlap
-    with it, not each other's adds)."""
+    ``BadPoolIndex`` for an index that names no tap of its output's window
+    (``shapes.max_window_taps``) and writes nothing past it, or by NumPy, which trusts them
+    (``functional`` checks them first unless told not to; an index past the plane is still
+    a ``BadPoolIndex``). There, windows that share no element (``_disjoint_windows``) name
+    each element once at most: their gradients are stored; otherwise ``np.add.at`` adds them
+    (it keeps the GIL, so the pieces' other passes overlap with it, not each other's adds)."""
     n, c, ho, wo = grad_out.shape
     plane = input_hw[0] * input_hw[1]
     grad = np.empty((n * c, plane), dtype=grad_out.dtype)
     index2, grad_out2 = indices.reshape(n * c, ho * wo), grad_out.reshape(n * c, ho * wo)
+    pieces = parallel.pieces_by_bytes(n * c, plane * grad.itemsize)
 
     kernels = cpu_kernels()
     if kernels is not None:
+        (r_start, r_lo, r_hi, r_step), (c_start, c_lo, c_hi, c_step) = max_window_taps(
+            spec, input_hw, (ho, wo))
+        row_taps, col_taps = np.stack([r_start, r_lo, r_hi]), np.stack([c_start, c_lo, c_hi])
+
         def scatter_compiled(planes: slice):
             bad = kernels.max_pool2d_backward_planes(grad_out2[planes], index2[planes],
-                                                     grad[planes])
+                                                     grad[planes], input_hw[1], row_taps,
+                                                     r_step, col_taps, c_step)
             if bad >= 0:
-                raise backends.IndexOutsidePlane(plane, int(index2[planes].reshape(-1)[bad]))
-        parallel.run(scatter_compiled, parallel.pieces_by_bytes(n * c, plane * grad.itemsize),
-                     grad.nbytes)
+                raise backends.BadPoolIndex.at(indices, planes.start * ho * wo + bad, plane)
+        parallel.run(scatter_compiled, pieces, grad.nbytes)
         return grad.reshape((n, c) + tuple(input_hw))
     disjoint = spec is not None and _disjoint_windows(spec)
 
@@ -1230,11 +1236,16 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
         dst[...] = 0
         starts = np.arange(0, dst.size, plane, dtype=np.int64)  # each plane's first element
         flat = (index2[planes] + starts[:, None]).reshape(-1)
-        if disjoint:
-            dst[flat] = grad_out2[planes].reshape(-1)  # lets go of the GIL
-        else:
-            np.add.at(dst, flat, grad_out2[planes].reshape(-1))
-    parallel.run(scatter, parallel.pieces_by_bytes(n * c, plane * grad.itemsize), grad.nbytes)
+        try:
+            if disjoint:
+                dst[flat] = grad_out2[planes].reshape(-1)  # lets go of the GIL
+            else:
+                np.add.at(dst, flat, grad_out2[planes].reshape(-1))
+        except IndexError:  # past the last plane (unchecked indices)
+            bad = np.flatnonzero(index2[planes].reshape(-1) >= plane)[0]
+            raise backends.BadPoolIndex.at(indices, planes.start * ho * wo + bad, plane) \
+                from None
+    parallel.run(scatter, pieces, grad.nbytes)
     return grad.reshape((n, c) + tuple(input_hw))
 
 
