@@ -387,7 +387,7 @@ def op_calls(make) -> dict:
         out = forward(xs, arg, **kw)
         y, indices = out if isinstance(out, tuple) else (out, None)
         calls[name] = (lambda f=forward, xs=xs, arg=arg, kw=kw: f(xs, arg, **kw))
-        extra = () if indices is None else (like(indices, "int64"),)
+        extra = () if indices is None else (indices,)  # the forward's: each in its window
         calls[f"{name}_backward"] = (lambda f=backward, g=like(y), xs=xs, arg=arg, e=extra, kw=bkw:
                                      f(g, xs, *e, arg, **kw))
     y, indices = F.global_max_pool2d(p, return_indices=True)
@@ -396,8 +396,7 @@ def op_calls(make) -> dict:
         "global_avg_pool2d": lambda: F.global_avg_pool2d(p),
         "global_avg_pool2d_backward": lambda: F.global_avg_pool2d_backward(g, p),
         "global_max_pool2d": lambda: F.global_max_pool2d(p, return_indices=True),
-        "global_max_pool2d_backward": lambda: F.global_max_pool2d_backward(
-            g, p, like(indices, "int64")),
+        "global_max_pool2d_backward": lambda: F.global_max_pool2d_backward(g, p, indices),
     })
     missing = set(F.__all__) - set(calls)
     assert not missing, f"ops without a host-overhead case: {sorted(missing)}"
