@@ -462,7 +462,7 @@ def test_numba_plans_follow_the_tile_model():
     assert few.block == (128, 1, 1) and few.grid == (32 * 64 * 64 // 128, 1, 1)
     (square,) = plan.numba_conv_forward_plan((32, 3, 64, 64), (48, 3, 3, 3), spec, "float32",
                                              False).launches
-    assert square.kernel == "conv_gemm<numba-64x64, false, true, u32>"
+    assert square.kernel == "conv_gemm<numba-64x64x16, false, true, u32>"
     (f64,) = plan.numba_conv_forward_plan(x, w, spec, "float64", False).launches
     assert f64.kernel == "conv_gemm<numba-64x64d, false, true, u32>" and f64.block == (256, 1, 1)
     (sim,) = plan.numba_conv_forward_plan(x, w, spec, "float32", False, simulator=True).launches
@@ -493,8 +493,8 @@ def test_numba_grad_weight_split_k_and_empty_batch():
     gy, x = (32, 64, 14, 14), (32, 64, 14, 14)
     gemm, reduce = plan.numba_conv_grad_weight_plan(gy, x, spec, (3, 3), "float32").launches
     splits, per = gemm.params["splits"], gemm.params["tiles_per_split"]
-    tile = plan.NUMBA_TILES_FOR["float32"][-1]  # 64 rows of dW
-    assert gemm.kernel == "conv_gemm<numba-64x64, true, true, u32>" and gemm.grid[2] == splits > 1
+    tile = plan.NUMBA_TILES_FOR["float32"][-2]  # 64 rows of dW, k-tiles of 16
+    assert gemm.kernel == "conv_gemm<numba-64x64x16, true, true, u32>" and gemm.grid[2] == splits > 1
     assert (splits - 1) * per < -(-32 * 14 * 14 // tile.bk) <= splits * per
     assert reduce.kernel == "conv_splitk_reduce" and reduce.params["splits"] == splits
     assert plan.numba_conv_grad_weight_plan(gy, x, spec, (3, 3), "float32").workspaces == {

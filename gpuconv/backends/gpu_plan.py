@@ -991,19 +991,20 @@ NUMBA_SIMULATOR_BLOCK = 32
 # (128 x 64: 256 threads, 64 x 64: 128), so that FMAs are at least half of the k-tile loop;
 # 32 x 128 (4 x 8, 128 threads) for 32-row outputs, which a 64-row tile fills half (58% FMAs,
 # where 32 x 64's 4 x 4 gets 48%); float64 accumulators take twice the registers: 4 x 4
-# (256 threads). The 128 x 64 tile's k-tiles are 16 deep (its loop's fixed costs over twice
-# the FMAs: 65% -> 71% of it); the 64 x 64 tile's 8 (16 would give 67% against 61%, but its
-# int64 instances spill). Their forward FMA shares (the SASS hot loops of the 32-bit zero
-# padding instances) x NUMBA_EFFICIENCY_PER_FMA_SHARE give the plan model's efficiencies.
+# (256 threads). k-tiles 16 deep where the registers allow (the loop's fixed costs over twice
+# the FMAs: 128 x 64 65% -> 71% of it, 64 x 64 61% -> 67%); the generic 64 x 64 keeps 8 (its
+# int64 instances spill at 16). Their forward FMA shares (the SASS hot loops of the 32-bit
+# zero padding instances) x NUMBA_EFFICIENCY_PER_FMA_SHARE give the plan model's efficiencies.
 _NUMBA_TALL = TileConfig("numba-128x64", 128, 64, 16, tm=8, tn=4)
 _NUMBA_FLAT = TileConfig("numba-32x128", 32, 128, tm=4, tn=8)
+_NUMBA_SQUARE_DEEP = TileConfig("numba-64x64x16", 64, 64, 16, tm=8, tn=4)
 _NUMBA_SQUARE = TileConfig("numba-64x64", 64, 64, tm=8, tn=4)
 _NUMBA_SQUARE_F64 = TileConfig("numba-64x64d", 64, 64, tm=4, tn=4)
-NUMBA_TILES_FOR = {"float32": (_NUMBA_TALL, _NUMBA_FLAT, _NUMBA_SQUARE),
+NUMBA_TILES_FOR = {"float32": (_NUMBA_TALL, _NUMBA_FLAT, _NUMBA_SQUARE_DEEP, _NUMBA_SQUARE),
                    "float64": (_NUMBA_SQUARE_F64,)}
 NUMBA_EFFICIENCY_PER_FMA_SHARE = 1.12
-TILE_EFFICIENCY.update({"numba-128x64": 0.79, "numba-32x128": 0.65, "numba-64x64": 0.69,
-                        "numba-64x64d": 0.55, "numba-sim": 1.0})
+TILE_EFFICIENCY.update({"numba-128x64": 0.79, "numba-32x128": 0.65, "numba-64x64x16": 0.75,
+                        "numba-64x64": 0.69, "numba-64x64d": 0.55, "numba-sim": 1.0})
 
 
 def scalar_slots(fields) -> dict[str, int]:
