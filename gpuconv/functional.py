@@ -652,9 +652,9 @@ def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
     (``check_indices=False`` skips that pass over them, for indices that ``max_pool2d``
     returned, as a training loop passes back: NumPy's scatter then routes an index inside
     the plane where it points); on CuPy / Numba device arrays the kernel checks them without
-    any wait on the host and flags one outside the plane for ``gpuconv.check_errors()`` (at
-    once with ``GPUCONV_DEBUG=1``); their gathers drop the gradient of an index inside the
-    plane but outside its window, unflagged."""
+    any wait on the host and flags a bad one (its gradient dropped, or added where it
+    points) for
+    ``gpuconv.check_errors()`` (at once with ``GPUCONV_DEBUG=1``)."""
     return _index_pool_backward(2, _max_pool_backward_checks, grad_out, input, indices,
                                 kernel_size, stride, padding, dilation, ceil_mode, check_indices,
                                 backend)

@@ -23,7 +23,8 @@
 //   3. pool2d_backward<T>: average / Lp gather over the closed-form ranges of windows that
 //      hold each input element.
 //   4. max_pool2d_backward<T>: the same closed-form ranges from the pooling spec (or adaptive
-//      windows); an output adds its gradient where its index names the element.
+//      windows); an output adds its gradient where its index names the element; the thread of
+//      a window's first tap checks that its index names one of its taps.
 #include "common.cuh"
 
 enum PoolOp { OP_AVG = 0, OP_LP = 1, OP_LP_GRAD_SCALE = 2 };
@@ -362,10 +363,28 @@ __global__ void __launch_bounds__(256) pool2d_backward(const PoolParams p) {
 }
 
 // --------------------------------------------------------------------------- 4. max backward
+// For the thread whose columns col0 .. col0 + POOL_V - 1 hold the first tap of output ow's
+// window (on the row where the window's taps r0, r0 + rs, ... < r1 start): unless flat index
+// at (inside the plane) names one of the window's taps, set the error word to -H * W. Row by
+// row of taps: no division of a flat index (a plane may pass 2^32 elements).
+__device__ __forceinline__ void check_window_index(const PoolParams& p, const PoolAxis& aw, int ow,
+                                                   int col0, i64 at, int r0, int r1, int rs) {
+    int c0, c1, cs;
+    max_taps(p, aw, ow, c0, c1, cs);
+    if ((unsigned)(c0 - col0) >= POOL_V) return;  // another thread's column (c0 < W: a tap)
+    for (int r = r0; r < r1; r += rs) {
+        const i64 c = at - (i64)r * p.w;
+        if (c >= c0 && c < c1 && (int)(c - c0) % cs == 0) return;
+    }
+    *(i64*)p.err = -p.h * p.w;
+}
+
 // dx[n, c, h, w] = sum, in increasing output order, of gy[n, c, oh, ow] over the outputs whose
 // window may hold (h, w) (closed form from the spec, or adaptive) and whose index
 // idx[n, c, oh, ow] == h * W + w (numpy_backend.max_pool2d_backward). idx: contiguous. An index
-// outside the plane sets the error word err (when given) to h * W.
+// outside the plane sets the error word err (when given) to H * W; one inside it that names no
+// tap of its output's window (shapes.max_window_taps; found by the thread holding the window's
+// first tap, which reads every index of it) to -H * W.
 template <typename T>
 __global__ void __launch_bounds__(256) max_pool2d_backward(const PoolParams p) {
     // index decoding: POOL_V input elements (h, col0 + v) per thread, planes by the grid
@@ -390,11 +409,16 @@ __global__ void __launch_bounds__(256) max_pool2d_backward(const PoolParams p) {
             T s[POOL_V];
 #pragma unroll
             for (int v = 0; v < POOL_V; ++v) s[v] = T(0);
-            for (int oh = h_lo; oh <= h_hi; ++oh)
+            for (int oh = h_lo; oh <= h_hi; ++oh) {
+                int r0, r1, rs;
+                max_taps(p, ah, oh, r0, r1, rs);
+                const bool first_row = p.err && h == r0;  // the window's taps start on row h
                 for (int ow = w_lo; ow <= w_hi; ++ow) {
                     const i64 at = idx[(i64)oh * aw.out + ow];
                     if (p.err && (unsigned long long)at >= (unsigned long long)(p.h * p.w))
                         *(i64*)p.err = p.h * p.w;  // every output's index is read by some element
+                    else if (first_row)
+                        check_window_index(p, aw, ow, t.col0, at, r0, r1, rs);
                     const unsigned long long d = (unsigned long long)(at - self);
                     if (d >= POOL_V) continue;  // names another element (d >= count: not stored)
                     const T g = gy[oh * p.g_stride[2] + ow * p.g_stride[3]];
@@ -402,6 +426,7 @@ __global__ void __launch_bounds__(256) max_pool2d_backward(const PoolParams p) {
                     for (int v = 0; v < POOL_V; ++v)
                         if (d == (unsigned long long)v) s[v] += g;
                 }
+            }
             store_vec((T*)p.y + (plane * ah.n + h) * aw.n + t.col0, s, count);
         }
     }

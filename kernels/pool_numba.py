@@ -22,7 +22,8 @@ Kernels (each the only one for its op; none is chosen among alternatives):
 3. pool2d_backward: average / Lp gather over the closed-form ranges of windows that hold each
    input element.
 4. max_pool2d_backward: the same closed-form ranges from the pooling spec (or adaptive
-   windows); an output adds its gradient where its index names the element.
+   windows); an output adds its gradient where its index names the element; the thread of
+   a window's first tap checks that its index names one of its taps.
 
 Every kernel takes ``PoolParams`` (kernels/common.cuh) as its arguments: the pointer fields
 (x, gy, y, idx, err) as flat device arrays (idx and err int64: ``gpu_plan.INDEX_POINTERS``),
@@ -40,7 +41,7 @@ import numpy as np
 from numba import config, cuda
 
 from gpuconv.backends import gpu_plan as plan
-from gpuconv.kernels.conv_numba import div32
+from gpuconv.kernels.conv_numba import div32, mod32
 
 _SLOT = plan.scalar_slots(plan.POOL_FIELDS)
 # a heterogeneous tuple (norm is a float) takes constant indices only: one name per stride slot
@@ -138,6 +139,24 @@ def members(s, a, i):
     first = i + pad - (k - 1) * d
     lo = np.int64(0) if first <= 0 else div32(first + st - 1, st)
     return lo, min(out - 1, div32(i + pad, st))
+
+
+@cuda.jit(device=True)
+def check_window_index(s, aw, ow, col0, at, r0, r1, rs, err):
+    """For the thread whose columns col0 .. col0 + POOL_V - 1 hold the first tap of output
+    ow's window (on the row where the window's taps r0, r0 + rs, ... < r1 start): unless flat
+    index ``at`` (inside the plane) names one of the window's taps, set err to -H * W. Row by
+    row of taps: no division of a flat index (pool.cu's)."""
+    c0, c1, cs = max_taps(s, aw, ow)
+    if not 0 <= c0 - col0 < POOL_V:
+        return  # another thread's column (c0 < W: a tap)
+    r = r0
+    while r < r1:
+        c = at - r * s[W]
+        if c0 <= c < c1 and mod32(c - c0, cs) == 0:
+            return
+        r += rs
+    err[0] = -s[H] * s[W]
 
 
 @cuda.jit(device=True)
@@ -367,8 +386,10 @@ def kernels(dtype) -> dict:
         """y[n, c, h, w] (dx) = sum, in increasing output order, of gy[n, c, oh, ow] over the
         outputs whose window may hold (h, w) (closed form from the spec, or adaptive) and whose
         index idx[n, c, oh, ow] == h * W + w (numpy_backend.max_pool2d_backward). idx:
-        contiguous. An index outside the plane sets the error word err (when given) to H * W.
-        x: unused."""
+        contiguous. An index outside the plane sets the error word err (when given) to H * W;
+        one inside it that names no tap of its output's window (shapes.max_window_taps; found
+        by the thread holding the window's first tap, which reads every index of it) to
+        -H * W. x: unused."""
         # index decoding: POOL_V input elements (h, col0 + v) per thread, planes by the grid
         col0, row0, row_step, plane0, plane_step = place()
         ah, aw = pool_axis(s, True), pool_axis(s, False)
@@ -392,10 +413,14 @@ def kernels(dtype) -> dict:
                 i0 = plane * ah[1] * aw[1]
                 s0 = s1 = s2 = s3 = zero  # the POOL_V sums (scalars: registers)
                 for oh in range(h_lo, h_hi + 1):
+                    r0, r1, rs = max_taps(s, ah, oh)
+                    first_row = err.size > 0 and h == r0  # the window's taps start on row h
                     for ow in range(w_lo, w_hi + 1):
                         at = idx[i0 + oh * aw[1] + ow]
                         if err.size > 0 and (at < 0 or at >= plane_len):
                             err[0] = plane_len  # every output's index is read by some element
+                        elif first_row:
+                            check_window_index(s, aw, ow, col0, at, r0, r1, rs, err)
                         d = at - this
                         if 0 <= d < POOL_V:  # else it names another element
                             g = gy[g0 + oh * gs2 + ow * gs3]

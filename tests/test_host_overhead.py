@@ -7,6 +7,7 @@ launch depends on."""
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 import types as pytypes
 from pathlib import Path
@@ -22,7 +23,7 @@ import gpuconv.functional as F  # noqa: E402
 from bench import host  # noqa: E402
 from gpuconv import backends  # noqa: E402
 from gpuconv.backends import cupy_backend, gpu_plan, numba_backend, numpy_backend  # noqa: E402
-from gpuconv.shapes import ConvSpec  # noqa: E402
+from gpuconv.shapes import ConvSpec, PoolSpec, max_window_taps  # noqa: E402
 
 BACKENDS = ("cupy", "numba")
 
@@ -330,9 +331,16 @@ def emulated(monkeypatch):
     yield
 
 
-@pytest.mark.parametrize("bad", [25, -1, 1 << 40])
+PLANE_RULE = r"indices must lie in \[0, 25\)"
+WINDOW_RULE = r"indices must name a tap of their output's pooling window"
+
+
+# a bad index for output (0, 1) of 2x2 max pooling of a 5x5 plane (window rows 0-1, columns
+# 2-3): outside the plane, or inside it but outside the window (row 0 column 1, row 2 column 2)
+@pytest.mark.parametrize("bad, rule", [(25, PLANE_RULE), (-1, PLANE_RULE), (1 << 40, PLANE_RULE),
+                                       (1, WINDOW_RULE), (12, WINDOW_RULE)])
 @pytest.mark.parametrize("debug", [False, True])
-def test_bad_indices_are_flagged_on_the_device(emulated, monkeypatch, bad, debug):
+def test_bad_indices_are_flagged_on_the_device(emulated, monkeypatch, bad, rule, debug):
     """No wait in the op: a bad index sets the error word, which check_errors() (or, with
     GPUCONV_DEBUG=1, the op itself) turns into the NumPy backend's ValueError, once."""
     import gpuconv
@@ -346,20 +354,22 @@ def test_bad_indices_are_flagged_on_the_device(emulated, monkeypatch, bad, debug
     gpuconv.check_errors()                                 # nothing flagged
     want = F.max_pool2d_backward(gy, x, idx, 2)            # NumPy: checked on the host
     idx[1, 2, 0, 1] = bad
-    with pytest.raises(ValueError, match=r"indices must lie in \[0, 25\)"):
+    with pytest.raises(ValueError, match=rule):
         F.max_pool2d_backward(gy, x, idx, 2)
     call = (lambda: F.max_pool2d_backward(gy, x, idx, 2, backend="cupy"))
     # emulated "device" arrays are NumPy arrays: present them as CuPy's to skip the host check
     monkeypatch.setattr(F, "backend_for_array", lambda array: "cupy")
     if debug:
-        with pytest.raises(ValueError, match=r"indices must lie in \[0, 25\)"):
+        with pytest.raises(ValueError, match=rule):
             call()
     else:
         got = call()
         mask = np.ones_like(want)
-        mask[1, 2, 0:2, 2:4] = 0  # the flagged output's window: its gradient is dropped
+        mask[1, 2, 0:2, 2:4] = 0  # the flagged output's window: its gradient is dropped, or
+        if 0 <= bad < 25:         # added where the index points, if a gather reads it there
+            mask[1, 2, bad // 5, bad % 5] = 0
         np.testing.assert_allclose(got * mask, want * mask)
-        with pytest.raises(ValueError, match=r"indices must lie in \[0, 25\)"):
+        with pytest.raises(ValueError, match=rule):
             gpuconv.check_errors()
     gpuconv.check_errors()                                 # cleared
 
@@ -400,6 +410,41 @@ def gpu_backend(request, monkeypatch):
         request.getfixturevalue("emulated")
         return cupy_backend
     return numba_backend
+
+
+# name -> input shape, pooling (None: adaptive to (3, 4)): dilated windows with padding,
+# overlapping windows, adaptive windows
+WINDOW_CASES = {
+    "dilated_padded": ((1, 2, 9, 9), PoolSpec.make(2, 3, 2, 1, 2)),
+    "overlapping": ((1, 2, 6, 7), PoolSpec.make(2, 3, 1)),
+    "adaptive": ((1, 2, 7, 9), None),
+}
+
+
+@pytest.mark.parametrize("case", WINDOW_CASES)
+def test_gpu_max_pool_backward_flags_an_index_outside_its_window(gpu_backend, case):
+    """The indices max pooling returns pass (no false alarm: every window's first-tap thread
+    checks its index); one that names an element of the plane beside or between its window's
+    taps sets the error word to -H*W, for gpuconv.check_errors."""
+    x_shape, spec = WINDOW_CASES[case]
+    x = np.random.default_rng(5).permutation(math.prod(x_shape)).reshape(x_shape) * 1.0
+    _, idx = (numpy_backend.max_pool2d(x, spec, True) if spec is not None else
+              numpy_backend.adaptive_max_pool2d(x, (3, 4)))
+    gy, in_hw = np.ones(idx.shape), x_shape[2:]
+    gpu_backend.take_errors()
+    gpu_backend.max_pool2d_backward(gy, idx, in_hw, spec)
+    assert gpu_backend.take_errors() == []
+    (r_start, r_lo, r_hi, r_step), (c_start, c_lo, c_hi, c_step) = max_window_taps(
+        spec, in_hw, idx.shape[2:])
+    for oh, ow in ((idx.shape[2] - 1, 1), (0, idx.shape[3] - 1)):
+        rows, cols = range(r_lo[oh], r_hi[oh] + 1, r_step), range(c_lo[ow], c_hi[ow] + 1, c_step)
+        beside = [h * in_hw[1] + w for h in range(r_lo[oh], r_hi[oh] + 1)
+                  for w in range(max(0, c_lo[ow] - 1), min(in_hw[1], c_hi[ow] + 2))
+                  if h not in rows or w not in cols]
+        bad = idx.copy()
+        bad[0, 1, oh, ow] = beside[0]
+        gpu_backend.max_pool2d_backward(gy, bad, in_hw, spec)
+        assert gpu_backend.take_errors() == [-in_hw[0] * in_hw[1]], (oh, ow, beside[0])
 
 
 @pytest.mark.parametrize("case", BACKWARD_CASES)

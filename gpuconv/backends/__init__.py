@@ -78,15 +78,27 @@ class BadPoolIndex(ValueError):
     (n, c, oh, ow)), met by a backend's scatter (which writes nothing past it) or by the
     caller's check; the op reports it as its own ``ValueError``."""
 
+    WINDOW_RULE = "indices must name a tap of their output's pooling window, as max pooling " \
+                  "returns them"
+
     def __init__(self, plane_size: int, index: int, output: tuple):
         if 0 <= index < plane_size:
-            super().__init__(f"indices must name a tap of their output's pooling window, as "
-                             f"max pooling returns them; output {output}'s index {index} is "
-                             f"outside its window")
+            super().__init__(f"{self.WINDOW_RULE}; output {output}'s index {index} is outside "
+                             f"its window")
         else:
-            super().__init__(f"indices must lie in [0, {plane_size}), the flat positions of "
-                             f"an input plane; got {index}")
+            super().__init__(f"{self.plane_rule(plane_size)}; got {index}")
         self.plane_size, self.index, self.output = plane_size, index, output
+
+    @staticmethod
+    def plane_rule(plane_size: int) -> str:
+        return f"indices must lie in [0, {plane_size}), the flat positions of an input plane"
+
+    @classmethod
+    def device_message(cls, word: int) -> str:
+        """What a GPU kernel's error word says: H*W for an index outside the plane, -H*W for
+        one inside it but outside its window."""
+        rule = cls.plane_rule(word) if word > 0 else cls.WINDOW_RULE
+        return f"{rule}: max-pool backward met one that is not on the device"
 
     @classmethod
     def at(cls, indices, position: int, plane_size: int) -> "BadPoolIndex":
@@ -168,16 +180,14 @@ def check_errors() -> None:
     """Raise the bad input that GPU kernels flagged since the last check, and clear the flags.
 
     GPU ops never wait for the device to validate values: max-pool backward on CuPy or Numba
-    device arrays checks its indices in the kernel and only flags one outside its input plane
-    (that element's gradient is dropped, as is that of an index inside the plane but outside
-    its window, which goes unflagged). Call this where a wait is fine (after an epoch, in
-    a test), or set ``GPUCONV_DEBUG=1`` to check after every such op. It reads each backend's
-    error word on the host, so it waits for the work queued on the current stream."""
+    device arrays checks its indices in the kernel and only flags one that names no tap of
+    its output's window (its gradient is dropped, or added where it points). Call this where a wait is fine (after an
+    epoch, in a test), or set ``GPUCONV_DEBUG=1`` to check after every such op. It reads each
+    backend's error word on the host, so it waits for the work queued on the current stream."""
     for module in list(_LOADED.values()):
         take_errors = getattr(module, "take_errors", None)
-        for plane in (take_errors() if take_errors is not None else ()):
-            raise ValueError(f"indices must lie in [0, {plane}), the flat positions of an input "
-                             f"plane: max-pool backward met one outside on the device")
+        for word in (take_errors() if take_errors is not None else ()):
+            raise ValueError(BadPoolIndex.device_message(word))
 
 
 def kernel_flipped(weight):

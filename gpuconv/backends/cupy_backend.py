@@ -230,7 +230,7 @@ def _error_word(ex):
 def take_errors() -> list[int]:
     """The error words that kernels set since the last call, each cleared (a read on the host:
     this waits for the current stream). Max-pool backward stores its plane size H*W there
-    when an index lies outside [0, H*W)."""
+    for an index outside [0, H*W), -H*W for one outside its window (BadPoolIndex)."""
     found = []
     for word in (_EXECUTOR.error_words.values() if _EXECUTOR is not None else ()):
         value = int(word[0])

@@ -574,8 +574,8 @@ def _error_word(device: int):
 
 def take_errors() -> list[int]:
     """The error words kernels set since the last call, each cleared (a copy to the host:
-    it waits for the device). Max-pool backward stores its plane size H*W there when an
-    index lies outside [0, H*W)."""
+    it waits for the device). Max-pool backward stores its plane size H*W there
+    for an index outside [0, H*W), -H*W for one outside its window (BadPoolIndex)."""
     found = []
     for word in _ERROR_WORDS.values():
         value = int(word.copy_to_host()[0])
