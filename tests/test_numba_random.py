@@ -136,15 +136,18 @@ def test_numba_matches_numpy(seed, op, x_shape, w_shape, kw, dtype):
                          exact=name == "output" and op in MAX_OPS)
 
 
-CONV_CONFIGS = [i for i, (op, *_) in enumerate(CONFIGS) if op.startswith("conv")][:4]
+# convs that run the GEMM (not the depthwise kernels: one input channel a group)
+CONV_CONFIGS = [i for i, (op, _, w, _) in enumerate(CONFIGS) if op.startswith("conv") and w[1] > 1][:4]
 
 
 @pytest.mark.parametrize("seed", CONV_CONFIGS)
 def test_int64_offsets_match_numpy(seed, monkeypatch):
     """The conv kernels' int64-offset instances (for tensors past 2^31 elements), run on small
-    tensors by lowering the planner's limit."""
-    from gpuconv.backends import gpu_plan
+    tensors by lowering the planner's limit; prepared calls start afresh (a call signature
+    prepared with 32-bit offsets would keep them), and every GEMM launched is an int64 one."""
+    from gpuconv.backends import gpu_plan, numba_backend
     monkeypatch.setattr(gpu_plan, "NUMBA_INDEX_LIMIT", 0)
+    monkeypatch.setattr(numba_backend, "_PREPARED", {})
     op, x_shape, w_shape, kw = CONFIGS[seed]
     x, w, b = arrays(op, x_shape, w_shape, kw, "float64", np.random.default_rng(seed))
     want = run(op, x, w, b, kw, np.random.default_rng(seed + 1000), "numpy")
@@ -152,6 +155,9 @@ def test_int64_offsets_match_numpy(seed, monkeypatch):
     for name, expected in want.items():
         assert_close(got[name], expected, k=reduction_length(op, x_shape, w_shape, kw),
                      dtype="float64", what=f"{op} {kw} int64 offsets {name}")
+    launched = [step.name for p in numba_backend._PREPARED.values() for step in p.steps]
+    gemms = [name for name in launched if name.startswith(("conv_gemm", "conv_direct"))]
+    assert gemms and all(name.endswith("i64>") for name in gemms), launched
 
 
 def test_device_arrays_in_device_arrays_out():
