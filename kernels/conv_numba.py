@@ -808,9 +808,11 @@ def conv_kernels(dtype, block: int) -> dict:
         s = zero
         for n in range(p[BATCH]):
             row = (n * p[A_STRIDE] + o * p[A_STRIDE + 1])
-            for pix in range(t, plane, block):
-                h, w = pix // p[Q_W], pix % p[Q_W]
-                s += a[row + h * p[A_STRIDE + 2] + w * p[A_STRIDE + 3]]
+            pix = np.int64(t)  # a plane below 2^31 pixels, as conv.cu's: 32-bit divisions
+            while pix < plane:
+                h = div32(pix, p[Q_W])
+                s += a[row + h * p[A_STRIDE + 2] + (pix - h * p[Q_W]) * p[A_STRIDE + 3]]
+                pix += block
         total = block_sum(cuda.shared.array(block, dtype), t, s)
         if t == 0:
             out[o] = total
