@@ -540,7 +540,7 @@ def _check_index_values(indices, spec, in_hw, out_hw) -> None:
             & (c_lo <= col) & (col <= c_hi) & ((col - c_start) % c_step == 0)
         bad = np.flatnonzero(~good.reshape(-1))
         return planes.start * good[0].size + int(bad[0]) if bad.size else -1
-    pieces = parallel.pieces_by_bytes(flat.shape[0], flat[0].nbytes)
+    pieces = parallel.pieces_by_bytes(flat.shape[0], math.prod(out_hw) * flat.itemsize)
     bad = [b for b in parallel.run(first_bad, pieces, flat.nbytes) if b >= 0]
     if bad:
         raise ValueError(str(backends.BadPoolIndex.at(indices, bad[0], plane)))
@@ -653,8 +653,7 @@ def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
     returned, as a training loop passes back: NumPy's scatter then routes an index inside
     the plane where it points); on CuPy / Numba device arrays the kernel checks them without
     any wait on the host and flags a bad one (its gradient dropped, or added where it
-    points) for
-    ``gpuconv.check_errors()`` (at once with ``GPUCONV_DEBUG=1``)."""
+    points) for ``gpuconv.check_errors()`` (at once with ``GPUCONV_DEBUG=1``)."""
     return _index_pool_backward(2, _max_pool_backward_checks, grad_out, input, indices,
                                 kernel_size, stride, padding, dilation, ceil_mode, check_indices,
                                 backend)

@@ -392,3 +392,14 @@ def test_the_compiled_depthwise_passes_take_only_every_window(zero_padding, stri
     NumPy's path."""
     got = numpy_backend._every_window((8, 9), zero_padding, (3, 3), stride, (1, 1), out_hw)
     assert got == every
+
+
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+@pytest.mark.parametrize("case", MAX_POOL, ids=[c[0] for c in MAX_POOL])
+def test_max_pool_backward_of_an_empty_batch(engine, case):
+    """No planes: nothing to check or scatter, an empty gradient of the input's shape."""
+    name, x_shape, kw = case
+    x = np.zeros((0,) + x_shape[1:])
+    _, indices = _pool(x, kw)
+    grad = _pool_backward(np.zeros(indices.shape), x, indices, kw)
+    assert grad.shape == x.shape, name

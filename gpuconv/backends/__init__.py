@@ -98,7 +98,7 @@ class BadPoolIndex(ValueError):
         """What a GPU kernel's error word says: H*W for an index outside the plane, -H*W for
         one inside it but outside its window."""
         rule = cls.plane_rule(word) if word > 0 else cls.WINDOW_RULE
-        return f"{rule}: max-pool backward met one that is not on the device"
+        return f"{rule}: max-pool backward met an index that breaks it on the device"
 
     @classmethod
     def at(cls, indices, position: int, plane_size: int) -> "BadPoolIndex":
@@ -181,9 +181,10 @@ def check_errors() -> None:
 
     GPU ops never wait for the device to validate values: max-pool backward on CuPy or Numba
     device arrays checks its indices in the kernel and only flags one that names no tap of
-    its output's window (its gradient is dropped, or added where it points). Call this where a wait is fine (after an
-    epoch, in a test), or set ``GPUCONV_DEBUG=1`` to check after every such op. It reads each
-    backend's error word on the host, so it waits for the work queued on the current stream."""
+    its output's window (its gradient is dropped, or added where it points). Call this where
+    a wait is fine (after an epoch, in a test), or set ``GPUCONV_DEBUG=1`` to check after
+    every such op. It reads each backend's error word on the host, so it waits for the work
+    queued on the current stream."""
     for module in list(_LOADED.values()):
         take_errors = getattr(module, "take_errors", None)
         for word in (take_errors() if take_errors is not None else ()):

@@ -1104,7 +1104,7 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
     def pool(piece):
         if not _max_pool_inside(planes[piece], spec, out_hw, y[piece], index[piece]):
             y[piece], index[piece] = _max_pool2d(planes[piece], spec, True)
-    parallel.run(pool, parallel.pieces_by_bytes(n * c, planes[0].nbytes), x.nbytes)
+    parallel.run(pool, parallel.pieces_by_bytes(n * c, h * w * x.itemsize), x.nbytes)
     return y.reshape((n, c) + out_hw), index.reshape((n, c) + out_hw)
 
 
