@@ -205,33 +205,42 @@ def depthwise_grad_weight(x, grad_out, grad_w, top, left, padded_hw, kernel_w, s
 
 
 @njit(nogil=True, cache=True)
-def _in_window(i, o, taps, step):
-    """Whether position i is a tap of window o (``shapes.max_window_taps``' rows start, lo,
-    hi of ``taps``)."""
-    return taps[1, o] <= i <= taps[2, o] and (i - taps[0, o]) % step == 0
+def _names_a_tap(r, c, row_lo, row_hi, row_step, col_start, col_lo, col_hi, col_step):
+    """Whether position (r, c) is a tap of a window whose taps lie on rows row_lo, row_lo +
+    row_step, ... <= row_hi and columns col_lo <= c <= col_hi with (c - col_start) % col_step
+    == 0 (``shapes.max_window_taps``)."""
+    return (row_lo <= r <= row_hi and (row_step == 1 or (r - row_lo) % row_step == 0)
+            and col_lo <= c <= col_hi and (col_step == 1 or (c - col_start) % col_step == 0))
 
 
 @njit(nogil=True, cache=True)
-def max_pool2d_backward_planes(grad_out, indices, grad, width, row_taps, row_step, col_taps,
-                               col_step):
+def max_pool2d_backward_planes(grad_out, indices, grad, width, row_of, row_taps, row_step,
+                               col_taps, col_step):
     """grad (P, plane) = each plane's outputs' gradients grad_out (P, L) added where indices
     (P, L) name, in output order; outputs (L = Ho * Wo) in row-major order, their windows'
-    taps as ``shapes.max_window_taps`` gives them (stacked (3, Ho) and (3, Wo)), the input
-    ``width`` wide. Returns the flat position in ``indices`` of the first index that names no
-    tap of its output's window (in the plane or not), after which nothing more is written,
-    or -1."""
+    taps as ``shapes.max_window_taps`` gives them (stacked (3, Ho) and (3, Wo)), the plane
+    ``width`` wide, ``row_of`` each of its flat positions' row (a table: no division per
+    index, which would cost the scatter several times its time). Returns the flat position
+    in ``indices`` of the first index that names no tap of its output's window (in the
+    plane or not), after which nothing more is written, or -1."""
     planes, outputs = grad_out.shape
-    plane, out_w = grad.shape[1], col_taps.shape[1]
+    plane, out_h, out_w = grad.shape[1], row_taps.shape[1], col_taps.shape[1]
     for p in range(planes):
         dst, gy, idx = grad[p], grad_out[p], indices[p]
         dst[:] = 0
-        for q in range(outputs):
-            i = idx[q]
-            if i < 0 or i >= plane or not (_in_window(i // width, q // out_w, row_taps, row_step)
-                                           and _in_window(i % width, q % out_w, col_taps,
-                                                          col_step)):
-                return p * outputs + q
-            dst[i] += gy[q]
+        q = 0
+        for oh in range(out_h):
+            row_lo, row_hi = row_taps[1, oh], row_taps[2, oh]
+            for ow in range(out_w):
+                i = idx[q]
+                if i < 0 or i >= plane:
+                    return p * outputs + q
+                r = np.int64(row_of[i])
+                if not _names_a_tap(r, i - r * width, row_lo, row_hi, row_step,
+                                    col_taps[0, ow], col_taps[1, ow], col_taps[2, ow], col_step):
+                    return p * outputs + q
+                dst[i] += gy[q]
+                q += 1
     return -1
 
 

@@ -205,8 +205,8 @@ def _scatter(grad_out, indices, grad, col_windows):
     col_windows[o] (first, last), step 1."""
     first, last = np.array(col_windows).T
     return cpu_numba.max_pool2d_backward_planes(grad_out, indices, grad, 4,
-                                                np.zeros((3, 1), np.int64), 1,
-                                                np.stack([first, first, last]), 1)
+                                                np.zeros(4, np.int32), np.zeros((3, 1), np.int64),
+                                                1, np.stack([first, first, last]), 1)
 
 
 def test_compiled_scatter_reports_its_first_bad_index_and_writes_nothing_past_it():

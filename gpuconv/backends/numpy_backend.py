@@ -1220,11 +1220,12 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
         (r_start, r_lo, r_hi, r_step), (c_start, c_lo, c_hi, c_step) = max_window_taps(
             spec, input_hw, (ho, wo))
         row_taps, col_taps = np.stack([r_start, r_lo, r_hi]), np.stack([c_start, c_lo, c_hi])
+        row_of = _plane_rows(*input_hw)
 
         def scatter_compiled(planes: slice):
             bad = kernels.max_pool2d_backward_planes(grad_out2[planes], index2[planes],
-                                                     grad[planes], input_hw[1], row_taps,
-                                                     r_step, col_taps, c_step)
+                                                     grad[planes], input_hw[1], row_of,
+                                                     row_taps, r_step, col_taps, c_step)
             if bad >= 0:
                 raise backends.BadPoolIndex.at(indices, planes.start * ho * wo + bad, plane)
         parallel.run(scatter_compiled, pieces, grad.nbytes)
@@ -1247,6 +1248,15 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
                 from None
     parallel.run(scatter, pieces, grad.nbytes)
     return grad.reshape((n, c) + tuple(input_hw))
+
+
+@functools.lru_cache(maxsize=4)
+def _plane_rows(h: int, w: int) -> np.ndarray:
+    """The row of each flat position of an h x w plane (int32: as large as one float32
+    plane), for the compiled max-pool scatter's window checks."""
+    rows = np.repeat(np.arange(h, dtype=np.int32), w)
+    rows.flags.writeable = False  # shared by the calls
+    return rows
 
 
 def _disjoint_windows(spec: PoolSpec) -> bool:
