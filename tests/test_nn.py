@@ -266,6 +266,39 @@ def test_fit_is_deterministic_and_resume_is_bit_identical(tmp_path):
         assert resumed.history.history["loss"] == straight.history.history["loss"]
 
 
+def test_an_evaluate_from_a_batch_callback_leaves_the_epochs_metrics_alone():
+    """Keras allows evaluate() in a callback; it must not reset or add to the running totals
+    of the epoch being trained (the weights never depended on them)."""
+    rng = RNG(2)
+    x, y = rng.random((32, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 32)
+
+    class Probe(nn.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                self.model.evaluate(x[:4], y[:4])
+
+    histories = []
+    for callbacks in ([], [Probe()]):
+        m = zoo.make_model("slides").build((1, 28, 28), "cpu", 3)
+        m.compile("sgd")
+        history = m.fit(x, y, batch_size=8, callbacks=callbacks, verbose=0).history
+        histories.append({k: v for k, v in history.items() if k != "seconds"})
+    assert histories[0] == histories[1]
+
+
+@pytest.mark.parametrize("call", ["fit", "evaluate"])
+def test_labels_need_a_model_of_one_score_per_class(tmp_path, call):
+    """A model whose output is not (classes,) (a fully convolutional one, a conv stack)
+    cannot be scored against labels: a clear error, not a loss of 0."""
+    model, x = _trained(tmp_path, "slides")
+    y = np.zeros(len(x), np.int64)
+    for other in (model.to_fully_convolutional(),
+                  Sequential([nn.Conv2D(3, 3)]).build((1, 28, 28), "cpu", 0)):
+        other.compile("sgd")
+        with pytest.raises(ValueError, match=r"labels need a classifier.*one score per class"):
+            getattr(other, call)(x, y)
+
+
 def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     class Sabotage(nn.Callback):
         def on_epoch_end(self, epoch, logs):

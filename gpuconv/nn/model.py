@@ -335,6 +335,10 @@ class Sequential:
             if y.dtype.kind == "f" and not bool((yp.isfinite(y) & (yp.floor(y) == y)).all()):
                 raise ValueError("y must hold whole-number class labels, got fractions, NaN or "
                                  "infinities")
+            if len(self.output_shape) != 1:
+                raise ValueError(f"labels need a classifier, whose output is one score per "
+                                 f"class (shape (classes,)); this model's is "
+                                 f"{tuple(self.output_shape)}")
             classes = self.output_shape[0]
             if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
                 raise ValueError(f"labels must be in [0, {classes}), got [{int(y.min())}, "

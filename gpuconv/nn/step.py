@@ -114,7 +114,10 @@ class Trainer:
         self.model, self.graph, self.optimizer = model, graph, model.optimizer
         self._bound: list | None = None  # what the steps updated in place, after the last run
         xp = model.device.xp
+        # [loss sum, correct] of training and of evaluation apart: an evaluate() from a batch
+        # callback leaves the epoch's running totals alone
         self.totals = xp.zeros(2, dtype=np.float64)
+        self.eval_totals = xp.zeros(2, dtype=np.float64)
         self._steps: dict[tuple[int, bool], Step] = {}
         self.stream = None
         if graph and model.device.kind == "cuda":
@@ -137,7 +140,8 @@ class Trainer:
     def step(self, batch: int, training: bool) -> Step:
         key = (batch, training)
         if key not in self._steps:
-            self._steps[key] = Step(self.model, batch, training, self.graph, self.totals)
+            self._steps[key] = Step(self.model, batch, training, self.graph,
+                                    self.totals if training else self.eval_totals)
         return self._steps[key]
 
     @contextmanager
@@ -208,9 +212,9 @@ class Trainer:
         """Mean loss and accuracy over (x, y) in inference mode; one read-back at the end."""
         model = self.model
         with self._stream():
-            self.totals[...] = 0
+            self.eval_totals[...] = 0
             for start in range(0, len(x), batch_size):
                 xb, yb = model._to_device(x[start:start + batch_size], y[start:start + batch_size])
                 self.step(len(xb), False).run(xb, yb)
-            loss_sum, correct = (float(v) for v in self.totals.tolist())
+            loss_sum, correct = (float(v) for v in self.eval_totals.tolist())
         return {"loss": loss_sum / len(x), model.metric_name: correct / len(x)}
