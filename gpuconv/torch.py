@@ -49,8 +49,12 @@ def _run(op, *args, backend: Optional[str] = None, **kwargs):
     """Run gpuconv op ``op`` on tensors (detached: autograd is the Function's job) where they
     live: the CPU, or a CUDA device on PyTorch's current stream there."""
     import torch
-    args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-    device = next(a.device for a in args if isinstance(a, torch.Tensor))
+    if not isinstance(args[0], torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor (gpuconv.functional takes other arrays), "
+                        f"got {type(args[0]).__name__}")
+    # detached, and as plain tensors: a subclass's module is no array library to return to
+    args = [_plain(a.detach()) if isinstance(a, torch.Tensor) else a for a in args]
+    device = args[0].device
     if device.type == "cpu":
         return op(*args, backend=backend, **kwargs)
     if device.type != "cuda":
@@ -60,6 +64,12 @@ def _run(op, *args, backend: Optional[str] = None, **kwargs):
               if backend in CUDA_BACKENDS else contextlib.nullcontext())
     with stream:
         return op(*args, backend=backend, **kwargs)
+
+
+def _plain(tensor):
+    """``tensor`` as a torch.Tensor itself, sharing its memory, where it is of a subclass."""
+    import torch
+    return tensor if type(tensor) is torch.Tensor else tensor.as_subclass(torch.Tensor)
 
 
 @dataclass(frozen=True)

@@ -249,3 +249,35 @@ def test_lp_pool_norm_type_is_checked_as_gpuconv_checks_it(op, x, norm_type):
     "2" passed and "abc" failed without naming it."""
     with pytest.raises((ValueError, TypeError), match="norm_type"):
         op(_rand(*x, positive=True), norm_type, 2)
+
+
+class _Tagged(torch.Tensor):
+    """A tensor subclass (as torchvision's tv_tensors are), defined in a module that is no
+    array library."""
+
+
+@pytest.mark.parametrize("call", [lambda x: gt.avg_pool2d(x, 2), lambda x: gt.max_pool2d(x, 2),
+                                  lambda x: gt.Conv2d(2, 3, 3).double()(x),
+                                  lambda x: gt.conv2d(x, torch.ones(3, 2, 3, 3, dtype=x.dtype))])
+def test_a_tensor_subclass_runs_as_a_tensor(call):
+    """Forward and gradients of a subclass input are those of the plain tensor (before, the
+    result came back as a NumPy array with autograd lost, or the call failed)."""
+    torch.manual_seed(0)
+    plain = torch.randn(1, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    tagged = plain.detach().clone().as_subclass(_Tagged).requires_grad_()
+    outputs = []
+    for x in (plain, tagged):
+        torch.manual_seed(1)  # the same layer weights
+        y = call(x)
+        assert isinstance(y, torch.Tensor) and y.requires_grad
+        y.sum().backward()
+        outputs.append((y.detach(), x.grad))
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+
+
+@pytest.mark.parametrize("value", [[[[[0.0]]]], 3, None])
+def test_an_input_that_is_no_tensor_is_a_type_error(value):
+    import numpy as np
+    for x in (np.zeros((1, 1, 4, 4)), value):
+        with pytest.raises(TypeError, match="input must be a torch.Tensor"):
+            gt.max_pool2d(x, 2)
