@@ -266,6 +266,24 @@ def test_fit_is_deterministic_and_resume_is_bit_identical(tmp_path):
         assert resumed.history.history["loss"] == straight.history.history["loss"]
 
 
+def test_a_failed_build_leaves_the_model_unbuilt_and_usable():
+    """A build that fails (a bad dtype, seed or device; a kernel larger than the input, met
+    by fit's own build) changes nothing that a later build depends on."""
+    x, y = RNG(4).random((8, 1, 8, 8), dtype=np.float32), np.zeros(8, np.int64)
+    model = Sequential([nn.Conv2D(4, 3), nn.Flatten(), nn.Dense(3)])
+    model.compile("sgd")
+    for bad, error in ((dict(dtype="float16"), TypeError), (dict(dtype="bogus"), TypeError),
+                       (dict(seed=-1), ValueError), (dict(device="bogus"), ValueError)):
+        with pytest.raises(error):
+            model.build((1, 8, 8), **bad)
+        assert not model.built, bad
+    with pytest.raises(ValueError, match="does not fit"):
+        model.fit(np.zeros((4, 1, 2, 2), np.float32), y[:4])
+    assert not model.built
+    model.fit(x, y, verbose=0)
+    assert model.input_shape == (1, 8, 8) and model.predict(x).shape == (8, 3)
+
+
 def test_an_evaluate_from_a_batch_callback_leaves_the_epochs_metrics_alone():
     """Keras allows evaluate() in a callback; it must not reset or add to the running totals
     of the epoch being trained (the weights never depended on them)."""

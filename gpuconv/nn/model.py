@@ -158,32 +158,41 @@ class Sequential:
             if input_shape is None:
                 raise ValueError("build() needs input_shape (C, H, W), or input_shape= on the "
                                  "first layer")
-        self.device = device if isinstance(device, Device) else resolve_device(device)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.seed = check_int(seed, "seed", 0)
-        self.input_shape = _check_input_shape(input_shape)
+        # every argument checked before anything changes; a failed build leaves the model
+        # unbuilt (a layer's half-made parameters are made again by the next build)
+        device = device if isinstance(device, Device) else resolve_device(device)
+        try:
+            real = np.dtype(dtype)
+        except TypeError:
+            real = None
+        if real not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {short_repr(dtype)}")
+        seed = check_int(seed, "seed", 0)
+        input_shape = _check_input_shape(input_shape)
+        self.device, self.dtype, self.seed, self.input_shape = device, real, seed, input_shape
+        try:
+            self._build_layers()
+        except BaseException as exc:
+            self.device = None
+            hint = _channels_last_hint(input_shape) if isinstance(exc, ValueError) else ""
+            if hint:
+                raise ValueError(f"{exc}{hint}") from None
+            raise
+        self._fuse_relu()
+        return self
+
+    def _build_layers(self) -> None:
         init_rng = np.random.default_rng(self.seed)
         shape, trainable_seen = self.input_shape, False
         for layer in self.layers:
             if layer.is_augmentation and trainable_seen:
                 raise ValueError(f"{layer.name}: augmentation layers must come before any "
                                  "layer with parameters (they pass no gradient back)")
-            try:
-                layer.build(shape, self.device, init_rng, self.dtype)
-            except ValueError as exc:
-                hint = _channels_last_hint(self.input_shape)
-                if not hint:
-                    raise
-                self.device = None  # not built
-                raise ValueError(f"{exc}{hint}") from None
+            layer.build(shape, self.device, init_rng, self.dtype)
             # nothing before the first trainable layer needs a gradient of its input
             layer.need_input_grad = trainable_seen
             trainable_seen = trainable_seen or bool(layer.params)
             shape = layer.output_shape
-        self._fuse_relu()
-        return self
 
     def _fuse_relu(self) -> None:
         """With ``fuse_relu``, a ReLU runs inside the layer before it, one pass fewer over its
