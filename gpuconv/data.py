@@ -355,6 +355,9 @@ def _read_image_file(path: Path) -> np.ndarray:
     if images.dtype != np.uint8 or images.ndim not in (2, 3):
         raise ValueError(f"{path}: an IDX image file must hold uint8 (H, W) or (N, H, W), "
                          f"got {images.ndim}-D {images.dtype}")
+    if 0 in images.shape[-2:]:
+        raise ValueError(f"{path}: its images are {images.shape[-2]}x{images.shape[-1]} "
+                         f"pixels; an image needs at least 1x1")
     return images if images.ndim == 3 else images[None]
 
 
@@ -396,6 +399,9 @@ def _check_images(images, name: str) -> None:
         shape = getattr(images, "shape", None)
         raise ValueError(f"{name} must be a uint8 NumPy array (N, H, W), got "
                          f"{type(images).__name__} {getattr(images, 'dtype', '')} {shape}")
+    if 0 in images.shape[1:]:
+        raise ValueError(f"{name} must be at least 1x1 pixels, got {images.shape[1]}x"
+                         f"{images.shape[2]}")
 
 
 def _resize_weights(n_in: int, n_out: int) -> np.ndarray:

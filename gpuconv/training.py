@@ -257,6 +257,11 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     x_train, y_train, x_val, y_val = split_validation(ds.x_train, ds.y_train,
                                                       VALIDATION_FRACTION, seed=0)
     model, epochs, batch_size, run = _start_or_resume(options, device, len(x_train), echo)
+    if (1,) + ds.x_train.shape[1:] != tuple(model.input_shape):  # before any run directory
+        h, w = ds.x_train.shape[1:]
+        raise ValueError(f"{ds.source}: its images are {h}x{w}, model {run['model']} takes "
+                         f"{model.input_shape[1]}x{model.input_shape[2]} (resize them first: "
+                         f"gpuconv.data.resize_images)")
     model.graph = options.graph
     echo(f"model {run['model']} ({model.n_params:,} parameters) on {device.describe()}: "
          f"{epochs} epochs, batch {batch_size}, {len(x_train):,} training images")

@@ -385,6 +385,19 @@ def test_resize_keeps_flat_images_flat_and_same_size_unchanged(source, size):
     np.testing.assert_array_equal(resize_images(varied, size), varied)
 
 
+@pytest.mark.parametrize("shape", [(1, 28, 0), (2, 0, 5), (0, 0)])
+def test_images_without_pixels_are_refused(tmp_path, shape):
+    """An IDX file of 0-wide or 0-high images, and such an array to resize: a ValueError
+    naming the file or the argument (resizing divided by the missing size)."""
+    path = tmp_path / "empty.idx"
+    write_idx(path, np.zeros(shape, np.uint8))
+    with pytest.raises(ValueError, match=r"empty.idx: its images are \d+x\d+ pixels"):
+        load_images([path])
+    if len(shape) == 3:
+        with pytest.raises(ValueError, match="images must be at least 1x1 pixels"):
+            resize_images(np.zeros(shape, np.uint8), (28, 28))
+
+
 def test_growing_interpolates_between_pixels():
     grown = resize_images(np.array([[[0, 200]]], np.uint8), (1, 4))[0, 0]
     np.testing.assert_array_equal(grown, [0, 50, 150, 200])

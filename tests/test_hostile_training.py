@@ -226,6 +226,21 @@ def test_an_empty_test_split_is_refused_before_training(data_dir, tmp_path):
     assert not any(line.startswith("epoch") for line in lines)
 
 
+def test_images_of_another_size_are_refused_before_any_run_directory(data_dir, tmp_path,
+                                                                     monkeypatch):
+    """32x32 images for a 28x28 model: an error naming the data and both sizes, and neither
+    a run directory nor a moved runs/latest (an empty run would have become the latest)."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for split, n in (("train", 30), ("t10k", 10)):
+        write_idx(big / f"{split}-images-idx3-ubyte", np.zeros((n, 32, 32), np.uint8))
+        write_idx(big / f"{split}-labels-idx1-ubyte", np.zeros(n, np.uint8))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"big.*images are 32x32, model slides takes 28x28"):
+        train(_options(big, None), echo=lambda line: None)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_evaluate_refuses_no_samples(finished_run):
     model = Sequential.load(finished_run / "model.npz")
     with pytest.raises(ValueError, match="evaluate needs at least one sample"):
