@@ -357,7 +357,10 @@ _FIT_ARGS = [
     (lambda v: nn.EarlyStopping(patience=v), "patience", [float("inf"), 1.5, None, -1]),
     (lambda v: nn.EarlyStopping(min_delta=v), "min_delta", [float("nan"), "0.1"]),
     (lambda v: nn.EarlyStopping(restore_best_weights=v), "restore_best_weights", ["no", 1]),
-    (lambda v: nn.ModelCheckpoint(v), "filepath", [5, None]),
+    (lambda v: nn.ModelCheckpoint(v), "filepath", [5, None, "{epoch:99999999999d}.npz", "c-{.npz"]),
+    (lambda v: _compiled().fit(XS, YS, callbacks=[nn.ModelCheckpoint(v)], verbose=0),
+     "filepath", ["c-{epoch.x}.npz", "c-{lost}.npz"]),
+    (lambda v: _compiled().fit(XS, YS, device=v, verbose=0), "device", ["bogus", 5]),
     (lambda v: nn.ModelCheckpoint("c.npz", save_best_only=v), "save_best_only", ["yes", 1]),
     (lambda v: nn.ModelCheckpoint("c.npz", extra=v), "extra", [[1], "s"]),
 ]

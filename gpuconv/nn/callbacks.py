@@ -9,6 +9,8 @@ As in Keras, ``epoch`` and ``batch`` are 0-based, ``self.model`` and ``self.para
 from __future__ import annotations
 
 import math
+import re
+import string
 import sys
 import time
 from os import PathLike
@@ -179,6 +181,24 @@ class _AnyQuantity(dict):
         return 0.0
 
 
+NAME_MAX = 255  # bytes of a file name (most file systems)
+
+
+def _check_fields(filepath: str) -> str:
+    """``filepath`` whose fields ask for no width or precision longer than a file name can
+    be (a field such as {epoch:99999999999d} would make a string of 100 GB)."""
+    try:
+        specs = [spec for _, field, spec, _ in string.Formatter().parse(filepath)
+                 if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"filepath {filepath!r} is no format string: {exc}") from None
+    for spec in specs:
+        if any(int(n) > NAME_MAX for n in re.findall(r"\d+", spec or "")):
+            raise ValueError(f"filepath {filepath!r}: a field's width or precision {spec!r} "
+                             f"is longer than a file name ({NAME_MAX} bytes)")
+    return filepath
+
+
 class ModelCheckpoint(_Monitor):
     """Saves the model after each epoch to ``filepath``, which may hold Keras' fields
     (``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``, epoch counted from 1). With
@@ -192,7 +212,7 @@ class ModelCheckpoint(_Monitor):
         super().__init__(monitor, mode)
         if not isinstance(filepath, (str, PathLike)):
             raise TypeError(f"filepath must be a path, got {type(filepath).__name__}")
-        self.filepath = str(filepath)
+        self.filepath = _check_fields(str(filepath))
         self.save_best_only = check_bool(save_best_only, "save_best_only")
         self.include_optimizer = check_bool(include_optimizer, "include_optimizer")
         check_extra(extra)
@@ -214,7 +234,7 @@ class ModelCheckpoint(_Monitor):
             raise ValueError(f"filepath {self.filepath!r} names {exc}, which fit does not log "
                              f"(it logs {sorted(fields)}); validation quantities need "
                              "validation_data or validation_split") from None
-        except (IndexError, ValueError, TypeError) as exc:
+        except (IndexError, ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"filepath {self.filepath!r} must hold only named fields of "
                              f"fit's logs, formatted as their values allow: {exc}") from None
 

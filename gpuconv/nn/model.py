@@ -407,6 +407,11 @@ class Sequential:
         if not self.built:
             declared = self.layers[0].declared_input_shape if self.layers else None
             self.build(declared or x.shape[1:], device, self.seed if seed is None else seed)
+        elif not (isinstance(device, str) and device == "auto"):  # "auto": where it is built
+            asked = device if isinstance(device, Device) else resolve_device(device)
+            if asked.describe() != self.device.describe():
+                raise ValueError(f"device {short_repr(device)}: the model is built on "
+                                 f"{self.device.describe()}; build it again to move it")
         if seed is not None:
             self.seed = seed
         self._check_inputs(x, y, finite=True)
