@@ -230,6 +230,21 @@ def test_fully_convolutional_model_gives_the_same_scores(tmp_path, name):
     np.testing.assert_allclose(scores[:, :, 0, 0], model.predict(x), rtol=2e-5, atol=2e-5)
 
 
+def test_calling_a_model_checks_the_input_shape(tmp_path):
+    """A model with a Dense layer takes its built input shape only, a fully convolutional
+    one any size with the built channels: other shapes are a ValueError naming x."""
+    model, x = _trained(tmp_path, "slides")
+    fcn = model.to_fully_convolutional()
+    for bad in (x[:, :, :20, :20], x[0], np.zeros((2, 3, 28, 28), np.float32)):
+        with pytest.raises(ValueError, match=r"x must have shape \(N,\) \+ \(1, 28, 28\)"):
+            model(bad)
+    for bad in (x[0], np.zeros((2, 3, 28, 28), np.float32)):
+        with pytest.raises(ValueError, match=r"x must have shape \(N,\) \+ \(1,\) \+ \(H, W\)"):
+            fcn(bad)
+    with pytest.raises(ValueError, match="build"):
+        Sequential([nn.Flatten(), nn.Dense(3)])(x)
+
+
 def test_fully_convolutional_model_maps_class_scores_over_a_larger_image(tmp_path):
     model, _ = _trained(tmp_path, "slides")  # valid convolutions: total stride 4
     fcn = model.to_fully_convolutional()
