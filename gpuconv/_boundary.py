@@ -88,8 +88,10 @@ def _to_backend(arrays: dict, backend) -> dict:
         try:
             converted[name] = module.from_foreign(array)
         except (BufferError, RuntimeError) as exc:  # a tensor that requires grad, say
+            why = ("for autograd use gpuconv.torch" if getattr(array, "requires_grad", False)
+                   else "gpuconv takes float32 or float64 arrays of strided memory")
             raise TypeError(f"{name}: the {array_library(array)} array cannot be shared "
-                            f"without a copy ({exc}); for autograd use gpuconv.torch") from exc
+                            f"without a copy ({exc}); {why}") from exc
     return converted
 
 

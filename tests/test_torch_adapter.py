@@ -281,3 +281,19 @@ def test_an_input_that_is_no_tensor_is_a_type_error(value):
     for x in (np.zeros((1, 1, 4, 4)), value):
         with pytest.raises(TypeError, match="input must be a torch.Tensor"):
             gt.max_pool2d(x, 2)
+
+
+@pytest.mark.parametrize("make, advice", [
+    (lambda: torch.zeros(1, 1, 4, 4, dtype=torch.bfloat16), "float32 or float64 arrays"),
+    (lambda: torch.zeros(1, 1, 4, 4).to_sparse(), "strided memory"),
+    (lambda: torch.zeros(1, 1, 4, 4, requires_grad=True), "for autograd use gpuconv.torch"),
+])
+def test_a_tensor_that_cannot_be_shared_says_why(make, advice):
+    """gpuconv.functional on a tensor DLPack cannot share: the advice fits the tensor
+    (gpuconv.torch only for one that requires grad; gpuconv.torch itself says the same of
+    a bfloat16 or sparse one)."""
+    import gpuconv.functional as F
+    calls = [F.max_pool2d] + ([] if make().requires_grad else [gt.max_pool2d])
+    for call in calls:
+        with pytest.raises(TypeError, match=f"input: the torch array cannot be shared.*{advice}"):
+            call(make(), 2)
