@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -20,7 +21,11 @@ def atomic_write(path: Path, write: Callable) -> None:
     shown, path = path, Path(os.path.realpath(path))
     if path.exists() and not path.is_file():
         raise ValueError(f"{shown}: not a regular file; only a regular file is written over")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # (mkdir's word for a parent that is a file)
+        raise NotADirectoryError(errno.ENOTDIR, "a folder on the way is a file",
+                                 str(shown)) from None
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "wb") as f:

@@ -172,6 +172,24 @@ def test_save_load_round_trip_is_exact(tmp_path):
         assert all(archive[k].dtype != object for k in archive.files)
 
 
+def test_save_refuses_what_would_not_come_back_and_names_the_path(tmp_path):
+    """A path that is no path, an extra whose keys JSON would turn into strings or nested past
+    the encoder's depth, a folder on the way that is a file: clear errors, nothing written."""
+    model, _ = _trained(tmp_path, "slides")
+    deep = inner = {}
+    for _ in range(100_000):
+        inner["a"] = inner = {}
+    with pytest.raises(TypeError, match="path must be a file path"):
+        model.save(None)
+    for extra, message in (({1: 2}, "JSON keys are strings"), (deep, "recursion")):
+        with pytest.raises(ValueError, match=f"m.npz: not written: .*{message}"):
+            model.save(tmp_path / "m.npz", extra=extra)
+    (tmp_path / "file").write_text("kept")
+    with pytest.raises(NotADirectoryError, match="a folder on the way is a file"):
+        model.save(tmp_path / "file" / "m.npz")
+    assert not (tmp_path / "m.npz").exists() and (tmp_path / "file").read_text() == "kept"
+
+
 def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     model, _ = _trained(tmp_path)
     path = tmp_path / "m.npz"

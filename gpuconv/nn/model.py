@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -570,6 +571,8 @@ class Sequential:
         NaN or infinite weight, a description that does not load back (an optimiser whose
         learning-rate schedule is not one of gpuconv's)."""
         self._require_built()
+        if not isinstance(path, (str, PathLike)):
+            raise TypeError(f"path must be a file path, got {type(path).__name__}")
         include_optimizer = check_bool(include_optimizer, "include_optimizer")
         try:
             description = self.file_description(include_optimizer, extra)
@@ -597,11 +600,13 @@ class Sequential:
         try:
             text = json.dumps(meta, default=_json_scalar)
             loaded = json.loads(text)
+            if loaded["extra"] != (extra or {}):  # {1: 2} comes back as {"1": 2}
+                raise ValueError("extra would come back changed: JSON keys are strings")
             check_structure(loaded)
             self._unbuilt_from_config(loaded["model"])
             if "optimizer" in loaded:
                 make_optimizer(loaded["optimizer"]["config"])
-        except _CONFIG_ERRORS as exc:
+        except (*_CONFIG_ERRORS, RecursionError) as exc:  # RecursionError: a deep extra
             raise ValueError(f"the model's description would not load back "
                              f"({str(exc)[:300]})") from None
         return text.encode()
