@@ -113,7 +113,7 @@ def _run_directory(options: TrainOptions, echo: Echo) -> Path:
 def _point_latest_at(out: Path, echo: Echo) -> None:
     latest = out.parent / LATEST
     if latest.exists() and not latest.is_symlink():
-        echo(f"note: {latest} is a directory, not a link, so it stays as it is")
+        echo(f"note: {latest} is not a link, so it stays as it is")
         return
     link = out.parent / f".{LATEST}-{out.name}"  # renamed over the old link: atomic
     link.symlink_to(out.name, target_is_directory=True)
@@ -254,8 +254,13 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     device = resolve_device(options.device, options.backend)
     ds = load_dataset(options.data)
     echo(f"data: {ds.source}")
-    x_train, y_train, x_val, y_val = split_validation(ds.x_train, ds.y_train,
-                                                      VALIDATION_FRACTION, seed=0)
+    try:
+        x_train, y_train, x_val, y_val = split_validation(ds.x_train, ds.y_train,
+                                                          VALIDATION_FRACTION, seed=0)
+    except ValueError:  # (its message names its own argument, no option of this command)
+        raise ValueError(f"{ds.source}: {len(ds.x_train)} training images are too few to hold "
+                         f"out {VALIDATION_FRACTION:.0%} of them for validation and train on "
+                         f"the rest") from None
     model, epochs, batch_size, run = _start_or_resume(options, device, len(x_train), echo)
     if (1,) + ds.x_train.shape[1:] != tuple(model.input_shape):  # before any run directory
         h, w = ds.x_train.shape[1:]
@@ -268,7 +273,8 @@ def train(options: TrainOptions, echo: Echo = print, progress=None) -> dict:
     try:
         out = _run_directory(options, echo)
     except OSError as exc:
-        raise RunOutputError(f"--out {options.out} cannot be written ({exc.strerror or exc}); "
+        where = f"--out {options.out}" if options.out is not None else f"{RUNS}/<time>"
+        raise RunOutputError(f"{where} cannot be written ({exc.strerror or exc}); "
                              "nothing was trained") from None
     echo(f"run directory: {out}")
     with _output_claimed(out, echo):

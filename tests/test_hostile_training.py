@@ -37,8 +37,9 @@ def no_pictures(monkeypatch):
 
 
 def _options(data_dir, out, **changes):
+    """``out`` None: the default, a new runs/<time> below the working directory."""
     base = dict(model="slides", device="cpu", data=str(data_dir), epochs=1, batch_size=64,
-                out=str(out))
+                out=None if out is None else str(out))
     return TrainOptions(**(base | changes))
 
 
@@ -238,7 +239,25 @@ def test_images_of_another_size_are_refused_before_any_run_directory(data_dir, t
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"big.*images are 32x32, model slides takes 28x28"):
         train(_options(big, None), echo=lambda line: None)
-    assert not (tmp_path / "runs").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big"]
+
+
+def test_a_runs_folder_that_is_a_file_is_named_as_such(data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("kept")
+    with pytest.raises(RunOutputError, match=r"runs/<time> cannot be written"):
+        train(_options(data_dir, None), echo=lambda line: None)
+    assert (tmp_path / "runs").read_text() == "kept"
+
+
+def test_too_few_training_images_to_split_name_the_data(data_dir, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    for split, n in (("train", 2), ("t10k", 2)):
+        write_idx(small / f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28), np.uint8))
+        write_idx(small / f"{split}-labels-idx1-ubyte", np.zeros(n, np.uint8))
+    with pytest.raises(ValueError, match=r"small.*2 training images are too few to hold out 8%"):
+        train(_options(small, tmp_path / "out"), echo=lambda line: None)
 
 
 def test_evaluate_refuses_no_samples(finished_run):
