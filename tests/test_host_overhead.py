@@ -434,7 +434,7 @@ def test_gpu_max_pool_backward_flags_an_index_outside_its_window(gpu_backend, ca
     gpu_backend.take_errors()
     gpu_backend.max_pool2d_backward(gy, idx, in_hw, spec)
     assert gpu_backend.take_errors() == []
-    (r_start, r_lo, r_hi, r_step), (c_start, c_lo, c_hi, c_step) = max_window_taps(
+    (_, r_lo, r_hi, r_step), (_, c_lo, c_hi, c_step) = max_window_taps(
         spec, in_hw, idx.shape[2:])
     for oh, ow in ((idx.shape[2] - 1, 1), (0, idx.shape[3] - 1)):
         rows, cols = range(r_lo[oh], r_hi[oh] + 1, r_step), range(c_lo[ow], c_hi[ow] + 1, c_step)
