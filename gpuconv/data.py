@@ -358,6 +358,8 @@ def _read_image_file(path: Path) -> np.ndarray:
     if 0 in images.shape[-2:]:
         raise ValueError(f"{path}: its images are {images.shape[-2]}x{images.shape[-1]} "
                          f"pixels; an image needs at least 1x1")
+    if images.ndim == 3 and len(images) == 0:
+        raise ValueError(f"{path} holds no images")
     return images if images.ndim == 3 else images[None]
 
 

@@ -385,6 +385,14 @@ def test_resize_keeps_flat_images_flat_and_same_size_unchanged(source, size):
     np.testing.assert_array_equal(resize_images(varied, size), varied)
 
 
+def test_an_idx_file_of_no_images_is_refused(tmp_path):
+    """predict would print nothing and succeed."""
+    path = tmp_path / "none.idx"
+    write_idx(path, np.zeros((0, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match=r"none.idx holds no images"):
+        load_images([path])
+
+
 @pytest.mark.parametrize("shape", [(1, 28, 0), (2, 0, 5), (0, 0)])
 def test_images_without_pixels_are_refused(tmp_path, shape):
     """An IDX file of 0-wide or 0-high images, and such an array to resize: a ValueError
