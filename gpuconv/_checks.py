@@ -32,13 +32,16 @@ def max_array_bytes() -> int:
     """The most bytes one array an op creates may take: ``$GPUCONV_MAX_BYTES`` when set, else
     the host's physical memory (more cannot be held at once; NumPy would fail late with a
     MemoryError, a GPU library with its own out-of-memory error)."""
-    configured = os.environ.get(MAX_BYTES_ENV)
-    if configured is not None:
+    configured = os.environ.get(MAX_BYTES_ENV, "").strip()  # blank: unset
+    if configured:
         try:
-            return int(configured)
+            limit = int(configured)
         except ValueError:
-            raise ValueError(f"{MAX_BYTES_ENV} must be an integer number of bytes, got "
-                             f"{configured!r}") from None
+            limit = 0
+        if limit <= 0:
+            raise ValueError(f"{MAX_BYTES_ENV} must be a positive integer number of bytes, "
+                             f"got {configured!r}")
+        return limit
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return min(physical, np.iinfo(np.intp).max)
 

@@ -235,9 +235,12 @@ def test_the_size_limit_is_configurable(monkeypatch):
     monkeypatch.setenv("GPUCONV_MAX_BYTES", "1000")
     with pytest.raises(ValueError, match=r"input is too large.*\(1, 1, 32, 32\), 8,192 bytes"):
         F.max_pool2d(x, 2)
-    monkeypatch.setenv("GPUCONV_MAX_BYTES", "lots")
-    with pytest.raises(ValueError, match="GPUCONV_MAX_BYTES must be an integer"):
-        F.max_pool2d(x, 2)
+    for bad in ("lots", "-5", "0", "1e30"):
+        monkeypatch.setenv("GPUCONV_MAX_BYTES", bad)
+        with pytest.raises(ValueError, match="GPUCONV_MAX_BYTES must be a positive integer"):
+            F.max_pool2d(x, 2)
+    monkeypatch.setenv("GPUCONV_MAX_BYTES", " ")  # blank: unset, as the other settings
+    F.max_pool2d(x, 2)
 
 
 @pytest.mark.parametrize("call, indices_always", [
