@@ -1220,7 +1220,8 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
         (r_start, r_lo, r_hi, r_step), (c_start, c_lo, c_hi, c_step) = max_window_taps(
             spec, input_hw, (ho, wo))
         row_taps, col_taps = np.stack([r_start, r_lo, r_hi]), np.stack([c_start, c_lo, c_hi])
-        row_of = _plane_rows(*input_hw)
+        row_of = (_plane_rows(*input_hw) if plane <= ROW_TABLES_CACHED_UP_TO
+                  else _plane_rows.__wrapped__(*input_hw))
 
         def scatter_compiled(planes: slice):
             bad = kernels.max_pool2d_backward_planes(grad_out2[planes], index2[planes],
@@ -1250,10 +1251,14 @@ def max_pool2d_backward(grad_out: np.ndarray, indices: np.ndarray, input_hw,
     return grad.reshape((n, c) + tuple(input_hw))
 
 
+ROW_TABLES_CACHED_UP_TO = 1 << 20  # plane elements: 4 MiB a table kept between calls
+
+
 @functools.lru_cache(maxsize=4)
 def _plane_rows(h: int, w: int) -> np.ndarray:
     """The row of each flat position of an h x w plane (int32: as large as one float32
-    plane), for the compiled max-pool scatter's window checks."""
+    plane), for the compiled max-pool scatter's window checks; kept for the planes of up
+    to ROW_TABLES_CACHED_UP_TO elements (a larger one is made per call)."""
     rows = np.repeat(np.arange(h, dtype=np.int32), w)
     rows.flags.writeable = False  # shared by the calls
     return rows
