@@ -14,8 +14,9 @@ import math
 import numpy as np
 import pytest
 
+import gpuconv
 import gpuconv.functional as F
-from gpuconv.backends import gpu_plan, unavailable_reason
+from gpuconv.backends import _LOADED, gpu_plan, unavailable_reason
 from gpuconv.shapes import ConvSpec
 from oracle.golden import Case, load_all
 from tests.arrays import SIMULATED, to_backend, to_numpy
@@ -83,13 +84,22 @@ def run_case(case: Case, backend: str) -> dict[str, np.ndarray]:
     elif op in MAX_OPS:
         got["output"], got["indices"] = forward(a["input"], **kw, return_indices=True,
                                                 backend=backend)
-        # the stored indices, so the backward is tested on its own
+        # the stored indices, so the backward is tested on its own; the GPU kernels' index
+        # checks must flag none of them (gpuconv.check_errors raises what they flagged)
+        _take_device_errors()
         got["grad_input"] = backward(a["grad_out"], a["input"], a["indices"], **kw,
                                      backend=backend)
+        gpuconv.check_errors()
     else:
         got["output"] = forward(a["input"], **kw, backend=backend)
         got["grad_input"] = backward(a["grad_out"], a["input"], **kw, backend=backend)
     return {k: to_numpy(v) for k, v in got.items()}
+
+
+def _take_device_errors() -> None:
+    """Clear what GPU kernels flagged before (another test's deliberate bad indices)."""
+    for module in list(_LOADED.values()):
+        getattr(module, "take_errors", list)()
 
 
 def _spatial(kw_value, ndim):
