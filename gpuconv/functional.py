@@ -526,7 +526,7 @@ def _check_index_values(indices, spec, in_hw, out_hw) -> None:
     (``shapes.max_window_taps``; ``spec`` None: adaptive), else the first that does not is
     the ``BadPoolIndex``. Over pieces of planes; ``in_hw``, ``out_hw``: the input's and the
     output's planes (a 1-D op's lifted to 2-D)."""
-    plane, width = in_hw[0] * in_hw[1], in_hw[1]
+    plane, width, per_plane = in_hw[0] * in_hw[1], in_hw[1], math.prod(out_hw)
     flat = indices.reshape((-1,) + tuple(out_hw))
     (r_start, r_lo, r_hi, r_step), (c_start, c_lo, c_hi, c_step) = max_window_taps(
         spec, in_hw, out_hw)
@@ -539,8 +539,8 @@ def _check_index_values(indices, spec, in_hw, out_hw) -> None:
             & ((row - r_start[:, None]) % r_step == 0) \
             & (c_lo <= col) & (col <= c_hi) & ((col - c_start) % c_step == 0)
         bad = np.flatnonzero(~good.reshape(-1))
-        return planes.start * good[0].size + int(bad[0]) if bad.size else -1
-    pieces = parallel.pieces_by_bytes(flat.shape[0], math.prod(out_hw) * flat.itemsize)
+        return planes.start * per_plane + int(bad[0]) if bad.size else -1
+    pieces = parallel.pieces_by_bytes(flat.shape[0], per_plane * flat.itemsize)
     bad = [b for b in parallel.run(first_bad, pieces, flat.nbytes) if b >= 0]
     if bad:
         raise ValueError(str(backends.BadPoolIndex.at(indices, bad[0], plane)))

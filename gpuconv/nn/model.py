@@ -421,7 +421,7 @@ class Sequential:
             self.build(declared or x.shape[1:], device, self.seed if seed is None else seed)
         elif not (isinstance(device, str) and device == "auto"):  # "auto": where it is built
             asked = device if isinstance(device, Device) else resolve_device(device)
-            if asked.describe() != self.device.describe():
+            if asked != self.device:
                 raise ValueError(f"device {short_repr(device)}: the model is built on "
                                  f"{self.device.describe()}; build it again to move it")
         if seed is not None:
