@@ -273,8 +273,10 @@ def _numba_suite_plans():
 
 
 def test_numba_suite_plans_fill_the_gpu():
-    """The Numba plans of the GPU suite: every GEMM a full wave of blocks (split-K where the
-    output is small), grad-input slices only for the stride phases some tap reaches, and the
+    """The Numba plans of the GPU suite meet the launch thresholds of the CUDA plans: a full
+    wave of blocks (split-K where the output is small), fill >= 0.5, issued / useful
+    multiply-adds <= 1.3 (the stem's grad-weight, 147 tap columns, takes the 64x32 tile:
+    0.92 filled, where 64 columns leave 0.77); grad-input slices only for the stride phases some tap reaches, and the
     plan model's Numba time per pass within 1.5x the CuPy backend's (geometric mean; issue 14
     asks 2x of the measured times)."""
     ratios, phases = {}, {}
@@ -282,8 +284,7 @@ def test_numba_suite_plans_fill_the_gpu():
         gemm = next(step for step in numba.launches
                     if step.kernel.startswith(("conv_gemm", "conv_direct")))
         what = f"{layer.name} {pass_}"
-        if not numba.choice.tile.direct:
-            assert numba.choice.waves >= 1.0, (what, numba.choice.row())
+        assert plan.meets_thresholds(numba.choice), (what, numba.choice.row())
         if gemm.params.get("transposed"):
             spec_phases = math.prod(layer.stride)
             assert gemm.grid[2] == layer.groups * gemm.params["phases"] * gemm.params.get(
@@ -493,7 +494,7 @@ def test_numba_grad_weight_split_k_and_empty_batch():
     gy, x = (32, 64, 14, 14), (32, 64, 14, 14)
     gemm, reduce = plan.numba_conv_grad_weight_plan(gy, x, spec, (3, 3), "float32").launches
     splits, per = gemm.params["splits"], gemm.params["tiles_per_split"]
-    tile = plan.NUMBA_TILES_FOR["float32"][-2]  # 64 rows of dW, k-tiles of 16
+    tile = next(t for t in plan.NUMBA_TILES_FOR["float32"] if t.name == "numba-64x64x16")
     assert gemm.kernel == "conv_gemm<numba-64x64x16, true, true, u32>" and gemm.grid[2] == splits > 1
     assert (splits - 1) * per < -(-32 * 14 * 14 // tile.bk) <= splits * per
     assert reduce.kernel == "conv_splitk_reduce" and reduce.params["splits"] == splits

@@ -990,7 +990,9 @@ NUMBA_SIMULATOR_BLOCK = 32
 # 128 registers without spills (tests/test_numba_sm90.py). float32: 8 x 4 outputs per thread
 # (128 x 64: 256 threads, 64 x 64: 128), so that FMAs are at least half of the k-tile loop;
 # 32 x 128 (4 x 8, 128 threads) for 32-row outputs, which a 64-row tile fills half (58% FMAs,
-# where 32 x 64's 4 x 4 gets 48%); float64 accumulators take twice the registers: 4 x 4
+# where 32 x 64's 4 x 4 gets 48%); 64 x 32 (8 x 4, 64 threads; 57%) for 32-column ends,
+# such as the stem's grad-weight (147 tap columns: 0.92 filled, 64 columns 0.77; its 16-deep
+# k-tile spills); float64 accumulators take twice the registers: 4 x 4
 # (256 threads). k-tiles 16 deep where the registers allow (the loop's fixed costs over twice
 # the FMAs: 128 x 64 65% -> 71% of it, 64 x 64 61% -> 67%); the generic 64 x 64 keeps 8 (its
 # int64 instances spill at 16). Their forward FMA shares (the SASS hot loops of the 32-bit
@@ -999,12 +1001,15 @@ _NUMBA_TALL = TileConfig("numba-128x64", 128, 64, 16, tm=8, tn=4)
 _NUMBA_FLAT = TileConfig("numba-32x128", 32, 128, tm=4, tn=8)
 _NUMBA_SQUARE_DEEP = TileConfig("numba-64x64x16", 64, 64, 16, tm=8, tn=4)
 _NUMBA_SQUARE = TileConfig("numba-64x64", 64, 64, tm=8, tn=4)
+_NUMBA_NARROW = TileConfig("numba-64x32", 64, 32, tm=8, tn=4)
 _NUMBA_SQUARE_F64 = TileConfig("numba-64x64d", 64, 64, tm=4, tn=4)
-NUMBA_TILES_FOR = {"float32": (_NUMBA_TALL, _NUMBA_FLAT, _NUMBA_SQUARE_DEEP, _NUMBA_SQUARE),
+NUMBA_TILES_FOR = {"float32": (_NUMBA_TALL, _NUMBA_FLAT, _NUMBA_SQUARE_DEEP, _NUMBA_NARROW,
+                               _NUMBA_SQUARE),
                    "float64": (_NUMBA_SQUARE_F64,)}
 NUMBA_EFFICIENCY_PER_FMA_SHARE = 1.12
 TILE_EFFICIENCY.update({"numba-128x64": 0.79, "numba-32x128": 0.65, "numba-64x64x16": 0.75,
-                        "numba-64x64": 0.69, "numba-64x64d": 0.55, "numba-sim": 1.0})
+                        "numba-64x64": 0.69, "numba-64x32": 0.64, "numba-64x64d": 0.55,
+                        "numba-sim": 1.0})
 
 
 def scalar_slots(fields) -> dict[str, int]:
