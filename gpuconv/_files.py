@@ -43,11 +43,13 @@ def atomic_write(path: Path, write: Callable) -> None:
         os.close(dir_fd)
 
 
-def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporary files that an ``atomic_write`` killed mid-write left in
-    ``directory`` (call it only while nothing else writes there); returns them."""
+def remove_stale_temporaries(directory: Path, names) -> list[Path]:
+    """Delete the temporary files that an ``atomic_write`` of one of the files ``names``,
+    killed mid-write, left in ``directory`` (call it only while nothing else writes there);
+    returns them. Anything else there, whatever its name, is not this caller's."""
     stale = [path for path in directory.iterdir()
-             if _TEMPORARY.match(path.name) and path.is_file()]
+             if (match := _TEMPORARY.match(path.name)) and match["name"] in names
+             and path.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

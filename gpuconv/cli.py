@@ -267,7 +267,8 @@ _BACKEND = click.option("--backend", type=click.Choice(["numpy", "cupy", "numba"
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory for the model, checkpoints, metrics, pictures (default: a new "
                    "runs/<UTC time>, linked from runs/latest).")
-@click.option("--overwrite", is_flag=True, help="Replace the run already in --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the files of a run already in the run's directory.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Continue from a checkpoint.npz of an earlier run (in its directory, "
                    "unless --out says otherwise).")

@@ -2,8 +2,9 @@
 arguments and prints what these functions report through ``echo``.
 
 A training run writes into its own directory, ``runs/<UTC time>`` unless ``out`` names
-one (an existing run there is replaced only with ``overwrite``; ``resume`` continues in
-the checkpoint's directory), and points the link ``runs/latest`` at the newest run:
+one (a file of these already there is replaced only with ``overwrite``; ``resume``
+continues in the checkpoint's directory, which for a checkpoint under another name must
+hold none of them), and points the link ``runs/latest`` at the newest run:
 
     model.npz           the trained model (weights + architecture, no pickle)
     checkpoint.npz      model + optimiser + position after the last finished epoch,
@@ -17,10 +18,6 @@ killed run left are removed on start. A model whose loss, metrics or weights sto
 being finite is never written (``TrainingDiverged``), and a failed write
 (``RunOutputError``) says which files were kept.
 """
-
-
-
-
 
 from __future__ import annotations
 
@@ -50,6 +47,10 @@ from gpuconv.nn.model import Sequential, TrainingDiverged
 
 VALIDATION_FRACTION = 1 / 12  # 5,000 of Fashion-MNIST's 60,000 training images
 CHECKPOINT, MODEL, METRICS = "checkpoint.npz", "model.npz", "metrics.json"
+CURVES, FILTERS, FEATURE_MAPS = "learning_curves.png", "filters.png", "feature_maps.png"
+RUN_FILES = (MODEL, CHECKPOINT, METRICS, CURVES, FILTERS, FEATURE_MAPS)  # what a run writes
+# the per-epoch logs a run keeps (History): the pictures and metrics.json read them
+RUN_LOGS = ("loss", "accuracy", "lr", "seconds", "val_loss", "val_accuracy")
 LOCK = ".gpuconv-train.lock"
 Echo = Callable[[str], None]
 
@@ -87,11 +88,10 @@ RUNS, LATEST = Path("runs"), "latest"
 
 
 def _run_directory(options: TrainOptions, echo: Echo) -> Path:
-    """Where this run writes (see the module's docstring); never another run's files
-    silently."""
-    if options.out is None and options.resume:
-        return Path(options.resume).parent
-    if options.out is None:
+    """Where this run writes (see the module's docstring); never over files it did not
+    write before without ``overwrite``: a folder holding any file a run writes is taken,
+    unless this run resumes that folder's own checkpoint."""
+    if options.out is None and not options.resume:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out, n = RUNS / stamp, 1
         while out.exists():
@@ -99,13 +99,16 @@ def _run_directory(options: TrainOptions, echo: Echo) -> Path:
         out.mkdir(parents=True)
         _point_latest_at(out, echo)
         return out
-    out = Path(options.out)
-    resuming_here = options.resume and Path(options.resume).resolve().parent == out.resolve()
-    taken = [name for name in (MODEL, CHECKPOINT, METRICS) if (out / name).exists()]
-    if taken and not (options.overwrite or resuming_here):
-        raise ValueError(f"{out} already holds a training run ({', '.join(taken)}): pass "
-                         "--overwrite to replace it, or leave out --out for a new "
-                         f"{RUNS}/<time> directory")
+    out = Path(options.out) if options.out is not None else Path(options.resume).parent
+    own_checkpoint = bool(options.resume) and (
+        Path(options.resume).resolve() == (out / CHECKPOINT).resolve())
+    taken = [name for name in RUN_FILES if (out / name).exists()]
+    if taken and not (options.overwrite or own_checkpoint):
+        where = "--out" if options.out is not None else f"the folder of {options.resume}"
+        raise ValueError(f"{out} ({where}) already holds {', '.join(taken)}, which this run "
+                         "would replace: pass --overwrite to replace them, or --out a new "
+                         "directory" + ("" if options.resume else
+                                        f" (or none, for a new {RUNS}/<time>)"))
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -158,7 +161,7 @@ def _claim_output(out: Path, echo: Echo) -> int:
     try:
         os.ftruncate(lock, 0)
         os.write(lock, f"{os.getpid()}\n".encode())
-        stale = remove_stale_temporaries(out)
+        stale = remove_stale_temporaries(out, RUN_FILES)
     except OSError as exc:
         os.close(lock)
         raise RunOutputError(f"--out {out} cannot be written ({exc.strerror or exc}); nothing "
@@ -192,6 +195,7 @@ def _start_or_resume(options: TrainOptions, device, steps_per_epoch: int, echo: 
             raise ValueError(f"{options.resume} is a model without training state; resume needs "
                              f"the {CHECKPOINT} of a training run")
         _check_run(options.resume, run)
+        _check_run_history(options.resume, model)
         _check_resume_options(options, run)
         echo(f"resuming {run['model']} from {options.resume} after epoch {model.epoch}")
         return model, run["epochs"], run["batch_size"], run
@@ -223,6 +227,20 @@ def _check_run(path, run) -> None:
     if problems:
         raise ValueError(f"{path}: the checkpoint's run description is malformed: "
                          + "; ".join(problems))
+
+
+def _check_run_history(path, model: Sequential) -> None:
+    """A checkpoint's history holds each of a run's logs (RUN_LOGS) for each finished epoch."""
+    history = model.history.history
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    bad = [key for key in RUN_LOGS if len(history.get(key, ())) != model.epoch
+           or not all(map(number, history[key]))]
+    if bad:
+        raise ValueError(f"{path}: the checkpoint's history must hold a finite number of "
+                         f"{', '.join(bad)} for each of its {model.epoch} epochs (a checkpoint "
+                         "of gpuconv train has them)")
 
 
 def _check_resume_options(options: TrainOptions, run: dict) -> None:
@@ -359,10 +377,10 @@ def _pictures(model: Sequential, ds: Dataset, out: Path, echo: Echo) -> list[Pat
         echo("pictures skipped: they need matplotlib: pip install 'gpuconv[train]'")
         return []
     image = _images(ds.x_test[:1])
-    return [plots.learning_curves(model.history.history, out / "learning_curves.png"),
-            plots.first_layer_filters(model, out / "filters.png"),
+    return [plots.learning_curves(model.history.history, out / CURVES),
+            plots.first_layer_filters(model, out / FILTERS),
             plots.feature_maps(model, image, ds.class_names[int(ds.y_test[0])],
-                               out / "feature_maps.png")]
+                               out / FEATURE_MAPS)]
 
 
 # --------------------------------------------------------------------------- evaluate, predict

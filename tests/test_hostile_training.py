@@ -96,6 +96,64 @@ def test_an_out_below_a_file_is_refused_before_training(data_dir, tmp_path):
     assert not any(line.startswith("epoch") for line in lines)
 
 
+@pytest.mark.parametrize("name", ["filters.png", "metrics.json", "learning_curves.png"])
+def test_an_out_holding_any_file_a_run_writes_is_refused(data_dir, tmp_path, name):
+    (tmp_path / name).write_bytes(b"the user's")
+    with pytest.raises(ValueError, match=f"already holds {name}, which this run would replace: "
+                                         "pass --overwrite"):
+        train(_options(data_dir, tmp_path), echo=lambda line: None)
+    assert (tmp_path / name).read_bytes() == b"the user's"
+
+
+def test_a_resume_writes_over_no_other_run_in_the_checkpoints_folder(finished_run, data_dir,
+                                                                      tmp_path):
+    """Resuming a checkpoint kept under another name continues in its folder only if that
+    folder holds no other run's files (or with --overwrite); its own checkpoint.npz resumes
+    in place."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "mine.npz").write_bytes((finished_run / "checkpoint.npz").read_bytes())
+    others = {name: f"another run's {name}".encode() for name in
+              ("model.npz", "metrics.json", "checkpoint.npz")}
+    for name, data in others.items():
+        (store / name).write_bytes(data)
+    resume = dict(resume=str(store / "mine.npz"), model=None, epochs=None, batch_size=None)
+    with pytest.raises(ValueError, match=r"store \(the folder of .*mine.npz\) already holds "
+                                         "model.npz, checkpoint.npz, metrics.json"):
+        train(_options(data_dir, None, **resume), echo=lambda line: None)
+    assert {name: (store / name).read_bytes() for name in others} == others
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "mine.npz").write_bytes((store / "mine.npz").read_bytes())
+    result = train(_options(data_dir, None, **(resume | {"resume": str(fresh / "mine.npz")})),
+                   echo=lambda line: None)
+    assert result["out"] == str(fresh) and (fresh / "model.npz").exists()
+    # the folder's own checkpoint resumes in place, over the files of its own run
+    (fresh / "checkpoint.npz").write_bytes((fresh / "mine.npz").read_bytes())
+    result = train(_options(data_dir, None, **(resume | {"resume": str(fresh / "checkpoint.npz")})),
+                   echo=lambda line: None)
+    assert result["out"] == str(fresh)
+
+
+@pytest.mark.parametrize("history, bad", [
+    ({}, "loss, accuracy, lr, seconds, val_loss, val_accuracy"),
+    ({"seconds": ["1", "2"]}, "seconds"),
+    ({"val_loss": [0.5]}, "val_loss"),
+    ({"accuracy": [0.5, None]}, "accuracy"),
+])
+def test_a_checkpoint_whose_history_is_malformed_is_refused_before_any_write(
+        finished_run, data_dir, tmp_path, history, bad):
+    model = Sequential.load(finished_run / "checkpoint.npz")
+    model.history.history = {} if not history else model.history.history | history
+    model.save(tmp_path / "bad.npz", include_optimizer=True, extra=model.extra)
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(ValueError, match=f"bad.npz: the checkpoint's history must hold a finite "
+                                         f"number of {bad} for each of its 2 epochs"):
+        train(_options(data_dir, None, resume=str(tmp_path / "bad.npz"), model=None,
+                       epochs=None, batch_size=None), echo=lambda line: None)
+    assert sorted(tmp_path.iterdir()) == before
+
+
 def _failing_writes(monkeypatch, fail_on: str, after: int = 0):
     """Make the ``after``-th and later writes of a file named ``fail_on`` hit a full disk."""
     import gpuconv.nn.model as model_module
@@ -152,7 +210,9 @@ def test_a_second_trainer_on_the_same_out_is_refused(data_dir, tmp_path):
 
 def test_stale_temporary_files_are_removed_on_start(data_dir, tmp_path):
     stale = [tmp_path / ".checkpoint.npz.0a1b2c3d.tmp", tmp_path / ".model.npz.deadbeef.tmp"]
-    kept = [tmp_path / ".notes.tmp", tmp_path / "mine.0a1b2c3d.tmp"]
+    # a temporary's name of a file no run writes is the user's, whatever its pattern
+    kept = [tmp_path / ".notes.tmp", tmp_path / "mine.0a1b2c3d.tmp",
+            tmp_path / ".holiday.jpg.cafebabe.tmp"]
     for path in stale + kept:
         path.write_bytes(b"partial")
     lines, echo = _lines()
