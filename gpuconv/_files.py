@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -16,8 +18,9 @@ _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 def atomic_write(path: Path, write: Callable) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, flush it to disk, then
     rename it over ``path`` (atomic on POSIX): readers see the old file or the new one. A
-    symbolic link is followed (its target is replaced, the link stays); a path that is there
-    but is no regular file (a directory, a device, a FIFO) is refused with a ValueError."""
+    symbolic link is followed (its target is replaced, the link stays); a file replaced
+    keeps its permission bits (and owner, where allowed); a path that is there but is no
+    regular file (a directory, a device, a FIFO) is refused with a ValueError."""
     shown, path = path, Path(os.path.realpath(path))
     if path.exists() and not path.is_file():
         raise ValueError(f"{shown}: not a regular file; only a regular file is written over")
@@ -28,7 +31,13 @@ def atomic_write(path: Path, write: Callable) -> None:
                                  str(shown)) from None
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
+        old = path.stat() if path.exists() else None
         with open(tmp, "wb") as f:
+            if old is not None:  # the file keeps its permissions (and owner, where allowed)
+                os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
+                if (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(f.fileno(), old.st_uid, old.st_gid)
             write(f)
             f.flush()
             os.fsync(f.fileno())

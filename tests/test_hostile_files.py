@@ -339,6 +339,20 @@ def test_saving_through_a_link_replaces_its_target(tmp_path):
     _assert_same_weights(Sequential.load(target), second)
 
 
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+def test_a_file_saved_over_keeps_its_permissions(tmp_path, mode):
+    """A private model stays private: the replacement takes the replaced file's mode."""
+    import os
+    import stat
+    path = tmp_path / "m.npz"
+    _trained().save(path)
+    path.chmod(mode)
+    second = _trained("adam")
+    second.save(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+    _assert_same_weights(Sequential.load(path), second)
+
+
 def test_only_regular_files_are_written_or_read(tmp_path):
     import os
     model, fifo = _trained(), tmp_path / "fifo"

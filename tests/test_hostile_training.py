@@ -74,9 +74,31 @@ def test_a_diverged_last_step_is_caught_and_never_written(data_dir, tmp_path, ep
 def test_a_model_with_a_nan_weight_is_never_saved(finished_run, tmp_path):
     model = Sequential.load(finished_run / "model.npz")
     next(iter(model.parameters().values()))[0] = np.nan
-    with pytest.raises(ValueError, match=r"not written: the weights \['0/kernel'\] are NaN"):
+    with pytest.raises(ValueError, match=r"not written: param/0/kernel is NaN or infinite"):
         model.save(tmp_path / "m.npz")
     assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_running_statistics_that_overflow_are_never_saved(tmp_path):
+    """Finite inputs of 1e20 make BatchNorm2D's running variance infinite in float32 while
+    the loss stays finite: fit stops there, and save refuses what load would refuse, its
+    optimiser state included."""
+    from gpuconv.nn import Adam, BatchNorm2D, Conv2D, Dense, Flatten
+    model = Sequential([BatchNorm2D(), Conv2D(4, 3), Flatten(), Dense(3)]).build((1, 6, 6))
+    model.compile(Adam(0.01))
+    x = np.random.default_rng(0).standard_normal((8, 1, 6, 6)).astype(np.float32) * 1e20
+    with pytest.raises(TrainingDiverged, match=r"\['0/running_var'\] became NaN or infinite after "
+                                               "epoch 1; try a smaller learning rate or inputs"):
+        model.fit(x, np.arange(8) % 3, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="not written: buffer/0/running_var is NaN or infinite"):
+        model.save(tmp_path / "m.npz")
+    model.layers[0].buffers["running_var"][...] = 1
+    next(iter(model.optimizer.state.values()))[...] = np.inf
+    model.save(tmp_path / "m.npz")  # the optimiser's state is not saved
+    with pytest.raises(ValueError, match=r"not written: optimizer/.* is NaN or infinite"):
+        model.save(tmp_path / "c.npz", include_optimizer=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
 
 
 def test_metrics_json_holds_no_bare_nan(finished_run):

@@ -323,10 +323,10 @@ class Sequential:
             grad = layer.backward(grad)
 
     def _check_finite_weights(self, error) -> None:
-        """Raise ``error(names)`` when a parameter holds a NaN or an infinity (one reduction
-        and one read-back per parameter)."""
+        """Raise ``error(names)`` when a parameter or a buffer (BatchNorm2D's running
+        statistics) holds a NaN or an infinity (one reduction and one read-back each)."""
         xp = self.device.xp
-        bad = [key for key, value in self.parameters().items()
+        bad = [key for key, value in {**self.parameters(), **self._buffers()}.items()
                if not bool(xp.isfinite(value).all())]
         if bad:
             raise error(bad[:5])
@@ -468,7 +468,8 @@ class Sequential:
             # the loss before each step was checked; this checks what the last step did
             where = f"after epoch {self.epoch + 1}"
             self._check_finite_weights(lambda bad: TrainingDiverged(
-                f"the weights {bad} became NaN or infinite {where}; try a smaller learning rate"))
+                f"{bad} became NaN or infinite {where}; try a smaller learning rate"
+                + (" or inputs of a smaller scale" if any("running" in k for k in bad) else "")))
             if validation_data is not None:
                 val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
                 if not math.isfinite(val["loss"]):
@@ -578,12 +579,14 @@ class Sequential:
             description = self.file_description(include_optimizer, extra)
         except ValueError as exc:
             raise ValueError(f"{path}: not written: {exc}") from None
-        self._check_finite_weights(lambda bad: ValueError(
-            f"{path}: not written: the weights {bad} are NaN or infinite"))
         arrays = {f"param/{k}": to_host(v) for k, v in self.parameters().items()}
         arrays.update({f"buffer/{k}": to_host(v) for k, v in self._buffers().items()})
         if include_optimizer and self.optimizer is not None:
             arrays.update({f"optimizer/{k}": to_host(v) for k, v in self.optimizer.state.items()})
+        bad = [k for k, v in arrays.items() if not np.isfinite(v).all()]  # load refuses them
+        if bad:
+            raise ValueError(f"{path}: not written: {', '.join(bad[:5])} "
+                             f"{'is' if len(bad) == 1 else 'are'} NaN or infinite")
         arrays[META] = np.frombuffer(description, dtype=np.uint8)
         atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
