@@ -317,6 +317,24 @@ def test_a_failed_build_leaves_the_model_unbuilt_and_usable():
     assert model.input_shape == (1, 8, 8) and model.predict(x).shape == (8, 3)
 
 
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 3, 3), (2, 8, 8)])
+def test_a_built_model_refuses_another_build_and_keeps_its_weights(shape):
+    """build() makes the weights: on a trained model it would throw them away (or, failing
+    half-way, leave it unbuilt), so a second build is refused whatever its shape."""
+    x, y = RNG(5).random((8, 1, 8, 8), dtype=np.float32), np.arange(8) % 3
+    model = Sequential([nn.Conv2D(4, 3), nn.Flatten(), nn.Dense(3)])
+    model.compile("adam")
+    model.fit(x, y, verbose=0)
+    trained = {k: v.copy() for k, v in model.parameters().items()}
+    with pytest.raises(ValueError, match=r"the model is built \(for inputs \(1, 8, 8\) on "
+                                         r"cpu.*\); build\(\) would replace its weights"):
+        model.build(shape)
+    for key, value in trained.items():
+        np.testing.assert_array_equal(model.parameters()[key], value, err_msg=key)
+    copy = Sequential.from_config(model.get_config())  # the advice works
+    assert copy.input_shape == (1, 8, 8) and copy.predict(x).shape == (8, 3)
+
+
 def test_an_evaluate_from_a_batch_callback_leaves_the_epochs_metrics_alone():
     """Keras allows evaluate() in a callback; it must not reset or add to the running totals
     of the epoch being trained (the weights never depended on them)."""
@@ -392,3 +410,50 @@ def test_cuda_without_a_gpu_says_what_is_missing():
     assert nn.resolve_device("auto").kind == "cpu"
     with pytest.raises(ValueError, match="cannot run on device 'cpu'"):
         nn.resolve_device("cpu", "cupy")
+
+
+def test_an_optimizer_trains_one_model_at_a_time():
+    """Its state and step belong to one model's weights: another model may not share it
+    while the first still uses it (b continued a's Adam moments and step, or failed deep in
+    a broadcast); once the first has another optimiser it starts afresh for the next."""
+    x, y = RNG(6).random((8, 1, 8, 8), dtype=np.float32), np.arange(8) % 3
+
+    def model():
+        m = Sequential([nn.Conv2D(4, 3), nn.Flatten(), nn.Dense(3)])
+        return m.build((1, 8, 8))
+
+    adam = nn.Adam(0.01)
+    a, b = model(), model()
+    a.compile(adam)
+    a.fit(x, y, verbose=0)
+    a.compile(adam)  # the same model again: its state stays
+    assert adam.step == 1 and adam.state
+    with pytest.raises(ValueError, match=r"this Adam already trains another model \('sequential'"
+                                         r"; .*compile\(optimizer.get_config\(\)\)"):
+        b.compile(adam)
+    assert b.optimizer is None and a.optimizer is adam and adam.step == 1
+    fresh = model()
+    fresh.compile(adam.get_config())  # the advice: a copy without the state
+    a.compile("sgd")
+    b.compile(adam)
+    assert adam.step == 0 and not adam.state
+    b.fit(x, y, verbose=0)
+    fresh.fit(x, y, verbose=0)
+    for key, value in fresh.parameters().items():
+        np.testing.assert_array_equal(b.parameters()[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(loss=[]), ValueError, r"loss must be one of \('sparse_categorical_crossentropy',"),
+    (dict(loss=None), ValueError, "loss must be one of"),
+    (dict(metrics=3), TypeError, "metrics must be a metric name or a list of them, got 3"),
+    (dict(metrics=[["accuracy"]]), ValueError, "metrics may hold one of"),
+    (dict(metrics=["accuracy", "accuracy"]), ValueError, "metrics may hold one of"),
+])
+def test_compile_names_its_bad_argument(kwargs, error, match):
+    model = Sequential([nn.Flatten(), nn.Dense(3)]).build((1, 2, 2))
+    with pytest.raises(error, match=match):
+        model.compile("sgd", **kwargs)
+    assert model.optimizer is None
+    model.compile("sgd", metrics=None)  # Keras' "no extra metric": accuracy, as always
+    assert model.metric_name == "accuracy"

@@ -151,9 +151,15 @@ class Sequential:
               seed: int = 0, dtype="float32") -> "Sequential":
         """Create every layer's parameters for per-sample inputs of ``input_shape`` (C, H, W;
         default: the first layer's ``input_shape=``), on ``device`` (a ``Device`` or "cpu" /
-        "cuda" / "auto"), from ``seed``."""
+        "cuda" / "auto"), from ``seed``. Once: a built model refuses another build (it would
+        replace the weights); ``from_config(get_config())`` builds a fresh copy."""
         if not self.layers:
             raise ValueError("a Sequential model needs at least one layer")
+        if self.built:
+            raise ValueError(f"the model is built (for inputs {self.input_shape} on "
+                             f"{self.device.describe()}); build() would replace its weights: "
+                             "for new ones, build a copy: Sequential.from_config("
+                             "model.get_config(), device)")
         if input_shape is None:
             input_shape = self.layers[0].declared_input_shape
             if input_shape is None:
@@ -236,15 +242,21 @@ class Sequential:
 
     def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy",
                 metrics: Iterable[str] = ("accuracy",)) -> None:
-        self.optimizer = make_optimizer(optimizer)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
-        self.loss = LOSSES[loss]()
-        metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-        unknown = set(metrics) - set(METRIC_NAMES)
+        optimizer = make_optimizer(optimizer)
+        if not isinstance(loss, str) or loss not in LOSSES:
+            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {short_repr(loss)}")
+        if metrics is None or isinstance(metrics, str):
+            metrics = [] if metrics is None else [metrics]
+        elif not isinstance(metrics, Iterable):
+            raise TypeError(f"metrics must be a metric name or a list of them, got "
+                            f"{short_repr(metrics)}")
+        metrics = list(metrics)
+        unknown = [m for m in metrics if not isinstance(m, str) or m not in METRIC_NAMES]
         if unknown or len(metrics) > 1:
             raise ValueError(f"metrics may hold one of {METRIC_NAMES} (accuracy is always "
                              f"computed), got {metrics}")
+        optimizer.bind(self)  # last: a compile refused changes nothing
+        self.optimizer, self.loss = optimizer, LOSSES[loss]()
         self.metric_name = metrics[0] if metrics else "accuracy"
 
     # ------------------------------------------------------------------ parameters

@@ -106,6 +106,20 @@ class Optimizer:
             raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
         self.state: dict[str, object] = {}
         self.step = 0
+        self._model = None  # the model compile() gave it to: its state is that model's
+
+    def bind(self, model) -> None:
+        """``model.compile(self)``: this optimiser now trains ``model``. Its state and step
+        belong to one model's parameters: one that another model still uses is refused; one
+        that another model used before starts afresh here (state empty, step 0)."""
+        if self._model is not None and self._model is not model:
+            if self._model.optimizer is self:
+                raise ValueError(f"this {type(self).__name__} already trains another model "
+                                 f"({self._model.name!r}; its state and step belong to that "
+                                 "model's weights): give each model its own, e.g. "
+                                 "compile(optimizer.get_config()) for a fresh copy")
+            self.state, self.step = {}, 0
+        self._model = model
 
     @property
     def learning_rate(self) -> float:
