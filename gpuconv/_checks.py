@@ -108,10 +108,18 @@ def check_array(array, name: str, layout: str):
                         f"{type(array).__name__} whose dtype is {short_repr(array.dtype)}")
     if array.dtype.name not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
+    if not array.dtype.isnative:  # the kernels read the machine's byte order
+        raise TypeError(f"{name} has byte order {array.dtype.str!r}, not this machine's: "
+                        f"pass {name}.astype({array.dtype.name!r})")
     if array.ndim != len(layout):
         hint = " (add a batch axis with x[None])" if array.ndim == len(layout) - 1 and layout[0] == "N" else ""
         raise ValueError(f"{name} must be {len(layout)}-D ({', '.join(layout)}), "
                          f"got shape {tuple(array.shape)}{hint}")
+    strides = getattr(array, "strides", None) or ()
+    if any(s == 0 and n > 1 for s, n in zip(strides, array.shape)):
+        # a broadcast view holds few elements, but an op copies it whole (its gradient too)
+        check_array_bytes(name, array.shape, array.dtype.itemsize,
+                          "a copy of this broadcast view")
     return array
 
 

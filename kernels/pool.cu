@@ -314,11 +314,11 @@ __global__ void __launch_bounds__(256, 2) avg_pool2d(const PoolParams p) {
                 const T total = window_mean(p, aw, rh, x, t.col0 + v) * window;
                 if (p.op == OP_LP) {
                     y[v] = power(total, (T)(1.0 / p.norm));
-                } else {  // d total^(1/p) / d total, 0 for an all-zero window
+                } else {  // d total^(1/p) / d total, 0 for an all-zero or NaN window
                     const T gy = ((const T*)p.gy)[n * p.g_stride[0] + c * p.g_stride[1] +
                                                   oh * p.g_stride[2] + (t.col0 + v) * p.g_stride[3]];
                     const T safe = total + (T)(total == T(0));
-                    y[v] = gy * (T)(total != T(0)) * (power(safe, (T)(1.0 / p.norm - 1.0)) / norm) * window;
+                    y[v] = gy * (T)(total > T(0) || total < T(0)) * (power(safe, (T)(1.0 / p.norm - 1.0)) / norm) * window;
                 }
             }
         }

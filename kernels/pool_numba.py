@@ -332,12 +332,12 @@ def kernels(dtype) -> dict:
                             y[out + v] = mean
                         elif s[OP] == OP_LP:  # numpy_backend.lp_pool2d
                             y[out + v] = (mean * window) ** F(1.0 / s[NORM])
-                        else:  # d total^(1/p) / d total, 0 for an all-zero window
+                        else:  # d total^(1/p) / d total, 0 for an all-zero or NaN window
                             lp_total = mean * window
                             g = gy[n * s[GS0] + c * s[GS1] + oh * s[GS2]
                                    + (col0 + v) * s[GS3]]
                             safe = lp_total + F(lp_total == zero)
-                            y[out + v] = (g * F(lp_total != zero)
+                            y[out + v] = (g * F(lp_total > zero or lp_total < zero)
                                           * (safe ** F(1.0 / s[NORM] - 1.0) / norm) * window)
                 plane += plane_step
             oh += row_step

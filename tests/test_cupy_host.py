@@ -50,7 +50,8 @@ def host(lib, monkeypatch):
 
 def assert_close(got, want, k: int, tol: str, what: str):
     assert got.shape == want.shape and got.dtype == want.dtype, (what, got.shape, want.shape)
-    scale = np.abs(want) + (np.abs(want).max() if want.size else 0)
+    finite = np.abs(want[np.isfinite(want)])  # a NaN or inf expected sets no scale
+    scale = np.abs(want) + (finite.max() if finite.size else 0)
     bad = ~(np.abs(got - want) <= COEFF[tol] * math.sqrt(max(k, 1)) * scale)
     bad &= ~(np.isnan(got) & np.isnan(want))
     if bad.any():
@@ -570,13 +571,15 @@ def test_avg_pool(host, name, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("p, kw", [(2.0, dict(kernel_size=2)), (1.5, dict(kernel_size=3, stride=2, ceil_mode=True))],
-                         ids=["p2", "p1.5-ceil"])
+@pytest.mark.parametrize("p, kw", [(2.0, dict(kernel_size=2)), (1.0, dict(kernel_size=2)),
+                                   (1.5, dict(kernel_size=3, stride=2, ceil_mode=True))],
+                         ids=["p2", "p1", "p1.5-ceil"])
 def test_lp_pool(host, p, kw, dtype):
     spec = PoolSpec.make(2, **kw)
     rng = np.random.default_rng(9)
     x = np.abs(_pool_input((2, 3, 7, 6), dtype, rng))
     x[0, 0, :2, :2] = 0  # an all-zero window: gradient 0
+    x[1, 2, 3, 3] = np.nan  # a NaN window: gradient 0 for p = 1, else NaN (as PyTorch)
     y = cupy_backend.lp_pool2d(x, spec, p)
     assert_close(y, ref.lp_pool2d(x, spec, p), 9, dtype, "lp_pool2d")
     gy = rng.standard_normal(y.shape).astype(dtype)

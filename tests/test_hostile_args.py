@@ -115,6 +115,34 @@ def test_masked_arrays_are_refused(call):
         call(masked)
 
 
+@pytest.mark.parametrize("call", [
+    lambda x: F.conv2d(x, W2), lambda x: F.conv2d(X2, x[:, :, :3, :3]),
+    lambda x: F.max_pool2d(x, 3, 2, 1), lambda x: F.avg_pool2d(x, 2),
+    lambda x: F.conv2d(x, x[:, :1, :3, :3], groups=X2.shape[1]),
+    lambda x: F.max_pool2d_backward(x[:, :, :3, :3], X2, F.max_pool2d(X2, 2, return_indices=True)[1], 2),
+])
+def test_arrays_of_another_byte_order_are_refused(call):
+    """The kernels read the machine's byte order: a big-endian array gave wrong maxima (the
+    compiled max pooling, after an unaligned call) or a Numba typing error."""
+    swapped = X2.astype(X2.dtype.newbyteorder(">" if np.little_endian else "<"))
+    with pytest.raises(TypeError, match=r"has byte order '[<>]f8', not this machine's: pass "
+                                        r".*\.astype\('float64'\)"):
+        call(swapped)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: F.conv2d_backward(np.ones((1, 2**20, 1, 1)), np.broadcast_to(_ONE, (1, 2**20, 1, 1)),
+                               np.broadcast_to(_ONE, (2**20, 2**20, 1, 1))), "weight"),
+    (lambda: F.max_pool2d(np.broadcast_to(_ONE, (1, 1, 2**16, 2**16)), 2), "input"),
+])
+def test_a_broadcast_view_too_large_to_copy_is_refused(call, name):
+    """A broadcast view holds one element, but an op copies it (and makes a gradient of its
+    shape): 8 TiB of weight gradient, a 32 GiB plane raised MemoryError."""
+    with pytest.raises(ValueError, match=f"{name} is too large: a copy of this broadcast view "
+                                         "would have shape"):
+        call()
+
+
 @pytest.mark.parametrize("pooling, backward, size", [
     (F.max_pool2d, F.max_pool2d_backward, 2),
     (F.adaptive_max_pool2d, F.adaptive_max_pool2d_backward, (2, 2)),

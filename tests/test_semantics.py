@@ -319,6 +319,29 @@ def test_max_pool_picks_inf():
     assert y[0, 0, 0, 1] == inf and idx[0, 0, 0, 1] == 7 and y[0, 0, 0, 0] == 0.0
 
 
+@needs_torch
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("norm_type", [1.0, 2.0, 3.0])
+def test_lp_pool_backward_of_zero_and_nan_windows_as_torch(backend, norm_type):
+    """PyTorch's lp pooling is (sign(t) * relu(|t|)) ** (1/p) of the window total t: a
+    window of zeros passes no gradient, and nor does a NaN window (torch.sign(NaN) is 0)
+    unless t ** (1/p - 1) is NaN too (p > 1): p = 1 gives zeros there, p = 2 NaNs."""
+    from gpuconv.backends import reference
+    from gpuconv.shapes import PoolSpec
+    x = _rng(11).uniform(0.5, 2.0, (1, 2, 4, 6))
+    x[0, 0, :2, :2] = 0.0
+    x[0, 1, 2, 4] = nan
+    g = _rng(12).standard_normal((1, 2, 2, 3))
+    xt = torch.tensor(x, requires_grad=True)
+    TF.lp_pool2d(xt, norm_type, 2).backward(torch.tensor(g))
+    want = xt.grad.numpy()
+    assert (want[0, 0, :2, :2] == 0).all() and np.isnan(want).any() == (norm_type != 1.0)
+    ours = F.lp_pool2d_backward(g, x, norm_type, 2, backend=backend)
+    np.testing.assert_allclose(ours, want, rtol=1e-12, atol=0)  # NaN where torch's are
+    np.testing.assert_allclose(reference.lp_pool2d_backward(g, x, PoolSpec.make(2, 2), norm_type),
+                               want, rtol=1e-12, atol=0)
+
+
 def test_avg_pool_inf_and_nan():
     x = np.ones((1, 1, 4, 6))
     x[0, 0, 0, 0] = inf

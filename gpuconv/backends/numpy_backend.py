@@ -1410,9 +1410,10 @@ def lp_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, spec: PoolSpec,
     p, window = norm_type, math.prod(spec.kernel_size)
     spec = spec.bounded(x.shape[2:])  # (as lp_pool2d)
     total = avg_pool2d(x ** p, spec, True, None) * window
-    # d total**(1/p) / d total; a window of zeros gets gradient 0, as in PyTorch
+    # d total**(1/p) / d total; a window of zeros, or of NaN (but for a NaN factor), gets
+    # gradient 0, as in PyTorch (reference.lp_pool2d_backward)
     safe_total = total + (total == 0)
-    grad_total = (grad_out * (total != 0)) * (safe_total ** (1.0 / p - 1.0) / p) * window
+    grad_total = (grad_out * (np.abs(total) > 0)) * (safe_total ** (1.0 / p - 1.0) / p) * window
     grad_pow = avg_pool2d_backward(grad_total, spec, x.shape[2:], True, None)
     return grad_pow * (p * x ** (p - 1.0))
 

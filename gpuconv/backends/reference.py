@@ -251,12 +251,14 @@ def lp_pool2d(x, spec: PoolSpec, norm_type: float) -> np.ndarray:
 
 
 def lp_pool2d_backward(grad_out, x, spec: PoolSpec, norm_type: float) -> np.ndarray:
-    """dx = p x^(p-1) * avg_pool2d^T(dy * kH*kW * t^(1/p-1) / p), t = kH*kW * avg_pool2d(x**p);
-    a window of zeros (t = 0) passes no gradient, as in PyTorch."""
+    """dx = p x^(p-1) * avg_pool2d^T(dy * kH*kW * t^(1/p-1) / p * [|t| > 0]),
+    t = kH*kW * avg_pool2d(x**p). PyTorch's t^(1/p) is (sign(t) * relu(|t|))^(1/p): a window
+    of zeros passes no gradient, nor a NaN window (torch.sign(NaN) is 0) whose factor
+    t^(1/p-1) is finite (p = 1)."""
     p, window = norm_type, math.prod(spec.kernel_size)
     total = window * avg_pool2d(x ** p, spec, True, None)
     safe = np.where(total == 0, 1, total)
-    grad_total = np.where(total == 0, 0, grad_out * window * safe ** (1.0 / p - 1.0) / p)
+    grad_total = grad_out * window * safe ** (1.0 / p - 1.0) / p * (np.abs(total) > 0)
     return avg_pool2d_backward(grad_total, spec, x.shape[2:], True, None) * (p * x ** (p - 1.0))
 
 
