@@ -401,6 +401,33 @@ def test_random_corruptions_load_or_fail_cleanly_within_a_memory_bound(checkpoin
     assert outcomes["refused"] > 400 and sum(outcomes.values()) == 600
 
 
+def _forged_directory(path, members: int, name: bytes, zip64: bool) -> None:
+    """A zip archive that is only a directory of ``members`` entries named ``name``."""
+    entry = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, 0, 0, 0,
+                        len(name), 0, 0, 0, 0, 0, 0) + name
+    directory = entry * members
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, *((0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF)
+                      if zip64 else (members, members, len(directory), 0)), 0)
+    zip64_end = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, members, members,
+                            len(directory), 0) + struct.pack("<IIQI", 0x07064B50, 0,
+                                                             len(directory), 1)
+    path.write_bytes(directory + (zip64_end if zip64 else b"") + end)
+
+
+@pytest.mark.parametrize("members, name, zip64", [
+    (300_000, b"a", True),            # more members than a model file may hold
+    (60_000, b"x" * 400 + b".npy", False),  # fewer, in a directory past its byte limit
+])
+def test_a_forged_directory_is_refused_before_it_is_parsed(tmp_path, members, name, zip64):
+    """zipfile makes an object per directory entry (8 times the file's size in memory):
+    the end records' count and size are checked first."""
+    path = tmp_path / "forged.npz"
+    _forged_directory(path, members, name, zip64)
+    error, peak = _peak_of(lambda: Sequential.load(path))
+    assert error is not None and "its directory lists" in str(error), error
+    assert peak < 2**20
+
+
 # --------------------------------------------------------------------------- IDX and pictures
 def _idx_header(dtype_code, shape) -> bytes:
     return struct.pack(f">2xBB{len(shape)}I", dtype_code, len(shape), *shape)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import zipfile
 from pathlib import Path
 
@@ -28,6 +29,8 @@ FORMAT_VERSION = 1
 MAX_MODEL_BYTES = 4 * 2**30   # default limit on the arrays a model file may hold
 MAX_META_BYTES = 64 * 2**20   # the JSON description (history included)
 MAX_MEMBERS = 100_000
+# the zip directory: 46 bytes a member, its name (gpuconv's: under 64 bytes) and extras
+MAX_DIRECTORY_BYTES = MAX_MEMBERS * 160
 MAX_COUNT = 2**53             # epochs and optimiser steps (counts a float holds exactly)
 _KINDS = ("param", "buffer", "optimizer")
 _NPY_MAGIC = b"\x93NUMPY"
@@ -35,6 +38,37 @@ _NPY_MAGIC = b"\x93NUMPY"
 # NotImplementedError; an encrypted member: RuntimeError)
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError,
                NotImplementedError, RuntimeError)
+
+
+# a zip archive's end records (APPNOTE 4.3.16, 4.3.14, 4.3.15): the classic one, last in
+# the file before a comment of up to 64 KiB, and the zip64 one its locator points at
+_END = struct.Struct("<4s4H2LH")        # signature, disks, entries here, entries, size, offset
+_END64_LOCATOR = struct.Struct("<4sLQL")  # signature, disk, offset of the zip64 end record
+_END64 = struct.Struct("<4sQ2H2L4Q")    # ..., entries here, entries, size, offset
+
+
+def _directory_extent(path: Path) -> tuple[int, int]:
+    """(member count, directory bytes) the end records of the zip archive at ``path``
+    declare, found as ``zipfile`` finds them; (0, 0) where there are none (``zipfile`` then
+    refuses the file)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        start = f.seek(max(0, f.tell() - _END.size - 0xFFFF))
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06", 0, len(tail) - _END.size + 4)  # a whole record after it
+        if at < 0:
+            return 0, 0
+        _, _, _, _, entries, directory, _, _ = _END.unpack_from(tail, at)
+        locator_at = start + at - _END64_LOCATOR.size
+        if locator_at >= 0:
+            f.seek(locator_at)
+            locator = f.read(_END64_LOCATOR.size)
+            if locator[:4] == b"PK\x06\x07":
+                f.seek(_END64_LOCATOR.unpack(locator)[2])
+                record = f.read(_END64.size)
+                if len(record) == _END64.size and record[:4] == b"PK\x06\x06":
+                    entries, directory = _END64.unpack(record)[7:9]  # (zipfile's choice)
+    return entries, directory
 
 
 class ModelFile:
@@ -57,6 +91,7 @@ class ModelFile:
         if head == _NPY_MAGIC:
             self._fail("it is a single .npy array; a model file is the .npz archive that "
                        "Sequential.save writes")
+        self._check_directory_size()
         try:
             self.zip = zipfile.ZipFile(self.path)
         except _ZIP_ERRORS as exc:
@@ -74,6 +109,16 @@ class ModelFile:
 
     def __exit__(self, *exc) -> None:
         self.zip.close()
+
+    def _check_directory_size(self) -> None:
+        """The archive's member count and directory size, from its end records, before
+        ``zipfile`` reads the directory into one object per member (a forged directory of
+        millions of tiny entries took 8 times the file's size in memory)."""
+        entries, directory = _directory_extent(self.path)
+        if entries > MAX_MEMBERS or directory > MAX_DIRECTORY_BYTES:
+            self._fail(f"its directory lists {entries:,} archive members in {directory:,} "
+                       f"bytes, more than {MAX_MEMBERS:,} members or {MAX_DIRECTORY_BYTES:,} "
+                       "bytes")
 
     def _fail(self, problem: str):
         raise ValueError(f"{self.path}: not a gpuconv model file, or a damaged one: {problem}")
