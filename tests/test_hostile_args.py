@@ -394,6 +394,19 @@ _FIT_ARGS = [
     (lambda v: _compiled().fit(XS, YS, device=v, verbose=0), "device", ["bogus", 5]),
     (lambda v: nn.ModelCheckpoint("c.npz", save_best_only=v), "save_best_only", ["yes", 1]),
     (lambda v: nn.ModelCheckpoint("c.npz", extra=v), "extra", [[1], "s"]),
+    # where the layer is written, not at its build
+    (lambda v: nn.Conv2D(2, v), "kernel_size", [0, -1, (3, 0)]),
+    (lambda v: nn.Conv2DTranspose(2, v), "kernel_size", [0, (0, 2)]),
+    (lambda v: nn.Conv2D(2, 3, input_shape=v), "input_shape", [5, (0, 2, 2), "abc"]),
+    (lambda v: _compiled().set_weights(v), "set_weights needs", [None, 5, [1]]),
+    (lambda v: (m := _compiled()).set_weights([np.full_like(w, v) for w in m.get_weights()]),
+     "weight dense/kernel holds NaN or infinite", [np.nan, np.inf]),
+    (lambda v: (m := _compiled()).set_weights([v] + m.get_weights()[1:]), "weight dense/kernel",
+     [[[1, 2], [3]], np.ma.masked_array(np.zeros((4, 3))), "abc"]),
+    (lambda v: _compiled().compile("sgd", loss=v), "loss", [[], None, {}]),
+    (lambda v: _compiled().compile("sgd", metrics=v), "metrics", [3, [["accuracy"]]]),
+    (lambda v: _compiled().evaluate(v, YS), "x holds NaN", [np.where(XS > 0.5, np.nan, XS)]),
+    (lambda v: _compiled().fit(v, YS, verbose=0), "x is a masked array", [np.ma.masked_array(XS)]),
 ]
 
 
@@ -403,6 +416,16 @@ _FIT_ARGS = [
 def test_nn_arguments_are_checked_before_use(call, name, value):
     with pytest.raises((ValueError, TypeError), match=name):
         call(value)
+
+
+def test_a_fit_refused_leaves_the_seed_and_weights_alone():
+    model = _compiled()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="y must hold whole-number class labels"):
+        model.fit(XS, YS + 0.5, seed=99, verbose=0)
+    assert model.seed == 0
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("layers", [

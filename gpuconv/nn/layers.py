@@ -28,7 +28,8 @@ from typing import Optional
 import numpy as np
 
 import gpuconv.functional as F
-from gpuconv._checks import check_array_bytes, check_fraction, check_number
+from gpuconv._checks import (check_array_bytes, check_fraction, check_int, check_number,
+                             short_repr)
 from gpuconv.channelwise import (affine, channel_dots, channel_rows, channel_sums,
                                  per_channel_rows, sum_over_batch)
 from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
@@ -49,7 +50,7 @@ class Layer:
         self.name = name or type(self).__name__.lower()
         # Keras' input_shape= on the first layer: the model builds for it (no batch axis)
         self.declared_input_shape = None if input_shape is None else \
-            tuple(_positive_int(n, "input_shape entries") for n in input_shape)
+            check_input_shape(input_shape)
         self.params: dict[str, object] = {}   # trainable, updated by the optimiser
         self.buffers: dict[str, object] = {}  # saved state that is not trained (BN statistics)
         self.grads: dict[str, object] = {}
@@ -128,6 +129,25 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+def check_input_shape(input_shape) -> tuple[int, ...]:
+    """A per-sample shape: 1 to 8 positive ints (a model file holds no more)."""
+    sizes = None
+    if not isinstance(input_shape, (str, bytes)):
+        try:
+            sizes = tuple(input_shape)
+        except TypeError:
+            pass
+    if sizes is None or not 1 <= len(sizes) <= 8:
+        raise TypeError(f"input_shape must be a tuple of 1 to 8 positive ints (C, H, W), got "
+                        f"{short_repr(input_shape)}")
+    return tuple(check_int(n, "each size of input_shape", 1) for n in sizes)
+
+
+def _kernel_size(kernel_size) -> tuple[int, int]:
+    """A square or (kH, kW) kernel of positive sizes, checked where the layer is written."""
+    return tuple(_positive_int(k, "kernel_size") for k in ntuple(kernel_size, 2, "kernel_size"))
+
+
 def _keras_padding(padding):
     """Keras spells padding "valid" / "same" in any case; ints and tuples pass through."""
     return padding.lower() if isinstance(padding, str) else padding
@@ -187,7 +207,7 @@ class Conv2D(_Linear):
                  input_shape=None):
         super().__init__(activation, name, input_shape)
         self.filters = _positive_int(filters, "filters")
-        self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
+        self.kernel_size = _kernel_size(kernel_size)
         self.padding = _keras_padding(padding)
         self.strides, self.dilation_rate = strides, dilation_rate
         self.groups, self.use_bias = groups, check_bool(use_bias, "use_bias")
@@ -262,7 +282,7 @@ class Conv2DTranspose(_Linear):
                  name: Optional[str] = None, input_shape=None):
         super().__init__(activation, name, input_shape)
         self.filters = _positive_int(filters, "filters")
-        self.kernel_size = ntuple(kernel_size, 2, "kernel_size")
+        self.kernel_size = _kernel_size(kernel_size)
         self.padding = _keras_padding(padding)
         self.strides, self.output_padding = strides, output_padding
         self.dilation_rate, self.groups = dilation_rate, groups

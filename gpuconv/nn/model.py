@@ -25,11 +25,12 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from gpuconv._checks import check_int, check_number, short_repr
+from gpuconv._checks import check_int, check_not_masked, check_number, short_repr
 from gpuconv._files import atomic_write
 from gpuconv.nn.callbacks import Callback, ProgressLogger
 from gpuconv.nn.device import Device, array_module, resolve_device, to_host
-from gpuconv.nn.layers import LAYERS, BatchNorm2D, Conv2D, Dense, Flatten, Layer, ReLU
+from gpuconv.nn.layers import (LAYERS, BatchNorm2D, Conv2D, Dense, Flatten, Layer, ReLU,
+                               check_input_shape)
 from gpuconv.nn.losses import LOSSES, SoftmaxCrossEntropy, correct_count
 from gpuconv.nn.modelfile import (FORMAT, FORMAT_VERSION, MAX_MODEL_BYTES, META, ModelFile,
                                   check_extra, check_structure)
@@ -39,25 +40,36 @@ from gpuconv.shapes import check_bool
 
 
 def _check_numbers(**arrays) -> None:
-    """Each array must be a NumPy or CuPy array of numbers."""
+    """Each array must be a NumPy or CuPy array of numbers (not masked: nothing honours a
+    mask)."""
     for name, a in arrays.items():
+        check_not_masked(a, name)
         if getattr(getattr(a, "dtype", None), "kind", None) not in tuple("biuf"):
             raise TypeError(f"{name} must be a NumPy or CuPy array of numbers, got "
                             f"{type(a).__name__} {getattr(a, 'dtype', '')}".rstrip())
 
 
-def _check_input_shape(input_shape) -> tuple[int, ...]:
-    """A per-sample shape: 1 to 8 positive ints (a model file holds no more)."""
-    sizes = None
-    if not isinstance(input_shape, (str, bytes)):
-        try:
-            sizes = tuple(input_shape)
-        except TypeError:
-            pass
-    if sizes is None or not 1 <= len(sizes) <= 8:
-        raise TypeError(f"input_shape must be a tuple of 1 to 8 positive ints (C, H, W), got "
-                        f"{short_repr(input_shape)}")
-    return tuple(check_int(n, "each size of input_shape", 1) for n in sizes)
+def _json_change(value, back, where: str) -> str | None:
+    """Where and why ``value`` comes back from JSON as ``back``, not equal; None if equal."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {short_repr(key)}; JSON keys are strings"
+            change = _json_change(item, back[key], f"{where}[{key!r}]")
+            if change:
+                return change
+    elif isinstance(value, (list, tuple)):
+        if isinstance(value, tuple):
+            return f"{where} is a tuple; JSON gives it back as a list"
+        for i, (item, item_back) in enumerate(zip(value, back)):
+            change = _json_change(item, item_back, f"{where}[{i}]")
+            if change:
+                return change
+    elif isinstance(value, float) and math.isnan(value):
+        return f"{where} is NaN, which equals nothing, not even its copy (store None)"
+    elif value != back:
+        return f"{where} is {short_repr(value)}, which JSON gives back as {short_repr(back)}"
+    return None
 
 
 def _check_callbacks(callbacks) -> list:
@@ -175,7 +187,7 @@ class Sequential:
         if real not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {short_repr(dtype)}")
         seed = check_int(seed, "seed", 0)
-        input_shape = _check_input_shape(input_shape)
+        input_shape = check_input_shape(input_shape)
         self.device, self.dtype, self.seed, self.input_shape = device, real, seed, input_shape
         try:
             self._build_layers()
@@ -299,17 +311,37 @@ class Sequential:
                 for v in (*layer.params.values(), *layer.buffers.values())]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        """Put back what ``get_weights`` returned (same shapes, same order)."""
+        """Put back what ``get_weights`` returned (same shapes, same order, finite numbers);
+        all are checked before any is set."""
         self._require_built()
-        slots = [(store, k) for layer in self.layers for store in (layer.params, layer.buffers)
-                 for k in store]
+        slots = [(f"{layer.name}/{k}", store, k) for layer in self.layers
+                 for store in (layer.params, layer.buffers) for k in store]
+        if not isinstance(weights, Sequence) or isinstance(weights, (str, bytes)):
+            raise TypeError(f"set_weights needs a list of {len(slots)} arrays (as get_weights "
+                            f"returns), got {short_repr(weights)}")
         if len(weights) != len(slots):
             raise ValueError(f"set_weights needs {len(slots)} arrays, got {len(weights)}")
-        for (store, key), value in zip(slots, weights):
-            if tuple(np.shape(value)) != tuple(store[key].shape):
-                raise ValueError(f"weight {key} needs shape {tuple(store[key].shape)}, got "
-                                 f"{tuple(np.shape(value))}")
-            store[key] = self.device.asarray(np.asarray(value), self.dtype)
+        values = []
+        for (name, store, key), value in zip(slots, weights):
+            name = f"weight {name}"
+            check_not_masked(value, name)
+            try:
+                value = to_host(value) if hasattr(value, "__cuda_array_interface__") else \
+                    np.asarray(value)
+            except (ValueError, TypeError):  # (a ragged list)
+                raise TypeError(f"{name} must be an array of numbers, got "
+                                f"{short_repr(value)}") from None
+            _check_numbers(**{name: value})
+            if value.shape != tuple(store[key].shape):
+                raise ValueError(f"{name} needs shape {tuple(store[key].shape)}, got "
+                                 f"{value.shape}")
+            value = value.astype(self.dtype, copy=False)
+            if not np.isfinite(value).all():
+                raise ValueError(f"{name} holds NaN or infinite values at the model's dtype "
+                                 f"{self.dtype}")
+            values.append(value)
+        for (_, store, key), value in zip(slots, values):
+            store[key] = self.device.asarray(value, self.dtype)
 
     # ------------------------------------------------------------------ computing
     def __call__(self, x, training: bool = False, rng=None):
@@ -436,11 +468,11 @@ class Sequential:
             if asked != self.device:
                 raise ValueError(f"device {short_repr(device)}: the model is built on "
                                  f"{self.device.describe()}; build it again to move it")
-        if seed is not None:
-            self.seed = seed
         self._check_inputs(x, y, finite=True)
         if len(x) == 0:
             raise ValueError(f"fit needs at least one sample, got x of shape {tuple(x.shape)}")
+        if seed is not None:  # (after the checks: a fit refused changes nothing)
+            self.seed = seed
         if initial_epoch is None:
             first, last = self.epoch, self.epoch + epochs
         else:
@@ -509,10 +541,11 @@ class Sequential:
         return trainer
 
     def evaluate(self, x, y, batch_size: int = 256) -> dict:
-        """Mean loss and accuracy over (x, y), in inference mode."""
+        """Mean loss and accuracy over (x, y), in inference mode; x finite (a NaN sample's
+        scores have no class)."""
         self._require_built()
         _check_numbers(x=x, y=y)
-        self._check_inputs(x, y)
+        self._check_inputs(x, y, finite=True)
         if len(x) == 0:
             raise ValueError("evaluate needs at least one sample, got x of shape "
                              f"{tuple(x.shape)}")
@@ -615,8 +648,9 @@ class Sequential:
         try:
             text = json.dumps(meta, default=_json_scalar)
             loaded = json.loads(text)
-            if loaded["extra"] != (extra or {}):  # {1: 2} comes back as {"1": 2}
-                raise ValueError("extra would come back changed: JSON keys are strings")
+            change = _json_change(extra or {}, loaded["extra"], "extra")
+            if change:
+                raise ValueError(f"extra would come back changed: {change}")
             check_structure(loaded)
             self._unbuilt_from_config(loaded["model"])
             if "optimizer" in loaded:
