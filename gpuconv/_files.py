@@ -11,7 +11,9 @@ import stat
 from pathlib import Path
 from typing import Callable
 
-# the name atomic_write gives its temporary file: ".<name>.<8 hex digits>.tmp"
+NAME_MAX = 255  # bytes of a file name (most file systems)
+# the name atomic_write gives its temporary file: ".<name>.<8 hex digits>.tmp", the name cut
+# short where that would pass NAME_MAX
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 
 
@@ -29,7 +31,10 @@ def atomic_write(path: Path, write: Callable) -> None:
     except FileExistsError:  # (mkdir's word for a parent that is a file)
         raise NotADirectoryError(errno.ENOTDIR, "a folder on the way is a file",
                                  str(shown)) from None
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    name, token = path.name, secrets.token_hex(4)
+    while len(os.fsencode(f".{name}.{token}.tmp")) > NAME_MAX:
+        name = name[:-1]
+    tmp = path.with_name(f".{name}.{token}.tmp")
     try:
         old = path.stat() if path.exists() else None
         with open(tmp, "wb") as f:

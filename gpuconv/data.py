@@ -55,6 +55,14 @@ PICTURE_FORMATS = ("PNG", "JPEG")  # the only Pillow decoders predict runs
 
 
 # ---------------------------------------------------------------- IDX files
+def _check_regular_file(path: Path) -> None:
+    """FileNotFoundError where nothing is at ``path``; ValueError where it is no regular
+    file (a directory, a FIFO, a device)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file (a folder, a pipe or a device); "
+                         "give the picture or IDX file itself")
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -68,8 +76,7 @@ def read_idx(path: PathLike) -> np.ndarray:
     payload it declares is read (decompressed) in bounded chunks, so a gzip bomb
     costs no more memory than its header admits to."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    _check_regular_file(path)
     compressed = path.suffix.lower() == ".gz"
     try:
         with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
@@ -123,6 +130,9 @@ def write_idx(path: PathLike, array) -> None:
     _write_atomically(path, header + payload, compress=path.suffix.lower() == ".gz")
 
 
+IDX_MAX_DIMS = 64  # the most axes a NumPy array has
+
+
 def _parse_idx_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
     """(element dtype, shape, payload offset) from the IDX header at the start of ``data``."""
     if len(data) < 4:
@@ -135,8 +145,9 @@ def _parse_idx_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02x} ({d})" for c, d in IDX_DTYPES.items())
         raise ValueError(f"{path}: unknown IDX type code 0x{code:02x}; the IDX spec defines {known}")
-    if ndim == 0:
-        raise ValueError(f"{path}: the IDX header declares 0 dimensions; it needs at least 1")
+    if not 1 <= ndim <= IDX_MAX_DIMS:
+        raise ValueError(f"{path}: the IDX header declares {ndim} dimensions; an array has 1 "
+                         f"to {IDX_MAX_DIMS} (NumPy's limit)")
     offset = 4 + 4 * ndim
     if len(data) < offset:
         raise ValueError(f"{path}: header truncated: it declares {ndim} dimensions, which need "
@@ -347,8 +358,7 @@ def light_background(images: np.ndarray) -> np.ndarray:
 
 def _read_image_file(path: Path) -> np.ndarray:
     """uint8 images (N, H, W) from one picture or IDX file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    _check_regular_file(path)
     if path.suffix.lower() in PICTURE_SUFFIXES:
         return _read_picture(path)[None]
     images = read_idx(path)

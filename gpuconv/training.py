@@ -409,8 +409,10 @@ def evaluate(model_path: str, data: Optional[str] = None, device: str = "auto",
 def predict(model_path: str, image_paths, invert: bool = False, top: int = 3,
             device: str = "auto", backend: Optional[str] = None, echo: Echo = print) -> list:
     """The ``top`` classes and probabilities for each image (PNG/JPEG, or IDX files of
-    images), as ``[{"image": name, "classes": [{"class": ..., "probability": ...}]}]``. Pictures are resized to the model's input; ``invert`` turns dark-on-light
-    photos into Fashion-MNIST's light-on-dark."""
+    images), as ``[{"image": name, "classes": [{"class": ..., "probability": ...}]}]``,
+    name the file's (``file[i]`` for the i-th image of an IDX file of several). Pictures are
+    resized to the model's input; ``invert`` turns dark-on-light photos into Fashion-MNIST's
+    light-on-dark."""
     model = Sequential.load(model_path, resolve_device(device, backend))
     if len(model.output_shape) != 1:
         raise ValueError(f"{model_path}: predict needs a classifier with one score per class, "
@@ -418,17 +420,19 @@ def predict(model_path: str, image_paths, invert: bool = False, top: int = 3,
     if top <= 0:
         raise ValueError(f"top must be positive, got {top}")
     names = _class_names(model.extra.get("class_names"), model.output_shape[0])
-
-
-    images = load_images(image_paths, size=model.input_shape[1:])
+    if isinstance(image_paths, (str, os.PathLike)) or len(image_paths) == 0:
+        raise ValueError(f"image_paths must be a non-empty list of files, got {image_paths!r}")
+    # each file's images, labelled by the file (an IDX file of several: file[i])
+    batches = [load_images([path], size=model.input_shape[1:]) for path in image_paths]
+    labels = [str(path) if len(batch) == 1 else f"{path}[{i}]"
+              for path, batch in zip(image_paths, batches) for i in range(len(batch))]
+    images = np.concatenate(batches)
     if not invert and light_background(images).any():
         echo("note: some images have a light background; Fashion-MNIST items are light on "
              "black, so try --invert")
     images = fit_to_model(images, model.input_shape[1:], invert)
     probabilities = softmax(model.predict(_images(images)), np)
     results = []
-    labels = [str(p) for p in image_paths] if len(image_paths) == len(images) else \
-        [f"image {i}" for i in range(len(images))]
     for label, p in zip(labels, probabilities):
         best = np.argsort(-p)[:top]
         ranked = [{"class": names[i], "probability": float(p[i])} for i in best]

@@ -339,6 +339,15 @@ def test_saving_through_a_link_replaces_its_target(tmp_path):
     _assert_same_weights(Sequential.load(target), second)
 
 
+def test_a_file_name_near_the_limit_is_written_through_a_shorter_temporary(tmp_path):
+    """The temporary's name adds 14 bytes to the file's: it is cut short, so any name the
+    file system takes can be saved to."""
+    model, path = _trained(), tmp_path / ("m" * 251 + ".npz")
+    model.save(path)
+    _assert_same_weights(Sequential.load(path), model)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
 def test_a_file_saved_over_keeps_its_permissions(tmp_path, mode):
     """A private model stays private: the replacement takes the replaced file's mode."""

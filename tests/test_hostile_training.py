@@ -298,6 +298,27 @@ def test_predict_works_with_fewer_class_names_than_outputs(finished_run, tmp_pat
         ["ant", "bee", "cat"] + [str(i) for i in range(3, 10)])
 
 
+def test_predict_labels_each_image_by_its_file(finished_run, tmp_path):
+    """A picture by its name, the images of an IDX file of several by name[i], whatever
+    else is given with them (a mix labelled every one "image N")."""
+    from PIL import Image
+    picture, single, several = tmp_path / "p.png", tmp_path / "one-idx", tmp_path / "three-idx"
+    Image.fromarray(np.full((28, 28), 30, np.uint8)).save(picture)
+    write_idx(single, np.zeros((28, 28), np.uint8))
+    write_idx(several, np.zeros((3, 28, 28), np.uint8))
+    results = predict(str(finished_run / "model.npz"), [str(picture), str(several), str(single)],
+                      device="cpu", echo=lambda line: None)
+    assert [r["image"] for r in results] == [str(picture)] + [f"{several}[{i}]" for i in
+                                                              range(3)] + [str(single)]
+    for bad in ([], str(picture)):
+        with pytest.raises(ValueError, match="image_paths must be a non-empty list of files"):
+            predict(str(finished_run / "model.npz"), bad, device="cpu", echo=lambda line: None)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ValueError, match="fifo: not a regular file"):
+        predict(str(finished_run / "model.npz"), [str(tmp_path / "fifo")], device="cpu",
+                echo=lambda line: None)
+
+
 def test_an_empty_test_split_is_refused_before_training(data_dir, tmp_path):
     for name in os.listdir(data_dir):
         (tmp_path / name).write_bytes((data_dir / name).read_bytes())

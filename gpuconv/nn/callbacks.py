@@ -9,6 +9,7 @@ As in Keras, ``epoch`` and ``batch`` are 0-based, ``self.model`` and ``self.para
 from __future__ import annotations
 
 import math
+import os
 import re
 import string
 import sys
@@ -20,6 +21,7 @@ from typing import Optional
 import click
 
 from gpuconv._checks import check_int, check_number
+from gpuconv._files import NAME_MAX
 from gpuconv.nn.modelfile import check_extra
 from gpuconv.shapes import check_bool
 
@@ -181,9 +183,6 @@ class _AnyQuantity(dict):
         return 0.0
 
 
-NAME_MAX = 255  # bytes of a file name (most file systems)
-
-
 def _check_fields(filepath: str) -> str:
     """``filepath`` whose fields ask for no width or precision longer than a file name can
     be (a field such as {epoch:99999999999d} would make a string of 100 GB)."""
@@ -229,7 +228,7 @@ class ModelCheckpoint(_Monitor):
         """``filepath`` with Keras' fields filled in: ``epoch`` (from 1) and the logs'."""
         fields = type(logs)(logs, epoch=epoch + 1)  # (an _AnyQuantity stays one)
         try:
-            return Path(self.filepath.format_map(fields))
+            path = Path(self.filepath.format_map(fields))
         except KeyError as exc:
             raise ValueError(f"filepath {self.filepath!r} names {exc}, which fit does not log "
                              f"(it logs {sorted(fields)}); validation quantities need "
@@ -237,6 +236,11 @@ class ModelCheckpoint(_Monitor):
         except (IndexError, ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"filepath {self.filepath!r} must hold only named fields of "
                              f"fit's logs, formatted as their values allow: {exc}") from None
+        if len(os.fsencode(path.name)) > NAME_MAX:
+            raise ValueError(f"filepath {self.filepath!r} makes a file name of "
+                             f"{len(os.fsencode(path.name))} bytes at epoch {epoch + 1}, longer "
+                             f"than a file name can be ({NAME_MAX} bytes)")
+        return path
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         if self.save_best_only:
