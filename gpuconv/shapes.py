@@ -233,7 +233,7 @@ class ConvSpec:
         dilation_t = _positive(ntuple(dilation, ndim, "dilation"), "dilation")
         if not _is_int(groups) or groups <= 0:
             raise ValueError(f"groups must be a positive int, got {groups!r}")
-        if padding_mode not in PADDING_MODES:
+        if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         if transposed and padding_mode != "zeros":
             raise ValueError("padding_mode must be 'zeros' for a transposed convolution")

@@ -133,6 +133,7 @@ def test_torch_views_of_any_strides_match_torch(layout):
     (lambda: torch.ones(1, 1, 3, 3, dtype=torch.float16), "dtype float32 or float64, got float16"),
     (lambda: torch.ones(1, 1, 3, 3, dtype=torch.int64), "dtype float32 or float64, got int64"),
     (lambda: torch.ones(1, 1, 3, 3, requires_grad=True), "gpuconv.torch"),
+    (lambda: torch.empty(1, 1, 3, 3, device="meta"), "on a device DLPack cannot name"),
 ])
 def test_torch_tensors_gpuconv_cannot_take_are_refused_clearly(make, message):
     with pytest.raises(TypeError, match=message):
@@ -142,6 +143,23 @@ def test_torch_tensors_gpuconv_cannot_take_are_refused_clearly(make, message):
 def test_mixed_array_libraries_are_refused():
     with pytest.raises(TypeError, match=r"one array library, got \['numpy', 'torch'\]"):
         F.conv2d(torch.ones(1, 1, 3, 3, dtype=torch.float64), np.ones((1, 1, 2, 2)))
+
+
+class _Tagged(np.ndarray):
+    """A NumPy array subclass of a user's (as astropy's or xarray's are)."""
+
+
+def test_numpy_subclasses_are_numpy_arrays_and_masked_ones_stay_refused():
+    """A subclass goes in as a plain NumPy array, beside plain ones (it was refused as
+    another library's); a masked array is a subclass whose mask no op honours."""
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    y = F.conv2d(x.view(_Tagged), w, padding=1)
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, F.conv2d(x, w, padding=1))
+    np.testing.assert_array_equal(F.max_pool2d(x.view(_Tagged), 2), F.max_pool2d(x, 2))
+    with pytest.raises(TypeError, match="input is a masked array"):
+        F.conv2d(np.ma.masked_array(x), w)
 
 
 def _cupy_like():

@@ -187,6 +187,8 @@ def _cases():
                    "unknown-padding-mode"),
                 _c(op, dict(padding_mode="zero"), ValueError, "padding_mode",
                    "unknown-padding-mode-zero"),
+                _c(op, dict(padding_mode=np.array(["zeros", "zeros"])), ValueError,
+                   "padding_mode", "padding-mode-array"),
                 _c(op, dict(input=_arr(2, 4, *s(3)), padding=3, padding_mode="reflect"),
                    ValueError, "padding", "reflect-padding-equals-input-size"),
                 _c(op, dict(input=_arr(2, 4, *s(3)), padding=4, padding_mode="reflect"),

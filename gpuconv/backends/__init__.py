@@ -198,7 +198,10 @@ def kernel_flipped(weight):
 
 
 def array_library(array) -> str:
-    """The library that made ``array``: "numpy", "cupy", "numba", "torch", "jax", ..."""
+    """The library that made ``array``: "numpy" (a subclass of NumPy's array too), "cupy",
+    "numba", "torch", "jax", ..."""
+    if isinstance(array, np.ndarray):
+        return "numpy"
     return type(array).__module__.partition(".")[0]
 
 
@@ -207,7 +210,10 @@ _BACKEND_LIBRARIES = frozenset(ARRAY_LIBRARY.values())
 
 def is_foreign_array(array) -> bool:
     """Whether ``array`` comes from a library no backend takes as it is, yet can be shared
-    without a copy (DLPack, or the CUDA array interface)."""
+    without a copy (DLPack, or the CUDA array interface); a subclass of NumPy's array is
+    shared as a plain one (but a masked array, which the ops refuse)."""
+    if isinstance(array, np.ndarray):
+        return type(array) is not np.ndarray and not isinstance(array, np.ma.MaskedArray)
     return array_library(array) not in _BACKEND_LIBRARIES and (
         hasattr(array, "__dlpack__") or hasattr(array, "__cuda_array_interface__"))
 
@@ -215,7 +221,12 @@ def is_foreign_array(array) -> bool:
 def foreign_device(array) -> str:
     """Where a foreign array's memory lives: "cpu" or "cuda"."""
     if hasattr(array, "__dlpack_device__"):
-        kind, _ = array.__dlpack_device__()
+        try:
+            kind, _ = array.__dlpack_device__()
+        except (ValueError, RuntimeError, BufferError) as exc:  # (PyTorch's meta device)
+            raise TypeError(f"{type(array).__name__} arrays on a device DLPack cannot name "
+                            f"are not supported ({exc}): gpuconv runs on the CPU and on CUDA "
+                            "devices") from None
         device = {1: "cpu", 2: "cuda"}.get(int(kind))  # DLPack's kDLCPU, kDLCUDA
         if device is None:
             raise TypeError(f"{type(array).__name__} arrays on DLPack device type {int(kind)} "
