@@ -457,3 +457,19 @@ def test_compile_names_its_bad_argument(kwargs, error, match):
     assert model.optimizer is None
     model.compile("sgd", metrics=None)  # Keras' "no extra metric": accuracy, as always
     assert model.metric_name == "accuracy"
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: nn.Conv2D(2, 3, strides=2, padding="same"),
+    lambda: nn.MaxPool2D(3, strides=2, padding="same"),
+    lambda: nn.AvgPool2D(3, strides=2, padding="same"),
+])
+def test_asking_for_shapes_changes_no_built_layer(layer):
+    """array_shapes (what a model file is checked against) computes Keras' "same" padding
+    for the size asked; the built layer keeps its own (it took the other size's padding)."""
+    model = Sequential([layer(), nn.Flatten(), nn.Dense(3)]).build((1, 28, 28))
+    x = RNG(7).random((2, 1, 28, 28), dtype=np.float32)
+    before, spec = model.predict(x), model.layers[0].spec
+    model.array_shapes((1, 29, 29))
+    assert model.layers[0].spec == spec
+    np.testing.assert_array_equal(model.predict(x), before)

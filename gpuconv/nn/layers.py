@@ -64,6 +64,7 @@ class Layer:
               dtype) -> None:
         self.device, self.input_shape = device, tuple(int(n) for n in input_shape)
         self.output_shape = self.compute_output_shape(self.input_shape)
+        self._fit_to(self.input_shape)
         shapes = {**self.param_shapes(self.input_shape), **self.buffer_shapes(self.input_shape)}
         for key, shape in shapes.items():  # before the initialisers draw them (in float64)
             check_array_bytes(f"layer {self.name}'s {key}", shape, 8, "its initial values")
@@ -73,7 +74,12 @@ class Layer:
                         self.initial_buffers(self.input_shape).items()}
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
+        """The per-sample output shape for ``input_shape``; it changes nothing (a model file
+        is checked with it before any layer is built)."""
         return input_shape
+
+    def _fit_to(self, input_shape: Shape) -> None:
+        """build: fix what depends on the input's size (Keras' "same" padding at a stride)."""
 
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
         """The shape of each parameter for ``input_shape``, without creating any (a model
@@ -223,15 +229,22 @@ class Conv2D(_Linear):
                 "dilation_rate": self.dilation_rate, "groups": self.groups,
                 "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer}
 
+    def _spec_for(self, hw) -> ConvSpec:
+        """The spec for inputs of ``hw`` pixels: Keras' "same" pads by the input's size."""
+        if self.padding != "same":
+            return self.spec
+        return ConvSpec.make(2, self.kernel_size, self.strides,
+                             _same_pairs(hw, self.kernel_size, self.strides, self.dilation_rate),
+                             self.dilation_rate, self.groups)
+
+    def _fit_to(self, input_shape: Shape) -> None:
+        self.spec = self._spec_for(input_shape[1:])
+
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
-        _named(self, self.spec.check_groups, input_shape[0], self.filters, "filters")
-        if self.padding == "same":
-            self.spec = ConvSpec.make(2, self.kernel_size, self.strides,
-                                      _same_pairs(input_shape[1:], self.kernel_size,
-                                                  self.strides, self.dilation_rate),
-                                      self.dilation_rate, self.groups)
-        out_hw = _named(self, self.spec.checked_output_shape, input_shape[1:], self.kernel_size)
+        spec = self._spec_for(input_shape[1:])
+        _named(self, spec.check_groups, input_shape[0], self.filters, "filters")
+        out_hw = _named(self, spec.checked_output_shape, input_shape[1:], self.kernel_size)
         return (self.filters,) + out_hw
 
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
@@ -371,13 +384,21 @@ class _Pool2D(Layer):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
                 "padding": self.padding}
 
+    def _spec_for(self, hw) -> tuple[PoolSpec, tuple[int, int]]:
+        """(spec, leading windows dropped) for inputs of ``hw`` pixels: Keras' "same" pads
+        by the input's size (PoolSpec.keras_same)."""
+        if self.padding != "same":
+            return self.spec, (0, 0)
+        return PoolSpec.keras_same(self.spec.kernel_size, self.spec.stride, hw)
+
+    def _fit_to(self, input_shape: Shape) -> None:
+        self.spec, self._skip = self._spec_for(input_shape[1:])
+
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         _check_rank(self, input_shape, 3, "(C, H, W)")
-        if self.padding == "same":
-            self.spec, self._skip = PoolSpec.keras_same(self.spec.kernel_size,
-                                                        self.spec.stride, input_shape[1:])
-        out_hw = _named(self, self.spec.checked_output_shape, input_shape[1:])
-        return input_shape[:1] + tuple(n - k for n, k in zip(out_hw, self._skip))
+        spec, skip = self._spec_for(input_shape[1:])
+        out_hw = _named(self, spec.checked_output_shape, input_shape[1:])
+        return input_shape[:1] + tuple(n - k for n, k in zip(out_hw, skip))
 
     def _kept(self, y):
         """The pooled windows this layer outputs: those from ``_skip`` on."""
