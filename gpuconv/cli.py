@@ -9,6 +9,7 @@ import sys
 import click
 
 from gpuconv import __version__
+from gpuconv.backends import PRECISIONS
 
 # size-like options: one value for every axis ("3") or one per axis ("3x5")
 _DIMS_HELP = "one value for every axis (3) or one per axis (3x5)"
@@ -186,7 +187,7 @@ def _names(ctx, param, value):
               help="Write every result, with the device and versions, to this JSON file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write a bar chart of the ratios to cuDNN to this PNG file.")
-@click.option("--plan", "plan_precision", type=click.Choice(["ieee", "tf32", "tf32x3"]),
+@click.option("--plan", "plan_precision", type=click.Choice(PRECISIONS),
               help="Print the backend's conv launch plans for the suite at this precision "
                    "(tile, split-K, waves, fill, issued/useful MACs) and exit; needs no GPU.")
 @click.option("--tiles", is_flag=True,
@@ -200,8 +201,6 @@ def bench(backend, ops, layers, repeat, json_path, plot_path, plan_precision, ti
     if plan_precision is not None:
         from gpuconv.benchmark import plans
         from gpuconv.benchmark.suite import GPU_SUITE, select
-        if backend == "numba" and plan_precision != "ieee":
-            raise click.BadParameter("backend numba runs precision 'ieee' only", param_hint="--plan")
         rows = _run_report(lambda: plans.plan_rows(select(GPU_SUITE, layers, ops), plan_precision,
                                                    backend=backend))
         click.echo(plans.format_rows(rows))

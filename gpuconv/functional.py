@@ -177,8 +177,8 @@ def _flip_kernel(weight):
 def _check_precision(precision, be):
     """``precision`` must be conv arithmetic the backend offers (``"ieee"`` everywhere;
     ``"tf32"`` and ``"tf32x3"`` on tensor cores, on the cupy backend)."""
-    if precision not in ("ieee", "tf32", "tf32x3"):
-        raise ValueError(f"precision must be 'ieee', 'tf32' or 'tf32x3', got {precision!r}")
+    if precision not in backends.PRECISIONS:
+        raise ValueError(f"precision must be one of {backends.PRECISIONS}, got {precision!r}")
     if precision not in be.PRECISIONS:
         raise ValueError(f"precision={precision!r} is not offered by backend {be.NAME!r} "
                          f"(it offers {be.PRECISIONS})")

@@ -199,10 +199,11 @@ def _start_or_resume(options: TrainOptions, device, steps_per_epoch: int, echo: 
         _check_resume_options(options, run)
         echo(f"resuming {run['model']} from {options.resume} after epoch {model.epoch}")
         return model, run["epochs"], run["batch_size"], run
-    name, seed = options.model or zoo.DEFAULT_MODEL, options.seed or 0
+    name = zoo.DEFAULT_MODEL if options.model is None else options.model
+    seed = 0 if options.seed is None else options.seed
     recipe = zoo.recipe(name)
-    epochs = options.epochs or recipe.epochs
-    batch_size = options.batch_size or recipe.batch_size
+    epochs = recipe.epochs if options.epochs is None else options.epochs
+    batch_size = recipe.batch_size if options.batch_size is None else options.batch_size
     if epochs <= 0 or batch_size <= 0:
         raise ValueError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
     if seed < 0:

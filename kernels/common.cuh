@@ -45,7 +45,8 @@ struct PoolParams {
     void* y;            // contiguous output
     void* idx;          // int64 indices: written by max_pool2d (or null), read by max backward
     void* err;          // int64 error word (or null: no check); max_pool2d_backward stores h*w
-                        // there when an index it reads lies outside [0, h*w)
+                        // there when an index it reads lies outside [0, h*w), -h*w when it
+                        // lies outside its window
     i64 x_stride[4];
     i64 g_stride[4];
     i64 n, c, h, w, out_h, out_w;

@@ -319,6 +319,15 @@ def test_predict_labels_each_image_by_its_file(finished_run, tmp_path):
                 echo=lambda line: None)
 
 
+@pytest.mark.parametrize("change", [dict(epochs=0), dict(batch_size=0), dict(seed=-1),
+                                    dict(model="")])
+def test_zero_options_are_refused_not_replaced_by_the_recipes(data_dir, tmp_path, change):
+    """0 is a value given, not a missing one (it became the recipe's epochs or batch size)."""
+    with pytest.raises(ValueError, match="must be positive|must be non-negative|model"):
+        train(_options(data_dir, tmp_path, **change), echo=lambda line: None)
+    assert not (tmp_path / "model.npz").exists()
+
+
 def test_an_empty_test_split_is_refused_before_training(data_dir, tmp_path):
     for name in os.listdir(data_dir):
         (tmp_path / name).write_bytes((data_dir / name).read_bytes())

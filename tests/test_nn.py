@@ -405,7 +405,7 @@ def test_cuda_without_a_gpu_says_what_is_missing():
     from gpuconv.backends import BackendUnavailableError, unavailable_reason
     if unavailable_reason("cupy") is None:
         pytest.skip("a GPU is available")
-    with pytest.raises(BackendUnavailableError, match="--device cuda needs the cupy backend"):
+    with pytest.raises(BackendUnavailableError, match="device 'cuda' needs the cupy backend"):
         nn.resolve_device("cuda")
     assert nn.resolve_device("auto").kind == "cpu"
     with pytest.raises(ValueError, match="cannot run on device 'cpu'"):

@@ -94,7 +94,7 @@ def test_predict_names_the_classes_of_pictures(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--device", "cuda"], "--device cuda needs"),
+    (["train", "--device", "cuda"], "device 'cuda' needs"),
     (["train", "--data", "/nonexistent-dir"], "does not exist"),
     (["train", "--model", "resnet"], "Invalid value for '--model'"),
     (["train", "--epochs", "0"], "Invalid value for '--epochs'"),

@@ -4,12 +4,16 @@ One place says what is launched:
 
 - ``kernel_names()``: every kernel the CuPy backend compiles, as NVRTC name expressions (the
   source and its compile options live in ``cuda_source``).
-- ``CONV_PARAMS`` / ``POOL_PARAMS``: NumPy structured dtypes laid out as the ``ConvParams`` /
-  ``PoolParams`` structs of common.cuh (every field 8 bytes, so no padding); a launch passes
-  one of them by value (CuPy passes a size-1 NumPy array by value).
+- ``CONV_PARAMS`` / ``POOL_PARAMS`` / ``LAYER_PARAMS``: NumPy structured dtypes laid out as
+  the ``ConvParams`` / ``PoolParams`` / ``LayerParams`` structs of common.cuh and layers.cu
+  (every field 8 bytes, so no padding); a launch passes one of them by value (CuPy passes a
+  size-1 NumPy array by value).
 - ``*_plan`` functions: a ``Plan`` (launches with grid, block and struct fields, and the
   workspaces they need) from shapes, strides and specs. Pointer fields name buffers (``"x"``,
   ``"out"``, a workspace) that the executor resolves.
+- ``numba_*_plan`` functions: the same plans for the Numba twins (their own conv tiles,
+  ``NUMBA_TILES_FOR``, contiguous arrays); ``scalar_slots`` / ``scalars`` pack a struct's
+  fields as the twins take them (device arrays, then one tuple of scalars).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpuconv.backends import PRECISIONS
 from gpuconv.shapes import ConvSpec, PoolSpec
 
 CTYPES = {"float32": "float", "float64": "double"}
@@ -166,7 +171,6 @@ TILES_FOR = {
                              "tf32x3-64x32", "tf32x3-64x64"),
     ("float64", "ieee"): ("32x64", "64x64d"),
 }
-PRECISIONS = ("ieee", "tf32", "tf32x3")
 # Relative FFMA (or MMA) issue efficiency of a tile's main loop: larger tiles amortise their
 # loads over more products (from the sm_90 SASS hot loops, tests/test_cupy_compile.py; for
 # conv_direct its segment layout's window loop, 3.0 to 1.6 instructions a multiply-add for 1

@@ -699,9 +699,9 @@ def _build_max_pool2d_backward(device, grad_out, indices, input_hw, spec: PoolSp
 
 
 def checks_index_values() -> bool:
-    """False: ``max_pool2d_backward``'s kernel flags an index outside its plane on the device
-    (``gpuconv.check_errors``) instead of raising, so indices from the host are checked by
-    the caller first."""
+    """False: ``max_pool2d_backward``'s kernel flags an index outside its plane or outside
+    its window on the device (``gpuconv.check_errors``) instead of raising, so indices from
+    the host are checked by the caller first."""
     return False
 
 

@@ -80,8 +80,8 @@ CPU_KERNELS_ENV = "GPUCONV_CPU_KERNELS"
 
 # --------------------------------------------------------------------------- array helpers
 def cpu_kernels():
-    """``gpuconv.kernels.cpu_numba`` (compiled depthwise and max-pool backward passes), or
-    None where NumPy's passes run instead (``CPU_KERNELS_ENV``)."""
+    """``gpuconv.kernels.cpu_numba`` (the compiled CPU passes), or None where NumPy's passes
+    run instead (``CPU_KERNELS_ENV``)."""
     return _load_cpu_kernels(os.environ.get(CPU_KERNELS_ENV, ""))
 
 

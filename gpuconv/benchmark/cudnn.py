@@ -43,7 +43,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from gpuconv.backends import autotune, get_backend
+from gpuconv.backends import PRECISIONS, autotune, get_backend
 from gpuconv.benchmark import BenchUnavailableError, peaks
 from gpuconv.benchmark.measure import (Timer, count_differing, interleaved, relative_error,
                                        summarize)
@@ -144,7 +144,7 @@ def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness,
         reference64 = torch_ops.torch_pass(layer, pass_, {k: v.double() if v.is_floating_point()
                                                           else v for k, v in theirs.items()})
     result = {"pass": pass_, "flops": flops, "bytes": nbytes, "sides": {}}
-    for precision in ("ieee", "tf32", "tf32x3") if layer.is_conv else ("ieee",):
+    for precision in PRECISIONS if layer.is_conv else ("ieee",):
         torch_ops.set_cudnn_precision(CUDNN_PRECISION[precision])
         makers = {}
         if CUDNN_PRECISION[precision] == precision:  # 3xTF32 races the strict side above
@@ -168,7 +168,7 @@ def measure_pass(layer: Layer, pass_: str, ours: dict, theirs: dict, h: Harness,
             sides[name].update(timing, **side_metrics(timing, flops, nbytes, precision, h.limits,
                                                       h.copy_gbps))
         ours_side = sides.get(side_name(True, precision))
-        if h.backend in ("cupy", "numba") and layer.is_conv and ours_side is not None:
+        if layer.is_conv and ours_side is not None:
             ours_side["plan"] = plan_summary(layer, pass_, precision, h.backend)
             if h.tiles and h.backend == "cupy":
                 ours_side["tile_sweep"] = tile_sweep(layer, pass_, ours, h, precision, reference)
@@ -424,8 +424,8 @@ def package_versions() -> dict:
 
 
 def _cuda_runtimes(torch) -> dict:
-    """The CUDA runtime each library was built against (torch's as a string, the others'
-    as CUDA's integer 1000*major + 10*minor)."""
+    """The CUDA runtime each library was built against, as each reports it (torch's and
+    Numba's "major.minor", CuPy's integer 1000*major + 10*minor)."""
     found = {"torch": torch.version.cuda}
     probes = {"cupy": lambda m: m.cuda.runtime.runtimeGetVersion(),
               "numba.cuda": lambda m: ".".join(map(str, m.runtime.get_version()))}

@@ -20,6 +20,8 @@ def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.
     """pass -> the Plan the CuPy backend (or ``backend`` "numba", "ieee" only) makes for
     ``layer`` (a conv or transposed conv), with ``tile`` forced where a pass's case has it
     (``autotune.forced_tile``; CuPy)."""
+    if backend == "numba" and precision != "ieee":
+        raise ValueError(f"backend numba runs precision 'ieee' only, got {precision!r}")
     transposed = layer.kind == "conv_transpose"
     spec = ConvSpec.make(2, layer.kernel, stride=layer.stride, padding=layer.padding,
                          dilation=layer.dilation, groups=layer.groups,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from gpuconv._files import atomic_write
-from gpuconv.backends.gpu_plan import PRECISIONS
+from gpuconv.backends import PRECISIONS
 from gpuconv.benchmark.measure import geomean
 from gpuconv.benchmark.suite import PASSES
 

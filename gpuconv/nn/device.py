@@ -9,11 +9,11 @@ from types import ModuleType
 
 import numpy as np
 
-from gpuconv.backends import BACKENDS, BackendUnavailableError, unavailable_reason
+from gpuconv.backends import BACKENDS, CUDA_BACKENDS, BackendUnavailableError, unavailable_reason
 
 DEVICES = ("auto", "cpu", "cuda")
 # Backends that can run each device's arrays; the first is the default.
-DEVICE_BACKENDS = {"cpu": ("numpy",), "cuda": ("cupy", "numba")}
+DEVICE_BACKENDS = {"cpu": ("numpy",), "cuda": CUDA_BACKENDS}
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def resolve_device(device: str = "auto", backend: str | None = None) -> Device:
             reason = unavailable_reason(needed)
             if reason is not None:
                 raise BackendUnavailableError(
-                    f"--device cuda needs the {needed} backend, which is unavailable: {reason}")
+                    f"device 'cuda' needs the {needed} backend, which is unavailable: {reason}")
     return Device(device, backend)
 
 
