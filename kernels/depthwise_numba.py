@@ -157,7 +157,7 @@ def conv_depthwise(dtype, k: int):
                     if sc >= 0:
                         acc[v] = cuda.fma(wij, b[row + sc * p[B_STRIDE + 3]], acc[v])
 
-    def kernel(a, b, bias, out, p):
+    def conv_depthwise(a, b, bias, out, p):
         # index decoding: block (bx, by): a tile of by rows x bx*DW_V columns; grid (x tiles,
         # y tiles, planes), rows and planes looped by the grid so every thread meets every
         # barrier
@@ -242,7 +242,7 @@ def conv_depthwise(dtype, k: int):
                 plane += cuda.gridDim.z
             oh0 += np.int64(cuda.gridDim.y) * by
 
-    return _jit(kernel)
+    return _jit(conv_depthwise)
 
 
 def _written_out(name: str, args: str, lines: list[str], namespace: dict):
@@ -338,7 +338,7 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
             f"if {e} < live:", f"    total = block_sum(partial, t, acc[{e}])",
             "    if t == 0:", f"        out[at + {e}] = total")], namespace)
 
-    def kernel(a, b, bias, out, p):
+    def conv_depthwise_grad_weight(a, b, bias, out, p):
         # index decoding: block (o, chunk of tiles_per_split images); threads as rows of 32
         # columns of output pixels. bias: unused
         partial = cuda.shared.array(block, dtype)
@@ -398,7 +398,7 @@ def conv_depthwise_grad_weight(dtype, k: int, block: int):
                     oh += rows
             reduce_taps(partial, t, acc, out, at + tap0, p[KH] * p[KW] - tap0)
 
-    return _jit(kernel)
+    return _jit(conv_depthwise_grad_weight)
 
 
 def kernels(dtype, block: int) -> dict:

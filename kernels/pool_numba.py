@@ -27,7 +27,7 @@ Kernels (each the only one for its op; none is chosen among alternatives):
 
 Every kernel takes ``PoolParams`` (kernels/common.cuh) as its arguments: the pointer fields
 (x, gy, y, idx, err) as flat device arrays (idx and err int64: ``gpu_plan.INDEX_POINTERS``),
-then one tuple of the scalar fields in the struct's order (``gpu_plan.scalar_slots``; norm a
+then one tuple ``p`` of the scalar fields in the struct's order (``gpu_plan.scalar_slots``; norm a
 float). A null pointer is an empty array. Numba has no 16-byte loads or stores: elements go one
 by one. Plane and window divisions take unsigned 32-bit operands (``gpu_plan.pool32``).
 Every kernel is a gather or a fixed-order sum (no atomics): results repeat bit for bit.
@@ -80,11 +80,11 @@ def split_plane(plane, channels):
 
 # --------------------------------------------------------------------------- windows
 @cuda.jit(device=True)
-def pool_axis(s, rows):
+def pool_axis(p, rows):
     """(size, out, kernel, stride, pad, dilation) of the rows or the columns."""
     if rows:
-        return s[H], s[OUT_H], s[KH], s[SH], s[PH], s[DH]
-    return s[W], s[OUT_W], s[KW], s[SW], s[PW], s[DW]
+        return p[H], p[OUT_H], p[KH], p[SH], p[PH], p[DH]
+    return p[W], p[OUT_W], p[KW], p[SW], p[PW], p[DW]
 
 
 @cuda.jit(device=True)
@@ -94,10 +94,10 @@ def adaptive_range(o, n, out):
 
 
 @cuda.jit(device=True)
-def max_taps(s, a, o):
+def max_taps(p, a, o):
     """Output o's taps along axis a, clipped to the input: (first, end, step)."""
     n, out, k, st, pad, d = a
-    if s[ADAPTIVE]:
+    if p[ADAPTIVE]:
         first, end = adaptive_range(o, n, out)
         return first, end, np.int64(1)
     start = o * st - pad
@@ -106,35 +106,35 @@ def max_taps(s, a, o):
 
 
 @cuda.jit(device=True)
-def avg_axis(s, a, o):
+def avg_axis(p, a, o):
     """Output o's window along axis a for averages: (lo, hi) clipped to the input, and its
     factor of the divisor (numpy_backend._avg_divisor: clipped to the padded input, then,
     unless count_include_pad, to the input)."""
     n, out, k, st, pad, _ = a
-    if s[ADAPTIVE]:
+    if p[ADAPTIVE]:
         start, end = adaptive_range(o, n, out)
     else:
         start = o * st - pad
         end = min(start + k, n + pad)
     lo, hi = max(start, np.int64(0)), min(end, n)
-    count = end - start if s[COUNT_INCLUDE_PAD] and not s[ADAPTIVE] else hi - lo
+    count = end - start if p[COUNT_INCLUDE_PAD] and not p[ADAPTIVE] else hi - lo
     return lo, hi, count
 
 
 @cuda.jit(device=True)
-def avg_divisor(s, count_h, count_w):
-    if s[DIVISOR_OVERRIDE]:
-        return s[DIVISOR_OVERRIDE]
+def avg_divisor(p, count_h, count_w):
+    if p[DIVISOR_OVERRIDE]:
+        return p[DIVISOR_OVERRIDE]
     return count_h * count_w
 
 
 @cuda.jit(device=True)
-def members(s, a, i):
+def members(p, a, i):
     """(lo, hi): the outputs along axis a whose window may hold input position i, in closed
     form: sliding (o*s - pad <= i <= o*s - pad + (k-1)*d) or adaptive (start(o) <= i < end(o)
     <=> floor(i*out/n) <= o <= floor(((i+1)*out - 1)/n)). Empty when lo > hi."""
     n, out, k, st, pad, d = a
-    if s[ADAPTIVE]:
+    if p[ADAPTIVE]:
         return div32(i * out, n), div32((i + 1) * out - 1, n)
     first = i + pad - (k - 1) * d
     lo = np.int64(0) if first <= 0 else div32(first + st - 1, st)
@@ -142,26 +142,26 @@ def members(s, a, i):
 
 
 @cuda.jit(device=True)
-def check_window_index(s, aw, ow, col0, at, r0, r1, rs, err):
+def check_window_index(p, aw, ow, col0, at, r0, r1, rs, err):
     """For the thread whose columns col0 .. col0 + POOL_V - 1 hold the first tap of output
     ow's window (on the row where the window's taps r0, r0 + rs, ... < r1 start): unless flat
     index ``at`` (inside the plane) names one of the window's taps, set err to -H * W. Row by
     row of taps: no division of a flat index (pool.cu's)."""
-    c0, c1, cs = max_taps(s, aw, ow)
+    c0, c1, cs = max_taps(p, aw, ow)
     if not 0 <= c0 - col0 < POOL_V:
         return  # another thread's column (c0 < W: a tap)
     r = r0
     while r < r1:
-        c = at - r * s[W]
+        c = at - r * p[W]
         if c0 <= c < c1 and mod32(c - c0, cs) == 0:
             return
         r += rs
-    err[0] = -s[H] * s[W]
+    err[0] = -p[H] * p[W]
 
 
 @cuda.jit(device=True)
-def is_global(s):
-    return s[ADAPTIVE] and s[OUT_H] == 1 and s[OUT_W] == 1
+def is_global(p):
+    return p[ADAPTIVE] and p[OUT_H] == 1 and p[OUT_W] == 1
 
 
 @cuda.jit(device=True)
@@ -189,7 +189,7 @@ def kernels(dtype) -> dict:
     jit = cuda.jit(**({} if config.ENABLE_CUDASIM else {"max_registers": MAX_REGISTERS}))
 
     @cuda.jit(device=True)
-    def global_pool(x, y, idx, s, want_max):
+    def global_pool(x, y, idx, p, want_max):
         """Global pooling: each plane's max (with index) or sum by blockDim.x lanes, then a fixed
         tree over the lanes in shared memory; lane 0 writes the plane's result. Every thread
         runs the same iterations (the tree synchronises the block)."""
@@ -197,15 +197,15 @@ def kernels(dtype) -> dict:
         part_i = cuda.shared.array(BLOCK, np.int64)
         lanes, lane = np.int64(cuda.blockDim.x), np.int64(cuda.threadIdx.x)
         slot = cuda.threadIdx.z * cuda.blockDim.x + cuda.threadIdx.x
-        planes, width, plane_len = s[N] * s[C], s[W], s[H] * s[W]
-        contiguous = s[XS3] == 1 and s[XS2] == width
+        planes, width, plane_len = p[N] * p[C], p[W], p[H] * p[W]
+        contiguous = p[XS3] == 1 and p[XS2] == width
         base = np.int64(cuda.blockIdx.z) * cuda.blockDim.z
         while base < planes:
             plane = base + cuda.threadIdx.z
             v, arg = zero, np.int64(-1)
             if plane < planes:
-                n, c = split_plane(plane, s[C])
-                at = n * s[XS0] + c * s[XS1]
+                n, c = split_plane(plane, p[C])
+                at = n * p[XS0] + c * p[XS1]
                 if contiguous:
                     e = lane
                     while e < plane_len:
@@ -217,10 +217,10 @@ def kernels(dtype) -> dict:
                             v += val
                         e += lanes
                 else:
-                    for r in range(s[H]):
+                    for r in range(p[H]):
                         col = lane
                         while col < width:
-                            val = x[at + r * s[XS2] + col * s[XS3]]
+                            val = x[at + r * p[XS2] + col * p[XS3]]
                             if want_max:
                                 if arg < 0 or val > v or val != val:
                                     v, arg = val, r * width + col
@@ -250,33 +250,33 @@ def kernels(dtype) -> dict:
             cuda.syncthreads()  # part_* are reused by the next planes
             base += np.int64(cuda.gridDim.z) * cuda.blockDim.z
 
-    def max_pool2d(x, gy, y, idx, err, s):
+    def max_pool2d(x, gy, y, idx, err, p):
         """y[n, c, oh, ow] = max over (r, col) in window(oh, ow) of x[n, c, r, col]; idx =
         r * W + col of that maximum (numpy_backend.max_pool2d / adaptive_max_pool2d).
         gy, err: unused."""
-        if is_global(s):
-            global_pool(x, y, idx, s, True)
+        if is_global(p):
+            global_pool(x, y, idx, p, True)
             return
         # index decoding: POOL_V outputs (oh, col0 + v) per thread, planes by the grid
         col0, row0, row_step, plane0, plane_step = place()
-        ah, aw = pool_axis(s, True), pool_axis(s, False)
+        ah, aw = pool_axis(p, True), pool_axis(p, False)
         # bounds
         if col0 >= aw[1]:
             return
         count = min(np.int64(POOL_V), aw[1] - col0)
         # body: each of the POOL_V outputs in turn, its column taps in registers
-        xs2, xs3, width = s[XS2], s[XS3], s[W]
+        xs2, xs3, width = p[XS2], p[XS3], p[W]
         oh = row0
         while oh < ah[1]:
-            r0, r1, rs = max_taps(s, ah, oh)
+            r0, r1, rs = max_taps(p, ah, oh)
             plane = plane0
-            while plane < s[N] * s[C]:
-                n, c = split_plane(plane, s[C])
-                at = n * s[XS0] + c * s[XS1]
+            while plane < p[N] * p[C]:
+                n, c = split_plane(plane, p[C])
+                at = n * p[XS0] + c * p[XS1]
                 out = (plane * ah[1] + oh) * aw[1] + col0
                 for v in range(POOL_V):
                     if v < count:
-                        c0, c1, cs = max_taps(s, aw, col0 + v)
+                        c0, c1, cs = max_taps(p, aw, col0 + v)
                         best, arg = zero, np.int64(-1)  # functional rejects all-padding windows
                         r = r0
                         while r < r1:
@@ -293,96 +293,96 @@ def kernels(dtype) -> dict:
                 plane += plane_step
             oh += row_step
 
-    def avg_pool2d(x, gy, y, idx, err, s):
+    def avg_pool2d(x, gy, y, idx, err, p):
         """op 0: y = sum over window(oh, ow) of x / divisor (numpy_backend.avg_pool2d,
         adaptive_avg_pool2d); op 1: y = (kh*kw * avg(x^p))^(1/p) (lp_pool2d); op 2: the Lp
         gradient's per-window scale gy * total^(1/p - 1) / p * kh*kw (lp_pool2d_backward).
         idx, err: unused."""
-        if is_global(s):
-            global_pool(x, y, idx, s, False)
+        if is_global(p):
+            global_pool(x, y, idx, p, False)
             return
         # index decoding: POOL_V outputs (oh, col0 + v) per thread, planes by the grid
         col0, row0, row_step, plane0, plane_step = place()
-        ah, aw = pool_axis(s, True), pool_axis(s, False)
+        ah, aw = pool_axis(p, True), pool_axis(p, False)
         # bounds
         if col0 >= aw[1]:
             return
         count = min(np.int64(POOL_V), aw[1] - col0)
         # body
-        norm, window = F(s[NORM]), F(s[KH] * s[KW])
-        xs2, xs3 = s[XS2], s[XS3]
+        norm, window = F(p[NORM]), F(p[KH] * p[KW])
+        xs2, xs3 = p[XS2], p[XS3]
         oh = row0
         while oh < ah[1]:
-            h0, h1, count_h = avg_axis(s, ah, oh)
+            h0, h1, count_h = avg_axis(p, ah, oh)
             plane = plane0
-            while plane < s[N] * s[C]:
-                n, c = split_plane(plane, s[C])
-                at = n * s[XS0] + c * s[XS1]
+            while plane < p[N] * p[C]:
+                n, c = split_plane(plane, p[C])
+                at = n * p[XS0] + c * p[XS1]
                 out = (plane * ah[1] + oh) * aw[1] + col0
                 for v in range(POOL_V):
                     if v < count:
-                        w0, w1, count_w = avg_axis(s, aw, col0 + v)
+                        w0, w1, count_w = avg_axis(p, aw, col0 + v)
                         total = zero
                         for r in range(h0, h1):
                             for col in range(w0, w1):
                                 val = x[at + r * xs2 + col * xs3]
-                                total += val if s[OP] == OP_AVG else val ** norm
-                        mean = total / F(avg_divisor(s, count_h, count_w))
-                        if s[OP] == OP_AVG:
+                                total += val if p[OP] == OP_AVG else val ** norm
+                        mean = total / F(avg_divisor(p, count_h, count_w))
+                        if p[OP] == OP_AVG:
                             y[out + v] = mean
-                        elif s[OP] == OP_LP:  # numpy_backend.lp_pool2d
-                            y[out + v] = (mean * window) ** F(1.0 / s[NORM])
+                        elif p[OP] == OP_LP:  # numpy_backend.lp_pool2d
+                            y[out + v] = (mean * window) ** F(1.0 / p[NORM])
                         else:  # d total^(1/p) / d total, 0 for an all-zero or NaN window
                             lp_total = mean * window
-                            g = gy[n * s[GS0] + c * s[GS1] + oh * s[GS2]
-                                   + (col0 + v) * s[GS3]]
+                            g = gy[n * p[GS0] + c * p[GS1] + oh * p[GS2]
+                                   + (col0 + v) * p[GS3]]
                             safe = lp_total + F(lp_total == zero)
                             y[out + v] = (g * F(lp_total > zero or lp_total < zero)
-                                          * (safe ** F(1.0 / s[NORM] - 1.0) / norm) * window)
+                                          * (safe ** F(1.0 / p[NORM] - 1.0) / norm) * window)
                 plane += plane_step
             oh += row_step
 
-    def pool2d_backward(x, gy, y, idx, err, s):
+    def pool2d_backward(x, gy, y, idx, err, p):
         """y[n, c, h, w] (dx) = sum over the windows (oh, ow) holding (h, w), in increasing
         output order, of gy[n, c, oh, ow] / divisor(oh, ow); times p * x^(p-1) when lp_post
         (Lp, whose gy is the per-window scale). numpy_backend.avg_pool2d_backward,
         adaptive_avg_pool2d_backward, lp_pool2d_backward. idx, err: unused."""
         # index decoding: POOL_V input elements (h, col0 + v) per thread, planes by the grid
         col0, row0, row_step, plane0, plane_step = place()
-        ah, aw = pool_axis(s, True), pool_axis(s, False)
+        ah, aw = pool_axis(p, True), pool_axis(p, False)
         # bounds
         if col0 >= aw[0]:
             return
         count = min(np.int64(POOL_V), aw[0] - col0)
         # body
-        norm = F(s[NORM])
-        gs2, gs3 = s[GS2], s[GS3]
+        norm = F(p[NORM])
+        gs2, gs3 = p[GS2], p[GS3]
         h = row0
         while h < ah[0]:
-            h_lo, h_hi = members(s, ah, h)
+            h_lo, h_hi = members(p, ah, h)
             plane = plane0
-            while plane < s[N] * s[C]:
-                n, c = split_plane(plane, s[C])
-                g0 = n * s[GS0] + c * s[GS1]
+            while plane < p[N] * p[C]:
+                n, c = split_plane(plane, p[C])
+                g0 = n * p[GS0] + c * p[GS1]
                 out = (plane * ah[0] + h) * aw[0] + col0
                 for v in range(POOL_V):
                     if v < count:
-                        w_lo, w_hi = members(s, aw, col0 + v)
+                        w_lo, w_hi = members(p, aw, col0 + v)
                         total = zero
                         for oh in range(h_lo, h_hi + 1):
-                            count_h = avg_axis(s, ah, oh)[2]
+                            count_h = avg_axis(p, ah, oh)[2]
                             for ow in range(w_lo, w_hi + 1):
-                                divisor = avg_divisor(s, count_h, avg_axis(s, aw, ow)[2])
+                                divisor = avg_divisor(p, count_h, avg_axis(p, aw, ow)[2])
                                 total += gy[g0 + oh * gs2 + ow * gs3] / F(divisor)
-                        if s[LP_POST]:  # Lp: times d(x^p)/dx
-                            xv = x[n * s[XS0] + c * s[XS1] + h * s[XS2]
-                                   + (col0 + v) * s[XS3]]
-                            total *= norm * xv ** F(s[NORM] - 1.0)
+                        if p[LP_POST]:  # Lp: times d(x^p)/dx
+                            xv = x[n * p[XS0] + c * p[XS1] + h * p[XS2]
+                                   + (col0 + v) * p[XS3]]
+                            total *= norm * xv ** F(p[NORM] - 1.0)
                         y[out + v] = total
                 plane += plane_step
             h += row_step
 
-    def max_pool2d_backward(x, gy, y, idx, err, s):
+    def max_pool2d_backward(x, gy, y, idx, err, p):
         """y[n, c, h, w] (dx) = sum, in increasing output order, of gy[n, c, oh, ow] over the
         outputs whose window may hold (h, w) (closed form from the spec, or adaptive) and whose
         index idx[n, c, oh, ow] == h * W + w (numpy_backend.max_pool2d_backward). idx:
@@ -392,35 +392,35 @@ def kernels(dtype) -> dict:
         -H * W. x: unused."""
         # index decoding: POOL_V input elements (h, col0 + v) per thread, planes by the grid
         col0, row0, row_step, plane0, plane_step = place()
-        ah, aw = pool_axis(s, True), pool_axis(s, False)
+        ah, aw = pool_axis(p, True), pool_axis(p, False)
         # bounds
         if col0 >= aw[0]:
             return
         count = min(np.int64(POOL_V), aw[0] - col0)
         # body: the column candidates of the POOL_V elements together
-        w_lo = members(s, aw, col0)[0]
-        w_hi = members(s, aw, col0 + count - 1)[1]
-        plane_len = s[H] * s[W]
-        gs2, gs3 = s[GS2], s[GS3]
+        w_lo = members(p, aw, col0)[0]
+        w_hi = members(p, aw, col0 + count - 1)[1]
+        plane_len = p[H] * p[W]
+        gs2, gs3 = p[GS2], p[GS3]
         h = row0
         while h < ah[0]:
-            h_lo, h_hi = members(s, ah, h)
+            h_lo, h_hi = members(p, ah, h)
             this = h * aw[0] + col0
             plane = plane0
-            while plane < s[N] * s[C]:
-                n, c = split_plane(plane, s[C])
-                g0 = n * s[GS0] + c * s[GS1]
+            while plane < p[N] * p[C]:
+                n, c = split_plane(plane, p[C])
+                g0 = n * p[GS0] + c * p[GS1]
                 i0 = plane * ah[1] * aw[1]
                 s0 = s1 = s2 = s3 = zero  # the POOL_V sums (scalars: registers)
                 for oh in range(h_lo, h_hi + 1):
-                    r0, r1, rs = max_taps(s, ah, oh)
+                    r0, r1, rs = max_taps(p, ah, oh)
                     first_row = err.size > 0 and h == r0  # the window's taps start on row h
                     for ow in range(w_lo, w_hi + 1):
                         at = idx[i0 + oh * aw[1] + ow]
                         if err.size > 0 and (at < 0 or at >= plane_len):
                             err[0] = plane_len  # every output's index is read by some element
                         elif first_row:
-                            check_window_index(s, aw, ow, col0, at, r0, r1, rs, err)
+                            check_window_index(p, aw, ow, col0, at, r0, r1, rs, err)
                         d = at - this
                         if 0 <= d < POOL_V:  # else it names another element
                             g = gy[g0 + oh * gs2 + ow * gs3]
