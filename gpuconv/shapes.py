@@ -397,6 +397,13 @@ class PoolSpec:
                              f"larger than the padded input {padded}")
         return out
 
+    def window_padding(self, spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
+        """Per axis, the (before, after) padding of an input of ``spatial`` sizes that holds
+        every window, ceil_mode's last one (which may reach past the padding) included."""
+        return tuple((p, max(p, (o - 1) * s + d * (k - 1) + 1 - n - p)) for n, k, s, p, d, o in
+                     zip(spatial, self.kernel_size, self.stride, self.padding, self.dilation,
+                         self.output_shape(spatial)))
+
     def bounded(self, spatial: Sequence[int]) -> "PoolSpec":
         """The same windows over an input of ``spatial`` sizes with kernels, strides and
         dilations no larger than the padded input: along an axis with one window, the taps

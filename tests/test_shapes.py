@@ -623,3 +623,19 @@ def test_conv_flops():
     # 2 * N * C_out * C_in/g * kH * kW * H_out * W_out
     assert conv_flops(2, 8, 3, (3, 3), (10, 10)) == 2 * 2 * 8 * 3 * 9 * 100
     assert conv_flops(1, 1, 1, (4,), (2,)) == 16
+
+
+def test_pool_window_padding_holds_every_window_and_no_more():
+    """Every tap of every window (ceil_mode's last one, which may reach past the padding,
+    included) lies in [-before, n + after); before is the padding, after the padding or the
+    last window's reach, whichever is larger."""
+    rng = np.random.default_rng(4)
+    for _ in range(500):
+        k, s, d = (int(v) for v in rng.integers(1, 5, 3))
+        p = int(rng.integers(0, k // 2 + 1))
+        n = int(rng.integers(d * (k - 1) + 1, 20))
+        spec = PoolSpec.make(1, k, s, p, d, ceil_mode=bool(rng.integers(2)))
+        ((before, after),) = spec.window_padding((n,))
+        (out,) = spec.output_shape((n,))
+        last_tap = (out - 1) * s - p + d * (k - 1)
+        assert before == p and after == max(p, last_tap - (n - 1)), (spec, n)

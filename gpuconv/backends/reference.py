@@ -156,17 +156,11 @@ def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision:
 
 
 # --------------------------------------------------------------------------- window pooling
-def _pool_padding(in_hw, spec: PoolSpec, out_hw):
-    """((top, bottom), (left, right)) that holds every window, ceil_mode's last one included."""
-    return tuple((p, max(p, (o - 1) * s + d * (k - 1) + 1 - n - p)) for n, k, s, p, d, o in
-                 zip(in_hw, spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_hw))
-
-
 def _pool_windows(x, spec: PoolSpec, value=0.0):
     """windows of x padded with ``value``, and the same windows of the flat input positions
     (h*W + w; -1 in the padding), taps flattened row-major: (N, C, kH*kW, H_out, W_out)."""
     out_hw = spec.output_shape(x.shape[2:])
-    pads = _pool_padding(x.shape[2:], spec, out_hw)
+    pads = spec.window_padding(x.shape[2:])
     xp = np.pad(x, ((0, 0), (0, 0)) + pads, constant_values=value)
     where = np.pad(np.arange(math.prod(x.shape[2:])).reshape(1, 1, *x.shape[2:]),
                    ((0, 0), (0, 0)) + pads, constant_values=-1)
@@ -217,7 +211,7 @@ def _avg_divisor(spec: PoolSpec, in_hw, count_include_pad: bool, divisor_overrid
     out_hw = spec.output_shape(in_hw)
     if divisor_override is not None:
         return np.full(out_hw, divisor_override, dtype=dtype)
-    pads = _pool_padding(in_hw, spec, out_hw)
+    pads = spec.window_padding(in_hw)
     counted = np.zeros([1, 1] + [n + sum(p) for n, p in zip(in_hw, pads)])
     (th, _), (tw, _) = pads
     (eh, ew), (h, w) = (spec.padding if count_include_pad else (0, 0)), in_hw
@@ -236,7 +230,7 @@ def avg_pool2d_backward(grad_out, spec: PoolSpec, input_hw, count_include_pad: b
                         divisor_override) -> np.ndarray:
     """dx = pad^T(fold(dy / divisor repeated over every tap))."""
     divisor = _avg_divisor(spec, input_hw, count_include_pad, divisor_override, grad_out.dtype)
-    pads = _pool_padding(input_hw, spec, grad_out.shape[2:])
+    pads = spec.window_padding(input_hw)
     taps = np.broadcast_to((grad_out / divisor)[:, :, None, None],
                            grad_out.shape[:2] + spec.kernel_size + grad_out.shape[2:])
     padded_hw = [n + sum(p) for n, p in zip(input_hw, pads)]
