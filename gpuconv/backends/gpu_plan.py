@@ -568,6 +568,32 @@ def a_runs(a_shape, a_strides, run_axes: int) -> bool:
             and math.prod(a_shape[-run_axes:]) % A_RUN == 0)
 
 
+@dataclass(frozen=True)
+class ConvGemm:
+    """What both backends' forward and grad-weight plans share: conv_gemm's fields, the GEMM's
+    shape (a slice per group), conv_splitk_reduce's fields and the output's element count."""
+
+    params: dict
+    shape: GemmShape
+    reduce: dict
+    out_count: int
+
+
+def forward_gemm(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, has_bias: bool,
+                 relu: bool) -> ConvGemm:
+    """The forward GEMM: rows O/G, columns N x H_out x W_out, reduction C/G x kH x kW."""
+    n, _, h, w = x_shape
+    o, cg, kh, kw = w_shape
+    ho, wo = spec.output_shape((h, w), (kh, kw))
+    params = dict(a="weight", b="x", bias="bias" if has_bias else None,
+                  a_stride=w_strides, b_stride=x_strides, batch=n, b_h=h, b_w=w, out_c=o, out_h=ho,
+                  out_w=wo, m=o // spec.groups, kc=cg, q_h=ho, q_w=wo, relu=int(relu),
+                  mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, (kh, kw)))
+    return ConvGemm(params, GemmShape(o // spec.groups, n * ho * wo, cg * kh * kw, spec.groups),
+                    dict(bias=params["bias"], relu=int(relu), out_c=o, plane=ho * wo),
+                    n * o * ho * wo)
+
+
 def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dtype: str,
                       has_bias: bool, precision: str = "ieee", tile: str | None = None,
                       sm_count: int = DEFAULT_SM_COUNT, relu: bool = False) -> Plan:
@@ -576,20 +602,13 @@ def conv_forward_plan(x_shape, x_strides, w_shape, w_strides, spec: ConvSpec, dt
     if is_depthwise(w_shape, spec.groups):
         return depthwise_forward_plan(x_shape, x_strides, w_shape, w_strides, spec, dtype,
                                       has_bias, relu)
-    n, _, h, w = x_shape
-    o, cg, kh, kw = w_shape
-    ho, wo = spec.output_shape((h, w), (kh, kw))
-    zero_pad = zero_padding(spec) and masks_fit((kh, kw))
-    params = dict(a="weight", b="x", bias="bias" if has_bias else None,
-                  a_stride=w_strides, b_stride=x_strides, batch=n, b_h=h, b_w=w, out_c=o, out_h=ho,
-                  out_w=wo, m=o // spec.groups, kc=cg, q_h=ho, q_w=wo, relu=int(relu),
-                  mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, (kh, kw)))
-    out_count = n * o * ho * wo
-    index64 = _needs_index64(_span(x_shape, x_strides), _span(w_shape, w_strides), out_count)
-    shape = GemmShape(o // spec.groups, n * ho * wo, cg * kh * kw, spec.groups)
-    reduce = dict(bias=params["bias"], relu=int(relu), out_c=o, plane=ho * wo)
-    return _gemm_plan(shape, params, dtype, precision, tile, sm_count, zero_pad, index64, False,
-                      "out", reduce, out_count, pixel_rows=n * ho,
+    gemm = forward_gemm(x_shape, x_strides, w_shape, w_strides, spec, has_bias, relu)
+    zero_pad = zero_padding(spec) and masks_fit(w_shape[2:])
+    index64 = _needs_index64(_span(x_shape, x_strides), _span(w_shape, w_strides),
+                             gemm.out_count)
+    return _gemm_plan(gemm.shape, gemm.params, dtype, precision, tile, sm_count, zero_pad,
+                      index64, False, "out", gemm.reduce, gemm.out_count,
+                      pixel_rows=x_shape[0] * gemm.params["out_h"],
                       vec_a=a_runs(w_shape, w_strides, 3))
 
 
@@ -692,6 +711,19 @@ def conv_grad_input_plan(gy_shape, gy_strides, w_shape, w_strides, spec: ConvSpe
                             functools.partial(_typed_elementwise, dtype=dtype))
 
 
+def grad_weight_gemm(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSpec,
+                     kernel_hw) -> ConvGemm:
+    """The grad-weight GEMM: rows O/G, columns C/G x kH x kW, reduction N x H_out x W_out."""
+    n, o, ho, wo = gy_shape
+    _, c, h, w = x_shape
+    cg, (kh, kw), groups = c // spec.groups, kernel_hw, spec.groups
+    params = dict(a="grad_out", b="x", a_stride=gy_strides, b_stride=x_strides, batch=n, b_h=h,
+                  b_w=w, out_c=o, m=o // groups, kc=cg, q_h=ho, q_w=wo,
+                  mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
+    return ConvGemm(params, GemmShape(o // groups, cg * kh * kw, n * ho * wo, groups),
+                    dict(out_c=o, plane=1), o * cg * kh * kw)
+
+
 def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSpec, kernel_hw,
                           dtype: str, precision: str = "ieee", tile: str | None = None,
                           sm_count: int = DEFAULT_SM_COUNT) -> Plan:
@@ -703,18 +735,12 @@ def conv_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec: ConvSp
     if is_depthwise((o, c // groups), groups):
         return depthwise_grad_weight_plan(gy_shape, gy_strides, x_shape, x_strides, spec,
                                           kernel_hw, dtype, sm_count)
-    cg, (kh, kw) = c // groups, kernel_hw
-    zero_pad = zero_padding(spec)
-    params = dict(a="grad_out", b="x", a_stride=gy_strides, b_stride=x_strides, batch=n, b_h=h,
-                  b_w=w, out_c=o, m=o // groups, kc=cg, q_h=ho, q_w=wo,
-                  mode=PAD_MODES[spec.padding_mode], **_conv_common(spec, kernel_hw))
-    out_count = o * cg * kh * kw
+    gemm = grad_weight_gemm(gy_shape, gy_strides, x_shape, x_strides, spec, kernel_hw)
     index64 = _needs_index64(_span(gy_shape, gy_strides), _span(x_shape, x_strides))
-    shape = GemmShape(o // groups, cg * kh * kw, n * ho * wo, groups)
     # past the tensor-core tiles' pixel-tap tables, CUDA cores (zero padding still: their
     # grad-weight tests rows and columns)
-    return _gemm_plan(shape, params, dtype, precision, tile, sm_count, zero_pad, index64, True,
-                      "out", dict(out_c=o, plane=1), out_count,
+    return _gemm_plan(gemm.shape, gemm.params, dtype, precision, tile, sm_count,
+                      zero_padding(spec), index64, True, "out", gemm.reduce, gemm.out_count,
                       vec_a=a_runs(gy_shape, gy_strides, 2),
                       tensor_cores=masks_fit(kernel_hw, (ho, wo)))
 
@@ -1134,25 +1160,19 @@ def numba_conv_forward_plan(x_shape, w_shape, spec: ConvSpec, dtype: str, has_bi
     if is_depthwise(w_shape, spec.groups):
         return numba_depthwise_forward_plan(x_shape, w_shape, spec, dtype, has_bias, simulator,
                                             relu)
-    n, _, h, w = x_shape
-    o, cg, kh, kw = w_shape
-    ho, wo = spec.output_shape((h, w), (kh, kw))
-    rows, cols = o // spec.groups, n * ho * wo
-    wide, zero_pad = _wide(x_shape, w_shape, (n, o, ho, wo)), zero_padding(spec)
-    params = dict(a="weight", b="x", bias="bias" if has_bias else None, out="out",
-                  a_stride=contiguous_strides(w_shape), b_stride=contiguous_strides(x_shape),
-                  batch=n, b_h=h, b_w=w, out_c=o, out_h=ho, out_w=wo, m=rows, kc=cg, q_h=ho,
-                  q_w=wo, relu=int(relu), mode=PAD_MODES[spec.padding_mode],
-                  **_conv_common(spec, (kh, kw)))
-    slices = _check_grid_z(spec.groups, "conv")
-    direct = _numba_direct(rows, cols, n * ho, cg * kh * kw, slices, dtype, zero_pad, wide,
-                           simulator)
+    gemm = forward_gemm(x_shape, contiguous_strides(x_shape), w_shape,
+                        contiguous_strides(w_shape), spec, has_bias, relu)
+    n, o, ho = x_shape[0], w_shape[0], gemm.params["out_h"]
+    wide = _wide(x_shape, w_shape, (n, o, ho, gemm.params["out_w"]))
+    zero_pad, shape = zero_padding(spec), gemm.shape
+    _check_grid_z(shape.slices, "conv")
+    direct = _numba_direct(shape.rows, shape.cols, n * ho, shape.k, shape.slices, dtype,
+                           zero_pad, wide, simulator)
     if direct is not None:
         kernel, grid, block, choice = direct
-        return Plan([Launch(kernel, grid, block, params)], choice=choice)
-    reduce = dict(bias=params["bias"], relu=int(relu), out_c=o, plane=ho * wo)
-    return _numba_gemm_plan(GemmShape(rows, cols, cg * kh * kw, slices), params, dtype, simulator,
-                            zero_pad, wide, False, "out", reduce, n * o * ho * wo)
+        return Plan([Launch(kernel, grid, block, dict(gemm.params, out="out"))], choice=choice)
+    return _numba_gemm_plan(shape, gemm.params, dtype, simulator, zero_pad, wide, False, "out",
+                            gemm.reduce, gemm.out_count)
 
 
 def numba_conv_grad_input_plan(gy_shape, w_shape, spec: ConvSpec, input_hw, dtype: str,
@@ -1195,17 +1215,12 @@ def numba_conv_grad_weight_plan(gy_shape, x_shape, spec: ConvSpec, kernel_hw, dt
     if is_depthwise((o, c // groups), groups):
         return numba_depthwise_grad_weight_plan(gy_shape, x_shape, spec, kernel_hw, dtype,
                                                 simulator, sm_count)
-    cg, (kh, kw) = c // groups, kernel_hw
-    taps, rows = cg * kh * kw, o // groups
+    gemm = grad_weight_gemm(gy_shape, contiguous_strides(gy_shape), x_shape,
+                            contiguous_strides(x_shape), spec, kernel_hw)
     # the partials hold at most MAX_SPLITS copies of dW
-    wide = _wide(gy_shape, x_shape, (min(MAX_SPLITS, n * ho * wo), o, taps))
-    params = dict(a="grad_out", b="x", a_stride=contiguous_strides(gy_shape),
-                  b_stride=contiguous_strides(x_shape), batch=n, b_h=h, b_w=w, out_c=o, m=rows,
-                  kc=cg, q_h=ho, q_w=wo, mode=PAD_MODES[spec.padding_mode],
-                  **_conv_common(spec, kernel_hw))
-    return _numba_gemm_plan(GemmShape(rows, taps, n * ho * wo, groups), params, dtype, simulator,
-                            zero_padding(spec), wide, True, "out", dict(out_c=o, plane=1),
-                            o * taps, sm_count=sm_count)
+    wide = _wide(gy_shape, x_shape, (min(MAX_SPLITS, n * ho * wo), o, gemm.shape.cols))
+    return _numba_gemm_plan(gemm.shape, gemm.params, dtype, simulator, zero_padding(spec), wide,
+                            True, "out", gemm.reduce, gemm.out_count, sm_count=sm_count)
 
 
 def numba_conv_grad_bias_plan(gy_shape, dtype: str, simulator: bool = False) -> Plan:
