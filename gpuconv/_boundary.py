@@ -85,6 +85,10 @@ def _to_backend(arrays: dict, backend) -> dict:
         check_backend_takes(backend, array)
     converted = {}
     for name, array in arrays.items():
+        if getattr(array, "is_neg", lambda: False)():  # (DLPack would share it unnegated)
+            raise TypeError(f"{name} is a lazily negated PyTorch view (its negative bit is "
+                            f"set), which cannot be shared without a copy: pass "
+                            f"{name}.resolve_neg()")
         try:
             converted[name] = module.from_foreign(array)
         except (BufferError, RuntimeError) as exc:  # a tensor that requires grad, say

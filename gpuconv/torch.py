@@ -54,6 +54,8 @@ def _run(op, *args, backend: Optional[str] = None, **kwargs):
                         f"got {type(args[0]).__name__}")
     # detached, and as plain tensors: a subclass's module is no array library to return to
     args = [_plain(a.detach()) if isinstance(a, torch.Tensor) else a for a in args]
+    kwargs = {k: _plain(a.detach()) if isinstance(a, torch.Tensor) else a
+              for k, a in kwargs.items()}
     device = args[0].device
     if device.type == "cpu":
         return op(*args, backend=backend, **kwargs)
@@ -67,8 +69,10 @@ def _run(op, *args, backend: Optional[str] = None, **kwargs):
 
 
 def _plain(tensor):
-    """``tensor`` as a torch.Tensor itself, sharing its memory, where it is of a subclass."""
+    """``tensor`` as a torch.Tensor itself, sharing its memory, where it is of a subclass;
+    a lazily negated view (PyTorch's negative bit, which DLPack drops) is negated first."""
     import torch
+    tensor = tensor.resolve_neg()
     return tensor if type(tensor) is torch.Tensor else tensor.as_subclass(torch.Tensor)
 
 

@@ -297,3 +297,32 @@ def test_a_tensor_that_cannot_be_shared_says_why(make, advice):
     for call in calls:
         with pytest.raises(TypeError, match=f"input: the torch array cannot be shared.*{advice}"):
             call(make(), 2)
+
+
+def _negated_view(*shape):
+    """A float64 tensor whose negative bit is set (what .conj().imag of a complex one is)."""
+    view = torch.randn(*shape, dtype=torch.complex128).conj().imag
+    assert view.is_neg()
+    return view
+
+
+@pytest.mark.parametrize("op", ["conv2d", "max_pool2d"])
+def test_a_negated_view_counts_with_its_sign(op):
+    """DLPack shares a tensor's memory without its negative bit: gpuconv.torch resolves it
+    (the results came back negated), gpuconv.functional refuses it."""
+    import torch.nn.functional as TF
+    import gpuconv.functional as F
+    torch.manual_seed(2)
+    x, w = _negated_view(1, 2, 6, 6).requires_grad_(), torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    args = (w,) if op == "conv2d" else (2,)
+    y = getattr(gt, op)(x, *args)
+    want = getattr(TF, op)(x.detach().resolve_neg(), *args)
+    torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
+    g = _negated_view(*y.shape)
+    y.backward(g)
+    x_ref = x.detach().resolve_neg().requires_grad_()
+    getattr(TF, op)(x_ref, *args).backward(g.resolve_neg())
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match=r"input is a lazily negated PyTorch view .*"
+                                        r"input.resolve_neg\(\)"):
+        getattr(F, op)(x.detach(), *args)
