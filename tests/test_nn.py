@@ -473,3 +473,27 @@ def test_asking_for_shapes_changes_no_built_layer(layer):
     model.array_shapes((1, 29, 29))
     assert model.layers[0].spec == spec
     np.testing.assert_array_equal(model.predict(x), before)
+
+
+def test_evaluate_from_several_threads_gives_each_its_own_totals():
+    """evaluate() of one model from 8 threads at once: each gets what it gets alone (they
+    summed into one another's totals: wrong losses, no error)."""
+    import threading
+    model = Sequential([nn.Conv2D(4, 3), nn.ReLU(), nn.Flatten(), nn.Dense(10)])
+    model.build((1, 12, 12))
+    model.compile("sgd")
+    rng = RNG(8)
+    data = [(rng.random((40, 1, 12, 12), dtype=np.float32), rng.integers(0, 10, 40))
+            for _ in range(8)]
+    alone = [model.evaluate(x, y, batch_size=8) for x, y in data]
+    got = [None] * len(data)
+
+    def evaluate(i):
+        for _ in range(5):
+            got[i] = model.evaluate(*data[i], batch_size=8)
+    threads = [threading.Thread(target=evaluate, args=(i,)) for i in range(len(data))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == alone

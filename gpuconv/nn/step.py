@@ -20,6 +20,7 @@ back only at the model's log points (``Sequential.fit``'s ``log_every``).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from contextlib import contextmanager
 
@@ -119,6 +120,10 @@ class Trainer:
         self.totals = xp.zeros(2, dtype=np.float64)
         self.eval_totals = xp.zeros(2, dtype=np.float64)
         self._steps: dict[tuple[int, bool], Step] = {}
+        # the steps' buffers and the totals serve one call at a time: evaluate() from several
+        # threads waits its turn (it summed into another call's totals); re-entrant, since a
+        # batch callback of fit may evaluate
+        self._busy = threading.RLock()
         self.stream = None
         if graph and model.device.kind == "cuda":
             self.stream = xp.cuda.Stream(non_blocking=True)  # capture needs its own stream
@@ -175,7 +180,7 @@ class Trainer:
     def train_epoch(self, x, y, batch_size: int, steps: int, shuffle: bool, callbacks,
                     log_every: int) -> dict:
         model = self.model
-        with self._stream():
+        with self._busy, self._stream():
             return self._train_epoch(model, x, y, batch_size, steps, shuffle, callbacks, log_every)
 
     def _train_epoch(self, model, x, y, batch_size, steps, shuffle, callbacks, log_every):
@@ -211,7 +216,7 @@ class Trainer:
     def evaluate(self, x, y, batch_size: int) -> dict:
         """Mean loss and accuracy over (x, y) in inference mode; one read-back at the end."""
         model = self.model
-        with self._stream():
+        with self._busy, self._stream():
             self.eval_totals[...] = 0
             for start in range(0, len(x), batch_size):
                 xb, yb = model._to_device(x[start:start + batch_size], y[start:start + batch_size])
