@@ -45,10 +45,12 @@ import numpy as np
 from gpuconv._blas import blas_threads, set_blas_threads
 
 ENV_VAR = "GPUCONV_NUM_THREADS"
+MAX_THREADS = 1024  # past any machine's cores: a larger count only starts idle threads
 # Microseconds a helper thread polls for its next job, and a caller for the pieces under way,
 # before sleeping (like OpenMP's spin before its threads sleep; 0: sleep at once)
 SPIN_ENV_VAR = "GPUCONV_SPIN_US"
 DEFAULT_SPIN_US = 200
+MAX_SPIN_US = 1_000_000  # a second: past it a thread has long been better asleep
 # Pieces smaller than this run on the calling thread: handing them out costs more than
 # it saves. Only where a piece runs depends on it, never what it computes.
 MIN_PARALLEL_BYTES = 256 << 10
@@ -73,9 +75,9 @@ def _cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _int_from_env(name: str, default: int, minimum: int, rule: str) -> int:
+def _int_from_env(name: str, default: int, minimum: int, maximum: int, rule: str) -> int:
     """The integer in environment variable ``name`` (``default`` when unset or blank); a
-    ValueError naming it and ``rule`` unless it is an integer of at least ``minimum``."""
+    ValueError naming it and ``rule`` unless it is an integer in [minimum, maximum]."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
@@ -83,13 +85,14 @@ def _int_from_env(name: str, default: int, minimum: int, rule: str) -> int:
         number = int(value)
     except ValueError:
         number = minimum - 1
-    if number < minimum:
+    if not minimum <= number <= maximum:
         raise ValueError(f"{name} must be {rule}, got {value!r}")
     return number
 
 
 def _threads_from_env() -> int:
-    return _int_from_env(ENV_VAR, _cores(), 1, "a positive integer")
+    return _int_from_env(ENV_VAR, _cores(), 1, MAX_THREADS,
+                         f"an integer from 1 to {MAX_THREADS}")
 
 
 def num_threads() -> int:
@@ -102,9 +105,9 @@ def num_threads() -> int:
 
 
 def set_num_threads(threads: int) -> None:
-    """Use ``threads`` (a positive int) threads from now on."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    """Use ``threads`` (an int from 1 to MAX_THREADS) threads from now on."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
     with _lock:
         _state["threads"] = threads
 
@@ -134,8 +137,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def _spin_from_env() -> int:
-    return _int_from_env(SPIN_ENV_VAR, DEFAULT_SPIN_US, 0,
-                         "a non-negative integer (microseconds)")
+    return _int_from_env(SPIN_ENV_VAR, DEFAULT_SPIN_US, 0, MAX_SPIN_US,
+                         f"an integer from 0 to {MAX_SPIN_US:,} (microseconds)")
 
 
 def _spin_polls(threads: int) -> int:

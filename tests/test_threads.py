@@ -446,9 +446,10 @@ def test_blas_is_held_at_one_thread_while_gpuconv_multiplies():
         set_blas_threads(before)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", parallel.MAX_THREADS + 1, 10**30])
 def test_set_num_threads_rejects_bad_counts(bad):
-    with pytest.raises(ValueError, match="threads must be a positive integer"):
+    """A count past MAX_THREADS started that many threads (or failed to) and hung."""
+    with pytest.raises(ValueError, match="threads must be an integer from 1 to 1024"):
         parallel.set_num_threads(bad)
 
 
@@ -459,11 +460,14 @@ ENV_CASES = [
     (parallel.ENV_VAR, "_threads_from_env", "", None),
     (parallel.ENV_VAR, "_threads_from_env", "zero", ValueError),
     (parallel.ENV_VAR, "_threads_from_env", "0", ValueError),
+    (parallel.ENV_VAR, "_threads_from_env", "1025", ValueError),
+    (parallel.ENV_VAR, "_threads_from_env", "99999999999999999999999", ValueError),
     (parallel.SPIN_ENV_VAR, "_spin_from_env", "50", 50),
     (parallel.SPIN_ENV_VAR, "_spin_from_env", "0", 0),
     (parallel.SPIN_ENV_VAR, "_spin_from_env", " ", None),
     (parallel.SPIN_ENV_VAR, "_spin_from_env", "-1", ValueError),
     (parallel.SPIN_ENV_VAR, "_spin_from_env", "fast", ValueError),
+    (parallel.SPIN_ENV_VAR, "_spin_from_env", "99999999999999999999999", ValueError),
 ]
 DEFAULTS = {"_threads_from_env": parallel._cores,
             "_spin_from_env": lambda: parallel.DEFAULT_SPIN_US}
