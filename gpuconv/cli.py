@@ -33,7 +33,8 @@ def _padding(ctx, param, value):
 
 
 def _run_report(make):
-    """Call a gpuconv.report function; its ValueError/TypeError becomes a usage error (exit 2)."""
+    """Call a library function; its ValueError/TypeError (a bad option, or a bad GPUCONV_*
+    setting) becomes a usage error (exit 2), with no traceback."""
     try:
         return make()
     except (ValueError, TypeError) as exc:
@@ -81,7 +82,7 @@ def demo(seed):
     """Run the slides' worked examples (2-channel convolution, 1-D correlation vs true
     convolution) forward and backward, laid out as the slides print them."""
     from gpuconv.demo import run
-    result = run(seed)
+    result = _run_report(lambda: run(seed))
     click.echo(result.text())
     if result.problems:
         raise SystemExit(1)
@@ -168,8 +169,13 @@ def shapes_pool(input_shape, kernel, dilation, batch, quiet, stride, padding, ce
 
 # --------------------------------------------------------------------------- bench
 def _names(ctx, param, value):
-    """Click callback: "a,b" -> ["a", "b"] (None stays None)."""
-    return None if value is None else [name.strip() for name in value.split(",") if name.strip()]
+    """Click callback: "a,b" -> ["a", "b"] (None stays None; given, at least one name)."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter(f"names no {param.name}: leave the option out for all of them")
+    return names
 
 
 @main.command()
@@ -203,7 +209,8 @@ def bench(backend, ops, layers, repeat, json_path, plot_path, plan_precision, ti
         from gpuconv.benchmark.suite import GPU_SUITE, select
         rows = _run_report(lambda: plans.plan_rows(select(GPU_SUITE, layers, ops), plan_precision,
                                                    backend=backend))
-        click.echo(plans.format_rows(rows))
+        click.echo(plans.format_rows(rows) if rows else
+                   "no conv layer chosen: only convolutions have launch plans")
         raise SystemExit(0 if all(r["ok"] for r in rows) else 1)
     from gpuconv.benchmark import BenchUnavailableError, cudnn as gpu
     try:

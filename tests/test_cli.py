@@ -292,3 +292,22 @@ def test_bench_plan_prints_the_launch_plans_without_a_gpu():
     assert all(line.split()[2].startswith("numba-") for line in numba.output.splitlines()[2:])
     refused = CliRunner().invoke(main, ["bench", "--backend", "numba", "--plan", "tf32"])
     assert refused.exit_code == 2 and "precision 'ieee' only" in refused.output
+
+
+@pytest.mark.parametrize("setting, value", [("GPUCONV_MAX_BYTES", "5"),
+                                            ("GPUCONV_CPU_KERNELS", "bad")])
+def test_demo_reports_a_bad_setting_without_a_traceback(monkeypatch, setting, value):
+    monkeypatch.setenv(setting, value)
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 2 and setting in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_bench_plan_names_what_it_cannot_show():
+    """An empty --layers or --ops is a usage error (it ran the whole suite); a choice with no
+    convolution says that only convolutions have plans (it printed an empty table)."""
+    for option in ("--layers", "--ops"):
+        result = CliRunner().invoke(main, ["bench", "--plan", "ieee", option, " , "])
+        assert result.exit_code == 2 and "leave the option out" in result.output
+    result = CliRunner().invoke(main, ["bench", "--plan", "ieee", "--ops", "max_pool2d"])
+    assert result.exit_code == 0 and "only convolutions have launch plans" in result.output
