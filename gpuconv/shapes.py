@@ -69,6 +69,22 @@ def _check_window(kernel: int, stride: int, dilation: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def _check_ndim(ndim) -> int:
+    """A spec's number of spatial axes: a positive int."""
+    if not _is_int(ndim) or ndim < 1:
+        raise ValueError(f"ndim must be a positive int, got {ndim!r}")
+    return int(ndim)
+
+
+def _check_axes(spec_ndim: int, **sizes) -> None:
+    """Per-axis arguments of a spec's method hold one size per spatial axis (zip would drop
+    the rest)."""
+    for name, values in sizes.items():
+        if len(values) != spec_ndim:
+            raise ValueError(f"{name} must hold {spec_ndim} sizes, one per spatial axis, got "
+                             f"{tuple(values)}")
+
+
 def _positive(values: tuple[int, ...], name: str) -> tuple[int, ...]:
     if any(v <= 0 for v in values):
         raise ValueError(f"{name} must be positive, got {values}")
@@ -84,23 +100,30 @@ def _non_negative(values: tuple[int, ...], name: str) -> tuple[int, ...]:
 # --------------------------------------------------------------------------- 1-D formulas
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: tuple[int, int] = (0, 0),
                      dilation: int = 1) -> int:
-    """Output length of a convolution along one axis (``padding`` is ``(before, after)``)."""
+    """Output length of a convolution along one axis (``padding`` is ``(before, after)``, or
+    an int for both)."""
     _check_window(kernel, stride, dilation)
-    return (size + padding[0] + padding[1] - dilation * (kernel - 1) - 1) // stride + 1
+    before, after = (padding, padding) if _is_int(padding) else padding
+    return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def conv_transpose_output_size(size: int, kernel: int, stride: int = 1,
                                padding: tuple[int, int] = (0, 0), dilation: int = 1,
                                output_padding: int = 0) -> int:
-    """Output length of a transposed convolution: the input length of the conv it transposes."""
+    """Output length of a transposed convolution: the input length of the conv it transposes
+    (``padding`` as for ``conv_output_size``)."""
     _check_window(kernel, stride, dilation)
-    return (size - 1) * stride - padding[0] - padding[1] + dilation * (kernel - 1) + output_padding + 1
+    before, after = (padding, padding) if _is_int(padding) else padding
+    return (size - 1) * stride - before - after + dilation * (kernel - 1) + output_padding + 1
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1,
                      ceil_mode: bool = False) -> int:
     """Output length of a pooling window sweep, with PyTorch's ``ceil_mode`` rule."""
     _check_window(kernel, stride, dilation)
+    if not _is_int(padding) or padding < 0:
+        raise ValueError(f"padding must be a non-negative int, got {padding!r}")
+    ceil_mode = check_bool(ceil_mode, "ceil_mode")
     span = size + 2 * padding - dilation * (kernel - 1) - 1
     out = (-(-span // stride) if ceil_mode else span // stride) + 1
     if ceil_mode and (out - 1) * stride >= size + padding:
@@ -155,6 +178,7 @@ def floor_sum(n: int, m: int, a: int, b: int) -> int:
 
 def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
     """``padding="same"`` for stride 1: the extra element of an even kernel goes after (as PyTorch)."""
+    _check_window(kernel, 1, dilation)
     total = dilation * (kernel - 1)
     return total // 2, total - total // 2
 
@@ -164,6 +188,7 @@ def keras_same_padding(size: int, kernel: int, stride: int = 1,
     """TensorFlow's / Keras' ``padding="same"`` at any stride: ``ceil(size / stride)``
     outputs, the padding they need split in two with the odd element after (for stride 1
     this is ``same_padding``)."""
+    _check_window(kernel, stride, dilation)
     out = -(-size // stride)
     total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
     return total // 2, total - total // 2
@@ -173,6 +198,9 @@ def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     """``(starts, ends)``: int64 arrays of the ``[start, end)`` of each adaptive-pooling window
     (PyTorch's split ``floor(i*size/out)``, ``ceil((i+1)*size/out)``), computed as
     ``i*q + floor(i*r/out)`` with ``size = q*out + r`` so no product overflows."""
+    if not (_is_int(size) and _is_int(out) and size >= 0 and out >= 1):
+        raise ValueError(f"adaptive windows need a size >= 0 and an output size >= 1, got "
+                         f"{size!r} and {out!r}")
     q, r = divmod(size, out)
     i = np.arange(out + 1, dtype=np.int64)
     bounds_floor = i * q + (i * r) // out
@@ -229,6 +257,8 @@ class ConvSpec:
              padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
              padding_mode: str = "zeros", output_padding: IntOrTuple = 0,
              transposed: bool = False) -> "ConvSpec":
+        ndim = _check_ndim(ndim)
+        kernel_size = _positive(ntuple(kernel_size, ndim, "kernel_size"), "kernel_size")
         stride_t = _positive(ntuple(stride, ndim, "stride"), "stride")
         dilation_t = _positive(ntuple(dilation, ndim, "dilation"), "dilation")
         if not _is_int(groups) or groups <= 0:
@@ -271,11 +301,13 @@ class ConvSpec:
 
     def output_shape(self, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
         """Spatial output shape of the convolution."""
+        _check_axes(self.ndim, spatial=spatial, kernel=kernel)
         return tuple(conv_output_size(n, k, s, p, d) for n, k, s, p, d in
                      zip(spatial, kernel, self.stride, self.padding, self.dilation))
 
     def transpose_output_shape(self, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
         """Spatial output shape of the transposed convolution."""
+        _check_axes(self.ndim, spatial=spatial, kernel=kernel)
         return tuple(conv_transpose_output_size(n, k, s, p, d, op) for n, k, s, p, d, op in
                      zip(spatial, kernel, self.stride, self.padding, self.dilation,
                          self.output_padding))
@@ -351,6 +383,7 @@ class PoolSpec:
     def make(cls, ndim: int, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
              padding: IntOrTuple = 0, dilation: IntOrTuple = 1,
              ceil_mode: bool = False) -> "PoolSpec":
+        ndim = _check_ndim(ndim)
         kernel_t = _positive(ntuple(kernel_size, ndim, "kernel_size"), "kernel_size")
         # PyTorch: stride=None (or an empty tuple) means stride = kernel_size
         if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
@@ -384,6 +417,7 @@ class PoolSpec:
         return spec, tuple(skip)
 
     def output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
+        _check_axes(self.ndim, spatial=spatial)
         return tuple(pool_output_size(n, k, s, p, d, self.ceil_mode) for n, k, s, p, d in
                      zip(spatial, self.kernel_size, self.stride, self.padding, self.dilation))
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from gpuconv.shapes import (ConvSpec, PoolSpec, adaptive_windows, conv_flops, conv_output_size,
-                            conv_transpose_output_size, ntuple, pool_has_empty_window,
-                            pool_output_size, same_padding)
+                            conv_transpose_output_size, keras_same_padding, ntuple,
+                            pool_has_empty_window, pool_output_size, same_padding)
 
 try:
     import torch
@@ -639,3 +639,27 @@ def test_pool_window_padding_holds_every_window_and_no_more():
         (out,) = spec.output_shape((n,))
         last_tap = (out - 1) * s - p + d * (k - 1)
         assert before == p and after == max(p, last_tap - (n - 1)), (spec, n)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: ConvSpec.make(0, ()), lambda: ConvSpec.make(-1, (3,)), lambda: ConvSpec.make("2", (3, 3)),
+    lambda: ConvSpec.make(2, (0, 0), padding="same"), lambda: ConvSpec.make(2, (3.5, 3), padding="same"),
+    lambda: ConvSpec.make(2, (3, 3, 3)), lambda: PoolSpec.make(0, 2),
+    lambda: ConvSpec.make(2, (3, 3)).output_shape((7,), (3, 3)),
+    lambda: ConvSpec.make(2, (3, 3)).transpose_output_shape((7, 7), (3,)),
+    lambda: PoolSpec.make(2, 2).output_shape((5, 5, 5)),
+    lambda: pool_output_size(5, 2, 2, 0, 1, "False"), lambda: pool_output_size(5, 2, 2, -3),
+    lambda: keras_same_padding(5, 3, 0), lambda: PoolSpec.keras_same((3, 3), (0, 2), (5, 5)),
+    lambda: adaptive_windows(5, 0), lambda: same_padding(0),
+], ids=lambda call: "")
+def test_the_shape_rules_refuse_bad_arguments_when_called_directly(call):
+    """gpuconv.shapes as an API of its own: each of these gave a silently wrong spec or size
+    (a wrong axis count, a negative padding, a string read as ceil_mode) or a deep
+    ZeroDivisionError; the ops had checked their arguments before."""
+    with pytest.raises((ValueError, TypeError)):
+        call()
+
+
+def test_the_one_dim_conv_formulas_take_an_int_padding():
+    assert conv_output_size(5, 3, 1, 1) == conv_output_size(5, 3, 1, (1, 1)) == 5
+    assert conv_transpose_output_size(5, 3, 2, 1) == conv_transpose_output_size(5, 3, 2, (1, 1))
