@@ -39,7 +39,7 @@ from gpuconv._checks import (check_array, check_array_bytes, check_not_masked, c
                              resolve_backend, short_repr)
 from gpuconv.backends import backend_for_array, get_backend, signature
 from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask,
-                            max_window_taps, ntuple, pool_has_empty_window)
+                            max_window_taps, ntuple)
 
 Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
 OutputMask = Sequence[bool]
@@ -499,11 +499,6 @@ def _pool_setup(ndim, x, kernel_size, stride, padding, dilation, ceil_mode, lp=F
                  "padding" if any(o > n for o, n in zip(out_spatial, spatial)) else "input",
                  tuple(x.shape[:2]) + tuple(n + 2 * p for n, p in zip(spatial, spec.padding))
                  if any(spec.padding) else None, indices=indices)
-    if any(pool_has_empty_window(n, k, s, p, d, o) for n, k, s, p, d, o in
-           zip(spatial, spec.kernel_size, spec.stride, spec.padding, spec.dilation, out_spatial)):
-        raise ValueError(f"a pooling window lies entirely in the padding (kernel_size "
-                         f"{spec.kernel_size}, dilation {spec.dilation}, padding {spec.padding}, "
-                         f"input {spatial}): reduce padding or dilation")
     spec = spec if lp else spec.bounded(spatial)
     return (spec.with_leading_unit_axis() if ndim == 1 else spec), out_spatial
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import platform
+import re
 import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
@@ -37,13 +38,11 @@ def parse_dims(text: Union[str, int, Sequence[int]], name: str) -> tuple[int, ..
         return tuple(int(v) for v in text)
     parts = text.replace(",", "x").replace("X", "x").replace("*", "x").split("x")
     parts = [p.strip() for p in parts]
-    try:
-        if not parts or any(p == "" for p in parts):
-            raise ValueError
-        return tuple(int(p) for p in parts)
-    except ValueError:
+    # ASCII digits only: int() also reads "1_0" as 10 and other scripts' digits
+    if not all(re.fullmatch(r"[+-]?[0-9]+", p) for p in parts):
         raise ValueError(f"{name} takes integers separated by 'x' (e.g. 16x16 or 3), "
-                         f"got {text!r}") from None
+                         f"got {text!r}")
+    return tuple(int(p) for p in parts)
 
 
 def format_shape(shape: Sequence[int]) -> str:

@@ -422,13 +422,20 @@ class PoolSpec:
                      zip(spatial, self.kernel_size, self.stride, self.padding, self.dilation))
 
     def checked_output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
-        """``output_shape``, which must be positive: the dilated window fits the padded input."""
+        """``output_shape``, which must be positive (the dilated window fits the padded input),
+        of windows that each hold an input position (``pool_has_empty_window``)."""
         out = self.output_shape(spatial)
         if any(n <= 0 for n in out):
             dilated = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
             padded = tuple(n + 2 * p for n, p in zip(spatial, self.padding))
             raise ValueError(f"pooling window {dilated} (after dilation) does not fit: it is "
                              f"larger than the padded input {padded}")
+        if any(pool_has_empty_window(n, k, s, p, d, o) for n, k, s, p, d, o in
+               zip(spatial, self.kernel_size, self.stride, self.padding, self.dilation, out)):
+            raise ValueError(f"a pooling window lies entirely in the padding (kernel_size "
+                             f"{self.kernel_size}, dilation {self.dilation}, padding "
+                             f"{self.padding}, input {tuple(spatial)}): reduce padding or "
+                             "dilation")
         return out
 
     def window_padding(self, spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:

@@ -311,3 +311,14 @@ def test_bench_plan_names_what_it_cannot_show():
         assert result.exit_code == 2 and "leave the option out" in result.output
     result = CliRunner().invoke(main, ["bench", "--plan", "ieee", "--ops", "max_pool2d"])
     assert result.exit_code == 0 and "only convolutions have launch plans" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["shapes", "pool", "-i", "1x2", "-k", "2", "-d", "3", "-p", "1"],
+     "a pooling window lies entirely in the padding"),  # the op refuses it: so does the calculator
+    (["shapes", "conv", "-i", "1x16x16", "-k", "3", "-p", "1_0"], "takes integers"),
+    (["shapes", "conv", "-i", "\uff11x16x16", "-k", "3"], "takes integers"),
+])
+def test_shapes_refuses_what_the_ops_refuse_and_reads_plain_digits(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output, result.output
