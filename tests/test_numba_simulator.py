@@ -105,3 +105,32 @@ def test_threads_left_waiting_by_an_exception_unwind():
     out = np.zeros(8, np.int64)
     _block_size[1, 8](out)
     assert (out == 8).all(), f"block size read as {set(out)}"
+
+
+def test_the_numba_backend_takes_turns_in_the_simulator_from_several_threads():
+    """The simulator keeps a launch's state in module globals: the numba backend's calls
+    from several threads take turns (compiles included), and each gets its own result (they
+    failed with AttributeError: 'Thread' object has no attribute 'threadIdx')."""
+    import threading
+
+    import gpuconv.functional as F
+    rng = np.random.default_rng(0)
+    cases = [(rng.standard_normal((1, 2, 5, 5 + i)), rng.standard_normal((3, 2, 3, 3)))
+             for i in range(4)]
+    got, errors = [None] * len(cases), []
+
+    def run(i):
+        try:
+            got[i] = F.conv2d(*cases[i], backend="numba"), F.max_pool2d(cases[i][0], 2,
+                                                                       backend="numba")
+        except Exception as exc:  # (reported below: a thread's exception is not the test's)
+            errors.append(exc)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for (x, w), (y, pooled) in zip(cases, got):
+        np.testing.assert_allclose(y, F.conv2d(x, w), rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(pooled, F.max_pool2d(x, 2))

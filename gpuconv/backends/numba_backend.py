@@ -38,6 +38,7 @@ import math
 import operator
 import os
 import sys
+import threading
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -74,6 +75,10 @@ GPU = CopyLaunch(threads=256, max_blocks=1 << 16)
 SIMULATOR = CopyLaunch(threads=16, max_blocks=2)
 SIMULATED = bool(config.ENABLE_CUDASIM)
 launch = SIMULATOR if SIMULATED else GPU
+# The simulator keeps a launch's state in module globals (and swaps numba.cuda for its own
+# while a kernel runs): calls from several threads take turns, compiles included (they
+# failed with AttributeError: 'Thread' object has no attribute 'threadIdx')
+_SIMULATOR_TURN = threading.Lock() if SIMULATED else contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- kernels and signatures
@@ -407,6 +412,12 @@ def _call(build, arrays: tuple, options: tuple) -> list:
     if recording is not None:  # a part of a composite op (see _composite)
         recording.append((build, arrays, options))
         return [len(recording) - 1]
+    with _SIMULATOR_TURN:
+        return _run(build, arrays, options)
+
+
+def _run(build, arrays: tuple, options: tuple) -> list:
+    """``_call``'s work: prepare (once per signature), then launch."""
     device = getattr(cuda.get_current_device(), "id", 0)  # the simulator's device has none
     p = signature.prepared(_PREPARED, build, device, arrays, options, device)
     if p.kind != "numba":
