@@ -35,7 +35,7 @@ import numpy as np
 
 from gpuconv import backends
 from gpuconv._files import atomic_write
-from gpuconv.backends import autotune, cuda_source, gpu_plan as plan, signature
+from gpuconv.backends import autotune, cuda_source, gpu_plan as plan, gpu_pooling, signature
 from gpuconv.backends.autotune import set_autotune  # noqa: F401  (public switch)
 from gpuconv.shapes import ConvSpec, PoolSpec
 
@@ -463,94 +463,15 @@ def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision:
 
 
 # --------------------------------------------------------------------------- pooling
-def _pooled(x, out_hw) -> tuple:
-    return (tuple(x.shape[:2]) + tuple(out_hw), str(x.dtype))
-
-
-def _build_max_pool(ex, x, spec: PoolSpec | None, out_hw, return_indices: bool):
-    out_hw = spec.output_shape(x.shape[2:]) if spec is not None else tuple(out_hw)
-    indices = (_pooled(x, out_hw)[0], "int64") if return_indices else None
-    return _prepare(ex, plan.max_pool_plan(x.shape, _strides(x), spec, str(x.dtype),
-                                           return_indices, out_hw),
-                    ("x", "out", "indices"), (_pooled(x, out_hw), indices))
-
-
-def max_pool2d(x, spec: PoolSpec, return_indices: bool = True):
-    """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
-    out, indices = _call(_build_max_pool, (x,), (spec, None, return_indices))
-    return out, indices
-
-
-def adaptive_max_pool2d(x, out_hw):
-    out, indices = _call(_build_max_pool, (x,), (None, tuple(out_hw), True))
-    return out, indices
-
-
-def _build_max_pool2d_backward(ex, grad_out, indices, input_hw, spec: PoolSpec | None):
-    dtype = str(grad_out.dtype)
-    return _prepare(ex, plan.max_pool_backward_plan(grad_out.shape, _strides(grad_out),
-                                                    tuple(input_hw), spec, dtype),
-                    ("grad_out", "indices", "out"), (_pooled(grad_out, input_hw),),
-                    _contiguous_copies((grad_out, indices), (1,)))
-
-
-def checks_index_values() -> bool:
-    """False: ``max_pool2d_backward``'s kernel flags an index outside its plane or outside
-    its window on the device (``gpuconv.check_errors``) instead of raising, so indices from
-    the host are checked by the caller first."""
-    return False
-
-
-def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None):
-    """dL/dx: each input element gathers the gradients of the outputs whose window may hold it
-    (closed form from ``spec``; adaptive windows when None) and whose index names it."""
-    return _call(_build_max_pool2d_backward, (grad_out, indices), (tuple(input_hw), spec))[0]
-
-
-def _build_avg_pool(ex, x, spec: PoolSpec | None, out_hw, count_include_pad, divisor_override,
-                    norm):
-    out_hw = spec.output_shape(x.shape[2:]) if spec is not None else tuple(out_hw)
-    return _prepare(ex, plan.avg_pool_plan(x.shape, _strides(x), spec, str(x.dtype),
-                                           count_include_pad, divisor_override, out_hw, norm),
-                    ("x", "out"), (_pooled(x, out_hw),))
-
-
-def avg_pool2d(x, spec: PoolSpec, count_include_pad: bool, divisor_override):
-    return _call(_build_avg_pool, (x,), (spec, None, count_include_pad, divisor_override, None))[0]
-
-
-def adaptive_avg_pool2d(x, out_hw):
-    return _call(_build_avg_pool, (x,), (None, tuple(out_hw), True, None, None))[0]
-
-
-def lp_pool2d(x, spec: PoolSpec, norm_type: float):
-    """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p), in one kernel."""
-    return _call(_build_avg_pool, (x,), (spec, None, True, None, norm_type))[0]
-
-
-def _build_avg_backward(ex, grad_out, spec: PoolSpec | None, input_hw, count_include_pad,
-                        divisor_override):
-    return _prepare(ex, plan.avg_pool_backward_plan(grad_out.shape, _strides(grad_out), spec,
-                                                    tuple(input_hw), str(grad_out.dtype),
-                                                    count_include_pad, divisor_override),
-                    ("grad_out", "out"), (_pooled(grad_out, input_hw),))
-
-
-def avg_pool2d_backward(grad_out, spec: PoolSpec, input_hw, count_include_pad: bool,
-                        divisor_override):
-    return _call(_build_avg_backward, (grad_out,),
-                (spec, tuple(input_hw), count_include_pad, divisor_override))[0]
-
-
-def adaptive_avg_pool2d_backward(grad_out, input_hw):
-    return _call(_build_avg_backward, (grad_out,), (None, tuple(input_hw), True, None))[0]
-
-
-def _build_lp_pool2d_backward(ex, grad_out, x, spec: PoolSpec, norm_type: float):
-    return _prepare(ex, plan.lp_pool_backward_plan(grad_out.shape, _strides(grad_out), x.shape,
-                                                   _strides(x), spec, str(x.dtype), norm_type),
-                    ("grad_out", "x", "out"), ((tuple(x.shape), str(x.dtype)),))
-
-
-def lp_pool2d_backward(grad_out, x, spec: PoolSpec, norm_type: float):
-    return _call(_build_lp_pool2d_backward, (grad_out, x), (spec, norm_type))[0]
+_POOLING = gpu_pooling.pooling_ops(
+    _call,
+    lambda ex, p, arrays, names, outputs, contiguous: _prepare(
+        ex, p, names, outputs, _contiguous_copies(arrays, contiguous)),
+    _strides)
+max_pool2d, adaptive_max_pool2d = _POOLING.max_pool2d, _POOLING.adaptive_max_pool2d
+max_pool2d_backward = _POOLING.max_pool2d_backward
+avg_pool2d, adaptive_avg_pool2d = _POOLING.avg_pool2d, _POOLING.adaptive_avg_pool2d
+avg_pool2d_backward = _POOLING.avg_pool2d_backward
+adaptive_avg_pool2d_backward = _POOLING.adaptive_avg_pool2d_backward
+lp_pool2d, lp_pool2d_backward = _POOLING.lp_pool2d, _POOLING.lp_pool2d_backward
+checks_index_values = gpu_pooling.checks_index_values

@@ -48,7 +48,7 @@ from numba import config, cuda, types
 from numba.np import numpy_support
 
 from gpuconv import backends
-from gpuconv.backends import array_library, foreign_device, gpu_plan, signature
+from gpuconv.backends import array_library, foreign_device, gpu_plan, gpu_pooling, signature
 from gpuconv.kernels import conv_numba as ck
 from gpuconv.kernels import depthwise_numba as dk
 from gpuconv.kernels import pool_numba as pk
@@ -78,7 +78,7 @@ launch = SIMULATOR if SIMULATED else GPU
 # The simulator keeps a launch's state in module globals (and swaps numba.cuda for its own
 # while a kernel runs): calls from several threads take turns, compiles included (they
 # failed with AttributeError: 'Thread' object has no attribute 'threadIdx')
-_SIMULATOR_TURN = threading.Lock() if SIMULATED else contextlib.nullcontext()
+_SIMULATOR_TURN = threading.Lock() if SIMULATED else None
 
 
 # --------------------------------------------------------------------------- kernels and signatures
@@ -412,6 +412,8 @@ def _call(build, arrays: tuple, options: tuple) -> list:
     if recording is not None:  # a part of a composite op (see _composite)
         recording.append((build, arrays, options))
         return [len(recording) - 1]
+    if _SIMULATOR_TURN is None:
+        return _run(build, arrays, options)
     with _SIMULATOR_TURN:
         return _run(build, arrays, options)
 
@@ -673,106 +675,15 @@ def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision:
 # --------------------------------------------------------------------------- pooling
 # The pooling plans are the CuPy backend's as the twins take them (gpu_plan.numba_plan); the
 # Numba kernels take contiguous arrays (see _call), so they are planned for contiguous strides.
-def _twins(cuda_plan: gpu_plan.Plan) -> gpu_plan.Plan:
-    return gpu_plan.numba_plan(cuda_plan, SIMULATED)
-
-
-def _pooled(x, out_hw) -> tuple:
-    return (tuple(x.shape[:2]) + tuple(out_hw), np.dtype(x.dtype).name)
-
-
-def _build_max_pool(device, x, spec: PoolSpec | None, out_hw, return_indices: bool):
-    out_hw = spec.output_shape(x.shape[2:]) if spec is not None else out_hw
-    indices = (_pooled(x, out_hw)[0], "int64") if return_indices else None
-    return _prepare(device, _twins(gpu_plan.max_pool_plan(
-        x.shape, gpu_plan.contiguous_strides(x.shape), spec, np.dtype(x.dtype).name,
-        return_indices, out_hw)),
-        (x,), ("x", "out", "indices"), (_pooled(x, out_hw), indices))
-
-
-def max_pool2d(x, spec: PoolSpec, return_indices: bool = True):
-    """y (N, C, H_out, W_out) and, if asked, int64 flat indices ``h*W + w`` of each maximum."""
-    out, indices = _call(_build_max_pool, (x,), (spec, None, return_indices))
-    return out, indices
-
-
-def adaptive_max_pool2d(x, out_hw):
-    """Max over adaptive windows, with indices."""
-    out, indices = _call(_build_max_pool, (x,), (None, tuple(out_hw), True))
-    return out, indices
-
-
-def _build_max_pool2d_backward(device, grad_out, indices, input_hw, spec: PoolSpec | None):
-    return _prepare(device, _twins(gpu_plan.max_pool_backward_plan(
-        grad_out.shape, gpu_plan.contiguous_strides(grad_out.shape), input_hw, spec,
-        np.dtype(grad_out.dtype).name)),
-        (grad_out, indices), ("grad_out", "indices", "out"), (_pooled(grad_out, input_hw),))
-
-
-def checks_index_values() -> bool:
-    """False: ``max_pool2d_backward``'s kernel flags an index outside its plane or outside
-    its window on the device (``gpuconv.check_errors``) instead of raising, so indices from
-    the host are checked by the caller first."""
-    return False
-
-
-def max_pool2d_backward(grad_out, indices, input_hw, spec: PoolSpec | None):
-    """dL/dx (N, C, H, W): each element gathers the gradients of the outputs whose window may
-    hold it (closed form from ``spec``; adaptive windows when None) and whose index names it;
-    an index outside the plane sets the device's error word (``gpuconv.check_errors``)."""
-    return _call(_build_max_pool2d_backward, (grad_out, indices), (tuple(input_hw), spec))[0]
-
-
-# --------------------------------------------------------------------------- average and Lp pooling
-def _build_avg_pool(device, x, spec: PoolSpec | None, out_hw, count_include_pad,
-                    divisor_override, norm):
-    out_hw = spec.output_shape(x.shape[2:]) if spec is not None else out_hw
-    return _prepare(device, _twins(gpu_plan.avg_pool_plan(
-        x.shape, gpu_plan.contiguous_strides(x.shape), spec, np.dtype(x.dtype).name,
-        count_include_pad, divisor_override, out_hw, norm)),
-        (x,), ("x", "out"), (_pooled(x, out_hw),))
-
-
-def avg_pool2d(x, spec: PoolSpec, count_include_pad: bool, divisor_override):
-    return _call(_build_avg_pool, (x,), (spec, None, count_include_pad, divisor_override, None))[0]
-
-
-def adaptive_avg_pool2d(x, out_hw):
-    return _call(_build_avg_pool, (x,), (None, tuple(out_hw), True, None, None))[0]
-
-
-def lp_pool2d(x, spec: PoolSpec, norm_type: float):
-    """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p) (no padding)."""
-    return _call(_build_avg_pool, (x,), (spec, None, True, None, norm_type))[0]
-
-
-def _build_avg_backward(device, grad_out, spec: PoolSpec | None, input_hw, count_include_pad,
-                        divisor_override):
-    return _prepare(device, _twins(gpu_plan.avg_pool_backward_plan(
-        grad_out.shape, gpu_plan.contiguous_strides(grad_out.shape), spec, input_hw,
-        np.dtype(grad_out.dtype).name, count_include_pad, divisor_override)),
-        (grad_out,), ("grad_out", "out"), (_pooled(grad_out, input_hw),))
-
-
-def avg_pool2d_backward(grad_out, spec: PoolSpec, input_hw, count_include_pad: bool,
-                        divisor_override):
-    return _call(_build_avg_backward, (grad_out,),
-                 (spec, tuple(input_hw), count_include_pad, divisor_override))[0]
-
-
-def adaptive_avg_pool2d_backward(grad_out, input_hw):
-    return _call(_build_avg_backward, (grad_out,), (None, tuple(input_hw), True, None))[0]
-
-
-def _build_lp_pool2d_backward(device, grad_out, x, spec: PoolSpec, norm_type: float):
-    """The per-window scale (avg_pool2d, op 2) into a workspace, then the average gather of it
-    times p * x^(p-1)."""
-    dtype = np.dtype(x.dtype).name
-    return _prepare(device, _twins(gpu_plan.lp_pool_backward_plan(
-        grad_out.shape, gpu_plan.contiguous_strides(grad_out.shape), x.shape,
-        gpu_plan.contiguous_strides(x.shape), spec, dtype, norm_type)),
-        (grad_out, x), ("grad_out", "x", "out"), ((tuple(x.shape), dtype),))
-
-
-def lp_pool2d_backward(grad_out, x, spec: PoolSpec, norm_type: float):
-    return _call(_build_lp_pool2d_backward, (grad_out, x), (spec, norm_type))[0]
+_POOLING = gpu_pooling.pooling_ops(
+    _call,
+    lambda device, p, arrays, names, outputs, contiguous: _prepare(
+        device, gpu_plan.numba_plan(p, SIMULATED), arrays, names, outputs),
+    lambda array: gpu_plan.contiguous_strides(array.shape))
+max_pool2d, adaptive_max_pool2d = _POOLING.max_pool2d, _POOLING.adaptive_max_pool2d
+max_pool2d_backward = _POOLING.max_pool2d_backward
+avg_pool2d, adaptive_avg_pool2d = _POOLING.avg_pool2d, _POOLING.adaptive_avg_pool2d
+avg_pool2d_backward = _POOLING.avg_pool2d_backward
+adaptive_avg_pool2d_backward = _POOLING.adaptive_avg_pool2d_backward
+lp_pool2d, lp_pool2d_backward = _POOLING.lp_pool2d, _POOLING.lp_pool2d_backward
+checks_index_values = gpu_pooling.checks_index_values
