@@ -10,13 +10,14 @@ the golden suite (tests/test_golden.py).
 
 What runs where is planned in pure Python (``gpu_plan``): this module only allocates the
 outputs and workspaces a plan names, packs each launch's parameter struct and launches it.
+The pooling entry points are both GPU backends' (``gpu_pooling``), bound to this executor.
 Tile choice follows ``gpu_plan.choose_gemm`` unless autotuning is on (``set_autotune(True)``,
 or ``GPUCONV_AUTOTUNE=1`` when a call signature is first prepared; see ``autotune``) or a tile
 is forced (``autotune.forced_tile``: the bench's tile sweep).
 
 Host overhead (issue 13): everything that depends only on a call's signature (shapes,
-strides, dtypes, spec, precision, device, autotune switches) is prepared once: the plan, the RawKernel handles, grids and each launch's parameter struct with every
-scalar filled in. A call allocates its outputs, patches their pointers into a copy of the
+strides, dtypes, spec, precision, device, autotune switches) is prepared once: the plan, the
+RawKernel handles, grids and each launch's parameter struct with every scalar filled in. A call allocates its outputs, patches their pointers into a copy of the
 struct and launches: no planning, no device attribute reads, no host transfer, no
 synchronisation. A conv's backward (``conv2d_backward``: its grad-input, grad-weight and
 grad-bias) is prepared as one call, the parts sharing their workspaces. Bad max-pool indices
@@ -37,7 +38,7 @@ from gpuconv import backends
 from gpuconv._files import atomic_write
 from gpuconv.backends import autotune, cuda_source, gpu_plan as plan, gpu_pooling, signature
 from gpuconv.backends.autotune import set_autotune  # noqa: F401  (public switch)
-from gpuconv.shapes import ConvSpec, PoolSpec
+from gpuconv.shapes import ConvSpec
 
 NAME = "cupy"
 PRECISIONS = plan.PRECISIONS  # "tf32", "tf32x3": mma.sync tensor cores, float32 accumulation

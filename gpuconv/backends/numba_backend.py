@@ -14,8 +14,8 @@ Every kernel is the twin of a CuPy backend kernel (same name, same struct fields
 conv_splitk_reduce, conv_grad_bias, conv_pad_adjoint (kernels/conv_numba.py), conv_depthwise,
 conv_depthwise_grad_weight (kernels/depthwise_numba.py) and the pooling kernels
 (kernels/pool_numba.py), launched as ``gpu_plan``'s plans say (``numba_conv_*_plan``, and
-``numba_plan`` of the pooling plans): this module only allocates, packs the struct fields and
-launches. No kernel uses atomics: every result repeats bit for bit.
+``numba_plan`` of the pooling plans; the pooling entry points are both GPU backends',
+``gpu_pooling``): this module only allocates, packs the struct fields and launches. No kernel uses atomics: every result repeats bit for bit.
 
 Host overhead (issues 13, 14): what depends only on a call's signature (shapes, strides,
 dtypes and types of the arrays, spec and options, device: ``signature.prepared``, as in
@@ -52,7 +52,7 @@ from gpuconv.backends import array_library, foreign_device, gpu_plan, gpu_poolin
 from gpuconv.kernels import conv_numba as ck
 from gpuconv.kernels import depthwise_numba as dk
 from gpuconv.kernels import pool_numba as pk
-from gpuconv.shapes import ConvSpec, PoolSpec
+from gpuconv.shapes import ConvSpec
 
 NAME = "numba"
 PRECISIONS = ("ieee",)  # conv arithmetic: strict IEEE float maths (FFMA), no tensor cores
