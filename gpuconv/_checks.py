@@ -164,3 +164,21 @@ def resolve_backend(backend: str | None, *arrays):
     module = get_backend(backend)
     check_backend_takes(backend, arrays[0])
     return module
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` must be a ``bool`` or a NumPy bool: a truthy string such as ``"False"`` or a
+    number would silently turn an option on."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def check_output_mask(output_mask) -> tuple[bool, bool, bool]:
+    """``output_mask`` must be a tuple or list of 3 bools (grad_input, grad_weight, grad_bias)."""
+    rule = "output_mask must be a tuple of 3 bools (grad_input, grad_weight, grad_bias)"
+    if not isinstance(output_mask, (tuple, list)):
+        raise TypeError(f"{rule}, got {type(output_mask).__name__} {output_mask!r}")
+    if len(output_mask) != 3:
+        raise ValueError(f"{rule}, got {len(output_mask)} values {output_mask!r}")
+    return tuple(check_bool(m, f"output_mask[{i}]") for i, m in enumerate(output_mask))

@@ -34,12 +34,11 @@ import numpy as np
 
 from gpuconv import backends, parallel
 from gpuconv._boundary import public_op
-from gpuconv._checks import (check_array, check_array_bytes, check_not_masked, check_positive_dims,
-                             check_same_dtype, check_shape, finite_float, max_bytes_setting,
-                             resolve_backend, short_repr)
+from gpuconv._checks import (check_array, check_array_bytes, check_bool, check_not_masked,
+                             check_output_mask, check_positive_dims, check_same_dtype, check_shape,
+                             finite_float, max_bytes_setting, resolve_backend, short_repr)
 from gpuconv.backends import backend_for_array, get_backend, signature
-from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, check_bool, check_output_mask,
-                            max_window_taps, ntuple)
+from gpuconv.shapes import ConvSpec, IntOrTuple, PoolSpec, max_window_taps, ntuple
 
 Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
 OutputMask = Sequence[bool]

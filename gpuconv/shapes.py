@@ -25,6 +25,8 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from gpuconv._checks import check_bool
+
 IntOrTuple = Union[int, Sequence[int]]
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -42,24 +44,6 @@ def ntuple(value: IntOrTuple, n: int, name: str) -> tuple[int, ...]:
     if isinstance(value, (tuple, list)) and len(value) in (1, n) and all(_is_int(v) for v in value):
         return tuple(int(v) for v in value) * (n // len(value))
     raise TypeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
-
-
-def check_bool(value, name: str) -> bool:
-    """``value`` must be a ``bool`` or a NumPy bool: a truthy string such as ``"False"`` or a
-    number would silently turn an option on."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-
-
-def check_output_mask(output_mask) -> tuple[bool, bool, bool]:
-    """``output_mask`` must be a tuple or list of 3 bools (grad_input, grad_weight, grad_bias)."""
-    rule = "output_mask must be a tuple of 3 bools (grad_input, grad_weight, grad_bias)"
-    if not isinstance(output_mask, (tuple, list)):
-        raise TypeError(f"{rule}, got {type(output_mask).__name__} {output_mask!r}")
-    if len(output_mask) != 3:
-        raise ValueError(f"{rule}, got {len(output_mask)} values {output_mask!r}")
-    return tuple(check_bool(m, f"output_mask[{i}]") for i, m in enumerate(output_mask))
 
 
 def _check_window(kernel: int, stride: int, dilation: int) -> None:

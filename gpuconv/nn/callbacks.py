@@ -20,10 +20,9 @@ from typing import Optional
 
 import click
 
-from gpuconv._checks import check_int, check_number
+from gpuconv._checks import check_bool, check_int, check_number
 from gpuconv._files import NAME_MAX
 from gpuconv.nn.modelfile import check_extra
-from gpuconv.shapes import check_bool
 
 
 class Callback:

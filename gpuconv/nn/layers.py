@@ -28,15 +28,15 @@ from typing import Optional
 import numpy as np
 
 import gpuconv.functional as F
-from gpuconv._checks import (check_array_bytes, check_fraction, check_int, check_number,
-                             short_repr)
+from gpuconv._checks import (check_array_bytes, check_bool, check_fraction, check_int,
+                             check_number, short_repr)
 from gpuconv.channelwise import (affine, channel_dots, channel_rows, channel_sums,
                                  per_channel_rows, sum_over_batch)
 from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
 from gpuconv.nn.device import Device
 from gpuconv.parallel import fill_batch, map_batch, matmul
 from gpuconv.nn.initializers import check_initializer, initialize
-from gpuconv.shapes import ConvSpec, PoolSpec, check_bool, keras_same_padding, ntuple
+from gpuconv.shapes import ConvSpec, PoolSpec, keras_same_padding, ntuple
 
 Shape = tuple[int, ...]
 

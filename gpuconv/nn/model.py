@@ -25,7 +25,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from gpuconv._checks import check_int, check_not_masked, check_number, short_repr
+from gpuconv._checks import check_bool, check_int, check_not_masked, check_number, short_repr
 from gpuconv._files import atomic_write
 from gpuconv.nn.callbacks import Callback, ProgressLogger
 from gpuconv.nn.device import Device, array_module, resolve_device, to_host
@@ -36,7 +36,6 @@ from gpuconv.nn.modelfile import (FORMAT, FORMAT_VERSION, MAX_MODEL_BYTES, META,
                                   check_extra, check_structure)
 from gpuconv.nn.optimizers import Optimizer, make_optimizer
 from gpuconv.nn.step import Trainer
-from gpuconv.shapes import check_bool
 
 
 def _check_numbers(**arrays) -> None:

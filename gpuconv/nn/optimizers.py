@@ -10,9 +10,8 @@ import numbers
 import numpy as np
 
 from gpuconv import parallel
-from gpuconv._checks import check_fraction, check_int, check_number
+from gpuconv._checks import check_bool, check_fraction, check_int, check_number
 from gpuconv.nn.device import array_module, layer_kernels_for
-from gpuconv.shapes import check_bool
 
 # --------------------------------------------------------------------------- schedules
 def _learning_rate(lr) -> float:
