@@ -87,15 +87,22 @@ def check_fraction(value, name: str) -> float:
     return value
 
 
+def over_byte_limit(nbytes: int) -> str | None:
+    """Why ``nbytes`` bytes in one array are too many ("N bytes, above the limit of ..."), or
+    None where they fit ``max_array_bytes()``."""
+    limit = max_array_bytes()
+    if nbytes <= limit:
+        return None
+    return (f"{nbytes:,} bytes, above the limit of {limit:,} bytes (the physical memory, or "
+            f"${MAX_BYTES_ENV})")
+
+
 def check_array_bytes(name: str, shape: Sequence[int], itemsize: int, what: str) -> None:
     """An array of ``shape`` that an op is about to create must fit ``max_array_bytes()``;
     ``name`` is the argument that makes it this large, ``what`` the array."""
-    nbytes = math.prod(shape) * itemsize
-    limit = max_array_bytes()
-    if nbytes > limit:
-        raise ValueError(f"{name} is too large: {what} would have shape {tuple(shape)}, "
-                         f"{nbytes:,} bytes, above the limit of {limit:,} bytes (the physical "
-                         f"memory, or ${MAX_BYTES_ENV})")
+    over = over_byte_limit(math.prod(shape) * itemsize)
+    if over:
+        raise ValueError(f"{name} is too large: {what} would have shape {tuple(shape)}, {over}")
 
 
 def check_array(array, name: str, layout: str):

@@ -59,7 +59,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from gpuconv import backends, channelwise, parallel
-from gpuconv._checks import MAX_BYTES_ENV, max_array_bytes
+from gpuconv._checks import over_byte_limit
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows, conv_output_size, max_window_taps
 
 NAME = "numpy"
@@ -132,11 +132,10 @@ def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
 
 def _check_workspace(nbytes: int, whose: str) -> None:
     """Refuse, before allocating it, an unfolded-windows buffer above the byte limit."""
-    if nbytes > max_array_bytes():
+    over = over_byte_limit(nbytes)
+    if over:
         raise ValueError(f"input and weight are too large for the numpy backend: {whose} "
-                         f"unfolded windows would take {nbytes:,} bytes, above the "
-                         f"limit of {max_array_bytes():,} (the physical memory, or "
-                         f"${MAX_BYTES_ENV})")
+                         f"unfolded windows would take {over}")
 
 
 def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None) -> list[slice]:
