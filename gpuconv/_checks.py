@@ -53,9 +53,12 @@ def short_repr(value) -> str:
 
 
 def check_int(value, name: str, minimum: int) -> int:
-    """``value`` must be an int (not a bool, not a float) of at least ``minimum``."""
+    """``value`` must be an int (not a bool, not a float) of at least ``minimum``: the one
+    rule for counts and sizes."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        rule = {0: "a non-negative int", 1: "a positive int"}.get(minimum,
+                                                                  f"an int >= {minimum}")
+        raise ValueError(f"{name} must be {rule}, got {short_repr(value)}")
     return int(value)
 
 

@@ -27,14 +27,13 @@ backend that does not offer the one asked for is a ``ValueError``.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from gpuconv import backends, parallel
 from gpuconv._boundary import public_op
-from gpuconv._checks import (check_array, check_array_bytes, check_bool, check_not_masked,
+from gpuconv._checks import (check_array, check_array_bytes, check_bool, check_int, check_not_masked,
                              check_output_mask, check_positive_dims, check_same_dtype, check_shape,
                              finite_float, max_bytes_setting, resolve_backend, short_repr)
 from gpuconv.backends import backend_for_array, get_backend, signature
@@ -654,11 +653,8 @@ def max_pool2d_backward(grad_out, input, indices, kernel_size: IntOrTuple,
 
 
 def _avg_setup(ndim, x, kernel_size, stride, padding, ceil_mode, divisor_override):
-    if divisor_override is not None and (not isinstance(divisor_override, numbers.Integral)
-                                         or isinstance(divisor_override, bool)
-                                         or divisor_override <= 0):
-        raise ValueError(f"divisor_override must be None or a positive int, got "
-                         f"{divisor_override!r}")
+    if divisor_override is not None:
+        check_int(divisor_override, "divisor_override", 1)
     return _pool_setup(ndim, x, kernel_size, stride, padding, 1, ceil_mode)
 
 

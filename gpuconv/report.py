@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from gpuconv._checks import check_int
 from gpuconv.shapes import (ConvSpec, PoolSpec, conv_output_size, conv_transpose_output_size,
                             pool_output_size)
 
@@ -123,13 +124,12 @@ def _pad_text(pairs: tuple[tuple[int, int], ...]) -> str:
 def _check_kernel_and_channels(kernel: tuple[int, ...], out_channels: int) -> None:
     if any(k <= 0 for k in kernel):
         raise ValueError(f"kernel size must be positive, got {format_shape(kernel)}")
-    if out_channels <= 0:
-        raise ValueError(f"out_channels must be positive, got {out_channels}")
+    check_int(out_channels, "out_channels", 1)
 
 
 def _check_batch(batch: Optional[int]) -> None:
-    if batch is not None and batch <= 0:
-        raise ValueError(f"batch must be positive, got {batch}")
+    if batch is not None:
+        check_int(batch, "batch", 1)
 
 
 def conv_shape(input_shape: Sequence[int], kernel_size: Sequence[int], out_channels: int,

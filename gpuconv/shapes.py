@@ -25,7 +25,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from gpuconv._checks import check_bool
+from gpuconv._checks import check_bool, check_int
 
 IntOrTuple = Union[int, Sequence[int]]
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -49,15 +49,7 @@ def ntuple(value: IntOrTuple, n: int, name: str) -> tuple[int, ...]:
 def _check_window(kernel: int, stride: int, dilation: int) -> None:
     """The 1-D formulas' own arguments: a zero stride would divide by zero."""
     for name, value in (("kernel", kernel), ("stride", stride), ("dilation", dilation)):
-        if not _is_int(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _check_ndim(ndim) -> int:
-    """A spec's number of spatial axes: a positive int."""
-    if not _is_int(ndim) or ndim < 1:
-        raise ValueError(f"ndim must be a positive int, got {ndim!r}")
-    return int(ndim)
+        check_int(value, name, 1)
 
 
 def _check_axes(spec_ndim: int, **sizes) -> None:
@@ -241,12 +233,11 @@ class ConvSpec:
              padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
              padding_mode: str = "zeros", output_padding: IntOrTuple = 0,
              transposed: bool = False) -> "ConvSpec":
-        ndim = _check_ndim(ndim)
+        ndim = check_int(ndim, "ndim", 1)
         kernel_size = _positive(ntuple(kernel_size, ndim, "kernel_size"), "kernel_size")
         stride_t = _positive(ntuple(stride, ndim, "stride"), "stride")
         dilation_t = _positive(ntuple(dilation, ndim, "dilation"), "dilation")
-        if not _is_int(groups) or groups <= 0:
-            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        check_int(groups, "groups", 1)
         if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         if transposed and padding_mode != "zeros":
@@ -367,7 +358,7 @@ class PoolSpec:
     def make(cls, ndim: int, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
              padding: IntOrTuple = 0, dilation: IntOrTuple = 1,
              ceil_mode: bool = False) -> "PoolSpec":
-        ndim = _check_ndim(ndim)
+        ndim = check_int(ndim, "ndim", 1)
         kernel_t = _positive(ntuple(kernel_size, ndim, "kernel_size"), "kernel_size")
         # PyTorch: stride=None (or an empty tuple) means stride = kernel_size
         if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):

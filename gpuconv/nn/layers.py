@@ -129,12 +129,6 @@ def _named(layer: Layer, check, *args):
         raise ValueError(f"{layer.name}: {exc}") from None
 
 
-def _positive_int(value, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def check_input_shape(input_shape) -> tuple[int, ...]:
     """A per-sample shape: 1 to 8 positive ints (a model file holds no more)."""
     sizes = None
@@ -151,7 +145,7 @@ def check_input_shape(input_shape) -> tuple[int, ...]:
 
 def _kernel_size(kernel_size) -> tuple[int, int]:
     """A square or (kH, kW) kernel of positive sizes, checked where the layer is written."""
-    return tuple(_positive_int(k, "kernel_size") for k in ntuple(kernel_size, 2, "kernel_size"))
+    return tuple(check_int(k, "kernel_size", 1) for k in ntuple(kernel_size, 2, "kernel_size"))
 
 
 def _keras_padding(padding):
@@ -212,7 +206,7 @@ class Conv2D(_Linear):
                  activation: Optional[str] = None, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(activation, name, input_shape)
-        self.filters = _positive_int(filters, "filters")
+        self.filters = check_int(filters, "filters", 1)
         self.kernel_size = _kernel_size(kernel_size)
         self.padding = _keras_padding(padding)
         self.strides, self.dilation_rate = strides, dilation_rate
@@ -294,7 +288,7 @@ class Conv2DTranspose(_Linear):
                  kernel_initializer: str = "he_normal", activation: Optional[str] = None,
                  name: Optional[str] = None, input_shape=None):
         super().__init__(activation, name, input_shape)
-        self.filters = _positive_int(filters, "filters")
+        self.filters = check_int(filters, "filters", 1)
         self.kernel_size = _kernel_size(kernel_size)
         self.padding = _keras_padding(padding)
         self.strides, self.output_padding = strides, output_padding
@@ -494,7 +488,7 @@ class Dense(_Linear):
                  kernel_initializer: str = "glorot_uniform", name: Optional[str] = None,
                  input_shape=None):
         super().__init__(activation, name, input_shape)
-        self.units = _positive_int(units, "units")
+        self.units = check_int(units, "units", 1)
         self.use_bias = check_bool(use_bias, "use_bias")
         self.kernel_initializer = check_initializer(kernel_initializer)
 
@@ -789,7 +783,7 @@ class RandomShift(Layer):
     def __init__(self, max_shift: int = 2, name: Optional[str] = None,
                  input_shape=None):
         super().__init__(name, input_shape)
-        self.max_shift = _positive_int(max_shift, "max_shift")
+        self.max_shift = check_int(max_shift, "max_shift", 1)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "max_shift": self.max_shift}
