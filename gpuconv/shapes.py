@@ -170,6 +170,18 @@ def keras_same_padding(size: int, kernel: int, stride: int = 1,
     return total // 2, total - total // 2
 
 
+def keras_same_transpose_padding(kernel: int, stride: int = 1,
+                                 dilation: int = 1) -> tuple[tuple[int, int], int]:
+    """Keras' ``padding="same"`` of a transposed convolution (output = input * stride), as
+    ``((before, after), output_padding)``: the transpose of the "same" convolution of an
+    input ``stride`` times larger, which crops that convolution's padding, or pads the end
+    (output_padding) where the dilated kernel is shorter than the stride."""
+    _check_window(kernel, stride, dilation)
+    span = dilation * (kernel - 1) + 1
+    total = max(span - stride, 0)
+    return (total // 2, total - total // 2), max(stride - span, 0)
+
+
 def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     """``(starts, ends)``: int64 arrays of the ``[start, end)`` of each adaptive-pooling window
     (PyTorch's split ``floor(i*size/out)``, ``ceil((i+1)*size/out)``), computed as

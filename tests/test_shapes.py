@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from gpuconv.shapes import (ConvSpec, PoolSpec, adaptive_windows, conv_flops, conv_output_size,
-                            conv_transpose_output_size, keras_same_padding, ntuple,
-                            pool_has_empty_window, pool_output_size, same_padding)
+                            conv_transpose_output_size, keras_same_padding,
+                            keras_same_transpose_padding, ntuple, pool_has_empty_window,
+                            pool_output_size, same_padding)
 
 try:
     import torch
@@ -663,3 +664,12 @@ def test_the_shape_rules_refuse_bad_arguments_when_called_directly(call):
 def test_the_one_dim_conv_formulas_take_an_int_padding():
     assert conv_output_size(5, 3, 1, 1) == conv_output_size(5, 3, 1, (1, 1)) == 5
     assert conv_transpose_output_size(5, 3, 2, 1) == conv_transpose_output_size(5, 3, 2, (1, 1))
+
+
+def test_keras_same_transpose_padding_gives_input_times_stride():
+    """Keras' "same" transposed conv: output = input * stride, for every kernel, stride and
+    dilation (the padding is cropped, or the end padded through output_padding)."""
+    for k, s, d, n in itertools.product(range(1, 6), range(1, 5), range(1, 4), (1, 2, 7)):
+        (before, after), out_pad = keras_same_transpose_padding(k, s, d)
+        assert conv_transpose_output_size(n, k, s, (before, after), d, out_pad) == n * s
+        assert out_pad < max(s, d) and after - before in (0, 1)

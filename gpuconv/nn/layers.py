@@ -36,7 +36,8 @@ from gpuconv.nn.counter_rng import dropout_keep, dropout_threshold
 from gpuconv.nn.device import Device
 from gpuconv.parallel import fill_batch, map_batch, matmul
 from gpuconv.nn.initializers import check_initializer, initialize
-from gpuconv.shapes import ConvSpec, PoolSpec, keras_same_padding, ntuple
+from gpuconv.shapes import (ConvSpec, PoolSpec, keras_same_padding, keras_same_transpose_padding,
+                            ntuple)
 
 Shape = tuple[int, ...]
 
@@ -303,15 +304,10 @@ class Conv2DTranspose(_Linear):
                                   dilation_rate, groups, output_padding=output_padding,
                                   transposed=True)
         if self.padding == "same":
-            # the transpose of Keras' "same" conv of an input (strides) times larger: it
-            # crops that conv's padding, or pads the end when the kernel is shorter
-            # than the stride
-            spans = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.spec.dilation)]
-            totals = [max(n - s, 0) for n, s in zip(spans, self.spec.stride)]
-            self.spec = ConvSpec.make(
-                2, self.kernel_size, strides, tuple((t // 2, t - t // 2) for t in totals),
-                dilation_rate, groups, transposed=True,
-                output_padding=tuple(max(s - n, 0) for n, s in zip(spans, self.spec.stride)))
+            pairs, out_pad = zip(*map(keras_same_transpose_padding, self.kernel_size,
+                                      self.spec.stride, self.spec.dilation))
+            self.spec = ConvSpec.make(2, self.kernel_size, strides, pairs, dilation_rate, groups,
+                                      transposed=True, output_padding=out_pad)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
