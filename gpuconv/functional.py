@@ -37,7 +37,8 @@ from gpuconv._checks import (check_array, check_array_bytes, check_bool, check_i
                              check_output_mask, check_positive_dims, check_same_dtype, check_shape,
                              finite_float, max_bytes_setting, resolve_backend, short_repr)
 from gpuconv.backends import backend_for_array, get_backend, signature
-from gpuconv.shapes import ConvSpec, IntOrTuple, PoolSpec, max_window_taps, ntuple
+from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, adaptive_output_size, max_window_taps,
+                            ntuple)
 
 Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
 OutputMask = Sequence[bool]
@@ -239,7 +240,7 @@ def _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, paddin
     if transposed:
         out_spatial = spec.checked_transpose_output_shape(spatial, kernel)
     else:
-        _check_padding_mode(spec, spatial)
+        spec.check_padding_mode(spatial)
         out_spatial = spec.checked_output_shape(spatial, kernel)
     small, big = (spatial, out_spatial) if transposed else (out_spatial, spatial)
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(big, spec.padding))
@@ -252,15 +253,6 @@ def _conv_setup(ndim, x, weight, bias, stride, padding, dilation, groups, paddin
                  "output" if transposed else "input")
     spec = spec.bounded(small, big, kernel)
     return spec.with_leading_unit_axis() if ndim == 1 else spec, out_channels, out_spatial
-
-
-def _check_padding_mode(spec: ConvSpec, spatial) -> None:
-    if spec.padding_mode == "reflect" and any(max(p) >= n for p, n in zip(spec.padding, spatial)):
-        raise ValueError(f"padding_mode='reflect' needs padding smaller than the input size, "
-                         f"got padding {spec.padding} for input {spatial}")
-    if spec.padding_mode == "circular" and any(max(p) > n for p, n in zip(spec.padding, spatial)):
-        raise ValueError(f"padding_mode='circular' needs padding at most the input size, "
-                         f"got padding {spec.padding} for input {spatial}")
 
 
 def _check_grad_out(grad_out, x, out_channels, out_spatial, ndim) -> None:
@@ -740,13 +732,7 @@ def _adaptive_setup(ndim, x, output_size, indices=False):
     layout = _LAYOUT[ndim]
     check_array(x, "input", layout)
     check_positive_dims(x, "input", "C" + layout[2:], layout)
-    spatial = tuple(x.shape[2:])
-    if ndim == 2 and isinstance(output_size, (tuple, list)) and len(output_size) == 2:
-        # PyTorch: None keeps that axis' input size
-        output_size = tuple(n if o is None else o for o, n in zip(output_size, spatial))
-    out = ntuple(output_size, ndim, "output_size")
-    if any(o <= 0 for o in out):
-        raise ValueError(f"output_size must be positive, got {out}")
+    out = adaptive_output_size(output_size, tuple(x.shape[2:]))
     _check_sizes(x, tuple(x.shape[:2]) + out, "output_size", indices=indices)
     return _lift_spatial(ndim, out)
 

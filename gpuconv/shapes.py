@@ -182,6 +182,17 @@ def keras_same_transpose_padding(kernel: int, stride: int = 1,
     return (total // 2, total - total // 2), max(stride - span, 0)
 
 
+def adaptive_output_size(output_size, spatial: Sequence[int]) -> tuple[int, ...]:
+    """Adaptive pooling's output sizes for an input of ``spatial`` sizes: an int for every
+    axis or one per axis, where (as in PyTorch, 2-D only) None keeps that axis' input size."""
+    if len(spatial) == 2 and isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(n if o is None else o for o, n in zip(output_size, spatial))
+    out = ntuple(output_size, len(spatial), "output_size")
+    if any(o <= 0 for o in out):
+        raise ValueError(f"output_size must be positive, got {out}")
+    return out
+
+
 def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     """``(starts, ends)``: int64 arrays of the ``[start, end)`` of each adaptive-pooling window
     (PyTorch's split ``floor(i*size/out)``, ``ceil((i+1)*size/out)``), computed as
@@ -298,6 +309,18 @@ class ConvSpec:
         return tuple(conv_transpose_output_size(n, k, s, p, d, op) for n, k, s, p, d, op in
                      zip(spatial, kernel, self.stride, self.padding, self.dilation,
                          self.output_padding))
+
+    def check_padding_mode(self, spatial: Sequence[int]) -> None:
+        """The padding a mode can make of an input of ``spatial`` sizes: reflect mirrors
+        at most n - 1 elements, circular wraps at most n (PyTorch's rules)."""
+        if self.padding_mode == "reflect" and any(max(p) >= n
+                                                  for p, n in zip(self.padding, spatial)):
+            raise ValueError(f"padding_mode='reflect' needs padding smaller than the input "
+                             f"size, got padding {self.padding} for input {tuple(spatial)}")
+        if self.padding_mode == "circular" and any(max(p) > n
+                                                   for p, n in zip(self.padding, spatial)):
+            raise ValueError(f"padding_mode='circular' needs padding at most the input size, "
+                             f"got padding {self.padding} for input {tuple(spatial)}")
 
     def check_groups(self, in_channels: int, out_channels: int,
                      out_name: str = "out_channels") -> None:
