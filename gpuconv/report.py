@@ -17,8 +17,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from gpuconv._checks import check_int
-from gpuconv.shapes import (ConvSpec, PoolSpec, conv_output_size, conv_transpose_output_size,
-                            pool_output_size)
+from gpuconv.shapes import ConvSpec, PoolSpec, ntuple, pool_windows_rounded
 
 AXIS_NAMES = {1: ("L",), 2: ("H", "W")}
 
@@ -49,16 +48,6 @@ def parse_dims(text: Union[str, int, Sequence[int]], name: str) -> tuple[int, ..
 def format_shape(shape: Sequence[int]) -> str:
     """``(8, 12, 12)`` -> ``"8x12x12"``."""
     return "x".join(str(int(n)) for n in shape)
-
-
-def _per_axis(values: tuple[int, ...], ndim: int, name: str) -> tuple[int, ...]:
-    """One value for every spatial axis: a single value is repeated (as an int argument is)."""
-    if len(values) == 1:
-        return values * ndim
-    if len(values) != ndim:
-        raise ValueError(f"{name} needs 1 or {ndim} values for a {ndim}-D input, got "
-                         f"{format_shape(values)}")
-    return values
 
 
 def _split_input(input_shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
@@ -144,20 +133,18 @@ def conv_shape(input_shape: Sequence[int], kernel_size: Sequence[int], out_chann
     channels, spatial = _split_input(input_shape)
     ndim = len(spatial)
     _check_batch(batch)
-    kernel = _per_axis(tuple(kernel_size), ndim, "kernel")
+    kernel = ntuple(tuple(kernel_size), ndim, "kernel")
     _check_kernel_and_channels(kernel, out_channels)
-    pad = padding if isinstance(padding, str) else _per_axis(tuple(padding), ndim, "padding")
-    spec = ConvSpec.make(ndim, kernel, _per_axis(tuple(stride), ndim, "stride"),
+    pad = padding if isinstance(padding, str) else ntuple(tuple(padding), ndim, "padding")
+    spec = ConvSpec.make(ndim, kernel, ntuple(tuple(stride), ndim, "stride"),
                          pad if isinstance(pad, str) else tuple(pad),
-                         _per_axis(tuple(dilation), ndim, "dilation"), groups)
+                         ntuple(tuple(dilation), ndim, "dilation"), groups)
     spec.check_groups(channels, out_channels)
-    spec.checked_output_shape(spatial, kernel)
-    axes, out = [], []
-    for name, n, k, s, (lo, hi), d in zip(AXIS_NAMES[ndim], spatial, kernel, spec.stride,
-                                         spec.padding, spec.dilation):
-        size = conv_output_size(n, k, s, (lo, hi), d)
-        axes.append(f"{name}: floor(({n} + {lo} + {hi} - {d}*({k}-1) - 1) / {s}) + 1 = {size}")
-        out.append(size)
+    out = spec.checked_output_shape(spatial, kernel)
+    axes = [f"{name}: floor(({n} + {lo} + {hi} - {d}*({k}-1) - 1) / {s}) + 1 = {size}"
+            for name, n, k, s, (lo, hi), d, size in zip(AXIS_NAMES[ndim], spatial, kernel,
+                                                       spec.stride, spec.padding, spec.dilation,
+                                                       out)]
     notes = (f"groups={spec.groups}: each output channel sees {channels // spec.groups} input "
              f"channels",) if spec.groups > 1 else ()
     params = _params(kernel=kernel, out_channels=out_channels, stride=spec.stride,
@@ -175,21 +162,19 @@ def conv_transpose_shape(input_shape: Sequence[int], kernel_size: Sequence[int],
     channels, spatial = _split_input(input_shape)
     ndim = len(spatial)
     _check_batch(batch)
-    kernel = _per_axis(tuple(kernel_size), ndim, "kernel")
+    kernel = ntuple(tuple(kernel_size), ndim, "kernel")
     _check_kernel_and_channels(kernel, out_channels)
-    spec = ConvSpec.make(ndim, kernel, _per_axis(tuple(stride), ndim, "stride"),
-                         _per_axis(tuple(padding), ndim, "padding"),
-                         _per_axis(tuple(dilation), ndim, "dilation"), groups,
-                         output_padding=_per_axis(tuple(output_padding), ndim, "output_padding"),
+    spec = ConvSpec.make(ndim, kernel, ntuple(tuple(stride), ndim, "stride"),
+                         ntuple(tuple(padding), ndim, "padding"),
+                         ntuple(tuple(dilation), ndim, "dilation"), groups,
+                         output_padding=ntuple(tuple(output_padding), ndim, "output_padding"),
                          transposed=True)
     spec.check_groups(channels, out_channels)
-    spec.checked_transpose_output_shape(spatial, kernel)
-    axes, out = [], []
-    for name, n, k, s, (lo, hi), d, op in zip(AXIS_NAMES[ndim], spatial, kernel, spec.stride,
-                                             spec.padding, spec.dilation, spec.output_padding):
-        size = conv_transpose_output_size(n, k, s, (lo, hi), d, op)
-        axes.append(f"{name}: ({n} - 1)*{s} - ({lo} + {hi}) + {d}*({k}-1) + {op} + 1 = {size}")
-        out.append(size)
+    out = spec.checked_transpose_output_shape(spatial, kernel)
+    axes = [f"{name}: ({n} - 1)*{s} - ({lo} + {hi}) + {d}*({k}-1) + {op} + 1 = {size}"
+            for name, n, k, s, (lo, hi), d, op, size in zip(
+                AXIS_NAMES[ndim], spatial, kernel, spec.stride, spec.padding, spec.dilation,
+                spec.output_padding, out)]
     params = _params(kernel=kernel, out_channels=out_channels, stride=spec.stride,
                      padding=_pad_text(spec.padding), output_padding=spec.output_padding,
                      dilation=spec.dilation, groups=spec.groups)
@@ -207,24 +192,21 @@ def pool_shape(input_shape: Sequence[int], kernel_size: Sequence[int],
     channels, spatial = _split_input(input_shape)
     ndim = len(spatial)
     _check_batch(batch)
-    spec = PoolSpec.make(ndim, _per_axis(tuple(kernel_size), ndim, "kernel"),
-                         None if stride is None else _per_axis(tuple(stride), ndim, "stride"),
-                         _per_axis(tuple(padding), ndim, "padding"),
-                         _per_axis(tuple(dilation), ndim, "dilation"), ceil_mode)
-    spec.checked_output_shape(spatial)
+    spec = PoolSpec.make(ndim, ntuple(tuple(kernel_size), ndim, "kernel"),
+                         None if stride is None else ntuple(tuple(stride), ndim, "stride"),
+                         ntuple(tuple(padding), ndim, "padding"),
+                         ntuple(tuple(dilation), ndim, "dilation"), ceil_mode)
+    out = spec.checked_output_shape(spatial)
     rounding = "ceil" if spec.ceil_mode else "floor"
-    axes, out, notes = [], [], []
-    for name, n, k, s, p, d in zip(AXIS_NAMES[ndim], spatial, spec.kernel_size, spec.stride,
-                                   spec.padding, spec.dilation):
-        size = pool_output_size(n, k, s, p, d, spec.ceil_mode)
-        span = n + 2 * p - d * (k - 1) - 1
-        raw = (-(-span // s) if spec.ceil_mode else span // s) + 1
+    axes, notes = [], []
+    for name, n, k, s, p, d, size in zip(AXIS_NAMES[ndim], spatial, spec.kernel_size,
+                                         spec.stride, spec.padding, spec.dilation, out):
+        raw = pool_windows_rounded(n, k, s, p, d, spec.ceil_mode)
         line = f"{name}: {rounding}(({n} + 2*{p} - {d}*({k}-1) - 1) / {s}) + 1 = {raw}"
         if raw != size:
             line += (f" -> {size} (window {raw} would start at padded position {(raw - 1) * s}"
                      f" >= {n} + {p}, inside the right padding)")
         axes.append(line)
-        out.append(size)
     if spec.ceil_mode:
         notes.append(POOL_CEIL_NOTE)
     params = _params(kernel=spec.kernel_size, stride=spec.stride, padding=spec.padding,

@@ -96,15 +96,21 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int = 1,
 def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1,
                      ceil_mode: bool = False) -> int:
     """Output length of a pooling window sweep, with PyTorch's ``ceil_mode`` rule."""
+    rounded = pool_windows_rounded(size, kernel, stride, padding, dilation, ceil_mode)
+    if ceil_mode and (rounded - 1) * stride >= size + padding:
+        return rounded - 1  # the last window would start inside the right padding
+    return rounded
+
+
+def pool_windows_rounded(size: int, kernel: int, stride: int, padding: int = 0,
+                         dilation: int = 1, ceil_mode: bool = False) -> int:
+    """The pooling formula's window count, floor(...) + 1 or with ``ceil_mode`` ceil(...) + 1,
+    before ``pool_output_size`` drops a last window that would start in the right padding."""
     _check_window(kernel, stride, dilation)
     if not _is_int(padding) or padding < 0:
         raise ValueError(f"padding must be a non-negative int, got {padding!r}")
-    ceil_mode = check_bool(ceil_mode, "ceil_mode")
     span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1  # the last window would start inside the right padding
-    return out
+    return (-(-span // stride) if check_bool(ceil_mode, "ceil_mode") else span // stride) + 1
 
 
 def pool_has_empty_window(size: int, kernel: int, stride: int, padding: int = 0,
