@@ -56,7 +56,7 @@ def test_conv_gemm_instances(gpu_plans, monkeypatch, dtype, tile, wgrad, zero_pa
     20 output channels of 2 samples, 3 input channels, 3x3 taps (several k-tiles)."""
     monkeypatch.setitem(gpu_plan.NUMBA_TILES_FOR, dtype, (TILES[tile],))
     if wide:
-        monkeypatch.setattr(gpu_plan, "NUMBA_INDEX_LIMIT", 64)
+        monkeypatch.setattr(gpu_plan, "INDEX64_FROM", 64)
     rng = np.random.default_rng(len(tile) + 2 * wgrad + 4 * zero_pad + 8 * wide)
     x = rng.standard_normal((2, 3, 5, 6)).astype(dtype)
     w = rng.standard_normal((20, 3, 3, 3)).astype(dtype)

@@ -146,7 +146,7 @@ def test_int64_offsets_match_numpy(seed, monkeypatch):
     tensors by lowering the planner's limit; prepared calls start afresh (a call signature
     prepared with 32-bit offsets would keep them), and every GEMM launched is an int64 one."""
     from gpuconv.backends import gpu_plan, numba_backend
-    monkeypatch.setattr(gpu_plan, "NUMBA_INDEX_LIMIT", 0)
+    monkeypatch.setattr(gpu_plan, "INDEX64_FROM", 0)
     monkeypatch.setattr(numba_backend, "_PREPARED", {})
     op, x_shape, w_shape, kw = CONFIGS[seed]
     x, w, b = arrays(op, x_shape, w_shape, kw, "float64", np.random.default_rng(seed))

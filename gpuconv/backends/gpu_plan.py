@@ -1008,9 +1008,8 @@ def max_pool_backward_plan(gy_shape, gy_strides, input_hw, spec: PoolSpec | None
 # The Numba twins take the struct as arguments: its pointer fields as device arrays, in the
 # struct's order, then one tuple of its scalar fields in the struct's order (a 4-vector field
 # fills 4 slots). ``scalar_slots`` says where each field starts, ``scalars`` packs the tuple.
-# Numba runs each conv kernel in two index widths: 32-bit unsigned offsets, and int64 ones
-# for a tensor past 2^31 elements (the kernel name's last argument).
-NUMBA_INDEX_LIMIT = 2**31
+# Numba runs each conv kernel in two index widths, as conv.cu: 32-bit unsigned offsets, and
+# int64 ones from INDEX64_FROM elements on (the kernel name's last argument).
 # Numba's CUDA simulator runs one OS thread per CUDA thread and pays for every syncthreads:
 # few, wide blocks (32 threads of 2x4 outputs, a whole small reduction per k-tile) and a
 # 32-thread grad-bias tree.
@@ -1128,7 +1127,8 @@ def numba_gemm_instances(dtype: str, simulator: bool = False
 
 
 def _wide(*shapes) -> bool:
-    return max(math.prod(s) for s in shapes) >= NUMBA_INDEX_LIMIT
+    """Whether a tensor of ``shapes`` (Numba's arrays are contiguous) needs int64 offsets."""
+    return _needs_index64(*(math.prod(s) for s in shapes))
 
 
 def _numba_elementwise(kernel: str, count: int, params: dict, simulator: bool) -> Launch:
