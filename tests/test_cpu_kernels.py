@@ -403,3 +403,19 @@ def test_max_pool_backward_of_an_empty_batch(engine, case):
     _, indices = _pool(x, kw)
     grad = _pool_backward(np.zeros(indices.shape), x, indices, kw)
     assert grad.shape == x.shape, name
+
+
+@pytest.mark.parametrize("value, engine", [(" ", None), ("", None), (" numpy ", "numpy"),
+                                           ("bad", ValueError)])
+def test_the_cpu_kernels_setting_reads_blank_as_unset(monkeypatch, value, engine):
+    """As every GPUCONV_* setting: blank is unset (a space was refused), spaces around a
+    value are ignored, anything else is named."""
+    monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, value)
+    if engine is ValueError:
+        with pytest.raises(ValueError, match="GPUCONV_CPU_KERNELS must be 'numba' or 'numpy'"):
+            numpy_backend.cpu_engine()
+        return
+    monkeypatch.delenv(numpy_backend.CPU_KERNELS_ENV)
+    unset = numpy_backend.cpu_engine()
+    monkeypatch.setenv(numpy_backend.CPU_KERNELS_ENV, value)
+    assert numpy_backend.cpu_engine() == (engine or unset)

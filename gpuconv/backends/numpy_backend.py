@@ -82,7 +82,7 @@ CPU_KERNELS_ENV = "GPUCONV_CPU_KERNELS"
 def cpu_kernels():
     """``gpuconv.kernels.cpu_numba`` (the compiled CPU passes), or None where NumPy's passes
     run instead (``CPU_KERNELS_ENV``)."""
-    return _load_cpu_kernels(os.environ.get(CPU_KERNELS_ENV, ""))
+    return _load_cpu_kernels(os.environ.get(CPU_KERNELS_ENV, "").strip())  # blank: unset
 
 
 def cpu_engine() -> str:
