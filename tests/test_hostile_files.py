@@ -410,28 +410,36 @@ def test_random_corruptions_load_or_fail_cleanly_within_a_memory_bound(checkpoin
     assert outcomes["refused"] > 400 and sum(outcomes.values()) == 600
 
 
-def _forged_directory(path, members: int, name: bytes, zip64: bool) -> None:
-    """A zip archive that is only a directory of ``members`` entries named ``name``."""
+def _forged_directory(path, members: int, name: bytes, records: str) -> None:
+    """A zip archive that is only a directory of ``members`` entries named ``name``, with
+    ``records`` "classic" end records, "zip64" ones, or "zip64-decoy": its locator pointing
+    at a record of one member while the record before the locator (where Python 3.11's
+    zipfile reads it) declares them all."""
     entry = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, 0, 0, 0,
                         len(name), 0, 0, 0, 0, 0, 0) + name
     directory = entry * members
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, *((0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF)
-                      if zip64 else (members, members, len(directory), 0)), 0)
-    zip64_end = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, members, members,
-                            len(directory), 0) + struct.pack("<IIQI", 0x07064B50, 0,
-                                                             len(directory), 1)
-    path.write_bytes(directory + (zip64_end if zip64 else b"") + end)
+
+    def zip64_record(count, size):
+        return struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, size, 0)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, *((members, members, len(directory), 0)
+                      if records == "classic" else (0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF)), 0)
+    decoy = zip64_record(1, len(entry)) if records == "zip64-decoy" else b""
+    locator = struct.pack("<IIQI", 0x07064B50, 0, len(directory), 1)
+    tail = b"" if records == "classic" else (decoy + zip64_record(members, len(directory))
+                                             + locator)
+    path.write_bytes(directory + tail + end)
 
 
-@pytest.mark.parametrize("members, name, zip64", [
-    (300_000, b"a", True),            # more members than a model file may hold
-    (60_000, b"x" * 400 + b".npy", False),  # fewer, in a directory past its byte limit
+@pytest.mark.parametrize("members, name, records", [
+    (300_000, b"a", "zip64"),        # more members than a model file may hold
+    (300_000, b"a", "zip64-decoy"),  # the same, its locator pointing at a harmless record
+    (60_000, b"x" * 400 + b".npy", "classic"),  # fewer, in a directory past its byte limit
 ])
-def test_a_forged_directory_is_refused_before_it_is_parsed(tmp_path, members, name, zip64):
+def test_a_forged_directory_is_refused_before_it_is_parsed(tmp_path, members, name, records):
     """zipfile makes an object per directory entry (8 times the file's size in memory):
     the end records' count and size are checked first."""
     path = tmp_path / "forged.npz"
-    _forged_directory(path, members, name, zip64)
+    _forged_directory(path, members, name, records)
     error, peak = _peak_of(lambda: Sequential.load(path))
     assert error is not None and "its directory lists" in str(error), error
     assert peak < 2**20

@@ -50,7 +50,8 @@ _END64 = struct.Struct("<4sQ2H2L4Q")    # ..., entries here, entries, size, offs
 def _directory_extent(path: Path) -> tuple[int, int]:
     """(member count, directory bytes) the end records of the zip archive at ``path``
     declare, found as ``zipfile`` finds them; (0, 0) where there are none (``zipfile`` then
-    refuses the file)."""
+    refuses the file). Of the zip64 record, both places a reader may take it from count:
+    just before its locator (Python 3.11's zipfile) and where the locator points."""
     with open(path, "rb") as f:
         f.seek(0, 2)
         start = f.seek(max(0, f.tell() - _END.size - 0xFFFF))
@@ -64,10 +65,14 @@ def _directory_extent(path: Path) -> tuple[int, int]:
             f.seek(locator_at)
             locator = f.read(_END64_LOCATOR.size)
             if locator[:4] == b"PK\x06\x07":
-                f.seek(_END64_LOCATOR.unpack(locator)[2])
-                record = f.read(_END64.size)
-                if len(record) == _END64.size and record[:4] == b"PK\x06\x06":
-                    entries, directory = _END64.unpack(record)[7:9]  # (zipfile's choice)
+                declared = []
+                for at in (locator_at - _END64.size, _END64_LOCATOR.unpack(locator)[2]):
+                    f.seek(max(at, 0))
+                    record = f.read(_END64.size)
+                    if len(record) == _END64.size and record[:4] == b"PK\x06\x06":
+                        declared.append(_END64.unpack(record)[7:9])
+                if declared:  # (they replace the classic record's values, as in zipfile)
+                    entries, directory = map(max, zip(*declared))
     return entries, directory
 
 
