@@ -121,8 +121,11 @@ def test_the_numba_backend_takes_turns_in_the_simulator_from_several_threads():
 
     def run(i):
         try:
-            got[i] = F.conv2d(*cases[i], backend="numba"), F.max_pool2d(cases[i][0], 2,
-                                                                       backend="numba")
+            x, w = cases[i]
+            flipped = F.conv2d(cuda.to_device(x), cuda.to_device(w[:, :, ::-1, ::-1].copy()),
+                               flip=True, backend="numba")  # (its own copy launch)
+            got[i] = (F.conv2d(x, w, backend="numba"), F.max_pool2d(x, 2, backend="numba"),
+                      flipped.copy_to_host())
         except Exception as exc:  # (reported below: a thread's exception is not the test's)
             errors.append(exc)
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(cases))]
@@ -131,6 +134,7 @@ def test_the_numba_backend_takes_turns_in_the_simulator_from_several_threads():
     for t in threads:
         t.join()
     assert errors == []
-    for (x, w), (y, pooled) in zip(cases, got):
+    for (x, w), (y, pooled, flipped) in zip(cases, got):
         np.testing.assert_allclose(y, F.conv2d(x, w), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(flipped, y, rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(pooled, F.max_pool2d(x, 2))

@@ -571,7 +571,10 @@ def contiguous(array):
     """A C-contiguous copy of a strided 4-D Numba device array (a reversed view, say; one
     of size-1 axes only counts as contiguous to Numba, yet its negative strides break
     slicing)."""
-    return _contiguous(array, _STREAM.get() or 0)
+    if _SIMULATOR_TURN is None:
+        return _contiguous(array, _STREAM.get() or 0)
+    with _SIMULATOR_TURN:  # (a launch of its own, outside _call)
+        return _contiguous(array, _STREAM.get() or 0)
 
 
 _ERROR_WORDS: dict = {}  # device id -> its int64 error word (a 1-element device array)
