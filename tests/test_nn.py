@@ -497,3 +497,27 @@ def test_evaluate_from_several_threads_gives_each_its_own_totals():
     for t in threads:
         t.join()
     assert got == alone
+
+
+def test_an_optimizer_of_a_dropped_model_is_free():
+    """The optimiser refers to its model weakly: re-running a notebook cell that builds a new
+    model with the same optimiser works once the old model is gone (it stayed alive, and
+    the optimiser refused), and a copy of an optimiser belongs to no model."""
+    import copy
+    import gc
+    import pickle
+    adam = nn.Adam(0.01)
+
+    def model():
+        m = Sequential([nn.Flatten(), nn.Dense(3)])
+        return m.build((1, 2, 2))
+    first = model()
+    first.compile(adam)
+    first.fit(RNG(1).random((4, 1, 2, 2), dtype=np.float32), np.arange(4) % 3, verbose=0)
+    del first
+    gc.collect()
+    second = model()
+    second.compile(adam)
+    assert adam.step == 0 and not adam.state
+    for clone in (copy.deepcopy(adam), pickle.loads(pickle.dumps(adam))):
+        model().compile(clone)

@@ -466,7 +466,9 @@ class Sequential:
             asked = device if isinstance(device, Device) else resolve_device(device)
             if asked != self.device:
                 raise ValueError(f"device {short_repr(device)}: the model is built on "
-                                 f"{self.device.describe()}; build it again to move it")
+                                 f"{self.device.describe()}; to move it, build a copy there: "
+                                 "Sequential.from_config(model.get_config(), device), then "
+                                 "set_weights(model.get_weights())")
         self._check_inputs(x, y, finite=True)
         if len(x) == 0:
             raise ValueError(f"fit needs at least one sample, got x of shape {tuple(x.shape)}")

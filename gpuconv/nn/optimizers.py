@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 
 import numpy as np
 
@@ -105,20 +106,27 @@ class Optimizer:
             raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
         self.state: dict[str, object] = {}
         self.step = 0
-        self._model = None  # the model compile() gave it to: its state is that model's
+        # a weak reference to the model compile() gave it to (its state is that model's): a
+        # model dropped frees the optimiser, and is not kept alive by it
+        self._model = None
 
     def bind(self, model) -> None:
         """``model.compile(self)``: this optimiser now trains ``model``. Its state and step
         belong to one model's parameters: one that another model still uses is refused; one
         that another model used before starts afresh here (state empty, step 0)."""
-        if self._model is not None and self._model is not model:
-            if self._model.optimizer is self:
+        owner = None if self._model is None else self._model()
+        if owner is not model and self._model is not None:
+            if owner is not None and owner.optimizer is self:
                 raise ValueError(f"this {type(self).__name__} already trains another model "
-                                 f"({self._model.name!r}; its state and step belong to that "
+                                 f"({owner.name!r}; its state and step belong to that "
                                  "model's weights): give each model its own, e.g. "
                                  "compile(optimizer.get_config()) for a fresh copy")
             self.state, self.step = {}, 0
-        self._model = model
+        self._model = weakref.ref(model)
+
+    def __getstate__(self) -> dict:
+        """A copy (pickle, deepcopy) is bound to no model until compiled."""
+        return {**self.__dict__, "_model": None}
 
     @property
     def learning_rate(self) -> float:
