@@ -54,11 +54,13 @@ def _check_window(kernel: int, stride: int, dilation: int) -> None:
 
 def _check_axes(spec_ndim: int, **sizes) -> None:
     """Per-axis arguments of a spec's method hold one size per spatial axis (zip would drop
-    the rest)."""
+    the rest), a kernel's positive (the spec's own fields were checked by ``make``)."""
     for name, values in sizes.items():
         if len(values) != spec_ndim:
             raise ValueError(f"{name} must hold {spec_ndim} sizes, one per spatial axis, got "
                              f"{tuple(values)}")
+    if min(sizes.get("kernel", (1,))) < 1:
+        raise ValueError(f"kernel must be positive, got {tuple(sizes['kernel'])}")
 
 
 def _positive(values: tuple[int, ...], name: str) -> tuple[int, ...]:
@@ -80,7 +82,12 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: tuple[int
     an int for both)."""
     _check_window(kernel, stride, dilation)
     before, after = (padding, padding) if _is_int(padding) else padding
-    return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
+    return _conv_size(size, kernel, stride, before + after, dilation)
+
+
+def _conv_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """``conv_output_size`` of checked arguments (``padding``: both sides' sum)."""
+    return (size + padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def conv_transpose_output_size(size: int, kernel: int, stride: int = 1,
@@ -96,21 +103,36 @@ def conv_transpose_output_size(size: int, kernel: int, stride: int = 1,
 def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1,
                      ceil_mode: bool = False) -> int:
     """Output length of a pooling window sweep, with PyTorch's ``ceil_mode`` rule."""
-    rounded = pool_windows_rounded(size, kernel, stride, padding, dilation, ceil_mode)
-    if ceil_mode and (rounded - 1) * stride >= size + padding:
-        return rounded - 1  # the last window would start inside the right padding
-    return rounded
+    _check_pool_window(kernel, stride, padding, dilation)
+    return _pool_size(size, kernel, stride, padding, dilation, check_bool(ceil_mode, "ceil_mode"))
 
 
 def pool_windows_rounded(size: int, kernel: int, stride: int, padding: int = 0,
                          dilation: int = 1, ceil_mode: bool = False) -> int:
     """The pooling formula's window count, floor(...) + 1 or with ``ceil_mode`` ceil(...) + 1,
     before ``pool_output_size`` drops a last window that would start in the right padding."""
+    _check_pool_window(kernel, stride, padding, dilation)
+    return _pool_rounded(size, kernel, stride, padding, dilation,
+                         check_bool(ceil_mode, "ceil_mode"))
+
+
+def _check_pool_window(kernel: int, stride: int, padding: int, dilation: int) -> None:
     _check_window(kernel, stride, dilation)
-    if not _is_int(padding) or padding < 0:
-        raise ValueError(f"padding must be a non-negative int, got {padding!r}")
+    check_int(padding, "padding", 0)
+
+
+def _pool_rounded(size, kernel, stride, padding, dilation, ceil_mode: bool) -> int:
+    """``pool_windows_rounded`` of checked arguments."""
     span = size + 2 * padding - dilation * (kernel - 1) - 1
-    return (-(-span // stride) if check_bool(ceil_mode, "ceil_mode") else span // stride) + 1
+    return (-(-span // stride) if ceil_mode else span // stride) + 1
+
+
+def _pool_size(size, kernel, stride, padding, dilation, ceil_mode: bool) -> int:
+    """``pool_output_size`` of checked arguments."""
+    rounded = _pool_rounded(size, kernel, stride, padding, dilation, ceil_mode)
+    if ceil_mode and (rounded - 1) * stride >= size + padding:
+        return rounded - 1  # the last window would start inside the right padding
+    return rounded
 
 
 def pool_has_empty_window(size: int, kernel: int, stride: int, padding: int = 0,
@@ -306,7 +328,7 @@ class ConvSpec:
     def output_shape(self, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
         """Spatial output shape of the convolution."""
         _check_axes(self.ndim, spatial=spatial, kernel=kernel)
-        return tuple(conv_output_size(n, k, s, p, d) for n, k, s, p, d in
+        return tuple(_conv_size(n, k, s, lo + hi, d) for n, k, s, (lo, hi), d in
                      zip(spatial, kernel, self.stride, self.padding, self.dilation))
 
     def transpose_output_shape(self, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
@@ -434,7 +456,7 @@ class PoolSpec:
 
     def output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
         _check_axes(self.ndim, spatial=spatial)
-        return tuple(pool_output_size(n, k, s, p, d, self.ceil_mode) for n, k, s, p, d in
+        return tuple(_pool_size(n, k, s, p, d, self.ceil_mode) for n, k, s, p, d in
                      zip(spatial, self.kernel_size, self.stride, self.padding, self.dilation))
 
     def checked_output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
@@ -454,12 +476,15 @@ class PoolSpec:
                              "dilation")
         return out
 
-    def window_padding(self, spatial: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    def window_padding(self, spatial: Sequence[int],
+                       out_shape: Sequence[int] | None = None) -> tuple[tuple[int, int], ...]:
         """Per axis, the (before, after) padding of an input of ``spatial`` sizes that holds
-        every window, ceil_mode's last one (which may reach past the padding) included."""
+        every window, ceil_mode's last one (which may reach past the padding) included
+        (``out_shape``: ``output_shape(spatial)``, where the caller has it)."""
+        out_shape = self.output_shape(spatial) if out_shape is None else out_shape
         return tuple((p, max(p, (o - 1) * s + d * (k - 1) + 1 - n - p)) for n, k, s, p, d, o in
                      zip(spatial, self.kernel_size, self.stride, self.padding, self.dilation,
-                         self.output_shape(spatial)))
+                         out_shape))
 
     def bounded(self, spatial: Sequence[int]) -> "PoolSpec":
         """The same windows over an input of ``spatial`` sizes with kernels, strides and

@@ -1085,7 +1085,7 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
     if kernels is not None:
         y, index = _max_pool2d_compiled(kernels, x, spec, out_hw)
         return y, (index if return_indices else None)
-    inside = not any(map(any, spec.window_padding((h, w))))  # no window reaches padding
+    inside = not any(map(any, spec.window_padding((h, w), out_hw)))  # no window reaches padding
     if not (return_indices and inside):
         return _planewise(lambda planes: _max_pool2d(planes, spec, return_indices), x)
     # pieces of planes written straight into the outputs
@@ -1103,7 +1103,7 @@ def max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool = True):
 def _max_pool2d_compiled(kernels, x: np.ndarray, spec: PoolSpec, out_hw):
     """``max_pool2d`` by ``cpu_numba.max_pool2d_planes`` on pieces of planes, through the
     padding that holds every window (``PoolSpec.window_padding``)."""
-    (n, c, h, w), pads = x.shape, spec.window_padding(x.shape[2:])
+    (n, c, h, w), pads = x.shape, spec.window_padding(x.shape[2:], out_hw)
     padded_hw = (h + sum(pads[0]), w + sum(pads[1]))
     planes = x.reshape(n * c, h, w)
     y = np.empty((n * c,) + out_hw, dtype=x.dtype)
@@ -1121,7 +1121,7 @@ def _max_pool2d(x: np.ndarray, spec: PoolSpec, return_indices: bool):
     """Max pooling of planes x (P, 1, H, W) through padding: the indices by window tables."""
     h, w = x.shape[2:]
     out_hw = spec.output_shape((h, w))
-    pads = spec.window_padding((h, w))
+    pads = spec.window_padding((h, w), out_hw)
     if return_indices:
         tables = [_window_table(n, o, k, s, p, d) for n, o, k, s, p, d in
                   zip((h, w), out_hw, spec.kernel_size, spec.stride, spec.padding, spec.dilation)]
@@ -1271,7 +1271,7 @@ def _avg_divisor(size: int, kernel: int, stride: int, padding: int, out: int,
 
 def _avg_pool_geometry(spec: PoolSpec, in_hw, count_include_pad: bool, divisor_override, dtype):
     out_hw = spec.output_shape(in_hw)
-    pads = spec.window_padding(in_hw)  # (average pooling has no dilation)
+    pads = spec.window_padding(in_hw, out_hw)  # (average pooling has no dilation)
     if divisor_override is not None:
         divisor = np.full(out_hw, divisor_override, dtype=dtype)
     else:
