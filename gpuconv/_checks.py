@@ -21,6 +21,16 @@ _ENVIRON_DATA = getattr(os.environ, "_data", None)
 _MAX_BYTES_KEY = os.environ.encodekey(MAX_BYTES_ENV) if _ENVIRON_DATA is not None else None
 
 
+class SettingError(ValueError):
+    """A GPUCONV_* environment variable holds a value gpuconv cannot use (the message names
+    it and its rule)."""
+
+
+class SizeLimitError(ValueError):
+    """An array an op would create is above the byte limit (the physical memory, or
+    $GPUCONV_MAX_BYTES)."""
+
+
 def max_bytes_setting():
     """``$GPUCONV_MAX_BYTES`` as it is set now, unparsed (None when unset)."""
     if _ENVIRON_DATA is None:
@@ -39,7 +49,7 @@ def max_array_bytes() -> int:
         except ValueError:
             limit = 0
         if limit <= 0:
-            raise ValueError(f"{MAX_BYTES_ENV} must be a positive integer number of bytes, "
+            raise SettingError(f"{MAX_BYTES_ENV} must be a positive integer number of bytes, "
                              f"got {configured!r}")
         return limit
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -105,7 +115,8 @@ def check_array_bytes(name: str, shape: Sequence[int], itemsize: int, what: str)
     ``name`` is the argument that makes it this large, ``what`` the array."""
     over = over_byte_limit(math.prod(shape) * itemsize)
     if over:
-        raise ValueError(f"{name} is too large: {what} would have shape {tuple(shape)}, {over}")
+        raise SizeLimitError(f"{name} is too large: {what} would have shape {tuple(shape)}, "
+                             f"{over}")
 
 
 def check_array(array, name: str, layout: str):

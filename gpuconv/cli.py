@@ -81,8 +81,12 @@ def info(as_json):
 def demo(seed):
     """Run the slides' worked examples (2-channel convolution, 1-D correlation vs true
     convolution) forward and backward, laid out as the slides print them."""
+    from gpuconv._checks import SettingError, SizeLimitError
     from gpuconv.demo import run
-    result = _run_report(lambda: run(seed))
+    try:
+        result = run(seed)
+    except (SettingError, SizeLimitError) as exc:  # the environment's, not the demo's: no traceback
+        raise click.UsageError(str(exc)) from None
     click.echo(result.text())
     if result.problems:
         raise SystemExit(1)

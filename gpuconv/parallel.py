@@ -43,6 +43,7 @@ from typing import Callable, Iterable, TypeVar
 import numpy as np
 
 from gpuconv._blas import blas_threads, set_blas_threads
+from gpuconv._checks import SettingError
 
 ENV_VAR = "GPUCONV_NUM_THREADS"
 MAX_THREADS = 1024  # past any machine's cores: a larger count only starts idle threads
@@ -86,7 +87,7 @@ def _int_from_env(name: str, default: int, minimum: int, maximum: int, rule: str
     except ValueError:
         number = minimum - 1
     if not minimum <= number <= maximum:
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
+        raise SettingError(f"{name} must be {rule}, got {value!r}")
     return number
 
 

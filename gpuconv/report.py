@@ -50,6 +50,15 @@ def format_shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(n)) for n in shape)
 
 
+def _per_axis(values: Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+    """``shapes.ntuple``'s rule (one value for all axes, or one per axis), refused in the
+    calculator's words: its sizes are written 3x3."""
+    if len(values) not in (1, ndim):
+        raise ValueError(f"{name} needs 1 or {ndim} values for a {ndim}-D input, got "
+                         f"{format_shape(values)}")
+    return ntuple(tuple(values), ndim, name)
+
+
 def _split_input(input_shape: Sequence[int]) -> tuple[int, tuple[int, ...]]:
     """``C x L`` (1-D) or ``C x H x W`` (2-D): the channels and the spatial sizes."""
     shape = tuple(int(n) for n in input_shape)
@@ -133,12 +142,12 @@ def conv_shape(input_shape: Sequence[int], kernel_size: Sequence[int], out_chann
     channels, spatial = _split_input(input_shape)
     ndim = len(spatial)
     _check_batch(batch)
-    kernel = ntuple(tuple(kernel_size), ndim, "kernel")
+    kernel = _per_axis(kernel_size, ndim, "kernel")
     _check_kernel_and_channels(kernel, out_channels)
-    pad = padding if isinstance(padding, str) else ntuple(tuple(padding), ndim, "padding")
-    spec = ConvSpec.make(ndim, kernel, ntuple(tuple(stride), ndim, "stride"),
+    pad = padding if isinstance(padding, str) else _per_axis(padding, ndim, "padding")
+    spec = ConvSpec.make(ndim, kernel, _per_axis(stride, ndim, "stride"),
                          pad if isinstance(pad, str) else tuple(pad),
-                         ntuple(tuple(dilation), ndim, "dilation"), groups)
+                         _per_axis(dilation, ndim, "dilation"), groups)
     spec.check_groups(channels, out_channels)
     out = spec.checked_output_shape(spatial, kernel)
     axes = [f"{name}: floor(({n} + {lo} + {hi} - {d}*({k}-1) - 1) / {s}) + 1 = {size}"
@@ -162,12 +171,12 @@ def conv_transpose_shape(input_shape: Sequence[int], kernel_size: Sequence[int],
     channels, spatial = _split_input(input_shape)
     ndim = len(spatial)
     _check_batch(batch)
-    kernel = ntuple(tuple(kernel_size), ndim, "kernel")
+    kernel = _per_axis(kernel_size, ndim, "kernel")
     _check_kernel_and_channels(kernel, out_channels)
-    spec = ConvSpec.make(ndim, kernel, ntuple(tuple(stride), ndim, "stride"),
-                         ntuple(tuple(padding), ndim, "padding"),
-                         ntuple(tuple(dilation), ndim, "dilation"), groups,
-                         output_padding=ntuple(tuple(output_padding), ndim, "output_padding"),
+    spec = ConvSpec.make(ndim, kernel, _per_axis(stride, ndim, "stride"),
+                         _per_axis(padding, ndim, "padding"),
+                         _per_axis(dilation, ndim, "dilation"), groups,
+                         output_padding=_per_axis(output_padding, ndim, "output_padding"),
                          transposed=True)
     spec.check_groups(channels, out_channels)
     out = spec.checked_transpose_output_shape(spatial, kernel)
@@ -192,10 +201,10 @@ def pool_shape(input_shape: Sequence[int], kernel_size: Sequence[int],
     channels, spatial = _split_input(input_shape)
     ndim = len(spatial)
     _check_batch(batch)
-    spec = PoolSpec.make(ndim, ntuple(tuple(kernel_size), ndim, "kernel"),
-                         None if stride is None else ntuple(tuple(stride), ndim, "stride"),
-                         ntuple(tuple(padding), ndim, "padding"),
-                         ntuple(tuple(dilation), ndim, "dilation"), ceil_mode)
+    spec = PoolSpec.make(ndim, _per_axis(kernel_size, ndim, "kernel"),
+                         None if stride is None else _per_axis(stride, ndim, "stride"),
+                         _per_axis(padding, ndim, "padding"),
+                         _per_axis(dilation, ndim, "dilation"), ceil_mode)
     out = spec.checked_output_shape(spatial)
     rounding = "ceil" if spec.ceil_mode else "floor"
     axes, notes = [], []

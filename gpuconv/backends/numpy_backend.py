@@ -59,7 +59,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from gpuconv import backends, channelwise, parallel
-from gpuconv._checks import over_byte_limit
+from gpuconv._checks import SettingError, SizeLimitError, over_byte_limit
 from gpuconv.shapes import ConvSpec, PoolSpec, adaptive_windows, conv_output_size, max_window_taps
 
 NAME = "numpy"
@@ -96,7 +96,7 @@ def cpu_engine() -> str:
 @functools.cache
 def _load_cpu_kernels(choice: str):
     if choice not in ("", "numba", "numpy"):
-        raise ValueError(f"{CPU_KERNELS_ENV} must be 'numba' or 'numpy' (or unset), got {choice!r}")
+        raise SettingError(f"{CPU_KERNELS_ENV} must be 'numba' or 'numpy' (or unset), got {choice!r}")
     if choice == "numpy":
         return None
     try:
@@ -134,7 +134,7 @@ def _check_workspace(nbytes: int, whose: str) -> None:
     """Refuse, before allocating it, an unfolded-windows buffer above the byte limit."""
     over = over_byte_limit(nbytes)
     if over:
-        raise ValueError(f"input and weight are too large for the numpy backend: {whose} "
+        raise SizeLimitError(f"input and weight are too large for the numpy backend: {whose} "
                          f"unfolded windows would take {over}")
 
 

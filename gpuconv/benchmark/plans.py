@@ -14,14 +14,18 @@ from gpuconv.benchmark.suite import GPU_SUITE, Layer
 from gpuconv.shapes import ConvSpec
 
 
+def _check_precision(backend: str, precision: str) -> None:
+    if backend == "numba" and precision != "ieee":
+        raise ValueError(f"backend numba runs precision 'ieee' only, got {precision!r}")
+
+
 def layer_plans(layer: Layer, precision: str = "ieee", sm_count: int = gpu_plan.DEFAULT_SM_COUNT,
                 dtype: str = "float32", tile: str | None = None,
                 backend: str = "cupy") -> dict[str, gpu_plan.Plan]:
     """pass -> the Plan the CuPy backend (or ``backend`` "numba", "ieee" only) makes for
     ``layer`` (a conv or transposed conv), with ``tile`` forced where a pass's case has it
     (``autotune.forced_tile``; CuPy)."""
-    if backend == "numba" and precision != "ieee":
-        raise ValueError(f"backend numba runs precision 'ieee' only, got {precision!r}")
+    _check_precision(backend, precision)
     transposed = layer.kind == "conv_transpose"
     spec = ConvSpec.make(2, layer.kernel, stride=layer.stride, padding=layer.padding,
                          dilation=layer.dilation, groups=layer.groups,
@@ -70,6 +74,7 @@ def plan_rows(layers: Sequence[Layer] = GPU_SUITE, precision: str = "ieee",
               sm_count: int = gpu_plan.DEFAULT_SM_COUNT, backend: str = "cupy") -> list[dict]:
     """One row per conv layer and pass that runs a GEMM (``backend``'s plans): the choice and
     the model's figures, with ``ok`` saying whether the thresholds hold."""
+    _check_precision(backend, precision)  # (also where no conv layer is chosen)
     rows = []
     for layer in layers:
         if not layer.is_conv:
