@@ -130,7 +130,7 @@ def write_idx(path: PathLike, array) -> None:
     _write_atomically(path, header + payload, compress=path.suffix.lower() == ".gz")
 
 
-IDX_MAX_DIMS = 64  # the most axes a NumPy array has
+IDX_MAX_DIMS = 32  # the most axes a NumPy 1 array has (NumPy 2: 64)
 
 
 def _parse_idx_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -146,8 +146,8 @@ def _parse_idx_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...
         known = ", ".join(f"0x{c:02x} ({d})" for c, d in IDX_DTYPES.items())
         raise ValueError(f"{path}: unknown IDX type code 0x{code:02x}; the IDX spec defines {known}")
     if not 1 <= ndim <= IDX_MAX_DIMS:
-        raise ValueError(f"{path}: the IDX header declares {ndim} dimensions; an array has 1 "
-                         f"to {IDX_MAX_DIMS} (NumPy's limit)")
+        raise ValueError(f"{path}: the IDX header declares {ndim} dimensions; gpuconv reads 1 "
+                         f"to {IDX_MAX_DIMS} (NumPy 1's limit)")
     offset = 4 + 4 * ndim
     if len(data) < offset:
         raise ValueError(f"{path}: header truncated: it declares {ndim} dimensions, which need "

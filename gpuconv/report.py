@@ -119,12 +119,6 @@ def _pad_text(pairs: tuple[tuple[int, int], ...]) -> str:
     return "x".join(f"({lo},{hi})" for lo, hi in pairs)
 
 
-def _check_kernel_and_channels(kernel: tuple[int, ...], out_channels: int) -> None:
-    if any(k <= 0 for k in kernel):
-        raise ValueError(f"kernel size must be positive, got {format_shape(kernel)}")
-    check_int(out_channels, "out_channels", 1)
-
-
 def _check_batch(batch: Optional[int]) -> None:
     if batch is not None:
         check_int(batch, "batch", 1)
@@ -143,7 +137,7 @@ def conv_shape(input_shape: Sequence[int], kernel_size: Sequence[int], out_chann
     ndim = len(spatial)
     _check_batch(batch)
     kernel = _per_axis(kernel_size, ndim, "kernel")
-    _check_kernel_and_channels(kernel, out_channels)
+    check_int(out_channels, "out_channels", 1)  # (the kernel: ConvSpec.make checks it)
     pad = padding if isinstance(padding, str) else _per_axis(padding, ndim, "padding")
     spec = ConvSpec.make(ndim, kernel, _per_axis(stride, ndim, "stride"),
                          pad if isinstance(pad, str) else tuple(pad),
@@ -172,7 +166,7 @@ def conv_transpose_shape(input_shape: Sequence[int], kernel_size: Sequence[int],
     ndim = len(spatial)
     _check_batch(batch)
     kernel = _per_axis(kernel_size, ndim, "kernel")
-    _check_kernel_and_channels(kernel, out_channels)
+    check_int(out_channels, "out_channels", 1)  # (the kernel: ConvSpec.make checks it)
     spec = ConvSpec.make(ndim, kernel, _per_axis(stride, ndim, "stride"),
                          _per_axis(padding, ndim, "padding"),
                          _per_axis(dilation, ndim, "dilation"), groups,

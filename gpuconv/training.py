@@ -233,6 +233,7 @@ def _check_run(path, run) -> None:
 def _check_run_history(path, model: Sequential) -> None:
     """A checkpoint's history holds each of a run's logs (RUN_LOGS) for each finished epoch."""
     history = model.history.history
+
     def number(v) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 

@@ -145,7 +145,7 @@ def test_shapes_pool_stride_defaults_to_kernel():
     (["conv", "-i", "3x8x8", "-k", "3", "-o", "8", "-g", "2"], "divisible by groups=2"),
     (["conv", "-i", "3x8x8", "-k", "3", "-o", "8", "-g", "0"], "groups must be a positive int"),
     (["conv", "-i", "3x8x8", "-k", "3", "-o", "0"], "out_channels must be a positive int"),
-    (["conv", "-i", "3x8x8", "-k", "0", "-o", "2"], "kernel size must be positive"),
+    (["conv", "-i", "3x8x8", "-k", "0", "-o", "2"], "kernel_size must be positive"),
     (["conv", "-i", "3x8x8", "-k", "3x3x3", "-o", "2"], "kernel needs 1 or 2 values"),
     (["conv", "-i", "1x3x8x8", "-k", "3", "-o", "2"], "CxL (1-D) or CxHxW (2-D)"),
     (["conv", "-i", "3x0x8", "-k", "3", "-o", "2"], "input sizes must be positive"),

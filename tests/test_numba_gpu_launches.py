@@ -2,7 +2,7 @@
 
 In the simulator the backend makes the simulator's plans (one small conv tile, 32-thread
 blocks: the simulator pays an OS thread per CUDA thread), so what a GPU runs — the conv_gemm
-tiles of ``gpu_plan.NUMBA_TILES_FOR`` with their 128 or 256 threads, 64-bit offsets, the
+tiles of ``gpu_plan.NUMBA_TILES_FOR`` with their 64 to 256 threads, 64-bit offsets, the
 blocks of conv_direct, the depthwise and the pooling kernels — would only be compiled
 (tests/test_numba_sm90.py) before a GPU ran it. Here the backend plans as on a GPU
 (``numba_backend.SIMULATED`` off) and the simulator runs those plans on small cases, against

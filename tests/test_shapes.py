@@ -642,22 +642,42 @@ def test_pool_window_padding_holds_every_window_and_no_more():
         assert before == p and after == max(p, last_tap - (n - 1)), (spec, n)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: ConvSpec.make(0, ()), lambda: ConvSpec.make(-1, (3,)), lambda: ConvSpec.make("2", (3, 3)),
-    lambda: ConvSpec.make(2, (0, 0), padding="same"), lambda: ConvSpec.make(2, (3.5, 3), padding="same"),
-    lambda: ConvSpec.make(2, (3, 3, 3)), lambda: PoolSpec.make(0, 2),
-    lambda: ConvSpec.make(2, (3, 3)).output_shape((7,), (3, 3)),
-    lambda: ConvSpec.make(2, (3, 3)).transpose_output_shape((7, 7), (3,)),
-    lambda: PoolSpec.make(2, 2).output_shape((5, 5, 5)),
-    lambda: pool_output_size(5, 2, 2, 0, 1, "False"), lambda: pool_output_size(5, 2, 2, -3),
-    lambda: keras_same_padding(5, 3, 0), lambda: PoolSpec.keras_same((3, 3), (0, 2), (5, 5)),
-    lambda: adaptive_windows(5, 0), lambda: same_padding(0),
-], ids=lambda call: "")
-def test_the_shape_rules_refuse_bad_arguments_when_called_directly(call):
-    """gpuconv.shapes as an API of its own: each of these gave a silently wrong spec or size
-    (a wrong axis count, a negative padding, a string read as ceil_mode) or a deep
-    ZeroDivisionError; the ops had checked their arguments before."""
-    with pytest.raises((ValueError, TypeError)):
+# (call, what the refusal says): each gave a silently wrong spec or size (a wrong axis count,
+# a negative padding, a string read as ceil_mode) or a deep ZeroDivisionError
+_BAD_SHAPE_CALLS = {
+    "ndim 0": (lambda: ConvSpec.make(0, ()), "ndim must be a positive int"),
+    "ndim -1": (lambda: ConvSpec.make(-1, (3,)), "ndim must be a positive int"),
+    "ndim str": (lambda: ConvSpec.make("2", (3, 3)), "ndim must be a positive int"),
+    "same kernel 0": (lambda: ConvSpec.make(2, (0, 0), padding="same"),
+                      "kernel_size must be positive"),
+    "same kernel float": (lambda: ConvSpec.make(2, (3.5, 3), padding="same"),
+                          "kernel_size must be an int or a tuple of 2 ints"),
+    "3 kernel axes of 2": (lambda: ConvSpec.make(2, (3, 3, 3)),
+                           "kernel_size must be an int or a tuple of 2 ints"),
+    "pool ndim 0": (lambda: PoolSpec.make(0, 2), "ndim must be a positive int"),
+    "1 input axis of 2": (lambda: ConvSpec.make(2, (3, 3)).output_shape((7,), (3, 3)),
+                          "spatial must hold 2 sizes"),
+    "1 kernel axis of 2": (lambda: ConvSpec.make(2, (3, 3)).transpose_output_shape((7, 7), (3,)),
+                           "kernel must hold 2 sizes"),
+    "kernel 0 to a spec": (lambda: ConvSpec.make(2, (3, 3)).output_shape((7, 7), (0, 3)),
+                           "kernel must be positive"),
+    "3 input axes of 2": (lambda: PoolSpec.make(2, 2).output_shape((5, 5, 5)),
+                          "spatial must hold 2 sizes"),
+    "ceil_mode str": (lambda: pool_output_size(5, 2, 2, 0, 1, "False"),
+                      "ceil_mode must be True or False"),
+    "padding -3": (lambda: pool_output_size(5, 2, 2, -3), "padding must be a non-negative int"),
+    "keras stride 0": (lambda: keras_same_padding(5, 3, 0), "stride must be a positive int"),
+    "keras pool stride 0": (lambda: PoolSpec.keras_same((3, 3), (0, 2), (5, 5)),
+                            "stride must be a positive int"),
+    "adaptive out 0": (lambda: adaptive_windows(5, 0), "an output size >= 1"),
+    "same kernel 0 (1-D)": (lambda: same_padding(0), "kernel must be a positive int"),
+}
+
+
+@pytest.mark.parametrize("call, message", _BAD_SHAPE_CALLS.values(), ids=list(_BAD_SHAPE_CALLS))
+def test_the_shape_rules_refuse_bad_arguments_when_called_directly(call, message):
+    """gpuconv.shapes as an API of its own (the ops check their arguments before)."""
+    with pytest.raises((ValueError, TypeError), match=message):
         call()
 
 

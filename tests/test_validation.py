@@ -591,11 +591,11 @@ def test_garbage_argument_gives_a_named_error(op, key, value):
     assert not _backend_frames(error), f"raised inside a backend: {_backend_frames(error)}"
 
 
-@pytest.mark.parametrize("name", ["numpy", "cupy", "numba"])
+@pytest.mark.parametrize("name", ["numpy_backend", "cupy_backend", "numba_backend", "reference"])
 def test_every_backend_module_implements_the_kernel_list(name):
     import importlib
     from gpuconv.backends import KERNELS
-    module = importlib.import_module(f"gpuconv.backends.{name}_backend")
+    module = importlib.import_module(f"gpuconv.backends.{name}")
     missing = [k for k in KERNELS if not callable(getattr(module, k, None))]
     assert not missing, f"{name} backend lacks {missing}"
     assert "ieee" in module.PRECISIONS

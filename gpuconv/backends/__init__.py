@@ -14,24 +14,26 @@ from types import ModuleType
 
 import numpy as np
 
+# every conv arithmetic: strict IEEE FP32/FP64 FMAs; TF32 tensor cores; 3xTF32 (FP32 accuracy
+# on tensor cores)
+PRECISIONS = ("ieee", "tf32", "tf32x3")
+
 # What every backend module provides (signatures and maths in reference.py): the kernels,
-# flip_kernel (functional.py's true convolution) and from_foreign, its
-# zero-copy view of another library's array; besides NAME, PRECISIONS (the part of
-# PRECISIONS below it offers: "ieee", and "tf32", "tf32x3" on tensor cores) and LIFTS_1D: whether it takes a
+# flip_kernel (functional.py's true convolution), from_foreign, its zero-copy view of
+# another library's array, and checks_index_values (whether its max-pool backward refuses
+# bad indices itself, or the caller must check them first); besides NAME, PRECISIONS (the part of PRECISIONS above it
+# offers: "ieee", and "tf32", "tf32x3" on tensor cores) and LIFTS_1D: whether it takes a
 # 1-D op's (N, C, L) arrays as they are and returns results of that rank (the GPU backends
 # lift them to (N, C, 1, L) once, when they prepare a call signature: signature.lift), or
 # gets them as (N, C, 1, L) views.
 # max_pool2d_backward(grad_out, indices, input_hw, spec) receives the PoolSpec (None for
 # adaptive max pooling, whose windows follow from input_hw and grad_out's shape), so a GPU
 # backend finds each input element's candidate windows in closed form.
-# every conv arithmetic: strict IEEE FP32/FP64 FMAs; TF32 tensor cores; 3xTF32 (FP32 accuracy
-# on tensor cores)
-PRECISIONS = ("ieee", "tf32", "tf32x3")
 KERNELS = (
     "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias", "conv2d_backward",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward", "adaptive_max_pool2d",
-    "lp_pool2d", "lp_pool2d_backward", "flip_kernel", "from_foreign",
+    "lp_pool2d", "lp_pool2d_backward", "flip_kernel", "from_foreign", "checks_index_values",
 )
 
 

@@ -17,11 +17,12 @@ is forced (``autotune.forced_tile``: the bench's tile sweep).
 
 Host overhead (issue 13): everything that depends only on a call's signature (shapes,
 strides, dtypes, spec, precision, device, autotune switches) is prepared once: the plan, the
-RawKernel handles, grids and each launch's parameter struct with every scalar filled in. A call allocates its outputs, patches their pointers into a copy of the
-struct and launches: no planning, no device attribute reads, no host transfer, no
-synchronisation. A conv's backward (``conv2d_backward``: its grad-input, grad-weight and
-grad-bias) is prepared as one call, the parts sharing their workspaces. Bad max-pool indices
-set a device-side error word instead of a blocking check (``gpuconv.check_errors``).
+RawKernel handles, grids and each launch's parameter struct with every scalar filled in. A
+call allocates its outputs, patches their pointers into a copy of the struct and launches:
+no planning, no device attribute reads, no host transfer, no synchronisation. A conv's
+backward (``conv2d_backward``: its grad-input, grad-weight and grad-bias) is prepared as one
+call, the parts sharing their workspaces. Bad max-pool indices set a device-side error word
+instead of a blocking check (``gpuconv.check_errors``).
 """
 
 from __future__ import annotations

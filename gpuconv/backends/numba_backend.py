@@ -10,12 +10,13 @@ the stream of ``on_stream``); CuPy arrays in, CuPy arrays out (zero-copy through
 ``__cuda_array_interface__``, on CuPy's current stream, no synchronisation); NumPy arrays
 are copied to the device and back.
 
-Every kernel is the twin of a CuPy backend kernel (same name, same struct fields): conv_gemm,
-conv_splitk_reduce, conv_grad_bias, conv_pad_adjoint (kernels/conv_numba.py), conv_depthwise,
-conv_depthwise_grad_weight (kernels/depthwise_numba.py) and the pooling kernels
-(kernels/pool_numba.py), launched as ``gpu_plan``'s plans say (``numba_conv_*_plan``, and
-``numba_plan`` of the pooling plans; the pooling entry points are both GPU backends',
-``gpu_pooling``): this module only allocates, packs the struct fields and launches. No kernel uses atomics: every result repeats bit for bit.
+Every kernel is the twin of a CuPy backend kernel (same name, same struct fields):
+conv_gemm, conv_splitk_reduce, conv_grad_bias, conv_pad_adjoint (kernels/conv_numba.py),
+conv_depthwise, conv_depthwise_grad_weight (kernels/depthwise_numba.py) and the pooling
+kernels (kernels/pool_numba.py), launched as ``gpu_plan``'s plans say
+(``numba_conv_*_plan``, and ``numba_plan`` of the pooling plans; the pooling entry points
+are both GPU backends', ``gpu_pooling``): this module only allocates, packs the struct
+fields and launches. No kernel uses atomics: every result repeats bit for bit.
 
 Host overhead (issues 13, 14): what depends only on a call's signature (shapes, strides,
 dtypes and types of the arrays, spec and options, device: ``signature.prepared``, as in

@@ -144,11 +144,6 @@ def check_input_shape(input_shape) -> tuple[int, ...]:
     return tuple(check_int(n, "each size of input_shape", 1) for n in sizes)
 
 
-def _kernel_size(kernel_size) -> tuple[int, int]:
-    """A square or (kH, kW) kernel of positive sizes, checked where the layer is written."""
-    return tuple(check_int(k, "kernel_size", 1) for k in ntuple(kernel_size, 2, "kernel_size"))
-
-
 def _keras_padding(padding):
     """Keras spells padding "valid" / "same" in any case; ints and tuples pass through."""
     return padding.lower() if isinstance(padding, str) else padding
@@ -208,7 +203,7 @@ class Conv2D(_Linear):
                  input_shape=None):
         super().__init__(activation, name, input_shape)
         self.filters = check_int(filters, "filters", 1)
-        self.kernel_size = _kernel_size(kernel_size)
+        self.kernel_size = ntuple(kernel_size, 2, "kernel_size")  # (make checks its sizes)
         self.padding = _keras_padding(padding)
         self.strides, self.dilation_rate = strides, dilation_rate
         self.groups, self.use_bias = groups, check_bool(use_bias, "use_bias")
@@ -290,7 +285,7 @@ class Conv2DTranspose(_Linear):
                  name: Optional[str] = None, input_shape=None):
         super().__init__(activation, name, input_shape)
         self.filters = check_int(filters, "filters", 1)
-        self.kernel_size = _kernel_size(kernel_size)
+        self.kernel_size = ntuple(kernel_size, 2, "kernel_size")  # (make checks its sizes)
         self.padding = _keras_padding(padding)
         self.strides, self.output_padding = strides, output_padding
         self.dilation_rate, self.groups = dilation_rate, groups
