@@ -465,15 +465,9 @@ def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision:
 
 
 # --------------------------------------------------------------------------- pooling
-_POOLING = gpu_pooling.pooling_ops(
+# max_pool2d, avg_pool2d, ... and their backwards (gpu_pooling), bound to this executor
+globals().update(gpu_pooling.pooling_ops(
     _call,
     lambda ex, p, arrays, names, outputs, contiguous: _prepare(
         ex, p, names, outputs, _contiguous_copies(arrays, contiguous)),
-    _strides)
-max_pool2d, adaptive_max_pool2d = _POOLING.max_pool2d, _POOLING.adaptive_max_pool2d
-max_pool2d_backward = _POOLING.max_pool2d_backward
-avg_pool2d, adaptive_avg_pool2d = _POOLING.avg_pool2d, _POOLING.adaptive_avg_pool2d
-avg_pool2d_backward = _POOLING.avg_pool2d_backward
-adaptive_avg_pool2d_backward = _POOLING.adaptive_avg_pool2d_backward
-lp_pool2d, lp_pool2d_backward = _POOLING.lp_pool2d, _POOLING.lp_pool2d_backward
-checks_index_values = gpu_pooling.checks_index_values
+    _strides))

@@ -14,8 +14,6 @@ Kernels and maths: kernels/pool.cu and its twin kernels/pool_numba.py (reference
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 
 from gpuconv.backends import gpu_plan
@@ -29,9 +27,9 @@ def checks_index_values() -> bool:
     return False
 
 
-def pooling_ops(call, prepare, strides) -> SimpleNamespace:
-    """The pooling kernels of ``gpuconv.backends.KERNELS`` for a backend (see the module's
-    docstring), each a plain function."""
+def pooling_ops(call, prepare, strides) -> dict:
+    """The pooling entries of ``gpuconv.backends.KERNELS`` for a backend (see the module's
+    docstring), by name, each a plain function: a backend module adds them to its globals."""
 
     def pooled(x, out_hw) -> tuple:
         return (tuple(x.shape[:2]) + tuple(out_hw), np.dtype(x.dtype).name)
@@ -115,10 +113,10 @@ def pooling_ops(call, prepare, strides) -> SimpleNamespace:
     def lp_pool2d_backward(grad_out, x, spec: PoolSpec, norm_type: float):
         return call(build_lp_pool2d_backward, (grad_out, x), (spec, norm_type))[0]
 
-    return SimpleNamespace(
+    return dict(
         max_pool2d=max_pool2d, adaptive_max_pool2d=adaptive_max_pool2d,
         max_pool2d_backward=max_pool2d_backward, avg_pool2d=avg_pool2d,
         adaptive_avg_pool2d=adaptive_avg_pool2d, lp_pool2d=lp_pool2d,
         avg_pool2d_backward=avg_pool2d_backward,
         adaptive_avg_pool2d_backward=adaptive_avg_pool2d_backward,
-        lp_pool2d_backward=lp_pool2d_backward)
+        lp_pool2d_backward=lp_pool2d_backward, checks_index_values=checks_index_values)

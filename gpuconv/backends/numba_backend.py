@@ -679,15 +679,9 @@ def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision:
 # --------------------------------------------------------------------------- pooling
 # The pooling plans are the CuPy backend's as the twins take them (gpu_plan.numba_plan); the
 # Numba kernels take contiguous arrays (see _call), so they are planned for contiguous strides.
-_POOLING = gpu_pooling.pooling_ops(
+# max_pool2d, avg_pool2d, ... and their backwards (gpu_pooling), bound to this executor
+globals().update(gpu_pooling.pooling_ops(
     _call,
     lambda device, p, arrays, names, outputs, contiguous: _prepare(
         device, gpu_plan.numba_plan(p, SIMULATED), arrays, names, outputs),
-    lambda array: gpu_plan.contiguous_strides(array.shape))
-max_pool2d, adaptive_max_pool2d = _POOLING.max_pool2d, _POOLING.adaptive_max_pool2d
-max_pool2d_backward = _POOLING.max_pool2d_backward
-avg_pool2d, adaptive_avg_pool2d = _POOLING.avg_pool2d, _POOLING.adaptive_avg_pool2d
-avg_pool2d_backward = _POOLING.avg_pool2d_backward
-adaptive_avg_pool2d_backward = _POOLING.adaptive_avg_pool2d_backward
-lp_pool2d, lp_pool2d_backward = _POOLING.lp_pool2d, _POOLING.lp_pool2d_backward
-checks_index_values = gpu_pooling.checks_index_values
+    lambda array: gpu_plan.contiguous_strides(array.shape)))
