@@ -368,7 +368,7 @@ _FIT_ARGS = [
      [np.full((4, 1, 2, 2), 1e39)]),
     (lambda v: _compiled().fit(XS[:v], YS[:v], verbose=0), "at least one sample", [0]),
     (lambda v: _compiled().fit(XS, YS, validation_split=v, verbose=0), "validation_split",
-     [0.01, 0.9]),
+     [0.99, 0.9]),
     (lambda v: _compiled().fit(XS, YS, validation_data=v, verbose=0), "validation_data",
      [(XS,), (XS, None), (XS, YS, YS), XS]),
     (lambda v: _compiled().fit(XS, YS, callbacks=v, verbose=0), "callbacks", [[1], 5]),

@@ -268,6 +268,33 @@ def test_early_stopping_counts_patience_as_keras_and_restores_the_best(patience,
         np.testing.assert_array_equal(got, want)
 
 
+def test_early_stopping_restores_the_best_when_training_ends_without_stopping():
+    """Keras 3: the best epoch's weights come back at the end of training, stopped or not
+    (they were kept only when EarlyStopping stopped, tf.keras 2's rule)."""
+    x, y = _data()
+    script = Script([5.0, 1.0, 3.0, 2.0, 2.0, 1.5, 1.2, 1.1])
+    model = _small_model()
+    stop = nn.EarlyStopping(patience=10, restore_best_weights=True)
+    model.fit(x, y, epochs=8, verbose=0, callbacks=[script, stop])
+    assert model.epoch == 8 and stop.stopped_epoch is None and stop.best_epoch == 1
+    for got, want in zip(model.get_weights(), script.weights[1]):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n, split, validated", [(10, 0.25, 3), (5, 0.5, 3), (7, 0.3, 3),
+                                                 (24, 0.25, 6), (10, 0.04, 1)])
+def test_validation_split_holds_out_what_keras_holds_out(n, split, validated):
+    """Keras trains on the first floor(N * (1 - split)) samples and validates on the rest
+    (it held out round(N * split): 2 of 10 at 0.25, and refused 0.04 of 10)."""
+    x, y = _data(n)
+    model = _small_model()
+    model.fit(x, y, epochs=1, verbose=0, validation_split=split)
+    tail = model.evaluate(x[n - validated:], y[n - validated:])
+    assert model.history.history["val_loss"][-1] == pytest.approx(tail["loss"], rel=1e-6)
+    longer = model.evaluate(x[n - validated - 1:], y[n - validated - 1:])
+    assert model.history.history["val_loss"][-1] != pytest.approx(longer["loss"], rel=1e-6)
+
+
 def test_early_stopping_on_acc_maximises_and_a_missing_quantity_is_an_error():
     x, y = _data()
     model = _small_model("acc")

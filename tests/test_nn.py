@@ -5,6 +5,7 @@ fully convolutional conversion, and the trainer's guards."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -54,6 +55,21 @@ def test_layer_backward_matches_finite_differences(make, shape):
         x = rng.permutation(np.arange(x.size, dtype=np.float64)).reshape(x.shape) / x.size
     gy = rng.standard_normal((3,) + layer.output_shape)
     _assert_backward_is_finite_differences(layer, x, gy, training=True)
+
+
+@pytest.mark.parametrize("make, shape", LAYER_CASES, ids=lambda v: repr(v()) if callable(v) else "")
+def test_layer_backward_after_an_inference_forward_is_that_forwards(make, shape):
+    """A backward after an inference forward (a saliency map) is the gradient of that
+    forward, not of the last training batch (max pooling routed it by that batch's argmax)."""
+    layer = make()
+    _build(layer, shape)
+    rng = RNG(4)
+    size = 3 * math.prod(shape)  # distinct values of both signs, none at a kink (0)
+    x, earlier = ((rng.permutation(np.arange(size, dtype=np.float64)) + 0.5).reshape(
+        (3,) + shape) / size - 0.5 for _ in range(2))
+    layer.forward(earlier, training=True)
+    gy = rng.standard_normal((3,) + layer.output_shape)
+    _assert_backward_is_finite_differences(layer, x, gy, training=False)
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])

@@ -147,8 +147,8 @@ class _Monitor(Callback):
 
 class EarlyStopping(_Monitor):
     """Stops training when ``monitor`` has not improved by more than ``min_delta`` for
-    ``patience`` epochs; ``restore_best_weights`` puts back the best epoch's weights
-    when it stops (Keras' behaviour: not when training ends by itself)."""
+    ``patience`` epochs; ``restore_best_weights`` puts back the best epoch's weights when
+    training ends, stopped or not (Keras 3; tf.keras 2 restored only when it stopped)."""
 
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
                  mode: str = "auto", restore_best_weights: bool = False):
@@ -170,8 +170,10 @@ class EarlyStopping(_Monitor):
         self.wait += 1
         if self.wait >= self.patience:  # Keras: patience 0 and 1 both stop at the first
             self.stopped_epoch, self.model.stop_training = epoch, True
-            if self.best_weights is not None:
-                self.model.set_weights(self.best_weights)
+
+    def on_train_end(self, logs: Optional[dict] = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
 
 
 class _AnyQuantity(dict):

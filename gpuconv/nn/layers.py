@@ -408,15 +408,18 @@ class MaxPool2D(_Pool2D):
     """Max pooling; its gradient goes to each window's maximum (the slides' routing)."""
 
     def forward(self, x, training=False, rng=None):
-        if not training:
-            return self._kept(F.max_pool2d(x, **self._pool_args()))
         self._x = x
+        if not training:  # inference needs no indices: a backward after it makes them
+            self._indices = None
+            return self._kept(F.max_pool2d(x, **self._pool_args()))
         y, self._indices = F.max_pool2d(x, return_indices=True, **self._pool_args())
         return self._kept(y)
 
     def backward(self, grad_out):
         if not self.need_input_grad:
             return None
+        if self._indices is None:  # (a gradient of an inference pass: a saliency map)
+            _, self._indices = F.max_pool2d(self._x, return_indices=True, **self._pool_args())
         # the indices are the forward's own: no range check (on the GPU, a wait for it)
         return F.max_pool2d_backward(self._all_windows(grad_out), self._x, self._indices,
                                      **self._pool_args(), check_indices=False)
@@ -614,8 +617,9 @@ class Dropout(Layer):
 
 class BatchNorm2D(Layer):
     """Per-channel batch normalisation of (N, C, H, W): while training, normalises with the
-    batch's mean and (biased) variance and updates running statistics (unbiased variance,
-    ``running = momentum * running + (1 - momentum) * batch``, Keras' convention); at
+    batch's mean and (biased) variance and updates running statistics as
+    ``running = momentum * running + (1 - momentum) * batch`` (Keras' momentum convention)
+    with the batch's unbiased variance (PyTorch's; Keras 3 takes the biased one); at
     inference, uses the running statistics."""
 
     # the ReLU right after it runs in its passes or kernels (Sequential.build)
@@ -806,7 +810,9 @@ ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "elu": ELU}
 
 
 def make_activation(name: Optional[str]) -> Optional[_Activation]:
-    """The activation layer for Keras' ``activation=`` name (None or "linear": none)."""
+    """The activation layer for Keras' ``activation=`` name (None or "linear": none), with
+    the layer's defaults: "leaky_relu" slopes 0.3 as Keras 3's LeakyReLU layer (Keras 3's
+    activation function of that name slopes 0.2; a LeakyReLU layer sets any slope)."""
     if name is None or name == "linear":
         return None
     if name == "softmax":

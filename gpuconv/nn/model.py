@@ -484,7 +484,7 @@ class Sequential:
         if validation_data is None and check_number(validation_split, "validation_split"):
             if not 0.0 < validation_split < 1.0:
                 raise ValueError(f"validation_split must be in (0, 1), got {validation_split!r}")
-            cut = len(x) - int(round(len(x) * validation_split))
+            cut = int(len(x) * (1.0 - validation_split))  # Keras': floor of the training part
             if not 0 < cut < len(x):
                 raise ValueError(f"validation_split {validation_split!r} of {len(x)} samples "
                                  f"leaves {cut} to train on and {len(x) - cut} to validate "

@@ -50,8 +50,9 @@ class StepDecay:
 
 
 class CosineDecay:
-    """Half a cosine from ``lr`` down to ``lr * final_fraction`` over ``total_steps``,
-    after ``warmup_steps`` of linear warm-up."""
+    """``total_steps`` in all: ``warmup_steps`` of linear warm-up to ``lr`` (step i at
+    ``lr * (i + 1) / warmup_steps``), then half a cosine from ``lr`` down to
+    ``lr * final_fraction`` over the remaining steps."""
 
     def __init__(self, lr: float, total_steps: int, final_fraction: float = 0.0,
                  warmup_steps: int = 0):
@@ -209,7 +210,9 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam with bias correction (Kingma & Ba); epsilon 1e-7 as Keras."""
+    """Adam with bias correction (Kingma & Ba) as Keras computes it, epsilon 1e-7 as Keras;
+    ``weight_decay`` is an L2 term added to the gradient (PyTorch's Adam), not Keras'
+    decoupled decay (AdamW's)."""
 
     name = "adam"
 
