@@ -50,7 +50,7 @@ def max_array_bytes() -> int:
             limit = 0
         if limit <= 0:
             raise SettingError(f"{MAX_BYTES_ENV} must be a positive integer number of bytes, "
-                             f"got {configured!r}")
+                               f"got {configured!r}")
         return limit
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return min(physical, np.iinfo(np.intp).max)

@@ -130,7 +130,9 @@ def write_idx(path: PathLike, array) -> None:
     _write_atomically(path, header + payload, compress=path.suffix.lower() == ".gz")
 
 
-IDX_MAX_DIMS = 32  # the most axes a NumPy 1 array has (NumPy 2: 64)
+# the most axes an array of this NumPy has: what read_idx reads (an array write_idx takes
+# has no more; IDX itself allows 255)
+IDX_MAX_DIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
 
 
 def _parse_idx_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -147,7 +149,7 @@ def _parse_idx_header(path: Path, data: bytes) -> tuple[np.dtype, tuple[int, ...
         raise ValueError(f"{path}: unknown IDX type code 0x{code:02x}; the IDX spec defines {known}")
     if not 1 <= ndim <= IDX_MAX_DIMS:
         raise ValueError(f"{path}: the IDX header declares {ndim} dimensions; gpuconv reads 1 "
-                         f"to {IDX_MAX_DIMS} (NumPy 1's limit)")
+                         f"to {IDX_MAX_DIMS} (this NumPy's limit)")
     offset = 4 + 4 * ndim
     if len(data) < offset:
         raise ValueError(f"{path}: header truncated: it declares {ndim} dimensions, which need "

@@ -59,8 +59,9 @@ def _check_axes(spec_ndim: int, **sizes) -> None:
         if len(values) != spec_ndim:
             raise ValueError(f"{name} must hold {spec_ndim} sizes, one per spatial axis, got "
                              f"{tuple(values)}")
-    if min(sizes.get("kernel", (1,))) < 1:
-        raise ValueError(f"kernel must be positive, got {tuple(sizes['kernel'])}")
+    kernel = sizes.get("kernel", ())
+    if not all(_is_int(k) and k >= 1 for k in kernel):
+        raise ValueError(f"kernel must hold positive ints, got {tuple(kernel)}")
 
 
 def _positive(values: tuple[int, ...], name: str) -> tuple[int, ...]:

@@ -303,6 +303,18 @@ def test_demo_reports_a_bad_setting_without_a_traceback(monkeypatch, setting, va
     assert "Traceback" not in result.output
 
 
+def test_demo_keeps_the_traceback_of_its_own_errors(monkeypatch):
+    """Only the environment's errors (a setting, the byte limit) become usage errors: a
+    ValueError of the demo itself is a bug, and keeps its traceback."""
+    import gpuconv.demo
+
+    def broken(seed):
+        raise ValueError("a bug")
+    monkeypatch.setattr(gpuconv.demo, "run", broken)
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+
+
 def test_bench_plan_names_what_it_cannot_show():
     """An empty --layers or --ops is a usage error (it ran the whole suite); a choice with no
     convolution says that only convolutions have plans (it printed an empty table)."""
@@ -311,6 +323,11 @@ def test_bench_plan_names_what_it_cannot_show():
         assert result.exit_code == 2 and "leave the option out" in result.output
     result = CliRunner().invoke(main, ["bench", "--plan", "ieee", "--ops", "max_pool2d"])
     assert result.exit_code == 0 and "only convolutions have launch plans" in result.output
+    # a Numba plan at a tensor-core precision is refused whatever the layers (it printed
+    # "no conv layer chosen" for pooling ones, and exited 0)
+    result = CliRunner().invoke(main, ["bench", "--backend", "numba", "--plan", "tf32", "--ops",
+                                       "max_pool2d"])
+    assert result.exit_code == 2 and "precision 'ieee' only" in result.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from gpuconv import data
-from gpuconv.data import (FASHION_MNIST_CLASSES, STANDARD_FILES, fit_to_model, light_background,
-                          load_dataset, load_images, read_idx, resize_images,
+from gpuconv.data import (FASHION_MNIST_CLASSES, IDX_MAX_DIMS, STANDARD_FILES, fit_to_model,
+                          light_background, load_dataset, load_images, read_idx, resize_images,
                           split_validation, to_float_images, write_idx)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +103,9 @@ GOOD = idx_bytes(0x08, (2, 3), bytes(6))
     (b"\x01\x00" + GOOD[2:], "must start with two zero bytes, got 01 00 08 02"),
     (gzip.compress(GOOD, mtime=0), "looks gzip-compressed: name it"),
     (b"\0\0\x0a\x02" + GOOD[4:], "unknown IDX type code 0x0a"),
-    (b"\0\0\x08\x00", "declares 0 dimensions; gpuconv reads 1 to 32"),
-    (idx_bytes(0x08, (1,) * 33, b"\0"), "declares 33 dimensions; gpuconv reads 1 to 32"),
+    (b"\0\0\x08\x00", f"declares 0 dimensions; gpuconv reads 1 to {IDX_MAX_DIMS}"),
+    (idx_bytes(0x08, (1,) * (IDX_MAX_DIMS + 1), b"\0"),
+     f"declares {IDX_MAX_DIMS + 1} dimensions; gpuconv reads 1 to {IDX_MAX_DIMS}"),
     (GOOD[:10], "header truncated: it declares 2 dimensions, which need a 12-byte header"),
     (GOOD[:-1], "truncated: header says 2x3 uint8 = 6 bytes, the file has 5 after the header"),
     (GOOD + b"\0\0", "2 trailing bytes: header says 2x3 uint8 = 6 bytes, the file has 8"),
@@ -456,3 +457,12 @@ def test_split_validation_is_deterministic_disjoint_and_ordered():
 def test_split_validation_rejects(n_y, fraction, rule):
     with pytest.raises(ValueError, match=rule):
         split_validation(np.zeros(10), np.zeros(n_y), fraction, seed=0)
+
+
+def test_the_most_axes_an_array_has_are_written_and_read_back(tmp_path):
+    """write_idx takes any array this NumPy makes, and read_idx reads it back (its limit
+    once stopped below what write_idx wrote)."""
+    array = np.arange(6, dtype=np.uint8).reshape((2, 3) + (1,) * (IDX_MAX_DIMS - 2))
+    write_idx(tmp_path / "deep-idx", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "deep-idx"), array)
+

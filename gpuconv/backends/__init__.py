@@ -1,9 +1,9 @@
 """Backend registry: which implementation runs an op, and why one cannot.
 
-A backend is a module that implements the 2-D kernels listed in ``KERNELS``
-(1-D ops run as 2-D ops over a height-1 image). ``gpuconv.functional``
-validates every argument before it calls one, so a backend receives checked
-arrays of one dtype and a validated ``ConvSpec`` / ``PoolSpec``.
+A backend is a module that provides the entries listed in ``KERNELS``: its 2-D kernels
+(1-D ops run as 2-D ops over a height-1 image) and three helpers beside them.
+``gpuconv.functional`` validates every argument before it calls one, so a backend receives
+checked arrays of one dtype and a validated ``ConvSpec`` / ``PoolSpec``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ PRECISIONS = ("ieee", "tf32", "tf32x3")
 # What every backend module provides (signatures and maths in reference.py): the kernels,
 # flip_kernel (functional.py's true convolution), from_foreign, its zero-copy view of
 # another library's array, and checks_index_values (whether its max-pool backward refuses
-# bad indices itself, or the caller must check them first); besides NAME, PRECISIONS (the part of PRECISIONS above it
-# offers: "ieee", and "tf32", "tf32x3" on tensor cores) and LIFTS_1D: whether it takes a
-# 1-D op's (N, C, L) arrays as they are and returns results of that rank (the GPU backends
-# lift them to (N, C, 1, L) once, when they prepare a call signature: signature.lift), or
-# gets them as (N, C, 1, L) views.
+# bad indices itself, or the caller must check them first); besides NAME, PRECISIONS (the
+# part of PRECISIONS above it offers: "ieee", and "tf32", "tf32x3" on tensor cores) and
+# LIFTS_1D: whether it takes a 1-D op's (N, C, L) arrays as they are and returns results of
+# that rank (the GPU backends lift them to (N, C, 1, L) once, when they prepare a call
+# signature: signature.lift), or gets them as (N, C, 1, L) views.
 # max_pool2d_backward(grad_out, indices, input_hw, spec) receives the PoolSpec (None for
 # adaptive max pooling, whose windows follow from input_hw and grad_out's shape), so a GPU
 # backend finds each input element's candidate windows in closed form.

@@ -465,9 +465,10 @@ def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision:
 
 
 # --------------------------------------------------------------------------- pooling
-# max_pool2d, avg_pool2d, ... and their backwards (gpu_pooling), bound to this executor
-globals().update(gpu_pooling.pooling_ops(
-    _call,
+# the pooling entries of KERNELS (max_pool2d, avg_pool2d, ..., their backwards and
+# checks_index_values) from gpu_pooling, run by this module's executor
+gpu_pooling.bind(
+    globals(), _call,
     lambda ex, p, arrays, names, outputs, contiguous: _prepare(
         ex, p, names, outputs, _contiguous_copies(arrays, contiguous)),
-    _strides))
+    _strides)

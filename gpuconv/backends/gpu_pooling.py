@@ -1,7 +1,7 @@
 """The pooling ops of both GPU backends, written once: each builds ``gpu_plan``'s pooling
 plan for a call signature and runs it through the backend's own executor.
 
-``pooling_ops(call, prepare, strides)`` binds them to a backend: ``call(build, arrays,
+``bind(globals(), call, prepare, strides)`` adds them to a backend module: ``call(build, arrays,
 options)`` runs the call that ``build(context, *arrays, *options)`` prepares (once per
 signature); ``prepare(context, plan, arrays, names, outputs, contiguous)`` makes a prepared
 call of a plan (``names``: the plan's buffer of each input and output slot; ``outputs``:
@@ -27,9 +27,19 @@ def checks_index_values() -> bool:
     return False
 
 
+def bind(namespace: dict, call, prepare, strides) -> None:
+    """Add ``pooling_ops(call, prepare, strides)`` to a backend module's ``namespace`` (its
+    ``globals()``); a name the module defines already is refused, not replaced."""
+    ops = pooling_ops(call, prepare, strides)
+    taken = sorted(namespace.keys() & ops.keys())
+    if taken:
+        raise RuntimeError(f"{namespace.get('__name__')} defines {taken} itself")
+    namespace.update(ops)
+
+
 def pooling_ops(call, prepare, strides) -> dict:
     """The pooling entries of ``gpuconv.backends.KERNELS`` for a backend (see the module's
-    docstring), by name, each a plain function: a backend module adds them to its globals."""
+    docstring), by name, each a plain function."""
 
     def pooled(x, out_hw) -> tuple:
         return (tuple(x.shape[:2]) + tuple(out_hw), np.dtype(x.dtype).name)

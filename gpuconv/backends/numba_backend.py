@@ -49,6 +49,7 @@ from numba import config, cuda, types
 from numba.np import numpy_support
 
 from gpuconv import backends
+from gpuconv._checks import SettingError
 from gpuconv.backends import array_library, foreign_device, gpu_plan, gpu_pooling, signature
 from gpuconv.kernels import conv_numba as ck
 from gpuconv.kernels import depthwise_numba as dk
@@ -313,7 +314,8 @@ LAUNCH_ENV = "GPUCONV_NUMBA_LAUNCH"
 def launches_directly(choice: str, simulated: bool) -> bool:
     """Whether kernels launch directly: on a GPU, unless LAUNCH_ENV (``choice``) says "numba"."""
     if choice not in ("", "direct", "numba"):
-        raise ValueError(f"{LAUNCH_ENV} must be 'direct' or 'numba' (or unset), got {choice!r}")
+        raise SettingError(f"{LAUNCH_ENV} must be 'direct' or 'numba' (or unset), got "
+                           f"{choice!r}")
     return not simulated and choice != "numba"
 
 
@@ -679,9 +681,10 @@ def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision:
 # --------------------------------------------------------------------------- pooling
 # The pooling plans are the CuPy backend's as the twins take them (gpu_plan.numba_plan); the
 # Numba kernels take contiguous arrays (see _call), so they are planned for contiguous strides.
-# max_pool2d, avg_pool2d, ... and their backwards (gpu_pooling), bound to this executor
-globals().update(gpu_pooling.pooling_ops(
-    _call,
+# the pooling entries of KERNELS (max_pool2d, avg_pool2d, ..., their backwards and
+# checks_index_values) from gpu_pooling, run by this module's executor
+gpu_pooling.bind(
+    globals(), _call,
     lambda device, p, arrays, names, outputs, contiguous: _prepare(
         device, gpu_plan.numba_plan(p, SIMULATED), arrays, names, outputs),
-    lambda array: gpu_plan.contiguous_strides(array.shape)))
+    lambda array: gpu_plan.contiguous_strides(array.shape))

@@ -96,7 +96,8 @@ def cpu_engine() -> str:
 @functools.cache
 def _load_cpu_kernels(choice: str):
     if choice not in ("", "numba", "numpy"):
-        raise SettingError(f"{CPU_KERNELS_ENV} must be 'numba' or 'numpy' (or unset), got {choice!r}")
+        raise SettingError(f"{CPU_KERNELS_ENV} must be 'numba' or 'numpy' (or unset), got "
+                           f"{choice!r}")
     if choice == "numpy":
         return None
     try:
@@ -135,7 +136,7 @@ def _check_workspace(nbytes: int, whose: str) -> None:
     over = over_byte_limit(nbytes)
     if over:
         raise SizeLimitError(f"input and weight are too large for the numpy backend: {whose} "
-                         f"unfolded windows would take {over}")
+                             f"unfolded windows would take {over}")
 
 
 def _batch_chunks(n: int, bytes_per_item: int, budget: int | None = None) -> list[slice]:

@@ -4,6 +4,7 @@ checkpoint saves it and a resumed run continues exactly."""
 
 from __future__ import annotations
 
+import gc
 import math
 import numbers
 import weakref
@@ -116,6 +117,10 @@ class Optimizer:
         belong to one model's parameters: one that another model still uses is refused; one
         that another model used before starts afresh here (state empty, step 0)."""
         owner = None if self._model is None else self._model()
+        if owner is not None and owner is not model and owner.optimizer is self:
+            owner = None  # (not kept alive by this reference while collecting)
+            gc.collect()  # a dropped, trained model lives on in its reference cycles till then
+            owner = self._model()
         if owner is not model and self._model is not None:
             if owner is not None and owner.optimizer is self:
                 raise ValueError(f"this {type(self).__name__} already trains another model "
