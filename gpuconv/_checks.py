@@ -42,18 +42,27 @@ def max_array_bytes() -> int:
     """The most bytes one array an op creates may take: ``$GPUCONV_MAX_BYTES`` when set, else
     the host's physical memory (more cannot be held at once; NumPy would fail late with a
     MemoryError, a GPU library with its own out-of-memory error)."""
-    configured = os.environ.get(MAX_BYTES_ENV, "").strip()  # blank: unset
-    if configured:
-        try:
-            limit = int(configured)
-        except ValueError:
-            limit = 0
-        if limit <= 0:
-            raise SettingError(f"{MAX_BYTES_ENV} must be a positive integer number of bytes, "
-                               f"got {configured!r}")
-        return limit
+    configured = int_setting(MAX_BYTES_ENV, None, 1, math.inf,
+                             "a positive integer number of bytes")
+    if configured is not None:
+        return configured
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return min(physical, np.iinfo(np.intp).max)
+
+
+def int_setting(name: str, default, minimum: int, maximum: float, rule: str):
+    """The integer in environment variable ``name`` (``default`` when unset or blank); a
+    SettingError naming it and ``rule`` unless it is an integer in [minimum, maximum]."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if not minimum <= number <= maximum:
+        raise SettingError(f"{name} must be {rule}, got {value!r}")
+    return number
 
 
 def short_repr(value) -> str:

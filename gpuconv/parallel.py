@@ -43,7 +43,7 @@ from typing import Callable, Iterable, TypeVar
 import numpy as np
 
 from gpuconv._blas import blas_threads, set_blas_threads
-from gpuconv._checks import SettingError
+from gpuconv._checks import int_setting
 
 ENV_VAR = "GPUCONV_NUM_THREADS"
 MAX_THREADS = 1024  # past any machine's cores: a larger count only starts idle threads
@@ -76,23 +76,8 @@ def _cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _int_from_env(name: str, default: int, minimum: int, maximum: int, rule: str) -> int:
-    """The integer in environment variable ``name`` (``default`` when unset or blank); a
-    ValueError naming it and ``rule`` unless it is an integer in [minimum, maximum]."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = minimum - 1
-    if not minimum <= number <= maximum:
-        raise SettingError(f"{name} must be {rule}, got {value!r}")
-    return number
-
-
 def _threads_from_env() -> int:
-    return _int_from_env(ENV_VAR, _cores(), 1, MAX_THREADS,
+    return int_setting(ENV_VAR, _cores(), 1, MAX_THREADS,
                          f"an integer from 1 to {MAX_THREADS}")
 
 
@@ -138,7 +123,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _spin_from_env() -> int:
-    return _int_from_env(SPIN_ENV_VAR, DEFAULT_SPIN_US, 0, MAX_SPIN_US,
+    return int_setting(SPIN_ENV_VAR, DEFAULT_SPIN_US, 0, MAX_SPIN_US,
                          f"an integer from 0 to {MAX_SPIN_US:,} (microseconds)")
 
 

@@ -415,10 +415,15 @@ def _call(build, arrays: tuple, options: tuple) -> list:
     if recording is not None:  # a part of a composite op (see _composite)
         recording.append((build, arrays, options))
         return [len(recording) - 1]
+    return _taking_turns(_run, build, arrays, options)
+
+
+def _taking_turns(work, *args):
+    """``work(*args)``; in the simulator, one caller at a time (``_SIMULATOR_TURN``)."""
     if _SIMULATOR_TURN is None:
-        return _run(build, arrays, options)
+        return work(*args)
     with _SIMULATOR_TURN:
-        return _run(build, arrays, options)
+        return work(*args)
 
 
 def _run(build, arrays: tuple, options: tuple) -> list:
@@ -574,10 +579,7 @@ def contiguous(array):
     """A C-contiguous copy of a strided 4-D Numba device array (a reversed view, say; one
     of size-1 axes only counts as contiguous to Numba, yet its negative strides break
     slicing)."""
-    if _SIMULATOR_TURN is None:
-        return _contiguous(array, _STREAM.get() or 0)
-    with _SIMULATOR_TURN:  # (a launch of its own, outside _call)
-        return _contiguous(array, _STREAM.get() or 0)
+    return _taking_turns(_contiguous, array, _STREAM.get() or 0)  # (a launch outside _call)
 
 
 _ERROR_WORDS: dict = {}  # device id -> its int64 error word (a 1-element device array)
