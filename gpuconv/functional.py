@@ -37,8 +37,8 @@ from gpuconv._checks import (check_array, check_array_bytes, check_bool, check_i
                              check_output_mask, check_positive_dims, check_same_dtype, check_shape,
                              finite_float, max_bytes_setting, resolve_backend, short_repr)
 from gpuconv.backends import backend_for_array, get_backend, signature
-from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, adaptive_output_size, max_window_taps,
-                            ntuple)
+from gpuconv.shapes import (ConvSpec, IntOrTuple, PoolSpec, adaptive_output_size,
+                            max_window_taps)
 
 Padding = Union[int, Sequence[int], str, Sequence[Sequence[int]]]
 OutputMask = Sequence[bool]
