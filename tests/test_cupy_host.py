@@ -308,6 +308,14 @@ DEPTHWISE = {
                                                             padding_mode="replicate")),
     "k3-same-dilated": ((1, 4, 10, 12), (8, 1, 3, 3), dict(padding="same", dilation=2, groups=4)),
     "direct-wide": ((1, 2, 9, 1040), (2, 1, 3, 3), dict(stride=(1, 8), dilation=(4, 1), groups=2)),
+    # a column stride past the register segments' 1 and 2; blocks whose last output ends the row
+    # (16 = 4 threads x DW_V: the tile's last columns are read); pads (1, 2) under reflect
+    # (grad-weight's K x K path of the other padding modes); 3 images in 2 grad-weight chunks
+    "k3-s3-full-row-reflect": ((3, 2, 10, 46), (2, 1, 3, 3),
+                               dict(stride=3, padding=(1, 2), groups=2, padding_mode="reflect")),
+    # the direct fallback (tall dilated tile) with pads (1, 2)
+    "direct-tall-padded": ((1, 2, 90, 70), (2, 1, 3, 3),
+                           dict(padding=(1, 2), dilation=(40, 1), groups=2)),
 }
 
 
@@ -585,6 +593,76 @@ def test_lp_pool(host, p, kw, dtype):
     gy = rng.standard_normal(y.shape).astype(dtype)
     assert_close(cupy_backend.lp_pool2d_backward(gy, x, spec, p), ref.lp_pool2d_backward(gy, x, spec, p),
                  9, dtype, "lp_pool2d_backward")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pool_backwards_read_strided_views(host, dtype):
+    """grad_out (and Lp's x) as strided views, rows reversed and every other column: the
+    backward kernels address them by their strides (max, average, adaptive average, and the
+    Lp gradient's scale and gather passes)."""
+    rng = np.random.default_rng(12)
+
+    def view(shape):
+        wide = rng.standard_normal(shape[:3] + (2 * shape[3],)).astype(dtype)
+        return wide[:, :, ::-1, ::2]
+
+    x = np.abs(view((2, 3, 7, 6)))
+    in_hw = x.shape[2:]
+    spec = PoolSpec.make(2, kernel_size=3, stride=2, padding=1)
+    _, idx = ref.max_pool2d(x, spec, True)
+    gy = view(idx.shape)
+    assert_close(cupy_backend.max_pool2d_backward(gy, idx, in_hw, spec),
+                 ref.max_pool2d_backward(gy, idx, in_hw, spec), 9, dtype, "max_pool2d_backward")
+    assert_close(cupy_backend.avg_pool2d_backward(gy, spec, in_hw, False, None),
+                 ref.avg_pool2d_backward(gy, spec, in_hw, False, None), 9, dtype,
+                 "avg_pool2d_backward")
+    gy = view((2, 3, 3, 4))
+    assert_close(cupy_backend.adaptive_avg_pool2d_backward(gy, in_hw),
+                 ref.adaptive_avg_pool2d_backward(gy, in_hw), 9, dtype, "adaptive avg backward")
+    lp = PoolSpec.make(2, kernel_size=2)
+    gy = view(ref.lp_pool2d(x, lp, 2.0).shape)
+    assert_close(cupy_backend.lp_pool2d_backward(gy, x, lp, 2.0), ref.lp_pool2d_backward(gy, x, lp, 2.0),
+                 9, dtype, "lp_pool2d_backward")
+
+
+POOL2, POOL3 = PoolSpec.make(2, 2), PoolSpec.make(2, 3, 1, 1)
+DW_SPEC = ConvSpec.make(2, (3, 3), padding=1, groups=3)
+DW_W = np.linspace(-1, 1, 27).reshape(3, 1, 3, 3)
+# name: (input shape, the op on a backend): rows enough for several 8-row blocks, planes for
+# several blocks
+GRID_LOOPS = {
+    "max": ((2, 3, 20, 264), lambda b, x: b.max_pool2d(x, POOL2, True)),
+    "max-backward": ((2, 3, 20, 264), lambda b, x: b.max_pool2d_backward(
+        x[:, :, :10, :132], ref.max_pool2d(x, POOL2, True)[1], x.shape[2:], POOL2)),
+    "avg": ((2, 3, 20, 132), lambda b, x: b.avg_pool2d(x, POOL3, True, None)),
+    "avg-backward": ((2, 3, 20, 132), lambda b, g: b.avg_pool2d_backward(g, POOL3, g.shape[2:], True,
+                                                                          None)),
+    "global-max": ((3, 150, 2, 3), lambda b, x: b.adaptive_max_pool2d(x, (1, 1))),
+    "global-avg": ((3, 150, 2, 3), lambda b, x: b.adaptive_avg_pool2d(x, (1, 1))),
+    "depthwise": ((2, 3, 20, 132), lambda b, x: b.conv2d(x, DW_W.astype(x.dtype), None, DW_SPEC)),
+    "depthwise-grad-input": ((2, 3, 20, 132), lambda b, g: b.conv2d_grad_input(
+        g, DW_W.astype(g.dtype), DW_SPEC, g.shape[2:])),
+}
+
+
+@pytest.mark.parametrize("name", list(GRID_LOOPS))
+def test_kernels_loop_past_the_grid(host, monkeypatch, name):
+    """CUDA caps the grid at 65535 blocks along y and z (2x2 max pooling of 2^16 planes of
+    64x64 runs one plane a block: past it): the pooling and depthwise kernels loop over the
+    rows and planes past their grid. Here the cap is one block, so all but the first block's
+    rows and planes are the loops'."""
+    monkeypatch.setattr(gpu_plan, "MAX_GRID_Z", 1)
+    shape, op = GRID_LOOPS[name]
+    x = np.random.default_rng(14).standard_normal(shape).astype("float32")
+    got, want = op(cupy_backend, x), op(ref, x)
+    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+    for g, w in zip(got, want):
+        if w.dtype == np.int64:
+            assert np.array_equal(g, w), name
+        else:
+            assert_close(g, w, 9, "float32", name)
+    grids = [step[1] for prepared in host.prepared.values() for step in prepared.steps]
+    assert grids and all(grid[1:] == (1, 1) for grid in grids), grids
 
 
 def _cases(test) -> int:

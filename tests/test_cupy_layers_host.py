@@ -62,7 +62,11 @@ def _built(layer_factory, shape, device, dtype, rng_seed):
 
 
 # --------------------------------------------------------------------------- batch norm
-BN_SHAPES = {"small": (3, 4, 5, 6), "wide-plane": (2, 3, 20, 17), "one-pixel": (5, 2, 1, 1)}
+# plane-of-144: thread 32's next element lies exactly two planes on (32 + 256 = 2 * 144),
+# for_channel's boundary between its one-plane wrap and its general step;
+# one-value: a batch of one pixel, whose unbiased variance divides by max(count - 1, 1)
+BN_SHAPES = {"small": (3, 4, 5, 6), "wide-plane": (2, 3, 20, 17), "one-pixel": (5, 2, 1, 1),
+             "plane-of-144": (2, 3, 12, 12), "one-value": (1, 2, 1, 1)}
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
@@ -126,6 +130,22 @@ def test_batch_norm_inference_and_no_input_grad(host, dtype):
     assert_close(layers[1].grads["gamma"], layers[0].grads["gamma"], 90, dtype, "grad_gamma")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_norm_relu_keeps_nan(host, dtype):
+    """A NaN input makes its channel's batch statistics NaN: the fused ReLU keeps NaN there
+    (np.maximum's rule), and the other channels are as the NumPy path's."""
+    shape = BN_SHAPES["small"]
+    x = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    x[1, 2, 3, 4] = np.nan
+    layers = [_built(nn.BatchNorm2D, shape, d, dtype, 0) for d in (CPU, FUSED)]
+    for layer in layers:
+        layer.relu = True
+    want, got = (layer.forward(x, training=True) for layer in layers)
+    assert np.isnan(want[:, 2]).all() and np.array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    assert_close(got[finite], want[finite], shape[0] * shape[2] * shape[3], dtype, "y")
+
+
 # --------------------------------------------------------------------------- loss
 LOSS = {"one-row-each": (37, 10, False), "rows-per-thread": (300, 7, False), "ties": (40, 5, True)}
 
@@ -185,6 +205,22 @@ def test_dropout_masks_are_bit_identical(host, shape, rate, dtype):
                                 1 / (1 - rate))
     if x.size >= 64:
         assert not np.array_equal(other != 0, keep)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dropout_keeps_a_draw_equal_to_the_threshold(host, dtype):
+    """keep = draw >= threshold: with the threshold set to some elements' own 24-bit draws
+    (nn.counter_rng's words), those elements are kept, as by the NumPy twin."""
+    seed, stream, x = np.array([0x1234_5678_9ABC, 5], np.int64), 2, np.ones(24, dtype)
+    key, step = int(seed[0]), int(seed[1])
+    words = counter_rng.philox4x32_10(np.arange(6, dtype=np.uint32), 0, step, stream,
+                                      key & 0xFFFFFFFF, key >> 32).reshape(-1)
+    draws = words >> np.uint32(32 - counter_rng.DRAW_BITS)
+    for i in (0, 7, 22):
+        threshold = int(draws[i])
+        want = counter_rng.dropout_keep(seed, stream, x.size, threshold)
+        got = cupy_layers.dropout(x, seed, stream, threshold, 2.0)
+        assert want[i] and np.array_equal(got != 0, want), i
 
 
 # --------------------------------------------------------------------------- fused ReLU backward

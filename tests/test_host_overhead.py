@@ -447,6 +447,39 @@ def test_gpu_max_pool_backward_flags_an_index_outside_its_window(gpu_backend, ca
         assert gpu_backend.take_errors() == [-in_hw[0] * in_hw[1]], (oh, ow, beside[0])
 
 
+@pytest.mark.parametrize("case", WINDOW_CASES)
+def test_gpu_max_pool_backward_flags_indices_next_to_and_between_taps(gpu_backend, case):
+    """Around two windows, the index just past its last column tap, between dilated column
+    taps, between dilated row taps, and in the rows just before and after its taps sets the
+    error word to -H*W (where it lies in the plane); its last tap passes."""
+    x_shape, spec = WINDOW_CASES[case]
+    x = np.random.default_rng(6).permutation(math.prod(x_shape)).reshape(x_shape) * 1.0
+    _, idx = (numpy_backend.max_pool2d(x, spec, True) if spec is not None else
+              numpy_backend.adaptive_max_pool2d(x, (3, 4)))
+    gy, (h, w) = np.ones(idx.shape), x_shape[2:]
+    (_, r_lo, r_hi, r_step), (_, c_lo, c_hi, c_step) = max_window_taps(
+        spec, (h, w), idx.shape[2:])
+    gpu_backend.take_errors()
+    checked = 0
+    for oh, ow in ((idx.shape[2] - 1, 1), (1, 0)):
+        rows, cols = range(r_lo[oh], r_hi[oh] + 1, r_step), range(c_lo[ow], c_hi[ow] + 1, c_step)
+        for r, c in ((r_hi[oh], c_hi[ow]),        # its last tap
+                     (r_lo[oh], c_hi[ow] + 1),    # just past its last column
+                     (r_lo[oh], c_lo[ow] + 1),    # between dilated columns
+                     (r_lo[oh] + 1, c_lo[ow]),    # between dilated rows
+                     (r_lo[oh] - 1, c_lo[ow]),    # the row before
+                     (r_hi[oh] + 1, c_hi[ow])):   # the row after
+            if not (0 <= r < h and 0 <= c < w):
+                continue
+            bad = idx.copy()
+            bad[0, 1, oh, ow] = r * w + c
+            gpu_backend.max_pool2d_backward(gy, bad, (h, w), spec)
+            tap = r in rows and c in cols
+            assert gpu_backend.take_errors() == ([] if tap else [-h * w]), (oh, ow, r, c)
+            checked += not tap
+    assert checked >= 5
+
+
 @pytest.mark.parametrize("case", BACKWARD_CASES)
 @pytest.mark.parametrize("mask", MASKS, ids=lambda m: "".join("xwb"[i] for i in range(3) if m[i]))
 def test_conv_backward_is_its_parts_in_one_call(gpu_backend, case, mask):
