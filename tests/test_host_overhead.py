@@ -448,10 +448,11 @@ def test_gpu_max_pool_backward_flags_an_index_outside_its_window(gpu_backend, ca
 
 
 @pytest.mark.parametrize("case", WINDOW_CASES)
-def test_gpu_max_pool_backward_flags_indices_next_to_and_between_taps(gpu_backend, case):
-    """Around two windows, the index just past its last column tap, between dilated column
-    taps, between dilated row taps, and in the rows just before and after its taps sets the
-    error word to -H*W (where it lies in the plane); its last tap passes."""
+def test_gpu_max_pool_backward_checks_every_window_and_its_dilated_gaps(gpu_backend, case):
+    """Every output column's window (rows taking turns: whichever of a thread's POOL_V columns
+    holds its first tap): its last tap passes; an index just before or past its columns,
+    between dilated column or row taps, or in the rows just before and after its taps sets
+    the error word to -H*W (where it lies in the plane)."""
     x_shape, spec = WINDOW_CASES[case]
     x = np.random.default_rng(6).permutation(math.prod(x_shape)).reshape(x_shape) * 1.0
     _, idx = (numpy_backend.max_pool2d(x, spec, True) if spec is not None else
@@ -460,10 +461,12 @@ def test_gpu_max_pool_backward_flags_indices_next_to_and_between_taps(gpu_backen
     (_, r_lo, r_hi, r_step), (_, c_lo, c_hi, c_step) = max_window_taps(
         spec, (h, w), idx.shape[2:])
     gpu_backend.take_errors()
-    checked = 0
-    for oh, ow in ((idx.shape[2] - 1, 1), (1, 0)):
+    flagged = 0
+    for ow in range(idx.shape[3]):
+        oh = ow % idx.shape[2]
         rows, cols = range(r_lo[oh], r_hi[oh] + 1, r_step), range(c_lo[ow], c_hi[ow] + 1, c_step)
         for r, c in ((r_hi[oh], c_hi[ow]),        # its last tap
+                     (r_lo[oh], c_lo[ow] - 1),    # just before its first column
                      (r_lo[oh], c_hi[ow] + 1),    # just past its last column
                      (r_lo[oh], c_lo[ow] + 1),    # between dilated columns
                      (r_lo[oh] + 1, c_lo[ow]),    # between dilated rows
@@ -476,8 +479,8 @@ def test_gpu_max_pool_backward_flags_indices_next_to_and_between_taps(gpu_backen
             gpu_backend.max_pool2d_backward(gy, bad, (h, w), spec)
             tap = r in rows and c in cols
             assert gpu_backend.take_errors() == ([] if tap else [-h * w]), (oh, ow, r, c)
-            checked += not tap
-    assert checked >= 5
+            flagged += not tap
+    assert flagged >= 2 * idx.shape[3]
 
 
 @pytest.mark.parametrize("case", BACKWARD_CASES)

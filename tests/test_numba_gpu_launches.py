@@ -133,6 +133,14 @@ SPLITS_AND_PHASES = {
                        ["conv_fill_bias", "conv_gemm"]),
     "conv_direct, 1 phase of 4": ((2, 4, 3, 3), (4, 2, 1, 1), dict(stride=2), (6, 6),
                                   ["conv_fill_bias", "conv_direct"]),
+    # stride 3 over the padded rows (or columns) 1 and 2 of a 2-long input: phase 0 has taps
+    # but no pixels, and comes before the live phases 1 and 2 (slices 0, 1, ... must skip it,
+    # as the plan counts them)
+    "dead row phase first": ((2, 4, 1, 2), (4, 6, 3, 3), dict(stride=3, padding=1), (2, 5),
+                             ["conv_gemm"]),
+    "conv_direct, dead column phase first": ((1, 2, 2, 1), (2, 3, 3, 3),
+                                             dict(stride=(2, 3), padding=1), (4, 2),
+                                             ["conv_direct"]),
 }
 
 

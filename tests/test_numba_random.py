@@ -69,6 +69,16 @@ CONFIGS = [
                                            ceil_mode=True)),
     ("lp_pool1d", (2, 2, 9), None, dict(norm_type=3, kernel_size=3, stride=2)),
     ("lp_pool2d", (1, 2, 6, 6), None, dict(norm_type=1.5, kernel_size=2)),
+    # a column dilation whose first tap falls in the padding: the first tap inside is 1 (a
+    # read of column -1 would take the previous row's last element)
+    ("max_pool2d", (1, 2, 6, 7), None, dict(kernel_size=3, stride=(1, 2), padding=1,
+                                            dilation=(1, 2))),
+    # depthwise tiles: column stride 3 (tile_taps, not the registers path of steps 1 and 2),
+    # column dilation (tile_taps forward, the transposed tile's origin in grad-input), and a
+    # grad-weight whose last chunk of images is short (7 images, chunks of 2)
+    ("conv2d", (1, 2, 7, 11), (2, 1, 3, 3), dict(stride=(1, 3), padding=1, groups=2)),
+    ("conv2d", (1, 2, 6, 9), (4, 1, 3, 3), dict(padding=2, dilation=(1, 2), groups=2)),
+    ("conv2d", (7, 2, 3, 3), (44, 1, 3, 3), dict(padding=1, groups=2)),
 ]
 TABLE = [pytest.param(i, op, x, w, kw, dtype, id=f"{i}-{op}-{dtype}")
          for i, (op, x, w, kw) in enumerate(CONFIGS) for dtype in ("float32", "float64")]
@@ -206,3 +216,33 @@ def test_float32_stays_float32():
     assert F.conv2d(x, w, backend="numba").dtype == np.float32
     assert F.lp_pool2d(x, 2, 2, backend="numba").dtype == np.float32
     assert COEFF["float32"] > COEFF["float64"]
+
+
+# (op, input shape, keyword arguments, NaN positions): a NaN after numbers in a window, two
+# NaNs in one window (the later wins), and, for global pooling (a 4x5 plane: two lanes, flat
+# elements e read by lane e % 2), NaNs after numbers in both lanes, the later (flat 10, lane 0)
+# winning the tree's merge over the earlier (flat 3, lane 1)
+NAN_CASES = [
+    ("max_pool2d", (1, 2, 6, 7), dict(kernel_size=3, stride=2, padding=1),
+     [(0, 0, 1, 1), (0, 0, 1, 2), (0, 1, 4, 5)]),
+    ("adaptive_max_pool2d", (1, 2, 7, 6), dict(output_size=(3, 2)), [(0, 0, 1, 1), (0, 1, 3, 4),
+                                                                     (0, 1, 3, 5)]),
+    ("global_max_pool2d", (2, 2, 4, 5), dict(), [(0, 0, 0, 3), (0, 0, 2, 0), (1, 1, 1, 4)]),
+]
+
+
+@pytest.mark.parametrize("op, x_shape, kw, nans", NAN_CASES, ids=[c[0] for c in NAN_CASES])
+def test_max_pooling_nans_match_numpy(op, x_shape, kw, nans):
+    """A NaN beats any number and, of two NaNs, the later wins (as PyTorch): the value, its
+    index and the gradient routed by it match the NumPy backend, windowed, adaptive and
+    global (whose lanes merge in a tree)."""
+    rng = np.random.default_rng(len(op))
+    x = rng.permutation(math.prod(x_shape)).reshape(x_shape) / 7.0 - 3.0
+    for at in nans:
+        x[at] = np.nan
+    want = run(op, x, None, None, kw, np.random.default_rng(1), "numpy")
+    got = run(op, x, None, None, kw, np.random.default_rng(1), "numba")
+    np.testing.assert_array_equal(got["output"], want["output"], err_msg=f"{op} output")
+    assert_indices_equal(got["indices"], want["indices"], f"{op} indices")
+    assert_close(got["grad_input"], want["grad_input"], k=4, dtype="float64",
+                 what=f"{op} grad_input")
