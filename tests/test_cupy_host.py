@@ -472,6 +472,98 @@ def test_results_are_deterministic(host):
     assert "conv_splitk_reduce<float>" in host.launched  # the two-pass split-K ran
 
 
+# name: (x shape, weight shape, ConvSpec.make kwargs): a map one row (or column, or pixel)
+# long under a padded stride-2 3x3 kernel. Its grad-input's stride phase 0 has taps (0 and 2)
+# but no row of the input (the one row, padded row 1, is phase 1's): the live phases are not
+# the first ones (conv.cu's nth_live_phase skips phases with taps and no rows). 3 input
+# channels run conv_direct, 6 the GEMMs.
+PHASE_GAPS = {
+    "one-row": ((2, 3, 1, 5), (4, 3, 3, 3), dict(stride=2, padding=1)),
+    "one-column": ((2, 3, 5, 1), (4, 3, 3, 3), dict(stride=2, padding=1)),
+    "one-pixel": ((2, 6, 1, 1), (4, 6, 3, 3), dict(stride=2, padding=1)),
+    "one-row-gemm": ((2, 6, 1, 6), (5, 6, 3, 3), dict(stride=(2, 3), padding=1)),
+    "one-column-gemm": ((1, 12, 7, 1), (6, 6, 3, 3), dict(stride=2, padding=1, groups=2)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(PHASE_GAPS))
+def test_grad_input_phases_that_reach_no_row(host, name, dtype):
+    """Grad-input (and the transposed conv, with its bias) where a stride phase that some tap
+    reaches writes no row or column of the input, ahead of the phases that do."""
+    x_shape, w_shape, kw = PHASE_GAPS[name]
+    rng = np.random.default_rng(len(name) + 20)
+    spec = ConvSpec.make(2, w_shape[2:], **kw)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal((x_shape[0], w_shape[0]) + spec.output_shape(x_shape[2:], w_shape[2:]))
+    gy, bias = gy.astype(dtype), rng.standard_normal(x_shape[1]).astype(dtype)
+    for b in (None, bias):
+        assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x_shape[2:], b),
+                     ref.conv2d_grad_input(gy, w, spec, x_shape[2:], b),
+                     w_shape[0] // spec.groups * 9, dtype, "conv2d_grad_input")
+    assert any(k.startswith("conv_direct" if x_shape[1] // spec.groups <= 4 else "conv_gemm")
+               for k in host.launched), host.launched
+
+
+@pytest.mark.parametrize("dtype, precision, tile", [
+    ("float32", "ieee", "64x64"), ("float64", "ieee", "32x64"),
+    ("float32", "tf32x3", "tf32x3-64x64"), ("float32", "tf32", "wgmma-128x128")])
+def test_transposed_conv_bias_in_every_stride_phase(host, monkeypatch, dtype, precision, tile):
+    """A grouped stride-2 transposed conv with its bias on each GEMM family: the slices of
+    every group's four stride phases add the bias of the group's channels (the epilogue's
+    group is blockIdx.z / (phases * splits))."""
+    _force_tile(monkeypatch, dtype, precision, tile)
+    rng = np.random.default_rng(13)
+    spec = ConvSpec.make(2, (3, 3), stride=2, padding=1, output_padding=1, groups=2,
+                         transposed=True)
+    gy = rng.standard_normal((2, 4, 4, 5)).astype(dtype)   # the transposed conv's input
+    wt = rng.standard_normal((4, 6, 3, 3)).astype(dtype)   # (C_in, C_out / groups, kH, kW)
+    bias = rng.standard_normal(12).astype(dtype)
+    out_hw = spec.transpose_output_shape((4, 5), (3, 3))
+    plan = gpu_plan.conv_grad_input_plan(gy.shape, cupy_backend._strides(gy), wt.shape,
+                                         cupy_backend._strides(wt), spec, out_hw, dtype, True,
+                                         precision, sm_count=host.sm_count())
+    assert plan.launches[-1].params["phases"] == 4 and plan.launches[-1].params["splits"] == 1
+    assert_close(cupy_backend.conv2d_grad_input(gy, wt, spec, out_hw, bias, precision),
+                 ref.conv2d_grad_input(gy, wt, spec, out_hw, bias), 2 * 9,
+                 dtype if precision == "ieee" else precision, "conv_transpose2d")
+    assert gpu_plan.TILES[tile].kernel(gpu_plan.CTYPES[dtype], False) in host.launched
+
+
+# name: (x shape, weight shape, ConvSpec.make kwargs): grouped (not depthwise) convs whose
+# loader maps rows and columns through source_index (conv.cu's SOURCE_INDEX: other padding
+# modes, and zero padding past MASK_TAPS kernel taps): each group reads its own channels
+GROUPED_SOURCE_INDEX = {
+    "reflect": ((2, 4, 6, 7), (6, 2, 3, 3), dict(padding=1, groups=2, padding_mode="reflect")),
+    "replicate": ((2, 6, 5, 6), (6, 2, 3, 2), dict(stride=(1, 2), padding=(2, 1), groups=3,
+                                                 padding_mode="replicate")),
+    "circular": ((1, 4, 6, 5), (8, 2, 2, 3), dict(padding=(1, 2), dilation=(2, 1), groups=2,
+                                                padding_mode="circular")),
+    "zeros-past-masks": ((2, 4, 2, 40), (6, 2, 1, 31), dict(padding=(0, 15), groups=2)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(GROUPED_SOURCE_INDEX))
+def test_grouped_conv_through_source_index(host, name, dtype):
+    """Forward and grad-weight of grouped convs on the generic (SOURCE_INDEX) GEMM instance,
+    on the CUDA cores and under TF32 (which runs that instance too)."""
+    x_shape, w_shape, kw = GROUPED_SOURCE_INDEX[name]
+    rng = np.random.default_rng(len(name) + 80)
+    spec = ConvSpec.make(2, w_shape[2:], **kw)
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    gy = rng.standard_normal((x_shape[0], w_shape[0]) + spec.output_shape(x_shape[2:], w_shape[2:]))
+    gy = gy.astype(dtype)
+    for precision in ("ieee", "tf32") if dtype == "float32" else ("ieee",):
+        assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec),
+                     w[0].size, dtype, "conv2d")
+        assert_close(cupy_backend.conv2d_grad_weight(gy, x, spec, w_shape[2:], precision),
+                     ref.conv2d_grad_weight(gy, x, spec, w_shape[2:]), gy[:, 0].size, dtype,
+                     "conv2d_grad_weight")
+    assert any(k.startswith("conv_gemm<") and k.endswith("false, int>") for k in host.launched)
+
+
 # --------------------------------------------------------------------------- pooling
 def _pool_input(shape, dtype, rng, ties=False):
     if ties:  # few distinct values: ties everywhere, the first maximum must win
@@ -710,6 +802,22 @@ def test_tf32x3_is_as_accurate_as_strict_fp32(host):
         error = {p: np.abs(run(p) - exact).max() / np.abs(exact).max() for p in gpu_plan.PRECISIONS}
         assert error["tf32x3"] <= 2 * error["ieee"] + 1e-7, (name, error)
         assert error["tf32"] > 10 * error["tf32x3"], (name, error)
+
+
+def test_tf32x3_errors_are_unbiased(host):
+    """3xTF32's big part is x rounded to nearest (common.cuh, split_tf32), so that its small
+    part carries either sign: over positive inputs the outputs' errors against float64 average
+    out, as strict FP32's do (a truncated big part leaves every small part positive, which
+    the MMA then truncates toward zero: errors all one way, about 2e-7 of the largest output
+    on average here, within the accuracy test's bound but a bias)."""
+    rng = np.random.default_rng(10)
+    x = rng.uniform(0.5, 1.0, (2, 64, 8, 8)).astype(np.float32)
+    w = rng.uniform(0.5, 1.0, (32, 64, 3, 3)).astype(np.float32)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    exact = ref.conv2d(x.astype(np.float64), w.astype(np.float64), None, spec)
+    for precision in ("ieee", "tf32x3"):
+        error = (cupy_backend.conv2d(x, w, None, spec, precision) - exact) / np.abs(exact).max()
+        assert abs(error.mean()) < 2e-8, (precision, error.mean(), np.abs(error).max())
 
 
 @pytest.mark.parametrize("precision", gpu_plan.PRECISIONS)
