@@ -16,7 +16,7 @@ import pytest
 from gpuconv.shapes import (ConvSpec, PoolSpec, adaptive_windows, conv_flops, conv_output_size,
                             conv_transpose_output_size, keras_same_padding,
                             keras_same_transpose_padding, ntuple, pool_has_empty_window,
-                            pool_output_size, same_padding)
+                            pool_output_size, pool_windows_rounded, same_padding)
 
 try:
     import torch
@@ -63,6 +63,12 @@ def test_conv_output_size_by_hand(size, kernel, stride, padding, dilation, expec
 def test_conv_output_size_defaults():
     assert conv_output_size(7, 3) == 5
     assert conv_output_size(7, 3, 2) == 3
+
+
+def test_conv_transpose_output_size_defaults():
+    """PyTorch's: stride 1, no padding, dilation 1, no output padding."""
+    assert conv_transpose_output_size(3, 3) == 5
+    assert conv_transpose_output_size(3, 3, 2) == 7
 
 
 @pytest.mark.parametrize("size, kernel, stride, padding, dilation, output_padding, expected", [
@@ -210,6 +216,11 @@ def test_pool_output_size_defaults():
     assert pool_output_size(9, 3, 3) == 3
     assert pool_output_size(10, 3, 3) == 3
     assert pool_output_size(10, 3, 3, ceil_mode=True) == 4
+    assert pool_windows_rounded(10, 3, 3) == 3                   # no padding, dilation 1
+    assert pool_windows_rounded(10, 3, 3, ceil_mode=True) == 4
+    # no padding, dilation 1 (padding 1 and dilation 2 make one window of taps -1 and 1)
+    assert not pool_has_empty_window(1, 2, 1, dilation=2)
+    assert not pool_has_empty_window(1, 2, 1, 1)
 
 
 def _torch_pool_len(op, n, k, s, p, d, ceil_mode):
@@ -392,6 +403,7 @@ def test_ntuple():
 def test_convspec_defaults():
     spec = ConvSpec.make(2, (3, 3))
     assert spec == ConvSpec((1, 1), ((0, 0), (0, 0)), (1, 1), 1, "zeros", ())
+    assert spec == ConvSpec((1, 1), ((0, 0), (0, 0)), (1, 1))
     assert spec.ndim == 2
 
 
