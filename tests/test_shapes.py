@@ -702,6 +702,17 @@ def test_the_one_dim_conv_formulas_take_an_int_padding():
     assert conv_transpose_output_size(5, 3, 2, 1) == conv_transpose_output_size(5, 3, 2, (1, 1))
 
 
+@pytest.mark.parametrize("args, expected", [
+    ((6, 3), (1, 1)),          # stride 1 (the default): same_padding
+    ((8, 3, 2), (0, 1)),       # ceil(8 / 2) = 4 outputs need 1: the odd element after
+    ((7, 3, 2), (1, 1)),
+    ((4, 1, 2), (0, 0)),       # a stride past the kernel needs none (never negative)
+    ((6, 2, 1, 2), (1, 1)),    # dilated: span 3
+])
+def test_keras_same_padding_by_hand(args, expected):
+    assert keras_same_padding(*args) == expected
+
+
 def test_keras_same_transpose_padding_gives_input_times_stride():
     """Keras' "same" transposed conv: output = input * stride, for every kernel, stride and
     dilation (the padding is cropped, or the end padded through output_padding)."""
