@@ -279,6 +279,22 @@ def test_calling_a_model_checks_the_input_shape(tmp_path):
         Sequential([nn.Flatten(), nn.Dense(3)])(x)
 
 
+def test_a_model_of_flat_inputs_predicts_what_it_was_fitted_on():
+    """Samples of any rank the first layer takes ((features,) for a Dense): fit, evaluate,
+    predict and calling the model take the same x."""
+    rng = RNG(3)
+    x, y = rng.standard_normal((8, 4)), np.arange(8) % 2
+    model = Sequential([nn.Dense(5, activation="relu", input_shape=(4,)), nn.Dense(2)])
+    model.compile(nn.SGD(0.1))
+    model.fit(x, y, verbose=0)
+    scores = model.predict(x)
+    assert scores.shape == (8, 2) and model.evaluate(x, y)["accuracy"] == float(
+        (scores.argmax(axis=1) == y).mean())
+    np.testing.assert_array_equal(model(model.device.asarray(x, model.dtype)), scores)
+    with pytest.raises(ValueError, match=r"x must have shape \(N,\) \+ \(4,\), got \(8, 1, 4\)"):
+        model(x[:, None])
+
+
 def test_fully_convolutional_model_maps_class_scores_over_a_larger_image(tmp_path):
     model, _ = _trained(tmp_path, "slides")  # valid convolutions: total stride 4
     fcn = model.to_fully_convolutional()

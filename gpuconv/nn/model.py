@@ -344,16 +344,17 @@ class Sequential:
 
     # ------------------------------------------------------------------ computing
     def __call__(self, x, training: bool = False, rng=None):
-        """The output for x (N, C, H, W), an array of the model's device and dtype: of the
-        built input shape, or of any size a fully convolutional model (no Flatten or Dense
-        layer) takes."""
+        """The output for x (N,) + input_shape, an array of the model's device and dtype: of
+        the built input shape, or, for images (C, H, W), of any size a fully convolutional
+        model (no Flatten or Dense layer) takes."""
         shape = tuple(getattr(x, "shape", ()))
         if not self.built:
             raise ValueError("build() the model (or fit it) before calling it")
-        fixed = any(isinstance(layer, (Flatten, Dense)) for layer in self.layers)
-        want = tuple(self.input_shape) if fixed else tuple(self.input_shape[:1])
-        if len(shape) != 4 or shape[1:1 + len(want)] != want:
-            raise ValueError(f"x must have shape (N,) + {want}{'' if fixed else ' + (H, W)'}, "
+        any_size = (len(self.input_shape) == 3
+                    and not any(isinstance(layer, (Flatten, Dense)) for layer in self.layers))
+        want = tuple(self.input_shape[:1] if any_size else self.input_shape)
+        if len(shape) != len(self.input_shape) + 1 or shape[1:1 + len(want)] != want:
+            raise ValueError(f"x must have shape (N,) + {want}{' + (H, W)' if any_size else ''}, "
                              f"got {shape}")
         for layer in self.layers:
             x = layer.forward(x, training, rng)
