@@ -260,6 +260,10 @@ POOL_FORWARD = [
                                               ceil_mode=True)),
     ("3x2_s2x1_pad_dilated", (3, 2, 9, 8), dict(kernel_size=(3, 2), stride=(2, 1),
                                                 padding=(1, 1), dilation=(1, 2))),
+    # every window inside the input, dilated along both axes: NumPy's strided-tap pass
+    # (``_max_pool_inside``), whose flat index steps by the column dilation
+    ("3x2_s1x2_dilated_2x3_inside", (2, 3, 12, 13), dict(kernel_size=(3, 2), stride=(1, 2),
+                                                         dilation=(2, 3))),
 ]
 
 
@@ -339,6 +343,8 @@ def test_avg_pool_matches_torch(case, engine, dtype):
 AVG_POOL_BACKWARD = [
     ("2x2_tiled", (2, 3, 8, 10), dict(kernel_size=2), True),
     ("3x2_tiled_with_tails", (2, 3, 11, 9), dict(kernel_size=(3, 2)), True),
+    ("3x2_tiled_column_tail_only", (2, 3, 9, 11), dict(kernel_size=(3, 2)), True),
+    ("2x3_tiled_row_tail_only", (2, 3, 9, 12), dict(kernel_size=(2, 3)), True),
     ("3x3_s2_pad1_overlapping", (2, 3, 11, 9), dict(kernel_size=3, stride=2, padding=1), False),
 ]
 
