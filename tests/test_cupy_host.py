@@ -258,6 +258,26 @@ def test_conv_direct(host, name, dtype):
     assert {k for k in host.launched if k.startswith("conv_direct")} == direct
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_conv_direct_grid_covers_every_rows_short_run(host, dtype):
+    """conv_direct's grid (``gpu_plan.direct_columns``): 130 output rows of 5 pixels are 650
+    pixels, but each row's runs of DIRECT_PIXELS take 8 columns (the last run holds one pixel):
+    1040 columns, past one block's 1024. A grid of the pixels alone (or of rows of 7) leaves
+    the last rows unwritten."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((2, 3, 65, 5)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    y = cupy_backend.conv2d(x, w, None, spec)
+    assert_close(y, ref.conv2d(x, w, None, spec), 27, dtype, "conv2d")
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], None),
+                 ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), 36, dtype, "conv2d_grad_input")
+    ctype = gpu_plan.CTYPES[dtype]
+    assert {k for k in host.launched if k.startswith("conv_direct")} == {
+        f"conv_direct<{ctype}, 4>", f"conv_direct<{ctype}, 3>"}
+
+
 @pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
 def test_split_k_forward_with_bias_and_relu(host, precision):
     """A forward whose output is a fraction of a wave splits its reduction; the ordered second
@@ -409,6 +429,45 @@ def test_one_d_arrays_as_they_are(host, dtype):
                  3, dtype, "max_pool1d_backward")
 
 
+def test_signatures_of_equal_byte_strides_but_other_dtypes_are_planned_apart(host):
+    """A float32 view of every other column has the byte strides of a contiguous float64 array
+    of its shape: the prepared call's signature (``signature.prepared``) holds the dtype too,
+    so each call runs its own dtype's kernels and returns its own dtype."""
+    rng = np.random.default_rng(21)
+    spec, pool = ConvSpec.make(2, (3, 3), padding=1), PoolSpec.make(2, 2)
+    x64 = rng.standard_normal((2, 3, 6, 6))
+    w64 = rng.standard_normal((4, 3, 3, 3))
+    x32 = rng.standard_normal((2, 3, 6, 12)).astype("float32")[:, :, :, ::2]
+    w32 = rng.standard_normal((4, 3, 3, 6)).astype("float32")[:, :, :, ::2]
+    assert x32.strides == x64.strides and w32.strides == w64.strides
+    for x, w, dtype in ((x64, w64, "float64"), (x32, w32, "float32")):
+        assert_close(cupy_backend.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), 27,
+                     dtype, f"conv2d {dtype}")
+        y, idx = cupy_backend.max_pool2d(x, pool, True)
+        want_y, want_idx = ref.max_pool2d(x, pool, True)
+        assert y.dtype == x.dtype and np.array_equal(y, want_y) and np.array_equal(idx, want_idx)
+
+
+def test_a_forced_tile_is_planned_anew(host, monkeypatch):
+    """The prepared call's signature holds ``autotune.switches``: a call of the same arrays
+    under a forced tile launches that tile, and plain again the plan model's tile."""
+    monkeypatch.setattr(gpu_plan, "DIRECT_ROWS_USED", ())  # GEMM tiles for these 4 channels
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((2, 3, 9, 9)).astype("float32")
+    w = rng.standard_normal((4, 3, 3, 3)).astype("float32")
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    tiles = ("32x32", "64x64", None)
+    for tile in tiles:
+        del host.launched[:]
+        with autotune.forced_tile(tile):
+            assert_close(cupy_backend.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), 27,
+                         "float32", f"conv2d {tile}")
+        t = gpu_plan.TILES[tile or gpu_plan.conv_forward_plan(
+            x.shape, (243, 81, 9, 1), w.shape, (27, 9, 3, 1), spec, "float32", False,
+            sm_count=host.sm_count()).choice.tile.name]
+        assert t.kernel("float", False) in host.launched, (tile, host.launched)
+
+
 def test_autotune_picks_and_caches_a_tile(host, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(autotune, "_CACHE", None)
@@ -503,6 +562,49 @@ def test_grad_input_phases_that_reach_no_row(host, name, dtype):
                      w_shape[0] // spec.groups * 9, dtype, "conv2d_grad_input")
     assert any(k.startswith("conv_direct" if x_shape[1] // spec.groups <= 4 else "conv_gemm")
                for k in host.launched), host.launched
+
+
+@pytest.fixture
+def poisoned(host, monkeypatch):
+    """``host`` allocating outputs and workspaces filled with NaN (-1 for integers), as a
+    GPU's allocator may hand over any bytes: a position no launch writes shows."""
+    def ndarray(shape, dtype):
+        return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else -1, dtype)
+    monkeypatch.setattr(host, "xp", type("PoisonedNumPy", (), dict(
+        ndarray=staticmethod(ndarray), zeros=staticmethod(np.zeros),
+        ascontiguousarray=staticmethod(np.ascontiguousarray))))
+    return host
+
+
+# name: (x shape, weight shape, ConvSpec.make kwargs, split-K expected): every position of
+# grad-input written by the GEMM, by conv_fill_bias (a phase no tap reaches), or, split, zeros
+# in every split's partials first
+GRAD_INPUT_COVERAGE = {
+    # one position (column 1) in a phase no tap reaches: conv_fill_bias writes it
+    "one-unreached": ((2, 6, 1, 2), (4, 6, 1, 1), dict(stride=(1, 2)), False),
+    # phase (0, 0) has 3 x 3 pixels, (1, 1) 4 x 4: the grid spans the largest phase's columns
+    "largest-phase-last": ((16, 8, 7, 7), (8, 8, 3, 3), dict(stride=2, padding=1), False),
+    # 3 x 3 of 5 x 5 reached, a reduction of 256 split: every split's partials zeroed
+    "split-with-gaps": ((1, 8, 5, 5), (256, 8, 1, 1), dict(stride=2), True),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(GRAD_INPUT_COVERAGE))
+def test_grad_input_writes_every_position(poisoned, name, dtype):
+    x_shape, w_shape, kw, split = GRAD_INPUT_COVERAGE[name]
+    rng = np.random.default_rng(len(name) + 40)
+    spec = ConvSpec.make(2, w_shape[2:], **kw)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    gy = rng.standard_normal((x_shape[0], w_shape[0]) + spec.output_shape(x_shape[2:], w_shape[2:]))
+    gy = gy.astype(dtype)
+    plan = gpu_plan.conv_grad_input_plan(gy.shape, cupy_backend._strides(gy), w.shape,
+                                         cupy_backend._strides(w), spec, x_shape[2:], dtype,
+                                         False, sm_count=poisoned.sm_count())
+    assert (plan.choice.splits > 1) == split, plan.choice.row()
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x_shape[2:]),
+                 ref.conv2d_grad_input(gy, w, spec, x_shape[2:]), w_shape[0] * 9, dtype,
+                 "conv2d_grad_input")
 
 
 @pytest.mark.parametrize("dtype, precision, tile", [
@@ -715,6 +817,22 @@ def test_pool_backwards_read_strided_views(host, dtype):
     gy = view(ref.lp_pool2d(x, lp, 2.0).shape)
     assert_close(cupy_backend.lp_pool2d_backward(gy, x, lp, 2.0), ref.lp_pool2d_backward(gy, x, lp, 2.0),
                  9, dtype, "lp_pool2d_backward")
+
+
+def test_max_pool_backward_takes_indices_as_a_strided_view(host):
+    """The max-pool backward kernel reads its indices flat: a strided view of them (every
+    other column of a wider array) is copied contiguous first (the prepared call's copies)."""
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((2, 3, 8, 10)).astype("float32")
+    spec = PoolSpec.make(2, kernel_size=2)
+    y, idx = ref.max_pool2d(x, spec, True)
+    wide = np.full(idx.shape[:3] + (2 * idx.shape[3],), -1, "int64")
+    wide[..., ::2] = idx
+    gy = rng.standard_normal(y.shape).astype("float32")
+    assert_close(cupy_backend.max_pool2d_backward(gy, wide[..., ::2], x.shape[2:], spec),
+                 ref.max_pool2d_backward(gy, idx, x.shape[2:], spec), 4, "float32",
+                 "max_pool2d_backward")
+    assert cupy_backend.take_errors() == []
 
 
 POOL2, POOL3 = PoolSpec.make(2, 2), PoolSpec.make(2, 3, 1, 1)

@@ -201,6 +201,35 @@ def test_64_bit_offsets_past_2_31_elements():
     assert launch.kernel.endswith("long long>")
 
 
+@pytest.mark.parametrize("o, wide", [(2, True), (1, False)])
+def test_64_bit_offsets_for_an_output_of_2_31_elements(o, wide):
+    """An output of 2^31 elements from an input of 2^30 (o = 2 output channels) takes the
+    64-bit instances (its element count is past int's), of 2^30 the 32-bit ones; so does a
+    grad-input of 2^31 elements."""
+    x, w = (1, 1, 2 ** 15, 2 ** 15), (o, 1, 1, 1)
+    spec = ConvSpec.make(2, (1, 1))
+    launch = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
+                                    False).launches[0]
+    assert launch.kernel.endswith("long long>") == wide, launch.kernel
+    gy, w = (1, 1, 2 ** 15, 2 ** 15), (1, o, 1, 1)
+    launch = plan.conv_grad_input_plan(gy, _contiguous(gy), w, _contiguous(w), spec,
+                                       gy[2:], "float32", False).launches[0]
+    assert launch.kernel.endswith("long long>") == wide, launch.kernel
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_other_padding_modes_without_padding_take_the_fast_path(mode):
+    """A padding mode with no padding reads its input as zero padding does
+    (``zero_padding``): the zero-padding instances and conv_direct, not the generic tile."""
+    x, w = (2, 8, 16, 16), (64, 8, 3, 3)
+    spec = ConvSpec.make(2, (3, 3), padding_mode=mode)
+    p = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32", False)
+    assert p.launches[0].kernel.endswith("true, int>") and p.choice.tile.name != "64x64"
+    direct = plan.conv_forward_plan(x, _contiguous(x), (4, 8, 3, 3), _contiguous((4, 8, 3, 3)),
+                                    spec, "float32", False)
+    assert direct.launches[0].kernel == "conv_direct<float, 4>"
+
+
 def test_grad_input_phases_and_padding_adjoint():
     gy, w = (2, 8, 5, 5), (8, 4, 3, 3)
     spec = ConvSpec.make(2, (3, 3), stride=(2, 3), padding=1)
