@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -340,6 +341,26 @@ def test_lp_pool_backward_of_zero_and_nan_windows_as_torch(backend, norm_type):
     np.testing.assert_allclose(ours, want, rtol=1e-12, atol=0)  # NaN where torch's are
     np.testing.assert_allclose(reference.lp_pool2d_backward(g, x, PoolSpec.make(2, 2), norm_type),
                                want, rtol=1e-12, atol=0)
+
+
+@needs_torch
+@pytest.mark.parametrize("norm_type", [1.5, 0.5])
+def test_lp_pool_of_negative_and_zero_inputs_is_torchs_without_a_warning(norm_type):
+    """A fractional power of a negative window total is NaN, of a zero input's gradient
+    factor inf or 0: PyTorch's values, and no NumPy RuntimeWarning (an error under -W error)."""
+    x = _rng(13).standard_normal((1, 2, 4, 6))
+    x[0, 0, 0, 0] = 0.0
+    g = _rng(14).standard_normal((1, 2, 2, 3))
+    xt = torch.tensor(x, requires_grad=True)
+    want = TF.lp_pool2d(xt, norm_type, 2)
+    want.backward(torch.tensor(g))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = F.lp_pool2d(x, norm_type, 2)
+        dx = F.lp_pool2d_backward(g, x, norm_type, 2)
+    assert np.isnan(y).any()
+    np.testing.assert_allclose(y, want.detach().numpy(), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=0)
 
 
 def test_avg_pool_inf_and_nan():

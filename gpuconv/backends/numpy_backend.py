@@ -1381,27 +1381,35 @@ def _avg_pool2d_backward(grad_out: np.ndarray, spec: PoolSpec, input_hw,
 
 
 # --------------------------------------------------------------------------- power-average pooling
+# Powers of negative values (NaN) and of zero (inf) are Lp pooling's results, as PyTorch's,
+# which gives them without a warning
+def _ieee_powers():
+    return np.errstate(invalid="ignore", divide="ignore", over="ignore")
+
+
 def lp_pool2d(x: np.ndarray, spec: PoolSpec, norm_type: float) -> np.ndarray:
     """PyTorch's definition: (window size * avg_pool(x ** p)) ** (1/p) (no padding). The
     spec's kernel is the one asked for (it is the factor); the average runs on its bounded
     windows (``PoolSpec.bounded``: the same average, no pass per tap of an overhanging
     kernel)."""
     window = math.prod(spec.kernel_size)
-    average = avg_pool2d(x ** norm_type, spec.bounded(x.shape[2:]), True, None)
-    return (average * window) ** (1.0 / norm_type)
+    with _ieee_powers():
+        average = avg_pool2d(x ** norm_type, spec.bounded(x.shape[2:]), True, None)
+        return (average * window) ** (1.0 / norm_type)
 
 
 def lp_pool2d_backward(grad_out: np.ndarray, x: np.ndarray, spec: PoolSpec,
                        norm_type: float) -> np.ndarray:
     p, window = norm_type, math.prod(spec.kernel_size)
     spec = spec.bounded(x.shape[2:])  # (as lp_pool2d)
-    total = avg_pool2d(x ** p, spec, True, None) * window
-    # d total**(1/p) / d total; a window of zeros, or of NaN (but for a NaN factor), gets
-    # gradient 0, as in PyTorch (reference.lp_pool2d_backward)
-    safe_total = total + (total == 0)
-    grad_total = (grad_out * (np.abs(total) > 0)) * (safe_total ** (1.0 / p - 1.0) / p) * window
-    grad_pow = avg_pool2d_backward(grad_total, spec, x.shape[2:], True, None)
-    return grad_pow * (p * x ** (p - 1.0))
+    with _ieee_powers():
+        total = avg_pool2d(x ** p, spec, True, None) * window
+        # d total**(1/p) / d total; a window of zeros, or of NaN (but for a NaN factor), gets
+        # gradient 0, as in PyTorch (reference.lp_pool2d_backward)
+        safe_total = total + (total == 0)
+        grad_total = (grad_out * (np.abs(total) > 0)) * (safe_total ** (1.0 / p - 1.0) / p) * window
+        grad_pow = avg_pool2d_backward(grad_total, spec, x.shape[2:], True, None)
+        return grad_pow * (p * x ** (p - 1.0))
 
 
 # --------------------------------------------------------------------------- adaptive pooling
