@@ -599,3 +599,43 @@ def test_every_backend_module_implements_the_kernel_list(name):
     missing = [k for k in KERNELS if not callable(getattr(module, k, None))]
     assert not missing, f"{name} backend lacks {missing}"
     assert "ieee" in module.PRECISIONS
+
+
+# (call, the whole message): the shape rules' boundaries, and the sizes a message names
+_X34, _W22 = np.ones((1, 1, 3, 4)), np.ones((1, 1, 2, 2))
+_BOUNDARY_ERRORS = {
+    "reflect pad after = size": (
+        lambda: F.conv2d(_X34, _W22, padding=((0, 3), (0, 0)), padding_mode="reflect"),
+        "padding_mode='reflect' needs padding smaller than the input size, got padding "
+        "((0, 3), (0, 0)) for input (3, 4)"),
+    "circular pad after = size + 1": (
+        lambda: F.conv2d(_X34, _W22, padding=((0, 4), (0, 0)), padding_mode="circular"),
+        "padding_mode='circular' needs padding at most the input size, got padding "
+        "((0, 4), (0, 0)) for input (3, 4)"),
+    "transposed output of size 0": (
+        lambda: F.conv_transpose2d(np.ones((1, 1, 1, 1)), _W22, padding=1),
+        "transposed convolution output size (0, 0) must be positive: padding ((1, 1), (1, 1)) "
+        "is too large for input (1, 1)"),
+    "dilated kernel past the padded input": (
+        lambda: F.conv2d(_X34, np.ones((1, 1, 3, 2)), padding=((0, 0), (0, 1)), dilation=2),
+        "kernel size (5, 3) (after dilation) does not fit: it is larger than the padded input "
+        "(3, 5)"),
+    "dilated window past the padded input": (
+        lambda: F.max_pool2d(np.ones((1, 1, 2, 3)), (3, 2), dilation=(2, 3), padding=1),
+        "pooling window (5, 4) (after dilation) does not fit: it is larger than the padded "
+        "input (4, 5)"),
+}
+
+
+@pytest.mark.parametrize("name", list(_BOUNDARY_ERRORS))
+def test_shape_rules_at_their_boundaries_name_the_sizes(name):
+    call, message = _BOUNDARY_ERRORS[name]
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_circular_padding_of_the_whole_input_is_allowed():
+    """Circular padding wraps up to the input size (PyTorch's rule): padding 3 of 3 rows."""
+    y = F.conv2d(_X34, _W22, padding=((0, 3), (0, 0)), padding_mode="circular")
+    assert y.shape == (1, 1, 5, 3) and (y == 4).all()
