@@ -349,6 +349,7 @@ def test_same_padding_placement_matches_torch(kernel, dilation):
     (7, 1, [(0, 7)]),
     (1, 3, [(0, 1), (0, 1), (0, 1)]),
     (10, 3, [(0, 4), (3, 7), (6, 10)]),
+    (0, 2, [(0, 0), (0, 0)]),                     # an empty axis: empty windows
 ])
 def test_adaptive_windows_by_hand(size, out, expected):
     assert _windows(size, out) == expected
@@ -711,6 +712,10 @@ def test_the_one_dim_conv_formulas_take_an_int_padding():
 ])
 def test_keras_same_padding_by_hand(args, expected):
     assert keras_same_padding(*args) == expected
+
+
+def test_keras_same_transpose_padding_defaults():
+    assert keras_same_transpose_padding(3) == ((1, 1), 0)  # stride 1, dilation 1
 
 
 def test_keras_same_transpose_padding_gives_input_times_stride():
