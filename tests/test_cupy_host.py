@@ -259,7 +259,7 @@ def test_conv_direct(host, name, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_conv_direct_grid_covers_every_rows_short_run(host, dtype):
+def test_conv_direct_grid_covers_every_row_of_short_runs(host, dtype):
     """conv_direct's grid (``gpu_plan.direct_columns``): 130 output rows of 5 pixels are 650
     pixels, but each row's runs of DIRECT_PIXELS take 8 columns (the last run holds one pixel):
     1040 columns, past one block's 1024. A grid of the pixels alone (or of rows of 7) leaves
@@ -800,7 +800,8 @@ def test_pool_backwards_read_strided_views(host, dtype):
         wide = rng.standard_normal(shape[:3] + (2 * shape[3],)).astype(dtype)
         return wide[:, :, ::-1, ::2]
 
-    x = np.abs(view((2, 3, 7, 6)))
+    x = view((2, 3, 7, 6))
+    np.abs(x, out=x)  # positive, and still the strided view
     in_hw = x.shape[2:]
     spec = PoolSpec.make(2, kernel_size=3, stride=2, padding=1)
     _, idx = ref.max_pool2d(x, spec, True)

@@ -279,7 +279,7 @@ def test_calling_a_model_checks_the_input_shape(tmp_path):
         Sequential([nn.Flatten(), nn.Dense(3)])(x)
 
 
-def test_a_model_of_flat_inputs_predicts_what_it_was_fitted_on():
+def test_a_model_of_flat_inputs_takes_the_same_x_everywhere():
     """Samples of any rank the first layer takes ((features,) for a Dense): fit, evaluate,
     predict and calling the model take the same x."""
     rng = RNG(3)

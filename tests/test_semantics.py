@@ -346,8 +346,8 @@ def test_lp_pool_backward_of_zero_and_nan_windows_as_torch(backend, norm_type):
 @needs_torch
 @pytest.mark.parametrize("norm_type", [1.5, 0.5])
 def test_lp_pool_of_negative_and_zero_inputs_is_torchs_without_a_warning(norm_type):
-    """A fractional power of a negative window total is NaN, of a zero input's gradient
-    factor inf or 0: PyTorch's values, and no NumPy RuntimeWarning (an error under -W error)."""
+    """A fractional power of a negative input is NaN, and a zero input's gradient factor
+    inf or 0: PyTorch's values, and no NumPy RuntimeWarning (an error under -W error)."""
     x = _rng(13).standard_normal((1, 2, 4, 6))
     x[0, 0, 0, 0] = 0.0
     g = _rng(14).standard_normal((1, 2, 2, 3))

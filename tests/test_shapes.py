@@ -212,7 +212,7 @@ def test_pool_output_size_by_hand(size, kernel, stride, padding, dilation, ceil_
     assert pool_output_size(size, kernel, stride, padding, dilation, ceil_mode) == expected
 
 
-def test_pool_output_size_defaults():
+def test_pool_formulas_defaults():
     assert pool_output_size(9, 3, 3) == 3
     assert pool_output_size(10, 3, 3) == 3
     assert pool_output_size(10, 3, 3, ceil_mode=True) == 4

@@ -160,8 +160,8 @@ class Sequential:
     # ------------------------------------------------------------------ building
     def build(self, input_shape: Optional[Sequence[int]] = None, device: Device | str = "cpu",
               seed: int = 0, dtype="float32") -> "Sequential":
-        """Create every layer's parameters for per-sample inputs of ``input_shape`` (C, H, W;
-        default: the first layer's ``input_shape=``), on ``device`` (a ``Device`` or "cpu" /
+        """Create every layer's parameters for per-sample inputs of ``input_shape`` ((C, H, W),
+        or (features,) for a Dense first; default: the first layer's ``input_shape=``), on ``device`` (a ``Device`` or "cpu" /
         "cuda" / "auto"), from ``seed``. Once: a built model refuses another build (it would
         replace the weights); ``from_config(get_config())`` builds a fresh copy."""
         if not self.layers:
@@ -439,7 +439,7 @@ class Sequential:
             log_every: Optional[int] = None) -> History:
         """Train ``epochs`` more epochs (Keras: with ``initial_epoch``, train from that epoch
         up to epoch ``epochs``; ``self.epoch`` counts those done, so a loaded checkpoint
-        continues). x (N, C, H, W) floats, y (N,) integer labels. ``verbose``: 0 silent,
+        continues). x (N,) + input_shape floats, y (N,) integer labels. ``verbose``: 0 silent,
         1 a progress bar ("auto"; a line every few seconds when standard output is not a
         terminal), 2 a line per epoch. Batch hooks run every batch; their logs are read
         back every ``log_every`` batches (default: every batch on the CPU, every 20 on a
