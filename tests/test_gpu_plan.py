@@ -193,27 +193,28 @@ def test_tensor_core_plans_copy_a_16_bytes_at_a_time_where_it_runs_on():
     assert p.choice.tile.terms == 1
 
 
-def test_64_bit_offsets_past_2_31_elements():
-    x, w = (2 ** 18, 64, 256, 1), (64, 64, 1, 1)  # 2^32 input elements
-    spec = ConvSpec.make(2, (1, 1))
-    launch = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
-                                    False).launches[0]
-    assert launch.kernel.endswith("long long>")
+# name: (input shape, output channels, 64-bit instances expected): a tensor of 2^31 elements or
+# more, input or output, takes the long long instances (its element count is past int's)
+OFFSET_WIDTHS = {
+    "input of 2^32": ((2 ** 18, 64, 256, 1), 64, True),
+    "output of 2^31 from 2^30": ((1, 1, 2 ** 15, 2 ** 15), 2, True),
+    "2^30 each": ((1, 1, 2 ** 15, 2 ** 15), 1, False),
+}
 
 
-@pytest.mark.parametrize("o, wide", [(2, True), (1, False)])
-def test_64_bit_offsets_for_an_output_of_2_31_elements(o, wide):
-    """An output of 2^31 elements from an input of 2^30 (o = 2 output channels) takes the
-    64-bit instances (its element count is past int's), of 2^30 the 32-bit ones; so does a
-    grad-input of 2^31 elements."""
-    x, w = (1, 1, 2 ** 15, 2 ** 15), (o, 1, 1, 1)
+@pytest.mark.parametrize("name", list(OFFSET_WIDTHS))
+def test_64_bit_offsets_from_2_31_elements(name):
+    """Forward, and grad-input of the same sizes (its input the forward's, its output
+    channels o)."""
+    x, o, wide = OFFSET_WIDTHS[name]
     spec = ConvSpec.make(2, (1, 1))
+    w = (o, x[1], 1, 1)
     launch = plan.conv_forward_plan(x, _contiguous(x), w, _contiguous(w), spec, "float32",
                                     False).launches[0]
     assert launch.kernel.endswith("long long>") == wide, launch.kernel
-    gy, w = (1, 1, 2 ** 15, 2 ** 15), (1, o, 1, 1)
-    launch = plan.conv_grad_input_plan(gy, _contiguous(gy), w, _contiguous(w), spec,
-                                       gy[2:], "float32", False).launches[0]
+    w = (x[1], o, 1, 1)
+    launch = plan.conv_grad_input_plan(x, _contiguous(x), w, _contiguous(w), spec, x[2:],
+                                       "float32", False).launches[0]
     assert launch.kernel.endswith("long long>") == wide, launch.kernel
 
 
