@@ -681,10 +681,10 @@ def conv2d_backward(grad_out, x, weight, spec: ConvSpec, output_mask, precision:
 
 
 # --------------------------------------------------------------------------- pooling
-# The pooling plans are the CuPy backend's as the twins take them (gpu_plan.numba_plan); the
-# Numba kernels take contiguous arrays (see _call), so they are planned for contiguous strides.
 # the pooling entries of KERNELS (max_pool2d, avg_pool2d, ..., their backwards and
-# checks_index_values) from gpu_pooling, run by this module's executor
+# checks_index_values) from gpu_pooling, run by this module's executor: the CuPy backend's
+# plans as the twins take them (gpu_plan.numba_plan), for contiguous strides (the Numba
+# kernels take contiguous arrays: see _call)
 gpu_pooling.bind(
     globals(), _call,
     lambda device, p, arrays, names, outputs, contiguous: _prepare(

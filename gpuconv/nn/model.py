@@ -161,9 +161,10 @@ class Sequential:
     def build(self, input_shape: Optional[Sequence[int]] = None, device: Device | str = "cpu",
               seed: int = 0, dtype="float32") -> "Sequential":
         """Create every layer's parameters for per-sample inputs of ``input_shape`` ((C, H, W),
-        or (features,) for a Dense first; default: the first layer's ``input_shape=``), on ``device`` (a ``Device`` or "cpu" /
-        "cuda" / "auto"), from ``seed``. Once: a built model refuses another build (it would
-        replace the weights); ``from_config(get_config())`` builds a fresh copy."""
+        or (features,) for a Dense first; default: the first layer's ``input_shape=``), on
+        ``device`` (a ``Device`` or "cpu" / "cuda" / "auto"), from ``seed``. Once: a built
+        model refuses another build (it would replace the weights);
+        ``from_config(get_config())`` builds a fresh copy."""
         if not self.layers:
             raise ValueError("a Sequential model needs at least one layer")
         if self.built:
