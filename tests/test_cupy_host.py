@@ -463,8 +463,8 @@ def test_a_forced_tile_is_planned_anew(host, monkeypatch):
             assert_close(cupy_backend.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), 27,
                          "float32", f"conv2d {tile}")
         t = gpu_plan.TILES[tile or gpu_plan.conv_forward_plan(
-            x.shape, (243, 81, 9, 1), w.shape, (27, 9, 3, 1), spec, "float32", False,
-            sm_count=host.sm_count()).choice.tile.name]
+            x.shape, cupy_backend._strides(x), w.shape, cupy_backend._strides(w), spec,
+            "float32", False, sm_count=host.sm_count()).choice.tile.name]
         assert t.kernel("float", False) in host.launched, (tile, host.launched)
 
 
@@ -891,7 +891,7 @@ def test_every_kernel_was_emulated(request):
     this = request.module
     selected = [item.function for item in request.session.items if item.module is this]
     launching = [f for name, f in vars(this).items() if name.startswith("test_")
-                 and "host" in f.__code__.co_varnames[:f.__code__.co_argcount]]
+                 and {"host", "poisoned"} & set(f.__code__.co_varnames[:f.__code__.co_argcount])]
     left_out = [f.__name__ for f in launching if selected.count(f) < _cases(f)]
     if left_out:
         pytest.skip(f"every kernel runs only with all of this module's tests; left out: {left_out}")

@@ -256,6 +256,27 @@ class Script(nn.Callback):
         self.weights.append(self.model.get_weights())
 
 
+@pytest.mark.parametrize("key, values, min_delta, patience, epochs, best", [
+    ("val_loss", [1.0, 1.0, 0.5], 0.0, 0, 2, 0),        # no change is no improvement
+    ("val_loss", [1.0, 0.5, 0.25], 0.5, 0, 2, 0),       # an improvement of min_delta is none
+    ("val_loss", [1.0, 0.25, 0.25], 0.5, 0, 3, 1),
+    ("val_acc", [0.5, 0.5, 1.0], 0.0, 0, 2, 0),
+    ("val_acc", [0.25, 0.5, 0.75], 0.25, 0, 2, 0),
+    ("val_acc", [0.25, 0.75, 0.75], 0.25, 0, 3, 1),
+    # an improvement starts the count again: 1 bad epoch, the best, then 2 bad epochs
+    ("val_loss", [1.0, 1.5, 0.5, 0.75, 0.75, 0.25], 0.0, 2, 5, 2),
+])
+def test_early_stopping_needs_an_improvement_by_more_than_min_delta(key, values, min_delta,
+                                                                    patience, epochs, best):
+    rng = RNG(0)
+    x, y = rng.standard_normal((8, 1, 2, 2)), rng.integers(0, 2, 8)
+    model = Sequential([nn.Flatten(input_shape=(1, 2, 2)), nn.Dense(2)])
+    model.compile(nn.SGD(0.01))
+    stop = nn.EarlyStopping(key, min_delta=min_delta, patience=patience)
+    model.fit(x, y, epochs=len(values), verbose=0, callbacks=[Script(values, key), stop])
+    assert model.epoch == epochs and stop.best_epoch == best
+
+
 @pytest.mark.parametrize("patience, stops_after", [(0, 3), (1, 3), (2, 4)])
 def test_early_stopping_counts_patience_as_keras_and_restores_the_best(patience, stops_after):
     x, y = _data()

@@ -2,8 +2,8 @@
 coupled weight decay, a schedule's rate each step) and Adam (PyTorch's, and Keras' epsilon
 placement) update by update, the schedules' values, the documented defaults, softmax
 cross-entropy and accuracy, inverted dropout, the augmentation layers' ranges, an epoch's
-loss over a last smaller batch, and EarlyStopping's min_delta. References are PyTorch in
-float64 or a few lines of NumPy written from the formulas the docstrings state."""
+loss over a last smaller batch. References are PyTorch in float64 or a few lines of NumPy
+written from the formulas the docstrings state."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_sgd_updates_as_pytorch(case):
     lr = case.pop("lr")
     schedule = _step_decay(*lr) if isinstance(lr, tuple) else (lambda i: lr)
     ours = nn.SGD(nn.StepDecay(*lr) if isinstance(lr, tuple) else lr, **case)
-    rng = RNG()
+    rng = RNG(1)
     params = _params(rng)
     theirs = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
     opt = torch.optim.SGD(list(theirs.values()), lr=schedule(0), **case)
@@ -129,7 +129,7 @@ ADAM_CASES = [
 @pytest.mark.parametrize("kwargs, scale", ADAM_CASES, ids=repr)
 def test_adam_updates_as_keras_writes_it(kwargs, scale):
     ours = nn.Adam(**kwargs)
-    rng = RNG()
+    rng = RNG(2)
     params = _params(rng)
     grads_per_step = [{k: scale * rng.standard_normal(v.shape) for k, v in params.items()}
                       for _ in range(6)]
@@ -147,7 +147,7 @@ def test_adam_with_a_negligible_epsilon_is_pytorchs_adam(weight_decay):
     """Bias correction and coupled weight decay as PyTorch (whose epsilon sits after the
     correction of v, Keras' before it: with a negligible epsilon the two agree)."""
     ours = nn.Adam(0.01, beta_1=0.85, beta_2=0.99, epsilon=1e-14, weight_decay=weight_decay)
-    rng = RNG()
+    rng = RNG(3)
     params = _params(rng)
     theirs = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
     opt = torch.optim.Adam(list(theirs.values()), lr=0.01, betas=(0.85, 0.99), eps=1e-14,
@@ -187,7 +187,7 @@ def test_defaults_are_the_documented_ones(make, want):
 # --------------------------------------------------------------------------- loss and accuracy
 @pytest.mark.parametrize("scale", [1.0, 30.0, 1e3])  # large logits: exp overflows unshifted
 def test_softmax_cross_entropy_is_pytorchs_mean_over_the_batch(scale):
-    rng = RNG()
+    rng = RNG(4)
     logits, labels = scale * rng.standard_normal((7, 5)), rng.integers(0, 5, 7)
     loss, grad = SoftmaxCrossEntropy()(logits, labels, np)
     t = torch.tensor(logits, requires_grad=True)
@@ -205,7 +205,7 @@ def test_accuracy_takes_the_first_of_tied_maxima_as_argmax():
 
 def test_an_epochs_loss_and_accuracy_weigh_every_sample_once_with_a_last_smaller_batch():
     """lr 0: every batch sees the same weights, so the epoch's means are the whole data's."""
-    rng = RNG()
+    rng = RNG(5)
     x, y = rng.standard_normal((11, 1, 2, 3)), rng.integers(0, 3, 11)
     model = Sequential([nn.Flatten(), nn.Dense(3)]).build((1, 2, 3), "cpu", 0, "float64")
     model.compile(nn.SGD(0.0))
@@ -219,7 +219,7 @@ def test_an_epochs_loss_and_accuracy_weigh_every_sample_once_with_a_last_smaller
 
 
 def test_an_epochs_logged_rate_is_that_of_its_first_update():
-    rng = RNG()
+    rng = RNG(6)
     x, y = rng.standard_normal((11, 1, 2, 3)), rng.integers(0, 3, 11)
     model = Sequential([nn.Flatten(), nn.Dense(3)]).build((1, 2, 3), "cpu", 0, "float64")
     model.compile(nn.SGD(nn.StepDecay(0.1, 2, 0.5)))  # 3 updates an epoch: steps 0, 3, 6 first
@@ -232,7 +232,7 @@ def test_an_epochs_logged_rate_is_that_of_its_first_update():
 def test_dropout_keeps_a_fraction_scaled_by_its_inverse_and_routes_the_gradient_alike(rate):
     layer = nn.Dropout(rate)
     model = Sequential([layer]).build((5000,), "cpu", 0, "float64")
-    rng = RNG()
+    rng = RNG(7)
     x = rng.uniform(1, 2, (2, 5000))
     y = layer.forward(x, training=True, rng=model.device.rng(int(rng.integers(1 << 30))))
     kept = y != 0
@@ -246,7 +246,7 @@ def test_dropout_keeps_a_fraction_scaled_by_its_inverse_and_routes_the_gradient_
 def test_random_flip_mirrors_left_right_about_half_the_images():
     layer = nn.RandomFlip()
     model = Sequential([layer]).build((2, 3, 4), "cpu", 0, "float64")
-    rng = RNG()
+    rng = RNG(8)
     x = rng.standard_normal((400, 2, 3, 4))
     y = layer.forward(x, training=True, rng=model.device.rng(int(rng.integers(1 << 30))))
     same = (y == x).all(axis=(1, 2, 3))
@@ -258,7 +258,7 @@ def test_random_shift_moves_each_image_by_up_to_max_shift_each_way():
     s, (h, w) = 2, (5, 6)
     layer = nn.RandomShift(s)
     model = Sequential([layer]).build((1, h, w), "cpu", 0, "float64")
-    rng = RNG()
+    rng = RNG(9)
     x = rng.uniform(1, 2, (500, 1, h, w))
     y = layer.forward(x, training=True, rng=model.device.rng(int(rng.integers(1 << 30))))
     padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
@@ -269,34 +269,3 @@ def test_random_shift_moves_each_image_by_up_to_max_shift_each_way():
         assert len(found) == 1, i
         shifts.add(found[0])
     assert shifts == {(dy, dx) for dy in range(2 * s + 1) for dx in range(2 * s + 1)}
-
-
-# --------------------------------------------------------------------------- EarlyStopping
-class _Scripted(nn.Callback):
-    def __init__(self, key, values):
-        super().__init__()
-        self.key, self.values = key, values
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs[self.key] = self.values[epoch]
-
-
-@pytest.mark.parametrize("key, values, min_delta, patience, epochs, best", [
-    ("val_loss", [1.0, 1.0, 0.5], 0.0, 0, 2, 0),        # no change is no improvement
-    ("val_loss", [1.0, 0.5, 0.25], 0.5, 0, 2, 0),       # an improvement of min_delta is none
-    ("val_loss", [1.0, 0.25, 0.25], 0.5, 0, 3, 1),
-    ("val_acc", [0.5, 0.5, 1.0], 0.0, 0, 2, 0),
-    ("val_acc", [0.25, 0.5, 0.75], 0.25, 0, 2, 0),
-    ("val_acc", [0.25, 0.75, 0.75], 0.25, 0, 3, 1),
-    # an improvement starts the count again: 1 bad epoch, the best, then 2 bad epochs
-    ("val_loss", [1.0, 1.5, 0.5, 0.75, 0.75, 0.25], 0.0, 2, 5, 2),
-])
-def test_early_stopping_needs_an_improvement_by_more_than_min_delta(key, values, min_delta,
-                                                                    patience, epochs, best):
-    rng = RNG(0)
-    x, y = rng.standard_normal((8, 1, 2, 2)), rng.integers(0, 2, 8)
-    model = Sequential([nn.Flatten(input_shape=(1, 2, 2)), nn.Dense(2)])
-    model.compile(nn.SGD(0.01))
-    stop = nn.EarlyStopping(key, min_delta=min_delta, patience=patience)
-    model.fit(x, y, epochs=len(values), verbose=0, callbacks=[_Scripted(key, values), stop])
-    assert model.epoch == epochs and stop.best_epoch == best
