@@ -213,8 +213,9 @@ __device__ __forceinline__ void global_pool(const PoolParams& p, R init, Write w
             if (lane < s) part[slot].merge(part[slot + s]);
             __syncthreads();
         }
+        // lane 0 reads its own slot, which only it writes: the others may refill theirs for the
+        // next planes at once (the next tree's first barrier orders them before any read)
         if (lane == 0 && plane < planes) write(plane, part[slot]);
-        __syncthreads();  // part is reused by the next planes
     }
 }
 

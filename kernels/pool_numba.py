@@ -240,6 +240,8 @@ def kernels(dtype) -> dict:
                         part_v[slot] += part_v[slot + step]
                 cuda.syncthreads()
                 step //= 2
+            # lane 0 reads its own slot, which only it writes: the others may refill theirs for the
+            # next planes at once (the next tree's first barrier orders them before any read)
             if lane == 0 and plane < planes:
                 if want_max:
                     y[plane] = part_v[slot]
@@ -247,7 +249,6 @@ def kernels(dtype) -> dict:
                         idx[plane] = part_i[slot]
                 else:
                     y[plane] = part_v[slot] / F(plane_len)
-            cuda.syncthreads()  # part_* are reused by the next planes
             base += np.int64(cuda.gridDim.z) * cuda.blockDim.z
 
     def max_pool2d(x, gy, y, idx, err, p):

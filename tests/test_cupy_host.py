@@ -278,6 +278,25 @@ def test_conv_direct_grid_covers_every_row_of_short_runs(host, dtype):
         f"conv_direct<{ctype}, 4>", f"conv_direct<{ctype}, 3>"}
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_conv_direct_stages_its_weights_chunk_by_chunk(host, dtype):
+    """A reduction longer than conv_direct's chunk of staged weights (512 taps): a forward
+    of 2 channels over 64 and a grad-input of 2 channels from 64, 576 taps each (the second
+    chunk's weights replace the first's in shared memory)."""
+    rng = np.random.default_rng(29)
+    x = rng.standard_normal((2, 64, 5, 6)).astype(dtype)
+    w = rng.standard_normal((2, 64, 3, 3)).astype(dtype)
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    assert_close(cupy_backend.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), 576,
+                 dtype, "conv2d")
+    gy = rng.standard_normal((2, 64, 5, 6)).astype(dtype)
+    wt = w.reshape(64, 2, 3, 3)
+    assert_close(cupy_backend.conv2d_grad_input(gy, wt, spec, (5, 6), None),
+                 ref.conv2d_grad_input(gy, wt, spec, (5, 6)), 576, dtype, "conv2d_grad_input")
+    assert {k for k in host.launched if k.startswith("conv_direct")} == {
+        f"conv_direct<{gpu_plan.CTYPES[dtype]}, 2>"}
+
+
 @pytest.mark.parametrize("precision", ["ieee", "tf32x3"])
 def test_split_k_forward_with_bias_and_relu(host, precision):
     """A forward whose output is a fraction of a wave splits its reduction; the ordered second

@@ -120,6 +120,25 @@ def test_direct_depthwise_and_pooling_blocks(gpu_plans, dtype):
         launched
 
 
+@pytest.mark.parametrize("dtype", list(gpu_plan.NUMBA_TILES_FOR))
+def test_conv_direct_stages_its_weights_chunk_by_chunk(gpu_plans, dtype):
+    """A reduction longer than conv_direct's DIRECT_CHUNK of staged weights: a forward of 2
+    channels over 64 and a grad-input of 2 channels from 64, 576 taps each."""
+    from gpuconv.kernels.conv_numba import DIRECT_CHUNK
+
+    rng = np.random.default_rng(29)
+    x = rng.standard_normal((1, 64, 3, 4)).astype(dtype)
+    w = rng.standard_normal((2, 64, 3, 3)).astype(dtype)
+    assert w[0].size > DIRECT_CHUNK
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    assert_close(nb.conv2d(x, w, None, spec), ref.conv2d(x, w, None, spec), k=576, dtype=dtype,
+                 what="conv_direct forward")
+    wt = w.reshape(64, 2, 3, 3)
+    assert_close(nb.conv2d_grad_input(x, wt, spec, (3, 4)), ref.conv2d_grad_input(x, wt, spec, (3, 4)),
+                 k=576, dtype=dtype, what="conv_direct grad_input")
+    assert {name for name in gpu_plans() if name.startswith("conv")} == {"conv_direct<2>"}
+
+
 # (input or grad_out shape, weight shape, conv options, grad-input's input size (None: the
 # forward, with bias and ReLU), the launches' kernels (base names) and slices of the GEMM)
 SPLITS_AND_PHASES = {
