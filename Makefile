@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # each run writes a new runs/<UTC time> and links runs/latest to it
 TRAIN_ARGS    ?= --device auto
 
-.PHONY: setup setup-train data train test check-memory check-races demo goldens bench gpu-carry clean
+.PHONY: setup setup-train data train test check-memory check-races check-mutants demo goldens bench gpu-carry clean
 
 # Each install reruns when pyproject.toml changes; otherwise it is a no-op.
 $(TRAIN_STAMP): pyproject.toml
@@ -65,6 +65,11 @@ check-races: setup
 	    LD_PRELOAD=$$(g++ -print-file-name=libtsan.so) \
 	    $(PY) -m pytest -q -p no:randomly --capture=sys -k cupy tests/test_cupy_host.py \
 	    tests/test_cupy_layers_host.py tests/test_huge_hyperparameters.py tests/test_golden.py
+
+# Each bug of the mutant catalogue (tests/mutants.py) planted in a scratch copy of the tree, one
+# at a time: its tests must fail (ONLY=name,... for some)
+check-mutants: setup
+	$(PY) scripts/check_mutants.py $(if $(ONLY),--only $(ONLY))
 
 demo: setup-train
 	$(VENV)/bin/gpuconv demo
