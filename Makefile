@@ -12,7 +12,8 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 # each run writes a new runs/<UTC time> and links runs/latest to it
 TRAIN_ARGS    ?= --device auto
 
-.PHONY: setup setup-train data train test check-memory check-races check-mutants demo goldens bench gpu-carry clean
+.PHONY: setup setup-train data train test check-memory check-races check-mutants demo goldens \
+	bench gpu-carry clean
 
 # Each install reruns when pyproject.toml changes; otherwise it is a no-op.
 $(TRAIN_STAMP): pyproject.toml

@@ -213,8 +213,8 @@ __device__ __forceinline__ void global_pool(const PoolParams& p, R init, Write w
             if (lane < s) part[slot].merge(part[slot + s]);
             __syncthreads();
         }
-        // lane 0 reads its own slot, which only it writes: the others may refill theirs for the
-        // next planes at once (the next tree's first barrier orders them before any read)
+        // no barrier before the next planes: lane 0 reads only its own slot, which only it
+        // writes, and the other slots were last read before the tree's final barrier
         if (lane == 0 && plane < planes) write(plane, part[slot]);
     }
 }

@@ -240,8 +240,8 @@ def kernels(dtype) -> dict:
                         part_v[slot] += part_v[slot + step]
                 cuda.syncthreads()
                 step //= 2
-            # lane 0 reads its own slot, which only it writes: the others may refill theirs for the
-            # next planes at once (the next tree's first barrier orders them before any read)
+            # no barrier before the next planes: lane 0 reads only its own slot, which only it
+            # writes, and the other slots were last read before the tree's final barrier
             if lane == 0 and plane < planes:
                 if want_max:
                     y[plane] = part_v[slot]

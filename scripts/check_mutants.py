@@ -1,22 +1,24 @@
-"""Plant each fault of the mutant catalogue (tests/mutants.py) and check that its tests fail.
+"""Plant each bug of the mutant catalogue (tests/mutants.py) and check that its tests fail.
 
 A test that cannot fail proves nothing. Each catalogue entry is a plausible bug (a bound off by
-one, a dropped mask term, swapped strides, a flipped NaN rule), the text it replaces in one
-file, and the tests that must catch it. For each entry this script copies the tree once into a
-scratch folder, writes the mutated file there, runs the named tests (stopping at the first
-failure), and restores the file. An entry is
+one, a dropped mask term, swapped strides, a flipped NaN rule, a missing barrier), the text it
+replaces in one file, and the tests that must catch it. The script copies the tree once into
+a scratch folder and runs every named test there unmutated (they must all pass, or nothing is
+judged); then, for each entry, it writes the mutated file, runs the entry's tests (stopping
+at the first failure) and restores the file. An entry is
 
-    caught    the tests failed (pytest's exit status 1),
-    SURVIVED  they passed: the suite no longer sees that bug,
+    caught    a test failed (or ThreadSanitizer reported a race, for a "tsan" entry),
+    SURVIVED  the tests passed: the suite no longer sees that bug,
     STALE     its text no longer occurs exactly once in its file (the code moved on: the entry
               needs rewriting),
-    BROKEN    pytest could not run the tests (an error other than a failure).
+    BROKEN    pytest could not run the tests (an error in setup or collection, a crash),
+    TIMEOUT   the tests ran past TIMEOUT_S (a mutant that loops forever).
 
-Usage: python scripts/check_mutants.py [--only NAME,...] [--list] [--catalogue FILE]
-(`make check-mutants`). Exit status 0 when every entry is caught. Your working tree is never
+Usage: .venv/bin/python scripts/check_mutants.py [--only NAME,...] [--list] [--catalogue FILE]
+(`make check-mutants`). Exit status 0 when every entry is caught. The working tree is never
 touched: the scratch copy holds the tracked files and the untracked ones git does not ignore.
-Entries marked with a sanitizer run their tests as `make check-memory` (asan) or
-`make check-races` (tsan) do: a missing __syncthreads changes no value in the emulation.
+"tsan" entries run their tests as `make check-races` does: a missing __syncthreads changes
+no value in the emulation's one order of threads.
 """
 
 from __future__ import annotations
@@ -33,24 +35,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 900
 
 
-def _preload(library: str) -> str:
-    return subprocess.run(["g++", f"-print-file-name={library}"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+def _tsan_environment() -> dict:
+    """The environment of the Makefile's check-races target."""
+    libtsan = subprocess.run(["g++", "-print-file-name=libtsan.so"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    return {"GPUCONV_HOST_TSAN": "1", "TSAN_OPTIONS": "halt_on_error=1 report_signal_unsafe=0",
+            "LD_PRELOAD": libtsan}
 
 
-# the environment of the Makefile's check-memory and check-races targets
-SANITIZERS = {
-    "asan": lambda: {"GPUCONV_HOST_ASAN": "1", "ASAN_OPTIONS": "detect_leaks=0",
-                     "LD_PRELOAD": _preload("libasan.so")},
-    "tsan": lambda: {"GPUCONV_HOST_TSAN": "1",
-                     "TSAN_OPTIONS": "halt_on_error=1 report_signal_unsafe=0",
-                     "LD_PRELOAD": _preload("libtsan.so")},
-}
-
-# what a sanitizer prints as it stops a run (UBSan's alignment check: "runtime error")
-SANITIZER_REPORT = re.compile(r"(?:Address|Thread)Sanitizer: [\w-]+(?: [\w-]+)?|runtime error: [^\n]{0,80}")
+# a report ThreadSanitizer stops the run with (not its start-up failures)
+RACE_REPORT = re.compile(r"WARNING: ThreadSanitizer: data race")
+# the caller's sanitizer settings, which would otherwise apply to every entry
+SANITIZER_VARIABLES = ("GPUCONV_HOST_ASAN", "GPUCONV_HOST_TSAN", "ASAN_OPTIONS", "TSAN_OPTIONS",
+                       "LD_PRELOAD")
 
 
 def load_catalogue(path: Path) -> list:
@@ -70,41 +70,60 @@ def scratch_copy(destination: Path) -> None:
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
-    # gpuconv.kernels installs from kernels/ (pyproject's package-dir); a source tree on
-    # PYTHONPATH finds it through this link
+    # gpuconv.kernels installs from kernels/ (pyproject's package-dir): without this link the
+    # editable install would map it to the working tree's kernels/, not the mutated copy
     (destination / "gpuconv" / "kernels").symlink_to(Path("..") / "kernels")
 
 
-def run_tests(tree: Path, mutant) -> tuple[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(tree), XDG_CACHE_HOME=str(tree / ".cache"),
+def pytest(tree: Path, tests, sanitizer, stop_at_first: bool) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SANITIZER_VARIABLES}
+    env.update(PYTHONPATH=str(tree), XDG_CACHE_HOME=str(tree / ".cache"),
                NUMBA_CACHE_DIR=str(tree / ".cache" / "numba"), PYTHONDONTWRITEBYTECODE="1")
-    if mutant.sanitizer:
-        env.update(SANITIZERS[mutant.sanitizer]())
-    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p",
-               "no:cacheprovider", "--capture=sys", *mutant.tests]
+    if sanitizer == "tsan":
+        env.update(_tsan_environment())
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p",
+               "no:cacheprovider", "--capture=sys", *(["-x"] if stop_at_first else []), *tests]
     result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
-                            check=False)
-    output = result.stdout + result.stderr
-    first = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - |$)", output, re.MULTILINE)
-    if result.returncode == 1 and first:
-        return "caught", first[1]
-    if result.returncode == 0:
-        return "SURVIVED", output.strip().splitlines()[-1]
-    if mutant.sanitizer and SANITIZER_REPORT.search(output):
-        return "caught", f"{mutant.sanitizer}: {SANITIZER_REPORT.search(output)[0]}"
-    return "BROKEN", f"pytest exit status {result.returncode}: {output.strip()[-300:]}"
+                            check=False, timeout=TIMEOUT_S)
+    return result.returncode, result.stdout + result.stderr
+
+
+def judge(returncode: int, output: str, sanitizer) -> tuple[str, str]:
+    failed = re.search(r"^FAILED (.+?)(?: - |$)", output, re.MULTILINE)
+    race = RACE_REPORT.search(output) if sanitizer == "tsan" else None
+    if returncode == 1 and failed and not re.search(r"^ERROR ", output, re.MULTILINE):
+        return "caught", failed[1]
+    if race:
+        return "caught", race[0]
+    if returncode == 0:
+        return "SURVIVED", (output.strip().splitlines() or ["no output"])[-1]
+    return "BROKEN", f"pytest exit status {returncode}: {output.strip()[-300:]}"
 
 
 def check(mutant, tree: Path) -> tuple[str, str]:
     target = tree / mutant.path
-    original = target.read_text()
+    original = target.read_text(encoding="utf-8")
     if original.count(mutant.old) != 1:
         return "STALE", f"{original.count(mutant.old)} occurrences of its text in {mutant.path}"
-    target.write_text(original.replace(mutant.old, mutant.new))
+    target.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
     try:
-        return run_tests(tree, mutant)
+        return judge(*pytest(tree, mutant.tests, mutant.sanitizer, True), mutant.sanitizer)
+    except subprocess.TimeoutExpired:
+        return "TIMEOUT", f"past {TIMEOUT_S} s"
     finally:
-        target.write_text(original)
+        target.write_text(original, encoding="utf-8")
+
+
+def clean_run(mutants, tree: Path) -> bool:
+    """Every named test passes on the unmutated copy (else a failure would prove nothing)."""
+    ok = True
+    for sanitizer in sorted({m.sanitizer for m in mutants}, key=str):
+        tests = sorted({t for m in mutants if m.sanitizer == sanitizer for t in m.tests})
+        returncode, output = pytest(tree, tests, sanitizer, False)
+        print(f"clean run ({sanitizer or 'no sanitizer'}, {len(tests)} tests): "
+              f"{output.strip().splitlines()[-1] if output.strip() else 'no output'}", flush=True)
+        ok &= returncode == 0
+    return ok
 
 
 def main(argv=None) -> int:
@@ -120,19 +139,23 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"--only: no entries named {', '.join(sorted(unknown))}")
         mutants = [m for m in mutants if m.name in wanted]
+    width = max(len(m.name) for m in mutants)
     if args.list:
         for m in mutants:
-            print(f"{m.name:44s} {m.path:34s} {m.fault}")
+            print(f"{m.name:{width}s}  {m.path:34s} {m.fault}")
         return 0
     verdicts = {}
     with tempfile.TemporaryDirectory(prefix="gpuconv-mutants-") as scratch:
         tree = Path(scratch)
         scratch_copy(tree)
+        if not clean_run(mutants, tree):
+            print("the named tests fail on the unmutated tree: nothing judged")
+            return 1
         for m in mutants:
             start = time.perf_counter()
             verdict, detail = check(m, tree)
             verdicts[m.name] = verdict
-            print(f"{verdict:8s} {m.name:44s} {time.perf_counter() - start:5.0f} s  {detail}",
+            print(f"{verdict:8s} {m.name:{width}s} {time.perf_counter() - start:4.0f} s  {detail}",
                   flush=True)
     missed = [name for name, v in verdicts.items() if v != "caught"]
     print(f"{len(verdicts) - len(missed)} of {len(verdicts)} caught"

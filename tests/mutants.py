@@ -1,16 +1,17 @@
 """The mutant catalogue: plausible bugs, each with the tests that must catch it.
 
 ``scripts/check_mutants.py`` (``make check-mutants``) plants each one in a scratch copy of the
-tree and runs its tests, which must fail; tests/test_mutants.py checks in CI that every entry
-still applies (its text occurs exactly once in its file) and names tests that exist. The
-entries come from mutation campaigns over each layer: the bugs the suite once missed (each
-now has the test named beside it) and a sample of those it always caught. An entry whose
-code was rewritten is rewritten with it, or dropped with the code it mutated.
+tree and runs its tests, one of which must fail; tests/test_mutants.py checks in CI that every
+entry still applies (its text occurs exactly once in its file) and names tests that pytest
+collects. The entries come from mutation campaigns over each layer; among them are the bugs
+the suite once missed, which the tests named beside them were written for. An entry whose
+code is rewritten is rewritten with it, or dropped with the code it mutated.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
+
 
 class Mutant(NamedTuple):
     name: str          # unique, kebab-case
@@ -18,8 +19,9 @@ class Mutant(NamedTuple):
     old: str           # text that occurs exactly once in that file...
     new: str           # ...and what the mutant writes instead
     fault: str         # the bug, in words
-    tests: tuple       # pytest node ids (functions or single cases) that must fail
-    sanitizer: Optional[str] = None  # "asan" / "tsan": run as make check-memory / check-races
+    tests: tuple       # pytest node ids (functions or single cases), one of which must fail
+    sanitizer: Optional[str] = None  # "tsan": run as make check-races (a missing barrier)
+
 
 MUTANTS = [
     # --------------------------------------------------------------------------- kernels/conv.cu
@@ -202,7 +204,7 @@ MUTANTS = [
            ("tests/test_cupy_host.py::test_depthwise_kernels[k3-s3-full-row-reflect-float32]",)),
     Mutant("depthwise-segment-path-any-column-step", "kernels/depthwise.cu",
            "if (g.dw == 1 && g.step_w <= 2) {", "if (g.dw == 1) {",
-           "the register-segment path (column step 1 or 2) also runs a column step of 3",
+           "the register-segment path (column step 1 or 2) runs any column step (3 in the test)",
            ("tests/test_cupy_host.py::test_depthwise_kernels[k3-s3-full-row-reflect-float32]",)),
     Mutant("depthwise-grad-weight-column-pad-from-top", "kernels/depthwise.cu",
            "const int sc = source_index(ow * sw + j * dw - pl, W, mode);\n"
@@ -245,8 +247,8 @@ MUTANTS = [
            ("tests/test_cupy_layers_host.py::test_batch_norm_relu_keeps_nan[float32]",)),
     Mutant("layers-channel-wrap-off-by-one", "kernels/layers.cu",
            "if (i < 2 * p.hw) { i -= p.hw; ++n; }", "if (i <= 2 * p.hw) { i -= p.hw; ++n; }",
-           "for_channel's one-image wrap also takes a position two planes on (visits the next "
-           "channel's first element)",
+           "for_channel moves to the next image with a position a whole plane past its own "
+           "(i == hw: the next channel's first element)",
            ("tests/test_cupy_layers_host.py::test_batch_norm_training_step[plane-of-144-float32-]",)),
     Mutant("layers-dropout-drops-threshold-draw", "kernels/layers.cu",
            ">= p.threshold ? scale : T(0)", "> p.threshold ? scale : T(0)",
@@ -263,7 +265,7 @@ MUTANTS = [
            "nth_live_phase counts a row phase that taps reach but that holds no row",
            ("tests/test_numba_gpu_launches.py::test_split_reductions_and_phases_no_tap_reaches"
             "[float32-dead row phase first]",)),
-    Mutant("numba-conv-live-phase-without-cols", "kernels/conv_numba.py",
+    Mutant("numba-conv-live-phase-without-columns", "kernels/conv_numba.py",
            "                    if aw[0] > 0 and aw[1] > 0:", "                    if aw[1] > 0:",
            "nth_live_phase counts a column phase that taps reach but that holds no column",
            ("tests/test_numba_gpu_launches.py::test_split_reductions_and_phases_no_tap_reaches"
@@ -301,10 +303,10 @@ MUTANTS = [
            ("tests/test_numba_gpu_launches.py::"
             "test_conv_direct_stages_its_weights_chunk_by_chunk",)),
     # --------------------------------------------------------------------- kernels/pool_numba.py
-    Mutant("numba-pool-first-tap-rounded-down", "kernels/pool_numba.py",
+    Mutant("numba-pool-max-first-tap-rounded-down", "kernels/pool_numba.py",
            "div32(-start + d - 1, d) * d", "div32(-start, d) * d",
-           "a dilated window starting in the padding takes its first tap inside rounded down "
-           "(a tap in the padding, read as the previous row's last element)",
+           "a dilated max window starting in the padding takes its first tap in the padding "
+           "(rounded down, not up, to the next tap inside)",
            ("tests/test_numba_random.py::test_numba_matches_numpy[30-max_pool2d-float32]",)),
     Mutant("numba-pool-window-check-owner", "kernels/pool_numba.py",
            "if not 0 <= c0 - col0 < POOL_V:", "if not 0 <= c0 - col0 < POOL_V - 1:",
@@ -313,7 +315,7 @@ MUTANTS = [
            ("tests/test_host_overhead.py::"
             "test_gpu_max_pool_backward_flags_an_index_outside_its_window"
             "[numba-overlapping]",)),
-    Mutant("numba-pool-window-check-dilation", "kernels/pool_numba.py",
+    Mutant("numba-pool-window-check-between-column-taps", "kernels/pool_numba.py",
            "if c0 <= c < c1 and mod32(c - c0, cs) == 0:", "if c0 <= c < c1:",
            "max-pool backward's window check passes an index between dilated column taps",
            ("tests/test_host_overhead.py::"
@@ -325,8 +327,8 @@ MUTANTS = [
            "merging two NaN maxima keeps the earlier index (PyTorch keeps the later)",
            ("tests/test_numba_random.py::test_max_pooling_nans_match_numpy[global_max_pool2d]",)),
     Mutant("numba-pool-max-ignores-nan", "kernels/pool_numba.py",
-           "if arg < 0 or val > best or val != val:  # first max",
-           "if arg < 0 or val > best:  # first max",
+           "if arg < 0 or val > best or val != val:",
+           "if arg < 0 or val > best:",
            "windowed max pooling passes over a NaN after a number",
            ("tests/test_numba_random.py::test_max_pooling_nans_match_numpy[max_pool2d]",)),
     Mutant("numba-pool-global-max-ignores-nan", "kernels/pool_numba.py",
@@ -339,7 +341,7 @@ MUTANTS = [
     Mutant("numba-pool-window-drops-last-tap", "kernels/pool_numba.py",
            "return first, min(start + (k - 1) * d + 1, n), d",
            "return first, min(start + (k - 1) * d, n), d",
-           "a pooling window's taps end before its last tap",
+           "a max window's taps end before its last tap",
            ("tests/test_golden.py::test_golden[max_pool1d_ceil_last_window_dropped_f32-numba]",)),
     # ---------------------------------------------------------------- kernels/depthwise_numba.py
     Mutant("numba-depthwise-tile-taps-column-dilation", "kernels/depthwise_numba.py",
@@ -435,7 +437,7 @@ MUTANTS = [
            ("tests/test_gpu_plan.py::"
             "test_tap_masks_or_the_generic_instance[1024-kernel_hw0-True]",)),
     # ----------------------------------------------------------- gpuconv/backends/gpu_pooling.py
-    Mutant("plan-max-pool-backward-indices-not-copied", "gpuconv/backends/gpu_pooling.py",
+    Mutant("pooling-max-backward-indices-not-copied", "gpuconv/backends/gpu_pooling.py",
            "(\"grad_out\", \"indices\", \"out\"), (pooled(grad_out, input_hw),),\n"
            "            (1,))",
            "(\"grad_out\", \"indices\", \"out\"), (pooled(grad_out, input_hw),),\n"
@@ -443,7 +445,7 @@ MUTANTS = [
            "max-pool backward reads a strided view of its indices as if flat (no contiguous copy)",
            ("tests/test_cupy_host.py::test_max_pool_backward_takes_indices_as_a_strided_view",)),
     # ---------------------------------------------------------- gpuconv/backends/cupy_backend.py
-    Mutant("signature-key-without-tile-switches", "gpuconv/backends/cupy_backend.py",
+    Mutant("cupy-context-without-tile-switches", "gpuconv/backends/cupy_backend.py",
            "(ex.current_device(), *autotune.switches()))", "(ex.current_device(),))",
            "CuPy's prepared-call context leaves out the tile switches: a call under a forced "
            "tile reuses the plan model's launches",
@@ -588,8 +590,8 @@ MUTANTS = [
            ("tests/test_nn_maths.py::test_sgd_updates_as_pytorch"
             "[{'lr': 0.05, 'momentum': 0.8, 'nesterov': True}]",)),
     Mutant("nn-weight-decay-decoupled", "gpuconv/nn/optimizers.py",
-           "g = g + p.dtype.type(self.weight_decay) * p  # L2",
-           "p -= p.dtype.type(self.weight_decay) * scalars[0] * p  # L2",
+           "g = g + p.dtype.type(self.weight_decay) * p  # L2 penalty, coupled (as SGD's)",
+           "p -= p.dtype.type(self.weight_decay) * scalars[0] * p  # decoupled",
            "weight decay shrinks the parameters directly (decoupled, AdamW-like) instead of "
            "adding an L2 term to the gradient",
            ("tests/test_nn_maths.py::test_sgd_updates_as_pytorch"
