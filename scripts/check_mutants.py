@@ -120,8 +120,8 @@ def clean_run(mutants, tree: Path) -> bool:
     for sanitizer in sorted({m.sanitizer for m in mutants}, key=str):
         tests = sorted({t for m in mutants if m.sanitizer == sanitizer for t in m.tests})
         returncode, output = pytest(tree, tests, sanitizer, False)
-        print(f"clean run ({sanitizer or 'no sanitizer'}, {len(tests)} tests): "
-              f"{output.strip().splitlines()[-1] if output.strip() else 'no output'}", flush=True)
+        summary = output.strip().splitlines()[-1] if output.strip() else "no output"
+        print(f"clean run ({sanitizer or 'no sanitizer'}): {summary}", flush=True)
         ok &= returncode == 0
     return ok
 
