@@ -68,7 +68,7 @@ check-races: setup
 	    tests/test_cupy_layers_host.py tests/test_huge_hyperparameters.py tests/test_golden.py
 
 # Each bug of the mutant catalogue (tests/mutants.py) planted in a scratch copy of the tree, one
-# at a time: its tests must fail (ONLY=name,... for some)
+# at a time, once its tests pass unmutated: one of them must fail (ONLY=name,... for some)
 check-mutants: setup
 	$(PY) scripts/check_mutants.py $(if $(ONLY),--only $(ONLY))
 
