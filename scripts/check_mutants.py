@@ -7,7 +7,8 @@ a scratch folder and runs every named test there unmutated (they must all pass, 
 judged); then, for each entry, it writes the mutated file, runs the entry's tests (stopping
 at the first failure) and restores the file. An entry is
 
-    caught    a test failed (or ThreadSanitizer reported a race, for a "tsan" entry),
+    caught    a test failed (or its sanitizer reported the fault: AddressSanitizer a read or
+              write past a buffer for an "asan" entry, ThreadSanitizer a race for a "tsan" one),
     SURVIVED  the tests passed: the suite no longer sees that bug,
     STALE     its text no longer occurs exactly once in its file (the code moved on: the entry
               needs rewriting),
@@ -17,8 +18,10 @@ at the first failure) and restores the file. An entry is
 Usage: .venv/bin/python scripts/check_mutants.py [--only NAME,...] [--list] [--catalogue FILE]
 (`make check-mutants`). Exit status 0 when every entry is caught. The working tree is never
 touched: the scratch copy holds the tracked files and the untracked ones git does not ignore.
-"tsan" entries run their tests as `make check-races` does: a missing __syncthreads changes
-no value in the emulation's one order of threads.
+Sanitizer entries run their tests as the Makefile's targets do, for faults that change no
+value the tests compare: "asan" as `make check-memory` (a read past a buffer into a tile
+column that is never stored), "tsan" as `make check-races` (a missing __syncthreads, in the
+emulation's one order of threads).
 """
 
 from __future__ import annotations
@@ -38,16 +41,22 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 900
 
 
-def _tsan_environment() -> dict:
-    """The environment of the Makefile's check-races target."""
-    libtsan = subprocess.run(["g++", "-print-file-name=libtsan.so"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-    return {"GPUCONV_HOST_TSAN": "1", "TSAN_OPTIONS": "halt_on_error=1 report_signal_unsafe=0",
-            "LD_PRELOAD": libtsan}
+def _preload(library: str) -> str:
+    return subprocess.run(["g++", f"-print-file-name={library}"], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
-# a report ThreadSanitizer stops the run with (not its start-up failures)
-RACE_REPORT = re.compile(r"WARNING: ThreadSanitizer: data race")
+# sanitizer: (the environment of its Makefile target, the report it stops the run with: not
+# its start-up failures)
+SANITIZERS = {
+    "asan": (lambda: {"GPUCONV_HOST_ASAN": "1", "ASAN_OPTIONS": "detect_leaks=0",
+                      "LD_PRELOAD": _preload("libasan.so")},
+             re.compile(r"ERROR: AddressSanitizer: [\w-]+|runtime error: [^\n]*misaligned")),
+    "tsan": (lambda: {"GPUCONV_HOST_TSAN": "1",
+                      "TSAN_OPTIONS": "halt_on_error=1 report_signal_unsafe=0",
+                      "LD_PRELOAD": _preload("libtsan.so")},
+             re.compile(r"WARNING: ThreadSanitizer: data race")),
+}
 # the caller's sanitizer settings, which would otherwise apply to every entry
 SANITIZER_VARIABLES = ("GPUCONV_HOST_ASAN", "GPUCONV_HOST_TSAN", "ASAN_OPTIONS", "TSAN_OPTIONS",
                        "LD_PRELOAD")
@@ -79,8 +88,8 @@ def pytest(tree: Path, tests, sanitizer, stop_at_first: bool) -> tuple[int, str]
     env = {k: v for k, v in os.environ.items() if k not in SANITIZER_VARIABLES}
     env.update(PYTHONPATH=str(tree), XDG_CACHE_HOME=str(tree / ".cache"),
                NUMBA_CACHE_DIR=str(tree / ".cache" / "numba"), PYTHONDONTWRITEBYTECODE="1")
-    if sanitizer == "tsan":
-        env.update(_tsan_environment())
+    if sanitizer:
+        env.update(SANITIZERS[sanitizer][0]())
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p",
                "no:cacheprovider", "--capture=sys", *(["-x"] if stop_at_first else []), *tests]
     result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
@@ -90,11 +99,11 @@ def pytest(tree: Path, tests, sanitizer, stop_at_first: bool) -> tuple[int, str]
 
 def judge(returncode: int, output: str, sanitizer) -> tuple[str, str]:
     failed = re.search(r"^FAILED (.+?)(?: - |$)", output, re.MULTILINE)
-    race = RACE_REPORT.search(output) if sanitizer == "tsan" else None
+    report = SANITIZERS[sanitizer][1].search(output) if sanitizer else None
     if returncode == 1 and failed and not re.search(r"^ERROR ", output, re.MULTILINE):
         return "caught", failed[1]
-    if race:
-        return "caught", race[0]
+    if report:
+        return "caught", report[0]
     if returncode == 0:
         return "SURVIVED", (output.strip().splitlines() or ["no output"])[-1]
     return "BROKEN", f"pytest exit status {returncode}: {output.strip()[-300:]}"

@@ -20,7 +20,7 @@ class Mutant(NamedTuple):
     new: str           # ...and what the mutant writes instead
     fault: str         # the bug, in words
     tests: tuple       # pytest node ids (functions or single cases), one of which must fail
-    sanitizer: Optional[str] = None  # "tsan": run as make check-races (a missing barrier)
+    sanitizer: Optional[str] = None  # "asan" as make check-memory, "tsan" as make check-races
 
 
 MUTANTS = [
@@ -74,6 +74,13 @@ MUTANTS = [
            "ok[j] = k_ok && (unsigned)h < (unsigned)b_h && (unsigned)w <= (unsigned)b_w;",
            "the loader's pixel bounds let a tap one column past the input's row through",
            ("tests/test_conv_relu.py::test_fused_model_trains_bit_identically[cupy-host-float32]",)),
+    Mutant("conv-pixel-masks-past-slice-column-reads", "kernels/conv.cu",
+           "1u << c.d1 | 1u << (sl.col.n1 + c.d2) : NO_TAP;",
+           "1u << c.d1 | 1u << (sl.col.n1 + c.d2) : 0u;",
+           "the tensor-core grad-weight's columns past the slice pass every bounds test: they "
+           "copy the first column's taps in the padding, before the input's first element "
+           "(no value changes: those columns are never stored)",
+           ("tests/test_cupy_host.py::test_conv_kernels[basic-float32-tf32-128x256]",), "asan"),
     Mutant("conv-tap-mask-either-bit", "kernels/conv.cu",
            "ok[j] = BOUNDS == TAP_MASKS ? !(tap & ~c.taps) : !(c.taps & outside);",
            "ok[j] = BOUNDS == TAP_MASKS ? (tap & c.taps) != 0 : !(c.taps & outside);",
