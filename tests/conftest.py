@@ -154,3 +154,14 @@ def pytest_collection_modifyitems(items):
     end."""
     items.sort(key=lambda item: (item.get_closest_marker("last") is not None,
                                  hasattr(getattr(item, "module", None), "start_early")))
+
+
+def pytest_make_parametrize_id(config, val, argname):
+    """A case's id says its numbers, not its position: a tuple or list of a few ints or floats
+    (a shape, a padding, a stride, a series of losses) reads "0,1", where pytest would write
+    "padding3", so a node id named elsewhere (tests/mutants.py, a command line) keeps
+    pointing at the same case when cases are added before it."""
+    if (isinstance(val, (tuple, list)) and 0 < len(val) <= 8
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in val)):
+        return ",".join(map(str, val))
+    return None

@@ -442,7 +442,7 @@ MUTANTS = [
            "fits = kernel_hw[0] + kernel_hw[1] < MASK_TAPS",
            "a kernel whose rows plus columns fill the tap mask exactly runs the generic instance",
            ("tests/test_gpu_plan.py::"
-            "test_tap_masks_or_the_generic_instance[1024-kernel_hw0-True]",)),
+            "test_tap_masks_or_the_generic_instance[1024-1,30-True]",)),
     # ----------------------------------------------------------- gpuconv/backends/gpu_pooling.py
     Mutant("pooling-max-backward-indices-not-copied", "gpuconv/backends/gpu_pooling.py",
            "(\"grad_out\", \"indices\", \"out\"), (pooled(grad_out, input_hw),),\n"
@@ -502,12 +502,12 @@ MUTANTS = [
            "total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)",
            "total = (out - 1) * stride + dilation * (kernel - 1) + 1 - size",
            "Keras' \"same\" padding goes negative where the stride passes the kernel",
-           ("tests/test_shapes.py::test_keras_same_padding_by_hand[args3-expected3]",)),
+           ("tests/test_shapes.py::test_keras_same_padding_by_hand[4,1,2-0,0]",)),
     Mutant("shapes-conv-output-size-missing-minus-one", "gpuconv/shapes.py",
            "    return (size + padding - dilation * (kernel - 1) - 1) // stride + 1",
            "    return (size + padding - dilation * (kernel - 1)) // stride + 1",
            "the convolution output size formula drops its -1 (one output too many at stride 1)",
-           ("tests/test_shapes.py::test_conv_output_size_by_hand[4-3-1-padding0-1-2]",)),
+           ("tests/test_shapes.py::test_conv_output_size_by_hand[4-3-1-0,0-1-2]",)),
     Mutant("shapes-ceil-mode-keeps-window-starting-at-padding-end", "gpuconv/shapes.py",
            "if ceil_mode and (rounded - 1) * stride >= size + padding:",
            "if ceil_mode and (rounded - 1) * stride > size + padding:",
@@ -638,12 +638,11 @@ MUTANTS = [
            "log-softmax does not subtract the row maximum, so large logits overflow exp",
            ("tests/test_nn_maths.py::test_softmax_cross_entropy_is_pytorchs_mean_over_the_batch"
             "[1000.0]",)),
-
     # ------------------------------------------------------------------- gpuconv/nn/callbacks.py
     Mutant("nn-early-stopping-min-delta-not-strict", "gpuconv/nn/callbacks.py",
            "return current + self.min_delta < best",
            "return current + self.min_delta <= best",
            "EarlyStopping counts a loss improvement of exactly min_delta as an improvement",
            ("tests/test_keras.py::test_early_stopping_needs_an_improvement_by_more_than_min_delta"
-            "[val_loss-values1-0.5-0-2-0]",)),
+            "[val_loss-1.0,0.5,0.25-0.5-0-2-0]",)),
 ]
