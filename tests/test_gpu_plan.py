@@ -279,6 +279,24 @@ def test_gemm_choice_splits_without_empty_splits(rows, cols, k, slices):
         assert 0 < c.fill <= 1 and c.mac_ratio >= 1
 
 
+def test_ties_go_to_the_larger_tile():
+    """Two tiles the model times alike (3xTF32's 128x128 on wgmma and 64x64 on mma.sync here):
+    the larger runs: a quarter of the blocks, which read each operand half as often."""
+    shape, tiles = plan.GemmShape(128, 784, 64, 1), plan.TILES_FOR[("float32", "tf32x3")]
+    alike = {round(plan.gemm_choice(shape, plan.TILES[name], 4, plan.DEFAULT_SM_COUNT).seconds, 12)
+             for name in ("wgmma-tf32x3-128x128", "tf32x3-64x64")}
+    assert len(alike) == 1
+    assert plan.choose_gemm(shape, tiles, 4, plan.DEFAULT_SM_COUNT).tile.name == "wgmma-tf32x3-128x128"
+
+
+def test_conv_direct_meets_the_thresholds_short_of_a_wave():
+    """conv_direct does not split its reduction: a slice of one row over a few pixels, a
+    fraction of a wave, is all the work there is, not a launch the plan table flags."""
+    c = plan.choose_gemm(plan.GemmShape(1, 2000, 27, 1), ("direct1",), 4, plan.DEFAULT_SM_COUNT)
+    assert c.splits == 1 and c.waves < 1 and c.steps_per_split > plan.MIN_SPLIT_STEPS
+    assert plan.meets_thresholds(c)
+
+
 @pytest.mark.parametrize("precision", plan.PRECISIONS)
 def test_bench_suite_plans_meet_the_launch_thresholds(precision):
     """Every conv layer x pass of the GPU suite that runs a GEMM: a full wave, fill >= 0.5,
