@@ -78,6 +78,28 @@ def test_conv_relu(name, backend, dtype, host_cupy):
         assert CASES[name][-1] in " ".join(cupy_backend._EXECUTOR.launched)
 
 
+# A grouped conv on the NumPy backend whose products (one per sample and group, or per band of
+# output rows) each take over parallel.SMALL_GEMM_FLOPS: parallel.matmul finishes them one by
+# one, telling the epilogue which group each belongs to (float32: whole samples, float64:
+# bands of output rows)
+LARGE_GROUPED = ((2, 64, 16, 32), (64, 32, 3, 3), dict(padding=1, groups=2))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_products_finished_one_by_one_add_their_own_groups_bias(dtype, relu):
+    x_shape, w_shape, kw = LARGE_GROUPED
+    rng = np.random.default_rng(3)
+    x, w = (rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape))
+    b = (rng.standard_normal(w_shape[0]) * 4).astype(dtype)  # a bias the tolerance sees
+    y = F.conv2d(x, w, b, relu=relu, **kw, backend="numpy")
+    want = torch.nn.functional.conv2d(*(torch.from_numpy(a.astype(np.float64)) for a in (x, w, b)),
+                                      **kw)
+    want = (torch.relu(want) if relu else want).numpy().astype(dtype)
+    assert_close(y, want, k=math.prod(w_shape[1:]) + 1, dtype=dtype,
+                 what=f"grouped conv2d(relu={relu})")
+
+
 # --------------------------------------------------------------------------- gpuconv.nn
 # The layers' code is the same on every backend; what differs, the fused conv, has the same
 # bits as conv then ReLU on each (the table above). The Numba simulator, every CUDA thread in

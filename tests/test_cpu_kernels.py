@@ -268,11 +268,17 @@ POOL_FORWARD = [
 
 
 def _pool_input(kind, shape, dtype, seed):
-    """Distinct values; ties (few values); or NaNs and -inf, a corner block of -inf included
-    (a window there holds -inf alone, its lead in the padding)."""
+    """Distinct values; ties (few values); NaNs and -inf, a corner block of -inf included
+    (a window there holds -inf alone, its lead in the padding); or distinct values whose
+    first two columns are -inf (a window there whose rows lie inside the input holds -inf
+    alone, its lead in the left padding)."""
     rng = np.random.default_rng(seed)
     if kind == "distinct":
         return _distinct_values(shape, dtype, seed)
+    if kind == "minus_inf_columns":
+        x = _distinct_values(shape, dtype, seed)
+        x[:, :, :, :2] = -np.inf
+        return x
     if kind == "ties":
         return rng.integers(0, 3, shape).astype(dtype)
     x = rng.standard_normal(shape).astype(dtype)
@@ -284,12 +290,12 @@ def _pool_input(kind, shape, dtype, seed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("kind", ["distinct", "ties", "nan_and_inf"])
+@pytest.mark.parametrize("kind", ["distinct", "ties", "nan_and_inf", "minus_inf_columns"])
 @pytest.mark.parametrize("case", POOL_FORWARD, ids=lambda c: c[0])
 def test_max_pool_engines_agree_bit_for_bit_and_with_torch(case, kind, dtype, monkeypatch):
     """Values and indices, with PyTorch's rules: the first maximum wins, a NaN wins over any
     number (the last NaN among several), a window of -inf alone points at its first element
-    inside the input."""
+    inside the input (whether its rows or its columns start in the padding)."""
     name, x_shape, kw = case
     x = _pool_input(kind, x_shape, dtype, seed=len(name))
     got = {}
@@ -346,6 +352,11 @@ AVG_POOL_BACKWARD = [
     ("3x2_tiled_column_tail_only", (2, 3, 9, 11), dict(kernel_size=(3, 2)), True),
     ("2x3_tiled_row_tail_only", (2, 3, 9, 12), dict(kernel_size=(2, 3)), True),
     ("3x3_s2_pad1_overlapping", (2, 3, 11, 9), dict(kernel_size=3, stride=2, padding=1), False),
+    # divisor_override replaces the window sizes in the tiled spread too
+    ("2x2_tiled_divisor_override", (2, 3, 8, 10), dict(kernel_size=2, divisor_override=3), True),
+    # row and column strides differ: each spreads its own axis
+    ("3x2_s2x1_pad1_overlapping", (2, 3, 9, 8), dict(kernel_size=(3, 2), stride=(2, 1),
+                                                     padding=1), False),
 ]
 
 
