@@ -145,6 +145,28 @@ def test_mixed_array_libraries_are_refused():
         F.conv2d(torch.ones(1, 1, 3, 3, dtype=torch.float64), np.ones((1, 1, 2, 2)))
 
 
+_RNG = np.random.default_rng(143)
+_X, _W = _RNG.standard_normal((1, 2, 5, 5)), _RNG.standard_normal((3, 2, 2, 2))
+# calls with arrays of NumPy and of Numba: Numba's backend takes both (it copies NumPy arrays to
+# the device), which must not let the mix through
+_NUMPY_AND_NUMBA = {
+    "numpy input, numba weight": lambda dev: F.conv2d(_X, dev(_W)),
+    "numba input, numpy weight": lambda dev: F.conv2d(dev(_X), _W),
+    "numpy input, numba weight, on numba": lambda dev: F.conv2d(_X, dev(_W), backend="numba"),
+    "numba grad_out, numpy input": lambda dev: F.avg_pool2d_backward(
+        dev(np.ones((1, 2, 2, 2))), _X, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(_NUMPY_AND_NUMBA))
+def test_numpy_and_numba_arrays_in_one_call_are_refused(case):
+    cuda = pytest.importorskip("numba.cuda")
+    if not cuda.is_available():  # (the simulator counts as a device)
+        pytest.skip("Numba has no CUDA device to put arrays on")
+    with pytest.raises(TypeError, match=r"one array library, got \['numba', 'numpy'\]"):
+        _NUMPY_AND_NUMBA[case](cuda.to_device)
+
+
 class _Tagged(np.ndarray):
     """A NumPy array subclass of a user's (as astropy's or xarray's are)."""
 

@@ -248,6 +248,32 @@ def test_max_pool_backward_index_outside_its_window_is_an_error(engine, case):
     assert spy.max_pool2d_backward_planes.called == (which == "numba")
 
 
+# (max_pool1d's arguments, the output whose index is bad, the bad index: inside the row, outside
+# that output's window): index 0, the plane's first element, is no index outside the plane
+BAD_1D_INDICES = [
+    pytest.param(dict(kernel_size=2), (1, 0, 3), 0, id="k2-index-0"),
+    pytest.param(dict(kernel_size=2), (0, 1, 2), 7, id="k2-index-past-the-window"),
+    pytest.param(dict(kernel_size=3, stride=2, padding=1), (1, 1, 3), 0, id="k3s2p1-index-0"),
+    # between the window's dilated taps (2 and 4)
+    pytest.param(dict(kernel_size=2, dilation=2), (0, 0, 1), 3, id="k2d2-between-taps"),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES, indirect=True)
+@pytest.mark.parametrize("kw, out, bad", BAD_1D_INDICES)
+def test_max_pool1d_backward_index_outside_its_window_names_its_1d_output(engine, kw, out, bad):
+    """A 1-D max-pool backward's index inside the row but outside its output's window raises
+    naming that output as (n, c, l), the 1-D op's own coordinates (not the lifted 2-D
+    kernel's (n, c, 0, l)), and says it is outside the window, not outside the plane."""
+    x = _distinct_values((2, 2, 8), np.float64, seed=5)
+    _, indices = F.max_pool1d(x, **kw, return_indices=True, backend="numpy")
+    indices = indices.copy()
+    indices[out] = bad
+    with pytest.raises(ValueError, match=rf"; output \({out[0]}, {out[1]}, {out[2]}\)'s index "
+                                         rf"{bad} is outside its window$"):
+        F.max_pool1d_backward(np.ones(indices.shape), x, indices, **kw, backend="numpy")
+
+
 # name, input shape, pooling keyword arguments: strides 1, 2 and 3 (each of the phase
 # split's copies), padding on every side, dilation, ceil_mode's last window
 POOL_FORWARD = [

@@ -143,6 +143,29 @@ def test_a_broadcast_view_too_large_to_copy_is_refused(call, name):
         call()
 
 
+# (view, the argument it is): each 1,024 bytes once copied, with a broadcast axis of 2 or 3
+_SMALL_BROADCASTS = [
+    (lambda: np.broadcast_to(np.zeros((1, 1, 8, 8)), (2, 1, 8, 8)), "batch axis of 2"),
+    (lambda: np.broadcast_to(np.zeros((1, 1, 8, 1)), (1, 1, 8, 16)), "width of 16"),
+    (lambda: np.broadcast_to(np.zeros((1, 1, 4, 8)), (2, 2, 4, 8)), "two axes of 2"),
+    (lambda: np.broadcast_to(np.zeros((1, 1, 1, 8)), (2, 1, 8, 8)), "two axes, 2 and 8"),
+]
+
+
+@pytest.mark.parametrize("make", [m for m, _ in _SMALL_BROADCASTS],
+                         ids=[i for _, i in _SMALL_BROADCASTS])
+def test_a_broadcast_view_is_size_checked_as_its_copy_whatever_its_axes(make, monkeypatch):
+    """Under a limit of 1,000 bytes, a broadcast view whose copy takes 1,024 is refused even
+    when its zero-stride axes are short (2 elements): the op copies it whole. Its output (a
+    quarter of it, after 2x2 pooling) would fit."""
+    monkeypatch.setenv("GPUCONV_MAX_BYTES", "1000")
+    view = make()
+    assert view.nbytes == 1024 and 0 in view.strides
+    with pytest.raises(ValueError, match=r"input is too large: a copy of this broadcast view "
+                                         r"would have shape \(.*\), 1,024 bytes"):
+        F.max_pool2d(view, 2)
+
+
 @pytest.mark.parametrize("pooling, backward, size", [
     (F.max_pool2d, F.max_pool2d_backward, 2),
     (F.adaptive_max_pool2d, F.adaptive_max_pool2d_backward, (2, 2)),

@@ -526,6 +526,44 @@ def test_conv1d_equals_conv2d_on_height_one(kw):
         np.testing.assert_allclose(g1, g2, rtol=1e-13, atol=1e-13)
 
 
+# (op, input shape, weight shape, arguments): kernels of distinct sizes on every axis
+_FLIPS = [
+    ("conv1d", (2, 3, 9), (4, 3, 3), dict(padding=1)),
+    ("conv2d", (2, 3, 7, 8), (4, 3, 3, 2), dict(padding=1)),
+    ("conv2d", (1, 4, 6, 7), (4, 2, 2, 3), dict(stride=(2, 1), dilation=(1, 2), groups=2)),
+    ("conv2d", (1, 2, 5, 6), (3, 2, 4, 3), dict(padding=(1, 2), padding_mode="reflect")),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("op, x_shape, w_shape, kw", _FLIPS,
+                         ids=[f"{op}-k{'x'.join(map(str, w[2:]))}-{i}"
+                              for i, (op, _, w, _) in enumerate(_FLIPS)])
+def test_flip_is_correlation_with_the_kernel_reversed_on_every_axis(op, x_shape, w_shape, kw):
+    """flip=True (true convolution) equals PyTorch's correlation (float64) with the weight
+    reversed on every spatial axis, forward and backward (random upstream gradient)."""
+    rng = _rng(31)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    dims = tuple(range(2, len(w_shape)))
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    mode = kw.get("padding_mode", "zeros")
+    torch_kw = {k: v for k, v in kw.items() if k not in ("padding", "padding_mode")}
+    pad = kw.get("padding", 0)
+    pads = (pad,) * len(dims) if isinstance(pad, int) else pad
+    xp = TF.pad(xt, [p for q in reversed(pads) for p in (q, q)],
+                mode="constant" if mode == "zeros" else mode)
+    yt = getattr(TF, op)(xp, wt.flip(dims), **torch_kw)
+    y = getattr(F, op)(x, w, **kw, flip=True)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    yt.backward(torch.tensor(g))
+    gx, gw, _ = getattr(F, f"{op}_backward")(g, x, w, **kw, flip=True)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-12, atol=1e-12,
+                               err_msg="grad_input")
+    np.testing.assert_allclose(gw, wt.grad.numpy(), rtol=1e-12, atol=1e-12,
+                               err_msg="grad_weight")
+
+
 @pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1, output_padding=1, groups=2),
                                 dict(stride=1, dilation=3, output_padding=2)])
 def test_conv_transpose1d_equals_conv_transpose2d_on_height_one(kw):

@@ -93,6 +93,7 @@ def test_double_backward_is_refused_clearly():
 # name -> (constructor arguments, input shape); the same name in gpuconv.torch and torch.nn
 MODULES = {
     "Conv1d": ((4, 6, 3), dict(stride=2, padding=1, groups=2), (2, 4, 9)),
+    "Conv1d-reflect": ((4, 6, 3), dict(padding=2, padding_mode="reflect"), (2, 4, 9)),
     "Conv2d": ((3, 4, (3, 2)), dict(padding="same", dilation=(1, 2), padding_mode="circular"),
                (2, 3, 7, 6)),
     "Conv2d-nobias": ((2, 4, 3), dict(stride=2, bias=False), (2, 2, 7, 7)),
@@ -108,6 +109,7 @@ MODULES = {
     "AdaptiveMaxPool2d": (((5, 3),), {}, (2, 3, 8, 7)),
     "LPPool1d": ((2, 3), dict(stride=2), (2, 3, 9)),
     "LPPool2d": ((3, 2), dict(ceil_mode=True), (2, 3, 8, 7)),
+    "LPPool2d-stride": ((2, (2, 3)), dict(stride=(1, 2)), (2, 3, 8, 7)),
 }
 
 
@@ -161,6 +163,87 @@ def test_conv_transpose_output_size_as_torch():
     y = module(x, output_size=(10, 10))
     assert y.shape == (1, 3, 10, 10)
     torch.testing.assert_close(y, reference(x, output_size=(10, 10)), rtol=1e-5, atol=1e-5)
+
+
+# name -> (constructor arguments, input shape): max-pooling modules built with
+# return_indices=True
+INDEX_MODULES = {
+    "MaxPool1d": ((3,), dict(stride=2, padding=1), (2, 3, 9)),
+    "MaxPool2d": (((3, 2),), dict(stride=(2, 1), dilation=(1, 2)), (2, 3, 8, 7)),
+    "AdaptiveMaxPool1d": ((4,), {}, (2, 3, 9)),
+    "AdaptiveMaxPool2d": (((5, 3),), {}, (2, 3, 8, 7)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INDEX_MODULES))
+def test_max_pool_modules_built_to_return_indices_return_torchs(case):
+    """A max-pooling module made with return_indices=True returns (output, indices), both
+    torch.nn's; the output's gradient (random upstream) is torch's."""
+    args, kwargs, shape = INDEX_MODULES[case]
+    reference = getattr(nn, case)(*args, **kwargs, return_indices=True)
+    module = getattr(gt, case)(*args, **kwargs, return_indices=True)
+    xr = _rand(*shape, seed=7).requires_grad_()
+    xg = xr.detach().clone().requires_grad_()
+    (yr, ir), got = reference(xr), module(xg)
+    assert isinstance(got, tuple) and len(got) == 2, type(got)
+    yg, ig = got
+    assert ig.dtype == torch.int64 and not ig.requires_grad
+    torch.testing.assert_close(ig, ir, rtol=0, atol=0)
+    torch.testing.assert_close(yg, yr, rtol=0, atol=0)
+    upstream = _rand(*yr.shape, seed=8)
+    yr.backward(upstream)
+    yg.backward(upstream)
+    torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-12, atol=1e-12)
+
+
+# name -> (module, constructor arguments, input shape, output_size asked for): the output
+# size picks output_padding from the dilated kernel's extent, as torch.nn's does
+OUTPUT_SIZES = {
+    "2d-dilation-2": (
+        "ConvTranspose2d", (2, 3, 3), dict(stride=2, dilation=2), (1, 2, 4, 4), (12, 12)),
+    "2d-dilation-3-padding-1": (
+        "ConvTranspose2d", (2, 3, 2), dict(stride=3, dilation=(3, 1), padding=1), (1, 2, 3, 4),
+        (8, 11)),
+    "1d-dilation-2": ("ConvTranspose1d", (2, 3, 3), dict(stride=2, dilation=2), (1, 2, 5), (14,)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUT_SIZES))
+def test_conv_transpose_output_size_counts_the_dilation_as_torch(case):
+    name, args, kwargs, shape, size = OUTPUT_SIZES[case]
+    torch.manual_seed(0)
+    reference = getattr(nn, name)(*args, **kwargs).double()
+    module = getattr(gt, name)(*args, **kwargs).double()
+    module.load_state_dict(reference.state_dict())
+    x = _rand(*shape, seed=3)
+    want = reference(x, output_size=size)
+    got = module(x, output_size=size)
+    assert tuple(got.shape[2:]) == size == tuple(want.shape[2:])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+# backend= for CPU tensors -> (exception, message): the backend named is the one that runs,
+# so a name no backend has is refused, not replaced by the NumPy backend
+NAMED_BACKENDS = {
+    "nonsense": (ValueError, r"backend must be one of \('numpy', 'cupy', 'numba'\), got "
+                             r"'nonsense'"),
+    "NumPy": (ValueError, r"backend must be one of .*got 'NumPy'"),
+    3: (TypeError, r"backend must be a string or None, got int"),
+}
+_NAMED_CALLS = {
+    "conv2d": lambda x, b: gt.conv2d(x, torch.ones(1, 2, 2, 2, dtype=x.dtype), backend=b),
+    "max_pool2d": lambda x, b: gt.max_pool2d(x, 2, backend=b),
+    "AvgPool2d": lambda x, b: gt.AvgPool2d(2, backend=b)(x),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_NAMED_CALLS))
+@pytest.mark.parametrize("backend", list(NAMED_BACKENDS), ids=str)
+def test_the_backend_named_for_cpu_tensors_is_the_one_that_runs(call, backend):
+    exc, message = NAMED_BACKENDS[backend]
+    x = _rand(1, 2, 4, 4).requires_grad_()
+    with pytest.raises(exc, match=message):
+        _NAMED_CALLS[call](x, backend)
 
 
 def test_backend_by_name_on_the_cpu():

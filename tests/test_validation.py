@@ -162,6 +162,9 @@ def _cases():
                    "weight-no-out-channels"),
                 _c(op, dict(weight=_arr(6, 3, *s(3))), ValueError, "groups",
                    "channels-dont-match-groups"),
+                # too few input channels per group, not too many: the rule is an equality
+                _c(op, dict(weight=_arr(6, 1, *s(3))), ValueError, "groups",
+                   "weight-in-channels-fewer-than-per-group"),
                 _c(op, dict(groups=4), ValueError, "groups", "channels-dont-match-groups-4"),
                 _c(op, dict(weight=_arr(5, 2, *s(3))), ValueError, "groups",
                    "out-channels-not-divisible-by-groups"),
@@ -206,6 +209,11 @@ def _cases():
                "bias-int"),
             _c(f"conv{d}", dict(bias=lambda a: a["bias"].astype(np.float32)), TypeError, "bias",
                "bias-dtype-mismatch"),
+            # float16 everywhere: the dtype rule itself, not the dtypes' agreement, refuses it
+            _c(f"conv{d}", dict(input=lambda a: a["input"].astype(np.float16),
+                                weight=lambda a: a["weight"].astype(np.float16),
+                                bias=lambda a: a["bias"].astype(np.float16)), TypeError, "input",
+               "all-float16"),
         ]
         op = f"conv{d}_backward"
         cases += [
@@ -239,6 +247,8 @@ def _cases():
                    "dtype-mismatch"),
                 _c(op, dict(weight=_arr(5, 3, *s(3))), ValueError, "weight",
                    "weight-in-channels-mismatch"),
+                _c(op, dict(weight=_arr(3, 3, *s(3))), ValueError, "weight",
+                   "weight-in-channels-fewer-than-input"),
                 _c(op, dict(input=_arr(2, 3, *s(3)), weight=_arr(3, 3, *s(3))), ValueError,
                    "groups", "channels-not-divisible-by-groups"),
                 _c(op, dict(groups=0), ValueError, "groups", "groups-zero"),
@@ -287,6 +297,8 @@ def _cases():
                 _c(op, dict(input=0.5), TypeError, "input", "input-scalar"),
                 _c(op, dict(input=lambda a: a["input"].astype(np.int32)), TypeError, "input",
                    "input-int"),
+                _c(op, dict(input=lambda a: a["input"].astype(np.float16)), TypeError, "input",
+                   "input-float16"),
                 _c(op, dict(input=lambda a: a["input"][:, :, :0]), ValueError, "input",
                    "input-empty-spatial"),
                 _c(op, dict(kernel_size=0), ValueError, "kernel_size", "kernel_size-zero"),
@@ -599,6 +611,30 @@ def test_every_backend_module_implements_the_kernel_list(name):
     missing = [k for k in KERNELS if not callable(getattr(module, k, None))]
     assert not missing, f"{name} backend lacks {missing}"
     assert "ieee" in module.PRECISIONS
+
+
+# (call, the argument of the wrong rank, whether its message suggests x[None]): only an array
+# that has a batch axis (input, grad_out, indices) can lack one; a weight one axis short is
+# no unbatched array
+_X44, _W33 = np.ones((2, 1, 4, 4)), np.ones((1, 1, 3, 3))
+_RANK_HINTS = {
+    "grad_out without its batch axis": (
+        lambda: F.conv2d_backward(np.ones((1, 2, 2)), _X44, _W33), "grad_out", True),
+    "pooling grad_out without its batch axis": (
+        lambda: F.avg_pool2d_backward(np.ones((1, 2, 2)), _X44, 2), "grad_out", True),
+    "weight one axis short": (lambda: F.conv2d(_X44, np.ones((1, 3, 3))), "weight", False),
+    "transposed weight one axis short": (
+        lambda: F.conv_transpose2d(_X44, np.ones((1, 3, 3))), "weight", False),
+    "bias of two axes": (lambda: F.conv2d(_X44, _W33, np.ones((1, 1))), "bias", False),
+}
+
+
+@pytest.mark.parametrize("case", list(_RANK_HINTS))
+def test_only_an_array_with_a_batch_axis_is_told_to_add_one(case):
+    call, name, hinted = _RANK_HINTS[case]
+    with pytest.raises(ValueError, match=f"^{name} must be \\d-D") as info:
+        call()
+    assert ("(add a batch axis with x[None])" in str(info.value)) == hinted, str(info.value)
 
 
 # (call, the whole message): the shape rules' boundaries, and the sizes a message names
