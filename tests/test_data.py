@@ -448,6 +448,21 @@ def test_split_validation_is_deterministic_disjoint_and_ordered():
     assert not np.array_equal(split_validation(x, y, 0.2, seed=2)[3], y_val)
 
 
+@pytest.mark.parametrize("n, fraction, seed", [(10, 0.2, 0), (37, 0.1, 5), (60, 0.5, 3)])
+def test_split_validation_keeps_each_label_with_its_image(n, fraction, seed):
+    """Both parts are the samples a seeded permutation picks, in their original order, each
+    image with its own label (labels in random order: a sorted label list would hide a
+    reordering)."""
+    rng = np.random.default_rng(seed + 100)
+    x, y = rng.integers(0, 256, (n, 2, 3), dtype=np.uint8), rng.integers(0, 10, n)
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).permutation(n)[:round(n * fraction)]] = True
+    got = split_validation(x, y, fraction, seed=seed)
+    want = (x[~held], y[~held], x[held], y[held])
+    for name, a, b in zip(("x_train", "y_train", "x_val", "y_val"), got, want):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 @pytest.mark.parametrize("n_y, fraction, rule", [
     (9, 0.2, "x has 10 examples but y has 9"),
     (10, 0.0, "fraction must be between 0 and 1"),

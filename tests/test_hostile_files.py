@@ -12,6 +12,7 @@ import re
 import struct
 import tracemalloc
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,6 +157,38 @@ def test_object_arrays_are_refused_unread(checkpoint):
     _assert_refused(checkpoint, "param/4/bias.npy has dtype object")
 
 
+@pytest.mark.parametrize("change", [8, 1, -1, -4], ids=lambda n: f"{n:+d}-bytes")
+def test_a_member_whose_size_disagrees_with_its_header_is_refused(checkpoint, change):
+    """A .npy member holds exactly what its header describes: bytes past the array, or an
+    array cut short, is damage, refused before anything is read."""
+    members = _members(checkpoint)
+    data = members["param/4/bias.npy"]  # its header, then 10 float32
+    members["param/4/bias.npy"] = data + b"\0" * change if change > 0 else data[:change]
+    _write_members(checkpoint, members)
+    _assert_refused(checkpoint, rf"param/4/bias.npy declares {len(data) + change} bytes but its "
+                                rf"header describes {len(data)} \(float32 \(10,\)\)")
+
+
+@pytest.mark.parametrize("member, dtype, allowed", [
+    ("param/4/bias", "int64", "float32 or float64"),
+    ("param/4/bias", "int32", "float32 or float64"),
+    ("param/4/bias", "float16", "float32 or float64"),
+    ("param/4/bias", "complex128", "float32 or float64"),
+    ("param/4/bias", "bool", "float32 or float64"),
+    ("optimizer/4/kernel/m", "int32", "float32 or float64"),
+    (META, "int8", "uint8"),
+])
+def test_arrays_of_another_dtype_are_refused_unread(checkpoint, member, dtype, allowed):
+    """Weights and optimiser slots are stored as float32 or float64, the description as
+    uint8 bytes: any other dtype is damage, not something to cast."""
+    members = _members(checkpoint)
+    stored = np.load(io.BytesIO(members[member + ".npy"]))
+    members[member + ".npy"] = _npy(stored.astype(dtype))
+    _write_members(checkpoint, members)
+    _assert_refused(checkpoint, rf"{member}.npy has dtype {np.dtype(dtype)}; it must be "
+                                rf"{allowed}")
+
+
 @pytest.mark.parametrize("content, match", [
     (lambda: _npy(np.zeros(3)), "a single .npy array"),
     (lambda: b"\x80\x04K\x01.", r"not a \.npz \(zip\) archive"),
@@ -190,6 +223,7 @@ def test_unexpected_members_are_refused(checkpoint):
     (lambda m: m["optimizer"].update(step=-1), r"optimizer.step must be in \[0, "),
     (lambda m: m["optimizer"].update(step=2**63), r"optimizer.step must be in \[0, "),
     (lambda m: m.update(epoch=10**30), r"epoch must be in \[0, "),
+    (lambda m: m.update(epoch=-1), "and history an object of lists"),
     (lambda m: m["model"].update(name=5), "model.name must be a string"),
     (lambda m: m["optimizer"].update(config={"name": "rmsprop"}), "optimizer must be one of"),
     (lambda m: m.update(format="other"), "format 'other'"),
@@ -346,6 +380,49 @@ def test_a_file_name_near_the_limit_is_written_through_a_shorter_temporary(tmp_p
     model.save(path)
     _assert_same_weights(Sequential.load(path), model)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("name, writer", [
+    ("m.npz", lambda: _trained().save),
+    ("c.npz", lambda: lambda path: _trained("adam").save(path, include_optimizer=True)),
+    ("images-idx", lambda: lambda path: write_idx(path, np.arange(12, dtype=np.uint8)
+                                                  .reshape(3, 4))),
+    ("images-idx.gz", lambda: lambda path: write_idx(path, np.arange(12, dtype=np.int32))),
+], ids=["model", "checkpoint", "idx", "idx.gz"])
+def test_a_file_reaches_the_disk_before_its_rename_and_the_rename_after(tmp_path, monkeypatch,
+                                                                           name, writer):
+    """atomic_write syncs the temporary file's data, then renames it over the file, then
+    syncs the folder: a power cut at any point leaves the old file or the whole new one
+    (renamed before its data is on disk, a file can come back empty). Only the syncs and
+    renames in tmp_path count (a kernel cache may write elsewhere meanwhile)."""
+    import os
+    import stat
+    path, events = tmp_path / name, []
+    path.write_bytes(b"old")
+    write = writer()  # (the model trained before the spies go in)
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def here(st) -> bool:
+        return any(os.path.samestat(st, os.stat(p)) for p in (tmp_path, *tmp_path.iterdir()))
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        if here(st):
+            events.append(("fsync", "folder" if stat.S_ISDIR(st.st_mode) else "file",
+                           None if stat.S_ISDIR(st.st_mode) else st.st_size))
+        real_fsync(fd)
+
+    def replace(source, target):
+        if Path(target).parent == tmp_path:
+            events.append(("replace", Path(target).name, os.stat(source).st_size))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write(path)
+    size = path.stat().st_size
+    assert events == [("fsync", "file", size), ("replace", name, size),
+                      ("fsync", "folder", None)], events
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])

@@ -162,6 +162,7 @@ def test_a_resume_writes_over_no_other_run_in_the_checkpoints_folder(finished_ru
     ({"seconds": ["1", "2"]}, "seconds"),
     ({"val_loss": [0.5]}, "val_loss"),
     ({"accuracy": [0.5, None]}, "accuracy"),
+    ({"val_accuracy": [0.5, 0.5, 0.5]}, "val_accuracy"),  # one more than its epochs
 ])
 def test_a_checkpoint_whose_history_is_malformed_is_refused_before_any_write(
         finished_run, data_dir, tmp_path, history, bad):
