@@ -226,6 +226,8 @@ def test_unexpected_members_are_refused(checkpoint):
     (lambda m: m.update(epoch=-1), "and history an object of lists"),
     (lambda m: m["model"].update(name=5), "model.name must be a string"),
     (lambda m: m["optimizer"].update(config={"name": "rmsprop"}), "optimizer must be one of"),
+    (lambda m: m["optimizer"].update(metric="f1"), r"optimizer.metric must be one of \("),
+    (lambda m: m["optimizer"].update(metric=["acc"]), "optimizer.metric must be a metric's name"),
     (lambda m: m.update(format="other"), "format 'other'"),
     (lambda m: m.update(version=99), "version 99"),
 ])
@@ -234,6 +236,13 @@ def test_malformed_descriptions_are_clear_errors(checkpoint, change, match):
     change(meta)
     _with_meta(checkpoint, meta)
     _assert_refused(checkpoint, match)
+
+
+def test_a_checkpoint_from_before_the_metric_name_was_stored_loads_for_accuracy(checkpoint):
+    meta = _meta(checkpoint)
+    del meta["optimizer"]["metric"]
+    _with_meta(checkpoint, meta)
+    assert Sequential.load(checkpoint).metric_name == "accuracy"
 
 
 @pytest.mark.parametrize("text, match", [

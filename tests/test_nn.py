@@ -331,6 +331,23 @@ def test_fit_is_deterministic_and_resume_is_bit_identical(tmp_path):
         assert resumed.history.history["loss"] == straight.history.history["loss"]
 
 
+@pytest.mark.parametrize("metric", ["acc", "accuracy"])
+def test_a_checkpoint_keeps_the_metric_name_compile_was_given(tmp_path, metric):
+    """The logs use the name compile was given ("acc", Keras' alias, or "accuracy"): a run
+    resumed from a checkpoint logs under the same keys as the run it continues."""
+    rng = RNG(2)
+    x, y = rng.random((8, 1, 4, 4), dtype=np.float32), rng.integers(0, 3, 8)
+    model = Sequential([nn.Flatten(), nn.Dense(3)]).build((1, 4, 4), "cpu", 1)
+    model.compile("sgd", metrics=[metric])
+    model.fit(x, y, epochs=1, batch_size=4, validation_data=(x, y), verbose=0)
+    model.save(tmp_path / "c.npz", include_optimizer=True)
+    resumed = Sequential.load(tmp_path / "c.npz")
+    resumed.fit(x, y, epochs=1, batch_size=4, validation_data=(x, y), verbose=0)
+    assert resumed.metric_name == metric
+    assert {k: len(v) for k, v in resumed.history.history.items() if "acc" in k} == \
+        {metric: 2, f"val_{metric}": 2}
+
+
 def test_a_failed_build_leaves_the_model_unbuilt_and_usable():
     """A build that fails (a bad dtype, seed or device; a kernel larger than the input, met
     by fit's own build) changes nothing that a later build depends on."""

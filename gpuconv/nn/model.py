@@ -647,7 +647,8 @@ class Sequential:
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.get_config(),
                 "epoch": self.epoch, "history": self.history.history, "extra": extra or {}}
         if include_optimizer and self.optimizer is not None:
-            meta["optimizer"] = {"config": self.optimizer.get_config(), "step": self.optimizer.step}
+            meta["optimizer"] = {"config": self.optimizer.get_config(), "step": self.optimizer.step,
+                                 "metric": self.metric_name}
         try:
             text = json.dumps(meta, default=_json_scalar)
             loaded = json.loads(text)
@@ -681,6 +682,11 @@ class Sequential:
             shapes = model.array_shapes(config["input_shape"])
             optimizer = make_optimizer(meta["optimizer"]["config"]) if "optimizer" in meta \
                 else None
+            # the name compile was given, which the logs use (files before it: "accuracy")
+            metric = meta.get("optimizer", {}).get("metric", "accuracy")
+            if metric not in METRIC_NAMES:
+                raise ValueError(f"optimizer.metric must be one of {METRIC_NAMES}, got "
+                                 f"{short_repr(metric)}")
         except _CONFIG_ERRORS as exc:
             file._fail(f"its architecture or optimiser is invalid ({str(exc)[:300]})")
         file.check_arrays(shapes, np.dtype(config["dtype"]).itemsize)
@@ -706,7 +712,7 @@ class Sequential:
             store[name] = read(key)
         model.epoch, model.history = meta["epoch"], History(meta["history"])
         if optimizer is not None:
-            model.compile(optimizer)
+            model.compile(optimizer, metrics=[metric])
             optimizer.state = {k.removeprefix("optimizer/"): read(k)
                                for k in file.shapes if k.startswith("optimizer/")}
         model.extra = meta.get("extra", {})

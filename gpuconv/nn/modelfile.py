@@ -280,6 +280,7 @@ def check_structure(meta: dict) -> None:
         optimizer = _field(meta, "optimizer", dict, "a JSON object")
         _field(optimizer, "config", dict, "a JSON object", "optimizer.")
         step = _field(optimizer, "step", int, "a non-negative int", "optimizer.")
+        _field(optimizer, "metric", str, "a metric's name", "optimizer.", default="accuracy")
         if not 0 <= step <= MAX_COUNT:
             raise ValueError(f"optimizer.step must be in [0, {MAX_COUNT}], got {short_repr(step)}")
 
