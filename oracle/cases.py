@@ -11,7 +11,8 @@ A case definition is a dict:
               ``weight`` and optionally ``bias``
     kind      how random inputs are drawn: ``normal``; ``distinct`` (a random
               permutation, for max pooling: a unique argmax); ``positive``
-              (uniform(0.5, 2), for Lp pooling with odd p)
+              (uniform(0.5, 2), for Lp pooling with odd p); ``nan_ties`` (three
+              values, NaNs and -infs: max pooling's rules for ties and NaNs)
     arrays    explicit input arrays (the slides' examples), overriding ``shapes``
     grad_out  ``"random"`` (standard normal: never all ones) or an explicit array
     note      free text: how a slide example was reconstructed and where the
@@ -157,6 +158,11 @@ def grid_cases() -> list[dict]:
                 bias=False),
         _conv_t("conv_transpose2d_dilation_padding", 2, 2, 2, (4, 4), 3, 3, stride=2,
                 padding=(2, 1), dilation=(1, 2)),
+        # 1x1 at stride 1: output_padding adds rows or columns no input reaches
+        _conv_t("conv_transpose2d_1x1_output_padding", 2, 1, 4, (4, 5), 3, 1, dilation=2,
+                output_padding=(1, 0)),
+        _conv_t("conv_transpose2d_1x1_output_padding_groups", 2, 1, 4, (4, 5), 6, 1, groups=2,
+                padding=1, dilation=(1, 3), output_padding=(0, 2)),
     ]
     # max pooling (distinct values: a unique argmax)
     d = "distinct"
@@ -208,6 +214,13 @@ def grid_cases() -> list[dict]:
         _pool("avg_pool2d_stride_none", "avg_pool2d", (1, 3, 6, 6), kernel_size=2),
         _pool("avg_pool2d_ceil_last_window_dropped", "avg_pool2d", (1, 2, 5, 6), kernel_size=2,
               stride=2, padding=1, ceil_mode=True, count_include_pad=True),
+        # the axes apart: each counts its own padding and steps by its own stride
+        _pool("avg_pool2d_row_padding_include", "avg_pool2d", (2, 2, 7, 6), kernel_size=3,
+              stride=2, padding=(1, 0)),
+        _pool("avg_pool2d_column_padding_row_stride_ceil", "avg_pool2d", (2, 2, 8, 7),
+              kernel_size=(2, 3), stride=(2, 1), padding=(0, 1), ceil_mode=True),
+        _pool("avg_pool2d_row_padding_column_stride_exclude", "avg_pool2d", (2, 2, 6, 9),
+              kernel_size=(3, 2), stride=(1, 2), padding=(1, 0), count_include_pad=False),
     ]
     # adaptive and global pooling
     c += [
@@ -268,6 +281,11 @@ def grid_cases() -> list[dict]:
               kind="ties", arrays={"input": ties_2d}, note=ties_note),
         _case("global_max_pool2d_ties", "global_max_pool2d", {}, kind="ties",
               arrays={"input": ties_2d}, note=ties_note),
+        # NaNs among ties: a NaN beats every number, the last NaN of a window wins
+        _pool("max_pool2d_nan_ties_padding", "max_pool2d", (2, 2, 6, 7), "nan_ties",
+              kernel_size=3, stride=2, padding=1),
+        _pool("max_pool2d_nan_ties_dilated_ceil", "max_pool2d", (2, 2, 7, 8), "nan_ties",
+              kernel_size=(2, 3), stride=(1, 2), dilation=(2, 1), ceil_mode=True),
     ]
     return c
 

@@ -37,6 +37,11 @@ def _draw(rng: np.random.Generator, shape, kind: str) -> np.ndarray:
         return ((rng.permutation(size) - size / 2) * 0.25).reshape(shape)
     if kind == "positive":
         return rng.uniform(0.5, 2.0, shape)
+    if kind == "nan_ties":
+        x = rng.integers(0, 3, shape).astype(np.float64)  # few values: ties
+        x[rng.random(shape) < 0.15] = np.nan  # windows with two NaNs and more
+        x[rng.random(shape) < 0.1] = -np.inf
+        return x
     if kind == "normal":
         return rng.standard_normal(shape)
     raise ValueError(f"unknown input kind {kind!r}")
@@ -167,7 +172,8 @@ def _axis_windows(op: str, p: dict, n: int, n_out: int, axis: int, ndim: int) ->
 
 
 def first_max_indices(op: str, p: dict, x: np.ndarray, out_spatial) -> np.ndarray:
-    """Brute force: the flat index of the first maximum of each window, row-major order."""
+    """Brute force: the flat index of the first maximum of each window, row-major order, or
+    of its last NaN where it holds NaNs (PyTorch's rule: a NaN beats every number)."""
     ndim = x.ndim - 2
     spatial = x.shape[2:]
     wins = [_axis_windows(op, p, n, o, a, ndim)
@@ -181,7 +187,9 @@ def first_max_indices(op: str, p: dict, x: np.ndarray, out_spatial) -> np.ndarra
         for nc in np.ndindex(*x.shape[:2]):
             plane = x[nc].ravel()
             values = plane[flat]
-            idx[nc + pos] = flat[int(np.argmax(values))]  # argmax: the first maximum
+            nans = np.flatnonzero(np.isnan(values))
+            # argmax: the first maximum
+            idx[nc + pos] = flat[int(nans[-1])] if nans.size else flat[int(np.argmax(values))]
     return idx
 
 
@@ -230,7 +238,7 @@ def build_case(defn: dict) -> Case:
         brute = first_max_indices(op, params, arrays["input"], tuple(out.shape[2:]))
         if not np.array_equal(brute, result["indices"]):
             raise AssertionError(f"{defn['name']}: torch's max indices are not the first "
-                                 f"maximum in row-major window order")
+                                 f"maximum in row-major window order (or its last NaN)")
     for name, grad_name in (("input", "grad_input"), ("weight", "grad_weight"),
                             ("bias", "grad_bias")):
         if name in t:

@@ -168,9 +168,13 @@ def compare_cases(expected: Case, actual: Case, *, ignore_meta: Iterable[str] = 
             if not np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"):
                 diffs.append(f"array {name!r} differs")
             continue
-        scale = float(np.max(np.abs(a))) if a.size else 0.0
+        if not np.array_equal(np.isnan(a), np.isnan(b)):
+            diffs.append(f"array {name!r}: NaNs at other places")
+            continue
+        a_num, b_num = np.nan_to_num(a, nan=0.0), np.nan_to_num(b, nan=0.0)
+        scale = float(np.max(np.abs(a_num))) if a.size else 0.0
         eps = float(np.finfo(a.dtype).eps)
-        err = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        err = np.abs(a_num.astype(np.float64) - b_num.astype(np.float64))
         if a.size and float(err.max()) > 8 * eps * scale:
             i = tuple(int(v) for v in np.unravel_index(int(np.argmax(err)), a.shape))
             diffs.append(f"array {name!r}: max difference {float(err.max()):.3g} at {i} "

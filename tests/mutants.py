@@ -489,6 +489,12 @@ MUTANTS = [
            "device's launches",
            ("tests/test_host_overhead.py::test_what_the_launch_depends_on_is_planned_anew"
             "[cupy-device]",)),
+    Mutant("signature-1d-call-detected-only-without-bias", "gpuconv/backends/signature.py",
+           "if any(a is not None and a.ndim == 3 for a in arrays):",
+           "if all(a is None or a.ndim == 3 for a in arrays):",
+           "a 1-D op's call is recognised (and lifted to 2-D) only when every array is 3-D: a "
+           "conv1d with a bias goes to the 2-D build unlifted",
+           ("tests/test_unbatched.py::test_unbatched_conv_matches_torch[conv1d-numba-float32]",)),
     # ------------------------------------------------------------------------- gpuconv/shapes.py
     Mutant("shapes-reflect-padding-checks-smaller-side", "gpuconv/shapes.py",
            'if self.padding_mode == "reflect" and any(max(p) >= n',
@@ -572,6 +578,113 @@ MUTANTS = [
            "row stride",
            ("tests/test_cpu_kernels.py::test_depthwise_conv_matches_torch"
             "[3x3_stride2x3-numpy-float64]",)),
+    Mutant("numpy-replicate-padding-read-as-reflect", "gpuconv/backends/numpy_backend.py",
+           "    if mode == \"replicate\":\n",
+           "    if mode == \"reflect\":\n",
+           "_source_index confuses reflect and replicate (each mode gets the other's table)",
+           ("tests/test_golden.py::test_golden[conv2d_replicate_f64-numpy]",
+            "tests/test_golden.py::test_golden[conv2d_reflect_f64-numpy]",)),
+    Mutant("numpy-pad-backward-crops-from-the-bottom", "gpuconv/backends/numpy_backend.py",
+           "        return grad_padded[:, :, top:top + h, left:left + w]\n",
+           "        return grad_padded[:, :, bottom:bottom + h, left:left + w]\n",
+           "the zero padding's adjoint crops the input's rows from the bottom pad's offset",
+           ("tests/test_golden.py::test_golden[avg_pool2d_ceil_include_f64-numpy]",)),
+    Mutant("numpy-avg-divisor-counts-ceil-overhang", "gpuconv/backends/numpy_backend.py",
+           "    end = np.minimum(start + kernel, size + padding)\n",
+           "    end = start + kernel\n",
+           "with count_include_pad, a ceil_mode window's overhang past the padded input is "
+           "counted in its divisor",
+           ("tests/test_golden.py::test_golden[avg_pool2d_ceil_include_f64-numpy]",)),
+    Mutant("numpy-avg-backward-tiled-ignores-divisor-override", "gpuconv/backends/numpy_backend.py",
+           "    _, pads, divisor = _avg_pool_geometry(spec, input_hw, count_include_pad, "
+           "divisor_override,\n"
+           "                                          grad_out.dtype)",
+           "    _, pads, divisor = _avg_pool_geometry(spec, input_hw, count_include_pad, None,\n"
+           "                                          grad_out.dtype)",
+           "the average-pool backward's tiled pass divides by the window sizes, not by "
+           "divisor_override",
+           ("tests/test_cpu_kernels.py::"
+            "test_avg_pool_backward_engines_agree_bit_for_bit_and_with_torch"
+            "[2x2_tiled_divisor_override-float64]",)),
+    Mutant("numpy-max-pool-tables-last-tie-wins", "gpuconv/backends/numpy_backend.py",
+           "        better = value > best\n"
+           "        if has_nan:",
+           "        better = value >= best\n"
+           "        if has_nan:",
+           "the window-table max pooling takes the last of tied maxima as the index",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch[3x3_s2_pad1-ties-float64]",)),
+    Mutant("numpy-max-pool-values-drop-nan", "gpuconv/backends/numpy_backend.py",
+           "    return _separable_reduce(np.maximum, xp, spec, out_hw), None\n",
+           "    return _separable_reduce(np.fmax, xp, spec, out_hw), None\n",
+           "max pooling without indices skips NaN (fmax) instead of propagating it",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch"
+            "[3x3_s2_pad1-nan_and_inf-float64]",
+            "tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch"
+            "[2x2_disjoint-nan_and_inf-float64]",)),
+    Mutant("numpy-window-table-clamps-to-the-plane", "gpuconv/backends/numpy_backend.py",
+           "    return np.clip(pos, first, last).astype(np.int64)\n",
+           "    return np.clip(pos, 0, size - 1).astype(np.int64)\n",
+           "a tap in the padding repeats the input's edge element, which a dilated window may "
+           "not hold, instead of the window's nearest tap",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch"
+            "[3x2_s2x1_pad_dilated-distinct-float64]",)),
+    Mutant("numpy-avg-backward-row-taps-step-by-column-stride", "gpuconv/backends/numpy_backend.py",
+           "        grad_padded[:, :, i:i + sh * (ho - 1) + 1:sh, :] += rows\n",
+           "        grad_padded[:, :, i:i + sh * (ho - 1) + 1:sw, :] += rows\n",
+           "the average-pool backward spreads its rows of windows by the column stride",
+           ("tests/test_cpu_kernels.py::"
+            "test_avg_pool_backward_engines_agree_bit_for_bit_and_with_torch"
+            "[3x2_s2x1_pad1_overlapping-float64]",
+            "tests/test_golden.py::"
+            "test_golden[avg_pool2d_column_padding_row_stride_ceil_f64-numpy]",)),
+    Mutant("numpy-fold-rows-dilations-swapped", "gpuconv/backends/numpy_backend.py",
+           "(a, rh), (b, rw) = divmod(i * dh, sh), divmod(j * dw, sw)",
+           "(a, rh), (b, rw) = divmod(i * dw, sh), divmod(j * dh, sw)",
+           "the grad-input fold places row taps by the column dilation and column taps by the "
+           "row dilation",
+           ("tests/test_golden.py::test_golden[conv2d_dilation_2_1_f64-numpy]",)),
+    Mutant("numpy-phase-taps-ignore-gcd", "gpuconv/backends/numpy_backend.py",
+           "    taps = slice(first, kernel, stride // g)\n",
+           "    taps = slice(first, kernel, stride)\n",
+           "a stride phase's taps step by the stride, not stride / gcd(stride, dilation)",
+           ("tests/test_golden.py::test_golden[conv_transpose2d_dilation_padding_f64-numpy]",)),
+    Mutant("numpy-gather-weight-not-transposed", "gpuconv/backends/numpy_backend.py",
+           "    w_t = (weight.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, "
+           "4)\n",
+           "    w_t = (weight.reshape(groups, cg, o // groups, kh, kw)\n",
+           "the grad-input gather forgets to swap the weight's in and out channels",
+           ("tests/test_golden.py::test_golden[conv2d_flip_reflect_f64-numpy]",
+            "tests/test_golden.py::test_golden[conv2d_flip_groups_dilated_f64-numpy]",)),
+    Mutant("numpy-grad-weight-accumulates-in-float32", "gpuconv/backends/numpy_backend.py",
+           "    grad_w_t = np.zeros((groups, k, og), dtype=x.dtype)\n",
+           "    grad_w_t = np.zeros((groups, k, og), dtype=np.float32)\n",
+           "the grad-weight adds its pieces in float32 whatever the input's dtype",
+           ("tests/test_golden.py::test_golden[conv2d_odd_f64-numpy]",)),
+    Mutant("numpy-adaptive-members-take-a-window-ending-there", "gpuconv/backends/numpy_backend.py",
+           "    return _ranges(np.searchsorted(ends, positions, \"right\"),\n",
+           "    return _ranges(np.searchsorted(ends, positions, \"left\"),\n",
+           "adaptive average pooling's backward also credits a position to the window that ends "
+           "just before it",
+           ("tests/test_golden.py::test_golden[adaptive_avg_pool2d_7x5_to_3x4_f64-numpy]",)),
+    Mutant("numpy-disjoint-windows-off-by-one", "gpuconv/backends/numpy_backend.py",
+           "    return all(s >= d * (k - 1) + 1\n",
+           "    return all(s >= d * (k - 1)\n",
+           "windows that share their edge element count as disjoint: the NumPy scatter stores "
+           "where it must add",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool_backward_engines_agree_bit_for_bit_and_with_torch"
+            "[3x3_s2_pad1_overlapping-float64]",)),
+    Mutant("numpy-pointwise-grad-weight-takes-a-short-grad-out", "gpuconv/backends/numpy_backend.py",
+           "    if (kh, kw) == (1, 1) and tuple(spec.stride) == (1, 1) and (ho, wo) == "
+           "xp.shape[2:]:\n",
+           "    if (kh, kw) == (1, 1) and tuple(spec.stride) == (1, 1):\n",
+           "the 1x1 stride-1 grad-weight shortcut is taken where grad_out is smaller than the "
+           "padded input (a transposed conv's output_padding)",
+           ("tests/test_golden.py::test_golden[conv_transpose2d_1x1_output_padding_f64-numpy]",)),
 
     # -------------------------------------------------------------------- gpuconv/channelwise.py
     Mutant("channelwise-relu-epilogue-turns-nan-to-zero", "gpuconv/channelwise.py",
@@ -579,6 +692,44 @@ MUTANTS = [
            "            np.fmax(block, np.zeros(block.shape[-1], block.dtype), out=block)",
            "the fused conv + ReLU epilogue maps NaN to 0 (fmax) instead of keeping it",
            ("tests/test_conv_relu.py::test_conv_relu[direct-numpy-float64]",)),
+    Mutant("channelwise-epilogue-bias-of-group-zero", "gpuconv/channelwise.py",
+           "bias_columns[\n"
+           "                at[-1] if at else 0, rows]",
+           "bias_columns[\n"
+           "                0, rows]",
+           "the conv epilogue adds group 0's bias to every group's product",
+           ("tests/test_conv_relu.py::"
+            "test_products_finished_one_by_one_add_their_own_groups_bias[float32-False]",
+            "tests/test_conv_relu.py::"
+            "test_products_finished_one_by_one_add_their_own_groups_bias[float64-False]",)),
+    Mutant("channelwise-affine-shift-then-scale", "gpuconv/channelwise.py",
+           "        np.multiply(a, scale_rows, out=y)\n"
+           "        y += shift_rows\n",
+           "        np.add(a, shift_rows, out=y)\n"
+           "        y *= scale_rows\n",
+           "batch norm's affine pass adds the shift before scaling",
+           ("tests/test_nn.py::"
+            "test_layer_backward_after_an_inference_forward_is_that_forwards"
+            "[BatchNorm2D(momentum=0.99, epsilon=0.001)-]",
+            "tests/test_nn.py::test_batch_norm_backward_after_an_inference_forward[]",)),
+    Mutant("channelwise-channel-dots-square-the-first", "gpuconv/channelwise.py",
+           "    return (a[:, :, None, :] @ b[:, :, :, None]).sum(axis=(0, 2, 3))\n",
+           "    return (a[:, :, None, :] @ a[:, :, :, None]).sum(axis=(0, 2, 3))\n",
+           "channel_dots multiplies its first argument by itself",
+           ("tests/test_nn.py::"
+            "test_layer_backward_matches_finite_differences"
+            "[BatchNorm2D(momentum=0.99, epsilon=0.001)-]",)),
+    Mutant("channelwise-relu-before-bias", "gpuconv/channelwise.py",
+           "        if bias_rows is not None:\n"
+           "            piece += bias_rows\n"
+           "        if relu:\n"
+           "            np.maximum(piece, zero_rows, out=piece)\n",
+           "        if relu:\n"
+           "            np.maximum(piece, zero_rows, out=piece)\n"
+           "        if bias_rows is not None:\n"
+           "            piece += bias_rows\n",
+           "add_bias_relu clips before adding the bias",
+           ("tests/test_conv_relu.py::test_conv_relu[depthwise-numpy-float64]",)),
 
     # ---------------------------------------------------------------------- kernels/cpu_numba.py
     Mutant("cpu-numba-max-pool-last-tie-wins", "kernels/cpu_numba.py",
@@ -587,6 +738,60 @@ MUTANTS = [
            "the compiled max pooling takes the last of tied maxima as the index, not the first",
            ("tests/test_cpu_kernels.py::test_max_pool_engines_agree_bit_for_bit_and_with_torch"
             "[2x2_disjoint-ties-float64]",)),
+    Mutant("cpu-numba-split-plane-drops-last-odd-column", "kernels/cpu_numba.py",
+           "            if width % 2:\n"
+           "                first[width // 2] = src[width - 1]\n",
+           "",
+           "the stride-2 phase split drops an odd-width plane's last column",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch[3x3_s2_pad1-distinct-float64]",)),
+    Mutant("cpu-numba-tap-start-column-by-row-dilation", "kernels/cpu_numba.py",
+           "i * dh // sh * pw + j * dw // sw\n",
+           "i * dh // sh * pw + j * dh // sw\n",
+           "a tap's run starts at its column offset by the row dilation",
+           ("tests/test_cpu_kernels.py::"
+            "test_depthwise_conv_matches_torch[2x2_dilated-numba-float64]",)),
+    Mutant("cpu-numba-first-inside-off-by-one", "kernels/cpu_numba.py",
+           "    return start if start >= 0 else start + (-start + step - 1) // step * step\n",
+           "    return start if start >= 0 else start + (-start) // step * step\n",
+           "a window of -inf alone points at a tap still in the padding (floor, not ceil)",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch"
+            "[3x2_s2x1_pad_dilated-nan_and_inf-float64]",
+            "tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch"
+            "[2x3_dilated_ceil-nan_and_inf-float64]",)),
+    Mutant("cpu-numba-scatter-ignores-row-dilation", "kernels/cpu_numba.py",
+           "    return (row_lo <= r <= row_hi and (row_step == 1 or (r - row_lo) % row_step == "
+           "0)\n",
+           "    return (row_lo <= r <= row_hi\n",
+           "the compiled scatter's window check accepts an index between dilated rows",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool_backward_index_outside_its_window_is_an_error[2x3_dilated_ceil-numba]",)),
+    Mutant("cpu-numba-depthwise-four-tap-weight-typo", "kernels/cpu_numba.py",
+           "row_image[q] += w0 * a0[q] + w1 * a1[q] + w2 * a2[q] + w3 * a3[q]",
+           "row_image[q] += w0 * a0[q] + w1 * a1[q] + w2 * a2[q] + w2 * a3[q]",
+           "the four-tap pass multiplies its last tap by the third tap's weight",
+           ("tests/test_cpu_kernels.py::"
+            "test_depthwise_conv_matches_torch[2x2_dilated-numba-float64]",)),
+    Mutant("cpu-numba-max-pool-border-columns-floor", "kernels/cpu_numba.py",
+           "    border_cols = min(wo, (left + sw - 1) // sw)",
+           "    border_cols = min(wo, left // sw)",
+           "a window of -inf alone whose first column is padding keeps its padding index when "
+           "its rows are inside (left / sw floored)",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch"
+            "[3x3_s2_pad1-minus_inf_columns-float64]",
+            "tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch"
+            "[4x3_s3_pad_ceil-minus_inf_columns-float64]",)),
+    Mutant("cpu-numba-max-pool-drops-nan", "kernels/cpu_numba.py",
+           "        better = (v > best[q]) | (v != v)\n",
+           "        better = v > best[q]\n",
+           "the compiled max pooling never lets a NaN win",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool_engines_agree_bit_for_bit_and_with_torch"
+            "[3x3_s2_pad1-nan_and_inf-float64]",)),
 
     # ------------------------------------------------------------------ gpuconv/nn/optimizers.py
     Mutant("nn-adam-bias-correction-off-by-one", "gpuconv/nn/optimizers.py",
@@ -640,6 +845,21 @@ MUTANTS = [
            "batch norm's running variance takes the batch's biased variance instead of the "
            "unbiased one (PyTorch's)",
            ("tests/test_nn.py::test_training_matches_pytorch_step_by_step",)),
+    Mutant("nn-layers-dense-gradients-accumulate", "gpuconv/nn/layers.py",
+           "self.grads = {\"kernel\": matmul(self._x.T, grad_out)}",
+           "self.grads = {\"kernel\": matmul(self._x.T, grad_out) + self.grads.get(\"kernel\", "
+           "0)}",
+           "Dense's kernel gradient is added to the last step's instead of replacing it (never "
+           "zeroed)",
+           ("tests/test_nn.py::test_training_matches_pytorch_step_by_step",)),
+    Mutant("nn-layers-batch-norm-momentum-swapped", "gpuconv/nn/layers.py",
+           "self.buffers[\"running_mean\"][...] = m * self.buffers[\"running_mean\"] + (1 - m) "
+           "* mean",
+           "self.buffers[\"running_mean\"][...] = (1 - m) * self.buffers[\"running_mean\"] + m "
+           "* mean",
+           "batch norm's running mean takes momentum as PyTorch's convention (weight of the "
+           "batch), not Keras' (weight of the old value)",
+           ("tests/test_nn.py::test_training_matches_pytorch_step_by_step",)),
 
     # ---------------------------------------------------------------------- gpuconv/nn/losses.py
     Mutant("nn-softmax-without-max-shift", "gpuconv/nn/losses.py",
@@ -655,4 +875,572 @@ MUTANTS = [
            "EarlyStopping counts a loss improvement of exactly min_delta as an improvement",
            ("tests/test_keras.py::test_early_stopping_needs_an_improvement_by_more_than_min_delta"
             "[val_loss-1.0,0.5,0.25-0.5-0-2-0]",)),
+    Mutant("nn-callbacks-patience-off-by-one", "gpuconv/nn/callbacks.py",
+           "if self.wait >= self.patience:",
+           "if self.wait > self.patience:",
+           "EarlyStopping waits one epoch more than its patience",
+           ("tests/test_keras.py::"
+            "test_early_stopping_counts_patience_as_keras_and_restores_the_best",)),
+    Mutant("nn-callbacks-checkpoint-best-not-updated", "gpuconv/nn/callbacks.py",
+           "            self.best = current\n"
+           "        path = self._path(epoch, logs)",
+           "        path = self._path(epoch, logs)",
+           "ModelCheckpoint(save_best_only) never updates its best, so it saves every finite "
+           "epoch",
+           ("tests/test_keras.py::test_model_checkpoint_formats_the_path_and_keeps_the_best",)),
+    Mutant("nn-callbacks-checkpoint-epoch-zero-based", "gpuconv/nn/callbacks.py",
+           "fields = type(logs)(logs, epoch=epoch + 1)",
+           "fields = type(logs)(logs, epoch=epoch)",
+           "ModelCheckpoint's {epoch} field counts from 0, not from 1 as Keras'",
+           ("tests/test_keras.py::test_model_checkpoint_formats_the_path_and_keeps_the_best",)),
+    # ---------------------------------------------------------------- gpuconv/backends/reference.py
+    Mutant("reference-argmax-first-nan-wins", "gpuconv/backends/reference.py",
+           "    last_nan = values.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)\n",
+           "    last_nan = np.argmax(nan, axis=2)\n",
+           "the reference max pooling's index takes the first NaN of a window, not the last",
+           ("tests/test_golden.py::test_golden[max_pool2d_nan_ties_padding_f64-reference]",)),
+    Mutant("reference-argmax-last-tie-wins", "gpuconv/backends/reference.py",
+           "    first_max = np.argmax(valid & (values == top), axis=2)\n",
+           "    first_max = values.shape[2] - 1 - np.argmax((valid & (values == top))[:, :, "
+           "::-1], axis=2)\n",
+           "the reference max pooling's index takes the last of tied maxima",
+           ("tests/test_golden.py::test_golden[max_pool2d_ties_f64-reference]",)),
+    Mutant("reference-avg-divisor-padding-axes-swapped", "gpuconv/backends/reference.py",
+           "    counted[:, :, th - eh:th + h + eh, tw - ew:tw + w + ew] = 1\n",
+           "    counted[:, :, th - ew:th + h + ew, tw - eh:tw + w + eh] = 1\n",
+           "with count_include_pad, the reference divisor counts the row padding along columns "
+           "and the column padding along rows",
+           ("tests/test_golden.py::test_golden[avg_pool2d_row_padding_include_f64-reference]",)),
+    Mutant("reference-fold-taps-step-by-stride", "gpuconv/backends/reference.py",
+           "        r, q = i * dilation[0], j * dilation[1]\n",
+           "        r, q = i * stride[0], j * stride[1]\n",
+           "the reference col2im places taps by the stride instead of the dilation",
+           ("tests/test_golden.py::test_golden[conv2d_dilation_2_1_f64-reference]",)),
+    Mutant("reference-transposed-conv-drops-bias", "gpuconv/backends/reference.py",
+           "    return dx if bias is None else dx + bias.reshape(1, -1, 1, 1)\n",
+           "    return dx\n",
+           "the reference transposed conv forgets its bias",
+           ("tests/test_golden.py::test_golden[conv_transpose2d_basic_f64-reference]",)),
+    Mutant("reference-max-pool-backward-stores", "gpuconv/backends/reference.py",
+           "    np.add.at(grad.reshape(n * c, -1), (np.broadcast_to(rows, indices.shape), "
+           "indices), grad_out)\n",
+           "    grad.reshape(n * c, -1)[np.broadcast_to(rows, indices.shape), indices] = "
+           "grad_out\n",
+           "the reference max-pool backward stores each gradient: an element two windows chose "
+           "keeps one",
+           ("tests/test_golden.py::test_golden[max_pool2d_ties_overlap_f64-reference]",
+            "tests/test_golden.py::test_golden[max_pool2d_overlap_3x3_s2_f64-reference]",)),
+    Mutant("reference-lp-backward-zero-window-passes-gradient", "gpuconv/backends/reference.py",
+           "    grad_total = grad_out * window * safe ** (1.0 / p - 1.0) / p * (np.abs(total) > "
+           "0)\n",
+           "    grad_total = grad_out * window * safe ** (1.0 / p - 1.0) / p\n",
+           "the reference Lp-pool backward lets a window of zeros pass gradient (PyTorch gives "
+           "0)",
+           ("tests/test_golden.py::test_golden[lp_pool2d_p1_f64-reference]",
+            "tests/test_semantics.py::"
+            "test_lp_pool_backward_of_zero_and_nan_windows_as_torch[1.0-numpy]",)),
+    # ------------------------------------------------------------------------ gpuconv/functional.py
+    Mutant("functional-conv-channels-check-only-upper", "gpuconv/functional.py",
+           "if weight.shape[1] * groups != channels:",
+           "if weight.shape[1] * groups > channels:",
+           "conv's channel rule only refuses weight.shape[1] * groups above the input's "
+           "channels: a weight with too few input channels per group is let through",
+           ("tests/test_validation.py::"
+            "test_bad_input_is_rejected[conv2d-weight-in-channels-fewer-than-per-group]",
+            "tests/test_validation.py::"
+            "test_bad_input_is_rejected[conv1d_backward-weight-in-channels-fewer-than-per-group]",)),
+    Mutant("functional-transposed-weight-in-channels-only-upper", "gpuconv/functional.py",
+           "if weight.shape[0] != channels:",
+           "if weight.shape[0] > channels:",
+           "a transposed conv's weight.shape[0] is only checked against too many input "
+           "channels, not too few",
+           ("tests/test_validation.py::"
+            "test_bad_input_is_rejected[conv_transpose2d-weight-in-channels-fewer-than-input]",
+            "tests/test_validation.py::"
+            "test_bad_input_is_rejected"
+            "[conv_transpose1d_backward-weight-in-channels-fewer-than-input]",)),
+    Mutant("functional-grad-out-dtype-unchecked", "gpuconv/functional.py",
+           "check_same_dtype(\"input\", x, grad_out=grad_out)",
+           "check_same_dtype(\"input\", x)",
+           "a backward's grad_out of another dtype than the input is not refused",
+           ("tests/test_validation.py::"
+            "test_bad_input_is_rejected[conv2d_backward-grad_out-dtype-mismatch]",)),
+    Mutant("functional-max-pool-always-returns-indices", "gpuconv/functional.py",
+           "    return (y, indices) if return_indices else y\n"
+           "\n"
+           "\n"
+           "def _index_pool_backward_checks",
+           "    return (y, indices)\n"
+           "\n"
+           "\n"
+           "def _index_pool_backward_checks",
+           "max_pool returns (output, indices) even when return_indices is False",
+           ("tests/test_hostile_args.py::test_max_pooling_counts_its_indices[max_pool1d]",)),
+    Mutant("functional-max-pool-size-check-ignores-indices", "gpuconv/functional.py",
+           "indices=return_indices)",
+           "indices=False)",
+           "max pooling's size check leaves out the int64 indices it returns",
+           ("tests/test_hostile_args.py::test_max_pooling_counts_its_indices[max_pool1d]",)),
+    Mutant("functional-avg-pool-count-include-pad-not-forwarded", "gpuconv/functional.py",
+           "be.avg_pool2d(_lift(ndim, be, x), spec, include_pad, divisor_override)",
+           "be.avg_pool2d(_lift(ndim, be, x), spec, True, divisor_override)",
+           "avg_pool's forward drops count_include_pad (always counts the padding)",
+           ("tests/test_torch_adapter.py::test_module_matches_torch_nn[AvgPool1d-cpu-dtype0]",)),
+    Mutant("functional-avg-pool-backward-divisor-dropped", "gpuconv/functional.py",
+           "_lift_spatial(ndim, x.shape[2:]),\n"
+           "                                                  include_pad, divisor_override))",
+           "_lift_spatial(ndim, x.shape[2:]),\n"
+           "                                                  include_pad, None))",
+           "avg_pool's backward drops divisor_override",
+           ("tests/test_unbatched.py::"
+            "test_unbatched_pooling_matches_torch[avg_pool2d-numpy-float64]",)),
+    Mutant("functional-transposed-backward-not-cropped", "gpuconv/functional.py",
+           "grad_x = _drop_view(ndim, _cropped(grad_x, x2.shape[2:]))",
+           "grad_x = _drop_view(ndim, grad_x)",
+           "a transposed conv's grad_input is not cropped back to the input (output_padding >= "
+           "stride): a row or column too many",
+           ("tests/test_gradcheck.py::"
+            "test_conv_transpose_gradients"
+            "[conv_transpose1d-1-{'dilation': 2, 'output_padding': 1}]",)),
+    Mutant("functional-flip-grad-weight-not-flipped-back", "gpuconv/functional.py",
+           "grad_w = (_drop_view(ndim, _flip_kernel(grad_w)) if flip and grad_w is not None else",
+           "grad_w = (_drop_view(ndim, grad_w) if flip and grad_w is not None else",
+           "conv backward with flip=True returns the flipped kernel's gradient unflipped",
+           ("tests/test_gradcheck.py::"
+            "test_conv_gradients[conv1d-11-{'padding': 1, 'stride': 2, 'flip': True}]",)),
+    Mutant("functional-memo-ignores-argument-type", "gpuconv/functional.py",
+           "        key.append(kind)\n"
+           "    key = tuple(key)",
+           "    key = tuple(key)",
+           "the checks' memo keys plain arguments by value only: 0 after False (or 1 after 1.0) "
+           "reuses the checks of the other",
+           ("tests/test_hostile_args.py::test_flags_must_be_bools[<lambda>-ceil_mode-0]",)),
+    Mutant("functional-memo-ignores-size-limit", "gpuconv/functional.py",
+           "key = [checks, max_bytes_setting(), tuple(backends._LOADED.values())]",
+           "key = [checks, tuple(backends._LOADED.values())]",
+           "the checks' memo leaves out $GPUCONV_MAX_BYTES: a lower limit set later is not "
+           "applied",
+           ("tests/test_hostile_args.py::test_the_size_limit_is_configurable",)),
+    Mutant("functional-bad-index-1d-output-position", "gpuconv/functional.py",
+           "error.output[:2] + error.output[3:]",
+           "error.output[:3]",
+           "a 1-D max-pool backward's bad index names the lifted (n, c, 0) instead of (n, c, l)",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool1d_backward_index_outside_its_window_names_its_1d_output"
+            "[k2-index-past-the-window-numba]",)),
+    # --------------------------------------------------------------------------- gpuconv/_checks.py
+    Mutant("checks-int-accepts-bool", "gpuconv/_checks.py",
+           "if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < "
+           "minimum:",
+           "if not isinstance(value, numbers.Integral) or value < minimum:",
+           "check_int takes True as 1",
+           ("tests/test_validation.py::"
+            "test_bad_input_is_rejected[avg_pool2d-divisor_override-True]",)),
+    Mutant("checks-float16-accepted", "gpuconv/_checks.py",
+           "FLOAT_DTYPES = (\"float32\", \"float64\")",
+           "FLOAT_DTYPES = (\"float16\", \"float32\", \"float64\")",
+           "arrays of float16 pass the dtype rule",
+           ("tests/test_validation.py::test_bad_input_is_rejected[max_pool2d-input-float16]",
+            "tests/test_validation.py::test_bad_input_is_rejected[conv2d-all-float16]",)),
+    Mutant("checks-batch-hint-on-any-layout", "gpuconv/_checks.py",
+           "layout[0] == \"N\" else \"\"",
+           "layout[0] != \"N\" else \"\"",
+           "the '(add a batch axis with x[None])' hint goes to a weight one axis short, not to "
+           "a grad_out without its batch axis",
+           ("tests/test_validation.py::test_only_an_array_with_a_batch_axis_is_told_to_add_one",)),
+    Mutant("checks-same-dtype-value-error", "gpuconv/_checks.py",
+           "raise TypeError(f\"{name} has dtype",
+           "raise ValueError(f\"{name} has dtype",
+           "a dtype mismatch is a ValueError, not a TypeError",
+           ("tests/test_validation.py::test_bad_input_is_rejected[conv2d-dtype-mismatch-weight]",)),
+    Mutant("checks-mixed-libraries-allowed", "gpuconv/_checks.py",
+           "if len(kinds) > 1:",
+           "if len(kinds) > 2:",
+           "resolve_backend lets arrays of two array libraries through",
+           ("tests/test_any_array.py::test_numpy_and_numba_arrays_in_one_call_are_refused",)),
+    Mutant("checks-bool-accepts-int", "gpuconv/_checks.py",
+           "if isinstance(value, (bool, np.bool_)):",
+           "if isinstance(value, (bool, np.bool_, int)):",
+           "check_bool takes 0 and 1",
+           ("tests/test_hostile_args.py::test_flags_must_be_bools[<lambda>-ceil_mode-0]",)),
+    Mutant("checks-broadcast-axis-of-two-not-counted", "gpuconv/_checks.py",
+           "if any(s == 0 and n > 1 for s, n in zip(strides, array.shape)):",
+           "if any(s == 0 and n > 2 for s, n in zip(strides, array.shape)):",
+           "a broadcast view whose zero-stride axes have 2 elements is not size-checked as the "
+           "copy an op makes of it",
+           ("tests/test_hostile_args.py::"
+            "test_a_broadcast_view_is_size_checked_as_its_copy_whatever_its_axes",)),
+    Mutant("checks-byte-limit-exclusive", "gpuconv/_checks.py",
+           "if nbytes <= limit:",
+           "if nbytes < limit:",
+           "an array of exactly the byte limit is refused",
+           ("tests/test_hostile_args.py::test_max_pooling_counts_its_indices[max_pool1d]",)),
+    # ------------------------------------------------------------------------- gpuconv/_boundary.py
+    Mutant("boundary-unbatched-grad-out-extra-axis", "gpuconv/_boundary.py",
+           "if array.ndim != unbatched_ndim:",
+           "if array.ndim < unbatched_ndim:",
+           "an unbatched input's grad_out with a batch axis is let through (and lifted to 5-D)",
+           ("tests/test_unbatched.py::"
+            "test_unbatched_input_needs_unbatched_grad_out_and_indices[conv2d_backward-args0]",)),
+    Mutant("boundary-requires-grad-advice-lost", "gpuconv/_boundary.py",
+           "if getattr(array, \"requires_grad\", False)",
+           "if False",
+           "a tensor that requires grad gets the dtype advice instead of 'use gpuconv.torch'",
+           ("tests/test_torch_adapter.py::"
+            "test_a_tensor_that_cannot_be_shared_says_why"
+            "[<lambda>-for autograd use gpuconv.torch]",)),
+    Mutant("boundary-wrong-rank-not-named", "gpuconv/_boundary.py",
+           "    if ndim == len(layout) - 1:\n"
+           "        return True\n",
+           "    if ndim == len(layout) - 1:\n"
+           "        return True\n"
+           "    return False\n",
+           "an input of neither rank is left to check_array, whose message names only the "
+           "batched rank",
+           ("tests/test_unbatched.py::test_input_of_neither_rank_names_both[conv2d-5,5-args1]",)),
+    Mutant("boundary-indices-not-batched", "gpuconv/_boundary.py",
+           "FOLLOW_INPUT = (\"grad_out\", \"indices\")",
+           "FOLLOW_INPUT = (\"grad_out\",)",
+           "an unbatched max-pool backward's indices keep no batch axis",
+           ("tests/test_unbatched.py::"
+            "test_unbatched_pooling_matches_torch[max_pool2d-numpy-float64]",)),
+    # ----------------------------------------------------------------------------- gpuconv/torch.py
+    Mutant("torch-adapter-conv-backward-mask-swapped", "gpuconv/torch.py",
+           "output_mask=(needs[0], needs[1], ctx.has_bias and needs[2])",
+           "output_mask=(needs[1], needs[0], ctx.has_bias and needs[2])",
+           "ConvFunction's backward asks for grad_input where the weight needs one and vice "
+           "versa",
+           ("tests/test_torch_adapter.py::"
+            "test_a_model_with_gpuconv_layers_trains_as_with_torch_layers[cpu]",)),
+    Mutant("torch-adapter-avgpool2d-divisor-override-dropped", "gpuconv/torch.py",
+           "self.count_include_pad, self.divisor_override, backend=self.backend)",
+           "self.count_include_pad, None, backend=self.backend)",
+           "AvgPool2d's forward drops divisor_override",
+           ("tests/test_torch_adapter.py::test_module_matches_torch_nn[AvgPool2d-cpu-dtype0]",)),
+    Mutant("torch-adapter-convtranspose2d-output-size-ignores-dilation", "gpuconv/torch.py",
+           "self.kernel_size, 2, self.dilation)",
+           "self.kernel_size, 2)",
+           "ConvTranspose2d(output_size=...) works out output_padding without the dilation",
+           ("tests/test_torch_adapter.py::"
+            "test_conv_transpose_output_size_counts_the_dilation_as_torch[2d-dilation-2]",)),
+    Mutant("torch-adapter-convtranspose1d-output-size-ignores-dilation", "gpuconv/torch.py",
+           "self.kernel_size, 1, self.dilation)",
+           "self.kernel_size, 1)",
+           "ConvTranspose1d(output_size=...) works out output_padding without the dilation",
+           ("tests/test_torch_adapter.py::"
+            "test_conv_transpose_output_size_counts_the_dilation_as_torch[1d-dilation-2]",)),
+    Mutant("torch-adapter-conv1d-padding-mode-dropped", "gpuconv/torch.py",
+           "self.groups, padding_mode=self.padding_mode, backend=self.backend)\n"
+           "\n"
+           "\n"
+           "def _conv2d_forward",
+           "self.groups, backend=self.backend)\n"
+           "\n"
+           "\n"
+           "def _conv2d_forward",
+           "Conv1d's forward drops padding_mode (zeros always)",
+           ("tests/test_torch_adapter.py::test_module_matches_torch_nn[Conv1d-reflect-cpu-dtype0]",)),
+    Mutant("torch-adapter-adaptive-max-pool1d-drops-indices", "gpuconv/torch.py",
+           "return adaptive_max_pool1d(input, self.output_size, self.return_indices,",
+           "return adaptive_max_pool1d(input, self.output_size, False,",
+           "AdaptiveMaxPool1d(return_indices=True) returns no indices",
+           ("tests/test_torch_adapter.py::"
+            "test_max_pool_modules_built_to_return_indices_return_torchs[AdaptiveMaxPool1d]",)),
+    Mutant("torch-adapter-cpu-ignores-backend", "gpuconv/torch.py",
+           "    if device.type == \"cpu\":\n"
+           "        return op(*args, backend=backend, **kwargs)",
+           "    if device.type == \"cpu\":\n"
+           "        return op(*args, backend=None, **kwargs)",
+           "on CPU tensors the adapter runs the NumPy backend whatever backend= names",
+           ("tests/test_torch_adapter.py::"
+            "test_the_backend_named_for_cpu_tensors_is_the_one_that_runs[nonsense-conv2d]",)),
+    Mutant("torch-adapter-conv-transpose1d-groups-dilation-swapped", "gpuconv/torch.py",
+           "F.conv_transpose1d, F.conv_transpose1d_backward,\n"
+           "        (stride, padding, output_padding, groups, dilation), backend))",
+           "F.conv_transpose1d, F.conv_transpose1d_backward,\n"
+           "        (stride, padding, output_padding, dilation, groups), backend))",
+           "conv_transpose1d hands groups and dilation over swapped",
+           ("tests/test_torch_adapter.py::test_gradcheck[conv_transpose1d-cpu]",
+            "tests/test_torch_adapter.py::"
+            "test_module_matches_torch_nn[ConvTranspose1d-cpu-dtype0]",)),
+    Mutant("torch-adapter-lppool2d-stride-dropped", "gpuconv/torch.py",
+           "return lp_pool2d(input, self.norm_type, self.kernel_size, self.stride, "
+           "self.ceil_mode,",
+           "return lp_pool2d(input, self.norm_type, self.kernel_size, None, self.ceil_mode,",
+           "LPPool2d's forward drops its stride (stride = kernel_size)",
+           ("tests/test_torch_adapter.py::"
+            "test_module_matches_torch_nn[LPPool2d-stride-cpu-dtype0]",)),
+    # ----------------------------------------------------------------- gpuconv/backends/__init__.py
+    Mutant("backends-masked-array-is-foreign", "gpuconv/backends/__init__.py",
+           "return type(array) is not np.ndarray and not isinstance(array, np.ma.MaskedArray)",
+           "return type(array) is not np.ndarray",
+           "a masked array counts as a foreign subclass, shared through DLPack without its mask",
+           ("tests/test_hostile_args.py::test_masked_arrays_are_refused[<lambda>0]",)),
+    Mutant("backends-bad-index-zero-called-outside-plane", "gpuconv/backends/__init__.py",
+           "if 0 <= index < plane_size:",
+           "if 0 < index < plane_size:",
+           "a bad index 0 (in the plane, outside its window) is reported as outside the plane",
+           ("tests/test_cpu_kernels.py::"
+            "test_max_pool1d_backward_index_outside_its_window_names_its_1d_output"
+            "[k2-index-0-numpy]",)),
+    Mutant("backends-kernel-flipped-on-one-axis", "gpuconv/backends/__init__.py",
+           "(slice(None, None, -1),) * (weight.ndim - 2)",
+           "(slice(None, None, -1),)",
+           "kernel_flipped reverses the first kernel axis only",
+           ("tests/test_semantics.py::"
+            "test_flip_is_correlation_with_the_kernel_reversed_on_every_axis[conv2d-k3x2-1]",)),
+    # ---------------------------------------------------------------------------- gpuconv/_files.py
+    Mutant("files-write-in-place", "gpuconv/_files.py",
+           "        with open(tmp, \"wb\") as f:\n",
+           "        tmp = path\n"
+           "        with open(tmp, \"wb\") as f:\n",
+           "atomic_write writes the file in place instead of through a temporary file and a "
+           "rename (a crash mid-write leaves a truncated model)",
+           ("tests/test_nn.py::test_save_is_atomic_and_keeps_the_old_file_on_failure",)),
+    Mutant("files-rename-before-fsync", "gpuconv/_files.py",
+           "            write(f)\n"
+           "            f.flush()\n"
+           "            os.fsync(f.fileno())\n"
+           "        os.replace(tmp, path)\n",
+           "            write(f)\n"
+           "            os.replace(tmp, path)\n"
+           "            f.flush()\n"
+           "            os.fsync(f.fileno())\n",
+           "atomic_write renames the temporary over the file before flushing and syncing it (a "
+           "power cut leaves a file whose data never reached the disk)",
+           ("tests/test_hostile_files.py::"
+            "test_a_file_reaches_the_disk_before_its_rename_and_the_rename_after[model]",)),
+    Mutant("files-no-fsync", "gpuconv/_files.py",
+           "            f.flush()\n"
+           "            os.fsync(f.fileno())\n",
+           "            f.flush()\n",
+           "atomic_write renames the temporary without syncing its data to disk first",
+           ("tests/test_hostile_files.py::"
+            "test_a_file_reaches_the_disk_before_its_rename_and_the_rename_after[model]",)),
+    Mutant("files-temporary-left-behind", "gpuconv/_files.py",
+           "        if tmp.exists():\n"
+           "            tmp.unlink()\n",
+           "        pass\n",
+           "a failed atomic_write leaves its temporary file behind",
+           ("tests/test_nn.py::test_save_is_atomic_and_keeps_the_old_file_on_failure",)),
+    Mutant("files-permissions-not-kept", "gpuconv/_files.py",
+           "                os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))\n",
+           "                pass\n",
+           "a file saved over loses its permission bits (a private model becomes readable)",
+           ("tests/test_hostile_files.py::test_a_file_saved_over_keeps_its_permissions[384]",)),
+    Mutant("files-stale-temporaries-of-any-name", "gpuconv/_files.py",
+           "if (match := _TEMPORARY.match(path.name)) and match[\"name\"] in names",
+           "if (match := _TEMPORARY.match(path.name))",
+           "remove_stale_temporaries deletes every temporary-looking file, the user's too",
+           ("tests/test_hostile_training.py::test_stale_temporary_files_are_removed_on_start",)),
+    # ---------------------------------------------------------------------- gpuconv/nn/modelfile.py
+    Mutant("nn-modelfile-trailing-member-bytes-accepted", "gpuconv/nn/modelfile.py",
+           "if info.file_size != header_size + nbytes:",
+           "if info.file_size < header_size + nbytes:",
+           "a member with more bytes than its .npy header describes is accepted",
+           ("tests/test_hostile_files.py::"
+            "test_a_member_whose_size_disagrees_with_its_header_is_refused[+8-bytes]",)),
+    Mutant("nn-modelfile-weight-dtype-not-checked", "gpuconv/nn/modelfile.py",
+           "if dtype.hasobject or dtype.newbyteorder(\"=\").name not in expected:",
+           "if dtype.hasobject:",
+           "a stored weight of an integer (or any non-object) dtype is accepted and cast",
+           ("tests/test_hostile_files.py::test_arrays_of_another_dtype_are_refused_unread",)),
+    Mutant("nn-modelfile-weight-shape-rank-only", "gpuconv/nn/modelfile.py",
+           "if stored[key] != tuple(shape):",
+           "if len(stored[key]) != len(shape):",
+           "a stored weight is checked for its rank only, not its shape",
+           ("tests/test_hostile_files.py::"
+            "test_an_architecture_that_disagrees_with_the_arrays_is_refused",)),
+    Mutant("nn-modelfile-optimizer-shape-not-checked", "gpuconv/nn/modelfile.py",
+           "if shape != tuple(wanted[key]):",
+           "if len(shape) != len(wanted[key]):",
+           "an optimiser slot is checked for its rank only, not its shape",
+           ("tests/test_hostile_files.py::test_optimiser_state_of_the_wrong_shape_is_refused",)),
+    Mutant("nn-modelfile-missing-optimizer-state-accepted", "gpuconv/nn/modelfile.py",
+           "if unknown or (step > 0 and missing):",
+           "if unknown:",
+           "a checkpoint missing some optimiser slots loads (fresh Adam moments on resume)",
+           ("tests/test_hostile_files.py::test_missing_optimiser_state_is_refused",)),
+    Mutant("nn-modelfile-negative-epoch-accepted", "gpuconv/nn/modelfile.py",
+           "if not 0 <= epoch <= MAX_COUNT or",
+           "if not epoch <= MAX_COUNT or",
+           "a negative epoch counter in a model file is accepted",
+           ("tests/test_hostile_files.py::"
+            "test_malformed_descriptions_are_clear_errors"
+            "[<lambda>-and history an object of lists]",)),
+    Mutant("nn-modelfile-version-not-checked", "gpuconv/nn/modelfile.py",
+           "if meta.get(\"version\") != FORMAT_VERSION:",
+           "if meta.get(\"version\") is None:",
+           "a model file of another format version is read as this one",
+           ("tests/test_nn.py::test_a_damaged_model_file_is_a_clear_error",)),
+    # -------------------------------------------------------------------------- gpuconv/nn/model.py
+    Mutant("nn-model-checkpoint-forgets-the-metric-name", "gpuconv/nn/model.py",
+           "            model.compile(optimizer, metrics=[metric])\n",
+           "            model.compile(optimizer)\n",
+           "a model loaded from a checkpoint logs accuracy as \"accuracy\" whatever name compile "
+           "was given: a resumed run's history splits across two keys",
+           ("tests/test_nn.py::test_a_checkpoint_keeps_the_metric_name_compile_was_given[acc]",)),
+    Mutant("nn-model-buffers-not-restored", "gpuconv/nn/model.py",
+           "            store = model.layers[int(index)].params if kind == \"param\" else \\\n"
+           "                model.layers[int(index)].buffers\n"
+           "            store[name] = read(key)\n",
+           "            if kind == \"param\":\n"
+           "                model.layers[int(index)].params[name] = read(key)\n",
+           "load restores the parameters but not batch norm's running statistics",
+           ("tests/test_nn.py::test_save_load_round_trip_is_exact",)),
+    Mutant("nn-model-optimizer-state-not-restored", "gpuconv/nn/model.py",
+           "            optimizer.state = {k.removeprefix(\"optimizer/\"): read(k)\n"
+           "                               for k in file.shapes if "
+           "k.startswith(\"optimizer/\")}\n",
+           "            optimizer.state = {}\n",
+           "load of a checkpoint restarts the optimiser's moments from zero",
+           ("tests/test_hostile_files.py::test_a_checkpoint_round_trip_keeps_the_optimiser",)),
+    Mutant("nn-model-epoch-not-restored", "gpuconv/nn/model.py",
+           "model.epoch, model.history = meta[\"epoch\"], History(meta[\"history\"])",
+           "model.history = History(meta[\"history\"])",
+           "load forgets the epoch counter (a resumed run restarts at epoch 0)",
+           ("tests/test_nn.py::test_fit_is_deterministic_and_resume_is_bit_identical",)),
+    Mutant("nn-model-history-not-saved", "gpuconv/nn/model.py",
+           "\"epoch\": self.epoch, \"history\": self.history.history,",
+           "\"epoch\": self.epoch, \"history\": {},",
+           "save drops the per-epoch history (a resumed run's curves start empty)",
+           ("tests/test_nn.py::test_fit_is_deterministic_and_resume_is_bit_identical",)),
+    Mutant("nn-model-history-before-validation", "gpuconv/nn/model.py",
+           "            if validation_data is not None:\n"
+           "                val = self.evaluate(*validation_data, batch_size=max(batch_size, "
+           "256))\n",
+           "            self.history.append(dict(logs))\n"
+           "            if validation_data is not None:\n"
+           "                val = self.evaluate(*validation_data, batch_size=max(batch_size, "
+           "256))\n",
+           "fit appends each epoch's logs to the history before the validation metrics are "
+           "added (and once more after: the history is missing val_ entries and repeats others)",
+           ("tests/test_keras.py::test_validation_split_holds_out_what_keras_holds_out[10-0.25-3]",
+            "tests/test_keras.py::"
+            "test_fit_trains_epochs_more_each_call_and_refuses_an_empty_range",)),
+    Mutant("nn-model-predict-in-training-mode", "gpuconv/nn/model.py",
+           "return np.concatenate([to_host(self(self._to_device(x[s:s + batch_size])[0]))",
+           "return np.concatenate([to_host(self(self._to_device(x[s:s + batch_size])[0], True))",
+           "predict runs the layers in training mode (batch norm uses the batch's statistics)",
+           ("tests/test_nn.py::test_training_matches_pytorch_step_by_step",)),
+    Mutant("nn-model-steps-floor", "gpuconv/nn/model.py",
+           "steps = math.ceil(len(x) / batch_size)",
+           "steps = max(len(x) // batch_size, 1)",
+           "fit drops the last, partial batch of every epoch",
+           ("tests/test_nn_maths.py::"
+            "test_an_epochs_loss_and_accuracy_weigh_every_sample_once_with_a_last_smaller_batch",)),
+    # --------------------------------------------------------------------------- gpuconv/nn/step.py
+    Mutant("nn-step-labels-not-shuffled", "gpuconv/nn/step.py",
+           "run(x[idx], y[idx], seeds[b], scalars[b], rng)",
+           "run(x[idx], y[b * batch_size:(b + 1) * batch_size], seeds[b], scalars[b], rng)",
+           "the epoch shuffles the images but takes the labels in their stored order",
+           ("tests/test_nn_step.py::"
+            "test_static_step_equals_the_eager_step_bit_for_bit[sgd-plain-float64]",)),
+    Mutant("nn-step-shuffle-same-every-epoch", "gpuconv/nn/step.py",
+           "rng = model.device.rng(model.seed, model.epoch)",
+           "rng = model.device.rng(model.seed)",
+           "every epoch shuffles in the same order (the stream ignores the epoch)",
+           ("tests/test_nn_step.py::"
+            "test_static_step_equals_the_eager_step_bit_for_bit[sgd-plain-float64]",)),
+    Mutant("nn-step-shuffle-flag-ignored", "gpuconv/nn/step.py",
+           "order = rng.permutation(len(x)) if shuffle else xp.arange(len(x))",
+           "order = xp.arange(len(x))",
+           "fit never shuffles, whatever shuffle says",
+           ("tests/test_nn_step.py::"
+            "test_static_step_equals_the_eager_step_bit_for_bit[sgd-plain-float64]",)),
+    Mutant("nn-step-schedule-one-step-late", "gpuconv/nn/step.py",
+           "opt.step_scalars(opt.step + b, model.dtype)",
+           "opt.step_scalars(opt.step + b + 1, model.dtype)",
+           "the training step takes the learning rate of the next update (the schedule runs one "
+           "step ahead)",
+           ("tests/test_nn_step.py::"
+            "test_static_step_equals_the_eager_step_bit_for_bit[sgd-nesterov-decay-float64]",)),
+    Mutant("nn-step-logged-lr-after-epoch", "gpuconv/nn/step.py",
+           "return {\"loss\": mean_loss, metric: correct / seen, \"lr\": lr,",
+           "return {\"loss\": mean_loss, metric: correct / seen, \"lr\": "
+           "model.optimizer.learning_rate,",
+           "an epoch logs the rate after its last update, not that of its first (off by one "
+           "epoch)",
+           ("tests/test_nn_maths.py::test_an_epochs_logged_rate_is_that_of_its_first_update",)),
+    Mutant("nn-step-loss-over-full-batches", "gpuconv/nn/step.py",
+           "mean_loss = loss_sum / seen",
+           "mean_loss = loss_sum / ((b + 1) * batch_size)",
+           "an epoch's mean loss divides by full batches, not by the samples seen",
+           ("tests/test_nn_maths.py::"
+            "test_an_epochs_loss_and_accuracy_weigh_every_sample_once_with_a_last_smaller_batch",)),
+    Mutant("nn-step-evaluate-over-full-batches", "gpuconv/nn/step.py",
+           "return {\"loss\": loss_sum / len(x), model.metric_name: correct / len(x)}",
+           "return {\"loss\": loss_sum / len(x), model.metric_name: correct / (-(-len(x) // "
+           "batch_size) * batch_size)}",
+           "evaluate's accuracy divides by the padded count of full batches",
+           ("tests/test_nn_step.py::test_totals_match_the_model_on_the_same_batches",)),
+    Mutant("nn-step-evaluate-in-training-mode", "gpuconv/nn/step.py",
+           "        rng = StepRandom(self.seed) if training else None\n"
+           "        out = self.x\n"
+           "        for layer in self.layers:\n"
+           "            out = layer.forward(out, training, rng)\n",
+           "        rng = StepRandom(self.seed)\n"
+           "        out = self.x\n"
+           "        for layer in self.layers:\n"
+           "            out = layer.forward(out, True, rng)\n",
+           "the evaluation step runs the layers in training mode (dropout active, batch norm on "
+           "the batch's statistics and updating its running ones)",
+           ("tests/test_nn_step.py::test_totals_match_the_model_on_the_same_batches",)),
+    # ------------------------------------------------------------------------------ gpuconv/data.py
+    Mutant("data-idx-payload-little-endian", "gpuconv/data.py",
+           "stored = np.frombuffer(payload, dtype).reshape(shape)",
+           "stored = np.frombuffer(payload, dtype.newbyteorder(\"=\")).reshape(shape)",
+           "read_idx reads multi-byte elements in the machine's byte order, not big-endian",
+           ("tests/test_data.py::test_write_then_read_keeps_every_dtype",)),
+    Mutant("data-idx-trailing-bytes-accepted", "gpuconv/data.py",
+           "    if size == expected:\n"
+           "        return\n",
+           "    if size >= expected:\n"
+           "        return\n",
+           "read_idx accepts bytes past the payload its header declares",
+           ("tests/test_data.py::test_damaged_idx_file_is_a_value_error_naming_file_and_rule",)),
+    Mutant("data-idx-ndim-from-wrong-byte", "gpuconv/data.py",
+           "    code, ndim = data[2], data[3]\n",
+           "    code, ndim = data[2], data[3] or 1\n",
+           "an IDX header of 0 dimensions is read as 1 dimension",
+           ("tests/test_data.py::test_damaged_idx_file_is_a_value_error_naming_file_and_rule",)),
+    Mutant("data-label-range-off-by-one", "gpuconv/data.py",
+           "out_of_range = np.flatnonzero((labels < 0) | (labels >= num_classes))",
+           "out_of_range = np.flatnonzero((labels < 0) | (labels > num_classes))",
+           "a label equal to the class count passes the dataset check",
+           ("tests/test_data.py::test_inconsistent_dataset_is_an_error_naming_the_file",)),
+    Mutant("data-float-images-scale", "gpuconv/data.py",
+           "    scaled /= 255\n",
+           "    scaled /= 256\n",
+           "to_float_images scales by 1/256, so white is not 1.0",
+           ("tests/test_data.py::test_to_float_images_adds_a_channel_and_scales_to_unit_range",)),
+    Mutant("data-split-validation-not-seeded", "gpuconv/data.py",
+           "held_out[np.random.default_rng(seed).permutation(len(x))[:n_val]] = True",
+           "held_out[np.random.default_rng().permutation(len(x))[:n_val]] = True",
+           "split_validation ignores its seed (a resumed run validates on other images)",
+           ("tests/test_data.py::test_split_validation_is_deterministic_disjoint_and_ordered",)),
+    Mutant("data-split-validation-labels-apart", "gpuconv/data.py",
+           "return x[~held_out], y[~held_out], x[held_out], y[held_out]",
+           "return x[~held_out], y[~held_out], x[held_out], np.sort(y[held_out])",
+           "split_validation reorders the held-out labels apart from their images",
+           ("tests/test_data.py::test_split_validation_keeps_each_label_with_its_image[60-0.5-3]",)),
+    # -------------------------------------------------------------------------- gpuconv/training.py
+    Mutant("training-history-check-too-lenient", "gpuconv/training.py",
+           "bad = [key for key in RUN_LOGS if len(history.get(key, ())) != model.epoch",
+           "bad = [key for key in RUN_LOGS if len(history.get(key, ())) < model.epoch",
+           "a checkpoint's history with more entries than epochs passes the resume check",
+           ("tests/test_hostile_training.py::"
+            "test_a_checkpoint_whose_history_is_malformed_is_refused_before_any_write"
+            "[history4-val_accuracy]",)),
+    Mutant("training-resume-ignores-lr-clash", "gpuconv/training.py",
+           "\"--optimizer\": options.optimizer, \"--lr\": options.lr}",
+           "\"--optimizer\": options.optimizer}",
+           "a resumed run accepts a --lr that contradicts the checkpoint's",
+           ("tests/test_hostile_training.py::"
+            "test_resume_refuses_options_that_contradict_the_checkpoint",)),
+    Mutant("training-resume-from-epoch-zero", "gpuconv/training.py",
+           "initial_epoch=model.epoch, verbose=0,",
+           "initial_epoch=0, verbose=0,",
+           "a resumed run trains again from epoch 0 instead of the checkpoint's epoch",
+           ("tests/test_train_cli.py::test_resume_gives_the_same_model_as_an_uninterrupted_run",)),
 ]

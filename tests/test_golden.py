@@ -32,7 +32,7 @@ if unavailable_reason("cupy") is not None and harness.compiler() is not None:
 BACKENDS.append("reference")
 # Numba's CUDA simulator (tests/conftest.py) runs every CUDA thread in Python: there the
 # numba backend runs the slides' cases and the cases whose largest array holds at most
-# SIMULATED_MAX_ELEMENTS numbers (164 of 198, every op); on a GPU it runs them all.
+# SIMULATED_MAX_ELEMENTS numbers (174 of 214, every op); on a GPU it runs them all.
 SIMULATED_MAX_ELEMENTS = 180
 
 
@@ -145,19 +145,22 @@ def assert_close(got, want, *, k: int, dtype: str, what: str, exact: bool = Fals
     assert got.shape == want.shape, f"{what}: shape {got.shape}, expected {want.shape}"
     assert got.dtype == want.dtype, f"{what}: dtype {got.dtype}, expected {want.dtype}"
     g, w = got.astype(np.float64), want.astype(np.float64)
-    err = np.abs(g - w)
+    finite = np.isfinite(w)
+    with np.errstate(invalid="ignore"):  # inf - inf: an expected infinity, checked below
+        err = np.abs(g - w)
     if exact:
         tol = np.zeros_like(w)
     else:
-        scale = float(np.max(np.abs(w))) if w.size else 0.0
-        tol = COEFF[dtype] * math.sqrt(k) * (np.abs(w) + scale)
-    bad = ~(err <= tol)  # NaN counts as bad
+        scale = float(np.max(np.abs(w[finite]))) if finite.any() else 0.0
+        tol = np.where(finite, COEFF[dtype] * math.sqrt(k) * (np.abs(w) + scale), 0.0)
+    # an expected NaN or infinity must be met exactly; any other NaN is bad
+    bad = ~((finite & (err <= tol)) | (g == w) | (np.isnan(g) & np.isnan(w)))
     if bad.any():
         i = tuple(int(v) for v in np.argwhere(bad)[0])
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {w.size} values off; first at index {i}: got "
             f"{float(g[i])!r}, expected {float(w[i])!r}, error {err[i]:.3g} > tolerance "
-            f"{tol[i]:.3g} (K={k}); worst error {float(np.nanmax(err)):.3g}")
+            f"{tol[i]:.3g} (K={k}); worst error {float(np.max(err, initial=0, where=finite)):.3g}")
 
 
 def assert_indices_equal(got, want, what: str):
@@ -396,106 +399,3 @@ def test_conv_direct_chunks_cut_kernel_rows(backend, host_cupy):
     assert_close(to_numpy(gx), F.conv2d_backward(gy, x[:, :1], wt, padding=1,
                                                  output_mask=(True, False, False))[0],
                  k=522, dtype="float64", what=f"grad-input on {backend}")
-
-
-# --------------------------------------------------------------------------- rules no golden holds
-def _torch():
-    return pytest.importorskip("torch")
-
-
-# max pooling of windows with ties, NaNs and -inf (PyTorch's rule: the first maximum wins, a
-# NaN beats any number and, among NaNs, the last one wins): padding, dilation, ceil_mode
-MAX_POOL_RULES = {
-    "3x3_s2_pad1": dict(kernel_size=3, stride=2, padding=1),
-    "2x3_s1x2_dilated_ceil": dict(kernel_size=(2, 3), stride=(1, 2), dilation=(2, 1),
-                                  ceil_mode=True),
-}
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", list(MAX_POOL_RULES))
-def test_max_pool_index_takes_the_last_nan_and_the_first_of_tied_maxima(name, backend,
-                                                                       host_cupy):
-    torch = _torch()
-    kw = MAX_POOL_RULES[name]
-    rng = np.random.default_rng(len(name))
-    x = rng.integers(0, 3, (2, 3, 9, 10)).astype(np.float64)  # few values: ties
-    x[rng.random(x.shape) < 0.15] = np.nan  # often two or more NaNs in a window
-    x[rng.random(x.shape) < 0.1] = -np.inf
-    y, index = F.max_pool2d(to_backend(backend, x), **kw, return_indices=True,
-                            backend=api_name(backend))
-    want, want_index = torch.nn.functional.max_pool2d(torch.from_numpy(x), **kw,
-                                                      return_indices=True)
-    assert_indices_equal(to_numpy(index), want_index.numpy(), f"{name} [{backend}] indices")
-    y, want = to_numpy(y), want.numpy()
-    bad = ~((y == want) | (np.isnan(y) & np.isnan(want)))
-    assert not bad.any(), (f"{name} [{backend}]: {int(bad.sum())} maxima differ; first at "
-                           f"{tuple(int(i) for i in np.argwhere(bad)[0])}")
-
-
-# average pooling where the axes differ: one axis padded, the other not (count_include_pad
-# counts a row's padding in the rows only), and strides that differ (the backward spreads
-# the rows of windows by the row stride), forward and backward
-AVG_POOL_AXES = {
-    "pad_1x0_include": ((2, 2, 7, 6), dict(kernel_size=3, stride=2, padding=(1, 0))),
-    "pad_0x1_s2x1_include_ceil": ((2, 2, 8, 7), dict(kernel_size=(2, 3), stride=(2, 1),
-                                                     padding=(0, 1), ceil_mode=True)),
-    "pad_1x0_s1x2_exclude": ((2, 2, 6, 9), dict(kernel_size=(3, 2), stride=(1, 2),
-                                                padding=(1, 0), count_include_pad=False)),
-}
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", list(AVG_POOL_AXES))
-def test_avg_pool_counts_and_spreads_each_axis_by_its_own_padding_and_stride(name, backend,
-                                                                            host_cupy):
-    torch = _torch()
-    shape, kw = AVG_POOL_AXES[name]
-    rng = np.random.default_rng(len(name))
-    x = rng.standard_normal(shape)
-    xt = torch.tensor(x, requires_grad=True)
-    want = torch.nn.functional.avg_pool2d(xt, **kw)
-    gy = rng.standard_normal(tuple(want.shape))
-    want.backward(torch.from_numpy(gy))
-    y = F.avg_pool2d(to_backend(backend, x), **kw, backend=api_name(backend))
-    gx = F.avg_pool2d_backward(to_backend(backend, gy), to_backend(backend, x), **kw,
-                               backend=api_name(backend))
-    taps = math.prod(np.broadcast_to(kw["kernel_size"], 2))
-    assert_close(to_numpy(y), want.detach().numpy(), k=taps + 1, dtype="float64",
-                 what=f"{name} [{backend}] output")
-    assert_close(to_numpy(gx), xt.grad.numpy(), k=taps + 1, dtype="float64",
-                 what=f"{name} [{backend}] grad_input")
-
-
-# 1x1 stride-1 transposed convs whose output_padding (which their dilation allows) adds rows
-# or columns that no input reaches: the weight's gradient reads only the reached ones
-POINTWISE_TRANSPOSED = {
-    "rows": ((2, 4, 5, 6), (4, 3, 1, 1), dict(dilation=2, output_padding=(1, 0))),
-    "columns_padded_grouped": ((2, 4, 5, 6), (4, 3, 1, 1),
-                               dict(dilation=(1, 3), output_padding=(0, 2), padding=1, groups=2)),
-}
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", list(POINTWISE_TRANSPOSED))
-def test_pointwise_transposed_conv_output_padding_adds_nothing_to_the_weight_gradient(
-        name, backend, host_cupy):
-    torch = _torch()
-    x_shape, w_shape, kw = POINTWISE_TRANSPOSED[name]
-    rng = np.random.default_rng(len(name))
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    b = rng.standard_normal(w_shape[1] * kw.get("groups", 1))
-    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    want = torch.nn.functional.conv_transpose2d(xt, wt, bt, **kw)
-    gy = rng.standard_normal(tuple(want.shape))
-    want.backward(torch.from_numpy(gy))
-    y = F.conv_transpose2d(*(to_backend(backend, a) for a in (x, w, b)), **kw,
-                           backend=api_name(backend))
-    grads = F.conv_transpose2d_backward(*(to_backend(backend, a) for a in (gy, x, w)), **kw,
-                                        backend=api_name(backend))
-    assert_close(to_numpy(y), want.detach().numpy(), k=x_shape[1] + 1, dtype="float64",
-                 what=f"{name} [{backend}] output")
-    for got, t, what, k in zip(grads, (xt, wt, bt), ("grad_input", "grad_weight", "grad_bias"),
-                               (w_shape[1], math.prod(gy.shape[2:]) * 2, gy.size)):
-        assert_close(to_numpy(got), t.grad.numpy(), k=k, dtype="float64",
-                     what=f"{name} [{backend}] {what}")
