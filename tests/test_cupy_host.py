@@ -512,6 +512,87 @@ def test_autotune_off_the_tensor_core_path(host, tmp_path, monkeypatch):
     assert host.launched[-1] == gpu_plan.TILES["64x64"].kernel("float", False, zero_pad=False)
 
 
+def test_autotuning_keeps_each_precisions_tile_apart(host, tmp_path, monkeypatch):
+    """The tuned tile's key holds the precision: the same problem tuned in "ieee" and then in
+    "tf32" keeps two entries, each a candidate of its own precision (one key for both would
+    hand the second precision the first's tile, or tune it over the first's entry)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(autotune, "_CACHE", None)
+    monkeypatch.setattr(autotune, "_ENABLED", True)
+    x, w, b, _, spec = _conv_case("basic", "float32", np.random.default_rng(31))
+    for precision in ("ieee", "tf32"):
+        assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec),
+                     27, "float32" if precision == "ieee" else precision, f"conv2d {precision}")
+    cached = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text())
+    by_precision = {key.rsplit("-", 1)[-1]: tile for key, tile in cached.items()}
+    assert len(cached) == 2 and set(by_precision) == {"ieee", "tf32"}, cached
+    for precision, tile in by_precision.items():
+        assert tile in gpu_plan.TILES_FOR[("float32", precision)], (precision, tile)
+
+
+def test_a_forced_tile_wins_over_the_autotune_cache(host, tmp_path, monkeypatch):
+    """With autotuning on and the problem's tile already cached, a forced tile (the bench's
+    tile sweep) still runs the forced tile, not the cached one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(autotune, "_CACHE", None)
+    monkeypatch.setattr(autotune, "_ENABLED", True)
+    x, w, b, _, spec = _conv_case("basic", "float32", np.random.default_rng(32))
+    cupy_backend.conv2d(x, w, b, spec)
+    (tuned,) = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text()).values()
+    forced = next(t for t in gpu_plan.TILES_FOR[("float32", "ieee")]
+                  if gpu_plan.TILES[t].kernel("float", False)
+                  != gpu_plan.TILES[tuned].kernel("float", False))
+    with autotune.forced_tile(forced):
+        assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), 27,
+                     "float32", f"conv2d forced {forced}")
+    assert host.launched[-1] == gpu_plan.TILES[forced].kernel("float", False), \
+        (forced, tuned, host.launched[-3:])
+
+
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
+@pytest.mark.parametrize("device", ["tensor-cores", "no-tensor-cores", "autotuned"])
+def test_a_float64_conv_asked_for_tensor_cores_runs_in_ieee_float64(host, tmp_path, monkeypatch,
+                                                                   precision, device):
+    """Tensor-core precisions apply to float32 only (PyTorch's allow_tf32 rule): a float64 conv
+    asked for one runs the float64 kernels and is as accurate as IEEE float64, also on a device
+    without tensor cores (where a float32 conv would refuse it) and with autotuning on (which
+    tunes the float64 tiles)."""
+    monkeypatch.setattr(host, "tensor_cores", device != "no-tensor-cores")
+    if device == "autotuned":
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        monkeypatch.setattr(autotune, "_CACHE", None)
+        monkeypatch.setattr(autotune, "_ENABLED", True)
+    rng = np.random.default_rng(33)
+    x, w, b, gy, spec = _conv_case("basic", "float64", rng)
+    o, cg, kh, kw = w.shape
+    assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec),
+                 cg * kh * kw, "float64", "conv2d")
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], precision=precision),
+                 ref.conv2d_grad_input(gy, w, spec, x.shape[2:]), o * kh * kw, "float64",
+                 "conv2d_grad_input")
+    assert_close(cupy_backend.conv2d_grad_weight(gy, x, spec, (kh, kw), precision),
+                 ref.conv2d_grad_weight(gy, x, spec, (kh, kw)), gy[:, 0].size, "float64",
+                 "conv2d_grad_weight")
+    gemms = [k for k in host.launched if k.startswith("conv_gemm")]
+    assert all("double" in k for k in gemms), host.launched
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_strided_bias_is_read_as_its_values(host, dtype):
+    """conv2d and the transposed conv take a bias that is a strided view (every other element
+    of a longer vector): the kernels index the bias flat, so it reaches them as a copy."""
+    rng = np.random.default_rng(34)
+    x, w, _, gy, spec = _conv_case("basic", dtype, rng)
+    o, cg, kh, kw = w.shape
+    bias = rng.standard_normal(2 * o).astype(dtype)[::2]
+    assert_close(cupy_backend.conv2d(x, w, bias, spec), ref.conv2d(x, w, bias, spec),
+                 cg * kh * kw, dtype, "conv2d")
+    t_bias = rng.standard_normal(2 * cg).astype(dtype)[::2]
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, x.shape[2:], bias=t_bias),
+                 ref.conv2d_grad_input(gy, w, spec, x.shape[2:], bias=t_bias), o * kh * kw,
+                 dtype, "conv2d_grad_input")
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ["basic", "reflect"])
 def test_64_bit_offsets(host, monkeypatch, name, dtype):

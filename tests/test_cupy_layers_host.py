@@ -6,6 +6,7 @@ twice on the same NumPy arrays, once with its array maths (device "cpu") and onc
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -100,6 +101,25 @@ def test_batch_norm_training_step(host, name, dtype, relu):
             assert_close(layers["kernel"].grads[p], layers["numpy"].grads[p], count, dtype, f"grad_{p}")
     assert host.launched[-2:] == [f"batch_norm2d_forward<{'float' if dtype == 'float32' else 'double'}>",
                                   f"batch_norm2d_backward<{'float' if dtype == 'float32' else 'double'}>"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_norm_backward_reads_a_strided_upstream_gradient_as_its_values(host, dtype):
+    """The backward takes grad_out as any array of the right shape: a strided one (Fortran
+    order, a transpose's layout) gives the NumPy layer's gradients, as a contiguous one does."""
+    shape = BN_SHAPES["small"]
+    rng = np.random.default_rng(41)
+    x = (rng.standard_normal(shape) * 2 - 1).astype(dtype)
+    g = np.asfortranarray(rng.standard_normal(shape).astype(dtype))
+    assert not g.flags.c_contiguous
+    layers = {k: _built(nn.BatchNorm2D, shape, d, dtype, 0) for k, d in (("numpy", CPU), ("kernel", FUSED))}
+    for layer in layers.values():
+        layer.forward(x, training=True)
+    want, got = layers["numpy"].backward(np.ascontiguousarray(g)), layers["kernel"].backward(g)
+    count = shape[0] * shape[2] * shape[3]
+    assert_close(got, want, count, dtype, "grad_x")
+    for p in ("gamma", "beta"):
+        assert_close(layers["kernel"].grads[p], layers["numpy"].grads[p], count, dtype, f"grad_{p}")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -221,6 +241,96 @@ def test_dropout_keeps_a_draw_equal_to_the_threshold(host, dtype):
         want = counter_rng.dropout_keep(seed, stream, x.size, threshold)
         got = cupy_layers.dropout(x, seed, stream, threshold, 2.0)
         assert want[i] and np.array_equal(got != 0, want), i
+
+
+# --------------------------------------------------------------------------- optimiser updates
+def _c_expression(c: str) -> str:
+    """A C expression of the update bodies as NumPy: ``a ? b : c`` as ``where(a, b, c)``,
+    inside parentheses too (the rest of their C reads as Python)."""
+    out, i = "", 0
+    while i < len(c):
+        if c[i] == "(":
+            depth, j = 1, i + 1
+            while depth:
+                depth += {"(": 1, ")": -1}.get(c[j], 0)
+                j += 1
+            out, i = out + "(" + _c_expression(c[i + 1:j - 1]) + ")", j
+        else:
+            out, i = out + c[i], i + 1
+    if "?" not in out:
+        return out
+    condition, rest = out.split("?", 1)
+    then, otherwise = rest.split(":", 1)
+    return f"where({condition.strip()}, {then.strip()}, {_c_expression(otherwise.strip())})"
+
+
+class ElementwiseStandIn:
+    """cupy.ElementwiseKernel for cupy_layers' update bodies, run by NumPy on whole arrays:
+    each C statement as a NumPy one (``x = e`` writes the output x in place)."""
+
+    def __init__(self, in_params: str, out_params: str, body: str, name: str):
+        self.names = [p.split()[-1] for p in f"{in_params}, {out_params}".split(",")]
+        lines = []
+        for statement in filter(None, (t.strip() for t in body.split(";"))):
+            target, op, value = re.fullmatch(r"(\w+)\s*([-+*/]?=)\s*(.*)", statement,
+                                             re.S).groups()
+            value = _c_expression(value)
+            lines.append(f"{target}[...] = {value}" if op == "=" else f"{target} {op} {value}")
+        self.code = compile("\n".join(lines), name, "exec")
+
+    def __call__(self, *args):
+        exec(self.code, dict(zip(self.names, args), where=np.where, sqrt=np.sqrt))
+
+
+@pytest.fixture
+def elementwise(monkeypatch):
+    cupy_layers._update_kernel.cache_clear()
+    monkeypatch.setattr(cupy_layers, "_xp", lambda: type("xp", (), {
+        "ElementwiseKernel": ElementwiseStandIn}))
+    yield
+    cupy_layers._update_kernel.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("nesterov", [False, True], ids=["momentum", "nesterov"])
+def test_the_fused_sgd_update_is_the_optimisers_numpy_update(elementwise, nesterov, dtype):
+    """cupy_layers' SGD kernel body mirrors SGD._update: its velocity and parameters after
+    each of a few updates (momentum, Nesterov) equal the NumPy update's."""
+    rng = np.random.default_rng(42)
+    opt = nn.SGD(0.05, momentum=0.8, nesterov=nesterov)
+    p = rng.standard_normal((3, 5)).astype(dtype)
+    p_kernel, v_kernel = p.copy(), np.zeros_like(p)
+    for step in range(4):
+        g = rng.standard_normal(p.shape).astype(dtype)
+        s = opt.step_scalars(opt.step, p.dtype)
+        cupy_layers.sgd_momentum_update(g, s, p.dtype.type(opt.momentum), nesterov, p_kernel,
+                                        v_kernel)
+        opt.apply({"w": p}, {"w": g})
+        for name, got, want in (("velocity", v_kernel, opt.state["w/velocity"]),
+                                ("parameters", p_kernel, p)):
+            np.testing.assert_allclose(got, want, rtol=COEFF[dtype], atol=COEFF[dtype],
+                                       err_msg=f"{name} after update {step}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_fused_adam_update_is_the_optimisers_numpy_update(elementwise, dtype):
+    """cupy_layers' Adam kernel body mirrors Adam._update: moments and parameters after each
+    of a few updates equal the NumPy update's (the bias-corrected step size from s[1])."""
+    rng = np.random.default_rng(43)
+    opt = nn.Adam(0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-3)
+    p = rng.standard_normal((4, 3)).astype(dtype)
+    p_kernel, m_kernel, v_kernel = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    t = p.dtype.type
+    for step in range(4):
+        g = rng.standard_normal(p.shape).astype(dtype)
+        s = opt.step_scalars(opt.step, p.dtype)
+        cupy_layers.adam_update(g, t(opt.beta_1), t(opt.beta_2), s, t(opt.epsilon), p_kernel,
+                                m_kernel, v_kernel)
+        opt.apply({"w": p}, {"w": g})
+        for name, got, want in (("m", m_kernel, opt.state["w/m"]), ("v", v_kernel, opt.state["w/v"]),
+                                ("parameters", p_kernel, p)):
+            np.testing.assert_allclose(got, want, rtol=COEFF[dtype], atol=COEFF[dtype],
+                                       err_msg=f"{name} after update {step}")
 
 
 # --------------------------------------------------------------------------- fused ReLU backward

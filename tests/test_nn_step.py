@@ -96,6 +96,22 @@ def test_step_random_gives_each_call_its_own_stream():
     assert rng.counter_seed()[0] is seed
 
 
+def test_device_random_counter_seeds_are_fresh_per_call_and_set_by_the_whole_seed():
+    """A device random stream's counter seeds (an eager Dropout's masks) differ call by call,
+    repeat for the same (seed, epoch), and differ for another epoch: the whole seed tuple
+    decides the stream, not its first number."""
+    device = nn.Device("cpu", "numpy")
+
+    def keys(*seed):
+        rng = device.rng(*seed)
+        return [int(rng.counter_seed()[0][0]) for _ in range(3)]
+    first = keys(7, 1)
+    assert len(set(first)) == 3, first
+    assert keys(7, 1) == first
+    assert keys(7, 2)[0] != first[0] and keys(8, 1)[0] != first[0]
+    assert device.rng(7, 1).permutation(50).tolist() != device.rng(7, 2).permutation(50).tolist()
+
+
 def test_a_new_optimizer_or_graph_setting_gets_new_steps():
     model = _model("float32")
     model.compile("sgd")

@@ -247,6 +247,30 @@ def test_run_keeps_piece_order_and_runs_nested_calls_inline(tiny_pieces):
     assert parallel.pieces(7, 3) == [slice(0, 3), slice(3, 6), slice(6, 7)]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sums_over_pieces_add_the_partial_sums_in_piece_order(tiny_pieces, threads):
+    """reduce and sum_batch add their pieces' partial sums first piece first, whichever thread
+    ran which piece: float32 partial sums of very different magnitudes, whose total depends
+    on the order they are added in, equal the piece-order sum bit for bit."""
+    parallel.set_num_threads(threads)
+    rng = np.random.default_rng(45)
+    parts = [(rng.standard_normal(32) * 10.0 ** rng.integers(-3, 6)).astype(np.float32)
+             for _ in range(9)]
+    want = parts[0]
+    for part in parts[1:]:
+        want = want + part
+    got = parallel.reduce(lambda i: parts[i], range(len(parts)))
+    assert np.array_equal(got, want), np.flatnonzero(got != want)
+    x = (rng.standard_normal((9, 32)) * 10.0 ** rng.integers(-3, 6, (9, 1))).astype(np.float32)
+    slices = parallel.pieces_by_bytes(len(x), x[0].nbytes)
+    assert len(slices) > 2, slices
+    want = x[slices[0]].sum(axis=0)
+    for s in slices[1:]:
+        want = want + x[s].sum(axis=0)
+    got = parallel.sum_batch(lambda a: a.sum(axis=0), x)
+    assert np.array_equal(got, want), np.flatnonzero(got != want)
+
+
 def test_switching_thread_counts_keeps_the_pool(tiny_pieces):
     """The pool only grows: going down to one thread and back (the thread-scaling bench does
     it call by call) starts no new threads; more threads than it has gives a larger one."""
