@@ -1274,6 +1274,22 @@ MUTANTS = [
            "a model file of another format version is read as this one",
            ("tests/test_nn.py::test_a_damaged_model_file_is_a_clear_error",)),
     # -------------------------------------------------------------------------- gpuconv/nn/model.py
+    Mutant("nn-model-set-weights-keeps-the-callers-arrays", "gpuconv/nn/model.py",
+           "            store[key] = self.device.copy(value, self.dtype)\n",
+           "            store[key] = self.device.asarray(value, self.dtype)\n",
+           "set_weights keeps the caller's arrays where their dtype and layout are the model's: "
+           "training changes them in place",
+           ("tests/test_nn.py::"
+            "test_a_model_shares_no_weights_with_its_caller_or_its_fully_convolutional_form"
+            "[float64]",)),
+    Mutant("nn-model-fully-convolutional-shares-weights", "gpuconv/nn/model.py",
+           "store[k.removeprefix(\"buffer:\")] = self.device.copy(v, self.dtype)",
+           "store[k.removeprefix(\"buffer:\")] = self.device.asarray(v, self.dtype)",
+           "to_fully_convolutional's model shares every array but the first Dense's kernel with "
+           "the original: training one changes the other",
+           ("tests/test_nn.py::"
+            "test_a_model_shares_no_weights_with_its_caller_or_its_fully_convolutional_form"
+            "[float32]",)),
     Mutant("nn-model-checkpoint-forgets-the-metric-name", "gpuconv/nn/model.py",
            "            model.compile(optimizer, metrics=[metric])\n",
            "            model.compile(optimizer)\n",

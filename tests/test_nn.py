@@ -295,6 +295,29 @@ def test_a_model_of_flat_inputs_takes_the_same_x_everywhere():
         model(x[:, None])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_model_shares_no_weights_with_its_caller_or_its_fully_convolutional_form(dtype):
+    """A model trains arrays of its own: set_weights copies the caller's (even when their
+    dtype and layout are the model's already) and to_fully_convolutional gives the new model
+    copies, so training the model changes neither."""
+    rng = RNG(6)
+    x, y = rng.random((8, 1, 4, 4)).astype(dtype), rng.integers(0, 3, 8)
+    model = Sequential([nn.Conv2D(2, 1), nn.Flatten(), nn.Dense(3)]).build((1, 4, 4), "cpu", 0,
+                                                                           dtype)
+    model.compile(nn.SGD(0.1))
+    given = model.get_weights()
+    model.set_weights(given)
+    given_before = [a.copy() for a in given]
+    fcn = model.to_fully_convolutional()
+    fcn_before = fcn.get_weights()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), given_before))
+    for what, now, before in (("the caller's", given, given_before),
+                              ("the fully convolutional model's", fcn.get_weights(), fcn_before)):
+        changed = [i for i, (a, b) in enumerate(zip(now, before)) if not np.array_equal(a, b)]
+        assert changed == [], f"training the model changed {what} weights {changed}"
+
+
 def test_fully_convolutional_model_maps_class_scores_over_a_larger_image(tmp_path):
     model, _ = _trained(tmp_path, "slides")  # valid convolutions: total stride 4
     fcn = model.to_fully_convolutional()

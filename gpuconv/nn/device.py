@@ -33,6 +33,12 @@ class Device:
         array = self.xp.asarray(array, dtype=dtype)
         return array if array.flags.c_contiguous else self.xp.ascontiguousarray(array)
 
+    def copy(self, array, dtype=None):
+        """A C-contiguous copy of ``array`` on this device that nothing else holds: a model's
+        parameters and buffers, updated in place, never share memory with the caller's arrays
+        or another model's."""
+        return self.xp.array(array, dtype=dtype, order="C", copy=True)
+
     @property
     def layer_kernels(self) -> ModuleType | None:
         """The fused layer kernels (batch norm, softmax cross-entropy, dropout, the backward of

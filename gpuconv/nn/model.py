@@ -341,7 +341,7 @@ class Sequential:
                                  f"{self.dtype}")
             values.append(value)
         for (_, store, key), value in zip(slots, values):
-            store[key] = self.device.asarray(value, self.dtype)
+            store[key] = self.device.copy(value, self.dtype)
 
     # ------------------------------------------------------------------ computing
     def __call__(self, x, training: bool = False, rng=None):
@@ -758,5 +758,5 @@ class Sequential:
         for layer, values in zip(model.layers, weights):
             for k, v in values.items():
                 store = layer.buffers if k.startswith("buffer:") else layer.params
-                store[k.removeprefix("buffer:")] = self.device.asarray(v, self.dtype)
+                store[k.removeprefix("buffer:")] = self.device.copy(v, self.dtype)
         return model
