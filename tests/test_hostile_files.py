@@ -238,6 +238,27 @@ def test_malformed_descriptions_are_clear_errors(checkpoint, change, match):
     _assert_refused(checkpoint, match)
 
 
+@pytest.mark.parametrize("layout", ["fortran-order", "big-endian"])
+def test_arrays_stored_in_another_layout_train_as_c_ordered_native_ones(checkpoint, tmp_path,
+                                                                         layout):
+    """NumPy writes .npy members Fortran-ordered or big-endian too: the loaded model trains
+    them (its optimiser updates parameters and slots in place through flat views) exactly as
+    it trains the C-ordered native file's."""
+    members = _members(checkpoint)
+    for key in [k for k in members if k.startswith(("param/", "optimizer/"))]:
+        a = np.load(io.BytesIO(members[key]))
+        members[key] = _npy(np.asfortranarray(a) if layout == "fortran-order"
+                            else a.astype(a.dtype.newbyteorder(">")))
+    _write_members(tmp_path / "other.npz", members)
+    rng = np.random.default_rng(9)
+    x, y = rng.random((16, 1, 8, 8)), rng.integers(0, 10, 16)
+    models = [Sequential.load(path) for path in (checkpoint, tmp_path / "other.npz")]
+    for model in models:
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    for i, (got, want) in enumerate(zip(models[1].get_weights(), models[0].get_weights())):
+        assert np.array_equal(got, want), f"weight {i} trained otherwise"
+
+
 def test_a_checkpoint_from_before_the_metric_name_was_stored_loads_for_accuracy(checkpoint):
     meta = _meta(checkpoint)
     del meta["optimizer"]["metric"]
