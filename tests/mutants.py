@@ -528,6 +528,15 @@ MUTANTS = [
            "conv2d hands a strided bias to a kernel that indexes it flat",
            ("tests/test_cupy_host.py::test_strided_views_and_transposed_conv[float32]",
             "tests/test_cupy_host.py::test_a_strided_bias_is_read_as_its_values[float32]",)),
+    Mutant("cupy-backend-alignment-checked-at-8-bytes", "gpuconv/backends/cupy_backend.py",
+           "        if pointer(buffers[slot]) % 16:\n"
+           "            buffers[slot] = buffers[slot].copy()",
+           "        if pointer(buffers[slot]) % 8:\n"
+           "            buffers[slot] = buffers[slot].copy()",
+           "the alignment copy checks 8-byte alignment: a float32 input two elements off a "
+           "16-byte boundary goes uncopied to the kernels that read it 16 bytes at a time",
+           ("tests/test_cupy_host.py::test_tensor_core_a_runs[shifted-8-bytes-tf32-tf32-128x128]",),
+           "asan"),
     Mutant("cupy-backend-alignment-checked-at-4-bytes", "gpuconv/backends/cupy_backend.py",
            "        if pointer(buffers[slot]) % 16:\n"
            "            buffers[slot] = buffers[slot].copy()",

@@ -30,12 +30,12 @@ def lib():
 LAUNCHED: set[str] = set()  # every kernel this module's tests ran
 
 
-def _shifted(x: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy of x that starts one element past a 16-byte boundary: the kernels'
+def _shifted(x: np.ndarray, elements: int = 1) -> np.ndarray:
+    """A C-contiguous copy of x that starts ``elements`` past a 16-byte boundary: the kernels'
     vector paths must not take it (`make check-memory` makes a misaligned vector access fatal,
     as a GPU does)."""
-    buffer = np.empty(x.size + 1, x.dtype)
-    shifted = buffer[1:].reshape(x.shape)
+    buffer = np.empty(x.size + elements, x.dtype)
+    shifted = buffer[elements:].reshape(x.shape)
     shifted[...] = x
     return shifted
 
@@ -148,22 +148,24 @@ A_RUNS = {True: ((2, 4, 8, 6), (72, 4, 3, 3)), False: ((2, 3, 7, 6), (72, 3, 3, 
 
 
 @pytest.mark.parametrize("precision, tile", TENSOR_CORE_TILES)
-@pytest.mark.parametrize("a", ["aligned", "shifted", "no-runs"])
+@pytest.mark.parametrize("a", ["aligned", "shifted", "shifted-8-bytes", "no-runs"])
 def test_tensor_core_a_runs(host, monkeypatch, precision, tile, a):
     """Where A runs on along the reduction (gpu_plan.a_runs: a forward's weight of C/G x kH x kW
     = 36, a grad-weight's grad_out planes of 48), the tensor-core tiles copy it 16 bytes at a
     time (VEC_A), over partial row blocks (72 rows: a second row of warps in every tile) and a
-    partial last step (36 = 2 x 16 + 4); an A one element off a 16-byte boundary is copied to
-    an aligned one first (`make check-memory` makes a misaligned 16-byte copy fatal); where A
-    does not run on in 4s (27, 42), the same tiles copy it an element at a time."""
+    partial last step (36 = 2 x 16 + 4); an A one element or 8 bytes off a 16-byte boundary
+    is copied to an aligned one first (`make check-memory` makes a misaligned 16-byte copy
+    fatal); where A does not run on in 4s (27, 42), the same tiles copy it an element at a
+    time."""
     _force_tile(monkeypatch, "float32", precision, tile)
     runs = a != "no-runs"
     (x_shape, w_shape), spec = A_RUNS[runs], ConvSpec.make(2, (3, 3), padding=1)
     rng = np.random.default_rng(9)
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, w_shape[:1]))
     gy = rng.standard_normal((2, 72) + spec.output_shape(x_shape[2:], (3, 3))).astype(np.float32)
-    if a == "shifted":
-        w, gy = _shifted(w), _shifted(gy)
+    if a.startswith("shifted"):
+        elements = 2 if a == "shifted-8-bytes" else 1
+        w, gy = _shifted(w, elements), _shifted(gy, elements)
     assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec),
                  w[0].size, precision, "conv2d")
     # the backward as one prepared call of its parts: grad_out's alignment copy is the composite's
