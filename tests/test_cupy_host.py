@@ -319,6 +319,48 @@ def test_split_k_forward_with_bias_and_relu(host, precision):
     assert host.launched[-1] == "conv_splitk_reduce<float>"
 
 
+def test_split_k_partials_are_summed_in_split_order(host):
+    """conv_splitk_reduce adds the splits' partials in split order, so that a split-K result
+    is one fixed rounding: the first three splits each hold one product (1, 1e8, -1e8, the
+    weight 1 at the split's first tap), the others none, and every output equals those
+    partials summed first to last in float32, bit for bit ((1 + 1e8) - 1e8 = 0, where last to
+    first gives 1)."""
+    spec = ConvSpec.make(2, (3, 3), padding=1)
+    x = np.zeros((1, 64, 6, 6), np.float32)
+    w = np.zeros((8, 64, 3, 3), np.float32)
+    plan = gpu_plan.conv_forward_plan(x.shape, cupy_backend._strides(x), w.shape,
+                                      cupy_backend._strides(w), spec, "float32", False, "ieee",
+                                      sm_count=host.sm_count())
+    params = plan.launches[0].params
+    splits, per_split = params["splits"], params["tiles_per_split"] * plan.choice.tile.bk
+    assert splits >= 3 and plan.launches[-1].kernel == "conv_splitk_reduce<float>"
+    partials = []
+    for j, v in enumerate((1.0, 1e8, -1e8)):
+        c, tap = divmod(j * per_split, 9)  # the split's first reduction index: (c, r, s)
+        assert x[0, c].max() == 0  # a channel of its own
+        x[0, c], w[:, c, tap // 3, tap % 3] = v, 1.0
+        one = np.zeros_like(w)
+        one[:, c, tap // 3, tap % 3] = 1.0
+        partials.append(ref.conv2d(x, one, None, spec))  # one product a sum: exact
+    want = partials[0]
+    for part in partials[1:]:
+        want = want + part  # float32, first to last
+    out = np.empty((1, 8, 6, 6), np.float32)
+    cupy_backend._run(plan, {"x": x, "weight": w, "out": out})
+    assert (want == 0).any() and np.array_equal(out, want), np.argwhere(out != want)[:1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_grad_bias_reads_grad_out_by_its_strides(host, dtype):
+    """conv_grad_bias sums each channel of a strided view of grad_out (rows and columns
+    strided, channels and images too) through its strides, not as contiguous planes."""
+    rng = np.random.default_rng(31)
+    gy = rng.standard_normal((3, 6, 9, 14)).astype(dtype)[::2, ::2, ::2, 1::3]
+    assert_close(cupy_backend.conv2d_grad_bias(gy), ref.conv2d_grad_bias(gy), gy[:, 0].size,
+                 dtype, "conv2d_grad_bias")
+    assert f"conv_grad_bias<{gpu_plan.CTYPES[dtype]}>" in host.launched
+
+
 def test_grad_input_launches_only_reached_phases(host):
     """A 1x1 stride-2 transposed conv: one of four stride phases has a tap. conv_fill_bias
     writes the bias to the other three; the GEMM runs one slice per group."""
@@ -734,6 +776,28 @@ def test_transposed_conv_bias_in_every_stride_phase(host, monkeypatch, dtype, pr
     assert gpu_plan.TILES[tile].kernel(gpu_plan.CTYPES[dtype], False) in host.launched
 
 
+@pytest.mark.parametrize("tile", ["64x64", "tf32x3-64x64"])
+def test_grad_input_row_phases_store_16_bytes_only_at_aligned_offsets(host, monkeypatch, tile):
+    """Grad-input of a stride (2, 1) conv on the GEMMs: a row stride phase writes every other
+    row of a 6-wide input, so its columns' output offsets jump by a row at each row's end
+    (phase 1's pixel 8 is offset 14). The epilogue's 16-byte stores go only to runs of 4
+    contiguous columns that start at a multiple of 4 (under `make check-memory` a misaligned
+    vector store is fatal, as on a GPU)."""
+    precision = "ieee" if tile == "64x64" else "tf32x3"
+    _force_tile(monkeypatch, "float32", precision, tile)
+    rng = np.random.default_rng(33)
+    spec = ConvSpec.make(2, (3, 3), stride=(2, 1), padding=1)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 8) + spec.output_shape((8, 6), (3, 3))).astype(np.float32)
+    plan = gpu_plan.conv_grad_input_plan(gy.shape, cupy_backend._strides(gy), w.shape,
+                                         cupy_backend._strides(w), spec, (8, 6), "float32", False,
+                                         precision, sm_count=host.sm_count())
+    assert plan.launches[-1].params["phases"] == 2
+    assert_close(cupy_backend.conv2d_grad_input(gy, w, spec, (8, 6), None, precision),
+                 ref.conv2d_grad_input(gy, w, spec, (8, 6)), 8 * 9, "float32", "conv2d_grad_input")
+    assert gpu_plan.TILES[tile].kernel("float", False) in host.launched, host.launched
+
+
 # name: (x shape, weight shape, ConvSpec.make kwargs): grouped (not depthwise) convs whose
 # loader maps rows and columns through source_index (conv.cu's SOURCE_INDEX: other padding
 # modes, and zero padding past MASK_TAPS kernel taps): each group reads its own channels
@@ -856,6 +920,9 @@ AVG_POOL = {
     "include-pad": (dict(kernel_size=3, stride=2, padding=1), True, None),
     "exclude-pad-ceil": (dict(kernel_size=(3, 2), stride=2, padding=1, ceil_mode=True), False, None),
     "divisor-override": (dict(kernel_size=2, stride=1), True, 3),
+    # ceil mode's last column window (columns 5..7 of 6) runs past the trailing pad (column
+    # 6): count_include_pad counts the padding only, 2 columns, not the kernel's 3
+    "include-pad-ceil": (dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), True, None),
 }
 
 
