@@ -187,8 +187,7 @@ def first_max_indices(op: str, p: dict, x: np.ndarray, out_spatial) -> np.ndarra
         for nc in np.ndindex(*x.shape[:2]):
             plane = x[nc].ravel()
             values = plane[flat]
-            nans = np.flatnonzero(np.isnan(values))
-            # argmax: the first maximum
+            nans = np.flatnonzero(np.isnan(values))  # else argmax: the first maximum
             idx[nc + pos] = flat[int(nans[-1])] if nans.size else flat[int(np.argmax(values))]
     return idx
 
