@@ -531,58 +531,55 @@ def test_a_forced_tile_is_planned_anew(host, monkeypatch):
         assert t.kernel("float", False) in host.launched, (tile, host.launched)
 
 
-def test_autotune_picks_and_caches_a_tile(host, tmp_path, monkeypatch):
+@pytest.fixture
+def autotuned(tmp_path, monkeypatch):
+    """Autotuning on, its cache a fresh file under tmp_path (returned)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(autotune, "_CACHE", None)
     monkeypatch.setattr(autotune, "_ENABLED", True)
+    return tmp_path / "gpuconv" / autotune.CACHE_FILE
+
+
+def test_autotune_picks_and_caches_a_tile(host, autotuned):
     x, w, b, _, spec = _conv_case("basic", "float32", np.random.default_rng(4))
     assert_close(cupy_backend.conv2d(x, w, b, spec), ref.conv2d(x, w, b, spec), 27, "float32", "conv2d")
-    (key, tile), = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text()).items()
+    (key, tile), = json.loads(autotuned.read_text()).items()
     assert key.startswith("host-emulation|conv2d|") and tile in gpu_plan.TILES_FOR[("float32", "ieee")]
     assert host.launched[-1] == gpu_plan.TILES[tile].kernel("float", False)
 
 
-def test_autotune_off_the_tensor_core_path(host, tmp_path, monkeypatch):
+def test_autotune_off_the_tensor_core_path(host, autotuned):
     """Autotuning "tf32" where the case runs the generic CUDA-core instance (reflect padding):
     every candidate tile plans, and the one it keeps runs that instance."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(autotune, "_CACHE", None)
-    monkeypatch.setattr(autotune, "_ENABLED", True)
     x, w, b, _, spec = _conv_case("reflect", "float32", np.random.default_rng(4))
     assert_close(cupy_backend.conv2d(x, w, b, spec, "tf32"), ref.conv2d(x, w, b, spec), 18,
                  "float32", "conv2d")
-    (tile,) = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text()).values()
+    (tile,) = json.loads(autotuned.read_text()).values()
     assert tile in gpu_plan.TILES_FOR[("float32", "tf32")]
     assert host.launched[-1] == gpu_plan.TILES["64x64"].kernel("float", False, zero_pad=False)
 
 
-def test_autotuning_keeps_each_precisions_tile_apart(host, tmp_path, monkeypatch):
+def test_autotuning_keeps_each_precisions_tile_apart(host, autotuned):
     """The tuned tile's key holds the precision: the same problem tuned in "ieee" and then in
     "tf32" keeps two entries, each a candidate of its own precision (one key for both would
     hand the second precision the first's tile, or tune it over the first's entry)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(autotune, "_CACHE", None)
-    monkeypatch.setattr(autotune, "_ENABLED", True)
     x, w, b, _, spec = _conv_case("basic", "float32", np.random.default_rng(31))
     for precision in ("ieee", "tf32"):
         assert_close(cupy_backend.conv2d(x, w, b, spec, precision), ref.conv2d(x, w, b, spec),
                      27, "float32" if precision == "ieee" else precision, f"conv2d {precision}")
-    cached = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text())
+    cached = json.loads(autotuned.read_text())
     by_precision = {key.rsplit("-", 1)[-1]: tile for key, tile in cached.items()}
     assert len(cached) == 2 and set(by_precision) == {"ieee", "tf32"}, cached
     for precision, tile in by_precision.items():
         assert tile in gpu_plan.TILES_FOR[("float32", precision)], (precision, tile)
 
 
-def test_a_forced_tile_wins_over_the_autotune_cache(host, tmp_path, monkeypatch):
+def test_a_forced_tile_wins_over_the_autotune_cache(host, autotuned):
     """With autotuning on and the problem's tile already cached, a forced tile (the bench's
     tile sweep) still runs the forced tile, not the cached one."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(autotune, "_CACHE", None)
-    monkeypatch.setattr(autotune, "_ENABLED", True)
     x, w, b, _, spec = _conv_case("basic", "float32", np.random.default_rng(32))
     cupy_backend.conv2d(x, w, b, spec)
-    (tuned,) = json.loads((tmp_path / "gpuconv" / autotune.CACHE_FILE).read_text()).values()
+    (tuned,) = json.loads(autotuned.read_text()).values()
     forced = next(t for t in gpu_plan.TILES_FOR[("float32", "ieee")]
                   if gpu_plan.TILES[t].kernel("float", False)
                   != gpu_plan.TILES[tuned].kernel("float", False))
@@ -595,7 +592,7 @@ def test_a_forced_tile_wins_over_the_autotune_cache(host, tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
 @pytest.mark.parametrize("device", ["tensor-cores", "no-tensor-cores", "autotuned"])
-def test_a_float64_conv_asked_for_tensor_cores_runs_in_ieee_float64(host, tmp_path, monkeypatch,
+def test_a_float64_conv_asked_for_tensor_cores_runs_in_ieee_float64(host, request, monkeypatch,
                                                                    precision, device):
     """Tensor-core precisions apply to float32 only (PyTorch's allow_tf32 rule): a float64 conv
     asked for one runs the float64 kernels and is as accurate as IEEE float64, also on a device
@@ -603,9 +600,7 @@ def test_a_float64_conv_asked_for_tensor_cores_runs_in_ieee_float64(host, tmp_pa
     tunes the float64 tiles)."""
     monkeypatch.setattr(host, "tensor_cores", device != "no-tensor-cores")
     if device == "autotuned":
-        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-        monkeypatch.setattr(autotune, "_CACHE", None)
-        monkeypatch.setattr(autotune, "_ENABLED", True)
+        request.getfixturevalue("autotuned")
     rng = np.random.default_rng(33)
     x, w, b, gy, spec = _conv_case("basic", "float64", rng)
     o, cg, kh, kw = w.shape
