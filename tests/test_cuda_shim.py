@@ -3,7 +3,8 @@ a block's threads, run as fibers one after another, see their own thread and blo
 over a 3-D grid of 3-D blocks; __syncthreads waits for the threads still running (not those
 that have returned); and threads that wait at barriers the others never reach (a GPU hang),
 or an mma.sync with lanes of its warp gone (undefined on a GPU), end the launch with a
-message instead of hanging the tests or computing on stale fragments."""
+message instead of hanging the tests or computing on stale fragments. The stand-in for
+cupy.ElementwiseKernel (harness.ElementwiseKernel) binds, broadcasts and writes as CuPy does."""
 
 from __future__ import annotations
 
@@ -102,3 +103,22 @@ def test_what_would_hang_or_be_undefined_on_a_gpu_ends_the_launch(program, kerne
     done = subprocess.run([program, kernel], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_elementwise_stand_in_binds_and_broadcasts_as_cupy(dtype):
+    """A placeholder takes the arrays' dtype (the body's arithmetic in it: 1/3 rounds to
+    float32 or float64), a Python scalar its parameter's type, a plain parameter broadcasts
+    and is its element at ``i``, a raw one the whole array, and an output is written in
+    place; a placeholder bound to two dtypes is a TypeError, as on CuPy."""
+    if harness.compiler() is None:
+        pytest.skip("needs a C++ compiler (g++)")
+    kernel = harness.ElementwiseKernel("T x, T row, raw T table, int32 k", "T y",
+                                       "y += x * row / T(3) + table[i % 2] + k;", "stand_in")
+    x = np.arange(6, dtype=dtype).reshape(2, 3)
+    row, table, y = np.array([1, 2, 4], dtype), np.array([10, 20], dtype), np.ones((2, 3), dtype)
+    kernel(x, row, table, 1.75, y)  # k = int32(1.75) = 1
+    want = 1 + (x * row / np.asarray(3, dtype) + np.resize(table, 6).reshape(2, 3) + 1)
+    np.testing.assert_array_equal(y, want)
+    with pytest.raises(TypeError, match="T is bound to"):
+        kernel(x.astype(np.float16), row, table, 1, y)

@@ -102,6 +102,10 @@ class CupyExecutor:
                 self._functions[kernel] = self._get_module().get_function(kernel)
         return self._functions[kernel]
 
+    def elementwise_kernel(self, in_params: str, out_params: str, operation: str, name: str):
+        """A cupy.ElementwiseKernel (CuPy compiles it per dtype and device at its first call)."""
+        return self.xp.ElementwiseKernel(in_params, out_params, operation, name)
+
     def sm_count(self) -> int:
         device = self.current_device()
         if device not in self._sm_counts:

@@ -99,16 +99,16 @@ _UPDATES = {
 
 
 @functools.cache
-def _update_kernel(name: str):
+def _update_kernel(executor, name: str):
     inputs, outputs, body = _UPDATES[name]
-    return _xp().ElementwiseKernel(inputs, outputs, body, f"gpuconv_{name}")
+    return executor.elementwise_kernel(inputs, outputs, body, f"gpuconv_{name}")
 
 
 def sgd_momentum_update(g, s, momentum, nesterov: bool, p, v) -> None:
     """SGD with (Nesterov) momentum, in place: ``optimizers.SGD._update``'s maths."""
-    _update_kernel("sgd_momentum")(g, s, momentum, nesterov, p, v)
+    _update_kernel(cupy_backend._executor(), "sgd_momentum")(g, s, momentum, nesterov, p, v)
 
 
 def adam_update(g, b1, b2, s, epsilon, p, m, v) -> None:
     """Adam, in place: ``optimizers.Adam._update``'s maths."""
-    _update_kernel("adam")(g, b1, b2, s, epsilon, p, m, v)
+    _update_kernel(cupy_backend._executor(), "adam")(g, b1, b2, s, epsilon, p, m, v)

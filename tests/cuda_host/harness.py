@@ -6,13 +6,16 @@ expression of ``gpu_plan.kernel_names()`` and ``gpu_plan.wgmma_kernel_names()``,
 library cached under
 ``$XDG_CACHE_HOME/gpuconv/cuda_host`` by a hash of its source. ``HostExecutor`` stands in for
 ``cupy_backend.CupyExecutor``: NumPy arrays, launches through ctypes, so the backend's own
-functions, plans and parameter packing run unchanged.
+functions, plans and parameter packing run unchanged; its elementwise kernels
+(``ElementwiseKernel``, cupy.ElementwiseKernel's stand-in) are g++-compiled loops too.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -76,19 +79,108 @@ def library_source(source: str = "backend") -> str:
 def build(which: str = "backend") -> ctypes.CDLL:
     """The emulated kernels of ``cuda_source.SOURCES[which]`` (the backend's module, or the
     benchmark's peak kernels) as a shared library, built once per source text."""
-    source = library_source(which)
+    return _shared_library(library_source(which), "kernels")
+
+
+def _shared_library(source: str, stem: str) -> ctypes.CDLL:
+    """``source`` built with g++ (``flags()``) into ``<stem>-<hash>.so`` under the autotune
+    cache directory, once per source text, shim and flags."""
     digest = hashlib.sha256((source + SHIM.read_text() + " ".join(flags())).encode()).hexdigest()[:16]
     out_dir = autotune.cache_dir() / "cuda_host"
-    lib = out_dir / f"kernels-{digest}.so"
+    lib = out_dir / f"{stem}-{digest}.so"
     if not lib.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            src, tmp_lib = Path(tmp) / "kernels.cpp", Path(tmp) / "kernels.so"
+            src, tmp_lib = Path(tmp) / f"{stem}.cpp", Path(tmp) / f"{stem}.so"
             src.write_text(source)
-            subprocess.run([compiler(), *flags(), str(src), "-o", str(tmp_lib)], check=True,
-                           capture_output=True, text=True)
+            built = subprocess.run([compiler(), *flags(), str(src), "-o", str(tmp_lib)],
+                                   capture_output=True, text=True, check=False)
+            if built.returncode:
+                raise RuntimeError(f"g++ could not build {stem}:\n{built.stderr}")
             os.replace(tmp_lib, lib)
     return ctypes.CDLL(str(lib))
+
+
+# CuPy's parameter types (NumPy's names) as C types
+C_TYPES = {"float32": "float", "float64": "double", "bool": "bool", "int32": "int",
+           "int64": "long long", "uint32": "unsigned int", "uint64": "unsigned long long"}
+
+
+class ElementwiseKernel:
+    """cupy.ElementwiseKernel on the CPU: the operation's C body, compiled by g++ in a loop
+    over the elements, once per binding of its type placeholders (as CuPy compiles it). As on
+    CuPy, the arguments broadcast to one shape; a plain parameter is its element at index
+    ``i`` (an output a reference to it, written in place), a ``raw`` one the whole array, and
+    a placeholder type (``T``) is the dtype of the arrays and NumPy scalars bound to it, each
+    argument cast to its parameter's type."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Param:
+        raw: bool
+        type: str    # a NumPy dtype name, or a placeholder
+        name: str
+        output: bool
+
+    def __init__(self, in_params: str, out_params: str, operation: str, name: str):
+        self.params = [self.Param(words[0] == "raw", words[-2], words[-1], output)
+                       for params, output in ((in_params, False), (out_params, True))
+                       for words in (p.split() for p in params.split(","))]
+        self.operation, self.name = operation, name
+        self._functions = {}  # the placeholders' dtypes -> the compiled loop
+
+    def _types(self, args) -> dict[str, str]:
+        """Each placeholder's dtype name, from the arrays and NumPy scalars bound to it."""
+        bound: dict[str, set[str]] = {}
+        for param, arg in zip(self.params, args):
+            if param.type not in C_TYPES:
+                dtypes = bound.setdefault(param.type, set())
+                if isinstance(arg, (np.ndarray, np.generic)):
+                    dtypes.add(arg.dtype.name)
+        for placeholder, dtypes in bound.items():
+            if len(dtypes) != 1:
+                raise TypeError(f"{self.name}: type {placeholder} is bound to {sorted(dtypes)}")
+        return {placeholder: dtypes.pop() for placeholder, dtypes in bound.items()}
+
+    def _source(self, types: dict[str, str]) -> str:
+        arguments, locals_ = [], []
+        for param in self.params:
+            c_type = C_TYPES[types.get(param.type, param.type)]
+            const = "" if param.output else "const "
+            arguments.append(f"{const}{c_type}* {param.name}_")
+            locals_.append(f"{const}{c_type}* {param.name} = {param.name}_;" if param.raw else
+                           f"{const}{c_type}{'&' if param.output else ''} {param.name} = "
+                           f"{param.name}_[i];")
+        typedefs = "".join(f"typedef {C_TYPES[t]} {p};\n" for p, t in types.items())
+        return (f"#include <cmath>\nusing namespace std;\n{typedefs}"
+                f'extern "C" void {self.name}(long long n, {", ".join(arguments)}) {{\n'
+                f"  for (long long i = 0; i < n; ++i) {{\n    " + "\n    ".join(locals_) +
+                f"\n    {{{self.operation}}}\n  }}\n}}\n")
+
+    def __call__(self, *args) -> None:
+        if len(args) != len(self.params):
+            raise TypeError(f"{self.name} takes {len(self.params)} arguments, got {len(args)}")
+        types = self._types(args)
+        key = tuple(types.items())
+        if key not in self._functions:
+            self._functions[key] = getattr(_shared_library(self._source(types), self.name),
+                                           self.name)
+            self._functions[key].restype = None
+        shape = np.broadcast_shapes(*(np.shape(a) for p, a in zip(self.params, args) if not p.raw))
+        arrays = []
+        for param, arg in zip(self.params, args):
+            dtype = np.dtype(types.get(param.type, param.type))
+            if param.output:  # written in place: no copy may stand in for it
+                if not (isinstance(arg, np.ndarray) and arg.dtype == dtype
+                        and arg.flags.c_contiguous and (param.raw or arg.shape == shape)):
+                    raise TypeError(f"{self.name}: output {param.name} must be a C-contiguous "
+                                    f"{dtype} array of shape {shape}")
+                arrays.append(arg)
+            elif param.raw:
+                arrays.append(np.ascontiguousarray(arg, dtype))
+            else:
+                arrays.append(np.ascontiguousarray(np.broadcast_to(np.asarray(arg, dtype), shape)))
+        self._functions[key](ctypes.c_longlong(math.prod(shape)),
+                             *(ctypes.c_void_p(a.ctypes.data) for a in arrays))
 
 
 class HostExecutor:
@@ -129,6 +221,9 @@ class HostExecutor:
                 raise RuntimeError(f"{kernel} uses {asked} bytes of dynamic shared memory, "
                                    f"its launch gave {shared_mem}")
         return launch
+
+    def elementwise_kernel(self, in_params: str, out_params: str, operation: str, name: str):
+        return ElementwiseKernel(in_params, out_params, operation, name)
 
     def sm_count(self) -> int:
         return self._sm_count
