@@ -40,6 +40,7 @@
 #include <type_traits>
 #include <vector>
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #if defined(__SANITIZE_THREAD__)
@@ -93,6 +94,16 @@ inline void sanitizer_entered(void* fake_stack, const void** old_bottom, size_t*
     __sanitizer_finish_switch_fiber(fake_stack, old_bottom, old_size);
 #else
     (void)fake_stack, (void)old_bottom, (void)old_size;
+#endif
+}
+// ASan: fibers' stacks given back to the system, their shadow cleared first. A fiber's last
+// frames (fiber_main's: it never returns) keep their redzones poisoned, and whatever is mapped
+// there next (a Python arena, a NumPy buffer) would read as a stack's redzone.
+inline void sanitizer_forget_stacks(void* base, size_t size) {
+#if defined(__SANITIZE_ADDRESS__)
+    __asan_unpoison_memory_region(base, size);
+#else
+    (void)base, (void)size;
 #endif
 }
 inline void* race_fiber_new() {
@@ -205,7 +216,10 @@ struct FiberPool {
     char* stack(size_t i) { return base + i * (FIBER_STACK + page) + page; }
     void reserve(size_t threads) {
         if (threads <= count) return;
-        if (base) munmap(base, count * (FIBER_STACK + page));
+        if (base) {
+            sanitizer_forget_stacks(base, count * (FIBER_STACK + page));
+            munmap(base, count * (FIBER_STACK + page));
+        }
         page = (size_t)sysconf(_SC_PAGESIZE);
         void* m = mmap(nullptr, threads * (FIBER_STACK + page), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
