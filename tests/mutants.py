@@ -860,6 +860,14 @@ MUTANTS = [
            "window when only the column axis has a tail",
            ("tests/test_cpu_kernels.py::test_avg_pool_backward_engines_agree_bit_for_bit_and_with_torch"
             "[3x2_tiled_column_tail_only-float64]",)),
+    Mutant("numpy-depthwise-grad-weight-keeps-row-image-nan",
+           "gpuconv/backends/numpy_backend.py",
+           "        if np.isfinite(grad_w).all():\n            return grad_w\n",
+           "        return grad_w\n",
+           "the compiled depthwise grad-weight keeps the NaN that its row images' zero columns "
+           "past W_out make of a non-finite input, in taps that never read it",
+           ("tests/test_semantics.py::"
+            "test_conv2d_backward_non_finite_input_reaches_what_torch_reaches[nan-depthwise]",)),
     Mutant("numpy-max-pool-first-nan-wins", "gpuconv/backends/numpy_backend.py",
            "            better |= np.isnan(value)\n",
            "            better |= np.isnan(value) & ~np.isnan(best)\n",

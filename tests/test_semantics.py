@@ -275,6 +275,27 @@ def test_conv2d_backward_non_finite_weight_reaches_what_torch_reaches(kw, bad):
     np.testing.assert_array_equal(np.isinf(grad_x), np.isinf(reference))
 
 
+@needs_torch
+@pytest.mark.parametrize("kw", [dict(groups=2), dict(groups=2, padding=1),
+                                dict(groups=2, stride=2, dilation=(1, 2)), dict(padding=1)],
+                         ids=["depthwise", "depthwise-padded", "depthwise-strided-past", "dense"])
+@pytest.mark.parametrize("bad", [nan, inf])
+def test_conv2d_backward_non_finite_input_reaches_what_torch_reaches(kw, bad):
+    """A non-finite input makes grad-weight non-finite exactly where PyTorch's is: in the taps
+    that read it (none, strided past it), not in those whose runs of the compiled depthwise
+    grad-weight's row images reach it in the zero columns past W_out (at the end of a row)."""
+    rng = _rng(6)
+    x, w = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((4, 2 // kw.get("groups", 1), 2, 3))
+    x[1, 0, 1, 5] = bad
+    g = rng.standard_normal(F.conv2d(x, w, **kw).shape)
+    grad_w = F.conv2d_backward(g, x, w, **kw, output_mask=(False, True, False))[1]
+    wt = torch.tensor(w, requires_grad=True)
+    TF.conv2d(torch.tensor(x), wt, **kw).backward(torch.tensor(g))
+    reference = wt.grad.numpy()
+    np.testing.assert_array_equal(np.isnan(grad_w), np.isnan(reference))
+    np.testing.assert_array_equal(np.isinf(grad_w), np.isinf(reference))
+
+
 def test_max_pool_picks_nan():
     x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
     x[0, 0, 0, 1] = nan

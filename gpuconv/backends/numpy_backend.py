@@ -704,7 +704,10 @@ def _depthwise_grad_weight(grad_out: np.ndarray, x: np.ndarray, zero_padding, st
         parallel.run(grad_weight_compiled,
                      parallel.pieces_by_bytes(groups, n * math.prod(x.shape[2:]) * x.itemsize),
                      x.nbytes)
-        return grad_w
+        # The row images' columns past W_out are zeros of grad_out times inputs: zero while
+        # the inputs are finite. A result that is not finite is computed again without them.
+        if np.isfinite(grad_w).all():
+            return grad_w
     gy4 = grad_out.reshape(n, groups, m, ho * wo)
     pieces = _depthwise_pieces(n, groups, m, math.prod(kernel_hw), ho * wo, grad_out.itemsize)
     block = _depthwise_blocks(x, zero_padding, kernel_hw, stride, dilation, (ho, wo),
