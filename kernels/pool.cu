@@ -54,10 +54,12 @@ __device__ __forceinline__ void split_plane(i64 plane, i64 channels, i64& n, i64
 
 // --------------------------------------------------------------------------- windows
 // [start, end) of adaptive window o of out over n positions (shapes.adaptive_windows), in 32
-// bits (gpu_plan.pool32 keeps n * (out + 1) below 2^32).
+// bits (gpu_plan.pool32 keeps n * (out + 1) below 2^32): the end's ceiling as
+// ((o+1)*n - 1) / out + 1, whose operand stays below n * out (the textbook
+// (o+1)*n + out - 1 reaches (n+1) * out - 1, past 2^32 where out > n: 65280 -> 65792).
 __device__ __forceinline__ void adaptive_range(int o, int n, int out, int& start, int& end) {
     start = (int)((unsigned)o * (unsigned)n / (unsigned)out);
-    end = (int)(((unsigned)(o + 1) * (unsigned)n + (unsigned)out - 1) / (unsigned)out);
+    end = (int)(((unsigned)(o + 1) * (unsigned)n - 1) / (unsigned)out) + 1;
 }
 
 // One axis of the pooling: rows or columns of p.

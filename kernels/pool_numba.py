@@ -89,8 +89,9 @@ def pool_axis(p, rows):
 
 @cuda.jit(device=True)
 def adaptive_range(o, n, out):
-    """[start, end) of adaptive window o of out over n positions (shapes.adaptive_windows)."""
-    return div32(o * n, out), div32((o + 1) * n + out - 1, out)
+    """[start, end) of adaptive window o of out over n positions (shapes.adaptive_windows); the
+    end's ceiling as ((o+1)*n - 1) // out + 1, whose operand stays below n * out (pool.cu's)."""
+    return div32(o * n, out), div32((o + 1) * n - 1, out) + 1
 
 
 @cuda.jit(device=True)

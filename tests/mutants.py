@@ -341,7 +341,7 @@ MUTANTS = [
            "that ends before it)",
            ("tests/test_cupy_host.py::test_avg_pool[include-pad-float32]",)),
     Mutant("pool-adaptive-end-rounded-down", "kernels/pool.cu",
-           "end = (int)(((unsigned)(o + 1) * (unsigned)n + (unsigned)out - 1) / (unsigned)out);",
+           "end = (int)(((unsigned)(o + 1) * (unsigned)n - 1) / (unsigned)out) + 1;",
            "end = (int)((unsigned)(o + 1) * (unsigned)n / (unsigned)out);",
            "an adaptive window ends at floor((o+1) n / out), not the ceiling (its last row or "
            "column left out)",

@@ -867,11 +867,14 @@ def test_max_pool_nan(host):
     assert np.array_equal(y, want_y, equal_nan=True) and np.array_equal(idx, want_idx)
 
 
-ADAPTIVE = [((7, 5), (3, 4)), ((4, 6), (6, 4)), ((5, 7), (1, 1))]
+# "up-past-2^32": out > n with (n + 1) * out > 2^32 (gpu_plan.pool32 allows n * (out + 1) <
+# 2^32): a window end computed as ((o+1)*n + out - 1) / out wraps in 32 bits for the last
+# window (empty: average -0, maximum 0 at index -1)
+ADAPTIVE = [((7, 5), (3, 4)), ((4, 6), (6, 4)), ((5, 7), (1, 1)), ((1, 65280), (1, 65792))]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("in_hw, out_hw", ADAPTIVE, ids=["down", "up", "global"])
+@pytest.mark.parametrize("in_hw, out_hw", ADAPTIVE, ids=["down", "up", "global", "up-past-2^32"])
 def test_adaptive_pools(host, in_hw, out_hw, dtype):
     rng = np.random.default_rng(7)
     x = _pool_input((2, 3) + in_hw, dtype, rng, ties=True)

@@ -19,6 +19,11 @@ import gpuconv.functional as F
 from gpuconv.backends import unavailable_reason
 from test_golden import COEFF, assert_close, assert_indices_equal
 
+try:  # a module global, which the simulator swaps in a kernel (the tests skip without numba)
+    from numba import cuda
+except ImportError:
+    cuda = None
+
 pytestmark = pytest.mark.skipif(unavailable_reason("numba") is not None,
                                 reason=f"numba backend: {unavailable_reason('numba')}")
 
@@ -216,6 +221,34 @@ def test_float32_stays_float32():
     assert F.conv2d(x, w, backend="numba").dtype == np.float32
     assert F.lp_pool2d(x, 2, 2, backend="numba").dtype == np.float32
     assert COEFF["float32"] > COEFF["float64"]
+
+
+# (n, out): adaptive windows down, up, and up where (n + 1) * out passes 2^32 (gpu_plan.pool32
+# allows n * (out + 1) < 2^32): a window end computed as ((o+1)*n + out - 1) // out in 32 bits
+# wraps for the last window
+ADAPTIVE_RANGES = [(7, 3), (4, 6), (65280, 65792)]
+
+
+@pytest.mark.parametrize("n, out", ADAPTIVE_RANGES, ids=["down", "up", "up-past-2^32"])
+def test_adaptive_windows_match_shapes(n, out):
+    """pool_numba.adaptive_range, the [start, end) of the pooling kernels' adaptive windows,
+    against shapes.adaptive_windows on the first and last windows of a sweep (one thread
+    each: the simulator runs a whole sweep of 65792 windows slowly)."""
+    from gpuconv.kernels import pool_numba
+    from gpuconv.shapes import adaptive_windows
+
+    @cuda.jit
+    def windows(o, n, out, got):
+        t = cuda.threadIdx.x
+        if t < o.size:
+            got[t, 0], got[t, 1] = pool_numba.adaptive_range(o[t], n, out)
+
+    o = np.unique(np.r_[np.arange(min(out, 8)), np.arange(max(0, out - 8), out)]).astype(np.int64)
+    got = np.full((o.size, 2), -1, np.int64)
+    windows[1, 32](o, np.int64(n), np.int64(out), got)
+    starts, ends = adaptive_windows(n, out)
+    np.testing.assert_array_equal(got, np.stack([starts[o], ends[o]], 1),
+                                  err_msg=f"windows {o.tolist()} of {n} -> {out}")
 
 
 # (op, input shape, keyword arguments, NaN positions): a NaN after numbers in a window, two
