@@ -346,6 +346,12 @@ MUTANTS = [
            "an adaptive window ends at floor((o+1) n / out), not the ceiling (its last row or "
            "column left out)",
            ("tests/test_cupy_host.py::test_adaptive_pools[down-float32]",)),
+    Mutant("pool-adaptive-end-wraps-in-32-bits", "kernels/pool.cu",
+           "end = (int)(((unsigned)(o + 1) * (unsigned)n - 1) / (unsigned)out) + 1;",
+           "end = (int)(((unsigned)(o + 1) * (unsigned)n + (unsigned)out - 1) / (unsigned)out);",
+           "an adaptive window's end takes the ceiling as ((o+1) n + out - 1) / out, which "
+           "passes 2^32 where out > n (the last windows empty)",
+           ("tests/test_cupy_host.py::test_adaptive_pools[up-past-2^32-float32]",)),
     Mutant("pool-global-vector-path-any-plane", "kernels/pool.cu",
            "if (contiguous && aligned16(x) && plane_len % N == 0) {",
            "if (contiguous && aligned16(x)) {",
@@ -507,6 +513,12 @@ MUTANTS = [
            ("tests/test_numba_gpu_launches.py::"
             "test_conv_direct_stages_its_weights_chunk_by_chunk",)),
     # --------------------------------------------------------------------- kernels/pool_numba.py
+    Mutant("numba-pool-adaptive-end-wraps-in-32-bits", "kernels/pool_numba.py",
+           "return div32(o * n, out), div32((o + 1) * n - 1, out) + 1",
+           "return div32(o * n, out), div32((o + 1) * n + out - 1, out)",
+           "an adaptive window's end takes the ceiling as ((o+1) n + out - 1) // out, which "
+           "passes 2^32 where out > n (the last windows empty)",
+           ("tests/test_numba_random.py::test_adaptive_windows_match_shapes[up-past-2^32]",)),
     Mutant("numba-pool-max-first-tap-rounded-down", "kernels/pool_numba.py",
            "div32(-start + d - 1, d) * d", "div32(-start, d) * d",
            "a dilated max window starting in the padding takes its first tap in the padding "
