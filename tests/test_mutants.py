@@ -23,6 +23,11 @@ def test_names_are_unique_and_plain():
     assert sorted({n for n in names if names.count(n) > 1}) == []
 
 
+def test_readme_counts_the_catalogue():
+    counts = re.findall(r"`tests/mutants\.py`: (\d+) plausible bugs", (ROOT / "README.md").read_text())
+    assert counts == [str(len(MUTANTS))], counts
+
+
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_entry_applies(mutant):
     text = (ROOT / mutant.path).read_text(encoding="utf-8")
