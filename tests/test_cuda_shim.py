@@ -94,30 +94,32 @@ int main(int argc, char** argv) {
 """
 
 
-@pytest.fixture(scope="module")
-def program(tmp_path_factory):
+def _build(tmp_path_factory, name: str, flags=()):
+    """(g++'s result, the program's path): PROGRAM built with ``flags`` in a folder of its own."""
     if harness.compiler() is None:
         pytest.skip("needs a C++ compiler (g++)")
-    folder = tmp_path_factory.mktemp("cuda_shim")
+    folder = tmp_path_factory.mktemp(name)
     (folder / "program.cpp").write_text(PROGRAM)
-    subprocess.run([harness.compiler(), "-std=c++20", "-O1", "-w", f"-I{harness.SHIM.parent}",
-                    "program.cpp", "-o", "program"], cwd=folder, check=True)
-    return folder / "program"
+    built = subprocess.run([harness.compiler(), "-std=c++20", "-O1", "-w", *flags,
+                            f"-I{harness.SHIM.parent}", "program.cpp", "-o", "program"],
+                           cwd=folder, capture_output=True, text=True, check=False)
+    return built, folder / "program"
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    built, path = _build(tmp_path_factory, "cuda_shim")
+    assert built.returncode == 0, built.stderr
+    return path
 
 
 @pytest.fixture(scope="module")
 def asan_program(tmp_path_factory):
     """PROGRAM built with AddressSanitizer, as `make check-memory` builds the kernels."""
-    if harness.compiler() is None:
-        pytest.skip("needs a C++ compiler (g++)")
-    folder = tmp_path_factory.mktemp("cuda_shim_asan")
-    (folder / "program.cpp").write_text(PROGRAM)
-    built = subprocess.run([harness.compiler(), "-std=c++20", "-O1", "-w", *harness.SANITIZE,
-                            f"-I{harness.SHIM.parent}", "program.cpp", "-o", "program"],
-                           cwd=folder, capture_output=True, text=True)
+    built, path = _build(tmp_path_factory, "cuda_shim_asan", harness.SANITIZE)
     if built.returncode:
         pytest.skip(f"g++ cannot build with AddressSanitizer here: {built.stderr[-300:]}")
-    return folder / "program"
+    return path
 
 
 def test_fiber_stacks_given_back_leave_no_poisoned_shadow(asan_program):
